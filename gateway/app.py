@@ -1,0 +1,210 @@
+"""The aiohttp application: HTTP surface, the media-stream route, and (with no agent configured) the embedded
+local agent. Thin: every call is handed to a :class:`gateway.session.CallSession`.
+
+Routes (README "HTTP surface"):
+- ``POST /twilio/voice``  voice webhook → TwiML ``<Connect><Stream>`` with the per-call token
+- ``GET  /twilio/stream`` Twilio Media Streams WebSocket
+- ``GET  /healthz``       process alive;  ``GET /readyz``: accepting calls
+- ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from .agent.client import AgentEndpoint
+from .carriers import twiml
+from .config import Settings
+from .security import mint_call_token, validate_twilio_signature
+from .session import CallSession, CallSummary
+from .tools.registry import ToolRegistry
+
+__all__ = ["create_app", "SETTINGS", "CALLS", "CallRegistry"]
+
+log = structlog.get_logger("gateway")
+
+
+@dataclass
+class CallRegistry:
+    """Live calls of this process (for readiness, limits, drain and tests)."""
+
+    active: dict[int, tuple[CallSession, asyncio.Task[None] | None]] = field(default_factory=dict)
+    completed: list[CallSummary] = field(default_factory=list)
+    accepting: bool = True
+    keep_summaries: int = 1000
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def record(self, summary: CallSummary) -> None:
+        self.completed.append(summary)
+        del self.completed[: -self.keep_summaries]
+
+
+SETTINGS = web.AppKey("settings", Settings)
+CALLS = web.AppKey("calls", CallRegistry)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+LOCAL_AGENT_KEY = web.AppKey("local_agent_key", str)
+
+
+def _stream_url(settings: Settings, request: web.Request) -> str:
+    base = settings.server.public_url
+    if base:
+        u = urlsplit(base)
+        scheme = "wss" if u.scheme == "https" else "ws"
+        return urlunsplit((scheme, u.netloc, u.path.rstrip("/") + "/twilio/stream", "", ""))
+    # No public URL configured (local development): point at our own loopback listener. Never derived from
+    # request headers, which a caller controls (telephony.md §A.2).
+    host, port = _bound_address(request)
+    return f"ws://{host}:{port}/twilio/stream"
+
+
+def _bound_address(request: web.Request) -> tuple[str, int]:
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if not sock:
+        return "127.0.0.1", request.app[SETTINGS].server.port
+    host = sock[0]
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return host, int(sock[1])
+
+
+def _webhook_url(settings: Settings, request: web.Request) -> str:
+    """The URL Twilio signed: the configured public URL + path + query (telephony.md §A.2)."""
+    base = settings.server.public_url or f"http://{request.host}"
+    return base.rstrip("/") + request.path_qs
+
+
+async def voice_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    params = {k: form.getall(k) for k in set(form.keys())}
+    flat = {k: str(v[0]) for k, v in params.items()}
+    token = settings.secrets.twilio_auth_token
+    if token:
+        signed = {k: [str(x) for x in v] for k, v in params.items()}
+        if not validate_twilio_signature(token, _webhook_url(settings, request), signed,
+                                         request.headers.get("X-Twilio-Signature")):
+            log.warning("webhook.refused", reason="bad signature", call_sid=flat.get("CallSid"))
+            return web.Response(status=403, text="invalid signature")
+    call_sid = flat.get("CallSid", "")
+    if not call_sid:
+        return web.Response(status=400, text="CallSid missing")
+    calls = request.app[CALLS]
+    if not calls.accepting:
+        log.info("webhook.refused", reason="draining", call_sid=call_sid)
+        return _twiml(twiml.say_and_hang_up("Sorry, we can't take your call right now. Please call again shortly."))
+    if len(calls) >= settings.server.max_concurrent_calls:
+        log.warning("webhook.refused", reason="at_capacity", call_sid=call_sid, active=len(calls))
+        return _twiml(twiml.say_and_hang_up("Sorry, all our lines are busy. Please call again in a few minutes."))
+    call_token = mint_call_token(settings.secrets.token_secret, call_sid, time.time(), settings.server.call_token_ttl_s)
+    body = twiml.connect_stream(
+        _stream_url(settings, request),
+        {"token": call_token, "from": flat.get("From", ""), "to": flat.get("To", "")},
+    )
+    log.info("webhook.answered", call_sid=call_sid)
+    return _twiml(body)
+
+
+def _twiml(body: str) -> web.Response:
+    return web.Response(text=body, content_type="application/xml")
+
+
+async def media_stream(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    calls = request.app[CALLS]
+    auth = settings.secrets.twilio_auth_token
+    sig = request.headers.get("X-Twilio-Signature")
+    if auth and sig is not None:
+        # The upgrade is signed over the wss:// URL exactly as in the TwiML, with no params (§A.2).
+        if not validate_twilio_signature(auth, _stream_url(settings, request), {}, sig):
+            log.warning("stream.refused", reason="bad upgrade signature")
+            return web.Response(status=403, text="invalid signature")
+    if not calls.accepting or len(calls) >= settings.server.max_concurrent_calls:
+        log.warning("stream.refused", reason="draining" if not calls.accepting else "at_capacity")
+        return web.Response(status=503, text="not accepting calls")
+    ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
+    await ws.prepare(request)
+    session = CallSession(
+        ws=ws,
+        settings=settings,
+        endpoint=_agent_endpoint(request),
+        tools=ToolRegistry(settings.tools, request.app[HTTP]),
+        on_summary=calls.record,
+    )
+    key = id(session)
+    calls.active[key] = (session, asyncio.current_task())
+    try:
+        with structlog.contextvars.bound_contextvars():
+            await session.run()
+    finally:
+        calls.active.pop(key, None)
+    return ws
+
+
+def _agent_endpoint(request: web.Request) -> AgentEndpoint:
+    settings = request.app[SETTINGS]
+    if settings.use_local_agent:
+        host, port = _bound_address(request)
+        return AgentEndpoint(f"ws://{host}:{port}/agent/v1/ws", request.app[LOCAL_AGENT_KEY], "local")
+    url = settings.agent_url()
+    name = "cloud-" + (settings.agent.region if not settings.agent.url else (urlsplit(url).hostname or "custom"))
+    return AgentEndpoint(url, settings.secrets.assemblyai_api_key, name)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    calls = request.app[CALLS]
+    settings = request.app[SETTINGS]
+    ready = calls.accepting and len(calls) < settings.server.max_concurrent_calls
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "active_calls": len(calls), "accepting": calls.accepting},
+        status=200 if ready else 503,
+    )
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    yield
+    await app[HTTP].close()
+
+
+async def _close_calls(app: web.Application) -> None:
+    """on_shutdown: close live carrier sockets so their handlers finish (aiohttp web_ws.py pattern)."""
+    for session, _task in list(app[CALLS].active.values()):
+        ws = session._ws  # noqa: SLF001 - the registry owns shutdown
+        if not ws.closed:
+            await ws.close(code=1001, message=b"server shutdown")
+
+
+def create_app(settings: Settings, *, local_agent_models: object | None = None) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[CALLS] = CallRegistry()
+    app.cleanup_ctx.append(_http_client)
+    app.on_shutdown.append(_close_calls)
+    app.router.add_post("/twilio/voice", voice_webhook)
+    app.router.add_get("/twilio/stream", media_stream)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if settings.use_local_agent:
+        from .local_agent.bridge import build_embedded_agent
+
+        key = settings.secrets.local_agent_api_key or secrets.token_urlsafe(24)
+        app[LOCAL_AGENT_KEY] = key
+        app.add_subapp("/agent", build_embedded_agent(settings, key, local_agent_models))
+    return app

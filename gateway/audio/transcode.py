@@ -1,0 +1,100 @@
+"""Per-call audio conversion between a carrier's encoding and the agent's. Pure (stateful, no I/O, no clock).
+
+Two agent formats are supported (config ``audio.agent_format``):
+- ``pcm24k``: the agent gets 24 kHz PCM16 (the protocol default). Carrier G.711 is decoded, resampled with one
+  streaming soxr resampler per direction, and the reverse on the way out.
+- ``pcmu`` / ``pcma``: G.711 passes through untouched in both directions (no transcoding at all) when the carrier
+  speaks the same law.
+Outbound audio is always cut into whole carrier frames (e.g. 160 bytes = 20 ms of μ-law), carrying remainders.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import g711
+from .framing import Reframer
+from .resample import StreamResampler
+
+__all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio"]
+
+AGENT_FORMATS = ("pcm24k", "pcmu", "pcma")
+
+_DECODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.ulaw_to_pcm16, "audio/pcma": g711.alaw_to_pcm16}
+_ENCODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.pcm16_to_ulaw, "audio/pcma": g711.pcm16_to_alaw}
+_SILENCE = {"audio/pcmu": g711.ULAW_SILENCE, "audio/pcma": g711.ALAW_SILENCE, "audio/pcm": 0}
+
+
+def agent_format_spec(agent_format: str) -> dict[str, object]:
+    """The ``session.input.format`` / ``session.output.format`` object for a config agent format."""
+    if agent_format == "pcm24k":
+        return {"encoding": "audio/pcm", "sample_rate": 24000}
+    if agent_format in ("pcmu", "pcma"):
+        return {"encoding": f"audio/{agent_format}"}
+    raise ValueError(f"unknown agent format {agent_format!r}")
+
+
+def _agent_encoding(agent_format: str) -> tuple[str, int]:
+    if agent_format == "pcm24k":
+        return "audio/pcm", 24000
+    if agent_format in ("pcmu", "pcma"):
+        return f"audio/{agent_format}", 8000
+    raise ValueError(f"unknown agent format {agent_format!r}")
+
+
+class InboundAudio:
+    """Caller → agent: carrier payload bytes in, agent ``input.audio`` bytes out."""
+
+    def __init__(self, carrier_encoding: str, carrier_rate: int, agent_format: str, quality: str = "QQ") -> None:
+        enc, rate = _agent_encoding(agent_format)
+        self.passthrough = enc == carrier_encoding and rate == carrier_rate
+        self._decode = None if carrier_encoding == "audio/pcm" else _DECODE[carrier_encoding]
+        self._encode = None if enc == "audio/pcm" else _ENCODE[enc]
+        self._resampler = None if carrier_rate == rate else StreamResampler(carrier_rate, rate, quality)
+
+    def convert(self, payload: bytes) -> bytes:
+        if self.passthrough:
+            return payload
+        pcm = self._decode(payload) if self._decode else payload
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        return self._encode(pcm) if self._encode else pcm
+
+
+class OutboundAudio:
+    """Agent → caller: ``reply.audio`` bytes in, whole carrier frames out."""
+
+    def __init__(
+        self, agent_format: str, carrier_encoding: str, carrier_rate: int, frame_bytes: int, quality: str = "MQ"
+    ) -> None:
+        enc, rate = _agent_encoding(agent_format)
+        self.passthrough = enc == carrier_encoding and rate == carrier_rate
+        self._decode = None if enc == "audio/pcm" else _DECODE[enc]
+        self._encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
+        self._resampler = None if rate == carrier_rate else StreamResampler(rate, carrier_rate, quality)
+        self._framer = Reframer(frame_bytes)
+        self._pad = _SILENCE[carrier_encoding]
+        self.frame_bytes = frame_bytes
+
+    def convert(self, data: bytes) -> list[bytes]:
+        if not self.passthrough:
+            pcm = self._decode(data) if self._decode else data
+            if self._resampler is not None:
+                pcm = self._resampler.process(pcm)
+            data = self._encode(pcm) if self._encode else pcm
+        return self._framer.push(data)
+
+    def flush(self) -> list[bytes]:
+        """End of a reply: drain the resampler and pad the last partial frame with silence."""
+        frames: list[bytes] = []
+        if self._resampler is not None:
+            tail = self._resampler.flush()
+            if tail:
+                frames = self._framer.push(self._encode(tail) if self._encode else tail)
+        return frames + self._framer.flush(self._pad)
+
+    def reset(self) -> None:
+        """Barge-in: forget everything of the interrupted reply, so no tail of it is ever sent."""
+        if self._resampler is not None:
+            self._resampler.reset()
+        self._framer.clear()

@@ -1,0 +1,59 @@
+"""The carrier-neutral event model every dialect parses into. Pure, frozen dataclasses named as nouns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Union
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConnected:
+    """The socket is up; the carrier has not said which call it carries yet."""
+
+    protocol: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """Which call this stream carries, and its audio format."""
+
+    stream_id: str
+    call_id: str
+    account_id: str
+    encoding: str  # as the agent protocol names it: "audio/pcmu", "audio/pcma", "audio/pcm"
+    sample_rate: int
+    channels: int = 1
+    tracks: tuple[str, ...] = ("inbound",)
+    custom_parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioReceived:
+    """Caller audio in the stream's encoding (raw bytes, base64 already decoded)."""
+
+    payload: bytes
+    timestamp_ms: int | None = None
+    chunk: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackCheckpoint:
+    """The carrier reports that everything sent before the named mark has played (or was cleared)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStopped:
+    """The carrier ended the stream (caller hung up, redirect, stop)."""
+
+    call_id: str = ""
+
+
+CarrierEvent = Union[StreamConnected, StreamStarted, AudioReceived, DtmfReceived, PlaybackCheckpoint, StreamStopped]

@@ -1,0 +1,180 @@
+"""Twilio Media Streams dialect (bidirectional ``<Connect><Stream>``). Pure: text in, events out; bytes in, text out.
+
+Implements ../shared/specs/telephony.md §A.3–§A.5:
+- inbound: ``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop`` (all JSON text; numbers arrive as strings);
+- outbound: ``media`` (base64 raw μ-law 8 kHz), ``mark``, ``clear``; nothing may be sent before ``start`` gives the
+  ``streamSid``, and every message after ``connected`` must carry that same ``streamSid`` (else Twilio error 31951).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from ..errors import CarrierProtocolError
+from .events import (
+    AudioReceived,
+    CarrierEvent,
+    DtmfReceived,
+    PlaybackCheckpoint,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+)
+
+__all__ = ["TwilioStream", "MULAW_FRAME_BYTES"]
+
+#: 20 ms of 8 kHz μ-law: Twilio's observed inbound frame, and the unit we send in.
+MULAW_FRAME_BYTES = 160
+_MAX_DTMF = frozenset("0123456789*#ABCDabcd")
+# Real SIDs are two letters + 32 hex; accept any short token of safe characters so test tools and other
+# Twilio-compatible carriers fit, but never anything that could break the JSON we template it into.
+_SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if not isinstance(value, dict):
+        raise CarrierProtocolError(f"'{msg.get('event')}' message without a '{key}' object")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise CarrierProtocolError(f"{where}.{key} missing or not a string")
+    return value
+
+
+def _int_or_none(value: Any) -> int | None:
+    # Twilio sends numbers as strings ("timestamp": "5", "chunk": "1"); accept real ints too.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+class TwilioStream:
+    """Protocol state of one Twilio media stream: parses what Twilio sends, builds what we send."""
+
+    carrier = "twilio"
+    frame_bytes = MULAW_FRAME_BYTES
+
+    def __init__(self) -> None:
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self.stopped = False
+
+    # ---- inbound -----------------------------------------------------------------------------------------------
+    def parse(self, text: str | bytes) -> CarrierEvent:
+        """Parse one WebSocket message. Raises :class:`CarrierProtocolError` on anything malformed or out of order."""
+        if isinstance(text, bytes):
+            raise CarrierProtocolError("binary frame (Twilio sends JSON text only)")
+        try:
+            msg = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise CarrierProtocolError(f"invalid JSON: {exc}") from None
+        if not isinstance(msg, dict):
+            raise CarrierProtocolError("message is not a JSON object")
+        event = msg.get("event")
+        if event == "connected":
+            return StreamConnected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
+        if event == "start":
+            return self._parse_start(msg)
+        if self.stream_sid is None:
+            raise CarrierProtocolError(f"'{event}' before 'start'")
+        if self.stopped:
+            raise CarrierProtocolError(f"'{event}' after 'stop'")
+        sid = msg.get("streamSid")
+        if sid != self.stream_sid:
+            raise CarrierProtocolError(f"streamSid {sid!r} does not match this stream")
+        if event == "media":
+            media = _obj(msg, "media")
+            track = media.get("track", "inbound")
+            if track != "inbound":
+                raise CarrierProtocolError(f"media on track {track!r} (a bidirectional stream carries inbound only)")
+            payload = media.get("payload")
+            if not isinstance(payload, str):
+                raise CarrierProtocolError("media.payload missing")
+            try:
+                audio = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise CarrierProtocolError("media.payload is not valid base64") from None
+            return AudioReceived(audio, _int_or_none(media.get("timestamp")), _int_or_none(media.get("chunk")))
+        if event == "mark":
+            return PlaybackCheckpoint(_str(_obj(msg, "mark"), "name", "mark"))
+        if event == "dtmf":
+            digit = _str(_obj(msg, "dtmf"), "digit", "dtmf")
+            if len(digit) != 1 or digit not in _MAX_DTMF:
+                raise CarrierProtocolError(f"dtmf.digit {digit!r} is not a DTMF digit")
+            return DtmfReceived(digit)
+        if event == "stop":
+            self.stopped = True
+            stop = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
+            return StreamStopped(call_id=str(stop.get("callSid", self.call_sid or "")))
+        raise CarrierProtocolError(f"unknown event {event!r}")
+
+    def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
+        if self.stream_sid is not None:
+            raise CarrierProtocolError("second 'start' on one stream")
+        start = _obj(msg, "start")
+        stream_sid = _str(start, "streamSid", "start")
+        if not _SID.fullmatch(stream_sid):
+            raise CarrierProtocolError("start.streamSid has characters a SID never has")
+        top_sid = msg.get("streamSid", stream_sid)
+        if top_sid != stream_sid:
+            raise CarrierProtocolError("start.streamSid and streamSid disagree")
+        call_sid = _str(start, "callSid", "start")
+        account_sid = str(start.get("accountSid", ""))
+        fmt = _obj(start, "mediaFormat")
+        encoding = fmt.get("encoding")
+        rate = _int_or_none(fmt.get("sampleRate"))
+        channels = _int_or_none(fmt.get("channels"))
+        # Twilio documents exactly one format for Media Streams; anything else would be decoded as noise.
+        if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
+            raise CarrierProtocolError(
+                f"unsupported mediaFormat {encoding!r}/{fmt.get('sampleRate')!r}/{fmt.get('channels')!r}"
+                " (expected audio/x-mulaw, 8000, 1)"
+            )
+        params = start.get("customParameters") or {}
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+        ):
+            raise CarrierProtocolError("start.customParameters must map strings to strings")
+        tracks = start.get("tracks", ["inbound"])
+        if not isinstance(tracks, list):
+            raise CarrierProtocolError("start.tracks must be a list")
+        self.stream_sid = stream_sid
+        self.call_sid = call_sid
+        return StreamStarted(
+            stream_id=stream_sid,
+            call_id=call_sid,
+            account_id=account_sid,
+            encoding="audio/pcmu",
+            sample_rate=8000,
+            channels=1,
+            tracks=tuple(str(t) for t in tracks),
+            custom_parameters=dict(params),
+        )
+
+    # ---- outbound ----------------------------------------------------------------------------------------------
+    def _sid(self) -> str:
+        if self.stream_sid is None:
+            raise RuntimeError("cannot send to Twilio before 'start' gave the streamSid")  # our bug, not Twilio's
+        return self.stream_sid
+
+    def build_media(self, payload: bytes) -> str:
+        b64 = base64.b64encode(payload).decode("ascii")
+        return f'{{"event":"media","streamSid":"{self._sid()}","media":{{"payload":"{b64}"}}}}'
+
+    def build_mark(self, name: str) -> str:
+        return json.dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}, separators=(",", ":"))
+
+    def build_clear(self) -> str:
+        return json.dumps({"event": "clear", "streamSid": self._sid()}, separators=(",", ":"))

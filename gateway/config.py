@@ -1,0 +1,298 @@
+"""Typed, validated settings. Committed defaults live in ``config/gateway.toml``; secrets come only from the
+environment. Loaded once at start-up and passed explicitly; an invalid file fails start-up with an error that
+names the bad key (``ConfigError("audio.playout_lead_ms: expected an integer, got 'x'")``).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import os
+import secrets
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .audio.resample import QUALITIES
+from .audio.transcode import AGENT_FORMATS
+from .errors import ConfigError
+
+__all__ = ["Settings", "Secrets", "load_settings", "REPO_CONFIG_DIR", "DEFAULT_AGENT_URL", "EU_AGENT_URL"]
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULT_AGENT_URL = "wss://agents.assemblyai.com/v1/ws"
+EU_AGENT_URL = "wss://agents.eu.assemblyai.com/v1/ws"
+US_AGENT_URL = "wss://agents.us.assemblyai.com/v1/ws"
+BUILTIN_TOOLS = frozenset({"end_call"})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_url: str = ""  # e.g. https://voice.example.com ; env GATEWAY_PUBLIC_URL
+    max_message_bytes: int = 65536
+    start_timeout_s: float = 10.0
+    no_media_timeout_s: float = 15.0
+    max_call_s: float = 3600.0
+    max_concurrent_calls: int = 100
+    call_token_ttl_s: float = 300.0
+    drain_budget_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    url: str = ""  # empty: cloud default (by region) when a key is set, else the embedded local agent
+    region: str = "auto"  # auto | us | eu
+    connect_timeout_s: float = 5.0
+    connect_attempts: int = 3
+    ready_timeout_s: float = 10.0
+    end_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    agent_format: str = "pcm24k"  # pcm24k (transcode) | pcmu | pcma (G.711 passthrough)
+    inbound_resample_quality: str = "QQ"
+    outbound_resample_quality: str = "MQ"
+    playout_lead_ms: int = 200
+    mark_interval_ms: int = 1000
+    frames_per_message: int = 1
+    preready_buffer_ms: int = 5000
+    outbound_buffer_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class HttpTool:
+    url: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    execution_mode: str = "interactive"
+
+
+@dataclass(frozen=True)
+class Profile:
+    system_prompt: str = "You are a friendly phone assistant. Keep answers short."
+    greeting: str = ""
+    voice: str = "alba"
+    tools: tuple[str, ...] = ("end_call",)
+    turn_detection: Mapping[str, Any] = field(default_factory=dict)
+    keyterms: tuple[str, ...] = ()
+    end_call_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class LocalAgentConfig:
+    intents: str = "local_agent/intents.toml"  # relative to the config directory
+    resume_window_s: float = 30.0
+    backchannel_max_ms: int = 600
+    min_silence_ms: int = 600
+    cpu_threads: int = 1
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key_env: str = "LOCAL_AGENT_LLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Everything secret, from the environment only. Never logged."""
+
+    assemblyai_api_key: str = ""
+    twilio_auth_token: str = ""
+    token_secret: bytes = b""
+    token_secret_generated: bool = False
+    local_agent_api_key: str = ""
+
+    def __repr__(self) -> str:  # keep secrets out of tracebacks and debug logs
+        return "Secrets(<redacted>)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    local_agent: LocalAgentConfig = field(default_factory=LocalAgentConfig)
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
+    numbers: Mapping[str, str] = field(default_factory=dict)  # called number (E.164) -> profile name
+    tools: Mapping[str, HttpTool] = field(default_factory=dict)
+    secrets: Secrets = field(default_factory=Secrets, repr=False)
+    config_dir: Path = REPO_CONFIG_DIR
+    log_format: str = "json"
+
+    # ---- derived views -----------------------------------------------------------------------------------------
+    @property
+    def use_local_agent(self) -> bool:
+        """No key and no URL configured: calls go to the embedded local agent (issue #3)."""
+        return not self.agent.url and not self.secrets.assemblyai_api_key
+
+    def agent_url(self) -> str:
+        if self.agent.url:
+            return self.agent.url
+        return {"eu": EU_AGENT_URL, "us": US_AGENT_URL}.get(self.agent.region, DEFAULT_AGENT_URL)
+
+    def profile_for(self, called_number: str) -> tuple[str, Profile]:
+        name = self.numbers.get(called_number, "default")
+        return name, self.profiles[name]
+
+    def local_agent_intents_path(self) -> Path:
+        p = Path(self.local_agent.intents)
+        return p if p.is_absolute() else self.config_dir / p
+
+
+# ---- loading -----------------------------------------------------------------------------------------------------
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return _convert(value, [a for a in typing.get_args(tp) if a is not type(None)][0], key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict, collections.abc.Mapping) or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        args = typing.get_args(tp)
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - our bug
+
+
+def _build(cls: Any, table: Any, prefix: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in table.items():
+        kwargs[name] = _convert(value, hints[name], f"{prefix + '.' if prefix else ''}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field (e.g. tools.X.url) is missing
+        raise ConfigError(f"{prefix}: {exc}") from None
+
+
+def _check(s: Settings) -> None:
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    need(0 < s.server.port < 65536, "server.port", "must be 1..65535")
+    if s.server.public_url:
+        u = urlsplit(s.server.public_url)
+        need(u.scheme in ("https", "http") and bool(u.netloc), "server.public_url", "must be an http(s) URL")
+        need(u.query == "" and u.fragment == "", "server.public_url", "must not carry a query or fragment")
+    need(1024 <= s.server.max_message_bytes <= 4 * 1024 * 1024, "server.max_message_bytes", "must be 1024..4194304")
+    for key in ("start_timeout_s", "no_media_timeout_s", "max_call_s", "call_token_ttl_s", "drain_budget_s"):
+        need(getattr(s.server, key) > 0, f"server.{key}", "must be positive")
+    need(s.server.max_concurrent_calls > 0, "server.max_concurrent_calls", "must be positive")
+    need(s.agent.region in ("auto", "us", "eu"), "agent.region", "must be auto, us or eu")
+    if s.agent.url:
+        need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")
+    need(s.agent.connect_attempts >= 1, "agent.connect_attempts", "must be at least 1")
+    need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")
+    for key in ("inbound_resample_quality", "outbound_resample_quality"):
+        need(getattr(s.audio, key) in QUALITIES, f"audio.{key}", f"must be one of {', '.join(QUALITIES)}")
+    need(s.audio.outbound_resample_quality != "QQ", "audio.outbound_resample_quality",
+         "QQ does not anti-alias 24 kHz -> 8 kHz; use LQ or better")
+    need(20 <= s.audio.playout_lead_ms <= 10000, "audio.playout_lead_ms", "must be 20..10000")
+    need(20 <= s.audio.mark_interval_ms <= 60000, "audio.mark_interval_ms", "must be 20..60000")
+    need(1 <= s.audio.frames_per_message <= 50, "audio.frames_per_message", "must be 1..50")
+    need(s.audio.preready_buffer_ms >= 0, "audio.preready_buffer_ms", "must be >= 0")
+    need("default" in s.profiles, "profiles.default", "a default profile is required")
+    for name, p in s.profiles.items():
+        for i, t in enumerate(p.tools):
+            need(t in BUILTIN_TOOLS or t in s.tools, f"profiles.{name}.tools[{i}]",
+                 f"unknown tool {t!r} (built in: {', '.join(sorted(BUILTIN_TOOLS))}; or define [tools.{t}])")
+    for number, prof in s.numbers.items():
+        need(prof in s.profiles, f"numbers.{number}", f"names unknown profile {prof!r}")
+    for name, t in s.tools.items():
+        need(urlsplit(t.url).scheme in ("http", "https"), f"tools.{name}.url", "must be an http(s) URL")
+        need(t.execution_mode in ("interactive", "hold"), f"tools.{name}.execution_mode", "interactive or hold")
+        need(name not in BUILTIN_TOOLS, f"tools.{name}", "collides with a built-in tool")
+    need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (default: $GATEWAY_CONFIG, else the repo's config/gateway.toml if present, else built-in
+    defaults), apply environment overrides and secrets, validate, and return the settings."""
+    env = os.environ if env is None else env
+    if path is None:
+        path = env.get("GATEWAY_CONFIG") or (REPO_CONFIG_DIR / "gateway.toml")
+        if not Path(path).exists():
+            path = None
+    table: dict[str, Any] = {}
+    config_dir = REPO_CONFIG_DIR
+    if path is not None:
+        p = Path(path)
+        try:
+            table = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        config_dir = p.resolve().parent
+    for forbidden in ("secrets", "config_dir", "log_format"):
+        if forbidden in table:
+            raise ConfigError(f"{forbidden}: cannot be set in the config file (secrets come from the environment)")
+    if "profiles" in table and isinstance(table["profiles"], dict):
+        defaults = table["profiles"].get("default", {})
+        # Every profile inherits unset keys from the default profile.
+        if isinstance(defaults, dict):
+            table["profiles"] = {
+                k: ({**defaults, **v} if isinstance(v, dict) else v) for k, v in table["profiles"].items()
+            }
+    settings: Settings = _build(Settings, table, "")
+    server = settings.server
+    if env.get("GATEWAY_PUBLIC_URL"):
+        server = dataclasses.replace(server, public_url=env["GATEWAY_PUBLIC_URL"].rstrip("/"))
+    agent = settings.agent
+    if env.get("AGENT_URL"):
+        agent = dataclasses.replace(agent, url=env["AGENT_URL"])
+    raw_secret = env.get("GATEWAY_TOKEN_SECRET", "")
+    sec = Secrets(
+        assemblyai_api_key=env.get("ASSEMBLYAI_API_KEY", ""),
+        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
+        token_secret=raw_secret.encode() if raw_secret else secrets.token_bytes(32),
+        token_secret_generated=not raw_secret,
+        local_agent_api_key=env.get("LOCAL_AGENT_API_KEY", ""),
+    )
+    settings = dataclasses.replace(
+        settings,
+        server=server,
+        agent=agent,
+        secrets=sec,
+        config_dir=config_dir,
+        log_format=env.get("LOG_FORMAT", "json").lower(),
+    )
+    _check(settings)
+    return settings

@@ -1,0 +1,87 @@
+"""Who may connect: Twilio request signatures and per-call stream tokens. Pure (``now`` is passed in).
+
+- :func:`twilio_signature` / :func:`validate_twilio_signature`: HMAC-SHA1 over the full URL plus the POST params
+  sorted by name (telephony.md §A.2), accepting the URL with and without an explicit default port, as Twilio's own
+  validator does. For the media-stream upgrade the URL is the ``wss://`` URL from the TwiML and the params are empty.
+- :func:`mint_call_token` / :func:`verify_call_token`: the token the webhook puts in ``<Parameter name="token">``:
+  HMAC-SHA256 over CallSid and expiry with a secret from the environment, so any replica can verify it without
+  shared state. Compared in constant time; bound to the CallSid; short TTL.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["twilio_signature", "validate_twilio_signature", "mint_call_token", "verify_call_token", "TokenError"]
+
+_DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def _signing_string(url: str, params: Mapping[str, str | Iterable[str]]) -> str:
+    parts = [url]
+    for name in sorted(params):
+        value = params[name]
+        values = [value] if isinstance(value, str) else sorted(value)
+        parts.extend(name + v for v in values)
+    return "".join(parts)
+
+
+def twilio_signature(auth_token: str, url: str, params: Mapping[str, str | Iterable[str]]) -> str:
+    mac = hmac.new(auth_token.encode(), _signing_string(url, params).encode(), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def _port_variants(url: str) -> list[str]:
+    u = urlsplit(url)
+    default = _DEFAULT_PORTS.get(u.scheme)
+    host = u.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    userinfo = u.netloc.rsplit("@", 1)[0] + "@" if "@" in u.netloc else ""
+    with_port = urlunsplit((u.scheme, f"{userinfo}{host}:{u.port or default}", u.path, u.query, u.fragment))
+    without = urlunsplit((u.scheme, f"{userinfo}{host}", u.path, u.query, u.fragment))
+    if u.port not in (None, default):
+        return [url]
+    return [url, with_port if u.port is None else without]
+
+
+def validate_twilio_signature(
+    auth_token: str, url: str, params: Mapping[str, str | Iterable[str]], signature: str | None
+) -> bool:
+    """True if ``signature`` (the X-Twilio-Signature header) signs ``url`` + ``params``."""
+    if not signature or not auth_token:
+        return False
+    ok = False
+    for variant in _port_variants(url):
+        # No early exit: constant work whichever variant matches.
+        ok |= hmac.compare_digest(twilio_signature(auth_token, variant, params), signature)
+    return ok
+
+
+class TokenError(ValueError):
+    """The per-call token is missing, malformed, expired, forged or for another call. ``str()`` says which."""
+
+
+def mint_call_token(secret: bytes, call_sid: str, now: float, ttl_s: float) -> str:
+    expiry = int(now + ttl_s)
+    mac = hmac.new(secret, f"v1|{call_sid}|{expiry}".encode(), hashlib.sha256).digest()
+    return f"v1.{expiry}.{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
+
+
+def verify_call_token(secret: bytes, token: str | None, call_sid: str, now: float) -> None:
+    """Raise :class:`TokenError` unless ``token`` was minted with ``secret`` for ``call_sid`` and is unexpired."""
+    if not token:
+        raise TokenError("missing")
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
+        raise TokenError("malformed")
+    expiry = int(parts[1])
+    expected = mint_call_token(secret, call_sid, expiry, 0)
+    if not hmac.compare_digest(expected.encode(), token.encode()):
+        raise TokenError("bad signature or other call")
+    if now > expiry:
+        raise TokenError("expired")

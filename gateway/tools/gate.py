@@ -1,0 +1,64 @@
+"""When to send ``tool.result``: the documented timing rule (voice-agent-api.md §3.2). Pure.
+
+Send results only while ``reply.done`` is the latest of {``reply.started``, ``input.speech.started``,
+``reply.done``}; hold them otherwise and flush on the next ``reply.done``; discard held results when that
+``reply.done`` says ``interrupted`` (results of tool calls made in an interrupted reply are discarded too, even if
+they finish later). The live server also accepts early results (§3.2 live finding); we follow the documented rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PendingResult", "ToolResultGate"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingResult:
+    call_id: str
+    result: str
+    is_error: bool = False
+
+
+class ToolResultGate:
+    def __init__(self) -> None:
+        self._latest = "reply.done"
+        self._reply_id: str | None = None
+        self._held: list[PendingResult] = []
+        self._call_reply: dict[str, str | None] = {}
+        self._interrupted_replies: set[str | None] = set()
+        self.discarded: list[str] = []  # call_ids whose results were dropped under the rule
+
+    def on_reply_started(self, reply_id: str | None) -> None:
+        self._latest = "reply.started"
+        self._reply_id = reply_id
+
+    def on_speech_started(self) -> None:
+        self._latest = "input.speech.started"
+
+    def on_tool_call(self, call_id: str) -> None:
+        self._call_reply[call_id] = self._reply_id
+
+    def on_reply_done(self, reply_id: str | None, status: str) -> list[PendingResult]:
+        """Returns the held results to send now (none if the reply was interrupted)."""
+        self._latest = "reply.done"
+        held, self._held = self._held, []
+        if status == "interrupted":
+            self._interrupted_replies.add(reply_id if reply_id is not None else self._reply_id)
+            self.discarded.extend(r.call_id for r in held)
+            return []
+        return held
+
+    def submit(self, result: PendingResult) -> list[PendingResult]:
+        """A tool finished. Returns what to send now (possibly nothing: held or discarded)."""
+        if self._call_reply.get(result.call_id, self._reply_id) in self._interrupted_replies:
+            self.discarded.append(result.call_id)
+            return []
+        if self._latest == "reply.done":
+            return [result]
+        self._held.append(result)
+        return []
+
+    @property
+    def held(self) -> int:
+        return len(self._held)

@@ -1,0 +1,97 @@
+"""The tools a call's agent may use: declarations for ``session.update`` and execution of ``tool.call``s.
+
+Built in: ``end_call`` (the call session waits for the goodbye to play, proven by a mark echo, then hangs up).
+Configured: HTTP tools (``[tools.NAME]`` in config): the arguments object is POSTed as JSON to the URL (tool name in
+the ``X-Voice-Gateway-Tool`` header); a 2xx body is
+the result string; anything else (status, timeout, connection error) comes back with ``is_error: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+import aiohttp
+
+from ..config import HttpTool, Profile
+
+__all__ = ["ToolRegistry", "ToolOutcome", "END_CALL"]
+
+END_CALL = "end_call"
+
+_END_CALL_DECL: dict[str, Any] = {
+    "type": "function",
+    "name": END_CALL,
+    "description": "Hang up the phone call. Use it once the caller says goodbye or asks to end the call, "
+    "after you have said goodbye.",
+    "parameters": {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "Why the call ends, in a few words."}},
+        "required": [],
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    result: str
+    is_error: bool = False
+
+
+class ToolRegistry:
+    def __init__(self, http_tools: Mapping[str, HttpTool], http: aiohttp.ClientSession | None) -> None:
+        self._http_tools = dict(http_tools)
+        self._http = http
+
+    def declarations(self, profile: Profile) -> list[dict[str, Any]]:
+        decls: list[dict[str, Any]] = []
+        for name in profile.tools:
+            if name == END_CALL:
+                decls.append(dict(_END_CALL_DECL))
+                continue
+            t = self._http_tools[name]
+            decls.append(
+                {
+                    "type": "function",
+                    "name": name,
+                    "description": t.description,
+                    "parameters": dict(t.parameters) or {"type": "object", "properties": {}},
+                    "execution_mode": t.execution_mode,
+                    "timeout_seconds": max(1, min(300, int(t.timeout_s) + 1)),
+                }
+            )
+        return decls
+
+    async def run(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        profile: Profile,
+        on_end_call: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> ToolOutcome:
+        """Execute one tool call. Never raises for tool failures: they become ``is_error`` results."""
+        if name not in profile.tools:
+            return ToolOutcome(json.dumps({"error": f"unknown tool {name!r}"}), True)
+        if name == END_CALL:
+            await on_end_call(arguments)
+            return ToolOutcome(json.dumps({"ok": True, "status": "hanging up after the goodbye"}))
+        return await self._run_http(name, self._http_tools[name], arguments)
+
+    async def _run_http(self, name: str, tool: HttpTool, arguments: Mapping[str, Any]) -> ToolOutcome:
+        if self._http is None:  # pragma: no cover - app always provides one
+            return ToolOutcome(json.dumps({"error": "HTTP tools unavailable"}), True)
+        try:
+            async with asyncio.timeout(tool.timeout_s):
+                async with self._http.post(
+                    tool.url, json=dict(arguments), headers={"X-Voice-Gateway-Tool": name}
+                ) as resp:
+                    body = await resp.text()
+                    if 200 <= resp.status < 300:
+                        return ToolOutcome(body)
+                    return ToolOutcome(json.dumps({"error": f"HTTP {resp.status}", "body": body[:500]}), True)
+        except TimeoutError:
+            return ToolOutcome(json.dumps({"error": f"timed out after {tool.timeout_s:g} s"}), True)
+        except aiohttp.ClientError as exc:
+            return ToolOutcome(json.dumps({"error": f"request failed: {exc.__class__.__name__}"}), True)

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real gateway app on loopback, wired to a spec-following fake of the cloud agent."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from gateway.app import create_app
+from gateway.config import load_settings
+from tests.support.fake_agent import FakeAgent
+from tests.support.twilio_peer import TwilioPeer
+
+
+CALL_TASK_NAMES = {"carrier_reader", "agent_runner", "agent_sender", "carrier_writer", "watchdog", "end_call"}
+
+
+def call_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() in CALL_TASK_NAMES or t.get_name().startswith("tool:")]
+
+
+@pytest.fixture
+async def fake_agent(aiohttp_server: Any) -> FakeAgent:
+    agent = FakeAgent()
+    server = await aiohttp_server(agent.app)
+    agent.url = str(server.make_url("/v1/ws")).replace("http://", "ws://")  # type: ignore[attr-defined]
+    return agent
+
+
+@pytest.fixture
+def gateway_env(fake_agent: FakeAgent) -> dict[str, str]:
+    return {
+        "AGENT_URL": fake_agent.url,  # type: ignore[attr-defined]
+        "ASSEMBLYAI_API_KEY": fake_agent.api_key,
+        "GATEWAY_TOKEN_SECRET": "test-secret",
+        "LOG_FORMAT": "json",
+    }
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def start_gateway(aiohttp_server: Any, gateway_env: dict[str, str]) -> Callable[..., Awaitable[Any]]:
+    async def start(config: str | None = None, **env: str) -> Any:
+        settings = load_settings(config, env={**gateway_env, **env})
+        server = await aiohttp_server(create_app(settings))
+        server.base_url = str(server.make_url("")).rstrip("/")
+        return server
+
+    return start
+
+
+@pytest.fixture
+async def new_peer(http: aiohttp.ClientSession) -> AsyncIterator[Callable[..., Awaitable[TwilioPeer]]]:
+    peers: list[TwilioPeer] = []
+
+    async def make(server: Any, dial: bool = True, **kw: Any) -> TwilioPeer:
+        p = TwilioPeer(server.base_url, http, **kw)
+        if dial:
+            await p.dial()
+        peers.append(p)
+        return p
+
+    yield make
+    for p in peers:
+        await p.close()
