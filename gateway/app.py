@@ -14,7 +14,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -41,6 +41,8 @@ class CallRegistry:
     completed: list[CallSummary] = field(default_factory=list)
     accepting: bool = True
     keep_summaries: int = 1000
+    #: Live viewers of per-call timelines: called with (call_sid, event kind, fields). See CallSession._emit.
+    listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.active)
@@ -142,6 +144,7 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
         endpoint=_agent_endpoint(request),
         tools=ToolRegistry(settings.tools, request.app[HTTP]),
         on_summary=calls.record,
+        on_event=lambda kind, fields: _publish(calls, session, kind, fields),
     )
     key = id(session)
     calls.active[key] = (session, asyncio.current_task())
@@ -151,6 +154,11 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
     finally:
         calls.active.pop(key, None)
     return ws
+
+
+def _publish(calls: CallRegistry, session: CallSession, kind: str, fields: dict[str, Any]) -> None:
+    for listener in list(calls.listeners):
+        listener(session.summary.call_sid, kind, fields)
 
 
 def _agent_endpoint(request: web.Request) -> AgentEndpoint:

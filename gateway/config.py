@@ -88,12 +88,15 @@ class Profile:
 
 @dataclass(frozen=True)
 class LocalAgentConfig:
+    """The ``[local_agent]`` table; mapped onto :class:`gateway.local_agent.settings.LocalAgentSettings`."""
+
     intents: str = "local_agent/intents.toml"  # relative to the config directory
     resume_window_s: float = 30.0
     backchannel_max_ms: int = 600
     min_silence_ms: int = 600
-    cpu_threads: int = 1
-    llm_base_url: str = ""
+    threads: int = 4  # the process-wide pool for blocking model calls
+    model_cpu_threads: int = 1  # intra-op threads of Whisper and Piper each
+    llm_base_url: str = ""  # optional OpenAI-compatible endpoint; empty = deterministic intent engine
     llm_model: str = ""
     llm_api_key_env: str = "LOCAL_AGENT_LLM_API_KEY"
 

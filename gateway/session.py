@@ -135,6 +135,7 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_summary: Callable[[CallSummary], None] | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._ws = ws
         self._settings = settings
@@ -143,6 +144,7 @@ class CallSession:
         self._clock = clock
         self._wall = wall_clock
         self._on_summary = on_summary
+        self._on_event = on_event
         self._log = structlog.get_logger("gateway.call")
         self.dialect = TwilioStream()
         self.summary = CallSummary()
@@ -255,6 +257,7 @@ class CallSession:
             except (TimeoutError, ConnectionError):
                 pass
         self._log.info("call.ended", **s.log_fields())
+        self._emit("call.ended", **s.log_fields())
         if self._on_summary is not None:
             self._on_summary(s)
 
@@ -276,6 +279,13 @@ class CallSession:
                 await agent.close()
         except (TimeoutError, OSError):
             pass
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        """Per-call timeline for live viewers (the softphone's event feed). Unlike logs it may carry transcript
+        text, so it is only exposed where the operator enabled it. Never per frame."""
+        if self._on_event is not None:
+            fields.setdefault("t", round(self._clock() - self._started_at, 3))
+            self._on_event(kind, fields)
 
     # ================================================================================================ start-up
     async def _await_start(self) -> StreamStarted:
@@ -340,6 +350,7 @@ class CallSession:
             agent_format=audio.agent_format,
             endpoint=self._endpoint.name,
         )
+        self._emit("call.started", call_sid=start.call_id, profile=name)
 
     # =========================================================================================== carrier side
     async def _carrier_reader(self) -> None:
@@ -464,6 +475,7 @@ class CallSession:
         self.summary.interruptions += 1
         if self._barge_in_at is not None:
             self.summary.clear_latencies_ms.append((self._clock() - self._barge_in_at) * 1000)
+        self._emit("call.barge_in", reply_id=reply_id, cause=cause, dropped_unplayed_ms=round(unplayed_ms))
         self._log.info(
             "call.barge_in",
             reply_id=reply_id,
@@ -529,6 +541,7 @@ class CallSession:
             ready_ms=round((self._session_ready_at - self._started_at) * 1000, 1),
         )
         self._agent_ready.set()
+        self._emit("agent.session_ready", session_id=ev.session_id)
         self._awaiting_first_audio_since = self._clock() if self.profile.greeting else None
         while True:
             try:
@@ -570,9 +583,11 @@ class CallSession:
             self.summary.replies += 1
             self._gate.on_reply_started(ev.reply_id)
             self._reply_started_event.set()
+            self._emit("agent.reply_started", reply_id=ev.reply_id)
         elif isinstance(ev, ap.ReplyDone):
             await self._on_reply_done(ev)
         elif isinstance(ev, ap.SpeechStarted):
+            self._emit("caller.speech_started")
             self._gate.on_speech_started()
             self._barge_in_at = self._clock()
             interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
@@ -582,11 +597,14 @@ class CallSession:
                 await self._barge_in(self._reply_id if self._reply_active else None, "speech_started")
         elif isinstance(ev, ap.SpeechStopped):
             self._awaiting_first_audio_since = self._clock()
+            self._emit("caller.speech_stopped")
         elif isinstance(ev, ap.UserTranscript):
             self.summary.turns += 1
+            self._emit("caller.transcript", text=ev.text)
         elif isinstance(ev, ap.ToolCall):
             self._on_tool_call(ev)
         elif isinstance(ev, ap.AgentTranscript):
+            self._emit("agent.transcript", reply_id=ev.reply_id, text=ev.text, interrupted=ev.interrupted)
             if ev.interrupted:
                 self._log.info("agent.reply_interrupted", reply_id=ev.reply_id, heard_chars=len(ev.text))
         elif isinstance(ev, ap.SessionError):
@@ -617,6 +635,7 @@ class CallSession:
             else:
                 self.summary.response_latencies_ms.append(latency)
             self._awaiting_first_audio_since = None
+            self._emit("agent.first_audio", reply_id=ev.reply_id, latency_ms=round(latency, 1))
         elif self.summary.time_to_first_agent_audio_ms is None:
             self.summary.time_to_first_agent_audio_ms = (self._clock() - self._started_at) * 1000
         await self._queue_out(ev.reply_id, frames)
@@ -642,6 +661,7 @@ class CallSession:
         self.summary.tool_calls += 1
         self._gate.on_tool_call(call.call_id)
         self._log.info("tool.called", tool=call.name, call_id=call.call_id)
+        self._emit("tool.called", tool=call.name, call_id=call.call_id)
         assert self._tg is not None
         self._tg.create_task(self._run_tool(call), name=f"tool:{call.name}")
 
