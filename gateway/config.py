@@ -249,8 +249,13 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
     """Read the TOML file (default: $GATEWAY_CONFIG, else the repo's config/gateway.toml if present, else built-in
     defaults), apply environment overrides and secrets, validate, and return the settings."""
     env = os.environ if env is None else env
+    if path is None and env.get("GATEWAY_CONFIG"):
+        path = env["GATEWAY_CONFIG"]
+        if not Path(path).exists():
+            raise ConfigError(f"GATEWAY_CONFIG: {path} does not exist")
     if path is None:
-        path = env.get("GATEWAY_CONFIG") or (REPO_CONFIG_DIR / "gateway.toml")
+        # The committed defaults when running from a checkout; built-in defaults otherwise (same values).
+        path = REPO_CONFIG_DIR / "gateway.toml"
         if not Path(path).exists():
             path = None
     table: dict[str, Any] = {}
@@ -260,7 +265,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         try:
             table = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"config file {p} does not exist") from None
+            raise ConfigError(f"{p}: config file does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
         config_dir = p.resolve().parent
@@ -268,6 +273,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         if forbidden in table:
             raise ConfigError(f"{forbidden}: cannot be set in the config file (secrets come from the environment)")
     if "profiles" in table and isinstance(table["profiles"], dict):
+        table["profiles"].setdefault("default", {})  # the built-in default profile stays unless overridden
         defaults = table["profiles"].get("default", {})
         # Every profile inherits unset keys from the default profile.
         if isinstance(defaults, dict):

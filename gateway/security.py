@@ -77,7 +77,7 @@ def verify_call_token(secret: bytes, token: str | None, call_sid: str, now: floa
     if not token:
         raise TokenError("missing")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != "v1" or not (parts[1].isascii() and parts[1].isdigit()):
         raise TokenError("malformed")
     expiry = int(parts[1])
     expected = mint_call_token(secret, call_sid, expiry, 0)

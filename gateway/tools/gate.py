@@ -23,35 +23,37 @@ class PendingResult:
 class ToolResultGate:
     def __init__(self) -> None:
         self._latest = "reply.done"
-        self._reply_id: str | None = None
+        # Replies are counted, not keyed by reply_id: the parser lets reply_id be None (early docs), and one
+        # interrupted id-less reply must not poison every later one.
+        self._turn = 0
         self._held: list[PendingResult] = []
-        self._call_reply: dict[str, str | None] = {}
-        self._interrupted_replies: set[str | None] = set()
+        self._call_turn: dict[str, int] = {}
+        self._interrupted_turns: set[int] = set()
         self.discarded: list[str] = []  # call_ids whose results were dropped under the rule
 
     def on_reply_started(self, reply_id: str | None) -> None:
         self._latest = "reply.started"
-        self._reply_id = reply_id
+        self._turn += 1
 
     def on_speech_started(self) -> None:
         self._latest = "input.speech.started"
 
     def on_tool_call(self, call_id: str) -> None:
-        self._call_reply[call_id] = self._reply_id
+        self._call_turn[call_id] = self._turn
 
     def on_reply_done(self, reply_id: str | None, status: str) -> list[PendingResult]:
         """Returns the held results to send now (none if the reply was interrupted)."""
         self._latest = "reply.done"
         held, self._held = self._held, []
         if status == "interrupted":
-            self._interrupted_replies.add(reply_id if reply_id is not None else self._reply_id)
+            self._interrupted_turns.add(self._turn)
             self.discarded.extend(r.call_id for r in held)
             return []
         return held
 
     def submit(self, result: PendingResult) -> list[PendingResult]:
         """A tool finished. Returns what to send now (possibly nothing: held or discarded)."""
-        if self._call_reply.get(result.call_id, self._reply_id) in self._interrupted_replies:
+        if self._call_turn.get(result.call_id, self._turn) in self._interrupted_turns:
             self.discarded.append(result.call_id)
             return []
         if self._latest == "reply.done":
