@@ -1,0 +1,478 @@
+"""The simulated Twilio leg of a phone call, over real HTTP and WebSockets. Not pure: the asyncio shell around
+:mod:`~gateway.simulator.twilio_side` (protocol and playout), :mod:`~gateway.simulator.turn_taking` (when to
+speak) and :mod:`~gateway.simulator.timeline` (what it all meant).
+
+:func:`simulate_call` does what Twilio does for one inbound call (telephony.md §A.1–§A.5):
+
+1. POSTs the voice webhook as a form, signed with ``X-Twilio-Signature`` when an auth token is given (the URL
+   signed is the gateway's public URL if given, else ``--url``), and reads the ``<Connect><Stream>`` TwiML;
+2. opens the stream URL (mapped to the loopback base, see :func:`~gateway.simulator.twilio_side.resolve_stream_url`),
+   signing the upgrade over the TwiML's ``wss://`` URL with no parameters, and sends ``connected`` and ``start``;
+3. then runs one 20 ms clock: every tick it plays one frame out of Twilio's playout buffer (echoing the marks
+   whose audio has played), lets the caller's script decide, and sends one ``media`` frame (turn audio, or μ-law
+   silence between turns: a real line always carries frames);
+4. hangs up with ``stop`` and a close when the script is done, or records that the gateway hung up.
+
+Two tasks per call (the clock and the socket reader) live in one ``asyncio.TaskGroup``; whichever ends the call
+raises, the group cancels the other, and the socket is closed on every path. Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import numpy as np
+
+from ..audio import g711
+from ..security import twilio_signature
+from .errors import CallRefused, GatewayProtocolError, UsageError
+from .timeline import CallRecord, TurnSpec, frame_levels
+from .turn_taking import AUDIBLE_RMS, HangUp, StartTurn, TurnTaking, TurnTakingConfig, frame_audible
+from .twilio_side import (
+    FRAME_BYTES,
+    FRAME_S,
+    SILENCE_FRAME,
+    GatewayClear,
+    GatewayMark,
+    GatewayMedia,
+    PlayoutBuffer,
+    TwilioSide,
+    new_sid,
+    parse_twiml,
+    resolve_stream_url,
+    webhook_form,
+)
+
+if TYPE_CHECKING:
+    from gateway.local_agent.speech import Synthesizer
+
+__all__ = [
+    "CALLER_LENGTH_SCALE",
+    "CallerTurn",
+    "SimulatorConfig",
+    "load_caller_voice",
+    "say_turn",
+    "simulate_call",
+    "trim_silence",
+    "wav_turn",
+    "write_wav",
+]
+
+#: The caller speaks slower than the agent (Piper's default 1.0) and without Piper's random variation, so the two
+#: voices are told apart by ear and runs are repeatable.
+CALLER_LENGTH_SCALE = 1.2
+#: Silence kept around each caller turn after trimming (the line carries silence between turns anyway).
+TRIM_KEEP_S = 0.1
+_CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class CallerTurn:
+    """One thing the caller says: 8 kHz μ-law, trimmed to the speech."""
+
+    source: str  # say | wav
+    label: str  # the text, or the WAV's path
+    ulaw: bytes
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    url: str = "http://127.0.0.1:8080"
+    turns: tuple[CallerTurn, ...] = ()
+    auth_token: str = ""
+    #: The base URL the gateway signs webhooks against (its GATEWAY_PUBLIC_URL); default: ``url``.
+    public_url: str = ""
+    from_: str = "+15550100001"
+    to: str = "+15550100002"
+    pause_s: float = 1.2
+    barge_in_after_s: float | None = None
+    hangup_after_s: float | None = None
+    greeting_timeout_s: float = 5.0
+    reply_timeout_s: float = 10.0
+    max_reply_s: float = 60.0
+    max_call_s: float = 600.0
+    http_timeout_s: float = 10.0
+
+    def turn_taking(self) -> TurnTakingConfig:
+        def frames(s: float) -> int:
+            return max(1, round(s / FRAME_S))
+
+        return TurnTakingConfig(
+            turns=len(self.turns),
+            pause=frames(self.pause_s),
+            greeting_timeout=frames(self.greeting_timeout_s),
+            reply_timeout=frames(self.reply_timeout_s),
+            max_reply=frames(self.max_reply_s),
+            barge_in_after=frames(self.barge_in_after_s) if self.barge_in_after_s is not None else None,
+            hangup_after=frames(min(self.hangup_after_s or self.max_call_s, self.max_call_s)),
+        )
+
+
+# ---- caller audio ------------------------------------------------------------------------------------------------
+def trim_silence(ulaw: bytes, keep_s: float = TRIM_KEEP_S) -> bytes:
+    """Cut leading and trailing silence down to ``keep_s``; whole 20 ms frames. Raises UsageError if silent."""
+    ulaw = ulaw + SILENCE_FRAME[: (-len(ulaw)) % FRAME_BYTES]
+    levels = frame_levels(ulaw)
+    threshold = max(AUDIBLE_RMS, 0.03 * float(levels.max(initial=0.0)))
+    loud = np.flatnonzero(levels > threshold)
+    if loud.size == 0:
+        raise UsageError("the caller's audio is silent")
+    keep = round(keep_s / FRAME_S)
+    first = max(0, int(loud[0]) - keep)
+    last = min(len(levels), int(loud[-1]) + 1 + keep)
+    return ulaw[first * FRAME_BYTES : last * FRAME_BYTES]
+
+
+def _to_ulaw8k(samples: np.ndarray, rate: int) -> bytes:
+    """Float mono samples in [-1, 1] at ``rate`` → 8 kHz μ-law (soxr HQ)."""
+    import soxr  # type: ignore[import-untyped]
+
+    if rate != 8000:
+        samples = soxr.resample(samples, rate, 8000, quality="HQ")
+    pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+    return g711.pcm16_to_ulaw(pcm.tobytes())
+
+
+def wav_turn(path: str | Path) -> CallerTurn:
+    """A caller turn from a PCM WAV file of any rate, mono or stereo (mixed down)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (wave.Error, EOFError) as exc:
+        raise UsageError(f"{path}: not a PCM WAV file ({exc}); convert it, e.g. sox in.wav -b 16 out.wav") from None
+    if width == 1:
+        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
+    elif width == 2:
+        x = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
+    elif width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float64) / float(1 << 23)
+    elif width == 4:
+        x = np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)
+    else:  # pragma: no cover - wave rejects other widths first
+        raise UsageError(f"{path}: unsupported sample width {width}")
+    if channels > 1:
+        x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
+    if x.size == 0:
+        raise UsageError(f"{path}: no audio")
+    try:
+        return CallerTurn("wav", str(path), trim_silence(_to_ulaw8k(x, rate)))
+    except UsageError:
+        raise UsageError(f"{path}: the audio is silent") from None
+
+
+def load_caller_voice(cpu_threads: int = 1) -> Synthesizer:
+    """The local agent's Piper voice, for ``--say``. Only the TTS is loaded (not Whisper or the VAD)."""
+    try:
+        from gateway.local_agent.speech import SpeechModelMissing
+        from gateway.local_agent.speech.assets import locate_model_files
+        from gateway.local_agent.speech.tts import Synthesizer
+    except ImportError as exc:
+        raise UsageError(f"--say needs the offline speech stack: pip install -e '.[speech]' ({exc})") from None
+    try:
+        files = locate_model_files()
+        return Synthesizer.load(files.piper_onnx, files.piper_json, cpu_threads=cpu_threads)
+    except (ImportError, SpeechModelMissing, FileNotFoundError) as exc:
+        raise UsageError(f"--say needs the offline speech stack: pip install -e '.[speech]' ({exc})") from None
+
+
+def say_turn(text: str, voice: Synthesizer) -> CallerTurn:
+    """``text`` spoken by the caller's voice through a simulated phone line (band-pass, 8 kHz μ-law)."""
+    from gateway.local_agent.speech.phone import phone_path
+
+    pcm = b"".join(
+        chunk
+        for _sentence, chunk in voice.synthesize(
+            text, length_scale=CALLER_LENGTH_SCALE, noise_scale=0.0, noise_w_scale=0.0
+        )
+    )
+    if not pcm:
+        raise UsageError(f"--say {text!r}: the voice produced no audio")
+    return CallerTurn("say", text, trim_silence(phone_path(pcm, voice.SAMPLE_RATE)))
+
+
+def write_wav(path: str | Path, ulaw: bytes | bytearray) -> None:
+    """8 kHz PCM16 mono WAV of μ-law audio."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(g711.ulaw_to_pcm16(bytes(ulaw)))
+
+
+# ---- the call ------------------------------------------------------------------------------------------------------
+class _Ended(Exception):
+    """Unwinds the call's tasks: someone hung up (not an error)."""
+
+    def __init__(self, by: str, reason: str) -> None:
+        super().__init__(f"{by}: {reason}")
+        self.by = by
+        self.reason = reason
+
+
+async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession | None = None) -> CallRecord:
+    """Place one simulated call against the gateway at ``config.url``. Never raises for anything the gateway did:
+    refusals and protocol errors end up in ``record.outcome`` / ``record.errors`` (and the timeline's exit code)."""
+    record = CallRecord(
+        base_url=config.url.rstrip("/"),
+        call_sid=new_sid("CA"),
+        account_sid=new_sid("AC"),
+        from_=config.from_,
+        to=config.to,
+        turns=tuple(TurnSpec(t.source, t.label) for t in config.turns),
+        pause_s=config.pause_s,
+    )
+    own_http = http is None
+    session = http or aiohttp.ClientSession()
+    try:
+        stream_url, params = await _dial(config, record, session)
+        ws = await _open_stream(config, record, session, stream_url)
+        try:
+            await _Call(config, record, ws, params).run()
+        finally:
+            if not ws.closed:
+                try:
+                    async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                        await ws.close()
+                except TimeoutError:
+                    pass
+    except CallRefused as exc:
+        record.outcome = "refused" if record.outcome == "completed" else record.outcome
+        record.errors.append(str(exc))
+    except GatewayProtocolError as exc:
+        record.outcome = "protocol_error"
+        record.errors.append(str(exc))
+    finally:
+        if own_http:
+            await session.close()
+    return record
+
+
+async def _dial(config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession) -> tuple[str, dict[str, str]]:
+    """The voice webhook (§A.2): POST the form, check the answer, parse the TwiML."""
+    url = config.url.rstrip("/") + "/twilio/voice"
+    form = webhook_form(record.call_sid, record.account_sid, config.from_, config.to)
+    headers = {"User-Agent": "TwilioProxy/1.1 (voice-gateway call simulator)"}
+    if config.auth_token:
+        signed_url = (config.public_url or config.url).rstrip("/") + "/twilio/voice"
+        headers["X-Twilio-Signature"] = twilio_signature(config.auth_token, signed_url, form)
+        record.signed = True
+    record.webhook_url = url
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(config.http_timeout_s):
+            async with http.post(url, data=form, headers=headers) as resp:
+                body = await resp.text()
+                record.webhook_status = resp.status
+                content_type = resp.content_type
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        record.outcome = "connect_failed"
+        raise CallRefused(f"could not reach the webhook {url}: {exc or type(exc).__name__}") from None
+    record.webhook_ms = (time.perf_counter() - t0) * 1000
+    if record.webhook_status != 200:
+        raise CallRefused(f"webhook answered HTTP {record.webhook_status}: {body.strip()[:200]!r}")
+    if content_type not in ("application/xml", "text/xml"):
+        record.warnings.append(f"webhook answered Content-Type {content_type!r}; Twilio expects XML")
+    instruction = parse_twiml(body, url)
+    record.warnings.extend(instruction.warnings)
+    record.twiml_url = instruction.url
+    record.parameter_names = tuple(sorted(instruction.parameters))
+    return instruction.url, instruction.parameters
+
+
+async def _open_stream(
+    config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession, twiml_url: str
+) -> aiohttp.ClientWebSocketResponse:
+    target = resolve_stream_url(twiml_url, config.url)
+    record.connected_url = target
+    headers = {}
+    if config.auth_token:
+        # The upgrade is signed over the wss:// URL exactly as written in the TwiML, with no params (§A.2).
+        headers["X-Twilio-Signature"] = twilio_signature(config.auth_token, twiml_url, {})
+    try:
+        async with asyncio.timeout(config.http_timeout_s):
+            return await http.ws_connect(target, headers=headers, max_msg_size=1 << 20, autoping=True)
+    except aiohttp.WSServerHandshakeError as exc:
+        raise CallRefused(f"stream upgrade refused: HTTP {exc.status} {exc.message}") from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        record.outcome = "connect_failed"
+        raise CallRefused(f"could not open the stream {target}: {exc or type(exc).__name__}") from None
+
+
+class _Call:
+    """One open stream: the 20 ms clock and the socket reader."""
+
+    def __init__(
+        self, config: SimulatorConfig, record: CallRecord, ws: aiohttp.ClientWebSocketResponse, params: dict[str, str]
+    ) -> None:
+        self._config = config
+        self._record = record
+        self._ws = ws
+        self._params = params
+        record.stream_sid = new_sid("MZ")
+        self._side = TwilioSide(call_sid=record.call_sid, account_sid=record.account_sid, stream_sid=record.stream_sid)
+        self._buffer = PlayoutBuffer()
+        self._script = TurnTaking(config.turn_taking())
+        self._send_lock = asyncio.Lock()
+        self._t0 = 0.0
+        self._turn: CallerTurn | None = None
+        self._turn_pos = 0
+        self._frame = 0  # the frame now playing
+        self._stopped = False
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time() - self._t0
+
+    async def run(self) -> None:
+        """Serve the stream until someone hangs up. Raises GatewayProtocolError (after hanging up) if the gateway
+        broke the protocol."""
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        error: GatewayProtocolError | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                # The reader runs before we send `start`, so anything the gateway sends too early is caught (§A.5).
+                tg.create_task(self._reader(), name="simulator.reader")
+                await self._send(self._side.connected)
+                await self._send(lambda: self._side.start(self._params))
+                tg.create_task(self._clock(), name="simulator.clock")
+        except* GatewayProtocolError as eg:
+            err = eg.exceptions[0]
+            assert isinstance(err, GatewayProtocolError)
+            error = err
+            self._record.add(self._now(), "protocol_error", message=str(err))
+            self._record.add(self._now(), "hangup", by="caller", reason="protocol_error")
+        except* _Ended as eg:
+            end = eg.exceptions[0]
+            assert isinstance(end, _Ended)
+            if error is None:
+                self._record.add(self._now(), "hangup", by=end.by, reason=end.reason)
+        finally:
+            # Whatever ended the call (even Ctrl-C or our own bug): send `stop`, as Twilio does on hang-up.
+            await self._hang_up_quietly()
+        if error is not None:
+            raise error
+
+    async def _send(self, build: Callable[[], str]) -> None:
+        # Built under the lock so sequenceNumbers go out in order.
+        async with self._send_lock:
+            if self._ws.closed:
+                raise _Ended("gateway", f"socket closed (code {self._ws.close_code})")
+            try:
+                await self._ws.send_str(build())
+            except ConnectionError:
+                raise _Ended("gateway", "socket closed while sending") from None
+
+    async def _hang_up_quietly(self) -> None:
+        if self._stopped or self._ws.closed:
+            return
+        self._stopped = True
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await self._ws.send_str(self._side.stop())
+        except (TimeoutError, ConnectionError):
+            pass
+
+    # ---- the line clock ------------------------------------------------------------------------------------------
+    async def _clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        frame = 0
+        while True:
+            # Ticks are scheduled on the ideal 20 ms grid; after a stall we catch up in a burst (as jitter would),
+            # so positions in the recorded audio stay true times.
+            delay = self._t0 + frame * FRAME_S - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._tick(frame)
+            frame += 1
+
+    async def _tick(self, frame: int) -> None:
+        self._frame = frame
+        played, had_audio, due = self._buffer.tick()
+        for name in due:
+            await self._echo(name, flushed=False)
+        self._record.heard += played
+        action = self._script.on_frame(frame, had_audio and frame_audible(played))
+        t = frame * FRAME_S
+        if isinstance(action, HangUp):
+            await self._send(self._side.stop)
+            self._stopped = True
+            raise _Ended("caller", action.reason)
+        if isinstance(action, StartTurn):
+            self._turn = self._config.turns[action.index]
+            self._turn_pos = 0
+            self._record.add(t, "turn_started", index=action.index, barge_in=action.barge_in)
+        payload = SILENCE_FRAME
+        if self._turn is not None:
+            chunk = self._turn.ulaw[self._turn_pos : self._turn_pos + FRAME_BYTES]
+            payload = chunk + SILENCE_FRAME[len(chunk) :]
+            self._turn_pos += FRAME_BYTES
+        await self._send(lambda: self._side.media(payload, round(t * 1000)))
+        self._record.said += payload
+        self._record.media_sent += 1
+        if self._turn is not None and self._turn_pos >= len(self._turn.ulaw):
+            self._record.add(t + FRAME_S, "turn_ended", index=self._script.turn)
+            self._script.turn_finished(frame + 1)
+            self._turn = None
+
+    # ---- the socket reader ---------------------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        ws = self._ws
+        while True:
+            # Bounded by the call's own maximum: between replies the gateway may rightly send nothing for a while.
+            msg = await ws.receive(timeout=self._config.max_call_s)
+            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                for name, flushed in self._on_message(self._side.parse(msg.data)):
+                    await self._echo(name, flushed=flushed)
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                raise _Ended("gateway", f"socket error: {ws.exception()}")
+            else:  # CLOSE / CLOSING / CLOSED
+                raise _Ended("gateway", f"socket closed (code {ws.close_code})")
+
+    def _on_message(self, msg: object) -> list[tuple[str, bool]]:
+        """Apply one gateway message to the playout buffer; returns the marks to echo now (name, flushed)."""
+        now = self._now()
+        if isinstance(msg, GatewayMedia):
+            self._record.media_received += 1
+            self._record.media_received_bytes += len(msg.payload)
+            self._buffer.push_audio(msg.payload)
+        elif isinstance(msg, GatewayMark):
+            self._record.add(now, "mark_received", name=msg.name)
+            return [(n, False) for n in self._buffer.push_mark(msg.name)]
+        elif isinstance(msg, GatewayClear):
+            self._script.on_clear(self._frame)
+            cleared = self._buffer.clear()
+            self._record.add(now, "clear", dropped_ms=cleared.dropped_bytes / 8, marks=list(cleared.marks))
+            # Twilio echoes every pending mark when it clears (§A.5 item 3).
+            return [(n, True) for n in cleared.marks]
+        return []
+
+    async def _echo(self, name: str, *, flushed: bool) -> None:
+        await self._send(lambda: self._side.mark_echo(name))
+        self._record.add(self._now(), "mark_echoed", name=name, flushed=flushed)
+
+
+def turns_from_args(items: Sequence[tuple[str, str]], voice_loader: Callable[[], Synthesizer]) -> list[CallerTurn]:
+    """``[("say", text) | ("wav", path), …]`` in command-line order → caller turns (the voice loaded only if needed)."""
+    voice: Synthesizer | None = None
+    turns: list[CallerTurn] = []
+    for kind, value in items:
+        if kind == "wav":
+            turns.append(wav_turn(value))
+        else:
+            if voice is None:
+                voice = voice_loader()
+            turns.append(say_turn(value, voice))
+    return turns
+
