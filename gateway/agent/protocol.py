@@ -4,6 +4,11 @@ Follows ../shared/specs/voice-agent-api.md §2. Tolerant where documented and ob
 error codes in either case (compared lower-cased), ``timestamp`` as float or ISO string, ``tool.call`` arguments
 as object or JSON string (and pre-launch ``args``), the legacy top-level ``error`` event, and unknown event types
 (returned as :class:`UnknownEvent` for the caller to ignore).
+
+Hot path (``reply.audio`` arrives every 10 ms of agent speech; docs/readme/performance.md): a message is first
+decoded by msgspec into a typed struct that only a well-formed ``reply.audio`` fits; anything else falls through to
+:func:`parse_server_event_plain`, the reference parser (stdlib ``json``), which also produces every error. The fast
+path may only accept what the reference accepts, with the same result (tests/unit/test_fastpath_equivalence.py).
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
+
+import msgspec
 
 from ..errors import AgentProtocolError
 
 __all__ = [
     "ServerEvent",
     "parse_server_event",
+    "parse_server_event_plain",
     "session_update",
     "input_audio",
     "tool_result",
@@ -188,7 +197,10 @@ def _opt_str(msg: Mapping[str, Any], key: str) -> str | None:
 
 def _opt_int(msg: Mapping[str, Any], key: str) -> int | None:
     value = msg.get(key)
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    # Python's json accepts NaN and Infinity (and 1e400 overflows to inf): int() of those raises; they are unknown.
+    return int(value) if isinstance(value, int) or math.isfinite(value) else None
 
 
 def _opt_float(msg: Mapping[str, Any], key: str) -> float | None:
@@ -219,7 +231,7 @@ def _tool_call(msg: Mapping[str, Any]) -> ToolCall:
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             raise AgentProtocolError(f"tool.call {name}: arguments are not JSON") from None
     if args is None:
         args = {}
@@ -228,9 +240,30 @@ def _tool_call(msg: Mapping[str, Any]) -> ToolCall:
     return ToolCall(call_id=call_id, name=name, arguments=args)
 
 
+class _ReplyAudioMessage(msgspec.Struct):
+    type: str
+    data: bytes | None = None  # msgspec decodes padded standard base64 and refuses anything else
+    reply_id: str | None = None
+
+
+_decode_reply_audio = msgspec.json.Decoder(_ReplyAudioMessage).decode
+
+
 def parse_server_event(text: str | bytes) -> ServerEvent:
     """Parse one server message. Raises :class:`AgentProtocolError` for malformed JSON or a known event whose
     required fields are broken; returns :class:`UnknownEvent` for event types this client does not know."""
+    try:
+        msg = _decode_reply_audio(text)
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):  # surrogates; nesting too deep
+        return parse_server_event_plain(text)
+    if msg.type == "reply.audio" and msg.data is not None:
+        return ReplyAudio(msg.reply_id, msg.data)
+    return parse_server_event_plain(text)
+
+
+def parse_server_event_plain(text: str | bytes) -> ServerEvent:
+    """The reference parser: every event type and every error. :func:`parse_server_event` gives the same result
+    for every input; it only takes a faster road for well-formed ``reply.audio``."""
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -319,7 +352,7 @@ def _drop_none(obj: Any) -> Any:
 
 def input_audio(audio: bytes) -> str:
     # Hot path (50×/s per call): a template, not json.dumps; base64 needs no escaping.
-    return '{"type":"input.audio","audio":"' + base64.b64encode(audio).decode("ascii") + '"}'
+    return '{"type":"input.audio","audio":"' + binascii.b2a_base64(audio, newline=False).decode("ascii") + '"}'
 
 
 def tool_result(call_id: str, result: str, is_error: bool = False) -> str:

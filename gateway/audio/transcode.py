@@ -6,6 +6,9 @@ Two agent formats are supported (config ``audio.agent_format``):
 - ``pcmu`` / ``pcma``: G.711 passes through untouched in both directions (no transcoding at all) when the carrier
   speaks the same law.
 Outbound audio is always cut into whole carrier frames (e.g. 160 bytes = 20 ms of μ-law), carrying remainders.
+Agent chunks smaller than a carrier frame (the live service sends 10 ms) are coalesced before transcoding: one
+decode/resample/encode per frame instead of per chunk. The resampler's output does not depend on chunking
+(gateway/audio/resample.py), so this changes no byte, and a frame still leaves on the chunk that completes it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ AGENT_FORMATS = ("pcm24k", "pcmu", "pcma")
 _DECODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.ulaw_to_pcm16, "audio/pcma": g711.alaw_to_pcm16}
 _ENCODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.pcm16_to_ulaw, "audio/pcma": g711.pcm16_to_alaw}
 _SILENCE = {"audio/pcmu": g711.ULAW_SILENCE, "audio/pcma": g711.ALAW_SILENCE, "audio/pcm": 0}
+_BYTES_PER_SAMPLE = {"audio/pcmu": 1, "audio/pcma": 1, "audio/pcm": 2}
 
 
 def agent_format_spec(agent_format: str) -> dict[str, object]:
@@ -75,26 +79,43 @@ class OutboundAudio:
         self._framer = Reframer(frame_bytes)
         self._pad = _SILENCE[carrier_encoding]
         self.frame_bytes = frame_bytes
+        # Agent bytes that make one carrier frame (960 for 24 kHz PCM16 → 160 B of μ-law); fewer are held back.
+        samples = frame_bytes // _BYTES_PER_SAMPLE[carrier_encoding]
+        self._chunk_min = samples * rate // carrier_rate * _BYTES_PER_SAMPLE[enc]
+        self._held = b""
 
     def convert(self, data: bytes) -> list[bytes]:
-        if not self.passthrough:
-            pcm = self._decode(data) if self._decode else data
-            if self._resampler is not None:
-                pcm = self._resampler.process(pcm)
-            data = self._encode(pcm) if self._encode else pcm
-        return self._framer.push(data)
+        if self.passthrough:
+            return self._framer.push(data)
+        if self._held:
+            data = self._held + data
+        if len(data) < self._chunk_min:
+            self._held = data  # not a whole frame's worth yet: transcode once the frame is complete
+            return []
+        self._held = b""
+        return self._framer.push(self._transcode(data))
+
+    def _transcode(self, data: bytes) -> bytes:
+        pcm = self._decode(data) if self._decode else data
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        return self._encode(pcm) if self._encode else pcm
 
     def flush(self) -> list[bytes]:
         """End of a reply: drain the resampler and pad the last partial frame with silence."""
         frames: list[bytes] = []
+        if self._held:
+            frames = self._framer.push(self._transcode(self._held))
+            self._held = b""
         if self._resampler is not None:
             tail = self._resampler.flush()
             if tail:
-                frames = self._framer.push(self._encode(tail) if self._encode else tail)
+                frames += self._framer.push(self._encode(tail) if self._encode else tail)
         return frames + self._framer.flush(self._pad)
 
     def reset(self) -> None:
         """Barge-in: forget everything of the interrupted reply, so no tail of it is ever sent."""
+        self._held = b""
         if self._resampler is not None:
             self._resampler.reset()
         self._framer.clear()

@@ -4,6 +4,12 @@ Implements ../shared/specs/telephony.md §A.3–§A.5:
 - inbound: ``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop`` (all JSON text; numbers arrive as strings);
 - outbound: ``media`` (base64 raw μ-law 8 kHz), ``mark``, ``clear``; nothing may be sent before ``start`` gives the
   ``streamSid``, and every message after ``connected`` must carry that same ``streamSid`` (else Twilio error 31951).
+
+Hot path (50 ``media`` messages per second per call each way; docs/readme/performance.md): an inbound message is
+first decoded by msgspec into a typed struct that only a well-formed ``media`` message of this stream fits; anything
+else (other events, wrong types, bad base64, invalid JSON…) falls through to :meth:`TwilioStream.parse_plain`, the
+reference parser, which also produces every error. The fast path may only accept what the reference accepts, with
+the same result: tests/unit/test_fastpath_equivalence.py holds it to that. Outbound ``media`` is a byte template.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import binascii
 import json
 import re
 from typing import Any
+
+import msgspec
 
 from ..errors import CarrierProtocolError
 from .events import (
@@ -55,9 +63,27 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    # isdigit() alone is true for "²" or "①", which int() refuses: ASCII digits only.
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
+
+
+# ---- fast path: the one message that arrives 50 times a second --------------------------------------------------
+class _Media(msgspec.Struct):
+    payload: bytes  # msgspec decodes padded standard base64 and refuses anything else (as b64decode(validate=True))
+    track: str = "inbound"
+    timestamp: str | int | None = None
+    chunk: str | int | None = None
+
+
+class _MediaMessage(msgspec.Struct):
+    event: str
+    streamSid: str | None = None  # Twilio's spelling
+    media: _Media | None = None
+
+
+_decode_media = msgspec.json.Decoder(_MediaMessage).decode
 
 
 class TwilioStream:
@@ -70,10 +96,30 @@ class TwilioStream:
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.stopped = False
+        self._media_head: tuple[str, str] | None = None  # (streamSid, the media template's head for it)
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, text: str | bytes) -> CarrierEvent:
         """Parse one WebSocket message. Raises :class:`CarrierProtocolError` on anything malformed or out of order."""
+        if self.stream_sid is not None and not self.stopped and isinstance(text, str):
+            try:
+                msg = _decode_media(text)
+            except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):  # surrogates; nesting too deep
+                msg = None
+            if (
+                msg is not None
+                and msg.event == "media"
+                and msg.streamSid == self.stream_sid
+                and msg.media is not None
+                and msg.media.track == "inbound"
+            ):
+                m = msg.media
+                return AudioReceived(m.payload, _int_or_none(m.timestamp), _int_or_none(m.chunk))
+        return self.parse_plain(text)
+
+    def parse_plain(self, text: str | bytes) -> CarrierEvent:
+        """The reference parser (stdlib ``json``): every message type and every error. :meth:`parse` gives the
+        same result for every input; it only takes a faster road for well-formed ``media``."""
         if isinstance(text, bytes):
             raise CarrierProtocolError("binary frame (Twilio sends JSON text only)")
         try:
@@ -170,8 +216,12 @@ class TwilioStream:
         return self.stream_sid
 
     def build_media(self, payload: bytes) -> str:
-        b64 = base64.b64encode(payload).decode("ascii")
-        return f'{{"event":"media","streamSid":"{self._sid()}","media":{{"payload":"{b64}"}}}}'
+        # Template, not json.dumps: the SID was checked against _SID at start and base64 needs no escaping.
+        head = self._media_head
+        if head is None or head[0] != self.stream_sid:
+            sid = self._sid()
+            head = self._media_head = (sid, f'{{"event":"media","streamSid":"{sid}","media":{{"payload":"')
+        return head[1] + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
 
     def build_mark(self, name: str) -> str:
         return json.dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}, separators=(",", ":"))

@@ -1,0 +1,498 @@
+"""The load generator: one process (pinned to its own core by scripts/bench) that plays Twilio for every call and
+the Voice Agent API for every agent session of the gateway under test, and measures the gateway between them.
+
+Run by scripts/bench as ``python -m bench.loadgen PLAN_JSON``; prints one JSON object per line: ``ready``, then one
+``step`` per load level, then ``done``.
+
+Twilio side, per call (telephony.md §A): POST the voice webhook, read the TwiML, open the stream, send ``connected``
+and ``start`` (with the TwiML's parameters), then one ``media`` frame (160 B μ-law, speech-like) every 20 ms; play
+what comes back at real time and echo each ``mark`` once the audio before it has played; on ``clear`` drop the
+queue and echo pending marks at once, as Twilio does.
+
+Agent side, per session (voice-agent-api.md §2): answer ``session.update`` with ``session.updated`` and
+``session.ready``, start a reply, and echo the caller's audio back as ``reply.audio`` at real time in ``chunk_ms``
+chunks; on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.
+
+Added latency is measured on one clock, both peers being here:
+- caller → agent, per frame: ``input.audio`` received − ``media`` sent, for the message that completed the frame's
+  audio. Which message that is comes from the gateway's own ``InboundAudio`` run here on the same frame sizes
+  (output byte counts depend on sizes only), so coalesced or held-back frames are charged their full wait.
+- agent → caller, per frame: ``media`` received − the ``reply.audio`` sent whose arrival let the gateway complete
+  that frame (again from the gateway's own ``OutboundAudio``, which also knows the resampler's block release).
+  The resampler's algorithmic holdback is therefore *not* in this figure; it is reported separately.
+- barge-in: ``clear`` received − ``reply.done interrupted`` sent.
+Calls add load in 20 ms phases spread over the period (real calls are not in step), one timer drives every peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import os
+import random
+import resource
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+from xml.etree import ElementTree
+
+import aiohttp
+
+from bench.wsproto import WsClient, WsServerConn
+from gateway.audio.transcode import InboundAudio, OutboundAudio
+from tests.support.media_corpus import caller_ulaw8k
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_INPUT_PREFIX = '{"type":"input.audio","audio":"'
+
+
+# ---- mapping tables: which message completes which frame, from the gateway's own pure converters -----------------
+def inbound_table(agent_format: str, quality: str, frames: int) -> list[int]:
+    """cum[n] = agent-side audio bytes available once caller frame n (0-based) has been processed."""
+    conv = InboundAudio("audio/pcmu", 8000, agent_format, quality)
+    silence = b"\xff" * 160
+    out, total = [], 0
+    for _ in range(frames):
+        total += len(conv.convert(silence))
+        out.append(total)
+    return out
+
+
+def outbound_table(agent_format: str, quality: str, chunk_bytes: int, frames: int) -> list[int]:
+    """k[j] = index of the agent chunk whose processing hands out carrier frame j (0-based)."""
+    conv = OutboundAudio(agent_format, "audio/pcmu", 8000, 160, quality)
+    chunk = bytes(chunk_bytes)
+    out: list[int] = []
+    k = 0
+    while len(out) < frames:
+        for _ in conv.convert(chunk):
+            out.append(k)
+        k += 1
+    return out
+
+
+def proc_cpu_s(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ---- one call: both peers ----------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Call:
+    gen: LoadGen
+    idx: int
+    call_sid: str
+    stream_sid: str
+    tw: WsClient | None = None
+    ag: WsServerConn | None = None
+    steady_at: float = float("inf")  # latency samples count from here (session ready + warm-up)
+    # caller → agent
+    media_n: int = 0
+    media_sent: deque[float] = field(default_factory=deque)  # send times of frames not yet seen at the agent
+    media_seen: int = 0  # frames whose audio the agent has received in full
+    in_bytes: int = 0
+    # agent → caller
+    reply_no: int = 0
+    echo: bytearray = field(default_factory=bytearray)
+    echo_started: bool = False
+    chunk_g: int = 0  # global index of the next chunk the agent sends
+    chunk_times: deque[float] = field(default_factory=deque)
+    chunk_base: int = 0  # global index of chunk_times[0]
+    epoch_g0: int = 0  # global index of the first chunk of the reply the Twilio side is hearing
+    frame_j: int = 0  # frames received in this epoch
+    pending_barge: tuple[int, float] | None = None  # (global chunk index of the new reply, reply.done sent at)
+    play_end: float = 0.0
+    mark_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    closed: bool = False
+
+    # -- Twilio side
+    def send_media(self, now: float) -> None:
+        g = self.gen
+        n = self.media_n
+        self.media_n = n + 1
+        payload = g.payloads[n % len(g.payloads)]
+        assert self.tw is not None
+        self.tw.send_text(
+            '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
+            '"payload":"%s"},"streamSid":"%s"}' % (n + 3, n + 1, n * 20, payload, self.stream_sid)
+        )
+        self.media_sent.append(now)
+
+    def on_twilio(self, text: str) -> None:
+        now = time.monotonic()
+        g = self.gen
+        msg: dict[str, Any] | None = None
+        if not text.startswith('{"event":"media"'):  # the gateway's template; anything else is parsed in full
+            msg = json.loads(text)
+        if msg is None or msg.get("event") == "media":
+            # Our playout model: 20 ms per frame, FIFO.
+            self.play_end = max(self.play_end, now) + 0.02
+            j = self.frame_j
+            self.frame_j = j + 1
+            if j >= len(g.out_table):
+                g.unmapped += 1
+                return
+            k = self.epoch_g0 + g.out_table[j]
+            times, base = self.chunk_times, self.chunk_base
+            while k > base and times:
+                times.popleft()
+                base += 1
+            self.chunk_base = base
+            if k == base and times and times[0] >= self.steady_at and g.window_open:
+                g.out_samples.append(now - times[0])
+                if g.dump is not None:
+                    g.dump.append(("out", now, now - times[0]))
+            return
+        assert msg is not None
+        ev = msg.get("event")
+        if ev == "mark":
+            name = msg["mark"]["name"]
+            self.mark_timers[name] = g.loop.call_later(max(0.0, self.play_end - now), self._echo_mark, name)
+        elif ev == "clear":
+            for name, h in list(self.mark_timers.items()):
+                h.cancel()
+                self._echo_mark(name)
+            self.play_end = now
+            if self.pending_barge is not None:
+                g0, sent = self.pending_barge
+                self.pending_barge = None
+                self.epoch_g0, self.frame_j = g0, 0
+                if g.window_open:
+                    g.clear_samples.append(now - sent)
+            else:
+                g.unexpected_clears += 1
+
+    def _echo_mark(self, name: str) -> None:
+        self.mark_timers.pop(name, None)
+        if self.tw is not None and not self.closed:
+            self.tw.send_text(
+                '{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":"%s"}}'
+                % (self.media_n + 3, self.stream_sid, name)
+            )
+
+    # -- agent side
+    def on_agent(self, text: str) -> None:
+        now = time.monotonic()
+        g = self.gen
+        msg: dict[str, Any] | None = None
+        if text.startswith(_INPUT_PREFIX):  # the gateway's template: no need to parse the JSON
+            b64 = text[len(_INPUT_PREFIX) : -2]
+        else:
+            msg = json.loads(text)
+            b64 = msg.get("audio", "") if msg.get("type") == "input.audio" else None
+        if b64 is not None:
+            pcm = binascii.a2b_base64(b64)
+            self.in_bytes += len(pcm)
+            table = g.in_table
+            sent = self.media_sent
+            while self.media_seen < len(table) and table[self.media_seen] <= self.in_bytes and sent:
+                t = sent.popleft()
+                if t >= self.steady_at and g.window_open:
+                    g.in_samples.append(now - t)
+                    if g.dump is not None:
+                        g.dump.append(("in", now, now - t))
+                self.media_seen += 1
+            if self.media_seen >= len(table):
+                sent.clear()
+            echo = self.echo
+            echo += pcm
+            if len(echo) > 1000 * g.bytes_per_ms:  # over 1 s behind: drop the oldest (never expected at real time)
+                del echo[: len(echo) - 1000 * g.bytes_per_ms]
+            return
+        assert msg is not None
+        kind = msg.get("type")
+        if kind == "session.update":
+            self._agent_send({"type": "session.updated", "config": msg.get("session", {})})
+            self._agent_send({"type": "session.ready", "session_id": f"sess_bench_{self.idx}", "config": {}})
+            self._start_reply()
+            g.paired(self)
+        elif kind == "session.end":
+            self._agent_send({"type": "session.ended", "session_duration_seconds": 1.0})
+            if self.ag is not None:
+                self.ag.close()
+
+    def _agent_send(self, msg: dict[str, Any]) -> None:
+        assert self.ag is not None
+        self.ag.send_text(json.dumps(msg))
+
+    def _start_reply(self) -> None:
+        self.reply_no += 1
+        self._agent_send({"type": "reply.started", "reply_id": self.reply_id, "item_id": f"item_{self.reply_no}"})
+
+    @property
+    def reply_id(self) -> str:
+        return f"resp_{self.idx}_{self.reply_no}"
+
+    def send_chunk(self, now: float) -> None:
+        g = self.gen
+        echo = self.echo
+        n = g.chunk_bytes
+        if not self.echo_started:
+            if len(echo) < 2 * n + 20 * g.bytes_per_ms:  # a little pre-roll so network jitter does not starve the echo
+                return
+            self.echo_started = True
+        if len(echo) < n:
+            return
+        data = binascii.b2a_base64(bytes(echo[:n]), newline=False).decode("ascii")
+        del echo[:n]
+        assert self.ag is not None
+        self.ag.send_text('{"type":"reply.audio","reply_id":"%s","data":"%s"}' % (self.reply_id, data))
+        self.chunk_times.append(now)
+        self.chunk_g += 1
+
+    def barge_in(self) -> None:
+        """The agent says the caller interrupted: ``reply.done`` interrupted, then a new reply continues the echo."""
+        self._agent_send({"type": "reply.done", "reply_id": self.reply_id, "status": "interrupted"})
+        self.pending_barge = (self.chunk_g, time.monotonic())
+        self._start_reply()
+
+
+# ---- the generator -------------------------------------------------------------------------------------------
+class LoadGen:
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.loop = asyncio.get_running_loop()
+        self.chunk_ms = int(plan["chunk_ms"])
+        fmt = plan.get("agent_format", "pcm24k")
+        self.bytes_per_ms = 48 if fmt == "pcm24k" else 8  # 24 kHz PCM16, or 8 kHz G.711 passed through
+        self.chunk_bytes = self.bytes_per_ms * self.chunk_ms
+        frames = int(plan.get("table_frames", 40000))
+        self.in_table = inbound_table(fmt, plan["in_quality"], frames)
+        self.out_table = outbound_table(fmt, plan["out_quality"], self.chunk_bytes, frames)
+        ulaw = caller_ulaw8k(2.0)
+        self.payloads = [binascii.b2a_base64(ulaw[i : i + 160], newline=False).decode() for i in range(0, 16000, 160)]
+        self.calls: list[Call] = []
+        self.media_slots: list[list[Call]] = [[] for _ in range(20)]
+        self.chunk_slots: list[list[Call]] = [[] for _ in range(self.chunk_ms)]
+        self._unpaired: deque[WsServerConn] = deque()
+        self._waiting: Call | None = None
+        self._paired: asyncio.Future[None] | None = None
+        self.window_open = False
+        self.in_samples: list[float] = []
+        self.out_samples: list[float] = []
+        self.clear_samples: list[float] = []
+        self.unmapped = 0
+        self.unexpected_clears = 0
+        self.dropped = 0
+        self.setup_failures = 0
+        self.tick_lag: list[float] = []
+        self._running = True
+        self.dump: list[tuple[str, float, float]] | None = [] if plan.get("dump") else None
+
+    # -- agent server
+    def _agent_open(self, conn: WsServerConn, path: str) -> None:
+        call = self._waiting
+        if call is None or call.ag is not None:
+            self._unpaired.append(conn)  # not expected: every agent connection follows a call's start
+            conn.close()
+            return
+        call.ag = conn
+        conn.on_text = call.on_agent
+
+    def paired(self, call: Call) -> None:
+        if self._paired is not None and not self._paired.done() and self._waiting is call:
+            self._paired.set_result(None)
+
+    # -- calls
+    async def add_call(self, http: aiohttp.ClientSession) -> None:
+        idx = len(self.calls) + self.dropped + self.setup_failures
+        call = Call(self, idx, f"CA{idx:032x}", f"MZ{idx:032x}")
+        base = self.plan["gateway_url"]
+        form = {"CallSid": call.call_sid, "From": "+15550001111", "To": "+15550002222", "AccountSid": "AC" + "0" * 32}
+        try:
+            async with asyncio.timeout(10):
+                async with http.post(base + "/twilio/voice", data=form) as r:
+                    body = await r.text()
+                stream = ElementTree.fromstring(body).find("./Connect/Stream")
+                if stream is None:
+                    raise ConnectionError(f"no <Stream> in TwiML: {body[:200]}")
+                params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+                url = urlsplit(stream.attrib["url"])
+                self._waiting = call
+                self._paired = self.loop.create_future()
+                _, tw = await self.loop.create_connection(
+                    lambda: WsClient(url.netloc, url.path), url.hostname, url.port or 80
+                )
+                await tw.open
+                call.tw = tw
+                tw.on_text = call.on_twilio
+                tw.send_text(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+                tw.send_text(json.dumps({
+                    "event": "start", "sequenceNumber": "1", "streamSid": call.stream_sid,
+                    "start": {"accountSid": "AC" + "0" * 32, "streamSid": call.stream_sid, "callSid": call.call_sid,
+                              "tracks": ["inbound"], "customParameters": params,
+                              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+                }))
+                await self._paired
+        except (OSError, TimeoutError, ConnectionError, ElementTree.ParseError) as exc:
+            self.setup_failures += 1
+            print(json.dumps({"kind": "warning", "setup_failed": repr(exc)}), flush=True)
+            if call.tw is not None:
+                call.tw.close()
+            return
+        finally:
+            self._waiting = None
+        call.steady_at = time.monotonic() + float(self.plan.get("call_warmup_s", 1.0))
+        self.calls.append(call)
+        self.media_slots[idx % 20].append(call)
+        self.chunk_slots[(idx * 7) % self.chunk_ms].append(call)
+        call.tw.closed.add_done_callback(lambda _f, c=call: self._lost(c))  # type: ignore[union-attr]
+
+    def _lost(self, call: Call) -> None:
+        if call.closed:
+            return
+        call.closed = True
+        self.dropped += 1
+        self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        for slots in (self.media_slots, self.chunk_slots):
+            for s in slots:
+                if call in s:
+                    s.remove(call)
+        if call in self.calls:
+            self.calls.remove(call)
+
+    async def ticker(self) -> None:
+        """One timer for every peer: each ms, the calls whose 20 ms phase (media) or chunk phase (agent) is due."""
+        t0 = self.loop.time()
+        k = 0
+        while self._running:
+            k += 1
+            target = t0 + k * 0.001
+            delay = target - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                self.tick_lag.append(-delay)
+                if self.dump is not None and -delay > 0.002:
+                    self.dump.append(("lag", time.monotonic(), -delay))
+                if -delay > 0.02:  # hopelessly behind: skip ahead rather than burst
+                    t0 = self.loop.time() - k * 0.001
+                await asyncio.sleep(0)
+            now = time.monotonic()
+            for c in self.media_slots[k % 20]:
+                c.send_media(now)
+            for c in self.chunk_slots[k % self.chunk_ms]:
+                c.send_chunk(now)
+
+    async def barge_ins(self, count: int, seconds: float) -> None:
+        for _ in range(count):
+            await asyncio.sleep(seconds / max(1, count))
+            steady = [c for c in self.calls if c.pending_barge is None and c.echo_started and not c.closed]
+            if steady:
+                random.choice(steady).barge_in()
+
+    async def run(self) -> None:
+        plan = self.plan
+        server = await self.loop.create_server(lambda: WsServerConn(self._agent_open), "127.0.0.1", plan["agent_port"])
+        print(json.dumps({"kind": "ready"}), flush=True)
+        ticker = asyncio.create_task(self.ticker())
+        gw_pid = plan["gateway_pid"]
+        rss0 = proc_rss_mb(gw_pid)
+        limit_ms = plan["p99_limit_ms"]
+        async with aiohttp.ClientSession() as http:
+            for target in plan["steps"]:
+                t_add = time.monotonic()
+                while len(self.calls) < target:
+                    await self.add_call(http)
+                    if self.setup_failures > max(3, target // 20):
+                        break
+                add_s = time.monotonic() - t_add
+                await asyncio.sleep(plan["warmup_s"])
+                self.in_samples, self.out_samples, self.clear_samples = [], [], []
+                self.tick_lag = []
+                cpu0, own0, t0 = proc_cpu_s(gw_pid), proc_cpu_s(), time.monotonic()
+                self.window_open = True
+                await self.barge_ins(int(plan["barge_ins_per_step"]), plan["window_s"])
+                self.window_open = False
+                t1 = time.monotonic()
+                cpu1, own1 = proc_cpu_s(gw_pid), proc_cpu_s()
+                n = len(self.calls)
+                step = {
+                    "kind": "step",
+                    "calls": n,
+                    "target": target,
+                    "add_s": round(add_s, 2),
+                    "window_s": round(t1 - t0, 2),
+                    "in": percentiles(self.in_samples),
+                    "out": percentiles(self.out_samples),
+                    "clear": percentiles(self.clear_samples),
+                    "gateway_cpu": (cpu1 - cpu0) / (t1 - t0),
+                    "loadgen_cpu": (own1 - own0) / (t1 - t0),
+                    "gateway_rss_mb": proc_rss_mb(gw_pid),
+                    "gateway_rss0_mb": rss0,
+                    "tick_lag_p99_ms": percentiles(self.tick_lag)["p99"] if self.tick_lag else 0.0,
+                    "late_ticks": len(self.tick_lag),
+                    "dropped": self.dropped,
+                    "setup_failures": self.setup_failures,
+                    "unmapped": self.unmapped,
+                    "unexpected_clears": self.unexpected_clears,
+                    "barge_ins_without_clear": sum(
+                        1 for c in self.calls if c.pending_barge is not None and t1 - c.pending_barge[1] > 1.0
+                    ),
+                }
+                if self.dump is not None:
+                    step["dump"] = self.dump
+                    self.dump = []
+                print(json.dumps(step), flush=True)
+                p99 = max(step["in"]["p99"], step["out"]["p99"])
+                if p99 > limit_ms or step["gateway_cpu"] > plan["cpu_limit"] or n < target:
+                    break
+            self._running = False
+            await ticker
+            for c in list(self.calls):
+                c.closed = True
+                if c.tw is not None:
+                    c.tw.send_text(json.dumps({"event": "stop", "sequenceNumber": "9", "streamSid": c.stream_sid,
+                                               "stop": {"accountSid": "AC" + "0" * 32, "callSid": c.call_sid}}))
+            await asyncio.sleep(0.5)
+            for c in list(self.calls):
+                if c.tw is not None:
+                    c.tw.close()
+        server.close()
+        print(json.dumps({"kind": "done", "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+              flush=True)
+
+
+def percentiles(xs: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max in ms (nearest rank)."""
+    if not xs:
+        return {"n": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    s = sorted(xs)
+    n = len(s)
+
+    def at(q: float) -> float:
+        return s[min(n - 1, int(q * n))] * 1000
+
+    return {"n": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": s[-1] * 1000}
+
+
+async def _run(plan: dict[str, Any]) -> None:
+    await LoadGen(plan).run()
+
+
+def main() -> None:
+    plan = json.loads(sys.argv[1])
+    try:
+        import uvloop  # the generator must stay far from its own limits: the cheapest loop there is
+    except ImportError:
+        asyncio.run(_run(plan))
+    else:
+        uvloop.run(_run(plan))
+
+if __name__ == "__main__":
+    main()

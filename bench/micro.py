@@ -1,0 +1,184 @@
+"""Micro-benchmarks of the media path's pure functions, per 20 ms frame, fast path against the plain reference.
+
+In:  parse a Twilio ``media`` message → transcode μ-law 8 kHz to PCM16 24 kHz → build ``input.audio``.
+Out: parse the ``reply.audio`` messages of 20 ms (two of 10 ms by default) → transcode → whole 160-byte frames →
+     build Twilio ``media``.
+Every figure is the median over rounds of the mean per frame over the speech-like corpus (tests/support/
+media_corpus.py, the frames the equivalence test checks), with the garbage collector off while timing.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gateway.agent import protocol as ap
+from gateway.audio.transcode import InboundAudio, OutboundAudio
+from gateway.carriers.twilio import TwilioStream
+from tests.support.media_corpus import (
+    STREAM_SID,
+    agent_pcm24k,
+    caller_ulaw8k,
+    reply_audio_messages,
+    twilio_media_messages,
+)
+from tests.support.plain_media_path import PlainInbound, PlainOutbound, plain_build_media, plain_input_audio
+
+__all__ = ["Corpus", "MicroResult", "corpus", "run_micro"]
+
+
+@dataclass
+class Corpus:
+    media: list[str]  # Twilio media messages, one per 20 ms frame
+    replies: list[str]  # reply.audio messages, chunk_ms each
+    chunk_ms: int
+
+
+def corpus(seconds: float = 2.0, chunk_ms: int = 10) -> Corpus:
+    return Corpus(twilio_media_messages(caller_ulaw8k(seconds)), reply_audio_messages(agent_pcm24k(seconds), chunk_ms), chunk_ms)
+
+
+@dataclass
+class MicroResult:
+    """µs per 20 ms frame: medians, and the (min, max) over rounds."""
+
+    median: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _started() -> TwilioStream:
+    t = TwilioStream()
+    t.parse(
+        '{"event":"start","streamSid":"%s","start":{"streamSid":"%s","callSid":"CA%s","mediaFormat":'
+        '{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}' % (STREAM_SID, STREAM_SID, "0" * 32)
+    )
+    return t
+
+
+def _time_per_frame(fn: Callable[[], int], rounds: int) -> list[float]:
+    """Run ``fn`` (which processes some frames and returns how many) ``rounds`` times; µs per frame each round."""
+    t_end = time.perf_counter() + 0.05
+    while time.perf_counter() < t_end:  # warm-up: caches, branch predictors, the CPU's clock
+        fn()
+    out = []
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter_ns()
+            frames = fn()
+            out.append((time.perf_counter_ns() - t0) / 1000 / frames)
+    finally:
+        gc.enable()
+    return out
+
+
+def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[], int]]:
+    per_frame = 20 // c.chunk_ms if c.chunk_ms <= 20 else 1
+    n_frames_out = len(c.replies) // per_frame
+    twilio = _started()
+    sid = STREAM_SID
+    media, replies = c.media, c.replies
+    payloads = [twilio.parse(m).payload for m in media]
+    chunks = [ap.parse_server_event(r).data for r in replies]
+    inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", in_quality)
+    outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, out_quality)
+    p_in = PlainInbound("audio/pcmu", 8000, "pcm24k", in_quality)
+    p_out = PlainOutbound("pcm24k", "audio/pcmu", 8000, 160, out_quality)
+    pcm_frames = [inbound.convert(p) for p in payloads]
+    ulaw_frames = [f for ch in chunks for f in outbound.convert(ch)] or [b"\xff" * 160]
+
+    def fast_in() -> int:
+        parse, convert, build = twilio.parse, inbound.convert, ap.input_audio
+        for m in media:
+            build(convert(parse(m).payload))
+        return len(media)
+
+    def plain_in() -> int:
+        parse, convert = twilio.parse_plain, p_in.convert
+        for m in media:
+            plain_input_audio(convert(parse(m).payload))
+        return len(media)
+
+    def fast_out() -> int:
+        parse, convert, build = ap.parse_server_event, outbound.convert, twilio.build_media
+        for r in replies:
+            for f in convert(parse(r).data):
+                build(f)
+        return n_frames_out
+
+    def plain_out() -> int:
+        parse, convert = ap.parse_server_event_plain, p_out.convert
+        for r in replies:
+            for f in convert(parse(r).data):
+                plain_build_media(sid, f)
+        return n_frames_out
+
+    def each(fn: Callable[[Any], Any], items: list[Any], per: float = 1.0) -> Callable[[], int]:
+        def run() -> int:
+            for x in items:
+                fn(x)
+            return max(1, round(len(items) / per))
+
+        return run
+
+    def np_round_trip() -> int:
+        for p in pcm_frames:
+            np.frombuffer(p, dtype=np.int16).tobytes()
+        return len(pcm_frames)
+
+    return {
+        "in": fast_in,
+        "out": fast_out,
+        "in_plain": plain_in,
+        "out_plain": plain_out,
+        "in.parse_media": each(twilio.parse, media),
+        "in.parse_media_plain": each(twilio.parse_plain, media),
+        "in.transcode": each(inbound.convert, payloads),
+        "in.build_input_audio": each(ap.input_audio, pcm_frames),
+        "in.build_input_audio_plain": each(plain_input_audio, pcm_frames),
+        "out.parse_reply_audio": each(ap.parse_server_event, replies, per_frame),
+        "out.parse_reply_audio_plain": each(ap.parse_server_event_plain, replies, per_frame),
+        "out.transcode": each(outbound.convert, chunks, per_frame),
+        "out.transcode_plain": each(p_out.convert, chunks, per_frame),
+        "out.build_media": each(twilio.build_media, ulaw_frames),
+        "out.build_media_plain": each(lambda f: plain_build_media(sid, f), ulaw_frames),
+        "numpy.frombuffer_tobytes": np_round_trip,
+    }
+
+
+def run_micro(c: Corpus, rounds: int = 15, in_quality: str = "QQ", out_quality: str = "MQ") -> MicroResult:
+    res = MicroResult()
+    for name, fn in _paths(c, in_quality, out_quality).items():
+        xs = _time_per_frame(fn, rounds)
+        res.median[name] = statistics.median(xs)
+        res.spread[name] = (min(xs), max(xs))
+    return res
+
+
+def main() -> None:
+    """``python -m bench.micro [PLAN_JSON]``: a table, or with a plan (what scripts/bench passes, to run this on the
+    gateway's core at the bench's priority) one JSON line with the micro-benchmarks and the resampler study."""
+    import json
+    import sys
+
+    from bench.resampling import study
+
+    if len(sys.argv) < 2:
+        r = run_micro(corpus())
+        for k, v in r.median.items():
+            print(f"{k:32s} {v:7.2f} µs  ({r.spread[k][0]:.2f}–{r.spread[k][1]:.2f})")
+        return
+    plan = json.loads(sys.argv[1])
+    r = run_micro(corpus(2.0, plan["chunk_ms"]), plan["rounds"], plan["in_quality"], plan["out_quality"])
+    rows = study(out_chunk_ms=max(20, plan["chunk_ms"]))
+    print(json.dumps({"micro": {"median": r.median, "spread": r.spread}, "resample": [x.as_dict() for x in rows]}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,153 @@
+"""Turns benchmark results into the printed table, a markdown table and the latency-vs-calls plot."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_report", "plot", "summarize_run"]
+
+
+def summarize_run(steps: list[dict[str, Any]], p99_limit_ms: float) -> dict[str, Any]:
+    """The headline figures of one ramp."""
+    passing = [s for s in steps if max(s["in"]["p99"], s["out"]["p99"]) <= p99_limit_ms and not s["dropped"]]
+    best = max(passing, key=lambda s: s["calls"]) if passing else None
+    loaded = [s for s in steps if s["calls"] >= 25]
+    cpu_per_call = [s["gateway_cpu"] / s["calls"] for s in loaded] or [0.0]
+    mem_per_call = [(s["gateway_rss_mb"] - s["gateway_rss0_mb"]) / s["calls"] for s in loaded] or [0.0]
+    clear = [s["clear"]["p50"] for s in steps if s["clear"]["n"]]
+    clear99 = [s["clear"]["p99"] for s in steps if s["clear"]["n"]]
+    last = steps[-1] if steps else None
+    return {
+        "max_calls_p99_ok": best["calls"] if best else 0,
+        "p99_at_max_ms": max(best["in"]["p99"], best["out"]["p99"]) if best else None,
+        "cpu_at_max": best["gateway_cpu"] if best else None,
+        "stopped_by": _stopped_by(last, p99_limit_ms) if last else "no steps",
+        # At the heaviest passing step: at light load every message wakes the loop on its own and costs more.
+        "cpu_ms_per_call_s": (best["gateway_cpu"] / best["calls"] if best else statistics.median(cpu_per_call)) * 1000,
+        "mem_mb_per_call": statistics.median(mem_per_call),
+        "clear_p50_ms": statistics.median(clear) if clear else None,
+        "clear_p99_ms": max(clear99) if clear99 else None,
+        "loadgen_cpu_max": max((s["loadgen_cpu"] for s in steps), default=0.0),
+    }
+
+
+def _stopped_by(last: dict[str, Any], limit: float) -> str:
+    if last["dropped"]:
+        return f"calls dropped ({last['dropped']})"
+    if max(last["in"]["p99"], last["out"]["p99"]) > limit:
+        return f"p99 {max(last['in']['p99'], last['out']['p99']):.1f} ms > {limit:g} ms at {last['calls']} calls"
+    if last["gateway_cpu"] > 0.9:
+        return f"gateway CPU {last['gateway_cpu']:.0%} at {last['calls']} calls"
+    if last["calls"] < last["target"]:
+        return f"could not set up {last['target']} calls"
+    return "end of plan"
+
+
+def step_table(steps: list[dict[str, Any]]) -> str:
+    head = (f"{'calls':>5} {'in p50':>7} {'in p99':>7} {'out p50':>7} {'out p99':>7} {'clear p50':>9} "
+            f"{'gw CPU':>6} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7}")
+    lines = [head]
+    for s in steps:
+        cps = s["gateway_cpu"] / s["calls"] * 1000 if s["calls"] else 0
+        clear = f"{s['clear']['p50']:.2f}" if s["clear"]["n"] else "-"
+        lines.append(
+            f"{s['calls']:>5} {s['in']['p50']:7.2f} {s['in']['p99']:7.2f} {s['out']['p50']:7.2f} "
+            f"{s['out']['p99']:7.2f} {clear:>9} {s['gateway_cpu']:6.0%} {cps:8.2f}ms {s['gateway_rss_mb']:6.0f}M "
+            f"{s['loadgen_cpu']:7.0%}"
+        )
+    return "\n".join(lines)
+
+
+def _med(values: list[Any]) -> tuple[Any, Any, Any]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None, None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    runs = result["runs"]
+    out = []
+    for i, run in enumerate(runs, 1):
+        out.append(f"ramp {i}/{len(runs)} (added latency in ms, gateway on one core):")
+        out.append(step_table(run["steps"]))
+        out.append("")
+    summaries = [r["summary"] for r in runs]
+
+    def line(label: str, key: str, fmt: str, unit: str = "") -> str:
+        med, lo, hi = _med([s[key] for s in summaries])
+        if med is None:
+            return f"  {label:42s} -"
+        spread = f"  (runs: {lo:{fmt}}–{hi:{fmt}})" if len(summaries) > 1 else ""
+        return f"  {label:42s} {med:{fmt}}{unit}{spread}"
+
+    out.append(f"summary (median of {len(runs)} ramp{'s' if len(runs) > 1 else ''}):")
+    out.append(line("max calls/core at p99 added latency ≤ %g ms" % result["p99_limit_ms"], "max_calls_p99_ok", ".0f"))
+    out.append(line("CPU per call-second (at that load)", "cpu_ms_per_call_s", ".2f", " ms"))
+    out.append(line("memory per call (RSS delta / calls)", "mem_mb_per_call", ".3f", " MB"))
+    out.append(line("barge-in → clear, p50", "clear_p50_ms", ".2f", " ms"))
+    out.append(line("barge-in → clear, worst step p99", "clear_p99_ms", ".2f", " ms"))
+    out.append(f"  {'stopped by':42s} " + "; ".join(s["stopped_by"] for s in summaries))
+    out.append(line("load generator CPU, busiest step", "loadgen_cpu_max", ".0%"))
+    first = [r["steps"][0] for r in runs if r["steps"]]
+    if result.get("sched") != "rt" and any(max(s["in"]["p99"], s["out"]["p99"]) > 2.0 for s in first):
+        out.append("  note: p99 is already over 2 ms at the lightest load: other processes are preempting the gateway"
+                   " or the generator. On a shared machine, --sched rt measures the gateway as if its core were its own.")
+    out.append("")
+    if result["micro"] is None:
+        return "\n".join(out)
+    m = result["micro"]["median"]
+    out.append(f"per 20 ms frame, pure functions (µs, median of rounds; agent chunks {result['chunk_ms']} ms):")
+    out.append(f"  in : parse media → transcode → input.audio      fast {m['in']:6.2f}   plain {m['in_plain']:6.2f}")
+    out.append(f"  out: parse reply.audio → transcode → media      fast {m['out']:6.2f}   plain {m['out_plain']:6.2f}")
+    parts = [k for k in m if "." in k and not k.endswith("_plain")]
+    for k in parts:
+        plain = m.get(k + "_plain")
+        out.append(f"    {k:36s} {m[k]:6.2f}" + (f"   plain {plain:6.2f}" if plain is not None else ""))
+    pc = result.get("pipecat")
+    if pc:
+        if pc.get("error"):
+            out.append(f"  pipecat comparison skipped: {pc['error']}")
+        else:
+            ours_in = m["in.parse_media"] + m["in.transcode"]
+            ours_out = m["out.transcode"] + m["out.build_media"]
+            out.append(f"  pipecat-ai {pc['version']} TwilioFrameSerializer (same frames, same run): "
+                       f"in {pc['in_us']:.2f} µs, out {pc['out_us']:.2f} µs")
+            out.append(f"    same scope (carrier side only: media → PCM 24 kHz; PCM 24 kHz → media): ours in "
+                       f"{ours_in:.2f} µs = {ours_in / pc['in_us']:.2f}× pipecat, out {ours_out:.2f} µs = "
+                       f"{ours_out / pc['out_us']:.2f}× pipecat")
+            out.append(f"    whole path (ours also parses reply.audio / builds input.audio): in "
+                       f"{m['in'] / pc['in_us']:.2f}×, out {m['out'] / pc['out_us']:.2f}×")
+    out.append("")
+    out.append("resampler (gateway's StreamResampler; delay = output time − input time, QQ is the chunking floor):")
+    out.append(result["resample_table"])
+    return "\n".join(out)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colors = {"p50": "tab:green", "p90": "tab:orange", "p99": "tab:red"}
+    for ax, side, title in ((axes[0], "in", "caller → agent"), (axes[1], "out", "agent → caller")):
+        for i, run in enumerate(result["runs"]):
+            calls = [s["calls"] for s in run["steps"]]
+            for q, color in colors.items():
+                ax.plot(calls, [s[side][q] for s in run["steps"]], marker="o", ms=3, color=color,
+                        alpha=1.0 if i == 0 else 0.45, label=q if i == 0 else None)
+        ax.axhline(result["p99_limit_ms"], color="grey", ls="--", lw=1)
+        ax.set_title(f"added latency, {title}")
+        ax.set_xlabel("concurrent full-duplex calls (gateway on 1 core)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("ms")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(f"scripts/bench — {result['label']}  (faint: repeat ramps; dashed: the 5 ms limit)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
