@@ -5,12 +5,14 @@ Routes (README "HTTP surface"):
 - ``POST /twilio/voice``  voice webhook → TwiML ``<Connect><Stream>`` with the per-call token
 - ``GET  /twilio/stream`` Twilio Media Streams WebSocket
 - ``GET  /healthz``       process alive;  ``GET /readyz``: accepting calls
+- ``GET  /metrics``       Prometheus metrics of this process (gateway.metrics)
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -21,9 +23,11 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from .admission import REFUSED_DRAINING, Admission
 from .agent.client import AgentEndpoint
 from .carriers import twiml
 from .config import Settings
+from .metrics import GatewayMetrics, loop_lag_probe, metrics_handler
 from .security import mint_call_token, validate_twilio_signature
 from .session import CallSession, CallSummary
 from .tools.registry import ToolRegistry
@@ -32,30 +36,48 @@ __all__ = ["create_app", "SETTINGS", "CALLS", "CallRegistry"]
 
 log = structlog.get_logger("gateway")
 
+#: Seconds a webhook's slot reservation waits for its stream's 'start' (gateway.admission).
+RESERVATION_TTL_S = 30.0
+
 
 @dataclass
 class CallRegistry:
-    """Live calls of this process (for readiness, limits, drain and tests)."""
+    """Live calls of this process (for readiness, limits, drain and tests). Who may take a slot is decided by
+    ``admission`` (:mod:`gateway.admission`: reservations at the webhook, claims at the stream's ``start``)."""
 
     active: dict[int, tuple[CallSession, asyncio.Task[None] | None]] = field(default_factory=dict)
     completed: list[CallSummary] = field(default_factory=list)
-    accepting: bool = True
+    admission: Admission = field(default_factory=lambda: Admission(limit=100))
     keep_summaries: int = 1000
     #: Live viewers of per-call timelines: called with (call_sid, event kind, fields). See CallSession._emit.
     listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(default_factory=list)
+    #: Called with every finished call's summary (metrics; see gateway.metrics).
+    on_record: list[Callable[[CallSummary], None]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.active)
 
+    @property
+    def accepting(self) -> bool:
+        """False once the process drains (gateway.drain): new webhooks and unreserved streams are refused."""
+        return self.admission.accepting
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        self.admission.accepting = value
+
     def record(self, summary: CallSummary) -> None:
         self.completed.append(summary)
         del self.completed[: -self.keep_summaries]
+        for hook in list(self.on_record):
+            hook(summary)
 
 
 SETTINGS = web.AppKey("settings", Settings)
 CALLS = web.AppKey("calls", CallRegistry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 LOCAL_AGENT_KEY = web.AppKey("local_agent_key", str)
+METRICS = web.AppKey("metrics", GatewayMetrics)
 
 
 def _stream_url(settings: Settings, request: web.Request) -> str:
@@ -99,16 +121,22 @@ async def voice_webhook(request: web.Request) -> web.Response:
         if not validate_twilio_signature(token, _webhook_url(settings, request), signed,
                                          request.headers.get("X-Twilio-Signature")):
             log.warning("webhook.refused", reason="bad signature", call_sid=flat.get("CallSid"))
+            request.app[METRICS].refused("webhook", "bad_signature")
             return web.Response(status=403, text="invalid signature")
     call_sid = flat.get("CallSid", "")
     if not call_sid:
         return web.Response(status=400, text="CallSid missing")
     calls = request.app[CALLS]
-    if not calls.accepting:
+    # Reserve the slot now, not when the stream starts, so a burst of webhooks cannot race past the limit
+    # (telephony.md §C item 12). The stream claims it at 'start' (gateway.admission).
+    refusal = calls.admission.reserve(call_sid, time.monotonic())
+    if refusal == REFUSED_DRAINING:
         log.info("webhook.refused", reason="draining", call_sid=call_sid)
+        request.app[METRICS].refused("webhook", "draining")
         return _twiml(twiml.say_and_hang_up("Sorry, we can't take your call right now. Please call again shortly."))
-    if len(calls) >= settings.server.max_concurrent_calls:
+    if refusal is not None:
         log.warning("webhook.refused", reason="at_capacity", call_sid=call_sid, active=len(calls))
+        request.app[METRICS].refused("webhook", "at_capacity")
         return _twiml(twiml.say_and_hang_up("Sorry, all our lines are busy. Please call again in a few minutes."))
     call_token = mint_call_token(settings.secrets.token_secret, call_sid, time.time(), settings.server.call_token_ttl_s)
     body = twiml.connect_stream(
@@ -132,27 +160,35 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
         # The upgrade is signed over the wss:// URL exactly as in the TwiML, with no params (§A.2).
         if not validate_twilio_signature(auth, _stream_url(settings, request), {}, sig):
             log.warning("stream.refused", reason="bad upgrade signature")
+            request.app[METRICS].refused("stream", "bad_signature")
             return web.Response(status=403, text="invalid signature")
-    if not calls.accepting or len(calls) >= settings.server.max_concurrent_calls:
-        log.warning("stream.refused", reason="draining" if not calls.accepting else "at_capacity")
+    admission = calls.admission
+    ticket = admission.open_stream(time.monotonic())
+    if isinstance(ticket, str):
+        log.warning("stream.refused", reason=ticket)
+        request.app[METRICS].refused("stream", ticket)
         return web.Response(status=503, text="not accepting calls")
-    ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
-    await ws.prepare(request)
-    session = CallSession(
-        ws=ws,
-        settings=settings,
-        endpoint=_agent_endpoint(request),
-        tools=ToolRegistry(settings.tools, request.app[HTTP]),
-        on_summary=calls.record,
-        on_event=lambda kind, fields: _publish(calls, session, kind, fields),
-    )
-    key = id(session)
-    calls.active[key] = (session, asyncio.current_task())
     try:
-        with structlog.contextvars.bound_contextvars():
-            await session.run()
+        ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
+        await ws.prepare(request)
+        session = CallSession(
+            ws=ws,
+            settings=settings,
+            endpoint=_agent_endpoint(request),
+            tools=ToolRegistry(settings.tools, request.app[HTTP]),
+            on_summary=calls.record,
+            on_event=lambda kind, fields: _publish(calls, session, kind, fields),
+            admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
+        )
+        key = id(session)
+        calls.active[key] = (session, asyncio.current_task())
+        try:
+            with structlog.contextvars.bound_contextvars():
+                await session.run()
+        finally:
+            calls.active.pop(key, None)
     finally:
-        calls.active.pop(key, None)
+        admission.release(ticket)  # the slot and the live token go with the call, whatever ended it
     return ws
 
 
@@ -178,9 +214,15 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     calls = request.app[CALLS]
     settings = request.app[SETTINGS]
-    ready = calls.accepting and len(calls) < settings.server.max_concurrent_calls
+    ready = calls.admission.has_room(time.monotonic())
     return web.json_response(
-        {"status": "ready" if ready else "not_ready", "active_calls": len(calls), "accepting": calls.accepting},
+        {
+            "status": "ready" if ready else "not_ready",
+            "active_calls": len(calls),
+            "reserved": calls.admission.reservations,
+            "limit": settings.server.max_concurrent_calls,
+            "accepting": calls.accepting,
+        },
         status=200 if ready else 503,
     )
 
@@ -189,6 +231,15 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     yield
     await app[HTTP].close()
+
+
+async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the event-loop lag probe of gateway.metrics, cancelled on cleanup."""
+    task = asyncio.create_task(loop_lag_probe(app[METRICS]), name="metrics.loop_lag")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close_calls(app: web.Application) -> None:
@@ -202,13 +253,34 @@ async def _close_calls(app: web.Application) -> None:
 def create_app(settings: Settings, *, local_agent_models: object | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[CALLS] = CallRegistry()
+    app[CALLS] = calls = CallRegistry(
+        admission=Admission(
+            limit=settings.server.max_concurrent_calls,
+            # Twilio opens the stream within a second or two of the TwiML; a reservation whose stream never comes
+            # (the caller hung up meanwhile) frees its slot after this, at most the token's own lifetime.
+            reservation_ttl_s=min(RESERVATION_TTL_S, settings.server.call_token_ttl_s),
+        )
+    )
+    app[METRICS] = metrics = GatewayMetrics(
+        active_calls=lambda: len(calls),
+        accepting=lambda: calls.accepting,
+        max_concurrent_calls=settings.server.max_concurrent_calls,
+        tool_names=[*settings.tools, "end_call"],
+        agent="local" if settings.use_local_agent else settings.agent_url(),
+    )
+    calls.listeners.append(metrics.on_event)
+    calls.on_record.append(metrics.on_summary)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_loop_lag)
     app.on_shutdown.append(_close_calls)
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_get("/twilio/stream", media_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(metrics))
+    from .softphone import setup_softphone  # issue #4: /softphone, when [softphone] enabled allows it
+
+    setup_softphone(app, settings)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

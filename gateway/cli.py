@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import sys
 
 import structlog
-from aiohttp import web
 
 from .config import load_settings
 from .errors import ConfigError
@@ -21,16 +21,34 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (default from config: 0.0.0.0)")
     s.add_argument("--port", type=int, help="listen port (default from config: 8080)")
     s.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG or config/gateway.toml)")
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes sharing the port via SO_REUSEPORT (default 1); README \"Operations\"")
+    s.add_argument("--metrics-port", type=int,
+                   help="each worker i also serves /metrics on this port + i (default with --workers > 1: port + 1)")
     a = sub.add_parser("local-agent", help="run the offline Voice Agent API server alone (/v1/ws, /v1/token)")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8090)
     a.add_argument("--api-key", help="key clients must present (default: $LOCAL_AGENT_API_KEY, else generated)")
     a.add_argument("--config", help="TOML config file for the [local_agent] section")
+    from .simulator.cli import add_parser as add_call_parser  # issue #4: the call simulator
+
+    add_call_parser(sub)
     return p
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "call":  # a client of a gateway: needs no gateway settings
+        from .simulator.cli import run as run_call
+
+        return run_call(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -44,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             server, host=args.host or server.host, port=args.port if args.port is not None else server.port
         )
         settings = dataclasses.replace(settings, server=server)
-        from .app import create_app
-
-        app = create_app(settings)
         log.info(
             "gateway.starting",
             host=server.host,
@@ -54,12 +69,28 @@ def main(argv: list[str] | None = None) -> int:
             agent="local" if settings.use_local_agent else settings.agent_url(),
             public_url=server.public_url or None,
             webhook_signatures=bool(settings.secrets.twilio_auth_token),
+            workers=args.workers,
         )
         if settings.secrets.token_secret_generated:
             log.warning("gateway.token_secret_generated", detail="set GATEWAY_TOKEN_SECRET so every replica can "
                         "verify call tokens minted by the others")
-        web.run_app(app, host=server.host, port=server.port, print=None,
-                    shutdown_timeout=settings.server.drain_budget_s, access_log=None)
+        metrics_port = args.metrics_port
+        if args.workers > 1 or metrics_port is not None:
+            from .workers import run_worker, serve_workers
+
+            if metrics_port is None:
+                metrics_port = server.port + 1
+            if args.workers == 1:
+                run_worker(settings, 0, metrics_port, settings.log_format)
+                return 0
+            return serve_workers(settings, args.workers, metrics_port, settings.log_format)
+        from .app import create_app
+
+        app = create_app(settings)
+        # Our own run loop instead of web.run_app: SIGTERM drains live calls (gateway.drain), then exits 0.
+        from .drain import serve
+
+        asyncio.run(serve(app, server.host, server.port))
         return 0
     if args.command == "local-agent":
         from .local_agent.bridge import run_local_agent

@@ -27,7 +27,9 @@ REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_AGENT_URL = "wss://agents.assemblyai.com/v1/ws"
 EU_AGENT_URL = "wss://agents.eu.assemblyai.com/v1/ws"
 US_AGENT_URL = "wss://agents.us.assemblyai.com/v1/ws"
-BUILTIN_TOOLS = frozenset({"end_call"})
+# end_call (gateway.tools.registry); transfer_call, send_dtmf, read_dtmf (gateway.tools.call_control, issue #8)
+BUILTIN_TOOLS = frozenset({"end_call", "transfer_call", "send_dtmf", "read_dtmf"})
+DTMF_MODES = ("reply", "buffer", "off")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,19 @@ class ServerSettings:
     max_concurrent_calls: int = 100
     call_token_ttl_s: float = 300.0
     drain_budget_s: float = 60.0
+    # Re-attach (gateway.reattach): after a stream's 'stop', keep its agent session this long for a new stream of
+    # the same call (a REST redirect to new <Connect><Stream>). 0: off (a stop ends the agent session at once).
+    reattach_window_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    """Twilio's REST API (gateway.carriers.twilio_rest): used when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set."""
+
+    api_base_url: str = "https://api.twilio.com"  # env TWILIO_API_BASE_URL overrides (tests: a local fake)
+    request_timeout_s: float = 10.0
+    # With server.public_url set: ask Twilio for call and stream status callbacks (POST /twilio/status).
+    status_callbacks: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,11 @@ class Profile:
     turn_detection: Mapping[str, Any] = field(default_factory=dict)
     keyterms: tuple[str, ...] = ()
     end_call_timeout_s: float = 15.0
+    # Call control (issue #8, README "Call control"):
+    hangup_via_rest: bool = False  # end_call also completes the call over REST (TwiML that continues after <Connect>)
+    transfer_allow: tuple[str, ...] = ()  # transfer_call destinations allowed (fnmatch: "+1555*", "sip:*@pbx.example")
+    dtmf_mode: str = "off"  # caller keypresses to the agent: reply (reply.create) | buffer (read_dtmf) | off
+    dtmf_interdigit_ms: int = 1000  # "reply": digits gathered until this long without another
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,28 @@ class LocalAgentConfig:
 
 
 @dataclass(frozen=True)
+class SoftphoneSettings:
+    """The browser softphone at /softphone (issue #4). Its dial endpoint mints call tokens, so anyone who can reach
+    it can open agent sessions on your key: "auto" turns it on only with the embedded local agent."""
+
+    enabled: str = "auto"  # auto | on | off
+
+
+@dataclass(frozen=True)
+class CarrierSettings:
+    """The ``[carriers]`` table: the audio each carrier's answer asks for (issue #9, docs/readme/carriers.md). Their
+    auth secrets come from the environment (:class:`Secrets`)."""
+
+    signalwire_codec: str = "PCMU"  # PCMU | PCMA | L16 | L16@16000h | L16@24000h (no resampling for pcm24k)
+    telnyx_codec: str = "PCMU"  # PCMU | PCMA (TeXML); L16 needs Call Control streaming_start
+    plivo_content_type: str = "audio/x-mulaw;rate=8000"  # or audio/x-l16;rate=8000 | audio/x-l16;rate=16000
+    vonage_sample_rate: int = 16000  # 8000 | 16000
+    exotel_sample_rate: int = 8000  # 8000 | 16000 | 24000
+    # Exotel may be authenticated by source address instead of Basic auth (EXOTEL_BASIC_AUTH): CIDRs or addresses.
+    exotel_allowed_ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Everything secret, from the environment only. Never logged."""
 
@@ -110,6 +152,14 @@ class Secrets:
     token_secret: bytes = b""
     token_secret_generated: bool = False
     local_agent_api_key: str = ""
+    # carriers other than Twilio (docs/readme/carriers.md); empty: that carrier's webhook signature is not checked
+    signalwire_signing_key: str = ""
+    telnyx_public_key: str = ""  # base64 Ed25519 public key from the Telnyx portal
+    plivo_auth_token: str = ""
+    vonage_signature_secret: str = ""
+    exotel_basic_auth: str = ""  # "user:password" as embedded in the Voicebot applet URL
+    twilio_account_sid: str = ""  # with twilio_auth_token: the REST client (call control, outbound calls)
+    gateway_api_key: str = ""  # bearer key of POST /calls (outbound calls); empty: the endpoint is off
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and debug logs
         return "Secrets(<redacted>)"
@@ -124,6 +174,9 @@ class Settings:
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     numbers: Mapping[str, str] = field(default_factory=dict)  # called number (E.164) -> profile name
     tools: Mapping[str, HttpTool] = field(default_factory=dict)
+    carriers: CarrierSettings = field(default_factory=CarrierSettings)
+    softphone: SoftphoneSettings = field(default_factory=SoftphoneSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     config_dir: Path = REPO_CONFIG_DIR
     log_format: str = "json"
@@ -142,6 +195,11 @@ class Settings:
     def profile_for(self, called_number: str) -> tuple[str, Profile]:
         name = self.numbers.get(called_number, "default")
         return name, self.profiles[name]
+
+    @property
+    def twilio_rest_configured(self) -> bool:
+        """Call control over REST (hang-up, transfer, outbound calls) needs the Account SID and the Auth Token."""
+        return bool(self.secrets.twilio_account_sid and self.secrets.twilio_auth_token)
 
     def local_agent_intents_path(self) -> Path:
         p = Path(self.local_agent.intents)
@@ -242,6 +300,32 @@ def _check(s: Settings) -> None:
         need(urlsplit(t.url).scheme in ("http", "https"), f"tools.{name}.url", "must be an http(s) URL")
         need(t.execution_mode in ("interactive", "hold"), f"tools.{name}.execution_mode", "interactive or hold")
         need(name not in BUILTIN_TOOLS, f"tools.{name}", "collides with a built-in tool")
+    need(s.softphone.enabled in ("auto", "on", "off"), "softphone.enabled", "must be auto, on or off")
+    need(0 <= s.server.reattach_window_s <= 25, "server.reattach_window_s",
+         "must be 0..25 (inside the agent's 30 s resume window)")
+    need(urlsplit(s.twilio.api_base_url).scheme in ("http", "https") and bool(urlsplit(s.twilio.api_base_url).netloc),
+         "twilio.api_base_url", "must be an http(s) URL")
+    need(s.twilio.request_timeout_s > 0, "twilio.request_timeout_s", "must be positive")
+    for name, p in s.profiles.items():
+        need(p.dtmf_mode in DTMF_MODES, f"profiles.{name}.dtmf_mode", f"must be one of {', '.join(DTMF_MODES)}")
+        need(50 <= p.dtmf_interdigit_ms <= 10000, f"profiles.{name}.dtmf_interdigit_ms", "must be 50..10000")
+        need("read_dtmf" not in p.tools or p.dtmf_mode == "buffer", f"profiles.{name}.tools",
+             'read_dtmf needs dtmf_mode = "buffer"')
+        need("transfer_call" not in p.tools or bool(p.transfer_allow), f"profiles.{name}.transfer_allow",
+             "transfer_call is listed but no destination is allowed")
+        for i, pat in enumerate(p.transfer_allow):
+            need(pat.startswith(("+", "sip:", "sips:")) and len(pat) > 1, f"profiles.{name}.transfer_allow[{i}]",
+                 "patterns start with + (numbers) or sip: / sips:")
+    c = s.carriers
+    need(c.signalwire_codec in ("PCMU", "PCMA", "L16", "L16@16000h", "L16@24000h"), "carriers.signalwire_codec",
+         "must be PCMU, PCMA, L16, L16@16000h or L16@24000h")
+    need(c.telnyx_codec in ("PCMU", "PCMA"), "carriers.telnyx_codec", "must be PCMU or PCMA (TeXML)")
+    need(c.plivo_content_type in ("audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000", "audio/x-l16;rate=16000"),
+         "carriers.plivo_content_type", "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or ;rate=16000")
+    need(c.vonage_sample_rate in (8000, 16000), "carriers.vonage_sample_rate", "must be 8000 or 16000")
+    need(c.exotel_sample_rate in (8000, 16000, 24000), "carriers.exotel_sample_rate", "must be 8000, 16000 or 24000")
+    need(":" in s.secrets.exotel_basic_auth or not s.secrets.exotel_basic_auth, "EXOTEL_BASIC_AUTH",
+         "must be user:password")
     need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
 
 
@@ -284,6 +368,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
     server = settings.server
     if env.get("GATEWAY_PUBLIC_URL"):
         server = dataclasses.replace(server, public_url=env["GATEWAY_PUBLIC_URL"].rstrip("/"))
+    twilio = settings.twilio
+    if env.get("TWILIO_API_BASE_URL"):
+        twilio = dataclasses.replace(twilio, api_base_url=env["TWILIO_API_BASE_URL"].rstrip("/"))
     agent = settings.agent
     if env.get("AGENT_URL"):
         agent = dataclasses.replace(agent, url=env["AGENT_URL"])
@@ -294,11 +381,19 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         token_secret=raw_secret.encode() if raw_secret else secrets.token_bytes(32),
         token_secret_generated=not raw_secret,
         local_agent_api_key=env.get("LOCAL_AGENT_API_KEY", ""),
+        signalwire_signing_key=env.get("SIGNALWIRE_SIGNING_KEY", ""),
+        telnyx_public_key=env.get("TELNYX_PUBLIC_KEY", ""),
+        plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", ""),
+        vonage_signature_secret=env.get("VONAGE_SIGNATURE_SECRET", ""),
+        exotel_basic_auth=env.get("EXOTEL_BASIC_AUTH", ""),
+        twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
+        gateway_api_key=env.get("GATEWAY_API_KEY", ""),
     )
     settings = dataclasses.replace(
         settings,
         server=server,
         agent=agent,
+        twilio=twilio,
         secrets=sec,
         config_dir=config_dir,
         log_format=env.get("LOG_FORMAT", "json").lower(),

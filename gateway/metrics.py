@@ -159,13 +159,29 @@ class GatewayMetrics:
                                        ["side"], registry=reg)
         self.tool_calls = Counter(f"{p}_tool_calls", "Tool calls requested by the agent, by tool.", ["tool"],
                                   registry=reg)
+        # Call control (issue #8): keypad digits, status callbacks, REST actions, re-attached streams.
+        self.dtmf_digits = Counter(f"{p}_dtmf_digits", "DTMF digits, by direction (in: caller keypresses; out: "
+                                   "send_dtmf tones played).", ["direction"], registry=reg)
+        self.call_status = Counter(f"{p}_call_status_callbacks", "Twilio call status callbacks, by CallStatus.",
+                                   ["status"], registry=reg)
+        self.stream_status = Counter(f"{p}_stream_status_callbacks", "Twilio stream status callbacks, by StreamEvent.",
+                                     ["event"], registry=reg)
+        self.call_control = Counter(f"{p}_call_control_actions", "Call-control actions over Twilio REST, by action "
+                                    "(hangup/transfer/outbound) and result.", ["action", "result"], registry=reg)
+        self.reattaches = Counter(f"{p}_stream_reattaches", "New streams that took over a parked agent session.",
+                                  registry=reg)
         self.loop_lag = Histogram(f"{p}_event_loop_lag_seconds", "How late the event loop woke a fixed-interval timer.",
                                   buckets=BUCKETS["loop_lag"], registry=reg)
         self._code = _BoundedLabel()
         self._tool = _BoundedLabel(tool_names)
+        self._status = _BoundedLabel(("queued", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
+                                      "failed", "no-answer", "canceled", "stream-started", "stream-stopped",
+                                      "stream-error"))
         self._calls: dict[str, _CallState] = {}
         # Pre-create the label sets dashboards plot, so a quiet gateway shows 0 instead of "no data".
         self.frames_dropped.labels("caller_to_agent")
+        for direction in ("in", "out"):
+            self.dtmf_digits.labels(direction)
         for side in ("carrier", "agent"):
             self.protocol_errors.labels(side)
 
@@ -203,6 +219,16 @@ class GatewayMetrics:
         elif kind == "agent.resumed":
             self.resumes.inc()
             _observe(self.resume_gap, _ms(fields.get("gap_ms")))
+        elif kind == "call.dtmf":
+            self.dtmf_digits.labels("in").inc()
+        elif kind == "call.dtmf_sent":
+            n = fields.get("digits")
+            if isinstance(n, int) and n > 0:
+                self.dtmf_digits.labels("out").inc(n)
+        elif kind == "call.control":
+            self.on_call_control(str(fields.get("action") or "other"), str(fields.get("result") or "other"))
+        elif kind == "call.reattached":
+            self.reattaches.inc()
         elif kind == "call.ended":
             self._calls.pop(call_sid, None)
 
@@ -217,6 +243,18 @@ class GatewayMetrics:
             self.clear_latency.observe(ms / 1000.0)
         for ms in s.mark_round_trips_ms:
             self.mark_rtt.observe(ms / 1000.0)
+
+    def on_call_control(self, action: str, result: str) -> None:
+        """A REST call-control action: hangup | transfer | outbound; result ok | already_ended | refused | failed."""
+        self.call_control.labels(action if action in ("hangup", "transfer", "outbound") else "other",
+                                 result if result in ("ok", "already_ended", "refused", "failed") else "other").inc()
+
+    def on_status_callback(self, call_status: str | None, stream_event: str | None) -> None:
+        """A ``POST /twilio/status``: a call status (CallStatus) or a stream status (StreamEvent)."""
+        if call_status:
+            self.call_status.labels(self._status(call_status)).inc()
+        if stream_event:
+            self.stream_status.labels(self._status(stream_event)).inc()
 
     def refused(self, stage: str, reason: str) -> None:
         """A webhook or stream upgrade turned away (stage: webhook | stream)."""

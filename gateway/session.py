@@ -10,13 +10,27 @@ so nothing outlives the call):
 - ``agent_sender``: sends queued caller audio once the session is ready.
 - ``carrier_writer``: paces queued agent audio to the carrier so at most ``audio.playout_lead_ms`` sits there,
   and sends marks whose echoes prove what the caller has heard.
+- ``watchdog``: ends the call at ``server.max_call_s``, or when the process drains (:meth:`CallSession.request_end`).
 - per tool call: one task; ``end_call`` adds a hang-up task.
 
 Backpressure policy (README "Failure behaviour"):
-- caller → agent: a deque bounded to ``audio.preready_buffer_ms``; when full (agent not ready or slow) the OLDEST
-  frame is dropped and ``frames_dropped_to_agent`` counts it.
+- caller → agent: a deque bounded to ``audio.preready_buffer_ms``; when full (agent not ready, resuming, or slow)
+  the OLDEST frame is dropped and ``frames_dropped_to_agent`` counts it. Frames whose send failed because the
+  agent socket dropped go back to the front of the deque (or, if it is full, are dropped as the oldest).
 - agent → caller: a deque bounded to ``audio.outbound_buffer_s``; when full the agent reader waits (the agent
-  sends at real time, so this only bites if the carrier stops draining). Paced by the playout model.
+  sends at real time, so this only bites if the carrier stops draining), and after ``audio.outbound_buffer_s`` of
+  waiting the call ends (``carrier_stalled``). Paced by the playout model.
+
+Agent faults (voice-agent-api.md §4.3, §5; README "Failure behaviour"):
+- connect: ``agent.connect_attempts`` attempts with exponential backoff from 250 ms; a socket that closes before
+  ``session.ready`` or a retryable ``session.error`` (``RETRYABLE_CONNECT_CODES``) counts as a failed attempt.
+- an UNCLEAN drop after ready (socket closed without ``session.ended``): ``session.resume`` on a new socket with
+  fresh auth, backoff 0, 0.25, 0.5 … 2 s, within ``RESUME_WINDOW_S`` (inside the server's 30 s window). Caller
+  audio is buffered meanwhile (policy above) and delivered after ``session.ready``; a server that just carries on
+  (no ``session.ready`` within ``RESUME_QUIET_S``, or another event first) is accepted too. A reply cut by the drop
+  is treated as ended (the carrier keeps what it already has; held tool results are sent after the resume).
+- final: ``FINAL_RESUME_CODES``, any other fatal ``session.error``, or no resume within the window: the call ends
+  with the bundled apology (:mod:`gateway.prompts`), played paced and confirmed by a mark echo (with a timeout).
 """
 
 from __future__ import annotations
@@ -53,6 +67,7 @@ from .errors import (
 )
 from .logs import mask_number
 from .playout import PlayoutTracker
+from .prompts import AGENT_UNAVAILABLE, GOODBYE, prompt_ulaw
 from .security import TokenError, verify_call_token
 from .tools.gate import PendingResult, ToolResultGate
 from .tools.registry import END_CALL, ToolRegistry
@@ -61,6 +76,21 @@ __all__ = ["CallSession", "CallSummary"]
 
 FRAME_MS = 20
 _MARK = object()  # an outbound queue item meaning "send a mark here"
+#: How long to keep trying to resume a dropped agent session: inside the server's 30 s window (§4.3), with margin
+#: for the last attempt's handshake (SDK-DI gives up after about 25 s too).
+RESUME_WINDOW_S = 25.0
+#: After ``session.resume``, how long to wait for ``session.ready`` before assuming a server that just carries on.
+RESUME_QUIET_S = 1.0
+#: A prompt must be confirmed by its mark echo within its own length plus this (carrier round trip, jitter).
+PROMPT_ECHO_SLACK_S = 2.0
+#: Which call outcomes the gateway ends with a spoken prompt of its own (README "Failure behaviour").
+_PROMPT_FOR_OUTCOME = {
+    "agent_unavailable": AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
+    "agent_error": AGENT_UNAVAILABLE,  # fatal session.error
+    "at_capacity": AGENT_UNAVAILABLE,  # authorized stream but no slot left at 'start'
+    "drained": GOODBYE,  # shutdown: the drain budget ran out
+    "max_duration": GOODBYE,  # server.max_call_s
+}
 
 
 @dataclass
@@ -82,9 +112,13 @@ class CallSummary:
     frames_to_agent: int = 0
     frames_dropped_to_agent: int = 0
     frames_out: int = 0
+    agent_resumes: int = 0
+    resume_gaps_ms: list[float] = field(default_factory=list)  # agent drop noticed → session resumed
+    prompt: str = ""  # bundled prompt the gateway played itself (gateway.prompts), if any
     time_to_first_agent_audio_ms: float | None = None
     response_latencies_ms: list[float] = field(default_factory=list)
     clear_latencies_ms: list[float] = field(default_factory=list)
+    mark_round_trips_ms: list[float] = field(default_factory=list)  # mark sent → echoed (carrier buffer depth)
     stale_mark_echoes: int = 0
     agent_close_code: int | None = None
     error: str = ""
@@ -104,6 +138,8 @@ class CallSummary:
             "frames_to_agent": self.frames_to_agent,
             "frames_dropped_to_agent": self.frames_dropped_to_agent,
             "frames_out": self.frames_out,
+            "agent_resumes": self.agent_resumes,
+            **({"prompt": self.prompt} if self.prompt else {}),
             "time_to_first_agent_audio_ms": _r(self.time_to_first_agent_audio_ms),
             "response_latency_median_ms": _r(lat[len(lat) // 2]) if lat else None,
             "stale_mark_echoes": self.stale_mark_echoes,
@@ -136,7 +172,11 @@ class CallSession:
         wall_clock: Callable[[], float] = time.time,
         on_summary: Callable[[CallSummary], None] | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        admit: Callable[[str, str], str | None] | None = None,
+        resume_window_s: float | None = None,
     ) -> None:
+        """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
+        a refusal (``gateway.admission``: ``token_in_use`` → refused, ``at_capacity`` → apology and hang-up)."""
         self._ws = ws
         self._settings = settings
         self._endpoint = endpoint
@@ -145,6 +185,8 @@ class CallSession:
         self._wall = wall_clock
         self._on_summary = on_summary
         self._on_event = on_event
+        self._admit = admit
+        self._resume_window_s = RESUME_WINDOW_S if resume_window_s is None else resume_window_s
         self._log = structlog.get_logger("gateway.call")
         self.dialect = TwilioStream()
         self.summary = CallSummary()
@@ -167,7 +209,12 @@ class CallSession:
         self._outbound: OutboundAudio | None = None
         self._agent: AgentConnection | None = None
         self._agent_ended = False
+        self._deferred_results: list[PendingResult] = []  # tool results to send once a dropped agent is back
         self._tg: asyncio.TaskGroup | None = None
+        self.started = False  # 'start' received and authorized: the call's tasks run
+        self._authorized = False  # the stream's token verified
+        self._close_task: asyncio.Task[bool] | None = None
+        self._end_requested = asyncio.Event()  # request_end(): the process is draining
         # reply state
         self._reply_id: str | None = None
         self._reply_active = False
@@ -192,6 +239,7 @@ class CallSession:
             start = await self._await_start()
             self._authorize(start)
             self._begin(start)
+            self.started = True
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._carrier_reader(), name="carrier_reader")
@@ -209,6 +257,7 @@ class CallSession:
             outcome = "protocol_error"
             self.summary.error = str(_first(eg, CarrierProtocolError))
             self._log.warning("call.protocol_error", side="carrier", error=self.summary.error)
+            self._emit("call.protocol_error", side="carrier")
         except* AgentSessionError as eg:
             err = _first(eg, AgentSessionError)
             outcome = "agent_error"
@@ -222,6 +271,7 @@ class CallSession:
             outcome = "protocol_error"
             self.summary.error = str(_first(eg, AgentProtocolError))
             self._log.warning("call.protocol_error", side="agent", error=self.summary.error)
+            self._emit("call.protocol_error", side="agent")
         except* Exception as eg:  # our bug: log once, at the boundary, with the call's context
             outcome = "internal_error"
             self.summary.error = repr(eg.exceptions[0])
@@ -231,12 +281,24 @@ class CallSession:
             await asyncio.shield(self._teardown(outcome))
         return self.summary
 
+    def request_end(self, reason: str = "drained") -> None:
+        """End the call from outside (the process drains): a live call says the goodbye prompt and hangs up; a
+        stream still waiting for ``start`` is closed at once. Idempotent; returns immediately."""
+        if self._end_requested.is_set():
+            return
+        self._end_requested.set()
+        self._log.info("call.end_requested", reason=reason)
+        if not self.started and not self._ws.closed:
+            # No call yet (so nothing to say): closing the socket makes _await_start see CLOSE. The task is held so
+            # it cannot be collected mid-flight; it ends with the close handshake (bounded by aiohttp's timeout).
+            self._close_task = asyncio.get_running_loop().create_task(
+                self._ws.close(code=1001, message=b"server shutdown"), name="close_unstarted"
+            )
+
     async def _teardown(self, outcome: str) -> None:
         s = self.summary
         s.outcome = outcome
         s.hung_up_by = _HANGUP_BY.get(outcome, "gateway")
-        s.duration_s = self._clock() - self._started_at
-        s.stale_mark_echoes = self.playout.stale_echoes
         agent = self._agent
         if agent is not None:
             await self._end_agent_session(agent)
@@ -248,6 +310,11 @@ class CallSession:
                 session_id=s.session_id or None,
                 endpoint=agent.endpoint.name,
             )
+        prompt = _PROMPT_FOR_OUTCOME.get(outcome)
+        if prompt is not None and self._authorized and not self._ws.closed:
+            await self._play_prompt(prompt, clear_first=prompt == GOODBYE)
+        s.duration_s = self._clock() - self._started_at
+        s.stale_mark_echoes = self.playout.stale_echoes
         if not self._ws.closed:
             # Under <Connect><Stream> closing the socket ends the call (telephony.md §A.7).
             code = 1008 if outcome == "refused" else 1000
@@ -256,10 +323,48 @@ class CallSession:
                     await self._ws.close(code=code)
             except (TimeoutError, ConnectionError):
                 pass
+        if s.session_id:  # bound in agent_runner's task context only; the summary line must carry it too
+            structlog.contextvars.bind_contextvars(session_id=s.session_id)
         self._log.info("call.ended", **s.log_fields())
         self._emit("call.ended", **s.log_fields())
         if self._on_summary is not None:
             self._on_summary(s)
+
+    async def _play_prompt(self, name: str, *, clear_first: bool) -> None:
+        """Say a bundled prompt to the caller (no agent involved), paced like agent audio, then wait for the mark
+        echo that proves it was heard (telephony.md §D.4: wait for the final mark before hanging up), bounded by
+        the prompt's length plus ``PROMPT_ECHO_SLACK_S``. Runs after the call's task group has ended, so it reads
+        the carrier socket itself."""
+        audio = prompt_ulaw(name)
+        fb = self.dialect.frame_bytes
+        frames = [audio[i : i + fb] for i in range(0, len(audio), fb)]
+        lead_target = self._settings.audio.playout_lead_ms
+        heard = False
+        self.summary.prompt = name
+        try:
+            async with asyncio.timeout(len(frames) * FRAME_MS / 1000 + PROMPT_ECHO_SLACK_S):
+                now = self._clock()
+                if clear_first and self.playout.playing(now):
+                    await self._send_carrier(self.dialect.build_clear())  # cut the agent short: goodbye now
+                    self.playout.clear(now)
+                for frame in frames:
+                    lead = self.playout.lead_ms(self._clock())
+                    if lead > lead_target - FRAME_MS:
+                        await asyncio.sleep((lead - lead_target + FRAME_MS) / 1000.0)
+                    await self._send_carrier(self.dialect.build_media(frame))
+                    self.playout.on_sent(FRAME_MS, self._clock(), "__prompt__")
+                    self.summary.frames_out += 1
+                mark = self.playout.new_mark(self._clock(), "__prompt__")
+                await self._send_carrier(self.dialect.build_mark(mark))
+                while not heard:
+                    ev = self.dialect.parse(await self._receive_text())
+                    if isinstance(ev, PlaybackCheckpoint):
+                        heard = self.playout.on_mark(ev.name, self._clock()) is not None and ev.name == mark
+                    elif isinstance(ev, StreamStopped):
+                        break
+        except (TimeoutError, CallEnded, CarrierProtocolError):
+            pass  # the caller hung up, the line misbehaves, or the echo is late: hang up anyway
+        self._log.info("call.prompt_played", prompt=name, heard=heard, ms=len(frames) * FRAME_MS)
 
     async def _end_agent_session(self, agent: AgentConnection) -> None:
         """``session.end`` (so billing stops at once, §2.1), wait briefly for ``session.ended``, close."""
@@ -309,7 +414,8 @@ class CallSession:
             raise CarrierProtocolError("binary frame (Twilio sends JSON text only)")
         if msg.type is WSMsgType.ERROR:
             exc = self._ws.exception()
-            if "message size" in str(exc).lower() or "too big" in str(exc).lower():
+            # aiohttp's WebSocketError carries close code 1009 (message too big) for max_msg_size.
+            if getattr(exc, "code", None) == 1009 or "message size" in str(exc).lower():
                 raise CarrierProtocolError(f"message over {self._settings.server.max_message_bytes} bytes")
             raise CallEnded("carrier_closed")
         raise CallEnded("carrier_closed")  # CLOSE / CLOSING / CLOSED
@@ -318,12 +424,20 @@ class CallSession:
         s = self.summary
         s.call_sid, s.stream_sid = start.call_id, start.stream_id
         structlog.contextvars.bind_contextvars(call_sid=start.call_id, stream_sid=start.stream_id)
+        token = start.custom_parameters.get("token")
         try:
-            verify_call_token(
-                self._settings.secrets.token_secret, start.custom_parameters.get("token"), start.call_id, self._wall()
-            )
+            verify_call_token(self._settings.secrets.token_secret, token, start.call_id, self._wall())
         except TokenError as exc:
             raise UnauthorizedStream(f"call token {exc}") from None
+        assert token is not None  # verified above
+        self._authorized = True  # from here on the gateway may speak to this caller (prompts)
+        refusal = self._admit(start.call_id, token) if self._admit is not None else None
+        if refusal == "token_in_use":
+            # A replayed 'start': this token already carries a live call of this process (gateway.admission).
+            raise UnauthorizedStream("call token already in use by a live call")
+        if refusal is not None:
+            self._log.warning("call.refused", reason=refusal)
+            raise CallEnded(refusal)
 
     def _begin(self, start: StreamStarted) -> None:
         params = start.custom_parameters
@@ -354,14 +468,21 @@ class CallSession:
 
     # =========================================================================================== carrier side
     async def _carrier_reader(self) -> None:
+        # Twilio sends media every 20 ms even when the caller is silent, so a line with no *media* (marks or not)
+        # for no_media_timeout_s is dead: end it rather than keep a billed call open (telephony.md §D.5).
         no_media = self._settings.server.no_media_timeout_s
+        media_deadline = self._clock() + no_media
         while True:
+            remaining = media_deadline - self._clock()
+            if remaining <= 0:
+                raise CallEnded("no_media")
             try:
-                text = await self._receive_text(timeout=no_media)
+                text = await self._receive_text(timeout=remaining)
             except TimeoutError:
                 raise CallEnded("no_media") from None
             ev = self.dialect.parse(text)
             if isinstance(ev, AudioReceived):
+                media_deadline = self._clock() + no_media
                 self._on_caller_audio(ev.payload)
             elif isinstance(ev, PlaybackCheckpoint):
                 self._on_mark(ev.name)
@@ -385,8 +506,10 @@ class CallSession:
 
     def _on_mark(self, name: str) -> None:
         echo = self.playout.on_mark(name, self._clock())
-        if echo is not None and name == self._hangup_mark:
-            self._hangup_mark_echoed.set()
+        if echo is not None:
+            self.summary.mark_round_trips_ms.append(echo.round_trip_s * 1000)
+            if name == self._hangup_mark:
+                self._hangup_mark_echoed.set()
 
     async def _send_carrier(self, text: str) -> None:
         try:
@@ -445,8 +568,11 @@ class CallSession:
         for f in frames:
             if len(self._out) >= self._out_max:
                 self._out_space.clear()
-                async with asyncio.timeout(self._settings.audio.outbound_buffer_s):
-                    await self._out_space.wait()
+                try:
+                    async with asyncio.timeout(self._settings.audio.outbound_buffer_s):
+                        await self._out_space.wait()
+                except TimeoutError:
+                    raise CallEnded("carrier_stalled") from None
                 if gen != self.playout.generation:
                     return  # a barge-in happened while we waited
             self._out.append((gen, reply_id, f))
@@ -502,77 +628,220 @@ class CallSession:
         }
         return session
 
-    async def _connect_agent(self) -> AgentConnection:
+    async def _open_agent_session(self) -> ap.SessionReady:
+        """Connect and configure a new session: ``agent.connect_attempts`` attempts, backoff from 250 ms. A socket
+        that closes before ``session.ready``, no ready in time, or a retryable ``session.error`` (§5.1
+        ``RETRYABLE_CONNECT_CODES``) is a failed attempt; any other fatal ``session.error`` ends the call at once."""
         cfg = self._settings.agent
         delay = 0.25
         for attempt in range(1, cfg.connect_attempts + 1):
             try:
-                return await AgentConnection.open(self._endpoint, timeout=cfg.connect_timeout_s)
+                agent = self._agent = await AgentConnection.open(self._endpoint, timeout=cfg.connect_timeout_s)
+                return await self._await_ready(agent, ap.session_update(self._session_config()))
             except AgentUnavailable as exc:
+                if isinstance(exc, AgentSessionError) and exc.code not in ap.RETRYABLE_CONNECT_CODES:
+                    raise
                 self._log.warning("agent.connect_failed", attempt=attempt, error=str(exc))
                 if attempt == cfg.connect_attempts:
                     raise
+                await self._discard_agent()
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _agent_runner(self) -> None:
-        agent = self._agent = await self._connect_agent()
+    async def _await_ready(self, agent: AgentConnection, first_message: str) -> ap.SessionReady:
         try:
-            await agent.send(ap.session_update(self._session_config()))
+            try:
+                await agent.send(first_message)
+            except AgentClosed:
+                pass  # the server may have refused us on open (§1.2: session.error, then 1008): read why below
             async with asyncio.timeout(self._settings.agent.ready_timeout_s):
                 while True:
                     ev = await agent.recv()
                     if isinstance(ev, ap.SessionReady):
-                        break
-                    await self._on_agent_event(ev)
+                        return ev
+                    if isinstance(ev, ap.SessionEnded):
+                        raise AgentUnavailable("session.ended before session.ready")
+                    await self._on_agent_event(ev)  # session.updated; a fatal session.error raises here
         except TimeoutError:
             raise AgentUnavailable("no session.ready in time") from None
         except AgentClosed as exc:
             raise AgentUnavailable(f"agent closed before ready ({exc.code} {exc.reason})") from None
-        self.summary.session_id = ev.session_id
+
+    async def _discard_agent(self) -> None:
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await agent.close()
+            except (TimeoutError, OSError):
+                pass
+
+    async def _agent_runner(self) -> None:
+        ready = await self._open_agent_session()
+        agent = self._agent
+        assert agent is not None
+        self.summary.session_id = ready.session_id
         self._session_ready_at = self._clock()
-        structlog.contextvars.bind_contextvars(session_id=ev.session_id)
+        structlog.contextvars.bind_contextvars(session_id=ready.session_id)
         self._log.info(
             "agent.session_ready",
-            session_id=ev.session_id,
+            session_id=ready.session_id,
             endpoint=self._endpoint.name,
             url=self._endpoint.url,
             ready_ms=round((self._session_ready_at - self._started_at) * 1000, 1),
         )
         self._agent_ready.set()
-        self._emit("agent.session_ready", session_id=ev.session_id)
+        self._emit("agent.session_ready", session_id=ready.session_id)
         self._awaiting_first_audio_since = self._clock() if self.profile.greeting else None
         while True:
             try:
                 ev = await agent.recv()
             except AgentClosed as exc:
-                self.summary.agent_close_code = exc.code
-                self._log.warning("agent.dropped", close_code=exc.code, reason=exc.reason)
-                raise CallEnded("agent_dropped") from None
+                # No session.ended before the close (that raises CallEnded in _on_agent_event): a network drop.
+                agent = await self._resume_agent(exc)
+                continue
             await self._on_agent_event(ev)
 
+    # ---------------------------------------------------------------------------------------------- resume
+    async def _resume_agent(self, drop: AgentClosed) -> AgentConnection:
+        """§4.3: resume the dropped session on a new socket with fresh auth, with backoff, inside the window.
+        Returns the new connection, or raises (AgentSessionError: final code; AgentUnavailable: window spent)."""
+        t0 = self._clock()
+        self._agent_ready.clear()  # the sender buffers caller audio from now on (drop-oldest, counted)
+        self.summary.agent_close_code = drop.code
+        session_id = self.summary.session_id
+        self._log.warning("agent.dropped", close_code=drop.code, reason=drop.reason, session_id=session_id)
+        self._emit("agent.dropped", close_code=drop.code)
+        await self._end_cut_reply()
+        await self._discard_agent()
+        deadline = t0 + self._resume_window_s
+        delay = 0.0
+        attempt = 0
+        error = ""
+        while (remaining := deadline - self._clock()) > 0:
+            if delay:
+                await asyncio.sleep(min(delay, remaining))
+            delay = min(2.0, delay * 2) if delay else 0.25
+            attempt += 1
+            try:
+                agent = self._agent = await AgentConnection.open(
+                    self._endpoint, timeout=max(0.1, min(self._settings.agent.connect_timeout_s, remaining))
+                )
+                first = await self._resume_handshake(agent, session_id)
+            except AgentSessionError as exc:
+                error = f"{exc.code}: {exc.message}"
+                if exc.code not in ap.RETRYABLE_CONNECT_CODES:
+                    self._log_resume_failed(attempt, t0, error, final=True)
+                    raise
+            except (AgentUnavailable, AgentClosed) as exc:
+                error = str(exc)
+            else:
+                gap_ms = (self._clock() - t0) * 1000
+                self.summary.agent_resumes += 1
+                self.summary.resume_gaps_ms.append(gap_ms)
+                new_id = first.session_id if isinstance(first, ap.SessionReady) else session_id
+                self._log.info(
+                    "agent.resumed",
+                    attempts=attempt,
+                    gap_ms=round(gap_ms, 1),
+                    session_id=session_id,
+                    **({"new_session_id": new_id} if new_id != session_id else {}),
+                    confirmed=isinstance(first, ap.SessionReady),
+                    buffered_frames=len(self._to_agent),
+                )
+                self._emit("agent.resumed", attempts=attempt, gap_ms=round(gap_ms, 1))
+                self._agent_ready.set()
+                pending, self._deferred_results = self._deferred_results, []
+                for r in pending:
+                    await self._send_tool_result(r)
+                if first is not None and not isinstance(first, ap.SessionReady):
+                    await self._on_agent_event(first)  # a server that just carries on: its first event counts
+                return agent
+            await self._discard_agent()
+        self._log_resume_failed(attempt, t0, error or "resume window spent", final=False)
+        raise AgentUnavailable(f"agent session not resumed within {self._resume_window_s:g} s: {error}")
+
+    async def _resume_handshake(self, agent: AgentConnection, session_id: str) -> ap.ServerEvent | None:
+        """Send ``session.resume`` and read the answer: ``session.ready`` (expected), another event (a server
+        that just continues), ``None`` (silence for ``RESUME_QUIET_S``: assume it continues). A ``session.error``
+        raises :class:`AgentSessionError` (the caller decides whether its code is final)."""
+        await agent.send(ap.session_resume(session_id))
+        try:
+            async with asyncio.timeout(RESUME_QUIET_S):
+                ev = await agent.recv()
+        except TimeoutError:
+            return None
+        if isinstance(ev, ap.SessionError):
+            raise AgentSessionError(ev.code, ev.message)
+        if isinstance(ev, ap.SessionEnded):
+            self._agent_ended = True
+            raise CallEnded("agent_ended")
+        return ev
+
+    def _log_resume_failed(self, attempts: int, t0: float, error: str, *, final: bool) -> None:
+        self._log.error(
+            "agent.resume_failed",
+            attempts=attempts,
+            gap_ms=round((self._clock() - t0) * 1000, 1),
+            session_id=self.summary.session_id,
+            error=error,
+            final_code=final,
+            buffered_frames=len(self._to_agent),
+        )
+
+    async def _end_cut_reply(self) -> None:
+        """The drop cut a reply short: treat it as ended. What the carrier already has keeps playing (no clear);
+        the transcoder tail is flushed and marked; tool results held for it are sent once the session is back."""
+        if not self._reply_active:
+            return
+        assert self._outbound is not None
+        reply_id = self._reply_id
+        self._reply_active = False
+        tail = self._outbound.flush()
+        if tail:
+            await self._queue_out(reply_id, tail)
+        self._queue_mark(reply_id)
+        self._deferred_results.extend(self._gate.on_reply_done(reply_id, "completed"))
+        self._reply_done_event.set()
+        self._log.info("agent.reply_cut", reply_id=reply_id)
+
     async def _agent_sender(self) -> None:
-        await self._agent_ready.wait()  # bounded by agent_runner's ready timeout, which ends the group
-        agent = self._agent
-        assert agent is not None
         q = self._to_agent
         while True:
+            # Bounded: agent_runner either sets ready (connected or resumed) or ends the group within its
+            # ready timeout / resume window.
+            await self._agent_ready.wait()
+            agent = self._agent
             if not q:
                 self._to_agent_wake.clear()
                 await self._to_agent_wake.wait()
                 continue
-            # Coalesce a backlog (audio buffered before ready) into ≤100 ms messages; steady state sends 20 ms.
-            chunk = q.popleft()
-            n = 1
-            while q and n < 5:
-                chunk += q.popleft()
-                n += 1
-            self.summary.frames_to_agent += n
+            if agent is None:  # pragma: no cover - ready implies a connection
+                continue
+            # Coalesce a backlog (audio buffered before ready or during a resume) into ≤100 ms messages; steady
+            # state sends 20 ms.
+            frames = [q.popleft()]
+            while q and len(frames) < 5:
+                frames.append(q.popleft())
             try:
-                await agent.send(ap.input_audio(chunk))
+                await agent.send(ap.input_audio(b"".join(frames)))
             except AgentClosed:
-                return  # agent_runner reports the close
+                # Not sent (websockets raises before writing once the socket is closing): keep the frames for the
+                # resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
+                self._requeue_to_agent(frames)
+                if self._agent is agent:
+                    self._agent_ready.clear()
+                continue
+            self.summary.frames_to_agent += len(frames)
+
+    def _requeue_to_agent(self, frames: list[bytes]) -> None:
+        q = self._to_agent
+        for f in reversed(frames):
+            if len(q) == q.maxlen:
+                self.summary.frames_dropped_to_agent += 1  # these are the oldest frames: drop-oldest policy
+            else:
+                q.appendleft(f)
 
     async def _on_agent_event(self, ev: ap.ServerEvent) -> None:
         if isinstance(ev, ap.ReplyAudio):
@@ -608,6 +877,7 @@ class CallSession:
             if ev.interrupted:
                 self._log.info("agent.reply_interrupted", reply_id=ev.reply_id, heard_chars=len(ev.text))
         elif isinstance(ev, ap.SessionError):
+            self._emit("agent.session_error", code=ev.code, fatal=ev.fatal)
             if ev.fatal:
                 raise AgentSessionError(ev.code, ev.message)
             self._log.warning("agent.session_error", code=ev.code, message=ev.message, param=ev.param, fatal=False)
@@ -682,8 +952,14 @@ class CallSession:
             await self._send_tool_result(r)
 
     async def _send_tool_result(self, r: PendingResult) -> None:
-        assert self._agent is not None
-        await self._agent.send(ap.tool_result(r.call_id, r.result, r.is_error))
+        agent = self._agent
+        if agent is None or not self._agent_ready.is_set():
+            self._deferred_results.append(r)  # the agent is being resumed: send it once it is back
+            return
+        try:
+            await agent.send(ap.tool_result(r.call_id, r.result, r.is_error))
+        except AgentClosed:
+            self._deferred_results.append(r)  # agent_runner notices the drop and resumes
 
     async def _request_hangup(self, arguments: Mapping[str, Any]) -> None:
         if self._hangup_requested:
@@ -717,8 +993,14 @@ class CallSession:
 
     # ================================================================================================ watchdog
     async def _watchdog(self) -> None:
-        await asyncio.sleep(self._settings.server.max_call_s)
-        raise CallEnded("max_duration")
+        """The call's own clock: ``server.max_call_s`` (a hung call must not hold a billed line, telephony.md
+        §A.7), or the process draining (:meth:`request_end`). Either way the caller hears the goodbye prompt."""
+        try:
+            async with asyncio.timeout(self._settings.server.max_call_s):
+                await self._end_requested.wait()
+        except TimeoutError:
+            raise CallEnded("max_duration") from None
+        raise CallEnded("drained")
 
 
 def _first(eg: BaseExceptionGroup, kind: type) -> Any:

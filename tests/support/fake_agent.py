@@ -1,7 +1,14 @@
 """A stand-in for the AssemblyAI cloud (which tests cannot reach), following voice-agent-api.md exactly as far as
 the gateway's tests need: auth on upgrade (Bearer or raw key; bad key → session.error unauthorized + close 1008),
 nothing before the first session.update, then session.updated + session.ready, input.audio recorded, and scripted
-server events sent by the test. Lives in tests/ only."""
+server events sent by the test. Lives in tests/ only.
+
+Session resume (§4.3): a session whose socket closes without ``session.end`` is kept for ``resume_window_s``; a new
+socket whose first message is ``session.resume{session_id}`` re-attaches it (the old socket, if the server has not
+noticed the drop yet, is taken over) and gets ``session.ready`` again with the same ``session_id`` and no greeting
+(``resume_reply="continue"``: no answer at all, like a server that just carries on). Unknown, ended or expired ids
+get ``session_not_found`` + close 1008; ``resume_errors`` scripts error codes for the next resume attempts. The
+session's recorded audio spans all its sockets."""
 
 from __future__ import annotations
 
@@ -26,8 +33,14 @@ class FakeSession:
     audio_messages: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # its current socket closed
     ended_by_client: bool = False
+    ended: bool = False  # session.end received (or expired): cannot be resumed
+    connections: int = 1
+    resumes: int = 0
+    detached_at: float | None = None  # monotonic time its last socket closed without session.end
+    attached: asyncio.Event = field(default_factory=asyncio.Event)  # a socket carries it now
+    peer: Any = None  # (host, port) of the client socket currently carrying it
 
     async def send(self, type_: str, **fields: Any) -> None:
         await self.ws.send_str(json.dumps({"type": type_, **fields, "timestamp": time.time()}))
@@ -58,54 +71,136 @@ class FakeSession:
 
 
 class FakeAgent:
-    def __init__(self, api_key: str = "test-key", ready_delay: float = 0.0) -> None:
+    def __init__(self, api_key: str = "test-key", ready_delay: float = 0.0, resume_window_s: float = 30.0,
+                 resume_reply: str = "ready") -> None:
         self.api_key = api_key
         self.ready_delay = ready_delay
+        self.resume_window_s = resume_window_s
+        self.resume_reply = resume_reply  # "ready" (session.ready again) | "continue" (say nothing)
+        self.resume_errors: list[str] = []  # codes to answer the next session.resume attempts with, in order
+        self.connect_errors: list[str] = []  # codes to answer the next first session.update with, in order
         self.sessions: list[FakeSession] = []
         self.new_session: asyncio.Queue[FakeSession] = asyncio.Queue()
+        self.connections = 0  # authenticated sockets ever opened
+        self.open_sockets: set[web.WebSocketResponse] = set()
+        self.resume_attempts = 0
         self.app = web.Application()
         self.app.router.add_get("/v1/ws", self._ws)
+
+    @property
+    def live_sessions(self) -> list[FakeSession]:
+        """Sessions a socket still carries (after a call ends there must be none)."""
+        return [s for s in self.sessions if not s.ended and not s.closed.is_set()]
+
+    async def _error(self, ws: web.WebSocketResponse, code: str, message: str, session_id: str | None = None) -> None:
+        await ws.send_str(json.dumps({"type": "session.error", "code": code, "message": message,
+                                      "session_id": session_id, "param": None, "timestamp": time.time()}))
+        await ws.close(code=1008)
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         auth = request.headers.get("Authorization", "")
         if auth.removeprefix("Bearer ") != self.api_key:
-            await ws.send_str(json.dumps({"type": "session.error", "code": "unauthorized",
-                                          "message": "Authentication failed", "session_id": None,
-                                          "param": None, "timestamp": time.time()}))
-            await ws.close(code=1008)
+            await self._error(ws, "unauthorized", "Authentication failed")
             return ws
-        sess = FakeSession(ws)
-        self.sessions.append(sess)
-        self.new_session.put_nowait(sess)
+        self.connections += 1
+        self.open_sockets.add(ws)
         try:
+            return await self._serve(ws, request.transport.get_extra_info("peername") if request.transport else None)
+        finally:
+            self.open_sockets.discard(ws)
+
+    async def _serve(self, ws: web.WebSocketResponse, peer: Any) -> web.WebSocketResponse:
+        first = await ws.receive()
+        if first.type is not WSMsgType.TEXT:
+            return ws
+        data = json.loads(first.data)
+        if data.get("type") == "session.resume":
+            sess = await self._resume(ws, data)
+            if sess is None:
+                return ws
+            sess.peer = peer
+        elif data.get("type") == "session.update" and self.connect_errors:
+            await self._error(ws, self.connect_errors.pop(0), "scripted session failure")
+            return ws
+        else:
+            sess = FakeSession(ws, peer=peer)
+            sess.attached.set()
+            self.sessions.append(sess)
+            self.new_session.put_nowait(sess)
+        try:
+            if data.get("type") != "session.resume":
+                await self._on_message(sess, data)
             async for msg in ws:
                 if msg.type is not WSMsgType.TEXT:
                     continue
-                data = json.loads(msg.data)
-                sess.received.append(data)
-                kind = data.get("type")
-                if kind == "input.audio":
-                    sess.audio += base64.b64decode(data["audio"])
-                    sess.audio_messages += 1
-                    continue
-                sess.inbox.put_nowait(data)
-                if kind == "session.update" and not sess.ready.is_set():
-                    sess.config = data["session"]
-                    if self.ready_delay:
-                        await asyncio.sleep(self.ready_delay)
-                    await sess.send("session.updated", config=sess.config)
-                    await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
-                                    expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
-                    sess.ready.set()
-                elif kind == "session.end":
-                    sess.ended_by_client = True
-                    await sess.send("session.ended", session_duration_seconds=1.0, audio_duration_seconds=None)
-                    await ws.close(code=1000)
+                if sess.ws is not ws:
+                    break  # taken over by a resume on another socket
+                await self._on_message(sess, json.loads(msg.data))
         finally:
-            sess.closed.set()
+            if sess.ws is ws:
+                sess.closed.set()
+                sess.attached.clear()
+                if not sess.ended:
+                    sess.detached_at = time.monotonic()
         return ws
+
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> FakeSession | None:
+        self.resume_attempts += 1
+        sid = data.get("session_id")
+        if self.resume_errors:
+            await self._error(ws, self.resume_errors.pop(0), "scripted resume failure", sid)
+            return None
+        sess = next((s for s in self.sessions if s.session_id == sid), None)
+        expired = (sess is not None and sess.detached_at is not None
+                   and time.monotonic() - sess.detached_at > self.resume_window_s)
+        if sess is None or sess.ended or expired:
+            if sess is not None:
+                sess.ended = True
+            await self._error(ws, "session_not_found", f"Session '{sid}' not found", sid)
+            return None
+        old = sess.ws
+        sess.ws = ws  # the new socket wins; the old one (if the server has not seen it drop yet) is closed
+        if not old.closed:
+            try:
+                await asyncio.wait_for(old.close(code=1001, message=b"session resumed elsewhere"), 1.0)
+            except (TimeoutError, ConnectionError):
+                pass
+        sess.received.append(data)
+        sess.inbox.put_nowait(data)
+        sess.connections += 1
+        sess.resumes += 1
+        sess.detached_at = None
+        sess.closed.clear()
+        sess.attached.set()
+        if self.resume_reply == "ready":
+            await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
+                            expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
+        return sess
+
+    async def _on_message(self, sess: FakeSession, data: dict[str, Any]) -> None:
+        ws = sess.ws
+        sess.received.append(data)
+        kind = data.get("type")
+        if kind == "input.audio":
+            sess.audio += base64.b64decode(data["audio"])
+            sess.audio_messages += 1
+            return
+        sess.inbox.put_nowait(data)
+        if kind == "session.update" and not sess.ready.is_set():
+            sess.config = data["session"]
+            if self.ready_delay:
+                await asyncio.sleep(self.ready_delay)
+            await sess.send("session.updated", config=sess.config)
+            await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
+                            expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
+            sess.ready.set()
+        elif kind == "session.end":
+            sess.ended_by_client = True
+            sess.ended = True
+            await sess.send("session.ended", session_duration_seconds=1.0, audio_duration_seconds=None)
+            await ws.close(code=1000)
 
     async def session(self, timeout: float = 5.0) -> FakeSession:
         async with asyncio.timeout(timeout):

@@ -60,14 +60,15 @@ SCHEMA: dict[str, Event] = {
     "gateway.drain_finished": Event({"ended_by_gateway": int, "still_active": int, "drain_s": NUM}),
     "gateway.stopped": Event({}),
     # ---- HTTP doors ----------------------------------------------------------------------------------------------
-    "webhook.answered": Event({"call_sid": str}),
-    "webhook.refused": Event({"reason": str, "call_sid": OPT_STR}, {"active": int}),
-    "stream.refused": Event({"reason": str}),
+    "webhook.answered": Event({"call_sid": str}, {"carrier": str}),
+    "webhook.refused": Event({"reason": str, "call_sid": OPT_STR}, {"active": int, "carrier": str}),
+    "stream.refused": Event({"reason": str}, {"carrier": str}),
     # ---- a call --------------------------------------------------------------------------------------------------
     "call.started": Event({**CALL, "carrier": str, "account_sid": str, "from_": str, "to": str, "profile": str,
                            "agent_format": str, "endpoint": str}),
     "call.refused": Event({**CALL, "reason": str}),
     "call.dtmf": Event(CALL),
+    "carrier.stream_error": Event({**CALL, "carrier": str, "code": str, "detail": str}),
     "call.barge_in": Event({**CALL, "reply_id": OPT_STR, "cause": str, "dropped_queued_ms": int,
                             "dropped_unplayed_ms": int, "heard_ms": OPT_INT}),
     "call.end_call_timeout": Event({**CALL, "waited_s": NUM}),

@@ -1,0 +1,283 @@
+"""Agent faults (voice-agent-api.md §4.3, §5; README "Failure behaviour"): an unreachable agent, connect errors,
+unclean drops mid-call (cut for real by a TCP proxy between the gateway and the fake agent), session resume with
+its final and retryable codes, and fatal vs recoverable ``session.error``s."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from gateway import session as session_mod
+from gateway.agent.protocol import FINAL_RESUME_CODES
+from gateway.app import CALLS
+from gateway.audio import g711
+from gateway.prompts import AGENT_UNAVAILABLE, prompt_ulaw
+from tests.conftest import call_tasks
+from tests.support.audio import dominant_freq, tone, ulaw_tone
+from tests.support.faults import start_proxy, start_slow_tool, write_config
+from tests.support.logcapture import capture_call_logs, events, wait_event
+from tests.support.twilio_peer import media_bytes
+
+FAST_CONNECT = "[agent]\nconnect_attempts = 2\nconnect_timeout_s = 1.0\n"
+
+@pytest.fixture
+async def proxy(fake_agent):
+    p = await start_proxy(fake_agent)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def slow_tool(aiohttp_server):
+    return await start_slow_tool(aiohttp_server)
+
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _call(gw, new_peer, fake_agent):
+    """A call whose agent session is ready at the gateway too (a drop before that is a failed connect)."""
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await gateway_ready(gw, peer.call_sid)
+    return peer, sess
+
+
+async def gateway_ready(gw, call_sid: str) -> None:
+    async with asyncio.timeout(5):
+        while not any(s.summary.call_sid == call_sid and s.summary.session_id
+                      for s, _ in gw.app[CALLS].active.values()):
+            await asyncio.sleep(0.005)
+
+
+def _assert_apology_heard(peer, logs) -> None:
+    apology = prompt_ulaw(AGENT_UNAVAILABLE)
+    assert bytes(peer.played).endswith(apology)  # all of it, played before the hang-up
+    played = events(logs, "call.prompt_played")
+    assert played and played[0]["prompt"] == AGENT_UNAVAILABLE and played[0]["heard"] is True
+    assert peer.close_code == 1000
+
+
+# ---- connecting ----------------------------------------------------------------------------------------------------
+async def test_unreachable_agent_gets_a_paced_apology_then_a_clean_hangup(start_gateway, new_peer):
+    gw = await start_gateway(write_config(FAST_CONNECT), AGENT_URL=f"ws://127.0.0.1:{_free_port()}/v1/ws")
+    peer = await new_peer(gw)
+    with capture_call_logs() as logs:
+        await peer.connect()
+        await peer.wait_for(lambda: peer.events("media"), timeout=5)
+        first = peer.events("media")[0].t
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
+        await wait_event(logs, "call.ended")
+    assert len(events(logs, "agent.connect_failed")) == 2
+    assert events(logs, "call.ended")[0]["outcome"] == "agent_unavailable"
+    _assert_apology_heard(peer, logs)
+    # paced, not dumped: in the first 0.5 s at most 0.5 s + the 200 ms playout lead (+ slack) was sent
+    early = [r for r in peer.events("media") if r.t - first <= 0.5]
+    assert len(early) * 20 <= 500 + 200 + 60, len(early)
+    assert peer.closed.is_set() and peer.received[-1].t - first >= len(prompt_ulaw(AGENT_UNAVAILABLE)) / 8000 - 0.3
+
+
+async def test_agent_refusing_our_key_is_not_retried_and_the_caller_hears_the_apology(
+    start_gateway, new_peer, fake_agent
+):
+    gw = await start_gateway(ASSEMBLYAI_API_KEY="a-revoked-key")
+    peer = await new_peer(gw)
+    with capture_call_logs() as logs:
+        await peer.connect()
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
+        await wait_event(logs, "call.ended")
+    assert events(logs, "call.ended")[0]["outcome"] == "agent_error"
+    assert "unauthorized" in events(logs, "call.ended")[0]["error"]
+    assert not events(logs, "agent.connect_failed")  # a final code: no retry
+    _assert_apology_heard(peer, logs)
+
+
+async def test_retryable_connect_error_is_retried_with_backoff(start_gateway, new_peer, fake_agent):
+    fake_agent.connect_errors = ["at_capacity"]
+    gw = await start_gateway()
+    with capture_call_logs() as logs:
+        peer, sess = await _call(gw, new_peer, fake_agent)
+    assert [e["attempt"] for e in events(logs, "agent.connect_failed")] == [1]
+    await peer.send_media(ulaw_tone(440, 0.2))
+    await peer.wait_for(lambda: len(sess.audio) >= 0.2 * 48000 - 960)
+
+
+# ---- resuming after an unclean drop ----------------------------------------------------------------------------
+async def test_drop_mid_call_resumes_the_same_session_and_loses_no_caller_audio(
+    start_gateway, new_peer, fake_agent, proxy
+):
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    with capture_call_logs() as logs:
+        feed = asyncio.create_task(peer.send_media(ulaw_tone(440, 2.0), realtime=True))
+        await asyncio.sleep(0.7)
+        await proxy.cut(proxy.live_links[0])
+        await feed
+        await peer.wait_for(lambda: len(sess.audio) >= 2.0 * 48000 - 48, timeout=5)
+    await asyncio.sleep(0.1)
+    assert abs(len(sess.audio) / 48000 - 2.0) <= 0.005  # not one 20 ms frame lost (or doubled)
+    assert sess.resumes == 1 and fake_agent.sessions == [sess]
+    resumed = events(logs, "agent.resumed")
+    assert resumed and resumed[0]["attempts"] == 1 and resumed[0]["session_id"] == sess.session_id
+    assert resumed[0]["confirmed"] is True and resumed[0]["gap_ms"] < 1000
+    # the call goes on: the agent speaks and is heard
+    await sess.reply(tone(1000, 0.4, 24000), realtime=False)
+    await peer.wait_for(lambda: len(media_bytes(peer.received)) >= 0.4 * 8000 - 160)
+    assert abs(dominant_freq(g711.ulaw_to_pcm16(media_bytes(peer.received)), 8000) - 1000) < 10
+    with capture_call_logs() as logs:
+        await peer.stop()
+        await peer.wait_for(lambda: peer.closed.is_set())
+        await wait_event(logs, "call.ended")
+        await asyncio.sleep(0.05)
+    ended = events(logs, "call.ended")[0]
+    assert ended["outcome"] == "caller_hangup" and ended["agent_resumes"] == 1 and ended["frames_dropped_to_agent"] == 0
+    assert sess.ended_by_client and fake_agent.live_sessions == [] and call_tasks() == []
+
+
+async def test_a_server_that_just_carries_on_after_resume_is_accepted(start_gateway, new_peer, fake_agent, proxy):
+    fake_agent.resume_reply = "continue"  # no session.ready after session.resume
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0])
+        await peer.send_media(ulaw_tone(440, 0.5))  # during the gap
+        await peer.wait_for(lambda: len(sess.audio) >= 0.5 * 48000 - 48, timeout=5)
+    resumed = events(logs, "agent.resumed")
+    assert resumed and resumed[0]["confirmed"] is False
+    assert abs(len(sess.audio) / 48000 - 0.5) <= 0.005
+
+
+async def test_final_resume_codes_end_the_call_with_the_apology(start_gateway, new_peer, fake_agent, proxy):
+    # One call per final code (§4.3: SDK-DI treats these as final), all at once to keep the suite fast.
+    codes = sorted(FINAL_RESUME_CODES)
+    fake_agent.resume_errors = list(codes)
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    calls = [await _call(gw, new_peer, fake_agent) for _ in codes]
+    with capture_call_logs() as logs:
+        await proxy.cut_all()
+        for peer, _sess in calls:
+            await peer.wait_for(peer.closed.is_set, timeout=10)
+            await wait_event(logs, "call.ended", call_sid=peer.call_sid)
+    assert fake_agent.resume_attempts == len(codes)  # each final: never retried
+    failed = events(logs, "agent.resume_failed")
+    assert sorted(e["error"].split(":")[0] for e in failed) == codes
+    assert all(e["final_code"] is True and e["attempts"] == 1 for e in failed)
+    for peer, _sess in calls:
+        mine = [e for e in logs if e.get("call_sid") == peer.call_sid]
+        assert events(mine, "call.ended")[0]["outcome"] == "agent_error"
+        _assert_apology_heard(peer, mine)
+
+
+async def test_retryable_resume_error_is_retried_with_backoff(start_gateway, new_peer, fake_agent, proxy):
+    fake_agent.resume_errors = ["internal_error", "at_capacity"]
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0])
+        await peer.wait_for(lambda: events(logs, "agent.resumed"), timeout=5)
+    resumed = events(logs, "agent.resumed")[0]
+    assert resumed["attempts"] == 3 and resumed["gap_ms"] >= 250  # 0 + 250 ms + 500 ms of backoff
+    assert sess.resumes == 1
+
+
+async def test_agent_unreachable_for_the_whole_resume_window_ends_the_call_with_the_apology(
+    start_gateway, new_peer, fake_agent, proxy, monkeypatch
+):
+    monkeypatch.setattr(session_mod, "RESUME_WINDOW_S", 1.5)
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, _sess = await _call(gw, new_peer, fake_agent)
+    proxy.refusing = True
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0])
+        await peer.send_media(ulaw_tone(440, 0.3))
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=12)
+        await wait_event(logs, "call.ended")
+    failed = events(logs, "agent.resume_failed")[0]
+    # attempts at ~0, 0.25, 0.75, 1.75 (> window): 3 or 4 depending on scheduling
+    assert failed["final_code"] is False and failed["attempts"] >= 3 and 1400 <= failed["gap_ms"] <= 2500
+    assert failed["buffered_frames"] == 15  # the caller audio of the gap was kept (until the end)
+    assert proxy.refused == failed["attempts"]
+    assert events(logs, "call.ended")[0]["outcome"] == "agent_unavailable"
+    _assert_apology_heard(peer, logs)
+
+
+async def test_reply_cut_by_the_drop_keeps_what_the_carrier_has_and_counts_as_ended(
+    start_gateway, new_peer, fake_agent, proxy
+):
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    speaking = asyncio.create_task(sess.reply(tone(700, 3.0, 24000), reply_id="resp_cut", realtime=True))
+    await peer.wait_for(lambda: len(peer.events("media")) >= 25, timeout=5)
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0])
+        speaking.cancel()  # the server's reply ended with the socket
+        await peer.wait_for(lambda: events(logs, "agent.resumed"), timeout=5)
+        await asyncio.sleep(0.5)
+    assert events(logs, "agent.reply_cut")[0]["reply_id"] == "resp_cut"
+    assert not peer.events("clear")  # nothing the caller already has is flushed
+    heard_before = len(peer.played)
+    assert peer.events("mark")  # the cut reply was closed with a mark, like any ended reply
+    # the next reply plays normally
+    await sess.reply(tone(1200, 0.5, 24000), realtime=False)
+    await peer.wait_for(lambda: len(peer.played) >= heard_before + 0.5 * 8000 - 160, timeout=5)
+
+
+async def test_tool_result_held_across_a_drop_is_sent_after_the_resume(
+    start_gateway, new_peer, fake_agent, proxy, slow_tool
+):
+    gw = await start_gateway(write_config(slow_tool), AGENT_URL=proxy.agent_url)
+    _peer, sess = await _call(gw, new_peer, fake_agent)
+    await sess.send("reply.started", reply_id="resp_t", item_id="msg_t")
+    await sess.send("tool.call", call_id="chatcmpl-tool-77", name="lookup", arguments={"q": "hours"})
+    await asyncio.sleep(0.05)
+    await proxy.cut(proxy.live_links[0])  # before reply.done, while the tool runs (300 ms)
+    result = await sess.next_message("tool.result", timeout=5)
+    assert result["call_id"] == "chatcmpl-tool-77" and result["is_error"] is False
+    assert sess.resumes == 1
+    resume_i = next(i for i, m in enumerate(sess.received) if m["type"] == "session.resume")
+    result_i = next(i for i, m in enumerate(sess.received) if m["type"] == "tool.result")
+    assert result_i > resume_i
+
+
+async def test_hard_reset_of_the_agent_socket_also_resumes(start_gateway, new_peer, fake_agent, proxy):
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    feed = asyncio.create_task(peer.send_media(ulaw_tone(440, 1.5), realtime=True))
+    await asyncio.sleep(0.5)
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0], mode="reset")
+        await feed
+        await peer.wait_for(lambda: events(logs, "agent.resumed"), timeout=5)
+        await peer.wait_for(lambda: len(sess.audio) >= 1.4 * 48000, timeout=5)
+    # An RST loses what was in flight on the wire; nothing the gateway still held is lost.
+    assert len(sess.audio) / 48000 >= 1.5 - 0.1
+    assert sess.resumes == 1
+
+
+# ---- session.error while live ------------------------------------------------------------------------------------
+async def test_recoverable_session_errors_keep_the_call_and_fatal_ones_end_it_with_the_apology(
+    start_gateway, new_peer, fake_agent
+):
+    gw = await start_gateway()
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    with capture_call_logs() as logs:
+        for code in ("invalid_audio", "server_error", "audio_rate_violation", "immutable_field", "INVALID_FORMAT"):
+            await sess.send("session.error", code=code, message="x", param=None, session_id=sess.session_id)
+        await asyncio.sleep(0.2)
+        assert not peer.closed.is_set()
+        await peer.send_media(ulaw_tone(440, 0.2))
+        await peer.wait_for(lambda: len(sess.audio) >= 0.2 * 48000 - 960)
+        await sess.send("session.error", code="session_expired", message="cap reached", session_id=sess.session_id)
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
+        await wait_event(logs, "call.ended")
+    kept = [e["code"] for e in events(logs, "agent.session_error") if e.get("fatal") is False]
+    assert kept == ["invalid_audio", "server_error", "audio_rate_violation", "immutable_field", "invalid_format"]
+    assert events(logs, "call.ended")[0]["outcome"] == "agent_error"
+    _assert_apology_heard(peer, logs)
