@@ -52,8 +52,10 @@ class AgentConnection:
                 open_timeout=timeout,
                 max_size=max_size,
                 compression=None,  # audio is base64 in JSON: deflate costs CPU per frame for little gain
-                ping_interval=20,
-                ping_timeout=20,
+                # A silent network drop must be noticed well inside the agent's 30 s resume window (§4.3);
+                # the library default (20 s + 20 s) could take 40 s.
+                ping_interval=5,
+                ping_timeout=10,
                 close_timeout=2,
                 user_agent_header="voice-gateway",
             )
