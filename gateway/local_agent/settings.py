@@ -1,0 +1,162 @@
+"""Typed settings of the embedded local agent. Pure: no environment reads except in :func:`settings_from_env`.
+
+One frozen :class:`LocalAgentSettings` is built at start-up (by the gateway from its TOML config, or by the
+standalone runner from flags and the environment), validated there, and passed explicitly to
+:func:`gateway.local_agent.app.create_local_agent_app`. Secrets (the API key, the LLM key) never appear in logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_VOICES",
+    "DEFAULT_INTENTS_PATH",
+    "LlmSettings",
+    "LocalAgentSettings",
+    "SettingsError",
+    "settings_from_env",
+]
+
+#: Voice ids the local agent accepts in ``output.voice`` (spec §2.4: the union of the mid-2026 docs list and the
+#: list the live service accepted in September 2026). The local agent speaks every one of them with its single
+#: Piper voice; the list only exists so clients written for the cloud API validate the same way.
+DEFAULT_VOICES: tuple[str, ...] = (
+    "ivy", "james", "tyler", "winter", "sam", "mia", "bella", "david", "jack", "kyle", "helen", "martha", "river",
+    "emma", "victor", "eleanor", "sophie", "oliver", "arjun", "ethan", "dmitri", "lukas", "lena", "pierre", "mina",
+    "ren", "mei", "joon", "giulia", "luca", "lucia", "hana", "mateo", "diego", "claire", "alba", "anna", "charles",
+    "estelle", "eve", "george", "giovanni", "iris", "jane", "jean", "juergen", "lola", "mary", "michael", "paul",
+    "rafael", "reid", "vera",
+)  # fmt: skip
+
+#: The committed demo persona (written with the speech models; see docs/readme/local-agent.md).
+DEFAULT_INTENTS_PATH = Path(__file__).resolve().parents[2] / "config" / "local_agent" / "intents.toml"
+
+
+class SettingsError(ValueError):
+    """A setting is invalid (config invalid). The message names the bad key."""
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    """An OpenAI-compatible chat-completions endpoint for the optional LLM reply engine (brain.py)."""
+
+    #: e.g. ``http://127.0.0.1:8000/v1``; ``/chat/completions`` is appended.
+    base_url: str
+    model: str
+    #: Name of the environment variable holding the endpoint's API key (``None``: send no Authorization header).
+    api_key_env: str | None = None
+    #: Upper bound on one whole streamed completion; also the connect/read timeout.
+    timeout_s: float = 30.0
+    temperature: float | None = None
+    max_tokens: int | None = 300
+
+    def validate(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise SettingsError(f"llm.base_url must be an http(s) URL, got {self.base_url!r}")
+        if not self.model:
+            raise SettingsError("llm.model must not be empty")
+        if self.timeout_s <= 0:
+            raise SettingsError(f"llm.timeout_s must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAgentSettings:
+    """Everything the local agent can be told. Defaults are what the gateway uses with no config."""
+
+    #: The one API key this server accepts (Bearer or raw, or ``?token=``). ``None``: generate one per process
+    #: (standalone mode prints it at start-up; embedded mode hands it to the gateway in-process).
+    api_key: str | None = None
+    #: HMAC key for minted tokens and resume tokens. ``None``: 32 random bytes per process (tokens then do not
+    #: survive a restart, which is fine: they are valid for at most 600 s).
+    token_secret: bytes | None = None
+    #: Accepted ``output.voice`` values (spec §2.4); the first is the default when the client sets none.
+    voices: tuple[str, ...] = DEFAULT_VOICES
+    #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (spec §4.3: 30 s).
+    resume_window_s: float = 30.0
+    #: The intent engine's table (format in docs/readme/local-agent.md).
+    intents_path: Path = DEFAULT_INTENTS_PATH
+    #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service (spec §2.2): 10 ms (480 B) for
+    #: 24 kHz PCM, 37.5 ms (300 B) for μ-law/A-law.
+    reply_chunk_ms: float | None = None
+    #: How far ahead of real time reply audio may run (a lead burst the client buffers; spec §6 suggests a
+    #: 100–200 ms jitter buffer on the client).
+    reply_lead_ms: float = 200.0
+    #: Caller speech over a reply shorter than this (voiced time) is a back-channel ("uh-huh", "okay") and does
+    #: not interrupt (spec §4.1). Also the earliest a barge-in can be decided.
+    backchannel_max_ms: int = 600
+    #: Default end-of-turn silence when the client sets no ``turn_detection.min_silence``. 600 ms rather than the
+    #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there
+    #: is, and 600 ms is the offline-speech spec's measured choice (§1) for a responsive phone agent.
+    min_silence_ms: int = 600
+    #: Default forced end of turn (silence since the last confident speech window; spec §2.1 default 3000).
+    max_silence_ms: int = 3000
+    #: Default Silero speech-probability threshold (spec §2.1 default 0.5).
+    vad_threshold: float = 0.5
+    #: Size of the one process-wide thread pool that runs every blocking model call (VAD, STT, TTS, embedding).
+    #: 4 on a 2-core box: up to two calls can each have a transcription or synthesis running while VAD windows
+    #: of the others still get a thread (the models themselves use ``model_cpu_threads`` each).
+    threads: int = 4
+    #: Intra-op threads of Whisper and Piper each (offline-speech spec §3.9: 1 when calls may overlap on 2 cores).
+    model_cpu_threads: int = 1
+    #: Optional LLM reply engine; ``None`` uses the deterministic intent engine.
+    llm: LlmSettings | None = None
+    #: How long a new socket may stay silent before its first ``session.update``/``session.resume``.
+    first_message_timeout_s: float = 60.0
+    #: Close a connected session whose client sent nothing at all for this long (the live service kept idle
+    #: sessions open for > 100 s; spec §10). WebSocket pings (``heartbeat_s``) catch dead peers much sooner.
+    idle_timeout_s: float = 900.0
+    heartbeat_s: float = 20.0
+    #: A send to the client that cannot complete in this long means the peer is gone.
+    send_timeout_s: float = 10.0
+    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap, spec §1.3).
+    session_expiry_s: int = 3600
+
+    def validate(self) -> None:
+        """Raise :class:`SettingsError` naming the first bad key."""
+        if self.api_key is not None and not self.api_key.strip():
+            raise SettingsError("api_key must not be blank (leave it unset to generate one)")
+        if self.token_secret is not None and len(self.token_secret) < 16:
+            raise SettingsError("token_secret must be at least 16 bytes")
+        if not self.voices:
+            raise SettingsError("voices must list at least one voice")
+        if self.resume_window_s < 0:
+            raise SettingsError(f"resume_window_s must be >= 0, got {self.resume_window_s}")
+        if self.reply_chunk_ms is not None and not 5 <= self.reply_chunk_ms <= 200:
+            raise SettingsError(f"reply_chunk_ms must be within 5..200, got {self.reply_chunk_ms}")
+        if not 0 <= self.reply_lead_ms <= 2000:
+            raise SettingsError(f"reply_lead_ms must be within 0..2000, got {self.reply_lead_ms}")
+        if not 0 <= self.backchannel_max_ms <= 5000:
+            raise SettingsError(f"backchannel_max_ms must be within 0..5000, got {self.backchannel_max_ms}")
+        if not 100 <= self.min_silence_ms <= 10000:
+            raise SettingsError(f"min_silence_ms must be within 100..10000, got {self.min_silence_ms}")
+        if not self.min_silence_ms <= self.max_silence_ms <= 30000:
+            raise SettingsError(f"max_silence_ms must be within min_silence_ms..30000, got {self.max_silence_ms}")
+        if not 0.0 < self.vad_threshold < 1.0:
+            raise SettingsError(f"vad_threshold must be within (0, 1), got {self.vad_threshold}")
+        if not 1 <= self.threads <= 64:
+            raise SettingsError(f"threads must be within 1..64, got {self.threads}")
+        if not 1 <= self.model_cpu_threads <= 64:
+            raise SettingsError(f"model_cpu_threads must be within 1..64, got {self.model_cpu_threads}")
+        for key in ("first_message_timeout_s", "idle_timeout_s", "heartbeat_s", "send_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"{key} must be positive")
+        if self.session_expiry_s <= 0:
+            raise SettingsError("session_expiry_s must be positive")
+        if self.llm is not None:
+            self.llm.validate()
+
+
+def settings_from_env(
+    base: LocalAgentSettings | None = None, environ: Mapping[str, str] | None = None
+) -> LocalAgentSettings:
+    """``base`` with ``LOCAL_AGENT_API_KEY`` applied when the base sets no key (the standalone runner's rule)."""
+    env = os.environ if environ is None else environ
+    base = base or LocalAgentSettings()
+    key = env.get("LOCAL_AGENT_API_KEY", "").strip()
+    if base.api_key is None and key:
+        return replace(base, api_key=key)
+    return base

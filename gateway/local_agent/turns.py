@@ -1,0 +1,291 @@
+"""Turn detection for the local agent: VAD speech probabilities in, turn decisions out. Pure.
+
+No models, no clock, no asyncio. :class:`TurnDetector` is fed one Silero probability per 32 ms window (time is the
+window count, i.e. sample positions at 16 kHz, never wall clock) together with whether the agent is currently
+speaking, and returns :data:`TurnEvent` values:
+
+- :class:`SpeechStarted`: the caller started a turn while the agent was silent (→ ``input.speech.started``).
+- :class:`BargeIn`: the caller has spoken over a reply for longer than a back-channel, and interrupting is allowed
+  (→ stop the reply: ``input.speech.started``, ``transcript.agent{interrupted}``, ``reply.done{interrupted}``,
+  spec §4.1). The speech then goes on as the caller's turn.
+- :class:`TurnEnded`: end of the caller's turn (→ ``input.speech.stopped``, then transcribe
+  ``[start_sample, end_sample)``).
+- :class:`TurnPausing`: the caller has been silent for ``speculate_ms`` inside a turn, so the turn will probably
+  end at ``end_sample`` unless they speak again. The session starts transcribing then, so the text is ready when
+  :class:`TurnEnded` confirms the same span (the transcription is thrown away if speech resumes).
+- :class:`SpeechDiscarded`: speech over a reply that ended while the reply was still playing and was too short to
+  interrupt ("uh-huh", "okay": a back-channel, §4.1), or was not allowed to interrupt.
+
+Knobs (spec §2.1 ``turn_detection``): ``vad_threshold`` (a window at or above it is speech; below
+``vad_threshold - 0.15`` is silence, in between keeps the current state: Silero's usual hysteresis),
+``min_silence_ms`` (confident silence that ends a turn), ``max_silence_ms`` (time since the last confident speech
+window that forces the end of a turn even when the line hovers in the ambiguous band, e.g. noise),
+``interrupt_response`` and ``backchannel_max_ms`` (voiced time over a reply below which speech is a back-channel).
+
+:class:`UtteranceBuffer` keeps recent 16 kHz audio addressed by absolute sample position so the session can cut
+out a turn the detector reported.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+__all__ = [
+    "BargeIn",
+    "SpeechDiscarded",
+    "SpeechStarted",
+    "TurnDetector",
+    "TurnEnded",
+    "TurnEvent",
+    "TurnKnobs",
+    "TurnPausing",
+    "UtteranceBuffer",
+]
+
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 512  # Silero's only window at 16 kHz (speech spec §3.1)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnKnobs:
+    vad_threshold: float = 0.5
+    min_silence_ms: int = 600
+    max_silence_ms: int = 3000
+    interrupt_response: bool = True
+    backchannel_max_ms: int = 600
+    #: Voiced time before a sound counts as speech at all (filters clicks and breaths).
+    start_ms: int = 96
+    #: A candidate that goes quiet this long before reaching ``start_ms`` was noise.
+    candidate_reset_ms: int = 256
+    #: Force the end of a turn this long after it started (Whisper reads at most 30 s).
+    max_turn_ms: int = 28000
+    #: Hysteresis below ``vad_threshold`` (Silero's recommended 0.15).
+    hysteresis: float = 0.15
+    #: Silence inside a turn after which :class:`TurnPausing` is reported (0: never). Whisper takes ~0.3 s and
+    #: the first sentence's synthesis ~0.1 s, so starting them this far into the silence has the reply ready
+    #: about when ``min_silence_ms`` ends the turn. Shorter pauses (commas) cost a wasted transcription.
+    speculate_ms: int = 160
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    start_sample: int
+    at_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    start_sample: int
+    end_sample: int
+    #: Why: "silence" (min_silence), "max_silence", or "max_turn".
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPausing:
+    start_sample: int
+    end_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechDiscarded:
+    start_sample: int
+    end_sample: int
+    voiced_ms: int
+
+
+TurnEvent: TypeAlias = SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded
+
+
+class _State(enum.Enum):
+    IDLE = "idle"  # no speech
+    CANDIDATE = "candidate"  # a sound, not yet long enough to be speech
+    TURN = "turn"  # the caller's turn (speech.started has been reported, or a barge-in happened)
+    OVERLAP = "overlap"  # speech over a reply, not (yet) an interruption
+
+
+class TurnDetector:
+    """One caller's turn-taking state. Feed :meth:`push` every probability the VAD produces, in order."""
+
+    __slots__ = (
+        "knobs", "_state", "_window", "_start", "_voiced", "_silence_run", "_last_voiced_end", "_last_sure", "_barged"
+    )  # fmt: skip
+
+    def __init__(self, knobs: TurnKnobs | None = None) -> None:
+        self.knobs = knobs or TurnKnobs()
+        self._window = 0  # index of the next window
+        self._reset_utterance()
+
+    def _reset_utterance(self) -> None:
+        self._state = _State.IDLE
+        self._start = 0
+        self._voiced = 0  # windows at or above the threshold in the current utterance
+        self._silence_run = 0  # consecutive windows below the negative threshold
+        self._last_voiced_end = 0  # sample position just after the last speech window
+        self._last_sure = 0  # index of the last window at or above the threshold
+        self._barged = False  # at most one barge-in per utterance
+
+    @property
+    def position(self) -> int:
+        """Samples consumed so far (the detector's clock)."""
+        return self._window * WINDOW_SAMPLES
+
+    @property
+    def caller_has_turn(self) -> bool:
+        """The caller is in the middle of a turn (reported as started and not yet ended)."""
+        return self._state is _State.TURN
+
+    @property
+    def caller_speaking(self) -> bool:
+        """Any confirmed speech is in progress (a turn, or speech over a reply)."""
+        return self._state in (_State.TURN, _State.OVERLAP)
+
+    def reset(self) -> None:
+        """Drop any utterance in progress (the clock keeps running)."""
+        self._reset_utterance()
+
+    def push(
+        self, probs: Iterable[float], *, agent_speaking: bool, interruptible: bool = True
+    ) -> list[TurnEvent]:
+        """Consume probabilities for consecutive windows. ``agent_speaking``: a reply is being sent right now;
+        ``interruptible``: that reply may be interrupted (false for ``uninterruptible_turns``)."""
+        events: list[TurnEvent] = []
+        for p in probs:
+            ev = self._step(p, agent_speaking, interruptible and self.knobs.interrupt_response)
+            if ev is not None:
+                events.append(ev)
+            self._window += 1
+        return events
+
+    def _ms(self, windows: int) -> int:
+        return windows * WINDOW_SAMPLES * 1000 // SAMPLE_RATE
+
+    def _step(self, p: float, agent_speaking: bool, may_interrupt: bool) -> TurnEvent | None:
+        k = self.knobs
+        speech = p >= k.vad_threshold
+        silence = p < k.vad_threshold - k.hysteresis
+        i = self._window
+        if speech:
+            self._voiced += 1
+            self._silence_run = 0
+            self._last_voiced_end = (i + 1) * WINDOW_SAMPLES
+            self._last_sure = i
+        elif silence:
+            self._silence_run += 1
+
+        state = self._state
+        if state is _State.IDLE:
+            if speech:
+                self._state = _State.CANDIDATE
+                self._start = i * WINDOW_SAMPLES
+                self._voiced = 1
+                return self._maybe_confirm(agent_speaking, may_interrupt)
+            self._voiced = 0
+            return None
+
+        if state is _State.CANDIDATE:
+            if self._ms(self._silence_run) >= k.candidate_reset_ms:
+                self._reset_utterance()
+                return None
+            return self._maybe_confirm(agent_speaking, may_interrupt)
+
+        if state is _State.OVERLAP:
+            if self._ms(self._silence_run) >= k.min_silence_ms:
+                ev = SpeechDiscarded(self._start, self._last_voiced_end, self._ms(self._voiced))
+                self._reset_utterance()
+                return ev
+            if agent_speaking:
+                if may_interrupt and self._ms(self._voiced) >= k.backchannel_max_ms:
+                    return self._barge_in()
+                return None
+            if speech:
+                # The reply ended while the caller was still talking: their speech is a turn after all.
+                self._state = _State.TURN
+                return SpeechStarted(self._start)
+            return None
+
+        # TURN
+        if agent_speaking and may_interrupt and speech and not self._barged:
+            if self._ms(self._voiced) >= k.backchannel_max_ms:
+                # A reply started while the caller was still mid-turn (an end of turn called too early): the
+                # caller wins, and their turn goes on.
+                return self._barge_in()
+        end = (i + 1) * WINDOW_SAMPLES
+        if self._ms(self._silence_run) >= k.min_silence_ms:
+            return self._end("silence")
+        if self._ms(i - self._last_sure) >= k.max_silence_ms:
+            return self._end("max_silence")
+        if (end - self._start) * 1000 // SAMPLE_RATE >= k.max_turn_ms:
+            return self._end("max_turn", end)
+        speculate_windows = -(-k.speculate_ms * SAMPLE_RATE // (1000 * WINDOW_SAMPLES))  # ceil
+        if k.speculate_ms and silence and self._silence_run == speculate_windows:
+            return TurnPausing(self._start, self._last_voiced_end)
+        return None
+
+    def _maybe_confirm(self, agent_speaking: bool, may_interrupt: bool) -> TurnEvent | None:
+        if self._ms(self._voiced) < self.knobs.start_ms:
+            return None
+        if agent_speaking:
+            self._state = _State.OVERLAP
+            if may_interrupt and self._ms(self._voiced) >= self.knobs.backchannel_max_ms:
+                return self._barge_in()
+            return None
+        self._state = _State.TURN
+        return SpeechStarted(self._start)
+
+    def _barge_in(self) -> BargeIn:
+        self._state = _State.TURN
+        self._barged = True
+        return BargeIn(self._start, (self._window + 1) * WINDOW_SAMPLES)
+
+    def _end(self, reason: str, end_sample: int | None = None) -> TurnEnded:
+        ev = TurnEnded(self._start, end_sample if end_sample is not None else self._last_voiced_end, reason)
+        self._reset_utterance()
+        return ev
+
+
+class UtteranceBuffer:
+    """Recent 16 kHz PCM16 addressed by absolute sample position (the detector's clock). Pure.
+
+    Holds at most ``keep_s`` seconds (trimmed in batches so appends stay cheap).
+    """
+
+    __slots__ = ("_buf", "_first", "_keep")
+
+    def __init__(self, keep_s: float = 32.0) -> None:
+        self._buf = bytearray()
+        self._first = 0  # absolute sample index of _buf[0]
+        self._keep = int(keep_s * SAMPLE_RATE)
+
+    @property
+    def end(self) -> int:
+        """Absolute sample position just after the newest sample held."""
+        return self._first + len(self._buf) // 2
+
+    def push(self, pcm16: bytes) -> None:
+        self._buf += pcm16[: len(pcm16) - len(pcm16) % 2]
+        held = len(self._buf) // 2
+        if held > self._keep * 3 // 2:
+            drop = held - self._keep
+            del self._buf[: drop * 2]
+            self._first += drop
+
+    def slice(self, start: int, end: int) -> bytes:
+        """Samples ``[start, end)``, clamped to what is still held."""
+        s = max(start, self._first) - self._first
+        e = max(min(end, self.end), self._first) - self._first
+        if e <= s:
+            return b""
+        return bytes(self._buf[s * 2 : e * 2])
+
+    def clear(self) -> None:
+        self._first = self.end
+        self._buf.clear()

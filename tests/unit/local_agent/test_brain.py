@@ -1,0 +1,343 @@
+"""Reply engines (gateway/local_agent/brain.py): the intent table and the intent engine's pure policy, the real
+matcher on the committed intents, and the LLM engine's pure streaming helpers (SSE, deltas, sentences)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.local_agent.brain import (
+    BrainContext,
+    CallTool,
+    ChatStreamAccumulator,
+    Conversation,
+    CreateRequest,
+    Decided,
+    IntentEngine,
+    IntentsError,
+    IntentTable,
+    Say,
+    SentenceStream,
+    SseDecoder,
+    Step,
+    ToolOutcome,
+    ToolsAnswered,
+    UserTurn,
+    build_llm_messages,
+    build_llm_tools,
+    first_speech_chunks,
+    load_intents,
+    parse_intents,
+    plan_reply_create,
+    plan_tool_answers,
+    plan_user_turn,
+    render_result,
+)
+from gateway.local_agent.protocol import ToolDef
+from gateway.local_agent.settings import DEFAULT_INTENTS_PATH
+from gateway.local_agent.speech import IntentMatcher, SpeechModels, split_sentences
+
+TABLE = load_intents(DEFAULT_INTENTS_PATH)
+BOOK_AFTER = TABLE.get("book_table").reply_after_tool  # type: ignore[union-attr]
+HUMAN_AFTER = TABLE.get("human_agent").reply_after_tool  # type: ignore[union-attr]
+
+
+# ---- the intents file
+
+
+def test_the_committed_intents_file_loads() -> None:
+    assert TABLE.fallback_reply and 0 < TABLE.threshold < 1
+    book = TABLE.get("book_table")
+    assert book is not None and book.tool == "book_table"
+    assert book.reply_after_tool is not None and "{result}" in book.reply_after_tool
+    human = TABLE.get("human_agent")
+    assert human is not None and dict(human.arguments) == {"destination": "front desk"}
+    assert TABLE.get("nope") is None and TABLE.get(None) is None
+
+
+GOOD = {"fallback_reply": "Sorry?", "intent": [{"name": "hi", "examples": ["hello"], "reply": "Hi."}]}
+
+
+@pytest.mark.parametrize(
+    "change,error",
+    [
+        ({"fallback_reply": None}, "fallback_reply"),
+        ({"threshold": 2}, "threshold"),
+        ({"intent": []}, "intent must be a non-empty array"),
+        ({"intent": [{"name": "hi", "examples": [], "reply": "x"}]}, "intent[0] (hi).examples"),
+        ({"intent": [{"name": "hi", "examples": ["a"]}]}, "intent[0] (hi).reply"),
+        ({"intent": [{"examples": ["a"], "reply": "x"}]}, "intent[0].name"),
+        ({"intent": [{"name": "a", "examples": ["a"], "reply": "x", "arguments": []}]}, "intent[0] (a).arguments"),
+        ({"intent": [GOOD["intent"][0]] * 2}, "intent[1] (hi).name is a duplicate"),  # type: ignore[index]
+        ({"tool_timeout_reply": ""}, "tool_timeout_reply"),
+    ],
+)
+def test_invalid_intent_tables_name_the_bad_key(change: dict[str, Any], error: str) -> None:
+    data = {**GOOD, **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(IntentsError, match=re.escape(error)):
+        parse_intents(data)
+
+
+def test_optional_replies_can_be_overridden(tmp_path: Path) -> None:
+    p = tmp_path / "intents.toml"
+    p.write_text(
+        'fallback_reply = "Pardon?"\ntool_timeout_reply = "Still waiting, sorry."\n'
+        'instructions_template = "Note: {instructions}"\n'
+        '[[intent]]\nname = "hi"\nexamples = ["hello"]\nreply = "Hi."\n'
+    )
+    table = load_intents(p)
+    assert table.tool_timeout_reply == "Still waiting, sorry." and table.instructions_template == "Note: {instructions}"
+    with pytest.raises(IntentsError, match="does not exist"):
+        load_intents(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("this is = = not toml")
+    with pytest.raises(IntentsError, match="not valid TOML"):
+        load_intents(tmp_path / "bad.toml")
+
+
+# ---- the intent engine's policy
+
+
+@pytest.mark.parametrize(
+    "intent,declared,expected",
+    [
+        ("opening_hours", frozenset(), [Say(TABLE.get("opening_hours").reply)]),  # type: ignore[union-attr]
+        (None, frozenset(), [Say(TABLE.fallback_reply)]),
+        ("not-in-table", frozenset(), [Say(TABLE.fallback_reply)]),
+        ("book_table", frozenset(), [Say(TABLE.get("book_table").reply)]),  # type: ignore[union-attr]
+        ("book_table", frozenset({"transfer_call"}), [Say(TABLE.get("book_table").reply)]),  # type: ignore[union-attr]
+        (
+            "book_table",
+            frozenset({"book_table"}),
+            [CallTool("book_table", {}, {"intent": "book_table", "after": BOOK_AFTER})],
+        ),
+        (
+            "human_agent",
+            frozenset({"transfer_call"}),
+            [CallTool("transfer_call", {"destination": "front desk"}, {"intent": "human_agent", "after": HUMAN_AFTER})],
+        ),
+    ],
+)  # fmt: skip
+def test_user_turn_plan(intent: str | None, declared: frozenset[str], expected: list[Step]) -> None:
+    assert plan_user_turn(TABLE, intent, declared) == expected
+
+
+@pytest.mark.parametrize(
+    "template,result,spoken",
+    [
+        ("Done: {result}.", '"a table at seven"', "Done: a table at seven."),
+        ("Done: {result}.", '{"confirmation": "a table at seven"}', "Done: a table at seven."),
+        ("Done: {result}.", '{"when": "seven", "size": 2, "ok": true}', "Done: seven, 2."),
+        ("Done: {result}.", "not json at all", "Done: not json at all."),
+        ("Done: {result}.", "[1, 2]", "Done: 1, 2."),
+        ("Done: {result}.", "42", "Done: 42."),
+        ("Held {result} {braces}", '"x"', "Held x {braces}"),
+        (None, '"just the result"', "just the result"),
+        ("No placeholder.", '"ignored"', "No placeholder."),
+    ],
+)
+def test_render_result(template: str | None, result: str, spoken: str) -> None:
+    assert render_result(template, result) == spoken
+
+
+def outcome(**kw: Any) -> ToolOutcome:
+    base: dict[str, Any] = {
+        "call_id": "c",
+        "name": "book_table",
+        "context": {"after": "All done: {result}."},
+        "result": '"ok"',
+    }
+    return ToolOutcome(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "outcomes,expected",
+    [
+        ([outcome()], [Say("All done: ok.")]),
+        ([outcome(timed_out=True, result=None)], [Say(TABLE.tool_timeout_reply)]),
+        ([outcome(is_error=True)], [Say(TABLE.tool_error_reply)]),
+        ([outcome(context={})], [Say("ok")]),
+        ([outcome(context={}, result='""')], []),
+        ([outcome(timed_out=True), outcome(call_id="d", timed_out=True)], [Say(TABLE.tool_timeout_reply)]),
+        ([outcome(), outcome(call_id="d", is_error=True)], [Say("All done: ok."), Say(TABLE.tool_error_reply)]),
+    ],
+)
+def test_tool_answer_plan(outcomes: list[ToolOutcome], expected: list[Step]) -> None:
+    assert plan_tool_answers(TABLE, outcomes) == expected
+
+
+def test_reply_create_speaks_the_instructions_or_a_default() -> None:
+    assert plan_reply_create(TABLE, "  Please hold.  ") == [Say("Please hold.")]
+    assert plan_reply_create(TABLE, None) == [Say(TABLE.reply_create_default)]
+    custom = IntentTable(0.3, "?", TABLE.intents, instructions_template="Update: {instructions}")
+    assert plan_reply_create(custom, "nearly there") == [Say("Update: nearly there")]
+
+
+# ---- the intent engine with the real matcher
+
+
+def run_engine(engine: IntentEngine, trigger: Any, tools: tuple[ToolDef, ...] = ()) -> list[Step]:
+    async def go() -> list[Step]:
+        async def blocking(fn: Any, *args: Any) -> Any:
+            return fn(*args)
+
+        engine._run_blocking = blocking  # the engine's pool runner; inline here (no event loop threads needed)
+        ctx = BrainContext(None, tools, Conversation())
+        return [s async for s in engine.reply(trigger, ctx)]
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def engine(speech_models: SpeechModels) -> IntentEngine:
+    matcher = IntentMatcher(speech_models.embedder, TABLE.examples, threshold=TABLE.threshold)
+    return IntentEngine(TABLE, matcher, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.speech
+@pytest.mark.parametrize(
+    "text,intent",
+    [
+        ("What time do you close tonight?", "opening_hours"),
+        ("What is the address of your restaurant?", "location"),
+        ("Do you have anything for vegans?", "dietary"),
+        ("Can I bring my car?", "parking"),
+        ("Let me talk to a real person please.", "human_agent"),
+        ("The weather on Mars is cold.", None),
+    ],
+)
+def test_intent_engine_routes_caller_words_to_intents(engine: IntentEngine, text: str, intent: str | None) -> None:
+    steps = run_engine(engine, UserTurn(text))
+    decided = steps[0]
+    assert isinstance(decided, Decided) and decided.intent == intent, decided
+    found = TABLE.get(intent)
+    assert steps[1:] == [Say(found.reply if found else TABLE.fallback_reply)]
+
+
+@pytest.mark.speech
+def test_intent_engine_calls_a_declared_tool_and_answers_its_result(engine: IntentEngine) -> None:
+    tools = (ToolDef("book_table"),)
+    steps = run_engine(engine, UserTurn("I would like to reserve a table for four"), tools)
+    call = steps[1]
+    assert isinstance(call, CallTool) and call.name == "book_table"
+    answer = run_engine(engine, ToolsAnswered((ToolOutcome("c", "book_table", call.context, '"table for four"'),)))
+    assert answer == [Say("All done: table for four. We look forward to seeing you.")]
+    assert run_engine(engine, CreateRequest("One moment please.")) == [Say("One moment please.")]
+
+
+# ---- LLM streaming helpers
+
+
+def test_sse_decoder_handles_split_chunks_crlf_comments_and_multiline_data() -> None:
+    stream = b': keep-alive\r\ndata: {"a":\r\ndata: 1}\r\n\r\ndata: [DONE]\n\n'
+    whole = SseDecoder().feed(stream)
+    assert whole == ['{"a":\n1}', "[DONE]"]
+    d = SseDecoder()
+    pieces: list[str] = []
+    for i in range(len(stream)):
+        pieces += d.feed(stream[i : i + 1])
+    assert pieces == whole
+    d2 = SseDecoder()
+    assert d2.feed(b"data: tail") == [] and d2.flush() == ["tail"]
+
+
+def chunk(
+    content: str | None = None, tool_calls: list[dict[str, Any]] | None = None, finish: str | None = None
+) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if content is not None:
+        delta["content"] = content
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_chat_stream_accumulator_yields_text_and_assembles_tool_calls() -> None:
+    acc = ChatStreamAccumulator()
+    texts = [
+        acc.feed(chunk("Let me ")),
+        acc.feed(chunk("check.")),
+        acc.feed(chunk(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
+                                    "function": {"name": "book_", "arguments": ""}}])),
+        acc.feed(chunk(tool_calls=[{"index": 0, "function": {"name": "table", "arguments": '{"party'}}])),
+        acc.feed(chunk(tool_calls=[{"index": 0, "function": {"arguments": '_size": 4}'}}])),
+        acc.feed(chunk(tool_calls=[{"index": 1, "id": "call_2",
+                                    "function": {"name": "end_call", "arguments": "{bad"}}])),
+        acc.feed(chunk(finish="tool_calls")),
+        acc.feed({"choices": [{"index": 1, "delta": {"content": "other choice"}}]}),
+    ]  # fmt: skip
+    assert "".join(texts) == "Let me check."
+    assert acc.tool_calls() == [("book_table", {"party_size": 4}), ("end_call", {})]
+    assert acc.finish_reason == "tool_calls"
+
+
+def test_sentence_stream_hands_on_whole_sentences_as_soon_as_they_end() -> None:
+    s = SentenceStream(split_sentences)
+    out = []
+    for piece in ["Sure", ". We open", " at 9.30 tomorrow", "! Anything", " else?"]:
+        out.append(s.push(piece))
+    assert out == [[], ["Sure."], [], ["We open at 9.30 tomorrow!"], []]
+    assert s.flush() == ["Anything else?"]
+    assert s.flush() == []
+
+
+@pytest.mark.parametrize(
+    "sentence,chunks",
+    [
+        ("Yes, we have a free car park.", ["Yes, we have a free car park."]),
+        (
+            "We are at twelve Harbour Road, right next to the old lighthouse, five minutes' walk from the station.",
+            [
+                "We are at twelve Harbour Road,",
+                "right next to the old lighthouse, five minutes' walk from the station.",
+            ],
+        ),
+        (
+            "Starters are around eight pounds, main courses between fourteen and twenty two pounds.",
+            ["Starters are around eight pounds,", "main courses between fourteen and twenty two pounds."],
+        ),
+        (NO_LATE_COMMA := "Well, this is a long sentence without another comma in it at all.", [NO_LATE_COMMA]),
+        (COMMA_AT_END := "One two three four five six seven eight nine ten eleven, end.", [COMMA_AT_END]),
+    ],
+)
+def test_a_long_first_sentence_is_cut_at_a_comma_for_a_quick_first_audio(sentence: str, chunks: list[str]) -> None:
+    assert first_speech_chunks(sentence) == chunks
+    assert " ".join(chunks) == sentence
+
+
+def test_conversation_is_bounded_and_never_starts_with_orphan_tool_results() -> None:
+    c = Conversation(max_messages=3)
+    c.add_user("book a table")
+    c.add_assistant("", [("call_1", "book_table", {"n": 2})])
+    c.add_tool_result("call_1", '"ok"')
+    assert c.messages[1]["tool_calls"][0]["function"] == {"name": "book_table", "arguments": '{"n": 2}'}
+    c.add_assistant("Booked.")
+    # Dropping the user message leaves the assistant tool call first; dropping one more would orphan the result.
+    assert [m["role"] for m in c.messages] == ["assistant", "tool", "assistant"]
+    c.add_user("thanks")
+    assert [m["role"] for m in c.messages] == ["assistant", "user"]
+    c.add_assistant("")  # nothing said, no tools: nothing recorded
+    assert len(c.messages) == 2 and c.last_assistant_text == "Booked."
+
+
+def test_llm_request_parts() -> None:
+    conv = Conversation()
+    conv.add_user("hi")
+    tools = (ToolDef("end_call", "Hang up"), ToolDef("x", parameters={"type": "object"}))
+    ctx = BrainContext("You are a host.", tools, conv)
+    assert build_llm_messages(ctx, UserTurn("hi")) == [
+        {"role": "system", "content": "You are a host."},
+        {"role": "user", "content": "hi"},
+    ]
+    assert build_llm_messages(ctx, CreateRequest("Say goodbye."))[-1] == {"role": "system", "content": "Say goodbye."}
+    assert build_llm_tools(ctx.tools) == [
+        {"type": "function", "function": {"name": "end_call", "description": "Hang up",
+                                          "parameters": {"type": "object", "properties": {}}}},
+        {"type": "function", "function": {"name": "x", "description": "", "parameters": {"type": "object"}}},
+    ]  # fmt: skip
+    json.dumps(build_llm_messages(ctx, UserTurn("hi")))

@@ -1,0 +1,200 @@
+"""The pure turn detector (gateway/local_agent/turns.py): speech start, end of turn, barge-in and back-channels
+decided from VAD probabilities, one per 32 ms window. Timelines are written as strings, one character per window:
+``#`` speech (0.9), ``.`` silence (0.05), ``~`` ambiguous (0.42: below the 0.5 threshold, above 0.35)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.local_agent.turns import (
+    WINDOW_SAMPLES,
+    BargeIn,
+    SpeechDiscarded,
+    SpeechStarted,
+    TurnDetector,
+    TurnEnded,
+    TurnEvent,
+    TurnKnobs,
+    TurnPausing,
+    UtteranceBuffer,
+)
+
+P = {"#": 0.9, ".": 0.05, "~": 0.42}
+W = WINDOW_SAMPLES
+
+
+def probs(timeline: str) -> list[float]:
+    return [P[c] for c in timeline.replace(" ", "")]
+
+
+def run(
+    segments: list[tuple[str, bool]],
+    knobs: TurnKnobs | None = None,
+    interruptible: bool = True,
+    pausing: bool = False,
+) -> list[TurnEvent]:
+    """Feed ``(timeline, agent_speaking)`` segments in order; :class:`TurnPausing` hints only if ``pausing``."""
+    d = TurnDetector(knobs)
+    out: list[TurnEvent] = []
+    for timeline, speaking in segments:
+        out += d.push(probs(timeline), agent_speaking=speaking, interruptible=interruptible)
+    return out if pausing else [e for e in out if not isinstance(e, TurnPausing)]
+
+
+SIL = "." * 19  # 608 ms: just past the default 600 ms min_silence
+
+
+@pytest.mark.parametrize(
+    "name,segments,knobs,expected",
+    [
+        (
+            "a turn while the agent is silent",
+            [("....", False), ("#" * 10, False), (SIL, False)],
+            None,
+            [SpeechStarted(4 * W), TurnEnded(4 * W, 14 * W, "silence")],
+        ),
+        ("a click is not speech", [("##" + "." * 30, False)], None, []),
+        (
+            "a short pause inside a turn does not end it",
+            [("#" * 10 + "." * 10 + "#" * 5 + SIL, False)],
+            None,
+            [SpeechStarted(0), TurnEnded(0, 25 * W, "silence")],
+        ),
+        (
+            "min_silence is a knob",
+            [("#" * 10 + "." * 10, False)],
+            TurnKnobs(min_silence_ms=300),
+            [SpeechStarted(0), TurnEnded(0, 10 * W, "silence")],
+        ),
+        (
+            "ambiguous windows keep a turn open until max_silence",
+            [("#" * 10 + "~" * 100, False)],
+            TurnKnobs(max_silence_ms=1000),
+            [SpeechStarted(0), TurnEnded(0, 10 * W, "max_silence")],
+        ),
+        ("vad_threshold is a knob", [("#" * 20 + SIL, False)], TurnKnobs(vad_threshold=0.95), []),
+        (
+            "a back-channel over a reply is discarded",
+            [("#" * 15 + SIL, True)],
+            None,
+            [SpeechDiscarded(0, 15 * W, 480)],
+        ),
+        (
+            "speech over a reply longer than a back-channel barges in",
+            [("#" * 25, True), (SIL, False)],
+            None,
+            [BargeIn(0, 19 * W), TurnEnded(0, 25 * W, "silence")],
+        ),
+        (
+            "backchannel_max_ms is a knob",
+            [("#" * 25, True)],
+            TurnKnobs(backchannel_max_ms=1000),
+            [],
+        ),
+        (
+            "interrupt_response false: no barge-in, and speech ending during the reply is discarded",
+            [("#" * 40 + SIL, True)],
+            TurnKnobs(interrupt_response=False),
+            [SpeechDiscarded(0, 40 * W, 1280)],
+        ),
+        (
+            "speech that began over a reply and goes on after it becomes a turn",
+            [("#" * 10, True), ("##", False), (SIL, False)],
+            None,
+            [SpeechStarted(0), TurnEnded(0, 12 * W, "silence")],
+        ),
+        (
+            "a back-channel that ended before the reply did stays discarded",
+            [("#" * 10 + "...", True), (SIL, False)],
+            None,
+            [SpeechDiscarded(0, 10 * W, 320)],
+        ),
+        (
+            "a reply starting while the caller is mid-turn is interrupted at once",
+            [("#" * 20, False), ("#", True)],
+            None,
+            [SpeechStarted(0), BargeIn(0, 21 * W)],
+        ),
+    ],
+)
+def test_turn_decisions(
+    name: str, segments: list[tuple[str, bool]], knobs: TurnKnobs | None, expected: list[TurnEvent]
+) -> None:
+    assert run(segments, knobs) == expected, name
+
+
+def test_a_pause_inside_a_turn_is_reported_once_per_silence_so_stt_can_start_early() -> None:
+    # 5 silent windows (160 ms) reach the default speculate_ms of 160.
+    events = run([("#" * 10 + "." * 5 + "#" * 5 + "~~" + SIL, False)], pausing=True)
+    assert events == [
+        SpeechStarted(0),
+        TurnPausing(0, 10 * W),
+        TurnPausing(0, 20 * W),
+        TurnEnded(0, 20 * W, "silence"),
+    ]
+    assert run([("#" * 10 + SIL, False)], TurnKnobs(speculate_ms=0), pausing=True) == [
+        SpeechStarted(0),
+        TurnEnded(0, 10 * W, "silence"),
+    ]
+    # Not for speech over a reply: that is not a turn (yet).
+    assert run([("#" * 10 + SIL, True)], pausing=True) == [SpeechDiscarded(0, 10 * W, 320)]
+
+
+def test_an_uninterruptible_reply_is_not_barged_in() -> None:
+    assert run([("#" * 40 + SIL, True)], interruptible=False) == [SpeechDiscarded(0, 40 * W, 1280)]
+
+
+def test_at_most_one_barge_in_per_utterance_even_if_the_reply_keeps_going() -> None:
+    events = run([("#" * 60, True)])
+    assert events == [BargeIn(0, 19 * W)]
+
+
+def test_a_turn_is_cut_at_max_turn_ms_and_speech_going_on_starts_the_next() -> None:
+    events = run([("#" * 100, False)], TurnKnobs(max_turn_ms=1600))
+    assert events == [
+        SpeechStarted(0),
+        TurnEnded(0, 50 * W, "max_turn"),
+        SpeechStarted(50 * W),
+        TurnEnded(50 * W, 100 * W, "max_turn"),
+    ]
+
+
+def test_decisions_do_not_depend_on_how_probabilities_are_batched() -> None:
+    timeline = "...." + "#" * 12 + "." * 5 + "#" * 8 + SIL + "##" + "." * 30 + "#" * 30 + SIL
+    whole = run([(timeline, False)])
+    d = TurnDetector()
+    one_by_one: list[TurnEvent] = []
+    for c in timeline:
+        one_by_one += d.push([P[c]], agent_speaking=False)
+    assert whole == [e for e in one_by_one if not isinstance(e, TurnPausing)] and len(whole) == 4
+
+
+def test_state_properties_follow_the_utterance() -> None:
+    d = TurnDetector()
+    d.push(probs("#" * 5), agent_speaking=False)
+    assert d.caller_has_turn and d.caller_speaking and d.position == 5 * W
+    d.push(probs(SIL), agent_speaking=False)
+    assert not d.caller_has_turn and not d.caller_speaking
+    d.push(probs("#" * 5), agent_speaking=True)
+    assert d.caller_speaking and not d.caller_has_turn
+    d.reset()
+    assert not d.caller_speaking and d.position == 29 * W
+
+
+def test_utterance_buffer_slices_by_absolute_sample_and_trims_old_audio() -> None:
+    buf = UtteranceBuffer(keep_s=1.0)  # 16000 samples, trimmed past 24000
+    samples = bytes(range(256)) * 125  # 32000 bytes = 16000 samples
+    buf.push(samples)
+    assert buf.end == 16000
+    assert buf.slice(0, 2) == samples[:4]
+    assert buf.slice(-100, 1) == samples[:2]
+    assert buf.slice(15999, 20000) == samples[-2:]
+    assert buf.slice(10, 5) == b""
+    buf.push(samples)  # 32000 held > 24000: trimmed back to 16000
+    assert buf.end == 32000
+    assert buf.slice(0, 16000) == b""  # gone
+    assert buf.slice(16000, 16002) == samples[:4]
+    buf.push(b"\x01\x02\x03")  # an odd byte is dropped, not misaligned
+    assert buf.end == 32001
+    buf.clear()
+    assert buf.end == 32001 and buf.slice(0, 10**9) == b""
