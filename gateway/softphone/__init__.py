@@ -220,7 +220,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
         await resp.write(b"retry: 3000\n: feed open\n\n")
         while loop.time() < deadline:
             try:
-                item = await asyncio.wait_for(feed.queue.get(), KEEPALIVE_S)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the get.
+                async with asyncio.timeout(KEEPALIVE_S):
+                    item = await feed.queue.get()
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")  # fails once the browser is gone
                 continue
