@@ -1,0 +1,153 @@
+"""Outbound calls and per-call variables: the pure parts of ``POST /calls`` (README "Call control"). Pure.
+
+``POST /calls`` (bearer ``GATEWAY_API_KEY``) takes JSON ``{"to", "from", "profile"?, "variables"?}`` and asks
+Twilio to place the call with TwiML that connects the media stream: the same ``<Connect><Stream>`` the voice
+webhook answers (:func:`gateway.carriers.twiml.connect_stream`), with the stream token and these ``<Parameter>``s:
+
+- ``outbound``: a random id; ``profile``; ``to`` / ``from``; one ``var_<name>`` per variable.
+
+**The token.** The webhook binds a call's token to its CallSid, but an outbound call has no CallSid until Twilio's
+create-call answers, and its TwiML travels *in* that request. So an outbound token is bound instead to
+``outbound|<id>|<digest>``, where the digest is a SHA-256 over every other parameter (:func:`token_subject`): a
+stream presenting it must carry exactly the parameters it was minted for, so the profile and the variables are as
+authenticated as the token itself (a tampered variable fails verification). Only streams whose token is bound
+this way may choose a profile or carry variables; an inbound call's profile still follows its called number.
+
+**Variables** are a flat string map. ``{name}`` placeholders in the profile's ``system_prompt`` and ``greeting`` are
+filled from it (:func:`fill_template`: unknown names and other braces are left exactly as written), and the
+result goes into the first ``session.update``. Twilio limits each ``<Parameter>`` to about 500 characters of
+name + value (telephony.md §A.1, §A.6), so a variable that would not fit is refused (422) rather than truncated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Collection, Mapping
+
+__all__ = [
+    "OUTBOUND_PARAM",
+    "VAR_PREFIX",
+    "PARAMETER_LIMIT",
+    "MAX_VARIABLES",
+    "OutboundRequest",
+    "RequestInvalid",
+    "fill_template",
+    "new_outbound_id",
+    "outbound_parameters",
+    "parse_outbound_request",
+    "token_subject",
+    "variables_from_parameters",
+]
+
+OUTBOUND_PARAM = "outbound"
+VAR_PREFIX = "var_"
+#: Twilio: each ``<Parameter>`` name + value under about 500 characters [2nd].
+PARAMETER_LIMIT = 500
+MAX_VARIABLES = 32
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SIP = re.compile(r"sips?:[^\s<>\"'&]{3,200}")
+_CLIENT = re.compile(r"client:[A-Za-z0-9_.\-]{1,100}")
+
+
+class RequestInvalid(ValueError):
+    """The ``POST /calls`` body cannot be served; ``status`` is the HTTP status to answer (400 or 422)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    to: str
+    from_: str
+    profile: str
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+def fill_template(template: str, variables: Mapping[str, str]) -> str:
+    """Replace ``{name}`` with ``variables[name]``; every other character, unknown names and stray braces included,
+    stays as written (unlike ``str.format``, which would raise on ``{unknown}`` or a lone ``{``)."""
+    if not variables or "{" not in template:
+        return template
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), template)
+
+
+def parse_outbound_request(body: object, profiles: Collection[str], default_profile: str) -> OutboundRequest:
+    """Check a ``POST /calls`` JSON body. Raises :class:`RequestInvalid` (400: wrong shape; 422: well-formed but
+    unusable: unknown profile, bad number, a variable that would not fit in a ``<Parameter>``)."""
+    if not isinstance(body, dict):
+        raise RequestInvalid(400, "body must be a JSON object")
+    unknown = sorted(set(body) - {"to", "from", "profile", "variables"})
+    if unknown:
+        raise RequestInvalid(400, f"unknown field {unknown[0]!r}")
+    to, from_ = body.get("to"), body.get("from")
+    if not isinstance(to, str) or not isinstance(from_, str):
+        raise RequestInvalid(400, "'to' and 'from' are required strings")
+    to = re.sub(r"[\s\-.()]", "", to) if to.startswith("+") else to.strip()
+    from_ = re.sub(r"[\s\-.()]", "", from_) if from_.startswith("+") else from_.strip()
+    if not (_E164.fullmatch(to) or _SIP.fullmatch(to) or _CLIENT.fullmatch(to)):
+        raise RequestInvalid(422, "'to' must be an E.164 number, a sip: URI or a client: name")
+    if not (_E164.fullmatch(from_) or _CLIENT.fullmatch(from_)):
+        raise RequestInvalid(422, "'from' must be an E.164 number of your Twilio account (or a client: name)")
+    profile = body.get("profile", default_profile)
+    if not isinstance(profile, str):
+        raise RequestInvalid(400, "'profile' must be a string")
+    if profile not in profiles:
+        raise RequestInvalid(422, f"unknown profile {profile!r}")
+    raw_vars = body.get("variables", {})
+    if raw_vars is None:
+        raw_vars = {}
+    if not isinstance(raw_vars, dict):
+        raise RequestInvalid(400, "'variables' must be an object of strings")
+    if len(raw_vars) > MAX_VARIABLES:
+        raise RequestInvalid(422, f"at most {MAX_VARIABLES} variables")
+    variables: dict[str, str] = {}
+    for name, value in raw_vars.items():
+        if not isinstance(value, str):
+            raise RequestInvalid(400, f"variable {name!r}: value must be a string")
+        if not _VAR_NAME.fullmatch(name):
+            raise RequestInvalid(422, f"variable {name!r}: names are letters, digits and _, not starting with a digit")
+        if len(VAR_PREFIX + name) + len(value) > PARAMETER_LIMIT:
+            raise RequestInvalid(
+                422, f"variable {name!r} is too long: name + value must stay under {PARAMETER_LIMIT} characters "
+                "(Twilio's <Parameter> limit)")
+        variables[name] = value
+    return OutboundRequest(to=to, from_=from_, profile=profile, variables=variables)
+
+
+def new_outbound_id() -> str:
+    return "ob_" + secrets.token_hex(12)
+
+
+def outbound_parameters(outbound_id: str, req: OutboundRequest) -> dict[str, str]:
+    """The ``<Parameter>``s of an outbound call's stream, except ``token`` (minted over these by the caller:
+    ``mint_call_token(secret, token_subject(params, ""), …)``)."""
+    params = {OUTBOUND_PARAM: outbound_id, "profile": req.profile, "to": req.to, "from": req.from_}
+    params.update({VAR_PREFIX + k: v for k, v in req.variables.items()})
+    return params
+
+
+def token_subject(parameters: Mapping[str, str], call_sid: str) -> str:
+    """What a stream's token must be bound to: the CallSid (calls answered by the voice webhook), or, for a stream
+    carrying an ``outbound`` parameter, that id and a digest of all its other parameters (empty ones too, since
+    ``connect_stream`` leaves empty values out of the TwiML and Twilio then does not send them)."""
+    outbound_id = parameters.get(OUTBOUND_PARAM)
+    if not outbound_id:
+        return call_sid
+    signed = {k: v for k, v in parameters.items() if k not in ("token", OUTBOUND_PARAM) and v}
+    digest = hashlib.sha256(json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    return f"outbound|{outbound_id}|{digest}"
+
+
+def variables_from_parameters(parameters: Mapping[str, str]) -> dict[str, str]:
+    """The call variables a stream's ``start.customParameters`` carry (only for outbound-bound tokens: the caller of
+    this function checks that)."""
+    return {k[len(VAR_PREFIX):]: v for k, v in parameters.items() if k.startswith(VAR_PREFIX)}
+
