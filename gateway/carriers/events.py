@@ -50,10 +50,35 @@ class PlaybackCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackCleared:
+    """The carrier acknowledges a ``clear``: its playout queue is empty now (Plivo ``clearedAudio``, Vonage
+    ``websocket:cleared``; telephony.md §A.10). Twilio-style carriers send no such acknowledgement: for them the
+    session takes the ``clear`` as effective when sent, and flushed mark echoes of the cleared generation are
+    recognised by the playout tracker instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """The carrier reports a stream-level error without ending the stream (Telnyx ``error`` frame, §A.10)."""
+
+    code: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStopped:
     """The carrier ended the stream (caller hung up, redirect, stop)."""
 
     call_id: str = ""
 
 
-CarrierEvent = Union[StreamConnected, StreamStarted, AudioReceived, DtmfReceived, PlaybackCheckpoint, StreamStopped]
+CarrierEvent = Union[
+    StreamConnected,
+    StreamStarted,
+    AudioReceived,
+    DtmfReceived,
+    PlaybackCheckpoint,
+    PlaybackCleared,
+    StreamError,
+    StreamStopped,
+]

@@ -1,0 +1,181 @@
+"""What every carrier dialect is, and the small pure helpers the JSON dialects share. Pure.
+
+A **dialect** is the protocol state of one carrier media stream (one WebSocket, one call). It turns what the carrier
+sends into the carrier-neutral events of :mod:`gateway.carriers.events` and builds what we send back. It never
+touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
+is the only caller.
+
+The :class:`Dialect` protocol (telephony.md §A.10 "Takeaway": one internal event model, per-carrier serializers):
+
+``carrier``
+    The carrier's name as used in routes, config, logs and metrics (``"twilio"``, ``"signalwire"``, …).
+``frame_bytes``
+    Bytes of one 20 ms outbound frame in the stream's encoding (160 for 8 kHz G.711, 640 for 16 kHz PCM16…). For
+    carriers that negotiate the format in their first message it is valid once ``start`` has been parsed.
+``min_message_ms`` / ``max_message_ms``
+    Bounds on the audio in one outbound media message, in ms (multiples of 20). Exotel needs ≥ 100 ms (§D.2), Vonage
+    takes exactly one 20 ms frame per binary message, Telnyx RTP mode 20 ms – 30 s. The session coalesces whole
+    frames to at least ``min_message_ms`` (padding the tail of a reply with silence) and at most ``max_message_ms``.
+``max_lead_ms``
+    The most audio the carrier will buffer for us; the session's pacing never queues more (Vonage holds 3072
+    messages ≈ 61 s, §A.10). ``None``: no documented limit.
+``checkpoint_proves_playback``
+    True when a checkpoint echo is only ever sent after the audio before it played (Plivo ``playedStream``); False
+    when a ``clear`` also flushes pending echoes (Twilio, §A.5 item 3) and only the playout tracker's generations
+    tell them apart. Informational: the session ignores echoes of cleared generations either way.
+``silence``
+    One byte of silence in the outbound encoding (μ-law 0xFF, A-law 0xD5, PCM 0x00), used to pad messages.
+``parse(data)``
+    One WebSocket message (``str`` for text frames, ``bytes`` for binary) → the events it carries, in order. Usually
+    one; none for a message that only buffers (an out-of-order Telnyx frame held for reordering); several when a late
+    frame releases the frames held behind it. Raises :class:`~gateway.errors.CarrierProtocolError` for anything
+    malformed or out of order (the carrier broke its protocol).
+``build_media(payload)``
+    Whole frames of outbound audio (raw bytes in the stream's encoding) → the message to send: ``str`` for a text
+    frame, ``bytes`` for a binary frame (Vonage). Building before ``start`` is our bug: ``RuntimeError``.
+``build_mark(name)``
+    A checkpoint the carrier echoes once everything sent before it has played, or ``None`` when the carrier has no
+    checkpoint verb: the session then resolves the mark from its own clock model of the carrier's buffer.
+``build_clear()``
+    Drop everything queued at the carrier (barge-in). How the carrier acknowledges it: Plivo and Vonage send a
+    message that parses to :class:`~gateway.carriers.events.PlaybackCleared`; Twilio-style carriers send nothing
+    but flushed mark echoes (:class:`~gateway.carriers.events.PlaybackCheckpoint` of a cleared generation).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import CarrierProtocolError
+from .events import CarrierEvent
+
+__all__ = [
+    "FRAME_MS",
+    "SAFE_ID",
+    "SILENCE_BYTE",
+    "Dialect",
+    "b64",
+    "b64_payload",
+    "dumps",
+    "frame_bytes_for",
+    "json_object",
+    "obj",
+    "opt_int",
+    "pcm16_swap",
+    "require_dtmf",
+    "require_str",
+]
+
+#: The session's unit of outbound audio.
+FRAME_MS = 20
+#: Silence in each outbound encoding (the agent protocol's names).
+SILENCE_BYTE = {"audio/pcmu": 0xFF, "audio/pcma": 0xD5, "audio/pcm": 0x00}
+_BYTES_PER_SAMPLE = {"audio/pcmu": 1, "audio/pcma": 1, "audio/pcm": 2}
+#: Identifiers we template into JSON or log: carriers use SIDs, UUIDs and ``v3:…`` call control ids.
+SAFE_ID = re.compile(r"[A-Za-z0-9_\-:.]{1,128}")
+_DTMF = frozenset("0123456789*#ABCDabcd")
+
+
+@runtime_checkable
+class Dialect(Protocol):
+    """The protocol state of one carrier media stream (see the module docstring for every member)."""
+
+    carrier: str
+    frame_bytes: int
+    min_message_ms: int
+    max_message_ms: int
+    max_lead_ms: int | None
+    checkpoint_proves_playback: bool
+
+    @property
+    def silence(self) -> int: ...
+
+    def parse(self, data: str | bytes) -> list[CarrierEvent]: ...
+
+    def build_media(self, payload: bytes) -> str | bytes: ...
+
+    def build_mark(self, name: str) -> str | bytes | None: ...
+
+    def build_clear(self) -> str | bytes: ...
+
+
+# ---- helpers shared by the JSON dialects -----------------------------------------------------------------------
+def frame_bytes_for(encoding: str, sample_rate: int) -> int:
+    """Bytes of 20 ms of mono audio in ``encoding`` at ``sample_rate``."""
+    return sample_rate * FRAME_MS // 1000 * _BYTES_PER_SAMPLE[encoding]
+
+
+def json_object(data: str | bytes, carrier: str) -> dict[str, Any]:
+    """A text frame holding one JSON object, or :class:`CarrierProtocolError`."""
+    if isinstance(data, bytes):
+        raise CarrierProtocolError(f"binary frame ({carrier} sends JSON text only)")
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CarrierProtocolError(f"invalid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise CarrierProtocolError("message is not a JSON object")
+    return msg
+
+
+def obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if not isinstance(value, dict):
+        raise CarrierProtocolError(f"'{msg.get('event')}' message without a '{key}' object")
+    return value
+
+
+def require_str(o: dict[str, Any], key: str, where: str) -> str:
+    value = o.get(key)
+    if not isinstance(value, str) or not value:
+        raise CarrierProtocolError(f"{where}.{key} missing or not a string")
+    return value
+
+
+def opt_int(value: Any) -> int | None:
+    """Carriers send numbers as strings (``"5"``) or numbers; anything else is ``None``. ASCII digits only."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def b64_payload(o: dict[str, Any], where: str) -> bytes:
+    payload = o.get("payload")
+    if not isinstance(payload, str):
+        raise CarrierProtocolError(f"{where}.payload missing")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise CarrierProtocolError(f"{where}.payload is not valid base64") from None
+
+
+def b64(payload: bytes) -> str:
+    return binascii.b2a_base64(payload, newline=False).decode("ascii")
+
+
+def require_dtmf(digit: Any, where: str) -> str:
+    if not isinstance(digit, str) or len(digit) != 1 or digit not in _DTMF:
+        raise CarrierProtocolError(f"{where} {digit!r} is not a DTMF digit")
+    return digit
+
+
+def dumps(msg: dict[str, Any]) -> str:
+    return json.dumps(msg, separators=(",", ":"))
+
+
+def pcm16_swap(data: bytes) -> bytes:
+    """Big-endian ↔ little-endian 16-bit samples. L16 as an RTP payload is in network byte order (RFC 3551 §4.5.11),
+    the transcoder's ``audio/pcm`` is little-endian."""
+    if len(data) % 2:
+        raise CarrierProtocolError(f"16-bit PCM payload of odd length {len(data)}")
+    return np.frombuffer(data, dtype=">i2").astype("<i2").tobytes()

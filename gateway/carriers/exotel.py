@@ -1,0 +1,237 @@
+"""Exotel Voicebot applet streams (bidirectional). Pure.
+
+Implements telephony.md §A.10 "Exotel":
+
+- no XML: the Voicebot applet is configured in App Bazaar with either a fixed ``wss://`` URL or an ``https://``
+  endpoint that returns the ``wss://`` URL per call. The gateway serves the latter (``GET /exotel/answer``): it mints
+  the per-call token and returns ``{"url": "wss://…/exotel/stream?sample-rate=16000&token=…"}``
+  (:func:`stream_url_document`). ``?sample-rate=8000|16000|24000`` picks the audio; up to 3 custom query parameters
+  (≤ 256 characters in all) come back in ``start.custom_parameters``. [The response shape of the dynamic endpoint is
+  not in §A.10: see docs/readme/carriers.md.]
+- inbound (JSON text, **snake_case** throughout): ``connected``; ``start`` {``sequence_number``, ``stream_sid``,
+  ``start.{stream_sid, call_sid, account_sid, from, to, custom_parameters, media_format{encoding: "audio/x-raw",
+  sample_rate: "8000", bit_rate: "16"}}``}; ``media`` {``chunk``, ``timestamp``, ``payload``; ~100 ms each};
+  ``dtmf`` {``digit``, ``duration``}; ``mark`` (echo); ``stop``.
+- outbound: ``media`` {``stream_sid``, ``media.payload``}, ``mark``, ``clear``. Audio is raw **PCM16LE** (slin),
+  base64. An outbound chunk must be **≥ 3.2 KB and ≥ 100 ms, ≤ 100 KB, and a multiple of 320 bytes** (else gaps
+  or timeouts, §D.2): ``min_message_ms`` is set from the rate at ``start`` (200 ms at 8 kHz, 100 ms at 16/24 kHz),
+  and 20 ms frames are 320/640/960 bytes, always multiples of 320.
+- auth: IP allow-listing or Basic auth embedded in the URL (sent as ``Authorization: Basic``):
+  :func:`verify_basic_auth`, :func:`ip_allowed`. The bot must answer within **10 s** (Exotel retries the handshake
+  once); sessions last up to 60 min; closing the socket moves the flow to the next applet.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from ..errors import CarrierProtocolError
+from .base import (
+    FRAME_MS,
+    SAFE_ID,
+    b64,
+    b64_payload,
+    dumps,
+    frame_bytes_for,
+    json_object,
+    obj,
+    opt_int,
+    require_dtmf,
+    require_str,
+)
+from .events import (
+    AudioReceived,
+    CarrierEvent,
+    DtmfReceived,
+    PlaybackCheckpoint,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+)
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MIN_MESSAGE_BYTES",
+    "SAMPLE_RATES",
+    "ExotelStream",
+    "ip_allowed",
+    "min_message_ms_for",
+    "stream_url_document",
+    "verify_basic_auth",
+]
+
+SAMPLE_RATES = (8000, 16000, 24000)
+MIN_MESSAGE_BYTES = 3200
+MAX_MESSAGE_BYTES = 100 * 1024
+CUSTOM_PARAMETERS_MAX = 3
+CUSTOM_PARAMETERS_CHARS = 256
+
+
+def min_message_ms_for(sample_rate: int) -> int:
+    """The shortest outbound message Exotel plays without gaps: ≥ 100 ms and ≥ 3.2 KB, in whole 20 ms frames."""
+    bytes_per_ms = sample_rate * 2 // 1000
+    ms = max(100, math.ceil(MIN_MESSAGE_BYTES / bytes_per_ms))
+    return math.ceil(ms / FRAME_MS) * FRAME_MS
+
+
+class ExotelStream:
+    """Protocol state of one Exotel Voicebot stream (a :class:`~gateway.carriers.base.Dialect`)."""
+
+    carrier = "exotel"
+    max_lead_ms: int | None = None
+    checkpoint_proves_playback = False  # treated like Twilio's marks (a clear may flush them)
+    silence = 0x00
+
+    def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
+        self._transport_params = dict(transport_params or {})
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self.stopped = False
+        self.sample_rate = 8000
+        self.frame_bytes = frame_bytes_for("audio/pcm", self.sample_rate)
+        self.min_message_ms = min_message_ms_for(self.sample_rate)
+        self.max_message_ms = 1000  # far below 100 KB at any rate (24 kHz: 48 KB)
+
+    # ---- inbound -----------------------------------------------------------------------------------------------
+    def parse(self, data: str | bytes) -> list[CarrierEvent]:
+        msg = json_object(data, "Exotel")
+        event = msg.get("event")
+        if event == "connected":
+            return [StreamConnected()]
+        if event == "start":
+            return [self._parse_start(msg)]
+        if self.stream_sid is None:
+            raise CarrierProtocolError(f"'{event}' before 'start'")
+        if self.stopped:
+            raise CarrierProtocolError(f"'{event}' after 'stop'")
+        sid = msg.get("stream_sid")
+        if sid != self.stream_sid:
+            raise CarrierProtocolError(f"stream_sid {sid!r} does not match this stream")
+        if event == "media":
+            media = obj(msg, "media")
+            audio = b64_payload(media, "media")
+            if len(audio) % 2:
+                raise CarrierProtocolError(f"media.payload of odd length {len(audio)} (16-bit PCM)")
+            return [AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))]
+        if event == "mark":
+            return [PlaybackCheckpoint(require_str(obj(msg, "mark"), "name", "mark"))]
+        if event == "dtmf":
+            return [DtmfReceived(require_dtmf(obj(msg, "dtmf").get("digit"), "dtmf.digit"))]
+        if event == "stop":
+            self.stopped = True
+            raw_stop = msg.get("stop")
+            stop = raw_stop if isinstance(raw_stop, dict) else {}
+            return [StreamStopped(call_id=str(stop.get("call_sid", self.call_sid or "")))]
+        raise CarrierProtocolError(f"unknown event {event!r}")
+
+    def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
+        if self.stream_sid is not None:
+            raise CarrierProtocolError("second 'start' on one stream")
+        start = obj(msg, "start")
+        stream_sid = require_str(start, "stream_sid", "start")
+        call_sid = require_str(start, "call_sid", "start")
+        for name, value in (("stream_sid", stream_sid), ("call_sid", call_sid)):
+            if not SAFE_ID.fullmatch(value):
+                raise CarrierProtocolError(f"start.{name} has characters an id never has")
+        if msg.get("stream_sid", stream_sid) != stream_sid:
+            raise CarrierProtocolError("start.stream_sid and stream_sid disagree")
+        fmt = obj(start, "media_format")
+        encoding, rate, bits = fmt.get("encoding"), opt_int(fmt.get("sample_rate")), opt_int(fmt.get("bit_rate", "16"))
+        if encoding != "audio/x-raw" or rate not in SAMPLE_RATES or bits != 16:
+            raise CarrierProtocolError(
+                f"unsupported media_format {encoding!r}/{fmt.get('sample_rate')!r}/{fmt.get('bit_rate')!r}"
+                " (expected audio/x-raw, 8000/16000/24000, 16)"
+            )
+        assert rate is not None
+        params = start.get("custom_parameters") or {}
+        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+            raise CarrierProtocolError("start.custom_parameters must map strings to strings")
+        params = dict(params)
+        for key in ("from", "to"):
+            if isinstance(start.get(key), str):
+                params.setdefault(key, start[key])
+        params.update(self._transport_params)
+        self.stream_sid, self.call_sid = stream_sid, call_sid
+        self.sample_rate = rate
+        self.frame_bytes = frame_bytes_for("audio/pcm", rate)
+        self.min_message_ms = min_message_ms_for(rate)
+        return StreamStarted(
+            stream_id=stream_sid,
+            call_id=call_sid,
+            account_id=str(start.get("account_sid", "")),
+            encoding="audio/pcm",
+            sample_rate=rate,
+            channels=1,
+            tracks=("inbound",),
+            custom_parameters=params,
+        )
+
+    # ---- outbound ----------------------------------------------------------------------------------------------
+    def _sid(self) -> str:
+        if self.stream_sid is None:
+            raise RuntimeError("cannot send to Exotel before 'start'")  # our bug, not Exotel's
+        return self.stream_sid
+
+    def build_media(self, payload: bytes) -> str:
+        sid = self._sid()
+        if len(payload) % 320 or not MIN_MESSAGE_BYTES <= len(payload) <= MAX_MESSAGE_BYTES:
+            # The session pads and coalesces to min_message_ms whole frames: anything else is our bug.
+            raise RuntimeError(f"Exotel media of {len(payload)} bytes (needs 3200..102400, a multiple of 320)")
+        return dumps({"event": "media", "stream_sid": sid, "media": {"payload": b64(payload)}})
+
+    def build_mark(self, name: str) -> str:
+        return dumps({"event": "mark", "stream_sid": self._sid(), "mark": {"name": name}})
+
+    def build_clear(self) -> str:
+        return dumps({"event": "clear", "stream_sid": self._sid()})
+
+
+# ---- the dynamic URL endpoint ----------------------------------------------------------------------------------
+def stream_url_document(stream_url: str, sample_rate: int, parameters: Mapping[str, str]) -> dict[str, str]:
+    """What ``GET /exotel/answer`` returns: the ``wss://`` URL for this call, with Exotel's ``sample-rate`` and our
+    custom parameters (≤ 3, ≤ 256 characters) as the query string."""
+    if sample_rate not in SAMPLE_RATES:
+        raise ValueError(f"Exotel streams at {SAMPLE_RATES}; got {sample_rate}")
+    custom = {k: v for k, v in parameters.items() if v}
+    query = urlencode(custom)
+    if len(custom) > CUSTOM_PARAMETERS_MAX or len(query) > CUSTOM_PARAMETERS_CHARS:
+        raise ValueError("Exotel allows up to 3 custom parameters, 256 characters in all")
+    sep = "&" if "?" in stream_url else "?"
+    url = f"{stream_url}{sep}sample-rate={sample_rate}" + (f"&{query}" if query else "")
+    return {"url": url}
+
+
+# ---- auth ------------------------------------------------------------------------------------------------------
+def verify_basic_auth(authorization: str | None, username: str, password: str) -> bool:
+    """True if ``Authorization: Basic …`` carries exactly ``username:password`` (constant-time compare)."""
+    if not authorization or not username or not authorization.startswith("Basic "):
+        return False
+    try:
+        given = base64.b64decode(authorization[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, f"{username}:{password}".encode())
+
+
+def ip_allowed(remote: str | None, networks: Iterable[str]) -> bool:
+    """True if ``remote`` is inside one of ``networks`` (addresses or CIDRs, e.g. Exotel's published ranges)."""
+    if not remote:
+        return False
+    try:
+        addr = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    for net in networks:
+        try:
+            if addr in ipaddress.ip_network(net.strip(), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False

@@ -1,0 +1,310 @@
+"""Plivo audio streams (XML ``<Stream bidirectional="true">``). Pure.
+
+Implements telephony.md §A.10 "Plivo":
+
+- inbound (JSON text, camelCase): ``start`` {``sequenceNumber``, ``start.{callId, streamId, accountId, tracks,
+  mediaFormat{encoding, sampleRate}}``, ``extra_headers``}, ``media`` {``media.track/timestamp/chunk/payload``},
+  ``dtmf``, **``playedStream``** (a checkpoint's echo, sent **only if the audio before it actually played**, unlike
+  Twilio's marks; one support article calls it ``played``, so both are accepted), **``clearedAudio``** (the answer to
+  ``clearAudio``). The socket closing is the hang-up; a ``stop`` is accepted if one comes.
+- outbound: **``playAudio``** {``media:{contentType, sampleRate, payload}``} in the stream's own format,
+  **``checkpoint``** {``streamId``, ``name``}, **``clearAudio``** {``streamId``}.
+- formats (``contentType`` of ``<Stream>``): ``audio/x-l16;rate=8000`` (Plivo's default), ``audio/x-l16;rate=16000``,
+  ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see docs/readme/carriers.md].
+- per-call data: ``extraHeaders`` is ≤ 512 bytes of alphanumerics only, too narrow for our token (``.``, ``-``,
+  ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, §A.2: a path segment survives
+  where query strings may not) and reaches the dialect as a transport parameter; ``extraHeaders`` carries the
+  numbers as digits (``to=15550002222``), given their ``+`` back here.
+- webhooks are signed with **V3** signatures: base64 HMAC-SHA256 with the Auth Token over the URL, the sorted
+  parameters and the ``X-Plivo-Signature-V3-Nonce``, in ``X-Plivo-Signature-V3`` (:func:`plivo_v3_signature`; the
+  construction follows plivo-python ``utils/signature_v3.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+from xml.sax.saxutils import escape, quoteattr
+
+from ..errors import CarrierProtocolError
+from .base import (
+    FRAME_MS,
+    SAFE_ID,
+    SILENCE_BYTE,
+    b64,
+    b64_payload,
+    dumps,
+    frame_bytes_for,
+    json_object,
+    obj,
+    opt_int,
+    require_dtmf,
+    require_str,
+)
+from .events import (
+    AudioReceived,
+    CarrierEvent,
+    DtmfReceived,
+    PlaybackCheckpoint,
+    PlaybackCleared,
+    StreamConnected,
+    StreamStarted,
+    StreamStopped,
+)
+
+__all__ = [
+    "CONTENT_TYPES",
+    "NONCE_HEADER",
+    "SIGNATURE_HEADER",
+    "PlivoStream",
+    "plivo_v3_signature",
+    "stream_xml",
+    "validate_plivo_v3_signature",
+]
+
+SIGNATURE_HEADER = "X-Plivo-Signature-V3"
+NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
+#: ``<Stream contentType=…>`` → (agent-protocol encoding, rate, Plivo's playAudio contentType).
+CONTENT_TYPES: dict[str, tuple[str, int, str]] = {
+    "audio/x-mulaw;rate=8000": ("audio/pcmu", 8000, "audio/x-mulaw"),
+    "audio/x-l16;rate=8000": ("audio/pcm", 8000, "audio/x-l16"),
+    "audio/x-l16;rate=16000": ("audio/pcm", 16000, "audio/x-l16"),
+}
+_START_ENCODINGS = {"audio/x-mulaw": "audio/pcmu", "audio/x-l16": "audio/pcm"}
+_PLAY_CONTENT_TYPE = {"audio/pcmu": "audio/x-mulaw", "audio/pcm": "audio/x-l16"}
+_NUMBER_KEYS = ("to", "from")
+
+
+def _extra_headers(value: Any) -> dict[str, str]:
+    """``extra_headers`` as Plivo sends it: a JSON object, a JSON string of one, or ``k=v`` pairs split by ``,``/``;``.
+    Plivo may prefix custom header names with ``X-PH-``; that prefix is dropped."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise CarrierProtocolError("extra_headers is not valid JSON") from None
+        else:
+            pairs = [p.split("=", 1) for p in re.split(r"[,;]", text) if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise CarrierProtocolError("extra_headers is not key=value pairs")
+            value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise CarrierProtocolError("extra_headers must be an object")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise CarrierProtocolError("extra_headers must map strings to strings")
+        key = k[5:] if k.lower().startswith("x-ph-") else k
+        out[key] = str(v)
+    for key in _NUMBER_KEYS:  # digits only on the way in (extraHeaders allows alphanumerics): E.164 again
+        if out.get(key, "").isdigit():
+            out[key] = "+" + out[key]
+    return out
+
+
+class PlivoStream:
+    """Protocol state of one Plivo audio stream (a :class:`~gateway.carriers.base.Dialect`)."""
+
+    carrier = "plivo"
+    min_message_ms = FRAME_MS
+    max_message_ms = 1000
+    max_lead_ms: int | None = None
+    checkpoint_proves_playback = True  # playedStream only after the audio played (§A.10)
+
+    def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
+        self._transport_params = dict(transport_params or {})
+        self.stream_id: str | None = None
+        self.call_id: str | None = None
+        self.stopped = False
+        self.encoding = "audio/pcmu"
+        self.sample_rate = 8000
+        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
+
+    @property
+    def silence(self) -> int:
+        return SILENCE_BYTE[self.encoding]
+
+    # ---- inbound -----------------------------------------------------------------------------------------------
+    def parse(self, data: str | bytes) -> list[CarrierEvent]:
+        msg = json_object(data, "Plivo")
+        event = msg.get("event")
+        if event == "connected":  # not in Plivo's documented set; harmless if it comes
+            return [StreamConnected()]
+        if event == "start":
+            return [self._parse_start(msg)]
+        if self.stream_id is None:
+            raise CarrierProtocolError(f"'{event}' before 'start'")
+        if self.stopped:
+            raise CarrierProtocolError(f"'{event}' after 'stop'")
+        sid = msg.get("streamId", self.stream_id)
+        if sid != self.stream_id:
+            raise CarrierProtocolError(f"streamId {sid!r} does not match this stream")
+        if event == "media":
+            media = obj(msg, "media")
+            track = media.get("track", "inbound")
+            if track != "inbound":
+                raise CarrierProtocolError(f"media on track {track!r} (a bidirectional stream is inbound only)")
+            return [AudioReceived(b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk")))]
+        if event in ("playedStream", "played"):
+            return [PlaybackCheckpoint(require_str(msg, "name", event))]
+        if event == "clearedAudio":
+            return [PlaybackCleared()]
+        if event == "dtmf":
+            return [DtmfReceived(require_dtmf(obj(msg, "dtmf").get("digit"), "dtmf.digit"))]
+        if event == "stop":
+            self.stopped = True
+            return [StreamStopped(call_id=self.call_id or "")]
+        raise CarrierProtocolError(f"unknown event {event!r}")
+
+    def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
+        if self.stream_id is not None:
+            raise CarrierProtocolError("second 'start' on one stream")
+        start = obj(msg, "start")
+        stream_id = require_str(start, "streamId", "start")
+        call_id = require_str(start, "callId", "start")
+        for name, value in (("streamId", stream_id), ("callId", call_id)):
+            if not SAFE_ID.fullmatch(value):
+                raise CarrierProtocolError(f"start.{name} has characters an id never has")
+        if msg.get("streamId", stream_id) != stream_id:
+            raise CarrierProtocolError("start.streamId and streamId disagree")
+        fmt = obj(start, "mediaFormat")
+        raw_enc, rate = fmt.get("encoding"), opt_int(fmt.get("sampleRate"))
+        encoding = _START_ENCODINGS.get(raw_enc) if isinstance(raw_enc, str) else None
+        valid = (8000,) if encoding == "audio/pcmu" else (8000, 16000)
+        if encoding is None or rate not in valid:
+            raise CarrierProtocolError(
+                f"unsupported mediaFormat {raw_enc!r}/{fmt.get('sampleRate')!r}"
+                " (expected audio/x-mulaw at 8000 or audio/x-l16 at 8000/16000)"
+            )
+        assert rate is not None
+        tracks = start.get("tracks", ["inbound"])
+        if not isinstance(tracks, list):
+            raise CarrierProtocolError("start.tracks must be a list")
+        params = _extra_headers(msg.get("extra_headers", start.get("extra_headers")))
+        params.update(self._transport_params)
+        self.stream_id, self.call_id = stream_id, call_id
+        self.encoding, self.sample_rate = encoding, rate
+        self.frame_bytes = frame_bytes_for(encoding, rate)
+        return StreamStarted(
+            stream_id=stream_id,
+            call_id=call_id,
+            account_id=str(start.get("accountId", "")),
+            encoding=encoding,
+            sample_rate=rate,
+            channels=1,
+            tracks=tuple(str(t) for t in tracks),
+            custom_parameters=params,
+        )
+
+    # ---- outbound ----------------------------------------------------------------------------------------------
+    def _sid(self) -> str:
+        if self.stream_id is None:
+            raise RuntimeError("cannot send to Plivo before 'start'")  # our bug, not Plivo's
+        return self.stream_id
+
+    def build_media(self, payload: bytes) -> str:
+        self._sid()
+        media = {"contentType": _PLAY_CONTENT_TYPE[self.encoding], "sampleRate": self.sample_rate, "payload": b64(payload)}
+        return dumps({"event": "playAudio", "media": media})
+
+    def build_mark(self, name: str) -> str:
+        return dumps({"event": "checkpoint", "streamId": self._sid(), "name": name})
+
+    def build_clear(self) -> str:
+        return dumps({"event": "clearAudio", "streamId": self._sid()})
+
+
+# ---- answer document -------------------------------------------------------------------------------------------
+def stream_xml(
+    stream_url: str,
+    content_type: str = "audio/x-mulaw;rate=8000",
+    extra_headers: Mapping[str, str] | None = None,
+    status_callback: str | None = None,
+) -> str:
+    """Plivo XML ``<Stream bidirectional="true" keepCallAlive="true" …>wss://…</Stream>``. Nothing follows it, so the
+    call ends when our socket closes. ``extra_headers`` values must be alphanumeric (Plivo's rule): numbers are
+    passed as digits (the dialect puts the ``+`` back)."""
+    if content_type not in CONTENT_TYPES:
+        raise ValueError(f"unknown Plivo contentType {content_type!r} (known: {', '.join(CONTENT_TYPES)})")
+    attrs = (
+        f'bidirectional="true" keepCallAlive="true" audioTrack="inbound" contentType={quoteattr(content_type)}'
+    )
+    if extra_headers:
+        clean = {k: v.lstrip("+") if k in _NUMBER_KEYS else v for k, v in extra_headers.items() if v}
+        bad = [k for k, v in clean.items() if not (k.isalnum() and v.isalnum())]
+        if bad:
+            raise ValueError(f"Plivo extraHeaders must be alphanumeric: {bad}")
+        header = ",".join(f"{k}={v}" for k, v in clean.items())
+        if len(header) > 512:
+            raise ValueError("Plivo extraHeaders are limited to 512 bytes")
+        if header:
+            attrs += f" extraHeaders={quoteattr(header)}"
+    if status_callback:
+        attrs += f" statusCallbackUrl={quoteattr(status_callback)} statusCallbackMethod=\"POST\""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{escape(stream_url)}</Stream></Response>'
+
+
+# ---- V3 signatures ---------------------------------------------------------------------------------------------
+def _sorted_query(params: Mapping[str, list[str]]) -> str:
+    return "&".join(f"{k}={v}" for k in sorted(params) for v in sorted(params[k]))
+
+
+def _sorted_params(params: Mapping[str, list[str]]) -> str:
+    return "".join(f"{k}{v}" for k in sorted(params) for v in sorted(params[k]))
+
+
+def _multi(params: Mapping[str, str | Iterable[str]]) -> dict[str, list[str]]:
+    return {k: [v] if isinstance(v, str) else list(v) for k, v in params.items()}
+
+
+def _signed_base(method: str, url: str, params: Mapping[str, str | Iterable[str]]) -> str:
+    u = urlsplit(url)
+    base = urlunsplit((u.scheme, u.netloc, u.path, "", ""))
+    query = parse_qs(u.query, keep_blank_values=True)
+    if method.upper() == "GET":
+        # as plivo-python: the URL's own query values replace same-named params
+        q = _sorted_query({**_multi(params), **{k: list(v) for k, v in query.items()}})
+        return base + ("?" + q if q else "")
+    post = _multi(params)
+    q = _sorted_query({k: list(v) for k, v in query.items()})
+    if q or post:
+        base += "?" + q
+    if q and post:
+        base += "."
+    return base + _sorted_params(post)
+
+
+def plivo_v3_signature(
+    auth_token: str, method: str, url: str, params: Mapping[str, str | Iterable[str]], nonce: str
+) -> str:
+    """The ``X-Plivo-Signature-V3`` Plivo sends for a ``method`` request to ``url`` with form ``params``."""
+    message = f"{_signed_base(method, url, params)}.{nonce}".encode()
+    return base64.b64encode(hmac.new(auth_token.encode(), message, hashlib.sha256).digest()).decode("ascii")
+
+
+def validate_plivo_v3_signature(
+    auth_token: str,
+    method: str,
+    url: str,
+    params: Mapping[str, str | Iterable[str]],
+    nonce: str | None,
+    signature_header: str | None,
+) -> bool:
+    """True if one of the comma-separated signatures in ``X-Plivo-Signature-V3`` matches (constant-time compare)."""
+    if not auth_token or not nonce or not signature_header:
+        return False
+    expected = plivo_v3_signature(auth_token, method, url, params, nonce).encode()
+    ok = False
+    for candidate in signature_header.split(","):
+        ok |= hmac.compare_digest(expected, candidate.strip().encode())
+    return ok

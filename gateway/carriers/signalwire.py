@@ -1,0 +1,150 @@
+"""SignalWire (cXML / Compatibility API) media streams. Pure.
+
+Implements telephony.md §A.10 "SignalWire": the cXML ``<Connect><Stream>`` and the stream events are
+Twilio-compatible (§A.1, §A.3–§A.5: ``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/
+``clear`` out, every message carrying the ``streamSid``), so the parsing and building are
+:class:`~gateway.carriers.twilio.TwilioStream`'s. What differs:
+
+- the ``codec`` attribute of ``<Stream>`` picks the audio: ``PCMU`` (default), ``PCMA``, ``L16`` (8 kHz),
+  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (§D.12).
+  ``start.mediaFormat`` says which one the stream carries and the outbound audio uses the same.
+- L16 payloads are taken to be in network byte order, as L16 is on RTP (RFC 3551 §4.5.11); the dialect swaps to
+  and from the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see docs/readme/carriers.md]
+- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, §A.2) with the Space's
+  signing key, in ``X-SignalWire-Signature``; the legacy ``X-Twilio-Signature`` alias is accepted too.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from ..errors import CarrierProtocolError
+from ..security import validate_twilio_signature
+from .base import FRAME_MS, SILENCE_BYTE, frame_bytes_for, pcm16_swap
+from .events import AudioReceived, CarrierEvent, StreamStarted
+from .twilio import TwilioStream
+
+__all__ = ["CODECS", "SIGNATURE_HEADERS", "SignalWireStream", "connect_stream", "validate_signalwire_signature"]
+
+#: ``<Stream codec=…>`` → (agent-protocol encoding, sample rate). §A.10; ptime modifiers (``@40i``) are not used:
+#: the session frames outbound audio itself.
+CODECS: dict[str, tuple[str, int]] = {
+    "PCMU": ("audio/pcmu", 8000),
+    "PCMA": ("audio/pcma", 8000),
+    "L16": ("audio/pcm", 8000),
+    "L16@16000h": ("audio/pcm", 16000),
+    "L16@24000h": ("audio/pcm", 24000),
+}
+#: ``start.mediaFormat.encoding`` spellings → agent-protocol encoding.
+_ENCODINGS = {"audio/x-mulaw": "audio/pcmu", "audio/x-alaw": "audio/pcma", "audio/x-l16": "audio/pcm",
+              "audio/l16": "audio/pcm"}  # fmt: skip
+#: Header names SignalWire signs with, newest first (§A.10 "Auth notes").
+SIGNATURE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
+
+
+class _Core(TwilioStream):
+    """TwilioStream with SignalWire's codec choices in ``start.mediaFormat``."""
+
+    carrier = "signalwire"
+
+    def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
+        start = msg.get("start")
+        fmt = start.get("mediaFormat") if isinstance(start, dict) else None
+        if not isinstance(fmt, dict):
+            return super()._parse_start(msg)  # raises with Twilio's message
+        raw_enc = fmt.get("encoding")
+        encoding = _ENCODINGS.get(raw_enc.lower()) if isinstance(raw_enc, str) else None
+        rate = fmt.get("sampleRate")
+        rate = int(rate) if isinstance(rate, str) and rate.isascii() and rate.isdigit() else rate
+        channels = fmt.get("channels", 1)
+        channels = int(channels) if isinstance(channels, str) and channels.isdigit() else channels
+        valid_rates = (8000,) if encoding in ("audio/pcmu", "audio/pcma") else (8000, 16000, 24000)
+        if encoding is None or isinstance(rate, bool) or rate not in valid_rates or channels != 1:
+            raise CarrierProtocolError(
+                f"unsupported mediaFormat {raw_enc!r}/{fmt.get('sampleRate')!r}/{fmt.get('channels')!r}"
+                " (expected PCMU/PCMA at 8000 or L16 at 8000/16000/24000, mono)"
+            )
+        # Let Twilio's parser check everything else (SIDs, parameters, tracks) on a μ-law copy of the message.
+        twin = copy.deepcopy(msg)
+        twin["start"]["mediaFormat"] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+        ev = super()._parse_start(twin)
+        assert isinstance(rate, int)
+        return dataclasses.replace(ev, encoding=encoding, sample_rate=rate)
+
+
+class SignalWireStream:
+    """Protocol state of one SignalWire media stream (a :class:`~gateway.carriers.base.Dialect`)."""
+
+    carrier = "signalwire"
+    min_message_ms = FRAME_MS
+    max_message_ms = 1000
+    max_lead_ms: int | None = None
+    checkpoint_proves_playback = False  # Twilio semantics: clear flushes pending marks (§A.5 item 3)
+
+    def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
+        self._core = _Core()
+        self._transport_params = dict(transport_params or {})
+        self.encoding = "audio/pcmu"
+        self.sample_rate = 8000
+        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
+        self._swap = False
+
+    @property
+    def silence(self) -> int:
+        return SILENCE_BYTE[self.encoding]
+
+    @property
+    def stream_sid(self) -> str | None:
+        return self._core.stream_sid
+
+    def parse(self, data: str | bytes) -> list[CarrierEvent]:
+        if isinstance(data, bytes):
+            raise CarrierProtocolError("binary frame (SignalWire sends JSON text only)")
+        ev = self._core.parse(data)
+        if isinstance(ev, AudioReceived) and self._swap:
+            ev = dataclasses.replace(ev, payload=pcm16_swap(ev.payload))
+        elif isinstance(ev, StreamStarted):
+            self.encoding, self.sample_rate = ev.encoding, ev.sample_rate
+            self.frame_bytes = frame_bytes_for(ev.encoding, ev.sample_rate)
+            self._swap = ev.encoding == "audio/pcm"
+            if self._transport_params:
+                ev = dataclasses.replace(ev, custom_parameters={**ev.custom_parameters, **self._transport_params})
+        return [ev]
+
+    def build_media(self, payload: bytes) -> str:
+        return self._core.build_media(pcm16_swap(payload) if self._swap else payload)
+
+    def build_mark(self, name: str) -> str:
+        return self._core.build_mark(name)
+
+    def build_clear(self) -> str:
+        return self._core.build_clear()
+
+
+def connect_stream(
+    stream_url: str, parameters: Mapping[str, str], codec: str = "PCMU", status_callback: str | None = None
+) -> str:
+    """cXML ``<Connect><Stream codec=…>`` (bidirectional), per-call data in ``<Parameter>``s (§A.1: no query string),
+    no trailing verb (§A.7: closing the socket ends the call)."""
+    if codec not in CODECS:
+        raise ValueError(f"unknown SignalWire codec {codec!r} (known: {', '.join(CODECS)})")
+    attrs = f"url={quoteattr(stream_url)} codec={quoteattr(codec)}"
+    if status_callback:
+        attrs += f" statusCallback={quoteattr(status_callback)} statusCallbackMethod=\"POST\""
+    params = "".join(f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in parameters.items() if v)
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
+
+
+def validate_signalwire_signature(
+    signing_key: str,
+    url: str,
+    params: Mapping[str, str | Iterable[str]],
+    headers: Mapping[str, str],
+) -> bool:
+    """True if the request carries a valid Twilio-compatible signature made with the Space's signing key, in
+    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (§A.10, §A.2)."""
+    return any(validate_twilio_signature(signing_key, url, params, headers.get(h)) for h in SIGNATURE_HEADERS)
