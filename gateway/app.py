@@ -4,8 +4,12 @@ local agent. Thin: every call is handed to a :class:`gateway.session.CallSession
 Routes (README "HTTP surface"):
 - ``POST /twilio/voice``  voice webhook → TwiML ``<Connect><Stream>`` with the per-call token
 - ``GET  /twilio/stream`` Twilio Media Streams WebSocket
+- SignalWire, Telnyx, Plivo, Vonage, Exotel: an answer endpoint and a stream route each
+  (:mod:`gateway.carrier_routes`, docs/readme/carriers.md), served by :func:`serve_stream` with the carrier's dialect
 - ``GET  /healthz``       process alive;  ``GET /readyz``: accepting calls
 - ``GET  /metrics``       Prometheus metrics of this process (gateway.metrics)
+- ``POST /calls``         outbound call (bearer GATEWAY_API_KEY);  ``POST /twilio/status``: Twilio status callbacks
+  (gateway.call_control_http, issue #8)
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -25,8 +29,11 @@ from aiohttp import web
 
 from .admission import REFUSED_DRAINING, Admission
 from .agent.client import AgentEndpoint
+from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
 from .carriers import twiml
-from .config import Settings
+from .carriers.base import Dialect
+from .carriers.registry import TwilioDialect
+from .config import BUILTIN_TOOLS, Settings
 from .metrics import GatewayMetrics, loop_lag_probe, metrics_handler
 from .security import mint_call_token, validate_twilio_signature
 from .session import CallSession, CallSummary
@@ -142,6 +149,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     body = twiml.connect_stream(
         _stream_url(settings, request),
         {"token": call_token, "from": flat.get("From", ""), "to": flat.get("To", "")},
+        status_callback_url(settings),  # stream-started/stopped/error reach POST /twilio/status (issue #8)
     )
     log.info("webhook.answered", call_sid=call_sid)
     return _twiml(body)
@@ -153,7 +161,6 @@ def _twiml(body: str) -> web.Response:
 
 async def media_stream(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    calls = request.app[CALLS]
     auth = settings.secrets.twilio_auth_token
     sig = request.headers.get("X-Twilio-Signature")
     if auth and sig is not None:
@@ -162,6 +169,14 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
             log.warning("stream.refused", reason="bad upgrade signature")
             request.app[METRICS].refused("stream", "bad_signature")
             return web.Response(status=403, text="invalid signature")
+    return await serve_stream(request, TwilioDialect())
+
+
+async def serve_stream(request: web.Request, dialect: Dialect) -> web.StreamResponse:
+    """One carrier media stream, whatever the carrier: admission, the WebSocket, and a :class:`CallSession` speaking
+    ``dialect`` (the carrier's own checks of the upgrade happen before, in its route)."""
+    settings = request.app[SETTINGS]
+    calls = request.app[CALLS]
     admission = calls.admission
     ticket = admission.open_stream(time.monotonic())
     if isinstance(ticket, str):
@@ -179,6 +194,12 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
             on_summary=calls.record,
             on_event=lambda kind, fields: _publish(calls, session, kind, fields),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
+            rest=rest_client(request.app),
+            parked=request.app[PARKED],
+            stream_stopping=lambda call_sid: any(
+                s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())
+            ),
+            dialect=dialect,
         )
         key = id(session)
         calls.active[key] = (session, asyncio.current_task())
@@ -265,7 +286,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
         active_calls=lambda: len(calls),
         accepting=lambda: calls.accepting,
         max_concurrent_calls=settings.server.max_concurrent_calls,
-        tool_names=[*settings.tools, "end_call"],
+        tool_names=[*settings.tools, *BUILTIN_TOOLS],
         agent="local" if settings.use_local_agent else settings.agent_url(),
     )
     calls.listeners.append(metrics.on_event)
@@ -275,12 +296,16 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     app.on_shutdown.append(_close_calls)
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_get("/twilio/stream", media_stream)
+    from .carrier_routes import setup_carrier_routes  # issue #9: SignalWire, Telnyx, Plivo, Vonage, Exotel
+
+    setup_carrier_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(metrics))
     from .softphone import setup_softphone  # issue #4: /softphone, when [softphone] enabled allows it
 
     setup_softphone(app, settings)
+    setup_call_control(app, settings)  # issue #8: POST /calls, POST /twilio/status, parked agent sessions
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

@@ -8,6 +8,8 @@
     ├── UnauthorizedStream     a media stream failed the per-call token / signature check
     ├── AgentUnavailable       the agent could not be reached or refused the session (upstream problem)
     │   └── AgentSessionError  the agent ended the session with a fatal ``session.error``
+    ├── TwilioRestError        Twilio's REST API answered an error (gateway.carriers.twilio_rest: status, code)
+    │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
     └── CallEnded              not an error: the call ended normally (``reason`` says how); used to unwind tasks
 
 Anything else escaping a call is our bug: the call session logs it once, with the call's context, and ends the call.

@@ -11,7 +11,8 @@ so nothing outlives the call):
 - ``carrier_writer``: paces queued agent audio to the carrier so at most ``audio.playout_lead_ms`` sits there,
   and sends marks whose echoes prove what the caller has heard.
 - ``watchdog``: ends the call at ``server.max_call_s``, or when the process drains (:meth:`CallSession.request_end`).
-- per tool call: one task; ``end_call`` adds a hang-up task.
+- per tool call: one task; ``end_call`` adds a hang-up task, ``transfer_call`` a transfer task, inbound DTMF in
+  ``dtmf_mode = "reply"`` a delivery task (call control, issue #8: docs/readme/call-control.md).
 
 Backpressure policy (README "Failure behaviour"):
 - caller → agent: a deque bounded to ``audio.preready_buffer_ms``; when full (agent not ready, resuming, or slow)
@@ -36,6 +37,8 @@ Agent faults (voice-agent-api.md §4.3, §5; README "Failure behaviour"):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,16 +49,22 @@ from aiohttp import WSMsgType, web
 
 from .agent import protocol as ap
 from .agent.client import AgentClosed, AgentConnection, AgentEndpoint
+from .audio import dtmf as dtmf_tones
 from .audio.transcode import InboundAudio, OutboundAudio, agent_format_spec
+from .carriers import twiml
+from .carriers.base import Dialect
 from .carriers.events import (
     AudioReceived,
     DtmfReceived,
     PlaybackCheckpoint,
+    PlaybackCleared,
     StreamConnected,
+    StreamError,
     StreamStarted,
     StreamStopped,
 )
-from .carriers.twilio import TwilioStream
+from .carriers.registry import TwilioDialect
+from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Profile, Settings
 from .errors import (
     AgentProtocolError,
@@ -66,11 +75,14 @@ from .errors import (
     UnauthorizedStream,
 )
 from .logs import mask_number
+from .outbound import OUTBOUND_PARAM, fill_template, token_subject, variables_from_parameters
 from .playout import PlayoutTracker
 from .prompts import AGENT_UNAVAILABLE, GOODBYE, prompt_ulaw
+from .reattach import ParkedAgent, ParkedAgents
 from .security import TokenError, verify_call_token
+from .tools import call_control as cc
 from .tools.gate import PendingResult, ToolResultGate
-from .tools.registry import END_CALL, ToolRegistry
+from .tools.registry import END_CALL, ToolOutcome, ToolRegistry
 
 __all__ = ["CallSession", "CallSummary"]
 
@@ -157,6 +169,8 @@ _HANGUP_BY = {
     "carrier_closed": "caller",
     "agent_hangup": "agent",
     "agent_ended": "agent",
+    "transferred": "agent",  # transfer_call: the agent handed the caller on
+    "call_completed": "caller",  # Twilio's completed status callback for a stream still live here
 }
 
 
@@ -174,9 +188,16 @@ class CallSession:
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         admit: Callable[[str, str], str | None] | None = None,
         resume_window_s: float | None = None,
+        dialect: Dialect | None = None,
+        rest: TwilioRest | None = None,
+        parked: ParkedAgents | None = None,
+        stream_stopping: Callable[[str], bool] | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
-        a refusal (``gateway.admission``: ``token_in_use`` → refused, ``at_capacity`` → apology and hang-up)."""
+        a refusal (``gateway.admission``: ``token_in_use`` → refused, ``at_capacity`` → apology and hang-up).
+        Call control (issue #8): ``rest`` (Twilio REST, or None when not configured) for REST hang-up and transfer;
+        ``parked`` the re-attach registry (:mod:`gateway.reattach`); ``stream_stopping(call_sid)`` says whether
+        another stream of that call is still winding down here (its agent session may be about to park)."""
         self._ws = ws
         self._settings = settings
         self._endpoint = endpoint
@@ -188,7 +209,10 @@ class CallSession:
         self._admit = admit
         self._resume_window_s = RESUME_WINDOW_S if resume_window_s is None else resume_window_s
         self._log = structlog.get_logger("gateway.call")
-        self.dialect = TwilioStream()
+        # The carrier's protocol (gateway.carriers.base.Dialect); Twilio unless the route says otherwise (issue #9).
+        self.dialect: Dialect = dialect if dialect is not None else TwilioDialect()
+        self._stream_format = ("audio/pcmu", 8000)  # the stream's (encoding, rate), from 'start'
+        self._clock_marks: list[asyncio.TimerHandle] = []  # marks resolved by the clock (dialects without a checkpoint)
         self.summary = CallSummary()
         self.profile: Profile = settings.profiles["default"]
         audio = settings.audio
@@ -230,6 +254,18 @@ class CallSession:
         self._reply_started_event = asyncio.Event()
         self._started_at = clock()
         self._session_ready_at: float | None = None
+        # call control (issue #8)
+        self._rest = rest
+        self._parked = parked
+        self._stream_stopping = stream_stopping
+        self._end_reason = "drained"  # what request_end() ends the call as
+        self._rest_pending = False  # our REST hang-up/redirect is ending the stream: its 'stop' is expected
+        self._reattached_from: str | None = None  # stream_sid whose agent session this stream took over
+        self._dtmf = cc.DtmfInbox("off")
+        self._dtmf_task: asyncio.Task[None] | None = None
+        self._mark_waiters: dict[str, asyncio.Event] = {}  # queue tag -> set when its mark is echoed
+        self._mark_names: dict[str, asyncio.Event] = {}  # mark name sent -> the waiter of its tag
+        self._dtmf_sends = 0
 
     # ================================================================================================= lifecycle
     async def run(self) -> CallSummary:
@@ -286,6 +322,9 @@ class CallSession:
         stream still waiting for ``start`` is closed at once. Idempotent; returns immediately."""
         if self._end_requested.is_set():
             return
+        # The outcome: "call_completed" (Twilio says the call is over: nobody to say goodbye to), else "drained"
+        # (the goodbye prompt).
+        self._end_reason = "call_completed" if reason == "call_completed" else "drained"
         self._end_requested.set()
         self._log.info("call.end_requested", reason=reason)
         if not self.started and not self._ws.closed:
@@ -296,11 +335,13 @@ class CallSession:
             )
 
     async def _teardown(self, outcome: str) -> None:
+        for handle in self._clock_marks:
+            handle.cancel()
         s = self.summary
         s.outcome = outcome
         s.hung_up_by = _HANGUP_BY.get(outcome, "gateway")
         agent = self._agent
-        if agent is not None:
+        if agent is not None and not self._park_agent(agent, outcome):
             await self._end_agent_session(agent)
             s.agent_close_code = agent.close_code
             self._log.info(
@@ -335,10 +376,9 @@ class CallSession:
         echo that proves it was heard (telephony.md §D.4: wait for the final mark before hanging up), bounded by
         the prompt's length plus ``PROMPT_ECHO_SLACK_S``. Runs after the call's task group has ended, so it reads
         the carrier socket itself."""
-        audio = prompt_ulaw(name)
-        fb = self.dialect.frame_bytes
-        frames = [audio[i : i + fb] for i in range(0, len(audio), fb)]
-        lead_target = self._settings.audio.playout_lead_ms
+        frames = self._prompt_frames(name)
+        per_msg = self._frames_per_message()
+        lead_target = self._lead_target_ms()
         heard = False
         self.summary.prompt = name
         try:
@@ -347,24 +387,62 @@ class CallSession:
                 if clear_first and self.playout.playing(now):
                     await self._send_carrier(self.dialect.build_clear())  # cut the agent short: goodbye now
                     self.playout.clear(now)
-                for frame in frames:
+                for i in range(0, len(frames), per_msg):
+                    group = self._padded(frames[i : i + per_msg])
                     lead = self.playout.lead_ms(self._clock())
                     if lead > lead_target - FRAME_MS:
                         await asyncio.sleep((lead - lead_target + FRAME_MS) / 1000.0)
-                    await self._send_carrier(self.dialect.build_media(frame))
-                    self.playout.on_sent(FRAME_MS, self._clock(), "__prompt__")
-                    self.summary.frames_out += 1
+                    await self._send_carrier(self.dialect.build_media(b"".join(group)))
+                    self.playout.on_sent(FRAME_MS * len(group), self._clock(), "__prompt__")
+                    self.summary.frames_out += len(group)
                 mark = self.playout.new_mark(self._clock(), "__prompt__")
-                await self._send_carrier(self.dialect.build_mark(mark))
-                while not heard:
-                    ev = self.dialect.parse(await self._receive_text())
-                    if isinstance(ev, PlaybackCheckpoint):
-                        heard = self.playout.on_mark(ev.name, self._clock()) is not None and ev.name == mark
-                    elif isinstance(ev, StreamStopped):
-                        break
+                built = self.dialect.build_mark(mark)
+                if built is None:  # no checkpoint verb: the clock model says when it has played
+                    await asyncio.sleep(self.playout.lead_ms(self._clock()) / 1000.0)
+                    heard = True
+                else:
+                    await self._send_carrier(built)
+                stopped = False
+                while not heard and not stopped:
+                    for ev in self.dialect.parse(await self._receive_text()):
+                        if isinstance(ev, PlaybackCheckpoint):
+                            echo = self.playout.on_mark(ev.name, self._clock())
+                            heard = heard or (echo is not None and ev.name == mark)
+                        elif isinstance(ev, StreamStopped):
+                            stopped = True
         except (TimeoutError, CallEnded, CarrierProtocolError):
             pass  # the caller hung up, the line misbehaves, or the echo is late: hang up anyway
         self._log.info("call.prompt_played", prompt=name, heard=heard, ms=len(frames) * FRAME_MS)
+
+    def _prompt_frames(self, name: str) -> list[bytes]:
+        """A bundled prompt (8 kHz μ-law) as whole 20 ms frames in the stream's own encoding and rate."""
+        encoding, rate = self._stream_format
+        audio = prompt_ulaw(name)
+        if (encoding, rate) == ("audio/pcmu", 8000):
+            fb = self.dialect.frame_bytes
+            return [audio[i : i + fb] for i in range(0, len(audio), fb)]
+        conv = OutboundAudio("pcmu", encoding, rate, self.dialect.frame_bytes, "MQ")
+        return conv.convert(audio) + conv.flush()
+
+    def _frames_per_message(self) -> int:
+        """Frames per outbound media message: the configured count, within the dialect's bounds (Exotel ≥ 100 ms and
+        ≥ 3.2 KB, Vonage exactly one 20 ms frame; telephony.md §A.10, §D.2)."""
+        lo = max(1, self.dialect.min_message_ms // FRAME_MS)
+        hi = max(lo, self.dialect.max_message_ms // FRAME_MS)
+        return min(max(self._settings.audio.frames_per_message, lo), hi)
+
+    def _lead_target_ms(self) -> float:
+        """Pacing target, never above what the carrier can buffer (Vonage: 3072 messages, §A.10)."""
+        target = self._settings.audio.playout_lead_ms
+        limit = self.dialect.max_lead_ms
+        return target if limit is None else min(target, limit)
+
+    def _padded(self, frames: list[bytes]) -> list[bytes]:
+        """Pad a message up to the dialect's minimum with silence frames (the tail of a reply on Exotel)."""
+        missing = self.dialect.min_message_ms // FRAME_MS - len(frames)
+        if missing <= 0:
+            return frames
+        return frames + [bytes([self.dialect.silence]) * self.dialect.frame_bytes] * missing
 
     async def _end_agent_session(self, agent: AgentConnection) -> None:
         """``session.end`` (so billing stops at once, §2.1), wait briefly for ``session.ended``, close."""
@@ -398,20 +476,20 @@ class CallSession:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    ev = self.dialect.parse(await self._receive_text())
-                    if isinstance(ev, StreamStarted):
-                        return ev
-                    if not isinstance(ev, StreamConnected):  # pragma: no cover - dialect raises first
-                        raise CarrierProtocolError(f"{type(ev).__name__} before start")
+                    for ev in self.dialect.parse(await self._receive_text()):
+                        if isinstance(ev, StreamStarted):
+                            return ev
+                        if not isinstance(ev, StreamConnected):  # pragma: no cover - dialect raises first
+                            raise CarrierProtocolError(f"{type(ev).__name__} before start")
         except TimeoutError:
             raise CallEnded("no_start") from None
 
-    async def _receive_text(self, timeout: float | None = None) -> str:
+    async def _receive_text(self, timeout: float | None = None) -> str | bytes:
+        """The next carrier message: ``str`` for a text frame, ``bytes`` for a binary one (Vonage audio); the
+        dialect decides whether its carrier may send binary (Twilio's refuses it)."""
         msg = await self._ws.receive(timeout=timeout)
-        if msg.type is WSMsgType.TEXT:
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
             return msg.data
-        if msg.type is WSMsgType.BINARY:
-            raise CarrierProtocolError("binary frame (Twilio sends JSON text only)")
         if msg.type is WSMsgType.ERROR:
             exc = self._ws.exception()
             # aiohttp's WebSocketError carries close code 1009 (message too big) for max_msg_size.
@@ -421,12 +499,14 @@ class CallSession:
         raise CallEnded("carrier_closed")  # CLOSE / CLOSING / CLOSED
 
     def _authorize(self, start: StreamStarted) -> None:
+        self._stream_format = (start.encoding, start.sample_rate)
         s = self.summary
         s.call_sid, s.stream_sid = start.call_id, start.stream_id
         structlog.contextvars.bind_contextvars(call_sid=start.call_id, stream_sid=start.stream_id)
         token = start.custom_parameters.get("token")
         try:
-            verify_call_token(self._settings.secrets.token_secret, token, start.call_id, self._wall())
+            verify_call_token(self._settings.secrets.token_secret, token,
+                              token_subject(start.custom_parameters, start.call_id), self._wall())
         except TokenError as exc:
             raise UnauthorizedStream(f"call token {exc}") from None
         assert token is not None  # verified above
@@ -442,7 +522,15 @@ class CallSession:
     def _begin(self, start: StreamStarted) -> None:
         params = start.custom_parameters
         name, self.profile = self._settings.profile_for(params.get("to", ""))
+        if params.get(OUTBOUND_PARAM) and params.get("profile") in self._settings.profiles:
+            # An outbound call (POST /calls): its token is bound to these parameters, so they can be trusted.
+            name = params["profile"]
+            variables = variables_from_parameters(params)
+            p = self._settings.profiles[name]
+            self.profile = dataclasses.replace(p, system_prompt=fill_template(p.system_prompt, variables),
+                                               greeting=fill_template(p.greeting, variables))
         self.summary.profile = name
+        self._dtmf = cc.DtmfInbox(self.profile.dtmf_mode, self.profile.dtmf_interdigit_ms / 1000.0)
         audio = self._settings.audio
         self._inbound = InboundAudio(
             start.encoding, start.sample_rate, audio.agent_format, audio.inbound_resample_quality
@@ -480,17 +568,26 @@ class CallSession:
                 text = await self._receive_text(timeout=remaining)
             except TimeoutError:
                 raise CallEnded("no_media") from None
-            ev = self.dialect.parse(text)
-            if isinstance(ev, AudioReceived):
-                media_deadline = self._clock() + no_media
-                self._on_caller_audio(ev.payload)
-            elif isinstance(ev, PlaybackCheckpoint):
-                self._on_mark(ev.name)
-            elif isinstance(ev, DtmfReceived):
-                # Digits can be PINs or card numbers: count them, never log them.
-                self._log.info("call.dtmf")
-            elif isinstance(ev, StreamStopped):
-                raise CallEnded("caller_hangup")
+            for ev in self.dialect.parse(text):
+                if isinstance(ev, AudioReceived):
+                    media_deadline = self._clock() + no_media
+                    self._on_caller_audio(ev.payload)
+                elif isinstance(ev, PlaybackCheckpoint):
+                    self._on_mark(ev.name)
+                elif isinstance(ev, PlaybackCleared):
+                    # Plivo clearedAudio / Vonage websocket:cleared: the clear took effect (the model assumed so).
+                    self._emit("carrier.cleared")
+                elif isinstance(ev, StreamError):
+                    self._log.warning("carrier.stream_error", carrier=self.dialect.carrier, code=ev.code,
+                                      detail=ev.detail)
+                elif isinstance(ev, DtmfReceived):
+                    # Digits can be PINs or card numbers: count them, never log them.
+                    self._log.info("call.dtmf")
+                    self._on_caller_dtmf(ev.digit)
+                elif isinstance(ev, StreamStopped):
+                    if self._rest_pending:
+                        return  # our REST hang-up/redirect stopped it: that task ends the call once Twilio answered
+                    raise CallEnded("caller_hangup")
 
     def _on_caller_audio(self, payload: bytes) -> None:
         assert self._inbound is not None
@@ -510,18 +607,26 @@ class CallSession:
             self.summary.mark_round_trips_ms.append(echo.round_trip_s * 1000)
             if name == self._hangup_mark:
                 self._hangup_mark_echoed.set()
+        waiter = self._mark_names.pop(name, None)
+        if waiter is not None and echo is not None:
+            waiter.set()
 
-    async def _send_carrier(self, text: str) -> None:
+    async def _send_carrier(self, data: str | bytes) -> None:
         try:
-            await self._ws.send_str(text)
+            if isinstance(data, bytes):
+                await self._ws.send_bytes(data)  # Vonage audio
+            else:
+                await self._ws.send_str(data)
         except ConnectionError:
             raise CallEnded("carrier_closed") from None
 
     async def _carrier_writer(self) -> None:
-        lead_target = self._settings.audio.playout_lead_ms
-        per_msg = self._settings.audio.frames_per_message
+        lead_target = self._lead_target_ms()
+        per_msg = self._frames_per_message()
+        min_frames = max(1, self.dialect.min_message_ms // FRAME_MS)
         mark_every = self._settings.audio.mark_interval_ms
         out = self._out
+        short_since: float | None = None  # Exotel: when we started waiting for a whole minimum message
         while True:
             if not out:
                 self._out_wake.clear()
@@ -533,6 +638,26 @@ class CallSession:
                 # Pacing: keep at most lead_target ms queued at the carrier (telephony.md §D.1 hybrid policy).
                 await asyncio.sleep((lead - lead_target + FRAME_MS) / 1000.0)
                 continue
+            if min_frames > 1 and out[0][2] is not _MARK:
+                # A carrier with a minimum message (Exotel, §D.2): wait for enough audio of this reply, unless it
+                # ended (a mark or a new generation follows) or the agent went quiet for two message lengths.
+                run = 0
+                for g, _r, it in out:
+                    if it is _MARK or g != out[0][0] or run >= min_frames:
+                        break
+                    run += 1
+                whole = run >= min_frames or run < len(out) or not self._reply_active
+                if not whole:
+                    short_since = short_since if short_since is not None else now
+                    if now - short_since < 2 * self.dialect.min_message_ms / 1000.0:
+                        self._out_wake.clear()
+                        try:
+                            async with asyncio.timeout(FRAME_MS / 1000.0):
+                                await self._out_wake.wait()
+                        except TimeoutError:
+                            pass
+                        continue
+                short_since = None
             gen, reply_id, item = out.popleft()
             if item is _MARK:
                 async with self._send_lock:
@@ -547,6 +672,7 @@ class CallSession:
             async with self._send_lock:
                 if gen != self.playout.generation:
                     continue  # cleared by a barge-in while we waited: never send it
+                frames = self._padded(frames)
                 await self._send_carrier(self.dialect.build_media(b"".join(frames) if len(frames) > 1 else item))
                 dur = FRAME_MS * len(frames)
                 self.playout.on_sent(dur, self._clock(), reply_id)
@@ -558,9 +684,18 @@ class CallSession:
     async def _send_mark(self, reply_id: str | None, now: float) -> str:
         name = self.playout.new_mark(now, reply_id)
         self._ms_since_mark = 0
-        await self._send_carrier(self.dialect.build_mark(name))
+        built = self.dialect.build_mark(name)
+        if built is None:
+            # No checkpoint verb at this carrier: resolve the mark when the clock model says the audio before it
+            # has played (the handles are cancelled at teardown, so none outlives the call).
+            delay = self.playout.lead_ms(now) / 1000.0
+            self._clock_marks.append(asyncio.get_running_loop().call_later(delay, self._on_mark, name))
+        else:
+            await self._send_carrier(built)
         if reply_id == "__hangup__":
             self._hangup_mark = name
+        if reply_id is not None and reply_id in self._mark_waiters:
+            self._mark_names[name] = self._mark_waiters.pop(reply_id)
         return name
 
     async def _queue_out(self, reply_id: str | None, frames: list[bytes]) -> None:
@@ -678,6 +813,15 @@ class CallSession:
                 pass
 
     async def _agent_runner(self) -> None:
+        if await self._adopt_parked_agent():  # re-attach (gateway.reattach): this call's agent session goes on
+            agent = self._agent
+            assert agent is not None
+            self._agent_ready.set()
+        else:
+            agent = await self._start_agent_session()
+        await self._read_agent(agent)
+
+    async def _start_agent_session(self) -> AgentConnection:
         ready = await self._open_agent_session()
         agent = self._agent
         assert agent is not None
@@ -694,6 +838,9 @@ class CallSession:
         self._agent_ready.set()
         self._emit("agent.session_ready", session_id=ready.session_id)
         self._awaiting_first_audio_since = self._clock() if self.profile.greeting else None
+        return agent
+
+    async def _read_agent(self, agent: AgentConnection) -> None:
         while True:
             try:
                 ev = await agent.recv()
@@ -937,7 +1084,7 @@ class CallSession:
 
     async def _run_tool(self, call: ap.ToolCall) -> None:
         t0 = self._clock()
-        outcome = await self._tools.run(call.name, call.arguments, self.profile, self._request_hangup)
+        outcome = await self._tools.run(call.name, call.arguments, self.profile, self._request_hangup, self)
         sendable = self._gate.submit(PendingResult(call.call_id, outcome.result, outcome.is_error))
         self._log.info(
             "tool.result",
@@ -971,7 +1118,16 @@ class CallSession:
         self._tg.create_task(self._hang_up_after_goodbye(), name="end_call")
 
     async def _hang_up_after_goodbye(self) -> None:
-        """``end_call``: let the goodbye finish playing (proven by a mark echo, with a timeout), then hang up."""
+        """``end_call``: let the goodbye finish playing (proven by a mark echo, with a timeout), then hang up; over
+        REST too when closing the stream alone might not end the call (:meth:`_hang_up_via_rest`)."""
+        await self._await_last_words_heard()
+        if self._rest is not None and (self.profile.hangup_via_rest or self._reattached_from is not None):
+            await self._hang_up_via_rest()
+        raise CallEnded("agent_hangup")
+
+    async def _await_last_words_heard(self) -> None:
+        """The reply that follows a tool result (goodbye, transfer announcement) has been heard: up to 3 s for it to
+        start, then its end, then the echo of a mark queued after it; all within ``end_call_timeout_s``."""
         limit = self.profile.end_call_timeout_s
         try:
             async with asyncio.timeout(limit):
@@ -989,7 +1145,164 @@ class CallSession:
                 await self._hangup_mark_echoed.wait()
         except TimeoutError:
             self._log.warning("call.end_call_timeout", waited_s=limit)
-        raise CallEnded("agent_hangup")
+
+    # ============================================================================ call control (issue #8)
+    # docs/readme/call-control.md; telephony.md §A.7–§A.9. The tools' pure parts: gateway.tools.call_control.
+    async def _hang_up_via_rest(self) -> None:
+        """``Status=completed`` over REST (telephony.md §A.7), for TwiML that would go on after ``<Connect>`` (profile
+        ``hangup_via_rest``) or a stream re-attached after a redirect we did not write. 20404 = the caller hung up
+        first: fine (§C item 9). Twilio's 'stop' for this stream is expected meanwhile (``_rest_pending``)."""
+        assert self._rest is not None
+        self._rest_pending = True
+        t0 = self._clock()
+        try:
+            ended_now = await self._rest.hang_up(self.summary.call_sid)
+        except TwilioRestError as exc:
+            self._log.warning("call.hangup_rest_failed", status=exc.status, code=exc.code, error=exc.message[:200])
+            self._emit("call.control", action="hangup", result="failed")
+            return  # closing the stream (teardown) is still the hang-up of last resort
+        self._log.info("call.hangup_rest", already_ended=not ended_now, ms=round((self._clock() - t0) * 1000, 1))
+        self._emit("call.control", action="hangup", result="ok" if ended_now else "already_ended")
+
+    async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome:
+        """``transfer_call`` (destination already normalized and allow-listed by the registry): the result asks the
+        agent to say the announcement; a task waits until that was heard, then redirects (§A.8)."""
+        if self._rest is None:
+            self._log.warning("call.transfer_refused", reason="twilio_not_configured")
+            self._emit("call.control", action="transfer", result="refused")
+            return ToolOutcome(cc.error_result("transfers are not available on this line"), True)
+        if self._hangup_requested:
+            self._log.warning("call.transfer_refused", reason="call_ending")
+            return ToolOutcome(cc.error_result("the call is already ending"), True)
+        self._hangup_requested = True  # one way out at a time: a later end_call or transfer is refused/ignored
+        self._reply_started_event.clear()
+        self._reply_done_event.clear()
+        self._log.info("call.transfer_started", destination=cc.mask_destination(destination))
+        assert self._tg is not None
+        self._tg.create_task(self._transfer_after_announcement(destination), name="transfer")
+        return ToolOutcome(cc.transfer_accepted(announcement))
+
+    async def _transfer_after_announcement(self, destination: str) -> None:
+        assert self._rest is not None
+        await self._await_last_words_heard()
+        masked = cc.mask_destination(destination)
+        self._rest_pending = True  # Twilio may send 'stop' before it answers the redirect
+        t0 = self._clock()
+        try:
+            await self._rest.redirect(self.summary.call_sid, twiml=twiml.dial(destination))
+        except TwilioRestError as exc:
+            self._rest_pending = False
+            self._hangup_requested = False  # the call goes on
+            self._log.warning("call.transfer_failed", destination=masked, status=exc.status, code=exc.code,
+                              error=exc.message[:200])
+            self._emit("call.control", action="transfer", result="failed")
+            await self._send_to_agent(ap.reply_create(
+                "The transfer did not go through. Tell the caller, and offer to help in another way."))
+            return
+        self._log.info("call.transferred", destination=masked, ms=round((self._clock() - t0) * 1000, 1))
+        self._emit("call.control", action="transfer", result="ok")
+        raise CallEnded("transferred")
+
+    async def send_dtmf(self, digits: str) -> ToolOutcome:
+        """``send_dtmf``: the tones go out as ordinary audio frames in the stream's own format, paced and marked like
+        agent audio, so the stream stays up (§A.8). The result waits for the mark after them (bounded)."""
+        encoding, rate = self._stream_format
+        try:
+            frames = dtmf_tones.tones_for_carrier(digits, encoding, rate, self.dialect.frame_bytes)
+        except ValueError as exc:
+            return ToolOutcome(cc.error_result(str(exc)), True)
+        self._dtmf_sends += 1
+        tag = f"__dtmf_{self._dtmf_sends}__"
+        heard = asyncio.Event()
+        self._mark_waiters[tag] = heard
+        ms = len(frames) * FRAME_MS
+        await self._queue_out(tag, frames)
+        self._queue_mark(tag)
+        try:
+            async with asyncio.timeout(ms / 1000 + self._settings.audio.playout_lead_ms / 1000 + PROMPT_ECHO_SLACK_S):
+                await heard.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._mark_waiters.pop(tag, None)
+        self._log.info("call.dtmf_sent", digits=len(digits), ms=ms, heard=heard.is_set())
+        self._emit("call.dtmf_sent", digits=len(digits))
+        if not heard.is_set():  # cleared by a barge-in, or the line is not playing out
+            return ToolOutcome(cc.error_result("the tones were not confirmed as played"), True)
+        return ToolOutcome(json.dumps({"ok": True, "digits": len(digits)}))
+
+    def read_dtmf(self) -> ToolOutcome:
+        digits = self._dtmf.read()
+        self._log.info("call.dtmf_delivered", mode="buffer", digits=len(digits))
+        return ToolOutcome(json.dumps({"digits": digits}))
+
+    def _on_caller_dtmf(self, digit: str) -> None:
+        self._emit("call.dtmf")  # counted (metrics); the digit itself goes nowhere but the agent
+        self._dtmf.add(digit, self._clock())
+        if self._dtmf.mode == "reply" and (self._dtmf_task is None or self._dtmf_task.done()):
+            assert self._tg is not None
+            self._dtmf_task = self._tg.create_task(self._deliver_dtmf(), name="dtmf")
+
+    async def _deliver_dtmf(self) -> None:
+        """``dtmf_mode = "reply"``: after ``dtmf_interdigit_ms`` without a further digit, one ``reply.create`` whose
+        instructions name the digits."""
+        while (deadline := self._dtmf.deadline()) is not None:
+            await asyncio.sleep(max(0.0, deadline - self._clock()))
+            digits = self._dtmf.due(self._clock())
+            if digits:
+                await self._agent_ready.wait()  # bounded: agent_runner readies the agent or ends the call
+                sent = await self._send_to_agent(ap.reply_create(cc.dtmf_instructions(digits)))
+                self._log.info("call.dtmf_delivered", mode="reply", digits=len(digits) if sent else 0)
+
+    async def _send_to_agent(self, text: str) -> bool:
+        agent = self._agent
+        if agent is None or not self._agent_ready.is_set():
+            return False
+        try:
+            await agent.send(text)
+        except AgentClosed:
+            return False  # a dropped agent: agent_runner resumes it; this message is lost
+        return True
+
+    # ---- re-attach (gateway.reattach) ---------------------------------------------------------------------------
+    def _park_agent(self, agent: AgentConnection, outcome: str) -> bool:
+        """At teardown after a 'stop': hold the live agent session for a new stream of this call instead of ending
+        it. Only for a stream Twilio stopped (the caller hung up or a redirect replaced the TwiML: 'stop' does not
+        say which) with a healthy, ready session."""
+        parked = self._parked
+        s = self.summary
+        if (parked is None or not parked.enabled or outcome != "caller_hangup" or self._agent_ended
+                or not self._agent_ready.is_set() or not agent.open_ or not s.session_id or not s.call_sid):
+            return False
+        parked.park(ParkedAgent(call_sid=s.call_sid, agent=agent, session_id=s.session_id, profile_name=s.profile,
+                                profile=self.profile, stream_sid=s.stream_sid, parked_at=self._clock()))
+        self._agent = None
+        self._log.info("call.agent_parked", session_id=s.session_id, window_s=parked.window_s)
+        return True
+
+    async def _adopt_parked_agent(self) -> bool:
+        """At the start of a stream: take over this call's parked agent session, if there is one."""
+        if self._parked is None or not self._parked.enabled:
+            return False
+        call_sid = self.summary.call_sid
+        stopping = self._stream_stopping
+        parked = await self._parked.claim(call_sid, wait_s=2.0,
+                                          stopping=(lambda: stopping(call_sid)) if stopping else (lambda: False))
+        if parked is None:
+            return False
+        s = self.summary
+        self._agent = parked.agent
+        s.session_id = parked.session_id
+        s.profile = parked.profile_name
+        self.profile = parked.profile
+        self._dtmf = cc.DtmfInbox(self.profile.dtmf_mode, self.profile.dtmf_interdigit_ms / 1000.0)
+        self._reattached_from = parked.stream_sid
+        structlog.contextvars.bind_contextvars(session_id=parked.session_id)
+        gap_ms = round((self._clock() - parked.parked_at) * 1000, 1)
+        self._log.info("call.reattached", session_id=parked.session_id, previous_stream_sid=parked.stream_sid,
+                       gap_ms=gap_ms)
+        self._emit("call.reattached", session_id=parked.session_id, gap_ms=gap_ms)
+        return True
 
     # ================================================================================================ watchdog
     async def _watchdog(self) -> None:
@@ -1000,7 +1313,7 @@ class CallSession:
                 await self._end_requested.wait()
         except TimeoutError:
             raise CallEnded("max_duration") from None
-        raise CallEnded("drained")
+        raise CallEnded(self._end_reason)
 
 
 def _first(eg: BaseExceptionGroup, kind: type) -> Any:

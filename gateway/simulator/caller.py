@@ -1,6 +1,7 @@
-"""The simulated Twilio leg of a phone call, over real HTTP and WebSockets. Not pure: the asyncio shell around
-:mod:`~gateway.simulator.twilio_side` (protocol and playout), :mod:`~gateway.simulator.turn_taking` (when to
-speak) and :mod:`~gateway.simulator.timeline` (what it all meant).
+"""The simulated carrier leg of a phone call, over real HTTP and WebSockets. Not pure: the asyncio shell around
+:mod:`~gateway.simulator.twilio_side` (playout; Twilio's protocol), :mod:`~gateway.simulator.carrier_side` (each
+carrier's webhook, answer document, dialect and audio: ``SimulatorConfig.carrier``, Twilio by default),
+:mod:`~gateway.simulator.turn_taking` (when to speak) and :mod:`~gateway.simulator.timeline` (what it all meant).
 
 :func:`simulate_call` does what Twilio does for one inbound call (telephony.md §A.1–§A.5):
 
@@ -31,7 +32,7 @@ import aiohttp
 import numpy as np
 
 from ..audio import g711
-from ..security import twilio_signature
+from .carrier_side import CallIds, CarrierSide, Message, StreamTarget, new_carrier_side
 from .errors import CallRefused, GatewayProtocolError, UsageError
 from .timeline import CallRecord, TurnSpec, frame_levels
 from .turn_taking import AUDIBLE_RMS, HangUp, StartTurn, TurnTaking, TurnTakingConfig, frame_audible
@@ -43,11 +44,8 @@ from .twilio_side import (
     GatewayMark,
     GatewayMedia,
     PlayoutBuffer,
-    TwilioSide,
     new_sid,
-    parse_twiml,
     resolve_stream_url,
-    webhook_form,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +83,8 @@ class CallerTurn:
 @dataclass(frozen=True)
 class SimulatorConfig:
     url: str = "http://127.0.0.1:8080"
+    #: Which carrier to play (gateway.simulator.carrier_side): its webhook, answer document, dialect and audio.
+    carrier: str = "twilio"
     turns: tuple[CallerTurn, ...] = ()
     auth_token: str = ""
     #: The base URL the gateway signs webhooks against (its GATEWAY_PUBLIC_URL); default: ``url``.
@@ -233,13 +233,16 @@ async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession 
         turns=tuple(TurnSpec(t.source, t.label) for t in config.turns),
         pause_s=config.pause_s,
     )
+    record.stream_sid = new_sid("MZ")
+    ids = CallIds(record.call_sid, record.account_sid, record.stream_sid, config.from_, config.to)
+    side = new_carrier_side(config.carrier, ids)
     own_http = http is None
     session = http or aiohttp.ClientSession()
     try:
-        stream_url, params = await _dial(config, record, session)
-        ws = await _open_stream(config, record, session, stream_url)
+        target = await _dial(config, record, session, side, ids)
+        ws = await _open_stream(config, record, session, side, target)
         try:
-            await _Call(config, record, ws, params).run()
+            await _Call(config, record, ws, side, target).run()
         finally:
             if not ws.closed:
                 try:
@@ -259,20 +262,21 @@ async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession 
     return record
 
 
-async def _dial(config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession) -> tuple[str, dict[str, str]]:
-    """The voice webhook (§A.2): POST the form, check the answer, parse the TwiML."""
-    url = config.url.rstrip("/") + "/twilio/voice"
-    form = webhook_form(record.call_sid, record.account_sid, config.from_, config.to)
-    headers = {"User-Agent": "TwilioProxy/1.1 (voice-gateway call simulator)"}
-    if config.auth_token:
-        signed_url = (config.public_url or config.url).rstrip("/") + "/twilio/voice"
-        headers["X-Twilio-Signature"] = twilio_signature(config.auth_token, signed_url, form)
-        record.signed = True
+async def _dial(
+    config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession, side: CarrierSide, ids: CallIds
+) -> StreamTarget:
+    """The carrier's webhook (Twilio §A.2, the others §A.10): make the request, check the answer, parse it."""
+    req = side.webhook(ids, (config.public_url or config.url).rstrip("/"), config.auth_token)
+    url = config.url.rstrip("/") + req.path
+    record.signed = req.signed
     record.webhook_url = url
     t0 = time.perf_counter()
     try:
         async with asyncio.timeout(config.http_timeout_s):
-            async with http.post(url, data=form, headers=headers) as resp:
+            async with http.request(
+                req.method, url, data=req.body if req.body is not None else req.form, params=req.query,
+                headers=req.headers,
+            ) as resp:
                 body = await resp.text()
                 record.webhook_status = resp.status
                 content_type = resp.content_type
@@ -282,24 +286,23 @@ async def _dial(config: SimulatorConfig, record: CallRecord, http: aiohttp.Clien
     record.webhook_ms = (time.perf_counter() - t0) * 1000
     if record.webhook_status != 200:
         raise CallRefused(f"webhook answered HTTP {record.webhook_status}: {body.strip()[:200]!r}")
-    if content_type not in ("application/xml", "text/xml"):
-        record.warnings.append(f"webhook answered Content-Type {content_type!r}; Twilio expects XML")
-    instruction = parse_twiml(body, url)
-    record.warnings.extend(instruction.warnings)
-    record.twiml_url = instruction.url
-    record.parameter_names = tuple(sorted(instruction.parameters))
-    return instruction.url, instruction.parameters
+    json_carrier = config.carrier in ("vonage", "exotel")
+    if content_type not in (("application/json",) if json_carrier else ("application/xml", "text/xml")):
+        record.warnings.append(f"webhook answered Content-Type {content_type!r}; {config.carrier} expects "
+                               + ("JSON" if json_carrier else "XML"))
+    stream = side.read_answer(body, content_type, url)
+    record.warnings.extend(stream.warnings)
+    record.twiml_url = stream.url
+    record.parameter_names = tuple(sorted(stream.parameters))
+    return stream
 
 
 async def _open_stream(
-    config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession, twiml_url: str
+    config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession, side: CarrierSide, stream: StreamTarget
 ) -> aiohttp.ClientWebSocketResponse:
-    target = resolve_stream_url(twiml_url, config.url)
+    target = resolve_stream_url(stream.url, config.url)
     record.connected_url = target
-    headers = {}
-    if config.auth_token:
-        # The upgrade is signed over the wss:// URL exactly as written in the TwiML, with no params (§A.2).
-        headers["X-Twilio-Signature"] = twilio_signature(config.auth_token, twiml_url, {})
+    headers = side.upgrade_headers(stream, config.auth_token)
     try:
         async with asyncio.timeout(config.http_timeout_s):
             return await http.ws_connect(target, headers=headers, max_msg_size=1 << 20, autoping=True)
@@ -314,14 +317,18 @@ class _Call:
     """One open stream: the 20 ms clock and the socket reader."""
 
     def __init__(
-        self, config: SimulatorConfig, record: CallRecord, ws: aiohttp.ClientWebSocketResponse, params: dict[str, str]
+        self,
+        config: SimulatorConfig,
+        record: CallRecord,
+        ws: aiohttp.ClientWebSocketResponse,
+        side: CarrierSide,
+        target: StreamTarget,
     ) -> None:
         self._config = config
         self._record = record
         self._ws = ws
-        self._params = params
-        record.stream_sid = new_sid("MZ")
-        self._side = TwilioSide(call_sid=record.call_sid, account_sid=record.account_sid, stream_sid=record.stream_sid)
+        self._target = target
+        self._side = side
         self._buffer = PlayoutBuffer()
         self._script = TurnTaking(config.turn_taking())
         self._send_lock = asyncio.Lock()
@@ -330,6 +337,7 @@ class _Call:
         self._turn_pos = 0
         self._frame = 0  # the frame now playing
         self._stopped = False
+        self._clear_acks = 0  # clears to acknowledge (Plivo clearedAudio, Vonage websocket:cleared)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -345,7 +353,7 @@ class _Call:
                 # The reader runs before we send `start`, so anything the gateway sends too early is caught (§A.5).
                 tg.create_task(self._reader(), name="simulator.reader")
                 await self._send(self._side.connected)
-                await self._send(lambda: self._side.start(self._params))
+                await self._send(lambda: self._side.start(self._target))
                 tg.create_task(self._clock(), name="simulator.clock")
         except* GatewayProtocolError as eg:
             err = eg.exceptions[0]
@@ -364,13 +372,17 @@ class _Call:
         if error is not None:
             raise error
 
-    async def _send(self, build: Callable[[], str]) -> None:
+    async def _send(self, build: Callable[[], list[Message]]) -> None:
         # Built under the lock so sequenceNumbers go out in order.
         async with self._send_lock:
             if self._ws.closed:
                 raise _Ended("gateway", f"socket closed (code {self._ws.close_code})")
             try:
-                await self._ws.send_str(build())
+                for msg in build():
+                    if isinstance(msg, bytes):
+                        await self._ws.send_bytes(msg)
+                    else:
+                        await self._ws.send_str(msg)
             except ConnectionError:
                 raise _Ended("gateway", "socket closed while sending") from None
 
@@ -380,7 +392,8 @@ class _Call:
         self._stopped = True
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await self._ws.send_str(self._side.stop())
+                for msg in self._side.stop():  # none for carriers whose hang-up is the close (Plivo, Vonage)
+                    await (self._ws.send_bytes(msg) if isinstance(msg, bytes) else self._ws.send_str(msg))
         except (TimeoutError, ConnectionError):
             pass
 
@@ -435,6 +448,9 @@ class _Call:
             if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
                 for name, flushed in self._on_message(self._side.parse(msg.data)):
                     await self._echo(name, flushed=flushed)
+                if self._clear_acks:
+                    self._clear_acks = 0
+                    await self._send(self._side.cleared)
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise _Ended("gateway", f"socket error: {ws.exception()}")
             else:  # CLOSE / CLOSING / CLOSED
@@ -454,8 +470,10 @@ class _Call:
             self._script.on_clear(self._frame)
             cleared = self._buffer.clear()
             self._record.add(now, "clear", dropped_ms=cleared.dropped_bytes / 8, marks=list(cleared.marks))
-            # Twilio echoes every pending mark when it clears (§A.5 item 3).
-            return [(n, True) for n in cleared.marks]
+            self._clear_acks += 1
+            # Twilio-style carriers echo every pending mark when they clear (§A.5 item 3); Plivo and Vonage drop
+            # them and acknowledge the clear instead (§A.10), sent by the reader after this.
+            return [(n, True) for n in cleared.marks] if self._side.echo_marks_on_clear else []
         return []
 
     async def _echo(self, name: str, *, flushed: bool) -> None:

@@ -16,10 +16,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from .caller import SimulatorConfig, load_caller_voice, simulate_call, turns_from_args, write_wav
+from .carrier_side import CARRIER_SIDES
 from .errors import UsageError
 from .timeline import build_timeline
 
 __all__ = ["add_parser", "run"]
+
+#: Where --auth-token comes from when not given, per carrier (docs/readme/carriers.md). Telnyx signs with the
+#: account's private key, which only a simulator has: base64 of the 32-byte Ed25519 seed.
+SECRET_ENV = {
+    "twilio": "TWILIO_AUTH_TOKEN",
+    "signalwire": "SIGNALWIRE_SIGNING_KEY",
+    "telnyx": "TELNYX_SIMULATOR_PRIVATE_KEY",
+    "plivo": "PLIVO_AUTH_TOKEN",
+    "vonage": "VONAGE_SIGNATURE_SECRET",
+    "exotel": "EXOTEL_BASIC_AUTH",
+}
 
 
 class _TurnAction(argparse.Action):
@@ -56,6 +68,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default %(default)s)")
+    p.add_argument("--carrier", choices=tuple(CARRIER_SIDES), default="twilio",
+                   help="which carrier places the call, speaking its own webhook, answer document, stream dialect "
+                        "and audio format (default %(default)s)")
     p.add_argument("--say", action=_TurnAction, const="say", dest="turns", metavar="TEXT",
                    help="a caller turn spoken by the local TTS (needs the 'speech' extra); repeatable")
     p.add_argument("--wav", action=_TurnAction, const="wav", dest="turns", metavar="FILE",
@@ -75,7 +90,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the timeline as JSON (keys: docs/readme/try-it.md)")
     p.add_argument("--plot", metavar="FILE.png", help="draw waveforms and events (needs the 'plot' extra)")
     p.add_argument("--auth-token", default=None,
-                   help="sign the webhook and upgrade with this Twilio auth token (default: $TWILIO_AUTH_TOKEN)")
+                   help="sign the webhook (and upgrade) the carrier's way with this secret: Twilio auth token, "
+                        "SignalWire signing key, Telnyx Ed25519 private key (base64 seed), Plivo auth token, Vonage "
+                        "signature secret, Exotel user:password (default: the carrier's variable, e.g. "
+                        "$TWILIO_AUTH_TOKEN)")
     p.add_argument("--public-url", default="",
                    help="the gateway's GATEWAY_PUBLIC_URL, which it checks signatures against (default: --url)")
     p.add_argument("--from", dest="from_", default="+15550100001", help="caller number (default %(default)s)")
@@ -84,9 +102,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, turns: Sequence[Any]) -> SimulatorConfig:
-    token = args.auth_token if args.auth_token is not None else os.environ.get("TWILIO_AUTH_TOKEN", "")
+    carrier = getattr(args, "carrier", "twilio")
+    token = args.auth_token if args.auth_token is not None else os.environ.get(SECRET_ENV[carrier], "")
     return SimulatorConfig(
         url=args.url,
+        carrier=carrier,
         turns=tuple(turns),
         auth_token=token,
         public_url=args.public_url,

@@ -1,6 +1,8 @@
 """The tools a call's agent may use: declarations for ``session.update`` and execution of ``tool.call``s.
 
-Built in: ``end_call`` (the call session waits for the goodbye to play, proven by a mark echo, then hangs up).
+Built in: ``end_call`` (the call session waits for the goodbye to play, proven by a mark echo, then hangs up), and
+the call-control tools ``transfer_call``, ``send_dtmf``, ``read_dtmf`` (:mod:`gateway.tools.call_control`: their
+arguments are checked here, purely; the call session does the rest through :class:`CallControl`).
 Configured: HTTP tools (``[tools.NAME]`` in config): the arguments object is POSTed as JSON to the URL (tool name in
 the ``X-Voice-Gateway-Tool`` header); a 2xx body is
 the result string; anything else (status, timeout, connection error) comes back with ``is_error: true``.
@@ -11,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 import aiohttp
 
 from ..config import HttpTool, Profile
+from . import call_control as cc
 
-__all__ = ["ToolRegistry", "ToolOutcome", "END_CALL"]
+__all__ = ["ToolRegistry", "ToolOutcome", "CallControl", "END_CALL"]
 
 END_CALL = "end_call"
 
@@ -40,6 +43,16 @@ class ToolOutcome:
     is_error: bool = False
 
 
+class CallControl(Protocol):
+    """What the call-control tools need from the call (implemented by :class:`gateway.session.CallSession`)."""
+
+    async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome: ...
+
+    async def send_dtmf(self, digits: str) -> ToolOutcome: ...
+
+    def read_dtmf(self) -> ToolOutcome: ...
+
+
 class ToolRegistry:
     def __init__(self, http_tools: Mapping[str, HttpTool], http: aiohttp.ClientSession | None) -> None:
         self._http_tools = dict(http_tools)
@@ -50,6 +63,9 @@ class ToolRegistry:
         for name in profile.tools:
             if name == END_CALL:
                 decls.append(dict(_END_CALL_DECL))
+                continue
+            if name in cc.CALL_CONTROL_TOOLS:
+                decls.append(cc.declaration(name))
                 continue
             t = self._http_tools[name]
             decls.append(
@@ -70,6 +86,7 @@ class ToolRegistry:
         arguments: Mapping[str, Any],
         profile: Profile,
         on_end_call: Callable[[Mapping[str, Any]], Awaitable[None]],
+        control: CallControl | None = None,
     ) -> ToolOutcome:
         """Execute one tool call. Never raises for tool failures: they become ``is_error`` results."""
         if name not in profile.tools:
@@ -77,7 +94,28 @@ class ToolRegistry:
         if name == END_CALL:
             await on_end_call(arguments)
             return ToolOutcome(json.dumps({"ok": True, "status": "hanging up after the goodbye"}))
+        if name in cc.CALL_CONTROL_TOOLS:
+            return await self._run_call_control(name, arguments, profile, control)
         return await self._run_http(name, self._http_tools[name], arguments)
+
+    async def _run_call_control(self, name: str, arguments: Mapping[str, Any], profile: Profile,
+                                control: CallControl | None) -> ToolOutcome:
+        if control is None:  # pragma: no cover - the call session always passes itself
+            return ToolOutcome(cc.error_result("call control unavailable"), True)
+        if name == cc.TRANSFER_CALL:
+            # The allow-list is checked before anything else happens: a refused destination never reaches Twilio.
+            destination, why = cc.check_destination(arguments.get("destination"), profile.transfer_allow)
+            if destination is None:
+                return ToolOutcome(cc.error_result(why), True)
+            announcement = arguments.get("announcement")
+            return await control.transfer_call(destination, announcement if isinstance(announcement, str) else "")
+        if name == cc.SEND_DTMF:
+            try:
+                digits = cc.parse_digits(arguments.get("digits"))
+            except ValueError as exc:
+                return ToolOutcome(cc.error_result(str(exc)), True)
+            return await control.send_dtmf(digits)
+        return control.read_dtmf()
 
     async def _run_http(self, name: str, tool: HttpTool, arguments: Mapping[str, Any]) -> ToolOutcome:
         if self._http is None:  # pragma: no cover - app always provides one

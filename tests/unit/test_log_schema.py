@@ -106,6 +106,24 @@ SCHEMA: dict[str, Event] = {
     "softphone.dialled": Event({"call_sid": str}),
     "softphone.dial_failed": Event({"error": str}),
     "softphone.dial_refused": Event({"status": int}),
+    # ---- call control (issue #8, docs/readme/call-control.md) -----------------------------------------------------
+    "call.dtmf_sent": Event({**CALL, "digits": int, "ms": int, "heard": bool}),
+    "call.dtmf_delivered": Event({**CALL, "mode": str, "digits": int}),
+    "call.hangup_rest": Event({**CALL, "already_ended": bool, "ms": NUM}),
+    "call.hangup_rest_failed": Event({**CALL, "status": int, "code": OPT_INT, "error": str}),
+    "call.transfer_started": Event({**CALL, "destination": str}),
+    "call.transferred": Event({**CALL, "destination": str, "ms": NUM}),
+    "call.transfer_failed": Event({**CALL, "destination": str, "status": int, "code": OPT_INT, "error": str}),
+    "call.transfer_refused": Event({**CALL, "reason": str}),
+    "call.agent_parked": Event({**CALL, "session_id": str, "window_s": NUM}),
+    "call.reattached": Event({**CALL, "session_id": str, "previous_stream_sid": str, "gap_ms": NUM}),
+    "call.park_ended": Event({"call_sid": str, "session_id": str, "reason": str, "parked_ms": NUM}),
+    "call.status": Event({"call_sid": OPT_STR, "call_status": str, "call_duration_s": OPT_INT, "direction": OPT_STR}),
+    "stream.status": Event({"call_sid": OPT_STR, "stream_sid": str, "stream_event": str, "stream_error": OPT_STR}),
+    "status.refused": Event({"reason": str, "call_sid": OPT_STR}),
+    "outbound.created": Event({"call_sid": str, "to": str, "profile": str, "variables": int}),
+    "outbound.refused": Event({"reason": str, "status": int}),
+    "outbound.failed": Event({"status": int, "code": OPT_INT, "error": str}),
 }
 
 #: Events the calls below must produce (the rest are checked by name and keys against the code only: process

@@ -1,0 +1,181 @@
+"""The HTTP doors of call control (issue #8, README "Call control"). Thin aiohttp handlers; the decisions live in
+pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST calls in
+:mod:`gateway.carriers.twilio_rest`.
+
+- ``POST /calls``          place an outbound call (bearer ``GATEWAY_API_KEY``): JSON ``{to, from, profile?,
+  variables?}`` → Twilio create-call with TwiML that connects the stream → ``201 {"call_sid", "status"}``.
+- ``POST /twilio/status``  Twilio call status callbacks (``CallStatus``…) and stream status callbacks
+  (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (telephony.md §A.2, §A.9): logged as
+  ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of
+  the call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
+
+App state added here: :data:`PARKED` (the re-attach registry). The REST client is built per use from the app's
+shared ``aiohttp`` session (:func:`rest_client`); it holds no state of its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from .carriers import twiml
+from .carriers.twilio_rest import TwilioRest, TwilioRestError
+from .config import Settings
+from .logs import mask_number
+from .outbound import (
+    RequestInvalid,
+    new_outbound_id,
+    outbound_parameters,
+    parse_outbound_request,
+    token_subject,
+)
+from .reattach import ParkedAgents
+from .security import mint_call_token, validate_twilio_signature
+
+__all__ = ["PARKED", "FINAL_CALL_STATUSES", "rest_client", "setup_call_control", "status_callback_url"]
+
+log = structlog.get_logger("gateway")
+
+PARKED = web.AppKey("parked_agents", ParkedAgents)
+#: CallStatus values after which the call is over (telephony.md §A.9).
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def rest_client(app: web.Application) -> TwilioRest | None:
+    """Twilio REST on the app's HTTP session, or None without TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN."""
+    from .app import HTTP, SETTINGS  # the app module imports us lazily; import back the same way
+
+    settings = app[SETTINGS]
+    if not settings.twilio_rest_configured or HTTP not in app:
+        return None
+    return TwilioRest(app[HTTP], settings.secrets.twilio_account_sid, settings.secrets.twilio_auth_token,
+                      base_url=settings.twilio.api_base_url, timeout_s=settings.twilio.request_timeout_s)
+
+
+def status_callback_url(settings: Settings) -> str | None:
+    """Where Twilio posts status callbacks: only with a public URL (Twilio must reach it, and it is what the
+    signature is computed over) and ``[twilio] status_callbacks`` on."""
+    if not settings.server.public_url or not settings.twilio.status_callbacks:
+        return None
+    return settings.server.public_url.rstrip("/") + "/twilio/status"
+
+
+def _json_error(status: int, error: str, **extra: object) -> web.Response:
+    return web.json_response({"error": error, **extra}, status=status)
+
+
+# ---- POST /calls -------------------------------------------------------------------------------------------------
+async def create_outbound_call(request: web.Request) -> web.Response:
+    from .app import CALLS, METRICS, SETTINGS, _stream_url
+
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    key = settings.secrets.gateway_api_key
+    presented = request.headers.get("Authorization", "")
+    # Constant-time compare; with no key configured nothing is accepted (the endpoint is off).
+    if not key or not hmac.compare_digest(presented.encode(), f"Bearer {key}".encode()):
+        log.warning("outbound.refused", reason="unauthorized", status=401)
+        metrics.refused("outbound", "unauthorized")
+        return web.json_response({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+    rest = rest_client(request.app)
+    if rest is None:
+        log.warning("outbound.refused", reason="twilio_not_configured", status=503)
+        return _json_error(503, "outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _json_error(400, "body must be JSON")
+    default_profile = settings.numbers.get(body.get("from", ""), "default") if isinstance(body, dict) else "default"
+    try:
+        req = parse_outbound_request(body, settings.profiles, default_profile)
+    except RequestInvalid as exc:
+        log.info("outbound.refused", reason="invalid_request", status=exc.status)
+        return _json_error(exc.status, str(exc))
+    calls = request.app[CALLS]
+    now = time.monotonic()
+    if not calls.admission.has_room(now):
+        log.warning("outbound.refused", reason="at_capacity" if calls.accepting else "draining", status=503)
+        metrics.refused("outbound", "at_capacity" if calls.accepting else "draining")
+        return _json_error(503, "not accepting calls")
+    params = outbound_parameters(new_outbound_id(), req)
+    token = mint_call_token(settings.secrets.token_secret, token_subject(params, ""), time.time(),
+                            settings.server.call_token_ttl_s)
+    status_url = status_callback_url(settings)
+    body_twiml = twiml.connect_stream(_stream_url(settings, request), {"token": token, **params}, status_url)
+    try:
+        call = await rest.create_call(to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url)
+    except TwilioRestError as exc:
+        log.warning("outbound.failed", status=exc.status, code=exc.code, error=exc.message[:200])
+        metrics.on_call_control("outbound", "failed")
+        return _json_error(502, "Twilio did not place the call", twilio_status=exc.status, twilio_code=exc.code,
+                           message=exc.message[:200])
+    # Hold a slot for the call's stream, as the voice webhook does for inbound calls (gateway.admission).
+    calls.admission.reserve(call.sid, time.monotonic())
+    metrics.on_call_control("outbound", "ok")
+    log.info("outbound.created", call_sid=call.sid, to=mask_number(req.to), profile=req.profile,
+             variables=len(req.variables))
+    return web.json_response({"call_sid": call.sid, "status": call.status}, status=201)
+
+
+# ---- POST /twilio/status -----------------------------------------------------------------------------------------
+async def status_callback(request: web.Request) -> web.Response:
+    from .app import CALLS, METRICS, SETTINGS, _webhook_url
+
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    form = await request.post()
+    params = {k: [str(v) for v in form.getall(k)] for k in set(form.keys())}
+    flat = {k: v[0] for k, v in params.items()}
+    call_sid = flat.get("CallSid") or None
+    token = settings.secrets.twilio_auth_token
+    if token and not validate_twilio_signature(token, _webhook_url(settings, request), params,
+                                               request.headers.get("X-Twilio-Signature")):
+        log.warning("status.refused", reason="bad signature", call_sid=call_sid)
+        metrics.refused("status", "bad_signature")
+        return web.Response(status=403, text="invalid signature")
+    stream_event = flat.get("StreamEvent") or None
+    call_status = flat.get("CallStatus") or None
+    if stream_event is not None:
+        error = flat.get("StreamError") or None
+        stream_sid = flat.get("StreamSid", "")
+        if stream_event == "stream-error":
+            # The only place a failed stream handshake shows (telephony.md §A.1): log its text with the call.
+            log.warning("stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event,
+                        stream_error=error)
+        else:
+            log.info("stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event,
+                     stream_error=error)
+    if call_status is not None:
+        duration = flat.get("CallDuration", "")
+        log.info("call.status", call_sid=call_sid, call_status=call_status,
+                 call_duration_s=int(duration) if duration.isascii() and duration.isdigit() else None,
+                 direction=flat.get("Direction") or None)
+    if stream_event is None and call_status is None:
+        return web.Response(status=400, text="neither CallStatus nor StreamEvent")
+    metrics.on_status_callback(call_status, stream_event)
+    if call_status in FINAL_CALL_STATUSES and call_sid:
+        # The authoritative end of the call (§A.9): nothing of it may live on here.
+        request.app[PARKED].release(call_sid, "call_completed")
+        for session, _task in list(request.app[CALLS].active.values()):
+            if session.summary.call_sid == call_sid:
+                session.request_end("call_completed")
+    return web.Response(status=204)
+
+
+# ---- wiring ----------------------------------------------------------------------------------------------------
+def setup_call_control(app: web.Application, settings: Settings) -> None:
+    """Routes and state of call control; called by :func:`gateway.app.create_app`."""
+    app[PARKED] = ParkedAgents(settings.server.reattach_window_s, end_timeout_s=settings.agent.end_timeout_s)
+
+    async def parked_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[PARKED].close()  # end every parked agent session (session.end stops its billing)
+
+    app.cleanup_ctx.append(parked_ctx)
+    app.router.add_post("/calls", create_outbound_call)
+    app.router.add_post("/twilio/status", status_callback)
+

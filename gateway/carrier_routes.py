@@ -1,0 +1,295 @@
+"""HTTP surface of the carriers beside Twilio (issue #9): one answer/webhook endpoint and one stream route each. Thin:
+the answer documents, signatures and dialects are the pure modules of :mod:`gateway.carriers`; every stream is
+served by :func:`gateway.app.serve_stream` with the carrier's dialect, so admission, the per-call token, the
+transcoder and playout accounting are the same as Twilio's.
+
+Routes (docs/readme/carriers.md):
+
+====================================  ===========================================================================
+``POST /signalwire/voice``            cXML ``<Connect><Stream codec=…>``; ``X-SignalWire-Signature`` (or legacy
+                                      ``X-Twilio-Signature``) checked with ``SIGNALWIRE_SIGNING_KEY``
+``GET  /signalwire/stream``           token in ``<Parameter name="token">``; upgrade signature checked if sent
+``POST /telnyx/voice``                TeXML ``<Connect><Stream bidirectionalMode="rtp">``; Ed25519 signature checked
+                                      with ``TELNYX_PUBLIC_KEY``
+``GET  /telnyx/stream``               token in ``<Parameter name="token">`` (→ ``start.custom_parameters``)
+``POST /plivo/answer``                Plivo XML ``<Stream bidirectional="true" keepCallAlive="true">``; V3
+                                      signature checked with ``PLIVO_AUTH_TOKEN``
+``GET  /plivo/stream/{token}``        token in the URL path (``extraHeaders`` cannot carry it)
+``GET|POST /vonage/answer``           NCCO ``connect`` → websocket; JWT checked with ``VONAGE_SIGNATURE_SECRET``
+``GET  /vonage/stream``               token in the NCCO ``headers`` (→ ``websocket:connected``)
+``GET  /exotel/answer``               the Voicebot applet's dynamic URL: ``{"url": "wss://…"}``; Basic auth
+                                      (``EXOTEL_BASIC_AUTH``) or ``carriers.exotel_allowed_ips``
+``GET  /exotel/stream``               token as a custom query parameter (→ ``start.custom_parameters``); same auth
+====================================  ===========================================================================
+
+With a carrier's secret unset, its webhook signature is not checked (local development, like
+``TWILIO_AUTH_TOKEN``); the per-call token is always required.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from aiohttp import web
+
+from .admission import REFUSED_DRAINING
+from .carriers import exotel, plivo, signalwire, telnyx, vonage
+from .carriers.base import Dialect
+from .config import Settings
+from .security import mint_call_token
+
+__all__ = ["setup_carrier_routes"]
+
+log = structlog.get_logger("gateway")
+
+BUSY = "Sorry, all our lines are busy. Please call again in a few minutes."
+DRAINING = "Sorry, we can't take your call right now. Please call again shortly."
+
+
+# ---- shared -----------------------------------------------------------------------------------------------------
+def _app_keys() -> ModuleType:
+    from . import app as app_module  # the app module imports this one inside create_app
+
+    return app_module
+
+
+def _ws_url(settings: Settings, request: web.Request, path: str) -> str:
+    """``wss://<public host>/<path>`` from the configured public URL, never from request headers (§A.2); loopback in
+    local development."""
+    base = settings.server.public_url
+    if base:
+        u = urlsplit(base)
+        return urlunsplit(("wss" if u.scheme == "https" else "ws", u.netloc, u.path.rstrip("/") + path, "", ""))
+    host, port = _app_keys()._bound_address(request)
+    return f"ws://{host}:{port}{path}"
+
+
+def _signed_url(settings: Settings, request: web.Request) -> str:
+    return _app_keys()._webhook_url(settings, request)
+
+
+def _refused(request: web.Request, where: str, carrier: str, reason: str, status: int = 403) -> web.Response:
+    if where == "webhook":
+        log.warning("webhook.refused", reason=reason, carrier=carrier, call_sid=None)
+    else:
+        log.warning("stream.refused", reason=reason, carrier=carrier)
+    request.app[_app_keys().METRICS].refused(where, reason.replace(" ", "_"))
+    return web.Response(status=status, text=reason)
+
+
+def _reserve(request: web.Request, carrier: str, call_id: str) -> str | None:
+    """Reserve a call slot at the webhook (gateway.admission). Returns None, or the text to say when refusing."""
+    calls = request.app[_app_keys().CALLS]
+    refusal = calls.admission.reserve(call_id, time.monotonic())
+    if refusal is None:
+        return None
+    reason = "draining" if refusal == REFUSED_DRAINING else "at_capacity"
+    log.warning("webhook.refused", reason=reason, call_sid=call_id, carrier=carrier)
+    request.app[_app_keys().METRICS].refused("webhook", reason)
+    return DRAINING if refusal == REFUSED_DRAINING else BUSY
+
+
+def _token(settings: Settings, call_id: str) -> str:
+    return mint_call_token(settings.secrets.token_secret, call_id, time.time(), settings.server.call_token_ttl_s)
+
+
+def _xml(body: str) -> web.Response:
+    return web.Response(text=body, content_type="application/xml")
+
+
+async def _form(request: web.Request) -> tuple[dict[str, list[str]], dict[str, str]]:
+    form = await request.post()
+    multi = {k: [str(v) for v in form.getall(k)] for k in set(form.keys())}
+    return multi, {k: v[0] for k, v in multi.items()}
+
+
+def _stream(make: Callable[[web.Request], Dialect | web.Response]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        dialect = make(request)
+        if isinstance(dialect, web.Response):
+            return dialect
+        return await _app_keys().serve_stream(request, dialect)
+
+    return handler
+
+
+# ---- SignalWire (§A.10): Twilio-compatible ------------------------------------------------------------------------
+async def signalwire_voice(request: web.Request) -> web.Response:
+    settings = request.app[_app_keys().SETTINGS]
+    multi, flat = await _form(request)
+    key = settings.secrets.signalwire_signing_key
+    if key and not signalwire.validate_signalwire_signature(key, _signed_url(settings, request), multi, request.headers):
+        return _refused(request, "webhook", "signalwire", "bad signature")
+    call_sid = flat.get("CallSid", "")
+    if not call_sid:
+        return web.Response(status=400, text="CallSid missing")
+    say = _reserve(request, "signalwire", call_sid)
+    if say is not None:
+        return _xml(_app_keys().twiml.say_and_hang_up(say))
+    body = signalwire.connect_stream(
+        _ws_url(settings, request, "/signalwire/stream"),
+        {"token": _token(settings, call_sid), "from": flat.get("From", ""), "to": flat.get("To", "")},
+        codec=settings.carriers.signalwire_codec,
+    )
+    log.info("webhook.answered", call_sid=call_sid, carrier="signalwire")
+    return _xml(body)
+
+
+def _signalwire_stream(request: web.Request) -> Dialect | web.Response:
+    settings = request.app[_app_keys().SETTINGS]
+    key = settings.secrets.signalwire_signing_key
+    if key and any(h in request.headers for h in signalwire.SIGNATURE_HEADERS):
+        # Signed like Twilio's upgrade: over the wss:// URL of the cXML, no params (§A.2).
+        url = _ws_url(settings, request, "/signalwire/stream")
+        if not signalwire.validate_signalwire_signature(key, url, {}, request.headers):
+            return _refused(request, "stream", "signalwire", "bad upgrade signature")
+    return signalwire.SignalWireStream()
+
+
+# ---- Telnyx (§A.10) -----------------------------------------------------------------------------------------------
+async def telnyx_voice(request: web.Request) -> web.Response:
+    settings = request.app[_app_keys().SETTINGS]
+    raw = await request.read()
+    public_key = settings.secrets.telnyx_public_key
+    if public_key and not telnyx.verify_telnyx_signature(
+        public_key, raw, request.headers.get(telnyx.TIMESTAMP_HEADER),
+        request.headers.get(telnyx.SIGNATURE_HEADER), now=time.time(),
+    ):
+        return _refused(request, "webhook", "telnyx", "bad signature")
+    _, flat = await _form(request)  # TeXML webhooks are form-encoded, Twilio-style (CallSid = call_control_id)
+    call_id = flat.get("CallSid", "")
+    if not call_id:
+        return web.Response(status=400, text="CallSid missing")
+    say = _reserve(request, "telnyx", call_id)
+    if say is not None:
+        return _xml(_app_keys().twiml.say_and_hang_up(say))
+    body = telnyx.texml_stream(
+        _ws_url(settings, request, "/telnyx/stream"),
+        {"token": _token(settings, call_id), "from": flat.get("From", ""), "to": flat.get("To", "")},
+        codec=settings.carriers.telnyx_codec,
+    )
+    log.info("webhook.answered", call_sid=call_id, carrier="telnyx")
+    return _xml(body)
+
+
+# ---- Plivo (§A.10) ------------------------------------------------------------------------------------------------
+async def plivo_answer(request: web.Request) -> web.Response:
+    settings = request.app[_app_keys().SETTINGS]
+    multi, flat = await _form(request)
+    token = settings.secrets.plivo_auth_token
+    if token and not plivo.validate_plivo_v3_signature(
+        token, request.method, _signed_url(settings, request), multi,
+        request.headers.get(plivo.NONCE_HEADER), request.headers.get(plivo.SIGNATURE_HEADER),
+    ):
+        return _refused(request, "webhook", "plivo", "bad signature")
+    call_uuid = flat.get("CallUUID", "")
+    if not call_uuid:
+        return web.Response(status=400, text="CallUUID missing")
+    say = _reserve(request, "plivo", call_uuid)
+    if say is not None:
+        return _xml(f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{say}</Speak><Hangup/></Response>')
+    # The token rides in the path: extraHeaders only take alphanumerics (§A.10, §A.2 path segments).
+    url = _ws_url(settings, request, "/plivo/stream/" + _token(settings, call_uuid))
+    numbers = {k: "".join(ch for ch in flat.get(k.capitalize(), "") if ch.isalnum()) for k in ("to", "from")}
+    body = plivo.stream_xml(url, settings.carriers.plivo_content_type, numbers)
+    log.info("webhook.answered", call_sid=call_uuid, carrier="plivo")
+    return _xml(body)
+
+
+def _plivo_stream(request: web.Request) -> Dialect:
+    return plivo.PlivoStream(transport_params={"token": request.match_info["token"]})
+
+
+# ---- Vonage (§A.10) -----------------------------------------------------------------------------------------------
+async def vonage_answer(request: web.Request) -> web.Response:
+    settings = request.app[_app_keys().SETTINGS]
+    raw = await request.read()
+    secret = settings.secrets.vonage_signature_secret
+    if secret and not vonage.verify_vonage_jwt(secret, request.headers.get("Authorization"), raw, now=time.time()):
+        return _refused(request, "webhook", "vonage", "bad signature")
+    q = dict(request.query)
+    if request.method == "POST" and raw:
+        try:
+            q.update({k: str(v) for k, v in (await request.json()).items()})
+        except ValueError:
+            return web.Response(status=400, text="answer body is not JSON")
+    call_uuid = q.get("uuid", "")
+    if not call_uuid:
+        return web.Response(status=400, text="uuid missing")
+    say = _reserve(request, "vonage", call_uuid)
+    if say is not None:
+        return web.json_response([{"action": "talk", "text": say}])
+
+    def e164(n: str) -> str:
+        return "+" + n if n.isdigit() else n  # Vonage sends numbers without the +
+
+    ncco = vonage.ncco_connect(
+        _ws_url(settings, request, "/vonage/stream"),
+        {"token": _token(settings, call_uuid), "uuid": call_uuid, "from": e164(q.get("from", "")),
+         "to": e164(q.get("to", ""))},
+        settings.carriers.vonage_sample_rate,
+    )
+    log.info("webhook.answered", call_sid=call_uuid, carrier="vonage")
+    return web.json_response(ncco)
+
+
+def _vonage_stream(request: web.Request) -> Dialect:
+    return vonage.VonageStream()
+
+
+# ---- Exotel (§A.10) -----------------------------------------------------------------------------------------------
+def _exotel_auth(request: web.Request, where: str) -> web.Response | None:
+    settings = request.app[_app_keys().SETTINGS]
+    basic, nets = settings.secrets.exotel_basic_auth, settings.carriers.exotel_allowed_ips
+    if not basic and not nets:
+        return None  # local development
+    user, _, password = basic.partition(":")
+    if basic and exotel.verify_basic_auth(request.headers.get("Authorization"), user, password):
+        return None
+    if nets and exotel.ip_allowed(request.remote, nets):
+        return None
+    return _refused(request, where, "exotel", "bad credentials")
+
+
+async def exotel_answer(request: web.Request) -> web.Response:
+    settings = request.app[_app_keys().SETTINGS]
+    refused = _exotel_auth(request, "webhook")
+    if refused is not None:
+        return refused
+    call_sid = request.query.get("CallSid", "")
+    if not call_sid:
+        return web.Response(status=400, text="CallSid missing")
+    if _reserve(request, "exotel", call_sid) is not None:
+        return web.Response(status=503, text="not accepting calls")  # the applet moves on; nothing to say here
+    doc = exotel.stream_url_document(
+        _ws_url(settings, request, "/exotel/stream"), settings.carriers.exotel_sample_rate,
+        {"token": _token(settings, call_sid)},
+    )
+    log.info("webhook.answered", call_sid=call_sid, carrier="exotel")
+    return web.json_response(doc)
+
+
+def _exotel_stream(request: web.Request) -> Dialect | web.Response:
+    refused = _exotel_auth(request, "stream")
+    if refused is not None:
+        return refused
+    token = request.query.get("token")
+    return exotel.ExotelStream(transport_params={"token": token} if token else None)
+
+
+def setup_carrier_routes(app: web.Application) -> None:
+    app.router.add_post("/signalwire/voice", signalwire_voice)
+    app.router.add_get("/signalwire/stream", _stream(_signalwire_stream))
+    app.router.add_post("/telnyx/voice", telnyx_voice)
+    app.router.add_get("/telnyx/stream", _stream(lambda r: telnyx.TelnyxStream()))
+    app.router.add_post("/plivo/answer", plivo_answer)
+    app.router.add_get("/plivo/stream/{token}", _stream(_plivo_stream))
+    app.router.add_get("/vonage/answer", vonage_answer)
+    app.router.add_post("/vonage/answer", vonage_answer)
+    app.router.add_get("/vonage/stream", _stream(_vonage_stream))
+    app.router.add_get("/exotel/answer", exotel_answer)
+    app.router.add_get("/exotel/stream", _stream(_exotel_stream))
