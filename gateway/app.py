@@ -5,7 +5,7 @@ Routes (README "HTTP surface"):
 - ``POST /twilio/voice``  voice webhook → TwiML ``<Connect><Stream>`` with the per-call token
 - ``GET  /twilio/stream`` Twilio Media Streams WebSocket
 - SignalWire, Telnyx, Plivo, Vonage, Exotel: an answer endpoint and a stream route each
-  (:mod:`gateway.carrier_routes`, docs/readme/carriers.md), served by :func:`serve_stream` with the carrier's dialect
+  (:mod:`gateway.carrier_routes`, README "Carriers"), served by :func:`serve_stream` with the carrier's dialect
 - ``GET  /healthz``       process alive;  ``GET /readyz``: accepting calls
 - ``GET  /metrics``       Prometheus metrics of this process (gateway.metrics)
 - ``POST /calls``         outbound call (bearer GATEWAY_API_KEY);  ``POST /twilio/status``: Twilio status callbacks

@@ -3,7 +3,7 @@ the answer documents, signatures and dialects are the pure modules of :mod:`gate
 served by :func:`gateway.app.serve_stream` with the carrier's dialect, so admission, the per-call token, the
 transcoder and playout accounting are the same as Twilio's.
 
-Routes (docs/readme/carriers.md):
+Routes (README "Carriers"):
 
 ====================================  ===========================================================================
 ``POST /signalwire/voice``            cXML ``<Connect><Stream codec=…>``; ``X-SignalWire-Signature`` (or legacy

@@ -131,7 +131,7 @@ class SoftphoneSettings:
 
 @dataclass(frozen=True)
 class CarrierSettings:
-    """The ``[carriers]`` table: the audio each carrier's answer asks for (issue #9, docs/readme/carriers.md). Their
+    """The ``[carriers]`` table: the audio each carrier's answer asks for (issue #9, README "Carriers"). Their
     auth secrets come from the environment (:class:`Secrets`)."""
 
     signalwire_codec: str = "PCMU"  # PCMU | PCMA | L16 | L16@16000h | L16@24000h (no resampling for pcm24k)
@@ -152,7 +152,7 @@ class Secrets:
     token_secret: bytes = b""
     token_secret_generated: bool = False
     local_agent_api_key: str = ""
-    # carriers other than Twilio (docs/readme/carriers.md); empty: that carrier's webhook signature is not checked
+    # carriers other than Twilio (README "Carriers"); empty: that carrier's webhook signature is not checked
     signalwire_signing_key: str = ""
     telnyx_public_key: str = ""  # base64 Ed25519 public key from the Telnyx portal
     plivo_auth_token: str = ""

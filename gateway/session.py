@@ -12,7 +12,7 @@ so nothing outlives the call):
   and sends marks whose echoes prove what the caller has heard.
 - ``watchdog``: ends the call at ``server.max_call_s``, or when the process drains (:meth:`CallSession.request_end`).
 - per tool call: one task; ``end_call`` adds a hang-up task, ``transfer_call`` a transfer task, inbound DTMF in
-  ``dtmf_mode = "reply"`` a delivery task (call control, issue #8: docs/readme/call-control.md).
+  ``dtmf_mode = "reply"`` a delivery task (call control, issue #8: README "Call control").
 
 Backpressure policy (README "Failure behaviour"):
 - caller → agent: a deque bounded to ``audio.preready_buffer_ms``; when full (agent not ready, resuming, or slow)
@@ -1147,7 +1147,7 @@ class CallSession:
             self._log.warning("call.end_call_timeout", waited_s=limit)
 
     # ============================================================================ call control (issue #8)
-    # docs/readme/call-control.md; telephony.md §A.7–§A.9. The tools' pure parts: gateway.tools.call_control.
+    # README "Call control"; telephony.md §A.7–§A.9. The tools' pure parts: gateway.tools.call_control.
     async def _hang_up_via_rest(self) -> None:
         """``Status=completed`` over REST (telephony.md §A.7), for TwiML that would go on after ``<Connect>`` (profile
         ``hangup_via_rest``) or a stream re-attached after a redirect we did not write. 20404 = the caller hung up

@@ -5,7 +5,7 @@ error codes in either case (compared lower-cased), ``timestamp`` as float or ISO
 as object or JSON string (and pre-launch ``args``), the legacy top-level ``error`` event, and unknown event types
 (returned as :class:`UnknownEvent` for the caller to ignore).
 
-Hot path (``reply.audio`` arrives every 10 ms of agent speech; docs/readme/performance.md): a message is first
+Hot path (``reply.audio`` arrives every 10 ms of agent speech; README "Performance"): a message is first
 decoded by msgspec into a typed struct that only a well-formed ``reply.audio`` fits; anything else falls through to
 :func:`parse_server_event_plain`, the reference parser (stdlib ``json``), which also produces every error. The fast
 path may only accept what the reference accepts, with the same result (tests/unit/test_fastpath_equivalence.py).

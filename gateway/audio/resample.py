@@ -3,7 +3,7 @@
 One :class:`StreamResampler` per call per direction keeps the filter state between 20 ms frames, so frame
 boundaries do not click. soxr's streaming mode holds back samples (its filter delay, released in blocks for every
 quality but QQ) until more input or ``flush()`` arrives; ``scripts/bench`` measures that holdback per quality and
-direction (docs/readme/performance.md, README "Audio").
+direction (README "Performance", README "Audio").
 
 Why 32-bit samples inside: soxr's 16-bit output path adds TPDF dither seeded from the clock, so the same input gave
 different bytes on every run and for every chunking. Fed 16-bit samples widened to 32 bits (``audioop.lin2lin``,

@@ -7,7 +7,7 @@ Implements telephony.md §A.10 "Exotel":
   the per-call token and returns ``{"url": "wss://…/exotel/stream?sample-rate=16000&token=…"}``
   (:func:`stream_url_document`). ``?sample-rate=8000|16000|24000`` picks the audio; up to 3 custom query parameters
   (≤ 256 characters in all) come back in ``start.custom_parameters``. [The response shape of the dynamic endpoint is
-  not in §A.10: see docs/readme/carriers.md.]
+  not in §A.10: see README "Carriers".]
 - inbound (JSON text, **snake_case** throughout): ``connected``; ``start`` {``sequence_number``, ``stream_sid``,
   ``start.{stream_sid, call_sid, account_sid, from, to, custom_parameters, media_format{encoding: "audio/x-raw",
   sample_rate: "8000", bit_rate: "16"}}``}; ``media`` {``chunk``, ``timestamp``, ``payload``; ~100 ms each};

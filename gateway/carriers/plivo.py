@@ -10,7 +10,7 @@ Implements telephony.md §A.10 "Plivo":
 - outbound: **``playAudio``** {``media:{contentType, sampleRate, payload}``} in the stream's own format,
   **``checkpoint``** {``streamId``, ``name``}, **``clearAudio``** {``streamId``}.
 - formats (``contentType`` of ``<Stream>``): ``audio/x-l16;rate=8000`` (Plivo's default), ``audio/x-l16;rate=16000``,
-  ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see docs/readme/carriers.md].
+  ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see README "Carriers"].
 - per-call data: ``extraHeaders`` is ≤ 512 bytes of alphanumerics only, too narrow for our token (``.``, ``-``,
   ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, §A.2: a path segment survives
   where query strings may not) and reaches the dialect as a transport parameter; ``extraHeaders`` carries the

@@ -9,7 +9,7 @@ Twilio-compatible (§A.1, §A.3–§A.5: ``connected``/``start``/``media``/``dtm
   ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (§D.12).
   ``start.mediaFormat`` says which one the stream carries and the outbound audio uses the same.
 - L16 payloads are taken to be in network byte order, as L16 is on RTP (RFC 3551 §4.5.11); the dialect swaps to
-  and from the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see docs/readme/carriers.md]
+  and from the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see README "Carriers"]
 - webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, §A.2) with the Space's
   signing key, in ``X-SignalWire-Signature``; the legacy ``X-Twilio-Signature`` alias is accepted too.
 """

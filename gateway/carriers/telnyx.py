@@ -16,7 +16,7 @@ Implements telephony.md §A.10 "Telnyx":
   never fills is skipped once the window is full, so caller audio is delayed by at most the window.
 - codecs: PCMU/PCMA (8 kHz) through TeXML; L16 at 8/16/24 kHz through Call Control (``stream_codec``/
   ``stream_bidirectional_codec`` list L16; the TeXML verb's do not). L16 payloads are RTP payloads, so network byte
-  order (RFC 3551 §4.5.11) [idea: see docs/readme/carriers.md].
+  order (RFC 3551 §4.5.11) [idea: see README "Carriers"].
 - webhooks are signed with **Ed25519** over ``"<telnyx-timestamp>|<raw body>"``, base64 signature in
   ``telnyx-signature-ed25519`` (:func:`verify_telnyx_signature`, with a replay window).
 """

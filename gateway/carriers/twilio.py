@@ -5,7 +5,7 @@ Implements ../shared/specs/telephony.md §A.3–§A.5:
 - outbound: ``media`` (base64 raw μ-law 8 kHz), ``mark``, ``clear``; nothing may be sent before ``start`` gives the
   ``streamSid``, and every message after ``connected`` must carry that same ``streamSid`` (else Twilio error 31951).
 
-Hot path (50 ``media`` messages per second per call each way; docs/readme/performance.md): an inbound message is
+Hot path (50 ``media`` messages per second per call each way; README "Performance"): an inbound message is
 first decoded by msgspec into a typed struct that only a well-formed ``media`` message of this stream fits; anything
 else (other events, wrong types, bad base64, invalid JSON…) falls through to :meth:`TwilioStream.parse_plain`, the
 reference parser, which also produces every error. The fast path may only accept what the reference accepts, with

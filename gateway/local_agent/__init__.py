@@ -3,7 +3,7 @@
 With no cloud API key configured, the gateway mounts :func:`create_local_agent_app` at ``/agent`` and sends calls
 to it over a loopback WebSocket; :func:`run_standalone` serves it on its own (``/v1/ws``, ``/v1/token``;
 ``python -m gateway.local_agent.app``). Speech runs on the offline models of :mod:`gateway.local_agent.speech`;
-see docs/readme/local-agent.md.
+see README "Local agent".
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ def _opt_str(d: Mapping[str, Any], key: str, where: str) -> str | None:
 
 
 def parse_intents(data: Mapping[str, Any]) -> IntentTable:
-    """Validate the parsed TOML of an intents file (format in docs/readme/local-agent.md)."""
+    """Validate the parsed TOML of an intents file (format in README "Local agent")."""
     threshold = data.get("threshold", 0.35)
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not -1.0 <= threshold <= 1.0:
         raise IntentsError("threshold must be a number within -1..1")

@@ -32,7 +32,7 @@ DEFAULT_VOICES: tuple[str, ...] = (
     "rafael", "reid", "vera",
 )  # fmt: skip
 
-#: The committed demo persona (written with the speech models; see docs/readme/local-agent.md).
+#: The committed demo persona (written with the speech models; see README "Local agent").
 DEFAULT_INTENTS_PATH = Path(__file__).resolve().parents[2] / "config" / "local_agent" / "intents.toml"
 
 
@@ -77,7 +77,7 @@ class LocalAgentSettings:
     voices: tuple[str, ...] = DEFAULT_VOICES
     #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (spec §4.3: 30 s).
     resume_window_s: float = 30.0
-    #: The intent engine's table (format in docs/readme/local-agent.md).
+    #: The intent engine's table (format in README "Local agent").
     intents_path: Path = DEFAULT_INTENTS_PATH
     #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service (spec §2.2): 10 ms (480 B) for
     #: 24 kHz PCM, 37.5 ms (300 B) for μ-law/A-law.

@@ -1,5 +1,5 @@
 """The call simulator: ``python -m gateway call`` places a phone call against a running gateway the way Twilio
-does, from a laptop, with no phone and no Twilio account (issue #4). README: docs/readme/try-it.md.
+does, from a laptop, with no phone and no Twilio account (issue #4). README: "Try it without a phone".
 
 Modules (pure cores, thin shell, as everywhere in the gateway):
 

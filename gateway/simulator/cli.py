@@ -22,7 +22,7 @@ from .timeline import build_timeline
 
 __all__ = ["add_parser", "run"]
 
-#: Where --auth-token comes from when not given, per carrier (docs/readme/carriers.md). Telnyx signs with the
+#: Where --auth-token comes from when not given, per carrier (README "Carriers"). Telnyx signs with the
 #: account's private key, which only a simulator has: base64 of the 32-byte Ed25519 seed.
 SECRET_ENV = {
     "twilio": "TWILIO_AUTH_TOKEN",
@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="speak the first turn after this long if no greeting plays (default %(default)s)")
     p.add_argument("--reply-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="move on if no reply starts within this long (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the timeline as JSON (keys: docs/readme/try-it.md)")
+    p.add_argument("--json", action="store_true", help="print the timeline as JSON (keys: README, 'Try it without a phone')")
     p.add_argument("--plot", metavar="FILE.png", help="draw waveforms and events (needs the 'plot' extra)")
     p.add_argument("--auth-token", default=None,
                    help="sign the webhook (and upgrade) the carrier's way with this secret: Twilio auth token, "

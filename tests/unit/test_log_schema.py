@@ -3,7 +3,7 @@ names and keys. ``SCHEMA`` below is that contract, committed: real calls run thr
 gateway ⇄ fake agent) with their log lines captured, and every line must match it (name known, required keys
 present, no undeclared key, every value of its declared type). A second check reads the code: every event name the
 gateway logs is in ``SCHEMA``, with every literal key declared, and every event is documented in
-docs/readme/operations.md. Renaming a key, or logging a new event without declaring it, fails here.
+README.md ('Operations › Logs'). Renaming a key, or logging a new event without declaring it, fails here.
 
 Events of the embedded local agent (``local_agent.*``) and of the call simulator (a client) are out of scope."""
 
@@ -106,7 +106,7 @@ SCHEMA: dict[str, Event] = {
     "softphone.dialled": Event({"call_sid": str}),
     "softphone.dial_failed": Event({"error": str}),
     "softphone.dial_refused": Event({"status": int}),
-    # ---- call control (issue #8, docs/readme/call-control.md) -----------------------------------------------------
+    # ---- call control (issue #8, README "Call control") -----------------------------------------------------
     "call.dtmf_sent": Event({**CALL, "digits": int, "ms": int, "heard": bool}),
     "call.dtmf_delivered": Event({**CALL, "mode": str, "digits": int}),
     "call.hangup_rest": Event({**CALL, "already_ended": bool, "ms": NUM}),
@@ -148,7 +148,7 @@ def _is(value: Any, types: Any) -> bool:
 def check_event(line: dict[str, Any]) -> None:
     """Raise AssertionError unless ``line`` (a JSON log line, or a captured one) matches ``SCHEMA``."""
     name = line.get("event")
-    assert name in SCHEMA, f"undeclared log event {name!r}: add it to SCHEMA and to docs/readme/operations.md"
+    assert name in SCHEMA, f"undeclared log event {name!r}: add it to SCHEMA and to README.md ('Operations › Logs')"
     spec = SCHEMA[name]
     for key in spec.required:
         assert key in line, f"{name}: required key {key!r} missing from {line}"
@@ -197,15 +197,15 @@ def test_every_event_the_code_logs_is_declared_with_its_keys():
 
 
 def test_every_event_and_key_is_documented():
-    doc = (ROOT / "docs/readme/operations.md").read_text(encoding="utf-8")
+    doc = (ROOT / "README.md").read_text(encoding="utf-8")
     for name, spec in SCHEMA.items():
         row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}`")), None)
-        assert row is not None, f"docs/readme/operations.md has no row for {name}"
+        assert row is not None, f"README.md ('Operations › Logs') has no row for {name}"
         # call.ended's keys have a table of their own, after the events table.
         where = doc[doc.index(row):] if "see below" in row else row
         for key in [*spec.required, *spec.optional]:
             if key not in CALL:
-                assert f"`{key}`" in where, f"{name}: key {key} not documented in docs/readme/operations.md"
+                assert f"`{key}`" in where, f"{name}: key {key} not documented in README.md ('Operations › Logs')"
 
 
 # ---- real calls ----------------------------------------------------------------------------------------------------
