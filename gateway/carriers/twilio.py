@@ -130,6 +130,8 @@ class TwilioStream:
             raise CarrierProtocolError("message is not a JSON object")
         event = msg.get("event")
         if event == "connected":
+            if self.stream_sid is not None:
+                raise CarrierProtocolError("'connected' after 'start' (it is the first message of a stream)")
             return StreamConnected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
         if event == "start":
             return self._parse_start(msg)
@@ -188,7 +190,9 @@ class TwilioStream:
                 f"unsupported mediaFormat {encoding!r}/{fmt.get('sampleRate')!r}/{fmt.get('channels')!r}"
                 " (expected audio/x-mulaw, 8000, 1)"
             )
-        params = start.get("customParameters") or {}
+        params = start.get("customParameters", {})
+        if params is None:
+            params = {}
         if not isinstance(params, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in params.items()
         ):

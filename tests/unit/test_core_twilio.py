@@ -417,3 +417,19 @@ def test_arbitrary_input_never_raises_anything_but_carrier_protocol_error(
         except CarrierProtocolError:
             continue
         assert isinstance(ev, CARRIER_EVENTS)
+
+
+@pytest.mark.parametrize("bad", [[], "", 0, False])
+def test_custom_parameters_that_are_not_an_object_are_refused(bad):
+    stream = TwilioStream()
+    msg = json.loads(raw("start"))
+    msg["start"]["customParameters"] = bad
+    with pytest.raises(CarrierProtocolError, match="customParameters"):
+        stream.parse(json.dumps(msg))
+
+
+def test_connected_after_start_is_refused():
+    stream = TwilioStream()
+    stream.parse(raw("start"))
+    with pytest.raises(CarrierProtocolError, match="connected"):
+        stream.parse(raw("connected"))
