@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from ..errors import CarrierProtocolError
+from .base import obj, opt_int, require_dtmf, require_str
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -37,36 +38,9 @@ __all__ = ["TwilioStream", "MULAW_FRAME_BYTES"]
 
 #: 20 ms of 8 kHz μ-law: Twilio's observed inbound frame, and the unit we send in.
 MULAW_FRAME_BYTES = 160
-_MAX_DTMF = frozenset("0123456789*#ABCDabcd")
 # Real SIDs are two letters + 32 hex; accept any short token of safe characters so test tools and other
 # Twilio-compatible carriers fit, but never anything that could break the JSON we template it into.
 _SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-
-
-def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
-    value = msg.get(key)
-    if not isinstance(value, dict):
-        raise CarrierProtocolError(f"'{msg.get('event')}' message without a '{key}' object")
-    return value
-
-
-def _str(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise CarrierProtocolError(f"{where}.{key} missing or not a string")
-    return value
-
-
-def _int_or_none(value: Any) -> int | None:
-    # Twilio sends numbers as strings ("timestamp": "5", "chunk": "1"); accept real ints too.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    # isdigit() alone is true for "²" or "①", which int() refuses: ASCII digits only.
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
 
 
 # ---- fast path: the one message that arrives 50 times a second --------------------------------------------------
@@ -114,7 +88,7 @@ class TwilioStream:
                 and msg.media.track == "inbound"
             ):
                 m = msg.media
-                return AudioReceived(m.payload, _int_or_none(m.timestamp), _int_or_none(m.chunk))
+                return AudioReceived(m.payload, opt_int(m.timestamp), opt_int(m.chunk))
         return self.parse_plain(text)
 
     def parse_plain(self, text: str | bytes) -> CarrierEvent:
@@ -143,7 +117,7 @@ class TwilioStream:
         if sid != self.stream_sid:
             raise CarrierProtocolError(f"streamSid {sid!r} does not match this stream")
         if event == "media":
-            media = _obj(msg, "media")
+            media = obj(msg, "media")
             track = media.get("track", "inbound")
             if track != "inbound":
                 raise CarrierProtocolError(f"media on track {track!r} (a bidirectional stream carries inbound only)")
@@ -154,13 +128,11 @@ class TwilioStream:
                 audio = base64.b64decode(payload, validate=True)
             except (binascii.Error, ValueError):
                 raise CarrierProtocolError("media.payload is not valid base64") from None
-            return AudioReceived(audio, _int_or_none(media.get("timestamp")), _int_or_none(media.get("chunk")))
+            return AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
         if event == "mark":
-            return PlaybackCheckpoint(_str(_obj(msg, "mark"), "name", "mark"))
+            return PlaybackCheckpoint(require_str(obj(msg, "mark"), "name", "mark"))
         if event == "dtmf":
-            digit = _str(_obj(msg, "dtmf"), "digit", "dtmf")
-            if len(digit) != 1 or digit not in _MAX_DTMF:
-                raise CarrierProtocolError(f"dtmf.digit {digit!r} is not a DTMF digit")
+            digit = require_dtmf(require_str(obj(msg, "dtmf"), "digit", "dtmf"), "dtmf.digit")
             return DtmfReceived(digit)
         if event == "stop":
             self.stopped = True
@@ -171,19 +143,19 @@ class TwilioStream:
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
         if self.stream_sid is not None:
             raise CarrierProtocolError("second 'start' on one stream")
-        start = _obj(msg, "start")
-        stream_sid = _str(start, "streamSid", "start")
+        start = obj(msg, "start")
+        stream_sid = require_str(start, "streamSid", "start")
         if not _SID.fullmatch(stream_sid):
             raise CarrierProtocolError("start.streamSid has characters a SID never has")
         top_sid = msg.get("streamSid", stream_sid)
         if top_sid != stream_sid:
             raise CarrierProtocolError("start.streamSid and streamSid disagree")
-        call_sid = _str(start, "callSid", "start")
+        call_sid = require_str(start, "callSid", "start")
         account_sid = str(start.get("accountSid", ""))
-        fmt = _obj(start, "mediaFormat")
+        fmt = obj(start, "mediaFormat")
         encoding = fmt.get("encoding")
-        rate = _int_or_none(fmt.get("sampleRate"))
-        channels = _int_or_none(fmt.get("channels"))
+        rate = opt_int(fmt.get("sampleRate"))
+        channels = opt_int(fmt.get("channels"))
         # Twilio documents exactly one format for Media Streams; anything else would be decoded as noise.
         if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
             raise CarrierProtocolError(
