@@ -30,9 +30,7 @@ from typing import Any, Callable
 
 import structlog
 
-from .agent import protocol as ap
-from .agent.client import AgentClosed, AgentConnection
-from .errors import AgentProtocolError
+from .agent.client import AgentConnection
 
 __all__ = ["ParkedAgent", "ParkedAgents"]
 
@@ -138,19 +136,6 @@ class ParkedAgents:
 
     async def _end_session(self, parked: ParkedAgent, reason: str) -> None:
         """``session.end``, wait briefly for ``session.ended``, close (as a call's own teardown does)."""
-        agent = parked.agent
-        try:
-            async with asyncio.timeout(self._end_timeout_s):
-                if agent.open_:
-                    await agent.send(ap.session_end())
-                    while not isinstance(await agent.recv(), ap.SessionEnded):
-                        pass  # events of the abandoned session: nobody is listening any more
-        except (TimeoutError, AgentClosed, AgentProtocolError, OSError):
-            pass
-        try:
-            async with asyncio.timeout(2):
-                await agent.close()
-        except (TimeoutError, OSError):
-            pass
+        await parked.agent.end(self._end_timeout_s)
         log.info("call.park_ended", call_sid=parked.call_sid, session_id=parked.session_id, reason=reason,
                  parked_ms=round((self._clock() - parked.parked_at) * 1000, 1))

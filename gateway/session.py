@@ -82,7 +82,7 @@ from .reattach import ParkedAgent, ParkedAgents
 from .security import TokenError, verify_call_token
 from .tools import call_control as cc
 from .tools.gate import PendingResult, ToolResultGate
-from .tools.registry import END_CALL, ToolOutcome, ToolRegistry
+from .tools.registry import ToolOutcome, ToolRegistry
 
 __all__ = ["CallSession", "CallSummary"]
 
@@ -445,23 +445,11 @@ class CallSession:
         return frames + [bytes([self.dialect.silence]) * self.dialect.frame_bytes] * missing
 
     async def _end_agent_session(self, agent: AgentConnection) -> None:
-        """``session.end`` (so billing stops at once, §2.1), wait briefly for ``session.ended``, close."""
-        try:
-            async with asyncio.timeout(self._settings.agent.end_timeout_s):
-                if not self._agent_ended and agent.open_:
-                    await agent.send(ap.session_end())
-                    while True:
-                        ev = await agent.recv()
-                        if isinstance(ev, ap.SessionEnded):
-                            self._agent_ended = True
-                            break
-        except (TimeoutError, AgentClosed, AgentProtocolError, OSError):
-            pass
-        try:
-            async with asyncio.timeout(2):
-                await agent.close()
-        except (TimeoutError, OSError):
-            pass
+        """``session.end``, wait briefly for ``session.ended``, close (unless the agent already ended it)."""
+        if self._agent_ended:
+            await agent.end(0)  # just close
+        elif await agent.end(self._settings.agent.end_timeout_s):
+            self._agent_ended = True
 
     def _emit(self, kind: str, **fields: Any) -> None:
         """Per-call timeline for live viewers (the softphone's event feed). Unlike logs it may carry transcript

@@ -10,8 +10,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from ..errors import AgentUnavailable
-from .protocol import ServerEvent, parse_server_event
+from ..errors import AgentProtocolError, AgentUnavailable
+from .protocol import ServerEvent, SessionEnded, parse_server_event, session_end
 
 __all__ = ["AgentEndpoint", "AgentConnection", "AgentClosed"]
 
@@ -78,6 +78,27 @@ class AgentConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
+
+    async def end(self, timeout: float) -> bool:
+        """End the session cleanly: ``session.end`` (billing stops at once, voice-agent-api.md §2.1), read until
+        ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
+        Returns True if ``session.ended`` was seen. Never raises for a peer that is already gone."""
+        ended = False
+        try:
+            async with asyncio.timeout(timeout):
+                if self.open_:
+                    await self.send(session_end())
+                    while not isinstance(await self.recv(), SessionEnded):
+                        pass
+                    ended = True
+        except (TimeoutError, AgentClosed, AgentProtocolError, OSError):
+            pass
+        try:
+            async with asyncio.timeout(2):
+                await self.close()
+        except (TimeoutError, OSError):
+            pass
+        return ended
 
     @property
     def close_code(self) -> int | None:

@@ -876,7 +876,6 @@ class Connection:
         loop = asyncio.get_running_loop()
         cfg = self.session.config
         enc = _OutputEncoder(cfg.output_format, self.rt.settings.reply_chunk_ms)
-        lead = self.rt.settings.reply_lead_ms / 1000.0
         audio_s = 0.0  # reply audio produced so far (the transcript timeline)
         while True:
             async with asyncio.timeout(60.0):
