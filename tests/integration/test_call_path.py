@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 
-import pytest
 import structlog
 
 from gateway.audio import g711
