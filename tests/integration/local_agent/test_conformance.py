@@ -550,5 +550,8 @@ async def test_output_volume_scales_the_reply_audio_that_follows(agent: AgentSer
         await c.expect("reply.done")
         pcm = np.frombuffer(bytes(c.audio[rid]), dtype="<i2").astype(np.float64)
         peaks.append(float(np.sqrt(np.mean(pcm**2))))
-    assert 0.2 <= peaks[1] / peaks[0] <= 0.3, peaks
+    # volume 25 scales the samples by 0.25; Piper's synthesis is randomised per run (noise_scale), so the two
+    # replies' RMS differ by up to ~20 % on their own: accept 0.25 ± 35 %, which still rejects an ignored volume
+    # (ratio ~1) and volume 50 (~0.5).
+    assert 0.16 <= peaks[1] / peaks[0] <= 0.34, peaks
     await c.close()
