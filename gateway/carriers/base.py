@@ -163,6 +163,17 @@ def b64(payload: bytes) -> str:
     return binascii.b2a_base64(payload, newline=False).decode("ascii")
 
 
+def check_in_stream(event: Any, stream_id: str | None, stopped: bool, got: Any, field: str) -> None:
+    """The ordering rules every JSON stream dialect shares: nothing before ``start``, nothing after ``stop``, and
+    every message names this stream (``field`` is the carrier's spelling: ``streamSid``, ``stream_sid``…)."""
+    if stream_id is None:
+        raise CarrierProtocolError(f"'{event}' before 'start'")
+    if stopped:
+        raise CarrierProtocolError(f"'{event}' after 'stop'")
+    if got != stream_id:
+        raise CarrierProtocolError(f"{field} {got!r} does not match this stream")
+
+
 def require_dtmf(digit: Any, where: str) -> str:
     if not isinstance(digit, str) or len(digit) != 1 or digit not in _DTMF:
         raise CarrierProtocolError(f"{where} {digit!r} is not a DTMF digit")

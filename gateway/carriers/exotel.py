@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 
 from ..errors import CarrierProtocolError
 from .base import (
+    check_in_stream,
     FRAME_MS,
     SAFE_ID,
     b64,
@@ -107,13 +108,7 @@ class ExotelStream:
             return [StreamConnected()]
         if event == "start":
             return [self._parse_start(msg)]
-        if self.stream_sid is None:
-            raise CarrierProtocolError(f"'{event}' before 'start'")
-        if self.stopped:
-            raise CarrierProtocolError(f"'{event}' after 'stop'")
-        sid = msg.get("stream_sid")
-        if sid != self.stream_sid:
-            raise CarrierProtocolError(f"stream_sid {sid!r} does not match this stream")
+        check_in_stream(event, self.stream_sid, self.stopped, msg.get("stream_sid"), "stream_sid")
         if event == "media":
             media = obj(msg, "media")
             audio = b64_payload(media, "media")

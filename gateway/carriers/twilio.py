@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from ..errors import CarrierProtocolError
-from .base import obj, opt_int, require_dtmf, require_str
+from .base import check_in_stream, obj, opt_int, require_dtmf, require_str
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -109,13 +109,7 @@ class TwilioStream:
             return StreamConnected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
         if event == "start":
             return self._parse_start(msg)
-        if self.stream_sid is None:
-            raise CarrierProtocolError(f"'{event}' before 'start'")
-        if self.stopped:
-            raise CarrierProtocolError(f"'{event}' after 'stop'")
-        sid = msg.get("streamSid")
-        if sid != self.stream_sid:
-            raise CarrierProtocolError(f"streamSid {sid!r} does not match this stream")
+        check_in_stream(event, self.stream_sid, self.stopped, msg.get("streamSid"), "streamSid")
         if event == "media":
             media = obj(msg, "media")
             track = media.get("track", "inbound")
