@@ -275,7 +275,7 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
             assert not spoken["interrupted"] and TOOL_RESULT in spoken["text"], (run.index, spoken)
             assert session.calls == {}, session.calls  # every call it made was answered
             await agent_quiet(peer, 0.5)
-        except BaseException:
+        except Exception:
             # What this call went through, for the report of a failure (pytest shows a failed test's output).
             _report(run, feed.get(peer.call_sid, []), logs)
             raise
