@@ -317,6 +317,8 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
         assert not [e for e in resumed if e.get("new_session_id")], "a resume opened a new session"
         # No caller frame lost.
         for r in runs:
+            if abs(r.received_s - r.sent_s) > 0.005:
+                _report(r, feed.get(r.call_sid, []), logs)
             assert abs(r.received_s - r.sent_s) <= 0.005, (r.index, r.sent_s, r.received_s, r.plan)
         ended = events(logs, "call.ended")
         assert [e["outcome"] for e in ended] == ["caller_hangup"] * CALLS_N
