@@ -25,8 +25,10 @@ tool call). The long utterance is cut four times, and the local agent keeps its 
 it hears fragments of it; what it makes of them is only reported (``fragment turns``), never asserted, and the
 test waits until the agent has dealt with them before the booking request, so they cannot leak into it.
 
-Time: about 40 s per call, almost all of it real time (the caller's speech, the agent's replies, the tool); the
-calls overlap, so the test takes about a minute on 2 cores. Reproduce a run's moments with
+Time: 45-60 s per call, almost all of it real time (the caller's speech, the agent's replies, the tool, the
+end-of-turn silences); the calls overlap, so the test takes about a minute on 2 cores (55-72 s measured, about
+70 s of CPU). A cut costs next to nothing (the resume takes milliseconds); what costs is reaching the moments worth
+cutting, so each call is cut several times per stretch where it can be. Reproduce a run's moments with
 ``FAULTS_SEED=<seed>`` (printed with the schedule).
 
 The local agent is the one the gateway embeds with no AGENT_URL / ASSEMBLYAI_API_KEY (``build_embedded_agent``,
