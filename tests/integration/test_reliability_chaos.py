@@ -10,7 +10,6 @@ import asyncio
 import base64
 import random
 import secrets
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from gateway.app import CALLS
 from gateway.audio import g711
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
+from tests.support.chaos import PacedCaller, agent_quiet, cut_when_linked, gap_summary, received_caller_audio
 from tests.support.fake_agent import FakeSession
 from tests.support.faults import start_proxy, start_slow_tool, write_config
 from tests.support.logcapture import capture_call_logs, events
@@ -53,7 +53,6 @@ class CallRun:
     cuts: list[str] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)
     tool_resends: int = 0
-    frames_sent: int = 0
 
 
 async def _send(sess: FakeSession, type_: str, **fields: Any) -> None:
@@ -85,10 +84,7 @@ async def _speak(sess: FakeSession, pcm: bytes, reply_id: str) -> None:
 
 async def _cut_later(proxy: TcpProxy, run: CallRun, phase: str, delay: float) -> None:
     await asyncio.sleep(delay)
-    async with asyncio.timeout(10):
-        while (link := proxy.link_from(run.sess.peer)) is None:  # between sockets: cut the next one
-            await asyncio.sleep(0.005)
-    await proxy.cut(link)
+    await cut_when_linked(proxy, lambda: proxy.link_from(run.sess.peer))  # between sockets: cut the next one
     run.cuts.append(phase)
 
 
@@ -142,25 +138,6 @@ async def _agent_script(proxy: TcpProxy, run: CallRun, rng: random.Random) -> No
     await _resumed(run)
 
 
-async def _caller(run: CallRun, stop: asyncio.Event) -> None:
-    """Twilio sends 20 ms of caller audio every 20 ms for the whole call."""
-    frame = ulaw_tone(440, 0.02)
-    t0 = time.monotonic()
-    while not stop.is_set():
-        await run.peer.send_media(frame)
-        run.frames_sent += 1
-        await asyncio.sleep(max(0.0, t0 + run.frames_sent * 0.02 - time.monotonic()))
-
-
-async def _media_settled(peer: TwilioPeer, quiet_s: float = 0.3) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            media = peer.events("media")
-            if media and time.monotonic() - media[-1].t >= quiet_s:
-                return
-            await asyncio.sleep(0.02)
-
-
 async def _one_call(gw: Any, new_peer: Any, fake_agent: Any, proxy: TcpProxy, rng: random.Random) -> CallRun:
     peer = await new_peer(gw)
     await peer.connect()
@@ -172,8 +149,8 @@ async def _one_call(gw: Any, new_peer: Any, fake_agent: Any, proxy: TcpProxy, rn
             await asyncio.sleep(0.005)
     sess = next(s for s in fake_agent.sessions if s.session_id == sid)
     run = CallRun(peer, sess)
-    stop = asyncio.Event()
-    caller = asyncio.create_task(_caller(run, stop))
+    caller = PacedCaller(peer, filler=ulaw_tone(440, 0.02))  # Twilio: 20 ms of caller audio every 20 ms
+    feeder = asyncio.create_task(caller.run())
     try:
         await _agent_script(proxy, run, rng)
         # the call goes on: a last reply reaches the caller
@@ -183,17 +160,15 @@ async def _one_call(gw: Any, new_peer: Any, fake_agent: Any, proxy: TcpProxy, rn
         await _send(sess, "reply.done", reply_id="resp_last", status="completed")
         await peer.wait_for(lambda: len(media_bytes(peer.received)) >= before + 0.3 * 8000 - 160, timeout=10)
         # The end of the previous reply may still be on its way (paced): the last reply is what comes last.
-        await _media_settled(peer)
+        await agent_quiet(peer, 0.3, timeout=10)
         last = media_bytes(peer.received)[-2400:]
         assert abs(dominant_freq(g711.ulaw_to_pcm16(last), 8000) - 1500) < 15
     finally:
-        stop.set()
-        await caller
+        caller.stop.set()
+        await feeder
     # every caller frame reached the agent (allow the resampler's 0.2 ms hold-back, not one 20 ms frame)
-    expected = run.frames_sent * 0.02
-    await peer.wait_for(lambda: len(sess.audio) / 48000 >= expected - 0.005, timeout=5)
-    await asyncio.sleep(0.05)
-    got = len(sess.audio) / 48000
+    expected = caller.sent_s
+    got = await received_caller_audio(expected, lambda: len(sess.audio) / 48000)
     assert abs(got - expected) <= 0.005, (peer.call_sid, expected, got, run.cuts)
     await peer.stop()
     await peer.wait_for(lambda: peer.closed.is_set(), timeout=5)
@@ -235,8 +210,7 @@ async def test_100_random_agent_socket_cuts_all_resume_without_losing_caller_aud
     # nothing left behind
     assert call_tasks() == [] and len(gw.app[CALLS]) == 0 and gw.app[CALLS].admission.idle
     assert fake_agent.live_sessions == [] and not fake_agent.open_sockets
-    gaps = sorted(e["gap_ms"] for e in resumed)
     print(f"\n[chaos/fake] {len(cuts)} cuts over {CALLS_N} calls in {wall:.1f} s; resume gap ms: "
-          f"median {statistics.median(gaps):.1f}, p95 {gaps[94]:.1f}, max {gaps[-1]:.1f}; "
+          f"{gap_summary([e['gap_ms'] for e in resumed])}; "
           f"tool.call re-sent after a cut swallowed it: {sum(r.tool_resends for r in runs)}; "
           f"attempts>1: {sum(1 for e in resumed if e['attempts'] > 1)}")

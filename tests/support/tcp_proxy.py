@@ -6,8 +6,10 @@ Two ways to cut a link (both leave the agent's WebSocket without a close frame, 
 
 - ``mode="fin"``: like a load balancer or agent host closing the client connection. The gateway side gets a FIN
   first and the agent's bytes stop at once; everything the gateway had already written (and writes until it
-  notices the EOF and closes its end) is still relayed to the agent, then the agent side is closed. Nothing the
-  gateway sent before it *could* know is lost, so a test can demand that no caller audio is lost.
+  notices the EOF and closes its end) is still relayed to the agent, however slowly the agent reads it, then the
+  agent side is closed. Nothing the gateway sent before it *could* know is lost, so a test can demand that no
+  caller audio is lost. (The wait is bounded: ``FIN_IDLE_S`` without a byte from the gateway that has not closed
+  its end, or ``FIN_MAX_S`` in all.)
 - ``mode="reset"``: both sides are aborted with a TCP RST at once; bytes in flight are lost (a hard network fault).
 """
 
@@ -17,6 +19,11 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass, field
+
+#: fin mode: give up relaying when the gateway sends nothing and does not close its end for this long ...
+FIN_IDLE_S = 2.0
+#: ... or after this long in all (a slow agent still reading what the gateway sent before the cut).
+FIN_MAX_S = 30.0
 
 
 @dataclass
@@ -29,7 +36,8 @@ class Link:
     down: asyncio.Task[None] | None = None  # agent -> gateway
     cut: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    bytes_up: int = 0
+    bytes_up: int = 0  # relayed to the agent
+    bytes_read_up: int = 0  # read from the gateway (relayed, or being relayed)
 
 
 class TcpProxy:
@@ -87,10 +95,12 @@ class TcpProxy:
                     break
                 if link.cut and not up:
                     continue  # after a cut nothing from the agent reaches the gateway
+                if up:
+                    link.bytes_read_up += len(data)
                 writer.write(data)
+                await writer.drain()
                 if up:
                     link.bytes_up += len(data)
-                await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -109,16 +119,21 @@ class TcpProxy:
             for w in (link.gw_writer, link.ag_writer):
                 _abort(w)
             return
-        # FIN to the gateway; keep relaying what it still sends until it closes its end (bounded), then close the
-        # agent side without a WebSocket close frame.
+        # FIN to the gateway; keep relaying what it still sends until it closes its end, then close the agent side
+        # without a WebSocket close frame. A slow agent (one not reading: its own backpressure) only delays this:
+        # cancelling the relay then would drop bytes the gateway rightly counts as sent.
         assert link.down is not None and link.up is not None
         link.down.cancel()
         with contextlib.suppress(OSError):
             link.gw_writer.write_eof()
-        try:
-            await asyncio.wait_for(asyncio.shield(link.up), 2.0)
-        except (TimeoutError, asyncio.CancelledError):
-            pass
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + FIN_MAX_S
+        while not link.up.done() and loop.time() < give_up:
+            read_before, relayed_before = link.bytes_read_up, link.bytes_up
+            await asyncio.wait({link.up}, timeout=FIN_IDLE_S)
+            idle = link.bytes_read_up == read_before and link.bytes_up == relayed_before
+            if idle and link.bytes_up == link.bytes_read_up:
+                break  # the gateway neither sent nor closed, and nothing is left to relay
         link.up.cancel()
         with contextlib.suppress(OSError):
             await link.ag_writer.drain()
