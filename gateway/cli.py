@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             public_url=server.public_url or None,
             webhook_signatures=bool(settings.secrets.twilio_auth_token),
             workers=args.workers,
+            agent_transport=settings.agent.transport,
         )
         if settings.secrets.token_secret_generated:
             log.warning("gateway.token_secret_generated", detail="set GATEWAY_TOKEN_SECRET so every replica can "

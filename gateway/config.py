@@ -30,6 +30,7 @@ US_AGENT_URL = "wss://agents.us.assemblyai.com/v1/ws"
 # end_call (gateway.tools.registry); transfer_call, send_dtmf, read_dtmf (gateway.tools.call_control, issue #8)
 BUILTIN_TOOLS = frozenset({"end_call", "transfer_call", "send_dtmf", "read_dtmf"})
 DTMF_MODES = ("reply", "buffer", "off")
+AGENT_TRANSPORTS = ("aiohttp", "websockets")  # gateway.agent.client.TRANSPORTS
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class AgentSettings:
     connect_attempts: int = 3
     ready_timeout_s: float = 10.0
     end_timeout_s: float = 2.0
+    # WebSocket client of the agent socket (gateway.agent.client): aiohttp (cheaper per message, README
+    # "Performance") | websockets (the reference implementation).
+    transport: str = "aiohttp"
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,7 @@ def _check(s: Settings) -> None:
     if s.agent.url:
         need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")
     need(s.agent.connect_attempts >= 1, "agent.connect_attempts", "must be at least 1")
+    need(s.agent.transport in AGENT_TRANSPORTS, "agent.transport", f"must be one of {', '.join(AGENT_TRANSPORTS)}")
     need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")
     for key in ("inbound_resample_quality", "outbound_resample_quality"):
         need(getattr(s.audio, key) in QUALITIES, f"audio.{key}", f"must be one of {', '.join(QUALITIES)}")

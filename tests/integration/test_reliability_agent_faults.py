@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from gateway import session as session_mod
+from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
 from gateway.app import CALLS
 from gateway.audio import g711
@@ -19,6 +20,13 @@ from tests.support.audio import dominant_freq, tone, ulaw_tone
 from tests.support.faults import start_proxy, start_slow_tool, write_config
 from tests.support.logcapture import capture_call_logs, events, wait_event
 from tests.support.twilio_peer import media_bytes
+
+
+@pytest.fixture(params=TRANSPORTS)
+def agent_transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on each agent transport: resume depends on how a transport reports the socket's end."""
+    return request.param
+
 
 FAST_CONNECT = "[agent]\nconnect_attempts = 2\nconnect_timeout_s = 1.0\n"
 
