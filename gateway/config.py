@@ -31,6 +31,7 @@ US_AGENT_URL = "wss://agents.us.assemblyai.com/v1/ws"
 BUILTIN_TOOLS = frozenset({"end_call", "transfer_call", "send_dtmf", "read_dtmf"})
 DTMF_MODES = ("reply", "buffer", "off")
 AGENT_TRANSPORTS = ("aiohttp", "websockets")  # gateway.agent.client.TRANSPORTS
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class ServerSettings:
     # Re-attach (gateway.reattach): after a stream's 'stop', keep its agent session this long for a new stream of
     # the same call (a REST redirect to new <Connect><Stream>). 0: off (a stop ends the agent session at once).
     reattach_window_s: float = 0.0
+    # Event loop of `serve` (README "Performance"): auto = uvloop when it is installed, else asyncio's own.
+    loop: str = "auto"  # auto | asyncio | uvloop
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,7 @@ def _check(s: Settings) -> None:
         need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")
     need(s.agent.connect_attempts >= 1, "agent.connect_attempts", "must be at least 1")
     need(s.agent.transport in AGENT_TRANSPORTS, "agent.transport", f"must be one of {', '.join(AGENT_TRANSPORTS)}")
+    need(s.server.loop in EVENT_LOOPS, "server.loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")
     for key in ("inbound_resample_quality", "outbound_resample_quality"):
         need(getattr(s.audio, key) in QUALITIES, f"audio.{key}", f"must be one of {', '.join(QUALITIES)}")
