@@ -1015,6 +1015,7 @@ class CallSession:
                 self.summary.frames_dropped_to_agent += 1  # these are the oldest frames: drop-oldest policy
             else:
                 q.appendleft(f)
+        self._to_agent_wake.set()  # the frames may come from the carrier reader's fast path: agent_sender owns them now
 
     async def _on_agent_event(self, ev: ap.ServerEvent) -> None:
         if isinstance(ev, ap.ReplyAudio):
