@@ -29,6 +29,9 @@ def summarize_run(steps: list[dict[str, Any]], p99_limit_ms: float) -> dict[str,
         "mem_mb_per_call": statistics.median(mem_per_call),
         "clear_p50_ms": statistics.median(clear) if clear else None,
         "clear_p99_ms": max(clear99) if clear99 else None,
+        # The barge-in figure: p99 at the load the capacity figure claims (the worst step above includes
+        # the first overloaded step, where every latency is hundreds of ms).
+        "clear_p99_at_max_ms": best["clear"]["p99"] if best and best["clear"]["n"] else None,
         "loadgen_cpu_max": max((s["loadgen_cpu"] for s in steps), default=0.0),
     }
 
@@ -88,6 +91,7 @@ def format_report(result: dict[str, Any]) -> str:
     out.append(line("CPU per call-second (at that load)", "cpu_ms_per_call_s", ".2f", " ms"))
     out.append(line("memory per call (RSS delta / calls)", "mem_mb_per_call", ".3f", " MB"))
     out.append(line("barge-in → clear, p50", "clear_p50_ms", ".2f", " ms"))
+    out.append(line("barge-in → clear, p99 at that load", "clear_p99_at_max_ms", ".2f", " ms"))
     out.append(line("barge-in → clear, worst step p99", "clear_p99_ms", ".2f", " ms"))
     out.append(f"  {'stopped by':42s} " + "; ".join(s["stopped_by"] for s in summaries))
     out.append(line("load generator CPU, busiest step", "loadgen_cpu_max", ".0%"))

@@ -28,7 +28,7 @@ import structlog
 from aiohttp import web
 
 from .admission import REFUSED_DRAINING, Admission
-from .agent.client import AgentEndpoint
+from .agent.client import AgentEndpoint, new_http_session
 from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
 from .carriers import twiml
 from .carriers.base import Dialect
@@ -83,6 +83,7 @@ class CallRegistry:
 SETTINGS = web.AppKey("settings", Settings)
 CALLS = web.AppKey("calls", CallRegistry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+AGENT_HTTP = web.AppKey("agent_http", aiohttp.ClientSession)  # agent sockets (agent.transport = "aiohttp")
 LOCAL_AGENT_KEY = web.AppKey("local_agent_key", str)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 
@@ -222,10 +223,11 @@ def _agent_endpoint(request: web.Request) -> AgentEndpoint:
     settings = request.app[SETTINGS]
     if settings.use_local_agent:
         host, port = _bound_address(request)
-        return AgentEndpoint(f"ws://{host}:{port}/agent/v1/ws", request.app[LOCAL_AGENT_KEY], "local")
-    url = settings.agent_url()
-    name = "cloud-" + (settings.agent.region if not settings.agent.url else (urlsplit(url).hostname or "custom"))
-    return AgentEndpoint(url, settings.secrets.assemblyai_api_key, name)
+        url, key, name = f"ws://{host}:{port}/agent/v1/ws", request.app[LOCAL_AGENT_KEY], "local"
+    else:
+        url, key = settings.agent_url(), settings.secrets.assemblyai_api_key
+        name = "cloud-" + (settings.agent.region if not settings.agent.url else (urlsplit(url).hostname or "custom"))
+    return AgentEndpoint(url, key, name, transport=settings.agent.transport, http=request.app[AGENT_HTTP])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -252,6 +254,14 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     yield
     await app[HTTP].close()
+
+
+async def _agent_http(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the one client session every agent socket of this process is opened on (aiohttp transport).
+    Cleaned up after the parked agent sessions (registered later, so ended first) and closes any socket left."""
+    app[AGENT_HTTP] = new_http_session()
+    yield
+    await app[AGENT_HTTP].close()
 
 
 async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
@@ -292,6 +302,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     calls.listeners.append(metrics.on_event)
     calls.on_record.append(metrics.on_summary)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_agent_http)
     app.cleanup_ctx.append(_loop_lag)
     app.on_shutdown.append(_close_calls)
     app.router.add_post("/twilio/voice", voice_webhook)

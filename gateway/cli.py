@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import sys
 
 import structlog
 
+from . import eventloop
 from .config import load_settings
 from .errors import ConfigError
 from .logs import configure_logging
@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG or config/gateway.toml)")
     s.add_argument("--workers", type=_positive_int, default=1,
                    help="worker processes sharing the port via SO_REUSEPORT (default 1); README \"Operations\"")
+    s.add_argument("--loop", choices=["auto", "asyncio", "uvloop"],
+                   help="event loop (default from config server.loop: auto = uvloop when installed)")
     s.add_argument("--metrics-port", type=int,
                    help="each worker i also serves /metrics on this port + i (default with --workers > 1: port + 1)")
     a = sub.add_parser("local-agent", help="run the offline Voice Agent API server alone (/v1/ws, /v1/token)")
@@ -59,9 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         server = settings.server
         server = dataclasses.replace(
-            server, host=args.host or server.host, port=args.port if args.port is not None else server.port
+            server, host=args.host or server.host, port=args.port if args.port is not None else server.port,
+            loop=args.loop or server.loop,
         )
         settings = dataclasses.replace(settings, server=server)
+        try:
+            loop = eventloop.resolve_loop(server.loop)
+        except ConfigError as exc:
+            print(f"voice-gateway: invalid configuration: {exc}", file=sys.stderr)
+            return 2
         log.info(
             "gateway.starting",
             host=server.host,
@@ -70,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             public_url=server.public_url or None,
             webhook_signatures=bool(settings.secrets.twilio_auth_token),
             workers=args.workers,
+            loop=loop,
+            agent_transport=settings.agent.transport,
         )
         if settings.secrets.token_secret_generated:
             log.warning("gateway.token_secret_generated", detail="set GATEWAY_TOKEN_SECRET so every replica can "
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         # Our own run loop instead of web.run_app: SIGTERM drains live calls (gateway.drain), then exits 0.
         from .drain import serve
 
-        asyncio.run(serve(app, server.host, server.port))
+        eventloop.run(serve(app, server.host, server.port), server.loop)
         return 0
     if args.command == "local-agent":
         from .local_agent.bridge import run_local_agent

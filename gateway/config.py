@@ -30,6 +30,8 @@ US_AGENT_URL = "wss://agents.us.assemblyai.com/v1/ws"
 # end_call (gateway.tools.registry); transfer_call, send_dtmf, read_dtmf (gateway.tools.call_control, issue #8)
 BUILTIN_TOOLS = frozenset({"end_call", "transfer_call", "send_dtmf", "read_dtmf"})
 DTMF_MODES = ("reply", "buffer", "off")
+AGENT_TRANSPORTS = ("aiohttp", "websockets")  # gateway.agent.client.TRANSPORTS
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ServerSettings:
     # Re-attach (gateway.reattach): after a stream's 'stop', keep its agent session this long for a new stream of
     # the same call (a REST redirect to new <Connect><Stream>). 0: off (a stop ends the agent session at once).
     reattach_window_s: float = 0.0
+    # Event loop of `serve` (README "Performance"): auto = uvloop when it is installed, else asyncio's own.
+    loop: str = "auto"  # auto | asyncio | uvloop
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class AgentSettings:
     connect_attempts: int = 3
     ready_timeout_s: float = 10.0
     end_timeout_s: float = 2.0
+    # WebSocket client of the agent socket (gateway.agent.client): aiohttp (cheaper per message, README
+    # "Performance") | websockets (the reference implementation).
+    transport: str = "aiohttp"
 
 
 @dataclass(frozen=True)
@@ -280,6 +287,8 @@ def _check(s: Settings) -> None:
     if s.agent.url:
         need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")
     need(s.agent.connect_attempts >= 1, "agent.connect_attempts", "must be at least 1")
+    need(s.agent.transport in AGENT_TRANSPORTS, "agent.transport", f"must be one of {', '.join(AGENT_TRANSPORTS)}")
+    need(s.server.loop in EVENT_LOOPS, "server.loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")
     for key in ("inbound_resample_quality", "outbound_resample_quality"):
         need(getattr(s.audio, key) in QUALITIES, f"audio.{key}", f"must be one of {', '.join(QUALITIES)}")

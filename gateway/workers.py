@@ -14,7 +14,6 @@ so a terminal's Ctrl-C reaches the parent once, not every process.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
@@ -46,6 +45,7 @@ def _whole_lines() -> None:
 
 def run_worker(settings: Settings, index: int, metrics_port: int | None, log_format: str) -> None:
     """Body of one worker process (also used in-process when N == 1 and a metrics port is asked for)."""
+    from . import eventloop
     from .app import METRICS, create_app
     from .drain import serve
     from .logs import configure_logging
@@ -63,7 +63,8 @@ def run_worker(settings: Settings, index: int, metrics_port: int | None, log_for
         app.cleanup_ctx.append(serve_metrics_on(sock, lambda: app[METRICS]))
     structlog.get_logger("gateway").info("gateway.worker_started", worker=index, pid=os.getpid(),
                                          metrics_port=None if metrics_port is None else metrics_port + index)
-    asyncio.run(serve(app, server.host, server.port, reuse_port=True))  # drains on SIGTERM, as one process does
+    # drains on SIGTERM, as one process does
+    eventloop.run(serve(app, server.host, server.port, reuse_port=True), server.loop)
 
 
 def _worker_main(settings: Settings, index: int, metrics_port: int | None, log_format: str) -> None:

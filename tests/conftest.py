@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -46,9 +47,22 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def start_gateway(aiohttp_server: Any, gateway_env: dict[str, str]) -> Callable[..., Awaitable[Any]]:
+def agent_transport() -> str | None:
+    """The agent socket's client (``[agent] transport``); None: as configured. Modules whose tests depend on how
+    the agent socket ends (drops, resume) override this fixture to run against every transport."""
+    return None
+
+
+@pytest.fixture
+def start_gateway(
+    aiohttp_server: Any, gateway_env: dict[str, str], agent_transport: str | None
+) -> Callable[..., Awaitable[Any]]:
     async def start(config: str | None = None, **env: str) -> Any:
         settings = load_settings(config, env={**gateway_env, **env})
+        if agent_transport is not None:
+            settings = dataclasses.replace(
+                settings, agent=dataclasses.replace(settings.agent, transport=agent_transport)
+            )
         server = await aiohttp_server(create_app(settings))
         server.base_url = str(server.make_url("")).rstrip("/")
         return server

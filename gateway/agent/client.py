@@ -1,31 +1,80 @@
-"""Thin asyncio transport for one Voice Agent API connection (the ``websockets`` client). Moves text frames and
-parses them with :mod:`gateway.agent.protocol`; owns connect timeouts. No call logic here."""
+"""Thin asyncio transport for one Voice Agent API connection. Moves text frames and parses them with
+:mod:`gateway.agent.protocol`; owns connect timeouts and keepalive. No call logic here.
+
+Two interchangeable transports behind one :class:`AgentConnection` interface (config ``[agent] transport``):
+
+- ``aiohttp`` (default): aiohttp's client WebSocket on the app's shared ``ClientSession`` (one per process, one
+  socket per call: ``TCPConnector(limit=0)``). The benchmark measured it cheaper per message than ``websockets``
+  (README "Performance"), and the carrier side already runs on aiohttp.
+- ``websockets``: the ``websockets`` client, kept selectable as the reference implementation.
+
+Both map the socket's end the same way, because the resume logic of :mod:`gateway.session` depends on it:
+
+- :class:`AgentClosed` ``(code, reason)`` from :meth:`~AgentConnection.send` / :meth:`~AgentConnection.recv`:
+  ``code``/``reason`` of the close frame the *peer* sent; ``(None, "")`` for a drop without one (FIN or RST,
+  keepalive timeout, a protocol error on our side such as a message over ``max_size``). ``send`` raises it instead
+  of writing once the socket is known to be closing, so the session can keep that audio for the resumed session.
+- :class:`gateway.errors.AgentUnavailable` from :meth:`AgentConnection.open`: refused, unreachable, TLS or HTTP
+  handshake rejected (the status is in the message), or no handshake within ``timeout``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import aiohttp
 import websockets
+from aiohttp import WSMsgType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..errors import AgentProtocolError, AgentUnavailable
 from .protocol import ServerEvent, SessionEnded, parse_server_event, session_end
 
-__all__ = ["AgentEndpoint", "AgentConnection", "AgentClosed"]
+__all__ = ["AgentEndpoint", "AgentConnection", "AgentClosed", "TRANSPORTS", "new_http_session"]
+
+TRANSPORTS = ("aiohttp", "websockets")
+#: Keepalive. A silent network drop must be noticed well inside the agent's 30 s resume window (§4.3).
+#: websockets pings every 5 s and gives up 10 s after an unanswered ping. aiohttp pings after 6 s without any
+#: received data and gives up 3 s later (heartbeat / 2), so a dead socket is noticed within 9 s, and a busy one
+#: (reply audio, transcripts) sends no pings at all.
+WEBSOCKETS_PING_INTERVAL_S = 5.0
+WEBSOCKETS_PING_TIMEOUT_S = 10.0
+AIOHTTP_HEARTBEAT_S = 6.0
+CLOSE_TIMEOUT_S = 2.0
+USER_AGENT = "voice-gateway"
+
+
+def new_http_session() -> aiohttp.ClientSession:
+    """The process's shared client session for agent sockets (the app's ``cleanup_ctx`` owns and closes it). No pool
+    limit: every call holds one socket for its whole length, so a cap would queue calls, not reuse connections."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None),  # open() bounds the handshake itself; a call lasts minutes
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+    )
+    # aiohttp silently repeats an idempotent request (the upgrade GET) once when the connection drops before the
+    # response. One connect attempt must be one connection: the session's backoff (gateway.session) decides when to
+    # try again. No public switch exists; aiohttp's own test client (test_utils.py) sets the same attribute.
+    session._retry_connection = False
+    return session
 
 
 @dataclass(frozen=True)
 class AgentEndpoint:
-    """Where and how to reach an agent. ``name`` is what logs call it (cloud region or 'local')."""
+    """Where and how to reach an agent. ``name`` is what logs call it (cloud region or 'local'). ``transport`` picks
+    the WebSocket client; ``http`` is the shared session the ``aiohttp`` transport opens its sockets on."""
 
     url: str
     api_key: str
     name: str = "cloud"
+    transport: str = "websockets"
+    http: aiohttp.ClientSession | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
-        return f"AgentEndpoint(url={self.url!r}, name={self.name!r})"  # never the key
+        return f"AgentEndpoint(url={self.url!r}, name={self.name!r}, transport={self.transport!r})"  # never the key
 
 
 class AgentClosed(Exception):
@@ -38,12 +87,145 @@ class AgentClosed(Exception):
 
 
 class AgentConnection:
+    """One agent socket. :meth:`open` returns the implementation for ``endpoint.transport``."""
+
+    endpoint: AgentEndpoint
+
+    @classmethod
+    async def open(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int = 4 * 1024 * 1024) -> AgentConnection:
+        if endpoint.transport == "aiohttp":
+            return await _AiohttpConnection.connect(endpoint, timeout=timeout, max_size=max_size)
+        if endpoint.transport == "websockets":
+            return await _WebsocketsConnection.connect(endpoint, timeout=timeout, max_size=max_size)
+        raise ValueError(f"unknown agent transport {endpoint.transport!r}")
+
+    async def send(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def recv(self) -> ServerEvent:
+        raise NotImplementedError
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        raise NotImplementedError
+
+    @property
+    def close_code(self) -> int | None:
+        """The peer's close code once closed (1006 if it sent none); None while open."""
+        raise NotImplementedError
+
+    @property
+    def close_reason(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def open_(self) -> bool:
+        raise NotImplementedError
+
+    async def end(self, timeout: float) -> bool:
+        """End the session cleanly: ``session.end`` (billing stops at once, voice-agent-api.md §2.1), read until
+        ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
+        Returns True if ``session.ended`` was seen. Never raises for a peer that is already gone."""
+        ended = False
+        try:
+            async with asyncio.timeout(timeout):
+                if self.open_:
+                    await self.send(session_end())
+                    while not isinstance(await self.recv(), SessionEnded):
+                        pass
+                    ended = True
+        except (TimeoutError, AgentClosed, AgentProtocolError, OSError):
+            pass
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.close()
+        except (TimeoutError, OSError):
+            pass
+        return ended
+
+
+# ---------------------------------------------------------------------------------------------------- aiohttp
+class _AiohttpConnection(AgentConnection):
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, endpoint: AgentEndpoint) -> None:
+        self._ws = ws
+        self.endpoint = endpoint
+        # The peer's close frame, once seen. aiohttp reports a FIN without one as close code 1000, so the
+        # transport keeps its own record: only a close frame counts as a close (else AgentClosed(None, "")).
+        self._rcvd: tuple[int, str] | None = None
+        self._dropped = False
+
+    @classmethod
+    async def connect(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int) -> _AiohttpConnection:
+        if endpoint.http is None:
+            raise ValueError("the aiohttp agent transport needs the app's shared ClientSession (AgentEndpoint.http)")
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await endpoint.http.ws_connect(
+                    endpoint.url,
+                    headers=headers,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
+                    max_msg_size=max_size,
+                    compress=0,  # audio is base64 in JSON: deflate costs CPU per frame for little gain
+                    heartbeat=AIOHTTP_HEARTBEAT_S,
+                    autoping=True,
+                    autoclose=True,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: handshake rejected, "
+                                   f"HTTP {exc.status} {exc.message}") from None
+        except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
+        return cls(ws, endpoint)
+
+    async def send(self, text: str) -> None:
+        if self._ws.closed or self._rcvd is not None or self._dropped:
+            raise AgentClosed(*self._close_info())  # never write to a socket known to be going
+        try:
+            await self._ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError):  # ClientConnectionResetError: the transport is closing
+            raise AgentClosed(*self._close_info()) from None
+
+    async def recv(self) -> ServerEvent:
+        msg = await self._ws.receive()
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:  # binary: parsed like websockets does
+            return parse_server_event(msg.data)
+        if msg.type is WSMsgType.CLOSE:
+            self._rcvd = (int(msg.data), str(msg.extra or ""))
+        elif self._rcvd is None:  # CLOSED or ERROR without a close frame: a drop
+            self._dropped = True
+        raise AgentClosed(*self._close_info())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code=code, message=reason.encode())
+
+    def _close_info(self) -> tuple[int | None, str]:
+        return self._rcvd if self._rcvd is not None else (None, "")
+
+    @property
+    def close_code(self) -> int | None:
+        if self._rcvd is not None:
+            return self._rcvd[0]
+        if not self._ws.closed:
+            return None
+        return 1006 if self._dropped else self._ws.close_code  # else: the peer answered our own close
+
+    @property
+    def close_reason(self) -> str:
+        return self._rcvd[1] if self._rcvd is not None else ""
+
+    @property
+    def open_(self) -> bool:
+        return not self._ws.closed and self._rcvd is None and not self._dropped
+
+
+# ------------------------------------------------------------------------------------------------- websockets
+class _WebsocketsConnection(AgentConnection):
     def __init__(self, ws: ClientConnection, endpoint: AgentEndpoint) -> None:
         self._ws = ws
         self.endpoint = endpoint
 
     @classmethod
-    async def open(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int = 4 * 1024 * 1024) -> AgentConnection:
+    async def connect(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int) -> _WebsocketsConnection:
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         try:
             ws = await connect(
@@ -52,12 +234,10 @@ class AgentConnection:
                 open_timeout=timeout,
                 max_size=max_size,
                 compression=None,  # audio is base64 in JSON: deflate costs CPU per frame for little gain
-                # A silent network drop must be noticed well inside the agent's 30 s resume window (§4.3);
-                # the library default (20 s + 20 s) could take 40 s.
-                ping_interval=5,
-                ping_timeout=10,
-                close_timeout=2,
-                user_agent_header="voice-gateway",
+                ping_interval=WEBSOCKETS_PING_INTERVAL_S,  # the library default (20 s + 20 s) could take 40 s
+                ping_timeout=WEBSOCKETS_PING_TIMEOUT_S,
+                close_timeout=CLOSE_TIMEOUT_S,
+                user_agent_header=USER_AGENT,
             )
         except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
@@ -78,27 +258,6 @@ class AgentConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
-
-    async def end(self, timeout: float) -> bool:
-        """End the session cleanly: ``session.end`` (billing stops at once, voice-agent-api.md §2.1), read until
-        ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
-        Returns True if ``session.ended`` was seen. Never raises for a peer that is already gone."""
-        ended = False
-        try:
-            async with asyncio.timeout(timeout):
-                if self.open_:
-                    await self.send(session_end())
-                    while not isinstance(await self.recv(), SessionEnded):
-                        pass
-                    ended = True
-        except (TimeoutError, AgentClosed, AgentProtocolError, OSError):
-            pass
-        try:
-            async with asyncio.timeout(2):
-                await self.close()
-        except (TimeoutError, OSError):
-            pass
-        return ended
 
     @property
     def close_code(self) -> int | None:

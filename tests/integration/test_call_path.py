@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import pytest
 import structlog
 
+from gateway.agent.client import TRANSPORTS
 from gateway.audio import g711
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
 from tests.support.twilio_peer import media_bytes
+
+
+@pytest.fixture(params=TRANSPORTS)
+def agent_transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on each agent transport: resume depends on how a transport reports the socket's end."""
+    return request.param
 
 
 async def test_webhook_returns_connect_stream_with_call_token(start_gateway, new_peer):

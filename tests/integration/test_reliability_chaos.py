@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway.agent.client import TRANSPORTS
 from gateway.app import CALLS
 from gateway.audio import g711
 from tests.conftest import call_tasks
@@ -26,6 +27,13 @@ from tests.support.faults import start_proxy, start_slow_tool, write_config
 from tests.support.logcapture import capture_call_logs, events
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.twilio_peer import TwilioPeer, media_bytes
+
+
+@pytest.fixture(params=TRANSPORTS)
+def agent_transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on each agent transport: resume depends on how a transport reports the socket's end."""
+    return request.param
+
 
 CALLS_N = 25
 PHASES = ("greeting", "caller_speech", "tool_call", "reply")

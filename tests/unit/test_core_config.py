@@ -225,6 +225,8 @@ INVALID: list[tuple[str, str, dict[str, str], str]] = [
     ("agent_url_not_ws", '[agent]\nurl = "https://agents.example/ws"\n', {}, "agent.url"),
     ("agent_url_env_not_ws", "", {"AGENT_URL": "http://127.0.0.1:1/ws"}, "agent.url"),
     ("connect_attempts_zero", "[agent]\nconnect_attempts = 0\n", {}, "agent.connect_attempts"),
+    ("agent_transport_unknown", '[agent]\ntransport = "httpx"\n', {}, "agent.transport"),
+    ("event_loop_unknown", '[server]\nloop = "trio"\n', {}, "server.loop"),
     ("agent_format_unknown", '[audio]\nagent_format = "pcm16k"\n', {}, "audio.agent_format"),
     ("inbound_quality_bad", '[audio]\ninbound_resample_quality = "best"\n', {}, "audio.inbound_resample_quality"),
     ("outbound_quality_bad", '[audio]\noutbound_resample_quality = "hq"\n', {}, "audio.outbound_resample_quality"),

@@ -384,7 +384,7 @@ def _shaped(draw: st.DrawFn) -> dict[str, Any]:
     for key in draw(st.lists(st.sampled_from(sorted(inner)), max_size=3, unique=True)):
         inner[key] = draw(field_values)
     fmt = inner.get("mediaFormat") if name == "start" else None
-    if isinstance(fmt, dict) and draw(st.booleans()):
+    if isinstance(fmt, dict) and fmt and draw(st.booleans()):  # fmt may itself have been replaced by {}
         for key in draw(st.lists(st.sampled_from(sorted(fmt)), min_size=1, unique=True)):
             fmt[key] = draw(field_values)
     if draw(st.integers(0, 3)) == 0:

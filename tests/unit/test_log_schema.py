@@ -48,7 +48,7 @@ CALL = {"call_sid": str, "stream_sid": str}
 SCHEMA: dict[str, Event] = {
     # ---- process -----------------------------------------------------------------------------------------------
     "gateway.starting": Event({"host": str, "port": int, "agent": str, "public_url": OPT_STR,
-                               "webhook_signatures": bool, "workers": int}),
+                               "webhook_signatures": bool, "workers": int, "loop": str, "agent_transport": str}),
     "gateway.token_secret_generated": Event({"detail": str}),
     "gateway.worker_started": Event({"worker": int, "pid": int, "metrics_port": OPT_INT}),
     "gateway.worker_exited": Event({"worker": int, "pid": OPT_INT, "exit_code": OPT_INT}),

@@ -1,0 +1,189 @@
+"""gateway.agent.client on each transport, over real loopback sockets: how the end of an agent socket is reported
+(the resume logic of gateway.session depends on it), connect failures, keepalive, size limit, and the shared client
+session's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.agent import client as client_mod
+from gateway.agent.client import TRANSPORTS, AgentClosed, AgentConnection, AgentEndpoint, new_http_session
+from gateway.agent.protocol import SessionReady
+from gateway.app import AGENT_HTTP, create_app
+from gateway.config import load_settings
+from gateway.errors import AgentUnavailable
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+READY = json.dumps({"type": "session.ready", "session_id": "sess_1"})
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    session = new_http_session()
+    yield session
+    await session.close()
+
+
+@pytest.fixture
+def serve(aiohttp_server: Any) -> Callable[[Handler], Awaitable[str]]:
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_get("/v1/ws", handler)
+        server = await aiohttp_server(app)
+        return str(server.make_url("/v1/ws")).replace("http://", "ws://")
+
+    return start
+
+
+def endpoint(url: str, transport: str, http: aiohttp.ClientSession) -> AgentEndpoint:
+    return AgentEndpoint(url, "key", "test", transport=transport, http=http)
+
+
+def ready_then(then: Callable[[web.WebSocketResponse], Awaitable[None]], **ws_kw: Any) -> Handler:
+    """An agent peer that sends session.ready, then does ``then``."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(**ws_kw)
+        await ws.prepare(request)
+        await ws.send_str(READY)
+        await then(ws)
+        return ws
+
+    return handler
+
+
+async def test_a_close_frame_is_reported_with_its_code_and_reason_and_send_refuses_afterwards(
+    transport, http, serve
+):
+    async def close_4000(ws: web.WebSocketResponse) -> None:
+        await ws.close(code=4000, message=b"going away")
+
+    url = await serve(ready_then(close_4000))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert isinstance(await agent.recv(), SessionReady)
+    with pytest.raises(AgentClosed) as closed:
+        await agent.recv()
+    assert (closed.value.code, closed.value.reason) == (4000, "going away")
+    with pytest.raises(AgentClosed) as again:
+        await agent.send('{"type": "input.audio", "audio": ""}')
+    assert again.value.code == 4000
+    assert not agent.open_ and agent.close_code == 4000 and agent.close_reason == "going away"
+    await agent.close()
+
+
+async def test_a_drop_without_a_close_frame_is_reported_as_code_none(transport, http, serve):
+    async def drop(ws: web.WebSocketResponse) -> None:
+        await asyncio.sleep(0.05)
+        transport_ = ws._req.transport  # noqa: SLF001 - a TCP FIN with no WebSocket close frame
+        assert transport_ is not None
+        transport_.close()
+
+    url = await serve(ready_then(drop))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert isinstance(await agent.recv(), SessionReady)
+    with pytest.raises(AgentClosed) as closed:
+        await agent.recv()
+    assert (closed.value.code, closed.value.reason) == (None, "")
+    with pytest.raises(AgentClosed) as again:
+        await agent.send("{}")
+    assert again.value.code is None
+    assert not agent.open_ and agent.close_code == 1006
+    await agent.close()
+
+
+async def test_a_silent_peer_is_noticed_by_the_keepalive(transport, http, serve, monkeypatch):
+    # A peer that stops answering (no pong, no close): the keepalive must end the socket on its own.
+    monkeypatch.setattr(client_mod, "AIOHTTP_HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(client_mod, "WEBSOCKETS_PING_INTERVAL_S", 0.1)
+    monkeypatch.setattr(client_mod, "WEBSOCKETS_PING_TIMEOUT_S", 0.2)
+    gone = asyncio.Event()
+
+    async def mute(ws: web.WebSocketResponse) -> None:
+        await gone.wait()  # never reads: pings stay unanswered
+
+    url = await serve(ready_then(mute, autoping=False))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert isinstance(await agent.recv(), SessionReady)
+    try:
+        with pytest.raises(AgentClosed) as closed:
+            async with asyncio.timeout(10):  # a bound for a hung test, not a timing assertion
+                await agent.recv()
+        assert closed.value.code is None
+    finally:
+        gone.set()
+        await agent.close()
+
+
+async def test_a_message_over_max_size_drops_the_socket(transport, http, serve):
+    async def big(ws: web.WebSocketResponse) -> None:
+        await ws.send_str(json.dumps({"type": "transcript.agent", "text": "x" * 5000}))
+        await asyncio.sleep(1)
+
+    url = await serve(ready_then(big))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5, max_size=4096)
+    assert isinstance(await agent.recv(), SessionReady)
+    with pytest.raises(AgentClosed) as closed:
+        await agent.recv()
+    assert closed.value.code is None  # we ended it (1009), the peer sent no close frame
+    await agent.close()
+
+
+async def test_a_rejected_handshake_is_agent_unavailable_naming_the_status(transport, http, serve):
+    async def forbid(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=403, text="bad key")
+
+    url = await serve(forbid)
+    with pytest.raises(AgentUnavailable) as info:
+        await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert "403" in str(info.value)
+
+
+async def test_refused_and_unanswered_connects_are_agent_unavailable(transport, http):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(AgentUnavailable):  # nothing listens
+        await AgentConnection.open(endpoint(f"ws://127.0.0.1:{port}/v1/ws", transport, http), timeout=5)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(w)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(AgentUnavailable):  # TCP accepted, no HTTP answer: the connect timeout ends it
+            await AgentConnection.open(endpoint(f"ws://127.0.0.1:{port}/v1/ws", transport, http), timeout=0.3)
+        assert accepted
+    finally:
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_aiohttp_transport_needs_the_shared_session(serve):
+    with pytest.raises(ValueError, match="ClientSession"):
+        await AgentConnection.open(AgentEndpoint("ws://127.0.0.1:1/v1/ws", "k", transport="aiohttp"), timeout=1)
+
+
+async def test_the_app_owns_one_agent_client_session_and_closes_it_at_cleanup(aiohttp_server, gateway_env):
+    settings = load_settings(None, env=gateway_env)
+    app = create_app(settings)
+    server = await aiohttp_server(app)
+    session = app[AGENT_HTTP]
+    assert not session.closed and session.connector is not None and session.connector.limit == 0
+    await server.close()
+    assert session.closed
