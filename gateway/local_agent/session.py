@@ -2,8 +2,9 @@
 
 :func:`handle_websocket` authenticates the upgrade (spec §1.2), waits for the first ``session.update`` or
 ``session.resume`` (§1.4, §4.3) and then runs a :class:`Connection`: the only object that holds the socket, the
-audio transcoders, the VAD stream, the turn detector and the reply in progress. It owns its tasks in one
-``asyncio.TaskGroup``:
+output encoder and the reply in progress. The caller's side (inbound queue, input decoder, VAD stream, turn
+detector, utterance audio, speculation) is the session's :class:`Hearing`, so a turn cut by a dropped socket goes
+on after ``session.resume``. A connection owns its tasks in one ``asyncio.TaskGroup``:
 
 - ``reader``: socket → parsed client events; ``input.audio`` goes to a bounded inbound queue.
 - ``listener``: inbound audio → 16 kHz → VAD (in the worker pool) → :class:`~.turns.TurnDetector` → speech
@@ -13,8 +14,9 @@ audio transcoders, the VAD stream, the turn detector and the reply in progress. 
 - ``writer``: bounded outbound queue → socket. Reply audio is paced at real time by the reply itself.
 
 When any of them ends the connection (close, ``session.end``, idle, send failure) the group cancels the rest;
-nothing outlives the socket. A :class:`Session` (config, conversation, pending tool calls, queued jobs) outlives an
-*unclean* disconnect for ``resume_window_s`` so ``session.resume`` can pick it up (§4.3).
+no task outlives the socket. A :class:`Session` (config, conversation, pending tool calls, queued jobs, the
+:class:`Hearing`) outlives an *unclean* disconnect for ``resume_window_s`` so ``session.resume`` can pick it up
+(§4.3).
 
 Every wait is bounded with ``async with asyncio.timeout(...)``, never ``asyncio.wait_for``: on Python 3.11
 ``wait_for`` loses a cancellation that arrives as its inner operation completes (fixed in 3.12), which left a
@@ -245,6 +247,7 @@ class Session:
         self.detached = asyncio.Event()
         self.ended = False
         self.input_audio_s = 0.0
+        self.hearing: Hearing | None = None  # created by the first connection (it needs the runtime's models)
 
     def enqueue(self, job: Job) -> None:
         try:
@@ -278,6 +281,40 @@ class Session:
                         )
                     )
                 )
+
+
+@dataclass(slots=True)
+class Speculation:
+    """Work started at a pause (TurnPausing) on the turn ``[start, end)`` so far: its audio and the task."""
+
+    start: int
+    end: int
+    audio: bytes
+    task: asyncio.Task[Prepared]
+
+
+class Hearing:
+    """The caller's side of a session: everything between inbound audio and a finished turn. Per session, not
+    per socket, so a socket that drops mid-utterance and comes back with ``session.resume`` continues the same
+    turn (§4.3): the frames received but not yet heard, the input decoder, the VAD stream (Silero's recurrent
+    state and context), the turn detector and its clock, the audio of the utterance so far, the speculative
+    preparation, a VAD call still running when the socket closed, turn events not yet handled, and a turn held
+    for merging. Only the :class:`Connection` attached to the session touches it; it runs no tasks itself (the
+    speculation task belongs to a connection's task group and is restarted on resume)."""
+
+    def __init__(self, decoder: _InputDecoder, vad: Any, detector: TurnDetector) -> None:
+        self.inbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOUND_MAX)
+        self.decoder = decoder
+        self.vad = vad
+        self.detector = detector
+        self.utterance = UtteranceBuffer()
+        self.spec: Speculation | None = None
+        #: A VAD call (in the pool) whose probabilities the detector has not seen yet: set while it runs, and
+        #: left set when the socket closed during it, so the next connection feeds them in first.
+        self.vad_pending: asyncio.Future[list[float]] | None = None
+        #: Turn events decided but not yet fully handled (a socket that closes mid-event leaves the rest here).
+        self.backlog: deque[SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded] = deque()
+        self.held_text: str | None = None  # a turn whose reply was held because the caller kept talking
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,19 +419,16 @@ class Connection:
         self.ws = ws
         self.session = session
         cfg = session.config
-        self._inbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOUND_MAX)
         self._outbound: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOUND_MAX)
-        self._decoder = _InputDecoder(cfg.input_format)
-        self._vad = runtime.models.vad.stream()
-        self._detector = TurnDetector(self._knobs(cfg))
-        self._utterance = UtteranceBuffer()
+        if session.hearing is None:
+            session.hearing = Hearing(
+                _InputDecoder(cfg.input_format), runtime.models.vad.stream(), TurnDetector(self._knobs(cfg))
+            )
+        self._h = session.hearing  # survives this socket (resume continues the caller's turn)
         self._reply: _Reply | None = None
         self._job_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._play_end = 0.0  # loop time the client will have played everything sent so far
-        self._held_text: str | None = None  # a turn whose reply was held because the caller kept talking
-        # Speculative preparation started at a pause: (start, end, audio, task).
-        self._spec: tuple[int, int, bytes, asyncio.Task[Prepared]] | None = None
         self._server_close: EndReason | None = None
         self.frames_dropped = 0
         self.turns = 0
@@ -516,15 +550,15 @@ class Connection:
             session.input_audio_s += len(event.audio) / (fmt.sample_rate * (2 if fmt.encoding == "audio/pcm" else 1))
             try:
                 async with asyncio.timeout(5.0):
-                    await self._inbound.put(event.audio)
+                    await self._h.inbound.put(event.audio)
             except TimeoutError:
                 self.frames_dropped += 1
         elif isinstance(event, proto.SessionUpdate):
             new = proto.apply_session_update(session.config, event.session, voices=self.rt.settings.voices)
             if new.input_format != session.config.input_format:
-                self._decoder = _InputDecoder(new.input_format)
+                self._h.decoder = _InputDecoder(new.input_format)
             session.config = new
-            self._detector.knobs = self._knobs(new)
+            self._h.detector.knobs = self._knobs(new)
             await self.emit("session.updated", config=proto.config_echo(new, session.id))
         elif isinstance(event, proto.ToolResult):
             call = session.calls.get(event.call_id)
@@ -555,27 +589,58 @@ class Connection:
     # ---- listener: audio → VAD → turns
 
     async def _listener(self) -> None:
+        h = self._h
+        await self._catch_up()
         while True:
             try:
                 async with asyncio.timeout(30.0):
-                    first = await self._inbound.get()
+                    first = await h.inbound.get()
             except TimeoutError:
                 continue
             chunks = [first]
-            while not self._inbound.empty() and len(chunks) < 50:
-                chunks.append(self._inbound.get_nowait())
-            pcm = b"".join(self._decoder.decode(c) for c in chunks)
+            while not h.inbound.empty() and len(chunks) < 50:
+                chunks.append(h.inbound.get_nowait())
+            pcm = b"".join(h.decoder.decode(c) for c in chunks)
             if not pcm:
                 continue
-            self._utterance.push(pcm)
-            probs = await self.rt.run_blocking(self._vad.push, pcm)
-            reply = self._reply
-            speaking = reply is not None and not reply.finished
-            events = self._detector.push(
-                probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible)
-            )
-            for ev in events:
-                await self._on_turn_event(ev)
+            h.utterance.push(pcm)
+            # The VAD stream's state advances in the pool whether or not we are still here to read the result, so
+            # the call is shielded and kept on the session: if this socket closes during it, the next connection
+            # feeds its probabilities to the detector first and the detector's clock stays in step with the audio.
+            h.vad_pending = asyncio.get_running_loop().run_in_executor(self.rt.executor, h.vad.push, pcm)
+            probs = await asyncio.shield(h.vad_pending)
+            h.vad_pending = None
+            self._detect(probs)
+            await self._handle_backlog()
+
+    async def _catch_up(self) -> None:
+        """On a resumed session: finish what the previous socket left (a VAD result, turn events, speculation)."""
+        h = self._h
+        if h.vad_pending is not None:
+            probs = await asyncio.shield(h.vad_pending)
+            h.vad_pending = None
+            self._detect(probs)
+        spec = h.spec
+        if spec is not None and spec.task.done() and spec.task.cancelled():
+            # Cancelled with the previous socket's task group: start it again on this one.
+            assert self._tg is not None
+            spec.task = self._tg.create_task(self._prepare(spec.audio), name="turn:prepare")
+        await self._handle_backlog()
+
+    def _detect(self, probs: list[float]) -> None:
+        reply = self._reply
+        speaking = reply is not None and not reply.finished
+        self._h.backlog.extend(
+            self._h.detector.push(probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible))
+        )
+
+    async def _handle_backlog(self) -> None:
+        # An event leaves the backlog only once handled: one interrupted by the socket closing (say, while its
+        # event was being queued for a socket that is gone) is handled again, whole, on the resumed connection.
+        backlog = self._h.backlog
+        while backlog:
+            await self._on_turn_event(backlog[0])
+            backlog.popleft()
 
     async def _on_turn_event(self, ev: SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded) -> None:
         if isinstance(ev, SpeechStarted):
@@ -590,16 +655,16 @@ class Connection:
             audio = self._turn_audio(ev.start_sample, ev.end_sample)
             assert self._tg is not None
             task = self._tg.create_task(self._prepare(audio), name="turn:prepare")
-            self._spec = (ev.start_sample, ev.end_sample, audio, task)
+            self._h.spec = Speculation(ev.start_sample, ev.end_sample, audio, task)
         elif isinstance(ev, TurnEnded):
             await self.emit("input.speech.stopped")
             now = asyncio.get_running_loop().time()
-            spec, self._spec = self._spec, None
-            if spec is not None and spec[:2] == (ev.start_sample, ev.end_sample):
-                self.session.enqueue(TurnJob(spec[2], now, prepared=spec[3]))
+            spec, self._h.spec = self._h.spec, None
+            if spec is not None and (spec.start, spec.end) == (ev.start_sample, ev.end_sample):
+                self.session.enqueue(TurnJob(spec.audio, now, prepared=spec.task))
             else:
                 if spec is not None:
-                    spec[3].cancel()
+                    spec.task.cancel()
                 self.session.enqueue(TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now))
         else:
             log.debug("local_agent.backchannel", session_id=self.session.id, voiced_ms=ev.voiced_ms)
@@ -623,12 +688,12 @@ class Connection:
         return Prepared(text, steps, (chunk, pieces))
 
     def _turn_audio(self, start: int, end: int) -> bytes:
-        return self._utterance.slice(start - PREROLL_SAMPLES, end + POSTROLL_SAMPLES)
+        return self._h.utterance.slice(start - PREROLL_SAMPLES, end + POSTROLL_SAMPLES)
 
     def _drop_speculation(self) -> None:
-        if self._spec is not None:
-            self._spec[3].cancel()
-            self._spec = None
+        if self._h.spec is not None:
+            self._h.spec.task.cancel()
+            self._h.spec = None
 
     async def _interrupt(self) -> bool:
         """Barge-in (§4.1): stop the reply now and report it, three events back to back."""
@@ -725,13 +790,14 @@ class Connection:
         await self.emit("transcript.user.delta", item_id=item_id, text=text)
         await self.emit("transcript.user", item_id=item_id, text=text)
         session.conversation.add_user(text)
-        if self._held_text:
-            text = f"{self._held_text} {text}"
-            self._held_text = None
-        if self._detector.caller_has_turn:
+        h = self._h
+        if h.held_text:
+            text = f"{h.held_text} {text}"
+            h.held_text = None
+        if h.detector.caller_has_turn:
             # The caller is already talking again: the end of turn was called too early. Hold this reply and
             # answer both parts together at the end of the new turn (live behaviour, §2.2 notes).
-            self._held_text = text
+            h.held_text = text
             log.info("local_agent.turn_held", session_id=session.id)
             return
         merged = text != (prepared.text if prepared else None)
