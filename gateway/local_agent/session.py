@@ -45,7 +45,7 @@ import base64
 import enum
 import functools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -94,6 +94,7 @@ from .turns import (
     TurnKnobs,
     TurnPausing,
     UtteranceBuffer,
+    pause_verdict,
 )
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ class AgentRuntime:
         self.split_sentences = split_sentences
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
+        self.synth_cache = SynthCache()
         self.closing = False
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -167,6 +169,49 @@ class AgentRuntime:
         if conns:
             await asyncio.gather(*(c.close_from_server() for c in conns), return_exceptions=True)
         self.sessions.clear()
+
+
+class SynthCache:
+    """Synthesized audio of *fixed* text (the greeting, the intent table's replies: ``Say.fixed``), bounded LRU.
+
+    Keyed by the chunk's text alone: the runtime has one Piper voice, always run with the voice's default
+    synthesis settings, and everything per session (output format, volume) is applied after synthesis. Piper's
+    defaults are randomised per run (``noise_scale`` 0.667, ``noise_w_scale`` 0.8: each rendering differs
+    slightly in timbre and timing), so the cache does not reproduce what a fresh synthesis would give: it keeps
+    the first rendering and replays it, as a recorded prompt would be. That is a fair rendering of the same text,
+    and the one thing a cache changes is that a caller who hears a sentence twice hears the same take twice.
+    Variable text (LLM output, ``{result}`` answers, ``reply.create`` instructions) is never cached.
+    Used from the event loop only.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self._items: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
+        self._bytes = 0
+        self._max = max_bytes
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, text: str) -> list[tuple[str, bytes]] | None:
+        found = self._items.get(text)
+        if found is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(text)
+        self.hits += 1
+        return found
+
+    def put(self, text: str, pieces: list[tuple[str, bytes]]) -> None:
+        size = sum(len(pcm) for _, pcm in pieces)
+        if text in self._items or size > self._max // 4:
+            return
+        self._items[text] = pieces
+        self._bytes += size
+        while self._bytes > self._max:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= sum(len(pcm) for _, pcm in old)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -212,6 +257,8 @@ class TurnJob:
     ended_at: float  # loop time the end of turn was decided
     #: Preparation started when the caller paused (TurnPausing) over exactly this audio.
     prepared: asyncio.Task[Prepared] | None = None
+    #: TurnEnded.reason: "silence", "early"/"late" (adaptive), "max_silence", "max_turn".
+    end_reason: str = "silence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +337,7 @@ class Speculation:
     start: int
     end: int
     audio: bytes
-    task: asyncio.Task[Prepared]
+    task: asyncio.Task[Prepared] | None = None
 
 
 class Hearing:
@@ -446,6 +493,7 @@ class Connection:
             max_silence_ms=max(max_silence, min_silence),
             interrupt_response=td.interrupt_response if td.interrupt_response is not None else True,
             backchannel_max_ms=s.backchannel_max_ms,
+            speculate_ms=s.speculate_ms,
         )
 
     def _interruptible(self, kind: str) -> bool:
@@ -621,10 +669,9 @@ class Connection:
             h.vad_pending = None
             self._detect(probs)
         spec = h.spec
-        if spec is not None and spec.task.done() and spec.task.cancelled():
+        if spec is not None and (spec.task is None or spec.task.cancelled()):
             # Cancelled with the previous socket's task group: start it again on this one.
-            assert self._tg is not None
-            spec.task = self._tg.create_task(self._prepare(spec.audio), name="turn:prepare")
+            self._start_preparation(spec)
         await self._handle_backlog()
 
     def _detect(self, probs: list[float]) -> None:
@@ -652,22 +699,54 @@ class Connection:
             # Start Whisper (~0.3 s) and, for a deterministic engine, the reply's first sentence now, so they are
             # ready when the silence timer confirms the end of turn; thrown away if the caller speaks again.
             self._drop_speculation()
-            audio = self._turn_audio(ev.start_sample, ev.end_sample)
-            assert self._tg is not None
-            task = self._tg.create_task(self._prepare(audio), name="turn:prepare")
-            self._h.spec = Speculation(ev.start_sample, ev.end_sample, audio, task)
+            spec = Speculation(ev.start_sample, ev.end_sample, self._turn_audio(ev.start_sample, ev.end_sample))
+            self._h.spec = spec
+            self._start_preparation(spec)
         elif isinstance(ev, TurnEnded):
             await self.emit("input.speech.stopped")
             now = asyncio.get_running_loop().time()
             spec, self._h.spec = self._h.spec, None
             if spec is not None and (spec.start, spec.end) == (ev.start_sample, ev.end_sample):
-                self.session.enqueue(TurnJob(spec.audio, now, prepared=spec.task))
+                self.session.enqueue(TurnJob(spec.audio, now, prepared=spec.task, end_reason=ev.reason))
             else:
-                if spec is not None:
+                if spec is not None and spec.task is not None:
                     spec.task.cancel()
-                self.session.enqueue(TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now))
+                self.session.enqueue(
+                    TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now, end_reason=ev.reason)
+                )
         else:
             log.debug("local_agent.backchannel", session_id=self.session.id, voiced_ms=ev.voiced_ms)
+
+    def _start_preparation(self, spec: Speculation) -> None:
+        assert self._tg is not None
+        spec.task = self._tg.create_task(self._prepare(spec.audio), name="turn:prepare")
+        spec.task.add_done_callback(functools.partial(self._judge_pause, spec))
+
+    def _judge_pause(self, spec: Speculation, task: asyncio.Task[Prepared]) -> None:
+        """Adaptive end of turn: once the pause's words are known, move the end of this turn earlier (a finished,
+        confidently understood request) or later (words that stop mid-sentence). Only when the client left
+        ``min_silence``/``max_silence`` unset: live, setting either turns adaptive waiting off (spec §2.1). Sends
+        nothing: the turn still ends through the detector, so events and their order are as without it."""
+        if self._h.spec is not spec or task.cancelled() or task.exception() is not None:
+            return
+        td = self.session.config.turn_detection
+        if td is not None and (td.min_silence is not None or td.max_silence is not None):
+            return
+        prepared = task.result()
+        s = self.rt.settings
+        knobs = self._h.detector.knobs
+        decided = next((st for st in prepared.steps or () if isinstance(st, Decided)), None)
+        ms = pause_verdict(
+            prepared.text,
+            decided.intent if decided is not None else None,
+            decided.score if decided is not None else None,
+            min_silence_ms=knobs.min_silence_ms,
+            early_ms=s.early_silence_ms or knobs.min_silence_ms,
+            late_ms=s.late_silence_ms,
+            confident=s.early_min_score,
+        )
+        if ms is not None:
+            self._h.detector.set_pause_verdict(spec.end, ms)
 
     async def _prepare(self, audio: bytes) -> Prepared:
         text = await self.rt.run_blocking(self.rt.models.stt.transcribe, audio)
@@ -684,16 +763,28 @@ class Connection:
         if not sentences:
             return Prepared(text, steps)
         chunk = first_speech_chunks(sentences[0])[0]
-        pieces = await self.rt.run_blocking(_synth_all, self.rt.models.tts, chunk)
+        pieces = await self._synth(chunk, fixed=first.fixed if first else False)
         return Prepared(text, steps, (chunk, pieces))
+
+    async def _synth(self, chunk: str, *, fixed: bool) -> list[tuple[str, bytes]]:
+        """Synthesize one chunk in the pool; a chunk of fixed text comes from (and goes to) the runtime's cache."""
+        cache = self.rt.synth_cache
+        if fixed:
+            hit = cache.get(chunk)
+            if hit is not None:
+                return hit
+        pieces = await self.rt.run_blocking(_synth_all, self.rt.models.tts, chunk)
+        if fixed:
+            cache.put(chunk, pieces)
+        return pieces
 
     def _turn_audio(self, start: int, end: int) -> bytes:
         return self._h.utterance.slice(start - PREROLL_SAMPLES, end + POSTROLL_SAMPLES)
 
     def _drop_speculation(self) -> None:
-        if self._h.spec is not None:
-            self._h.spec.task.cancel()
-            self._h.spec = None
+        spec, self._h.spec = self._h.spec, None
+        if spec is not None and spec.task is not None:
+            spec.task.cancel()
 
     async def _interrupt(self) -> bool:
         """Barge-in (§4.1): stop the reply now and report it, three events back to back."""
@@ -756,7 +847,7 @@ class Connection:
         session = self.session
         if isinstance(job, GreetJob):
             # The greeting goes straight to TTS, word for word, not through the brain (§2.1 `greeting` row).
-            await self._speak(_steps([Say(job.text)]), kind="greeting")
+            await self._speak(_steps([Say(job.text, fixed=True)]), kind="greeting")
         elif isinstance(job, TurnJob):
             await self._user_turn(job)
         elif isinstance(job, CreateJob):
@@ -805,6 +896,7 @@ class Connection:
             UserTurn(text),
             kind="user_speech",
             turn_ended_at=job.ended_at,
+            end_reason=job.end_reason,
             stt_s=stt_s,
             prepared=None if merged else prepared,
         )
@@ -815,6 +907,7 @@ class Connection:
         *,
         kind: str,
         turn_ended_at: float | None = None,
+        end_reason: str | None = None,
         stt_s: float | None = None,
         prepared: Prepared | None = None,
     ) -> None:
@@ -848,6 +941,7 @@ class Connection:
                     engine=self.rt.engine.name,
                     intent=d.intent if d else None,
                     score=round(d.score, 3) if d and d.score is not None else None,
+                    end_reason=end_reason,
                     stt_wait_ms=round(stt_s * 1000) if stt_s is not None else None,
                     # From the end-of-turn decision (min_silence after the VAD's last speech window).
                     first_audio_ms=round((first_audio - turn_ended_at) * 1000)
@@ -911,7 +1005,6 @@ class Connection:
         queue: asyncio.Queue[tuple[str, bytes] | CallTool | None],
         presynth: tuple[str, list[tuple[str, bytes]]] | None = None,
     ) -> None:
-        tts = self.rt.models.tts
         first = True
         try:
             async for step in steps:
@@ -929,7 +1022,7 @@ class Connection:
                         if presynth is not None and presynth[0] == chunk:
                             pieces, presynth = presynth[1], None  # synthesized while the caller paused
                         else:
-                            pieces = await self.rt.run_blocking(_synth_all, tts, chunk)
+                            pieces = await self._synth(chunk, fixed=step.fixed)
                         for piece in pieces:
                             await queue.put(piece)
         finally:

@@ -92,6 +92,18 @@ class LocalAgentSettings:
     #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there
     #: is, and 600 ms is the offline-speech spec's measured choice (§1) for a responsive phone agent.
     min_silence_ms: int = 600
+    #: Adaptive end of turn, only when the client sets neither ``turn_detection.min_silence`` nor ``max_silence``
+    #: (live, setting either turns the cloud's adaptive waiting off: spec §2.1, LIVE-B). The speculative
+    #: transcript of a pause (after ``speculate_ms``) is judged by ``turns.pause_verdict``: a finished sentence
+    #: the intent engine matched at ``early_min_score`` or better ends the turn after ``early_silence_ms`` of
+    #: silence; words that stop mid-sentence ("…a table for", "my number is", "and") wait ``late_silence_ms``.
+    #: 0 turns either off. Why these values: README "Turn detection and barge-in".
+    #: Silence inside a turn after which the turn so far is transcribed (and its reply prepared) speculatively
+    #: (``TurnKnobs.speculate_ms``).
+    speculate_ms: int = 160
+    early_silence_ms: int = 400
+    late_silence_ms: int = 1000
+    early_min_score: float = 0.45
     #: Default forced end of turn (silence since the last confident speech window; spec §2.1 default 3000).
     max_silence_ms: int = 3000
     #: Default Silero speech-probability threshold (spec §2.1 default 0.5).
@@ -135,6 +147,16 @@ class LocalAgentSettings:
             raise SettingsError(f"min_silence_ms must be within 100..10000, got {self.min_silence_ms}")
         if not self.min_silence_ms <= self.max_silence_ms <= 30000:
             raise SettingsError(f"max_silence_ms must be within min_silence_ms..30000, got {self.max_silence_ms}")
+        if not 0 <= self.speculate_ms <= 2000:
+            raise SettingsError(f"speculate_ms must be within 0..2000, got {self.speculate_ms}")
+        # Either only ever moves the end of turn towards it: an early one at or above min_silence_ms (or a late
+        # one at or below) is simply never used.
+        if self.early_silence_ms and not 100 <= self.early_silence_ms <= 10000:
+            raise SettingsError(f"early_silence_ms must be 0 or within 100..10000, got {self.early_silence_ms}")
+        if self.late_silence_ms and not 100 <= self.late_silence_ms <= 10000:
+            raise SettingsError(f"late_silence_ms must be 0 or within 100..10000, got {self.late_silence_ms}")
+        if not 0.0 <= self.early_min_score <= 1.0:
+            raise SettingsError(f"early_min_score must be within 0..1, got {self.early_min_score}")
         if not 0.0 < self.vad_threshold < 1.0:
             raise SettingsError(f"vad_threshold must be within (0, 1), got {self.vad_threshold}")
         if not 1 <= self.threads <= 64:
