@@ -362,6 +362,7 @@ class Hearing:
         #: Turn events decided but not yet fully handled (a socket that closes mid-event leaves the rest here).
         self.backlog: deque[SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded] = deque()
         self.held_text: str | None = None  # a turn whose reply was held because the caller kept talking
+        self.early_text: str | None = None  # the last turn, if an early verdict ended it (see BargeIn.continuation)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -693,6 +694,10 @@ class Connection:
         if isinstance(ev, SpeechStarted):
             await self.emit("input.speech.started")
         elif isinstance(ev, BargeIn):
+            if ev.continuation and self._h.early_text:
+                # The caller went on after a turn ended early: answer both parts together, as when they go on
+                # before the reply starts (held_text, _user_turn).
+                self._h.held_text, self._h.early_text = self._h.early_text, None
             if not await self._interrupt():
                 await self.emit("input.speech.started")
         elif isinstance(ev, TurnPausing):
@@ -891,6 +896,7 @@ class Connection:
             h.held_text = text
             log.info("local_agent.turn_held", session_id=session.id)
             return
+        h.early_text = text if job.end_reason == "early" else None
         merged = text != (prepared.text if prepared else None)
         await self._respond(
             UserTurn(text),

@@ -86,6 +86,11 @@ class SpeechStarted:
 class BargeIn:
     start_sample: int
     at_sample: int
+    #: The caller went on speaking after a turn that an *early* verdict ended, sooner than ``min_silence_ms``
+    #: would have ended it: the same utterance, cut too soon. Decided as soon as it is speech (``start_ms``),
+    #: not after ``backchannel_max_ms``, so a short continuation ("…on Sunday?") is not dropped as a
+    #: back-channel; the session answers both parts together.
+    continuation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +129,13 @@ class TurnDetector:
 
     __slots__ = (
         "knobs", "_state", "_window", "_start", "_voiced", "_silence_run", "_last_voiced_end", "_last_sure", "_barged",
-        "_verdict_end", "_verdict_ms",
+        "_verdict_end", "_verdict_ms", "_early_end",
     )  # fmt: skip
 
     def __init__(self, knobs: TurnKnobs | None = None) -> None:
         self.knobs = knobs or TurnKnobs()
         self._window = 0  # index of the next window
+        self._early_end = -1  # speech end of the last turn an early verdict ended
         self._reset_utterance()
 
     def _reset_utterance(self) -> None:
@@ -254,6 +260,11 @@ class TurnDetector:
     def _maybe_confirm(self, agent_speaking: bool, may_interrupt: bool) -> TurnEvent | None:
         if self._ms(self._voiced) < self.knobs.start_ms:
             return None
+        early_end, self._early_end = self._early_end, -1
+        continuing = early_end >= 0 and (self._start - early_end) * 1000 // SAMPLE_RATE < self.knobs.min_silence_ms
+        if agent_speaking and may_interrupt and continuing:
+            ev = self._barge_in()
+            return BargeIn(ev.start_sample, ev.at_sample, continuation=True)
         if agent_speaking:
             self._state = _State.OVERLAP
             if may_interrupt and self._ms(self._voiced) >= self.knobs.backchannel_max_ms:
@@ -270,6 +281,8 @@ class TurnDetector:
     def _end(self, reason: str, end_sample: int | None = None) -> TurnEnded:
         ev = TurnEnded(self._start, end_sample if end_sample is not None else self._last_voiced_end, reason)
         self._reset_utterance()
+        if reason == "early":
+            self._early_end = ev.end_sample
         return ev
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
+from gateway.audio.g711 import ulaw_to_pcm16
 from gateway.local_agent.brain import load_intents
 from gateway.local_agent.settings import DEFAULT_INTENTS_PATH
 from gateway.local_agent.speech import SpeechModels
 from tests.support.caller_voice import caller_ulaw8k
 from tests.support.logcapture import capture_call_logs, events, wait_event
 
-from .agent_client import LinePump
+from .agent_client import FRAME_BYTES, LinePump
 from .conftest import AgentServer
 
 pytestmark = pytest.mark.speech
@@ -83,3 +85,45 @@ async def test_words_that_stop_mid_sentence_wait_longer_than_min_silence(
     agent = await start_agent(min_silence_ms=1500, late_silence_ms=2500)
     _, logged = await one_turn(agent, speech_models, "My phone number is")
     assert logged["end_reason"] == "late", logged
+
+
+def loud_frames(ulaw: bytes) -> np.ndarray:
+    pcm = np.frombuffer(ulaw_to_pcm16(ulaw), dtype="<i2").astype(np.float64)
+    n = len(pcm) // FRAME_BYTES
+    rms = np.sqrt(np.mean(pcm[: n * FRAME_BYTES].reshape(n, FRAME_BYTES) ** 2, axis=1))
+    return np.nonzero(rms > 300.0)[0]
+
+
+async def test_a_caller_who_goes_on_after_an_early_end_gets_both_parts_answered_together(
+    start_agent: Any, speech_models: SpeechModels
+) -> None:
+    # "Do you have parking?" is a finished, confidently matched question: the turn ends early (400 ms) and its
+    # reply starts. The caller goes on ("…near the restaurant?") before the plain timer (here 3 s, so the early
+    # end surely comes first) would have ended the turn: the reply is interrupted at once and the whole sentence
+    # is answered. Alone, "near the restaurant" gets another intent's reply; and over a reply, speech shorter
+    # than the back-channel limit would have been dropped.
+    agent = await start_agent(min_silence_ms=3000, max_silence_ms=5000)
+    with capture_call_logs() as logs:
+        c, _ = await agent.session(input=ULAW, output=ULAW)
+        pump = LinePump(c).start()
+        try:
+            first = caller_ulaw8k(speech_models.tts, "Do you have parking", trail_s=0.0)
+            pump.say(first[: (int(loud_frames(first)[-1]) + 1) * FRAME_BYTES])
+            # The caller goes on as soon as the reply starts (well inside the 3 s the plain timer would wait).
+            recs = await c.collect_until(lambda r: r.type == "reply.started", timeout=30)
+            second = caller_ulaw8k(speech_models.tts, "near the restaurant?", lead_s=0.0)
+            pump.say(second[int(loud_frames(second)[0]) * FRAME_BYTES :])
+            recs += await c.collect_until(
+                lambda r: r.type == "reply.done" and r.event["status"] == "completed", timeout=60
+            )
+        finally:
+            await pump.stop()
+        turns = events(logs, "local_agent.turn")
+    await c.close()
+    types = [r.type for r in recs]
+    assert types.count("transcript.user") == 2 and types.count("reply.done") == 2, (types, turns, [r.event.get("text") for r in recs if r.type.startswith("transcript")])
+    first_done = next(r.event for r in recs if r.type == "reply.done")
+    assert first_done["status"] == "interrupted"
+    assert turns[0]["end_reason"] == "early" and turns[0]["interrupted"] is True, turns
+    final = [r.event for r in recs if r.type == "transcript.agent"][-1]
+    assert final["text"] == reply_text("parking") and final["interrupted"] is False

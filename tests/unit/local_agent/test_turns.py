@@ -279,3 +279,29 @@ def test_pause_verdict_only_moves_the_end_towards_its_own_side_of_min_silence() 
                          confident=0.45) is None  # fmt: skip
     assert pause_verdict("a table for", None, None, min_silence_ms=1200, early_ms=400, late_ms=1000,
                          confident=0.45) is None  # fmt: skip
+
+
+def early_ended_detector() -> TurnDetector:
+    d, pause, _ = paused_detector()
+    d.set_pause_verdict(pause.end_sample, 400)
+    assert d.push(probs("." * 8), agent_speaking=False) == [TurnEnded(0, 10 * W, "early")]  # 13 silent windows
+    return d
+
+
+def test_speech_soon_after_an_early_end_is_a_continuation_that_interrupts_at_once() -> None:
+    d = early_ended_detector()
+    # The reply is playing; the caller goes on 2 windows later (15 silent windows in all = 480 ms < 600 ms).
+    out = d.push(probs(".." + "###"), agent_speaking=True)
+    assert out == [BargeIn(25 * W, 28 * W, continuation=True)]  # at start_ms (96 ms), not after 600 ms
+
+
+def test_speech_after_what_min_silence_would_have_allowed_is_not_a_continuation() -> None:
+    d = early_ended_detector()
+    out = d.push(probs("." * 8 + "#" * 15), agent_speaking=True)  # 21 silent windows = 672 ms
+    assert out == []  # a back-channel candidate, as over any reply
+    assert d.push(probs("#" * 5), agent_speaking=True) == [BargeIn(31 * W, 50 * W)]
+
+
+def test_a_continuation_over_an_uninterruptible_reply_does_not_interrupt() -> None:
+    d = early_ended_detector()
+    assert d.push(probs(".." + "#" * 10), agent_speaking=True, interruptible=False) == []
