@@ -247,7 +247,9 @@ class TurnDetector:
         end = (i + 1) * WINDOW_SAMPLES
         limit = self._verdict_ms if self._verdict_end == self._last_voiced_end else k.min_silence_ms
         if self._ms(self._silence_run) >= limit:
-            return self._end("silence" if limit == k.min_silence_ms else ("early" if limit < k.min_silence_ms else "late"))
+            if limit == k.min_silence_ms:
+                return self._end("silence")
+            return self._end("early" if limit < k.min_silence_ms else "late")
         if self._ms(i - self._last_sure) >= k.max_silence_ms:
             return self._end("max_silence")
         if (end - self._start) * 1000 // SAMPLE_RATE >= k.max_turn_ms:

@@ -27,7 +27,9 @@ from .conftest import AgentServer
 pytestmark = pytest.mark.speech
 
 ULAW = {"format": {"encoding": "audio/pcmu"}}
-TURN_START = ["input.speech.started", "input.speech.stopped", "transcript.user.delta", "transcript.user", "reply.started"]
+TURN_START = [
+    "input.speech.started", "input.speech.stopped", "transcript.user.delta", "transcript.user", "reply.started"
+]  # fmt: skip
 
 
 def reply_text(intent: str) -> str:
@@ -71,7 +73,9 @@ async def test_a_client_min_silence_turns_adaptive_waiting_off(start_agent: Any,
     assert logged["end_reason"] == "silence" and logged["intent"] == "opening_hours", logged
 
 
-async def test_a_client_max_silence_also_turns_adaptive_waiting_off(start_agent: Any, speech_models: SpeechModels) -> None:
+async def test_a_client_max_silence_also_turns_adaptive_waiting_off(
+    start_agent: Any, speech_models: SpeechModels
+) -> None:
     agent = await start_agent(min_silence_ms=2000)
     _, logged = await one_turn(
         agent, speech_models, "What hours are you open on Saturday?", turn_detection={"max_silence": 3000}
@@ -121,7 +125,8 @@ async def test_a_caller_who_goes_on_after_an_early_end_gets_both_parts_answered_
         turns = events(logs, "local_agent.turn")
     await c.close()
     types = [r.type for r in recs]
-    assert types.count("transcript.user") == 2 and types.count("reply.done") == 2, (types, turns, [r.event.get("text") for r in recs if r.type.startswith("transcript")])
+    texts = [r.event.get("text") for r in recs if r.type.startswith("transcript")]
+    assert types.count("transcript.user") == 2 and types.count("reply.done") == 2, (types, turns, texts)
     first_done = next(r.event for r in recs if r.type == "reply.done")
     assert first_done["status"] == "interrupted"
     assert turns[0]["end_reason"] == "early" and turns[0]["interrupted"] is True, turns
