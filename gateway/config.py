@@ -122,7 +122,7 @@ class LocalAgentConfig:
     backchannel_max_ms: int = 600
     min_silence_ms: int = 600
     threads: int = 4  # the process-wide pool for blocking model calls
-    model_cpu_threads: int = 1  # intra-op threads of Whisper and Piper each
+    model_cpu_threads: int = 2  # intra-op threads of Whisper and Piper each (README "Local agent": measured)
     llm_base_url: str = ""  # optional OpenAI-compatible endpoint; empty = deterministic intent engine
     llm_model: str = ""
     llm_api_key_env: str = "LOCAL_AGENT_LLM_API_KEY"

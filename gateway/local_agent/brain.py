@@ -113,6 +113,9 @@ Trigger: TypeAlias = UserTurn | CreateRequest | ToolsAnswered
 @dataclass(frozen=True, slots=True)
 class Say:
     text: str
+    #: The text is fixed (the intent table's or the session's greeting, no variable parts), so its synthesis may
+    #: be cached and reused (session.SynthCache). Not part of equality: it says how, not what, to speak.
+    fixed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,13 +343,13 @@ def plan_user_turn(table: IntentTable, intent_name: str | None, declared_tools: 
     """What to do once the caller's words matched ``intent_name`` (``None``: nothing matched)."""
     intent = table.get(intent_name)
     if intent is None:
-        return [Say(table.fallback_reply)]
+        return [Say(table.fallback_reply, fixed=True)]
     # A tool intent calls its tool only if the session declared one of that name; else it just speaks `reply`.
     if intent.tool and intent.tool in declared_tools:
         # Live (§3.2 step 3): the pre-amble reply around a tool.call is silent.
         context = {"intent": intent.name, "after": intent.reply_after_tool}
         return [CallTool(intent.tool, dict(intent.arguments), context)]
-    return [Say(intent.reply)]
+    return [Say(intent.reply, fixed=True)]
 
 
 def render_result(template: str | None, result: str) -> str:
@@ -374,9 +377,9 @@ def plan_tool_answers(table: IntentTable, outcomes: Sequence[ToolOutcome]) -> li
     steps: list[Step] = []
     for o in outcomes:
         if o.timed_out:
-            steps.append(Say(table.tool_timeout_reply))
+            steps.append(Say(table.tool_timeout_reply, fixed=True))
         elif o.is_error:
-            steps.append(Say(table.tool_error_reply))
+            steps.append(Say(table.tool_error_reply, fixed=True))
         else:
             after = o.context.get("after")
             text = render_result(after if isinstance(after, str) else None, o.result or "")
@@ -393,7 +396,7 @@ def plan_tool_answers(table: IntentTable, outcomes: Sequence[ToolOutcome]) -> li
 def plan_reply_create(table: IntentTable, instructions: str | None) -> list[Step]:
     if instructions and instructions.strip():
         return [Say(table.instructions_template.replace("{instructions}", instructions.strip()))]
-    return [Say(table.reply_create_default)]
+    return [Say(table.reply_create_default, fixed=True)]
 
 
 class _Matcher(Protocol):

@@ -2,8 +2,9 @@
 
 :func:`handle_websocket` authenticates the upgrade (spec §1.2), waits for the first ``session.update`` or
 ``session.resume`` (§1.4, §4.3) and then runs a :class:`Connection`: the only object that holds the socket, the
-audio transcoders, the VAD stream, the turn detector and the reply in progress. It owns its tasks in one
-``asyncio.TaskGroup``:
+output encoder and the reply in progress. The caller's side (inbound queue, input decoder, VAD stream, turn
+detector, utterance audio, speculation) is the session's :class:`Hearing`, so a turn cut by a dropped socket goes
+on after ``session.resume``. A connection owns its tasks in one ``asyncio.TaskGroup``:
 
 - ``reader``: socket → parsed client events; ``input.audio`` goes to a bounded inbound queue.
 - ``listener``: inbound audio → 16 kHz → VAD (in the worker pool) → :class:`~.turns.TurnDetector` → speech
@@ -13,8 +14,9 @@ audio transcoders, the VAD stream, the turn detector and the reply in progress. 
 - ``writer``: bounded outbound queue → socket. Reply audio is paced at real time by the reply itself.
 
 When any of them ends the connection (close, ``session.end``, idle, send failure) the group cancels the rest;
-nothing outlives the socket. A :class:`Session` (config, conversation, pending tool calls, queued jobs) outlives an
-*unclean* disconnect for ``resume_window_s`` so ``session.resume`` can pick it up (§4.3).
+no task outlives the socket. A :class:`Session` (config, conversation, pending tool calls, queued jobs, the
+:class:`Hearing`) outlives an *unclean* disconnect for ``resume_window_s`` so ``session.resume`` can pick it up
+(§4.3).
 
 Every wait is bounded with ``async with asyncio.timeout(...)``, never ``asyncio.wait_for``: on Python 3.11
 ``wait_for`` loses a cancellation that arrives as its inner operation completes (fixed in 3.12), which left a
@@ -43,7 +45,7 @@ import base64
 import enum
 import functools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -92,6 +94,7 @@ from .turns import (
     TurnKnobs,
     TurnPausing,
     UtteranceBuffer,
+    pause_verdict,
 )
 
 if TYPE_CHECKING:
@@ -139,6 +142,7 @@ class AgentRuntime:
         self.split_sentences = split_sentences
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
+        self.synth_cache = SynthCache()
         self.closing = False
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -165,6 +169,49 @@ class AgentRuntime:
         if conns:
             await asyncio.gather(*(c.close_from_server() for c in conns), return_exceptions=True)
         self.sessions.clear()
+
+
+class SynthCache:
+    """Synthesized audio of *fixed* text (the greeting, the intent table's replies: ``Say.fixed``), bounded LRU.
+
+    Keyed by the chunk's text alone: the runtime has one Piper voice, always run with the voice's default
+    synthesis settings, and everything per session (output format, volume) is applied after synthesis. Piper's
+    defaults are randomised per run (``noise_scale`` 0.667, ``noise_w_scale`` 0.8: each rendering differs
+    slightly in timbre and timing), so the cache does not reproduce what a fresh synthesis would give: it keeps
+    the first rendering and replays it, as a recorded prompt would be. That is a fair rendering of the same text,
+    and the one thing a cache changes is that a caller who hears a sentence twice hears the same take twice.
+    Variable text (LLM output, ``{result}`` answers, ``reply.create`` instructions) is never cached.
+    Used from the event loop only.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self._items: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
+        self._bytes = 0
+        self._max = max_bytes
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, text: str) -> list[tuple[str, bytes]] | None:
+        found = self._items.get(text)
+        if found is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(text)
+        self.hits += 1
+        return found
+
+    def put(self, text: str, pieces: list[tuple[str, bytes]]) -> None:
+        size = sum(len(pcm) for _, pcm in pieces)
+        if text in self._items or size > self._max // 4:
+            return
+        self._items[text] = pieces
+        self._bytes += size
+        while self._bytes > self._max:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= sum(len(pcm) for _, pcm in old)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -210,6 +257,8 @@ class TurnJob:
     ended_at: float  # loop time the end of turn was decided
     #: Preparation started when the caller paused (TurnPausing) over exactly this audio.
     prepared: asyncio.Task[Prepared] | None = None
+    #: TurnEnded.reason: "silence", "early"/"late" (adaptive), "max_silence", "max_turn".
+    end_reason: str = "silence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +294,7 @@ class Session:
         self.detached = asyncio.Event()
         self.ended = False
         self.input_audio_s = 0.0
+        self.hearing: Hearing | None = None  # created by the first connection (it needs the runtime's models)
 
     def enqueue(self, job: Job) -> None:
         try:
@@ -278,6 +328,41 @@ class Session:
                         )
                     )
                 )
+
+
+@dataclass(slots=True)
+class Speculation:
+    """Work started at a pause (TurnPausing) on the turn ``[start, end)`` so far: its audio and the task."""
+
+    start: int
+    end: int
+    audio: bytes
+    task: asyncio.Task[Prepared] | None = None
+
+
+class Hearing:
+    """The caller's side of a session: everything between inbound audio and a finished turn. Per session, not
+    per socket, so a socket that drops mid-utterance and comes back with ``session.resume`` continues the same
+    turn (§4.3): the frames received but not yet heard, the input decoder, the VAD stream (Silero's recurrent
+    state and context), the turn detector and its clock, the audio of the utterance so far, the speculative
+    preparation, a VAD call still running when the socket closed, turn events not yet handled, and a turn held
+    for merging. Only the :class:`Connection` attached to the session touches it; it runs no tasks itself (the
+    speculation task belongs to a connection's task group and is restarted on resume)."""
+
+    def __init__(self, decoder: _InputDecoder, vad: Any, detector: TurnDetector) -> None:
+        self.inbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOUND_MAX)
+        self.decoder = decoder
+        self.vad = vad
+        self.detector = detector
+        self.utterance = UtteranceBuffer()
+        self.spec: Speculation | None = None
+        #: A VAD call (in the pool) whose probabilities the detector has not seen yet: set while it runs, and
+        #: left set when the socket closed during it, so the next connection feeds them in first.
+        self.vad_pending: asyncio.Future[list[float]] | None = None
+        #: Turn events decided but not yet fully handled (a socket that closes mid-event leaves the rest here).
+        self.backlog: deque[SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded] = deque()
+        self.held_text: str | None = None  # a turn whose reply was held because the caller kept talking
+        self.early_text: str | None = None  # the last turn, if an early verdict ended it (see BargeIn.continuation)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,19 +467,16 @@ class Connection:
         self.ws = ws
         self.session = session
         cfg = session.config
-        self._inbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOUND_MAX)
         self._outbound: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOUND_MAX)
-        self._decoder = _InputDecoder(cfg.input_format)
-        self._vad = runtime.models.vad.stream()
-        self._detector = TurnDetector(self._knobs(cfg))
-        self._utterance = UtteranceBuffer()
+        if session.hearing is None:
+            session.hearing = Hearing(
+                _InputDecoder(cfg.input_format), runtime.models.vad.stream(), TurnDetector(self._knobs(cfg))
+            )
+        self._h = session.hearing  # survives this socket (resume continues the caller's turn)
         self._reply: _Reply | None = None
         self._job_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._play_end = 0.0  # loop time the client will have played everything sent so far
-        self._held_text: str | None = None  # a turn whose reply was held because the caller kept talking
-        # Speculative preparation started at a pause: (start, end, audio, task).
-        self._spec: tuple[int, int, bytes, asyncio.Task[Prepared]] | None = None
         self._server_close: EndReason | None = None
         self.frames_dropped = 0
         self.turns = 0
@@ -412,6 +494,7 @@ class Connection:
             max_silence_ms=max(max_silence, min_silence),
             interrupt_response=td.interrupt_response if td.interrupt_response is not None else True,
             backchannel_max_ms=s.backchannel_max_ms,
+            speculate_ms=s.speculate_ms,
         )
 
     def _interruptible(self, kind: str) -> bool:
@@ -516,15 +599,15 @@ class Connection:
             session.input_audio_s += len(event.audio) / (fmt.sample_rate * (2 if fmt.encoding == "audio/pcm" else 1))
             try:
                 async with asyncio.timeout(5.0):
-                    await self._inbound.put(event.audio)
+                    await self._h.inbound.put(event.audio)
             except TimeoutError:
                 self.frames_dropped += 1
         elif isinstance(event, proto.SessionUpdate):
             new = proto.apply_session_update(session.config, event.session, voices=self.rt.settings.voices)
             if new.input_format != session.config.input_format:
-                self._decoder = _InputDecoder(new.input_format)
+                self._h.decoder = _InputDecoder(new.input_format)
             session.config = new
-            self._detector.knobs = self._knobs(new)
+            self._h.detector.knobs = self._knobs(new)
             await self.emit("session.updated", config=proto.config_echo(new, session.id))
         elif isinstance(event, proto.ToolResult):
             call = session.calls.get(event.call_id)
@@ -555,54 +638,120 @@ class Connection:
     # ---- listener: audio → VAD → turns
 
     async def _listener(self) -> None:
+        h = self._h
+        await self._catch_up()
         while True:
             try:
                 async with asyncio.timeout(30.0):
-                    first = await self._inbound.get()
+                    first = await h.inbound.get()
             except TimeoutError:
                 continue
             chunks = [first]
-            while not self._inbound.empty() and len(chunks) < 50:
-                chunks.append(self._inbound.get_nowait())
-            pcm = b"".join(self._decoder.decode(c) for c in chunks)
+            while not h.inbound.empty() and len(chunks) < 50:
+                chunks.append(h.inbound.get_nowait())
+            pcm = b"".join(h.decoder.decode(c) for c in chunks)
             if not pcm:
                 continue
-            self._utterance.push(pcm)
-            probs = await self.rt.run_blocking(self._vad.push, pcm)
-            reply = self._reply
-            speaking = reply is not None and not reply.finished
-            events = self._detector.push(
-                probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible)
-            )
-            for ev in events:
-                await self._on_turn_event(ev)
+            h.utterance.push(pcm)
+            # The VAD stream's state advances in the pool whether or not we are still here to read the result, so
+            # the call is shielded and kept on the session: if this socket closes during it, the next connection
+            # feeds its probabilities to the detector first and the detector's clock stays in step with the audio.
+            h.vad_pending = asyncio.get_running_loop().run_in_executor(self.rt.executor, h.vad.push, pcm)
+            probs = await asyncio.shield(h.vad_pending)
+            h.vad_pending = None
+            self._detect(probs)
+            await self._handle_backlog()
+
+    async def _catch_up(self) -> None:
+        """On a resumed session: finish what the previous socket left (a VAD result, turn events, speculation)."""
+        h = self._h
+        if h.vad_pending is not None:
+            probs = await asyncio.shield(h.vad_pending)
+            h.vad_pending = None
+            self._detect(probs)
+        spec = h.spec
+        if spec is not None and (spec.task is None or spec.task.cancelled()):
+            # Cancelled with the previous socket's task group: start it again on this one.
+            self._start_preparation(spec)
+        await self._handle_backlog()
+
+    def _detect(self, probs: list[float]) -> None:
+        reply = self._reply
+        speaking = reply is not None and not reply.finished
+        self._h.backlog.extend(
+            self._h.detector.push(probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible))
+        )
+
+    async def _handle_backlog(self) -> None:
+        # An event leaves the backlog only once handled: one interrupted by the socket closing (say, while its
+        # event was being queued for a socket that is gone) is handled again, whole, on the resumed connection.
+        backlog = self._h.backlog
+        while backlog:
+            await self._on_turn_event(backlog[0])
+            backlog.popleft()
 
     async def _on_turn_event(self, ev: SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded) -> None:
         if isinstance(ev, SpeechStarted):
             await self.emit("input.speech.started")
         elif isinstance(ev, BargeIn):
+            if ev.continuation and self._h.early_text:
+                # The caller went on after a turn ended early: answer both parts together, as when they go on
+                # before the reply starts (held_text, _user_turn).
+                self._h.held_text, self._h.early_text = self._h.early_text, None
             if not await self._interrupt():
                 await self.emit("input.speech.started")
         elif isinstance(ev, TurnPausing):
             # Start Whisper (~0.3 s) and, for a deterministic engine, the reply's first sentence now, so they are
             # ready when the silence timer confirms the end of turn; thrown away if the caller speaks again.
             self._drop_speculation()
-            audio = self._turn_audio(ev.start_sample, ev.end_sample)
-            assert self._tg is not None
-            task = self._tg.create_task(self._prepare(audio), name="turn:prepare")
-            self._spec = (ev.start_sample, ev.end_sample, audio, task)
+            spec = Speculation(ev.start_sample, ev.end_sample, self._turn_audio(ev.start_sample, ev.end_sample))
+            self._h.spec = spec
+            self._start_preparation(spec)
         elif isinstance(ev, TurnEnded):
             await self.emit("input.speech.stopped")
             now = asyncio.get_running_loop().time()
-            spec, self._spec = self._spec, None
-            if spec is not None and spec[:2] == (ev.start_sample, ev.end_sample):
-                self.session.enqueue(TurnJob(spec[2], now, prepared=spec[3]))
+            spec, self._h.spec = self._h.spec, None
+            if spec is not None and (spec.start, spec.end) == (ev.start_sample, ev.end_sample):
+                self.session.enqueue(TurnJob(spec.audio, now, prepared=spec.task, end_reason=ev.reason))
             else:
-                if spec is not None:
-                    spec[3].cancel()
-                self.session.enqueue(TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now))
+                if spec is not None and spec.task is not None:
+                    spec.task.cancel()
+                self.session.enqueue(
+                    TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now, end_reason=ev.reason)
+                )
         else:
             log.debug("local_agent.backchannel", session_id=self.session.id, voiced_ms=ev.voiced_ms)
+
+    def _start_preparation(self, spec: Speculation) -> None:
+        assert self._tg is not None
+        spec.task = self._tg.create_task(self._prepare(spec.audio), name="turn:prepare")
+        spec.task.add_done_callback(functools.partial(self._judge_pause, spec))
+
+    def _judge_pause(self, spec: Speculation, task: asyncio.Task[Prepared]) -> None:
+        """Adaptive end of turn: once the pause's words are known, move the end of this turn earlier (a finished,
+        confidently understood request) or later (words that stop mid-sentence). Only when the client left
+        ``min_silence``/``max_silence`` unset: live, setting either turns adaptive waiting off (spec §2.1). Sends
+        nothing: the turn still ends through the detector, so events and their order are as without it."""
+        if self._h.spec is not spec or task.cancelled() or task.exception() is not None:
+            return
+        td = self.session.config.turn_detection
+        if td is not None and (td.min_silence is not None or td.max_silence is not None):
+            return
+        prepared = task.result()
+        s = self.rt.settings
+        knobs = self._h.detector.knobs
+        decided = next((st for st in prepared.steps or () if isinstance(st, Decided)), None)
+        ms = pause_verdict(
+            prepared.text,
+            decided.intent if decided is not None else None,
+            decided.score if decided is not None else None,
+            min_silence_ms=knobs.min_silence_ms,
+            early_ms=s.early_silence_ms or knobs.min_silence_ms,
+            late_ms=s.late_silence_ms,
+            confident=s.early_min_score,
+        )
+        if ms is not None:
+            self._h.detector.set_pause_verdict(spec.end, ms)
 
     async def _prepare(self, audio: bytes) -> Prepared:
         text = await self.rt.run_blocking(self.rt.models.stt.transcribe, audio)
@@ -619,16 +768,28 @@ class Connection:
         if not sentences:
             return Prepared(text, steps)
         chunk = first_speech_chunks(sentences[0])[0]
-        pieces = await self.rt.run_blocking(_synth_all, self.rt.models.tts, chunk)
+        pieces = await self._synth(chunk, fixed=first.fixed if first else False)
         return Prepared(text, steps, (chunk, pieces))
 
+    async def _synth(self, chunk: str, *, fixed: bool) -> list[tuple[str, bytes]]:
+        """Synthesize one chunk in the pool; a chunk of fixed text comes from (and goes to) the runtime's cache."""
+        cache = self.rt.synth_cache
+        if fixed:
+            hit = cache.get(chunk)
+            if hit is not None:
+                return hit
+        pieces = await self.rt.run_blocking(_synth_all, self.rt.models.tts, chunk)
+        if fixed:
+            cache.put(chunk, pieces)
+        return pieces
+
     def _turn_audio(self, start: int, end: int) -> bytes:
-        return self._utterance.slice(start - PREROLL_SAMPLES, end + POSTROLL_SAMPLES)
+        return self._h.utterance.slice(start - PREROLL_SAMPLES, end + POSTROLL_SAMPLES)
 
     def _drop_speculation(self) -> None:
-        if self._spec is not None:
-            self._spec[3].cancel()
-            self._spec = None
+        spec, self._h.spec = self._h.spec, None
+        if spec is not None and spec.task is not None:
+            spec.task.cancel()
 
     async def _interrupt(self) -> bool:
         """Barge-in (§4.1): stop the reply now and report it, three events back to back."""
@@ -691,7 +852,7 @@ class Connection:
         session = self.session
         if isinstance(job, GreetJob):
             # The greeting goes straight to TTS, word for word, not through the brain (§2.1 `greeting` row).
-            await self._speak(_steps([Say(job.text)]), kind="greeting")
+            await self._speak(_steps([Say(job.text, fixed=True)]), kind="greeting")
         elif isinstance(job, TurnJob):
             await self._user_turn(job)
         elif isinstance(job, CreateJob):
@@ -725,20 +886,23 @@ class Connection:
         await self.emit("transcript.user.delta", item_id=item_id, text=text)
         await self.emit("transcript.user", item_id=item_id, text=text)
         session.conversation.add_user(text)
-        if self._held_text:
-            text = f"{self._held_text} {text}"
-            self._held_text = None
-        if self._detector.caller_has_turn:
+        h = self._h
+        if h.held_text:
+            text = f"{h.held_text} {text}"
+            h.held_text = None
+        if h.detector.caller_has_turn:
             # The caller is already talking again: the end of turn was called too early. Hold this reply and
             # answer both parts together at the end of the new turn (live behaviour, §2.2 notes).
-            self._held_text = text
+            h.held_text = text
             log.info("local_agent.turn_held", session_id=session.id)
             return
+        h.early_text = text if job.end_reason == "early" else None
         merged = text != (prepared.text if prepared else None)
         await self._respond(
             UserTurn(text),
             kind="user_speech",
             turn_ended_at=job.ended_at,
+            end_reason=job.end_reason,
             stt_s=stt_s,
             prepared=None if merged else prepared,
         )
@@ -749,6 +913,7 @@ class Connection:
         *,
         kind: str,
         turn_ended_at: float | None = None,
+        end_reason: str | None = None,
         stt_s: float | None = None,
         prepared: Prepared | None = None,
     ) -> None:
@@ -782,6 +947,7 @@ class Connection:
                     engine=self.rt.engine.name,
                     intent=d.intent if d else None,
                     score=round(d.score, 3) if d and d.score is not None else None,
+                    end_reason=end_reason,
                     stt_wait_ms=round(stt_s * 1000) if stt_s is not None else None,
                     # From the end-of-turn decision (min_silence after the VAD's last speech window).
                     first_audio_ms=round((first_audio - turn_ended_at) * 1000)
@@ -845,7 +1011,6 @@ class Connection:
         queue: asyncio.Queue[tuple[str, bytes] | CallTool | None],
         presynth: tuple[str, list[tuple[str, bytes]]] | None = None,
     ) -> None:
-        tts = self.rt.models.tts
         first = True
         try:
             async for step in steps:
@@ -863,7 +1028,7 @@ class Connection:
                         if presynth is not None and presynth[0] == chunk:
                             pieces, presynth = presynth[1], None  # synthesized while the caller paused
                         else:
-                            pieces = await self.rt.run_blocking(_synth_all, tts, chunk)
+                            pieces = await self._synth(chunk, fixed=step.fixed)
                         for piece in pieces:
                             await queue.put(piece)
         finally:

@@ -92,6 +92,20 @@ class LocalAgentSettings:
     #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there
     #: is, and 600 ms is the offline-speech spec's measured choice (§1) for a responsive phone agent.
     min_silence_ms: int = 600
+    #: Adaptive end of turn, only when the client sets neither ``turn_detection.min_silence`` nor ``max_silence``
+    #: (live, setting either turns the cloud's adaptive waiting off: spec §2.1, LIVE-B). The speculative
+    #: transcript of a pause (after ``speculate_ms``) is judged by ``turns.pause_verdict``: a finished sentence
+    #: the intent engine matched at ``early_min_score`` or better ends the turn after ``early_silence_ms`` of
+    #: silence; words that stop mid-sentence ("…a table for", "my number is", "and") wait ``late_silence_ms``.
+    #: 0 turns either off. Why these values: README "Turn detection and barge-in".
+    #: Silence inside a turn after which the turn so far is transcribed (and its reply prepared) speculatively
+    #: (``TurnKnobs.speculate_ms``). 96 ms (3 Silero windows), not the detector's 160: with the adaptive end of
+    #: turn, when that work is done is what decides the latency, and on the 22 committed phrases 96 ms starts no
+    #: more speculations than 160 ms (31 for 22 turns either way: comma pauses are longer than both).
+    speculate_ms: int = 96
+    early_silence_ms: int = 400
+    late_silence_ms: int = 1000
+    early_min_score: float = 0.45
     #: Default forced end of turn (silence since the last confident speech window; spec §2.1 default 3000).
     max_silence_ms: int = 3000
     #: Default Silero speech-probability threshold (spec §2.1 default 0.5).
@@ -100,8 +114,11 @@ class LocalAgentSettings:
     #: 4 on a 2-core box: up to two calls can each have a transcription or synthesis running while VAD windows
     #: of the others still get a thread (the models themselves use ``model_cpu_threads`` each).
     threads: int = 4
-    #: Intra-op threads of Whisper and Piper each (offline-speech spec §3.9: 1 when calls may overlap on 2 cores).
-    model_cpu_threads: int = 1
+    #: Intra-op threads of Whisper and Piper each. 2, although the offline-speech spec (§3.9) suggests 1 when calls
+    #: may overlap on 2 cores: measured back to back on this 2-core machine, two callers at once answered faster
+    #: with 2 (median 0.87 s vs 1.02 s) and one caller too (0.88 s vs 1.04 s): turns rarely transcribe at the
+    #: same moment, so each Whisper run gets both cores most of the time (README "Measured latency").
+    model_cpu_threads: int = 2
     #: Optional LLM reply engine; ``None`` uses the deterministic intent engine.
     llm: LlmSettings | None = None
     #: How long a new socket may stay silent before its first ``session.update``/``session.resume``.
@@ -135,6 +152,16 @@ class LocalAgentSettings:
             raise SettingsError(f"min_silence_ms must be within 100..10000, got {self.min_silence_ms}")
         if not self.min_silence_ms <= self.max_silence_ms <= 30000:
             raise SettingsError(f"max_silence_ms must be within min_silence_ms..30000, got {self.max_silence_ms}")
+        if not 0 <= self.speculate_ms <= 2000:
+            raise SettingsError(f"speculate_ms must be within 0..2000, got {self.speculate_ms}")
+        # Either only ever moves the end of turn towards it: an early one at or above min_silence_ms (or a late
+        # one at or below) is simply never used.
+        if self.early_silence_ms and not 100 <= self.early_silence_ms <= 10000:
+            raise SettingsError(f"early_silence_ms must be 0 or within 100..10000, got {self.early_silence_ms}")
+        if self.late_silence_ms and not 100 <= self.late_silence_ms <= 10000:
+            raise SettingsError(f"late_silence_ms must be 0 or within 100..10000, got {self.late_silence_ms}")
+        if not 0.0 <= self.early_min_score <= 1.0:
+            raise SettingsError(f"early_min_score must be within 0..1, got {self.early_min_score}")
         if not 0.0 < self.vad_threshold < 1.0:
             raise SettingsError(f"vad_threshold must be within (0, 1), got {self.vad_threshold}")
         if not 1 <= self.threads <= 64:

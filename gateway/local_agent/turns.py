@@ -16,6 +16,11 @@ speaking, and returns :data:`TurnEvent` values:
 - :class:`SpeechDiscarded`: speech over a reply that ended while the reply was still playing and was too short to
   interrupt ("uh-huh", "okay": a back-channel, §4.1), or was not allowed to interrupt.
 
+Adaptive end of turn: once the speculative transcript of a pause is known, the session may tell the detector how
+long the silence after *that* speech must last (:meth:`TurnDetector.set_pause_verdict`, policy in
+:func:`pause_verdict`): shorter when the words are a complete, confidently understood request, longer when they
+stop mid-sentence. The verdict is tied to the end of the speech it judged, so any new speech voids it.
+
 Knobs (spec §2.1 ``turn_detection``): ``vad_threshold`` (a window at or above it is speech; below
 ``vad_threshold - 0.15`` is silence, in between keeps the current state: Silero's usual hysteresis),
 ``min_silence_ms`` (confident silence that ends a turn), ``max_silence_ms`` (time since the last confident speech
@@ -29,6 +34,7 @@ out a turn the detector reported.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -43,6 +49,7 @@ __all__ = [
     "TurnKnobs",
     "TurnPausing",
     "UtteranceBuffer",
+    "pause_verdict",
 ]
 
 SAMPLE_RATE = 16000
@@ -79,13 +86,18 @@ class SpeechStarted:
 class BargeIn:
     start_sample: int
     at_sample: int
+    #: The caller went on speaking after a turn that an *early* verdict ended, sooner than ``min_silence_ms``
+    #: would have ended it: the same utterance, cut too soon. Decided as soon as it is speech (``start_ms``),
+    #: not after ``backchannel_max_ms``, so a short continuation ("…on Sunday?") is not dropped as a
+    #: back-channel; the session answers both parts together.
+    continuation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TurnEnded:
     start_sample: int
     end_sample: int
-    #: Why: "silence" (min_silence), "max_silence", or "max_turn".
+    #: Why: "silence" (min_silence), "early"/"late" (a pause verdict), "max_silence", or "max_turn".
     reason: str
 
 
@@ -116,12 +128,14 @@ class TurnDetector:
     """One caller's turn-taking state. Feed :meth:`push` every probability the VAD produces, in order."""
 
     __slots__ = (
-        "knobs", "_state", "_window", "_start", "_voiced", "_silence_run", "_last_voiced_end", "_last_sure", "_barged"
+        "knobs", "_state", "_window", "_start", "_voiced", "_silence_run", "_last_voiced_end", "_last_sure", "_barged",
+        "_verdict_end", "_verdict_ms", "_early_end",
     )  # fmt: skip
 
     def __init__(self, knobs: TurnKnobs | None = None) -> None:
         self.knobs = knobs or TurnKnobs()
         self._window = 0  # index of the next window
+        self._early_end = -1  # speech end of the last turn an early verdict ended
         self._reset_utterance()
 
     def _reset_utterance(self) -> None:
@@ -132,6 +146,8 @@ class TurnDetector:
         self._last_voiced_end = 0  # sample position just after the last speech window
         self._last_sure = 0  # index of the last window at or above the threshold
         self._barged = False  # at most one barge-in per utterance
+        self._verdict_end = -1  # set_pause_verdict: the speech end it judged…
+        self._verdict_ms = 0  # …and the silence that ends the turn after it
 
     @property
     def position(self) -> int:
@@ -151,6 +167,16 @@ class TurnDetector:
     def reset(self) -> None:
         """Drop any utterance in progress (the clock keeps running)."""
         self._reset_utterance()
+
+    def set_pause_verdict(self, end_sample: int, silence_ms: int) -> bool:
+        """The caller's turn, if its speech still ends at ``end_sample`` (the :class:`TurnPausing` it was judged
+        on), ends after ``silence_ms`` of silence instead of ``min_silence_ms``. Speech after that point voids it
+        (the turn goes back to ``min_silence_ms``). Returns whether it applies. If the silence is already that
+        long, the turn ends on the next window pushed."""
+        if self._state is not _State.TURN or end_sample != self._last_voiced_end:
+            return False
+        self._verdict_end, self._verdict_ms = end_sample, silence_ms
+        return True
 
     def push(
         self, probs: Iterable[float], *, agent_speaking: bool, interruptible: bool = True
@@ -219,8 +245,11 @@ class TurnDetector:
                 # caller wins, and their turn goes on.
                 return self._barge_in()
         end = (i + 1) * WINDOW_SAMPLES
-        if self._ms(self._silence_run) >= k.min_silence_ms:
-            return self._end("silence")
+        limit = self._verdict_ms if self._verdict_end == self._last_voiced_end else k.min_silence_ms
+        if self._ms(self._silence_run) >= limit:
+            if limit == k.min_silence_ms:
+                return self._end("silence")
+            return self._end("early" if limit < k.min_silence_ms else "late")
         if self._ms(i - self._last_sure) >= k.max_silence_ms:
             return self._end("max_silence")
         if (end - self._start) * 1000 // SAMPLE_RATE >= k.max_turn_ms:
@@ -233,6 +262,11 @@ class TurnDetector:
     def _maybe_confirm(self, agent_speaking: bool, may_interrupt: bool) -> TurnEvent | None:
         if self._ms(self._voiced) < self.knobs.start_ms:
             return None
+        early_end, self._early_end = self._early_end, -1
+        continuing = early_end >= 0 and (self._start - early_end) * 1000 // SAMPLE_RATE < self.knobs.min_silence_ms
+        if agent_speaking and may_interrupt and continuing:
+            ev = self._barge_in()
+            return BargeIn(ev.start_sample, ev.at_sample, continuation=True)
         if agent_speaking:
             self._state = _State.OVERLAP
             if may_interrupt and self._ms(self._voiced) >= self.knobs.backchannel_max_ms:
@@ -249,7 +283,60 @@ class TurnDetector:
     def _end(self, reason: str, end_sample: int | None = None) -> TurnEnded:
         ev = TurnEnded(self._start, end_sample if end_sample is not None else self._last_voiced_end, reason)
         self._reset_utterance()
+        if reason == "early":
+            self._early_end = ev.end_sample
         return ev
+
+
+#: Words after which a sentence is not over ("I'd like a table for…", "and…", "my…"): the caller is probably
+#: looking for the next word, so the turn waits longer instead of ending. Only words that cannot end an English
+#: sentence: not pronouns or demonstratives ("I don't need that."), not auxiliaries ("Can you?").
+_OPEN_ENDINGS = frozenset(
+    """
+    a an the and or but because if than for to of in on at by from into onto about with without as like
+    my your our their his her its i'm i'd um uh er erm
+    """.split()
+)
+#: …and words that leave a statement open but end a question ("my number is" / "do you know where it is?").
+_OPEN_UNLESS_QUESTION = frozenset("is are was were".split())
+_WORD = re.compile(r"[a-z']+")
+
+
+def pause_verdict(
+    text: str,
+    intent: str | None,
+    score: float | None,
+    *,
+    min_silence_ms: int,
+    early_ms: int,
+    late_ms: int,
+    confident: float,
+) -> int | None:
+    """How long the silence after a pause's speech should be for the turn to end, judged on the speculative
+    transcript ``text`` and what the intent engine made of it; ``None`` keeps ``min_silence_ms``. Pure.
+
+    - ``late_ms`` when the words stop mid-sentence: a trailing conjunction, preposition, article, possessive or
+      "is"/"are" outside a question ("…a table for", "my number is", "and"), or a trailing comma or ellipsis.
+    - ``early_ms`` when the words are a finished sentence (final ``.``/``?``/``!``) that the intent engine matched
+      at ``score >= confident``.
+    - otherwise ``None``.
+    """
+    t = text.strip()
+    if not t:
+        return None
+    words = _WORD.findall(t.lower())
+    last = words[-1] if words else ""
+    if (
+        t.endswith((",", "...", "…", "-", ":", ";"))
+        or last in _OPEN_ENDINGS
+        or (last in _OPEN_UNLESS_QUESTION and not t.endswith("?"))
+    ):
+        return late_ms if late_ms > min_silence_ms else None
+    if not t.endswith((".", "?", "!")):
+        return None  # unpunctuated (Whisper leaves short answers so at times): no evidence either way
+    if intent is not None and score is not None and score >= confident and early_ms < min_silence_ms:
+        return early_ms
+    return None
 
 
 class UtteranceBuffer:

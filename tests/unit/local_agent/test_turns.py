@@ -17,6 +17,7 @@ from gateway.local_agent.turns import (
     TurnKnobs,
     TurnPausing,
     UtteranceBuffer,
+    pause_verdict,
 )
 
 P = {"#": 0.9, ".": 0.05, "~": 0.42}
@@ -198,3 +199,109 @@ def test_utterance_buffer_slices_by_absolute_sample_and_trims_old_audio() -> Non
     assert buf.end == 32001
     buf.clear()
     assert buf.end == 32001 and buf.slice(0, 10**9) == b""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adaptive end of turn: a verdict on the pause's words moves the end of that turn earlier or later
+
+
+def paused_detector() -> tuple[TurnDetector, TurnPausing, list[TurnEvent]]:
+    """A turn of 10 speech windows, then silence up to its TurnPausing (160 ms: 5 windows)."""
+    d = TurnDetector()
+    out = d.push(probs("#" * 10 + "." * 5), agent_speaking=False)
+    pause = next(e for e in out if isinstance(e, TurnPausing))
+    return d, pause, out
+
+
+def test_an_early_verdict_ends_the_turn_after_its_shorter_silence_at_the_same_span() -> None:
+    d, pause, _ = paused_detector()
+    assert d.set_pause_verdict(pause.end_sample, 400)
+    out = d.push(probs("." * 7), agent_speaking=False)  # 12 silent windows = 384 ms: not yet
+    assert out == []
+    assert d.push(probs("."), agent_speaking=False) == [TurnEnded(0, 10 * W, "early")]  # 416 ms
+
+
+def test_a_verdict_that_arrives_after_its_silence_ends_the_turn_on_the_next_window() -> None:
+    d, pause, _ = paused_detector()
+    d.push(probs("." * 10), agent_speaking=False)  # 480 ms of silence
+    assert d.set_pause_verdict(pause.end_sample, 400)
+    assert d.push(probs("."), agent_speaking=False) == [TurnEnded(0, 10 * W, "early")]
+
+
+def test_speech_after_the_pause_voids_the_verdict_and_the_default_silence_applies_again() -> None:
+    d, pause, _ = paused_detector()
+    assert d.set_pause_verdict(pause.end_sample, 400)
+    out = d.push(probs("#" * 5 + "." * 15), agent_speaking=False)  # the caller goes on; 480 ms of silence
+    assert [e for e in out if isinstance(e, TurnEnded)] == []
+    out = d.push(probs("." * 4), agent_speaking=False)  # 608 ms
+    assert [e for e in out if isinstance(e, TurnEnded)] == [TurnEnded(0, 20 * W, "silence")]
+
+
+def test_a_late_verdict_keeps_the_turn_open_past_min_silence() -> None:
+    d, pause, _ = paused_detector()
+    assert d.set_pause_verdict(pause.end_sample, 1000)
+    assert d.push(probs("." * 25), agent_speaking=False) == []  # 960 ms
+    assert d.push(probs("." * 2), agent_speaking=False) == [TurnEnded(0, 10 * W, "late")]
+
+
+def test_a_verdict_for_speech_that_is_not_the_current_turn_is_refused() -> None:
+    d, pause, _ = paused_detector()
+    assert not d.set_pause_verdict(pause.end_sample - W, 400)  # another span
+    d.push(probs("." * 15), agent_speaking=False)  # the turn ended at 600 ms
+    assert not d.set_pause_verdict(pause.end_sample, 400)  # no turn any more
+
+
+@pytest.mark.parametrize(
+    "text,intent,score,expected",
+    [
+        ("What hours are you open on Saturday?", "opening_hours", 0.8, 400),
+        ("Okay, that is everything. Goodbye.", "goodbye", 0.6, 400),
+        ("What hours are you open on Saturday?", "opening_hours", 0.40, None),  # not confident enough
+        ("Something I said.", None, None, None),  # nothing matched
+        ("I'd like to book a table for", "book_table", 0.7, 1000),  # an open word at the end
+        ("I'd like to book a table for.", "book_table", 0.7, 1000),  # Whisper's full stop does not close it
+        ("My phone number is", None, None, 1000),
+        ("Yes, and...", "affirm", 0.6, 1000),
+        ("I want to book a table,", "book_table", 0.7, 1000),
+        ("yes", "affirm", 0.9, None),  # unpunctuated: no evidence either way
+        ("", None, None, None),
+    ],
+)
+def test_pause_verdict_policy(text: str, intent: str | None, score: float | None, expected: int | None) -> None:
+    got = pause_verdict(text, intent, score, min_silence_ms=600, early_ms=400, late_ms=1000, confident=0.45)
+    assert got == expected
+
+
+def test_pause_verdict_only_moves_the_end_towards_its_own_side_of_min_silence() -> None:
+    # An "early" at or above min_silence, or a "late" at or below it, is no verdict at all (e.g. a client's or a
+    # server's shorter min_silence).
+    assert pause_verdict("Open on Sunday?", "opening_hours", 0.9, min_silence_ms=300, early_ms=400, late_ms=1000,
+                         confident=0.45) is None  # fmt: skip
+    assert pause_verdict("a table for", None, None, min_silence_ms=1200, early_ms=400, late_ms=1000,
+                         confident=0.45) is None  # fmt: skip
+
+
+def early_ended_detector() -> TurnDetector:
+    d, pause, _ = paused_detector()
+    d.set_pause_verdict(pause.end_sample, 400)
+    assert d.push(probs("." * 8), agent_speaking=False) == [TurnEnded(0, 10 * W, "early")]  # 13 silent windows
+    return d
+
+
+def test_speech_soon_after_an_early_end_is_a_continuation_that_interrupts_at_once() -> None:
+    d = early_ended_detector()
+    # The reply is playing; the caller goes on 2 windows later (15 silent windows in all = 480 ms < 600 ms).
+    out = d.push(probs(".." + "###"), agent_speaking=True)
+    assert out == [BargeIn(25 * W, 28 * W, continuation=True)]  # at start_ms (96 ms), not after 600 ms
+
+
+def test_speech_after_what_min_silence_would_have_allowed_is_not_a_continuation() -> None:
+    d = early_ended_detector()
+    out = d.push(probs("." * 8 + "#" * 15), agent_speaking=True)  # 21 silent windows = 672 ms
+    assert out == []  # a back-channel candidate, as over any reply
+    assert d.push(probs("#" * 5), agent_speaking=True) == [BargeIn(31 * W, 50 * W)]
+
+
+def test_a_continuation_over_an_uninterruptible_reply_does_not_interrupt() -> None:
+    d = early_ended_detector()
+    assert d.push(probs(".." + "#" * 10), agent_speaking=True, interruptible=False) == []
