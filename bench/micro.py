@@ -196,7 +196,8 @@ def main() -> None:
     plan = json.loads(sys.argv[1])
     c = corpus(2.0, plan["chunk_ms"], plan.get("agent_format", "pcm24k"))
     r = run_micro(c, plan["rounds"], plan["in_quality"], plan["out_quality"])
-    rows = study(out_chunk_ms=max(20, round(plan["chunk_ms"])))
+    # The resampler study is about the pcm24k path (passthrough has no resampler): at its own agent chunking.
+    rows = study(out_chunk_ms=max(20, round(plan["chunk_ms"])) if c.agent_format == "pcm24k" else 20)
     print(json.dumps({"micro": {"median": r.median, "spread": r.spread}, "resample": [x.as_dict() for x in rows]}))
 
 
