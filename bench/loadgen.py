@@ -11,7 +11,7 @@ queue and echo pending marks at once, as Twilio does.
 
 Agent side, per session (voice-agent-api.md §2): answer ``session.update`` with ``session.updated`` and
 ``session.ready``, start a reply, and echo the caller's audio back as ``reply.audio`` at real time in ``chunk_ms``
-chunks; on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.
+chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5 ms / 300 B of μ-law); on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.
 
 Added latency is measured on one clock, both peers being here:
 - caller → agent, per frame: ``input.audio`` received − ``media`` sent, for the message that completed the frame's
@@ -265,10 +265,15 @@ class LoadGen:
     def __init__(self, plan: dict[str, Any]) -> None:
         self.plan = plan
         self.loop = asyncio.get_running_loop()
-        self.chunk_ms = int(plan["chunk_ms"])
+        self.chunk_ms = float(plan["chunk_ms"])  # a multiple of 0.5 ms (scripts/bench checks): μ-law's live 37.5 ms
         fmt = plan.get("agent_format", "pcm24k")
         self.bytes_per_ms = 48 if fmt == "pcm24k" else 8  # 24 kHz PCM16, or 8 kHz G.711 passed through
-        self.chunk_bytes = self.bytes_per_ms * self.chunk_ms
+        self.chunk_bytes = round(self.bytes_per_ms * self.chunk_ms)  # 480 B (PCM, 10 ms), 300 B (μ-law, 37.5 ms)
+        # Chunk times on the 1 ms ticker: a cycle of whole ms that holds whole chunks, e.g. 37.5 ms chunks as two per
+        # 75 ms at offsets 0 and 38 (gaps 38, 37 ms: real time on average, as the live service paces them).
+        per_cycle = 1 if self.chunk_ms.is_integer() else 2
+        self.chunk_cycle = round(self.chunk_ms * per_cycle)
+        self.chunk_offsets = [round(i * self.chunk_ms) for i in range(per_cycle)]
         frames = int(plan.get("table_frames", 40000))
         self.in_table = inbound_table(fmt, plan["in_quality"], frames)
         self.out_table = outbound_table(fmt, plan["out_quality"], self.chunk_bytes, frames)
@@ -276,7 +281,7 @@ class LoadGen:
         self.payloads = [binascii.b2a_base64(ulaw[i : i + 160], newline=False).decode() for i in range(0, 16000, 160)]
         self.calls: list[Call] = []
         self.media_slots: list[list[Call]] = [[] for _ in range(20)]
-        self.chunk_slots: list[list[Call]] = [[] for _ in range(self.chunk_ms)]
+        self.chunk_slots: list[list[Call]] = [[] for _ in range(self.chunk_cycle)]
         self._unpaired: deque[WsServerConn] = deque()
         self._waiting: Call | None = None
         self._paired: asyncio.Future[None] | None = None
@@ -348,7 +353,9 @@ class LoadGen:
         call.steady_at = time.monotonic() + float(self.plan.get("call_warmup_s", 1.0))
         self.calls.append(call)
         self.media_slots[idx % 20].append(call)
-        self.chunk_slots[(idx * 7) % self.chunk_ms].append(call)
+        phase = (idx * 7) % self.chunk_cycle
+        for off in self.chunk_offsets:
+            self.chunk_slots[(phase + off) % self.chunk_cycle].append(call)
         call.tw.closed.add_done_callback(lambda _f, c=call: self._lost(c))  # type: ignore[union-attr]
 
     def _lost(self, call: Call) -> None:
@@ -361,7 +368,7 @@ class LoadGen:
     def _forget(self, call: Call) -> None:
         for slots in (self.media_slots, self.chunk_slots):
             for s in slots:
-                if call in s:
+                while call in s:
                     s.remove(call)
         if call in self.calls:
             self.calls.remove(call)
@@ -386,7 +393,7 @@ class LoadGen:
             now = time.monotonic()
             for c in self.media_slots[k % 20]:
                 c.send_media(now)
-            for c in self.chunk_slots[k % self.chunk_ms]:
+            for c in self.chunk_slots[k % self.chunk_cycle]:
                 c.send_chunk(now)
 
     async def barge_ins(self, count: int, seconds: float) -> None:

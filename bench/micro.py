@@ -3,13 +3,16 @@
 In:  parse a Twilio ``media`` message → transcode μ-law 8 kHz to PCM16 24 kHz → build ``input.audio``.
 Out: parse the ``reply.audio`` messages of 20 ms (two of 10 ms by default) → transcode → whole 160-byte frames →
      build Twilio ``media``.
+With ``agent_format`` pcmu/pcma the transcode steps are G.711 passthrough (and the agent's chunks 37.5 ms of μ-law).
 Every figure is the median over rounds of the mean per frame over the speech-like corpus (tests/support/
 media_corpus.py, the frames the equivalence test checks), with the garbage collector off while timing.
 """
 
 from __future__ import annotations
 
+import base64
 import gc
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -19,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from gateway.agent import protocol as ap
+from gateway.audio import g711
 from gateway.audio.transcode import InboundAudio, OutboundAudio
 from gateway.carriers.twilio import TwilioStream
 from tests.support.media_corpus import (
+    REPLY_ID,
     STREAM_SID,
     agent_pcm24k,
     caller_ulaw8k,
@@ -37,11 +42,24 @@ __all__ = ["Corpus", "MicroResult", "corpus", "run_micro"]
 class Corpus:
     media: list[str]  # Twilio media messages, one per 20 ms frame
     replies: list[str]  # reply.audio messages, chunk_ms each
-    chunk_ms: int
+    chunk_ms: float
+    agent_format: str = "pcm24k"
 
 
-def corpus(seconds: float = 2.0, chunk_ms: int = 10) -> Corpus:
-    return Corpus(twilio_media_messages(caller_ulaw8k(seconds)), reply_audio_messages(agent_pcm24k(seconds), chunk_ms), chunk_ms)
+def corpus(seconds: float = 2.0, chunk_ms: float = 10, agent_format: str = "pcm24k") -> Corpus:
+    media = twilio_media_messages(caller_ulaw8k(seconds))
+    if agent_format == "pcm24k":
+        return Corpus(media, reply_audio_messages(agent_pcm24k(seconds), chunk_ms), chunk_ms, agent_format)
+    # G.711 passthrough: the agent speaks 8 kHz G.711 itself (the live service: 37.5 ms / 300 B chunks of μ-law)
+    law = caller_ulaw8k(seconds, seed=11)
+    if agent_format == "pcma":
+        law = g711.pcm16_to_alaw(g711.ulaw_to_pcm16(law))
+    step = round(8 * chunk_ms)
+    replies = [json.dumps({"type": "reply.audio", "reply_id": REPLY_ID,
+                           "data": base64.b64encode(law[pos : pos + step]).decode("ascii"),
+                           "timestamp": 1790210425.0 + pos})
+               for pos in range(0, len(law), step)]
+    return Corpus(media, replies, chunk_ms, agent_format)
 
 
 @dataclass
@@ -79,17 +97,18 @@ def _time_per_frame(fn: Callable[[], int], rounds: int) -> list[float]:
 
 
 def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[], int]]:
-    per_frame = 20 // c.chunk_ms if c.chunk_ms <= 20 else 1
-    n_frames_out = len(c.replies) // per_frame
+    per_frame = 20 / c.chunk_ms  # reply.audio messages per 20 ms frame (2 at 10 ms, 0.53 at 37.5 ms)
+    n_frames_out = max(1, round(len(c.replies) / per_frame))
+    fmt = c.agent_format
     twilio = _started()
     sid = STREAM_SID
     media, replies = c.media, c.replies
     payloads = [twilio.parse(m).payload for m in media]
     chunks = [ap.parse_server_event(r).data for r in replies]
-    inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", in_quality)
-    outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, out_quality)
-    p_in = PlainInbound("audio/pcmu", 8000, "pcm24k", in_quality)
-    p_out = PlainOutbound("pcm24k", "audio/pcmu", 8000, 160, out_quality)
+    inbound = InboundAudio("audio/pcmu", 8000, fmt, in_quality)
+    outbound = OutboundAudio(fmt, "audio/pcmu", 8000, 160, out_quality)
+    p_in = PlainInbound("audio/pcmu", 8000, fmt, in_quality)
+    p_out = PlainOutbound(fmt, "audio/pcmu", 8000, 160, out_quality)
     pcm_frames = [inbound.convert(p) for p in payloads]
     ulaw_frames = [f for ch in chunks for f in outbound.convert(ch)] or [b"\xff" * 160]
 
@@ -175,8 +194,10 @@ def main() -> None:
             print(f"{k:32s} {v:7.2f} µs  ({r.spread[k][0]:.2f}–{r.spread[k][1]:.2f})")
         return
     plan = json.loads(sys.argv[1])
-    r = run_micro(corpus(2.0, plan["chunk_ms"]), plan["rounds"], plan["in_quality"], plan["out_quality"])
-    rows = study(out_chunk_ms=max(20, plan["chunk_ms"]))
+    c = corpus(2.0, plan["chunk_ms"], plan.get("agent_format", "pcm24k"))
+    r = run_micro(c, plan["rounds"], plan["in_quality"], plan["out_quality"])
+    # The resampler study is about the pcm24k path (passthrough has no resampler): at its own agent chunking.
+    rows = study(out_chunk_ms=max(20, round(plan["chunk_ms"])) if c.agent_format == "pcm24k" else 20)
     print(json.dumps({"micro": {"median": r.median, "spread": r.spread}, "resample": [x.as_dict() for x in rows]}))
 
 

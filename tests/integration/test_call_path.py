@@ -12,6 +12,8 @@ from gateway.agent.client import TRANSPORTS
 from gateway.audio import g711
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
+from tests.support.faults import write_config
+from tests.support.media_corpus import caller_ulaw8k
 from tests.support.twilio_peer import media_bytes
 
 
@@ -57,6 +59,30 @@ async def test_agent_audio_reaches_caller_as_160_byte_ulaw_frames_with_same_cont
     pcm = g711.ulaw_to_pcm16(b"".join(frames))
     assert abs(len(pcm) / 16000 - 1.0) <= 0.02
     assert abs(dominant_freq(pcm, 8000) - 1000) < 5
+
+
+async def test_g711_passthrough_carries_both_directions_byte_for_byte(start_gateway, new_peer, fake_agent):
+    # agent_format = "pcmu": no transcoding either way. The agent hears the caller's μ-law exactly as sent, and the
+    # caller hears the agent's exactly as sent, cut into 160 B frames from the live service's μ-law chunking
+    # (37.5 ms / 300 B, which does not divide a frame), the reply's last partial frame padded with μ-law silence.
+    gw = await start_gateway(write_config('[audio]\nagent_format = "pcmu"\n'))
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    assert sess.config["input"]["format"] == {"encoding": "audio/pcmu"}
+    assert sess.config["output"]["format"] == {"encoding": "audio/pcmu"}
+    caller = caller_ulaw8k(1.0)
+    await peer.send_media(caller)
+    await peer.wait_for(lambda: len(sess.audio) >= len(caller), timeout=5)
+    assert bytes(sess.audio) == caller
+    agent = caller_ulaw8k(1.1, seed=11)[:8100]  # 27 chunks of 300 B; 50 frames of 160 B and 100 B over
+    await sess.reply(agent, chunk_bytes=300, realtime=False)
+    expected = agent + bytes([g711.ULAW_SILENCE]) * 60
+    await peer.wait_for(lambda: len(media_bytes(peer.received)) >= len(expected), timeout=5)
+    await asyncio.sleep(0.1)  # nothing more may follow
+    frames = [base64.b64decode(r.msg["media"]["payload"]) for r in peer.events("media")]
+    assert all(len(f) == 160 for f in frames)
+    assert b"".join(frames) == expected
 
 
 async def test_output_is_paced_to_a_bounded_lead(start_gateway, new_peer, fake_agent):

@@ -167,6 +167,57 @@ async def test_caller_audio_reaches_the_agent_in_order_across_a_drop(start_gatew
     assert bytes(sess.audio) == numbered
 
 
+async def test_frames_whose_send_fails_go_back_before_the_backlog_for_the_resumed_session(
+    start_gateway, new_peer, fake_agent, monkeypatch
+):
+    # The test above never makes a send fail: the gateway notices each drop before its next send. This one forces
+    # the requeue path. A mid-call drop, then a refused first resume attempt (retried after 250 ms, so a backlog of
+    # numbered frames builds up); the next resume is accepted, but its session.ready arrives together with the
+    # socket's FIN and with the caller's next frame. The gateway handles session.ready (the session is ready again,
+    # the backlog waits), then the caller's frame (it must queue behind the backlog, not go out at once), then the
+    # FIN (the transport is closing); agent_sender's first backlog send then fails with AgentClosed, and those frames
+    # must go back to the FRONT of the backlog for the session resumed after this second drop. Nothing is lost: the
+    # fake agent keeps reading after its FIN, so the agent must get every frame exactly once and in order.
+    requeues: list[tuple[int, int]] = []  # (frames put back, frames already waiting behind them)
+    requeue = session_mod.CallSession._requeue_to_agent
+
+    def spy(self, frames):
+        requeues.append((len(frames), len(self._to_agent)))
+        requeue(self, frames)
+
+    monkeypatch.setattr(session_mod.CallSession, "_requeue_to_agent", spy)
+    gw = await start_gateway(write_config('[audio]\nagent_format = "pcmu"\n'))
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    frames = [bytes([40 + i]) * 160 for i in range(100)]  # passthrough: frame i arrives as 160 bytes of 40 + i
+    sent = 0
+
+    async def send_next() -> None:
+        nonlocal sent
+        if sent < len(frames):
+            sent += 1  # before the send's await: the feed and the hook never send the same frame
+            await peer.send_media(frames[sent - 1])
+
+    async def feed() -> None:
+        while sent < len(frames):
+            await send_next()
+            await asyncio.sleep(0.02)
+
+    feeding = asyncio.create_task(feed())
+    await peer.wait_for(lambda: len(sess.audio) >= 10 * 160, timeout=5)
+    fake_agent.resume_errors = ["at_capacity"]  # retryable: the gateway retries after 250 ms
+    fake_agent.fin_after_ready = 1
+    fake_agent.before_drop = send_next
+    sess.drop()
+    await feeding
+    await peer.wait_for(lambda: len(sess.audio) >= len(frames) * 160, timeout=10)
+    await asyncio.sleep(0.1)
+    assert sess.resumes == 2 and fake_agent.resume_attempts == 3
+    assert any(waiting for _, waiting in requeues), requeues  # a failed send had a backlog behind it
+    got = [sess.audio[i] - 40 for i in range(0, len(sess.audio), 160)]
+    assert got == list(range(len(frames)))  # every frame, once, in order
+    assert bytes(sess.audio) == b"".join(frames)
+
+
 async def test_a_server_that_just_carries_on_after_resume_is_accepted(start_gateway, new_peer, fake_agent, proxy):
     fake_agent.resume_reply = "continue"  # no session.ready after session.resume
     gw = await start_gateway(AGENT_URL=proxy.agent_url)

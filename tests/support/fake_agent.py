@@ -8,15 +8,23 @@ socket whose first message is ``session.resume{session_id}`` re-attaches it (the
 noticed the drop yet, is taken over) and gets ``session.ready`` again with the same ``session_id`` and no greeting
 (``resume_reply="continue"``: no answer at all, like a server that just carries on). Unknown, ended or expired ids
 get ``session_not_found`` + close 1008; ``resume_errors`` scripts error codes for the next resume attempts. The
-session's recorded audio spans all its sockets."""
+session's recorded audio spans all its sockets.
+
+Drops without a close frame (an unclean drop, §4.3) come from the agent's own socket: :meth:`FakeSession.drop`
+half-closes it now, ``fin_after_ready`` right after the next ``session.ready`` (first or resumed), in the same step
+as sending it, so both reach the gateway together. Either way the fake keeps reading, so whatever the gateway sends
+before it notices is still received and recorded (nothing it rightly counts as sent is lost)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +49,14 @@ class FakeSession:
     detached_at: float | None = None  # monotonic time its last socket closed without session.end
     attached: asyncio.Event = field(default_factory=asyncio.Event)  # a socket carries it now
     peer: Any = None  # (host, port) of the client socket currently carrying it
+    transport: Any = None  # the asyncio transport of the socket currently carrying it
+
+    def drop(self) -> None:
+        """An unclean drop now: FIN on the current socket, no close frame; the fake still reads what arrives."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)  # not transport.write_eof(): later writes fail as on a dead link
 
     async def send(self, type_: str, **fields: Any) -> None:
         await self.ws.send_str(json.dumps({"type": type_, **fields, "timestamp": time.time()}))
@@ -84,6 +100,10 @@ class FakeAgent:
         self.connections = 0  # authenticated sockets ever opened
         self.open_sockets: set[web.WebSocketResponse] = set()
         self.resume_attempts = 0
+        # The next N session.ready (first or resumed) are followed at once by FakeSession.drop(); ``before_drop``
+        # (if set) runs between the two, in the same step (e.g. the caller's next frame, to arrive together).
+        self.fin_after_ready = 0
+        self.before_drop: Callable[[], Awaitable[None]] | None = None
         self.app = web.Application()
         self.app.router.add_get("/v1/ws", self._ws)
 
@@ -107,17 +127,18 @@ class FakeAgent:
         self.connections += 1
         self.open_sockets.add(ws)
         try:
-            return await self._serve(ws, request.transport.get_extra_info("peername") if request.transport else None)
+            return await self._serve(ws, request.transport)
         finally:
             self.open_sockets.discard(ws)
 
-    async def _serve(self, ws: web.WebSocketResponse, peer: Any) -> web.WebSocketResponse:
+    async def _serve(self, ws: web.WebSocketResponse, transport: Any) -> web.WebSocketResponse:
+        peer = transport.get_extra_info("peername") if transport is not None else None
         first = await ws.receive()
         if first.type is not WSMsgType.TEXT:
             return ws
         data = json.loads(first.data)
         if data.get("type") == "session.resume":
-            sess = await self._resume(ws, data)
+            sess = await self._resume(ws, data, transport)
             if sess is None:
                 return ws
             sess.peer = peer
@@ -125,7 +146,7 @@ class FakeAgent:
             await self._error(ws, self.connect_errors.pop(0), "scripted session failure")
             return ws
         else:
-            sess = FakeSession(ws, peer=peer)
+            sess = FakeSession(ws, peer=peer, transport=transport)
             sess.attached.set()
             self.sessions.append(sess)
             self.new_session.put_nowait(sess)
@@ -146,7 +167,7 @@ class FakeAgent:
                     sess.detached_at = time.monotonic()
         return ws
 
-    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> FakeSession | None:
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any], transport: Any) -> FakeSession | None:
         self.resume_attempts += 1
         sid = data.get("session_id")
         if self.resume_errors:
@@ -161,7 +182,7 @@ class FakeAgent:
             await self._error(ws, "session_not_found", f"Session '{sid}' not found", sid)
             return None
         old = sess.ws
-        sess.ws = ws  # the new socket wins; the old one (if the server has not seen it drop yet) is closed
+        sess.ws, sess.transport = ws, transport  # the new socket wins; the old one (if still open) is closed
         if not old.closed:
             try:
                 await asyncio.wait_for(old.close(code=1001, message=b"session resumed elsewhere"), 1.0)
@@ -177,7 +198,16 @@ class FakeAgent:
         if self.resume_reply == "ready":
             await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
                             expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
+            await self._maybe_drop(sess)
         return sess
+
+    async def _maybe_drop(self, sess: FakeSession) -> None:
+        """Just after a session.ready, with no await that yields in between: the scripted drop, if any."""
+        if self.fin_after_ready > 0:
+            self.fin_after_ready -= 1
+            if self.before_drop is not None:
+                await self.before_drop()
+            sess.drop()
 
     async def _on_message(self, sess: FakeSession, data: dict[str, Any]) -> None:
         ws = sess.ws
@@ -196,6 +226,7 @@ class FakeAgent:
             await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
                             expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
             sess.ready.set()
+            await self._maybe_drop(sess)
         elif kind == "session.end":
             sess.ended_by_client = True
             sess.ended = True
