@@ -742,14 +742,16 @@ class CallSession:
         if reply_id is not None:
             self._interrupted.add(reply_id)
         async with self._send_lock:
+            # The converter may hold a tail of the reply (a part frame, the resampler's block) even when nothing
+            # of it is queued or playing (its audio stalled): drop it in every case, or it opens the next reply.
+            self._outbound.reset()
             now = self._clock()
             queued_ms = sum(FRAME_MS for *_, item in self._out if item is not _MARK)
             unplayed_ms = self.playout.lead_ms(now)
             if not queued_ms and not unplayed_ms:
-                return  # nothing of it is left anywhere: no clear needed
+                return  # nothing of it is left at the carrier or in the queue: no clear needed
             self._out.clear()
             self._out_space.set()
-            self._outbound.reset()
             await self._send_carrier(self.dialect.build_clear())
             self.playout.clear(now)
         self.summary.interruptions += 1

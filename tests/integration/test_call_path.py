@@ -135,6 +135,36 @@ async def test_interruption_sends_clear_before_any_further_media(start_gateway, 
     assert len(peer.events("clear")) == 1
 
 
+async def test_an_interrupted_reply_leaves_no_tail_for_the_next_one_even_when_all_it_sent_has_played(
+    start_gateway, new_peer, fake_agent
+):
+    # The agent's audio of the old reply stalls: everything the gateway could frame has been sent and has played,
+    # but the outbound converter still holds its tail (a half frame in the framer, the resampler's block).
+    # reply.done{interrupted} then finds nothing queued or unplayed: no clear is needed, yet that tail must
+    # still be dropped, or it would open the next reply.
+    gw = await start_gateway()
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(700, 0.31, 24000), reply_id="resp_old", realtime=False, done=False)
+    await peer.wait_for(lambda: len(peer.events("media")) >= 5, timeout=5)
+    n_old = -1
+    while n_old != len(peer.events("media")):  # the gateway has sent all it will of the old reply ...
+        n_old = len(peer.events("media"))
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(0.5)  # ... and it has played at the carrier (the lead is ≤ 0.2 s)
+    await sess.send("transcript.agent", reply_id="resp_old", item_id="msg_1", text="cut", interrupted=True)
+    await sess.send("reply.done", reply_id="resp_old", status="interrupted")
+    await sess.reply(tone(1200, 0.5, 24000), reply_id="resp_new", realtime=False)
+    await peer.wait_for(lambda: len(peer.events("media")) >= n_old + 24, timeout=5)
+    await asyncio.sleep(0.3)
+    new = peer.events("media")[n_old:]
+    assert len(new) >= 24, "the new reply must be heard in full (0.5 s = 25 frames)"
+    for r in new:  # every frame sent after the interruption belongs to the new reply
+        pcm = g711.ulaw_to_pcm16(base64.b64decode(r.msg["media"]["payload"]))
+        assert _power(pcm, 700) < 0.1 * _power(pcm, 1200) + 1e3, "a tail of the interrupted reply was sent"
+
+
 def _power(pcm: bytes, freq: float) -> float:
     import numpy as np
 
