@@ -25,7 +25,8 @@ cancelled reply task waiting forever on its next queue read.
 Backpressure: inbound audio queue 250 messages (~5 s of 20 ms frames); when it stays full for 5 s the newest
 frame is dropped and counted (``input_frames_dropped`` in ``local_agent.session_closed``). Outbound queue 200
 events; producers wait (with ``send_timeout_s``), a socket that cannot drain in time ends the connection. Jobs:
-32 per session; a full job queue drops the new job (logged).
+32 per session; a full job queue drops the new job (logged). A socket taken over by ``session.resume`` hands on
+the frames it had received but not read (past the inbound bound, bounded by ``DRAIN_MAX_S``) before it closes.
 
 Error tree (what ends a connection, and how it is reported):
 
@@ -107,6 +108,10 @@ T = TypeVar("T")
 
 TTS_RATE = 24000  # Synthesizer.SAMPLE_RATE: PCM16 out of the speech stack
 INBOUND_MAX = 250
+#: Taking over a socket whose reader had fallen behind: read what it had already received until no message has
+#: come for DRAIN_GAP_S (the client has moved to the new socket), for at most DRAIN_MAX_S.
+DRAIN_GAP_S = 0.05
+DRAIN_MAX_S = 2.0
 OUTBOUND_MAX = 200
 JOBS_MAX = 32
 #: Audio kept before the detector's speech start / after its end when a turn is cut out for STT.
@@ -350,7 +355,11 @@ class Hearing:
     speculation task belongs to a connection's task group and is restarted on resume)."""
 
     def __init__(self, decoder: _InputDecoder, vad: Any, detector: TurnDetector) -> None:
-        self.inbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOUND_MAX)
+        #: Bounded at INBOUND_MAX by the reader (:meth:`Connection._enqueue_audio`), not by the queue itself, so a
+        #: socket being taken over can hand on everything it had received (:meth:`Connection.take_over`).
+        self.inbound: asyncio.Queue[bytes] = asyncio.Queue()
+        self.room = asyncio.Event()  # set when inbound is below INBOUND_MAX (or a take-over wakes the reader)
+        self.room.set()
         self.decoder = decoder
         self.vad = vad
         self.detector = detector
@@ -478,6 +487,10 @@ class Connection:
         self._tg: asyncio.TaskGroup | None = None
         self._play_end = 0.0  # loop time the client will have played everything sent so far
         self._server_close: EndReason | None = None
+        self._receiving = False  # the reader is waiting in ws.receive() (the socket has nothing unread)
+        self._draining = False  # taken over: the reader reads what the socket already holds, then ends
+        self._reader_done = asyncio.Event()
+        self._listener_task: asyncio.Task[None] | None = None
         self.frames_dropped = 0
         self.turns = 0
 
@@ -545,7 +558,7 @@ class Connection:
                 self._tg = tg
                 tg.create_task(self._writer(), name="writer")
                 tg.create_task(self._reader(), name="reader")
-                tg.create_task(self._listener(), name="listener")
+                self._listener_task = tg.create_task(self._listener(), name="listener")
                 tg.create_task(self._replier(), name="replier")
         except* ConnectionDone as eg:
             reason = _first_reason(eg.exceptions)
@@ -556,8 +569,27 @@ class Connection:
         await self.ws.close(code=1001, message=b"server shutdown")
 
     async def take_over(self) -> None:
-        """Another socket resumed this session: close this one (1001) so it detaches."""
+        """Another socket resumed this session: close this one (1001) so it detaches.
+
+        Closing at once would throw away what the socket had received but the reader had not read yet (aiohttp's
+        ``receive()`` returns "closed" straight after ``close()``, and ``close()`` itself discards what it reads
+        while waiting for the peer's close frame). That is only ever anything when the reader is busy with a
+        message, i.e. blocked on a full inbound queue because the agent fell behind real time. Then the reader
+        first reads everything the socket already holds into the session's inbound queue, past its bound and in
+        order, ahead of anything the new socket brings (it attaches only once this one has detached), and ends
+        the connection itself; bounded by ``DRAIN_MAX_S``. This connection's listener stops now, so the turn
+        events of that audio are sent on the new socket, not on this dead one."""
         self._server_close = EndReason.TAKEN_OVER
+        if not self._receiving and not self._reader_done.is_set():
+            self._draining = True
+            if self._listener_task is not None:
+                self._listener_task.cancel()  # its state lives on in the Hearing, as on any disconnect
+            self._h.room.set()  # wake a reader waiting for room in the inbound queue
+            try:
+                async with asyncio.timeout(DRAIN_MAX_S + 0.5):
+                    await self._reader_done.wait()
+            except TimeoutError:
+                pass
         await self.ws.close(code=1001, message=b"session resumed elsewhere")
 
     async def flush_final(self, events: Iterable[dict[str, Any]]) -> None:
@@ -572,12 +604,32 @@ class Connection:
     # ---- reader
 
     async def _reader(self) -> None:
+        try:
+            await self._read()
+        finally:
+            self._reader_done.set()
+
+    async def _read(self) -> None:
         s = self.rt.settings
+        loop = asyncio.get_running_loop()
+        drain_until: float | None = None
         while True:
-            try:
-                msg = await self.ws.receive(timeout=s.idle_timeout_s)
-            except TimeoutError:
-                raise ConnectionDone(EndReason.IDLE) from None
+            if self._draining:
+                # Taken over: only what the socket already holds (see take_over).
+                drain_until = drain_until or loop.time() + DRAIN_MAX_S
+                try:
+                    async with asyncio.timeout(max(0.0, min(DRAIN_GAP_S, drain_until - loop.time()))):
+                        msg = await self.ws.receive()
+                except TimeoutError:
+                    raise ConnectionDone(EndReason.TAKEN_OVER) from None
+            else:
+                self._receiving = True
+                try:
+                    msg = await self.ws.receive(timeout=s.idle_timeout_s)
+                except TimeoutError:
+                    raise ConnectionDone(EndReason.IDLE) from None
+                finally:
+                    self._receiving = False
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 raise ConnectionDone(self._server_close or EndReason.PEER_GONE)
             if msg.type is not WSMsgType.TEXT:
@@ -597,11 +649,7 @@ class Connection:
                 return
             fmt = session.config.input_format
             session.input_audio_s += len(event.audio) / (fmt.sample_rate * (2 if fmt.encoding == "audio/pcm" else 1))
-            try:
-                async with asyncio.timeout(5.0):
-                    await self._h.inbound.put(event.audio)
-            except TimeoutError:
-                self.frames_dropped += 1
+            await self._enqueue_audio(event.audio)
         elif isinstance(event, proto.SessionUpdate):
             new = proto.apply_session_update(session.config, event.session, voices=self.rt.settings.voices)
             if new.input_format != session.config.input_format:
@@ -635,6 +683,20 @@ class Connection:
             # Validated, then ignored: live, the content never reached the model (§2.1).
             log.debug("local_agent.conversation_message_ignored", session_id=session.id, role=event.role)
 
+    async def _enqueue_audio(self, audio: bytes) -> None:
+        """Queue a frame for the listener; wait (up to 5 s, then drop it) while INBOUND_MAX frames are queued,
+        except when draining a socket that was taken over (bounded by what the socket holds, see take_over)."""
+        h = self._h
+        try:
+            async with asyncio.timeout(5.0):
+                while h.inbound.qsize() >= INBOUND_MAX and not self._draining:
+                    h.room.clear()
+                    await h.room.wait()
+        except TimeoutError:
+            self.frames_dropped += 1
+            return
+        h.inbound.put_nowait(audio)
+
     # ---- listener: audio → VAD → turns
 
     async def _listener(self) -> None:
@@ -649,6 +711,8 @@ class Connection:
             chunks = [first]
             while not h.inbound.empty() and len(chunks) < 50:
                 chunks.append(h.inbound.get_nowait())
+            if h.inbound.qsize() < INBOUND_MAX:
+                h.room.set()
             pcm = b"".join(h.decoder.decode(c) for c in chunks)
             if not pcm:
                 continue
