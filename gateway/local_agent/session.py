@@ -117,6 +117,13 @@ JOBS_MAX = 32
 #: Audio kept before the detector's speech start / after its end when a turn is cut out for STT.
 PREROLL_SAMPLES = VAD_RATE * 200 // 1000
 POSTROLL_SAMPLES = VAD_RATE * 100 // 1000
+#: Speech that starts again this soon after a turn's speech ended continues that turn (its reply is held and the
+#: two are answered together); later speech is a new turn. Longer than any end-of-turn silence (early 400 ms,
+#: min_silence 600 ms, late 1000 ms) plus a Whisper run on time (~0.3 s), so an end of turn called too early is
+#: still caught, while a caller who paused for seconds is not merged just because the agent was slow.
+CONTINUE_SAMPLES = VAD_RATE * 1500 // 1000
+#: How long a turn transcribed late waits for the caller's new turn to end before it is answered anyway.
+MAX_WAIT_FOR_TURN_S = 30.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -264,6 +271,8 @@ class TurnJob:
     prepared: asyncio.Task[Prepared] | None = None
     #: TurnEnded.reason: "silence", "early"/"late" (adaptive), "max_silence", "max_turn".
     end_reason: str = "silence"
+    #: Where the turn's speech ended (the detector's sample clock); -1: unknown.
+    end_sample: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +309,15 @@ class Session:
         self.ended = False
         self.input_audio_s = 0.0
         self.hearing: Hearing | None = None  # created by the first connection (it needs the runtime's models)
+        self.job_running = False  # a job taken off ``jobs`` is being run (by whichever connection is attached)
+
+    @property
+    def settled(self) -> bool:
+        """Everything the caller said so far has been dealt with: all audio received has been heard, the caller
+        is not mid-utterance, no turn is held, and no job is queued or running. A snapshot (the next frame may
+        change it); tests and tools use it to wait for the agent, which can run seconds behind real time."""
+        h = self.hearing
+        return (h is None or h.caught_up) and self.jobs.empty() and not self.job_running
 
     def enqueue(self, job: Job) -> None:
         try:
@@ -371,6 +389,20 @@ class Hearing:
         #: Turn events decided but not yet fully handled (a socket that closes mid-event leaves the rest here).
         self.backlog: deque[SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded] = deque()
         self.held_text: str | None = None  # a turn whose reply was held because the caller kept talking
+        self.turn_over = asyncio.Event()  # set whenever the detector is seen outside a caller's turn
+
+    @property
+    def caught_up(self) -> bool:
+        """No audio waiting to be heard, no turn event or speculation pending, no speech in progress, nothing
+        held."""
+        return (
+            self.inbound.empty()
+            and self.vad_pending is None
+            and not self.backlog
+            and self.spec is None
+            and not self.detector.caller_speaking
+            and self.held_text is None
+        )
         self.early_text: str | None = None  # the last turn, if an early verdict ended it (see BargeIn.continuation)
 
 
@@ -742,9 +774,12 @@ class Connection:
     def _detect(self, probs: list[float]) -> None:
         reply = self._reply
         speaking = reply is not None and not reply.finished
-        self._h.backlog.extend(
-            self._h.detector.push(probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible))
+        h = self._h
+        h.backlog.extend(
+            h.detector.push(probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible))
         )
+        if not h.detector.caller_has_turn:
+            h.turn_over.set()
 
     async def _handle_backlog(self) -> None:
         # An event leaves the backlog only once handled: one interrupted by the socket closing (say, while its
@@ -776,12 +811,19 @@ class Connection:
             now = asyncio.get_running_loop().time()
             spec, self._h.spec = self._h.spec, None
             if spec is not None and (spec.start, spec.end) == (ev.start_sample, ev.end_sample):
-                self.session.enqueue(TurnJob(spec.audio, now, prepared=spec.task, end_reason=ev.reason))
+                self.session.enqueue(
+                    TurnJob(spec.audio, now, prepared=spec.task, end_reason=ev.reason, end_sample=ev.end_sample)
+                )
             else:
                 if spec is not None and spec.task is not None:
                     spec.task.cancel()
                 self.session.enqueue(
-                    TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now, end_reason=ev.reason)
+                    TurnJob(
+                        self._turn_audio(ev.start_sample, ev.end_sample),
+                        now,
+                        end_reason=ev.reason,
+                        end_sample=ev.end_sample,
+                    )
                 )
         else:
             log.debug("local_agent.backchannel", session_id=self.session.id, voiced_ms=ev.voiced_ms)
@@ -903,10 +945,12 @@ class Connection:
             assert self._tg is not None
             task = self._tg.create_task(self._run_job(job), name=f"job:{type(job).__name__}")
             self._job_task = task
+            session.job_running = True
             try:
                 await asyncio.wait({task})
             finally:
                 self._job_task = None
+                session.job_running = False
             exc = None if task.cancelled() else task.exception()
             if exc is not None:
                 # ConnectionDone ends the connection; anything else is our bug, logged once at the boundary.
@@ -954,12 +998,27 @@ class Connection:
         if h.held_text:
             text = f"{h.held_text} {text}"
             h.held_text = None
-        if h.detector.caller_has_turn:
-            # The caller is already talking again: the end of turn was called too early. Hold this reply and
-            # answer both parts together at the end of the new turn (live behaviour, §2.2 notes).
+        start = h.detector.turn_start
+        if start is not None and (job.end_sample < 0 or start - job.end_sample < CONTINUE_SAMPLES):
+            # The caller went on talking soon after this turn's speech ended: the end of turn was called too
+            # early. Hold this reply and answer both parts together at the end of the new turn (live behaviour,
+            # §2.2 notes).
             h.held_text = text
             log.info("local_agent.turn_held", session_id=session.id)
             return
+        if start is not None:
+            # The caller paused well past the end of turn and only then started a new one: it is a turn of its
+            # own, merely transcribed late (the agent fell behind real time). Answer it on its own, once the new
+            # turn is over (so the reply is not spoken over the caller), and that new turn after it. Holding it
+            # instead left a finished utterance unanswered until the caller's next turn ended, then merged.
+            try:
+                async with asyncio.timeout(MAX_WAIT_FOR_TURN_S):
+                    while h.detector.turn_start == start:
+                        h.turn_over.clear()
+                        await h.turn_over.wait()
+            except TimeoutError:
+                pass
+            log.info("local_agent.turn_deferred", session_id=session.id)
         h.early_text = text if job.end_reason == "early" else None
         merged = text != (prepared.text if prepared else None)
         await self._respond(
