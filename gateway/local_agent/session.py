@@ -522,6 +522,7 @@ class Connection:
         self._receiving = False  # the reader is waiting in ws.receive() (the socket has nothing unread)
         self._draining = False  # taken over: the reader reads what the socket already holds, then ends
         self._reader_done = asyncio.Event()
+        self._reader_saw_end = False  # the reader itself saw the socket close (nothing left unread)
         self._listener_task: asyncio.Task[None] | None = None
         self.frames_dropped = 0
         self.turns = 0
@@ -594,6 +595,15 @@ class Connection:
                 tg.create_task(self._replier(), name="replier")
         except* ConnectionDone as eg:
             reason = _first_reason(eg.exceptions)
+        if (self._server_close or reason) is EndReason.PEER_GONE and not self._reader_saw_end:
+            # Gone as another task saw it (a failed send, a full outbound queue) while the reader was behind:
+            # what the socket had already received is still the caller's audio, sent before the drop, and the
+            # client will not send it again. Hand it on as a take-over does (bounded the same way).
+            self._draining = True
+            try:
+                await self._read()
+            except (ConnectionDone, ConnectionError, RuntimeError):
+                pass
         return self._server_close or reason
 
     async def close_from_server(self) -> None:
@@ -663,6 +673,7 @@ class Connection:
                 finally:
                     self._receiving = False
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                self._reader_saw_end = True
                 raise ConnectionDone(self._server_close or EndReason.PEER_GONE)
             if msg.type is not WSMsgType.TEXT:
                 # §2.0: JSON text frames only.
@@ -727,6 +738,9 @@ class Connection:
         except TimeoutError:
             self.frames_dropped += 1
             return
+        except asyncio.CancelledError:
+            h.inbound.put_nowait(audio)  # the connection ends: the frame it had already received is still heard
+            raise
         h.inbound.put_nowait(audio)
 
     # ---- listener: audio → VAD → turns
