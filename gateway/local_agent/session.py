@@ -25,7 +25,8 @@ cancelled reply task waiting forever on its next queue read.
 Backpressure: inbound audio queue 250 messages (~5 s of 20 ms frames); when it stays full for 5 s the newest
 frame is dropped and counted (``input_frames_dropped`` in ``local_agent.session_closed``). Outbound queue 200
 events; producers wait (with ``send_timeout_s``), a socket that cannot drain in time ends the connection. Jobs:
-32 per session; a full job queue drops the new job (logged).
+32 per session; a full job queue drops the new job (logged). A socket taken over by ``session.resume`` hands on
+the frames it had received but not read (past the inbound bound, bounded by ``DRAIN_MAX_S``) before it closes.
 
 Error tree (what ends a connection, and how it is reported):
 
@@ -107,11 +108,22 @@ T = TypeVar("T")
 
 TTS_RATE = 24000  # Synthesizer.SAMPLE_RATE: PCM16 out of the speech stack
 INBOUND_MAX = 250
+#: Taking over a socket whose reader had fallen behind: read what it had already received until no message has
+#: come for DRAIN_GAP_S (the client has moved to the new socket), for at most DRAIN_MAX_S.
+DRAIN_GAP_S = 0.05
+DRAIN_MAX_S = 2.0
 OUTBOUND_MAX = 200
 JOBS_MAX = 32
 #: Audio kept before the detector's speech start / after its end when a turn is cut out for STT.
 PREROLL_SAMPLES = VAD_RATE * 200 // 1000
 POSTROLL_SAMPLES = VAD_RATE * 100 // 1000
+#: Speech that starts again this soon after a turn's speech ended continues that turn (its reply is held and the
+#: two are answered together); later speech is a new turn. Longer than any end-of-turn silence (early 400 ms,
+#: min_silence 600 ms, late 1000 ms) plus a Whisper run on time (~0.3 s), so an end of turn called too early is
+#: still caught, while a caller who paused for seconds is not merged just because the agent was slow.
+CONTINUE_SAMPLES = VAD_RATE * 1500 // 1000
+#: How long a turn transcribed late waits for the caller's new turn to end before it is answered anyway.
+MAX_WAIT_FOR_TURN_S = 30.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -259,6 +271,8 @@ class TurnJob:
     prepared: asyncio.Task[Prepared] | None = None
     #: TurnEnded.reason: "silence", "early"/"late" (adaptive), "max_silence", "max_turn".
     end_reason: str = "silence"
+    #: Where the turn's speech ended (the detector's sample clock); -1: unknown.
+    end_sample: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +309,15 @@ class Session:
         self.ended = False
         self.input_audio_s = 0.0
         self.hearing: Hearing | None = None  # created by the first connection (it needs the runtime's models)
+        self.job_running = False  # a job taken off ``jobs`` is being run (by whichever connection is attached)
+
+    @property
+    def settled(self) -> bool:
+        """Everything the caller said so far has been dealt with: all audio received has been heard, the caller
+        is not mid-utterance, no turn is held, and no job is queued or running. A snapshot (the next frame may
+        change it); tests and tools use it to wait for the agent, which can run seconds behind real time."""
+        h = self.hearing
+        return (h is None or h.caught_up) and self.jobs.empty() and not self.job_running
 
     def enqueue(self, job: Job) -> None:
         try:
@@ -350,7 +373,11 @@ class Hearing:
     speculation task belongs to a connection's task group and is restarted on resume)."""
 
     def __init__(self, decoder: _InputDecoder, vad: Any, detector: TurnDetector) -> None:
-        self.inbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=INBOUND_MAX)
+        #: Bounded at INBOUND_MAX by the reader (:meth:`Connection._enqueue_audio`), not by the queue itself, so a
+        #: socket being taken over can hand on everything it had received (:meth:`Connection.take_over`).
+        self.inbound: asyncio.Queue[bytes] = asyncio.Queue()
+        self.room = asyncio.Event()  # set when inbound is below INBOUND_MAX (or a take-over wakes the reader)
+        self.room.set()
         self.decoder = decoder
         self.vad = vad
         self.detector = detector
@@ -362,6 +389,20 @@ class Hearing:
         #: Turn events decided but not yet fully handled (a socket that closes mid-event leaves the rest here).
         self.backlog: deque[SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded] = deque()
         self.held_text: str | None = None  # a turn whose reply was held because the caller kept talking
+        self.turn_over = asyncio.Event()  # set whenever the detector is seen outside a caller's turn
+
+    @property
+    def caught_up(self) -> bool:
+        """No audio waiting to be heard, no turn event or speculation pending, no speech in progress, nothing
+        held."""
+        return (
+            self.inbound.empty()
+            and self.vad_pending is None
+            and not self.backlog
+            and self.spec is None
+            and not self.detector.caller_speaking
+            and self.held_text is None
+        )
         self.early_text: str | None = None  # the last turn, if an early verdict ended it (see BargeIn.continuation)
 
 
@@ -478,6 +519,11 @@ class Connection:
         self._tg: asyncio.TaskGroup | None = None
         self._play_end = 0.0  # loop time the client will have played everything sent so far
         self._server_close: EndReason | None = None
+        self._receiving = False  # the reader is waiting in ws.receive() (the socket has nothing unread)
+        self._draining = False  # taken over: the reader reads what the socket already holds, then ends
+        self._reader_done = asyncio.Event()
+        self._reader_saw_end = False  # the reader itself saw the socket close (nothing left unread)
+        self._listener_task: asyncio.Task[None] | None = None
         self.frames_dropped = 0
         self.turns = 0
 
@@ -545,10 +591,19 @@ class Connection:
                 self._tg = tg
                 tg.create_task(self._writer(), name="writer")
                 tg.create_task(self._reader(), name="reader")
-                tg.create_task(self._listener(), name="listener")
+                self._listener_task = tg.create_task(self._listener(), name="listener")
                 tg.create_task(self._replier(), name="replier")
         except* ConnectionDone as eg:
             reason = _first_reason(eg.exceptions)
+        if (self._server_close or reason) is EndReason.PEER_GONE and not self._reader_saw_end:
+            # Gone as another task saw it (a failed send, a full outbound queue) while the reader was behind:
+            # what the socket had already received is still the caller's audio, sent before the drop, and the
+            # client will not send it again. Hand it on as a take-over does (bounded the same way).
+            self._draining = True
+            try:
+                await self._read()
+            except (ConnectionDone, ConnectionError, RuntimeError):
+                pass
         return self._server_close or reason
 
     async def close_from_server(self) -> None:
@@ -556,8 +611,27 @@ class Connection:
         await self.ws.close(code=1001, message=b"server shutdown")
 
     async def take_over(self) -> None:
-        """Another socket resumed this session: close this one (1001) so it detaches."""
+        """Another socket resumed this session: close this one (1001) so it detaches.
+
+        Closing at once would throw away what the socket had received but the reader had not read yet (aiohttp's
+        ``receive()`` returns "closed" straight after ``close()``, and ``close()`` itself discards what it reads
+        while waiting for the peer's close frame). That is only ever anything when the reader is busy with a
+        message, i.e. blocked on a full inbound queue because the agent fell behind real time. Then the reader
+        first reads everything the socket already holds into the session's inbound queue, past its bound and in
+        order, ahead of anything the new socket brings (it attaches only once this one has detached), and ends
+        the connection itself; bounded by ``DRAIN_MAX_S``. This connection's listener stops now, so the turn
+        events of that audio are sent on the new socket, not on this dead one."""
         self._server_close = EndReason.TAKEN_OVER
+        if not self._receiving and not self._reader_done.is_set():
+            self._draining = True
+            if self._listener_task is not None:
+                self._listener_task.cancel()  # its state lives on in the Hearing, as on any disconnect
+            self._h.room.set()  # wake a reader waiting for room in the inbound queue
+            try:
+                async with asyncio.timeout(DRAIN_MAX_S + 0.5):
+                    await self._reader_done.wait()
+            except TimeoutError:
+                pass
         await self.ws.close(code=1001, message=b"session resumed elsewhere")
 
     async def flush_final(self, events: Iterable[dict[str, Any]]) -> None:
@@ -572,13 +646,34 @@ class Connection:
     # ---- reader
 
     async def _reader(self) -> None:
+        try:
+            await self._read()
+        finally:
+            self._reader_done.set()
+
+    async def _read(self) -> None:
         s = self.rt.settings
+        loop = asyncio.get_running_loop()
+        drain_until: float | None = None
         while True:
-            try:
-                msg = await self.ws.receive(timeout=s.idle_timeout_s)
-            except TimeoutError:
-                raise ConnectionDone(EndReason.IDLE) from None
+            if self._draining:
+                # Taken over: only what the socket already holds (see take_over).
+                drain_until = drain_until or loop.time() + DRAIN_MAX_S
+                try:
+                    async with asyncio.timeout(max(0.0, min(DRAIN_GAP_S, drain_until - loop.time()))):
+                        msg = await self.ws.receive()
+                except TimeoutError:
+                    raise ConnectionDone(EndReason.TAKEN_OVER) from None
+            else:
+                self._receiving = True
+                try:
+                    msg = await self.ws.receive(timeout=s.idle_timeout_s)
+                except TimeoutError:
+                    raise ConnectionDone(EndReason.IDLE) from None
+                finally:
+                    self._receiving = False
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                self._reader_saw_end = True
                 raise ConnectionDone(self._server_close or EndReason.PEER_GONE)
             if msg.type is not WSMsgType.TEXT:
                 # §2.0: JSON text frames only.
@@ -597,11 +692,7 @@ class Connection:
                 return
             fmt = session.config.input_format
             session.input_audio_s += len(event.audio) / (fmt.sample_rate * (2 if fmt.encoding == "audio/pcm" else 1))
-            try:
-                async with asyncio.timeout(5.0):
-                    await self._h.inbound.put(event.audio)
-            except TimeoutError:
-                self.frames_dropped += 1
+            await self._enqueue_audio(event.audio)
         elif isinstance(event, proto.SessionUpdate):
             new = proto.apply_session_update(session.config, event.session, voices=self.rt.settings.voices)
             if new.input_format != session.config.input_format:
@@ -635,6 +726,23 @@ class Connection:
             # Validated, then ignored: live, the content never reached the model (§2.1).
             log.debug("local_agent.conversation_message_ignored", session_id=session.id, role=event.role)
 
+    async def _enqueue_audio(self, audio: bytes) -> None:
+        """Queue a frame for the listener; wait (up to 5 s, then drop it) while INBOUND_MAX frames are queued,
+        except when draining a socket that was taken over (bounded by what the socket holds, see take_over)."""
+        h = self._h
+        try:
+            async with asyncio.timeout(5.0):
+                while h.inbound.qsize() >= INBOUND_MAX and not self._draining:
+                    h.room.clear()
+                    await h.room.wait()
+        except TimeoutError:
+            self.frames_dropped += 1
+            return
+        except asyncio.CancelledError:
+            h.inbound.put_nowait(audio)  # the connection ends: the frame it had already received is still heard
+            raise
+        h.inbound.put_nowait(audio)
+
     # ---- listener: audio → VAD → turns
 
     async def _listener(self) -> None:
@@ -649,6 +757,8 @@ class Connection:
             chunks = [first]
             while not h.inbound.empty() and len(chunks) < 50:
                 chunks.append(h.inbound.get_nowait())
+            if h.inbound.qsize() < INBOUND_MAX:
+                h.room.set()
             pcm = b"".join(h.decoder.decode(c) for c in chunks)
             if not pcm:
                 continue
@@ -678,9 +788,12 @@ class Connection:
     def _detect(self, probs: list[float]) -> None:
         reply = self._reply
         speaking = reply is not None and not reply.finished
-        self._h.backlog.extend(
-            self._h.detector.push(probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible))
+        h = self._h
+        h.backlog.extend(
+            h.detector.push(probs, agent_speaking=speaking, interruptible=bool(reply and reply.interruptible))
         )
+        if not h.detector.caller_has_turn:
+            h.turn_over.set()
 
     async def _handle_backlog(self) -> None:
         # An event leaves the backlog only once handled: one interrupted by the socket closing (say, while its
@@ -712,12 +825,19 @@ class Connection:
             now = asyncio.get_running_loop().time()
             spec, self._h.spec = self._h.spec, None
             if spec is not None and (spec.start, spec.end) == (ev.start_sample, ev.end_sample):
-                self.session.enqueue(TurnJob(spec.audio, now, prepared=spec.task, end_reason=ev.reason))
+                self.session.enqueue(
+                    TurnJob(spec.audio, now, prepared=spec.task, end_reason=ev.reason, end_sample=ev.end_sample)
+                )
             else:
                 if spec is not None and spec.task is not None:
                     spec.task.cancel()
                 self.session.enqueue(
-                    TurnJob(self._turn_audio(ev.start_sample, ev.end_sample), now, end_reason=ev.reason)
+                    TurnJob(
+                        self._turn_audio(ev.start_sample, ev.end_sample),
+                        now,
+                        end_reason=ev.reason,
+                        end_sample=ev.end_sample,
+                    )
                 )
         else:
             log.debug("local_agent.backchannel", session_id=self.session.id, voiced_ms=ev.voiced_ms)
@@ -839,10 +959,12 @@ class Connection:
             assert self._tg is not None
             task = self._tg.create_task(self._run_job(job), name=f"job:{type(job).__name__}")
             self._job_task = task
+            session.job_running = True
             try:
                 await asyncio.wait({task})
             finally:
                 self._job_task = None
+                session.job_running = False
             exc = None if task.cancelled() else task.exception()
             if exc is not None:
                 # ConnectionDone ends the connection; anything else is our bug, logged once at the boundary.
@@ -890,12 +1012,27 @@ class Connection:
         if h.held_text:
             text = f"{h.held_text} {text}"
             h.held_text = None
-        if h.detector.caller_has_turn:
-            # The caller is already talking again: the end of turn was called too early. Hold this reply and
-            # answer both parts together at the end of the new turn (live behaviour, §2.2 notes).
+        start = h.detector.turn_start
+        if start is not None and (job.end_sample < 0 or start - job.end_sample < CONTINUE_SAMPLES):
+            # The caller went on talking soon after this turn's speech ended: the end of turn was called too
+            # early. Hold this reply and answer both parts together at the end of the new turn (live behaviour,
+            # §2.2 notes).
             h.held_text = text
             log.info("local_agent.turn_held", session_id=session.id)
             return
+        if start is not None:
+            # The caller paused well past the end of turn and only then started a new one: it is a turn of its
+            # own, merely transcribed late (the agent fell behind real time). Answer it on its own, once the new
+            # turn is over (so the reply is not spoken over the caller), and that new turn after it. Holding it
+            # instead left a finished utterance unanswered until the caller's next turn ended, then merged.
+            try:
+                async with asyncio.timeout(MAX_WAIT_FOR_TURN_S):
+                    while h.detector.turn_start == start:
+                        h.turn_over.clear()
+                        await h.turn_over.wait()
+            except TimeoutError:
+                pass
+            log.info("local_agent.turn_deferred", session_id=session.id)
         h.early_text = text if job.end_reason == "early" else None
         merged = text != (prepared.text if prepared else None)
         await self._respond(

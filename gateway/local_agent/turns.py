@@ -160,6 +160,11 @@ class TurnDetector:
         return self._state is _State.TURN
 
     @property
+    def turn_start(self) -> int | None:
+        """Where the caller's current turn started (sample position), while they have the turn."""
+        return self._start if self._state is _State.TURN else None
+
+    @property
     def caller_speaking(self) -> bool:
         """Any confirmed speech is in progress (a turn, or speech over a reply)."""
         return self._state in (_State.TURN, _State.OVERLAP)
