@@ -586,10 +586,13 @@ class CallSession:
             return
         q = self._to_agent
         agent = self._agent
-        if not q and not self._agent_sending and agent is not None and self._agent_ready.is_set():
+        if (not q and not self._agent_sending and agent is not None and self._agent_ready.is_set()
+                and not agent.backlogged()):
             # Fast path, the steady state: nothing is waiting before this frame, so it goes out from here instead
-            # of waking agent_sender 50 times a second. A backlog (before ready, during a resume) goes through the
-            # deque and agent_sender, which keep the order, the coalescing and the drop-oldest policy.
+            # of waking agent_sender 50 times a second. A backlog (before ready, during a resume, or an agent
+            # socket whose send buffer is full, where a send could wait for the drain and stall this reader, its
+            # marks and its `stop`) goes through the deque and agent_sender, which keep the order, the coalescing
+            # and the drop-oldest policy.
             await self._send_audio_to_agent(agent, [data])
             return
         if len(q) == q.maxlen:

@@ -121,6 +121,15 @@ class AgentConnection:
     def open_(self) -> bool:
         raise NotImplementedError
 
+    def backlogged(self) -> bool:
+        """True while bytes wait in user space for the socket (the kernel's send buffer is full: the agent or the
+        network is not keeping up). A send now may wait for the drain, so the carrier reader must not make it
+        itself (gateway/session.py, fast path): it queues the frame, where the drop-oldest policy applies."""
+        transport = self._transport
+        return transport is not None and transport.get_write_buffer_size() > 0
+
+    _transport: asyncio.WriteTransport | None = None
+
     async def end(self, timeout: float) -> bool:
         """End the session cleanly: ``session.end`` (billing stops at once, voice-agent-api.md §2.1), read until
         ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
@@ -152,6 +161,9 @@ class _AiohttpConnection(AgentConnection):
         # transport keeps its own record: only a close frame counts as a close (else AgentClosed(None, "")).
         self._rcvd: tuple[int, str] | None = None
         self._dropped = False
+        # The socket's transport, for backlogged(): the writer's, as aiohttp exposes no public accessor for it
+        # (tests/integration/test_agent_transport.py fails if an aiohttp upgrade moves it).
+        self._transport = getattr(getattr(ws, "_writer", None), "transport", None)
 
     @classmethod
     async def connect(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int) -> _AiohttpConnection:
@@ -223,6 +235,7 @@ class _WebsocketsConnection(AgentConnection):
     def __init__(self, ws: ClientConnection, endpoint: AgentEndpoint) -> None:
         self._ws = ws
         self.endpoint = endpoint
+        self._transport = ws.transport
 
     @classmethod
     async def connect(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int) -> _WebsocketsConnection:

@@ -5,6 +5,7 @@ session's lifetime."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -187,3 +188,31 @@ async def test_the_app_owns_one_agent_client_session_and_closes_it_at_cleanup(ai
     assert not session.closed and session.connector is not None and session.connector.limit == 0
     await server.close()
     assert session.closed
+
+
+async def test_backlogged_turns_true_when_the_peer_stops_reading_and_false_once_it_drains(transport, http, serve):
+    # gateway.session sends caller audio from the carrier reader only while this is False; it reads the transport
+    # aiohttp keeps privately, so an aiohttp upgrade that moves it must fail here (it would read False for ever).
+    reading = asyncio.Event()
+
+    async def stall(ws: web.WebSocketResponse) -> None:
+        async for _ in ws:
+            await reading.wait()
+
+    url = await serve(ready_then(stall))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert isinstance(await agent.recv(), SessionReady)
+    frame = json.dumps({"type": "input.audio", "audio": "A" * 1280})
+    assert not agent.backlogged()
+    sent = 0
+    with contextlib.suppress(TimeoutError):  # a blind backlogged() lets a send wait for the drain for ever
+        async with asyncio.timeout(20):
+            while not agent.backlogged() and sent < 40_000:  # ≈ 3.8 MB fill the loopback socket's buffers here
+                await agent.send(frame)
+                sent += 1
+    assert agent.backlogged(), f"{sent} frames sent to a peer that reads nothing, and no backlog seen"
+    reading.set()
+    async with asyncio.timeout(10):  # a bound for a hung test, not a timing assertion
+        while agent.backlogged():
+            await asyncio.sleep(0.01)
+    await agent.close()

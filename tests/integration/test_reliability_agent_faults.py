@@ -358,3 +358,29 @@ async def test_recoverable_session_errors_keep_the_call_and_fatal_ones_end_it_wi
     assert kept == ["invalid_audio", "server_error", "audio_rate_violation", "immutable_field", "invalid_format"]
     assert events(logs, "call.ended")[0]["outcome"] == "agent_error"
     _assert_apology_heard(peer, logs)
+
+
+# ---- an agent that stops reading -----------------------------------------------------------------------------------
+async def test_an_agent_that_stops_reading_never_stalls_the_carrier_side(start_gateway, new_peer, fake_agent):
+    # The fast path sends input.audio from the carrier reader itself. When the agent stops reading, the socket's
+    # send buffer fills and a send waits for the drain: made from the carrier reader, that wait would stop it
+    # reading marks and `stop` too (until the keepalive dropped the agent socket, seconds later). Frames must
+    # queue instead, where the drop-oldest policy bounds them, and the caller's hang-up must still be read.
+    gw = await start_gateway(write_config("[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"))
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    sess.reading.clear()  # the agent stops reading: its socket's buffers fill and its receive window closes
+    try:
+        with capture_call_logs() as logs:
+            # 6000 frames as fast as the socket takes them: ≈ 8 MB of input.audio, twice what the loopback socket
+            # buffers hold before the gateway's writes back up (≈ 3.8 MB measured)
+            await peer.send_media(ulaw_tone(440, 120.0))
+            await peer.stop()
+            await wait_event(logs, "call.ended", timeout=10)  # a bound for a hung test, not a timing assertion
+            await asyncio.sleep(0.05)
+    finally:
+        sess.reading.set()
+    ended = events(logs, "call.ended")[0]
+    assert ended["outcome"] == "caller_hangup"
+    assert ended["frames_dropped_to_agent"] > 0  # the policy applied: the reader went on while the agent did not read
+    assert ended["agent_resumes"] == 0 and not events(logs, "agent.dropped")  # ended by the caller, not the keepalive
+    assert peer.close_code is not None and call_tasks() == []

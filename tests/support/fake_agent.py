@@ -50,6 +50,10 @@ class FakeSession:
     attached: asyncio.Event = field(default_factory=asyncio.Event)  # a socket carries it now
     peer: Any = None  # (host, port) of the client socket currently carrying it
     transport: Any = None  # the asyncio transport of the socket currently carrying it
+    reading: asyncio.Event = field(default_factory=asyncio.Event)  # cleared: stop reading (aiohttp then stops the socket)
+
+    def __post_init__(self) -> None:
+        self.reading.set()
 
     def drop(self) -> None:
         """An unclean drop now: FIN on the current socket, no close frame; the fake still reads what arrives."""
@@ -154,6 +158,7 @@ class FakeAgent:
             if data.get("type") != "session.resume":
                 await self._on_message(sess, data)
             async for msg in ws:
+                await sess.reading.wait()  # a stalled agent: its socket's buffers fill, then TCP's window closes
                 if msg.type is not WSMsgType.TEXT:
                     continue
                 if sess.ws is not ws:
