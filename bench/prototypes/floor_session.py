@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
