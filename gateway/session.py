@@ -17,7 +17,9 @@ Fast path (README "Performance"): each queue is bypassed while it is empty. The 
 ``input.audio`` itself when the agent is ready and nothing waits in the to-agent deque; the agent reader sends
 ``media`` itself when nothing waits in the outbound deque and the carrier's lead is under target. That saves two
 task wake-ups per 20 ms frame; anything that has to wait (a backlog, pacing, marks, barge-in generations,
-Exotel's minimum message) still goes through the queue and its task, in order.
+Exotel's minimum message) still goes through the queue and its task, in order. Neither reader sends while the
+other side's socket is backed up (its send buffer full), since a send may then wait for the drain and a reader
+must never wait on the other side: the frame goes to the queue, where the backpressure policy below applies.
 - per tool call: one task; ``end_call`` adds a hang-up task, ``transfer_call`` a transfer task, inbound DTMF in
   ``dtmf_mode = "reply"`` a delivery task (call control, issue #8: README "Call control").
 
@@ -206,6 +208,9 @@ class CallSession:
         ``parked`` the re-attach registry (:mod:`gateway.reattach`); ``stream_stopping(call_sid)`` says whether
         another stream of that call is still winding down here (its agent session may be about to park)."""
         self._ws = ws
+        # The carrier socket's transport, for _carrier_backlogged(): aiohttp keeps it on the prepared response's
+        # writer and exposes no public accessor there (test_reliability_agent_faults.py fails if that moves).
+        self._carrier_transport = getattr(getattr(ws, "_writer", None), "transport", None)
         self._settings = settings
         self._endpoint = endpoint
         self._tools = tools
@@ -686,11 +691,13 @@ class CallSession:
 
     async def _play_or_queue(self, reply_id: str | None, frames: list[bytes]) -> None:
         """Agent audio for the caller. Fast path, the steady state: nothing queued before it, the writer not in the
-        middle of a send (it pops and takes the lock without yielding, so an unlocked lock means it holds nothing)
-        and the carrier's lead under target: send from here (the agent reader) instead of waking carrier_writer.
+        middle of a send (it pops and takes the lock without yielding, so an unlocked lock means it holds nothing),
+        the carrier socket not backed up, and the carrier's lead under target: send from here (the agent reader)
+        instead of waking carrier_writer.
         Everything that must wait stays with the writer: paced backlog, marks queued behind audio, carriers with a
         minimum message (Exotel)."""
-        if not self._out and not self._send_lock.locked() and self.dialect.min_message_ms <= FRAME_MS:
+        if (not self._out and not self._send_lock.locked() and self.dialect.min_message_ms <= FRAME_MS
+                and not self._carrier_backlogged()):
             per_msg = self._frames_per_message()
             ceiling = self._lead_target_ms() - FRAME_MS
             sent = 0
@@ -702,6 +709,13 @@ class CallSession:
             if not frames:
                 return
         await self._queue_out(reply_id, frames)
+
+    def _carrier_backlogged(self) -> bool:
+        """Bytes wait in user space for the carrier socket (its send buffer is full: the carrier or the network is
+        not keeping up). A send now may wait for the drain, so the agent reader must not make it itself: the frames
+        go to the writer's queue, and the agent reader goes on reading events (barge-in, tools, errors)."""
+        transport = self._carrier_transport
+        return transport is not None and transport.get_write_buffer_size() > 0
 
     async def _send_mark(self, reply_id: str | None, now: float) -> str:
         name = self.playout.new_mark(now, reply_id)
