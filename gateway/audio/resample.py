@@ -255,6 +255,13 @@ class FirResampler:
             self.reset()
         return y.astype("<i2").tobytes()
 
+    def output_for(self, nbytes: int) -> int:
+        """How many output samples ``process`` would return now for ``nbytes`` more input bytes (not the last call).
+        The outbound path uses it to transcode exactly when a carrier frame would complete (transcode.py)."""
+        n = (len(self._odd) + nbytes) >> 1
+        groups = (self._fill + n - self._span) // self._step + 1
+        return groups * self._outs if groups > 0 else 0
+
     def _grow(self, need: int) -> None:
         old = self._buf[: self._fill].copy()
         self._alloc(2 * need)

@@ -252,3 +252,16 @@ def test_full_scale_overshoot_clips_instead_of_wrapping(in_rate: int, out_rate: 
     # A wrapped sample would flip sign in the middle of a plateau.
     far = np.abs(np.sin(2 * np.pi * 50 * np.arange(len(y)) / out_rate)) > 0.2
     assert np.all(np.sign(y[far]) == ref[far])
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
+def test_output_for_predicts_what_process_returns(in_rate: int, out_rate: int) -> None:
+    data = noise(in_rate, 0.3, seed=9)
+    r = FirResampler(in_rate, out_rate)
+    rng = np.random.default_rng(10)
+    pos = 0
+    while pos < len(data):
+        chunk = data[pos : pos + int(rng.integers(0, 700))]
+        predicted = r.output_for(len(chunk))
+        assert len(r.process(chunk)) // 2 == predicted
+        pos += len(chunk)
