@@ -256,11 +256,17 @@ class FirResampler:
         return y.astype("<i2").tobytes()
 
     def output_for(self, nbytes: int) -> int:
-        """How many output samples ``process`` would return now for ``nbytes`` more input bytes (not the last call).
-        The outbound path uses it to transcode exactly when a carrier frame would complete (transcode.py)."""
+        """How many output samples ``process`` would return now for ``nbytes`` more input bytes (not the last call)."""
         n = (len(self._odd) + nbytes) >> 1
         groups = (self._fill + n - self._span) // self._step + 1
         return groups * self._outs if groups > 0 else 0
+
+    def input_for(self, outputs: int) -> int:
+        """The fewest input bytes after which ``process`` returns at least ``outputs`` samples in all. The outbound
+        path asks once per frame, so it can transcode exactly when a carrier frame completes (transcode.py)."""
+        groups = -(-outputs // self._outs)
+        n = max(0, (groups - 1) * self._step + self._span - self._fill)
+        return max(0, 2 * n - len(self._odd))
 
     def _grow(self, need: int) -> None:
         old = self._buf[: self._fill].copy()

@@ -84,26 +84,34 @@ class OutboundAudio:
         samples = frame_bytes // _BYTES_PER_SAMPLE[carrier_encoding]
         self._chunk_min = samples * rate // carrier_rate * _BYTES_PER_SAMPLE[enc]
         # The FIR resampler's output lags its input by 2 ms, so a frame may complete with less than a frame's worth
-        # of new input: it says exactly how much output a chunk makes, and the frame leaves on the chunk that
-        # completes it, as on the plain path (test_fastpath_equivalence).
-        self._output_for = getattr(self._resampler, "output_for", None)
+        # of new input: it says exactly how much input completes the next frame, and the frame leaves on the chunk
+        # that completes it, as on the plain path (test_fastpath_equivalence). One int compare per chunk, as before.
+        self._input_for = getattr(self._resampler, "input_for", None)
         self._out_width = _BYTES_PER_SAMPLE[carrier_encoding]
+        self._in_width = _BYTES_PER_SAMPLE[enc]  # G.711 agent bytes decode to twice as many PCM bytes
+        self._need = self._chunk_min
         self._held = b""
+        self._update_need()
 
     def convert(self, data: bytes) -> list[bytes]:
         if self.passthrough:
             return self._framer.push(data)
         if self._held:
             data = self._held + data
-        if self._output_for is not None:
-            short = self._framer.pending + self._output_for(len(data)) * self._out_width < self.frame_bytes
-        else:
-            short = len(data) < self._chunk_min
-        if short:
+        if len(data) < self._need:
             self._held = data  # no whole frame yet: transcode once the frame is complete
             return []
         self._held = b""
-        return self._framer.push(self._transcode(data))
+        frames = self._framer.push(self._transcode(data))
+        if self._input_for is not None:
+            self._update_need()
+        return frames
+
+    def _update_need(self) -> None:
+        """Agent bytes that complete the next carrier frame (FIR only; soxr: a frame's worth, ``_chunk_min``)."""
+        if self._input_for is not None:
+            pcm_bytes = self._input_for((self.frame_bytes - self._framer.pending) // self._out_width)
+            self._need = pcm_bytes if self._in_width == 2 else pcm_bytes // 2
 
     def _transcode(self, data: bytes) -> bytes:
         pcm = self._decode(data) if self._decode else data
@@ -121,7 +129,9 @@ class OutboundAudio:
             tail = self._resampler.flush()
             if tail:
                 frames += self._framer.push(self._encode(tail) if self._encode else tail)
-        return frames + self._framer.flush(self._pad)
+        frames += self._framer.flush(self._pad)
+        self._update_need()  # the resampler and the framer start afresh
+        return frames
 
     def reset(self) -> None:
         """Barge-in: forget everything of the interrupted reply, so no tail of it is ever sent."""
@@ -129,3 +139,4 @@ class OutboundAudio:
         if self._resampler is not None:
             self._resampler.reset()
         self._framer.clear()
+        self._update_need()
