@@ -90,7 +90,7 @@ class StreamResampler:
 FIR_TAPS = 97
 FIR_BETA = 7.5
 FIR_DELAY = (FIR_TAPS - 1) // 2  # samples at the high rate
-#: Taps are integers / 2**FIR_SCALE_BITS (see _FirCore for why the sums are then exact).
+#: Taps are integers / 2**FIR_SCALE_BITS (FirResampler's docstring says why the sums are then exact).
 FIR_SCALE_BITS = 20
 _ONE = 1 << FIR_SCALE_BITS
 
@@ -111,7 +111,7 @@ def _quantize(h: np.ndarray) -> np.ndarray:
 
 
 def _decimator_matrix(q: np.ndarray, block: int) -> np.ndarray:
-    """(6·block × block): output ``j`` of a block is window ``[3j, 3j + taps)`` of the block's input, times the taps."""
+    """(6·block × block): output ``j`` of a block is its input window ``[3j, 3j + taps)`` times the taps."""
     a = np.zeros((6 * block, block))
     for j in range(block):
         a[3 * j : 3 * j + len(q), j] = q[::-1]
@@ -139,6 +139,19 @@ def _interpolator_matrix(h: np.ndarray, block: int) -> np.ndarray:
     return a
 
 
+_FIR_BLOCK = 32  # groups per gemm row: the smallest block whose two rows cover a window (97 taps ≤ 6·32 − 3·31)
+
+
+def _shared(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)  # one copy for every call's resamplers: gemm only reads it
+    return a
+
+
+# Designed once, at import: the interpolator's matrix takes ~3,000 Python steps to fill, not something to redo per call.
+_DOWN_MATRIX = _shared(_decimator_matrix(_quantize(_prototype()) / _ONE, _FIR_BLOCK))
+_UP_MATRIX = _shared(_interpolator_matrix(_prototype(), _FIR_BLOCK) / _ONE)
+
+
 class FirResampler:
     """Block-free streaming resampler by an integer factor of 3 (24 kHz → 8 kHz or 8 kHz → 24 kHz) with the same
     interface as :class:`StreamResampler`: ``process(pcm, last=False) -> bytes``, ``flush()``, ``reset()``, odd bytes
@@ -162,7 +175,7 @@ class FirResampler:
     __slots__ = ("in_rate", "out_rate", "quality", "_odd", "_down", "_step", "_outs", "_span", "_k", "_cap",
                  "_buf", "_fill", "_lo", "_hi", "_rows", "_mat", "_y", "_flat", "_fed", "_sent")
 
-    _BLOCK = 32  # groups per gemm row: the smallest block whose two rows cover a window (97 taps ≤ 6·32 − 3·31)
+    _BLOCK = _FIR_BLOCK
 
     def __init__(self, in_rate: int, out_rate: int, quality: str = "FIR") -> None:
         if quality != "FIR":
@@ -178,15 +191,14 @@ class FirResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.quality = quality
-        b = self._BLOCK
         if self._down:
             self._step, self._outs, self._span = 3, 1, FIR_TAPS  # inputs per group, outputs per group, group window
-            self._mat = _decimator_matrix(_quantize(_prototype()) / _ONE, b)
+            self._mat = _DOWN_MATRIX
         else:
             self._step, self._outs, self._span = 1, 3, 2 * (FIR_DELAY // 3) + 1
-            self._mat = _interpolator_matrix(_prototype(), b) / _ONE
-        self._k = self._step * b  # input samples per block row
-        self._alloc(64 * self._k)
+            self._mat = _UP_MATRIX
+        self._k = self._step * self._BLOCK  # input samples per block row
+        self._alloc(in_rate // 10)  # 100 ms of input; a larger chunk grows it (_grow)
         self.reset()
 
     def _alloc(self, cap: int) -> None:

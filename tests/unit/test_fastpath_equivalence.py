@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from gateway.agent import protocol as ap
 from gateway.audio import g711
-from gateway.audio.resample import QUALITIES, RESAMPLE_QUALITIES, FirResampler, StreamResampler, make_resampler
+from gateway.audio.resample import RESAMPLE_QUALITIES, FirResampler, StreamResampler, make_resampler
 from gateway.audio.transcode import InboundAudio, OutboundAudio
 from gateway.carriers.twilio import TwilioStream
 from gateway.errors import AgentProtocolError, CarrierProtocolError

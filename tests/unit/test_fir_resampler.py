@@ -205,7 +205,7 @@ def test_every_output_sample_leaves_within_the_chunk_plus_2_ms(in_rate: int, out
         assert emitted == (fed_ms - 2) * out_rate // 1000
 
 
-# ---- quality ----------------------------------------------------------------------------------------------------------
+# ---- quality --------------------------------------------------------------------------------------------------------
 def level(in_rate: int, out_rate: int, freq: float) -> float:
     y = samples(whole(in_rate, out_rate, tone(freq, in_rate, 1.0)))[400:-400]
     return float(np.sqrt(2) * np.std(y) / 10000)
