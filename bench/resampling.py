@@ -1,11 +1,12 @@
-"""The resampler study: for each soxr quality and direction, what streaming costs in delay, quality and CPU, measured
-on the gateway's own ``StreamResampler`` (the 32-bit path it really runs).
+"""The resampler study: for each soxr quality and the block-free FIR (``"FIR"``), and each direction, what streaming
+costs in delay, quality and CPU, measured on the gateway's own resamplers (``make_resampler``: soxr's 32-bit path,
+or ``FirResampler``), exactly as the media path builds them.
 
 - ``end_ms``: output still withheld after 1 s of input fed in chunks (what a ``flush`` releases at a reply's end).
 - ``first_ms``: input that must arrive before the first output sample comes out.
 - ``delay_med_ms`` / ``delay_max_ms``: for every output sample, when it comes out minus when its input instant was
   fed, in steady state. A converter that releases output per chunk scores 0…chunk (QQ is the floor); soxr's other
-  qualities release output in blocks of tens of ms, which is the real latency they add.
+  qualities release output in blocks of tens of ms, which is the real latency they add; FIR adds its 2 ms look-ahead.
 - ``snr_db``: 1 kHz tone (phase-fitted reference); ``alias_db``: rejection of a 6 kHz tone going 24 → 8 kHz;
   ``edge_db``: gain at 3.4 kHz (the top of the telephone band) going 24 → 8 kHz.
 - ``us``: µs per chunk (median of rounds).
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gateway.audio.resample import QUALITIES, StreamResampler
+from gateway.audio.resample import RESAMPLE_QUALITIES, make_resampler
 
 __all__ = ["ResampleRow", "study"]
 
@@ -47,7 +48,7 @@ def _pcm(x: np.ndarray) -> bytes:
 
 
 def _stream_delays(in_rate: int, out_rate: int, quality: str, chunk_ms: int, seconds: float = 3.0) -> tuple[float, ...]:
-    r = StreamResampler(in_rate, out_rate, quality)
+    r = make_resampler(in_rate, out_rate, quality)
     step = in_rate * chunk_ms // 1000
     x = _pcm(np.sin(2 * np.pi * 440 * np.arange(int(in_rate * seconds)) / in_rate) * 8000)
     emitted = 0
@@ -67,7 +68,7 @@ def _stream_delays(in_rate: int, out_rate: int, quality: str, chunk_ms: int, sec
 
 def _snr(in_rate: int, out_rate: int, quality: str) -> tuple[float, float | None, float | None]:
     t = np.arange(in_rate * 2) / in_rate
-    r = StreamResampler(in_rate, out_rate, quality)
+    r = make_resampler(in_rate, out_rate, quality)
     y = np.frombuffer(r.process(_pcm(np.sin(2 * np.pi * 1000 * t) * 10000), last=True), "<i2").astype(float)
     tt = np.arange(len(y)) / out_rate
     basis = np.vstack([np.sin(2 * np.pi * 1000 * tt), np.cos(2 * np.pi * 1000 * tt)]).T
@@ -78,7 +79,7 @@ def _snr(in_rate: int, out_rate: int, quality: str) -> tuple[float, float | None
     alias = edge = None
     if out_rate < in_rate:
         def level(freq: float) -> float:
-            r2 = StreamResampler(in_rate, out_rate, quality)
+            r2 = make_resampler(in_rate, out_rate, quality)
             y2 = np.frombuffer(r2.process(_pcm(np.sin(2 * np.pi * freq * t) * 10000), last=True), "<i2")
             return float(np.sqrt(2) * np.std(y2.astype(float)[core]) / 10000)
 
@@ -88,7 +89,7 @@ def _snr(in_rate: int, out_rate: int, quality: str) -> tuple[float, float | None
 
 
 def _cost(in_rate: int, out_rate: int, quality: str, chunk_ms: int, rounds: int = 9) -> float:
-    r = StreamResampler(in_rate, out_rate, quality)
+    r = make_resampler(in_rate, out_rate, quality)
     n = in_rate * chunk_ms // 1000
     chunk = _pcm(np.random.default_rng(1).normal(0, 1000, n))
     per = []
@@ -100,7 +101,7 @@ def _cost(in_rate: int, out_rate: int, quality: str, chunk_ms: int, rounds: int 
     return statistics.median(per)
 
 
-def study(qualities: tuple[str, ...] = QUALITIES, out_chunk_ms: int = 20) -> list[ResampleRow]:
+def study(qualities: tuple[str, ...] = RESAMPLE_QUALITIES, out_chunk_ms: int = 20) -> list[ResampleRow]:
     """``out_chunk_ms``: what the outbound resampler is fed per call (20: the gateway coalesces agent chunks)."""
     rows = []
     for q in qualities:

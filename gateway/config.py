@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from .audio.resample import QUALITIES
+from .audio.resample import RESAMPLE_QUALITIES
 from .audio.transcode import AGENT_FORMATS
 from .errors import ConfigError
 
@@ -291,9 +291,10 @@ def _check(s: Settings) -> None:
     need(s.server.loop in EVENT_LOOPS, "server.loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")
     for key in ("inbound_resample_quality", "outbound_resample_quality"):
-        need(getattr(s.audio, key) in QUALITIES, f"audio.{key}", f"must be one of {', '.join(QUALITIES)}")
+        need(getattr(s.audio, key) in RESAMPLE_QUALITIES, f"audio.{key}",
+             f"must be one of {', '.join(RESAMPLE_QUALITIES)} (soxr qualities, or FIR: block-free, 2 ms)")
     need(s.audio.outbound_resample_quality != "QQ", "audio.outbound_resample_quality",
-         "QQ does not anti-alias 24 kHz -> 8 kHz; use LQ or better")
+         "QQ does not anti-alias 24 kHz -> 8 kHz; use FIR (2 ms delay), LQ or better")
     need(20 <= s.audio.playout_lead_ms <= 10000, "audio.playout_lead_ms", "must be 20..10000")
     need(20 <= s.audio.mark_interval_ms <= 60000, "audio.mark_interval_ms", "must be 20..60000")
     need(1 <= s.audio.frames_per_message <= 50, "audio.frames_per_message", "must be 1..50")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The resampler study alone (holdback, block release, SNR, alias rejection, cost per soxr quality and direction).
+"""The resampler study alone (holdback, block release, SNR, alias rejection, cost per soxr quality, the block-free FIR,
+and direction).
 ``scripts/bench`` runs the same study as part of the full benchmark; see bench/resampling.py for the definitions.
 
     .venv/bin/python scripts/bench_resample.py

@@ -2,7 +2,8 @@
 
 Two agent formats are supported (config ``audio.agent_format``):
 - ``pcm24k``: the agent gets 24 kHz PCM16 (the protocol default). Carrier G.711 is decoded, resampled with one
-  streaming soxr resampler per direction, and the reverse on the way out.
+  streaming resampler per direction (soxr, or the block-free FIR: ``audio.*_resample_quality = "FIR"``), and the
+  reverse on the way out.
 - ``pcmu`` / ``pcma``: G.711 passes through untouched in both directions (no transcoding at all) when the carrier
   speaks the same law.
 Outbound audio is always cut into whole carrier frames (e.g. 160 bytes = 20 ms of μ-law), carrying remainders.
@@ -17,7 +18,7 @@ from typing import Callable
 
 from . import g711
 from .framing import Reframer
-from .resample import StreamResampler
+from .resample import make_resampler
 
 __all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio"]
 
@@ -54,7 +55,7 @@ class InboundAudio:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self._decode = None if carrier_encoding == "audio/pcm" else _DECODE[carrier_encoding]
         self._encode = None if enc == "audio/pcm" else _ENCODE[enc]
-        self._resampler = None if carrier_rate == rate else StreamResampler(carrier_rate, rate, quality)
+        self._resampler = None if carrier_rate == rate else make_resampler(carrier_rate, rate, quality)
 
     def convert(self, payload: bytes) -> bytes:
         if self.passthrough:
@@ -75,25 +76,42 @@ class OutboundAudio:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self._decode = None if enc == "audio/pcm" else _DECODE[enc]
         self._encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
-        self._resampler = None if rate == carrier_rate else StreamResampler(rate, carrier_rate, quality)
+        self._resampler = None if rate == carrier_rate else make_resampler(rate, carrier_rate, quality)
         self._framer = Reframer(frame_bytes)
         self._pad = _SILENCE[carrier_encoding]
         self.frame_bytes = frame_bytes
         # Agent bytes that make one carrier frame (960 for 24 kHz PCM16 → 160 B of μ-law); fewer are held back.
         samples = frame_bytes // _BYTES_PER_SAMPLE[carrier_encoding]
         self._chunk_min = samples * rate // carrier_rate * _BYTES_PER_SAMPLE[enc]
+        # The FIR resampler's output lags its input by 2 ms, so a frame may complete with less than a frame's worth
+        # of new input: it says exactly how much input completes the next frame, and the frame leaves on the chunk
+        # that completes it, as on the plain path (test_fastpath_equivalence). One int compare per chunk, as before.
+        self._input_for = getattr(self._resampler, "input_for", None)
+        self._out_width = _BYTES_PER_SAMPLE[carrier_encoding]
+        self._in_width = _BYTES_PER_SAMPLE[enc]  # G.711 agent bytes decode to twice as many PCM bytes
+        self._need = self._chunk_min
         self._held = b""
+        self._update_need()
 
     def convert(self, data: bytes) -> list[bytes]:
         if self.passthrough:
             return self._framer.push(data)
         if self._held:
             data = self._held + data
-        if len(data) < self._chunk_min:
-            self._held = data  # not a whole frame's worth yet: transcode once the frame is complete
+        if len(data) < self._need:
+            self._held = data  # no whole frame yet: transcode once the frame is complete
             return []
         self._held = b""
-        return self._framer.push(self._transcode(data))
+        frames = self._framer.push(self._transcode(data))
+        if self._input_for is not None:
+            self._update_need()
+        return frames
+
+    def _update_need(self) -> None:
+        """Agent bytes that complete the next carrier frame (FIR only; soxr: a frame's worth, ``_chunk_min``)."""
+        if self._input_for is not None:
+            pcm_bytes = self._input_for((self.frame_bytes - self._framer.pending) // self._out_width)
+            self._need = pcm_bytes if self._in_width == 2 else pcm_bytes // 2
 
     def _transcode(self, data: bytes) -> bytes:
         pcm = self._decode(data) if self._decode else data
@@ -111,7 +129,9 @@ class OutboundAudio:
             tail = self._resampler.flush()
             if tail:
                 frames += self._framer.push(self._encode(tail) if self._encode else tail)
-        return frames + self._framer.flush(self._pad)
+        frames += self._framer.flush(self._pad)
+        self._update_need()  # the resampler and the framer start afresh
+        return frames
 
     def reset(self) -> None:
         """Barge-in: forget everything of the interrupted reply, so no tail of it is ever sent."""
@@ -119,3 +139,4 @@ class OutboundAudio:
         if self._resampler is not None:
             self._resampler.reset()
         self._framer.clear()
+        self._update_need()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from gateway.audio import g711
 from gateway.audio.framing import Reframer
-from gateway.audio.resample import StreamResampler
+from gateway.audio.resample import make_resampler
 
 __all__ = ["PlainInbound", "PlainOutbound", "plain_build_media", "plain_input_audio"]
 
@@ -32,7 +32,7 @@ class PlainInbound:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self.decode = None if carrier_encoding == "audio/pcm" else _DECODE[carrier_encoding]
         self.encode = None if enc == "audio/pcm" else _ENCODE[enc]
-        self.resampler = None if carrier_rate == rate else StreamResampler(carrier_rate, rate, quality)
+        self.resampler = None if carrier_rate == rate else make_resampler(carrier_rate, rate, quality)
 
     def convert(self, payload: bytes) -> bytes:
         if self.passthrough:
@@ -52,7 +52,7 @@ class PlainOutbound:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self.decode = None if enc == "audio/pcm" else _DECODE[enc]
         self.encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
-        self.resampler = None if rate == carrier_rate else StreamResampler(rate, carrier_rate, quality)
+        self.resampler = None if rate == carrier_rate else make_resampler(rate, carrier_rate, quality)
         self.framer = Reframer(frame_bytes)
         self.pad = _SILENCE[carrier_encoding]
 

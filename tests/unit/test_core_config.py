@@ -53,6 +53,12 @@ def test_defaults_without_a_file(no_repo_config: Path) -> None:
         "pcm24k", "QQ", "MQ")
 
 
+def test_the_block_free_fir_resampler_is_accepted_both_ways(tmp_path: Path) -> None:
+    toml = '[audio]\ninbound_resample_quality = "FIR"\noutbound_resample_quality = "FIR"\n'
+    s = load_settings(write(tmp_path, toml), env=ENV)
+    assert (s.audio.inbound_resample_quality, s.audio.outbound_resample_quality) == ("FIR", "FIR")
+
+
 def test_an_empty_file_gives_the_defaults_and_its_directory(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     s = load_settings(path, env={})
@@ -231,6 +237,8 @@ INVALID: list[tuple[str, str, dict[str, str], str]] = [
     ("inbound_quality_bad", '[audio]\ninbound_resample_quality = "best"\n', {}, "audio.inbound_resample_quality"),
     ("outbound_quality_bad", '[audio]\noutbound_resample_quality = "hq"\n', {}, "audio.outbound_resample_quality"),
     ("outbound_quality_qq", '[audio]\noutbound_resample_quality = "QQ"\n', {}, "audio.outbound_resample_quality"),
+    ("outbound_quality_fir_lower", '[audio]\noutbound_resample_quality = "fir"\n', {},
+     "audio.outbound_resample_quality"),
     ("playout_lead_tiny", "[audio]\nplayout_lead_ms = 5\n", {}, "audio.playout_lead_ms"),
     ("frames_per_message_zero", "[audio]\nframes_per_message = 0\n", {}, "audio.frames_per_message"),
     ("keyterms_not_list", '[profiles.default]\nkeyterms = "Acme"\n', {}, "profiles.default.keyterms"),

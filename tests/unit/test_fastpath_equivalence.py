@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from gateway.agent import protocol as ap
 from gateway.audio import g711
-from gateway.audio.resample import QUALITIES, StreamResampler
+from gateway.audio.resample import RESAMPLE_QUALITIES, FirResampler, StreamResampler, make_resampler
 from gateway.audio.transcode import InboundAudio, OutboundAudio
 from gateway.carriers.twilio import TwilioStream
 from gateway.errors import AgentProtocolError, CarrierProtocolError
@@ -281,7 +281,7 @@ def test_arbitrary_reply_audio_variants_give_the_plain_parsers_event_or_error(ra
 
 
 # ---- audio: the resampler is a pure function of its input --------------------------------------------------------
-def resample_in_chunks(r: StreamResampler, pcm: bytes, sizes: list[int]) -> bytes:
+def resample_in_chunks(r: StreamResampler | FirResampler, pcm: bytes, sizes: list[int]) -> bytes:
     out, pos, i = [], 0, 0
     while pos < len(pcm):
         n = sizes[i % len(sizes)]
@@ -290,27 +290,27 @@ def resample_in_chunks(r: StreamResampler, pcm: bytes, sizes: list[int]) -> byte
     return b"".join(out) + r.flush()
 
 
-@pytest.mark.parametrize("quality", QUALITIES)
+@pytest.mark.parametrize("quality", RESAMPLE_QUALITIES)
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 24000), (24000, 8000)])
 def test_resampler_output_does_not_depend_on_chunking_or_on_the_run(quality: str, in_rate: int, out_rate: int) -> None:
     pcm = agent_pcm24k(1.0) if in_rate == 24000 else g711.ulaw_to_pcm16(caller_ulaw8k(1.0))
-    whole = resample_in_chunks(StreamResampler(in_rate, out_rate, quality), pcm, [len(pcm)])
-    assert whole == resample_in_chunks(StreamResampler(in_rate, out_rate, quality), pcm, [len(pcm)])
+    whole = resample_in_chunks(make_resampler(in_rate, out_rate, quality), pcm, [len(pcm)])
+    assert whole == resample_in_chunks(make_resampler(in_rate, out_rate, quality), pcm, [len(pcm)])
     for sizes in ([in_rate // 50], [in_rate // 100], [961, 7, 320, 2]):
-        assert resample_in_chunks(StreamResampler(in_rate, out_rate, quality), pcm, sizes) == whole, sizes
+        assert resample_in_chunks(make_resampler(in_rate, out_rate, quality), pcm, sizes) == whole, sizes
 
 
-@pytest.mark.parametrize("quality", ["QQ", "MQ", "HQ"])
+@pytest.mark.parametrize("quality", ["QQ", "MQ", "HQ", "FIR"])
 def test_a_reset_resampler_gives_what_a_new_one_gives(quality: str) -> None:
     pcm = agent_pcm24k(0.5)
-    used = StreamResampler(24000, 8000, quality)
+    used = make_resampler(24000, 8000, quality)
     used.process(agent_pcm24k(0.3, seed=3) + b"\x01")
     used.reset()
-    assert resample_in_chunks(used, pcm, [480]) == resample_in_chunks(StreamResampler(24000, 8000, quality), pcm, [480])
+    assert resample_in_chunks(used, pcm, [480]) == resample_in_chunks(make_resampler(24000, 8000, quality), pcm, [480])
 
 
 # ---- audio: transcoders, fast (coalescing) against plain (per message) ----------------------------------------------
-@pytest.mark.parametrize("quality", ["QQ", "LQ", "MQ", "HQ"])
+@pytest.mark.parametrize("quality", ["QQ", "LQ", "MQ", "HQ", "FIR"])
 def test_inbound_audio_is_byte_identical_message_by_message(quality: str) -> None:
     fast = InboundAudio("audio/pcmu", 8000, "pcm24k", quality)
     plain = PlainInbound("audio/pcmu", 8000, "pcm24k", quality)
@@ -335,7 +335,7 @@ def run_outbound(conv: Any, pcm: bytes, sizes: list[int], barge_at: int | None =
 CHUNKINGS = {"10ms": [480], "20ms": [960], "5ms": [240], "100ms": [4800], "ragged": [481, 479, 7, 1441, 2, 960]}
 
 
-@pytest.mark.parametrize("quality", ["LQ", "MQ", "HQ"])
+@pytest.mark.parametrize("quality", ["LQ", "MQ", "HQ", "FIR"])
 @pytest.mark.parametrize("chunking", sorted(CHUNKINGS))
 @pytest.mark.parametrize("barge_at", [None, 37])
 def test_outbound_frames_are_byte_identical_whatever_the_agent_chunking(
@@ -348,9 +348,10 @@ def test_outbound_frames_are_byte_identical_whatever_the_agent_chunking(
     assert all(len(f) == 160 for fs in fast for f in fs)
 
 
-@pytest.mark.parametrize(("agent_format", "quality"), [("pcm24k", "QQ"), ("pcm24k", "LQ"), ("pcma", "MQ")])
+@pytest.mark.parametrize(("agent_format", "quality"),
+                         [("pcm24k", "QQ"), ("pcm24k", "FIR"), ("pcm24k", "LQ"), ("pcma", "MQ")])
 def test_coalescing_never_holds_a_complete_frame_back(agent_format: str, quality: str) -> None:
-    # With a resampler that releases output per chunk (QQ) or none at all (A-law → μ-law), the frames after each
+    # With a resampler that releases output per chunk (QQ, FIR) or none at all (A-law → μ-law), the frames after each
     # 10 ms chunk must be the plain path's exactly: coalescing waits only for input that a frame still needs.
     # LQ releases in blocks: there a frame may leave at most one chunk later, never earlier.
     width = 480 if agent_format == "pcm24k" else 80
