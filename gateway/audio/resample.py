@@ -31,6 +31,9 @@ __all__ = ["FIR", "QUALITIES", "RESAMPLE_QUALITIES", "FirResampler", "StreamResa
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 #: The block-free polyphase FIR (:class:`FirResampler`): factor 3 only (8 kHz <-> 24 kHz).
 FIR = "FIR"
+#: The rate pairs the FIR is designed for; make_resampler uses soxr FIR_FALLBACK for any other.
+FIR_RATES = ((24000, 8000), (8000, 24000))
+FIR_FALLBACK = "MQ"
 #: Every value ``audio.inbound_resample_quality`` / ``audio.outbound_resample_quality`` accepts.
 RESAMPLE_QUALITIES = QUALITIES + (FIR,)
 
@@ -182,6 +185,8 @@ class FirResampler:
             raise ValueError(f"FirResampler quality must be 'FIR', not {quality!r}")
         # The taps are designed for the telephone band at 24 kHz: other rates (even by a factor of 3) would move
         # the band edges with them, so only this pair is accepted.
+        if (in_rate, out_rate) not in FIR_RATES:
+            raise ValueError(f"FIR resampling is 24000 <-> 8000 Hz only (factor 3), not {in_rate} -> {out_rate} Hz")
         if (in_rate, out_rate) == (24000, 8000):
             self._down = True
         elif (in_rate, out_rate) == (8000, 24000):
@@ -300,7 +305,13 @@ class FirResampler:
 
 
 def make_resampler(in_rate: int, out_rate: int, quality: str) -> StreamResampler | FirResampler:
-    """The resampler a config quality names: ``"FIR"`` for :class:`FirResampler`, a soxr quality otherwise."""
+    """The resampler a config quality names: ``"FIR"`` for :class:`FirResampler`, a soxr quality otherwise.
+
+    The FIR exists for 24000 <-> 8000 Hz only. The quality is a process-wide setting but the carrier's rate is a
+    call's (L16 at 16 kHz on SignalWire, Telnyx or Vonage), so for any other pair ``"FIR"`` means soxr ``MQ``,
+    the default, rather than a call that cannot start."""
     if quality == FIR:
-        return FirResampler(in_rate, out_rate, quality)
+        if (in_rate, out_rate) in FIR_RATES:
+            return FirResampler(in_rate, out_rate, quality)
+        quality = FIR_FALLBACK
     return StreamResampler(in_rate, out_rate, quality)

@@ -7,6 +7,8 @@ quality: ≥ 70 dB against aliases/images from 4.6 kHz, flat to 3.4 kHz, ≥ 70 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from gateway.audio.resample import (
     _quantize,
     make_resampler,
 )
+from gateway.audio.transcode import OutboundAudio
 
 DIRECTIONS = [(24000, 8000), (8000, 24000)]
 
@@ -307,3 +310,16 @@ def test_outbound_frames_leave_on_the_chunk_that_completes_them(agent_format: st
                 plain.reset()
             assert fast.convert(data[pos : pos + width]) == plain.convert(data[pos : pos + width]), pos
         assert fast.flush() == plain.flush()
+
+
+def test_fir_configured_for_a_pair_it_was_not_designed_for_falls_back_to_soxr_mq() -> None:
+    # The quality is process-wide, the carrier's rate per call: a 16 kHz L16 stream must still start.
+    for in_rate, out_rate in ((24000, 16000), (16000, 24000), (24000, 48000)):
+        used = make_resampler(in_rate, out_rate, "FIR")
+        assert isinstance(used, StreamResampler) and used.quality == "MQ"
+    out = OutboundAudio("pcm24k", "audio/pcm", 16000, 640, "FIR")
+    pcm = b"".join(int(8000 * math.sin(i / 7)).to_bytes(2, "little", signed=True) for i in range(4800))
+    frames = out.convert(pcm) + out.flush()
+    assert frames and all(len(f) == 640 for f in frames)
+    with pytest.raises(ValueError, match="24000 <-> 8000"):
+        FirResampler(24000, 16000)
