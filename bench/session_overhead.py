@@ -1,0 +1,174 @@
+"""What the real CallSession adds per message, in process: its steady-state fast paths driven with stand-in
+sockets, against the pure functions they call (parse, transcode, build).
+
+    .venv/bin/python -m bench.session_overhead        # ≈ 10 s; README "Performance" → "The floor"
+
+- carrier → agent: one Twilio ``media`` text through ``dialect.parse`` and ``CallSession._on_caller_audio`` (the
+  carrier reader's work per frame, the ``input.audio`` send included) against parse + ``InboundAudio.convert`` +
+  ``input_audio`` alone;
+- agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``CallSession._on_agent_event`` (the
+  agent reader's work per chunk: conversion, playout accounting, the ``media`` send, a mark each second) against
+  parse + ``OutboundAudio.convert`` + ``build_media`` alone.
+
+The stand-in sockets' sends cost ~0.1 µs and never suspend, so the difference is the session's own Python per
+message, with hot caches: a floor for what it costs inside a loaded process, where 100+ calls interleave. The clock
+advances 10 ms per agent chunk, so the playout lead stays under target and every frame takes the fast path.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from gateway.agent import protocol as ap
+from gateway.agent.client import AgentConnection, AgentEndpoint
+from gateway.audio.transcode import InboundAudio, OutboundAudio
+from gateway.carriers.events import StreamStarted
+from gateway.config import load_settings
+from gateway.session import CallSession
+
+STREAM_SID = "MZ" + "0" * 32
+
+
+class _CarrierSocket:
+    """Stands in for the prepared aiohttp WebSocketResponse: counts sends, never suspends."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send_str(self, data: str) -> None:
+        self.sent += 1
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent += 1
+
+
+class _Agent(AgentConnection):
+    """Stands in for a ready agent connection: counts sends, never backlogged."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, text: str) -> None:
+        self.sent += 1
+
+    def backlogged(self) -> bool:
+        return False
+
+    @property
+    def open_(self) -> bool:
+        return True
+
+
+def _drive(coro: Any) -> None:
+    """Run a coroutine that must not suspend (the fast path with these sockets)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("the session path suspended: not the steady-state fast path")
+
+
+def session_under_test() -> tuple[CallSession, _CarrierSocket, _Agent, list[float]]:
+    """A CallSession past start and session.ready, on stand-in sockets and a settable clock."""
+    now = [1000.0]
+    carrier, agent = _CarrierSocket(), _Agent()
+    settings = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"})
+    sess = CallSession(ws=carrier, settings=settings, endpoint=AgentEndpoint("ws://bench", "k", "bench"),  # type: ignore[arg-type]
+                       tools=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    sess.dialect.parse(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    start = [ev for ev in sess.dialect.parse(json.dumps({
+        "event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
+        "start": {"accountSid": "AC" + "0" * 32, "streamSid": STREAM_SID, "callSid": "CA" + "0" * 32,
+                  "tracks": ["inbound"], "customParameters": {},
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+    })) if isinstance(ev, StreamStarted)][0]
+    sess._begin(start)  # noqa: SLF001 - what the carrier reader does after a verified start
+    sess._agent = agent  # noqa: SLF001 - what agent_runner does once session.ready arrived
+    sess._agent_ready.set()  # noqa: SLF001
+    sess._reply_id, sess._reply_active = "resp_bench", True  # noqa: SLF001
+    return sess, carrier, agent, now
+
+
+def messages() -> tuple[str, bytes, str, bytes]:
+    rng = np.random.default_rng(7)
+    ulaw = bytes(rng.integers(0, 256, 160, dtype=np.uint8))
+    media = json.dumps({"event": "media", "sequenceNumber": "5", "streamSid": STREAM_SID,
+                        "media": {"track": "inbound", "chunk": "3", "timestamp": "60",
+                                  "payload": base64.b64encode(ulaw).decode()}})
+    pcm = (np.sin(np.arange(240) * 0.3) * 3000).astype("<i2").tobytes()  # 10 ms of 24 kHz PCM16
+    reply = json.dumps({"type": "reply.audio", "reply_id": "resp_bench", "data": base64.b64encode(pcm).decode()})
+    return media, ulaw, reply, pcm
+
+
+def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
+    sess, carrier, agent, now = session_under_test()
+    media, ulaw, reply, pcm = messages()
+    inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", sess._settings.audio.inbound_resample_quality)  # noqa: SLF001
+    outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, sess._settings.audio.outbound_resample_quality)  # noqa: SLF001
+    build_media = sess.dialect.build_media
+
+    def carrier_path() -> None:
+        for ev in sess.dialect.parse(media):
+            _drive(sess._on_caller_audio(ev.payload))  # noqa: SLF001
+
+    def carrier_parts() -> None:
+        for ev in sess.dialect.parse(media):
+            ap.input_audio(inbound.convert(ev.payload))
+
+    def agent_path() -> None:
+        now[0] += 0.010
+        _drive(sess._on_agent_event(ap.parse_server_event(reply)))  # noqa: SLF001
+
+    def agent_parts() -> None:
+        for frame in outbound.convert(ap.parse_server_event(reply).data):  # type: ignore[attr-defined]
+            build_media(frame)
+
+    cases: dict[str, Callable[[], None]] = {
+        "carrier → agent, session path": carrier_path, "carrier → agent, pure parts": carrier_parts,
+        "agent → carrier, session path": agent_path, "agent → carrier, pure parts": agent_parts,
+    }
+    out: dict[str, Any] = {}
+    gc.disable()
+    try:
+        for name, fn in cases.items():
+            per_round = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                per_round.append((time.perf_counter() - t0) / n * 1e6)
+            out[name] = statistics.median(per_round)
+    finally:
+        gc.enable()
+    out["carrier sends"], out["agent sends"] = carrier.sent, agent.sent
+    out["session µs per carrier message"] = out["carrier → agent, session path"] - out["carrier → agent, pure parts"]
+    out["session µs per agent chunk"] = out["agent → carrier, session path"] - out["agent → carrier, pure parts"]
+    # a call-second: 50 carrier frames, 100 agent chunks of 10 ms
+    out["session ms per call-second"] = (50 * out["session µs per carrier message"]
+                                         + 100 * out["session µs per agent chunk"]) / 1000
+    return out
+
+
+def main() -> None:
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=open("/dev/null", "w")))  # noqa: SIM115
+    res = measure(n=int(sys.argv[1]) if len(sys.argv) > 1 else 20000)
+    for key, value in res.items():
+        print(f"{key:40s} {value:10.2f}" if isinstance(value, float) else f"{key:40s} {value:10d}")
+
+
+if __name__ == "__main__":
+    main()
