@@ -46,6 +46,16 @@ except ImportError:  # pragma: no cover - numpy < 2 keeps it under numpy.core
     from numpy.core.umath import clip as _clip
 
 
+def _whole_samples(odd: bytes, pcm: bytes) -> tuple[bytes, bytes]:
+    """A carrier may split a 16-bit sample across messages: prepend the byte held from the last chunk, hold back a
+    trailing odd one. Returns (whole samples, the byte to hold)."""
+    if odd:
+        pcm = odd + pcm
+    if len(pcm) & 1:
+        return pcm[:-1], pcm[-1:]
+    return pcm, b""
+
+
 class StreamResampler:
     """Resample a stream of little-endian mono PCM16 chunks from ``in_rate`` to ``out_rate``."""
 
@@ -62,13 +72,7 @@ class StreamResampler:
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Feed a chunk, get back whatever output is ready. ``last=True`` drains the filter."""
-        if self._odd:
-            pcm = self._odd + pcm
-            self._odd = b""
-        if len(pcm) & 1:
-            # A carrier may split a sample across messages; keep the odd byte for the next call.
-            self._odd = pcm[-1:]
-            pcm = pcm[:-1]
+        pcm, self._odd = _whole_samples(self._odd, pcm)
         if self.in_rate == self.out_rate:
             return pcm
         wide = np.frombuffer(audioop.lin2lin(pcm, 2, 4), dtype=np.int32) if pcm else _EMPTY
@@ -220,12 +224,7 @@ class FirResampler:
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Feed a chunk, get back every output sample its input completes. ``last=True`` drains the look-ahead."""
-        if self._odd:
-            pcm = self._odd + pcm
-            self._odd = b""
-        if len(pcm) & 1:
-            self._odd = pcm[-1:]
-            pcm = pcm[:-1]
+        pcm, self._odd = _whole_samples(self._odd, pcm)
         n = len(pcm) >> 1
         fill = self._fill
         if fill + n + self._span > self._cap:
