@@ -191,12 +191,7 @@ class FirResampler:
         # the band edges with them, so only this pair is accepted.
         if (in_rate, out_rate) not in FIR_RATES:
             raise ValueError(f"FIR resampling is 24000 <-> 8000 Hz only (factor 3), not {in_rate} -> {out_rate} Hz")
-        if (in_rate, out_rate) == (24000, 8000):
-            self._down = True
-        elif (in_rate, out_rate) == (8000, 24000):
-            self._down = False
-        else:
-            raise ValueError(f"FIR resampling is 24000 <-> 8000 Hz only (factor 3), not {in_rate} -> {out_rate} Hz")
+        self._down = in_rate > out_rate
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.quality = quality
