@@ -104,6 +104,8 @@ RESUME_WINDOW_S = 25.0
 RESUME_QUIET_S = 1.0
 #: A prompt must be confirmed by its mark echo within its own length plus this (carrier round trip, jitter).
 PROMPT_ECHO_SLACK_S = 2.0
+#: At hang-up, how long the carrier's close handshake may take before the connection is dropped.
+CARRIER_CLOSE_TIMEOUT_S = 2.0
 #: Which call outcomes the gateway ends with a spoken prompt of its own (README "Failure behaviour").
 _PROMPT_FOR_OUTCOME = {
     "agent_unavailable": AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
@@ -372,18 +374,35 @@ class CallSession:
         s.stale_mark_echoes = self.playout.stale_echoes
         if not self._ws.closed:
             # Under <Connect><Stream> closing the socket ends the call (telephony.md §A.7).
-            code = 1008 if outcome == "refused" else 1000
-            try:
-                async with asyncio.timeout(2):
-                    await self._ws.close(code=code)
-            except (TimeoutError, ConnectionError):
-                pass
+            await self._close_carrier(1008 if outcome == "refused" else 1000)
         if s.session_id:  # bound in agent_runner's task context only; the summary line must carry it too
             structlog.contextvars.bind_contextvars(session_id=s.session_id)
         self._log.info("call.ended", **s.log_fields())
         self._emit("call.ended", **s.log_fields())
         if self._on_summary is not None:
             self._on_summary(s)
+
+    async def _close_carrier(self, code: int) -> None:
+        """Close the carrier socket, bounded. A carrier that reads nothing (its socket backed up) cannot take a close
+        frame, and aiohttp's close would wait for the drain: drop the connection instead, which ends the call at the
+        carrier just the same. aiohttp's close cut short by the bound closes the transport itself, but it can
+        surface as CancelledError rather than TimeoutError; unless this task really is being cancelled, that is
+        the bound too, and must not skip the call's summary (call.ended)."""
+        transport = self._carrier_transport
+        if transport is not None and self._carrier_backlogged():
+            transport.abort()
+            return
+        try:
+            async with asyncio.timeout(CARRIER_CLOSE_TIMEOUT_S):
+                await self._ws.close(code=code)
+        except (TimeoutError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
     async def _play_prompt(self, name: str, *, clear_first: bool) -> None:
         """Say a bundled prompt to the caller (no agent involved), paced like agent audio, then wait for the mark

@@ -5,6 +5,8 @@ reservation at the webhook → stream boundary."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import tempfile
 
 import aiohttp
@@ -15,6 +17,7 @@ from gateway.prompts import GOODBYE, prompt_ulaw
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
 from tests.support.logcapture import capture_call_logs, events, wait_event
+from tests.support.twilio_peer import TwilioPeer
 
 
 def _config(text: str) -> str:
@@ -197,57 +200,84 @@ async def test_authorized_stream_without_a_reservation_when_full_hears_the_apolo
     await fake_agent.session()
 
 
+def _small_window(addr_info):
+    """A caller socket with a 4 KB receive buffer, set before connecting (shrunk on a live socket, Linux drops the
+    ACKs riding on the gateway's data and the caller's own sends stall too)."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def _stalled_carrier(gw, fake_agent, http):
+    """A call whose carrier stops reading its socket once the agent session is ready (the caller keeps sending
+    media, so the line is alive): yields (session, peer, agent session, the carrier socket's transport)."""
+    peer = TwilioPeer(str(gw.make_url("")).rstrip("/"), http)
+    await peer.dial()
+    await peer.connect()
+    sess = await fake_agent.session()
+    async with asyncio.timeout(5):
+        while not (live := [s for s, _ in gw.app[CALLS].active.values() if s.summary.session_id]):
+            await asyncio.sleep(0.01)
+    session = live[0]
+    transport = session._carrier_transport  # noqa: SLF001 - None if aiohttp moved it: backlog never seen
+    assert transport is not None
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    # The caller's side stops reading its socket at once (stopping only its reader would buffer 256 KB first).
+    assert peer._reader is not None and peer.ws is not None  # noqa: SLF001
+    peer._reader.cancel()  # noqa: SLF001
+    peer.ws._response.connection.protocol.pause_reading()  # noqa: SLF001
+    caller = asyncio.create_task(peer.send_media(ulaw_tone(300, 30.0), realtime=True))
+    try:
+        yield session, peer, sess, transport
+    finally:
+        caller.cancel()
+        await peer.close()
+
+
 async def test_a_carrier_that_stops_reading_never_stalls_the_agent_side(start_gateway, fake_agent):
     # The fast path sends media from the agent reader itself. When the carrier stops reading, the socket backs up
     # and a send there waits for the drain (aiohttp waits once it has buffered 64 KB): made from the agent reader,
     # that wait would stop it reading agent events too (barge-in, tools, errors). Frames must go to the paced
     # queue instead, whose writer may wait, while the agent reader goes on.
-    import socket as socket_mod
-
-    from tests.support.twilio_peer import TwilioPeer
-
-    def small_window(addr_info):  # set before connecting: a buffer shrunk later makes the kernel drop ACKs
-        family, type_, proto, _, _ = addr_info
-        sock = socket_mod.socket(family=family, type=type_, proto=proto)
-        sock.setsockopt(socket_mod.SOL_SOCKET, socket_mod.SO_RCVBUF, 4096)
-        return sock
-
     gw = await start_gateway()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_window)) as http:
-        peer = TwilioPeer(str(gw.make_url("")).rstrip("/"), http)
-        await peer.dial()
-        await peer.connect()
-        sess = await fake_agent.session()
-        async with asyncio.timeout(5):
-            while not (live := [s for s, _ in gw.app[CALLS].active.values() if s.summary.session_id]):
-                await asyncio.sleep(0.01)
-        session = live[0]
-        transport = session._carrier_transport  # noqa: SLF001 - None if aiohttp moved it: backlog never seen
-        assert transport is not None
-        transport.get_extra_info("socket").setsockopt(socket_mod.SOL_SOCKET, socket_mod.SO_SNDBUF, 4096)
-        # The caller's side stops reading its socket at once (stopping only its reader would buffer 256 KB first).
-        assert peer._reader is not None and peer.ws is not None  # noqa: SLF001
-        peer._reader.cancel()  # noqa: SLF001
-        peer.ws._response.connection.protocol.pause_reading()  # noqa: SLF001
-        caller = asyncio.create_task(peer.send_media(ulaw_tone(300, 30.0), realtime=True))  # the line stays alive
-        speaking = asyncio.create_task(sess.reply(tone(500, 30.0, 24000), realtime=True))
-        try:
-            with capture_call_logs() as logs:
-                # Until a send of media waits for the drain: no frame has gone out for a second, though the agent
-                # still speaks and the caller still sends.
-                async with asyncio.timeout(25):  # a bound for a hung test, not a timing assertion
-                    sent, since = -1, 0.0
-                    while since < 1.0:
-                        await asyncio.sleep(0.1)
-                        since = since + 0.1 if session.summary.frames_out == sent else 0.0
-                        sent = session.summary.frames_out
-                assert transport.get_write_buffer_size() > 0 and not caller.done()
-                await sess.send("session.error", code="invalid_audio", message="x", param=None,
-                                session_id=sess.session_id)
-                found = await wait_event(logs, "agent.session_error", timeout=3)  # read by a free agent reader
-            assert found["code"] == "invalid_audio"
-            assert session._out  # noqa: SLF001 - the agent reader went on: the reply's later frames wait in the queue
-        finally:
-            speaking.cancel()
-            caller.cancel()
-            await peer.close()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_small_window)) as http:
+        async with _stalled_carrier(gw, fake_agent, http) as (session, _peer, sess, transport):
+            speaking = asyncio.create_task(sess.reply(tone(500, 30.0, 24000), realtime=True))
+            try:
+                with capture_call_logs() as logs:
+                    # Until a send of media waits for the drain: no frame has gone out for a second, though the
+                    # agent still speaks and the caller still sends.
+                    async with asyncio.timeout(25):  # a bound for a hung test, not a timing assertion
+                        sent, since = -1, 0.0
+                        while since < 1.0:
+                            await asyncio.sleep(0.1)
+                            since = since + 0.1 if session.summary.frames_out == sent else 0.0
+                            sent = session.summary.frames_out
+                    assert transport.get_write_buffer_size() > 0
+                    await sess.send("session.error", code="invalid_audio", message="x", param=None,
+                                    session_id=sess.session_id)
+                    found = await wait_event(logs, "agent.session_error", timeout=3)  # read by a free agent reader
+                assert found["code"] == "invalid_audio"
+                assert session._out  # noqa: SLF001 - the agent reader went on: later frames wait in the queue
+            finally:
+                speaking.cancel()
+
+
+async def test_a_carrier_that_stops_reading_ends_the_call_as_carrier_stalled(start_gateway, fake_agent):
+    # The agent speaks faster than real time into a carrier that reads nothing: the paced queue fills, and once it
+    # has had no room for audio.outbound_buffer_s the call ends (carrier_stalled), its agent session with it, and
+    # no task is left behind, rather than a billed line held open with a dead carrier.
+    gw = await start_gateway(_config("[audio]\noutbound_buffer_s = 1.0\n"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_small_window)) as http:
+        async with _stalled_carrier(gw, fake_agent, http) as (_session, _peer, sess, _transport):
+            speaking = asyncio.create_task(sess.reply(tone(500, 60.0, 24000), realtime=False))
+            try:
+                with capture_call_logs() as logs:
+                    ended = await wait_event(logs, "call.ended", timeout=40)  # a bound for a hung test
+                    await asyncio.sleep(0.05)
+            finally:
+                speaking.cancel()
+    assert ended["outcome"] == "carrier_stalled"
+    assert sess.ended_by_client and call_tasks() == []
