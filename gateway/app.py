@@ -35,6 +35,7 @@ from .carriers.base import Dialect
 from .carriers.registry import TwilioDialect
 from .config import BUILTIN_TOOLS, Settings
 from .metrics import GatewayMetrics, loop_lag_probe, metrics_handler
+from .outbound import token_subject
 from .security import mint_call_token, validate_twilio_signature
 from .session import CallSession, CallSummary
 from .tools.registry import ToolRegistry
@@ -146,10 +147,13 @@ async def voice_webhook(request: web.Request) -> web.Response:
         log.warning("webhook.refused", reason="at_capacity", call_sid=call_sid, active=len(calls))
         request.app[METRICS].refused("webhook", "at_capacity")
         return _twiml(twiml.say_and_hang_up("Sorry, all our lines are busy. Please call again in a few minutes."))
-    call_token = mint_call_token(settings.secrets.token_secret, call_sid, time.time(), settings.server.call_token_ttl_s)
+    params = {"from": flat.get("From", ""), "to": flat.get("To", "")}
+    call_token = mint_call_token(settings.secrets.token_secret,
+                                 token_subject(params, call_sid, settings.profile_for(params["to"])[0]), time.time(),
+                                 settings.server.call_token_ttl_s, scope="twilio")
     body = twiml.connect_stream(
         _stream_url(settings, request),
-        {"token": call_token, "from": flat.get("From", ""), "to": flat.get("To", "")},
+        {"token": call_token, **params},
         status_callback_url(settings),  # stream-started/stopped/error reach POST /twilio/status (issue #8)
     )
     log.info("webhook.answered", call_sid=call_sid)
@@ -173,9 +177,10 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
     return await serve_stream(request, TwilioDialect())
 
 
-async def serve_stream(request: web.Request, dialect: Dialect) -> web.StreamResponse:
+async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None = None) -> web.StreamResponse:
     """One carrier media stream, whatever the carrier: admission, the WebSocket, and a :class:`CallSession` speaking
-    ``dialect`` (the carrier's own checks of the upgrade happen before, in its route)."""
+    ``dialect`` (the carrier's own checks of the upgrade happen before, in its route). ``scope``: the door's name,
+    which the stream's token must have been minted for (default: the dialect's carrier)."""
     settings = request.app[SETTINGS]
     calls = request.app[CALLS]
     admission = calls.admission
@@ -201,6 +206,7 @@ async def serve_stream(request: web.Request, dialect: Dialect) -> web.StreamResp
                 s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())
             ),
             dialect=dialect,
+            token_scope=scope,
         )
         key = id(session)
         calls.active[key] = (session, asyncio.current_task())

@@ -102,8 +102,8 @@ async def create_outbound_call(request: web.Request) -> web.Response:
         metrics.refused("outbound", "at_capacity" if calls.accepting else "draining")
         return _json_error(503, "not accepting calls")
     params = outbound_parameters(new_outbound_id(), req)
-    token = mint_call_token(settings.secrets.token_secret, token_subject(params, ""), time.time(),
-                            settings.server.call_token_ttl_s)
+    token = mint_call_token(settings.secrets.token_secret, token_subject(params, "", req.profile), time.time(),
+                            settings.server.call_token_ttl_s, scope="twilio")
     status_url = status_callback_url(settings)
     body_twiml = twiml.connect_stream(_stream_url(settings, request), {"token": token, **params}, status_url)
     try:

@@ -40,6 +40,7 @@ from .admission import REFUSED_DRAINING
 from .carriers import exotel, plivo, signalwire, telnyx, vonage
 from .carriers.base import Dialect
 from .config import Settings
+from .outbound import token_subject
 from .security import mint_call_token
 
 __all__ = ["setup_carrier_routes"]
@@ -93,8 +94,12 @@ def _reserve(request: web.Request, carrier: str, call_id: str) -> str | None:
     return DRAINING if refusal == REFUSED_DRAINING else BUSY
 
 
-def _token(settings: Settings, call_id: str) -> str:
-    return mint_call_token(settings.secrets.token_secret, call_id, time.time(), settings.server.call_token_ttl_s)
+def _token(settings: Settings, carrier: str, call_id: str, to: str = "") -> str:
+    """The stream token for ``call_id``, valid only at ``carrier``'s stream door and only with the profile that
+    ``to`` (exactly as the stream will present it) selects (gateway.security)."""
+    subject = token_subject({}, call_id, settings.profile_for(to)[0])
+    return mint_call_token(settings.secrets.token_secret, subject, time.time(), settings.server.call_token_ttl_s,
+                           scope=carrier)
 
 
 def _xml(body: str) -> web.Response:
@@ -132,7 +137,8 @@ async def signalwire_voice(request: web.Request) -> web.Response:
         return _xml(_app_keys().twiml.say_and_hang_up(say))
     body = signalwire.connect_stream(
         _ws_url(settings, request, "/signalwire/stream"),
-        {"token": _token(settings, call_sid), "from": flat.get("From", ""), "to": flat.get("To", "")},
+        {"token": _token(settings, "signalwire", call_sid, flat.get("To", "")), "from": flat.get("From", ""),
+         "to": flat.get("To", "")},
         codec=settings.carriers.signalwire_codec,
     )
     log.info("webhook.answered", call_sid=call_sid, carrier="signalwire")
@@ -169,7 +175,8 @@ async def telnyx_voice(request: web.Request) -> web.Response:
         return _xml(_app_keys().twiml.say_and_hang_up(say))
     body = telnyx.texml_stream(
         _ws_url(settings, request, "/telnyx/stream"),
-        {"token": _token(settings, call_id), "from": flat.get("From", ""), "to": flat.get("To", "")},
+        {"token": _token(settings, "telnyx", call_id, flat.get("To", "")), "from": flat.get("From", ""),
+         "to": flat.get("To", "")},
         codec=settings.carriers.telnyx_codec,
     )
     log.info("webhook.answered", call_sid=call_id, carrier="telnyx")
@@ -193,8 +200,8 @@ async def plivo_answer(request: web.Request) -> web.Response:
     if say is not None:
         return _xml(f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{say}</Speak><Hangup/></Response>')
     # The token rides in the path: extraHeaders only take alphanumerics (§A.10, §A.2 path segments).
-    url = _ws_url(settings, request, "/plivo/stream/" + _token(settings, call_uuid))
     numbers = {k: "".join(ch for ch in flat.get(k.capitalize(), "") if ch.isalnum()) for k in ("to", "from")}
+    url = _ws_url(settings, request, "/plivo/stream/" + _token(settings, "plivo", call_uuid, plivo.e164(numbers["to"])))
     body = plivo.stream_xml(url, settings.carriers.plivo_content_type, numbers)
     log.info("webhook.answered", call_sid=call_uuid, carrier="plivo")
     return _xml(body)
@@ -229,7 +236,8 @@ async def vonage_answer(request: web.Request) -> web.Response:
 
     ncco = vonage.ncco_connect(
         _ws_url(settings, request, "/vonage/stream"),
-        {"token": _token(settings, call_uuid), "uuid": call_uuid, "from": e164(q.get("from", "")),
+        {"token": _token(settings, "vonage", call_uuid, e164(q.get("to", ""))), "uuid": call_uuid,
+         "from": e164(q.get("from", "")),
          "to": e164(q.get("to", ""))},
         settings.carriers.vonage_sample_rate,
     )
@@ -267,7 +275,7 @@ async def exotel_answer(request: web.Request) -> web.Response:
         return web.Response(status=503, text="not accepting calls")  # the applet moves on; nothing to say here
     doc = exotel.stream_url_document(
         _ws_url(settings, request, "/exotel/stream"), settings.carriers.exotel_sample_rate,
-        {"token": _token(settings, call_sid)},
+        {"token": _token(settings, "exotel", call_sid)},
     )
     log.info("webhook.answered", call_sid=call_sid, carrier="exotel")
     return web.json_response(doc)

@@ -128,19 +128,21 @@ def new_outbound_id() -> str:
 
 def outbound_parameters(outbound_id: str, req: OutboundRequest) -> dict[str, str]:
     """The ``<Parameter>``s of an outbound call's stream, except ``token`` (minted over these by the caller:
-    ``mint_call_token(secret, token_subject(params, ""), …)``)."""
+    ``mint_call_token(secret, token_subject(params, "", ""), …, scope="twilio")``)."""
     params = {OUTBOUND_PARAM: outbound_id, "profile": req.profile, "to": req.to, "from": req.from_}
     params.update({VAR_PREFIX + k: v for k, v in req.variables.items()})
     return params
 
 
-def token_subject(parameters: Mapping[str, str], call_sid: str) -> str:
-    """What a stream's token must be bound to: the CallSid (calls answered by the voice webhook), or, for a stream
-    carrying an ``outbound`` parameter, that id and a digest of all its other parameters (empty ones too, since
-    ``connect_stream`` leaves empty values out of the TwiML and Twilio then does not send them)."""
+def token_subject(parameters: Mapping[str, str], call_sid: str, profile: str) -> str:
+    """What a stream's token must be bound to: the CallSid and the name of the profile the call was answered with
+    (calls answered by a voice webhook: the called number picks the profile, so a stream that presents another
+    ``to`` than its webhook saw is refused), or, for a stream carrying an ``outbound`` parameter, that id and a
+    digest of all its other parameters, ``profile`` included (empty ones left out, since ``connect_stream`` leaves
+    empty values out of the TwiML and Twilio then does not send them)."""
     outbound_id = parameters.get(OUTBOUND_PARAM)
     if not outbound_id:
-        return call_sid
+        return f"{call_sid}|{profile}"
     signed = {k: v for k, v in parameters.items() if k not in ("token", OUTBOUND_PARAM) and v}
     digest = hashlib.sha256(json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
     return f"outbound|{outbound_id}|{digest}"

@@ -4,8 +4,10 @@
   sorted by name (telephony.md §A.2), accepting the URL with and without an explicit default port, as Twilio's own
   validator does. For the media-stream upgrade the URL is the ``wss://`` URL from the TwiML and the params are empty.
 - :func:`mint_call_token` / :func:`verify_call_token`: the token the webhook puts in ``<Parameter name="token">``:
-  HMAC-SHA256 over CallSid and expiry with a secret from the environment, so any replica can verify it without
-  shared state. Compared in constant time; bound to the CallSid; short TTL.
+  HMAC-SHA256 over its *scope* (the carrier door that minted it: ``twilio``, ``telnyx``, ``softphone``…), its
+  *subject* (the CallSid and the profile the call was answered with, :func:`gateway.outbound.token_subject`) and
+  its expiry, with a secret from the environment, so any replica can verify it without shared state. Compared in
+  constant time; a token minted at one door is refused at every other (docs/security.md); short TTL.
 """
 
 from __future__ import annotations
@@ -66,22 +68,27 @@ class TokenError(ValueError):
     """The per-call token is missing, malformed, expired, forged or for another call. ``str()`` says which."""
 
 
-def mint_call_token(secret: bytes, call_sid: str, now: float, ttl_s: float) -> str:
+def mint_call_token(secret: bytes, subject: str, now: float, ttl_s: float, *, scope: str) -> str:
+    """A token for ``subject`` (what the stream must present it with: :func:`gateway.outbound.token_subject`),
+    valid only at the stream door named ``scope`` until ``now + ttl_s``."""
+    if "|" in scope:
+        raise ValueError(f"token scope {scope!r} must not contain '|'")  # our misuse: scopes are door names
     expiry = int(now + ttl_s)
-    mac = hmac.new(secret, f"v1|{call_sid}|{expiry}".encode(), hashlib.sha256).digest()
-    return f"v1.{expiry}.{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
+    mac = hmac.new(secret, f"v2|{scope}|{subject}|{expiry}".encode(), hashlib.sha256).digest()
+    return f"v2.{expiry}.{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
 
 
-def verify_call_token(secret: bytes, token: str | None, call_sid: str, now: float) -> None:
-    """Raise :class:`TokenError` unless ``token`` was minted with ``secret`` for ``call_sid`` and is unexpired."""
+def verify_call_token(secret: bytes, token: str | None, subject: str, now: float, *, scope: str) -> None:
+    """Raise :class:`TokenError` unless ``token`` was minted with ``secret`` for ``subject`` at the door ``scope``
+    and is unexpired. A token for another call, profile or door fails the same way as a forged one."""
     if not token:
         raise TokenError("missing")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != "v1" or not (parts[1].isascii() and parts[1].isdigit()):
+    if len(parts) != 3 or parts[0] != "v2" or not (parts[1].isascii() and parts[1].isdigit()):
         raise TokenError("malformed")
     expiry = int(parts[1])
-    expected = mint_call_token(secret, call_sid, expiry, 0)
+    expected = mint_call_token(secret, subject, expiry, 0, scope=scope)
     if not hmac.compare_digest(expected.encode(), token.encode()):
-        raise TokenError("bad signature or other call")
+        raise TokenError("bad signature, or minted for another call, profile or carrier")
     if now > expiry:
         raise TokenError("expired")

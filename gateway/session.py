@@ -203,6 +203,7 @@ class CallSession:
         rest: TwilioRest | None = None,
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
+        token_scope: str | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
         a refusal (``gateway.admission``: ``token_in_use`` → refused, ``at_capacity`` → apology and hang-up).
@@ -225,6 +226,9 @@ class CallSession:
         self._log = structlog.get_logger("gateway.call")
         # The carrier's protocol (gateway.carriers.base.Dialect); Twilio unless the route says otherwise (issue #9).
         self.dialect: Dialect = dialect if dialect is not None else TwilioDialect()
+        # The stream door this socket came in through: its token must have been minted for that door
+        # (gateway.security; the softphone speaks Twilio's dialect at a door of its own).
+        self._token_scope = token_scope or self.dialect.carrier
         self._stream_format = ("audio/pcmu", 8000)  # the stream's (encoding, rate), from 'start'
         self._clock_marks: list[asyncio.TimerHandle] = []  # marks resolved by the clock (dialects without a checkpoint)
         self.summary = CallSummary()
@@ -524,10 +528,12 @@ class CallSession:
         s = self.summary
         s.call_sid, s.stream_sid = start.call_id, start.stream_id
         structlog.contextvars.bind_contextvars(call_sid=start.call_id, stream_sid=start.stream_id)
-        token = start.custom_parameters.get("token")
+        params = start.custom_parameters
+        token = params.get("token")
         try:
             verify_call_token(self._settings.secrets.token_secret, token,
-                              token_subject(start.custom_parameters, start.call_id), self._wall())
+                              token_subject(params, start.call_id, self._profile_name(params)), self._wall(),
+                              scope=self._token_scope)
         except TokenError as exc:
             raise UnauthorizedStream(f"call token {exc}") from None
         assert token is not None  # verified above
@@ -540,12 +546,19 @@ class CallSession:
             self._log.warning("call.refused", reason=refusal)
             raise CallEnded(refusal)
 
+    def _profile_name(self, params: Mapping[str, str]) -> str:
+        """The profile this stream asks for: an outbound call's ``profile`` parameter (its token covers every
+        parameter), else the one its called number maps to (the token covers that name too)."""
+        if params.get(OUTBOUND_PARAM) and params.get("profile") in self._settings.profiles:
+            return params["profile"]
+        return self._settings.profile_for(params.get("to", ""))[0]
+
     def _begin(self, start: StreamStarted) -> None:
         params = start.custom_parameters
-        name, self.profile = self._settings.profile_for(params.get("to", ""))
-        if params.get(OUTBOUND_PARAM) and params.get("profile") in self._settings.profiles:
+        name = self._profile_name(params)
+        self.profile = self._settings.profiles[name]
+        if params.get(OUTBOUND_PARAM):
             # An outbound call (POST /calls): its token is bound to these parameters, so they can be trusted.
-            name = params["profile"]
             variables = variables_from_parameters(params)
             p = self._settings.profiles[name]
             self.profile = dataclasses.replace(p, system_prompt=fill_template(p.system_prompt, variables),

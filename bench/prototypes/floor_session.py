@@ -153,6 +153,7 @@ class CallSession:
         rest: Any = None,
         parked: Any = None,
         stream_stopping: Callable[[str], bool] | None = None,
+        token_scope: str | None = None,
     ) -> None:
         self._ws = ws
         self._settings = settings
@@ -162,6 +163,7 @@ class CallSession:
         self._on_summary = on_summary
         self._admit = admit
         self.dialect: Dialect = dialect if dialect is not None else TwilioDialect()
+        self._token_scope = token_scope or self.dialect.carrier
         self.summary = CallSummary()
         self.started = False
         self._agent: AgentConnection | None = None
@@ -218,7 +220,9 @@ class CallSession:
         token = start.custom_parameters.get("token")
         try:
             verify_call_token(self._settings.secrets.token_secret, token,
-                              token_subject(start.custom_parameters, start.call_id), self._wall())
+                              token_subject(start.custom_parameters, start.call_id,
+                                            self._settings.profile_for(start.custom_parameters.get("to", ""))[0]),
+                              self._wall(), scope=self._token_scope)
         except TokenError:
             raise CallEnded("refused") from None
         refusal = self._admit(start.call_id, token or "") if self._admit is not None else None

@@ -63,6 +63,7 @@ __all__ = [
     "NONCE_HEADER",
     "SIGNATURE_HEADER",
     "PlivoStream",
+    "e164",
     "plivo_v3_signature",
     "stream_xml",
     "validate_plivo_v3_signature",
@@ -107,9 +108,14 @@ def _extra_headers(value: Any) -> dict[str, str]:
         key = k[5:] if k.lower().startswith("x-ph-") else k
         out[key] = str(v)
     for key in _NUMBER_KEYS:  # digits only on the way in (extraHeaders allows alphanumerics): E.164 again
-        if out.get(key, "").isdigit():
-            out[key] = "+" + out[key]
+        if key in out:
+            out[key] = e164(out[key])
     return out
+
+
+def e164(number: str) -> str:
+    """A number as it came through ``extraHeaders`` (digits only) with its ``+`` back; anything else unchanged."""
+    return "+" + number if number.isdigit() else number
 
 
 class PlivoStream:

@@ -346,7 +346,7 @@ async def test_outbound_call_connects_the_stream_and_variables_reach_the_first_s
     assert stream is not None and stream.attrib["url"] == "wss://voice.example.com/twilio/stream"
     assert stream.attrib["statusCallback"] == "https://voice.example.com/twilio/status"
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
-    assert params["var_name"] == "Ada" and params["profile"] == "sales" and params["token"].startswith("v1.")
+    assert params["var_name"] == "Ada" and params["profile"] == "sales" and params["token"].startswith("v2.")
     # Twilio answers and connects the stream (here: to the gateway's loopback address) with those parameters.
     peer = TwilioPeer(gw.base_url, http, call_sid=body["call_sid"], to="+15550002222", from_="+15550001111")
     peer.stream_url = gw.base_url.replace("http://", "ws://") + "/twilio/stream"

@@ -28,7 +28,7 @@ async def test_webhook_returns_connect_stream_with_call_token(start_gateway, new
     peer = await new_peer(gw)
     assert peer.stream_url == "wss://voice.example.com/twilio/stream"
     assert peer.parameters["from"] == peer.from_ and peer.parameters["to"] == peer.to
-    assert peer.parameters["token"].startswith("v1.")
+    assert peer.parameters["token"].startswith("v2.")
 
 
 async def test_caller_audio_reaches_agent_as_24k_pcm_with_pitch_and_duration(start_gateway, new_peer, fake_agent):
@@ -306,7 +306,7 @@ async def test_malformed_carrier_json_ends_that_call_only(start_gateway, new_pee
 async def test_stream_with_forged_token_is_refused_without_an_agent_session(start_gateway, new_peer, fake_agent):
     gw = await start_gateway()
     peer = await new_peer(gw)
-    params = dict(peer.parameters, token="v1.9999999999.forged")
+    params = dict(peer.parameters, token="v2.9999999999.forged")
     await peer.connect(parameters=params)
     await peer.wait_for(lambda: peer.closed.is_set(), timeout=5)
     assert peer.close_code == 1008

@@ -76,7 +76,7 @@ async def test_exotel_stream_upgrade_needs_the_basic_auth_too(start_gateway, htt
     ("path", "first_messages"),
     [
         # Plivo: a token in the path that was never minted
-        ("/plivo/stream/v1.9999999999.forged", [{
+        ("/plivo/stream/v2.9999999999.forged", [{
             "event": "start", "sequenceNumber": 0,
             "start": {"callId": "call-1", "streamId": "stream-1", "accountId": "MA1", "tracks": ["inbound"],
                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}]),
@@ -85,7 +85,7 @@ async def test_exotel_stream_upgrade_needs_the_basic_auth_too(start_gateway, htt
         # Telnyx: a token minted for another call
         ("/telnyx/stream", [{"event": "connected", "version": "1.0.0"}, {
             "event": "start", "sequence_number": "1", "stream_id": "s-1",
-            "start": {"call_control_id": "v3:other", "custom_parameters": {"token": "v1.9999999999.abc"},
+            "start": {"call_control_id": "v3:other", "custom_parameters": {"token": "v2.9999999999.abc"},
                       "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}]),
     ],
 )
@@ -105,17 +105,17 @@ async def test_answer_documents_carry_the_token_each_carriers_way(start_gateway,
     base = gw.base_url
     async with http.post(base + "/plivo/answer", data={"CallUUID": "c-1", "From": "15550001111", "To": "18005551212"}) as r:
         body = await r.text()
-    assert "/plivo/stream/v1." in body and 'extraHeaders="to=18005551212,from=15550001111"' in body
+    assert "/plivo/stream/v2." in body and 'extraHeaders="to=18005551212,from=15550001111"' in body
     async with http.get(base + "/vonage/answer", params={"uuid": "u-1", "from": "1555", "to": "1800"}) as r:
         (action,) = await r.json()
-    assert action["endpoint"][0]["headers"]["token"].startswith("v1.")
+    assert action["endpoint"][0]["headers"]["token"].startswith("v2.")
     assert action["endpoint"][0]["headers"]["to"] == "+1800"
     async with http.get(base + "/exotel/answer", params={"CallSid": "x-1"}) as r:
         doc = await r.json()
-    assert "sample-rate=8000&token=v1." in doc["url"]
+    assert "sample-rate=8000&token=v2." in doc["url"]
     async with http.post(base + "/telnyx/voice", data={"CallSid": "v3:abc", "From": "+1", "To": "+2"}) as r:
         texml = await r.text()
-    assert 'bidirectionalMode="rtp"' in texml and '<Parameter name="token" value="v1.' in texml
+    assert 'bidirectionalMode="rtp"' in texml and '<Parameter name="token" value="v2.' in texml
     async with http.post(base + "/signalwire/voice", data={"CallSid": "CA1", "From": "+1", "To": "+2"}) as r:
         cxml = await r.text()
-    assert 'codec="PCMU"' in cxml and '<Parameter name="token" value="v1.' in cxml
+    assert 'codec="PCMU"' in cxml and '<Parameter name="token" value="v2.' in cxml

@@ -187,7 +187,7 @@ async def test_authorized_stream_without_a_reservation_when_full_hears_the_apolo
     import time
 
     b.stream_url = a.stream_url
-    b.parameters = dict(a.parameters, token=mint_call_token(b"test-secret", b.call_sid, time.time(), 300))
+    b.parameters = dict(a.parameters, token=mint_call_token(b"test-secret", f"{b.call_sid}|default", time.time(), 300, scope="twilio"))
     await b.connect()  # admitted at the upgrade (it might be a's stream) ...
     with capture_call_logs() as logs:
         await b.wait_for(lambda: b.closed.is_set(), timeout=10)

@@ -47,7 +47,7 @@ async def test_webhook_without_or_with_a_wrong_signature_is_refused(start_gatewa
             assert "Connect" not in await r.text()
     # the same request, signed with the right token over the URL Twilio requested, is answered
     await peer.dial(headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, form)})
-    assert peer.parameters["token"].startswith("v1.")
+    assert peer.parameters["token"].startswith("v2.")
     _assert_no_agent_session(fake_agent)
 
 
@@ -101,10 +101,10 @@ async def test_stream_with_a_bad_token_is_refused_and_opens_no_agent_session(
     token = {
         "missing": None,
         "empty": "",
-        "forged": "v1.9999999999." + "A" * 43,
-        "wrong_secret": mint_call_token(b"not-the-secret", peer.call_sid, now, 300),
-        "expired": mint_call_token(SECRET, peer.call_sid, now - 600, 300),
-        "malformed": "v2." + good[3:],
+        "forged": "v2.9999999999." + "A" * 43,
+        "wrong_secret": mint_call_token(b"not-the-secret", f"{peer.call_sid}|default", now, 300, scope="twilio"),
+        "expired": mint_call_token(SECRET, f"{peer.call_sid}|default", now - 600, 300, scope="twilio"),
+        "malformed": "v1." + good[3:],
         "truncated": good[:-4],
     }[case]
     params = {k: v for k, v in peer.parameters.items() if k != "token"}
@@ -168,8 +168,9 @@ async def test_call_token_is_compared_in_constant_time(monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(security.hmac, "compare_digest", spy)
-    token = mint_call_token(SECRET, "CA1", 1000.0, 300)
-    security.verify_call_token(SECRET, token, "CA1", 1000.0)
+    token = mint_call_token(SECRET, "CA1|default", 1000.0, 300, scope="twilio")
+    security.verify_call_token(SECRET, token, "CA1|default", 1000.0, scope="twilio")
     with pytest.raises(security.TokenError):
-        security.verify_call_token(SECRET, token[:-1] + ("A" if token[-1] != "A" else "B"), "CA1", 1000.0)
+        security.verify_call_token(SECRET, token[:-1] + ("A" if token[-1] != "A" else "B"), "CA1|default", 1000.0,
+                                   scope="twilio")
     assert len(seen) == 2  # both the match and the mismatch went through hmac.compare_digest

@@ -108,7 +108,8 @@ async def test_dial_returns_the_webhooks_twiml_with_a_token_for_the_new_call(sta
     stream = parse_twiml(dial["twiml"])
     assert stream.url == gw.base_url.replace("http://", "ws://") + "/twilio/stream"
     assert stream.parameters["from"] == "client:softphone" and stream.parameters["to"] == "+15550100002"
-    verify_call_token(b"test-secret", stream.parameters["token"], dial["call_sid"], time.time())
+    verify_call_token(b"test-secret", stream.parameters["token"], dial["call_sid"] + "|default", time.time(),
+                      scope="twilio")
     async with http.post(gw.base_url + "/softphone/dial", json={"to": "<script>"}) as r:
         assert r.status == 400
 
@@ -118,7 +119,7 @@ async def test_dial_signs_its_webhook_request_when_twilio_signatures_are_checked
     async with http.post(gw.base_url + "/twilio/voice", data={"CallSid": "CA1"}) as r:
         assert r.status == 403  # the webhook really checks
     dial = await _dial(http, gw)
-    assert parse_twiml(dial["twiml"]).parameters["token"].startswith("v1.")
+    assert parse_twiml(dial["twiml"]).parameters["token"].startswith("v2.")
 
 
 async def _open_feed(http: aiohttp.ClientSession, gw: Any, call_sid: str) -> Feed:

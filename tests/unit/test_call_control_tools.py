@@ -189,15 +189,20 @@ def test_outbound_token_binds_every_parameter():
     params = outbound.outbound_parameters("ob_1", req)
     assert params == {"outbound": "ob_1", "profile": "sales", "to": "+15550002222", "from": "+15550001111",
                       "var_name": "Ada"}
-    token = mint_call_token(b"k", outbound.token_subject(params, ""), 1000.0, 300)
+    token = mint_call_token(b"k", outbound.token_subject(params, "", "sales"), 1000.0, 300, scope="twilio")
     received = {**params, "token": token}  # what arrives in start.customParameters
-    verify_call_token(b"k", token, outbound.token_subject(received, "CA" + "1" * 32), 1001.0)  # any CallSid
+    # any CallSid (an outbound token is minted before Twilio names the call)
+    verify_call_token(b"k", token, outbound.token_subject(received, "CA" + "1" * 32, "sales"), 1001.0, scope="twilio")
     for tampered in ({**received, "var_name": "Eve"}, {**received, "profile": "default"},
                      {**received, "var_extra": "1"}, {**received, "outbound": "ob_2"}):
         with pytest.raises(TokenError):
-            verify_call_token(b"k", token, outbound.token_subject(tampered, "CA" + "1" * 32), 1001.0)
+            verify_call_token(b"k", token, outbound.token_subject(tampered, "CA" + "1" * 32, "sales"), 1001.0,
+                              scope="twilio")
+    with pytest.raises(TokenError):  # the same token at another carrier's door
+        verify_call_token(b"k", token, outbound.token_subject(received, "CA" + "1" * 32, "sales"), 1001.0,
+                          scope="telnyx")
 
 
-def test_webhook_tokens_stay_bound_to_the_call_sid():
-    assert outbound.token_subject({"token": "t", "from": "+1", "to": "+2"}, "CA9") == "CA9"
+def test_webhook_tokens_stay_bound_to_the_call_sid_and_profile():
+    assert outbound.token_subject({"token": "t", "from": "+1", "to": "+2"}, "CA9", "sales") == "CA9|sales"
     assert outbound.variables_from_parameters({"var_a": "1", "token": "t", "variable": "x"}) == {"a": "1"}

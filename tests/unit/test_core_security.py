@@ -151,9 +151,9 @@ NOW = 1_790_000_000.0
 TTL = 300.0
 
 
-def test_call_token_looks_like_v1_expiry_mac() -> None:
-    token = mint_call_token(SECRET, CALL, NOW, TTL)
-    m = re.fullmatch(r"v1\.(\d+)\.([A-Za-z0-9_-]+)", token)
+def test_call_token_looks_like_v2_expiry_mac() -> None:
+    token = mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio")
+    m = re.fullmatch(r"v2\.(\d+)\.([A-Za-z0-9_-]+)", token)
     assert m is not None
     assert int(m.group(1)) == int(NOW + TTL)
     assert len(m.group(2)) == 43  # an unpadded url-safe base64 SHA-256 MAC
@@ -161,44 +161,44 @@ def test_call_token_looks_like_v1_expiry_mac() -> None:
 
 
 def test_call_token_is_deterministic_and_bound_to_call_and_secret() -> None:
-    token = mint_call_token(SECRET, CALL, NOW, TTL)
-    assert mint_call_token(SECRET, CALL, NOW, TTL) == token
-    assert mint_call_token(SECRET, "CA" + "0" * 32, NOW, TTL) != token
-    assert mint_call_token(b"other", CALL, NOW, TTL) != token
+    token = mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio")
+    assert mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio") == token
+    assert mint_call_token(SECRET, "CA" + "0" * 32, NOW, TTL, scope="twilio") != token
+    assert mint_call_token(b"other", CALL, NOW, TTL, scope="twilio") != token
 
 
 @pytest.mark.parametrize("at", [NOW, NOW + 1, NOW + TTL - 1, NOW + TTL])
 def test_valid_call_token_verifies_until_it_expires(at: float) -> None:
-    verify_call_token(SECRET, mint_call_token(SECRET, CALL, NOW, TTL), CALL, at)  # raises if not
+    verify_call_token(SECRET, mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio"), CALL, at, scope="twilio")  # raises if not
 
 
 def _forged_expiry(token: str) -> str:
     _, expiry, mac = token.split(".")
-    return f"v1.{int(expiry) + 3600}.{mac}"
+    return f"v2.{int(expiry) + 3600}.{mac}"
 
 
 @pytest.mark.parametrize(
     ("token", "call_sid", "secret", "now", "reason"),
     [
-        (mint_call_token(SECRET, CALL, NOW, TTL), CALL, SECRET, NOW + TTL + 1, "expired"),
-        (mint_call_token(SECRET, CALL, NOW - 3600, TTL), CALL, SECRET, NOW, "expired"),
-        (mint_call_token(SECRET, "CAother", NOW, TTL), CALL, SECRET, NOW, "other call"),
-        (mint_call_token(b"wrong", CALL, NOW, TTL), CALL, SECRET, NOW, "signature"),
-        (_forged_expiry(mint_call_token(SECRET, CALL, NOW, TTL)), CALL, SECRET, NOW, "signature"),
-        (mint_call_token(SECRET, CALL, NOW, TTL)[:-1], CALL, SECRET, NOW, "signature"),
+        (mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio"), CALL, SECRET, NOW + TTL + 1, "expired"),
+        (mint_call_token(SECRET, CALL, NOW - 3600, TTL, scope="twilio"), CALL, SECRET, NOW, "expired"),
+        (mint_call_token(SECRET, "CAother", NOW, TTL, scope="twilio"), CALL, SECRET, NOW, "other call"),
+        (mint_call_token(b"wrong", CALL, NOW, TTL, scope="twilio"), CALL, SECRET, NOW, "signature"),
+        (_forged_expiry(mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio")), CALL, SECRET, NOW, "signature"),
+        (mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio")[:-1], CALL, SECRET, NOW, "signature"),
         (None, CALL, SECRET, NOW, "missing"),
         ("", CALL, SECRET, NOW, "missing"),
         ("garbage", CALL, SECRET, NOW, "malformed"),
-        ("v1.123", CALL, SECRET, NOW, "malformed"),
-        ("v1.123.abc.def", CALL, SECRET, NOW, "malformed"),
-        ("v2.1790000300.abc", CALL, SECRET, NOW, "malformed"),
-        ("v1.-5.abc", CALL, SECRET, NOW, "malformed"),
-        ("v1..abc", CALL, SECRET, NOW, "malformed"),
-        ("v1.soon.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.123", CALL, SECRET, NOW, "malformed"),
+        ("v2.123.abc.def", CALL, SECRET, NOW, "malformed"),
+        ("v1.1790000300.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.-5.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2..abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.soon.abc", CALL, SECRET, NOW, "malformed"),
         # Bug: str.isdigit() accepts superscript digits that int() rejects, so a ValueError (not a TokenError)
         # escapes, and the session's `except TokenError` does not catch it.
-        ("v1.².abc", CALL, SECRET, NOW, "malformed"),
-        ("v1.1790000300².abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.².abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.1790000300².abc", CALL, SECRET, NOW, "malformed"),
     ],
     ids=["expired", "long_expired", "other_call_sid", "wrong_secret", "forged_expiry", "truncated_mac", "none",
          "empty", "garbage", "two_parts", "four_parts", "other_version", "negative_expiry", "empty_expiry",
@@ -208,5 +208,19 @@ def test_bad_call_tokens_raise_token_error_saying_why(
     token: str | None, call_sid: str, secret: bytes, now: float, reason: str
 ) -> None:
     with pytest.raises(TokenError) as info:
-        verify_call_token(secret, token, call_sid, now)
+        verify_call_token(secret, token, call_sid, now, scope="twilio")
     assert reason in str(info.value)
+
+
+def test_a_token_is_refused_at_any_door_but_the_one_that_minted_it() -> None:
+    token = mint_call_token(SECRET, CALL, NOW, TTL, scope="signalwire")
+    verify_call_token(SECRET, token, CALL, NOW, scope="signalwire")
+    for door in ("twilio", "telnyx", "plivo", "vonage", "exotel", "softphone"):
+        with pytest.raises(TokenError, match="carrier"):
+            verify_call_token(SECRET, token, CALL, NOW, scope=door)
+
+
+def test_a_token_is_bound_to_the_profile_it_was_answered_with() -> None:
+    token = mint_call_token(SECRET, f"{CALL}|default", NOW, TTL, scope="twilio")
+    with pytest.raises(TokenError, match="profile"):
+        verify_call_token(SECRET, token, f"{CALL}|vip", NOW, scope="twilio")
