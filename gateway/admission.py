@@ -9,13 +9,20 @@ limit (telephony.md §C item 12, QwenPaw PR #38). So the webhook *reserves* a sl
 Slots are held by:
 - ``live`` calls: a stream whose ``start`` was authorized;
 - ``reservations``: a webhook answered for a CallSid whose stream has not started yet (expire after
-  ``reservation_ttl_s``, so a caller who hangs up while Twilio connects does not hold a slot for long);
-- ``pending`` streams: upgraded sockets still waiting for ``start`` (at most ``server.start_timeout_s``).
+  ``reservation_ttl_s``, so a caller who hangs up while Twilio connects does not hold a slot for long).
 
-A pending stream most likely belongs to a reservation, so occupancy is ``live + max(reservations, pending)``. The
-upgrade is let in if it can match an unclaimed reservation or a free slot exists; at ``start`` it claims its
-CallSid's reservation, or else needs a free slot (``at_capacity``). While draining, the webhook and unreserved
-streams are refused, but streams of calls already answered may still connect.
+Occupancy is ``live + reservations``. A webhook is answered only after its carrier's signature checked out
+(docs/security.md), so only authenticated requests reserve.
+
+**Pending streams hold no slot.** An upgrade carries no CallSid and, for most carriers, no credential either: who
+it is shows only in ``start``. So upgrades wait in a small pool of their own (``pending_limit``, separate from the
+call limit, each bounded by ``server.start_timeout_s`` in the session): when the pool is full, the *oldest* waiting
+socket is evicted to make room (:meth:`Admission.open_stream` returns its ticket). A real carrier sends ``start``
+within milliseconds of its upgrade, so a flood of idle sockets cannot keep a signed call's stream out: it would have
+to open ``pending_limit`` sockets in those milliseconds, and even then the next real stream evicts one. An upgrade
+is refused outright only while draining (unless a reservation is waiting for its stream) or when live calls alone
+fill the limit and no reservation is waiting. At ``start`` a stream claims its CallSid's reservation, or else needs
+a free slot (``at_capacity``).
 
 Live tokens: a stream token is refused while a live call of this process already uses it (a replayed ``start``
 for the same CallSid). The set is per process and cleared when the call ends: a later stream of the same CallSid
@@ -39,8 +46,10 @@ class Admission:
     limit: int
     reservation_ttl_s: float = 30.0
     accepting: bool = True
+    #: Upgrades that may wait for their ``start`` at once; beyond it the oldest waiting one is evicted.
+    pending_limit: int = 32
     _reservations: dict[str, float] = field(default_factory=dict)  # CallSid -> expires at
-    _pending: set[int] = field(default_factory=set)  # tickets of streams waiting for 'start'
+    _pending: dict[int, None] = field(default_factory=dict)  # tickets of streams waiting for 'start', oldest first
     _live: dict[int, tuple[str, str]] = field(default_factory=dict)  # ticket -> (CallSid, token)
     _tokens: set[str] = field(default_factory=set)  # tokens of live calls
     _next_ticket: int = 0
@@ -48,7 +57,7 @@ class Admission:
     # ---- views -----------------------------------------------------------------------------------------------------
     def occupancy(self, now: float) -> int:
         self._expire(now)
-        return len(self._live) + max(len(self._reservations), len(self._pending))
+        return len(self._live) + len(self._reservations)
 
     def has_room(self, now: float) -> bool:
         return self.accepting and self.occupancy(now) < self.limit
@@ -79,32 +88,35 @@ class Admission:
         if call_sid in self._reservations:  # Twilio retried the webhook: same call, same slot
             self._reservations[call_sid] = now + self.reservation_ttl_s
             return None
-        if len(self._live) + max(len(self._reservations) + 1, len(self._pending)) > self.limit:
+        if len(self._live) + len(self._reservations) + 1 > self.limit:
             return REFUSED_AT_CAPACITY
         self._reservations[call_sid] = now + self.reservation_ttl_s
         return None
 
     # ---- the media stream --------------------------------------------------------------------------------------
-    def open_stream(self, now: float) -> int | str:
-        """An upgrade arrives. Returns a ticket (int) to pass to :meth:`start`/:meth:`release`, or why not (str)."""
+    def open_stream(self, now: float) -> tuple[int, int | None] | str:
+        """An upgrade arrives. Returns ``(ticket, evicted)``: the ticket to pass to :meth:`start`/:meth:`release`,
+        and the ticket of the oldest waiting stream evicted to make room (its socket must be closed), or None.
+        Or, as a str, why the upgrade is refused."""
         self._expire(now)
-        matches_reservation = len(self._pending) < len(self._reservations)
-        if not self.accepting and not matches_reservation:
-            return REFUSED_DRAINING
-        if len(self._live) + max(len(self._reservations), len(self._pending) + 1) > self.limit:
-            return REFUSED_AT_CAPACITY
+        if not self._reservations and (not self.accepting or len(self._live) >= self.limit):
+            return REFUSED_DRAINING if not self.accepting else REFUSED_AT_CAPACITY
+        evicted = None
+        if len(self._pending) >= self.pending_limit:
+            evicted = next(iter(self._pending))
+            del self._pending[evicted]
         self._next_ticket += 1
-        self._pending.add(self._next_ticket)
-        return self._next_ticket
+        self._pending[self._next_ticket] = None
+        return self._next_ticket, evicted
 
     def start(self, ticket: int, call_sid: str, token: str, now: float) -> str | None:
         """The stream's authorized ``start``: claim the CallSid's reservation (or a free slot) and the token."""
-        self._pending.discard(ticket)
+        self._pending.pop(ticket, None)
         self._expire(now)
         if token in self._tokens:
             return REFUSED_TOKEN_IN_USE
         if self._reservations.pop(call_sid, None) is None and (
-            len(self._live) + 1 + max(len(self._reservations), len(self._pending)) > self.limit
+            len(self._live) + len(self._reservations) + 1 > self.limit
         ):
             return REFUSED_AT_CAPACITY
         self._live[ticket] = (call_sid, token)
@@ -113,7 +125,7 @@ class Admission:
 
     def release(self, ticket: int) -> None:
         """The stream's handler ended (for any reason): free its slot and its token."""
-        self._pending.discard(ticket)
+        self._pending.pop(ticket, None)
         entry = self._live.pop(ticket, None)
         if entry is not None:
             self._tokens.discard(entry[1])

@@ -34,6 +34,7 @@ from .carriers import twiml
 from .carriers.base import Dialect
 from .carriers.registry import TwilioDialect
 from .config import BUILTIN_TOOLS, Settings
+from .http_input import read_form
 from .metrics import GatewayMetrics, loop_lag_probe, metrics_handler
 from .outbound import token_subject
 from .security import mint_call_token, validate_twilio_signature
@@ -61,6 +62,8 @@ class CallRegistry:
     listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(default_factory=list)
     #: Called with every finished call's summary (metrics; see gateway.metrics).
     on_record: list[Callable[[CallSummary], None]] = field(default_factory=list)
+    #: Sessions by admission ticket, so a stream evicted from the pending pool can be closed.
+    waiting: dict[int, CallSession] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.active)
@@ -121,12 +124,9 @@ def _webhook_url(settings: Settings, request: web.Request) -> str:
 
 async def voice_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    form = await request.post()
-    params = {k: form.getall(k) for k in set(form.keys())}
-    flat = {k: str(v[0]) for k, v in params.items()}
+    signed, flat = await read_form(request)
     token = settings.secrets.twilio_auth_token
     if token:
-        signed = {k: [str(x) for x in v] for k, v in params.items()}
         if not validate_twilio_signature(token, _webhook_url(settings, request), signed,
                                          request.headers.get("X-Twilio-Signature")):
             log.warning("webhook.refused", reason="bad signature", call_sid=flat.get("CallSid"))
@@ -167,12 +167,14 @@ def _twiml(body: str) -> web.Response:
 async def media_stream(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     auth = settings.secrets.twilio_auth_token
-    sig = request.headers.get("X-Twilio-Signature")
-    if auth and sig is not None:
-        # The upgrade is signed over the wss:// URL exactly as in the TwiML, with no params (§A.2).
+    if auth:
+        # Twilio signs the upgrade over the wss:// URL exactly as in the TwiML, with no params (docs/security.md).
+        # With the auth token set the signature is required: an unsigned upgrade is nobody we answered.
+        sig = request.headers.get("X-Twilio-Signature")
         if not validate_twilio_signature(auth, _stream_url(settings, request), {}, sig):
-            log.warning("stream.refused", reason="bad upgrade signature")
-            request.app[METRICS].refused("stream", "bad_signature")
+            reason = "missing_signature" if sig is None else "bad_signature"
+            log.warning("stream.refused", reason=reason, carrier="twilio")
+            request.app[METRICS].refused("stream", reason)
             return web.Response(status=403, text="invalid signature")
     return await serve_stream(request, TwilioDialect())
 
@@ -184,11 +186,15 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
     settings = request.app[SETTINGS]
     calls = request.app[CALLS]
     admission = calls.admission
-    ticket = admission.open_stream(time.monotonic())
-    if isinstance(ticket, str):
-        log.warning("stream.refused", reason=ticket)
-        request.app[METRICS].refused("stream", ticket)
+    opened = admission.open_stream(time.monotonic())
+    if isinstance(opened, str):
+        log.warning("stream.refused", reason=opened)
+        request.app[METRICS].refused("stream", opened)
         return web.Response(status=503, text="not accepting calls")
+    ticket, evicted = opened
+    if evicted is not None:
+        _evict(calls, evicted)
+        request.app[METRICS].refused("stream", "evicted_waiting_for_start")
     try:
         ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
         await ws.prepare(request)
@@ -210,14 +216,24 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
         )
         key = id(session)
         calls.active[key] = (session, asyncio.current_task())
+        calls.waiting[ticket] = session
         try:
             with structlog.contextvars.bound_contextvars():
                 await session.run()
         finally:
             calls.active.pop(key, None)
+            calls.waiting.pop(ticket, None)
     finally:
         admission.release(ticket)  # the slot and the live token go with the call, whatever ended it
     return ws
+
+
+def _evict(calls: CallRegistry, ticket: int) -> None:
+    """The pending pool was full: close the oldest stream still waiting for its ``start`` (gateway.admission)."""
+    session = calls.waiting.pop(ticket, None)
+    if session is not None and not session.started:
+        log.warning("stream.refused", reason="evicted_waiting_for_start")
+        session.request_end("evicted")
 
 
 def _publish(calls: CallRegistry, session: CallSession, kind: str, fields: dict[str, Any]) -> None:
@@ -296,6 +312,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
             # Twilio opens the stream within a second or two of the TwiML; a reservation whose stream never comes
             # (the caller hung up meanwhile) frees its slot after this, at most the token's own lifetime.
             reservation_ttl_s=min(RESERVATION_TTL_S, settings.server.call_token_ttl_s),
+            pending_limit=settings.server.max_pending_streams,
         )
     )
     app[METRICS] = metrics = GatewayMetrics(
@@ -311,18 +328,27 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     app.cleanup_ctx.append(_agent_http)
     app.cleanup_ctx.append(_loop_lag)
     app.on_shutdown.append(_close_calls)
-    app.router.add_post("/twilio/voice", voice_webhook)
-    app.router.add_get("/twilio/stream", media_stream)
+    doors = settings.open_doors()
+    for carrier, authenticated in doors.items():
+        if not authenticated:
+            # Development only (config refuses this with a public URL): say it loudly, once per door.
+            log.warning("carrier.unauthenticated", carrier=carrier,
+                        detail="its webhook and stream accept anyone who can reach this port; set its secret "
+                        "before exposing the gateway (docs/security.md)")
+    if "twilio" in doors:
+        app.router.add_post("/twilio/voice", voice_webhook)
+        app.router.add_get("/twilio/stream", media_stream)
     from .carrier_routes import setup_carrier_routes  # issue #9: SignalWire, Telnyx, Plivo, Vonage, Exotel
 
-    setup_carrier_routes(app)
+    setup_carrier_routes(app, doors)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(metrics))
     from .softphone import setup_softphone  # issue #4: /softphone, when [softphone] enabled allows it
 
     setup_softphone(app, settings)
-    setup_call_control(app, settings)  # issue #8: POST /calls, POST /twilio/status, parked agent sessions
+    # issue #8: POST /calls, POST /twilio/status (with the Twilio door only), parked agent sessions
+    setup_call_control(app, settings, twilio_door="twilio" in doors)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

@@ -167,8 +167,10 @@ async def status_callback(request: web.Request) -> web.Response:
 
 
 # ---- wiring ----------------------------------------------------------------------------------------------------
-def setup_call_control(app: web.Application, settings: Settings) -> None:
-    """Routes and state of call control; called by :func:`gateway.app.create_app`."""
+def setup_call_control(app: web.Application, settings: Settings, *, twilio_door: bool = True) -> None:
+    """Routes and state of call control; called by :func:`gateway.app.create_app`. ``twilio_door``: whether
+    Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`); its status callback route exists only
+    then, since it can end calls."""
     app[PARKED] = ParkedAgents(settings.server.reattach_window_s, end_timeout_s=settings.agent.end_timeout_s)
 
     async def parked_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -177,5 +179,6 @@ def setup_call_control(app: web.Application, settings: Settings) -> None:
 
     app.cleanup_ctx.append(parked_ctx)
     app.router.add_post("/calls", create_outbound_call)
-    app.router.add_post("/twilio/status", status_callback)
+    if twilio_door:
+        app.router.add_post("/twilio/status", status_callback)
 

@@ -22,14 +22,16 @@ Routes (README "Carriers"):
 ``GET  /exotel/stream``               token as a custom query parameter (→ ``start.custom_parameters``); same auth
 ====================================  ===========================================================================
 
-With a carrier's secret unset, its webhook signature is not checked (local development, like
-``TWILIO_AUTH_TOKEN``); the per-call token is always required.
+A carrier's routes exist only when its door is open (:meth:`gateway.config.Settings.open_doors`: its secret is set,
+or development without a public URL, or an explicit ``carriers.NAME.enabled = true``); with its secret unset its
+webhook signature is not checked. The per-call token is always required, and only a token minted at the same door
+opens its stream (docs/security.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +42,7 @@ from .admission import REFUSED_DRAINING
 from .carriers import exotel, plivo, signalwire, telnyx, vonage
 from .carriers.base import Dialect
 from .config import Settings
+from .http_input import read_json, read_form
 from .outbound import token_subject
 from .security import mint_call_token
 
@@ -106,11 +109,6 @@ def _xml(body: str) -> web.Response:
     return web.Response(text=body, content_type="application/xml")
 
 
-async def _form(request: web.Request) -> tuple[dict[str, list[str]], dict[str, str]]:
-    form = await request.post()
-    multi = {k: [str(v) for v in form.getall(k)] for k in set(form.keys())}
-    return multi, {k: v[0] for k, v in multi.items()}
-
 
 def _stream(make: Callable[[web.Request], Dialect | web.Response]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -125,7 +123,7 @@ def _stream(make: Callable[[web.Request], Dialect | web.Response]) -> Callable[[
 # ---- SignalWire (§A.10): Twilio-compatible ------------------------------------------------------------------------
 async def signalwire_voice(request: web.Request) -> web.Response:
     settings = request.app[_app_keys().SETTINGS]
-    multi, flat = await _form(request)
+    multi, flat = await read_form(request)
     key = settings.secrets.signalwire_signing_key
     if key and not signalwire.validate_signalwire_signature(key, _signed_url(settings, request), multi, request.headers):
         return _refused(request, "webhook", "signalwire", "bad signature")
@@ -166,7 +164,7 @@ async def telnyx_voice(request: web.Request) -> web.Response:
         request.headers.get(telnyx.SIGNATURE_HEADER), now=time.time(),
     ):
         return _refused(request, "webhook", "telnyx", "bad signature")
-    _, flat = await _form(request)  # TeXML webhooks are form-encoded, Twilio-style (CallSid = call_control_id)
+    _, flat = await read_form(request)  # TeXML webhooks are form-encoded, Twilio-style (CallSid = call_control_id)
     call_id = flat.get("CallSid", "")
     if not call_id:
         return web.Response(status=400, text="CallSid missing")
@@ -186,7 +184,7 @@ async def telnyx_voice(request: web.Request) -> web.Response:
 # ---- Plivo (§A.10) ------------------------------------------------------------------------------------------------
 async def plivo_answer(request: web.Request) -> web.Response:
     settings = request.app[_app_keys().SETTINGS]
-    multi, flat = await _form(request)
+    multi, flat = await read_form(request)
     token = settings.secrets.plivo_auth_token
     if token and not plivo.validate_plivo_v3_signature(
         token, request.method, _signed_url(settings, request), multi,
@@ -220,10 +218,10 @@ async def vonage_answer(request: web.Request) -> web.Response:
         return _refused(request, "webhook", "vonage", "bad signature")
     q = dict(request.query)
     if request.method == "POST" and raw:
-        try:
-            q.update({k: str(v) for k, v in (await request.json()).items()})
-        except ValueError:
-            return web.Response(status=400, text="answer body is not JSON")
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return web.Response(status=400, text="answer body is not a JSON object")
+        q.update({k: str(v) for k, v in body.items()})
     call_uuid = q.get("uuid", "")
     if not call_uuid:
         return web.Response(status=400, text="uuid missing")
@@ -289,15 +287,21 @@ def _exotel_stream(request: web.Request) -> Dialect | web.Response:
     return exotel.ExotelStream(transport_params={"token": token} if token else None)
 
 
-def setup_carrier_routes(app: web.Application) -> None:
-    app.router.add_post("/signalwire/voice", signalwire_voice)
-    app.router.add_get("/signalwire/stream", _stream(_signalwire_stream))
-    app.router.add_post("/telnyx/voice", telnyx_voice)
-    app.router.add_get("/telnyx/stream", _stream(lambda r: telnyx.TelnyxStream()))
-    app.router.add_post("/plivo/answer", plivo_answer)
-    app.router.add_get("/plivo/stream/{token}", _stream(_plivo_stream))
-    app.router.add_get("/vonage/answer", vonage_answer)
-    app.router.add_post("/vonage/answer", vonage_answer)
-    app.router.add_get("/vonage/stream", _stream(_vonage_stream))
-    app.router.add_get("/exotel/answer", exotel_answer)
-    app.router.add_get("/exotel/stream", _stream(_exotel_stream))
+def setup_carrier_routes(app: web.Application, doors: Mapping[str, bool]) -> None:
+    """Add the routes of every carrier (but Twilio, which app.py routes) whose door is open."""
+    if "signalwire" in doors:
+        app.router.add_post("/signalwire/voice", signalwire_voice)
+        app.router.add_get("/signalwire/stream", _stream(_signalwire_stream))
+    if "telnyx" in doors:
+        app.router.add_post("/telnyx/voice", telnyx_voice)
+        app.router.add_get("/telnyx/stream", _stream(lambda r: telnyx.TelnyxStream()))
+    if "plivo" in doors:
+        app.router.add_post("/plivo/answer", plivo_answer)
+        app.router.add_get("/plivo/stream/{token}", _stream(_plivo_stream))
+    if "vonage" in doors:
+        app.router.add_get("/vonage/answer", vonage_answer)
+        app.router.add_post("/vonage/answer", vonage_answer)
+        app.router.add_get("/vonage/stream", _stream(_vonage_stream))
+    if "exotel" in doors:
+        app.router.add_get("/exotel/answer", exotel_answer)
+        app.router.add_get("/exotel/stream", _stream(_exotel_stream))

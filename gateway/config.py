@@ -21,7 +21,7 @@ from .audio.resample import RESAMPLE_QUALITIES
 from .audio.transcode import AGENT_FORMATS
 from .errors import ConfigError
 
-__all__ = ["Settings", "Secrets", "load_settings", "REPO_CONFIG_DIR", "DEFAULT_AGENT_URL", "EU_AGENT_URL"]
+__all__ = ["CARRIERS", "Settings", "Secrets", "load_settings", "REPO_CONFIG_DIR", "DEFAULT_AGENT_URL", "EU_AGENT_URL"]
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_AGENT_URL = "wss://agents.assemblyai.com/v1/ws"
@@ -40,7 +40,8 @@ class ServerSettings:
     port: int = 8080
     public_url: str = ""  # e.g. https://voice.example.com ; env GATEWAY_PUBLIC_URL
     max_message_bytes: int = 65536
-    start_timeout_s: float = 10.0
+    start_timeout_s: float = 5.0  # an upgrade's 'start' must come this soon (carriers send it at once)
+    max_pending_streams: int = 32  # upgrades waiting for 'start' at once; the oldest is evicted beyond (admission)
     no_media_timeout_s: float = 15.0
     max_call_s: float = 3600.0
     max_concurrent_calls: int = 100
@@ -136,10 +137,27 @@ class SoftphoneSettings:
     enabled: str = "auto"  # auto | on | off
 
 
+#: The carriers whose doors (webhook + stream route) the gateway can open, in the order they are documented.
+CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel")
+
+
+@dataclass(frozen=True)
+class CarrierDoor:
+    """``[carriers.NAME]``: whether that carrier's webhook and stream routes exist (docs/security.md).
+
+    ``enabled``: ``"auto"`` (default): open when the carrier's secret is set, and, in development only (no public
+    URL), also without it, with a loud warning at start-up. ``true``: open; without its secret this is refused at
+    start-up when a public URL is set (anyone could open agent sessions), and warned about otherwise. ``false``:
+    closed (404) even with the secret set."""
+
+    enabled: bool | str = "auto"
+
+
 @dataclass(frozen=True)
 class CarrierSettings:
-    """The ``[carriers]`` table: the audio each carrier's answer asks for (issue #9, README "Carriers"). Their
-    auth secrets come from the environment (:class:`Secrets`)."""
+    """The ``[carriers]`` table: the audio each carrier's answer asks for (issue #9, README "Carriers"), and one
+    ``[carriers.NAME]`` table per carrier saying whether its doors are open (:func:`open_doors`). Their auth secrets
+    come from the environment (:class:`Secrets`)."""
 
     signalwire_codec: str = "PCMU"  # PCMU | PCMA | L16 | L16@16000h | L16@24000h (no resampling for pcm24k)
     telnyx_codec: str = "PCMU"  # PCMU | PCMA (TeXML); L16 needs Call Control streaming_start
@@ -148,6 +166,12 @@ class CarrierSettings:
     exotel_sample_rate: int = 8000  # 8000 | 16000 | 24000
     # Exotel may be authenticated by source address instead of Basic auth (EXOTEL_BASIC_AUTH): CIDRs or addresses.
     exotel_allowed_ips: tuple[str, ...] = ()
+    twilio: CarrierDoor = field(default_factory=CarrierDoor)
+    signalwire: CarrierDoor = field(default_factory=CarrierDoor)
+    telnyx: CarrierDoor = field(default_factory=CarrierDoor)
+    plivo: CarrierDoor = field(default_factory=CarrierDoor)
+    vonage: CarrierDoor = field(default_factory=CarrierDoor)
+    exotel: CarrierDoor = field(default_factory=CarrierDoor)
 
 
 @dataclass(frozen=True)
@@ -208,6 +232,30 @@ class Settings:
         """Call control over REST (hang-up, transfer, outbound calls) needs the Account SID and the Auth Token."""
         return bool(self.secrets.twilio_account_sid and self.secrets.twilio_auth_token)
 
+    def carrier_authenticated(self, carrier: str) -> bool:
+        """Whether ``carrier``'s webhook and stream are checked against a secret (or, for Exotel, an allow-list of
+        source networks) — i.e. whether a stranger is kept out of its doors."""
+        sec = self.secrets
+        return bool({
+            "twilio": sec.twilio_auth_token,
+            "signalwire": sec.signalwire_signing_key,
+            "telnyx": sec.telnyx_public_key,
+            "plivo": sec.plivo_auth_token,
+            "vonage": sec.vonage_signature_secret,
+            "exotel": sec.exotel_basic_auth or self.carriers.exotel_allowed_ips,
+        }[carrier])
+
+    def open_doors(self) -> dict[str, bool]:
+        """The carriers whose routes exist, each with whether it is authenticated (docs/security.md): see
+        :class:`CarrierDoor` for the rule. A carrier not in the result answers 404."""
+        doors: dict[str, bool] = {}
+        for name in CARRIERS:
+            enabled = getattr(self.carriers, name).enabled
+            authenticated = self.carrier_authenticated(name)
+            if enabled is True or (enabled == "auto" and (authenticated or not self.server.public_url)):
+                doors[name] = authenticated
+        return doors
+
     def local_agent_intents_path(self) -> Path:
         p = Path(self.local_agent.intents)
         return p if p.is_absolute() else self.config_dir / p
@@ -219,7 +267,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        return _convert(value, [a for a in typing.get_args(tp) if a is not type(None)][0], key)
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        for member in members[:-1]:  # the first member type that takes the value; the last one's error if none
+            try:
+                return _convert(value, member, key)
+            except ConfigError:
+                continue
+        return _convert(value, members[-1], key)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -283,6 +337,7 @@ def _check(s: Settings) -> None:
     for key in ("start_timeout_s", "no_media_timeout_s", "max_call_s", "call_token_ttl_s", "drain_budget_s"):
         need(getattr(s.server, key) > 0, f"server.{key}", "must be positive")
     need(s.server.max_concurrent_calls > 0, "server.max_concurrent_calls", "must be positive")
+    need(s.server.max_pending_streams > 0, "server.max_pending_streams", "must be positive")
     need(s.agent.region in ("auto", "us", "eu"), "agent.region", "must be auto, us or eu")
     if s.agent.url:
         need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")
@@ -336,7 +391,25 @@ def _check(s: Settings) -> None:
     need(c.exotel_sample_rate in (8000, 16000, 24000), "carriers.exotel_sample_rate", "must be 8000, 16000 or 24000")
     need(":" in s.secrets.exotel_basic_auth or not s.secrets.exotel_basic_auth, "EXOTEL_BASIC_AUTH",
          "must be user:password")
+    for name in CARRIERS:
+        enabled = getattr(c, name).enabled
+        need(enabled in (True, False, "auto"), f"carriers.{name}.enabled", "must be true, false or \"auto\"")
+        need(not (enabled is True and s.server.public_url and not s.carrier_authenticated(name)),
+             f"carriers.{name}.enabled",
+             f"true without {_SECRET_ENV[name]} is for local development only: with a public URL anyone could open "
+             f"agent sessions through it; set {_SECRET_ENV[name]} or carriers.{name}.enabled = false")
     need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
+
+
+#: The environment variable holding each carrier's secret (for error messages; :class:`Secrets` reads them).
+_SECRET_ENV = {
+    "twilio": "TWILIO_AUTH_TOKEN",
+    "signalwire": "SIGNALWIRE_SIGNING_KEY",
+    "telnyx": "TELNYX_PUBLIC_KEY",
+    "plivo": "PLIVO_AUTH_TOKEN",
+    "vonage": "VONAGE_SIGNATURE_SECRET",
+    "exotel": "EXOTEL_BASIC_AUTH (or carriers.exotel_allowed_ips)",
+}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

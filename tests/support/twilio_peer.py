@@ -17,6 +17,8 @@ from xml.etree import ElementTree
 
 import aiohttp
 
+from gateway.security import twilio_signature
+
 
 @dataclass
 class Received:
@@ -44,6 +46,11 @@ class TwilioPeer:
     _player: asyncio.Task[None] | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     stream_url: str = ""
+    #: The gateway's TWILIO_AUTH_TOKEN, if it has one: then the peer signs its upgrade as Twilio does (required).
+    auth_token: str = ""
+    #: The stream URL as the TwiML gave it, which the signature covers, when the peer connects elsewhere (a public
+    #: URL's stream reached on loopback); default: ``stream_url``.
+    signed_stream_url: str = ""
 
     async def dial(self, *, headers: dict[str, str] | None = None) -> str:
         form = {"CallSid": self.call_sid, "From": self.from_, "To": self.to, "AccountSid": "AC" + "0" * 32}
@@ -58,7 +65,9 @@ class TwilioPeer:
         return body
 
     async def connect(self, *, start: bool = True, parameters: dict[str, str] | None = None) -> None:
-        self.ws = await self.http.ws_connect(self.stream_url, max_msg_size=1 << 20)
+        signed = self.signed_stream_url or self.stream_url
+        headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, signed, {})} if self.auth_token else {}
+        self.ws = await self.http.ws_connect(self.stream_url, max_msg_size=1 << 20, headers=headers)
         self._reader = asyncio.create_task(self._read())
         self._player = asyncio.create_task(self._play())
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})

@@ -25,7 +25,7 @@ ops = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 4), ops)
 def test_limit_and_token_invariants_hold_under_any_interleaving(limit, sequence):
-    a = Admission(limit=limit, reservation_ttl_s=30.0)
+    a = Admission(limit=limit, reservation_ttl_s=30.0, pending_limit=3)
     now = 0.0
     pending: list[int] = []
     live: dict[int, str] = {}
@@ -35,9 +35,16 @@ def test_limit_and_token_invariants_hold_under_any_interleaving(limit, sequence)
             assert r in (None, REFUSED_AT_CAPACITY, REFUSED_DRAINING)
             assert r != REFUSED_DRAINING or not a.accepting
         elif op == "open":
-            t = a.open_stream(now)
-            if isinstance(t, int):
+            opened = a.open_stream(now)
+            if not isinstance(opened, str):
+                t, evicted = opened
+                if evicted is not None:  # the pool was full: the oldest waiting stream was closed
+                    assert evicted == pending[0]
+                    pending.pop(0)
+                    a.release(evicted)
                 pending.append(t)
+            else:
+                assert opened in (REFUSED_AT_CAPACITY, REFUSED_DRAINING)
         elif op == "start" and pending:
             t = pending.pop(0)
             token = f"tok{arg}"
@@ -63,6 +70,7 @@ def test_limit_and_token_invariants_hold_under_any_interleaving(limit, sequence)
             a.accepting = False
         assert a.live == len(live) <= limit
         assert a.occupancy(now) <= limit
+        assert a.pending == len(pending) <= 3
     for t in list(live) + pending:
         a.release(t)
     assert a.idle
@@ -80,11 +88,31 @@ def test_a_reservation_expires_and_frees_its_slot():
 def test_a_stream_claims_its_own_reservation_even_when_full():
     a = Admission(limit=2)
     assert a.reserve("CA1", 0) is None and a.reserve("CA2", 0) is None
-    t1, t2 = a.open_stream(0), a.open_stream(0)
-    assert isinstance(t1, int) and isinstance(t2, int)
-    assert a.open_stream(0) == REFUSED_AT_CAPACITY  # a third upgrade cannot belong to a reservation
+    (t1, _), (t2, _), (t3, _) = a.open_stream(0), a.open_stream(0), a.open_stream(0)  # waiting holds no slot
     assert a.start(t2, "CA2", "tok2", 0) is None and a.start(t1, "CA1", "tok1", 0) is None
     assert a.live == 2 and a.reservations == 0
+    assert a.start(t3, "CA3", "tok3", 0) == REFUSED_AT_CAPACITY  # no reservation and no free slot
+    a.release(t3)
+    assert a.open_stream(0) == REFUSED_AT_CAPACITY  # live calls fill the limit and nobody is expected
+
+
+def test_idle_upgrades_never_keep_a_reserved_stream_out():
+    a = Admission(limit=100, pending_limit=32)
+    waiting = []
+    for _ in range(100):  # a flood of sockets that never send 'start'
+        opened = a.open_stream(0)
+        assert not isinstance(opened, str)
+        ticket, evicted = opened
+        waiting.append(ticket)
+        if evicted is not None:
+            assert evicted == waiting.pop(0)  # the oldest waiting socket makes room
+    assert a.pending == 32 and a.occupancy(0) == 0  # they hold no call slot
+    assert a.reserve("CAsigned", 0) is None  # a signed webhook is answered
+    opened = a.open_stream(0)
+    assert not isinstance(opened, str)
+    ticket, evicted = opened
+    assert evicted == waiting[0]
+    assert a.start(ticket, "CAsigned", "tok", 0) is None and a.live == 1
 
 
 def test_draining_refuses_new_work_but_lets_answered_calls_connect():
@@ -92,7 +120,7 @@ def test_draining_refuses_new_work_but_lets_answered_calls_connect():
     assert a.reserve("CA1", 0) is None
     a.accepting = False
     assert a.reserve("CA2", 0) == REFUSED_DRAINING
-    t = a.open_stream(0)
-    assert isinstance(t, int)  # CA1's webhook was answered before the drain
-    assert a.open_stream(0) == REFUSED_DRAINING
-    assert a.start(t, "CA1", "tok", 0) is None
+    opened = a.open_stream(0)
+    assert not isinstance(opened, str)  # CA1's webhook was answered before the drain
+    assert a.start(opened[0], "CA1", "tok", 0) is None
+    assert a.open_stream(0) == REFUSED_DRAINING  # nobody else is expected

@@ -50,6 +50,7 @@ SCHEMA: dict[str, Event] = {
     "gateway.starting": Event({"host": str, "port": int, "agent": str, "public_url": OPT_STR,
                                "webhook_signatures": bool, "workers": int, "loop": str, "agent_transport": str}),
     "gateway.token_secret_generated": Event({"detail": str}),
+    "carrier.unauthenticated": Event({"carrier": str, "detail": str}),
     "gateway.worker_started": Event({"worker": int, "pid": int, "metrics_port": OPT_INT}),
     "gateway.worker_exited": Event({"worker": int, "pid": OPT_INT, "exit_code": OPT_INT}),
     "gateway.listening": Event({"host": str, "port": int}),
