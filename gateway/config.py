@@ -132,7 +132,10 @@ class LocalAgentConfig:
 @dataclass(frozen=True)
 class SoftphoneSettings:
     """The browser softphone at /softphone (issue #4). Its dial endpoint mints call tokens, so anyone who can reach
-    it can open agent sessions on your key: "auto" turns it on only with the embedded local agent."""
+    it can open agent sessions on your key. "auto" serves it only in development: the embedded local agent and no
+    public URL (server.public_url / GATEWAY_PUBLIC_URL). "on" serves it always; with a public URL every softphone
+    route then asks for the operator key GATEWAY_API_KEY (HTTP Basic password, or Bearer), and "on" with a public
+    URL but no GATEWAY_API_KEY is refused at start-up (gateway.softphone.access)."""
 
     enabled: str = "auto"  # auto | on | off
 
@@ -366,6 +369,9 @@ def _check(s: Settings) -> None:
         need(t.execution_mode in ("interactive", "hold"), f"tools.{name}.execution_mode", "interactive or hold")
         need(name not in BUILTIN_TOOLS, f"tools.{name}", "collides with a built-in tool")
     need(s.softphone.enabled in ("auto", "on", "off"), "softphone.enabled", "must be auto, on or off")
+    need(not (s.softphone.enabled == "on" and s.server.public_url and not s.secrets.gateway_api_key),
+         "softphone.enabled", '"on" with a public URL needs GATEWAY_API_KEY (the softphone\'s password); '
+         'without it anyone who finds the page can open agent sessions. Set the key, or use "auto"/"off"')
     need(0 <= s.server.reattach_window_s <= 25, "server.reattach_window_s",
          "must be 0..25 (inside the agent's 30 s resume window)")
     need(urlsplit(s.twilio.api_base_url).scheme in ("http", "https") and bool(urlsplit(s.twilio.api_base_url).netloc),

@@ -1,18 +1,31 @@
 """The browser softphone (issue #4): talk to the agent from a web page, over the very same Twilio Media Streams
-protocol a phone call uses. Not pure: aiohttp handlers.
+protocol a phone call uses, at a stream door of its own. Not pure: aiohttp handlers.
 
-Routes, added by :func:`setup_softphone` when ``[softphone] enabled`` allows it (``auto``: only with the embedded
-local agent, because the dial endpoint hands out call tokens: whoever reaches it can open agent sessions on your
-key):
+When it is served (:func:`softphone_enabled`): ``[softphone] enabled = "auto"`` (the default) only in development,
+that is with the embedded local agent *and* no public URL; ``"on"`` always, and then, with a public URL, every
+route needs the operator key GATEWAY_API_KEY (HTTP Basic password or Bearer; config refuses ``on`` + public URL
+without it). Who may use it, and how refusals are logged and counted: :mod:`gateway.softphone.access`.
+
+Routes, added by :func:`setup_softphone`:
 
 - ``GET  /softphone``                      the page (static/index.html; softphone.js and worklet.js beside it)
-- ``POST /softphone/dial``                 places a call: the gateway's own voice webhook answers it, over loopback,
-  exactly as it answers Twilio (signed when TWILIO_AUTH_TOKEN is set), and the TwiML comes back to the page as
-  ``{"call_sid", "account_sid", "twiml"}``; the page reads ``<Stream url>`` and its ``<Parameter>``s from it and
-  opens ``/twilio/stream`` itself, playing Twilio's part (connected, start, media, mark echoes, stop)
+- ``POST /softphone/dial``                 places a call (``application/json`` only, same origin only): reserves
+  a slot in the gateway's admission (503 when none is free or the process drains), mints a call token for the
+  ``softphone`` door bound to the new CallSid and the called number's profile, and returns
+  ``{"call_sid", "account_sid", "twiml"}``, the TwiML a voice webhook would answer; the page reads ``<Stream url>``
+  and its ``<Parameter>``s from it and opens the stream itself, playing Twilio's part (connected, start, media,
+  mark echoes, stop)
+- ``GET  /softphone/stream``               that stream: Twilio's dialect, but tokens from ``/twilio/voice`` are
+  refused here and ours at ``/twilio/stream`` (gateway.security scopes), and no Twilio signature is asked for
+  (a browser cannot sign; the credential and the token are what let it in)
 - ``GET  /softphone/events?call_sid=…``    server-sent events of that call's timeline (``CallRegistry.listeners``:
   call.started, agent.reply_started, agent.first_audio, caller.transcript, agent.transcript, call.barge_in,
   call.ended…), one ``data: {"kind": …, …}`` line per event. Only calls dialled here can be watched.
+
+Lifetimes: a dialled call can be watched until its stream would have had to start (:data:`START_WINDOW_S`, at most
+the admission's reservation TTL); once it started, for its own ``server.max_call_s`` (plus :data:`ENDING_GRACE_S`
+for its teardown); once it ended, no longer. A feed ends at that bound too, so a call that never streams cannot
+hold one of the :data:`MAX_SUBSCRIBERS` feeds for long.
 
 Backpressure: each event-feed subscriber has a queue of :data:`FEED_QUEUE` events; when it is full (the browser is
 not reading) newer events are dropped and counted, and the next delivered event carries ``"dropped": n``. At most
@@ -31,26 +44,50 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from aiohttp import web
 
+from ..carriers.twiml import connect_stream
 from ..config import Settings
-from ..security import twilio_signature
+from ..errors import ConfigError
+from ..outbound import token_subject
+from ..security import mint_call_token
+from .access import Handler, guard, refuse
 
-__all__ = ["FEED_QUEUE", "MAX_SUBSCRIBERS", "SOFTPHONE", "SoftphoneState", "setup_softphone", "softphone_enabled"]
+__all__ = [
+    "ENDING_GRACE_S",
+    "FEED_QUEUE",
+    "MAX_SUBSCRIBERS",
+    "SCOPE",
+    "SOFTPHONE",
+    "START_WINDOW_S",
+    "STREAM_PATH",
+    "SoftphoneState",
+    "setup_softphone",
+    "softphone_enabled",
+]
 
 log = structlog.get_logger("gateway.softphone")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _ASSETS = {"softphone.js": "text/javascript", "worklet.js": "text/javascript"}
+#: The stream door's name: tokens minted by the dial endpoint are valid only there (gateway.security).
+SCOPE = "softphone"
+STREAM_PATH = "/softphone/stream"
+#: Who the softphone's calls come from, as the call's ``from`` parameter and its logs show it.
+CALLER = "client:softphone"
 #: Events buffered per feed subscriber before newer ones are dropped (a call emits a few per turn).
 FEED_QUEUE = 256
 MAX_SUBSCRIBERS = 32
 #: Seconds between SSE keepalive comments; also how soon a vanished browser is noticed.
 KEEPALIVE_S = 10.0
-#: Calls dialled here stay watchable this long after dialling (plus the call's own maximum).
-DIALLED_KEEP_S = 120.0
+#: Seconds a dialled call's stream has to start (the page opens it within a second). Past this (or the admission's
+#: reservation TTL, if shorter: the slot is gone then) the call is forgotten and its feeds end.
+START_WINDOW_S = 30.0
+#: Seconds past ``server.max_call_s`` a started call stays watchable: its teardown still has to emit call.ended.
+ENDING_GRACE_S = 15.0
 _TO = re.compile(r"\+?[A-Za-z0-9:_.\-]{0,40}")
 
 
@@ -80,34 +117,77 @@ class _Feed:
                 self.queue.get_nowait()
 
 
+@dataclass(eq=False)
+class _Dialled:
+    """A call dialled here. ``until`` (monotonic) bounds both when a feed may be opened and how long one lasts; feeds
+    hold this object and re-read it, so a call that starts extends the feeds already open."""
+
+    until: float
+    started: bool = False
+
+
 @dataclass
 class SoftphoneState:
+    #: server.max_call_s: how long a started call may be watched
+    max_call_s: float = 3600.0
     account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
-    #: call_sid -> monotonic time until which its feed may be opened
-    dialled: dict[str, float] = field(default_factory=dict)
+    dialled: dict[str, _Dialled] = field(default_factory=dict)
     feeds: set[_Feed] = field(default_factory=set)
 
     def prune(self, now: float) -> None:
-        for sid in [s for s, until in self.dialled.items() if until < now]:
+        for sid in [s for s, d in self.dialled.items() if d.until < now]:
             del self.dialled[sid]
+
+    def on_call_event(self, call_sid: str, kind: str, fields: dict[str, Any]) -> None:
+        """The registry listener that moves a dialled call's bound: from the start window to the call's own maximum
+        when its stream starts, to now when it ends (its feeds have their call.ended, a later feed has nothing to
+        show). Called synchronously from call sessions: a dict lookup, never raises."""
+        entry = self.dialled.get(call_sid)
+        if entry is None:
+            return
+        now = time.monotonic()
+        if kind == "call.started" and not entry.started and entry.until >= now:
+            entry.started = True
+            entry.until = now + self.max_call_s + ENDING_GRACE_S
+        elif kind == "call.ended":
+            entry.until = now
+            del self.dialled[call_sid]
+
 
 SOFTPHONE = web.AppKey("softphone", SoftphoneState)
 
 
 def softphone_enabled(settings: Settings) -> bool:
+    """``on``: served; ``auto``: served only in development (the embedded local agent and no public URL: a gateway
+    that carriers can reach is not a development box, whatever agent it uses); ``off``: never."""
     mode = settings.softphone.enabled
-    return mode == "on" or (mode == "auto" and settings.use_local_agent)
+    return mode == "on" or (mode == "auto" and settings.use_local_agent and not settings.server.public_url)
 
 
 def setup_softphone(app: web.Application, settings: Settings) -> bool:
     """Add the softphone's routes to the gateway app if the settings enable it; returns whether it did."""
+    from ..app import CALLS  # the app module imports us lazily; import back the same way
+
     if not softphone_enabled(settings):
         return False
-    app[SOFTPHONE] = SoftphoneState()
-    app.router.add_get("/softphone", _page)
-    app.router.add_get("/softphone/{name:softphone\\.js|worklet\\.js}", _asset)
-    app.router.add_post("/softphone/dial", _dial)
-    app.router.add_get("/softphone/events", _events)
+    public_url = settings.server.public_url
+    key: str | None = None
+    if public_url:
+        key = settings.secrets.gateway_api_key
+        if not key:  # config._check refuses this already; settings built by hand must not slip past either
+            raise ConfigError('softphone.enabled: "on" with a public URL needs GATEWAY_API_KEY')
+    state = app[SOFTPHONE] = SoftphoneState(max_call_s=settings.server.max_call_s)
+    app[CALLS].listeners.append(state.on_call_event)
+
+    def route(handler: Handler, same_origin: bool) -> Handler:
+        return guard(handler, key=key, public_url=public_url, same_origin=same_origin)
+
+    # The page and its scripts may be reached from anywhere (a link, a bookmark); the routes that act may not.
+    app.router.add_get("/softphone", route(_page, same_origin=False))
+    app.router.add_get("/softphone/{name:softphone\\.js|worklet\\.js}", route(_asset, same_origin=False))
+    app.router.add_post("/softphone/dial", route(_dial, same_origin=True))
+    app.router.add_get(STREAM_PATH, route(_stream, same_origin=True))
+    app.router.add_get("/softphone/events", route(_events, same_origin=True))
     app.on_shutdown.append(_close_feeds)
     log.info("softphone.enabled", mode=settings.softphone.enabled, path="/softphone")
     return True
@@ -131,27 +211,30 @@ async def _asset(request: web.Request) -> web.Response:
 
 
 # ---- dial --------------------------------------------------------------------------------------------------------
-def _loopback_base(request: web.Request) -> str:
-    """http://host:port of the listener this request came in on (0.0.0.0/:: mapped to loopback)."""
-    sock = request.transport.get_extra_info("sockname") if request.transport else None
-    if not sock:
-        raise web.HTTPServiceUnavailable(text="softphone: cannot tell which address the gateway listens on")
-    host = str(sock[0])
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{int(sock[1])}"
+def _stream_url(settings: Settings, request: web.Request) -> str:
+    """Where the page opens its stream, as app._stream_url says it for Twilio's door: wss:// (ws:// for http) on the
+    public URL, else our own loopback listener, never an address taken from request headers (telephony.md §A.2)."""
+    base = settings.server.public_url
+    if base:
+        u = urlsplit(base)
+        scheme = "wss" if u.scheme == "https" else "ws"
+        return urlunsplit((scheme, u.netloc, u.path.rstrip("/") + STREAM_PATH, "", ""))
+    from ..app import _bound_address
+
+    host, port = _bound_address(request)
+    return f"ws://{host}:{port}{STREAM_PATH}"
 
 
-async def _dial(request: web.Request) -> web.Response:
-    from ..app import HTTP, SETTINGS  # the app module imports us lazily; import back the same way
-    from ..simulator.twilio_side import new_sid, webhook_form
+async def _dial(request: web.Request) -> web.StreamResponse:
+    from ..app import CALLS, SETTINGS
+    from ..simulator.twilio_side import new_sid
 
     settings: Settings = request.app[SETTINGS]
     state = request.app[SOFTPHONE]
+    calls = request.app[CALLS]
+    # Only JSON: a form or text/plain POST is what another site can send cross-origin without a CORS preflight.
+    if request.content_type != "application/json":
+        return refuse(request, 415, "unsupported_media_type", 'expected Content-Type: application/json')
     to = ""
     if request.can_read_body:
         try:
@@ -162,48 +245,47 @@ async def _dial(request: web.Request) -> web.Response:
     if not _TO.fullmatch(to):
         raise web.HTTPBadRequest(text="'to' must be a phone number or client name")
     call_sid = new_sid("CA")
-    form = webhook_form(call_sid, state.account_sid, "client:softphone", to)
-    base = _loopback_base(request)
-    headers = {"User-Agent": "voice-gateway softphone"}
-    auth = settings.secrets.twilio_auth_token
-    if auth:
-        # Answered by the real webhook, which checks signatures when a token is configured: sign as Twilio would,
-        # over the URL the webhook checks against (the configured public URL, else the Host we connect to).
-        signed_url = (settings.server.public_url or base).rstrip("/") + "/twilio/voice"
-        headers["X-Twilio-Signature"] = twilio_signature(auth, signed_url, form)
-    try:
-        async with asyncio.timeout(10):
-            async with request.app[HTTP].post(base + "/twilio/voice", data=form, headers=headers) as resp:
-                twiml = await resp.text()
-                status = resp.status
-    except (TimeoutError, OSError) as exc:
-        log.warning("softphone.dial_failed", error=str(exc) or type(exc).__name__)
-        raise web.HTTPBadGateway(text="the voice webhook did not answer") from None
-    if status != 200:
-        log.warning("softphone.dial_refused", status=status)
-        raise web.HTTPBadGateway(text=f"the voice webhook answered HTTP {status}")
     now = time.monotonic()
+    # The slot is held from here, as the voice webhook holds it for Twilio's calls (gateway.admission): a burst of
+    # dials cannot race past the call limit, and a dial whose stream never comes frees it after the reservation TTL.
+    refusal = calls.admission.reserve(call_sid, now)
+    if refusal is not None:
+        return refuse(request, 503, refusal, "not accepting calls")
+    profile = settings.profile_for(to)[0]
+    token = mint_call_token(settings.secrets.token_secret, token_subject({}, call_sid, profile), time.time(),
+                            settings.server.call_token_ttl_s, scope=SCOPE)
+    # No status callback: no carrier is involved, nobody would post it.
+    twiml = connect_stream(_stream_url(settings, request), {"token": token, "from": CALLER, "to": to})
     state.prune(now)
-    state.dialled[call_sid] = now + DIALLED_KEEP_S + settings.server.max_call_s
+    state.dialled[call_sid] = _Dialled(until=now + min(START_WINDOW_S, calls.admission.reservation_ttl_s))
     log.info("softphone.dialled", call_sid=call_sid)
     return web.json_response(
         {"call_sid": call_sid, "account_sid": state.account_sid, "twiml": twiml}, headers=_NO_STORE
     )
 
 
+# ---- stream ------------------------------------------------------------------------------------------------------
+async def _stream(request: web.Request) -> web.StreamResponse:
+    """The page's media stream: Twilio's dialect at the softphone's own door, so only tokens from /softphone/dial
+    open it, and Twilio's door can require Twilio's upgrade signature without locking the browser out."""
+    from ..app import serve_stream
+    from ..carriers.registry import TwilioDialect
+
+    return await serve_stream(request, TwilioDialect(), scope=SCOPE)
+
+
 # ---- event feed --------------------------------------------------------------------------------------------------
 async def _events(request: web.Request) -> web.StreamResponse:
-    from ..app import CALLS, SETTINGS
+    from ..app import CALLS
 
     state = request.app[SOFTPHONE]
-    settings: Settings = request.app[SETTINGS]
     call_sid = request.query.get("call_sid", "")
-    now = time.monotonic()
-    state.prune(now)
-    if call_sid not in state.dialled:
-        raise web.HTTPNotFound(text="no call with that call_sid was dialled from the softphone")
+    state.prune(time.monotonic())
+    entry = state.dialled.get(call_sid)
+    if entry is None:
+        raise web.HTTPNotFound(text="no call with that call_sid was dialled from the softphone (or it is over)")
     if len(state.feeds) >= MAX_SUBSCRIBERS:
-        raise web.HTTPServiceUnavailable(text="too many open event feeds")
+        return refuse(request, 503, "too_many_feeds", "too many open event feeds")
     calls = request.app[CALLS]
     feed = _Feed(call_sid)
     listener = feed.offer
@@ -212,20 +294,27 @@ async def _events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.server.max_call_s + DIALLED_KEEP_S
     seq = 0
     try:
         await resp.prepare(request)
         await resp.write(b"retry: 3000\n: feed open\n\n")
-        while loop.time() < deadline:
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the get.
-                async with asyncio.timeout(KEEPALIVE_S):
-                    item = await feed.queue.get()
-            except TimeoutError:
-                await resp.write(b": keepalive\n\n")  # fails once the browser is gone
-                continue
+        while True:
+            if feed.queue.empty():
+                # The bound is re-read on every wait: it moves when the call starts (gateway.softphone docstring).
+                # Checked only with nothing queued, so a call.ended that arrived with the bound is still delivered.
+                remaining = entry.until - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation racing the get.
+                    async with asyncio.timeout(min(KEEPALIVE_S, remaining)):
+                        item = await feed.queue.get()
+                except TimeoutError:
+                    if entry.until > time.monotonic():
+                        await resp.write(b": keepalive\n\n")  # fails once the browser is gone
+                    continue
+            else:
+                item = feed.queue.get_nowait()
             if item is None:
                 break  # shutdown
             kind, fields = item

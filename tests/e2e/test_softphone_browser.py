@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +26,11 @@ import numpy as np
 import pytest
 import soxr
 import websockets
+from aiohttp import web
 
+from gateway.app import METRICS, create_app
 from gateway.audio import g711
+from gateway.config import SoftphoneSettings
 from gateway.simulator.caller import CALLER_LENGTH_SCALE
 from tests.support.local_gateway import local_agent_settings, serve_gateway, shared_speech_models
 
@@ -65,11 +72,20 @@ class Cdp:
         self._next = 0
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.session: str | None = None
+        #: CDP event name -> handler, run as its own task (it may send commands; the reader must keep reading)
+        self.on: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
         self._reader = asyncio.create_task(self._read(), name="cdp.reader")
 
     async def _read(self) -> None:
         async for raw in self._ws:
             msg = json.loads(raw)
+            handler = self.on.get(msg.get("method", ""))
+            if handler is not None:
+                task = asyncio.create_task(handler(msg.get("params", {})), name="cdp.handler")
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+                continue
             fut = self._pending.pop(msg.get("id", -1), None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -94,6 +110,8 @@ class Cdp:
         return res["result"].get("value")
 
     async def close(self) -> None:
+        for task in list(self._handlers):
+            task.cancel()
         self._reader.cancel()
         try:
             await self._reader
@@ -131,11 +149,40 @@ async def stop_chromium(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-async def open_page(browser_ws: str, url: str) -> Cdp:
+class LoginPrompt:
+    """The browser's HTTP auth dialog, answered over CDP (Fetch.authRequired) the way a person would: the first
+    time with ``username``/``password``, any later time cancelled, since the browser should not have asked again
+    (it caches the answer for the origin and sends it on the page's own requests)."""
+
+    def __init__(self, cdp: Cdp, username: str, password: str) -> None:
+        self.cdp, self.username, self.password = cdp, username, password
+        self.prompts: list[str] = []  # URLs the browser asked for credentials for
+
+    async def enable(self) -> None:
+        self.cdp.on["Fetch.requestPaused"] = self._paused
+        self.cdp.on["Fetch.authRequired"] = self._auth_required
+        await self.cdp.send("Fetch.enable", handleAuthRequests=True, patterns=[{"urlPattern": "*"}])
+
+    async def _paused(self, params: dict[str, Any]) -> None:
+        await self.cdp.send("Fetch.continueRequest", requestId=params["requestId"])
+
+    async def _auth_required(self, params: dict[str, Any]) -> None:
+        self.prompts.append(params["request"]["url"])
+        answer: dict[str, Any] = {"response": "CancelAuth"}
+        if len(self.prompts) == 1:
+            answer = {"response": "ProvideCredentials", "username": self.username, "password": self.password}
+        await self.cdp.send("Fetch.continueWithAuth", requestId=params["requestId"], authChallengeResponse=answer)
+
+
+async def open_page(browser_ws: str, url: str, login: tuple[str, str] | None = None) -> tuple[Cdp, LoginPrompt | None]:
     cdp = Cdp(await websockets.connect(browser_ws, max_size=None))
     target = await cdp.send("Target.createTarget", url="about:blank")
     attached = await cdp.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)
     cdp.session = attached["sessionId"]
+    prompt = None
+    if login is not None:
+        prompt = LoginPrompt(cdp, *login)
+        await prompt.enable()
     await cdp.send("Page.enable")
     await cdp.send("Runtime.enable")
     await cdp.send("Emulation.setDeviceMetricsOverride", width=1000, height=860, deviceScaleFactor=1, mobile=False)
@@ -143,7 +190,7 @@ async def open_page(browser_ws: str, url: str) -> Cdp:
     async with asyncio.timeout(15):
         while await cdp.evaluate("document.readyState") != "complete":
             await asyncio.sleep(0.1)
-    return cdp
+    return cdp, prompt
 
 
 async def page_state(cdp: Cdp) -> dict[str, Any]:
@@ -178,7 +225,7 @@ async def test_softphone_call_in_chromium_hears_the_greeting_and_the_answer(mode
         (work / "profile").mkdir()
         async with serve_gateway(local_agent_settings(), models) as (base, _app):
             proc, browser_ws = await launch_chromium(wav, work / "profile")
-            cdp = await open_page(browser_ws, base + "/softphone")
+            cdp, _ = await open_page(browser_ws, base + "/softphone")
             assert await cdp.evaluate("document.title") == "Softphone · voice gateway"
             # the page's μ-law encoder is bit-identical to the gateway's G.711 (audioop) for all 65536 inputs
             encoder = re.search(r"const SEG_END = .*?\n}\n", WORKLET.read_text(), re.DOTALL)
@@ -190,7 +237,8 @@ async def test_softphone_call_in_chromium_hears_the_greeting_and_the_answer(mode
             assert bytes(js_ulaw) == g711.pcm16_to_ulaw(np.arange(-32768, 32768, dtype="<i2").tobytes())
 
             await cdp.evaluate("document.getElementById('call').click()", userGesture=True)
-            await wait_state(cdp, lambda s: s["status"] == "in call", 15, "the call to connect")
+            state = await wait_state(cdp, lambda s: s["status"] == "in call", 15, "the call to connect")
+            assert state["streamUrl"] == base.replace("http://", "ws://") + "/softphone/stream"  # its own door
             state = await wait_state(cdp, lambda s: s["greeting"], 20, "the greeting")
             assert "thanks for calling" in state["greeting"].lower()
             state = await wait_state(
@@ -224,6 +272,73 @@ async def test_softphone_call_in_chromium_hears_the_greeting_and_the_answer(mode
             await cdp.evaluate("document.getElementById('call').click()", userGesture=True)
             state = await wait_state(cdp, lambda s: s["ended"], 10, "call.ended in the event feed")
             assert state["ended"]["outcome"] == "caller_hangup"
+    finally:
+        if cdp is not None:
+            await cdp.close()
+        if proc is not None:
+            await stop_chromium(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve_on(settings: Any, models: Any, port: int) -> AsyncIterator[web.Application]:
+    """Like serve_gateway, on a port chosen beforehand: the public URL has to name it before the app exists."""
+    app = create_app(settings, local_agent_models=models)
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_public_softphone_asks_the_browser_for_the_operator_key_once(models):
+    # A gateway with a public URL (here its own loopback address, so the browser can reach what the TwiML names)
+    # serves the softphone only with GATEWAY_API_KEY. The browser's login prompt is answered once; from then on it
+    # must send the key by itself on the page's scripts, its worklet, the dial fetch, the EventSource and the
+    # WebSocket, or the call would not get through (a second prompt is cancelled, as a user would give up).
+    key = "e2e-operator-key"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = local_agent_settings(GATEWAY_PUBLIC_URL=base, GATEWAY_API_KEY=key)
+    settings = dataclasses.replace(settings, softphone=SoftphoneSettings(enabled="on"))
+    work = Path(tempfile.mkdtemp(prefix="softphone-e2e-"))
+    proc = None
+    cdp: Cdp | None = None
+    try:
+        wav = work / "caller.wav"
+        caller_wav(models, wav, 30.0)  # silence through the call: this test is about who gets in
+        (work / "profile").mkdir()
+        async with serve_on(settings, models, port) as app:
+            proc, browser_ws = await launch_chromium(wav, work / "profile")
+            cdp, prompt = await open_page(browser_ws, base + "/softphone", login=("operator", key))
+            assert prompt is not None
+            assert await cdp.evaluate("document.title") == "Softphone · voice gateway"
+            await cdp.evaluate("document.getElementById('call').click()", userGesture=True)
+            state = await wait_state(cdp, lambda s: s["status"] == "in call", 15, "the call to connect")
+            assert state["streamUrl"] == base.replace("http://", "ws://") + "/softphone/stream"
+            # the greeting's transcript comes over the EventSource, its audio over the WebSocket
+            state = await wait_state(cdp, lambda s: s["greeting"] and s["marksEchoed"] >= 1, 20, "the greeting")
+            assert "thanks for calling" in state["greeting"].lower() and state["playedMs"] > 0
+            await cdp.evaluate("document.getElementById('call').click()", userGesture=True)
+            state = await wait_state(cdp, lambda s: s["ended"], 10, "call.ended in the event feed")
+            assert state["ended"]["outcome"] == "caller_hangup"
+            assert prompt.prompts == [base + "/softphone"]  # asked once, for the page, never again
+            registry = app[METRICS].registry
+
+            def refused(reason: str) -> float:
+                return registry.get_sample_value("voice_gateway_call_refusals_total",
+                                                 {"stage": "softphone", "reason": reason}) or 0.0
+
+            assert refused("no_credential") == 1  # the page's first load: the challenge that made it prompt
+            assert refused("bad_credential") == 0 and refused("cross_origin") == 0
     finally:
         if cdp is not None:
             await cdp.close()
