@@ -105,8 +105,7 @@ SCHEMA: dict[str, Event] = {
     # ---- the browser softphone (gateway.softphone) -----------------------------------------------------------------
     "softphone.enabled": Event({"mode": str, "path": str}),
     "softphone.dialled": Event({"call_sid": str}),
-    "softphone.dial_failed": Event({"error": str}),
-    "softphone.dial_refused": Event({"status": int}),
+    "softphone.refused": Event({"reason": str, "path": str, "status": int}),
     # ---- call control (issue #8, README "Call control") -----------------------------------------------------
     "call.dtmf_sent": Event({**CALL, "digits": int, "ms": int, "heard": bool}),
     "call.dtmf_delivered": Event({**CALL, "mode": str, "digits": int}),
