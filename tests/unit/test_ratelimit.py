@@ -1,16 +1,19 @@
 """gateway/ratelimit.py: the per-call inbound audio budget, driven synchronously with explicit times (it reads no
 clock). Arrival schedules are tables of (arrival time, audio seconds); the budget must let real time and late bunches
-through untouched and hold anything faster to ``burst_s + rate·T``."""
+through untouched and hold anything faster to ``burst_s + rate·T``. Also its config keys."""
 
 from __future__ import annotations
 
 import math
 import random
+import tomllib
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from gateway.config import REPO_CONFIG_DIR, ServerSettings, load_settings
+from gateway.errors import ConfigError
 from gateway.ratelimit import InboundAudioBudget, seconds_per_byte
 
 FRAME_S = 0.020
@@ -186,3 +189,32 @@ def test_the_bound_holds_over_every_window_for_random_jittered_arrivals() -> Non
 def test_invalid_limits_are_refused(rate: float, burst: float) -> None:
     with pytest.raises(ValueError):
         InboundAudioBudget(rate, burst)
+
+
+# ---- config --------------------------------------------------------------------------------------------------------
+def test_defaults_and_the_committed_file_agree() -> None:
+    assert (ServerSettings().inbound_rate_limit, ServerSettings().inbound_burst_s) == (1.2, 1.0)
+    committed = tomllib.loads((REPO_CONFIG_DIR / "gateway.toml").read_text(encoding="utf-8"))["server"]
+    assert (committed["inbound_rate_limit"], committed["inbound_burst_s"]) == (1.2, 1.0)
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ("[server]\ninbound_rate_limit = 0.9\n", "server.inbound_rate_limit"),
+    ("[server]\ninbound_rate_limit = nan\n", "server.inbound_rate_limit"),
+    ('[server]\ninbound_rate_limit = "fast"\n', "server.inbound_rate_limit"),
+    ("[server]\ninbound_burst_s = 0\n", "server.inbound_burst_s"),
+    ("[server]\ninbound_burst_s = -1.0\n", "server.inbound_burst_s"),
+])
+def test_invalid_config_names_the_key(tmp_path, toml: str, key: str) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    assert str(err.value).startswith(key + ":"), str(err.value)
+
+
+def test_valid_config_is_read(tmp_path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[server]\ninbound_rate_limit = 1\ninbound_burst_s = 2.5\n")
+    s = load_settings(cfg, env={}).server
+    assert (s.inbound_rate_limit, s.inbound_burst_s) == (1.0, 2.5) and isinstance(s.inbound_rate_limit, float)
