@@ -1,6 +1,6 @@
 """gateway/ratelimit.py: the per-call inbound audio budget, driven synchronously with explicit times (it reads no
 clock). Arrival schedules are tables of (arrival time, audio seconds); the budget must let real time and late bunches
-through untouched and hold anything faster to ``burst_s + rate·T``. Also its config keys."""
+through untouched and hold anything faster to ``burst_s + rate·T``. Also its config keys and its counter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 
 from gateway.config import REPO_CONFIG_DIR, ServerSettings, load_settings
 from gateway.errors import ConfigError
+from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import InboundAudioBudget, seconds_per_byte
+from gateway.session import CallSummary
 
 FRAME_S = 0.020
 Schedule = list[tuple[float, float]]  # (arrival time s, audio s)
@@ -218,3 +220,15 @@ def test_valid_config_is_read(tmp_path) -> None:
     cfg.write_text("[server]\ninbound_rate_limit = 1\ninbound_burst_s = 2.5\n")
     s = load_settings(cfg, env={}).server
     assert (s.inbound_rate_limit, s.inbound_burst_s) == (1.0, 2.5) and isinstance(s.inbound_rate_limit, float)
+
+
+# ---- the counter ---------------------------------------------------------------------------------------------------
+def test_the_summary_count_moves_the_counter_and_the_series_exists_at_zero() -> None:
+    m = GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1, process_metrics=False)
+    name = "voice_gateway_inbound_audio_dropped_total"
+    assert m.registry.get_sample_value(name, {"reason": "rate_limit"}) == 0.0
+    m.on_summary(CallSummary(call_sid="CA1", outcome="caller_hangup", frames_dropped_rate_limit=7))
+    m.on_summary(CallSummary(call_sid="CA2", outcome="caller_hangup", frames_dropped_to_agent=3))
+    assert m.registry.get_sample_value(name, {"reason": "rate_limit"}) == 7.0
+    assert m.registry.get_sample_value("voice_gateway_frames_dropped_total", {"queue": "caller_to_agent"}) == 3.0
+    assert CallSummary(frames_dropped_rate_limit=7).log_fields()["frames_dropped_rate_limit"] == 7
