@@ -47,7 +47,7 @@ class InboundAudioBudget:
     changes nothing: a full bucket stays full. One :meth:`admit` per carrier message, on the per-frame path: a few
     float operations, nothing allocated beyond them."""
 
-    __slots__ = ("rate", "burst_s", "_tokens", "_last")
+    __slots__ = ("_last", "_tokens", "burst_s", "rate")
 
     def __init__(self, rate: float = 1.2, burst_s: float = 1.0, now: float = 0.0) -> None:
         if not rate >= 1.0:  # also refuses NaN
@@ -66,14 +66,15 @@ class InboundAudioBudget:
         A message longer than the whole burst (big carrier messages, or a tiny ``burst_s``) could never pass a plain
         bucket; it passes when the bucket is full, and the bucket goes into debt until that excess is paid back, so
         the long-run bound still holds."""
+        # Comparisons, not min(): the builtin call doubles the cost of this per-frame check (~150 ns → ~310 ns).
         tokens = self._tokens
         elapsed = now - self._last
         if elapsed > 0.0:  # a clock that did not move (or went back) refills nothing
             tokens += elapsed * self.rate
-            if tokens > self.burst_s:
+            if tokens > self.burst_s:  # noqa: PLR1730
                 tokens = self.burst_s
             self._last = now
-        if tokens + _EPS_S >= (duration_s if duration_s < self.burst_s else self.burst_s):
+        if tokens + _EPS_S >= (duration_s if duration_s < self.burst_s else self.burst_s):  # noqa: FURB136
             self._tokens = tokens - duration_s
             return True
         self._tokens = tokens
