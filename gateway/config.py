@@ -52,6 +52,11 @@ class ServerSettings:
     reattach_window_s: float = 0.0
     # Event loop of `serve` (README "Performance"): auto = uvloop when it is installed, else asyncio's own.
     loop: str = "auto"  # auto | asyncio | uvloop
+    # Inbound audio rate limit per call (gateway.ratelimit, README "Security"): caller audio beyond this multiple of
+    # real time is dropped before it reaches the agent, which bills per audio second; inbound_burst_s of audio may
+    # arrive at once on top (late frames a carrier delivers in a bunch after network jitter).
+    inbound_rate_limit: float = 1.2
+    inbound_burst_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,9 @@ def _check(s: Settings) -> None:
         need(getattr(s.server, key) > 0, f"server.{key}", "must be positive")
     need(s.server.max_concurrent_calls > 0, "server.max_concurrent_calls", "must be positive")
     need(s.server.max_pending_streams > 0, "server.max_pending_streams", "must be positive")
+    need(s.server.inbound_rate_limit >= 1.0, "server.inbound_rate_limit",
+         "must be at least 1.0 (a multiple of real time: below it a caller at real time loses audio)")
+    need(s.server.inbound_burst_s > 0, "server.inbound_burst_s", "must be positive (seconds of audio)")
     need(s.agent.region in ("auto", "us", "eu"), "agent.region", "must be auto, us or eu")
     if s.agent.url:
         need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")

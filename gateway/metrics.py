@@ -6,7 +6,7 @@ Where each number comes from (README "Operations"; telephony.md §D.11):
 - per-call *events* (:meth:`GatewayMetrics.on_event`, subscribed to ``CallRegistry.listeners``): a handful per turn
   (first audio, barge-in, tool call, session error), never per audio frame;
 - the per-call *summary* at hang-up (:meth:`GatewayMetrics.on_summary`, subscribed to ``CallRegistry.on_record``):
-  outcome, duration, frames dropped, barge-in → clear latencies, mark round trips;
+  outcome, duration, frames dropped (queue bound, inbound rate limit), barge-in → clear latencies, mark round trips;
 - *scrape time* callbacks: active calls, accepting, the configured capacity;
 - a loop-lag probe task (:func:`loop_lag_probe`) that sleeps a fixed interval and records the overshoot.
 
@@ -153,6 +153,12 @@ class GatewayMetrics:
                                     buckets=BUCKETS["resume_gap"], registry=reg)
         self.frames_dropped = Counter(f"{p}_frames_dropped", "Audio frames dropped by a queue's bound, by queue.",
                                       ["queue"], registry=reg)
+        # Its own counter, not a `reason` label on frames_dropped: that one counts a queue's bound (a slow or absent
+        # agent), this one refused input (a peer sending faster than real time); and a new label would change the
+        # label set of every existing frames_dropped series that dashboards and alerts already select.
+        self.inbound_dropped = Counter(f"{p}_inbound_audio_dropped", "Caller audio messages dropped before reaching "
+                                       "the agent, by reason (rate_limit: beyond server.inbound_rate_limit x real "
+                                       "time plus server.inbound_burst_s).", ["reason"], registry=reg)
         self.session_errors = Counter(f"{p}_agent_session_errors", "Agent session.error events, by code.",
                                       ["code", "fatal"], registry=reg)
         self.protocol_errors = Counter(f"{p}_protocol_errors", "Calls ended because a peer broke its protocol.",
@@ -180,6 +186,7 @@ class GatewayMetrics:
         self._calls: dict[str, _CallState] = {}
         # Pre-create the label sets dashboards plot, so a quiet gateway shows 0 instead of "no data".
         self.frames_dropped.labels("caller_to_agent")
+        self.inbound_dropped.labels("rate_limit")
         for direction in ("in", "out"):
             self.dtmf_digits.labels(direction)
         for side in ("carrier", "agent"):
@@ -239,6 +246,8 @@ class GatewayMetrics:
         self.duration.observe(s.duration_s)
         if s.frames_dropped_to_agent:
             self.frames_dropped.labels("caller_to_agent").inc(s.frames_dropped_to_agent)
+        if s.frames_dropped_rate_limit:
+            self.inbound_dropped.labels("rate_limit").inc(s.frames_dropped_rate_limit)
         for ms in s.clear_latencies_ms:
             self.clear_latency.observe(ms / 1000.0)
         for ms in s.mark_round_trips_ms:

@@ -24,6 +24,8 @@ must never wait on the other side: the frame goes to the queue, where the backpr
   ``dtmf_mode = "reply"`` a delivery task (call control, issue #8: README "Call control").
 
 Backpressure policy (README "Failure behaviour"):
+- caller audio arriving faster than ``server.inbound_rate_limit`` × real time, beyond ``server.inbound_burst_s`` of
+  burst (:mod:`gateway.ratelimit`), is dropped before any conversion or queue; ``frames_dropped_rate_limit`` counts it.
 - caller → agent: a deque bounded to ``audio.preready_buffer_ms``; when full (agent not ready, resuming, or slow)
   the OLDEST frame is dropped and ``frames_dropped_to_agent`` counts it. Frames whose send failed because the
   agent socket dropped go back to the front of the deque (or, if it is full, are dropped as the oldest).
@@ -87,6 +89,7 @@ from .logs import mask_number
 from .outbound import OUTBOUND_PARAM, fill_template, token_subject, variables_from_parameters
 from .playout import PlayoutTracker
 from .prompts import AGENT_UNAVAILABLE, GOODBYE, prompt_ulaw
+from .ratelimit import InboundAudioBudget, seconds_per_byte
 from .reattach import ParkedAgent, ParkedAgents
 from .security import TokenError, verify_call_token
 from .tools import call_control as cc
@@ -134,6 +137,7 @@ class CallSummary:
     frames_in: int = 0
     frames_to_agent: int = 0
     frames_dropped_to_agent: int = 0
+    frames_dropped_rate_limit: int = 0  # caller audio beyond server.inbound_rate_limit × real time (gateway.ratelimit)
     frames_out: int = 0
     agent_resumes: int = 0
     resume_gaps_ms: list[float] = field(default_factory=list)  # agent drop noticed → session resumed
@@ -160,6 +164,7 @@ class CallSummary:
             "frames_in": self.frames_in,
             "frames_to_agent": self.frames_to_agent,
             "frames_dropped_to_agent": self.frames_dropped_to_agent,
+            "frames_dropped_rate_limit": self.frames_dropped_rate_limit,
             "frames_out": self.frames_out,
             "agent_resumes": self.agent_resumes,
             **({"prompt": self.prompt} if self.prompt else {}),
@@ -239,6 +244,11 @@ class CallSession:
         self._to_agent_wake = asyncio.Event()
         self._agent_sending = False  # an input.audio send is in flight (either path)
         self._agent_ready = asyncio.Event()
+        # The inbound rate limit (gateway.ratelimit): built full now, which is the same as at 'start' (a full bucket
+        # stays full); the per-byte duration follows the stream's format from 'start' (_begin).
+        self._inbound_budget = InboundAudioBudget(settings.server.inbound_rate_limit, settings.server.inbound_burst_s,
+                                                  now=clock())
+        self._inbound_s_per_byte = seconds_per_byte(*self._stream_format)
         # agent → caller: items are (generation, reply_id, frame bytes | _MARK)
         self._out: deque[tuple[int, str | None, Any]] = deque()
         self._out_max = max(50, int(audio.outbound_buffer_s * 1000 / FRAME_MS))
@@ -569,6 +579,7 @@ class CallSession:
         self._inbound = InboundAudio(
             start.encoding, start.sample_rate, audio.agent_format, audio.inbound_resample_quality
         )
+        self._inbound_s_per_byte = seconds_per_byte(start.encoding, start.sample_rate)
         self._outbound = OutboundAudio(
             audio.agent_format,
             start.encoding,
@@ -617,7 +628,18 @@ class CallSession:
 
     async def _on_caller_audio(self, payload: bytes) -> None:
         assert self._inbound is not None
-        self.summary.frames_in += 1
+        s = self.summary
+        s.frames_in += 1
+        # Inbound rate limit (README "Security"): audio beyond server.inbound_rate_limit × real time, past the
+        # inbound_burst_s of late frames a carrier may deliver at once, is dropped here, before it costs a
+        # conversion, a queue slot or an agent send (the agent bills per audio second).
+        if not self._inbound_budget.admit(len(payload) * self._inbound_s_per_byte, self._clock()):
+            s.frames_dropped_rate_limit += 1
+            if s.frames_dropped_rate_limit == 1:  # once per call: the summary and the metric carry the count
+                server = self._settings.server
+                self._log.warning("call.inbound_rate_limited", rate_limit=server.inbound_rate_limit,
+                                  burst_s=server.inbound_burst_s, after_s=round(self._clock() - self._started_at, 3))
+            return
         data = self._inbound.convert(payload)
         if not data:
             return

@@ -79,6 +79,7 @@ class CallSummary:
     frames_in: int = 0
     frames_to_agent: int = 0
     frames_dropped_to_agent: int = 0
+    frames_dropped_rate_limit: int = 0
     frames_out: int = 0
     agent_resumes: int = 0
     resume_gaps_ms: list[float] = field(default_factory=list)

@@ -366,7 +366,9 @@ async def test_an_agent_that_stops_reading_never_stalls_the_carrier_side(start_g
     # send buffer fills and a send waits for the drain: made from the carrier reader, that wait would stop it
     # reading marks and `stop` too (until the keepalive dropped the agent socket, seconds later). Frames must
     # queue instead, where the drop-oldest policy bounds them, and the caller's hang-up must still be read.
-    gw = await start_gateway(write_config("[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"))
+    # The flood below is what fills the agent socket, so the inbound rate limit (README "Security") is lifted here.
+    gw = await start_gateway(write_config("[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"
+                                          "[server]\ninbound_rate_limit = 1000.0\ninbound_burst_s = 600.0\n"))
     peer, sess = await _call(gw, new_peer, fake_agent)
     sess.reading.clear()  # the agent stops reading: its socket's buffers fill and its receive window closes
     try:

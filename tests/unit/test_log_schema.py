@@ -77,11 +77,12 @@ SCHEMA: dict[str, Event] = {
     "call.prompt_played": Event({**CALL, "prompt": str, "heard": bool, "ms": int}),
     "call.protocol_error": Event({"side": str, "error": str}),
     "call.internal_error": Event({"exception": str}),
+    "call.inbound_rate_limited": Event({**CALL, "rate_limit": NUM, "burst_s": NUM, "after_s": NUM}),
     # THE per-call summary: one line per call, always the call's last (CallSummary.log_fields).
     "call.ended": Event(
         {"outcome": str, "hung_up_by": str, "duration_s": NUM, "profile": str, "turns": int, "replies": int,
          "interruptions": int, "tool_calls": int, "frames_in": int, "frames_to_agent": int,
-         "frames_dropped_to_agent": int, "frames_out": int, "agent_resumes": int,
+         "frames_dropped_to_agent": int, "frames_dropped_rate_limit": int, "frames_out": int, "agent_resumes": int,
          "time_to_first_agent_audio_ms": OPT_NUM, "response_latency_median_ms": OPT_NUM, "stale_mark_echoes": int,
          "agent_close_code": OPT_INT},
         {"error": str, "prompt": str},
