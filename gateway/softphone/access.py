@@ -21,6 +21,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ __all__ = [
     "cross_site",
     "guard",
     "key_matches",
+    "local_host",
     "origin_of",
     "presented_key",
     "refuse",
@@ -124,10 +126,30 @@ def refuse(request: web.Request, status: int, reason: str, text: str,
     return web.Response(status=status, text=text, headers=headers)
 
 
+def local_host(host: str) -> bool:
+    """Whether a ``Host`` header names this machine the way a developer reaches it: an IP literal or ``localhost``
+    (``*.localhost`` included, RFC 6761 §6.3). A DNS name that is not ``localhost`` is what a DNS-rebinding page
+    presents once its name points at the developer's loopback, so development refuses it."""
+    name = origin_of(f"http://{host}")
+    if name is None:
+        return False
+    hostname = urlsplit(name).hostname or ""
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
+
+
 def _own_origin(request: web.Request, public_url: str) -> str | None:
     if public_url:
         return origin_of(public_url)
-    # Local development: no public URL, so the gateway is whatever the browser reached (its Host).
+    # Local development: no public URL, so the gateway is whatever the browser reached (its Host), as long as that
+    # is an address or localhost (a rebound DNS name is refused: it is another site reaching our loopback).
+    if not local_host(request.host):
+        return None
     return origin_of(f"{request.scheme}://{request.host}")
 
 

@@ -217,6 +217,20 @@ async def test_dial_accepts_only_json(start_gateway, http, tmp_path):
         assert r.status == 400
 
 
+async def test_a_dns_rebinding_page_cannot_dial_a_development_gateway(start_gateway, http, tmp_path):
+    # A page on evil.example whose name was rebound to 127.0.0.1: to the browser it is same-origin, so its Origin
+    # matches its Host. In development (no public URL) only an address or localhost is the gateway's own name.
+    gw = await _softphone_gateway(start_gateway, tmp_path)
+    port = gw.base_url.rsplit(":", 1)[1]
+    rebound = f"evil.example:{port}"
+    async with http.post(gw.base_url + "/softphone/dial", json={},
+                         headers={"Host": rebound, "Origin": f"http://{rebound}"}) as r:
+        assert r.status == 403
+    assert gw.app[CALLS].admission.reservations == 0
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):  # how a developer reaches it
+        await _dial(http, gw, headers={"Host": host, "Origin": f"http://{host}"})
+
+
 async def test_dial_refuses_cross_origin_requests(start_gateway, http, tmp_path):
     gw = await _softphone_gateway(start_gateway, tmp_path)
     url = gw.base_url + "/softphone/dial"

@@ -7,6 +7,7 @@ import base64
 
 import pytest
 
+from gateway.softphone import access
 from gateway.softphone.access import cross_site, key_matches, origin_of, presented_key
 
 
@@ -94,3 +95,13 @@ def test_cross_site(origin, fetch_site, refused):
 def test_an_unknown_own_origin_refuses_any_origin_header():
     assert cross_site(OWN, None, None)
     assert not cross_site(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [("localhost:8080", True), ("127.0.0.1:8080", True), ("[::1]:8080", True), ("10.0.0.5", True),
+     ("phone.localhost:8080", True), ("evil.example:8080", False), ("localhost.evil.example", False),
+     ("", False), ("exa mple", False)],
+)
+def test_local_host_names_only_addresses_and_localhost(host, local):
+    assert access.local_host(host) is local
