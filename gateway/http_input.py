@@ -10,16 +10,26 @@ gets a 400 with a short reason, never a 500 with a traceback (docs/security.md, 
 Both also answer 400 for what can go wrong before decoding: a ``Content-Encoding`` the body does not match, an
 unknown ``charset``, a chunked body cut short or a peer gone mid-body (:class:`aiohttp.web.RequestPayloadError`,
 ``LookupError``, ``ConnectionResetError``; the last 400 reaches nobody, but nothing is logged as a server error).
+
+Before any body there is the request head, and aiohttp gives a connection as long as it likes to send one (its
+``keepalive_timeout``, an hour by default, and only in recent releases for a connection's first request): a few
+hundred connections trickling their headers would hold the server's connections forever (slowloris).
+:class:`RequestHeadDeadline` closes a connection that has not completed a request head ``server.header_timeout_s``
+after it opened or after its previous response. It is installed where the server is built
+(:func:`gateway.drain.listening`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["MAX_JSON_DEPTH", "json_depth_ok", "read_form", "read_json"]
+__all__ = ["MAX_JSON_DEPTH", "RequestHeadDeadline", "json_depth_ok", "read_form", "read_json"]
 
 #: Deeper JSON than this is refused before it is decoded. Our bodies are two levels deep; 32 leaves room.
 MAX_JSON_DEPTH = 32
@@ -83,3 +93,88 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         raise web.HTTPBadRequest(text="body is not valid JSON") from None
+
+
+# ---- request heads -------------------------------------------------------------------------------------------------
+@dataclass
+class _Connection:
+    timer: asyncio.TimerHandle | None = None  # None while a request is being handled
+    served: bool = False  # it completed a request head at least once
+
+
+class RequestHeadDeadline:
+    """Closes a connection that does not complete a request head (request line + headers) within ``timeout_s`` of
+    opening, or of the end of its previous request on a keep-alive connection.
+
+    A connection is on the clock only while it waits for a head: from the moment a head is complete (the request
+    reaches the app) until the handler returns, nothing is timed, so upgraded WebSockets and streamed responses
+    (SSE) live as long as their handler. A plain response is handed to the transport whole once its handler
+    returns, and closing a transport flushes what it holds, so a slow reader still gets all of it. Keep-alive
+    connections left idle are closed after ``timeout_s`` too, as uvicorn's ``timeout_keep_alive`` does (a proxy in
+    front should not keep idle upstream connections longer, or it may reuse one just as it is closed).
+
+    ``on_expired`` is called for each connection closed before it completed any request head (idle keep-alive
+    connections are normal, not counted). The closing itself is aiohttp's own idle close
+    (:meth:`aiohttp.web.RequestHandler.force_close`), silent like its keep-alive timeout.
+    """
+
+    def __init__(self, timeout_s: float, on_expired: Callable[[], None] | None = None) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.timeout_s = timeout_s
+        self._on_expired = on_expired
+        self._connections: dict[web.RequestHandler, _Connection] = {}
+
+    def install(self, server: web.Server) -> None:
+        """Hook into ``server`` (``runner.server`` after ``AppRunner.setup()``, before any site starts). aiohttp
+        builds the :class:`~aiohttp.web.Server` inside the runner and has no hook for connection events, so its three
+        entry points are wrapped on this one instance: ``connection_made`` / ``connection_lost`` (every
+        :class:`~aiohttp.web.RequestHandler` calls them) and ``request_handler`` (called once a head is complete;
+        each connection's handler reads it when the connection is made, hence "before any site starts")."""
+        made, lost, handle = server.connection_made, server.connection_lost, server.request_handler
+
+        def connection_made(handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            self._connections[handler] = conn = _Connection()
+            self._arm(handler, conn)
+
+        def connection_lost(handler: web.RequestHandler, exc: BaseException | None = None) -> None:
+            conn = self._connections.pop(handler, None)
+            if conn is not None and conn.timer is not None:
+                conn.timer.cancel()
+            lost(handler, exc)
+
+        async def request_handler(request: web.BaseRequest) -> web.StreamResponse:
+            protocol = request.protocol
+            conn = self._connections.get(protocol)
+            if conn is not None:
+                conn.served = True
+                if conn.timer is not None:
+                    conn.timer.cancel()
+                    conn.timer = None
+            try:
+                return await handle(request)
+            finally:
+                # Waiting for the next head now (keep-alive), unless the connection is already gone.
+                conn = self._connections.get(protocol)
+                if conn is not None and conn.timer is None:
+                    self._arm(protocol, conn)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+        server.request_handler = request_handler
+
+    def _arm(self, protocol: web.RequestHandler, conn: _Connection) -> None:
+        conn.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, protocol)
+
+    def _expire(self, protocol: web.RequestHandler) -> None:
+        conn = self._connections.get(protocol)
+        if conn is None:
+            return
+        conn.timer = None
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            return
+        protocol.force_close()
+        if not conn.served and self._on_expired is not None:
+            self._on_expired()
