@@ -35,7 +35,7 @@ import structlog
 from aiohttp import web
 
 from .app import CALLS, METRICS, SETTINGS
-from .http_input import RequestHeadDeadline
+from .http_input import SERVER_LOG, RequestHeadDeadline
 from .prompts import GOODBYE, prompt_ulaw
 from .session import PROMPT_ECHO_SLACK_S
 
@@ -87,7 +87,8 @@ async def listening(app: web.Application, host: str, port: int, *,
     Port 0 picks a free port: ``runner.addresses`` tells which."""
     settings = app[SETTINGS]
     # shutdown_timeout only matters for handlers still alive after the drain (it already ended every call).
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    # SERVER_LOG: no traceback for each malformed request head a peer sends (aiohttp answers those 400 itself).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0, logger=SERVER_LOG)
     await runner.setup()
     try:
         assert runner.server is not None  # set by setup()

@@ -16,20 +16,24 @@ Before any body there is the request head, and aiohttp gives a connection as lon
 hundred connections trickling their headers would hold the server's connections forever (slowloris).
 :class:`RequestHeadDeadline` closes a connection that has not completed a request head ``server.header_timeout_s``
 after it opened or after its previous response. It is installed where the server is built
-(:func:`gateway.drain.listening`).
+(:func:`gateway.drain.listening`), which also hands aiohttp :data:`SERVER_LOG`: a request head aiohttp cannot
+parse is answered 400 by aiohttp itself, which would also log the parser's traceback at ERROR for every such
+request anyone sends; that logger drops those and keeps the tracebacks of our own handlers' errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["MAX_JSON_DEPTH", "RequestHeadDeadline", "json_depth_ok", "read_form", "read_json"]
+__all__ = ["MAX_JSON_DEPTH", "SERVER_LOG", "RequestHeadDeadline", "json_depth_ok", "read_form", "read_json"]
 
 #: Deeper JSON than this is refused before it is decoded. Our bodies are two levels deep; 32 leaves room.
 MAX_JSON_DEPTH = 32
@@ -96,6 +100,18 @@ async def read_json(request: web.Request) -> Any:
 
 
 # ---- request heads -------------------------------------------------------------------------------------------------
+def _not_a_peer_error(record: logging.LogRecord) -> bool:
+    """False for aiohttp's "Error handling request" about a head it could not parse (the peer's fault: it already
+    answered 400); True for everything else, an unhandled error in one of our handlers (a 500) included."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, HttpProcessingError)
+
+
+#: The logger to give aiohttp's server (``web.AppRunner(..., logger=SERVER_LOG)``), in place of ``aiohttp.server``.
+SERVER_LOG = logging.getLogger("gateway.http")
+SERVER_LOG.addFilter(_not_a_peer_error)
+
+
 @dataclass
 class _Connection:
     timer: asyncio.TimerHandle | None = None  # None while a request is being handled

@@ -1,11 +1,15 @@
-"""Slowloris (docs/security.md): a connection that does not finish its request head within ``server.header_timeout_s``
-(0.5 s here) is closed, while normal requests, keep-alive within the deadline, a live call's WebSocket and a streamed
-response all outlive it. The real app, started with :func:`gateway.drain.listening` (what ``serve`` and each
-``--workers`` process run) on a loopback port, probed with raw sockets; one test runs ``python -m gateway serve``."""
+"""The gateway's server as :func:`gateway.drain.listening` builds it (what ``serve`` and each ``--workers`` process
+run), on a loopback port, probed with raw sockets; one test runs ``python -m gateway serve``.
+
+Slowloris (docs/security.md): a connection that does not finish its request head within ``server.header_timeout_s``
+(0.5 s here) is closed, while normal requests, keep-alive within the deadline, a live call's WebSocket and long
+responses all outlive it. A malformed request head is aiohttp's own 400 and logs no traceback; a bug in a handler
+still does."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -48,6 +52,10 @@ async def _big(request: web.Request) -> web.Response:
     return web.Response(body=b"x" * BIG)
 
 
+async def _bug(request: web.Request) -> web.Response:
+    raise RuntimeError("a bug of ours")
+
+
 @pytest.fixture
 async def gw(gateway_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Any]:
     cfg = tmp_path / "gateway.toml"
@@ -55,6 +63,7 @@ async def gw(gateway_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Any]:
     app = create_app(load_settings(cfg, env=gateway_env))
     app.router.add_get("/test/stream", _slow_stream)  # before listening() freezes the app
     app.router.add_get("/test/big", _big)
+    app.router.add_get("/test/bug", _bug)
     async with listening(app, "127.0.0.1", 0) as runner:
         host, port = runner.addresses[0][:2]
         yield type("Gateway", (), {"host": host, "port": port, "base_url": f"http://{host}:{port}"})
@@ -165,6 +174,29 @@ async def test_a_call_websocket_outlives_the_deadline(gw, http, fake_agent):
         assert not peer.closed.is_set()
     finally:
         await peer.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /twilio/status HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+    b"GET /healthz HTTP/1.1\r\nHo\x00st: test\r\n\r\n",  # NUL in a header name
+    b"GET /healthz HTTP/1.1\r\nHost: test\r\nX: " + b"a" * 9000 + b"\r\n\r\n",  # a header over 8190 bytes
+])
+async def test_a_malformed_head_is_a_400_without_a_traceback(gw, caplog, head):
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    writer.write(head)
+    await writer.drain()
+    _, answer = await closed_after(reader, limit_s=5)
+    writer.close()
+    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:100]
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_bug_in_a_handler_is_still_logged_with_its_traceback(gw, http, caplog):
+    async with http.get(gw.base_url + "/test/bug") as r:
+        assert r.status == 500
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.levelno == logging.ERROR and isinstance(record.exc_info[1], RuntimeError)
 
 
 def _free_port() -> int:
