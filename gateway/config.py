@@ -64,10 +64,10 @@ class TwilioSettings:
     ``dial_allow`` is the allow-list of ``POST /calls`` destinations. It lives here, not in a table of its own,
     because outbound calls are placed only through Twilio's REST API. Patterns are ``fnmatch``-style, as a profile's
     ``transfer_allow``: ``"+1555*"``, ``"sip:*@pbx.example.com"``, ``"client:*"`` (each starts with ``+``, ``sip:``,
-    ``sips:`` or ``client:``; SIP hosts compare case-insensitively). Empty (the default): any E.164 number and
-    nothing else (no ``sip:``, no ``client:``). With a list, only what it matches: numbers need a ``+`` pattern.
-    Any E.164 number includes premium-rate and far-away ones an API key holder could be made to ring up: operators
-    should restrict to their countries, e.g. ``["+1*"]`` or ``["+44*", "+353*"]``.
+    ``sips:`` or ``client:``; SIP URIs are compared lower-cased). Empty (the default): any E.164 number and nothing
+    else (no ``sip:``, no ``client:``). With a list, only what it matches: numbers need a ``+`` pattern. Any E.164
+    number includes premium-rate and international ones, billed to your Twilio account: operators should restrict
+    numbers to their countries, e.g. ``["+1*"]`` or ``["+44*", "+353*"]`` (docs/security.md).
     """
 
     api_base_url: str = "https://api.twilio.com"  # env TWILIO_API_BASE_URL overrides (tests: a local fake)

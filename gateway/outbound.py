@@ -63,7 +63,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # user@host[:port][;params], one "@", no "?headers": the grammar transfer_call accepts (gateway.tools.call_control),
 # so "sip:*@pbx.example.com" in dial_allow pins the host ("sip:a@evil.example?x=@pbx.example.com" is no URI here).
-_SIP = re.compile(r"sips?:[A-Za-z0-9._~%!$*+,=\-]{1,100}@[A-Za-z0-9.\-]{1,100}(:[0-9]{1,5})?(;[A-Za-z0-9._~%=\-]{1,100}){0,10}")
+_SIP = re.compile(r"sips?:[A-Za-z0-9._~%!$*+,=\-]{1,100}@[A-Za-z0-9.\-]{1,100}(:[0-9]{1,5})?"
+                  r"(;[A-Za-z0-9._~%=\-]{1,100}){0,10}")
 _CLIENT = re.compile(r"client:[A-Za-z0-9_.\-]{1,100}")
 
 

@@ -125,7 +125,8 @@ async def test_a_normal_request_and_keep_alive_within_the_deadline_work(gw, http
             status = await asyncio.wait_for(reader.readline(), 2)
             assert status.startswith(b"HTTP/1.1 200"), status
             headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
-            length = int(next(h.split(b":")[1] for h in headers.split(b"\r\n") if h.lower().startswith(b"content-length")))
+            length = int(next(h.split(b":")[1] for h in headers.split(b"\r\n")
+                              if h.lower().startswith(b"content-length")))
             await reader.readexactly(length)
             await asyncio.sleep(TIMEOUT_S * 0.4)  # 1.6 deadlines in all: the clock restarts after each response
         # Left idle, the keep-alive connection is closed after one deadline (like uvicorn's keep-alive timeout).

@@ -118,7 +118,8 @@ async def server() -> AsyncIterator[Server]:
         await runner.cleanup()
 
 
-async def raw_post(server: Server, path: str, content_type: bytes, body: bytes, extra: bytes = b"") -> tuple[int, bytes]:
+async def raw_post(server: Server, path: str, content_type: bytes, body: bytes,
+                   extra: bytes = b"") -> tuple[int, bytes]:
     """POST ``body`` byte for byte (no client-side encoding or validation); (status, response body)."""
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
@@ -146,7 +147,8 @@ FORM = b"application/x-www-form-urlencoded"
     (b"", 400, b"not valid JSON"),
     (b"1" * 5000, 400, b"not valid JSON"),  # int() refuses more than 4300 digits with a ValueError
 ])
-async def test_read_json_refuses_malformed_bodies_with_400(server: Server, body: bytes, status: int, why: bytes) -> None:
+async def test_read_json_refuses_malformed_bodies_with_400(server: Server, body: bytes, status: int,
+                                                           why: bytes) -> None:
     got, text = await raw_post(server, "/json", JSON, body)
     assert (got, why in text) == (status, True), text
 
