@@ -3,11 +3,16 @@ pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST cal
 :mod:`gateway.carriers.twilio_rest`.
 
 - ``POST /calls``          place an outbound call (bearer ``GATEWAY_API_KEY``): JSON ``{to, from, profile?,
-  variables?}`` → Twilio create-call with TwiML that connects the stream → ``201 {"call_sid", "status"}``.
+  variables?}`` → Twilio create-call with TwiML that connects the stream → ``201 {"call_sid", "status"}``. Only
+  destinations ``[twilio] dial_allow`` allows are dialled (E.164 numbers when it is empty): others get ``422
+  {"error", "reason": "destination_not_allowed"}``, logged as ``outbound.refused`` with the number masked and
+  counted in ``voice_gateway_call_refusals_total{stage="outbound"}`` (docs/security.md).
 - ``POST /twilio/status``  Twilio call status callbacks (``CallStatus``…) and stream status callbacks
   (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (telephony.md §A.2, §A.9): logged as
   ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of
   the call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
+
+Bodies are read with :mod:`gateway.http_input`: whatever anyone sends, a malformed body is a 400, never a 500.
 
 App state added here: :data:`PARKED` (the re-attach registry). The REST client is built per use from the app's
 shared ``aiohttp`` session (:func:`rest_client`); it holds no state of its own.
@@ -25,9 +30,11 @@ from aiohttp import web
 from .carriers import twiml
 from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Settings
+from .http_input import read_form, read_json
 from .logs import mask_number
 from .outbound import (
     RequestInvalid,
+    dial_allowed,
     new_outbound_id,
     outbound_parameters,
     parse_outbound_request,
@@ -75,9 +82,11 @@ async def create_outbound_call(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     key = settings.secrets.gateway_api_key
-    presented = request.headers.get("Authorization", "")
+    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates (surrogateescape): encode them back the
+    # same way, or a non-UTF-8 header would raise here, before authentication, as a 500.
+    presented = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
     # Constant-time compare; with no key configured nothing is accepted (the endpoint is off).
-    if not key or not hmac.compare_digest(presented.encode(), f"Bearer {key}".encode()):
+    if not key or not hmac.compare_digest(presented, f"Bearer {key}".encode()):
         log.warning("outbound.refused", reason="unauthorized", status=401)
         metrics.refused("outbound", "unauthorized")
         return web.json_response({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
@@ -86,15 +95,24 @@ async def create_outbound_call(request: web.Request) -> web.Response:
         log.warning("outbound.refused", reason="twilio_not_configured", status=503)
         return _json_error(503, "outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _json_error(400, "body must be JSON")
-    default_profile = settings.numbers.get(body.get("from", ""), "default") if isinstance(body, dict) else "default"
+        body = await read_json(request)
+    except web.HTTPBadRequest as exc:
+        log.info("outbound.refused", reason="invalid_request", status=400)
+        return _json_error(400, f"body must be JSON: {exc.text}")
+    # 'from' picks the default profile only once it is a string (a list or an object is not a key; the parser
+    # below refuses it with a 400).
+    sender = body.get("from") if isinstance(body, dict) else None
+    default_profile = settings.numbers.get(sender, "default") if isinstance(sender, str) else "default"
     try:
         req = parse_outbound_request(body, settings.profiles, default_profile)
     except RequestInvalid as exc:
         log.info("outbound.refused", reason="invalid_request", status=exc.status)
         return _json_error(exc.status, str(exc))
+    if not dial_allowed(req.to, settings.twilio.dial_allow):
+        log.warning("outbound.refused", reason="destination_not_allowed", status=422, to=mask_number(req.to))
+        metrics.refused("outbound", "destination_not_allowed")
+        return _json_error(422, "'to' is not an allowed destination ([twilio] dial_allow; with none configured, "
+                           "E.164 numbers only)", reason="destination_not_allowed")
     calls = request.app[CALLS]
     now = time.monotonic()
     if not calls.admission.has_room(now):
@@ -127,9 +145,7 @@ async def status_callback(request: web.Request) -> web.Response:
 
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
-    form = await request.post()
-    params = {k: [str(v) for v in form.getall(k)] for k in set(form.keys())}
-    flat = {k: v[0] for k, v in params.items()}
+    params, flat = await read_form(request)  # a body that is not form data: 400
     call_sid = flat.get("CallSid") or None
     token = settings.secrets.twilio_auth_token
     if token and not validate_twilio_signature(token, _webhook_url(settings, request), params,
@@ -152,7 +168,9 @@ async def status_callback(request: web.Request) -> web.Response:
     if call_status is not None:
         duration = flat.get("CallDuration", "")
         log.info("call.status", call_sid=call_sid, call_status=call_status,
-                 call_duration_s=int(duration) if duration.isascii() and duration.isdigit() else None,
+                 # at most 9 digits: int() of a longer string is slow, and of over 4300 digits a ValueError
+                 call_duration_s=int(duration) if duration.isascii() and duration.isdigit() and len(duration) <= 9
+                 else None,
                  direction=flat.get("Direction") or None)
     if stream_event is None and call_status is None:
         return web.Response(status=400, text="neither CallStatus nor StreamEvent")

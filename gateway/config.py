@@ -52,21 +52,35 @@ class ServerSettings:
     reattach_window_s: float = 0.0
     # Event loop of `serve` (README "Performance"): auto = uvloop when it is installed, else asyncio's own.
     loop: str = "auto"  # auto | asyncio | uvloop
-    # Inbound audio rate limit per call (gateway.ratelimit, README "Security"): caller audio beyond this multiple of
+    # Inbound audio rate limit per call (gateway.ratelimit, docs/security.md): caller audio beyond this multiple of
     # real time is dropped before it reaches the agent, which bills per audio second; inbound_burst_s of audio may
     # arrive at once on top (late frames a carrier delivers in a bunch after network jitter).
     inbound_rate_limit: float = 1.2
     inbound_burst_s: float = 1.0
+    # A connection must finish each request head (request line + headers) this many seconds after it opened or after
+    # its previous response; else it is closed (slowloris, docs/security.md). Keep-alive connections left idle are
+    # closed as soon, like uvicorn's keep-alive timeout. Upgraded WebSockets and streamed responses are unaffected.
+    header_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
 class TwilioSettings:
-    """Twilio's REST API (gateway.carriers.twilio_rest): used when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set."""
+    """Twilio's REST API (gateway.carriers.twilio_rest): used when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
+
+    ``dial_allow`` is the allow-list of ``POST /calls`` destinations. It lives here, not in a table of its own,
+    because outbound calls are placed only through Twilio's REST API. Patterns are ``fnmatch``-style, as a profile's
+    ``transfer_allow``: ``"+1555*"``, ``"sip:*@pbx.example.com"``, ``"client:*"`` (each starts with ``+``, ``sip:``,
+    ``sips:`` or ``client:``; SIP URIs are compared lower-cased). Empty (the default): any E.164 number and nothing
+    else (no ``sip:``, no ``client:``). With a list, only what it matches: numbers need a ``+`` pattern. Any E.164
+    number includes premium-rate and international ones, billed to your Twilio account: operators should restrict
+    numbers to their countries, e.g. ``["+1*"]`` or ``["+44*", "+353*"]`` (docs/security.md).
+    """
 
     api_base_url: str = "https://api.twilio.com"  # env TWILIO_API_BASE_URL overrides (tests: a local fake)
     request_timeout_s: float = 10.0
     # With server.public_url set: ask Twilio for call and stream status callbacks (POST /twilio/status).
     status_callbacks: bool = True
+    dial_allow: tuple[str, ...] = ()  # POST /calls destinations (fnmatch); empty: E.164 numbers only
 
 
 @dataclass(frozen=True)
@@ -342,7 +356,8 @@ def _check(s: Settings) -> None:
         need(u.scheme in ("https", "http") and bool(u.netloc), "server.public_url", "must be an http(s) URL")
         need(u.query == "" and u.fragment == "", "server.public_url", "must not carry a query or fragment")
     need(1024 <= s.server.max_message_bytes <= 4 * 1024 * 1024, "server.max_message_bytes", "must be 1024..4194304")
-    for key in ("start_timeout_s", "no_media_timeout_s", "max_call_s", "call_token_ttl_s", "drain_budget_s"):
+    for key in ("start_timeout_s", "no_media_timeout_s", "max_call_s", "call_token_ttl_s", "drain_budget_s",
+                "header_timeout_s"):
         need(getattr(s.server, key) > 0, f"server.{key}", "must be positive")
     need(s.server.max_concurrent_calls > 0, "server.max_concurrent_calls", "must be positive")
     need(s.server.max_pending_streams > 0, "server.max_pending_streams", "must be positive")
@@ -385,6 +400,12 @@ def _check(s: Settings) -> None:
     need(urlsplit(s.twilio.api_base_url).scheme in ("http", "https") and bool(urlsplit(s.twilio.api_base_url).netloc),
          "twilio.api_base_url", "must be an http(s) URL")
     need(s.twilio.request_timeout_s > 0, "twilio.request_timeout_s", "must be positive")
+    for i, pat in enumerate(s.twilio.dial_allow):
+        # A pattern of another shape ("*", "1555*", "SIP:…") would match everything or nothing: say so at start-up.
+        need(pat.startswith(("+", "sip:", "sips:", "client:")) and pat not in ("+", "sip:", "sips:", "client:"),
+             f"twilio.dial_allow[{i}]", "patterns start with + (numbers), sip: / sips: or client:")
+        need(not any(ch.isspace() for ch in pat), f"twilio.dial_allow[{i}]",
+             "no whitespace: destinations never contain any once normalized")
     for name, p in s.profiles.items():
         need(p.dtmf_mode in DTMF_MODES, f"profiles.{name}.dtmf_mode", f"must be one of {', '.join(DTMF_MODES)}")
         need(50 <= p.dtmf_interdigit_ms <= 10000, f"profiles.{name}.dtmf_interdigit_ms", "must be 50..10000")

@@ -15,23 +15,31 @@ before cancelling them: every live phone call would be cut. Here the process run
 
 So the orchestrator's grace period (Kubernetes ``terminationGracePeriodSeconds``) must be at least
 ``drain_budget_s`` + :func:`hangup_allowance_s` (about 10 s) + a margin; README "Failure behaviour" has numbers.
+
+:func:`listening` builds the server the way every ``serve`` does (one process or ``--workers N``, which calls
+:func:`serve` in each worker): the runner, a :class:`~gateway.http_input.RequestHeadDeadline` of
+``server.header_timeout_s`` on its connections (slowloris, docs/security.md), then the TCP site. Tests start the
+gateway through it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
-from .app import CALLS, SETTINGS
+from .app import CALLS, METRICS, SETTINGS
+from .http_input import SERVER_LOG, RequestHeadDeadline
 from .prompts import GOODBYE, prompt_ulaw
 from .session import PROMPT_ECHO_SLACK_S
 
-__all__ = ["serve", "drain", "hangup_allowance_s"]
+__all__ = ["serve", "drain", "hangup_allowance_s", "listening"]
 
 log = structlog.get_logger("gateway")
 
@@ -72,41 +80,58 @@ async def drain(app: web.Application, budget_s: float, *, hurry: asyncio.Event |
     return ended
 
 
+@contextlib.asynccontextmanager
+async def listening(app: web.Application, host: str, port: int, *,
+                    reuse_port: bool = False) -> AsyncIterator[web.AppRunner]:
+    """The app served on ``host:port`` until the block exits (then ``AppRunner.cleanup``: on_shutdown, cleanup_ctx).
+    Port 0 picks a free port: ``runner.addresses`` tells which."""
+    settings = app[SETTINGS]
+    # shutdown_timeout only matters for handlers still alive after the drain (it already ended every call).
+    # SERVER_LOG: no traceback for each malformed request head a peer sends (aiohttp answers those 400 itself).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0, logger=SERVER_LOG)
+    await runner.setup()
+    try:
+        assert runner.server is not None  # set by setup()
+        metrics = app[METRICS]
+        # Before the site starts: every connection must be made through the hooked server.
+        RequestHeadDeadline(settings.server.header_timeout_s,
+                            on_expired=lambda: metrics.refused("http", "header_timeout")).install(runner.server)
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
 async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain (a second signal cuts the budget short) and shut down.
     ``reuse_port``: several worker processes share the port (SO_REUSEPORT), as ``web.run_app(reuse_port=)``."""
     settings = app[SETTINGS]
-    # shutdown_timeout only matters for handlers still alive after the drain (it already ended every call).
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-        await site.start()
-        log.info("gateway.listening", host=host, port=port)
-        # Everything built so far (modules, the app, settings: ~58 000 objects) lives as long as the process. Frozen,
-        # the collector no longer walks it: a full collection under load measured 22–29 ms before, ~0 after, and a
-        # pause that long alone breaks a 5 ms p99 (README "Performance").
-        gc.freeze()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        hurry = asyncio.Event()
+        async with listening(app, host, port, reuse_port=reuse_port):
+            log.info("gateway.listening", host=host, port=port)
+            # Everything built so far (modules, the app, settings: ~58 000 objects) lives as long as the process.
+            # Frozen, the collector no longer walks it: a full collection under load measured 22–29 ms before, ~0
+            # after, and a pause that long alone breaks a 5 ms p99 (README "Performance").
+            gc.freeze()
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            hurry = asyncio.Event()
 
-        def on_signal(signame: str) -> None:
-            if stop.is_set():
-                log.warning("gateway.signal_again", signal=signame, detail="ending live calls now")
-                hurry.set()
-            else:
-                log.info("gateway.signal", signal=signame)
-                stop.set()
+            def on_signal(signame: str) -> None:
+                if stop.is_set():
+                    log.warning("gateway.signal_again", signal=signame, detail="ending live calls now")
+                    hurry.set()
+                else:
+                    log.info("gateway.signal", signal=signame)
+                    stop.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig.name)
-        try:
-            await stop.wait()
-            await drain(app, settings.server.drain_budget_s, hurry=hurry)
-        finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, on_signal, sig.name)
+            try:
+                await stop.wait()
+                await drain(app, settings.server.drain_budget_s, hurry=hurry)
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
     finally:
-        await runner.cleanup()
         log.info("gateway.stopped")

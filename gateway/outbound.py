@@ -17,6 +17,12 @@ this way may choose a profile or carry variables; an inbound call's profile stil
 filled from it (:func:`fill_template`: unknown names and other braces are left exactly as written), and the
 result goes into the first ``session.update``. Twilio limits each ``<Parameter>`` to about 500 characters of
 name + value (telephony.md §A.1, §A.6), so a variable that would not fit is refused (422) rather than truncated.
+Text that XML cannot carry (control characters, U+FFFE/U+FFFF, lone surrogates) is refused too (422): the TwiML
+would drop it (:func:`gateway.carriers.twiml.xml_safe`), so the stream would present other parameters than the
+token was minted over.
+
+**Destinations** go through an allow-list (:func:`dial_allowed`, ``[twilio] dial_allow``; docs/security.md): with
+none configured, only E.164 numbers are dialled.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
+
+from .carriers.twiml import xml_safe
+from .tools.call_control import destination_allowed
 
 __all__ = [
     "OUTBOUND_PARAM",
@@ -35,6 +44,7 @@ __all__ = [
     "MAX_VARIABLES",
     "OutboundRequest",
     "RequestInvalid",
+    "dial_allowed",
     "fill_template",
     "new_outbound_id",
     "outbound_parameters",
@@ -51,7 +61,10 @@ MAX_VARIABLES = 32
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_SIP = re.compile(r"sips?:[^\s<>\"'&]{3,200}")
+# user@host[:port][;params], one "@", no "?headers": the grammar transfer_call accepts (gateway.tools.call_control),
+# so "sip:*@pbx.example.com" in dial_allow pins the host ("sip:a@evil.example?x=@pbx.example.com" is no URI here).
+_SIP = re.compile(r"sips?:[A-Za-z0-9._~%!$*+,=\-]{1,100}@[A-Za-z0-9.\-]{1,100}(:[0-9]{1,5})?"
+                  r"(;[A-Za-z0-9._~%=\-]{1,100}){0,10}")
 _CLIENT = re.compile(r"client:[A-Za-z0-9_.\-]{1,100}")
 
 
@@ -119,7 +132,22 @@ def parse_outbound_request(body: object, profiles: Collection[str], default_prof
                 422, f"variable {name!r} is too long: name + value must stay under {PARAMETER_LIMIT} characters "
                 "(Twilio's <Parameter> limit)")
         variables[name] = value
+    # 'to' and 'from' cannot hold such characters (their grammars above); a variable's value is free text.
+    for name, value in variables.items():
+        if xml_safe(value) != value:
+            raise RequestInvalid(422, f"variable {name!r} contains characters XML cannot carry (control characters, "
+                                 "U+FFFE/U+FFFF or lone surrogates)")
     return OutboundRequest(to=to, from_=from_, profile=profile, variables=variables)
+
+
+def dial_allowed(to: str, patterns: Sequence[str]) -> bool:
+    """Whether ``POST /calls`` may dial ``to`` (as :func:`parse_outbound_request` returned it). No patterns: any
+    E.164 number, nothing else. Patterns (``[twilio] dial_allow``): only what one of them matches, with the same
+    rules as a profile's ``transfer_allow`` (:func:`gateway.tools.call_control.destination_allowed`: ``fnmatch``,
+    case-sensitive, SIP URIs compared lower-cased)."""
+    if not patterns:
+        return _E164.fullmatch(to) is not None
+    return destination_allowed(to, patterns)
 
 
 def new_outbound_id() -> str:

@@ -30,7 +30,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
-from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import CarrierProtocolError
 from .base import (
@@ -57,6 +56,7 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .twiml import xml_attr, xml_safe, xml_text
 
 __all__ = [
     "CONTENT_TYPES",
@@ -243,10 +243,12 @@ def stream_xml(
     if content_type not in CONTENT_TYPES:
         raise ValueError(f"unknown Plivo contentType {content_type!r} (known: {', '.join(CONTENT_TYPES)})")
     attrs = (
-        f'bidirectional="true" keepCallAlive="true" audioTrack="inbound" contentType={quoteattr(content_type)}'
+        f'bidirectional="true" keepCallAlive="true" audioTrack="inbound" contentType={xml_attr(content_type)}'
     )
     if extra_headers:
-        clean = {k: v.lstrip("+") if k in _NUMBER_KEYS else v for k, v in extra_headers.items() if v}
+        # XML-illegal characters dropped first (gateway.carriers.twiml.xml_safe), as every builder does.
+        safe = {xml_safe(k): xml_safe(v) for k, v in extra_headers.items()}
+        clean = {k: v.lstrip("+") if k in _NUMBER_KEYS else v for k, v in safe.items() if v}
         bad = [k for k, v in clean.items() if not (k.isalnum() and v.isalnum())]
         if bad:
             raise ValueError(f"Plivo extraHeaders must be alphanumeric: {bad}")
@@ -254,10 +256,10 @@ def stream_xml(
         if len(header) > 512:
             raise ValueError("Plivo extraHeaders are limited to 512 bytes")
         if header:
-            attrs += f" extraHeaders={quoteattr(header)}"
+            attrs += f" extraHeaders={xml_attr(header)}"
     if status_callback:
-        attrs += f" statusCallbackUrl={quoteattr(status_callback)} statusCallbackMethod=\"POST\""
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{escape(stream_url)}</Stream></Response>'
+        attrs += f" statusCallbackUrl={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{xml_text(stream_url)}</Stream></Response>'
 
 
 # ---- V3 signatures ---------------------------------------------------------------------------------------------

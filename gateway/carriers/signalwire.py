@@ -20,13 +20,13 @@ import copy
 import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
 from .base import FRAME_MS, SILENCE_BYTE, frame_bytes_for, pcm16_swap
 from .events import AudioReceived, CarrierEvent, StreamStarted
 from .twilio import TwilioStream
+from .twiml import parameters_xml, xml_attr
 
 __all__ = ["CODECS", "SIGNATURE_HEADERS", "SignalWireStream", "connect_stream", "validate_signalwire_signature"]
 
@@ -132,10 +132,10 @@ def connect_stream(
     no trailing verb (§A.7: closing the socket ends the call)."""
     if codec not in CODECS:
         raise ValueError(f"unknown SignalWire codec {codec!r} (known: {', '.join(CODECS)})")
-    attrs = f"url={quoteattr(stream_url)} codec={quoteattr(codec)}"
+    attrs = f"url={xml_attr(stream_url)} codec={xml_attr(codec)}"
     if status_callback:
-        attrs += f" statusCallback={quoteattr(status_callback)} statusCallbackMethod=\"POST\""
-    params = "".join(f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in parameters.items() if v)
+        attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
+    params = parameters_xml(parameters)  # XML-illegal characters of From/To dropped (gateway.carriers.twiml)
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
 
 

@@ -27,7 +27,6 @@ import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -58,6 +57,7 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .twiml import parameters_xml, xml_attr
 
 __all__ = [
     "REORDER_WINDOW",
@@ -273,12 +273,12 @@ def texml_stream(
     if codec not in TEXML_CODECS or sampling_rate not in TEXML_CODECS[codec][1]:
         raise ValueError(f"TeXML streams support {', '.join(TEXML_CODECS)} at 8000 Hz here; got {codec}@{sampling_rate}")
     attrs = (
-        f"url={quoteattr(stream_url)} track=\"inbound_track\" codec={quoteattr(codec)} bidirectionalMode=\"rtp\""
-        f" bidirectionalCodec={quoteattr(codec)} bidirectionalSamplingRate=\"{sampling_rate}\""
+        f"url={xml_attr(stream_url)} track=\"inbound_track\" codec={xml_attr(codec)} bidirectionalMode=\"rtp\""
+        f" bidirectionalCodec={xml_attr(codec)} bidirectionalSamplingRate=\"{sampling_rate}\""
     )
     if status_callback:
-        attrs += f" statusCallback={quoteattr(status_callback)} statusCallbackMethod=\"POST\""
-    params = "".join(f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in parameters.items() if v)
+        attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
+    params = parameters_xml(parameters)  # XML-illegal characters of From/To dropped (gateway.carriers.twiml)
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
 
 

@@ -123,7 +123,7 @@ SCHEMA: dict[str, Event] = {
     "stream.status": Event({"call_sid": OPT_STR, "stream_sid": str, "stream_event": str, "stream_error": OPT_STR}),
     "status.refused": Event({"reason": str, "call_sid": OPT_STR}),
     "outbound.created": Event({"call_sid": str, "to": str, "profile": str, "variables": int}),
-    "outbound.refused": Event({"reason": str, "status": int}),
+    "outbound.refused": Event({"reason": str, "status": int}, {"to": str}),
     "outbound.failed": Event({"status": int, "code": OPT_INT, "error": str}),
 }
 
