@@ -196,7 +196,8 @@ async def plivo_answer(request: web.Request) -> web.Response:
         return web.Response(status=400, text="CallUUID missing")
     say = _reserve(request, "plivo", call_uuid)
     if say is not None:
-        return _xml(f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{say}</Speak><Hangup/></Response>')
+        return _xml('<?xml version="1.0" encoding="UTF-8"?><Response><Speak>' + _app_keys().twiml.xml_text(say)
+                    + '</Speak><Hangup/></Response>')
     # The token rides in the path: extraHeaders only take alphanumerics (§A.10, §A.2 path segments).
     numbers = {k: "".join(ch for ch in flat.get(k.capitalize(), "") if ch.isalnum()) for k in ("to", "from")}
     url = _ws_url(settings, request, "/plivo/stream/" + _token(settings, "plivo", call_uuid, plivo.e164(numbers["to"])))

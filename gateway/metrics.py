@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+
+from .http_input import RequestHeadDeadline
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -299,6 +301,10 @@ def metrics_handler(metrics: GatewayMetrics) -> Callable[[web.Request], Any]:
     return handle
 
 
+#: The per-worker metrics listener's request-head deadline (the main listener's is server.header_timeout_s).
+METRICS_HEADER_TIMEOUT_S = 10.0
+
+
 def serve_metrics_on(sock: socket.socket, metrics_of: Callable[[], GatewayMetrics],
                      ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that also serves ``/metrics`` (and ``/healthz``) of this process on a listener of its own
@@ -315,6 +321,9 @@ def serve_metrics_on(sock: socket.socket, metrics_of: Callable[[], GatewayMetric
         side.router.add_get("/healthz", healthz)
         runner = web.AppRunner(side, access_log=None)
         await runner.setup()
+        assert runner.server is not None  # set by setup()
+        # The same slow-header defence as the main listener (docs/security.md), at its default.
+        RequestHeadDeadline(METRICS_HEADER_TIMEOUT_S).install(runner.server)
         await web.SockSite(runner, sock).start()
         try:
             yield
