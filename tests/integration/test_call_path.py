@@ -12,6 +12,7 @@ from gateway.agent.client import TRANSPORTS
 from gateway.audio import g711
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
+from gateway.security import twilio_signature
 from tests.support.faults import write_config
 from tests.support.media_corpus import caller_ulaw8k
 from tests.support.twilio_peer import media_bytes
@@ -24,8 +25,12 @@ def agent_transport(request: pytest.FixtureRequest) -> str:
 
 
 async def test_webhook_returns_connect_stream_with_call_token(start_gateway, new_peer):
-    gw = await start_gateway(GATEWAY_PUBLIC_URL="https://voice.example.com")
-    peer = await new_peer(gw)
+    # A public URL is production: Twilio's doors exist only with its auth token, and the webhook must be signed.
+    gw = await start_gateway(GATEWAY_PUBLIC_URL="https://voice.example.com", TWILIO_AUTH_TOKEN="tw-secret")
+    peer = await new_peer(gw, dial=False)
+    form = {"CallSid": peer.call_sid, "From": peer.from_, "To": peer.to, "AccountSid": "AC" + "0" * 32}
+    await peer.dial(headers={"X-Twilio-Signature": twilio_signature(
+        "tw-secret", "https://voice.example.com/twilio/voice", form)})
     assert peer.stream_url == "wss://voice.example.com/twilio/stream"
     assert peer.parameters["from"] == peer.from_ and peer.parameters["to"] == peer.to
     assert peer.parameters["token"].startswith("v2.")
