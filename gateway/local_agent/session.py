@@ -389,6 +389,7 @@ class Hearing:
         #: Turn events decided but not yet fully handled (a socket that closes mid-event leaves the rest here).
         self.backlog: deque[SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded] = deque()
         self.held_text: str | None = None  # a turn whose reply was held because the caller kept talking
+        self.early_text: str | None = None  # the last turn, if an early verdict ended it (see BargeIn.continuation)
         self.turn_over = asyncio.Event()  # set whenever the detector is seen outside a caller's turn
 
     @property
@@ -403,7 +404,6 @@ class Hearing:
             and not self.detector.caller_speaking
             and self.held_text is None
         )
-        self.early_text: str | None = None  # the last turn, if an early verdict ended it (see BargeIn.continuation)
 
 
 # --------------------------------------------------------------------------------------------------------------
