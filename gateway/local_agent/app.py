@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 
 from . import protocol as proto
-from .brain import IntentEngine, IntentTable, LlmEngine, ReplyEngine, load_intents
+from .brain import IntentEngine, IntentTable, ReplyEngine, load_intents
 from .session import AgentRuntime, handle_websocket
 from .settings import LlmSettings, LocalAgentSettings, settings_from_env
 
@@ -159,6 +159,8 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
             if settings.llm is not None:
                 import aiohttp
 
+                from .llm import LlmEngine
+
                 http = aiohttp.ClientSession()
                 engine = LlmEngine(settings.llm, http, split=split_sentences)
             else:
@@ -252,7 +254,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     settings = LocalAgentSettings(api_key=args.api_key)
-    settings = settings_from_env(settings)
     changes: dict[str, Any] = {}
     if args.intents is not None:
         changes["intents_path"] = args.intents
@@ -269,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--llm-model is required with --llm-base-url", file=sys.stderr)
             return 2
         changes["llm"] = LlmSettings(args.llm_base_url, args.llm_model, args.llm_api_key_env)
-    settings = replace(settings, **changes)
+    # The environment's secrets last, so the LLM key is read for an endpoint given by flags too.
+    settings = settings_from_env(replace(settings, **changes))
     run_standalone(args.host, args.port, settings)
     return 0
 

@@ -72,7 +72,6 @@ from . import protocol as proto
 from .brain import (
     BrainContext,
     CallTool,
-    Conversation,
     CreateRequest,
     Decided,
     ReplyEngine,
@@ -84,6 +83,7 @@ from .brain import (
     UserTurn,
     first_speech_chunks,
 )
+from .conversation import Conversation
 from .settings import LocalAgentSettings
 from .turns import (
     SAMPLE_RATE as VAD_RATE,

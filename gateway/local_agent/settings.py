@@ -1,23 +1,32 @@
 """Typed settings of the embedded local agent. Pure: no environment reads except in :func:`settings_from_env`.
 
-One frozen :class:`LocalAgentSettings` is built at start-up (by the gateway from its TOML config, or by the
-standalone runner from flags and the environment), validated there, and passed explicitly to
-:func:`gateway.local_agent.app.create_local_agent_app`. Secrets (the API key, the LLM key) never appear in logs.
+One frozen :class:`LocalAgentSettings` is built at start-up (by the gateway from its TOML config with
+:func:`settings_from_app`, or by the standalone runner from flags), completed with the secrets the environment
+holds by :func:`settings_from_env`, validated there, and passed explicitly to
+:func:`gateway.local_agent.app.create_local_agent_app`. Secrets (the API key, the token secret, the LLM key) travel
+only inside these objects, never in their ``repr`` and never in logs. README "Local agent" > "Settings".
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 __all__ = [
-    "DEFAULT_VOICES",
     "DEFAULT_INTENTS_PATH",
+    "DEFAULT_VOICES",
     "LlmSettings",
     "LocalAgentSettings",
     "SettingsError",
+    "settings_from_app",
     "settings_from_env",
 ]
 
@@ -47,12 +56,15 @@ class LlmSettings:
     #: e.g. ``http://127.0.0.1:8000/v1``; ``/chat/completions`` is appended.
     base_url: str
     model: str
-    #: Name of the environment variable holding the endpoint's API key (``None``: send no Authorization header).
+    #: Name of the environment variable holding the endpoint's API key; :func:`settings_from_env` reads it into
+    #: ``api_key`` at start-up.
     api_key_env: str | None = None
     #: Upper bound on one whole streamed completion; also the connect/read timeout.
     timeout_s: float = 30.0
     temperature: float | None = None
     max_tokens: int | None = 300
+    #: The endpoint's API key (``None``: send no Authorization header). A secret: left out of ``repr``.
+    api_key: str | None = field(default=None, repr=False)
 
     def validate(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -68,11 +80,12 @@ class LocalAgentSettings:
     """Everything the local agent can be told. Defaults are what the gateway uses with no config."""
 
     #: The one API key this server accepts (Bearer or raw, or ``?token=``). ``None``: generate one per process
-    #: (standalone mode prints it at start-up; embedded mode hands it to the gateway in-process).
-    api_key: str | None = None
+    #: (standalone mode prints it at start-up; embedded mode hands it to the gateway in-process). Left out of
+    #: ``repr``, as the token secret is.
+    api_key: str | None = field(default=None, repr=False)
     #: HMAC key for minted tokens and resume tokens. ``None``: 32 random bytes per process (tokens then do not
     #: survive a restart, which is fine: they are valid for at most 600 s).
-    token_secret: bytes | None = None
+    token_secret: bytes | None = field(default=None, repr=False)
     #: Accepted ``output.voice`` values (spec §2.4); the first is the default when the client sets none.
     voices: tuple[str, ...] = DEFAULT_VOICES
     #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (spec §4.3: 30 s).
@@ -180,10 +193,43 @@ class LocalAgentSettings:
 def settings_from_env(
     base: LocalAgentSettings | None = None, environ: Mapping[str, str] | None = None
 ) -> LocalAgentSettings:
-    """``base`` with ``LOCAL_AGENT_API_KEY`` applied when the base sets no key (the standalone runner's rule)."""
+    """``base`` completed with the secrets the environment holds: ``LOCAL_AGENT_API_KEY`` when the base sets no key
+    (the standalone runner's rule), and the LLM endpoint's key from the variable ``llm.api_key_env`` names when the
+    base carries none. The one place the local agent reads the environment (at start-up)."""
     env = os.environ if environ is None else environ
     base = base or LocalAgentSettings()
     key = env.get("LOCAL_AGENT_API_KEY", "").strip()
     if base.api_key is None and key:
-        return replace(base, api_key=key)
+        base = replace(base, api_key=key)
+    llm = base.llm
+    if llm is not None and llm.api_key is None and llm.api_key_env:
+        llm_key = env.get(llm.api_key_env, "").strip()
+        if llm_key:
+            base = replace(base, llm=replace(llm, api_key=llm_key))
     return base
+
+
+def settings_from_app(settings: Settings, api_key: str | None) -> LocalAgentSettings:
+    """The gateway's ``[local_agent]`` config as local-agent settings, validated: :class:`~gateway.errors.ConfigError`
+    names the bad key (``local_agent.…``). Secrets are not read here: :func:`settings_from_env` adds them."""
+    cfg = settings.local_agent
+    llm = None
+    if cfg.llm_base_url:
+        llm = LlmSettings(base_url=cfg.llm_base_url, model=cfg.llm_model, api_key_env=cfg.llm_api_key_env or None)
+    la = LocalAgentSettings(
+        api_key=api_key,
+        intents_path=settings.local_agent_intents_path(),
+        resume_window_s=cfg.resume_window_s,
+        backchannel_max_ms=cfg.backchannel_max_ms,
+        min_silence_ms=cfg.min_silence_ms,
+        threads=cfg.threads,
+        model_cpu_threads=cfg.model_cpu_threads,
+        llm=llm,
+    )
+    try:
+        la.validate()
+    except SettingsError as exc:
+        raise ConfigError(f"local_agent.{exc}") from None
+    if not la.intents_path.exists():
+        raise ConfigError(f"local_agent.intents: {la.intents_path} does not exist")
+    return la
