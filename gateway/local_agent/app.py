@@ -32,7 +32,8 @@ from aiohttp import web
 
 from . import protocol as proto
 from .brain import IntentEngine, IntentTable, ReplyEngine, load_intents
-from .session import AgentRuntime, handle_websocket
+from .endpoint import handle_websocket
+from .runtime import AgentRuntime
 from .settings import LlmSettings, LocalAgentSettings, settings_from_env
 
 if TYPE_CHECKING:

@@ -169,7 +169,8 @@ class IntentTable:
     intents: tuple[Intent, ...]
     #: Spoken after a ``tool.result`` with ``is_error: true``.
     tool_error_reply: str = "Sorry, I couldn't complete that just now."
-    #: Spoken when a tool call gets no result within its ``timeout_seconds`` (the agent apologises: README "What it implements").
+    #: Spoken when a tool call gets no result within its ``timeout_seconds``: the agent apologises (README "What
+    #: it implements").
     tool_timeout_reply: str = "Sorry, that is taking too long. Let's try something else."
     #: ``reply.create`` with instructions speaks this, ``{instructions}`` replaced by them.
     instructions_template: str = "{instructions}"
@@ -288,7 +289,8 @@ def plan_user_turn(table: IntentTable, intent_name: str | None, declared_tools: 
 
 
 def render_result(template: str | None, result: str) -> str:
-    """Fill ``{result}`` with a speakable form of a ``tool.result`` string (itself usually JSON; README "The intents file")."""
+    """Fill ``{result}`` with a speakable form of a ``tool.result`` string (itself usually JSON; README "The
+    intents file")."""
     try:
         value = json.loads(result)
     except ValueError:
