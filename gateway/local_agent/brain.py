@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
+from gateway.errors import ConfigError
+
 from .conversation import Conversation
 from .protocol import ToolDef
 
@@ -148,7 +150,7 @@ RunBlocking: TypeAlias = Callable[..., Awaitable[Any]]
 # The intent table (config/local_agent/intents.toml)
 
 
-class IntentsError(ValueError):
+class IntentsError(ConfigError, ValueError):
     """The intents file is invalid (config invalid); the message names the bad key."""
 
 

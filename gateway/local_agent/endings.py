@@ -2,7 +2,8 @@
 
 Whichever of a connection's tasks notices the end first raises :class:`ConnectionDone` with the
 :class:`EndReason`; the task group cancels the others and the connection reports the reason (README "Local agent"
-> "What it implements": resume, session.end, shutdown).
+> "What it implements": resume, session.end, shutdown). Not an error: in the project's tree
+(:mod:`gateway.errors`) it is a :class:`~gateway.errors.CallEnded`, the agent side's "ended normally".
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
+from gateway.errors import CallEnded
+
 __all__ = ["ConnectionDone", "EndReason", "first_reason"]
 
 
-class EndReason(enum.Enum):
+class EndReason(str, enum.Enum):
     CLIENT_END = "client_end"  # session.end: session.ended, close 1000, session gone
     PEER_GONE = "peer_gone"  # socket closed/failed without session.end: keep the session for resume
     IDLE = "idle"  # nothing received for idle_timeout_s: session.ended, close 1000
@@ -21,8 +24,10 @@ class EndReason(enum.Enum):
     TAKEN_OVER = "taken_over"  # the session was resumed on another socket
 
 
-class ConnectionDone(Exception):
+class ConnectionDone(CallEnded):
     """Control flow: the connection ends for ``reason`` (raised by whichever task notices first)."""
+
+    reason: EndReason
 
     def __init__(self, reason: EndReason) -> None:
         super().__init__(reason.value)

@@ -45,8 +45,9 @@ DEFAULT_VOICES: tuple[str, ...] = (
 DEFAULT_INTENTS_PATH = Path(__file__).resolve().parents[2] / "config" / "local_agent" / "intents.toml"
 
 
-class SettingsError(ValueError):
-    """A setting is invalid (config invalid). The message names the bad key."""
+class SettingsError(ConfigError, ValueError):
+    """A setting is invalid (config invalid: a :class:`~gateway.errors.ConfigError`). The message starts with the
+    bad key (without the ``local_agent.`` prefix :func:`settings_from_app` adds)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,15 +2,18 @@
 
 Every client mistake raises :class:`ProtocolError`, carrying the wire ``code`` (lower case), ``message``, ``param``
 and whether it is ``fatal``: the session is closed with 1008 after the ``session.error`` is sent. Which mistakes are
-fatal copies the live service (README "Local agent" > "What it implements").
+fatal copies the live service (README "Local agent" > "What it implements"). In the project's error tree
+(:mod:`gateway.errors`) it is a :class:`~gateway.errors.RemoteProtocolError`: the peer misbehaved, not us.
 """
 
 from __future__ import annotations
 
+from gateway.errors import RemoteProtocolError
+
 __all__ = ["ProtocolError", "bad_format"]
 
 
-class ProtocolError(Exception):
+class ProtocolError(RemoteProtocolError):
     """The client broke the protocol; becomes one ``session.error``. ``fatal``: close 1008 after sending it."""
 
     def __init__(self, code: str, message: str, *, param: str | None = None, fatal: bool = False) -> None:

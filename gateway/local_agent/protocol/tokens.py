@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from gateway.errors import RemoteProtocolError
+
 from .wire import RandHex, is_int, is_number
 
 __all__ = [
@@ -122,8 +124,9 @@ def authenticate(
     return None
 
 
-class TokenRequestInvalid(Exception):
-    """``GET /v1/token`` failed validation: ``detail`` is the FastAPI 422 list (live shape, README "Auth")."""
+class TokenRequestInvalid(RemoteProtocolError):
+    """``GET /v1/token`` failed validation: ``detail`` is the FastAPI 422 list (live shape, README "Auth"). The
+    client's mistake, as a :class:`ProtocolError` is on the socket."""
 
     def __init__(self, detail: list[dict[str, Any]]) -> None:
         super().__init__(detail)
