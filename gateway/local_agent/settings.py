@@ -30,9 +30,10 @@ __all__ = [
     "settings_from_env",
 ]
 
-#: Voice ids the local agent accepts in ``output.voice`` (spec §2.4: the union of the mid-2026 docs list and the
-#: list the live service accepted in September 2026). The local agent speaks every one of them with its single
-#: Piper voice; the list only exists so clients written for the cloud API validate the same way.
+#: Voice ids the local agent accepts in ``output.voice`` (the union of the mid-2026 docs list and the list the
+#: live service accepted in September 2026; README "Local agent" > "Settings"). The local agent speaks every one
+#: of them with its single Piper voice; the list only exists so clients written for the cloud API validate the
+#: same way.
 DEFAULT_VOICES: tuple[str, ...] = (
     "ivy", "james", "tyler", "winter", "sam", "mia", "bella", "david", "jack", "kyle", "helen", "martha", "river",
     "emma", "victor", "eleanor", "sophie", "oliver", "arjun", "ethan", "dmitri", "lukas", "lena", "pierre", "mina",
@@ -52,7 +53,7 @@ class SettingsError(ConfigError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LlmSettings:
-    """An OpenAI-compatible chat-completions endpoint for the optional LLM reply engine (brain.py)."""
+    """An OpenAI-compatible chat-completions endpoint for the optional LLM reply engine (llm.py)."""
 
     #: e.g. ``http://127.0.0.1:8000/v1``; ``/chat/completions`` is appended.
     base_url: str
@@ -87,27 +88,28 @@ class LocalAgentSettings:
     #: HMAC key for minted tokens and resume tokens. ``None``: 32 random bytes per process (tokens then do not
     #: survive a restart, which is fine: they are valid for at most 600 s).
     token_secret: bytes | None = field(default=None, repr=False)
-    #: Accepted ``output.voice`` values (spec §2.4); the first is the default when the client sets none.
+    #: Accepted ``output.voice`` values; the first is the default when the client sets none.
     voices: tuple[str, ...] = DEFAULT_VOICES
-    #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (spec §4.3: 30 s).
+    #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (30 s, as live:
+    #: README "What it implements", resume).
     resume_window_s: float = 30.0
     #: The intent engine's table (format in README "Local agent").
     intents_path: Path = DEFAULT_INTENTS_PATH
-    #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service (spec §2.2): 10 ms (480 B) for
-    #: 24 kHz PCM, 37.5 ms (300 B) for μ-law/A-law.
+    #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service: 10 ms (480 B) for 24 kHz PCM,
+    #: 37.5 ms (300 B) for μ-law/A-law (README "What it implements").
     reply_chunk_ms: float | None = None
-    #: How far ahead of real time reply audio may run (a lead burst the client buffers; spec §6 suggests a
-    #: 100–200 ms jitter buffer on the client).
+    #: How far ahead of real time reply audio may run (a lead burst the client buffers in a 100–200 ms jitter
+    #: buffer).
     reply_lead_ms: float = 200.0
     #: Caller speech over a reply shorter than this (voiced time) is a back-channel ("uh-huh", "okay") and does
-    #: not interrupt (spec §4.1). Also the earliest a barge-in can be decided.
+    #: not interrupt (README "Turn detection and barge-in"). Also the earliest a barge-in can be decided.
     backchannel_max_ms: int = 600
     #: Default end-of-turn silence when the client sets no ``turn_detection.min_silence``. 600 ms rather than the
     #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there
-    #: is, and 600 ms is the offline-speech spec's measured choice (§1) for a responsive phone agent.
+    #: is, and 600 ms is the measured choice for a responsive phone agent (README "Turn detection and barge-in").
     min_silence_ms: int = 600
     #: Adaptive end of turn, only when the client sets neither ``turn_detection.min_silence`` nor ``max_silence``
-    #: (live, setting either turns the cloud's adaptive waiting off: spec §2.1, LIVE-B). The speculative
+    #: (live, setting either turns the cloud's adaptive waiting off). The speculative
     #: transcript of a pause (after ``speculate_ms``) is judged by ``turns.pause_verdict``: a finished sentence
     #: the intent engine matched at ``early_min_score`` or better ends the turn after ``early_silence_ms`` of
     #: silence; words that stop mid-sentence ("…a table for", "my number is", "and") wait ``late_silence_ms``.
@@ -120,16 +122,16 @@ class LocalAgentSettings:
     early_silence_ms: int = 400
     late_silence_ms: int = 1000
     early_min_score: float = 0.45
-    #: Default forced end of turn (silence since the last confident speech window; spec §2.1 default 3000).
+    #: Default forced end of turn (silence since the last confident speech window; the cloud's default 3000).
     max_silence_ms: int = 3000
-    #: Default Silero speech-probability threshold (spec §2.1 default 0.5).
+    #: Default Silero speech-probability threshold (the cloud's default 0.5).
     vad_threshold: float = 0.5
     #: Size of the one process-wide thread pool that runs every blocking model call (VAD, STT, TTS, embedding).
     #: 4 on a 2-core box: up to two calls can each have a transcription or synthesis running while VAD windows
     #: of the others still get a thread (the models themselves use ``model_cpu_threads`` each).
     threads: int = 4
-    #: Intra-op threads of Whisper and Piper each. 2, although the offline-speech spec (§3.9) suggests 1 when calls
-    #: may overlap on 2 cores: measured back to back on this 2-core machine, two callers at once answered faster
+    #: Intra-op threads of Whisper and Piper each. 2, although 1 looks right when calls may overlap on 2 cores:
+    #: measured back to back on this 2-core machine, two callers at once answered faster
     #: with 2 (median 0.87 s vs 1.02 s) and one caller too (0.88 s vs 1.04 s): turns rarely transcribe at the
     #: same moment, so each Whisper run gets both cores most of the time (README "Measured latency").
     model_cpu_threads: int = 2
@@ -138,12 +140,12 @@ class LocalAgentSettings:
     #: How long a new socket may stay silent before its first ``session.update``/``session.resume``.
     first_message_timeout_s: float = 60.0
     #: Close a connected session whose client sent nothing at all for this long (the live service kept idle
-    #: sessions open for > 100 s; spec §10). WebSocket pings (``heartbeat_s``) catch dead peers much sooner.
+    #: sessions open for > 100 s). WebSocket pings (``heartbeat_s``) catch dead peers much sooner.
     idle_timeout_s: float = 900.0
     heartbeat_s: float = 20.0
     #: A send to the client that cannot complete in this long means the peer is gone.
     send_timeout_s: float = 10.0
-    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap, spec §1.3).
+    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap; README "Auth").
     session_expiry_s: int = 3600
 
     def validate(self) -> None:
