@@ -12,6 +12,7 @@ greeting not repeated, pending tool calls still pending, a turn cut by the drop 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,7 +21,7 @@ from . import protocol as proto
 from .conversation import Conversation
 from .hearing import POSTROLL_SAMPLES, PREROLL_SAMPLES
 from .jobs import Job, ToolsJob
-from .tool_calls import ToolCalls
+from .tool_calls import PendingCall, ToolCalls
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -64,6 +65,11 @@ class Session:
         change it); tests and tools use it to wait for the agent, which can run seconds behind real time."""
         h = self.hearing
         return (h is None or h.caught_up) and self.jobs.empty() and not self.job_running
+
+    @property
+    def calls(self) -> Mapping[str, PendingCall]:
+        """The session's tool calls not finished yet, by ``call_id`` (read-only; tests wait on them)."""
+        return self.tool_calls.pending
 
     def enqueue(self, job: Job) -> None:
         try:

@@ -15,6 +15,7 @@ import enum
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .brain import ToolOutcome
@@ -109,6 +110,11 @@ class ToolCalls:
                     self._finished.append(c.call_id)
                 due.append(tuple(c.outcome() for c in calls))
         return Resolution(tuple(timed_out), tuple(due))
+
+    @property
+    def pending(self) -> Mapping[str, PendingCall]:
+        """The calls not finished yet, by ``call_id`` (a read-only view)."""
+        return MappingProxyType(self._calls)
 
     def next_deadline(self) -> float | None:
         """When the next call times out, if one is waiting."""

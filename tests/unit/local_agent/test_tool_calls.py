@@ -21,6 +21,7 @@ def test_a_reply_is_answered_once_every_one_of_its_calls_has_a_result() -> None:
     calls = calls_of_one_reply()
     assert calls.answer("c1", '{"ok": true}') is ResultStatus.RECORDED
     assert calls.resolve(10.0) == Resolution()  # c2 still waits
+    assert [(c.call_id, c.resolved) for c in calls.pending.values()] == [("c1", True), ("c2", False)]
     assert calls.answer("c2", "failed", is_error=True) is ResultStatus.RECORDED
     assert calls.resolve(11.0) == Resolution(
         due=(
@@ -30,7 +31,7 @@ def test_a_reply_is_answered_once_every_one_of_its_calls_has_a_result() -> None:
             ),
         )
     )
-    assert len(calls) == 0 and calls.next_deadline() is None
+    assert len(calls) == 0 and calls.pending == {} and calls.next_deadline() is None
 
 
 def test_a_call_with_no_result_by_its_deadline_times_out_and_its_reply_is_answered() -> None:
