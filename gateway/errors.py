@@ -12,6 +12,12 @@
     │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
     └── CallEnded              not an error: the call ended normally (``reason`` says how); used to unwind tasks
 
+The embedded local agent (``gateway.local_agent``) raises its own errors in the same tree:
+
+    ConfigError            ← settings.SettingsError, brain.IntentsError (both also ValueError)
+    RemoteProtocolError    ← protocol.ProtocolError, protocol.TokenRequestInvalid: its client broke the protocol
+    CallEnded              ← endings.ConnectionDone: one of its sockets ended (``reason`` is an ``EndReason``)
+
 Anything else escaping a call is our bug: the call session logs it once, with the call's context, and ends the call.
 """
 

@@ -1,9 +1,9 @@
 """The local agent's aiohttp application and its standalone runner. Not pure (the app's setup and teardown).
 
-:func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token`` (spec §1). The
-gateway mounts it at ``/agent`` with ``app.add_subapp("/agent", create_local_agent_app(...))`` (so
-``/agent/v1/ws``); :func:`run_standalone` serves it on its own so any client written for the cloud API can point
-at it unchanged (``python -m gateway.local_agent.app --port 8765``).
+:func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token`` (README "Local
+agent" > "Auth"). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent", create_local_agent_app(...))``
+(so ``/agent/v1/ws``); :func:`run_standalone` serves it on its own so any client written for the cloud API can
+point at it unchanged (``python -m gateway.local_agent.app --port 8765``).
 
 Set-up happens in a ``cleanup_ctx`` (aiohttp runs a sub-app's contexts with its parent's): the worker pool, the
 speech models (loaded and warmed up in the pool unless passed in), the intent matcher, the reply engine and, with
@@ -31,8 +31,9 @@ import structlog
 from aiohttp import web
 
 from . import protocol as proto
-from .brain import IntentEngine, IntentTable, LlmEngine, ReplyEngine, load_intents
-from .session import AgentRuntime, handle_websocket
+from .brain import IntentEngine, IntentTable, ReplyEngine, load_intents
+from .endpoint import handle_websocket
+from .runtime import AgentRuntime
 from .settings import LlmSettings, LocalAgentSettings, settings_from_env
 
 if TYPE_CHECKING:
@@ -159,6 +160,8 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
             if settings.llm is not None:
                 import aiohttp
 
+                from .llm import LlmEngine
+
                 http = aiohttp.ClientSession()
                 engine = LlmEngine(settings.llm, http, split=split_sentences)
             else:
@@ -198,7 +201,7 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
         return await handle_websocket(slot.runtime, request)
 
     async def token_handler(request: web.Request) -> web.Response:
-        # §1.3: FastAPI-shaped 422 for a missing header or parameter, 404 for a wrong key.
+        # As live (README "Auth"): FastAPI-shaped 422 for a missing header or parameter, 404 for a wrong key.
         try:
             cred, expires, max_session = proto.validate_token_request(
                 request.headers.get("Authorization"), request.query
@@ -252,7 +255,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     settings = LocalAgentSettings(api_key=args.api_key)
-    settings = settings_from_env(settings)
     changes: dict[str, Any] = {}
     if args.intents is not None:
         changes["intents_path"] = args.intents
@@ -269,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--llm-model is required with --llm-base-url", file=sys.stderr)
             return 2
         changes["llm"] = LlmSettings(args.llm_base_url, args.llm_model, args.llm_api_key_env)
-    settings = replace(settings, **changes)
+    # The environment's secrets last, so the LLM key is read for an endpoint given by flags too.
+    settings = settings_from_env(replace(settings, **changes))
     run_standalone(args.host, args.port, settings)
     return 0
 

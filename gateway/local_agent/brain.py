@@ -1,68 +1,53 @@
-"""Reply engines of the local agent: what to say (and which tools to call) for each reply. Mostly pure.
+"""Reply engines of the local agent: what to say (and which tools to call) for each reply. Pure.
 
 One small interface, :class:`ReplyEngine`: given what triggered a reply (:data:`Trigger`: a user turn, a
 ``reply.create``, or the answers to the tool calls of an earlier reply) and the session's context
 (:class:`BrainContext`), it yields :data:`Step` values: :class:`Say` (a sentence or more to speak, in order),
-:class:`CallTool` (emit ``tool.call``, spec §3.2) and :class:`Decided` (which intent was chosen, for logs).
+:class:`CallTool` (emit ``tool.call``) and :class:`Decided` (which intent was chosen, for logs). README "Local
+agent" > "Reply engines".
 
-Two engines:
+Here, the default engine, :class:`IntentEngine`: deterministic. The caller's words go through the speech stack's
+:class:`~gateway.local_agent.speech.IntentMatcher` (run in the worker pool the engine is handed) and the matching
+intent of ``config/local_agent/intents.toml`` decides the reply. Everything after the match is plain functions
+(:func:`plan_user_turn`, :func:`plan_tool_answers`, :func:`plan_reply_create`). The session's ``system_prompt`` is
+not used (only logged as present). The optional LLM engine is :mod:`.llm` (it does HTTP), its pure stream
+decoding :mod:`.llm_stream`.
 
-- :class:`IntentEngine` (default): deterministic. The caller's words go through the speech stack's
-  :class:`~gateway.local_agent.speech.IntentMatcher` (run in the worker pool) and the matching intent of
-  ``config/local_agent/intents.toml`` decides the reply. Everything after the match is pure
-  (:func:`plan_user_turn`, :func:`plan_tool_answers`, :func:`plan_reply_create`). The session's
-  ``system_prompt`` is not used (only logged as present).
-- :class:`LlmEngine` (optional): an OpenAI-compatible ``/chat/completions`` endpoint, streamed (SSE), with tool
-  calling; uses the session's ``system_prompt`` and tools, and hands text on sentence by sentence
-  (:class:`SentenceStream`) so speech starts before the completion ends. The SSE decoding
-  (:class:`SseDecoder`) and delta accumulation (:class:`ChatStreamAccumulator`) are pure.
-
-:class:`Conversation` is the session's message history in the OpenAI chat shape (pure, bounded); the session
-records what was actually said and the engines read it.
+No sockets, no clock, no environment; the only I/O is :func:`load_intents` reading the file it is given, at
+start-up. :class:`~.conversation.Conversation` is the session's history the engines read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias
 
-import structlog
+from gateway.errors import ConfigError
 
+from .conversation import Conversation
 from .protocol import ToolDef
-
-if TYPE_CHECKING:
-    import aiohttp
-
-    from .settings import LlmSettings
 
 __all__ = [
     "BrainContext",
     "CallTool",
-    "ChatStreamAccumulator",
-    "Conversation",
     "CreateRequest",
     "Decided",
     "Intent",
     "IntentEngine",
     "IntentTable",
     "IntentsError",
-    "LlmEngine",
     "ReplyEngine",
+    "RunBlocking",
     "Say",
-    "SentenceStream",
-    "SseDecoder",
     "Step",
     "ToolOutcome",
     "ToolsAnswered",
     "Trigger",
     "UserTurn",
-    "build_llm_messages",
-    "build_llm_tools",
     "first_speech_chunks",
     "load_intents",
     "parse_intents",
@@ -71,9 +56,6 @@ __all__ = [
     "plan_user_turn",
     "render_result",
 ]
-
-log = structlog.get_logger("local_agent")
-T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------------------------
 # The interface
@@ -102,7 +84,8 @@ class ToolOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ToolsAnswered:
-    """Every call of one earlier reply has a result or timed out (§3.2 step 5: then the answer reply runs)."""
+    """Every call of one earlier reply has a result or timed out: then the answer reply runs (README "What it
+    implements", Tools)."""
 
     outcomes: tuple[ToolOutcome, ...]
 
@@ -114,7 +97,7 @@ Trigger: TypeAlias = UserTurn | CreateRequest | ToolsAnswered
 class Say:
     text: str
     #: The text is fixed (the intent table's or the session's greeting, no variable parts), so its synthesis may
-    #: be cached and reused (session.SynthCache). Not part of equality: it says how, not what, to speak.
+    #: be cached and reused (:class:`~.synth_cache.SynthCache`). Not part of equality: it says how, not what, to speak.
     fixed: bool = field(default=False, compare=False)
 
 
@@ -164,56 +147,10 @@ RunBlocking: TypeAlias = Callable[..., Awaitable[Any]]
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Conversation history (pure)
-
-
-class Conversation:
-    """Message history in the OpenAI chat shape, bounded to ``max_messages`` (oldest dropped first)."""
-
-    __slots__ = ("messages", "_max")
-
-    def __init__(self, max_messages: int = 60) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self._max = max_messages
-
-    def add_user(self, text: str) -> None:
-        self._add({"role": "user", "content": text})
-
-    def add_assistant(self, text: str, tool_calls: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> None:
-        msg: dict[str, Any] = {"role": "assistant", "content": text or None}
-        if tool_calls:
-            msg["tool_calls"] = [
-                {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
-                for cid, name, args in tool_calls
-            ]
-        if msg["content"] is None and not tool_calls:
-            return
-        self._add(msg)
-
-    def add_tool_result(self, call_id: str, content: str) -> None:
-        self._add({"role": "tool", "tool_call_id": call_id, "content": content})
-
-    def _add(self, msg: dict[str, Any]) -> None:
-        self.messages.append(msg)
-        if len(self.messages) > self._max:
-            del self.messages[: len(self.messages) - self._max]
-            # Never start with tool results whose assistant tool_calls were dropped (the API rejects that).
-            while self.messages and self.messages[0]["role"] == "tool":
-                del self.messages[0]
-
-    @property
-    def last_assistant_text(self) -> str | None:
-        for msg in reversed(self.messages):
-            if msg["role"] == "assistant" and msg.get("content"):
-                return str(msg["content"])
-        return None
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The intent table (config/local_agent/intents.toml)
 
 
-class IntentsError(ValueError):
+class IntentsError(ConfigError, ValueError):
     """The intents file is invalid (config invalid); the message names the bad key."""
 
 
@@ -234,7 +171,8 @@ class IntentTable:
     intents: tuple[Intent, ...]
     #: Spoken after a ``tool.result`` with ``is_error: true``.
     tool_error_reply: str = "Sorry, I couldn't complete that just now."
-    #: Spoken when a tool call gets no result within its ``timeout_seconds`` (§3.1: the agent apologises).
+    #: Spoken when a tool call gets no result within its ``timeout_seconds``: the agent apologises (README "What
+    #: it implements").
     tool_timeout_reply: str = "Sorry, that is taking too long. Let's try something else."
     #: ``reply.create`` with instructions speaks this, ``{instructions}`` replaced by them.
     instructions_template: str = "{instructions}"
@@ -311,7 +249,7 @@ def parse_intents(data: Mapping[str, Any]) -> IntentTable:
         fallback_reply=_req_str(data, "fallback_reply", "(top level)"),
         intents=tuple(intents),
     )
-    overrides = {
+    overrides: dict[str, Any] = {
         key: _req_str(data, key, "(top level)")
         for key in ("tool_error_reply", "tool_timeout_reply", "instructions_template", "reply_create_default")
         if key in data
@@ -346,14 +284,15 @@ def plan_user_turn(table: IntentTable, intent_name: str | None, declared_tools: 
         return [Say(table.fallback_reply, fixed=True)]
     # A tool intent calls its tool only if the session declared one of that name; else it just speaks `reply`.
     if intent.tool and intent.tool in declared_tools:
-        # Live (§3.2 step 3): the pre-amble reply around a tool.call is silent.
+        # Live, the pre-amble reply around a tool.call is silent (README "What it implements", Tools).
         context = {"intent": intent.name, "after": intent.reply_after_tool}
         return [CallTool(intent.tool, dict(intent.arguments), context)]
     return [Say(intent.reply, fixed=True)]
 
 
 def render_result(template: str | None, result: str) -> str:
-    """Fill ``{result}`` with a speakable form of a ``tool.result`` string (itself usually JSON, §2.1)."""
+    """Fill ``{result}`` with a speakable form of a ``tool.result`` string (itself usually JSON; README "The
+    intents file")."""
     try:
         value = json.loads(result)
     except ValueError:
@@ -428,125 +367,7 @@ class IntentEngine:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# LLM engine: streaming helpers (pure)
-
-
-class SseDecoder:
-    """Server-sent events (text/event-stream) bytes → the ``data`` payload of each complete event. Pure."""
-
-    __slots__ = ("_buf", "_data")
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buf += chunk
-        out: list[str] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                break
-            line = self._buf[:nl].rstrip(b"\r").decode("utf-8", errors="replace")
-            self._buf = self._buf[nl + 1 :]
-            if not line:
-                if self._data:
-                    out.append("\n".join(self._data))
-                    self._data = []
-                continue
-            if line.startswith(":"):
-                continue  # comment / keep-alive
-            name, _, value = line.partition(":")
-            if name == "data":
-                self._data.append(value[1:] if value.startswith(" ") else value)
-        return out
-
-    def flush(self) -> list[str]:
-        out = self.feed(b"\n\n") if (self._buf or self._data) else []
-        return out
-
-
-@dataclass(slots=True)
-class _PartialCall:
-    id: str | None = None
-    name: str = ""
-    arguments: str = ""
-
-
-class ChatStreamAccumulator:
-    """Chat-completion stream chunks → text deltas, plus the tool calls assembled at the end. Pure."""
-
-    __slots__ = ("_calls", "finish_reason")
-
-    def __init__(self) -> None:
-        self._calls: dict[int, _PartialCall] = {}
-        self.finish_reason: str | None = None
-
-    def feed(self, chunk: Mapping[str, Any]) -> str:
-        """Apply one parsed chunk; return its new text (may be empty)."""
-        text = ""
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                text += delta["content"]
-            for tc in delta.get("tool_calls") or ():
-                idx = tc.get("index", 0)
-                call = self._calls.setdefault(idx, _PartialCall())
-                if tc.get("id"):
-                    call.id = tc["id"]
-                fn = tc.get("function") or {}
-                if fn.get("name"):
-                    call.name += fn["name"]
-                if isinstance(fn.get("arguments"), str):
-                    call.arguments += fn["arguments"]
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        return text
-
-    def tool_calls(self) -> list[tuple[str, dict[str, Any]]]:
-        """``(name, arguments)`` per call, in index order; unparsable arguments become ``{}``."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        for idx in sorted(self._calls):
-            call = self._calls[idx]
-            if not call.name:
-                continue
-            try:
-                args = json.loads(call.arguments) if call.arguments.strip() else {}
-            except ValueError:
-                args = {}
-            out.append((call.name, args if isinstance(args, dict) else {"value": args}))
-        return out
-
-
-class SentenceStream:
-    """Streamed text → whole sentences as soon as they are complete. Pure.
-
-    A sentence is complete once sentence-final punctuation is followed by whitespace (the speech stack's
-    :func:`split_sentences` rule), so "3.5" or "e.g." mid-stream do not cut early.
-    """
-
-    __slots__ = ("_buf", "_split")
-
-    def __init__(self, split: Callable[[str], list[str]]) -> None:
-        self._buf = ""
-        self._split = split
-
-    def push(self, text: str) -> list[str]:
-        self._buf += text
-        pieces = self._split(self._buf)
-        if len(pieces) <= 1:
-            return []
-        done, last = pieces[:-1], pieces[-1]
-        # Keep the unfinished tail (and whatever whitespace follows it) for the next push.
-        self._buf = self._buf[self._buf.rfind(last) :]
-        return done
-
-    def flush(self) -> list[str]:
-        pieces = self._split(self._buf)
-        self._buf = ""
-        return pieces
+# Speech planning
 
 
 def first_speech_chunks(sentence: str, *, min_words: int = 4, max_words: int = 9) -> list[str]:
@@ -560,122 +381,3 @@ def first_speech_chunks(sentence: str, *, min_words: int = 4, max_words: int = 9
         if words[i].endswith(","):
             return [" ".join(words[: i + 1]), " ".join(words[i + 1 :])]
     return [sentence]
-
-
-def build_llm_messages(ctx: BrainContext, trigger: Trigger) -> list[dict[str, Any]]:
-    """The request's messages: system prompt, history, and a one-reply instruction for ``reply.create``."""
-    messages: list[dict[str, Any]] = []
-    if ctx.system_prompt:
-        messages.append({"role": "system", "content": ctx.system_prompt})
-    messages.extend(ctx.conversation.messages)
-    if isinstance(trigger, CreateRequest):
-        # §2.1 reply.create: instructions apply to this reply only.
-        messages.append(
-            {"role": "system", "content": trigger.instructions or "Continue the conversation with a short reply."}
-        )
-    return messages
-
-
-def build_llm_tools(tools: Sequence[ToolDef]) -> list[dict[str, Any]]:
-    """Session tools (flat, §3.1) → the OpenAI nested ``function`` shape."""
-    return [
-        {
-            "type": "function",
-            "function": {
-                "name": t.name,
-                "description": t.description,
-                "parameters": dict(t.parameters) or {"type": "object", "properties": {}},
-            },
-        }
-        for t in tools
-    ]
-
-
-class LlmEngine:
-    """Replies from an OpenAI-compatible chat-completions endpoint, streamed sentence by sentence."""
-
-    name = "llm"
-    deterministic = False  # a request costs money and the reply depends on history: never speculate
-
-    def __init__(
-        self,
-        settings: LlmSettings,
-        http: aiohttp.ClientSession,
-        *,
-        split: Callable[[str], list[str]],
-        fallback_reply: str = "Sorry, I'm having trouble answering right now.",
-        api_key: str | None = None,
-    ) -> None:
-        self._settings = settings
-        self._http = http
-        self._split = split
-        self._fallback = fallback_reply
-        self._api_key = api_key if api_key is not None else (
-            os.environ.get(settings.api_key_env) if settings.api_key_env else None
-        )
-
-    async def reply(self, trigger: Trigger, ctx: BrainContext) -> AsyncGenerator[Step, None]:
-        import aiohttp
-
-        s = self._settings
-        body: dict[str, Any] = {"model": s.model, "messages": build_llm_messages(ctx, trigger), "stream": True}
-        if ctx.tools:
-            body["tools"] = build_llm_tools(ctx.tools)
-            body["tool_choice"] = "auto"
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        if s.max_tokens is not None:
-            body["max_tokens"] = s.max_tokens
-        headers = {"Accept": "text/event-stream"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        url = s.base_url.rstrip("/") + "/chat/completions"
-        acc = ChatStreamAccumulator()
-        sentences = SentenceStream(self._split)
-        said = False
-        # Connect and per-read timeouts rather than one overall deadline: this generator is suspended while the
-        # session speaks the sentences already yielded, which must not count against the endpoint.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.timeout_s, sock_read=s.timeout_s)
-        try:
-            async with self._http.post(url, json=body, headers=headers, timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise _LlmFailed(f"HTTP {resp.status}")
-                decoder = SseDecoder()
-                done = False
-                async for chunk in resp.content.iter_any():
-                    for payload in decoder.feed(chunk):
-                        if payload.strip() == "[DONE]":
-                            done = True
-                            break
-                        for sentence in sentences.push(acc.feed(_parse_chunk(payload))):
-                            said = True
-                            yield Say(sentence)
-                    if done:
-                        break
-        except (aiohttp.ClientError, TimeoutError, _LlmFailed) as e:
-            # Upstream unavailable: logged once per reply; the caller hears an apology instead of silence (the
-            # live service sent silent completed replies here, §2.2 `reply.error` row, which strands a phone caller).
-            log.warning("local_agent.llm_failed", error=str(e) or type(e).__name__, url=url)
-            if not said:
-                yield Say(self._fallback)
-            return
-        for sentence in sentences.flush():
-            yield Say(sentence)
-        for name, args in acc.tool_calls():
-            yield CallTool(name, args)
-
-
-class _LlmFailed(Exception):
-    pass
-
-
-def _parse_chunk(payload: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload)
-    except ValueError:
-        raise _LlmFailed("malformed stream chunk") from None
-    if not isinstance(obj, dict):
-        raise _LlmFailed("malformed stream chunk")
-    if "error" in obj:
-        raise _LlmFailed(f"stream error: {obj['error']}")
-    return obj

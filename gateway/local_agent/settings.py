@@ -1,29 +1,39 @@
 """Typed settings of the embedded local agent. Pure: no environment reads except in :func:`settings_from_env`.
 
-One frozen :class:`LocalAgentSettings` is built at start-up (by the gateway from its TOML config, or by the
-standalone runner from flags and the environment), validated there, and passed explicitly to
-:func:`gateway.local_agent.app.create_local_agent_app`. Secrets (the API key, the LLM key) never appear in logs.
+One frozen :class:`LocalAgentSettings` is built at start-up (by the gateway from its TOML config with
+:func:`settings_from_app`, or by the standalone runner from flags), completed with the secrets the environment
+holds by :func:`settings_from_env`, validated there, and passed explicitly to
+:func:`gateway.local_agent.app.create_local_agent_app`. Secrets (the API key, the token secret, the LLM key) travel
+only inside these objects, never in their ``repr`` and never in logs. README "Local agent" > "Settings".
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 __all__ = [
-    "DEFAULT_VOICES",
     "DEFAULT_INTENTS_PATH",
+    "DEFAULT_VOICES",
     "LlmSettings",
     "LocalAgentSettings",
     "SettingsError",
+    "settings_from_app",
     "settings_from_env",
 ]
 
-#: Voice ids the local agent accepts in ``output.voice`` (spec §2.4: the union of the mid-2026 docs list and the
-#: list the live service accepted in September 2026). The local agent speaks every one of them with its single
-#: Piper voice; the list only exists so clients written for the cloud API validate the same way.
+#: Voice ids the local agent accepts in ``output.voice`` (the union of the mid-2026 docs list and the list the
+#: live service accepted in September 2026; README "Local agent" > "Settings"). The local agent speaks every one
+#: of them with its single Piper voice; the list only exists so clients written for the cloud API validate the
+#: same way.
 DEFAULT_VOICES: tuple[str, ...] = (
     "ivy", "james", "tyler", "winter", "sam", "mia", "bella", "david", "jack", "kyle", "helen", "martha", "river",
     "emma", "victor", "eleanor", "sophie", "oliver", "arjun", "ethan", "dmitri", "lukas", "lena", "pierre", "mina",
@@ -36,23 +46,27 @@ DEFAULT_VOICES: tuple[str, ...] = (
 DEFAULT_INTENTS_PATH = Path(__file__).resolve().parents[2] / "config" / "local_agent" / "intents.toml"
 
 
-class SettingsError(ValueError):
-    """A setting is invalid (config invalid). The message names the bad key."""
+class SettingsError(ConfigError, ValueError):
+    """A setting is invalid (config invalid: a :class:`~gateway.errors.ConfigError`). The message starts with the
+    bad key (without the ``local_agent.`` prefix :func:`settings_from_app` adds)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LlmSettings:
-    """An OpenAI-compatible chat-completions endpoint for the optional LLM reply engine (brain.py)."""
+    """An OpenAI-compatible chat-completions endpoint for the optional LLM reply engine (llm.py)."""
 
     #: e.g. ``http://127.0.0.1:8000/v1``; ``/chat/completions`` is appended.
     base_url: str
     model: str
-    #: Name of the environment variable holding the endpoint's API key (``None``: send no Authorization header).
+    #: Name of the environment variable holding the endpoint's API key; :func:`settings_from_env` reads it into
+    #: ``api_key`` at start-up.
     api_key_env: str | None = None
     #: Upper bound on one whole streamed completion; also the connect/read timeout.
     timeout_s: float = 30.0
     temperature: float | None = None
     max_tokens: int | None = 300
+    #: The endpoint's API key (``None``: send no Authorization header). A secret: left out of ``repr``.
+    api_key: str | None = field(default=None, repr=False)
 
     def validate(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -68,32 +82,34 @@ class LocalAgentSettings:
     """Everything the local agent can be told. Defaults are what the gateway uses with no config."""
 
     #: The one API key this server accepts (Bearer or raw, or ``?token=``). ``None``: generate one per process
-    #: (standalone mode prints it at start-up; embedded mode hands it to the gateway in-process).
-    api_key: str | None = None
+    #: (standalone mode prints it at start-up; embedded mode hands it to the gateway in-process). Left out of
+    #: ``repr``, as the token secret is.
+    api_key: str | None = field(default=None, repr=False)
     #: HMAC key for minted tokens and resume tokens. ``None``: 32 random bytes per process (tokens then do not
     #: survive a restart, which is fine: they are valid for at most 600 s).
-    token_secret: bytes | None = None
-    #: Accepted ``output.voice`` values (spec §2.4); the first is the default when the client sets none.
+    token_secret: bytes | None = field(default=None, repr=False)
+    #: Accepted ``output.voice`` values; the first is the default when the client sets none.
     voices: tuple[str, ...] = DEFAULT_VOICES
-    #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (spec §4.3: 30 s).
+    #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (30 s, as live:
+    #: README "What it implements", resume).
     resume_window_s: float = 30.0
     #: The intent engine's table (format in README "Local agent").
     intents_path: Path = DEFAULT_INTENTS_PATH
-    #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service (spec §2.2): 10 ms (480 B) for
-    #: 24 kHz PCM, 37.5 ms (300 B) for μ-law/A-law.
+    #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service: 10 ms (480 B) for 24 kHz PCM,
+    #: 37.5 ms (300 B) for μ-law/A-law (README "What it implements").
     reply_chunk_ms: float | None = None
-    #: How far ahead of real time reply audio may run (a lead burst the client buffers; spec §6 suggests a
-    #: 100–200 ms jitter buffer on the client).
+    #: How far ahead of real time reply audio may run (a lead burst the client buffers in a 100–200 ms jitter
+    #: buffer).
     reply_lead_ms: float = 200.0
     #: Caller speech over a reply shorter than this (voiced time) is a back-channel ("uh-huh", "okay") and does
-    #: not interrupt (spec §4.1). Also the earliest a barge-in can be decided.
+    #: not interrupt (README "Turn detection and barge-in"). Also the earliest a barge-in can be decided.
     backchannel_max_ms: int = 600
     #: Default end-of-turn silence when the client sets no ``turn_detection.min_silence``. 600 ms rather than the
     #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there
-    #: is, and 600 ms is the offline-speech spec's measured choice (§1) for a responsive phone agent.
+    #: is, and 600 ms is the measured choice for a responsive phone agent (README "Turn detection and barge-in").
     min_silence_ms: int = 600
     #: Adaptive end of turn, only when the client sets neither ``turn_detection.min_silence`` nor ``max_silence``
-    #: (live, setting either turns the cloud's adaptive waiting off: spec §2.1, LIVE-B). The speculative
+    #: (live, setting either turns the cloud's adaptive waiting off). The speculative
     #: transcript of a pause (after ``speculate_ms``) is judged by ``turns.pause_verdict``: a finished sentence
     #: the intent engine matched at ``early_min_score`` or better ends the turn after ``early_silence_ms`` of
     #: silence; words that stop mid-sentence ("…a table for", "my number is", "and") wait ``late_silence_ms``.
@@ -106,16 +122,16 @@ class LocalAgentSettings:
     early_silence_ms: int = 400
     late_silence_ms: int = 1000
     early_min_score: float = 0.45
-    #: Default forced end of turn (silence since the last confident speech window; spec §2.1 default 3000).
+    #: Default forced end of turn (silence since the last confident speech window; the cloud's default 3000).
     max_silence_ms: int = 3000
-    #: Default Silero speech-probability threshold (spec §2.1 default 0.5).
+    #: Default Silero speech-probability threshold (the cloud's default 0.5).
     vad_threshold: float = 0.5
     #: Size of the one process-wide thread pool that runs every blocking model call (VAD, STT, TTS, embedding).
     #: 4 on a 2-core box: up to two calls can each have a transcription or synthesis running while VAD windows
     #: of the others still get a thread (the models themselves use ``model_cpu_threads`` each).
     threads: int = 4
-    #: Intra-op threads of Whisper and Piper each. 2, although the offline-speech spec (§3.9) suggests 1 when calls
-    #: may overlap on 2 cores: measured back to back on this 2-core machine, two callers at once answered faster
+    #: Intra-op threads of Whisper and Piper each. 2, although 1 looks right when calls may overlap on 2 cores:
+    #: measured back to back on this 2-core machine, two callers at once answered faster
     #: with 2 (median 0.87 s vs 1.02 s) and one caller too (0.88 s vs 1.04 s): turns rarely transcribe at the
     #: same moment, so each Whisper run gets both cores most of the time (README "Measured latency").
     model_cpu_threads: int = 2
@@ -124,12 +140,12 @@ class LocalAgentSettings:
     #: How long a new socket may stay silent before its first ``session.update``/``session.resume``.
     first_message_timeout_s: float = 60.0
     #: Close a connected session whose client sent nothing at all for this long (the live service kept idle
-    #: sessions open for > 100 s; spec §10). WebSocket pings (``heartbeat_s``) catch dead peers much sooner.
+    #: sessions open for > 100 s). WebSocket pings (``heartbeat_s``) catch dead peers much sooner.
     idle_timeout_s: float = 900.0
     heartbeat_s: float = 20.0
     #: A send to the client that cannot complete in this long means the peer is gone.
     send_timeout_s: float = 10.0
-    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap, spec §1.3).
+    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap; README "Auth").
     session_expiry_s: int = 3600
 
     def validate(self) -> None:
@@ -180,10 +196,43 @@ class LocalAgentSettings:
 def settings_from_env(
     base: LocalAgentSettings | None = None, environ: Mapping[str, str] | None = None
 ) -> LocalAgentSettings:
-    """``base`` with ``LOCAL_AGENT_API_KEY`` applied when the base sets no key (the standalone runner's rule)."""
+    """``base`` completed with the secrets the environment holds: ``LOCAL_AGENT_API_KEY`` when the base sets no key
+    (the standalone runner's rule), and the LLM endpoint's key from the variable ``llm.api_key_env`` names when the
+    base carries none. The one place the local agent reads the environment (at start-up)."""
     env = os.environ if environ is None else environ
     base = base or LocalAgentSettings()
     key = env.get("LOCAL_AGENT_API_KEY", "").strip()
     if base.api_key is None and key:
-        return replace(base, api_key=key)
+        base = replace(base, api_key=key)
+    llm = base.llm
+    if llm is not None and llm.api_key is None and llm.api_key_env:
+        llm_key = env.get(llm.api_key_env, "").strip()
+        if llm_key:
+            base = replace(base, llm=replace(llm, api_key=llm_key))
     return base
+
+
+def settings_from_app(settings: Settings, api_key: str | None) -> LocalAgentSettings:
+    """The gateway's ``[local_agent]`` config as local-agent settings, validated: :class:`~gateway.errors.ConfigError`
+    names the bad key (``local_agent.…``). Secrets are not read here: :func:`settings_from_env` adds them."""
+    cfg = settings.local_agent
+    llm = None
+    if cfg.llm_base_url:
+        llm = LlmSettings(base_url=cfg.llm_base_url, model=cfg.llm_model, api_key_env=cfg.llm_api_key_env or None)
+    la = LocalAgentSettings(
+        api_key=api_key,
+        intents_path=settings.local_agent_intents_path(),
+        resume_window_s=cfg.resume_window_s,
+        backchannel_max_ms=cfg.backchannel_max_ms,
+        min_silence_ms=cfg.min_silence_ms,
+        threads=cfg.threads,
+        model_cpu_threads=cfg.model_cpu_threads,
+        llm=llm,
+    )
+    try:
+        la.validate()
+    except SettingsError as exc:
+        raise ConfigError(f"local_agent.{exc}") from None
+    if not la.intents_path.exists():
+        raise ConfigError(f"local_agent.intents: {la.intents_path} does not exist")
+    return la

@@ -6,23 +6,24 @@ speaking, and returns :data:`TurnEvent` values:
 
 - :class:`SpeechStarted`: the caller started a turn while the agent was silent (→ ``input.speech.started``).
 - :class:`BargeIn`: the caller has spoken over a reply for longer than a back-channel, and interrupting is allowed
-  (→ stop the reply: ``input.speech.started``, ``transcript.agent{interrupted}``, ``reply.done{interrupted}``,
-  spec §4.1). The speech then goes on as the caller's turn.
+  (→ stop the reply: ``input.speech.started``, ``transcript.agent{interrupted}``, ``reply.done{interrupted}``;
+  README "Local agent" > "Turn detection and barge-in"). The speech then goes on as the caller's turn.
 - :class:`TurnEnded`: end of the caller's turn (→ ``input.speech.stopped``, then transcribe
   ``[start_sample, end_sample)``).
 - :class:`TurnPausing`: the caller has been silent for ``speculate_ms`` inside a turn, so the turn will probably
   end at ``end_sample`` unless they speak again. The session starts transcribing then, so the text is ready when
   :class:`TurnEnded` confirms the same span (the transcription is thrown away if speech resumes).
 - :class:`SpeechDiscarded`: speech over a reply that ended while the reply was still playing and was too short to
-  interrupt ("uh-huh", "okay": a back-channel, §4.1), or was not allowed to interrupt.
+  interrupt ("uh-huh", "okay": a back-channel), or was not allowed to interrupt.
 
 Adaptive end of turn: once the speculative transcript of a pause is known, the session may tell the detector how
 long the silence after *that* speech must last (:meth:`TurnDetector.set_pause_verdict`, policy in
 :func:`pause_verdict`): shorter when the words are a complete, confidently understood request, longer when they
 stop mid-sentence. The verdict is tied to the end of the speech it judged, so any new speech voids it.
 
-Knobs (spec §2.1 ``turn_detection``): ``vad_threshold`` (a window at or above it is speech; below
-``vad_threshold - 0.15`` is silence, in between keeps the current state: Silero's usual hysteresis),
+Knobs (the client's ``turn_detection``, the agent's settings by default): ``vad_threshold`` (a window at or
+above it is speech; below ``vad_threshold - 0.15`` is silence, in between keeps the current state: Silero's usual
+hysteresis),
 ``min_silence_ms`` (confident silence that ends a turn), ``max_silence_ms`` (time since the last confident speech
 window that forces the end of a turn even when the line hovers in the ambiguous band, e.g. noise),
 ``interrupt_response`` and ``backchannel_max_ms`` (voiced time over a reply below which speech is a back-channel).
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 16000
-WINDOW_SAMPLES = 512  # Silero's only window at 16 kHz (speech spec §3.1)
+WINDOW_SAMPLES = 512  # Silero's only window at 16 kHz (README "Local agent: the offline speech stack")
 
 
 @dataclass(frozen=True, slots=True)

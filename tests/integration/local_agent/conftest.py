@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from gateway.local_agent.app import create_local_agent_app, local_agent_runtime, warm_up
-from gateway.local_agent.session import AgentRuntime
+from gateway.local_agent.runtime import AgentRuntime
 from gateway.local_agent.settings import LocalAgentSettings
 from gateway.local_agent.speech import SpeechModels
 

@@ -9,23 +9,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.local_agent.brain import (
-    BrainContext,
-    CallTool,
-    Conversation,
-    CreateRequest,
-    LlmEngine,
-    Say,
-    Step,
-    UserTurn,
-)
+from gateway.local_agent.brain import BrainContext, CallTool, CreateRequest, Say, Step, UserTurn
+from gateway.local_agent.conversation import Conversation
+from gateway.local_agent.llm import LlmEngine
 from gateway.local_agent.protocol import ToolDef
-from gateway.local_agent.settings import LlmSettings
+from gateway.local_agent.settings import LlmSettings, LocalAgentSettings, settings_from_env
 from gateway.local_agent.speech import split_sentences
 
 from .conftest import AgentServer
 from .fake_llm import FakeChatCompletions, Scripted
-
 
 pytestmark = pytest.mark.speech  # the app under test runs the real speech models
 
@@ -41,16 +33,21 @@ async def collect(engine: LlmEngine, trigger: Any, ctx: BrainContext) -> list[St
 
 
 async def test_engine_streams_sentences_and_sends_prompt_history_tools_and_key(
-    fake_llm: tuple[FakeChatCompletions, str], monkeypatch: pytest.MonkeyPatch
+    fake_llm: tuple[FakeChatCompletions, str]
 ) -> None:
     fake, url = fake_llm
-    monkeypatch.setenv("FAKE_LLM_KEY", "sk-local-test")
     fake.replies.append(Scripted("Sure. We open at nine tomorrow! Anything else?"))
     conv = Conversation()
     conv.add_user("When do you open?")
     ctx = BrainContext("You are the host of a restaurant.", (ToolDef("end_call", "Hang up"),), conv)
+    # The key as start-up reads it from the environment (settings_from_env, tests/unit/local_agent/test_settings.py).
+    llm = settings_from_env(
+        LocalAgentSettings(llm=LlmSettings(url, "tiny-model", "FAKE_LLM_KEY", temperature=0.2)),
+        {"FAKE_LLM_KEY": "sk-local-test"},
+    ).llm
+    assert llm is not None
     async with aiohttp.ClientSession() as http:
-        engine = LlmEngine(LlmSettings(url, "tiny-model", "FAKE_LLM_KEY", temperature=0.2), http, split=split_sentences)
+        engine = LlmEngine(llm, http, split=split_sentences)
         steps = await collect(engine, UserTurn("When do you open?"), ctx)
     assert steps == [Say("Sure."), Say("We open at nine tomorrow!"), Say("Anything else?")]
     body = fake.requests[0]

@@ -14,7 +14,8 @@ import threading
 import numpy as np
 import pytest
 
-from gateway.local_agent.session import INBOUND_MAX, _InputDecoder
+from gateway.local_agent.codec import InputDecoder
+from gateway.local_agent.hearing import INBOUND_MAX
 from gateway.local_agent.speech import SpeechModels
 from tests.support.caller_voice import caller_ulaw8k
 
@@ -71,7 +72,7 @@ async def test_audio_the_old_socket_received_but_the_agent_had_not_read_is_heard
                 break
     assert session.input_audio_s == pytest.approx(sent_s, abs=1e-6), (session.input_audio_s, sent_s)
     # In order: the audio the agent heard is the old socket's, then the new one's, sample for sample.
-    expected = _InputDecoder(session.config.input_format).decode(old_audio + new_audio)
+    expected = InputDecoder(session.config.input_format).decode(old_audio + new_audio)
     heard = h.utterance.slice(0, h.utterance.end)
     n = min(len(expected), len(heard)) // 2
     assert len(heard) // 2 >= n and n > 0

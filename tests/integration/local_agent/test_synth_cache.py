@@ -1,4 +1,4 @@
-"""The synthesis cache (session.SynthCache): fixed text (the greeting, the intent table's replies) is synthesized
+"""The synthesis cache (synth_cache.SynthCache): fixed text (the greeting, the intent table's replies) is synthesized
 once per process and replayed; variable text never is. Piper's default synthesis is randomised per run, so two
 fresh renderings of one sentence differ: identical audio shows a replay, different audio a fresh synthesis."""
 
@@ -7,8 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from gateway.local_agent.session import SynthCache
 
 from .conftest import AgentServer
 
@@ -46,15 +44,3 @@ async def test_variable_text_is_synthesized_afresh_every_time(agent: AgentServer
     second = await reply_create_audio(agent, "Your table for two is booked for seven tonight.")
     assert first and second and first != second  # Piper's per-run randomness: not a replay
     assert len(agent.runtime.synth_cache) == 0
-
-
-def test_the_cache_is_a_bounded_lru() -> None:
-    cache = SynthCache(max_bytes=4000)
-    for i in range(5):
-        cache.put(f"s{i}", [(f"s{i}", bytes(1000))])
-    assert len(cache) == 4 and cache.get("s0") is None  # the oldest went first
-    assert cache.get("s1") is not None  # s1 is now the most recent…
-    cache.put("s5", [("s5", bytes(1000))])
-    assert cache.get("s1") is not None and cache.get("s2") is None  # …so s2 went instead
-    cache.put("huge", [("huge", bytes(2000))])  # more than a quarter of the budget: not kept
-    assert cache.get("huge") is None

@@ -1,5 +1,6 @@
 """Reply engines (gateway/local_agent/brain.py): the intent table and the intent engine's pure policy, the real
-matcher on the committed intents, and the LLM engine's pure streaming helpers (SSE, deltas, sentences)."""
+matcher on the committed intents, the conversation history (conversation.py), and the LLM engine's pure streaming
+helpers (llm_stream.py: SSE, deltas, sentences)."""
 
 from __future__ import annotations
 
@@ -14,22 +15,16 @@ import pytest
 from gateway.local_agent.brain import (
     BrainContext,
     CallTool,
-    ChatStreamAccumulator,
-    Conversation,
     CreateRequest,
     Decided,
     IntentEngine,
     IntentsError,
     IntentTable,
     Say,
-    SentenceStream,
-    SseDecoder,
     Step,
     ToolOutcome,
     ToolsAnswered,
     UserTurn,
-    build_llm_messages,
-    build_llm_tools,
     first_speech_chunks,
     load_intents,
     parse_intents,
@@ -37,6 +32,14 @@ from gateway.local_agent.brain import (
     plan_tool_answers,
     plan_user_turn,
     render_result,
+)
+from gateway.local_agent.conversation import Conversation
+from gateway.local_agent.llm_stream import (
+    ChatStreamAccumulator,
+    SentenceStream,
+    SseDecoder,
+    build_llm_messages,
+    build_llm_tools,
 )
 from gateway.local_agent.protocol import ToolDef
 from gateway.local_agent.settings import DEFAULT_INTENTS_PATH
