@@ -272,9 +272,12 @@ async def exotel_answer(request: web.Request) -> web.Response:
         return web.Response(status=400, text="CallSid missing")
     if _reserve(request, "exotel", call_sid) is not None:
         return web.Response(status=503, text="not accepting calls")  # the applet moves on; nothing to say here
+    # The called number rides as a custom parameter, so the stream presents exactly the 'to' its token's profile
+    # was chosen by (Exotel's own start.to is only a fallback the dialect uses when no parameter carries one).
+    to = request.query.get("CallTo", "")
     doc = exotel.stream_url_document(
         _ws_url(settings, request, "/exotel/stream"), settings.carriers.exotel_sample_rate,
-        {"token": _token(settings, "exotel", call_sid)},
+        {"token": _token(settings, "exotel", call_sid, to), "to": to},
     )
     log.info("webhook.answered", call_sid=call_sid, carrier="exotel")
     return web.json_response(doc)
