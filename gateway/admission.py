@@ -24,10 +24,12 @@ is refused outright only while draining (unless a reservation is waiting for its
 fill the limit and no reservation is waiting. At ``start`` a stream claims its CallSid's reservation, or else needs
 a free slot (``at_capacity``).
 
-Live tokens: a stream token is refused while a live call of this process already uses it (a replayed ``start``
-for the same CallSid). The set is per process and cleared when the call ends: a later stream of the same CallSid
-(re-attach after a redirect, issue #8) has to present a token again, and tokens stay verifiable by any replica
-without shared state (the token itself is an HMAC bound to the CallSid with a short TTL, :mod:`gateway.security`).
+Used tokens: a stream token opens one call, once. The set of tokens this process admitted is kept until each
+token's expiry (``token_ttl_s`` after it was first used is an upper bound), so neither a replayed ``start`` while
+the call is live nor a new stream after it ended can ride the same token. A later stream of the same CallSid
+(re-attach after a redirect) goes through the webhook again and presents a fresh token. The set is per process;
+across replicas a token replayed elsewhere is bounded by its TTL, its call id, door and profile binding
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -48,10 +50,13 @@ class Admission:
     accepting: bool = True
     #: Upgrades that may wait for their ``start`` at once; beyond it the oldest waiting one is evicted.
     pending_limit: int = 32
+    #: How long a used token is remembered (a token's lifetime: server.call_token_ttl_s).
+    token_ttl_s: float = 300.0
     _reservations: dict[str, float] = field(default_factory=dict)  # CallSid -> expires at
     _pending: dict[int, None] = field(default_factory=dict)  # tickets of streams waiting for 'start', oldest first
     _live: dict[int, tuple[str, str]] = field(default_factory=dict)  # ticket -> (CallSid, token)
     _tokens: set[str] = field(default_factory=set)  # tokens of live calls
+    _used: dict[str, float] = field(default_factory=dict)  # every token admitted -> forget after (insertion order)
     _next_ticket: int = 0
 
     # ---- views -----------------------------------------------------------------------------------------------------
@@ -113,7 +118,7 @@ class Admission:
         """The stream's authorized ``start``: claim the CallSid's reservation (or a free slot) and the token."""
         self._pending.pop(ticket, None)
         self._expire(now)
-        if token in self._tokens:
+        if token in self._tokens or token in self._used:
             return REFUSED_TOKEN_IN_USE
         if self._reservations.pop(call_sid, None) is None and (
             len(self._live) + len(self._reservations) + 1 > self.limit
@@ -121,6 +126,7 @@ class Admission:
             return REFUSED_AT_CAPACITY
         self._live[ticket] = (call_sid, token)
         self._tokens.add(token)
+        self._used[token] = now + self.token_ttl_s
         return None
 
     def release(self, ticket: int) -> None:
@@ -131,6 +137,11 @@ class Admission:
             self._tokens.discard(entry[1])
 
     def _expire(self, now: float) -> None:
+        while self._used:  # oldest first: entries are added with a growing 'now' and the same TTL
+            token, until = next(iter(self._used.items()))
+            if until > now:
+                break
+            del self._used[token]
         if self._reservations:
             for sid in [s for s, exp in self._reservations.items() if exp <= now]:
                 del self._reservations[sid]

@@ -313,6 +313,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
             # (the caller hung up meanwhile) frees its slot after this, at most the token's own lifetime.
             reservation_ttl_s=min(RESERVATION_TTL_S, settings.server.call_token_ttl_s),
             pending_limit=settings.server.max_pending_streams,
+            token_ttl_s=settings.server.call_token_ttl_s,
         )
     )
     app[METRICS] = metrics = GatewayMetrics(

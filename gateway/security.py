@@ -15,12 +15,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+import secrets
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["twilio_signature", "validate_twilio_signature", "mint_call_token", "verify_call_token", "TokenError"]
 
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def _signing_string(url: str, params: Mapping[str, str | Iterable[str]]) -> str:
@@ -68,14 +71,18 @@ class TokenError(ValueError):
     """The per-call token is missing, malformed, expired, forged or for another call. ``str()`` says which."""
 
 
-def mint_call_token(secret: bytes, subject: str, now: float, ttl_s: float, *, scope: str) -> str:
+def mint_call_token(secret: bytes, subject: str, now: float, ttl_s: float, *, scope: str,
+                    nonce: str | None = None) -> str:
     """A token for ``subject`` (what the stream must present it with: :func:`gateway.outbound.token_subject`),
-    valid only at the stream door named ``scope`` until ``now + ttl_s``."""
+    valid only at the stream door named ``scope`` until ``now + ttl_s``. ``nonce`` (default: 64 random bits) makes
+    every token unique, so a token spent on one call never equals the next one minted for the same call."""
     if "|" in scope:
         raise ValueError(f"token scope {scope!r} must not contain '|'")  # our misuse: scopes are door names
+    if nonce is None:
+        nonce = secrets.token_urlsafe(8)
     expiry = int(now + ttl_s)
-    mac = hmac.new(secret, f"v2|{scope}|{subject}|{expiry}".encode(), hashlib.sha256).digest()
-    return f"v2.{expiry}.{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
+    mac = hmac.new(secret, f"v2|{scope}|{subject}|{expiry}|{nonce}".encode(), hashlib.sha256).digest()
+    return f"v2.{expiry}.{nonce}.{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
 
 
 def verify_call_token(secret: bytes, token: str | None, subject: str, now: float, *, scope: str) -> None:
@@ -84,10 +91,11 @@ def verify_call_token(secret: bytes, token: str | None, subject: str, now: float
     if not token:
         raise TokenError("missing")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != "v2" or not (parts[1].isascii() and parts[1].isdigit()):
+    if (len(parts) != 4 or parts[0] != "v2" or not (parts[1].isascii() and parts[1].isdigit())
+            or not _NONCE.fullmatch(parts[2])):
         raise TokenError("malformed")
     expiry = int(parts[1])
-    expected = mint_call_token(secret, subject, expiry, 0, scope=scope)
+    expected = mint_call_token(secret, subject, expiry, 0, scope=scope, nonce=parts[2])
     if not hmac.compare_digest(expected.encode(), token.encode()):
         raise TokenError("bad signature, or minted for another call, profile or carrier")
     if now > expiry:

@@ -550,8 +550,8 @@ class CallSession:
         self._authorized = True  # from here on the gateway may speak to this caller (prompts)
         refusal = self._admit(start.call_id, token) if self._admit is not None else None
         if refusal == "token_in_use":
-            # A replayed 'start': this token already carries a live call of this process (gateway.admission).
-            raise UnauthorizedStream("call token already in use by a live call")
+            # A replayed token: it already opened a call on this process (gateway.admission).
+            raise UnauthorizedStream("call token already used (a token opens one call, once)")
         if refusal is not None:
             self._log.warning("call.refused", reason=refusal)
             raise CallEnded(refusal)

@@ -311,7 +311,7 @@ async def test_malformed_carrier_json_ends_that_call_only(start_gateway, new_pee
 async def test_stream_with_forged_token_is_refused_without_an_agent_session(start_gateway, new_peer, fake_agent):
     gw = await start_gateway()
     peer = await new_peer(gw)
-    params = dict(peer.parameters, token="v2.9999999999.forged")
+    params = dict(peer.parameters, token="v2.9999999999.n0nce.forged")
     await peer.connect(parameters=params)
     await peer.wait_for(lambda: peer.closed.is_set(), timeout=5)
     assert peer.close_code == 1008

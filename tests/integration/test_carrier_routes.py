@@ -76,7 +76,7 @@ async def test_exotel_stream_upgrade_needs_the_basic_auth_too(start_gateway, htt
     ("path", "first_messages"),
     [
         # Plivo: a token in the path that was never minted
-        ("/plivo/stream/v2.9999999999.forged", [{
+        ("/plivo/stream/v2.9999999999.n0nce.forged", [{
             "event": "start", "sequenceNumber": 0,
             "start": {"callId": "call-1", "streamId": "stream-1", "accountId": "MA1", "tracks": ["inbound"],
                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}]),
@@ -85,7 +85,7 @@ async def test_exotel_stream_upgrade_needs_the_basic_auth_too(start_gateway, htt
         # Telnyx: a token minted for another call
         ("/telnyx/stream", [{"event": "connected", "version": "1.0.0"}, {
             "event": "start", "sequence_number": "1", "stream_id": "s-1",
-            "start": {"call_control_id": "v3:other", "custom_parameters": {"token": "v2.9999999999.abc"},
+            "start": {"call_control_id": "v3:other", "custom_parameters": {"token": "v2.9999999999.n0nce.abc"},
                       "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}]),
     ],
 )

@@ -119,7 +119,7 @@ def _predict(peer: TwilioPeer, frames: list[str | bytes]) -> str:
 
 ok_kinds = st.sampled_from(["connected", "start", "media", "stop"]).map(lambda k: (k, None))
 bad_kinds = st.one_of(
-    st.tuples(st.just("start_bad_token"), st.sampled_from(["", "v1.1.x", "v2.9999999999." + "A" * 43])),
+    st.tuples(st.just("start_bad_token"), st.sampled_from(["", "v1.1.x", "v2.9999999999.n0nce." + "A" * 43])),
     st.tuples(st.just("start_bad_format"), st.none()),
     st.tuples(st.just("media_other_sid"), st.text(max_size=40)),
     st.tuples(st.just("media_bad_payload"), st.text(max_size=12) | st.integers()),

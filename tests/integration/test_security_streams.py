@@ -101,7 +101,7 @@ async def test_stream_with_a_bad_token_is_refused_and_opens_no_agent_session(
     token = {
         "missing": None,
         "empty": "",
-        "forged": "v2.9999999999." + "A" * 43,
+        "forged": "v2.9999999999.n0nce." + "A" * 43,
         "wrong_secret": mint_call_token(b"not-the-secret", f"{peer.call_sid}|default", now, 300, scope="twilio"),
         "expired": mint_call_token(SECRET, f"{peer.call_sid}|default", now - 600, 300, scope="twilio"),
         "malformed": "v1." + good[3:],
@@ -131,7 +131,7 @@ async def test_token_replayed_for_another_call_sid_is_refused(start_gateway, new
     _assert_no_agent_session(fake_agent)
 
 
-async def test_token_already_used_by_a_live_call_is_refused_until_that_call_ends(start_gateway, new_peer, fake_agent):
+async def test_a_token_opens_one_call_once_even_after_that_call_ended(start_gateway, new_peer, fake_agent):
     gw = await start_gateway()
     first = await new_peer(gw)
     await first.connect()
@@ -142,19 +142,24 @@ async def test_token_already_used_by_a_live_call_is_refused_until_that_call_ends
     with capture_call_logs() as logs:
         await _refused_stream(replay, replay.parameters)
         await wait_event(logs, "call.ended")
-    assert events(logs, "call.refused")[0]["reason"] == "call token already in use by a live call"
+    assert events(logs, "call.refused")[0]["reason"] == "call token already used (a token opens one call, once)"
     assert fake_agent.connections == 1 and fake_agent.sessions == [sess]
     # the first call is untouched
     await first.send_media(ulaw_tone(440, 0.2))
     await first.wait_for(lambda: len(sess.audio) >= 0.2 * 48000 - 960)
     assert not first.closed.is_set()
-    # Per process, cleared when the call ends: the same CallSid may attach again later (issue #8, re-attach
-    # after a redirect) while the token is still within its TTL.
+    # After the call ended the token is still spent: replaying it within its TTL opens nothing.
     await first.stop()
     await first.wait_for(lambda: first.closed.is_set())
     again = await new_peer(gw, dial=False, call_sid=first.call_sid)
     again.stream_url, again.parameters = first.stream_url, dict(first.parameters)
-    await again.connect()
+    with capture_call_logs() as logs:
+        await _refused_stream(again, again.parameters)
+        await wait_event(logs, "call.ended")
+    assert fake_agent.connections == 1
+    # The same CallSid may attach again (re-attach after a redirect goes through the webhook): a fresh token works.
+    fresh = await new_peer(gw, call_sid=first.call_sid)
+    await fresh.connect()
     await fake_agent.session()
     assert fake_agent.connections == 2
 

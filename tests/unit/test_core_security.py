@@ -153,18 +153,25 @@ TTL = 300.0
 
 def test_call_token_looks_like_v2_expiry_mac() -> None:
     token = mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio")
-    m = re.fullmatch(r"v2\.(\d+)\.([A-Za-z0-9_-]+)", token)
+    m = re.fullmatch(r"v2\.(\d+)\.([A-Za-z0-9_-]{11})\.([A-Za-z0-9_-]+)", token)
     assert m is not None
     assert int(m.group(1)) == int(NOW + TTL)
-    assert len(m.group(2)) == 43  # an unpadded url-safe base64 SHA-256 MAC
+    assert len(m.group(3)) == 43  # an unpadded url-safe base64 SHA-256 MAC
     assert "=" not in token  # safe to put in a TwiML <Parameter> without escaping
 
 
-def test_call_token_is_deterministic_and_bound_to_call_and_secret() -> None:
-    token = mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio")
-    assert mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio") == token
-    assert mint_call_token(SECRET, "CA" + "0" * 32, NOW, TTL, scope="twilio") != token
-    assert mint_call_token(b"other", CALL, NOW, TTL, scope="twilio") != token
+def test_call_token_is_deterministic_for_its_nonce_and_bound_to_call_and_secret() -> None:
+    token = mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio", nonce="n0nce")
+    assert mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio", nonce="n0nce") == token
+    assert mint_call_token(SECRET, "CA" + "0" * 32, NOW, TTL, scope="twilio", nonce="n0nce") != token
+    assert mint_call_token(b"other", CALL, NOW, TTL, scope="twilio", nonce="n0nce") != token
+
+
+def test_every_token_minted_is_unique_even_for_the_same_call_and_second() -> None:
+    tokens = {mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio") for _ in range(1000)}
+    assert len(tokens) == 1000  # a spent token never equals the next one for the same call (re-attach)
+    for t in tokens:
+        verify_call_token(SECRET, t, CALL, NOW, scope="twilio")
 
 
 @pytest.mark.parametrize("at", [NOW, NOW + 1, NOW + TTL - 1, NOW + TTL])
@@ -173,8 +180,8 @@ def test_valid_call_token_verifies_until_it_expires(at: float) -> None:
 
 
 def _forged_expiry(token: str) -> str:
-    _, expiry, mac = token.split(".")
-    return f"v2.{int(expiry) + 3600}.{mac}"
+    _, expiry, nonce, mac = token.split(".")
+    return f"v2.{int(expiry) + 3600}.{nonce}.{mac}"
 
 
 @pytest.mark.parametrize(
@@ -189,20 +196,22 @@ def _forged_expiry(token: str) -> str:
         (None, CALL, SECRET, NOW, "missing"),
         ("", CALL, SECRET, NOW, "missing"),
         ("garbage", CALL, SECRET, NOW, "malformed"),
-        ("v2.123", CALL, SECRET, NOW, "malformed"),
-        ("v2.123.abc.def", CALL, SECRET, NOW, "malformed"),
-        ("v1.1790000300.abc", CALL, SECRET, NOW, "malformed"),
-        ("v2.-5.abc", CALL, SECRET, NOW, "malformed"),
-        ("v2..abc", CALL, SECRET, NOW, "malformed"),
-        ("v2.soon.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.123.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.123.abc.def.ghi", CALL, SECRET, NOW, "malformed"),
+        ("v1.1790000300.n.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.-5.n.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2..n.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.soon.n.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.1790000300..abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.1790000300.n|x.abc", CALL, SECRET, NOW, "malformed"),
         # Bug: str.isdigit() accepts superscript digits that int() rejects, so a ValueError (not a TokenError)
         # escapes, and the session's `except TokenError` does not catch it.
-        ("v2.².abc", CALL, SECRET, NOW, "malformed"),
-        ("v2.1790000300².abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.².n.abc", CALL, SECRET, NOW, "malformed"),
+        ("v2.1790000300².n.abc", CALL, SECRET, NOW, "malformed"),
     ],
     ids=["expired", "long_expired", "other_call_sid", "wrong_secret", "forged_expiry", "truncated_mac", "none",
-         "empty", "garbage", "two_parts", "four_parts", "other_version", "negative_expiry", "empty_expiry",
-         "word_expiry", "superscript_expiry", "trailing_superscript"],
+         "empty", "garbage", "three_parts", "five_parts", "other_version", "negative_expiry", "empty_expiry",
+         "word_expiry", "empty_nonce", "bad_nonce", "superscript_expiry", "trailing_superscript"],
 )
 def test_bad_call_tokens_raise_token_error_saying_why(
     token: str | None, call_sid: str, secret: bytes, now: float, reason: str

@@ -25,8 +25,9 @@ ops = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 4), ops)
 def test_limit_and_token_invariants_hold_under_any_interleaving(limit, sequence):
-    a = Admission(limit=limit, reservation_ttl_s=30.0, pending_limit=3)
+    a = Admission(limit=limit, reservation_ttl_s=30.0, pending_limit=3, token_ttl_s=10_000.0)
     now = 0.0
+    admitted: set[str] = set()
     pending: list[int] = []
     live: dict[int, str] = {}
     for op, arg in sequence:
@@ -50,11 +51,12 @@ def test_limit_and_token_invariants_hold_under_any_interleaving(limit, sequence)
             token = f"tok{arg}"
             r = a.start(t, f"CA{arg}", token, now)
             if r is None:
-                assert token not in live.values()  # a live token is never admitted twice
+                assert token not in admitted  # a token is never admitted twice (while remembered: no tick > TTL)
+                admitted.add(token)
                 live[t] = token
             else:
                 assert r in (REFUSED_AT_CAPACITY, REFUSED_TOKEN_IN_USE)
-                assert r != REFUSED_TOKEN_IN_USE or token in live.values()
+                assert r != REFUSED_TOKEN_IN_USE or token in admitted
                 a.release(t)
         elif op == "release":
             tickets = list(live) + pending
@@ -124,3 +126,15 @@ def test_draining_refuses_new_work_but_lets_answered_calls_connect():
     assert not isinstance(opened, str)  # CA1's webhook was answered before the drain
     assert a.start(opened[0], "CA1", "tok", 0) is None
     assert a.open_stream(0) == REFUSED_DRAINING  # nobody else is expected
+
+
+def test_a_used_token_is_remembered_until_its_lifetime_ends():
+    a = Admission(limit=5, token_ttl_s=300.0)
+    (t1, _) = a.open_stream(0.0)
+    assert a.start(t1, "CA1", "tok", 0.0) is None
+    a.release(t1)  # the call ended
+    (t2, _) = a.open_stream(10.0)
+    assert a.start(t2, "CA1", "tok", 10.0) == REFUSED_TOKEN_IN_USE
+    a.release(t2)
+    (t3, _) = a.open_stream(301.0)  # past its lifetime the token would not verify anyway: forgotten
+    assert a.start(t3, "CA1", "tok", 301.0) is None
