@@ -4,14 +4,15 @@ the Voice Agent API for every agent session of the gateway under test, and measu
 Run by scripts/bench as ``python -m bench.loadgen PLAN_JSON``; prints one JSON object per line: ``ready``, then one
 ``step`` per load level, then ``done``.
 
-Twilio side, per call (telephony.md §A): POST the voice webhook, read the TwiML, open the stream, send ``connected``
-and ``start`` (with the TwiML's parameters), then one ``media`` frame (160 B μ-law, speech-like) every 20 ms; play
-what comes back at real time and echo each ``mark`` once the audio before it has played; on ``clear`` drop the
-queue and echo pending marks at once, as Twilio does.
+Twilio side, per call (docs/architecture/twilio-media-streams.md): POST the voice webhook, read the TwiML, open the
+stream, send ``connected`` and ``start`` (with the TwiML's parameters), then one ``media`` frame (160 B μ-law,
+speech-like) every 20 ms; play what comes back at real time and echo each ``mark`` once the audio before it has played;
+on ``clear`` drop the queue and echo pending marks at once, as Twilio does.
 
-Agent side, per session (voice-agent-api.md §2): answer ``session.update`` with ``session.updated`` and
-``session.ready``, start a reply, and echo the caller's audio back as ``reply.audio`` at real time in ``chunk_ms``
-chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5 ms / 300 B of μ-law); on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.
+Agent side, per session (docs/architecture/voice-agent-api.md#events): answer ``session.update`` with
+``session.updated`` and ``session.ready``, start a reply, and echo the caller's audio back as ``reply.audio`` at real
+time in ``chunk_ms`` chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5 ms / 300 B of
+μ-law); on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.
 
 Added latency is measured on one clock, both peers being here:
 - caller → agent, per frame: ``input.audio`` received − ``media`` sent, for the message that completed the frame's

@@ -1,7 +1,7 @@
 """What the real CallSession adds per message, in process: its steady-state fast paths driven with stand-in
 sockets, against the pure functions they call (parse, transcode, build).
 
-    .venv/bin/python -m bench.session_overhead        # ≈ 10 s; README "Performance" → "The floor"
+    .venv/bin/python -m bench.session_overhead        # ≈ 10 s; docs/architecture/performance.md, "The floor"
 
 - carrier → agent: one Twilio ``media`` text through ``dialect.parse`` and ``CallSession._on_caller_audio`` (the
   carrier reader's work per frame, the ``input.audio`` send included) against parse + ``InboundAudio.convert`` +

@@ -1,8 +1,8 @@
 """Bench-only prototype "floor" (scripts/bench --prototype floor): a stand-in for gateway/session.py whose
 CallSession relays a Twilio call to the agent doing the least any gateway must do per message, and nothing else.
 It measures the ceiling of the transport the real gateway runs on (aiohttp server for the carrier socket, aiohttp
-client WebSocket on the process's shared ClientSession for the agent socket, uvloop), not a product. README
-"Performance" → "The floor: what a relay that does nothing costs".
+client WebSocket on the process's shared ClientSession for the agent socket, uvloop), not a product.
+docs/architecture/performance.md, "The floor: what a relay that does nothing costs".
 
 Per message, and only this:
 

@@ -3,7 +3,7 @@
 Chromium's fake microphone plays a WAV of the caller asking "what time do you open"; the test drives the page over
 the DevTools protocol (a WebSocket, no Selenium), clicks Call, waits for the greeting, the caller's transcript and
 the agent's answer in the page's timeline, checks that agent audio was played and marks were echoed, and saves a
-screenshot (artifacts/softphone.png; with UPDATE_DOCS=1 also docs/softphone.png for the README)."""
+screenshot (artifacts/softphone.png; with UPDATE_DOCS=1 also docs/softphone.png, which the docs pages show)."""
 
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ async def test_softphone_call_in_chromium_hears_the_greeting_and_the_answer(mode
 
             shot = await cdp.send("Page.captureScreenshot", format="png")
             png = base64.b64decode(shot["data"])
-            # The test artifact always; the README's copy only on request, so a test run never dirties the tree.
+            # The test artifact always; the docs' copy only on request, so a test run never dirties the tree.
             targets = [ROOT / "artifacts" / "softphone.png"]
             if os.environ.get("UPDATE_DOCS") == "1":
                 targets.append(ROOT / "docs" / "softphone.png")

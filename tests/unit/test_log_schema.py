@@ -1,9 +1,9 @@
-"""The JSON log schema is a contract (README "Operations" → "Logs"): dashboards, Loki queries and alerts key on event
+"""The JSON log schema is a contract (docs/reference/logs.md): dashboards, Loki queries and alerts key on event
 names and keys. ``SCHEMA`` below is that contract, committed: real calls run through the real app (Twilio peer ⇄
 gateway ⇄ fake agent) with their log lines captured, and every line must match it (name known, required keys
 present, no undeclared key, every value of its declared type). A second check reads the code: every event name the
-gateway logs is in ``SCHEMA``, with every literal key declared, and every event is documented in
-README.md ('Operations › Logs'). Renaming a key, or logging a new event without declaring it, fails here.
+gateway logs is in ``SCHEMA``, with every literal key declared, and every event and key is documented in
+docs/reference/logs.md. Renaming a key, or logging a new event without declaring it, fails here.
 
 Events of the embedded local agent (``local_agent.*``) and of the call simulator (a client) are out of scope."""
 
@@ -25,6 +25,8 @@ from structlog.processors import format_exc_info
 from tests.support.audio import tone
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The log reference of the documentation site: one table row per event, call.ended's keys in a table after it.
+LOG_DOC = ROOT / "docs" / "reference" / "logs.md"
 NUM = (int, float)
 OPT_STR = (str, type(None))
 OPT_INT = (int, type(None))
@@ -107,7 +109,7 @@ SCHEMA: dict[str, Event] = {
     "softphone.enabled": Event({"mode": str, "path": str}),
     "softphone.dialled": Event({"call_sid": str}),
     "softphone.refused": Event({"reason": str, "path": str, "status": int}),
-    # ---- call control (issue #8, README "Call control") -----------------------------------------------------
+    # ---- call control (issue #8, docs/how-to/call-control.md) ---------------------------------------------------
     "call.dtmf_sent": Event({**CALL, "digits": int, "ms": int, "heard": bool}),
     "call.dtmf_delivered": Event({**CALL, "mode": str, "digits": int}),
     "call.hangup_rest": Event({**CALL, "already_ended": bool, "ms": NUM}),
@@ -149,7 +151,7 @@ def _is(value: Any, types: Any) -> bool:
 def check_event(line: dict[str, Any]) -> None:
     """Raise AssertionError unless ``line`` (a JSON log line, or a captured one) matches ``SCHEMA``."""
     name = line.get("event")
-    assert name in SCHEMA, f"undeclared log event {name!r}: add it to SCHEMA and to README.md ('Operations › Logs')"
+    assert name in SCHEMA, f"undeclared log event {name!r}: add it to SCHEMA and to docs/reference/logs.md"
     spec = SCHEMA[name]
     for key in spec.required:
         assert key in line, f"{name}: required key {key!r} missing from {line}"
@@ -198,15 +200,23 @@ def test_every_event_the_code_logs_is_declared_with_its_keys():
 
 
 def test_every_event_and_key_is_documented():
-    doc = (ROOT / "README.md").read_text(encoding="utf-8")
+    doc = LOG_DOC.read_text(encoding="utf-8")
     for name, spec in SCHEMA.items():
         row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}`")), None)
-        assert row is not None, f"README.md ('Operations › Logs') has no row for {name}"
+        assert row is not None, f"{LOG_DOC.relative_to(ROOT)} has no row for {name}"
         # call.ended's keys have a table of their own, after the events table.
         where = doc[doc.index(row):] if "see below" in row else row
         for key in [*spec.required, *spec.optional]:
             if key not in CALL:
-                assert f"`{key}`" in where, f"{name}: key {key} not documented in README.md ('Operations › Logs')"
+                assert f"`{key}`" in where, f"{name}: key {key} not documented in {LOG_DOC.relative_to(ROOT)}"
+
+
+def test_the_log_reference_documents_no_event_the_schema_lacks():
+    """The other direction: a row for an event nobody logs any more is a stale page (local_agent.* rows are the
+    embedded agent's, outside this schema)."""
+    rows = re.findall(r"^\| `([a-z_]+\.[a-z_.]+)`", LOG_DOC.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    documented = {name for name in rows if not name.startswith("local_agent.")}
+    assert documented - set(SCHEMA) == set(), f"documented but not in SCHEMA: {sorted(documented - set(SCHEMA))}"
 
 
 # ---- real calls ----------------------------------------------------------------------------------------------------
