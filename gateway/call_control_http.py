@@ -14,8 +14,8 @@ pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST cal
 
 Bodies are read with :mod:`gateway.http_input`: whatever anyone sends, a malformed body is a 400, never a 500.
 
-App state added here: :data:`PARKED` (the re-attach registry). The REST client is built per use from the app's
-shared ``aiohttp`` session (:func:`rest_client`); it holds no state of its own.
+App state added here (:func:`setup`): ``app[PARKED]`` (the re-attach registry, :mod:`gateway.keys`). The REST client
+is built per use from the app's shared ``aiohttp`` session (:func:`rest_client`); it holds no state of its own.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from typing import AsyncIterator
 import structlog
 from aiohttp import web
 
+from . import urls
 from .carriers import twiml
 from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Settings
 from .http_input import read_form, read_json
+from .keys import CALLS, HTTP, METRICS, PARKED, SETTINGS
 from .logs import mask_number
 from .outbound import (
     RequestInvalid,
@@ -43,19 +45,16 @@ from .outbound import (
 from .reattach import ParkedAgents
 from .security import mint_call_token, validate_twilio_signature
 
-__all__ = ["PARKED", "FINAL_CALL_STATUSES", "rest_client", "setup_call_control", "status_callback_url"]
+__all__ = ["FINAL_CALL_STATUSES", "rest_client", "setup", "status_callback_url"]
 
 log = structlog.get_logger("gateway")
 
-PARKED = web.AppKey("parked_agents", ParkedAgents)
 #: CallStatus values after which the call is over (telephony.md §A.9).
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 def rest_client(app: web.Application) -> TwilioRest | None:
     """Twilio REST on the app's HTTP session, or None without TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN."""
-    from .app import HTTP, SETTINGS  # the app module imports us lazily; import back the same way
-
     settings = app[SETTINGS]
     if not settings.twilio_rest_configured or HTTP not in app:
         return None
@@ -64,11 +63,9 @@ def rest_client(app: web.Application) -> TwilioRest | None:
 
 
 def status_callback_url(settings: Settings) -> str | None:
-    """Where Twilio posts status callbacks: only with a public URL (Twilio must reach it, and it is what the
-    signature is computed over) and ``[twilio] status_callbacks`` on."""
-    if not settings.server.public_url or not settings.twilio.status_callbacks:
-        return None
-    return settings.server.public_url.rstrip("/") + "/twilio/status"
+    """Where Twilio posts status callbacks (:func:`gateway.urls.status_callback_url`): only with a public URL and
+    ``[twilio] status_callbacks`` on."""
+    return urls.status_callback_url(settings.server.public_url, settings.twilio.status_callbacks)
 
 
 def _json_error(status: int, error: str, **extra: object) -> web.Response:
@@ -77,8 +74,6 @@ def _json_error(status: int, error: str, **extra: object) -> web.Response:
 
 # ---- POST /calls -------------------------------------------------------------------------------------------------
 async def create_outbound_call(request: web.Request) -> web.Response:
-    from .app import CALLS, METRICS, SETTINGS, _stream_url
-
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     key = settings.secrets.gateway_api_key
@@ -123,7 +118,9 @@ async def create_outbound_call(request: web.Request) -> web.Response:
     token = mint_call_token(settings.secrets.token_secret, token_subject(params, "", req.profile), time.time(),
                             settings.server.call_token_ttl_s, scope="twilio")
     status_url = status_callback_url(settings)
-    body_twiml = twiml.connect_stream(_stream_url(settings, request), {"token": token, **params}, status_url)
+    stream_url = urls.stream_url(settings.server.public_url, "/twilio/stream", urls.sockname(request.transport),
+                                 settings.server.port)
+    body_twiml = twiml.connect_stream(stream_url, {"token": token, **params}, status_url)
     try:
         call = await rest.create_call(to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url)
     except TwilioRestError as exc:
@@ -141,14 +138,13 @@ async def create_outbound_call(request: web.Request) -> web.Response:
 
 # ---- POST /twilio/status -----------------------------------------------------------------------------------------
 async def status_callback(request: web.Request) -> web.Response:
-    from .app import CALLS, METRICS, SETTINGS, _webhook_url
-
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     params, flat = await read_form(request)  # a body that is not form data: 400
     call_sid = flat.get("CallSid") or None
     token = settings.secrets.twilio_auth_token
-    if token and not validate_twilio_signature(token, _webhook_url(settings, request), params,
+    signed_url = urls.webhook_url(settings.server.public_url, request.host, request.path_qs)
+    if token and not validate_twilio_signature(token, signed_url, params,
                                                request.headers.get("X-Twilio-Signature")):
         log.warning("status.refused", reason="bad signature", call_sid=call_sid)
         metrics.refused("status", "bad_signature")
@@ -185,10 +181,10 @@ async def status_callback(request: web.Request) -> web.Response:
 
 
 # ---- wiring ----------------------------------------------------------------------------------------------------
-def setup_call_control(app: web.Application, settings: Settings, *, twilio_door: bool = True) -> None:
-    """Routes and state of call control; called by :func:`gateway.app.create_app`. ``twilio_door``: whether
-    Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`); its status callback route exists only
-    then, since it can end calls."""
+def setup(app: web.Application) -> None:
+    """Routes and state of call control (needs ``app[SETTINGS]``). ``POST /twilio/status`` exists only while
+    Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`), since it can end calls."""
+    settings = app[SETTINGS]
     app[PARKED] = ParkedAgents(settings.server.reattach_window_s, end_timeout_s=settings.agent.end_timeout_s)
 
     async def parked_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -197,6 +193,6 @@ def setup_call_control(app: web.Application, settings: Settings, *, twilio_door:
 
     app.cleanup_ctx.append(parked_ctx)
     app.router.add_post("/calls", create_outbound_call)
-    if twilio_door:
+    if "twilio" in settings.open_doors():
         app.router.add_post("/twilio/status", status_callback)
 

@@ -31,22 +31,25 @@ opens its stream (docs/security.md).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from types import ModuleType
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
+from . import urls
 from .admission import REFUSED_DRAINING
-from .carriers import exotel, plivo, signalwire, telnyx, vonage
+from .call_control_http import status_callback_url
+from .carriers import exotel, plivo, signalwire, telnyx, twiml, vonage
 from .carriers.base import Dialect
+from .carriers.twilio import TwilioDialect
 from .config import Settings
 from .http_input import read_json, read_form
+from .keys import CALLS, METRICS, SETTINGS
+from .media_stream import serve_stream
 from .outbound import token_subject
-from .security import mint_call_token
+from .security import mint_call_token, validate_twilio_signature
 
-__all__ = ["setup_carrier_routes"]
+__all__ = ["setup"]
 
 log = structlog.get_logger("gateway")
 
@@ -55,25 +58,12 @@ DRAINING = "Sorry, we can't take your call right now. Please call again shortly.
 
 
 # ---- shared -----------------------------------------------------------------------------------------------------
-def _app_keys() -> ModuleType:
-    from . import app as app_module  # the app module imports this one inside create_app
-
-    return app_module
-
-
 def _ws_url(settings: Settings, request: web.Request, path: str) -> str:
-    """``wss://<public host>/<path>`` from the configured public URL, never from request headers (§A.2); loopback in
-    local development."""
-    base = settings.server.public_url
-    if base:
-        u = urlsplit(base)
-        return urlunsplit(("wss" if u.scheme == "https" else "ws", u.netloc, u.path.rstrip("/") + path, "", ""))
-    host, port = _app_keys()._bound_address(request)
-    return f"ws://{host}:{port}{path}"
+    return urls.stream_url(settings.server.public_url, path, urls.sockname(request.transport), settings.server.port)
 
 
 def _signed_url(settings: Settings, request: web.Request) -> str:
-    return _app_keys()._webhook_url(settings, request)
+    return urls.webhook_url(settings.server.public_url, request.host, request.path_qs)
 
 
 def _refused(request: web.Request, where: str, carrier: str, reason: str, status: int = 403) -> web.Response:
@@ -81,19 +71,19 @@ def _refused(request: web.Request, where: str, carrier: str, reason: str, status
         log.warning("webhook.refused", reason=reason, carrier=carrier, call_sid=None)
     else:
         log.warning("stream.refused", reason=reason, carrier=carrier)
-    request.app[_app_keys().METRICS].refused(where, reason.replace(" ", "_"))
+    request.app[METRICS].refused(where, reason.replace(" ", "_"))
     return web.Response(status=status, text=reason)
 
 
 def _reserve(request: web.Request, carrier: str, call_id: str) -> str | None:
     """Reserve a call slot at the webhook (gateway.admission). Returns None, or the text to say when refusing."""
-    calls = request.app[_app_keys().CALLS]
+    calls = request.app[CALLS]
     refusal = calls.admission.reserve(call_id, time.monotonic())
     if refusal is None:
         return None
     reason = "draining" if refusal == REFUSED_DRAINING else "at_capacity"
     log.warning("webhook.refused", reason=reason, call_sid=call_id, carrier=carrier)
-    request.app[_app_keys().METRICS].refused("webhook", reason)
+    request.app[METRICS].refused("webhook", reason)
     return DRAINING if refusal == REFUSED_DRAINING else BUSY
 
 
@@ -115,14 +105,60 @@ def _stream(make: Callable[[web.Request], Dialect | web.Response]) -> Callable[[
         dialect = make(request)
         if isinstance(dialect, web.Response):
             return dialect
-        return await _app_keys().serve_stream(request, dialect)
+        return await serve_stream(request, dialect)
 
     return handler
+
+# ---- Twilio --------------------------------------------------------------------------------------------------------
+async def voice_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    signed, flat = await read_form(request)
+    token = settings.secrets.twilio_auth_token
+    if token:
+        if not validate_twilio_signature(token, _signed_url(settings, request), signed,
+                                         request.headers.get("X-Twilio-Signature")):
+            log.warning("webhook.refused", reason="bad signature", call_sid=flat.get("CallSid"))
+            request.app[METRICS].refused("webhook", "bad_signature")
+            return web.Response(status=403, text="invalid signature")
+    call_sid = flat.get("CallSid", "")
+    if not call_sid:
+        return web.Response(status=400, text="CallSid missing")
+    calls = request.app[CALLS]
+    refusal = calls.admission.reserve(call_sid, time.monotonic())
+    if refusal == REFUSED_DRAINING:
+        log.info("webhook.refused", reason="draining", call_sid=call_sid)
+        request.app[METRICS].refused("webhook", "draining")
+        return _xml(twiml.say_and_hang_up(DRAINING))
+    if refusal is not None:
+        log.warning("webhook.refused", reason="at_capacity", call_sid=call_sid, active=len(calls))
+        request.app[METRICS].refused("webhook", "at_capacity")
+        return _xml(twiml.say_and_hang_up(BUSY))
+    params = {"from": flat.get("From", ""), "to": flat.get("To", "")}
+    call_token = mint_call_token(settings.secrets.token_secret,
+                                 token_subject(params, call_sid, settings.profile_for(params["to"])[0]), time.time(),
+                                 settings.server.call_token_ttl_s, scope="twilio")
+    body = twiml.connect_stream(_ws_url(settings, request, "/twilio/stream"), {"token": call_token, **params},
+                                status_callback_url(settings))
+    log.info("webhook.answered", call_sid=call_sid)
+    return _xml(body)
+
+
+async def media_stream(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    auth = settings.secrets.twilio_auth_token
+    if auth:
+        sig = request.headers.get("X-Twilio-Signature")
+        if not validate_twilio_signature(auth, _ws_url(settings, request, "/twilio/stream"), {}, sig):
+            reason = "missing_signature" if sig is None else "bad_signature"
+            log.warning("stream.refused", reason=reason, carrier="twilio")
+            request.app[METRICS].refused("stream", reason)
+            return web.Response(status=403, text="invalid signature")
+    return await serve_stream(request, TwilioDialect())
 
 
 # ---- SignalWire (§A.10): Twilio-compatible ------------------------------------------------------------------------
 async def signalwire_voice(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     multi, flat = await read_form(request)
     key = settings.secrets.signalwire_signing_key
     if key and not signalwire.validate_signalwire_signature(key, _signed_url(settings, request), multi, request.headers):
@@ -132,7 +168,7 @@ async def signalwire_voice(request: web.Request) -> web.Response:
         return web.Response(status=400, text="CallSid missing")
     say = _reserve(request, "signalwire", call_sid)
     if say is not None:
-        return _xml(_app_keys().twiml.say_and_hang_up(say))
+        return _xml(twiml.say_and_hang_up(say))
     body = signalwire.connect_stream(
         _ws_url(settings, request, "/signalwire/stream"),
         {"token": _token(settings, "signalwire", call_sid, flat.get("To", "")), "from": flat.get("From", ""),
@@ -144,7 +180,7 @@ async def signalwire_voice(request: web.Request) -> web.Response:
 
 
 def _signalwire_stream(request: web.Request) -> Dialect | web.Response:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     key = settings.secrets.signalwire_signing_key
     if key and any(h in request.headers for h in signalwire.SIGNATURE_HEADERS):
         # Signed like Twilio's upgrade: over the wss:// URL of the cXML, no params (§A.2).
@@ -156,7 +192,7 @@ def _signalwire_stream(request: web.Request) -> Dialect | web.Response:
 
 # ---- Telnyx (§A.10) -----------------------------------------------------------------------------------------------
 async def telnyx_voice(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     raw = await request.read()
     public_key = settings.secrets.telnyx_public_key
     if public_key and not telnyx.verify_telnyx_signature(
@@ -170,7 +206,7 @@ async def telnyx_voice(request: web.Request) -> web.Response:
         return web.Response(status=400, text="CallSid missing")
     say = _reserve(request, "telnyx", call_id)
     if say is not None:
-        return _xml(_app_keys().twiml.say_and_hang_up(say))
+        return _xml(twiml.say_and_hang_up(say))
     body = telnyx.texml_stream(
         _ws_url(settings, request, "/telnyx/stream"),
         {"token": _token(settings, "telnyx", call_id, flat.get("To", "")), "from": flat.get("From", ""),
@@ -183,7 +219,7 @@ async def telnyx_voice(request: web.Request) -> web.Response:
 
 # ---- Plivo (§A.10) ------------------------------------------------------------------------------------------------
 async def plivo_answer(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     multi, flat = await read_form(request)
     token = settings.secrets.plivo_auth_token
     if token and not plivo.validate_plivo_v3_signature(
@@ -196,7 +232,7 @@ async def plivo_answer(request: web.Request) -> web.Response:
         return web.Response(status=400, text="CallUUID missing")
     say = _reserve(request, "plivo", call_uuid)
     if say is not None:
-        return _xml('<?xml version="1.0" encoding="UTF-8"?><Response><Speak>' + _app_keys().twiml.xml_text(say)
+        return _xml('<?xml version="1.0" encoding="UTF-8"?><Response><Speak>' + twiml.xml_text(say)
                     + '</Speak><Hangup/></Response>')
     # The token rides in the path: extraHeaders only take alphanumerics (§A.10, §A.2 path segments).
     numbers = {k: "".join(ch for ch in flat.get(k.capitalize(), "") if ch.isalnum()) for k in ("to", "from")}
@@ -212,7 +248,7 @@ def _plivo_stream(request: web.Request) -> Dialect:
 
 # ---- Vonage (§A.10) -----------------------------------------------------------------------------------------------
 async def vonage_answer(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     raw = await request.read()
     secret = settings.secrets.vonage_signature_secret
     if secret and not vonage.verify_vonage_jwt(secret, request.headers.get("Authorization"), raw, now=time.time()):
@@ -250,7 +286,7 @@ def _vonage_stream(request: web.Request) -> Dialect:
 
 # ---- Exotel (§A.10) -----------------------------------------------------------------------------------------------
 def _exotel_auth(request: web.Request, where: str) -> web.Response | None:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     basic, nets = settings.secrets.exotel_basic_auth, settings.carriers.exotel_allowed_ips
     if not basic and not nets:
         return None  # local development
@@ -263,7 +299,7 @@ def _exotel_auth(request: web.Request, where: str) -> web.Response | None:
 
 
 async def exotel_answer(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
+    settings = request.app[SETTINGS]
     refused = _exotel_auth(request, "webhook")
     if refused is not None:
         return refused
@@ -288,8 +324,18 @@ def _exotel_stream(request: web.Request) -> Dialect | web.Response:
     return exotel.ExotelStream(transport_params={"token": token} if token else None)
 
 
-def setup_carrier_routes(app: web.Application, doors: Mapping[str, bool]) -> None:
-    """Add the routes of every carrier (but Twilio, which app.py routes) whose door is open."""
+def setup(app: web.Application) -> None:
+    """Add the routes of every carrier whose door is open (``app[SETTINGS]``)."""
+    doors = app[SETTINGS].open_doors()
+    for carrier, authenticated in doors.items():
+        if not authenticated:
+            # Development only (config refuses this with a public URL): say it loudly, once per door.
+            log.warning("carrier.unauthenticated", carrier=carrier,
+                        detail="its webhook and stream accept anyone who can reach this port; set its secret "
+                        "before exposing the gateway (docs/security.md)")
+    if "twilio" in doors:
+        app.router.add_post("/twilio/voice", voice_webhook)
+        app.router.add_get("/twilio/stream", media_stream)
     if "signalwire" in doors:
         app.router.add_post("/signalwire/voice", signalwire_voice)
         app.router.add_get("/signalwire/stream", _stream(_signalwire_stream))

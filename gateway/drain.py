@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from .app import CALLS, METRICS, SETTINGS
+from .keys import CALLS, METRICS, SETTINGS
 from .http_input import SERVER_LOG, RequestHeadDeadline
 from .prompts import GOODBYE, prompt_ulaw
 from .session import PROMPT_ECHO_SLACK_S

@@ -19,10 +19,6 @@ The :class:`Dialect` protocol (telephony.md §A.10 "Takeaway": one internal even
 ``max_lead_ms``
     The most audio the carrier will buffer for us; the session's pacing never queues more (Vonage holds 3072
     messages ≈ 61 s, §A.10). ``None``: no documented limit.
-``checkpoint_proves_playback``
-    True when a checkpoint echo is only ever sent after the audio before it played (Plivo ``playedStream``); False
-    when a ``clear`` also flushes pending echoes (Twilio, §A.5 item 3) and only the playout tracker's generations
-    tell them apart. Informational: the session ignores echoes of cleared generations either way.
 ``silence``
     One byte of silence in the outbound encoding (μ-law 0xFF, A-law 0xD5, PCM 0x00), used to pad messages.
 ``parse(data)``
@@ -91,7 +87,6 @@ class Dialect(Protocol):
     min_message_ms: int
     max_message_ms: int
     max_lead_ms: int | None
-    checkpoint_proves_playback: bool
 
     @property
     def silence(self) -> int: ...

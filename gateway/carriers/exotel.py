@@ -87,7 +87,6 @@ class ExotelStream:
 
     carrier = "exotel"
     max_lead_ms: int | None = None
-    checkpoint_proves_playback = False  # treated like Twilio's marks (a clear may flush them)
     silence = 0x00
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:

@@ -125,7 +125,6 @@ class PlivoStream:
     min_message_ms = FRAME_MS
     max_message_ms = 1000
     max_lead_ms: int | None = None
-    checkpoint_proves_playback = True  # playedStream only after the audio played (§A.10)
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
         self._transport_params = dict(transport_params or {})

@@ -83,7 +83,6 @@ class SignalWireStream:
     min_message_ms = FRAME_MS
     max_message_ms = 1000
     max_lead_ms: int | None = None
-    checkpoint_proves_playback = False  # Twilio semantics: clear flushes pending marks (§A.5 item 3)
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
         self._core = _Core()

@@ -87,7 +87,6 @@ class TelnyxStream:
     min_message_ms = FRAME_MS  # RTP mode: 20 ms …
     max_message_ms = 1000  # … to 30 s per message; we never need more than a second
     max_lead_ms: int | None = None
-    checkpoint_proves_playback = False  # treated like Twilio's marks (a clear may flush them)
 
     def __init__(
         self, transport_params: Mapping[str, str] | None = None, reorder_window: int = REORDER_WINDOW

@@ -34,7 +34,7 @@ from .events import (
     StreamStopped,
 )
 
-__all__ = ["TwilioStream", "MULAW_FRAME_BYTES"]
+__all__ = ["MULAW_FRAME_BYTES", "TwilioDialect", "TwilioStream"]
 
 #: 20 ms of 8 kHz μ-law: Twilio's observed inbound frame, and the unit we send in.
 MULAW_FRAME_BYTES = 160
@@ -198,3 +198,31 @@ class TwilioStream:
 
     def build_clear(self) -> str:
         return json.dumps({"event": "clear", "streamSid": self._sid()}, separators=(",", ":"))
+
+
+class TwilioDialect:
+    """Twilio Media Streams as a :class:`~gateway.carriers.base.Dialect`: presents :class:`TwilioStream` (whose
+    ``parse`` returns one event per message, the API its tests and the fast path are pinned to) through the
+    protocol, whose ``parse`` returns a list."""
+
+    carrier = "twilio"
+    frame_bytes = MULAW_FRAME_BYTES
+    min_message_ms = 20
+    max_message_ms = 1000  # no documented maximum; 20–100 ms is the practical choice
+    max_lead_ms: int | None = None
+    silence = 0xFF
+
+    def __init__(self, stream: TwilioStream | None = None) -> None:
+        self.stream = stream or TwilioStream()
+
+    def parse(self, data: str | bytes) -> list[CarrierEvent]:
+        return [self.stream.parse(data)]
+
+    def build_media(self, payload: bytes) -> str:
+        return self.stream.build_media(payload)
+
+    def build_mark(self, name: str) -> str:
+        return self.stream.build_mark(name)
+
+    def build_clear(self) -> str:
+        return self.stream.build_clear()

@@ -55,7 +55,6 @@ class VonageStream:
     max_message_ms = FRAME_MS  # one 20 ms frame per binary message
     # Stay well inside the 3072-message buffer: pacing never lets more than this sit at Vonage.
     max_lead_ms: int | None = MAX_BUFFER_MESSAGES * FRAME_MS - 1440  # 60 s
-    checkpoint_proves_playback = True  # notify comes back when the audio before it has played
     silence = 0x00
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:

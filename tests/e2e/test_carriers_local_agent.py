@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.app import CALLS
 from gateway.config import CarrierSettings
+from gateway.keys import CALLS
 from gateway.local_agent.app import local_agent_runtime
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from gateway.simulator.caller import SimulatorConfig, load_caller_voice, say_turn, simulate_call

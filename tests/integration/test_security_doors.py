@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.app import CALLS
 from gateway.config import CARRIERS, load_settings
 from gateway.errors import ConfigError
+from gateway.keys import CALLS
 from gateway.security import mint_call_token, twilio_signature
 from tests.support.logcapture import capture_call_logs, events, wait_event
 from tests.support.twilio_peer import TwilioPeer
