@@ -34,18 +34,18 @@ from urllib.parse import urlencode
 
 from ..errors import CarrierProtocolError
 from .base import (
-    check_in_stream,
     FRAME_MS,
     SAFE_ID,
+    StreamDialect,
     b64,
     b64_payload,
     dumps,
-    frame_bytes_for,
     json_object,
     obj,
     opt_int,
     require_dtmf,
     require_str,
+    string_map,
 )
 from .events import (
     AudioReceived,
@@ -82,22 +82,20 @@ def min_message_ms_for(sample_rate: int) -> int:
     return math.ceil(ms / FRAME_MS) * FRAME_MS
 
 
-class ExotelStream:
-    """Protocol state of one Exotel Voicebot stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class ExotelStream(StreamDialect):
+    """Protocol state of one Exotel Voicebot stream (a :class:`~gateway.carriers.base.Dialect`). Raw PCM16LE at the
+    rate ``start`` says; ``min_message_ms`` follows the rate. One second per message is far below 100 KB at any
+    rate (24 kHz: 48 KB)."""
 
     carrier = "exotel"
-    max_lead_ms: int | None = None
-    silence = 0x00
+    label = "Exotel"
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
-        self._transport_params = dict(transport_params or {})
-        self.stream_sid: str | None = None
-        self.call_sid: str | None = None
-        self.stopped = False
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for("audio/pcm", self.sample_rate)
-        self.min_message_ms = min_message_ms_for(self.sample_rate)
-        self.max_message_ms = 1000  # far below 100 KB at any rate (24 kHz: 48 KB)
+        super().__init__(transport_params, "audio/pcm", 8000)
+
+    def _negotiate(self, encoding: str, sample_rate: int) -> None:
+        super()._negotiate(encoding, sample_rate)
+        self.min_message_ms = min_message_ms_for(sample_rate)
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
@@ -107,7 +105,7 @@ class ExotelStream:
             return [StreamConnected()]
         if event == "start":
             return [self._parse_start(msg)]
-        check_in_stream(event, self.stream_sid, self.stopped, msg.get("stream_sid"), "stream_sid")
+        self._in_stream(event, msg.get("stream_sid"), "stream_sid")
         if event == "media":
             media = obj(msg, "media")
             audio = b64_payload(media, "media")
@@ -122,12 +120,11 @@ class ExotelStream:
             self.stopped = True
             raw_stop = msg.get("stop")
             stop = raw_stop if isinstance(raw_stop, dict) else {}
-            return [StreamStopped(call_id=str(stop.get("call_sid", self.call_sid or "")))]
+            return [StreamStopped(call_id=str(stop.get("call_sid", self.call_id or "")))]
         raise CarrierProtocolError(f"unknown event {event!r}")
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
-        if self.stream_sid is not None:
-            raise CarrierProtocolError("second 'start' on one stream")
+        self._first_start()
         start = obj(msg, "start")
         stream_sid = require_str(start, "stream_sid", "start")
         call_sid = require_str(start, "call_sid", "start")
@@ -144,18 +141,11 @@ class ExotelStream:
                 " (expected audio/x-raw, 8000/16000/24000, 16)"
             )
         assert rate is not None
-        params = start.get("custom_parameters") or {}
-        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            raise CarrierProtocolError("start.custom_parameters must map strings to strings")
-        params = dict(params)
+        params = string_map(start.get("custom_parameters") or {}, "start.custom_parameters")
         for key in ("from", "to"):
             if isinstance(start.get(key), str):
                 params.setdefault(key, start[key])
-        params.update(self._transport_params)
-        self.stream_sid, self.call_sid = stream_sid, call_sid
-        self.sample_rate = rate
-        self.frame_bytes = frame_bytes_for("audio/pcm", rate)
-        self.min_message_ms = min_message_ms_for(rate)
+        self._started(stream_sid, call_sid, "audio/pcm", rate)
         return StreamStarted(
             stream_id=stream_sid,
             call_id=call_sid,
@@ -164,15 +154,10 @@ class ExotelStream:
             sample_rate=rate,
             channels=1,
             tracks=("inbound",),
-            custom_parameters=params,
+            custom_parameters=self._custom_parameters(params),
         )
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _sid(self) -> str:
-        if self.stream_sid is None:
-            raise RuntimeError("cannot send to Exotel before 'start'")  # our bug, not Exotel's
-        return self.stream_sid
-
     def build_media(self, payload: bytes) -> str:
         sid = self._sid()
         if len(payload) % 320 or not MIN_MESSAGE_BYTES <= len(payload) <= MAX_MESSAGE_BYTES:

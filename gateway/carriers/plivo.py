@@ -33,13 +33,11 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ..errors import CarrierProtocolError
 from .base import (
-    FRAME_MS,
     SAFE_ID,
-    SILENCE_BYTE,
+    StreamDialect,
     b64,
     b64_payload,
     dumps,
-    frame_bytes_for,
     json_object,
     obj,
     opt_int,
@@ -118,26 +116,12 @@ def e164(number: str) -> str:
     return "+" + number if number.isdigit() else number
 
 
-class PlivoStream:
-    """Protocol state of one Plivo audio stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class PlivoStream(StreamDialect):
+    """Protocol state of one Plivo audio stream (a :class:`~gateway.carriers.base.Dialect`). A ``playedStream``
+    comes only once the audio before its checkpoint played (README "Carriers")."""
 
     carrier = "plivo"
-    min_message_ms = FRAME_MS
-    max_message_ms = 1000
-    max_lead_ms: int | None = None
-
-    def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
-        self._transport_params = dict(transport_params or {})
-        self.stream_id: str | None = None
-        self.call_id: str | None = None
-        self.stopped = False
-        self.encoding = "audio/pcmu"
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
-
-    @property
-    def silence(self) -> int:
-        return SILENCE_BYTE[self.encoding]
+    label = "Plivo"
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
@@ -147,13 +131,7 @@ class PlivoStream:
             return [StreamConnected()]
         if event == "start":
             return [self._parse_start(msg)]
-        if self.stream_id is None:
-            raise CarrierProtocolError(f"'{event}' before 'start'")
-        if self.stopped:
-            raise CarrierProtocolError(f"'{event}' after 'stop'")
-        sid = msg.get("streamId", self.stream_id)
-        if sid != self.stream_id:
-            raise CarrierProtocolError(f"streamId {sid!r} does not match this stream")
+        self._in_stream(event, msg.get("streamId", self.stream_id), "streamId")  # Plivo may leave it out
         if event == "media":
             media = obj(msg, "media")
             track = media.get("track", "inbound")
@@ -172,8 +150,7 @@ class PlivoStream:
         raise CarrierProtocolError(f"unknown event {event!r}")
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
-        if self.stream_id is not None:
-            raise CarrierProtocolError("second 'start' on one stream")
+        self._first_start()
         start = obj(msg, "start")
         stream_id = require_str(start, "streamId", "start")
         call_id = require_str(start, "callId", "start")
@@ -195,11 +172,8 @@ class PlivoStream:
         tracks = start.get("tracks", ["inbound"])
         if not isinstance(tracks, list):
             raise CarrierProtocolError("start.tracks must be a list")
-        params = _extra_headers(msg.get("extra_headers", start.get("extra_headers")))
-        params.update(self._transport_params)
-        self.stream_id, self.call_id = stream_id, call_id
-        self.encoding, self.sample_rate = encoding, rate
-        self.frame_bytes = frame_bytes_for(encoding, rate)
+        params = self._custom_parameters(_extra_headers(msg.get("extra_headers", start.get("extra_headers"))))
+        self._started(stream_id, call_id, encoding, rate)
         return StreamStarted(
             stream_id=stream_id,
             call_id=call_id,
@@ -212,11 +186,6 @@ class PlivoStream:
         )
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _sid(self) -> str:
-        if self.stream_id is None:
-            raise RuntimeError("cannot send to Plivo before 'start'")  # our bug, not Plivo's
-        return self.stream_id
-
     def build_media(self, payload: bytes) -> str:
         self._sid()
         media = {"contentType": _PLAY_CONTENT_TYPE[self.encoding], "sampleRate": self.sample_rate, "payload": b64(payload)}

@@ -23,10 +23,10 @@ from typing import Any
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
-from .base import FRAME_MS, SILENCE_BYTE, frame_bytes_for, pcm16_swap
+from .base import FRAME_MS, NegotiatedFormat, pcm16_swap
 from .events import AudioReceived, CarrierEvent, StreamStarted
 from .twilio import TwilioStream
-from .twiml import parameters_xml, xml_attr
+from .twiml import connect_stream as twiml_connect_stream
 
 __all__ = ["CODECS", "SIGNATURE_HEADERS", "SignalWireStream", "connect_stream", "validate_signalwire_signature"]
 
@@ -76,8 +76,9 @@ class _Core(TwilioStream):
         return dataclasses.replace(ev, encoding=encoding, sample_rate=rate)
 
 
-class SignalWireStream:
-    """Protocol state of one SignalWire media stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class SignalWireStream(NegotiatedFormat):
+    """Protocol state of one SignalWire media stream (a :class:`~gateway.carriers.base.Dialect`): Twilio's parser and
+    builders, SignalWire's negotiated codec. A ``clear`` flushes pending marks, as Twilio's does."""
 
     carrier = "signalwire"
     min_message_ms = FRAME_MS
@@ -85,20 +86,9 @@ class SignalWireStream:
     max_lead_ms: int | None = None
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
+        super().__init__(transport_params, "audio/pcmu", 8000)
         self._core = _Core()
-        self._transport_params = dict(transport_params or {})
-        self.encoding = "audio/pcmu"
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
         self._swap = False
-
-    @property
-    def silence(self) -> int:
-        return SILENCE_BYTE[self.encoding]
-
-    @property
-    def stream_sid(self) -> str | None:
-        return self._core.stream_sid
 
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
         if isinstance(data, bytes):
@@ -107,11 +97,9 @@ class SignalWireStream:
         if isinstance(ev, AudioReceived) and self._swap:
             ev = dataclasses.replace(ev, payload=pcm16_swap(ev.payload))
         elif isinstance(ev, StreamStarted):
-            self.encoding, self.sample_rate = ev.encoding, ev.sample_rate
-            self.frame_bytes = frame_bytes_for(ev.encoding, ev.sample_rate)
+            self._negotiate(ev.encoding, ev.sample_rate)
             self._swap = ev.encoding == "audio/pcm"
-            if self._transport_params:
-                ev = dataclasses.replace(ev, custom_parameters={**ev.custom_parameters, **self._transport_params})
+            ev = dataclasses.replace(ev, custom_parameters=self._custom_parameters(ev.custom_parameters))
         return [ev]
 
     def build_media(self, payload: bytes) -> str:
@@ -131,11 +119,7 @@ def connect_stream(
     no trailing verb (§A.7: closing the socket ends the call)."""
     if codec not in CODECS:
         raise ValueError(f"unknown SignalWire codec {codec!r} (known: {', '.join(CODECS)})")
-    attrs = f"url={xml_attr(stream_url)} codec={xml_attr(codec)}"
-    if status_callback:
-        attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
-    params = parameters_xml(parameters)  # XML-illegal characters of From/To dropped (gateway.carriers.twiml)
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
+    return twiml_connect_stream(stream_url, parameters, status_callback, attributes={"codec": codec})
 
 
 def validate_signalwire_signature(

@@ -29,7 +29,7 @@ from typing import Any
 import jwt
 
 from ..errors import CarrierProtocolError
-from .base import FRAME_MS, SAFE_ID, dumps, frame_bytes_for, json_object, require_dtmf
+from .base import FRAME_MS, SAFE_ID, StreamDialect, dumps, json_object, require_dtmf
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -47,34 +47,31 @@ MAX_BUFFER_MESSAGES = 3072
 _RESERVED = frozenset({"event", "content-type"})
 
 
-class VonageStream:
-    """Protocol state of one Vonage WebSocket call leg (a :class:`~gateway.carriers.base.Dialect`)."""
+class VonageStream(StreamDialect):
+    """Protocol state of one Vonage WebSocket call leg (a :class:`~gateway.carriers.base.Dialect`). The call's
+    ``uuid`` is both its stream and call id; a ``notify`` comes back only once the audio before it played."""
 
     carrier = "vonage"
-    min_message_ms = FRAME_MS
+    label = "Vonage"
+    started_by = "websocket:connected"
     max_message_ms = FRAME_MS  # one 20 ms frame per binary message
     # Stay well inside the 3072-message buffer: pacing never lets more than this sit at Vonage.
     max_lead_ms: int | None = MAX_BUFFER_MESSAGES * FRAME_MS - 1440  # 60 s
-    silence = 0x00
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
-        self._transport_params = dict(transport_params or {})
-        self.call_uuid: str | None = None
-        self.sample_rate = 16000
-        self.frame_bytes = frame_bytes_for("audio/pcm", self.sample_rate)
-        self._pad = b""
+        super().__init__(transport_params, "audio/pcm", 16000)
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
         if isinstance(data, bytes):
-            if self.call_uuid is None:
+            if self.stream_id is None:
                 raise CarrierProtocolError("binary audio before websocket:connected")
             if len(data) % 2:
                 raise CarrierProtocolError(f"binary frame of odd length {len(data)} (16-bit PCM)")
             return [AudioReceived(data)]
         msg = json_object(data, "Vonage")
         event = msg.get("event")
-        if self.call_uuid is None:
+        if self.stream_id is None:
             if event in (None, "websocket:connected") and "content-type" in msg:
                 return [self._parse_connected(msg)]
             raise CarrierProtocolError(f"{event!r} before websocket:connected")
@@ -107,13 +104,11 @@ class VonageStream:
         headers = {k: v for k, v in msg.items() if k not in _RESERVED}
         if not all(isinstance(v, str) for v in headers.values()):
             raise CarrierProtocolError("NCCO headers must be strings")
-        params: dict[str, str] = {**headers, **self._transport_params}
+        params = self._custom_parameters(headers)
         call_uuid = params.get("uuid", "")
         if not call_uuid or not SAFE_ID.fullmatch(call_uuid):
             raise CarrierProtocolError("websocket:connected without a usable 'uuid' header (set by our NCCO)")
-        self.call_uuid = call_uuid
-        self.sample_rate = rate
-        self.frame_bytes = frame_bytes_for("audio/pcm", rate)
+        self._started(call_uuid, call_uuid, "audio/pcm", rate)
         return StreamStarted(
             stream_id=call_uuid,
             call_id=call_uuid,
@@ -126,20 +121,16 @@ class VonageStream:
         )
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _started(self) -> None:
-        if self.call_uuid is None:
-            raise RuntimeError("cannot send to Vonage before websocket:connected")  # our bug
-
     def build_media(self, payload: bytes) -> bytes:
-        self._started()
+        self._sid()
         return payload + b"\x00" if len(payload) % 2 else payload  # odd lengths are padded (vocode)
 
     def build_mark(self, name: str) -> str:
-        self._started()
+        self._sid()
         return dumps({"action": "notify", "payload": {"name": name}})
 
     def build_clear(self) -> str:
-        self._started()
+        self._sid()
         return dumps({"action": "clear"})
 
 
