@@ -27,8 +27,10 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -56,11 +58,26 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "MIN_MESSAGE_BYTES",
     "SAMPLE_RATES",
+    "SPEC",
+    "ExotelSettings",
     "ExotelStream",
     "ip_allowed",
     "min_message_ms_for",
@@ -214,3 +231,90 @@ def ip_allowed(remote: str | None, networks: Iterable[str]) -> bool:
         except ValueError:
             continue
     return False
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/exotel/stream"
+
+
+@dataclass(frozen=True)
+class ExotelSettings(CarrierDoor):
+    """``[carriers.exotel]``: ``sample_rate`` of the stream (8000, 16000 or 24000), and ``allowed_ips``: Exotel's
+    source networks (CIDRs or addresses), to authenticate by source address instead of (or beside) Basic auth."""
+
+    sample_rate: int = 8000
+    allowed_ips: tuple[str, ...] = ()
+
+
+def _authenticated(door: Door[ExotelSettings]) -> bool:
+    return bool(door.secret("basic_auth") or door.options.allowed_ips)
+
+
+def _authorized(authorization: str | None, remote: str | None, door: Door[ExotelSettings]) -> Refusal | None:
+    """Basic auth (``EXOTEL_BASIC_AUTH``, as embedded in the applet URL) or a source address in ``allowed_ips``; the
+    answer URL and the stream upgrade both need one."""
+    basic, networks = door.secret("basic_auth"), door.options.allowed_ips
+    user, _, password = basic.partition(":")
+    if basic and verify_basic_auth(authorization, user, password):
+        return None
+    if networks and ip_allowed(remote, networks):
+        return None
+    return Refusal("bad credentials")
+
+
+def _verify(hook: Webhook, door: Door[ExotelSettings]) -> Refusal | None:
+    return _authorized(hook.headers.get("Authorization"), hook.remote, door)
+
+
+def _check_upgrade(upgrade: Upgrade, door: Door[ExotelSettings]) -> Refusal | None:
+    return _authorized(upgrade.headers.get("Authorization"), upgrade.remote, door)
+
+
+def _read_call(hook: Webhook) -> Call | Malformed:
+    call_sid = hook.query.get("CallSid", "")
+    if not call_sid:
+        return Malformed("CallSid missing")
+    return Call(call_sid)  # the token is bound to the default profile (no called number is read here)
+
+
+def _answer(call: Call, ctx: AnswerContext[ExotelSettings]) -> Answer:
+    document = stream_url_document(ctx.stream_base + STREAM_PATH, ctx.options.sample_rate, {"token": ctx.token})
+    return Answer(json.dumps(document), "application/json")
+
+
+def _busy(text: str) -> Answer:
+    return Answer("not accepting calls", "text/plain", 503)  # the applet moves on; nothing to say here
+
+
+def _dialect(upgrade: Upgrade) -> ExotelStream:
+    token = upgrade.query.get("token")  # a custom query parameter (→ start.custom_parameters too)
+    return ExotelStream(transport_params={"token": token} if token else None)
+
+
+def _check(door: Door[ExotelSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.sample_rate not in SAMPLE_RATES:
+        yield "carriers.exotel.sample_rate", "must be 8000, 16000 or 24000"
+    basic = door.secret("basic_auth")
+    if basic and ":" not in basic:
+        yield "EXOTEL_BASIC_AUTH", "must be user:password"
+
+
+SPEC: CarrierSpec[ExotelSettings] = CarrierSpec(
+    name="exotel",
+    options=ExotelSettings,
+    secrets=(Secret("basic_auth", "EXOTEL_BASIC_AUTH"),),  # "user:password" as embedded in the Voicebot applet URL
+    webhook_path="/exotel/answer",
+    webhook_methods=("GET",),
+    stream_path=STREAM_PATH,
+    webhook_body="none",
+    verify=_verify,
+    read_call=_read_call,
+    answer=_answer,
+    busy=_busy,
+    dialect=_dialect,
+    check_upgrade=_check_upgrade,
+    authenticated=_authenticated,
+    credential="EXOTEL_BASIC_AUTH (or carriers.exotel.allowed_ips)",
+    check=_check,
+    legacy_keys={"exotel_sample_rate": "sample_rate", "exotel_allowed_ips": "allowed_ips"},
+)

@@ -27,7 +27,8 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -54,15 +55,31 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 from .twiml import xml_attr, xml_safe, xml_text
 
 __all__ = [
     "CONTENT_TYPES",
     "NONCE_HEADER",
     "SIGNATURE_HEADER",
+    "SPEC",
+    "PlivoSettings",
     "PlivoStream",
     "e164",
     "plivo_v3_signature",
+    "speak_and_hang_up",
     "stream_xml",
     "validate_plivo_v3_signature",
 ]
@@ -230,6 +247,11 @@ def stream_xml(
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{xml_text(stream_url)}</Stream></Response>'
 
 
+def speak_and_hang_up(text: str) -> str:
+    """Plivo XML that says ``text`` and hangs up (the busy answer)."""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{xml_text(text)}</Speak><Hangup/></Response>'
+
+
 # ---- V3 signatures ---------------------------------------------------------------------------------------------
 def _sorted_query(params: Mapping[str, list[str]]) -> str:
     return "&".join(f"{k}={v}" for k in sorted(params) for v in sorted(params[k]))
@@ -284,3 +306,73 @@ def validate_plivo_v3_signature(
     for candidate in signature_header.split(","):
         ok |= hmac.compare_digest(expected, candidate.strip().encode())
     return ok
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+#: The token rides in the path: extraHeaders only take alphanumerics, and a path segment survives where a query
+#: string may not (README "How the per-call token travels").
+STREAM_PATH = "/plivo/stream/{token}"
+
+
+@dataclass(frozen=True)
+class PlivoSettings(CarrierDoor):
+    """``[carriers.plivo]``: ``content_type`` of the ``<Stream>`` (:data:`CONTENT_TYPES`)."""
+
+    content_type: str = "audio/x-mulaw;rate=8000"
+
+
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def _verify(hook: Webhook, door: Door[PlivoSettings]) -> Refusal | None:
+    if validate_plivo_v3_signature(door.secret("auth_token"), hook.method, hook.url, hook.form,
+                                   hook.headers.get(NONCE_HEADER), hook.headers.get(SIGNATURE_HEADER)):
+        return None
+    return Refusal("bad signature")
+
+
+def _read_call(hook: Webhook) -> Call | Malformed:
+    call_uuid = hook.field("CallUUID")
+    if not call_uuid:
+        return Malformed("CallUUID missing")
+    # The numbers travel to the stream as extraHeaders, alphanumerics only, and come back with their + (e164).
+    return Call(call_uuid, called=e164(_alnum(hook.field("To"))), caller=e164(_alnum(hook.field("From"))))
+
+
+def _answer(call: Call, ctx: AnswerContext[PlivoSettings]) -> Answer:
+    url = ctx.stream_base + STREAM_PATH.replace("{token}", ctx.token)
+    numbers = {"to": _alnum(call.called), "from": _alnum(call.caller)}
+    return Answer(stream_xml(url, ctx.options.content_type, numbers))
+
+
+def _busy(text: str) -> Answer:
+    return Answer(speak_and_hang_up(text))
+
+
+def _dialect(upgrade: Upgrade) -> PlivoStream:
+    return PlivoStream(transport_params={"token": upgrade.path_params["token"]})
+
+
+def _check(door: Door[PlivoSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.content_type not in CONTENT_TYPES:
+        yield ("carriers.plivo.content_type",
+               "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or audio/x-l16;rate=16000")
+
+
+SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(
+    name="plivo",
+    options=PlivoSettings,
+    secrets=(Secret("auth_token", "PLIVO_AUTH_TOKEN"),),
+    webhook_path="/plivo/answer",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    verify=_verify,
+    read_call=_read_call,
+    answer=_answer,
+    busy=_busy,
+    dialect=_dialect,
+    check=_check,
+    legacy_keys={"plivo_content_type": "content_type"},
+)

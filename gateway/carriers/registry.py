@@ -1,10 +1,43 @@
-"""Which carriers the gateway speaks. Pure.
+"""The carriers the gateway speaks: one line each. Pure.
 
-:class:`~gateway.carriers.twilio.TwilioDialect` is re-exported here for the call session, which defaults to it.
+Each entry is a carrier's :class:`~gateway.carriers.spec.CarrierSpec` (its routes, settings table, secrets and pure
+functions), declared in its own module. The generic handlers (:mod:`gateway.carrier_routes`), the config
+(:mod:`gateway.config`: ``[carriers.NAME]`` tables, secrets, validation) and the call simulator read it from here;
+docs/adding-a-carrier.md walks through adding one. The order is the README's (and the start-up log's).
+
+:class:`~gateway.carriers.twilio.TwilioDialect` is re-exported for the call session, which defaults to it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from . import exotel, plivo, signalwire, telnyx, twilio, vonage
+from .spec import CarrierSpec
 from .twilio import TwilioDialect
 
-__all__ = ["TwilioDialect"]
+__all__ = ["CARRIERS", "TwilioDialect", "carrier", "names"]
+
+CARRIERS: tuple[CarrierSpec[Any], ...] = (
+    twilio.SPEC,
+    signalwire.SPEC,
+    telnyx.SPEC,
+    plivo.SPEC,
+    vonage.SPEC,
+    exotel.SPEC,
+)
+
+_BY_NAME = {spec.name: spec for spec in CARRIERS}
+
+
+def names() -> tuple[str, ...]:
+    """Every carrier's name, in the registry's order."""
+    return tuple(_BY_NAME)
+
+
+def carrier(name: str) -> CarrierSpec[Any]:
+    """The spec of carrier ``name``; ``KeyError`` naming the known ones otherwise."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown carrier {name!r} (known: {', '.join(_BY_NAME)})") from None

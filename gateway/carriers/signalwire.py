@@ -18,17 +18,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
 from .base import FRAME_MS, NegotiatedFormat, pcm16_swap
 from .events import AudioReceived, CarrierEvent, StreamStarted
-from .twilio import TwilioStream
+from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
+from .twilio import TwilioStream, read_form_call, say_and_hang_up
 from .twiml import connect_stream as twiml_connect_stream
 
-__all__ = ["CODECS", "SIGNATURE_HEADERS", "SignalWireStream", "connect_stream", "validate_signalwire_signature"]
+__all__ = [
+    "CODECS",
+    "SIGNATURE_HEADERS",
+    "SPEC",
+    "SignalWireSettings",
+    "SignalWireStream",
+    "connect_stream",
+    "validate_signalwire_signature",
+]
 
 #: ``<Stream codec=…>`` → (agent-protocol encoding, sample rate). §A.10; ptime modifiers (``@40i``) are not used:
 #: the session frames outbound audio itself.
@@ -131,3 +141,64 @@ def validate_signalwire_signature(
     """True if the request carries a valid Twilio-compatible signature made with the Space's signing key, in
     ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (§A.10, §A.2)."""
     return any(validate_twilio_signature(signing_key, url, params, headers.get(h)) for h in SIGNATURE_HEADERS)
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/signalwire/stream"
+
+
+@dataclass(frozen=True)
+class SignalWireSettings(CarrierDoor):
+    """``[carriers.signalwire]``: ``codec`` of the cXML ``<Stream>`` (:data:`CODECS`; ``L16@24000h`` needs no
+    resampling for a ``pcm24k`` agent)."""
+
+    codec: str = "PCMU"
+
+
+def _verify(hook: Webhook, door: Door[SignalWireSettings]) -> Refusal | None:
+    if validate_signalwire_signature(door.secret("signing_key"), hook.url, hook.form, hook.headers):
+        return None
+    return Refusal("bad signature")
+
+
+def _answer(call: Call, ctx: AnswerContext[SignalWireSettings]) -> Answer:
+    parameters = {"token": ctx.token, "from": call.caller, "to": call.called}
+    return Answer(connect_stream(ctx.stream_base + STREAM_PATH, parameters, codec=ctx.options.codec))
+
+
+def _check_upgrade(upgrade: Upgrade, door: Door[SignalWireSettings]) -> Refusal | None:
+    # Checked when sent (SignalWire does not document signing upgrades): like Twilio's, over the wss:// URL of the
+    # cXML with no params.
+    if not any(h in upgrade.headers for h in SIGNATURE_HEADERS):
+        return None
+    if validate_signalwire_signature(door.secret("signing_key"), upgrade.url, {}, upgrade.headers):
+        return None
+    return Refusal("bad upgrade signature")
+
+
+def _dialect(upgrade: Upgrade) -> SignalWireStream:
+    return SignalWireStream()
+
+
+def _check(door: Door[SignalWireSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.codec not in CODECS:
+        yield "carriers.signalwire.codec", "must be PCMU, PCMA, L16, L16@16000h or L16@24000h"
+
+
+SPEC: CarrierSpec[SignalWireSettings] = CarrierSpec(
+    name="signalwire",
+    options=SignalWireSettings,
+    secrets=(Secret("signing_key", "SIGNALWIRE_SIGNING_KEY"),),
+    webhook_path="/signalwire/voice",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    verify=_verify,
+    read_call=read_form_call,
+    answer=_answer,
+    busy=say_and_hang_up,
+    dialect=_dialect,
+    check_upgrade=_check_upgrade,
+    check=_check,
+    legacy_keys={"signalwire_codec": "codec"},
+)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -56,13 +57,17 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
+from .twilio import read_form_call, say_and_hang_up
 from .twiml import connect_stream
 
 __all__ = [
     "REORDER_WINDOW",
     "SIGNATURE_HEADER",
+    "SPEC",
     "TEXML_CODECS",
     "TIMESTAMP_HEADER",
+    "TelnyxSettings",
     "TelnyxStream",
     "streaming_start_params",
     "texml_stream",
@@ -298,3 +303,57 @@ def verify_telnyx_signature(
         return False
     return True
 
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/telnyx/stream"
+
+
+@dataclass(frozen=True)
+class TelnyxSettings(CarrierDoor):
+    """``[carriers.telnyx]``: ``codec`` of the TeXML ``<Stream>`` (PCMU or PCMA; L16 needs Call Control's
+    ``streaming_start``, :func:`streaming_start_params`)."""
+
+    codec: str = "PCMU"
+
+
+def _verify(hook: Webhook, door: Door[TelnyxSettings]) -> Refusal | None:
+    headers = hook.headers
+    if verify_telnyx_signature(door.secret("public_key"), hook.body, headers.get(TIMESTAMP_HEADER),
+                               headers.get(SIGNATURE_HEADER), now=hook.now):
+        return None
+    return Refusal("bad signature")
+
+
+def _answer(call: Call, ctx: AnswerContext[TelnyxSettings]) -> Answer:
+    # TeXML webhooks are form-encoded, Twilio-style: CallSid is the call_control_id.
+    parameters = {"token": ctx.token, "from": call.caller, "to": call.called}
+    return Answer(texml_stream(ctx.stream_base + STREAM_PATH, parameters, codec=ctx.options.codec))
+
+
+def _dialect(upgrade: Upgrade) -> TelnyxStream:
+    return TelnyxStream()  # the token comes in start.custom_parameters (the TeXML's <Parameter>)
+
+
+def _check(door: Door[TelnyxSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.codec not in TEXML_CODECS:
+        yield "carriers.telnyx.codec", "must be PCMU or PCMA (TeXML)"
+
+
+SPEC: CarrierSpec[TelnyxSettings] = CarrierSpec(
+    name="telnyx",
+    options=TelnyxSettings,
+    secrets=(Secret("public_key", "TELNYX_PUBLIC_KEY"),),  # base64 Ed25519 public key from the Telnyx portal
+    webhook_path="/telnyx/voice",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    signs_raw_body=True,
+    verify=_verify,
+    read_call=read_form_call,
+    answer=_answer,
+    busy=say_and_hang_up,
+    dialect=_dialect,
+    check=_check,
+    legacy_keys={"telnyx_codec": "codec"},
+)

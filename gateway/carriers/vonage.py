@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -38,8 +39,29 @@ from .events import (
     PlaybackCleared,
     StreamStarted,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 
-__all__ = ["CONTENT_TYPES", "MAX_BUFFER_MESSAGES", "VonageStream", "ncco_connect", "verify_vonage_jwt"]
+__all__ = [
+    "CONTENT_TYPES",
+    "MAX_BUFFER_MESSAGES",
+    "SPEC",
+    "VonageSettings",
+    "VonageStream",
+    "ncco_connect",
+    "verify_vonage_jwt",
+]
 
 CONTENT_TYPES = {"audio/l16;rate=8000": 8000, "audio/l16;rate=16000": 16000}
 #: Vonage's playback buffer, in messages of 20 ms (§A.10).
@@ -176,3 +198,78 @@ def verify_vonage_jwt(
         if not isinstance(expected_hash, str) or not hmac.compare_digest(expected_hash.lower(), actual):
             return False
     return True
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/vonage/stream"
+
+
+@dataclass(frozen=True)
+class VonageSettings(CarrierDoor):
+    """``[carriers.vonage]``: ``sample_rate`` of the binary L16 audio (8000 or 16000)."""
+
+    sample_rate: int = 16000
+
+
+def _e164(number: str) -> str:
+    return "+" + number if number.isdigit() else number  # Vonage sends numbers without the +
+
+
+def _json_answer(document: Any) -> Answer:
+    return Answer(json.dumps(document), "application/json")
+
+
+def _verify(hook: Webhook, door: Door[VonageSettings]) -> Refusal | None:
+    if verify_vonage_jwt(door.secret("signature_secret"), hook.headers.get("Authorization"), hook.body, now=hook.now):
+        return None
+    return Refusal("bad signature")
+
+
+def _read_call(hook: Webhook) -> Call | Malformed:
+    # The answer URL is a GET with a query, or a POST with a JSON body (whose values win).
+    fields = dict(hook.query)
+    if hook.json_sent:
+        if not isinstance(hook.json, dict):
+            return Malformed("answer body is not a JSON object")
+        fields.update({k: str(v) for k, v in hook.json.items()})
+    call_uuid = fields.get("uuid", "")
+    if not call_uuid:
+        return Malformed("uuid missing")
+    return Call(call_uuid, called=_e164(fields.get("to", "")), caller=_e164(fields.get("from", "")))
+
+
+def _answer(call: Call, ctx: AnswerContext[VonageSettings]) -> Answer:
+    headers = {"token": ctx.token, "uuid": call.call_id, "from": call.caller, "to": call.called}
+    return _json_answer(ncco_connect(ctx.stream_base + STREAM_PATH, headers, ctx.options.sample_rate))
+
+
+def _busy(text: str) -> Answer:
+    return _json_answer([{"action": "talk", "text": text}])
+
+
+def _dialect(upgrade: Upgrade) -> VonageStream:
+    return VonageStream()  # the token comes in websocket:connected (the NCCO's headers)
+
+
+def _check(door: Door[VonageSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.sample_rate not in CONTENT_TYPES.values():
+        yield "carriers.vonage.sample_rate", "must be 8000 or 16000"
+
+
+SPEC: CarrierSpec[VonageSettings] = CarrierSpec(
+    name="vonage",
+    options=VonageSettings,
+    secrets=(Secret("signature_secret", "VONAGE_SIGNATURE_SECRET"),),
+    webhook_path="/vonage/answer",
+    webhook_methods=("GET", "POST"),
+    stream_path=STREAM_PATH,
+    webhook_body="json",
+    signs_raw_body=True,  # the JWT's payload_hash covers the body
+    verify=_verify,
+    read_call=_read_call,
+    answer=_answer,
+    busy=_busy,
+    dialect=_dialect,
+    check=_check,
+    legacy_keys={"vonage_sample_rate": "sample_rate"},
+)
