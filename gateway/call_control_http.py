@@ -8,7 +8,7 @@ pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST cal
   {"error", "reason": "destination_not_allowed"}``, logged as ``outbound.refused`` with the number masked and
   counted in ``voice_gateway_call_refusals_total{stage="outbound"}`` (docs/security.md).
 - ``POST /twilio/status``  Twilio call status callbacks (``CallStatus``…) and stream status callbacks
-  (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (telephony.md §A.2, §A.9): logged as
+  (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (README "Status callbacks"): logged as
   ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of
   the call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
 
@@ -49,7 +49,7 @@ __all__ = ["FINAL_CALL_STATUSES", "rest_client", "setup", "status_callback_url"]
 
 log = structlog.get_logger("gateway")
 
-#: CallStatus values after which the call is over (telephony.md §A.9).
+#: CallStatus values after which the call is over (README "Status callbacks").
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
@@ -155,7 +155,7 @@ async def status_callback(request: web.Request) -> web.Response:
         error = flat.get("StreamError") or None
         stream_sid = flat.get("StreamSid", "")
         if stream_event == "stream-error":
-            # The only place a failed stream handshake shows (telephony.md §A.1): log its text with the call.
+            # The only place a failed stream handshake shows: log its text with the call.
             log.warning("stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event,
                         stream_error=error)
         else:
@@ -172,7 +172,7 @@ async def status_callback(request: web.Request) -> web.Response:
         return web.Response(status=400, text="neither CallStatus nor StreamEvent")
     metrics.on_status_callback(call_status, stream_event)
     if call_status in FINAL_CALL_STATUSES and call_sid:
-        # The authoritative end of the call (§A.9): nothing of it may live on here.
+        # The authoritative end of the call (README "Status callbacks"): nothing of it may live on here.
         request.app[PARKED].release(call_sid, "call_completed")
         for session, _task in list(request.app[CALLS].active.values()):
             if session.summary.call_sid == call_sid:

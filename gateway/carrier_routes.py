@@ -49,7 +49,7 @@ from aiohttp import web
 
 from . import urls
 from .admission import REFUSED_DRAINING
-from .carriers.registry import CARRIERS
+from .carriers import registry
 from .carriers.spec import BUSY, DRAINING, Answer, AnswerContext, CarrierSpec, Malformed, Refusal, Upgrade, Webhook
 from .http_input import read_form, read_json
 from .keys import CALLS, METRICS, SETTINGS
@@ -175,7 +175,7 @@ def setup(app: web.Application) -> None:
     """Add the routes of every carrier whose door is open (``app[SETTINGS]``), and warn once about each one that is
     open without its secret (development only)."""
     doors = app[SETTINGS].open_doors()
-    for spec in CARRIERS:
+    for spec in registry.CARRIERS:
         if spec.name not in doors:
             continue  # a closed door answers 404: nothing tells which carriers are not used
         if not doors[spec.name]:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from .audio.resample import RESAMPLE_QUALITIES
 from .audio.transcode import AGENT_FORMATS
-from .carriers.registry import CARRIERS, carrier
+from .carriers import registry
 from .carriers.spec import CarrierDoor, Door
 from .errors import ConfigError
 
@@ -184,11 +184,11 @@ class CarrierSettings(collections.abc.Mapping[str, CarrierDoor]):
     gets its defaults. Secrets are not here: they come from the environment (:class:`Secrets`)."""
 
     def __init__(self, **tables: CarrierDoor) -> None:
-        unknown = sorted(set(tables) - {spec.name for spec in CARRIERS})
+        unknown = sorted(set(tables) - {spec.name for spec in registry.CARRIERS})
         if unknown:
             raise TypeError(f"unknown carrier {unknown[0]!r}")
         self._tables: dict[str, CarrierDoor] = {}
-        for spec in CARRIERS:
+        for spec in registry.CARRIERS:
             table = tables.get(spec.name) or spec.options()
             if not isinstance(table, spec.options):
                 raise TypeError(f"carriers.{spec.name}: expected {spec.options.__name__}, got {table!r}")
@@ -276,18 +276,18 @@ class Settings:
 
     def carrier_door(self, name: str) -> Door[Any]:
         """Carrier ``name``'s table and secrets, as its pure functions take them (:mod:`gateway.carriers.spec`)."""
-        return carrier(name).door(self.carriers[name], self.secrets.carrier_secrets)
+        return registry.carrier(name).door(self.carriers[name], self.secrets.carrier_secrets)
 
     def carrier_authenticated(self, name: str) -> bool:
         """Whether ``name``'s webhook and stream are checked against a secret (or, for Exotel, an allow-list of
         source networks) — i.e. whether a stranger is kept out of its doors."""
-        return carrier(name).authenticated(self.carrier_door(name))
+        return registry.carrier(name).authenticated(self.carrier_door(name))
 
     def open_doors(self) -> dict[str, bool]:
         """The carriers whose routes exist, each with whether it is authenticated (docs/security.md): see
         :class:`CarrierDoor` for the rule. A carrier not in the result answers 404."""
         doors: dict[str, bool] = {}
-        for spec in CARRIERS:
+        for spec in registry.CARRIERS:
             enabled = self.carriers[spec.name].enabled
             authenticated = self.carrier_authenticated(spec.name)
             if enabled is True or (enabled == "auto" and (authenticated or not self.server.public_url)):
@@ -368,13 +368,13 @@ def _carrier_settings(table: Any, key: str) -> CarrierSettings:
     configs (a carrier's ``legacy_keys``) moved into their carrier's table, with a deprecation warning."""
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: expected a table, got {table!r}")
-    legacy = {flat: (spec.name, new) for spec in CARRIERS for flat, new in spec.legacy_keys.items()}
+    legacy = {flat: (spec.name, new) for spec in registry.CARRIERS for flat, new in spec.legacy_keys.items()}
     tables: dict[str, dict[str, Any]] = {}
     for name, value in table.items():
         if name in legacy:
             continue
-        if name not in {spec.name for spec in CARRIERS}:
-            known = ", ".join(spec.name for spec in CARRIERS)
+        if name not in {spec.name for spec in registry.CARRIERS}:
+            known = ", ".join(spec.name for spec in registry.CARRIERS)
             raise ConfigError(f"{key}.{name}: unknown key (known: one table per carrier: {known})")
         if not isinstance(value, dict):
             raise ConfigError(f"{key}.{name}: expected a table, got {value!r}")
@@ -389,7 +389,7 @@ def _carrier_settings(table: Any, key: str) -> CarrierSettings:
         warnings.warn(f"{key}.{flat} is deprecated: write it as `{new} = ...` in [{key}.{name}] "
                       "(the flat key will be removed)", FutureWarning, stacklevel=2)
     return CarrierSettings(**{spec.name: _build(spec.options, tables.get(spec.name, {}), f"{key}.{spec.name}")
-                              for spec in CARRIERS})
+                              for spec in registry.CARRIERS})
 
 
 def _check(s: Settings) -> None:
@@ -463,7 +463,7 @@ def _check(s: Settings) -> None:
         for i, pat in enumerate(p.transfer_allow):
             need(pat.startswith(("+", "sip:", "sips:")) and len(pat) > 1, f"profiles.{name}.transfer_allow[{i}]",
                  "patterns start with + (numbers) or sip: / sips:")
-    for spec in CARRIERS:
+    for spec in registry.CARRIERS:
         door = s.carrier_door(spec.name)
         for key, message in spec.check(door):
             need(False, key, message)
@@ -529,7 +529,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         local_agent_api_key=env.get("LOCAL_AGENT_API_KEY", ""),
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
         gateway_api_key=env.get("GATEWAY_API_KEY", ""),
-        carrier_secrets={name: env.get(name, "") for spec in CARRIERS for name in spec.secret_envs},
+        carrier_secrets={name: env.get(name, "") for spec in registry.CARRIERS for name in spec.secret_envs},
     )
     settings = dataclasses.replace(
         settings,

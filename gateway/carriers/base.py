@@ -6,7 +6,7 @@ sends into the carrier-neutral events of :mod:`gateway.carriers.events` and buil
 touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
 is the only caller.
 
-The :class:`Dialect` protocol (telephony.md §A.10 "Takeaway": one internal event model, per-carrier serializers):
+The :class:`Dialect` protocol (one internal event model, one dialect per carrier; docs/adding-a-carrier.md):
 
 ``carrier``
     The carrier's name as used in routes, config, logs and metrics (``"twilio"``, ``"signalwire"``, …).
@@ -14,12 +14,12 @@ The :class:`Dialect` protocol (telephony.md §A.10 "Takeaway": one internal even
     Bytes of one 20 ms outbound frame in the stream's encoding (160 for 8 kHz G.711, 640 for 16 kHz PCM16…). For
     carriers that negotiate the format in their first message it is valid once ``start`` has been parsed.
 ``min_message_ms`` / ``max_message_ms``
-    Bounds on the audio in one outbound media message, in ms (multiples of 20). Exotel needs ≥ 100 ms (§D.2), Vonage
+    Bounds on the audio in one outbound media message, in ms (multiples of 20). Exotel needs ≥ 100 ms, Vonage
     takes exactly one 20 ms frame per binary message, Telnyx RTP mode 20 ms – 30 s. The session coalesces whole
     frames to at least ``min_message_ms`` (padding the tail of a reply with silence) and at most ``max_message_ms``.
 ``max_lead_ms``
     The most audio the carrier will buffer for us; the session's pacing never queues more (Vonage holds 3072
-    messages ≈ 61 s, §A.10). ``None``: no documented limit.
+    messages ≈ 61 s; README "Carriers"). ``None``: no documented limit.
 ``silence``
     One byte of silence in the outbound encoding (μ-law 0xFF, A-law 0xD5, PCM 0x00), used to pad messages.
 ``parse(data)``

@@ -1,20 +1,20 @@
 """Exotel Voicebot applet streams (bidirectional). Pure.
 
-Implements telephony.md §A.10 "Exotel":
+What Exotel documents, and what this module does with it (README "Carriers"):
 
 - no XML: the Voicebot applet is configured in App Bazaar with either a fixed ``wss://`` URL or an ``https://``
   endpoint that returns the ``wss://`` URL per call. The gateway serves the latter (``GET /exotel/answer``): it mints
   the per-call token and returns ``{"url": "wss://…/exotel/stream?sample-rate=16000&token=…"}``
   (:func:`stream_url_document`). ``?sample-rate=8000|16000|24000`` picks the audio; up to 3 custom query parameters
   (≤ 256 characters in all) come back in ``start.custom_parameters``. [The response shape of the dynamic endpoint is
-  not in §A.10: see README "Carriers".]
+  not documented: see README "Carriers".]
 - inbound (JSON text, **snake_case** throughout): ``connected``; ``start`` {``sequence_number``, ``stream_sid``,
   ``start.{stream_sid, call_sid, account_sid, from, to, custom_parameters, media_format{encoding: "audio/x-raw",
   sample_rate: "8000", bit_rate: "16"}}``}; ``media`` {``chunk``, ``timestamp``, ``payload``; ~100 ms each};
   ``dtmf`` {``digit``, ``duration``}; ``mark`` (echo); ``stop``.
 - outbound: ``media`` {``stream_sid``, ``media.payload``}, ``mark``, ``clear``. Audio is raw **PCM16LE** (slin),
   base64. An outbound chunk must be **≥ 3.2 KB and ≥ 100 ms, ≤ 100 KB, and a multiple of 320 bytes** (else gaps
-  or timeouts, §D.2): ``min_message_ms`` is set from the rate at ``start`` (200 ms at 8 kHz, 100 ms at 16/24 kHz),
+  or timeouts): ``min_message_ms`` is set from the rate at ``start`` (200 ms at 8 kHz, 100 ms at 16/24 kHz),
   and 20 ms frames are 320/640/960 bytes, always multiples of 320.
 - auth: IP allow-listing or Basic auth embedded in the URL (sent as ``Authorization: Basic``):
   :func:`verify_basic_auth`, :func:`ip_allowed`. The bot must answer within **10 s** (Exotel retries the handshake

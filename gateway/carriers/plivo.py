@@ -1,6 +1,6 @@
 """Plivo audio streams (XML ``<Stream bidirectional="true">``). Pure.
 
-Implements telephony.md §A.10 "Plivo":
+What Plivo documents, and what this module does with it (README "Carriers"):
 
 - inbound (JSON text, camelCase): ``start`` {``sequenceNumber``, ``start.{callId, streamId, accountId, tracks,
   mediaFormat{encoding, sampleRate}}``, ``extra_headers``}, ``media`` {``media.track/timestamp/chunk/payload``},
@@ -12,7 +12,7 @@ Implements telephony.md §A.10 "Plivo":
 - formats (``contentType`` of ``<Stream>``): ``audio/x-l16;rate=8000`` (Plivo's default), ``audio/x-l16;rate=16000``,
   ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see README "Carriers"].
 - per-call data: ``extraHeaders`` is ≤ 512 bytes of alphanumerics only, too narrow for our token (``.``, ``-``,
-  ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, §A.2: a path segment survives
+  ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, README "How the per-call token travels": a path segment survives
   where query strings may not) and reaches the dialect as a transport parameter; ``extraHeaders`` carries the
   numbers as digits (``to=15550002222``), given their ``+`` back here.
 - webhooks are signed with **V3** signatures: base64 HMAC-SHA256 with the Auth Token over the URL, the sorted

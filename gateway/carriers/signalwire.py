@@ -1,16 +1,16 @@
 """SignalWire (cXML / Compatibility API) media streams. Pure.
 
-Implements telephony.md §A.10 "SignalWire": the cXML ``<Connect><Stream>`` and the stream events are
-Twilio-compatible (§A.1, §A.3–§A.5: ``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/
+What SignalWire documents, and what this module does with it (README "Carriers"): the cXML ``<Connect><Stream>`` and
+the stream events are Twilio-compatible (``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/
 ``clear`` out, every message carrying the ``streamSid``), so the parsing and building are
 :class:`~gateway.carriers.twilio.TwilioStream`'s. What differs:
 
 - the ``codec`` attribute of ``<Stream>`` picks the audio: ``PCMU`` (default), ``PCMA``, ``L16`` (8 kHz),
-  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (§D.12).
+  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (README "Audio").
   ``start.mediaFormat`` says which one the stream carries and the outbound audio uses the same.
 - L16 payloads are taken to be in network byte order, as L16 is on RTP (RFC 3551 §4.5.11); the dialect swaps to
   and from the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see README "Carriers"]
-- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, §A.2) with the Space's
+- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, docs/security.md) with the Space's
   signing key, in ``X-SignalWire-Signature``; the legacy ``X-Twilio-Signature`` alias is accepted too.
 """
 
@@ -40,7 +40,7 @@ __all__ = [
     "validate_signalwire_signature",
 ]
 
-#: ``<Stream codec=…>`` → (agent-protocol encoding, sample rate). §A.10; ptime modifiers (``@40i``) are not used:
+#: ``<Stream codec=…>`` → (agent-protocol encoding, sample rate). Ptime modifiers (``@40i``) are not used:
 #: the session frames outbound audio itself.
 CODECS: dict[str, tuple[str, int]] = {
     "PCMU": ("audio/pcmu", 8000),
@@ -52,7 +52,7 @@ CODECS: dict[str, tuple[str, int]] = {
 #: ``start.mediaFormat.encoding`` spellings → agent-protocol encoding.
 _ENCODINGS = {"audio/x-mulaw": "audio/pcmu", "audio/x-alaw": "audio/pcma", "audio/x-l16": "audio/pcm",
               "audio/l16": "audio/pcm"}  # fmt: skip
-#: Header names SignalWire signs with, newest first (§A.10 "Auth notes").
+#: Header names SignalWire signs with, newest first (README "Carriers").
 SIGNATURE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
 
 
@@ -125,8 +125,8 @@ class SignalWireStream(NegotiatedFormat):
 def connect_stream(
     stream_url: str, parameters: Mapping[str, str], codec: str = "PCMU", status_callback: str | None = None
 ) -> str:
-    """cXML ``<Connect><Stream codec=…>`` (bidirectional), per-call data in ``<Parameter>``s (§A.1: no query string),
-    no trailing verb (§A.7: closing the socket ends the call)."""
+    """cXML ``<Connect><Stream codec=…>`` (bidirectional), per-call data in ``<Parameter>``s (no query string),
+    no trailing verb (closing the socket ends the call)."""
     if codec not in CODECS:
         raise ValueError(f"unknown SignalWire codec {codec!r} (known: {', '.join(CODECS)})")
     return twiml_connect_stream(stream_url, parameters, status_callback, attributes={"codec": codec})
@@ -139,7 +139,7 @@ def validate_signalwire_signature(
     headers: Mapping[str, str],
 ) -> bool:
     """True if the request carries a valid Twilio-compatible signature made with the Space's signing key, in
-    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (§A.10, §A.2)."""
+    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (README "Carriers")."""
     return any(validate_twilio_signature(signing_key, url, params, headers.get(h)) for h in SIGNATURE_HEADERS)
 
 

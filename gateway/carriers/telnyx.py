@@ -1,6 +1,6 @@
 """Telnyx media streaming (TeXML ``<Stream>`` or Call Control ``streaming_start``). Pure.
 
-Implements telephony.md §A.10 "Telnyx":
+What Telnyx documents, and what this module does with it (README "Carriers"):
 
 - inbound (all JSON text, **snake_case**): ``connected`` {``event``, ``version``} (no ``protocol``); ``start`` with
   top-level ``stream_id`` and ``sequence_number`` and ``start.{user_id, call_control_id, call_session_id, from, to,
@@ -78,7 +78,7 @@ __all__ = [
 REORDER_WINDOW = 5
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
-#: Codecs our transcoder speaks, by where they can be asked for (§A.10).
+#: Codecs our transcoder speaks, by where they can be asked for (README "Telnyx Call Control").
 TEXML_CODECS = {"PCMU": ("audio/pcmu", (8000,)), "PCMA": ("audio/pcma", (8000,))}
 CALL_CONTROL_CODECS = {**TEXML_CODECS, "L16": ("audio/pcm", (8000, 16000, 24000))}
 _ENCODINGS = {name: enc for name, (enc, _) in CALL_CONTROL_CODECS.items()}
@@ -244,7 +244,7 @@ def texml_stream(
 ) -> str:
     """TeXML ``<Connect><Stream bidirectionalMode="rtp" …>``: caller audio in ``codec``, our audio back in the same
     codec and rate (so one transcoder serves both directions), per-call data in ``<Parameter>``s (they arrive in
-    ``start.custom_parameters``). No trailing verb: closing the socket ends ``<Connect>`` (§A.7 as for Twilio)."""
+    ``start.custom_parameters``). No trailing verb: closing the socket ends ``<Connect>`` (as for Twilio)."""
     if codec not in TEXML_CODECS or sampling_rate not in TEXML_CODECS[codec][1]:
         raise ValueError(f"TeXML streams support {', '.join(TEXML_CODECS)} at 8000 Hz here; got {codec}@{sampling_rate}")
     attributes = {"track": "inbound_track", "codec": codec, "bidirectionalMode": "rtp", "bidirectionalCodec": codec,
@@ -260,7 +260,7 @@ def streaming_start_params(
     stream_auth_token: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of Call Control ``POST /v2/calls/{call_control_id}/actions/streaming_start`` (or the same keys on
-    ``answer``/``dial``) for an equivalent bidirectional stream; §A.10 lists the parameters. Documented for operators
+    ``answer``/``dial``) for an equivalent bidirectional stream (README "Telnyx Call Control"). Documented for operators
     who drive calls with Call Control: the gateway's own webhook answers with TeXML."""
     if codec not in CALL_CONTROL_CODECS or sampling_rate not in CALL_CONTROL_CODECS[codec][1]:
         raise ValueError(f"unsupported Call Control stream codec {codec}@{sampling_rate}")

@@ -65,7 +65,7 @@ def say_and_hang_up(text: str) -> str:
 
 
 def dial(destination: str) -> str:
-    """Transfer (telephony.md §A.8): the TwiML a REST redirect puts on the live call. ``destination`` is an E.164
+    """Transfer (README "Call control"): the TwiML a REST redirect puts on the live call. ``destination`` is an E.164
     number or a ``sip:``/``sips:`` URI already checked against the allow-list (gateway.tools.call_control); a SIP URI
     needs the ``<Sip>`` noun. Nothing follows ``<Dial>``: when the transferred leg ends, the call ends."""
     if destination.startswith(("sip:", "sips:")):

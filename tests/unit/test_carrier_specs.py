@@ -61,6 +61,12 @@ def test_every_carrier_is_described_once_with_its_own_routes_table_and_secrets()
         carrier("skype")
 
 
+def test_the_adding_a_carrier_page_explains_every_field_of_a_description() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "adding-a-carrier.md").read_text(encoding="utf-8")
+    for name in CarrierSpec.__dataclass_fields__:
+        assert f"`{name}`" in page or f"{name}=" in page, f"docs/adding-a-carrier.md does not mention {name}"
+
+
 def test_only_twilio_offers_call_control_and_status_callbacks_today() -> None:
     assert {spec.name: (spec.call_control, spec.status_callbacks) for spec in CARRIERS if spec.call_control} == {
         "twilio": ("twilio_rest", True)}
