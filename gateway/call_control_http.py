@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from . import urls
 from .carriers import twiml
+from .carriers.twilio import STREAM_PATH as TWILIO_STREAM_PATH
 from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Settings
 from .http_input import read_form, read_json
@@ -118,7 +119,7 @@ async def create_outbound_call(request: web.Request) -> web.Response:
     token = mint_call_token(settings.secrets.token_secret, token_subject(params, "", req.profile), time.time(),
                             settings.server.call_token_ttl_s, scope="twilio")
     status_url = status_callback_url(settings)
-    stream_url = urls.stream_url(settings.server.public_url, "/twilio/stream", urls.sockname(request.transport),
+    stream_url = urls.stream_url(settings.server.public_url, TWILIO_STREAM_PATH, urls.sockname(request.transport),
                                  settings.server.port)
     body_twiml = twiml.connect_stream(stream_url, {"token": token, **params}, status_url)
     try:

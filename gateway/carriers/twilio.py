@@ -51,7 +51,16 @@ from .spec import (
     Webhook,
 )
 
-__all__ = ["MULAW_FRAME_BYTES", "SIGNATURE_HEADER", "SPEC", "TwilioDialect", "TwilioStream", "read_form_call"]
+__all__ = [
+    "MULAW_FRAME_BYTES",
+    "SIGNATURE_HEADER",
+    "SPEC",
+    "STREAM_PATH",
+    "TwilioDialect",
+    "TwilioStream",
+    "read_form_call",
+    "say_and_hang_up",
+]
 
 #: 20 ms of 8 kHz μ-law: Twilio's observed inbound frame, and the unit we send in.
 MULAW_FRAME_BYTES = 160
