@@ -274,11 +274,14 @@ def _read_call(hook: Webhook) -> Call | Malformed:
     call_sid = hook.query.get("CallSid", "")
     if not call_sid:
         return Malformed("CallSid missing")
-    return Call(call_sid)  # the token is bound to the default profile (no called number is read here)
+    return Call(call_sid, called=hook.query.get("CallTo", ""), caller=hook.query.get("CallFrom", ""))
 
 
 def _answer(call: Call, ctx: AnswerContext[ExotelSettings]) -> Answer:
-    document = stream_url_document(ctx.stream_base + STREAM_PATH, ctx.options.sample_rate, {"token": ctx.token})
+    # The called number rides as a custom parameter, so the stream presents exactly the 'to' its token's profile
+    # was chosen by (Exotel's own start.to is only a fallback the dialect uses when no parameter carries one).
+    parameters = {"token": ctx.token, "to": call.called}
+    document = stream_url_document(ctx.stream_base + STREAM_PATH, ctx.options.sample_rate, parameters)
     return Answer(json.dumps(document), "application/json")
 
 

@@ -119,3 +119,20 @@ async def test_answer_documents_carry_the_token_each_carriers_way(start_gateway,
     async with http.post(base + "/signalwire/voice", data={"CallSid": "CA1", "From": "+1", "To": "+2"}) as r:
         cxml = await r.text()
     assert 'codec="PCMU"' in cxml and '<Parameter name="token" value="v2.' in cxml
+
+
+@pytest.mark.parametrize("carrier", list(SECRETS))
+async def test_a_called_number_mapped_to_another_profile_is_served_with_it(carrier, start_gateway, fake_agent, tmp_path):
+    # The stream token is bound to the profile the answer chose from the called number; every carrier's stream must
+    # present the same number, or its own call would be refused as a token for another profile.
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[profiles.vip]\nsystem_prompt = "You serve VIP callers."\n[numbers]\n"+15550109999" = "vip"\n')
+    env, secret, _ = SECRETS[carrier]
+    gw = await start_gateway(str(cfg), **env)
+    agent = asyncio.create_task(_greet(fake_agent))
+    record = await simulate_call(SimulatorConfig(url=gw.base_url, carrier=carrier, auth_token=secret, pause_s=0.3,
+                                                 greeting_timeout_s=5, to="+15550109999"))
+    await asyncio.wait_for(agent, 5)
+    assert record.outcome == "completed" and record.errors == [], record.errors
+    (sess,) = fake_agent.sessions
+    assert sess.config["system_prompt"] == "You serve VIP callers."

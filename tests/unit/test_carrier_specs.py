@@ -186,9 +186,9 @@ def test_exotel_authenticates_by_basic_auth_or_source_address_at_both_doors() ->
     assert exotel.SPEC.verify(Webhook("GET", URL, {}, {}, remote="10.1.2.3"), by_address) is None
     assert exotel.SPEC.check_upgrade(_upgrade(exotel.SPEC, remote="192.0.2.1"), by_address) == Refusal(
         "bad credentials")
-    assert exotel.SPEC.read_call(Webhook("GET", URL, {}, {"CallSid": "x-1", "CallTo": "+1"})) == Call("x-1")
-    doc = json.loads(_answer(exotel.SPEC, Call("x-1"), sample_rate=16000))
-    assert doc == {"url": "wss://voice.example.com/exotel/stream?sample-rate=16000&token=v2.tok"}
+    assert exotel.SPEC.read_call(Webhook("GET", URL, {}, {"CallSid": "x-1", "CallTo": "+1"})) == Call("x-1", "+1")
+    doc = json.loads(_answer(exotel.SPEC, Call("x-1", "+1"), sample_rate=16000))
+    assert doc == {"url": "wss://voice.example.com/exotel/stream?sample-rate=16000&token=v2.tok&to=%2B1"}
     busy = exotel.SPEC.busy(BUSY)
     assert (busy.status, busy.body, busy.content_type) == (503, "not accepting calls", "text/plain")
     dialect = exotel.SPEC.dialect(_upgrade(exotel.SPEC, query={"token": "v2.q"}))
