@@ -20,7 +20,10 @@ from .carrier_side import CARRIER_SIDES, secret_env
 from .errors import UsageError
 from .timeline import build_timeline
 
-__all__ = ["add_parser", "run"]
+__all__ = ["SECRET_ENV", "add_parser", "run"]
+
+#: Where --auth-token comes from when not given, per carrier: its side's variable (gateway.simulator.carrier_side).
+SECRET_ENV = {carrier: secret_env(carrier) for carrier in CARRIER_SIDES}
 
 
 class _TurnAction(argparse.Action):
@@ -92,7 +95,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, turns: Sequence[Any]) -> SimulatorConfig:
     carrier = getattr(args, "carrier", "twilio")
-    token = args.auth_token if args.auth_token is not None else os.environ.get(secret_env(carrier), "")
+    token = args.auth_token if args.auth_token is not None else os.environ.get(SECRET_ENV[carrier], "")
     return SimulatorConfig(
         url=args.url,
         carrier=carrier,
