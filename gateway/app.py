@@ -1,275 +1,35 @@
-"""The aiohttp application: HTTP surface, the media-stream route, and (with no agent configured) the embedded
-local agent. Thin: every call is handed to a :class:`gateway.session.CallSession`.
+"""The composition root: :func:`create_app` builds the state the settings imply and asks each HTTP area to add its
+routes. Nothing in the gateway imports this module but the entry points (:mod:`gateway.cli`, :mod:`gateway.workers`;
+tests and benchmarks too): app state is read through :mod:`gateway.keys` (tests/unit/test_import_graph.py).
 
-Routes (README "HTTP surface"):
-- ``POST /twilio/voice``  voice webhook → TwiML ``<Connect><Stream>`` with the per-call token
-- ``GET  /twilio/stream`` Twilio Media Streams WebSocket
-- SignalWire, Telnyx, Plivo, Vonage, Exotel: an answer endpoint and a stream route each
-  (:mod:`gateway.carrier_routes`, README "Carriers"), served by :func:`serve_stream` with the carrier's dialect
-- ``GET  /healthz``       process alive;  ``GET /readyz``: accepting calls
-- ``GET  /metrics``       Prometheus metrics of this process (gateway.metrics)
-- ``POST /calls``         outbound call (bearer GATEWAY_API_KEY);  ``POST /twilio/status``: Twilio status callbacks
-  (gateway.call_control_http, issue #8)
+The HTTP areas (README "HTTP surface"), each with its ``setup(app)``:
+
+- :mod:`gateway.carrier_routes`: each open carrier door's webhook and media stream (Twilio, SignalWire, Telnyx,
+  Plivo, Vonage, Exotel; README "Carriers"), every call served by :func:`gateway.media_stream.serve_stream`
+- :mod:`gateway.ops`: ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
+- :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
+- :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
-import time
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncIterator
 
 import aiohttp
-import structlog
 from aiohttp import web
 
-from .admission import REFUSED_DRAINING, Admission
-from .agent.client import AgentEndpoint, new_http_session
-from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
-from .carriers import twiml
-from .carriers.base import Dialect
-from .carriers.registry import TwilioDialect
+from . import call_control_http, carrier_routes, ops, softphone
+from .admission import Admission
+from .agent.client import new_http_session
+from .call_registry import RESERVATION_TTL_S, CallRegistry
 from .config import BUILTIN_TOOLS, Settings
-from .http_input import read_form
-from .metrics import GatewayMetrics, loop_lag_probe, metrics_handler
-from .outbound import token_subject
-from .security import mint_call_token, validate_twilio_signature
-from .session import CallSession, CallSummary
-from .tools.registry import ToolRegistry
+from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, SETTINGS
+from .media_stream import close_calls
+from .metrics import GatewayMetrics
 
-__all__ = ["create_app", "SETTINGS", "CALLS", "CallRegistry"]
-
-log = structlog.get_logger("gateway")
-
-#: Seconds a webhook's slot reservation waits for its stream's 'start' (gateway.admission).
-RESERVATION_TTL_S = 30.0
-
-
-@dataclass
-class CallRegistry:
-    """Live calls of this process (for readiness, limits, drain and tests). Who may take a slot is decided by
-    ``admission`` (:mod:`gateway.admission`: reservations at the webhook, claims at the stream's ``start``)."""
-
-    active: dict[int, tuple[CallSession, asyncio.Task[None] | None]] = field(default_factory=dict)
-    completed: list[CallSummary] = field(default_factory=list)
-    admission: Admission = field(default_factory=lambda: Admission(limit=100))
-    keep_summaries: int = 1000
-    #: Live viewers of per-call timelines: called with (call_sid, event kind, fields). See CallSession._emit.
-    listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(default_factory=list)
-    #: Called with every finished call's summary (metrics; see gateway.metrics).
-    on_record: list[Callable[[CallSummary], None]] = field(default_factory=list)
-    #: Sessions by admission ticket, so a stream evicted from the pending pool can be closed.
-    waiting: dict[int, CallSession] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.active)
-
-    @property
-    def accepting(self) -> bool:
-        """False once the process drains (gateway.drain): new webhooks and unreserved streams are refused."""
-        return self.admission.accepting
-
-    @accepting.setter
-    def accepting(self, value: bool) -> None:
-        self.admission.accepting = value
-
-    def record(self, summary: CallSummary) -> None:
-        self.completed.append(summary)
-        del self.completed[: -self.keep_summaries]
-        for hook in list(self.on_record):
-            hook(summary)
-
-
-SETTINGS = web.AppKey("settings", Settings)
-CALLS = web.AppKey("calls", CallRegistry)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-AGENT_HTTP = web.AppKey("agent_http", aiohttp.ClientSession)  # agent sockets (agent.transport = "aiohttp")
-LOCAL_AGENT_KEY = web.AppKey("local_agent_key", str)
-METRICS = web.AppKey("metrics", GatewayMetrics)
-
-
-def _stream_url(settings: Settings, request: web.Request) -> str:
-    base = settings.server.public_url
-    if base:
-        u = urlsplit(base)
-        scheme = "wss" if u.scheme == "https" else "ws"
-        return urlunsplit((scheme, u.netloc, u.path.rstrip("/") + "/twilio/stream", "", ""))
-    # No public URL configured (local development): point at our own loopback listener. Never derived from
-    # request headers, which a caller controls (telephony.md §A.2).
-    host, port = _bound_address(request)
-    return f"ws://{host}:{port}/twilio/stream"
-
-
-def _bound_address(request: web.Request) -> tuple[str, int]:
-    sock = request.transport.get_extra_info("sockname") if request.transport else None
-    if not sock:
-        return "127.0.0.1", request.app[SETTINGS].server.port
-    host = sock[0]
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return host, int(sock[1])
-
-
-def _webhook_url(settings: Settings, request: web.Request) -> str:
-    """The URL Twilio signed: the configured public URL + path + query (telephony.md §A.2)."""
-    base = settings.server.public_url or f"http://{request.host}"
-    return base.rstrip("/") + request.path_qs
-
-
-async def voice_webhook(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    signed, flat = await read_form(request)
-    token = settings.secrets.twilio_auth_token
-    if token:
-        if not validate_twilio_signature(token, _webhook_url(settings, request), signed,
-                                         request.headers.get("X-Twilio-Signature")):
-            log.warning("webhook.refused", reason="bad signature", call_sid=flat.get("CallSid"))
-            request.app[METRICS].refused("webhook", "bad_signature")
-            return web.Response(status=403, text="invalid signature")
-    call_sid = flat.get("CallSid", "")
-    if not call_sid:
-        return web.Response(status=400, text="CallSid missing")
-    calls = request.app[CALLS]
-    # Reserve the slot now, not when the stream starts, so a burst of webhooks cannot race past the limit
-    # (telephony.md §C item 12). The stream claims it at 'start' (gateway.admission).
-    refusal = calls.admission.reserve(call_sid, time.monotonic())
-    if refusal == REFUSED_DRAINING:
-        log.info("webhook.refused", reason="draining", call_sid=call_sid)
-        request.app[METRICS].refused("webhook", "draining")
-        return _twiml(twiml.say_and_hang_up("Sorry, we can't take your call right now. Please call again shortly."))
-    if refusal is not None:
-        log.warning("webhook.refused", reason="at_capacity", call_sid=call_sid, active=len(calls))
-        request.app[METRICS].refused("webhook", "at_capacity")
-        return _twiml(twiml.say_and_hang_up("Sorry, all our lines are busy. Please call again in a few minutes."))
-    params = {"from": flat.get("From", ""), "to": flat.get("To", "")}
-    call_token = mint_call_token(settings.secrets.token_secret,
-                                 token_subject(params, call_sid, settings.profile_for(params["to"])[0]), time.time(),
-                                 settings.server.call_token_ttl_s, scope="twilio")
-    body = twiml.connect_stream(
-        _stream_url(settings, request),
-        {"token": call_token, **params},
-        status_callback_url(settings),  # stream-started/stopped/error reach POST /twilio/status (issue #8)
-    )
-    log.info("webhook.answered", call_sid=call_sid)
-    return _twiml(body)
-
-
-def _twiml(body: str) -> web.Response:
-    return web.Response(text=body, content_type="application/xml")
-
-
-async def media_stream(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    auth = settings.secrets.twilio_auth_token
-    if auth:
-        # Twilio signs the upgrade over the wss:// URL exactly as in the TwiML, with no params (docs/security.md).
-        # With the auth token set the signature is required: an unsigned upgrade is nobody we answered.
-        sig = request.headers.get("X-Twilio-Signature")
-        if not validate_twilio_signature(auth, _stream_url(settings, request), {}, sig):
-            reason = "missing_signature" if sig is None else "bad_signature"
-            log.warning("stream.refused", reason=reason, carrier="twilio")
-            request.app[METRICS].refused("stream", reason)
-            return web.Response(status=403, text="invalid signature")
-    return await serve_stream(request, TwilioDialect())
-
-
-async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None = None) -> web.StreamResponse:
-    """One carrier media stream, whatever the carrier: admission, the WebSocket, and a :class:`CallSession` speaking
-    ``dialect`` (the carrier's own checks of the upgrade happen before, in its route). ``scope``: the door's name,
-    which the stream's token must have been minted for (default: the dialect's carrier)."""
-    settings = request.app[SETTINGS]
-    calls = request.app[CALLS]
-    admission = calls.admission
-    opened = admission.open_stream(time.monotonic())
-    if isinstance(opened, str):
-        log.warning("stream.refused", reason=opened)
-        request.app[METRICS].refused("stream", opened)
-        return web.Response(status=503, text="not accepting calls")
-    ticket, evicted = opened
-    if evicted is not None:
-        _evict(calls, evicted)
-        request.app[METRICS].refused("stream", "evicted_waiting_for_start")
-    try:
-        ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
-        await ws.prepare(request)
-        session = CallSession(
-            ws=ws,
-            settings=settings,
-            endpoint=_agent_endpoint(request),
-            tools=ToolRegistry(settings.tools, request.app[HTTP]),
-            on_summary=calls.record,
-            on_event=lambda kind, fields: _publish(calls, session, kind, fields),
-            admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
-            rest=rest_client(request.app),
-            parked=request.app[PARKED],
-            stream_stopping=lambda call_sid: any(
-                s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())
-            ),
-            dialect=dialect,
-            token_scope=scope,
-        )
-        key = id(session)
-        calls.active[key] = (session, asyncio.current_task())
-        calls.waiting[ticket] = session
-        try:
-            with structlog.contextvars.bound_contextvars():
-                await session.run()
-        finally:
-            calls.active.pop(key, None)
-            calls.waiting.pop(ticket, None)
-    finally:
-        admission.release(ticket)  # the slot and the live token go with the call, whatever ended it
-    return ws
-
-
-def _evict(calls: CallRegistry, ticket: int) -> None:
-    """The pending pool was full: close the oldest stream still waiting for its ``start`` (gateway.admission)."""
-    session = calls.waiting.pop(ticket, None)
-    if session is not None and not session.started:
-        log.warning("stream.refused", reason="evicted_waiting_for_start")
-        session.request_end("evicted")
-
-
-def _publish(calls: CallRegistry, session: CallSession, kind: str, fields: dict[str, Any]) -> None:
-    for listener in list(calls.listeners):
-        listener(session.summary.call_sid, kind, fields)
-
-
-def _agent_endpoint(request: web.Request) -> AgentEndpoint:
-    settings = request.app[SETTINGS]
-    if settings.use_local_agent:
-        host, port = _bound_address(request)
-        url, key, name = f"ws://{host}:{port}/agent/v1/ws", request.app[LOCAL_AGENT_KEY], "local"
-    else:
-        url, key = settings.agent_url(), settings.secrets.assemblyai_api_key
-        name = "cloud-" + (settings.agent.region if not settings.agent.url else (urlsplit(url).hostname or "custom"))
-    return AgentEndpoint(url, key, name, transport=settings.agent.transport, http=request.app[AGENT_HTTP])
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    calls = request.app[CALLS]
-    settings = request.app[SETTINGS]
-    ready = calls.admission.has_room(time.monotonic())
-    return web.json_response(
-        {
-            "status": "ready" if ready else "not_ready",
-            "active_calls": len(calls),
-            "reserved": calls.admission.reservations,
-            "limit": settings.server.max_concurrent_calls,
-            "accepting": calls.accepting,
-        },
-        status=200 if ready else 503,
-    )
+__all__ = ["create_app"]
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -286,31 +46,14 @@ async def _agent_http(app: web.Application) -> AsyncIterator[None]:
     await app[AGENT_HTTP].close()
 
 
-async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the event-loop lag probe of gateway.metrics, cancelled on cleanup."""
-    task = asyncio.create_task(loop_lag_probe(app[METRICS]), name="metrics.loop_lag")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _close_calls(app: web.Application) -> None:
-    """on_shutdown: close live carrier sockets so their handlers finish (aiohttp web_ws.py pattern)."""
-    for session, _task in list(app[CALLS].active.values()):
-        ws = session._ws  # noqa: SLF001 - the registry owns shutdown
-        if not ws.closed:
-            await ws.close(code=1001, message=b"server shutdown")
-
-
 def create_app(settings: Settings, *, local_agent_models: object | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[CALLS] = calls = CallRegistry(
         admission=Admission(
             limit=settings.server.max_concurrent_calls,
-            # Twilio opens the stream within a second or two of the TwiML; a reservation whose stream never comes
-            # (the caller hung up meanwhile) frees its slot after this, at most the token's own lifetime.
+            # A carrier opens the stream within a second or two of the answer; a reservation whose stream never
+            # comes (the caller hung up meanwhile) frees its slot after this, at most the token's own lifetime.
             reservation_ttl_s=min(RESERVATION_TTL_S, settings.server.call_token_ttl_s),
             pending_limit=settings.server.max_pending_streams,
             token_ttl_s=settings.server.call_token_ttl_s,
@@ -325,31 +68,15 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     )
     calls.listeners.append(metrics.on_event)
     calls.on_record.append(metrics.on_summary)
+    # cleanup_ctx runs in reverse on shutdown: the parked agent sessions (call control, below) end before the
+    # agent client session closes, and that before the shared HTTP client.
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_agent_http)
-    app.cleanup_ctx.append(_loop_lag)
-    app.on_shutdown.append(_close_calls)
-    doors = settings.open_doors()
-    for carrier, authenticated in doors.items():
-        if not authenticated:
-            # Development only (config refuses this with a public URL): say it loudly, once per door.
-            log.warning("carrier.unauthenticated", carrier=carrier,
-                        detail="its webhook and stream accept anyone who can reach this port; set its secret "
-                        "before exposing the gateway (docs/security.md)")
-    if "twilio" in doors:
-        app.router.add_post("/twilio/voice", voice_webhook)
-        app.router.add_get("/twilio/stream", media_stream)
-    from .carrier_routes import setup_carrier_routes  # issue #9: SignalWire, Telnyx, Plivo, Vonage, Exotel
-
-    setup_carrier_routes(app, doors)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler(metrics))
-    from .softphone import setup_softphone  # issue #4: /softphone, when [softphone] enabled allows it
-
-    setup_softphone(app, settings)
-    # issue #8: POST /calls, POST /twilio/status (with the Twilio door only), parked agent sessions
-    setup_call_control(app, settings, twilio_door="twilio" in doors)
+    app.on_shutdown.append(close_calls)
+    carrier_routes.setup(app)
+    ops.setup(app)
+    softphone.setup(app)
+    call_control_http.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

@@ -8,29 +8,32 @@ pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST cal
   {"error", "reason": "destination_not_allowed"}``, logged as ``outbound.refused`` with the number masked and
   counted in ``voice_gateway_call_refusals_total{stage="outbound"}`` (docs/security.md).
 - ``POST /twilio/status``  Twilio call status callbacks (``CallStatus``…) and stream status callbacks
-  (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (telephony.md §A.2, §A.9): logged as
+  (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (README "Status callbacks"): logged as
   ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of
   the call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
 
 Bodies are read with :mod:`gateway.http_input`: whatever anyone sends, a malformed body is a 400, never a 500.
 
-App state added here: :data:`PARKED` (the re-attach registry). The REST client is built per use from the app's
-shared ``aiohttp`` session (:func:`rest_client`); it holds no state of its own.
+App state added here (:func:`setup`): ``app[PARKED]`` (the re-attach registry, :mod:`gateway.keys`). The REST client
+is built per use from the app's shared ``aiohttp`` session (:func:`rest_client`); it holds no state of its own.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
+from . import urls
 from .carriers import twiml
+from .carriers.twilio import STREAM_PATH as TWILIO_STREAM_PATH
 from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Settings
 from .http_input import read_form, read_json
+from .keys import CALLS, HTTP, METRICS, PARKED, SETTINGS
 from .logs import mask_number
 from .outbound import (
     RequestInvalid,
@@ -43,19 +46,16 @@ from .outbound import (
 from .reattach import ParkedAgents
 from .security import mint_call_token, validate_twilio_signature
 
-__all__ = ["PARKED", "FINAL_CALL_STATUSES", "rest_client", "setup_call_control", "status_callback_url"]
+__all__ = ["FINAL_CALL_STATUSES", "rest_client", "setup", "status_callback_url"]
 
 log = structlog.get_logger("gateway")
 
-PARKED = web.AppKey("parked_agents", ParkedAgents)
-#: CallStatus values after which the call is over (telephony.md §A.9).
+#: CallStatus values after which the call is over (README "Status callbacks").
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 def rest_client(app: web.Application) -> TwilioRest | None:
     """Twilio REST on the app's HTTP session, or None without TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN."""
-    from .app import HTTP, SETTINGS  # the app module imports us lazily; import back the same way
-
     settings = app[SETTINGS]
     if not settings.twilio_rest_configured or HTTP not in app:
         return None
@@ -64,11 +64,9 @@ def rest_client(app: web.Application) -> TwilioRest | None:
 
 
 def status_callback_url(settings: Settings) -> str | None:
-    """Where Twilio posts status callbacks: only with a public URL (Twilio must reach it, and it is what the
-    signature is computed over) and ``[twilio] status_callbacks`` on."""
-    if not settings.server.public_url or not settings.twilio.status_callbacks:
-        return None
-    return settings.server.public_url.rstrip("/") + "/twilio/status"
+    """Where Twilio posts status callbacks (:func:`gateway.urls.status_callback_url`): only with a public URL and
+    ``[twilio] status_callbacks`` on."""
+    return urls.status_callback_url(settings.server.public_url, settings.twilio.status_callbacks)
 
 
 def _json_error(status: int, error: str, **extra: object) -> web.Response:
@@ -77,8 +75,6 @@ def _json_error(status: int, error: str, **extra: object) -> web.Response:
 
 # ---- POST /calls -------------------------------------------------------------------------------------------------
 async def create_outbound_call(request: web.Request) -> web.Response:
-    from .app import CALLS, METRICS, SETTINGS, _stream_url
-
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     key = settings.secrets.gateway_api_key
@@ -123,7 +119,9 @@ async def create_outbound_call(request: web.Request) -> web.Response:
     token = mint_call_token(settings.secrets.token_secret, token_subject(params, "", req.profile), time.time(),
                             settings.server.call_token_ttl_s, scope="twilio")
     status_url = status_callback_url(settings)
-    body_twiml = twiml.connect_stream(_stream_url(settings, request), {"token": token, **params}, status_url)
+    stream_url = urls.stream_url(settings.server.public_url, TWILIO_STREAM_PATH, urls.sockname(request.transport),
+                                 settings.server.port)
+    body_twiml = twiml.connect_stream(stream_url, {"token": token, **params}, status_url)
     try:
         call = await rest.create_call(to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url)
     except TwilioRestError as exc:
@@ -141,14 +139,13 @@ async def create_outbound_call(request: web.Request) -> web.Response:
 
 # ---- POST /twilio/status -----------------------------------------------------------------------------------------
 async def status_callback(request: web.Request) -> web.Response:
-    from .app import CALLS, METRICS, SETTINGS, _webhook_url
-
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     params, flat = await read_form(request)  # a body that is not form data: 400
     call_sid = flat.get("CallSid") or None
     token = settings.secrets.twilio_auth_token
-    if token and not validate_twilio_signature(token, _webhook_url(settings, request), params,
+    signed_url = urls.webhook_url(settings.server.public_url, request.host, request.path_qs)
+    if token and not validate_twilio_signature(token, signed_url, params,
                                                request.headers.get("X-Twilio-Signature")):
         log.warning("status.refused", reason="bad signature", call_sid=call_sid)
         metrics.refused("status", "bad_signature")
@@ -159,7 +156,7 @@ async def status_callback(request: web.Request) -> web.Response:
         error = flat.get("StreamError") or None
         stream_sid = flat.get("StreamSid", "")
         if stream_event == "stream-error":
-            # The only place a failed stream handshake shows (telephony.md §A.1): log its text with the call.
+            # The only place a failed stream handshake shows: log its text with the call.
             log.warning("stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event,
                         stream_error=error)
         else:
@@ -176,7 +173,7 @@ async def status_callback(request: web.Request) -> web.Response:
         return web.Response(status=400, text="neither CallStatus nor StreamEvent")
     metrics.on_status_callback(call_status, stream_event)
     if call_status in FINAL_CALL_STATUSES and call_sid:
-        # The authoritative end of the call (§A.9): nothing of it may live on here.
+        # The authoritative end of the call (README "Status callbacks"): nothing of it may live on here.
         request.app[PARKED].release(call_sid, "call_completed")
         for session, _task in list(request.app[CALLS].active.values()):
             if session.summary.call_sid == call_sid:
@@ -185,10 +182,10 @@ async def status_callback(request: web.Request) -> web.Response:
 
 
 # ---- wiring ----------------------------------------------------------------------------------------------------
-def setup_call_control(app: web.Application, settings: Settings, *, twilio_door: bool = True) -> None:
-    """Routes and state of call control; called by :func:`gateway.app.create_app`. ``twilio_door``: whether
-    Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`); its status callback route exists only
-    then, since it can end calls."""
+def setup(app: web.Application) -> None:
+    """Routes and state of call control (needs ``app[SETTINGS]``). ``POST /twilio/status`` exists only while
+    Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`), since it can end calls."""
+    settings = app[SETTINGS]
     app[PARKED] = ParkedAgents(settings.server.reattach_window_s, end_timeout_s=settings.agent.end_timeout_s)
 
     async def parked_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -197,6 +194,6 @@ def setup_call_control(app: web.Application, settings: Settings, *, twilio_door:
 
     app.cleanup_ctx.append(parked_ctx)
     app.router.add_post("/calls", create_outbound_call)
-    if twilio_door:
+    if "twilio" in settings.open_doors():
         app.router.add_post("/twilio/status", status_callback)
 

@@ -1,11 +1,15 @@
-"""HTTP surface of the carriers beside Twilio (issue #9): one answer/webhook endpoint and one stream route each. Thin:
-the answer documents, signatures and dialects are the pure modules of :mod:`gateway.carriers`; every stream is
-served by :func:`gateway.app.serve_stream` with the carrier's dialect, so admission, the per-call token, the
-transcoder and playout accounting are the same as Twilio's.
+"""Every carrier's doors: one generic webhook handler and one generic stream handler, serving each carrier of
+:mod:`gateway.carriers.registry` from its description (:class:`~gateway.carriers.spec.CarrierSpec`; the order of the
+steps is in :mod:`gateway.carriers.spec`). Thin aiohttp glue: signatures, answer documents and dialects are the
+carriers' pure modules; every stream is served by :func:`gateway.media_stream.serve_stream`, so admission, the
+per-call token, the transcoder and playout accounting are the same for all.
 
-Routes (README "Carriers"):
+Routes (README "Carriers"; each carrier's module has the details):
 
 ====================================  ===========================================================================
+``POST /twilio/voice``                TwiML ``<Connect><Stream>``; ``X-Twilio-Signature`` with ``TWILIO_AUTH_TOKEN``
+``GET  /twilio/stream``               token in ``<Parameter name="token">``; upgrade signature required with the
+                                      auth token set
 ``POST /signalwire/voice``            cXML ``<Connect><Stream codec=…>``; ``X-SignalWire-Signature`` (or legacy
                                       ``X-Twilio-Signature``) checked with ``SIGNALWIRE_SIGNING_KEY``
 ``GET  /signalwire/stream``           token in ``<Parameter name="token">``; upgrade signature checked if sent
@@ -18,7 +22,7 @@ Routes (README "Carriers"):
 ``GET|POST /vonage/answer``           NCCO ``connect`` → websocket; JWT checked with ``VONAGE_SIGNATURE_SECRET``
 ``GET  /vonage/stream``               token in the NCCO ``headers`` (→ ``websocket:connected``)
 ``GET  /exotel/answer``               the Voicebot applet's dynamic URL: ``{"url": "wss://…"}``; Basic auth
-                                      (``EXOTEL_BASIC_AUTH``) or ``carriers.exotel_allowed_ips``
+                                      (``EXOTEL_BASIC_AUTH``) or ``carriers.exotel.allowed_ips``
 ``GET  /exotel/stream``               token as a custom query parameter (→ ``start.custom_parameters``); same auth
 ====================================  ===========================================================================
 
@@ -26,286 +30,163 @@ A carrier's routes exist only when its door is open (:meth:`gateway.config.Setti
 or development without a public URL, or an explicit ``carriers.NAME.enabled = true``); with its secret unset its
 webhook signature is not checked. The per-call token is always required, and only a token minted at the same door
 opens its stream (docs/security.md).
+
+Logs and metrics (README "Logs"): a refused webhook is ``webhook.refused`` (``reason``: the carrier's, e.g.
+``bad signature``; ``draining`` at info level; ``at_capacity`` with ``active``), a refused upgrade
+``stream.refused``, each counted in ``call_refusals_total`` (``stage`` webhook/stream); an answered one
+``webhook.answered``. Every line names its ``carrier``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from types import ModuleType
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from . import urls
 from .admission import REFUSED_DRAINING
-from .carriers import exotel, plivo, signalwire, telnyx, vonage
-from .carriers.base import Dialect
-from .config import Settings
-from .http_input import read_json, read_form
+from .carriers import registry
+from .carriers.spec import BUSY, DRAINING, Answer, AnswerContext, CarrierSpec, Malformed, Refusal, Upgrade, Webhook
+from .http_input import read_form, read_json
+from .keys import CALLS, METRICS, SETTINGS
+from .media_stream import serve_stream
 from .outbound import token_subject
 from .security import mint_call_token
 
-__all__ = ["setup_carrier_routes"]
+__all__ = ["setup"]
 
 log = structlog.get_logger("gateway")
 
-BUSY = "Sorry, all our lines are busy. Please call again in a few minutes."
-DRAINING = "Sorry, we can't take your call right now. Please call again shortly."
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-# ---- shared -----------------------------------------------------------------------------------------------------
-def _app_keys() -> ModuleType:
-    from . import app as app_module  # the app module imports this one inside create_app
-
-    return app_module
+def _respond(answer: Answer) -> web.Response:
+    return web.Response(text=answer.body, content_type=answer.content_type, status=answer.status)
 
 
-def _ws_url(settings: Settings, request: web.Request, path: str) -> str:
-    """``wss://<public host>/<path>`` from the configured public URL, never from request headers (§A.2); loopback in
-    local development."""
-    base = settings.server.public_url
-    if base:
-        u = urlsplit(base)
-        return urlunsplit(("wss" if u.scheme == "https" else "ws", u.netloc, u.path.rstrip("/") + path, "", ""))
-    host, port = _app_keys()._bound_address(request)
-    return f"ws://{host}:{port}{path}"
-
-
-def _signed_url(settings: Settings, request: web.Request) -> str:
-    return _app_keys()._webhook_url(settings, request)
-
-
-def _refused(request: web.Request, where: str, carrier: str, reason: str, status: int = 403) -> web.Response:
-    if where == "webhook":
-        log.warning("webhook.refused", reason=reason, carrier=carrier, call_sid=None)
+def _refuse(request: web.Request, stage: str, carrier: str, refusal: Refusal) -> web.Response:
+    if stage == "webhook":
+        log.warning("webhook.refused", reason=refusal.reason, carrier=carrier, call_sid=None)
     else:
-        log.warning("stream.refused", reason=reason, carrier=carrier)
-    request.app[_app_keys().METRICS].refused(where, reason.replace(" ", "_"))
-    return web.Response(status=status, text=reason)
+        log.warning("stream.refused", reason=refusal.reason, carrier=carrier)
+    request.app[METRICS].refused(stage, refusal.reason.replace(" ", "_"))
+    return web.Response(status=refusal.status, text=refusal.text or refusal.reason)
 
 
-def _reserve(request: web.Request, carrier: str, call_id: str) -> str | None:
-    """Reserve a call slot at the webhook (gateway.admission). Returns None, or the text to say when refusing."""
-    calls = request.app[_app_keys().CALLS]
-    refusal = calls.admission.reserve(call_id, time.monotonic())
-    if refusal is None:
-        return None
-    reason = "draining" if refusal == REFUSED_DRAINING else "at_capacity"
-    log.warning("webhook.refused", reason=reason, call_sid=call_id, carrier=carrier)
-    request.app[_app_keys().METRICS].refused("webhook", reason)
-    return DRAINING if refusal == REFUSED_DRAINING else BUSY
+async def _decode(request: web.Request, spec: CarrierSpec[Any]) -> dict[str, Any]:
+    """The body the way the carrier sends it (a body that cannot be decoded is a 400, gateway.http_input)."""
+    if spec.webhook_body == "form":
+        form, _ = await read_form(request)
+        return {"form": form}
+    if spec.webhook_body == "json" and request.method == "POST" and await request.read():
+        return {"json": await read_json(request), "json_sent": True}
+    return {}
 
 
-def _token(settings: Settings, carrier: str, call_id: str, to: str = "") -> str:
-    """The stream token for ``call_id``, valid only at ``carrier``'s stream door and only with the profile that
-    ``to`` (exactly as the stream will present it) selects (gateway.security)."""
-    subject = token_subject({}, call_id, settings.profile_for(to)[0])
-    return mint_call_token(settings.secrets.token_secret, subject, time.time(), settings.server.call_token_ttl_s,
-                           scope=carrier)
+def webhook_handler(spec: CarrierSpec[Any]) -> Handler:
+    """The answer/webhook endpoint of ``spec``'s carrier."""
+
+    async def webhook(request: web.Request) -> web.Response:
+        settings = request.app[SETTINGS]
+        door = settings.carrier_door(spec.name)
+        hook = Webhook(
+            method=request.method,
+            url=urls.webhook_url(settings.server.public_url, request.host, request.path_qs),
+            headers=request.headers,
+            query=request.query,
+            # Signed as bytes: check before decoding. Signed over the parameters: decode first.
+            body=await request.read() if spec.signs_raw_body else b"",
+            remote=request.remote,
+            now=time.time(),
+        )
+        if not spec.signs_raw_body:
+            hook = dataclasses.replace(hook, **await _decode(request, spec))
+        if spec.authenticated(door):
+            refusal = spec.verify(hook, door)
+            if refusal is not None:
+                return _refuse(request, "webhook", spec.name, refusal)
+        if spec.signs_raw_body:
+            hook = dataclasses.replace(hook, **await _decode(request, spec))
+        call = spec.read_call(hook)
+        if isinstance(call, Malformed):
+            return web.Response(status=400, text=call.text)
+        calls = request.app[CALLS]
+        # Reserve the slot now, not when the stream starts, so a burst of webhooks cannot race past the limit; the
+        # stream claims it at 'start' (gateway.admission).
+        reserved = calls.admission.reserve(call.call_id, time.monotonic())
+        if reserved is not None:
+            draining = reserved == REFUSED_DRAINING
+            reason = "draining" if draining else "at_capacity"
+            if draining:  # a planned restart: expected, not a warning
+                log.info("webhook.refused", reason=reason, call_sid=call.call_id, carrier=spec.name)
+            else:
+                log.warning("webhook.refused", reason=reason, call_sid=call.call_id, carrier=spec.name,
+                            active=len(calls))
+            request.app[METRICS].refused("webhook", reason)
+            return _respond(spec.busy(DRAINING if draining else BUSY))
+        # Valid only at this door, for this call, with the profile its called number selects (docs/security.md).
+        subject = token_subject({}, call.call_id, settings.profile_for(call.called)[0])
+        token = mint_call_token(settings.secrets.token_secret, subject, time.time(), settings.server.call_token_ttl_s,
+                                scope=spec.name)
+        status_callback = urls.status_callback_url(settings.server.public_url, settings.twilio.status_callbacks)
+        context = AnswerContext(
+            token=token,
+            stream_base=urls.stream_url(settings.server.public_url, "", urls.sockname(request.transport),
+                                        settings.server.port),
+            options=door.options,
+            status_callback=status_callback if spec.status_callbacks else None,
+        )
+        answer = spec.answer(call, context)
+        log.info("webhook.answered", call_sid=call.call_id, carrier=spec.name)
+        return _respond(answer)
+
+    return webhook
 
 
-def _xml(body: str) -> web.Response:
-    return web.Response(text=body, content_type="application/xml")
+def stream_handler(spec: CarrierSpec[Any]) -> Handler:
+    """The media-stream route of ``spec``'s carrier."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        settings = request.app[SETTINGS]
+        door = settings.carrier_door(spec.name)
+        upgrade = Upgrade(
+            # The stream URL as the answer wrote it: what an upgrade signature covers.
+            url=urls.stream_url(settings.server.public_url, request.rel_url.raw_path,
+                                urls.sockname(request.transport), settings.server.port),
+            headers=request.headers,
+            query=request.query,
+            path_params=dict(request.match_info),
+            remote=request.remote,
+        )
+        if spec.authenticated(door):
+            refusal = spec.check_upgrade(upgrade, door)
+            if refusal is not None:
+                return _refuse(request, "stream", spec.name, refusal)
+        return await serve_stream(request, spec.dialect(upgrade), scope=spec.name)
+
+    return stream
 
 
-
-def _stream(make: Callable[[web.Request], Dialect | web.Response]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        dialect = make(request)
-        if isinstance(dialect, web.Response):
-            return dialect
-        return await _app_keys().serve_stream(request, dialect)
-
-    return handler
-
-
-# ---- SignalWire (§A.10): Twilio-compatible ------------------------------------------------------------------------
-async def signalwire_voice(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
-    multi, flat = await read_form(request)
-    key = settings.secrets.signalwire_signing_key
-    if key and not signalwire.validate_signalwire_signature(key, _signed_url(settings, request), multi, request.headers):
-        return _refused(request, "webhook", "signalwire", "bad signature")
-    call_sid = flat.get("CallSid", "")
-    if not call_sid:
-        return web.Response(status=400, text="CallSid missing")
-    say = _reserve(request, "signalwire", call_sid)
-    if say is not None:
-        return _xml(_app_keys().twiml.say_and_hang_up(say))
-    body = signalwire.connect_stream(
-        _ws_url(settings, request, "/signalwire/stream"),
-        {"token": _token(settings, "signalwire", call_sid, flat.get("To", "")), "from": flat.get("From", ""),
-         "to": flat.get("To", "")},
-        codec=settings.carriers.signalwire_codec,
-    )
-    log.info("webhook.answered", call_sid=call_sid, carrier="signalwire")
-    return _xml(body)
-
-
-def _signalwire_stream(request: web.Request) -> Dialect | web.Response:
-    settings = request.app[_app_keys().SETTINGS]
-    key = settings.secrets.signalwire_signing_key
-    if key and any(h in request.headers for h in signalwire.SIGNATURE_HEADERS):
-        # Signed like Twilio's upgrade: over the wss:// URL of the cXML, no params (§A.2).
-        url = _ws_url(settings, request, "/signalwire/stream")
-        if not signalwire.validate_signalwire_signature(key, url, {}, request.headers):
-            return _refused(request, "stream", "signalwire", "bad upgrade signature")
-    return signalwire.SignalWireStream()
-
-
-# ---- Telnyx (§A.10) -----------------------------------------------------------------------------------------------
-async def telnyx_voice(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
-    raw = await request.read()
-    public_key = settings.secrets.telnyx_public_key
-    if public_key and not telnyx.verify_telnyx_signature(
-        public_key, raw, request.headers.get(telnyx.TIMESTAMP_HEADER),
-        request.headers.get(telnyx.SIGNATURE_HEADER), now=time.time(),
-    ):
-        return _refused(request, "webhook", "telnyx", "bad signature")
-    _, flat = await read_form(request)  # TeXML webhooks are form-encoded, Twilio-style (CallSid = call_control_id)
-    call_id = flat.get("CallSid", "")
-    if not call_id:
-        return web.Response(status=400, text="CallSid missing")
-    say = _reserve(request, "telnyx", call_id)
-    if say is not None:
-        return _xml(_app_keys().twiml.say_and_hang_up(say))
-    body = telnyx.texml_stream(
-        _ws_url(settings, request, "/telnyx/stream"),
-        {"token": _token(settings, "telnyx", call_id, flat.get("To", "")), "from": flat.get("From", ""),
-         "to": flat.get("To", "")},
-        codec=settings.carriers.telnyx_codec,
-    )
-    log.info("webhook.answered", call_sid=call_id, carrier="telnyx")
-    return _xml(body)
-
-
-# ---- Plivo (§A.10) ------------------------------------------------------------------------------------------------
-async def plivo_answer(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
-    multi, flat = await read_form(request)
-    token = settings.secrets.plivo_auth_token
-    if token and not plivo.validate_plivo_v3_signature(
-        token, request.method, _signed_url(settings, request), multi,
-        request.headers.get(plivo.NONCE_HEADER), request.headers.get(plivo.SIGNATURE_HEADER),
-    ):
-        return _refused(request, "webhook", "plivo", "bad signature")
-    call_uuid = flat.get("CallUUID", "")
-    if not call_uuid:
-        return web.Response(status=400, text="CallUUID missing")
-    say = _reserve(request, "plivo", call_uuid)
-    if say is not None:
-        return _xml('<?xml version="1.0" encoding="UTF-8"?><Response><Speak>' + _app_keys().twiml.xml_text(say)
-                    + '</Speak><Hangup/></Response>')
-    # The token rides in the path: extraHeaders only take alphanumerics (§A.10, §A.2 path segments).
-    numbers = {k: "".join(ch for ch in flat.get(k.capitalize(), "") if ch.isalnum()) for k in ("to", "from")}
-    url = _ws_url(settings, request, "/plivo/stream/" + _token(settings, "plivo", call_uuid, plivo.e164(numbers["to"])))
-    body = plivo.stream_xml(url, settings.carriers.plivo_content_type, numbers)
-    log.info("webhook.answered", call_sid=call_uuid, carrier="plivo")
-    return _xml(body)
-
-
-def _plivo_stream(request: web.Request) -> Dialect:
-    return plivo.PlivoStream(transport_params={"token": request.match_info["token"]})
-
-
-# ---- Vonage (§A.10) -----------------------------------------------------------------------------------------------
-async def vonage_answer(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
-    raw = await request.read()
-    secret = settings.secrets.vonage_signature_secret
-    if secret and not vonage.verify_vonage_jwt(secret, request.headers.get("Authorization"), raw, now=time.time()):
-        return _refused(request, "webhook", "vonage", "bad signature")
-    q = dict(request.query)
-    if request.method == "POST" and raw:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            return web.Response(status=400, text="answer body is not a JSON object")
-        q.update({k: str(v) for k, v in body.items()})
-    call_uuid = q.get("uuid", "")
-    if not call_uuid:
-        return web.Response(status=400, text="uuid missing")
-    say = _reserve(request, "vonage", call_uuid)
-    if say is not None:
-        return web.json_response([{"action": "talk", "text": say}])
-
-    def e164(n: str) -> str:
-        return "+" + n if n.isdigit() else n  # Vonage sends numbers without the +
-
-    ncco = vonage.ncco_connect(
-        _ws_url(settings, request, "/vonage/stream"),
-        {"token": _token(settings, "vonage", call_uuid, e164(q.get("to", ""))), "uuid": call_uuid,
-         "from": e164(q.get("from", "")),
-         "to": e164(q.get("to", ""))},
-        settings.carriers.vonage_sample_rate,
-    )
-    log.info("webhook.answered", call_sid=call_uuid, carrier="vonage")
-    return web.json_response(ncco)
-
-
-def _vonage_stream(request: web.Request) -> Dialect:
-    return vonage.VonageStream()
-
-
-# ---- Exotel (§A.10) -----------------------------------------------------------------------------------------------
-def _exotel_auth(request: web.Request, where: str) -> web.Response | None:
-    settings = request.app[_app_keys().SETTINGS]
-    basic, nets = settings.secrets.exotel_basic_auth, settings.carriers.exotel_allowed_ips
-    if not basic and not nets:
-        return None  # local development
-    user, _, password = basic.partition(":")
-    if basic and exotel.verify_basic_auth(request.headers.get("Authorization"), user, password):
-        return None
-    if nets and exotel.ip_allowed(request.remote, nets):
-        return None
-    return _refused(request, where, "exotel", "bad credentials")
-
-
-async def exotel_answer(request: web.Request) -> web.Response:
-    settings = request.app[_app_keys().SETTINGS]
-    refused = _exotel_auth(request, "webhook")
-    if refused is not None:
-        return refused
-    call_sid = request.query.get("CallSid", "")
-    if not call_sid:
-        return web.Response(status=400, text="CallSid missing")
-    if _reserve(request, "exotel", call_sid) is not None:
-        return web.Response(status=503, text="not accepting calls")  # the applet moves on; nothing to say here
-    # The called number rides as a custom parameter, so the stream presents exactly the 'to' its token's profile
-    # was chosen by (Exotel's own start.to is only a fallback the dialect uses when no parameter carries one).
-    to = request.query.get("CallTo", "")
-    doc = exotel.stream_url_document(
-        _ws_url(settings, request, "/exotel/stream"), settings.carriers.exotel_sample_rate,
-        {"token": _token(settings, "exotel", call_sid, to), "to": to},
-    )
-    log.info("webhook.answered", call_sid=call_sid, carrier="exotel")
-    return web.json_response(doc)
-
-
-def _exotel_stream(request: web.Request) -> Dialect | web.Response:
-    refused = _exotel_auth(request, "stream")
-    if refused is not None:
-        return refused
-    token = request.query.get("token")
-    return exotel.ExotelStream(transport_params={"token": token} if token else None)
-
-
-def setup_carrier_routes(app: web.Application, doors: Mapping[str, bool]) -> None:
-    """Add the routes of every carrier (but Twilio, which app.py routes) whose door is open."""
-    if "signalwire" in doors:
-        app.router.add_post("/signalwire/voice", signalwire_voice)
-        app.router.add_get("/signalwire/stream", _stream(_signalwire_stream))
-    if "telnyx" in doors:
-        app.router.add_post("/telnyx/voice", telnyx_voice)
-        app.router.add_get("/telnyx/stream", _stream(lambda r: telnyx.TelnyxStream()))
-    if "plivo" in doors:
-        app.router.add_post("/plivo/answer", plivo_answer)
-        app.router.add_get("/plivo/stream/{token}", _stream(_plivo_stream))
-    if "vonage" in doors:
-        app.router.add_get("/vonage/answer", vonage_answer)
-        app.router.add_post("/vonage/answer", vonage_answer)
-        app.router.add_get("/vonage/stream", _stream(_vonage_stream))
-    if "exotel" in doors:
-        app.router.add_get("/exotel/answer", exotel_answer)
-        app.router.add_get("/exotel/stream", _stream(_exotel_stream))
+def setup(app: web.Application) -> None:
+    """Add the routes of every carrier whose door is open (``app[SETTINGS]``), and warn once about each one that is
+    open without its secret (development only)."""
+    doors = app[SETTINGS].open_doors()
+    for spec in registry.CARRIERS:
+        if spec.name not in doors:
+            continue  # a closed door answers 404: nothing tells which carriers are not used
+        if not doors[spec.name]:
+            # Development only (config refuses this with a public URL): say it loudly, once per door.
+            log.warning("carrier.unauthenticated", carrier=spec.name,
+                        detail="its webhook and stream accept anyone who can reach this port; set its secret "
+                        "before exposing the gateway (docs/security.md)")
+        webhook = webhook_handler(spec)
+        for method in spec.webhook_methods:
+            if method == "GET":
+                app.router.add_get(spec.webhook_path, webhook)  # HEAD too, as aiohttp does for GET routes
+            else:
+                app.router.add_route(method, spec.webhook_path, webhook)
+        app.router.add_get(spec.stream_path, stream_handler(spec))

@@ -1,6 +1,11 @@
 """Typed, validated settings. Committed defaults live in ``config/gateway.toml``; secrets come only from the
 environment. Loaded once at start-up and passed explicitly; an invalid file fails start-up with an error that
 names the bad key (``ConfigError("audio.playout_lead_ms: expected an integer, got 'x'")``).
+
+Carriers configure themselves: each ``[carriers.NAME]`` table is the settings class its carrier's module declares,
+its secrets are the environment variables its description names, and its own checks run at start-up
+(:mod:`gateway.carriers.registry`); nothing here is per carrier. The flat ``[carriers]`` keys of older configs
+(``signalwire_codec``…) are still read, with a ``FutureWarning`` naming the table key that replaces each.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import secrets
 import tomllib
 import types
 import typing
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,9 +26,20 @@ from urllib.parse import urlsplit
 
 from .audio.resample import RESAMPLE_QUALITIES
 from .audio.transcode import AGENT_FORMATS
+from .carriers import registry
+from .carriers.spec import CarrierDoor, Door
 from .errors import ConfigError
 
-__all__ = ["CARRIERS", "Settings", "Secrets", "load_settings", "REPO_CONFIG_DIR", "DEFAULT_AGENT_URL", "EU_AGENT_URL"]
+__all__ = [
+    "DEFAULT_AGENT_URL",
+    "EU_AGENT_URL",
+    "REPO_CONFIG_DIR",
+    "CarrierDoor",
+    "CarrierSettings",
+    "Secrets",
+    "Settings",
+    "load_settings",
+]
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_AGENT_URL = "wss://agents.assemblyai.com/v1/ws"
@@ -159,41 +177,42 @@ class SoftphoneSettings:
     enabled: str = "auto"  # auto | on | off
 
 
-#: The carriers whose doors (webhook + stream route) the gateway can open, in the order they are documented.
-CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel")
+class CarrierSettings(collections.abc.Mapping[str, CarrierDoor]):
+    """The ``[carriers]`` table: one ``[carriers.NAME]`` table per carrier of the registry, each an instance of the
+    settings class that carrier's module declares (``enabled``, docs/security.md "Carrier doors", plus its audio
+    keys; README "Carriers"). ``settings.carriers["plivo"]`` or ``settings.carriers.plivo``; a carrier not given
+    gets its defaults. Secrets are not here: they come from the environment (:class:`Secrets`)."""
 
+    def __init__(self, **tables: CarrierDoor) -> None:
+        unknown = sorted(set(tables) - {spec.name for spec in registry.CARRIERS})
+        if unknown:
+            raise TypeError(f"unknown carrier {unknown[0]!r}")
+        self._tables: dict[str, CarrierDoor] = {}
+        for spec in registry.CARRIERS:
+            table = tables.get(spec.name) or spec.options()
+            if not isinstance(table, spec.options):
+                raise TypeError(f"carriers.{spec.name}: expected {spec.options.__name__}, got {table!r}")
+            self._tables[spec.name] = table
 
-@dataclass(frozen=True)
-class CarrierDoor:
-    """``[carriers.NAME]``: whether that carrier's webhook and stream routes exist (docs/security.md).
+    def __getitem__(self, name: str) -> CarrierDoor:
+        return self._tables[name]
 
-    ``enabled``: ``"auto"`` (default): open when the carrier's secret is set, and, in development only (no public
-    URL), also without it, with a loud warning at start-up. ``true``: open; without its secret this is refused at
-    start-up when a public URL is set (anyone could open agent sessions), and warned about otherwise. ``false``:
-    closed (404) even with the secret set."""
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
 
-    enabled: bool | str = "auto"
+    def __len__(self) -> int:
+        return len(self._tables)
 
+    def __getattr__(self, name: str) -> CarrierDoor:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
-@dataclass(frozen=True)
-class CarrierSettings:
-    """The ``[carriers]`` table: the audio each carrier's answer asks for (issue #9, README "Carriers"), and one
-    ``[carriers.NAME]`` table per carrier saying whether its doors are open (:func:`open_doors`). Their auth secrets
-    come from the environment (:class:`Secrets`)."""
-
-    signalwire_codec: str = "PCMU"  # PCMU | PCMA | L16 | L16@16000h | L16@24000h (no resampling for pcm24k)
-    telnyx_codec: str = "PCMU"  # PCMU | PCMA (TeXML); L16 needs Call Control streaming_start
-    plivo_content_type: str = "audio/x-mulaw;rate=8000"  # or audio/x-l16;rate=8000 | audio/x-l16;rate=16000
-    vonage_sample_rate: int = 16000  # 8000 | 16000
-    exotel_sample_rate: int = 8000  # 8000 | 16000 | 24000
-    # Exotel may be authenticated by source address instead of Basic auth (EXOTEL_BASIC_AUTH): CIDRs or addresses.
-    exotel_allowed_ips: tuple[str, ...] = ()
-    twilio: CarrierDoor = field(default_factory=CarrierDoor)
-    signalwire: CarrierDoor = field(default_factory=CarrierDoor)
-    telnyx: CarrierDoor = field(default_factory=CarrierDoor)
-    plivo: CarrierDoor = field(default_factory=CarrierDoor)
-    vonage: CarrierDoor = field(default_factory=CarrierDoor)
-    exotel: CarrierDoor = field(default_factory=CarrierDoor)
+    def __repr__(self) -> str:
+        return f"CarrierSettings({', '.join(f'{k}={v!r}' for k, v in self._tables.items())})"
 
 
 @dataclass(frozen=True)
@@ -201,18 +220,19 @@ class Secrets:
     """Everything secret, from the environment only. Never logged."""
 
     assemblyai_api_key: str = ""
-    twilio_auth_token: str = ""
     token_secret: bytes = b""
     token_secret_generated: bool = False
     local_agent_api_key: str = ""
-    # carriers other than Twilio (README "Carriers"); empty: that carrier's webhook signature is not checked
-    signalwire_signing_key: str = ""
-    telnyx_public_key: str = ""  # base64 Ed25519 public key from the Telnyx portal
-    plivo_auth_token: str = ""
-    vonage_signature_secret: str = ""
-    exotel_basic_auth: str = ""  # "user:password" as embedded in the Voicebot applet URL
-    twilio_account_sid: str = ""  # with twilio_auth_token: the REST client (call control, outbound calls)
+    twilio_account_sid: str = ""  # with TWILIO_AUTH_TOKEN: the REST client (call control, outbound calls)
     gateway_api_key: str = ""  # bearer key of POST /calls (outbound calls); empty: the endpoint is off
+    #: Every carrier's secrets by environment variable (the names its description lists; README "Carriers"). Empty:
+    #: that carrier's webhook is not checked, and its doors open in development only.
+    carrier_secrets: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def twilio_auth_token(self) -> str:
+        """Twilio's auth token: its doors' signatures, and with the Account SID its REST API."""
+        return self.carrier_secrets.get("TWILIO_AUTH_TOKEN", "")
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and debug logs
         return "Secrets(<redacted>)"
@@ -254,28 +274,24 @@ class Settings:
         """Call control over REST (hang-up, transfer, outbound calls) needs the Account SID and the Auth Token."""
         return bool(self.secrets.twilio_account_sid and self.secrets.twilio_auth_token)
 
-    def carrier_authenticated(self, carrier: str) -> bool:
-        """Whether ``carrier``'s webhook and stream are checked against a secret (or, for Exotel, an allow-list of
+    def carrier_door(self, name: str) -> Door[Any]:
+        """Carrier ``name``'s table and secrets, as its pure functions take them (:mod:`gateway.carriers.spec`)."""
+        return registry.carrier(name).door(self.carriers[name], self.secrets.carrier_secrets)
+
+    def carrier_authenticated(self, name: str) -> bool:
+        """Whether ``name``'s webhook and stream are checked against a secret (or, for Exotel, an allow-list of
         source networks) — i.e. whether a stranger is kept out of its doors."""
-        sec = self.secrets
-        return bool({
-            "twilio": sec.twilio_auth_token,
-            "signalwire": sec.signalwire_signing_key,
-            "telnyx": sec.telnyx_public_key,
-            "plivo": sec.plivo_auth_token,
-            "vonage": sec.vonage_signature_secret,
-            "exotel": sec.exotel_basic_auth or self.carriers.exotel_allowed_ips,
-        }[carrier])
+        return registry.carrier(name).authenticated(self.carrier_door(name))
 
     def open_doors(self) -> dict[str, bool]:
         """The carriers whose routes exist, each with whether it is authenticated (docs/security.md): see
         :class:`CarrierDoor` for the rule. A carrier not in the result answers 404."""
         doors: dict[str, bool] = {}
-        for name in CARRIERS:
-            enabled = getattr(self.carriers, name).enabled
-            authenticated = self.carrier_authenticated(name)
+        for spec in registry.CARRIERS:
+            enabled = self.carriers[spec.name].enabled
+            authenticated = self.carrier_authenticated(spec.name)
             if enabled is True or (enabled == "auto" and (authenticated or not self.server.public_url)):
-                doors[name] = authenticated
+                doors[spec.name] = authenticated
         return doors
 
     def local_agent_intents_path(self) -> Path:
@@ -323,6 +339,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         vt = args[1] if len(args) == 2 else Any
         return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is CarrierSettings:
+        return _carrier_settings(value, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - our bug
@@ -343,6 +361,35 @@ def _build(cls: Any, table: Any, prefix: str) -> Any:
         return cls(**kwargs)
     except TypeError as exc:  # a required field (e.g. tools.X.url) is missing
         raise ConfigError(f"{prefix}: {exc}") from None
+
+
+def _carrier_settings(table: Any, key: str) -> CarrierSettings:
+    """``[carriers]``: each carrier's ``[carriers.NAME]`` table built as its settings class; the flat keys of older
+    configs (a carrier's ``legacy_keys``) moved into their carrier's table, with a deprecation warning."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{key}: expected a table, got {table!r}")
+    legacy = {flat: (spec.name, new) for spec in registry.CARRIERS for flat, new in spec.legacy_keys.items()}
+    tables: dict[str, dict[str, Any]] = {}
+    for name, value in table.items():
+        if name in legacy:
+            continue
+        if name not in {spec.name for spec in registry.CARRIERS}:
+            known = ", ".join(spec.name for spec in registry.CARRIERS)
+            raise ConfigError(f"{key}.{name}: unknown key (known: one table per carrier: {known})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}.{name}: expected a table, got {value!r}")
+        tables[name] = dict(value)
+    for flat, value in table.items():
+        if flat not in legacy:
+            continue
+        name, new = legacy[flat]
+        if new in tables.setdefault(name, {}):
+            raise ConfigError(f"{key}.{flat}: also set as {key}.{name}.{new}; keep only the latter")
+        tables[name][new] = value
+        warnings.warn(f"{key}.{flat} is deprecated: write it as `{new} = ...` in [{key}.{name}] "
+                      "(the flat key will be removed)", FutureWarning, stacklevel=2)
+    return CarrierSettings(**{spec.name: _build(spec.options, tables.get(spec.name, {}), f"{key}.{spec.name}")
+                              for spec in registry.CARRIERS})
 
 
 def _check(s: Settings) -> None:
@@ -387,9 +434,9 @@ def _check(s: Settings) -> None:
                  f"unknown tool {t!r} (built in: {', '.join(sorted(BUILTIN_TOOLS))}; or define [tools.{t}])")
     for number, prof in s.numbers.items():
         need(prof in s.profiles, f"numbers.{number}", f"names unknown profile {prof!r}")
-    for name, t in s.tools.items():
-        need(urlsplit(t.url).scheme in ("http", "https"), f"tools.{name}.url", "must be an http(s) URL")
-        need(t.execution_mode in ("interactive", "hold"), f"tools.{name}.execution_mode", "interactive or hold")
+    for name, tool in s.tools.items():
+        need(urlsplit(tool.url).scheme in ("http", "https"), f"tools.{name}.url", "must be an http(s) URL")
+        need(tool.execution_mode in ("interactive", "hold"), f"tools.{name}.execution_mode", "interactive or hold")
         need(name not in BUILTIN_TOOLS, f"tools.{name}", "collides with a built-in tool")
     need(s.softphone.enabled in ("auto", "on", "off"), "softphone.enabled", "must be auto, on or off")
     need(not (s.softphone.enabled == "on" and s.server.public_url and not s.secrets.gateway_api_key),
@@ -416,35 +463,17 @@ def _check(s: Settings) -> None:
         for i, pat in enumerate(p.transfer_allow):
             need(pat.startswith(("+", "sip:", "sips:")) and len(pat) > 1, f"profiles.{name}.transfer_allow[{i}]",
                  "patterns start with + (numbers) or sip: / sips:")
-    c = s.carriers
-    need(c.signalwire_codec in ("PCMU", "PCMA", "L16", "L16@16000h", "L16@24000h"), "carriers.signalwire_codec",
-         "must be PCMU, PCMA, L16, L16@16000h or L16@24000h")
-    need(c.telnyx_codec in ("PCMU", "PCMA"), "carriers.telnyx_codec", "must be PCMU or PCMA (TeXML)")
-    need(c.plivo_content_type in ("audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000", "audio/x-l16;rate=16000"),
-         "carriers.plivo_content_type", "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or ;rate=16000")
-    need(c.vonage_sample_rate in (8000, 16000), "carriers.vonage_sample_rate", "must be 8000 or 16000")
-    need(c.exotel_sample_rate in (8000, 16000, 24000), "carriers.exotel_sample_rate", "must be 8000, 16000 or 24000")
-    need(":" in s.secrets.exotel_basic_auth or not s.secrets.exotel_basic_auth, "EXOTEL_BASIC_AUTH",
-         "must be user:password")
-    for name in CARRIERS:
-        enabled = getattr(c, name).enabled
-        need(enabled in (True, False, "auto"), f"carriers.{name}.enabled", "must be true, false or \"auto\"")
-        need(not (enabled is True and s.server.public_url and not s.carrier_authenticated(name)),
-             f"carriers.{name}.enabled",
-             f"true without {_SECRET_ENV[name]} is for local development only: with a public URL anyone could open "
-             f"agent sessions through it; set {_SECRET_ENV[name]} or carriers.{name}.enabled = false")
+    for spec in registry.CARRIERS:
+        door = s.carrier_door(spec.name)
+        for key, message in spec.check(door):
+            need(False, key, message)
+        enabled, credential = door.options.enabled, spec.what_authenticates()
+        need(enabled in (True, False, "auto"), f"carriers.{spec.name}.enabled", "must be true, false or \"auto\"")
+        need(not (enabled is True and s.server.public_url and not spec.authenticated(door)),
+             f"carriers.{spec.name}.enabled",
+             f"true without {credential} is for local development only: with a public URL anyone could open "
+             f"agent sessions through it; set {credential} or carriers.{spec.name}.enabled = false")
     need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
-
-
-#: The environment variable holding each carrier's secret (for error messages; :class:`Secrets` reads them).
-_SECRET_ENV = {
-    "twilio": "TWILIO_AUTH_TOKEN",
-    "signalwire": "SIGNALWIRE_SIGNING_KEY",
-    "telnyx": "TELNYX_PUBLIC_KEY",
-    "plivo": "PLIVO_AUTH_TOKEN",
-    "vonage": "VONAGE_SIGNATURE_SECRET",
-    "exotel": "EXOTEL_BASIC_AUTH (or carriers.exotel_allowed_ips)",
-}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -495,17 +524,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
     raw_secret = env.get("GATEWAY_TOKEN_SECRET", "")
     sec = Secrets(
         assemblyai_api_key=env.get("ASSEMBLYAI_API_KEY", ""),
-        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
         token_secret=raw_secret.encode() if raw_secret else secrets.token_bytes(32),
         token_secret_generated=not raw_secret,
         local_agent_api_key=env.get("LOCAL_AGENT_API_KEY", ""),
-        signalwire_signing_key=env.get("SIGNALWIRE_SIGNING_KEY", ""),
-        telnyx_public_key=env.get("TELNYX_PUBLIC_KEY", ""),
-        plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", ""),
-        vonage_signature_secret=env.get("VONAGE_SIGNATURE_SECRET", ""),
-        exotel_basic_auth=env.get("EXOTEL_BASIC_AUTH", ""),
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
         gateway_api_key=env.get("GATEWAY_API_KEY", ""),
+        carrier_secrets={name: env.get(name, "") for spec in registry.CARRIERS for name in spec.secret_envs},
     )
     settings = dataclasses.replace(
         settings,

@@ -2,7 +2,7 @@
 
 aiohttp's ``run_app`` turns SIGTERM into ``GracefulExit`` and then gives live handlers only ``shutdown_timeout``
 before cancelling them: every live phone call would be cut. Here the process runs its own loop (``AppRunner`` +
-``TCPSite`` + signal handlers) and drains instead (telephony.md §D.7, README "Failure behaviour"):
+``TCPSite`` + signal handlers) and drains instead (README "Shutdown: drain on SIGTERM"):
 
 1. SIGTERM (or SIGINT): ``accepting`` turns False at once, so ``/readyz`` answers 503 (the orchestrator stops
    routing new calls here), new webhooks get the polite refusal TwiML and new streams 503. Streams of calls whose
@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from .app import CALLS, METRICS, SETTINGS
+from .keys import CALLS, METRICS, SETTINGS
 from .http_input import SERVER_LOG, RequestHeadDeadline
 from .prompts import GOODBYE, prompt_ulaw
 from .session import PROMPT_ECHO_SLACK_S

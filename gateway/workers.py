@@ -46,8 +46,9 @@ def _whole_lines() -> None:
 def run_worker(settings: Settings, index: int, metrics_port: int | None, log_format: str) -> None:
     """Body of one worker process (also used in-process when N == 1 and a metrics port is asked for)."""
     from . import eventloop
-    from .app import METRICS, create_app
+    from .app import create_app
     from .drain import serve
+    from .keys import METRICS
     from .logs import configure_logging
     from .metrics import serve_metrics_on
 

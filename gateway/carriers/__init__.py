@@ -1,3 +1,4 @@
-"""Carrier media-stream dialects. Each dialect is a pure module that turns the carrier's wire messages into the
-shared events of :mod:`gateway.carriers.events` and builds its outbound messages; the call session never sees a
-carrier's JSON. Adding a carrier means one dialect module plus one route."""
+"""The carriers: one pure module per carrier (its stream dialect, answer document, signature check, settings table
+and :class:`~gateway.carriers.spec.CarrierSpec`), listed in :mod:`gateway.carriers.registry`. Each dialect turns the
+carrier's wire messages into the shared events of :mod:`gateway.carriers.events` and builds its outbound messages;
+the call session never sees a carrier's JSON. Adding a carrier: docs/adding-a-carrier.md."""

@@ -1,11 +1,12 @@
-"""What every carrier dialect is, and the small pure helpers the JSON dialects share. Pure.
+"""What every carrier dialect is, the state the JSON dialects share (:class:`NegotiatedFormat`,
+:class:`StreamDialect`) and the small pure helpers they use. Pure.
 
 A **dialect** is the protocol state of one carrier media stream (one WebSocket, one call). It turns what the carrier
 sends into the carrier-neutral events of :mod:`gateway.carriers.events` and builds what we send back. It never
 touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
 is the only caller.
 
-The :class:`Dialect` protocol (telephony.md §A.10 "Takeaway": one internal event model, per-carrier serializers):
+The :class:`Dialect` protocol (one internal event model, one dialect per carrier; docs/adding-a-carrier.md):
 
 ``carrier``
     The carrier's name as used in routes, config, logs and metrics (``"twilio"``, ``"signalwire"``, …).
@@ -13,16 +14,12 @@ The :class:`Dialect` protocol (telephony.md §A.10 "Takeaway": one internal even
     Bytes of one 20 ms outbound frame in the stream's encoding (160 for 8 kHz G.711, 640 for 16 kHz PCM16…). For
     carriers that negotiate the format in their first message it is valid once ``start`` has been parsed.
 ``min_message_ms`` / ``max_message_ms``
-    Bounds on the audio in one outbound media message, in ms (multiples of 20). Exotel needs ≥ 100 ms (§D.2), Vonage
+    Bounds on the audio in one outbound media message, in ms (multiples of 20). Exotel needs ≥ 100 ms, Vonage
     takes exactly one 20 ms frame per binary message, Telnyx RTP mode 20 ms – 30 s. The session coalesces whole
     frames to at least ``min_message_ms`` (padding the tail of a reply with silence) and at most ``max_message_ms``.
 ``max_lead_ms``
     The most audio the carrier will buffer for us; the session's pacing never queues more (Vonage holds 3072
-    messages ≈ 61 s, §A.10). ``None``: no documented limit.
-``checkpoint_proves_playback``
-    True when a checkpoint echo is only ever sent after the audio before it played (Plivo ``playedStream``); False
-    when a ``clear`` also flushes pending echoes (Twilio, §A.5 item 3) and only the playout tracker's generations
-    tell them apart. Informational: the session ignores echoes of cleared generations either way.
+    messages ≈ 61 s; README "Carriers"). ``None``: no documented limit.
 ``silence``
     One byte of silence in the outbound encoding (μ-law 0xFF, A-law 0xD5, PCM 0x00), used to pad messages.
 ``parse(data)``
@@ -48,6 +45,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -60,8 +58,11 @@ __all__ = [
     "SAFE_ID",
     "SILENCE_BYTE",
     "Dialect",
+    "NegotiatedFormat",
+    "StreamDialect",
     "b64",
     "b64_payload",
+    "check_in_stream",
     "dumps",
     "frame_bytes_for",
     "json_object",
@@ -70,6 +71,7 @@ __all__ = [
     "pcm16_swap",
     "require_dtmf",
     "require_str",
+    "string_map",
 ]
 
 #: The session's unit of outbound audio.
@@ -91,7 +93,6 @@ class Dialect(Protocol):
     min_message_ms: int
     max_message_ms: int
     max_lead_ms: int | None
-    checkpoint_proves_playback: bool
 
     @property
     def silence(self) -> int: ...
@@ -103,6 +104,69 @@ class Dialect(Protocol):
     def build_mark(self, name: str) -> str | bytes | None: ...
 
     def build_clear(self) -> str | bytes: ...
+
+
+# ---- state the JSON dialects share ---------------------------------------------------------------------------------
+class NegotiatedFormat:
+    """The audio format a stream negotiates in its first message (``start``, ``websocket:connected``), and the
+    per-call values that reached us outside it (``transport_params``: a URL path segment, the upgrade's query
+    string), which override what the carrier's own message says."""
+
+    def __init__(self, transport_params: Mapping[str, str] | None, encoding: str, sample_rate: int) -> None:
+        self._transport_params = dict(transport_params or {})
+        self._negotiate(encoding, sample_rate)
+
+    @property
+    def silence(self) -> int:
+        return SILENCE_BYTE[self.encoding]
+
+    def _negotiate(self, encoding: str, sample_rate: int) -> None:
+        """The stream's audio from now on: both directions use it, and 20 ms of it is ``frame_bytes``."""
+        self.encoding = encoding
+        self.sample_rate = sample_rate
+        self.frame_bytes = frame_bytes_for(encoding, sample_rate)
+
+    def _custom_parameters(self, from_carrier: Mapping[str, str]) -> dict[str, str]:
+        """What ``StreamStarted.custom_parameters`` carries: the carrier's values, then ours on top."""
+        return {**from_carrier, **self._transport_params}
+
+
+class StreamDialect(NegotiatedFormat):
+    """A JSON media stream with ids: nothing before its start message, nothing after ``stop``, every message naming
+    this stream, and nothing sent before the start gave us the stream's id (a :class:`Dialect` once the subclass
+    adds ``parse`` and the builders). Subclasses set ``carrier``, ``label`` (the carrier as error messages name
+    it) and, when it is not ``'start'``, ``started_by``."""
+
+    carrier: str = ""
+    label: str = ""
+    started_by: str = "'start'"
+    min_message_ms: int = FRAME_MS
+    max_message_ms: int = 1000
+    max_lead_ms: int | None = None
+
+    def __init__(self, transport_params: Mapping[str, str] | None = None, encoding: str = "audio/pcmu",
+                 sample_rate: int = 8000) -> None:
+        super().__init__(transport_params, encoding, sample_rate)
+        self.stream_id: str | None = None
+        self.call_id: str | None = None
+        self.stopped = False
+
+    def _first_start(self) -> None:
+        if self.stream_id is not None:
+            raise CarrierProtocolError("second 'start' on one stream")
+
+    def _started(self, stream_id: str, call_id: str, encoding: str, sample_rate: int) -> None:
+        self.stream_id, self.call_id = stream_id, call_id
+        self._negotiate(encoding, sample_rate)
+
+    def _in_stream(self, event: Any, got: Any, field: str) -> None:
+        check_in_stream(event, self.stream_id, self.stopped, got, field)
+
+    def _sid(self) -> str:
+        """This stream's id, for what we send; sending before the start message is our bug, not the carrier's."""
+        if self.stream_id is None:
+            raise RuntimeError(f"cannot send to {self.label} before {self.started_by}")
+        return self.stream_id
 
 
 # ---- helpers shared by the JSON dialects -----------------------------------------------------------------------
@@ -172,6 +236,15 @@ def check_in_stream(event: Any, stream_id: str | None, stopped: bool, got: Any, 
         raise CarrierProtocolError(f"'{event}' after 'stop'")
     if got != stream_id:
         raise CarrierProtocolError(f"{field} {got!r} does not match this stream")
+
+
+def string_map(value: Any, where: str) -> dict[str, str]:
+    """A JSON object of strings to strings (custom parameters); absent or null is empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise CarrierProtocolError(f"{where} must map strings to strings")
+    return dict(value)
 
 
 def require_dtmf(digit: Any, where: str) -> str:

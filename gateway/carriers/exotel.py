@@ -1,20 +1,20 @@
 """Exotel Voicebot applet streams (bidirectional). Pure.
 
-Implements telephony.md §A.10 "Exotel":
+What Exotel documents, and what this module does with it (README "Carriers"):
 
 - no XML: the Voicebot applet is configured in App Bazaar with either a fixed ``wss://`` URL or an ``https://``
   endpoint that returns the ``wss://`` URL per call. The gateway serves the latter (``GET /exotel/answer``): it mints
   the per-call token and returns ``{"url": "wss://…/exotel/stream?sample-rate=16000&token=…"}``
   (:func:`stream_url_document`). ``?sample-rate=8000|16000|24000`` picks the audio; up to 3 custom query parameters
   (≤ 256 characters in all) come back in ``start.custom_parameters``. [The response shape of the dynamic endpoint is
-  not in §A.10: see README "Carriers".]
+  not documented: see README "Carriers".]
 - inbound (JSON text, **snake_case** throughout): ``connected``; ``start`` {``sequence_number``, ``stream_sid``,
   ``start.{stream_sid, call_sid, account_sid, from, to, custom_parameters, media_format{encoding: "audio/x-raw",
   sample_rate: "8000", bit_rate: "16"}}``}; ``media`` {``chunk``, ``timestamp``, ``payload``; ~100 ms each};
   ``dtmf`` {``digit``, ``duration``}; ``mark`` (echo); ``stop``.
 - outbound: ``media`` {``stream_sid``, ``media.payload``}, ``mark``, ``clear``. Audio is raw **PCM16LE** (slin),
   base64. An outbound chunk must be **≥ 3.2 KB and ≥ 100 ms, ≤ 100 KB, and a multiple of 320 bytes** (else gaps
-  or timeouts, §D.2): ``min_message_ms`` is set from the rate at ``start`` (200 ms at 8 kHz, 100 ms at 16/24 kHz),
+  or timeouts): ``min_message_ms`` is set from the rate at ``start`` (200 ms at 8 kHz, 100 ms at 16/24 kHz),
   and 20 ms frames are 320/640/960 bytes, always multiples of 320.
 - auth: IP allow-listing or Basic auth embedded in the URL (sent as ``Authorization: Basic``):
   :func:`verify_basic_auth`, :func:`ip_allowed`. The bot must answer within **10 s** (Exotel retries the handshake
@@ -27,25 +27,27 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from ..errors import CarrierProtocolError
 from .base import (
-    check_in_stream,
     FRAME_MS,
     SAFE_ID,
+    StreamDialect,
     b64,
     b64_payload,
     dumps,
-    frame_bytes_for,
     json_object,
     obj,
     opt_int,
     require_dtmf,
     require_str,
+    string_map,
 )
 from .events import (
     AudioReceived,
@@ -56,11 +58,26 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "MIN_MESSAGE_BYTES",
     "SAMPLE_RATES",
+    "SPEC",
+    "ExotelSettings",
     "ExotelStream",
     "ip_allowed",
     "min_message_ms_for",
@@ -82,23 +99,20 @@ def min_message_ms_for(sample_rate: int) -> int:
     return math.ceil(ms / FRAME_MS) * FRAME_MS
 
 
-class ExotelStream:
-    """Protocol state of one Exotel Voicebot stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class ExotelStream(StreamDialect):
+    """Protocol state of one Exotel Voicebot stream (a :class:`~gateway.carriers.base.Dialect`). Raw PCM16LE at the
+    rate ``start`` says; ``min_message_ms`` follows the rate. One second per message is far below 100 KB at any
+    rate (24 kHz: 48 KB)."""
 
     carrier = "exotel"
-    max_lead_ms: int | None = None
-    checkpoint_proves_playback = False  # treated like Twilio's marks (a clear may flush them)
-    silence = 0x00
+    label = "Exotel"
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
-        self._transport_params = dict(transport_params or {})
-        self.stream_sid: str | None = None
-        self.call_sid: str | None = None
-        self.stopped = False
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for("audio/pcm", self.sample_rate)
-        self.min_message_ms = min_message_ms_for(self.sample_rate)
-        self.max_message_ms = 1000  # far below 100 KB at any rate (24 kHz: 48 KB)
+        super().__init__(transport_params, "audio/pcm", 8000)
+
+    def _negotiate(self, encoding: str, sample_rate: int) -> None:
+        super()._negotiate(encoding, sample_rate)
+        self.min_message_ms = min_message_ms_for(sample_rate)
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
@@ -108,7 +122,7 @@ class ExotelStream:
             return [StreamConnected()]
         if event == "start":
             return [self._parse_start(msg)]
-        check_in_stream(event, self.stream_sid, self.stopped, msg.get("stream_sid"), "stream_sid")
+        self._in_stream(event, msg.get("stream_sid"), "stream_sid")
         if event == "media":
             media = obj(msg, "media")
             audio = b64_payload(media, "media")
@@ -123,12 +137,11 @@ class ExotelStream:
             self.stopped = True
             raw_stop = msg.get("stop")
             stop = raw_stop if isinstance(raw_stop, dict) else {}
-            return [StreamStopped(call_id=str(stop.get("call_sid", self.call_sid or "")))]
+            return [StreamStopped(call_id=str(stop.get("call_sid", self.call_id or "")))]
         raise CarrierProtocolError(f"unknown event {event!r}")
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
-        if self.stream_sid is not None:
-            raise CarrierProtocolError("second 'start' on one stream")
+        self._first_start()
         start = obj(msg, "start")
         stream_sid = require_str(start, "stream_sid", "start")
         call_sid = require_str(start, "call_sid", "start")
@@ -145,18 +158,11 @@ class ExotelStream:
                 " (expected audio/x-raw, 8000/16000/24000, 16)"
             )
         assert rate is not None
-        params = start.get("custom_parameters") or {}
-        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            raise CarrierProtocolError("start.custom_parameters must map strings to strings")
-        params = dict(params)
+        params = string_map(start.get("custom_parameters") or {}, "start.custom_parameters")
         for key in ("from", "to"):
             if isinstance(start.get(key), str):
                 params.setdefault(key, start[key])
-        params.update(self._transport_params)
-        self.stream_sid, self.call_sid = stream_sid, call_sid
-        self.sample_rate = rate
-        self.frame_bytes = frame_bytes_for("audio/pcm", rate)
-        self.min_message_ms = min_message_ms_for(rate)
+        self._started(stream_sid, call_sid, "audio/pcm", rate)
         return StreamStarted(
             stream_id=stream_sid,
             call_id=call_sid,
@@ -165,15 +171,10 @@ class ExotelStream:
             sample_rate=rate,
             channels=1,
             tracks=("inbound",),
-            custom_parameters=params,
+            custom_parameters=self._custom_parameters(params),
         )
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _sid(self) -> str:
-        if self.stream_sid is None:
-            raise RuntimeError("cannot send to Exotel before 'start'")  # our bug, not Exotel's
-        return self.stream_sid
-
     def build_media(self, payload: bytes) -> str:
         sid = self._sid()
         if len(payload) % 320 or not MIN_MESSAGE_BYTES <= len(payload) <= MAX_MESSAGE_BYTES:
@@ -230,3 +231,93 @@ def ip_allowed(remote: str | None, networks: Iterable[str]) -> bool:
         except ValueError:
             continue
     return False
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/exotel/stream"
+
+
+@dataclass(frozen=True)
+class ExotelSettings(CarrierDoor):
+    """``[carriers.exotel]``: ``sample_rate`` of the stream (8000, 16000 or 24000), and ``allowed_ips``: Exotel's
+    source networks (CIDRs or addresses), to authenticate by source address instead of (or beside) Basic auth."""
+
+    sample_rate: int = 8000
+    allowed_ips: tuple[str, ...] = ()
+
+
+def _authenticated(door: Door[ExotelSettings]) -> bool:
+    return bool(door.secret("basic_auth") or door.options.allowed_ips)
+
+
+def _authorized(authorization: str | None, remote: str | None, door: Door[ExotelSettings]) -> Refusal | None:
+    """Basic auth (``EXOTEL_BASIC_AUTH``, as embedded in the applet URL) or a source address in ``allowed_ips``; the
+    answer URL and the stream upgrade both need one."""
+    basic, networks = door.secret("basic_auth"), door.options.allowed_ips
+    user, _, password = basic.partition(":")
+    if basic and verify_basic_auth(authorization, user, password):
+        return None
+    if networks and ip_allowed(remote, networks):
+        return None
+    return Refusal("bad credentials")
+
+
+def _verify(hook: Webhook, door: Door[ExotelSettings]) -> Refusal | None:
+    return _authorized(hook.headers.get("Authorization"), hook.remote, door)
+
+
+def _check_upgrade(upgrade: Upgrade, door: Door[ExotelSettings]) -> Refusal | None:
+    return _authorized(upgrade.headers.get("Authorization"), upgrade.remote, door)
+
+
+def _read_call(hook: Webhook) -> Call | Malformed:
+    call_sid = hook.query.get("CallSid", "")
+    if not call_sid:
+        return Malformed("CallSid missing")
+    return Call(call_sid, called=hook.query.get("CallTo", ""), caller=hook.query.get("CallFrom", ""))
+
+
+def _answer(call: Call, ctx: AnswerContext[ExotelSettings]) -> Answer:
+    # The called number rides as a custom parameter, so the stream presents exactly the 'to' its token's profile
+    # was chosen by (Exotel's own start.to is only a fallback the dialect uses when no parameter carries one).
+    parameters = {"token": ctx.token, "to": call.called}
+    document = stream_url_document(ctx.stream_base + STREAM_PATH, ctx.options.sample_rate, parameters)
+    return Answer(json.dumps(document), "application/json")
+
+
+def _busy(text: str) -> Answer:
+    return Answer("not accepting calls", "text/plain", 503)  # the applet moves on; nothing to say here
+
+
+def _dialect(upgrade: Upgrade) -> ExotelStream:
+    token = upgrade.query.get("token")  # a custom query parameter (→ start.custom_parameters too)
+    return ExotelStream(transport_params={"token": token} if token else None)
+
+
+def _check(door: Door[ExotelSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.sample_rate not in SAMPLE_RATES:
+        yield "carriers.exotel.sample_rate", "must be 8000, 16000 or 24000"
+    basic = door.secret("basic_auth")
+    if basic and ":" not in basic:
+        yield "EXOTEL_BASIC_AUTH", "must be user:password"
+
+
+SPEC: CarrierSpec[ExotelSettings] = CarrierSpec(
+    name="exotel",
+    options=ExotelSettings,
+    secrets=(Secret("basic_auth", "EXOTEL_BASIC_AUTH"),),  # "user:password" as embedded in the Voicebot applet URL
+    webhook_path="/exotel/answer",
+    webhook_methods=("GET",),
+    stream_path=STREAM_PATH,
+    webhook_body="none",
+    verify=_verify,
+    read_call=_read_call,
+    answer=_answer,
+    busy=_busy,
+    dialect=_dialect,
+    check_upgrade=_check_upgrade,
+    authenticated=_authenticated,
+    credential="EXOTEL_BASIC_AUTH (or carriers.exotel.allowed_ips)",
+    check=_check,
+    legacy_keys={"exotel_sample_rate": "sample_rate", "exotel_allowed_ips": "allowed_ips"},
+)

@@ -1,6 +1,6 @@
 """Plivo audio streams (XML ``<Stream bidirectional="true">``). Pure.
 
-Implements telephony.md §A.10 "Plivo":
+What Plivo documents, and what this module does with it (README "Carriers"):
 
 - inbound (JSON text, camelCase): ``start`` {``sequenceNumber``, ``start.{callId, streamId, accountId, tracks,
   mediaFormat{encoding, sampleRate}}``, ``extra_headers``}, ``media`` {``media.track/timestamp/chunk/payload``},
@@ -12,7 +12,7 @@ Implements telephony.md §A.10 "Plivo":
 - formats (``contentType`` of ``<Stream>``): ``audio/x-l16;rate=8000`` (Plivo's default), ``audio/x-l16;rate=16000``,
   ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see README "Carriers"].
 - per-call data: ``extraHeaders`` is ≤ 512 bytes of alphanumerics only, too narrow for our token (``.``, ``-``,
-  ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, §A.2: a path segment survives
+  ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, README "How the per-call token travels": a path segment survives
   where query strings may not) and reaches the dialect as a transport parameter; ``extraHeaders`` carries the
   numbers as digits (``to=15550002222``), given their ``+`` back here.
 - webhooks are signed with **V3** signatures: base64 HMAC-SHA256 with the Auth Token over the URL, the sorted
@@ -27,19 +27,18 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ..errors import CarrierProtocolError
 from .base import (
-    FRAME_MS,
     SAFE_ID,
-    SILENCE_BYTE,
+    StreamDialect,
     b64,
     b64_payload,
     dumps,
-    frame_bytes_for,
     json_object,
     obj,
     opt_int,
@@ -56,15 +55,31 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 from .twiml import xml_attr, xml_safe, xml_text
 
 __all__ = [
     "CONTENT_TYPES",
     "NONCE_HEADER",
     "SIGNATURE_HEADER",
+    "SPEC",
+    "PlivoSettings",
     "PlivoStream",
     "e164",
     "plivo_v3_signature",
+    "speak_and_hang_up",
     "stream_xml",
     "validate_plivo_v3_signature",
 ]
@@ -118,27 +133,12 @@ def e164(number: str) -> str:
     return "+" + number if number.isdigit() else number
 
 
-class PlivoStream:
-    """Protocol state of one Plivo audio stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class PlivoStream(StreamDialect):
+    """Protocol state of one Plivo audio stream (a :class:`~gateway.carriers.base.Dialect`). A ``playedStream``
+    comes only once the audio before its checkpoint played (README "Carriers")."""
 
     carrier = "plivo"
-    min_message_ms = FRAME_MS
-    max_message_ms = 1000
-    max_lead_ms: int | None = None
-    checkpoint_proves_playback = True  # playedStream only after the audio played (§A.10)
-
-    def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
-        self._transport_params = dict(transport_params or {})
-        self.stream_id: str | None = None
-        self.call_id: str | None = None
-        self.stopped = False
-        self.encoding = "audio/pcmu"
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
-
-    @property
-    def silence(self) -> int:
-        return SILENCE_BYTE[self.encoding]
+    label = "Plivo"
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
@@ -148,13 +148,7 @@ class PlivoStream:
             return [StreamConnected()]
         if event == "start":
             return [self._parse_start(msg)]
-        if self.stream_id is None:
-            raise CarrierProtocolError(f"'{event}' before 'start'")
-        if self.stopped:
-            raise CarrierProtocolError(f"'{event}' after 'stop'")
-        sid = msg.get("streamId", self.stream_id)
-        if sid != self.stream_id:
-            raise CarrierProtocolError(f"streamId {sid!r} does not match this stream")
+        self._in_stream(event, msg.get("streamId", self.stream_id), "streamId")  # Plivo may leave it out
         if event == "media":
             media = obj(msg, "media")
             track = media.get("track", "inbound")
@@ -173,8 +167,7 @@ class PlivoStream:
         raise CarrierProtocolError(f"unknown event {event!r}")
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
-        if self.stream_id is not None:
-            raise CarrierProtocolError("second 'start' on one stream")
+        self._first_start()
         start = obj(msg, "start")
         stream_id = require_str(start, "streamId", "start")
         call_id = require_str(start, "callId", "start")
@@ -196,11 +189,8 @@ class PlivoStream:
         tracks = start.get("tracks", ["inbound"])
         if not isinstance(tracks, list):
             raise CarrierProtocolError("start.tracks must be a list")
-        params = _extra_headers(msg.get("extra_headers", start.get("extra_headers")))
-        params.update(self._transport_params)
-        self.stream_id, self.call_id = stream_id, call_id
-        self.encoding, self.sample_rate = encoding, rate
-        self.frame_bytes = frame_bytes_for(encoding, rate)
+        params = self._custom_parameters(_extra_headers(msg.get("extra_headers", start.get("extra_headers"))))
+        self._started(stream_id, call_id, encoding, rate)
         return StreamStarted(
             stream_id=stream_id,
             call_id=call_id,
@@ -213,11 +203,6 @@ class PlivoStream:
         )
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _sid(self) -> str:
-        if self.stream_id is None:
-            raise RuntimeError("cannot send to Plivo before 'start'")  # our bug, not Plivo's
-        return self.stream_id
-
     def build_media(self, payload: bytes) -> str:
         self._sid()
         media = {"contentType": _PLAY_CONTENT_TYPE[self.encoding], "sampleRate": self.sample_rate, "payload": b64(payload)}
@@ -260,6 +245,11 @@ def stream_xml(
     if status_callback:
         attrs += f" statusCallbackUrl={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{xml_text(stream_url)}</Stream></Response>'
+
+
+def speak_and_hang_up(text: str) -> str:
+    """Plivo XML that says ``text`` and hangs up (the busy answer)."""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{xml_text(text)}</Speak><Hangup/></Response>'
 
 
 # ---- V3 signatures ---------------------------------------------------------------------------------------------
@@ -316,3 +306,73 @@ def validate_plivo_v3_signature(
     for candidate in signature_header.split(","):
         ok |= hmac.compare_digest(expected, candidate.strip().encode())
     return ok
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+#: The token rides in the path: extraHeaders only take alphanumerics, and a path segment survives where a query
+#: string may not (README "How the per-call token travels").
+STREAM_PATH = "/plivo/stream/{token}"
+
+
+@dataclass(frozen=True)
+class PlivoSettings(CarrierDoor):
+    """``[carriers.plivo]``: ``content_type`` of the ``<Stream>`` (:data:`CONTENT_TYPES`)."""
+
+    content_type: str = "audio/x-mulaw;rate=8000"
+
+
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def _verify(hook: Webhook, door: Door[PlivoSettings]) -> Refusal | None:
+    if validate_plivo_v3_signature(door.secret("auth_token"), hook.method, hook.url, hook.form,
+                                   hook.headers.get(NONCE_HEADER), hook.headers.get(SIGNATURE_HEADER)):
+        return None
+    return Refusal("bad signature")
+
+
+def _read_call(hook: Webhook) -> Call | Malformed:
+    call_uuid = hook.field("CallUUID")
+    if not call_uuid:
+        return Malformed("CallUUID missing")
+    # The numbers travel to the stream as extraHeaders, alphanumerics only, and come back with their + (e164).
+    return Call(call_uuid, called=e164(_alnum(hook.field("To"))), caller=e164(_alnum(hook.field("From"))))
+
+
+def _answer(call: Call, ctx: AnswerContext[PlivoSettings]) -> Answer:
+    url = ctx.stream_base + STREAM_PATH.replace("{token}", ctx.token)
+    numbers = {"to": _alnum(call.called), "from": _alnum(call.caller)}
+    return Answer(stream_xml(url, ctx.options.content_type, numbers))
+
+
+def _busy(text: str) -> Answer:
+    return Answer(speak_and_hang_up(text))
+
+
+def _dialect(upgrade: Upgrade) -> PlivoStream:
+    return PlivoStream(transport_params={"token": upgrade.path_params["token"]})
+
+
+def _check(door: Door[PlivoSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.content_type not in CONTENT_TYPES:
+        yield ("carriers.plivo.content_type",
+               "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or audio/x-l16;rate=16000")
+
+
+SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(
+    name="plivo",
+    options=PlivoSettings,
+    secrets=(Secret("auth_token", "PLIVO_AUTH_TOKEN"),),
+    webhook_path="/plivo/answer",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    verify=_verify,
+    read_call=_read_call,
+    answer=_answer,
+    busy=_busy,
+    dialect=_dialect,
+    check=_check,
+    legacy_keys={"plivo_content_type": "content_type"},
+)

@@ -1,16 +1,16 @@
 """SignalWire (cXML / Compatibility API) media streams. Pure.
 
-Implements telephony.md §A.10 "SignalWire": the cXML ``<Connect><Stream>`` and the stream events are
-Twilio-compatible (§A.1, §A.3–§A.5: ``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/
+What SignalWire documents, and what this module does with it (README "Carriers"): the cXML ``<Connect><Stream>`` and
+the stream events are Twilio-compatible (``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/
 ``clear`` out, every message carrying the ``streamSid``), so the parsing and building are
 :class:`~gateway.carriers.twilio.TwilioStream`'s. What differs:
 
 - the ``codec`` attribute of ``<Stream>`` picks the audio: ``PCMU`` (default), ``PCMA``, ``L16`` (8 kHz),
-  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (§D.12).
+  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (README "Audio").
   ``start.mediaFormat`` says which one the stream carries and the outbound audio uses the same.
 - L16 payloads are taken to be in network byte order, as L16 is on RTP (RFC 3551 §4.5.11); the dialect swaps to
   and from the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see README "Carriers"]
-- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, §A.2) with the Space's
+- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, docs/security.md) with the Space's
   signing key, in ``X-SignalWire-Signature``; the legacy ``X-Twilio-Signature`` alias is accepted too.
 """
 
@@ -18,19 +18,29 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
-from .base import FRAME_MS, SILENCE_BYTE, frame_bytes_for, pcm16_swap
+from .base import FRAME_MS, NegotiatedFormat, pcm16_swap
 from .events import AudioReceived, CarrierEvent, StreamStarted
-from .twilio import TwilioStream
-from .twiml import parameters_xml, xml_attr
+from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
+from .twilio import TwilioStream, read_form_call, say_and_hang_up
+from .twiml import connect_stream as twiml_connect_stream
 
-__all__ = ["CODECS", "SIGNATURE_HEADERS", "SignalWireStream", "connect_stream", "validate_signalwire_signature"]
+__all__ = [
+    "CODECS",
+    "SIGNATURE_HEADERS",
+    "SPEC",
+    "SignalWireSettings",
+    "SignalWireStream",
+    "connect_stream",
+    "validate_signalwire_signature",
+]
 
-#: ``<Stream codec=…>`` → (agent-protocol encoding, sample rate). §A.10; ptime modifiers (``@40i``) are not used:
+#: ``<Stream codec=…>`` → (agent-protocol encoding, sample rate). Ptime modifiers (``@40i``) are not used:
 #: the session frames outbound audio itself.
 CODECS: dict[str, tuple[str, int]] = {
     "PCMU": ("audio/pcmu", 8000),
@@ -42,7 +52,7 @@ CODECS: dict[str, tuple[str, int]] = {
 #: ``start.mediaFormat.encoding`` spellings → agent-protocol encoding.
 _ENCODINGS = {"audio/x-mulaw": "audio/pcmu", "audio/x-alaw": "audio/pcma", "audio/x-l16": "audio/pcm",
               "audio/l16": "audio/pcm"}  # fmt: skip
-#: Header names SignalWire signs with, newest first (§A.10 "Auth notes").
+#: Header names SignalWire signs with, newest first (README "Carriers").
 SIGNATURE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
 
 
@@ -76,30 +86,19 @@ class _Core(TwilioStream):
         return dataclasses.replace(ev, encoding=encoding, sample_rate=rate)
 
 
-class SignalWireStream:
-    """Protocol state of one SignalWire media stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class SignalWireStream(NegotiatedFormat):
+    """Protocol state of one SignalWire media stream (a :class:`~gateway.carriers.base.Dialect`): Twilio's parser and
+    builders, SignalWire's negotiated codec. A ``clear`` flushes pending marks, as Twilio's does."""
 
     carrier = "signalwire"
     min_message_ms = FRAME_MS
     max_message_ms = 1000
     max_lead_ms: int | None = None
-    checkpoint_proves_playback = False  # Twilio semantics: clear flushes pending marks (§A.5 item 3)
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
+        super().__init__(transport_params, "audio/pcmu", 8000)
         self._core = _Core()
-        self._transport_params = dict(transport_params or {})
-        self.encoding = "audio/pcmu"
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
         self._swap = False
-
-    @property
-    def silence(self) -> int:
-        return SILENCE_BYTE[self.encoding]
-
-    @property
-    def stream_sid(self) -> str | None:
-        return self._core.stream_sid
 
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
         if isinstance(data, bytes):
@@ -108,11 +107,9 @@ class SignalWireStream:
         if isinstance(ev, AudioReceived) and self._swap:
             ev = dataclasses.replace(ev, payload=pcm16_swap(ev.payload))
         elif isinstance(ev, StreamStarted):
-            self.encoding, self.sample_rate = ev.encoding, ev.sample_rate
-            self.frame_bytes = frame_bytes_for(ev.encoding, ev.sample_rate)
+            self._negotiate(ev.encoding, ev.sample_rate)
             self._swap = ev.encoding == "audio/pcm"
-            if self._transport_params:
-                ev = dataclasses.replace(ev, custom_parameters={**ev.custom_parameters, **self._transport_params})
+            ev = dataclasses.replace(ev, custom_parameters=self._custom_parameters(ev.custom_parameters))
         return [ev]
 
     def build_media(self, payload: bytes) -> str:
@@ -128,15 +125,11 @@ class SignalWireStream:
 def connect_stream(
     stream_url: str, parameters: Mapping[str, str], codec: str = "PCMU", status_callback: str | None = None
 ) -> str:
-    """cXML ``<Connect><Stream codec=…>`` (bidirectional), per-call data in ``<Parameter>``s (§A.1: no query string),
-    no trailing verb (§A.7: closing the socket ends the call)."""
+    """cXML ``<Connect><Stream codec=…>`` (bidirectional), per-call data in ``<Parameter>``s (no query string),
+    no trailing verb (closing the socket ends the call)."""
     if codec not in CODECS:
         raise ValueError(f"unknown SignalWire codec {codec!r} (known: {', '.join(CODECS)})")
-    attrs = f"url={xml_attr(stream_url)} codec={xml_attr(codec)}"
-    if status_callback:
-        attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
-    params = parameters_xml(parameters)  # XML-illegal characters of From/To dropped (gateway.carriers.twiml)
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
+    return twiml_connect_stream(stream_url, parameters, status_callback, attributes={"codec": codec})
 
 
 def validate_signalwire_signature(
@@ -146,5 +139,66 @@ def validate_signalwire_signature(
     headers: Mapping[str, str],
 ) -> bool:
     """True if the request carries a valid Twilio-compatible signature made with the Space's signing key, in
-    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (§A.10, §A.2)."""
+    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (README "Carriers")."""
     return any(validate_twilio_signature(signing_key, url, params, headers.get(h)) for h in SIGNATURE_HEADERS)
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/signalwire/stream"
+
+
+@dataclass(frozen=True)
+class SignalWireSettings(CarrierDoor):
+    """``[carriers.signalwire]``: ``codec`` of the cXML ``<Stream>`` (:data:`CODECS`; ``L16@24000h`` needs no
+    resampling for a ``pcm24k`` agent)."""
+
+    codec: str = "PCMU"
+
+
+def _verify(hook: Webhook, door: Door[SignalWireSettings]) -> Refusal | None:
+    if validate_signalwire_signature(door.secret("signing_key"), hook.url, hook.form, hook.headers):
+        return None
+    return Refusal("bad signature")
+
+
+def _answer(call: Call, ctx: AnswerContext[SignalWireSettings]) -> Answer:
+    parameters = {"token": ctx.token, "from": call.caller, "to": call.called}
+    return Answer(connect_stream(ctx.stream_base + STREAM_PATH, parameters, codec=ctx.options.codec))
+
+
+def _check_upgrade(upgrade: Upgrade, door: Door[SignalWireSettings]) -> Refusal | None:
+    # Checked when sent (SignalWire does not document signing upgrades): like Twilio's, over the wss:// URL of the
+    # cXML with no params.
+    if not any(h in upgrade.headers for h in SIGNATURE_HEADERS):
+        return None
+    if validate_signalwire_signature(door.secret("signing_key"), upgrade.url, {}, upgrade.headers):
+        return None
+    return Refusal("bad upgrade signature")
+
+
+def _dialect(upgrade: Upgrade) -> SignalWireStream:
+    return SignalWireStream()
+
+
+def _check(door: Door[SignalWireSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.codec not in CODECS:
+        yield "carriers.signalwire.codec", "must be PCMU, PCMA, L16, L16@16000h or L16@24000h"
+
+
+SPEC: CarrierSpec[SignalWireSettings] = CarrierSpec(
+    name="signalwire",
+    options=SignalWireSettings,
+    secrets=(Secret("signing_key", "SIGNALWIRE_SIGNING_KEY"),),
+    webhook_path="/signalwire/voice",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    verify=_verify,
+    read_call=read_form_call,
+    answer=_answer,
+    busy=say_and_hang_up,
+    dialect=_dialect,
+    check_upgrade=_check_upgrade,
+    check=_check,
+    legacy_keys={"signalwire_codec": "codec"},
+)

@@ -1,6 +1,6 @@
 """Telnyx media streaming (TeXML ``<Stream>`` or Call Control ``streaming_start``). Pure.
 
-Implements telephony.md §A.10 "Telnyx":
+What Telnyx documents, and what this module does with it (README "Carriers"):
 
 - inbound (all JSON text, **snake_case**): ``connected`` {``event``, ``version``} (no ``protocol``); ``start`` with
   top-level ``stream_id`` and ``sequence_number`` and ``start.{user_id, call_control_id, call_session_id, from, to,
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -33,19 +34,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import CarrierProtocolError
 from .base import (
-    FRAME_MS,
     SAFE_ID,
-    SILENCE_BYTE,
+    StreamDialect,
     b64,
     b64_payload,
     dumps,
-    frame_bytes_for,
     json_object,
     obj,
     opt_int,
     pcm16_swap,
     require_dtmf,
     require_str,
+    string_map,
 )
 from .events import (
     AudioReceived,
@@ -57,13 +57,17 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
-from .twiml import parameters_xml, xml_attr
+from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
+from .twilio import read_form_call, say_and_hang_up
+from .twiml import connect_stream
 
 __all__ = [
     "REORDER_WINDOW",
     "SIGNATURE_HEADER",
+    "SPEC",
     "TEXML_CODECS",
     "TIMESTAMP_HEADER",
+    "TelnyxSettings",
     "TelnyxStream",
     "streaming_start_params",
     "texml_stream",
@@ -74,32 +78,24 @@ __all__ = [
 REORDER_WINDOW = 5
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
-#: Codecs our transcoder speaks, by where they can be asked for (§A.10).
+#: Codecs our transcoder speaks, by where they can be asked for (README "Telnyx Call Control").
 TEXML_CODECS = {"PCMU": ("audio/pcmu", (8000,)), "PCMA": ("audio/pcma", (8000,))}
 CALL_CONTROL_CODECS = {**TEXML_CODECS, "L16": ("audio/pcm", (8000, 16000, 24000))}
 _ENCODINGS = {name: enc for name, (enc, _) in CALL_CONTROL_CODECS.items()}
 
 
-class TelnyxStream:
-    """Protocol state of one Telnyx media stream (a :class:`~gateway.carriers.base.Dialect`)."""
+class TelnyxStream(StreamDialect):
+    """Protocol state of one Telnyx media stream (a :class:`~gateway.carriers.base.Dialect`). RTP mode takes 20 ms
+    to 30 s per message (the base's 20 ms – 1 s bounds); ``call_id`` is the ``call_control_id``."""
 
     carrier = "telnyx"
-    min_message_ms = FRAME_MS  # RTP mode: 20 ms …
-    max_message_ms = 1000  # … to 30 s per message; we never need more than a second
-    max_lead_ms: int | None = None
-    checkpoint_proves_playback = False  # treated like Twilio's marks (a clear may flush them)
+    label = "Telnyx"
 
     def __init__(
         self, transport_params: Mapping[str, str] | None = None, reorder_window: int = REORDER_WINDOW
     ) -> None:
-        self._transport_params = dict(transport_params or {})
+        super().__init__(transport_params)
         self._window = max(0, reorder_window)
-        self.stream_id: str | None = None
-        self.call_control_id: str | None = None
-        self.stopped = False
-        self.encoding = "audio/pcmu"
-        self.sample_rate = 8000
-        self.frame_bytes = frame_bytes_for(self.encoding, self.sample_rate)
         self._swap = False
         # reordering (sequence numbers count every message of the stream)
         self._next_seq: int | None = None
@@ -107,10 +103,6 @@ class TelnyxStream:
         self._seen_ahead: set[int] = set()
         self.late_frames = 0  # media that arrived after its place was given up (dropped)
         self.reordered_frames = 0  # media that arrived early and was held
-
-    @property
-    def silence(self) -> int:
-        return SILENCE_BYTE[self.encoding]
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
@@ -120,19 +112,13 @@ class TelnyxStream:
             return [StreamConnected(version=str(msg.get("version", "")))]
         if event == "start":
             return [self._parse_start(msg)]
-        if self.stream_id is None:
-            raise CarrierProtocolError(f"'{event}' before 'start'")
-        if self.stopped:
-            raise CarrierProtocolError(f"'{event}' after 'stop'")
+        # 'error' is documented without a stream_id requirement; the stream goes on.
+        self._in_stream(event, self.stream_id if event == "error" else msg.get("stream_id"), "stream_id")
         if event == "error":
-            # Documented without a stream_id requirement; the stream goes on.
             raw = msg.get("payload")
             payload = raw if isinstance(raw, dict) else {}
             code = str(payload.get("code", payload.get("title", "unknown")))
             return [StreamError(code=code, detail=str(payload.get("detail", payload.get("title", ""))))]
-        sid = msg.get("stream_id")
-        if sid != self.stream_id:
-            raise CarrierProtocolError(f"stream_id {sid!r} does not match this stream")
         seq = opt_int(msg.get("sequence_number"))
         if event == "media":
             media = obj(msg, "media")
@@ -154,12 +140,11 @@ class TelnyxStream:
             # Whatever is still held was delayed, not lost: deliver it before the stop, in order.
             held = [self._held[k] for k in sorted(self._held)]
             self._held.clear()
-            return [*held, StreamStopped(call_id=str(stop.get("call_control_id", self.call_control_id or "")))]
+            return [*held, StreamStopped(call_id=str(stop.get("call_control_id", self.call_id or "")))]
         raise CarrierProtocolError(f"unknown event {event!r}")
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
-        if self.stream_id is not None:
-            raise CarrierProtocolError("second 'start' on one stream")
+        self._first_start()
         start = obj(msg, "start")
         stream_id = require_str(msg, "stream_id", "start")
         call_id = require_str(start, "call_control_id", "start")
@@ -176,17 +161,11 @@ class TelnyxStream:
                 " (expected PCMU/PCMA at 8000 or L16 at 8000/16000/24000, mono)"
             )
         assert rate is not None
-        params = start.get("custom_parameters") or {}
-        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            raise CarrierProtocolError("start.custom_parameters must map strings to strings")
-        params = dict(params)
+        params = string_map(start.get("custom_parameters") or {}, "start.custom_parameters")
         for key in ("from", "to"):  # the gateway reads the called number to pick a profile
             if isinstance(start.get(key), str):
                 params.setdefault(key, start[key])
-        params.update(self._transport_params)
-        self.stream_id, self.call_control_id = stream_id, call_id
-        self.encoding, self.sample_rate = encoding, rate
-        self.frame_bytes = frame_bytes_for(encoding, rate)
+        self._started(stream_id, call_id, encoding, rate)
         self._swap = encoding == "audio/pcm"
         seq = opt_int(msg.get("sequence_number"))
         self._next_seq = None if seq is None else seq + 1
@@ -198,7 +177,7 @@ class TelnyxStream:
             sample_rate=rate,
             channels=1,
             tracks=("inbound",),
-            custom_parameters=params,
+            custom_parameters=self._custom_parameters(params),
         )
 
     def _sequence(self, seq: int | None, ev: CarrierEvent) -> list[CarrierEvent]:
@@ -242,20 +221,16 @@ class TelnyxStream:
             self._next_seq = nxt + 1
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _started(self) -> None:
-        if self.stream_id is None:
-            raise RuntimeError("cannot send to Telnyx before 'start'")  # our bug, not Telnyx's
-
     def build_media(self, payload: bytes) -> str:
-        self._started()
+        self._sid()
         return dumps({"event": "media", "media": {"payload": b64(pcm16_swap(payload) if self._swap else payload)}})
 
     def build_mark(self, name: str) -> str:
-        self._started()
+        self._sid()
         return dumps({"event": "mark", "mark": {"name": name}})
 
     def build_clear(self) -> str:
-        self._started()
+        self._sid()
         return dumps({"event": "clear"})
 
 
@@ -269,17 +244,12 @@ def texml_stream(
 ) -> str:
     """TeXML ``<Connect><Stream bidirectionalMode="rtp" …>``: caller audio in ``codec``, our audio back in the same
     codec and rate (so one transcoder serves both directions), per-call data in ``<Parameter>``s (they arrive in
-    ``start.custom_parameters``). No trailing verb: closing the socket ends ``<Connect>`` (§A.7 as for Twilio)."""
+    ``start.custom_parameters``). No trailing verb: closing the socket ends ``<Connect>`` (as for Twilio)."""
     if codec not in TEXML_CODECS or sampling_rate not in TEXML_CODECS[codec][1]:
         raise ValueError(f"TeXML streams support {', '.join(TEXML_CODECS)} at 8000 Hz here; got {codec}@{sampling_rate}")
-    attrs = (
-        f"url={xml_attr(stream_url)} track=\"inbound_track\" codec={xml_attr(codec)} bidirectionalMode=\"rtp\""
-        f" bidirectionalCodec={xml_attr(codec)} bidirectionalSamplingRate=\"{sampling_rate}\""
-    )
-    if status_callback:
-        attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
-    params = parameters_xml(parameters)  # XML-illegal characters of From/To dropped (gateway.carriers.twiml)
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
+    attributes = {"track": "inbound_track", "codec": codec, "bidirectionalMode": "rtp", "bidirectionalCodec": codec,
+                  "bidirectionalSamplingRate": str(sampling_rate)}
+    return connect_stream(stream_url, parameters, status_callback, attributes=attributes)
 
 
 def streaming_start_params(
@@ -290,7 +260,7 @@ def streaming_start_params(
     stream_auth_token: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of Call Control ``POST /v2/calls/{call_control_id}/actions/streaming_start`` (or the same keys on
-    ``answer``/``dial``) for an equivalent bidirectional stream; §A.10 lists the parameters. Documented for operators
+    ``answer``/``dial``) for an equivalent bidirectional stream (README "Telnyx Call Control"). Documented for operators
     who drive calls with Call Control: the gateway's own webhook answers with TeXML."""
     if codec not in CALL_CONTROL_CODECS or sampling_rate not in CALL_CONTROL_CODECS[codec][1]:
         raise ValueError(f"unsupported Call Control stream codec {codec}@{sampling_rate}")
@@ -333,3 +303,57 @@ def verify_telnyx_signature(
         return False
     return True
 
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/telnyx/stream"
+
+
+@dataclass(frozen=True)
+class TelnyxSettings(CarrierDoor):
+    """``[carriers.telnyx]``: ``codec`` of the TeXML ``<Stream>`` (PCMU or PCMA; L16 needs Call Control's
+    ``streaming_start``, :func:`streaming_start_params`)."""
+
+    codec: str = "PCMU"
+
+
+def _verify(hook: Webhook, door: Door[TelnyxSettings]) -> Refusal | None:
+    headers = hook.headers
+    if verify_telnyx_signature(door.secret("public_key"), hook.body, headers.get(TIMESTAMP_HEADER),
+                               headers.get(SIGNATURE_HEADER), now=hook.now):
+        return None
+    return Refusal("bad signature")
+
+
+def _answer(call: Call, ctx: AnswerContext[TelnyxSettings]) -> Answer:
+    # TeXML webhooks are form-encoded, Twilio-style: CallSid is the call_control_id.
+    parameters = {"token": ctx.token, "from": call.caller, "to": call.called}
+    return Answer(texml_stream(ctx.stream_base + STREAM_PATH, parameters, codec=ctx.options.codec))
+
+
+def _dialect(upgrade: Upgrade) -> TelnyxStream:
+    return TelnyxStream()  # the token comes in start.custom_parameters (the TeXML's <Parameter>)
+
+
+def _check(door: Door[TelnyxSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.codec not in TEXML_CODECS:
+        yield "carriers.telnyx.codec", "must be PCMU or PCMA (TeXML)"
+
+
+SPEC: CarrierSpec[TelnyxSettings] = CarrierSpec(
+    name="telnyx",
+    options=TelnyxSettings,
+    secrets=(Secret("public_key", "TELNYX_PUBLIC_KEY"),),  # base64 Ed25519 public key from the Telnyx portal
+    webhook_path="/telnyx/voice",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    signs_raw_body=True,
+    verify=_verify,
+    read_call=read_form_call,
+    answer=_answer,
+    busy=say_and_hang_up,
+    dialect=_dialect,
+    check=_check,
+    legacy_keys={"telnyx_codec": "codec"},
+)

@@ -1,6 +1,8 @@
-"""Twilio Media Streams dialect (bidirectional ``<Connect><Stream>``). Pure: text in, events out; bytes in, text out.
+"""Twilio: the Media Streams dialect (bidirectional ``<Connect><Stream>``) and the carrier's description
+(:data:`SPEC`: ``POST /twilio/voice`` → TwiML, ``GET /twilio/stream``, ``X-Twilio-Signature`` with
+``TWILIO_AUTH_TOKEN``; README "Carriers"). Pure: text in, events out; bytes in, text out.
 
-Implements ../shared/specs/telephony.md §A.3–§A.5:
+The stream (README "How a call flows"):
 - inbound: ``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop`` (all JSON text; numbers arrive as strings);
 - outbound: ``media`` (base64 raw μ-law 8 kHz), ``mark``, ``clear``; nothing may be sent before ``start`` gives the
   ``streamSid``, and every message after ``connected`` must carry that same ``streamSid`` (else Twilio error 31951).
@@ -23,6 +25,8 @@ from typing import Any
 import msgspec
 
 from ..errors import CarrierProtocolError
+from ..security import validate_twilio_signature
+from . import twiml
 from .base import check_in_stream, obj, opt_int, require_dtmf, require_str
 from .events import (
     AudioReceived,
@@ -33,11 +37,35 @@ from .events import (
     StreamStarted,
     StreamStopped,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 
-__all__ = ["TwilioStream", "MULAW_FRAME_BYTES"]
+__all__ = [
+    "MULAW_FRAME_BYTES",
+    "SIGNATURE_HEADER",
+    "SPEC",
+    "STREAM_PATH",
+    "TwilioDialect",
+    "TwilioStream",
+    "read_form_call",
+    "say_and_hang_up",
+]
 
 #: 20 ms of 8 kHz μ-law: Twilio's observed inbound frame, and the unit we send in.
 MULAW_FRAME_BYTES = 160
+SIGNATURE_HEADER = "X-Twilio-Signature"
+STREAM_PATH = "/twilio/stream"
 # Real SIDs are two letters + 32 hex; accept any short token of safe characters so test tools and other
 # Twilio-compatible carriers fit, but never anything that could break the JSON we template it into.
 _SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -130,7 +158,8 @@ class TwilioStream:
             return DtmfReceived(digit)
         if event == "stop":
             self.stopped = True
-            stop = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
+            raw_stop = msg.get("stop")
+            stop = raw_stop if isinstance(raw_stop, dict) else {}
             return StreamStopped(call_id=str(stop.get("callSid", self.call_sid or "")))
         raise CarrierProtocolError(f"unknown event {event!r}")
 
@@ -198,3 +227,89 @@ class TwilioStream:
 
     def build_clear(self) -> str:
         return json.dumps({"event": "clear", "streamSid": self._sid()}, separators=(",", ":"))
+
+
+class TwilioDialect:
+    """Twilio Media Streams as a :class:`~gateway.carriers.base.Dialect`: presents :class:`TwilioStream` (whose
+    ``parse`` returns one event per message, the API its tests and the fast path are pinned to) through the
+    protocol, whose ``parse`` returns a list."""
+
+    carrier = "twilio"
+    frame_bytes = MULAW_FRAME_BYTES
+    min_message_ms = 20
+    max_message_ms = 1000  # no documented maximum; 20–100 ms is the practical choice
+    max_lead_ms: int | None = None
+    silence = 0xFF
+
+    def __init__(self, stream: TwilioStream | None = None) -> None:
+        self.stream = stream or TwilioStream()
+
+    def parse(self, data: str | bytes) -> list[CarrierEvent]:
+        return [self.stream.parse(data)]
+
+    def build_media(self, payload: bytes) -> str:
+        return self.stream.build_media(payload)
+
+    def build_mark(self, name: str) -> str:
+        return self.stream.build_mark(name)
+
+    def build_clear(self) -> str:
+        return self.stream.build_clear()
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+def read_form_call(hook: Webhook) -> Call | Malformed:
+    """A Twilio-style voice webhook (Twilio, SignalWire, Telnyx's TeXML): ``CallSid``, ``From``, ``To``."""
+    call_sid = hook.field("CallSid")
+    if not call_sid:
+        return Malformed("CallSid missing")
+    return Call(call_sid, called=hook.field("To"), caller=hook.field("From"))
+
+
+def say_and_hang_up(text: str) -> Answer:
+    return Answer(twiml.say_and_hang_up(text))
+
+
+def _verify(hook: Webhook, door: Door[CarrierDoor]) -> Refusal | None:
+    # HMAC-SHA1 over the public URL and every form parameter (docs/security.md, "Signatures").
+    if validate_twilio_signature(door.secret("auth_token"), hook.url, hook.form, hook.headers.get(SIGNATURE_HEADER)):
+        return None
+    return Refusal("bad signature", "invalid signature")
+
+
+def _answer(call: Call, ctx: AnswerContext[CarrierDoor]) -> Answer:
+    # stream-started/stopped/error reach POST /twilio/status when status callbacks are on (README "Call control")
+    parameters = {"token": ctx.token, "from": call.caller, "to": call.called}
+    return Answer(twiml.connect_stream(ctx.stream_base + STREAM_PATH, parameters, ctx.status_callback))
+
+
+def _check_upgrade(upgrade: Upgrade, door: Door[CarrierDoor]) -> Refusal | None:
+    # Twilio signs the upgrade over the wss:// URL exactly as in the TwiML, with no params (docs/security.md). With
+    # the auth token set the signature is required: an unsigned upgrade is nobody we answered.
+    signature = upgrade.headers.get(SIGNATURE_HEADER)
+    if validate_twilio_signature(door.secret("auth_token"), upgrade.url, {}, signature):
+        return None
+    return Refusal("missing_signature" if signature is None else "bad_signature", "invalid signature")
+
+
+def _dialect(upgrade: Upgrade) -> TwilioDialect:
+    return TwilioDialect()
+
+
+SPEC: CarrierSpec[CarrierDoor] = CarrierSpec(
+    name="twilio",
+    options=CarrierDoor,
+    secrets=(Secret("auth_token", "TWILIO_AUTH_TOKEN"),),
+    webhook_path="/twilio/voice",
+    webhook_methods=("POST",),
+    stream_path=STREAM_PATH,
+    webhook_body="form",
+    verify=_verify,
+    read_call=read_form_call,
+    answer=_answer,
+    busy=say_and_hang_up,
+    dialect=_dialect,
+    check_upgrade=_check_upgrade,
+    status_callbacks=True,
+    call_control="twilio_rest",
+)

@@ -45,11 +45,15 @@ def parameters_xml(parameters: Mapping[str, str]) -> str:
                    if xml_safe(v))
 
 
-def connect_stream(stream_url: str, parameters: Mapping[str, str], status_callback: str | None = None) -> str:
-    """``<Connect><Stream>`` (bidirectional). No trailing verb: when our socket closes, the call ends
-    (telephony.md §A.7; a trailing <Pause> kept callers on a silent line in pipecat #728). Per-call data travels in
-    ``<Parameter>``s because Twilio strips query strings from the stream URL (§A.1)."""
+def connect_stream(stream_url: str, parameters: Mapping[str, str], status_callback: str | None = None, *,
+                   attributes: Mapping[str, str] | None = None) -> str:
+    """``<Connect><Stream>`` (bidirectional), the one builder behind Twilio's TwiML, SignalWire's cXML and Telnyx's
+    TeXML (``attributes``: the dialect's own, after ``url``). No trailing verb: when our socket closes, the call ends
+    (a trailing <Pause> kept callers on a silent line in pipecat #728). Per-call data travels in ``<Parameter>``s
+    because Twilio strips query strings from the stream URL (README "Carriers")."""
     attrs = f"url={xml_attr(stream_url)}"
+    for name, value in (attributes or {}).items():
+        attrs += f" {name}={xml_attr(value)}"
     if status_callback:
         attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
     params = parameters_xml(parameters)
@@ -61,7 +65,7 @@ def say_and_hang_up(text: str) -> str:
 
 
 def dial(destination: str) -> str:
-    """Transfer (telephony.md §A.8): the TwiML a REST redirect puts on the live call. ``destination`` is an E.164
+    """Transfer (README "Call control"): the TwiML a REST redirect puts on the live call. ``destination`` is an E.164
     number or a ``sip:``/``sips:`` URI already checked against the allow-list (gateway.tools.call_control); a SIP URI
     needs the ``<Sip>`` noun. Nothing follows ``<Dial>``: when the transferred leg ends, the call ends."""
     if destination.startswith(("sip:", "sips:")):

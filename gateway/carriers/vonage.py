@@ -1,6 +1,6 @@
 """Vonage Voice API WebSockets (NCCO ``connect`` to a ``websocket`` endpoint). Pure.
 
-Implements telephony.md §A.10 "Vonage":
+What Vonage documents, and what this module does with it (README "Carriers"):
 
 - the first message is **text** JSON: ``{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", …}``
   plus every ``headers`` entry of our NCCO endpoint (≤ 512 bytes; older platforms send the same object without the
@@ -23,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from ..errors import CarrierProtocolError
-from .base import FRAME_MS, SAFE_ID, dumps, frame_bytes_for, json_object, require_dtmf
+from .base import FRAME_MS, SAFE_ID, StreamDialect, dumps, json_object, require_dtmf
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -38,44 +39,61 @@ from .events import (
     PlaybackCleared,
     StreamStarted,
 )
+from .spec import (
+    Answer,
+    AnswerContext,
+    Call,
+    CarrierDoor,
+    CarrierSpec,
+    Door,
+    Malformed,
+    Refusal,
+    Secret,
+    Upgrade,
+    Webhook,
+)
 
-__all__ = ["CONTENT_TYPES", "MAX_BUFFER_MESSAGES", "VonageStream", "ncco_connect", "verify_vonage_jwt"]
+__all__ = [
+    "CONTENT_TYPES",
+    "MAX_BUFFER_MESSAGES",
+    "SPEC",
+    "VonageSettings",
+    "VonageStream",
+    "ncco_connect",
+    "verify_vonage_jwt",
+]
 
 CONTENT_TYPES = {"audio/l16;rate=8000": 8000, "audio/l16;rate=16000": 16000}
-#: Vonage's playback buffer, in messages of 20 ms (§A.10).
+#: Vonage's playback buffer, in messages of 20 ms (README "Carriers").
 MAX_BUFFER_MESSAGES = 3072
 _RESERVED = frozenset({"event", "content-type"})
 
 
-class VonageStream:
-    """Protocol state of one Vonage WebSocket call leg (a :class:`~gateway.carriers.base.Dialect`)."""
+class VonageStream(StreamDialect):
+    """Protocol state of one Vonage WebSocket call leg (a :class:`~gateway.carriers.base.Dialect`). The call's
+    ``uuid`` is both its stream and call id; a ``notify`` comes back only once the audio before it played."""
 
     carrier = "vonage"
-    min_message_ms = FRAME_MS
+    label = "Vonage"
+    started_by = "websocket:connected"
     max_message_ms = FRAME_MS  # one 20 ms frame per binary message
     # Stay well inside the 3072-message buffer: pacing never lets more than this sit at Vonage.
     max_lead_ms: int | None = MAX_BUFFER_MESSAGES * FRAME_MS - 1440  # 60 s
-    checkpoint_proves_playback = True  # notify comes back when the audio before it has played
-    silence = 0x00
 
     def __init__(self, transport_params: Mapping[str, str] | None = None) -> None:
-        self._transport_params = dict(transport_params or {})
-        self.call_uuid: str | None = None
-        self.sample_rate = 16000
-        self.frame_bytes = frame_bytes_for("audio/pcm", self.sample_rate)
-        self._pad = b""
+        super().__init__(transport_params, "audio/pcm", 16000)
 
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
         if isinstance(data, bytes):
-            if self.call_uuid is None:
+            if self.stream_id is None:
                 raise CarrierProtocolError("binary audio before websocket:connected")
             if len(data) % 2:
                 raise CarrierProtocolError(f"binary frame of odd length {len(data)} (16-bit PCM)")
             return [AudioReceived(data)]
         msg = json_object(data, "Vonage")
         event = msg.get("event")
-        if self.call_uuid is None:
+        if self.stream_id is None:
             if event in (None, "websocket:connected") and "content-type" in msg:
                 return [self._parse_connected(msg)]
             raise CarrierProtocolError(f"{event!r} before websocket:connected")
@@ -108,13 +126,11 @@ class VonageStream:
         headers = {k: v for k, v in msg.items() if k not in _RESERVED}
         if not all(isinstance(v, str) for v in headers.values()):
             raise CarrierProtocolError("NCCO headers must be strings")
-        params: dict[str, str] = {**headers, **self._transport_params}
+        params = self._custom_parameters(headers)
         call_uuid = params.get("uuid", "")
         if not call_uuid or not SAFE_ID.fullmatch(call_uuid):
             raise CarrierProtocolError("websocket:connected without a usable 'uuid' header (set by our NCCO)")
-        self.call_uuid = call_uuid
-        self.sample_rate = rate
-        self.frame_bytes = frame_bytes_for("audio/pcm", rate)
+        self._started(call_uuid, call_uuid, "audio/pcm", rate)
         return StreamStarted(
             stream_id=call_uuid,
             call_id=call_uuid,
@@ -127,20 +143,16 @@ class VonageStream:
         )
 
     # ---- outbound ----------------------------------------------------------------------------------------------
-    def _started(self) -> None:
-        if self.call_uuid is None:
-            raise RuntimeError("cannot send to Vonage before websocket:connected")  # our bug
-
     def build_media(self, payload: bytes) -> bytes:
-        self._started()
+        self._sid()
         return payload + b"\x00" if len(payload) % 2 else payload  # odd lengths are padded (vocode)
 
     def build_mark(self, name: str) -> str:
-        self._started()
+        self._sid()
         return dumps({"action": "notify", "payload": {"name": name}})
 
     def build_clear(self) -> str:
-        self._started()
+        self._sid()
         return dumps({"action": "clear"})
 
 
@@ -186,3 +198,78 @@ def verify_vonage_jwt(
         if not isinstance(expected_hash, str) or not hmac.compare_digest(expected_hash.lower(), actual):
             return False
     return True
+
+
+# ---- the carrier ---------------------------------------------------------------------------------------------------
+STREAM_PATH = "/vonage/stream"
+
+
+@dataclass(frozen=True)
+class VonageSettings(CarrierDoor):
+    """``[carriers.vonage]``: ``sample_rate`` of the binary L16 audio (8000 or 16000)."""
+
+    sample_rate: int = 16000
+
+
+def _e164(number: str) -> str:
+    return "+" + number if number.isdigit() else number  # Vonage sends numbers without the +
+
+
+def _json_answer(document: Any) -> Answer:
+    return Answer(json.dumps(document), "application/json")
+
+
+def _verify(hook: Webhook, door: Door[VonageSettings]) -> Refusal | None:
+    if verify_vonage_jwt(door.secret("signature_secret"), hook.headers.get("Authorization"), hook.body, now=hook.now):
+        return None
+    return Refusal("bad signature")
+
+
+def _read_call(hook: Webhook) -> Call | Malformed:
+    # The answer URL is a GET with a query, or a POST with a JSON body (whose values win).
+    fields = dict(hook.query)
+    if hook.json_sent:
+        if not isinstance(hook.json, dict):
+            return Malformed("answer body is not a JSON object")
+        fields.update({k: str(v) for k, v in hook.json.items()})
+    call_uuid = fields.get("uuid", "")
+    if not call_uuid:
+        return Malformed("uuid missing")
+    return Call(call_uuid, called=_e164(fields.get("to", "")), caller=_e164(fields.get("from", "")))
+
+
+def _answer(call: Call, ctx: AnswerContext[VonageSettings]) -> Answer:
+    headers = {"token": ctx.token, "uuid": call.call_id, "from": call.caller, "to": call.called}
+    return _json_answer(ncco_connect(ctx.stream_base + STREAM_PATH, headers, ctx.options.sample_rate))
+
+
+def _busy(text: str) -> Answer:
+    return _json_answer([{"action": "talk", "text": text}])
+
+
+def _dialect(upgrade: Upgrade) -> VonageStream:
+    return VonageStream()  # the token comes in websocket:connected (the NCCO's headers)
+
+
+def _check(door: Door[VonageSettings]) -> Iterator[tuple[str, str]]:
+    if door.options.sample_rate not in CONTENT_TYPES.values():
+        yield "carriers.vonage.sample_rate", "must be 8000 or 16000"
+
+
+SPEC: CarrierSpec[VonageSettings] = CarrierSpec(
+    name="vonage",
+    options=VonageSettings,
+    secrets=(Secret("signature_secret", "VONAGE_SIGNATURE_SECRET"),),
+    webhook_path="/vonage/answer",
+    webhook_methods=("GET", "POST"),
+    stream_path=STREAM_PATH,
+    webhook_body="json",
+    signs_raw_body=True,  # the JWT's payload_hash covers the body
+    verify=_verify,
+    read_call=_read_call,
+    answer=_answer,
+    busy=_busy,
+    dialect=_dialect,
+    check=_check,
+    legacy_keys={"vonage_sample_rate": "sample_rate"},
+)

@@ -16,22 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from .caller import SimulatorConfig, load_caller_voice, simulate_call, turns_from_args, write_wav
-from .carrier_side import CARRIER_SIDES
+from .carrier_side import CARRIER_SIDES, secret_env
 from .errors import UsageError
 from .timeline import build_timeline
 
-__all__ = ["add_parser", "run"]
+__all__ = ["SECRET_ENV", "add_parser", "run"]
 
-#: Where --auth-token comes from when not given, per carrier (README "Carriers"). Telnyx signs with the
-#: account's private key, which only a simulator has: base64 of the 32-byte Ed25519 seed.
-SECRET_ENV = {
-    "twilio": "TWILIO_AUTH_TOKEN",
-    "signalwire": "SIGNALWIRE_SIGNING_KEY",
-    "telnyx": "TELNYX_SIMULATOR_PRIVATE_KEY",
-    "plivo": "PLIVO_AUTH_TOKEN",
-    "vonage": "VONAGE_SIGNATURE_SECRET",
-    "exotel": "EXOTEL_BASIC_AUTH",
-}
+#: Where --auth-token comes from when not given, per carrier: its side's variable (gateway.simulator.carrier_side).
+SECRET_ENV = {carrier: secret_env(carrier) for carrier in CARRIER_SIDES}
 
 
 class _TurnAction(argparse.Action):

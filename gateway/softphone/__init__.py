@@ -6,7 +6,7 @@ that is with the embedded local agent *and* no public URL; ``"on"`` always, and 
 route needs the operator key GATEWAY_API_KEY (HTTP Basic password or Bearer; config refuses ``on`` + public URL
 without it). Who may use it, and how refusals are logged and counted: :mod:`gateway.softphone.access`.
 
-Routes, added by :func:`setup_softphone`:
+Routes, added by :func:`setup`:
 
 - ``GET  /softphone``                      the page (static/index.html; softphone.js and worklet.js beside it)
 - ``POST /softphone/dial``                 places a call (``application/json`` only, same origin only): reserves
@@ -44,14 +44,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from aiohttp import web
 
+from .. import urls
+from ..carriers.twilio import TwilioDialect
 from ..carriers.twiml import connect_stream
 from ..config import Settings
 from ..errors import ConfigError
+from ..keys import CALLS, SETTINGS, SOFTPHONE
+from ..media_stream import serve_stream
 from ..outbound import token_subject
 from ..security import mint_call_token
 from .access import Handler, guard, refuse
@@ -61,11 +64,10 @@ __all__ = [
     "FEED_QUEUE",
     "MAX_SUBSCRIBERS",
     "SCOPE",
-    "SOFTPHONE",
     "START_WINDOW_S",
     "STREAM_PATH",
     "SoftphoneState",
-    "setup_softphone",
+    "setup",
     "softphone_enabled",
 ]
 
@@ -154,9 +156,6 @@ class SoftphoneState:
             del self.dialled[call_sid]
 
 
-SOFTPHONE = web.AppKey("softphone", SoftphoneState)
-
-
 def softphone_enabled(settings: Settings) -> bool:
     """``on``: served; ``auto``: served only in development (the embedded local agent and no public URL: a gateway
     that carriers can reach is not a development box, whatever agent it uses); ``off``: never."""
@@ -164,10 +163,10 @@ def softphone_enabled(settings: Settings) -> bool:
     return mode == "on" or (mode == "auto" and settings.use_local_agent and not settings.server.public_url)
 
 
-def setup_softphone(app: web.Application, settings: Settings) -> bool:
-    """Add the softphone's routes to the gateway app if the settings enable it; returns whether it did."""
-    from ..app import CALLS  # the app module imports us lazily; import back the same way
-
+def setup(app: web.Application) -> bool:
+    """Add the softphone's routes and state to the gateway app if its settings (``app[SETTINGS]``) enable it;
+    returns whether it did."""
+    settings = app[SETTINGS]
     if not softphone_enabled(settings):
         return False
     public_url = settings.server.public_url
@@ -211,24 +210,7 @@ async def _asset(request: web.Request) -> web.Response:
 
 
 # ---- dial --------------------------------------------------------------------------------------------------------
-def _stream_url(settings: Settings, request: web.Request) -> str:
-    """Where the page opens its stream, as app._stream_url says it for Twilio's door: wss:// (ws:// for http) on the
-    public URL, else our own loopback listener, never an address taken from request headers (telephony.md §A.2)."""
-    base = settings.server.public_url
-    if base:
-        u = urlsplit(base)
-        scheme = "wss" if u.scheme == "https" else "ws"
-        return urlunsplit((scheme, u.netloc, u.path.rstrip("/") + STREAM_PATH, "", ""))
-    from ..app import _bound_address
-
-    host, port = _bound_address(request)
-    return f"ws://{host}:{port}{STREAM_PATH}"
-
-
 async def _dial(request: web.Request) -> web.StreamResponse:
-    from ..app import CALLS, SETTINGS
-    from ..simulator.twilio_side import new_sid
-
     settings: Settings = request.app[SETTINGS]
     state = request.app[SOFTPHONE]
     calls = request.app[CALLS]
@@ -244,7 +226,7 @@ async def _dial(request: web.Request) -> web.StreamResponse:
         to = str(body.get("to", "")) if isinstance(body, dict) else ""
     if not _TO.fullmatch(to):
         raise web.HTTPBadRequest(text="'to' must be a phone number or client name")
-    call_sid = new_sid("CA")
+    call_sid = "CA" + secrets.token_hex(16)  # shaped like Twilio's: the page plays Twilio's side
     now = time.monotonic()
     # The slot is held from here, as the voice webhook holds it for Twilio's calls (gateway.admission): a burst of
     # dials cannot race past the call limit, and a dial whose stream never comes frees it after the reservation TTL.
@@ -255,7 +237,11 @@ async def _dial(request: web.Request) -> web.StreamResponse:
     token = mint_call_token(settings.secrets.token_secret, token_subject({}, call_sid, profile), time.time(),
                             settings.server.call_token_ttl_s, scope=SCOPE)
     # No status callback: no carrier is involved, nobody would post it.
-    twiml = connect_stream(_stream_url(settings, request), {"token": token, "from": CALLER, "to": to})
+    # Where the page opens its stream: as for Twilio's door, the public URL or our own listener, never an address
+    # taken from request headers (gateway.urls).
+    stream_url = urls.stream_url(settings.server.public_url, STREAM_PATH, urls.sockname(request.transport),
+                                 settings.server.port)
+    twiml = connect_stream(stream_url, {"token": token, "from": CALLER, "to": to})
     state.prune(now)
     state.dialled[call_sid] = _Dialled(until=now + min(START_WINDOW_S, calls.admission.reservation_ttl_s))
     log.info("softphone.dialled", call_sid=call_sid)
@@ -268,16 +254,11 @@ async def _dial(request: web.Request) -> web.StreamResponse:
 async def _stream(request: web.Request) -> web.StreamResponse:
     """The page's media stream: Twilio's dialect at the softphone's own door, so only tokens from /softphone/dial
     open it, and Twilio's door can require Twilio's upgrade signature without locking the browser out."""
-    from ..app import serve_stream
-    from ..carriers.registry import TwilioDialect
-
     return await serve_stream(request, TwilioDialect(), scope=SCOPE)
 
 
 # ---- event feed --------------------------------------------------------------------------------------------------
 async def _events(request: web.Request) -> web.StreamResponse:
-    from ..app import CALLS
-
     state = request.app[SOFTPHONE]
     call_sid = request.query.get("call_sid", "")
     state.prune(time.monotonic())

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
+from ..keys import METRICS
+
 __all__ = [
     "REALM",
     "Handler",
@@ -114,10 +116,6 @@ def refuse(request: web.Request, status: int, reason: str, text: str,
            headers: dict[str, str] | None = None) -> web.Response:
     """Log, count and answer one refusal. A missing credential is every browser's first visit (the challenge that
     makes it prompt), so it is logged at info; anything else at warning."""
-    from ..app import (
-        METRICS,  # the app module imports this package lazily; import back the same way
-    )
-
     if reason == "no_credential":
         log.info("softphone.refused", reason=reason, path=request.path, status=status)
     else:

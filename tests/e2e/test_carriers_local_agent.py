@@ -22,8 +22,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.app import CALLS
+from gateway.carriers.exotel import ExotelSettings
+from gateway.carriers.plivo import PlivoSettings
+from gateway.carriers.signalwire import SignalWireSettings
+from gateway.carriers.telnyx import TelnyxSettings
+from gateway.carriers.vonage import VonageSettings
 from gateway.config import CarrierSettings
+from gateway.keys import CALLS
 from gateway.local_agent.app import local_agent_runtime
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from gateway.simulator.caller import SimulatorConfig, load_caller_voice, say_turn, simulate_call
@@ -66,9 +71,10 @@ def _local_agent(app: web.Application) -> web.Application:
 async def test_a_call_over_each_carrier_greets_answers_barges_in_and_hangs_up(carrier, models, turns):
     settings = dataclasses.replace(
         local_agent_settings(),
-        carriers=CarrierSettings(signalwire_codec="L16@24000h", telnyx_codec="PCMU",
-                                 plivo_content_type="audio/x-l16;rate=16000", vonage_sample_rate=16000,
-                                 exotel_sample_rate=16000),
+        carriers=CarrierSettings(
+            signalwire=SignalWireSettings(codec="L16@24000h"), telnyx=TelnyxSettings(codec="PCMU"),
+            plivo=PlivoSettings(content_type="audio/x-l16;rate=16000"), vonage=VonageSettings(sample_rate=16000),
+            exotel=ExotelSettings(sample_rate=16000)),
     )
     feed: list[tuple[str, dict[str, Any]]] = []
     async with serve_gateway(settings, models) as (base, app):

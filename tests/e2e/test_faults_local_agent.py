@@ -54,8 +54,9 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import web
 
-from gateway.app import CALLS, create_app
+from gateway.app import create_app
 from gateway.config import REPO_CONFIG_DIR, load_settings
+from gateway.keys import CALLS
 from gateway.local_agent.app import local_agent_runtime
 from gateway.local_agent.bridge import build_embedded_agent
 from gateway.local_agent.session import Session

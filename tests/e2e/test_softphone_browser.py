@@ -28,9 +28,10 @@ import soxr
 import websockets
 from aiohttp import web
 
-from gateway.app import METRICS, create_app
+from gateway.app import create_app
 from gateway.audio import g711
 from gateway.config import SoftphoneSettings
+from gateway.keys import METRICS
 from gateway.simulator.caller import CALLER_LENGTH_SCALE
 from tests.support.local_gateway import local_agent_settings, serve_gateway, shared_speech_models
 

@@ -17,9 +17,10 @@ from aiohttp import web
 from gateway.agent import client as client_mod
 from gateway.agent.client import TRANSPORTS, AgentClosed, AgentConnection, AgentEndpoint, new_http_session
 from gateway.agent.protocol import SessionReady
-from gateway.app import AGENT_HTTP, create_app
+from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.errors import AgentUnavailable
+from gateway.keys import AGENT_HTTP
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READY = json.dumps({"type": "session.ready", "session_id": "sess_1"})

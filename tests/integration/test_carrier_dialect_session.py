@@ -9,8 +9,8 @@ import base64
 
 import pytest
 
-from gateway.app import CALLS
 from gateway.carriers.registry import TwilioDialect
+from gateway.keys import CALLS
 from tests.support.audio import tone
 from tests.support.twilio_peer import media_bytes
 

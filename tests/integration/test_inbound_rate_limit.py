@@ -115,7 +115,7 @@ async def test_a_caller_at_real_time_loses_nothing_even_after_a_stall(start_gate
 async def test_the_budget_counts_duration_in_the_streams_own_format(start_gateway, new_peer, fake_agent, http):
     # SignalWire L16 at 16 kHz: 640 B per 20 ms. Counted as μ-law bytes (or as Twilio frames of 160 B) each frame
     # would weigh 80 ms, and a caller at real time would lose most of its audio after the first second.
-    gw = await start_gateway(write_config('[carriers]\nsignalwire_codec = "L16@16000h"\n'))
+    gw = await start_gateway(write_config('[carriers.signalwire]\ncodec = "L16@16000h"\n'))
     peer = await new_peer(gw, dial=False)
     form = {"CallSid": peer.call_sid, "From": peer.from_, "To": peer.to, "AccountSid": "AC" + "0" * 32}
     async with http.post(gw.base_url + "/signalwire/voice", data=form) as r:

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import CALLS, METRICS
+from gateway.keys import CALLS, METRICS
 from gateway.metrics import GatewayMetrics
 from gateway.session import CallSummary
 from tests.support.audio import tone, ulaw_tone

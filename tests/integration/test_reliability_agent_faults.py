@@ -12,8 +12,8 @@ import pytest
 from gateway import session as session_mod
 from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
-from gateway.app import CALLS
 from gateway.audio import g711
+from gateway.keys import CALLS
 from gateway.prompts import AGENT_UNAVAILABLE, prompt_ulaw
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone

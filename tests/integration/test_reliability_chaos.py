@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from gateway.agent.client import TRANSPORTS
-from gateway.app import CALLS
 from gateway.audio import g711
+from gateway.keys import CALLS
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
 from tests.support.chaos import PacedCaller, agent_quiet, cut_when_linked, gap_summary, received_caller_audio

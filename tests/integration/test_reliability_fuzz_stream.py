@@ -17,11 +17,12 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import CALLS, create_app
+from gateway.app import create_app
 from gateway.carriers.events import StreamStarted, StreamStopped
 from gateway.carriers.twilio import TwilioStream
 from gateway.config import load_settings
 from gateway.errors import CarrierProtocolError
+from gateway.keys import CALLS
 from gateway.security import TokenError, verify_call_token
 from tests.support.audio import ulaw_tone
 from tests.support.fake_agent import FakeAgent

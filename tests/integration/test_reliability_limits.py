@@ -12,7 +12,7 @@ import tempfile
 import aiohttp
 import pytest
 
-from gateway.app import CALLS
+from gateway.keys import CALLS
 from gateway.prompts import GOODBYE, prompt_ulaw
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone

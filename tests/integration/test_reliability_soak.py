@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from gateway.app import CALLS
 from gateway.audio.resample import StreamResampler
+from gateway.keys import CALLS
 from gateway.session import CallSession
 from tests.conftest import call_tasks
 from tests.support.audio import tone, ulaw_tone

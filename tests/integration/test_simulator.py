@@ -100,7 +100,7 @@ async def test_marks_are_echoed_only_after_the_audio_before_them_played(start_ga
 
 
 async def _summary(gw: Any) -> Any:
-    from gateway.app import CALLS
+    from gateway.keys import CALLS
 
     calls = gw.app[CALLS]
     async with asyncio.timeout(5):

@@ -15,12 +15,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import softphone
-from gateway.app import CALLS
 from gateway.config import load_settings
 from gateway.errors import ConfigError
+from gateway.keys import CALLS, SOFTPHONE
 from gateway.security import TokenError, twilio_signature, verify_call_token
 from gateway.simulator.twilio_side import parse_twiml
-from gateway.softphone import FEED_QUEUE, SOFTPHONE, _Feed, softphone_enabled
+from gateway.softphone import FEED_QUEUE, _Feed, softphone_enabled
 from tests.support.logcapture import capture_call_logs, events
 from tests.support.twilio_peer import TwilioPeer
 

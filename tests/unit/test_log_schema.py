@@ -229,7 +229,7 @@ def captured():
 async def test_real_calls_log_only_schema_conforming_events(start_gateway, new_peer, fake_agent, http, captured,
                                                              monkeypatch, tmp_path):
     from gateway import cli, drain
-    from gateway.app import CALLS
+    from gateway.keys import CALLS
     from gateway.session import CallSession
 
     cfg = tmp_path / "gateway.toml"

@@ -1,0 +1,44 @@
+"""Every piece of typed state the gateway app holds (``app[KEY]``), declared once (aiohttp's ``web.AppKey``).
+
+Who sets each key: :func:`gateway.app.create_app` the settings-derived state (:data:`SETTINGS`, :data:`CALLS`,
+:data:`METRICS`, the HTTP client sessions, :data:`LOCAL_AGENT_KEY`); each HTTP area's ``setup(app)`` its own
+(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else
+only reads them, through this module, so nothing needs to import the app module back.
+
+This module imports nothing of the gateway at run time (the value types are for type checkers only), so any module
+can import it without an import cycle (tests/unit/test_import_graph.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .call_registry import CallRegistry
+    from .config import Settings
+    from .metrics import GatewayMetrics
+    from .reattach import ParkedAgents
+    from .softphone import SoftphoneState
+
+__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE"]
+
+#: The validated settings the app was built with.
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+#: Live calls, admission, and the hooks that watch them (:mod:`gateway.call_registry`).
+CALLS: web.AppKey[CallRegistry] = web.AppKey("calls")
+#: This process's Prometheus metrics (:mod:`gateway.metrics`).
+METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
+#: The shared HTTP client (HTTP tools, Twilio's REST API).
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+#: The client session every agent socket is opened on (``agent.transport = "aiohttp"``).
+AGENT_HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("agent_http")
+#: The key calls present to the embedded local agent (only with no agent configured).
+LOCAL_AGENT_KEY: web.AppKey[str] = web.AppKey("local_agent_key")
+#: Agent sessions parked for re-attach (:mod:`gateway.reattach`), set by :mod:`gateway.call_control_http`.
+PARKED: web.AppKey[ParkedAgents] = web.AppKey("parked_agents")
+#: The browser softphone's state, set by :mod:`gateway.softphone` when it is served.
+SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
