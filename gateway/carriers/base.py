@@ -6,7 +6,7 @@ sends into the carrier-neutral events of :mod:`gateway.carriers.events` and buil
 touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
 is the only caller.
 
-The :class:`Dialect` protocol (one internal event model, one dialect per carrier; docs/adding-a-carrier.md):
+The :class:`Dialect` protocol (one internal event model, one dialect per carrier; docs/how-to/carriers/adding-a-carrier.md):
 
 ``carrier``
     The carrier's name as used in routes, config, logs and metrics (``"twilio"``, ``"signalwire"``, …).

@@ -5,7 +5,7 @@ settings table, the environment variables of its secrets, and pure functions for
 its webhook is verified and read, what its answer and its busy answer look like, how its stream upgrade is checked
 and which dialect speaks its stream). :mod:`gateway.carriers.registry` lists the specs; one generic webhook handler
 and one generic stream handler (:mod:`gateway.carrier_routes`) serve every carrier from them, and the config
-(:mod:`gateway.config`) builds each carrier's table and reads its secrets from them. docs/adding-a-carrier.md walks
+(:mod:`gateway.config`) builds each carrier's table and reads its secrets from them. docs/how-to/carriers/adding-a-carrier.md walks
 through adding one.
 
 A webhook is handled in this order (the glue's side in :mod:`gateway.carrier_routes`):

@@ -1,4 +1,4 @@
-"""docs/adding-a-carrier.md stays true: its example carrier ("Acme", the page's first code block, loaded as it is
+"""docs/how-to/carriers/adding-a-carrier.md stays true: its example carrier ("Acme", the page's first code block, loaded as it is
 written), registered with one line, gets its doors, its config table and its secret from its description alone, and
 a call placed through it reaches the agent on the real gateway (loopback, spec-following fake agent)."""
 
@@ -24,14 +24,14 @@ from gateway.config import load_settings
 from gateway.errors import ConfigError
 from tests.support.audio import tone
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "adding-a-carrier.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "carriers" / "adding-a-carrier.md"
 KEY = "acme-signing-key"
 
 
 @pytest.fixture
 def acme(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     code = re.search(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
-    assert code is not None, "docs/adding-a-carrier.md lost its example module"
+    assert code is not None, "docs/how-to/carriers/adding-a-carrier.md lost its example module"
     module = types.ModuleType("acme_example")
     monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look their module up
     exec(compile(code.group(1), str(DOC), "exec"), module.__dict__)  # noqa: S102 - our own documentation's code

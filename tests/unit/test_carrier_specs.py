@@ -1,4 +1,4 @@
-"""Carriers as data (gateway/carriers/spec.py, registry.py; docs/adding-a-carrier.md): every carrier's description
+"""Carriers as data (gateway/carriers/spec.py, registry.py; docs/how-to/carriers/adding-a-carrier.md): every carrier's description
 is complete and consistent, its pure webhook/upgrade functions do what its routes promise (README "Carriers"), and
 the config builds each ``[carriers.NAME]`` table and reads each secret from the descriptions alone, the flat keys of
 older configs included (with a deprecation warning)."""
@@ -62,9 +62,9 @@ def test_every_carrier_is_described_once_with_its_own_routes_table_and_secrets()
 
 
 def test_the_adding_a_carrier_page_explains_every_field_of_a_description() -> None:
-    page = (Path(__file__).resolve().parents[2] / "docs" / "adding-a-carrier.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "carriers" / "adding-a-carrier.md").read_text(encoding="utf-8")
     for name in CarrierSpec.__dataclass_fields__:
-        assert f"`{name}`" in page or f"{name}=" in page, f"docs/adding-a-carrier.md does not mention {name}"
+        assert f"`{name}`" in page or f"{name}=" in page, f"docs/how-to/carriers/adding-a-carrier.md does not mention {name}"
 
 
 def test_only_twilio_offers_call_control_and_status_callbacks_today() -> None:
