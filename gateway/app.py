@@ -31,6 +31,7 @@ from .admission import REFUSED_DRAINING, Admission
 from .agent.client import AgentEndpoint, new_http_session
 from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
 from .carriers import twiml
+from .call.carrier_control import carrier_control
 from .carriers.base import Dialect
 from .carriers.registry import TwilioDialect
 from .config import BUILTIN_TOOLS, Settings
@@ -200,7 +201,7 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             on_summary=calls.record,
             on_event=lambda kind, fields: _publish(calls, session, kind, fields),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
-            rest=rest_client(request.app),
+            call_control=carrier_control(scope or dialect.carrier, rest_client(request.app)),
             parked=request.app[PARKED],
             stream_stopping=lambda call_sid: any(
                 s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())

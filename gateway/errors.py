@@ -10,6 +10,7 @@
     │   └── AgentSessionError  the agent ended the session with a fatal ``session.error``
     ├── TwilioRestError        Twilio's REST API answered an error (gateway.carriers.twilio_rest: status, code)
     │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
+    ├── CallControlFailed      the call's carrier control (REST hang-up, transfer) failed or does not exist here
     └── CallEnded              not an error: the call ended normally (``reason`` says how); used to unwind tasks
 
 Anything else escaping a call is our bug: the call session logs it once, with the call's context, and ends the call.
@@ -51,6 +52,17 @@ class AgentSessionError(AgentUnavailable):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class CallControlFailed(GatewayError):
+    """The carrier's call control could not do what was asked (gateway.call.carrier_control): ``status`` is the
+    HTTP status (0: nothing was sent, or no answer), ``code`` the carrier's error code when it gave one."""
+
+    def __init__(self, status: int, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
         self.code = code
         self.message = message
 

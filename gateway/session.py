@@ -58,9 +58,9 @@ from aiohttp import WSMsgType, web
 
 from .agent import protocol as ap
 from .agent.client import AgentClosed, AgentConnection, AgentEndpoint
+from .call.carrier_control import CarrierControl, NoCarrierControl
 from .audio import dtmf as dtmf_tones
 from .audio.transcode import InboundAudio, OutboundAudio, agent_format_spec
-from .carriers import twiml
 from .carriers.base import Dialect
 from .carriers.events import (
     AudioReceived,
@@ -73,12 +73,12 @@ from .carriers.events import (
     StreamStopped,
 )
 from .carriers.registry import TwilioDialect
-from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Profile, Settings
 from .errors import (
     AgentProtocolError,
     AgentSessionError,
     AgentUnavailable,
+    CallControlFailed,
     CallEnded,
     CarrierProtocolError,
     UnauthorizedStream,
@@ -200,14 +200,15 @@ class CallSession:
         admit: Callable[[str, str], str | None] | None = None,
         resume_window_s: float | None = None,
         dialect: Dialect | None = None,
-        rest: TwilioRest | None = None,
+        call_control: CarrierControl | None = None,
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
         a refusal (``gateway.admission``: ``token_in_use`` → refused, ``at_capacity`` → apology and hang-up).
-        Call control (issue #8): ``rest`` (Twilio REST, or None when not configured) for REST hang-up and transfer;
+        Call control (issue #8): ``call_control``, the carrier's own (gateway.call.carrier_control: Twilio REST for
+        the twilio door when configured, else none) for REST hang-up and transfer;
         ``parked`` the re-attach registry (:mod:`gateway.reattach`); ``stream_stopping(call_sid)`` says whether
         another stream of that call is still winding down here (its agent session may be about to park)."""
         self._ws = ws
@@ -275,7 +276,7 @@ class CallSession:
         self._started_at = clock()
         self._session_ready_at: float | None = None
         # call control (issue #8)
-        self._rest = rest
+        self._control: CarrierControl = call_control or NoCarrierControl(self._token_scope, "not_on_this_carrier")
         self._parked = parked
         self._stream_stopping = stream_stopping
         self._end_reason = "drained"  # what request_end() ends the call as
@@ -1201,7 +1202,7 @@ class CallSession:
         """``end_call``: let the goodbye finish playing (proven by a mark echo, with a timeout), then hang up; over
         REST too when closing the stream alone might not end the call (:meth:`_hang_up_via_rest`)."""
         await self._await_last_words_heard()
-        if self._rest is not None and (self.profile.hangup_via_rest or self._reattached_from is not None):
+        if self._control.available and (self.profile.hangup_via_rest or self._reattached_from is not None):
             await self._hang_up_via_rest()
         raise CallEnded("agent_hangup")
 
@@ -1232,12 +1233,11 @@ class CallSession:
         """``Status=completed`` over REST (telephony.md §A.7), for TwiML that would go on after ``<Connect>`` (profile
         ``hangup_via_rest``) or a stream re-attached after a redirect we did not write. 20404 = the caller hung up
         first: fine (§C item 9). Twilio's 'stop' for this stream is expected meanwhile (``_rest_pending``)."""
-        assert self._rest is not None
         self._rest_pending = True
         t0 = self._clock()
         try:
-            ended_now = await self._rest.hang_up(self.summary.call_sid)
-        except TwilioRestError as exc:
+            ended_now = await self._control.hang_up(self.summary.call_sid)
+        except CallControlFailed as exc:
             self._log.warning("call.hangup_rest_failed", status=exc.status, code=exc.code, error=exc.message[:200])
             self._emit("call.control", action="hangup", result="failed")
             return  # closing the stream (teardown) is still the hang-up of last resort
@@ -1247,10 +1247,12 @@ class CallSession:
     async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome:
         """``transfer_call`` (destination already normalized and allow-listed by the registry): the result asks the
         agent to say the announcement; a task waits until that was heard, then redirects (§A.8)."""
-        if self._rest is None:
-            self._log.warning("call.transfer_refused", reason="twilio_not_configured")
+        if not self._control.available:
+            # This carrier has no call control here (README "Call control": transfers need Twilio REST at the twilio
+            # door): the agent hears it as a tool error and the call goes on.
+            self._log.warning("call.transfer_refused", reason=self._control.unavailable_reason)
             self._emit("call.control", action="transfer", result="refused")
-            return ToolOutcome(cc.error_result("transfers are not available on this line"), True)
+            return ToolOutcome(cc.error_result("transfers are not available on this carrier"), True)
         if self._hangup_requested:
             self._log.warning("call.transfer_refused", reason="call_ending")
             return ToolOutcome(cc.error_result("the call is already ending"), True)
@@ -1263,14 +1265,13 @@ class CallSession:
         return ToolOutcome(cc.transfer_accepted(announcement))
 
     async def _transfer_after_announcement(self, destination: str) -> None:
-        assert self._rest is not None
         await self._await_last_words_heard()
         masked = cc.mask_destination(destination)
         self._rest_pending = True  # Twilio may send 'stop' before it answers the redirect
         t0 = self._clock()
         try:
-            await self._rest.redirect(self.summary.call_sid, twiml=twiml.dial(destination))
-        except TwilioRestError as exc:
+            await self._control.transfer(self.summary.call_sid, destination)
+        except CallControlFailed as exc:
             self._rest_pending = False
             self._hangup_requested = False  # the call goes on
             self._log.warning("call.transfer_failed", destination=masked, status=exc.status, code=exc.code,

@@ -150,7 +150,7 @@ class CallSession:
         admit: Callable[[str, str], str | None] | None = None,
         resume_window_s: float | None = None,
         dialect: Dialect | None = None,
-        rest: Any = None,
+        call_control: Any = None,
         parked: Any = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
