@@ -20,7 +20,7 @@ import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -32,6 +32,7 @@ from .agent.client import AgentEndpoint, new_http_session
 from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
 from .carriers import twiml
 from .call.carrier_control import carrier_control
+from .call.events import CallEvent
 from .carriers.base import Dialect
 from .carriers.registry import TwilioDialect
 from .config import BUILTIN_TOOLS, Settings
@@ -58,8 +59,8 @@ class CallRegistry:
     completed: list[CallSummary] = field(default_factory=list)
     admission: Admission = field(default_factory=lambda: Admission(limit=100))
     keep_summaries: int = 1000
-    #: Live viewers of per-call timelines: called with (call_sid, event kind, fields). See CallSession._emit.
-    listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(default_factory=list)
+    #: Live viewers of per-call timelines: called with (call_sid, typed event; gateway.call.events).
+    listeners: list[Callable[[str, CallEvent], None]] = field(default_factory=list)
     #: Called with every finished call's summary (metrics; see gateway.metrics).
     on_record: list[Callable[[CallSummary], None]] = field(default_factory=list)
 
@@ -199,7 +200,7 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             endpoint=_agent_endpoint(request),
             tools=ToolRegistry(settings.tools, request.app[HTTP]),
             on_summary=calls.record,
-            on_event=lambda kind, fields: _publish(calls, session, kind, fields),
+            on_event=lambda event: _publish(calls, session, event),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
             call_control=carrier_control(scope or dialect.carrier, rest_client(request.app)),
             parked=request.app[PARKED],
@@ -221,9 +222,9 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
     return ws
 
 
-def _publish(calls: CallRegistry, session: CallSession, kind: str, fields: dict[str, Any]) -> None:
+def _publish(calls: CallRegistry, session: CallSession, event: CallEvent) -> None:
     for listener in list(calls.listeners):
-        listener(session.summary.call_sid, kind, fields)
+        listener(session.summary.call_sid, event)
 
 
 def _agent_endpoint(request: web.Request) -> AgentEndpoint:

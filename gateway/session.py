@@ -58,6 +58,7 @@ from aiohttp import WSMsgType, web
 
 from .agent import protocol as ap
 from .agent.client import AgentClosed, AgentConnection, AgentEndpoint
+from .call import events
 from .call.carrier_control import CarrierControl, NoCarrierControl
 from .audio import dtmf as dtmf_tones
 from .audio.transcode import InboundAudio, OutboundAudio, agent_format_spec
@@ -81,6 +82,7 @@ from .errors import (
     CallControlFailed,
     CallEnded,
     CarrierProtocolError,
+    Outcome,
     UnauthorizedStream,
 )
 from .logs import mask_number
@@ -108,11 +110,11 @@ PROMPT_ECHO_SLACK_S = 2.0
 CARRIER_CLOSE_TIMEOUT_S = 2.0
 #: Which call outcomes the gateway ends with a spoken prompt of its own (README "Failure behaviour").
 _PROMPT_FOR_OUTCOME = {
-    "agent_unavailable": AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
-    "agent_error": AGENT_UNAVAILABLE,  # fatal session.error
-    "at_capacity": AGENT_UNAVAILABLE,  # authorized stream but no slot left at 'start'
-    "drained": GOODBYE,  # shutdown: the drain budget ran out
-    "max_duration": GOODBYE,  # server.max_call_s
+    Outcome.AGENT_UNAVAILABLE: AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
+    Outcome.AGENT_ERROR: AGENT_UNAVAILABLE,  # fatal session.error
+    Outcome.AT_CAPACITY: AGENT_UNAVAILABLE,  # authorized stream but no slot left at 'start'
+    Outcome.DRAINED: GOODBYE,  # shutdown: the drain budget ran out
+    Outcome.MAX_DURATION: GOODBYE,  # server.max_call_s
 }
 
 
@@ -176,12 +178,12 @@ def _r(v: float | None) -> float | None:
 
 
 _HANGUP_BY = {
-    "caller_hangup": "caller",
-    "carrier_closed": "caller",
-    "agent_hangup": "agent",
-    "agent_ended": "agent",
-    "transferred": "agent",  # transfer_call: the agent handed the caller on
-    "call_completed": "caller",  # Twilio's completed status callback for a stream still live here
+    Outcome.CALLER_HANGUP: "caller",
+    Outcome.CARRIER_CLOSED: "caller",
+    Outcome.AGENT_HANGUP: "agent",
+    Outcome.AGENT_ENDED: "agent",
+    Outcome.TRANSFERRED: "agent",  # transfer_call: the agent handed the caller on
+    Outcome.CALL_COMPLETED: "caller",  # Twilio's completed status callback for a stream still live here
 }
 
 
@@ -196,7 +198,7 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_summary: Callable[[CallSummary], None] | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[events.CallEvent], None] | None = None,
         admit: Callable[[str, str], str | None] | None = None,
         resume_window_s: float | None = None,
         dialect: Dialect | None = None,
@@ -279,7 +281,7 @@ class CallSession:
         self._control: CarrierControl = call_control or NoCarrierControl(self._token_scope, "not_on_this_carrier")
         self._parked = parked
         self._stream_stopping = stream_stopping
-        self._end_reason = "drained"  # what request_end() ends the call as
+        self._end_reason = Outcome.DRAINED  # what request_end() ends the call as
         self._rest_pending = False  # our REST hang-up/redirect is ending the stream: its 'stop' is expected
         self._reattached_from: str | None = None  # stream_sid whose agent session this stream took over
         self._dtmf = cc.DtmfInbox("off")
@@ -291,7 +293,7 @@ class CallSession:
     # ================================================================================================= lifecycle
     async def run(self) -> CallSummary:
         """Serve the call until it ends for any reason. Never raises (except cancellation)."""
-        outcome = "carrier_closed"
+        outcome = Outcome.CARRIER_CLOSED
         try:
             start = await self._await_start()
             self._authorize(start)
@@ -307,30 +309,30 @@ class CallSession:
         except* CallEnded as eg:
             outcome = _first(eg, CallEnded).reason
         except* UnauthorizedStream as eg:
-            outcome = "refused"
+            outcome = Outcome.REFUSED
             self.summary.error = str(_first(eg, UnauthorizedStream))
             self._log.warning("call.refused", reason=self.summary.error)
         except* CarrierProtocolError as eg:
-            outcome = "protocol_error"
+            outcome = Outcome.PROTOCOL_ERROR
             self.summary.error = str(_first(eg, CarrierProtocolError))
             self._log.warning("call.protocol_error", side="carrier", error=self.summary.error)
-            self._emit("call.protocol_error", side="carrier")
+            self._emit(events.ProtocolViolation("carrier", t=self._t()))
         except* AgentSessionError as eg:
             err = _first(eg, AgentSessionError)
-            outcome = "agent_error"
+            outcome = Outcome.AGENT_ERROR
             self.summary.error = f"{err.code}: {err.message}"
             self._log.warning("agent.session_error", code=err.code, message=err.message, fatal=True)
         except* AgentUnavailable as eg:
-            outcome = "agent_unavailable"
+            outcome = Outcome.AGENT_UNAVAILABLE
             self.summary.error = str(_first(eg, AgentUnavailable))
             self._log.error("agent.unavailable", error=self.summary.error)
         except* AgentProtocolError as eg:
-            outcome = "protocol_error"
+            outcome = Outcome.PROTOCOL_ERROR
             self.summary.error = str(_first(eg, AgentProtocolError))
             self._log.warning("call.protocol_error", side="agent", error=self.summary.error)
-            self._emit("call.protocol_error", side="agent")
+            self._emit(events.ProtocolViolation("agent", t=self._t()))
         except* Exception as eg:  # our bug: log once, at the boundary, with the call's context
-            outcome = "internal_error"
+            outcome = Outcome.INTERNAL_ERROR
             self.summary.error = repr(eg.exceptions[0])
             self._log.error("call.internal_error", exc_info=eg.exceptions[0])
         finally:
@@ -345,7 +347,7 @@ class CallSession:
             return
         # The outcome: "call_completed" (Twilio says the call is over: nobody to say goodbye to), else "drained"
         # (the goodbye prompt).
-        self._end_reason = "call_completed" if reason == "call_completed" else "drained"
+        self._end_reason = Outcome.CALL_COMPLETED if reason == "call_completed" else Outcome.DRAINED
         self._end_requested.set()
         self._log.info("call.end_requested", reason=reason)
         if not self.started and not self._ws.closed:
@@ -355,7 +357,7 @@ class CallSession:
                 self._ws.close(code=1001, message=b"server shutdown"), name="close_unstarted"
             )
 
-    async def _teardown(self, outcome: str) -> None:
+    async def _teardown(self, outcome: Outcome | str) -> None:
         for handle in self._clock_marks:
             handle.cancel()
         s = self.summary
@@ -383,7 +385,7 @@ class CallSession:
         if s.session_id:  # bound in agent_runner's task context only; the summary line must carry it too
             structlog.contextvars.bind_contextvars(session_id=s.session_id)
         self._log.info("call.ended", **s.log_fields())
-        self._emit("call.ended", **s.log_fields())
+        self._emit(events.CallEnd(s.log_fields(), t=self._t()))
         if self._on_summary is not None:
             self._on_summary(s)
 
@@ -489,12 +491,13 @@ class CallSession:
         elif await agent.end(self._settings.agent.end_timeout_s):
             self._agent_ended = True
 
-    def _emit(self, kind: str, **fields: Any) -> None:
-        """Per-call timeline for live viewers (the softphone's event feed). Unlike logs it may carry transcript
-        text, so it is only exposed where the operator enabled it. Never per frame."""
+    def _emit(self, event: events.CallEvent) -> None:
+        """Per-call timeline for live viewers and metrics (gateway.call.events). Never per frame."""
         if self._on_event is not None:
-            fields.setdefault("t", round(self._clock() - self._started_at, 3))
-            self._on_event(kind, fields)
+            self._on_event(event)
+
+    def _t(self) -> float:
+        return round(self._clock() - self._started_at, 3)
 
     # ================================================================================================ start-up
     async def _await_start(self) -> StreamStarted:
@@ -508,7 +511,7 @@ class CallSession:
                         if not isinstance(ev, StreamConnected):  # pragma: no cover - dialect raises first
                             raise CarrierProtocolError(f"{type(ev).__name__} before start")
         except TimeoutError:
-            raise CallEnded("no_start") from None
+            raise CallEnded(Outcome.NO_START) from None
 
     async def _receive_text(self, timeout: float | None = None) -> str | bytes:
         """The next carrier message: ``str`` for a text frame, ``bytes`` for a binary one (Vonage audio); the
@@ -521,8 +524,8 @@ class CallSession:
             # aiohttp's WebSocketError carries close code 1009 (message too big) for max_msg_size.
             if getattr(exc, "code", None) == 1009 or "message size" in str(exc).lower():
                 raise CarrierProtocolError(f"message over {self._settings.server.max_message_bytes} bytes")
-            raise CallEnded("carrier_closed")
-        raise CallEnded("carrier_closed")  # CLOSE / CLOSING / CLOSED
+            raise CallEnded(Outcome.CARRIER_CLOSED)
+        raise CallEnded(Outcome.CARRIER_CLOSED)  # CLOSE / CLOSING / CLOSED
 
     def _authorize(self, start: StreamStarted) -> None:
         self._stream_format = (start.encoding, start.sample_rate)
@@ -545,7 +548,7 @@ class CallSession:
             raise UnauthorizedStream("call token already in use by a live call")
         if refusal is not None:
             self._log.warning("call.refused", reason=refusal)
-            raise CallEnded(refusal)
+            raise CallEnded(Outcome(refusal))
 
     def _profile_name(self, params: Mapping[str, str]) -> str:
         """The profile this stream asks for: an outbound call's ``profile`` parameter (its token covers every
@@ -587,7 +590,7 @@ class CallSession:
             agent_format=audio.agent_format,
             endpoint=self._endpoint.name,
         )
-        self._emit("call.started", call_sid=start.call_id, profile=name)
+        self._emit(events.CallStarted(start.call_id, name, t=self._t()))
 
     # =========================================================================================== carrier side
     async def _carrier_reader(self) -> None:
@@ -603,7 +606,7 @@ class CallSession:
                     self._on_mark(ev.name)
                 elif isinstance(ev, PlaybackCleared):
                     # Plivo clearedAudio / Vonage websocket:cleared: the clear took effect (the model assumed so).
-                    self._emit("carrier.cleared")
+                    self._emit(events.CarrierCleared(t=self._t()))
                 elif isinstance(ev, StreamError):
                     self._log.warning("carrier.stream_error", carrier=self.dialect.carrier, code=ev.code,
                                       detail=ev.detail)
@@ -614,7 +617,7 @@ class CallSession:
                 elif isinstance(ev, StreamStopped):
                     if self._rest_pending:
                         return  # our REST hang-up/redirect stopped it: that task ends the call once Twilio answered
-                    raise CallEnded("caller_hangup")
+                    raise CallEnded(Outcome.CALLER_HANGUP)
 
     async def _on_caller_audio(self, payload: bytes) -> None:
         assert self._inbound is not None
@@ -655,7 +658,7 @@ class CallSession:
             else:
                 await self._ws.send_str(data)
         except ConnectionError:
-            raise CallEnded("carrier_closed") from None
+            raise CallEnded(Outcome.CARRIER_CLOSED) from None
 
     async def _carrier_writer(self) -> None:
         lead_target = self._lead_target_ms()
@@ -776,7 +779,7 @@ class CallSession:
                     async with asyncio.timeout(self._settings.audio.outbound_buffer_s):
                         await self._out_space.wait()
                 except TimeoutError:
-                    raise CallEnded("carrier_stalled") from None
+                    raise CallEnded(Outcome.CARRIER_STALLED) from None
                 if gen != self.playout.generation:
                     return  # a barge-in happened while we waited
             self._out.append((gen, reply_id, f))
@@ -809,7 +812,7 @@ class CallSession:
         self.summary.interruptions += 1
         if self._barge_in_at is not None:
             self.summary.clear_latencies_ms.append((self._clock() - self._barge_in_at) * 1000)
-        self._emit("call.barge_in", reply_id=reply_id, cause=cause, dropped_unplayed_ms=round(unplayed_ms))
+        self._emit(events.BargeIn(reply_id, cause, round(unplayed_ms), t=self._t()))
         self._log.info(
             "call.barge_in",
             reply_id=reply_id,
@@ -909,7 +912,7 @@ class CallSession:
             ready_ms=round((self._session_ready_at - self._started_at) * 1000, 1),
         )
         self._agent_ready.set()
-        self._emit("agent.session_ready", session_id=ready.session_id)
+        self._emit(events.AgentSessionReady(ready.session_id, t=self._t()))
         self._awaiting_first_audio_since = self._clock() if self.profile.greeting else None
         return agent
 
@@ -932,7 +935,7 @@ class CallSession:
         self.summary.agent_close_code = drop.code
         session_id = self.summary.session_id
         self._log.warning("agent.dropped", close_code=drop.code, reason=drop.reason, session_id=session_id)
-        self._emit("agent.dropped", close_code=drop.code)
+        self._emit(events.AgentDrop(drop.code, t=self._t()))
         await self._end_cut_reply()
         await self._discard_agent()
         deadline = t0 + self._resume_window_s
@@ -970,7 +973,7 @@ class CallSession:
                     confirmed=isinstance(first, ap.SessionReady),
                     buffered_frames=len(self._to_agent),
                 )
-                self._emit("agent.resumed", attempts=attempt, gap_ms=round(gap_ms, 1))
+                self._emit(events.AgentResume(attempt, round(gap_ms, 1), t=self._t()))
                 self._agent_ready.set()
                 pending, self._deferred_results = self._deferred_results, []
                 for r in pending:
@@ -996,7 +999,7 @@ class CallSession:
             raise AgentSessionError(ev.code, ev.message)
         if isinstance(ev, ap.SessionEnded):
             self._agent_ended = True
-            raise CallEnded("agent_ended")
+            raise CallEnded(Outcome.AGENT_ENDED)
         return ev
 
     def _log_resume_failed(self, attempts: int, t0: float, error: str, *, final: bool) -> None:
@@ -1080,11 +1083,11 @@ class CallSession:
             self.summary.replies += 1
             self._gate.on_reply_started(ev.reply_id)
             self._reply_started_event.set()
-            self._emit("agent.reply_started", reply_id=ev.reply_id)
+            self._emit(events.AgentReplyStarted(ev.reply_id, t=self._t()))
         elif isinstance(ev, ap.ReplyDone):
             await self._on_reply_done(ev)
         elif isinstance(ev, ap.SpeechStarted):
-            self._emit("caller.speech_started")
+            self._emit(events.CallerSpeechStarted(t=self._t()))
             self._gate.on_speech_started()
             self._barge_in_at = self._clock()
             interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
@@ -1094,24 +1097,24 @@ class CallSession:
                 await self._barge_in(self._reply_id if self._reply_active else None, "speech_started")
         elif isinstance(ev, ap.SpeechStopped):
             self._awaiting_first_audio_since = self._clock()
-            self._emit("caller.speech_stopped")
+            self._emit(events.CallerSpeechStopped(t=self._t()))
         elif isinstance(ev, ap.UserTranscript):
             self.summary.turns += 1
-            self._emit("caller.transcript", text=ev.text)
+            self._emit(events.CallerTranscript(ev.text, t=self._t()))
         elif isinstance(ev, ap.ToolCall):
             self._on_tool_call(ev)
         elif isinstance(ev, ap.AgentTranscript):
-            self._emit("agent.transcript", reply_id=ev.reply_id, text=ev.text, interrupted=ev.interrupted)
+            self._emit(events.AgentTranscript(ev.reply_id, ev.text, ev.interrupted, t=self._t()))
             if ev.interrupted:
                 self._log.info("agent.reply_interrupted", reply_id=ev.reply_id, heard_chars=len(ev.text))
         elif isinstance(ev, ap.SessionError):
-            self._emit("agent.session_error", code=ev.code, fatal=ev.fatal)
+            self._emit(events.SessionErrorReport(ev.code, ev.fatal, t=self._t()))
             if ev.fatal:
                 raise AgentSessionError(ev.code, ev.message)
             self._log.warning("agent.session_error", code=ev.code, message=ev.message, param=ev.param, fatal=False)
         elif isinstance(ev, ap.SessionEnded):
             self._agent_ended = True
-            raise CallEnded("agent_ended")
+            raise CallEnded(Outcome.AGENT_ENDED)
         elif isinstance(ev, ap.ReplyError):
             self._log.warning("agent.reply_error", reply_id=ev.reply_id, code=ev.code, message=ev.message)
         # SessionUpdated, transcript deltas and unknown event types need nothing from the gateway.
@@ -1133,7 +1136,7 @@ class CallSession:
             else:
                 self.summary.response_latencies_ms.append(latency)
             self._awaiting_first_audio_since = None
-            self._emit("agent.first_audio", reply_id=ev.reply_id, latency_ms=round(latency, 1))
+            self._emit(events.AgentFirstAudio(ev.reply_id, round(latency, 1), t=self._t()))
         elif self.summary.time_to_first_agent_audio_ms is None:
             self.summary.time_to_first_agent_audio_ms = (self._clock() - self._started_at) * 1000
         await self._play_or_queue(ev.reply_id, frames)
@@ -1159,7 +1162,7 @@ class CallSession:
         self.summary.tool_calls += 1
         self._gate.on_tool_call(call.call_id)
         self._log.info("tool.called", tool=call.name, call_id=call.call_id)
-        self._emit("tool.called", tool=call.name, call_id=call.call_id)
+        self._emit(events.ToolCalled(call.name, call.call_id, t=self._t()))
         assert self._tg is not None
         self._tg.create_task(self._run_tool(call), name=f"tool:{call.name}")
 
@@ -1204,7 +1207,7 @@ class CallSession:
         await self._await_last_words_heard()
         if self._control.available and (self.profile.hangup_via_rest or self._reattached_from is not None):
             await self._hang_up_via_rest()
-        raise CallEnded("agent_hangup")
+        raise CallEnded(Outcome.AGENT_HANGUP)
 
     async def _await_last_words_heard(self) -> None:
         """The reply that follows a tool result (goodbye, transfer announcement) has been heard: up to 3 s for it to
@@ -1239,10 +1242,10 @@ class CallSession:
             ended_now = await self._control.hang_up(self.summary.call_sid)
         except CallControlFailed as exc:
             self._log.warning("call.hangup_rest_failed", status=exc.status, code=exc.code, error=exc.message[:200])
-            self._emit("call.control", action="hangup", result="failed")
+            self._emit(events.ControlAction("hangup", "failed", t=self._t()))
             return  # closing the stream (teardown) is still the hang-up of last resort
         self._log.info("call.hangup_rest", already_ended=not ended_now, ms=round((self._clock() - t0) * 1000, 1))
-        self._emit("call.control", action="hangup", result="ok" if ended_now else "already_ended")
+        self._emit(events.ControlAction("hangup", "ok" if ended_now else "already_ended", t=self._t()))
 
     async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome:
         """``transfer_call`` (destination already normalized and allow-listed by the registry): the result asks the
@@ -1251,7 +1254,7 @@ class CallSession:
             # This carrier has no call control here (README "Call control": transfers need Twilio REST at the twilio
             # door): the agent hears it as a tool error and the call goes on.
             self._log.warning("call.transfer_refused", reason=self._control.unavailable_reason)
-            self._emit("call.control", action="transfer", result="refused")
+            self._emit(events.ControlAction("transfer", "refused", t=self._t()))
             return ToolOutcome(cc.error_result("transfers are not available on this carrier"), True)
         if self._hangup_requested:
             self._log.warning("call.transfer_refused", reason="call_ending")
@@ -1276,13 +1279,13 @@ class CallSession:
             self._hangup_requested = False  # the call goes on
             self._log.warning("call.transfer_failed", destination=masked, status=exc.status, code=exc.code,
                               error=exc.message[:200])
-            self._emit("call.control", action="transfer", result="failed")
+            self._emit(events.ControlAction("transfer", "failed", t=self._t()))
             await self._send_to_agent(ap.reply_create(
                 "The transfer did not go through. Tell the caller, and offer to help in another way."))
             return
         self._log.info("call.transferred", destination=masked, ms=round((self._clock() - t0) * 1000, 1))
-        self._emit("call.control", action="transfer", result="ok")
-        raise CallEnded("transferred")
+        self._emit(events.ControlAction("transfer", "ok", t=self._t()))
+        raise CallEnded(Outcome.TRANSFERRED)
 
     async def send_dtmf(self, digits: str) -> ToolOutcome:
         """``send_dtmf``: the tones go out as ordinary audio frames in the stream's own format, paced and marked like
@@ -1307,7 +1310,7 @@ class CallSession:
         finally:
             self._mark_waiters.pop(tag, None)
         self._log.info("call.dtmf_sent", digits=len(digits), ms=ms, heard=heard.is_set())
-        self._emit("call.dtmf_sent", digits=len(digits))
+        self._emit(events.TonesSent(len(digits), t=self._t()))
         if not heard.is_set():  # cleared by a barge-in, or the line is not playing out
             return ToolOutcome(cc.error_result("the tones were not confirmed as played"), True)
         return ToolOutcome(json.dumps({"ok": True, "digits": len(digits)}))
@@ -1318,7 +1321,7 @@ class CallSession:
         return ToolOutcome(json.dumps({"digits": digits}))
 
     def _on_caller_dtmf(self, digit: str) -> None:
-        self._emit("call.dtmf")  # counted (metrics); the digit itself goes nowhere but the agent
+        self._emit(events.CallerKeypress(t=self._t()))  # counted (metrics); the digit itself goes nowhere but the agent
         self._dtmf.add(digit, self._clock())
         if self._dtmf.mode == "reply" and (self._dtmf_task is None or self._dtmf_task.done()):
             assert self._tg is not None
@@ -1346,13 +1349,13 @@ class CallSession:
         return True
 
     # ---- re-attach (gateway.reattach) ---------------------------------------------------------------------------
-    def _park_agent(self, agent: AgentConnection, outcome: str) -> bool:
+    def _park_agent(self, agent: AgentConnection, outcome: Outcome | str) -> bool:
         """At teardown after a 'stop': hold the live agent session for a new stream of this call instead of ending
         it. Only for a stream Twilio stopped (the caller hung up or a redirect replaced the TwiML: 'stop' does not
         say which) with a healthy, ready session."""
         parked = self._parked
         s = self.summary
-        if (parked is None or not parked.enabled or outcome != "caller_hangup" or self._agent_ended
+        if (parked is None or not parked.enabled or outcome != Outcome.CALLER_HANGUP or self._agent_ended
                 or not self._agent_ready.is_set() or not agent.open_ or not s.session_id or not s.call_sid):
             return False
         parked.park(ParkedAgent(call_sid=s.call_sid, agent=agent, session_id=s.session_id, profile_name=s.profile,
@@ -1382,7 +1385,7 @@ class CallSession:
         gap_ms = round((self._clock() - parked.parked_at) * 1000, 1)
         self._log.info("call.reattached", session_id=parked.session_id, previous_stream_sid=parked.stream_sid,
                        gap_ms=gap_ms)
-        self._emit("call.reattached", session_id=parked.session_id, gap_ms=gap_ms)
+        self._emit(events.Reattach(parked.session_id, gap_ms, t=self._t()))
         return True
 
     # ================================================================================================ watchdog
@@ -1399,9 +1402,9 @@ class CallSession:
             now = self._clock()
             media_deadline = self._media_at + server.no_media_timeout_s
             if now >= call_deadline:
-                raise CallEnded("max_duration")
+                raise CallEnded(Outcome.MAX_DURATION)
             if now >= media_deadline:
-                raise CallEnded("no_media")
+                raise CallEnded(Outcome.NO_MEDIA)
             try:
                 async with asyncio.timeout(min(call_deadline, media_deadline) - now):
                     await self._end_requested.wait()

@@ -146,7 +146,7 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_summary: Callable[[CallSummary], None] | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
         admit: Callable[[str, str], str | None] | None = None,
         resume_window_s: float | None = None,
         dialect: Dialect | None = None,

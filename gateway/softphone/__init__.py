@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..call.events import CallEvent
 from ..config import Settings
 from ..security import twilio_signature
 
@@ -62,12 +63,12 @@ class _Feed:
     )
     dropped: int = 0
 
-    def offer(self, call_sid: str, kind: str, fields: dict[str, Any]) -> None:
+    def offer(self, call_sid: str, event: CallEvent) -> None:
         """The registry listener: called synchronously from the call session; never blocks."""
         if call_sid != self.call_sid:
             return
         try:
-            self.queue.put_nowait((kind, dict(fields)))
+            self.queue.put_nowait((event.kind, event.fields()))
         except asyncio.QueueFull:
             self.dropped += 1
 
