@@ -31,7 +31,7 @@ from .admission import REFUSED_DRAINING, Admission
 from .agent.client import AgentEndpoint, new_http_session
 from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
 from .carriers import twiml
-from .call.carrier_control import carrier_control
+from .call.shell.carrier_control import carrier_control
 from .call.events import CallEvent
 from .carriers.base import Dialect
 from .carriers.registry import TwilioDialect
@@ -284,9 +284,7 @@ async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
 async def _close_calls(app: web.Application) -> None:
     """on_shutdown: close live carrier sockets so their handlers finish (aiohttp web_ws.py pattern)."""
     for session, _task in list(app[CALLS].active.values()):
-        ws = session._ws  # noqa: SLF001 - the registry owns shutdown
-        if not ws.closed:
-            await ws.close(code=1001, message=b"server shutdown")
+        await session.shutdown()
 
 
 def create_app(settings: Settings, *, local_agent_models: object | None = None) -> web.Application:

@@ -11,6 +11,7 @@
     ├── TwilioRestError        Twilio's REST API answered an error (gateway.carriers.twilio_rest: status, code)
     │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
     ├── CallControlFailed      the call's carrier control (REST hang-up, transfer) failed or does not exist here
+    ├── CallPhaseError         we drove the call core along a transition its phase table does not have (our bug)
     └── CallEnded              not an error: the call ended normally (``reason``, an :class:`Outcome`, says how);
                                used to unwind a call's tasks
 
@@ -95,6 +96,10 @@ class CallControlFailed(GatewayError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class CallPhaseError(GatewayError):
+    """Our bug: the call core (gateway.call.core) was asked for a phase transition its table does not have."""
 
 
 class CallEnded(GatewayError):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..carriers import twiml
-from ..carriers.twilio_rest import TwilioRest, TwilioRestError
-from ..errors import CallControlFailed
+from ...carriers import twiml
+from ...carriers.twilio_rest import TwilioRest, TwilioRestError
+from ...errors import CallControlFailed
 
 __all__ = ["CarrierControl", "NoCarrierControl", "TwilioControl", "carrier_control"]
 
