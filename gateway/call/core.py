@@ -1,26 +1,16 @@
 """The call, sans I/O: one object that takes what arrived (carrier events, agent events, tool results) and the time,
 and says what to do. Pure: it reads no clock, no socket and no logger (STYLE.md "The shape we want now").
 
-Inputs are the carrier-neutral events of :mod:`gateway.carriers.events`, the agent's server events of
-:mod:`gateway.agent.protocol`, and ``tick(now)``; each entry point returns the :mod:`~gateway.call.actions` to
-execute, in order. Audio does not travel as actions: caller audio waits in a bounded buffer for the agent
-(:meth:`CallCore.agent_audio`) and everything for the carrier waits in the :class:`~gateway.call.outbound_queue.
-OutboundQueue` (:meth:`CallCore.carrier_data`), so the shell pulls exactly what its sockets can take.
-
-What the core owns (README "Failure behaviour", "Call control"):
-
-- the call's phase (:mod:`gateway.call.phase`: one table) and its outcome (:class:`gateway.errors.Outcome`);
-- reply state and the barge-in decision: the caller speaking over audio still queued or playing is cut at once
-  (``clear``), and late audio of an interrupted reply never reaches the caller;
-- caller → agent backpressure: a buffer bounded to ``audio.preready_buffer_ms``; when it is full (agent not ready,
-  resuming, or slow) the OLDEST frame goes, counted in ``frames_dropped_to_agent``; frames whose send failed go back
-  to its front;
-- agent → caller: the outbound queue (pacing, coalescing, marks; its own docstring) and the playout model;
-- the tool result timing rule (:class:`~gateway.tools.gate.ToolResultGate`), the DTMF inbox, the end-of-call waits
-  (``end_call``, ``transfer_call``: the last words are heard, proven by a mark echo, within
-  ``end_call_timeout_s``), the gateway's own prompts (apology, goodbye), and the call's deadlines
-  (``server.max_call_s``, ``server.no_media_timeout_s``);
-- the per-call statistics (:class:`~gateway.call.stats.CallSummary`).
+Each entry point returns the :mod:`~gateway.call.actions` to execute, in order. Audio is not an action: caller audio
+waits in a bounded buffer for the agent (:meth:`CallCore.agent_audio`), everything for the carrier in the
+:class:`~gateway.call.outbound_queue.OutboundQueue` (:meth:`CallCore.carrier_data`); the shell pulls exactly what
+its sockets can take. The core owns (README "Failure behaviour", "Call control"): the phase (one table,
+:mod:`gateway.call.phase`) and the :class:`~gateway.errors.Outcome`; reply state and the barge-in decision (the
+caller speaking over audio still queued or playing cuts it at once, and late audio of an interrupted reply never
+plays); caller → agent backpressure (a buffer bounded to ``audio.preready_buffer_ms``: when it is full, the OLDEST
+frame goes, counted in ``frames_dropped_to_agent``; frames whose send failed go back to its front); the outbound
+queue and the playout model; tools and call control (:mod:`gateway.call.tooling`); the gateway's own prompts; the
+call's deadlines (``server.max_call_s``, ``server.no_media_timeout_s``); the statistics (``CallSummary``).
 """
 
 from __future__ import annotations
@@ -149,14 +139,6 @@ class CallCore(CallTools):
         return self._started_at
 
     @property
-    def setup(self) -> CallSetup:
-        return self._setup
-
-    @property
-    def reattached(self) -> bool:
-        return self._reattached_from is not None
-
-    @property
     def control_pending(self) -> bool:
         """The carrier's call control is hanging up or transferring the call: its 'stop' is expected."""
         return self._exit is not None and self._exit.stage is Stage.CONTROL
@@ -274,12 +256,8 @@ class CallCore(CallTools):
 
     def carrier_data(self, now: float) -> str | bytes | None:
         """The next message for the carrier, due now; the shell sends it before asking again. None: nothing due
-        (see :meth:`carrier_wake_at`)."""
+        (``outbound.wake_at``: when something held back for pacing may go)."""
         return self.outbound.pull(now)
-
-    def carrier_wake_at(self) -> float | None:
-        """When something held back for pacing may go (None: nothing is waiting)."""
-        return self.outbound.wake_at if self.outbound.pending else None
 
     def _on_mark(self, name: str, now: float) -> None:
         echo = self.playout.on_mark(name, now)

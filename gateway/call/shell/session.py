@@ -23,9 +23,8 @@ stops reading ends the call as ``carrier_stalled``), or the idle re-check of a w
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -41,7 +40,6 @@ from ...errors import (
     AgentProtocolError,
     AgentSessionError,
     AgentUnavailable,
-    CallControlFailed,
     CallEnded,
     CarrierProtocolError,
     Outcome,
@@ -50,8 +48,7 @@ from ...errors import (
 from ...logs import mask_number
 from ...prompts import prompt_ulaw
 from ...reattach import ParkedAgent, ParkedAgents
-from ...tools import call_control as cc
-from ...tools.registry import ToolOutcome, ToolRegistry
+from ...tools.registry import ToolRegistry
 from .. import events as ev
 from ..actions import (
     Action,
@@ -73,6 +70,7 @@ from .accept import authorize, await_start
 from .agent_link import AgentLink
 from .carrier import CarrierLink, CarrierWriter
 from .carrier_control import CarrierControl, NoCarrierControl
+from .tools import ToolPort
 
 __all__ = ["CallSession"]
 
@@ -133,7 +131,6 @@ class CallSession:
         self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
         self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
         self._room = asyncio.Event()  # the outbound queue has room again
-        self._tone_waiters: dict[str, asyncio.Event] = {}
         self._agent_task: asyncio.Task[None] | None = None
         self._agent_sender: asyncio.Task[None] | None = None
         self._agent_ending: asyncio.Task[None] | None = None
@@ -201,6 +198,8 @@ class CallSession:
                                      prompt_audio=prompt_ulaw, control_available=self._control.available)
         self._outbound = core.outbound
         self._writer = CarrierWriter(core.outbound, self.carrier, self._clock, self._after_carrier_send)
+        self._tool_port = ToolPort(core, self._tools, self._control, execute=self._execute, wake_writer=self._writer.wake,
+                                   emit=self._emit, clock=self._clock)
         if not admitted:
             return core
         start, audio = setup.start, self._settings.audio
@@ -497,12 +496,11 @@ class CallSession:
                 case WakeAt():
                     self._clock_wake.set()
                 case RunTool():
-                    self._tg.create_task(self._run_tool(core, action.call), name=f"tool:{action.call.name}")
+                    self._tg.create_task(self._tool_port.run_tool(action.call), name=f"tool:{action.call.name}")
                 case ControlRequest():
-                    self._tg.create_task(self._carrier_control(core, action), name="call_control")
+                    self._tg.create_task(self._tool_port.carry_out(action), name="call_control")
                 case MarkHeard():
-                    if (waiter := self._tone_waiters.get(action.tag)) is not None:
-                        waiter.set()
+                    self._tool_port.heard(action.tag)
                 case EndAgentSession():
                     self._stop_agent(core)
                 case EndCall():
@@ -517,75 +515,6 @@ class CallSession:
 
     def _t(self) -> float:
         return round(self._clock() - self._started_at, 3)
-
-    # ============================================================================= tools and call control
-    async def _run_tool(self, core: CallCore, call: ap.ToolCall) -> None:
-        outcome = await self._tools.run(call.name, call.arguments, core.profile, self._end_call, self)
-        await self._execute(core.tool_done(call, outcome.result, outcome.is_error, self._clock()))
-
-    async def _end_call(self, arguments: Mapping[str, Any]) -> None:
-        core = self._core
-        assert core is not None
-        await self._execute(core.request_hangup(self._clock()))
-
-    async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome:
-        """``transfer_call`` (destination already normalized and allow-listed by the registry): the result asks the
-        agent to say the announcement; once that was heard, the carrier's call control transfers the call."""
-        core = self._core
-        assert core is not None
-        if not self._control.available:
-            # This carrier has no call control here (README "Call control": transfers need Twilio REST at the twilio
-            # door): the agent hears it as a tool error and the call goes on.
-            self._log.warning("call.transfer_refused", reason=self._control.unavailable_reason)
-            self._emit(ev.ControlAction("transfer", "refused", t=self._t()))
-            return ToolOutcome(cc.error_result("transfers are not available on this carrier"), True)
-        why, actions = core.request_transfer(destination, self._clock())
-        await self._execute(actions)
-        if why is not None:
-            return ToolOutcome(cc.error_result(why), True)
-        return ToolOutcome(cc.transfer_accepted(announcement))
-
-    async def _carrier_control(self, core: CallCore, request: ControlRequest) -> None:
-        call_id = core.summary.call_sid
-        try:
-            if request.action == "hangup":
-                ended_now = await self._control.hang_up(call_id)
-                actions = core.control_done(request, self._clock(), ended_now=ended_now)
-            else:
-                await self._control.transfer(call_id, request.destination)
-                actions = core.control_done(request, self._clock())
-        except CallControlFailed as exc:
-            actions = core.control_done(request, self._clock(), failure=exc)
-        await self._execute(actions)
-
-    async def send_dtmf(self, digits: str) -> ToolOutcome:
-        """``send_dtmf``: the tones go out as ordinary audio frames in the stream's own format, paced and marked like
-        agent audio, so the stream stays up. The result waits for the mark after them (bounded)."""
-        core = self._core
-        assert core is not None
-        try:
-            plan = core.play_tones(digits, self._clock())
-        except ValueError as exc:
-            return ToolOutcome(cc.error_result(str(exc)), True)
-        heard = self._tone_waiters[plan.tag] = asyncio.Event()
-        self._writer.wake()
-        try:
-            await _wait(heard, plan.wait_s)
-        finally:
-            self._tone_waiters.pop(plan.tag, None)
-        await self._execute(core.tones_done(digits, plan, heard.is_set(), self._clock()))
-        if not heard.is_set():  # cleared by a barge-in, or the line is not playing out
-            return ToolOutcome(cc.error_result("the tones were not confirmed as played"), True)
-        return ToolOutcome(json.dumps({"ok": True, "digits": len(digits)}))
-
-    def read_dtmf(self) -> ToolOutcome:
-        core = self._core
-        assert core is not None
-        digits, actions = core.read_dtmf(self._clock())
-        for action in actions:
-            if isinstance(action, LogLine):
-                getattr(self._log, action.level)(action.event, **action.fields)
-        return ToolOutcome(json.dumps({"digits": digits}))
 
     # ================================================================================================= teardown
     async def _teardown(self, outcome: Outcome, error: str) -> None:
