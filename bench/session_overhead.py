@@ -3,10 +3,10 @@ sockets, against the pure functions they call (parse, transcode, build).
 
     .venv/bin/python -m bench.session_overhead        # ≈ 10 s; README "Performance" → "The floor"
 
-- carrier → agent: one Twilio ``media`` text through ``CallSession.on_carrier_message`` (the carrier reader's work
+- carrier → agent: one Twilio ``media`` text through ``AcceptedCall.on_carrier_message`` (the carrier reader's work
   per message: the dialect's parse, the core, the ``input.audio`` send) against parse + ``InboundAudio.convert`` +
   ``input_audio`` alone;
-- agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``CallSession.on_agent_event`` (the
+- agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``AcceptedCall.on_agent_event`` (the
   agent reader's work per chunk: the core's conversion, queue and playout accounting, the ``media`` send, a mark
   each second) against parse + ``OutboundAudio.convert`` + ``build_media`` alone.
 
@@ -33,6 +33,7 @@ from gateway.audio.transcode import InboundAudio, OutboundAudio
 from gateway.carriers.events import StreamStarted
 from gateway.config import load_settings
 from gateway.call.setup import setup_for
+from gateway.call.shell.accepted import AcceptedCall
 from gateway.session import CallSession
 
 STREAM_SID = "MZ" + "0" * 32
@@ -78,9 +79,9 @@ def _drive(coro: Any) -> None:
     raise RuntimeError("the session path suspended: not the steady-state fast path")
 
 
-def session_under_test() -> tuple[CallSession, _CarrierSocket, _Agent, list[float]]:
-    """A CallSession past start and session.ready, on stand-in sockets and a settable clock, reached through the
-    session's public seams (what its tasks do after an authorized start and a session.ready)."""
+def session_under_test() -> tuple[AcceptedCall, _CarrierSocket, _Agent, list[float]]:
+    """The call of a CallSession past start and session.ready, on stand-in sockets and a settable clock, reached
+    through public seams (what the session's tasks do after an authorized start and a session.ready)."""
     now = [1000.0]
     carrier, agent = _CarrierSocket(), _Agent()
     settings = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"})
@@ -93,11 +94,11 @@ def session_under_test() -> tuple[CallSession, _CarrierSocket, _Agent, list[floa
                   "tracks": ["inbound"], "customParameters": {},
                   "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
     })) if isinstance(ev, StreamStarted)][0]
-    core = sess.begin(setup_for(settings, start))  # the stream's start was authorized
-    sess.agent.adopt(agent)  # the agent socket is open ...
-    core.agent_ready("sess_bench", now[0])  # ... and its session.ready arrived
-    core.agent_event(ap.ReplyStarted("resp_bench"), now[0])  # the agent is speaking
-    return sess, carrier, agent, now
+    call = sess.begin(setup_for(settings, start))  # the stream's start was authorized
+    call.agent.adopt(agent)  # the agent socket is open ...
+    call.core.agent_ready("sess_bench", now[0])  # ... and its session.ready arrived
+    call.core.agent_event(ap.ReplyStarted("resp_bench"), now[0])  # the agent is speaking
+    return call, carrier, agent, now
 
 
 def messages() -> tuple[str, bytes, str, bytes]:
@@ -112,23 +113,23 @@ def messages() -> tuple[str, bytes, str, bytes]:
 
 
 def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
-    sess, carrier, agent, now = session_under_test()
+    call, carrier, agent, now = session_under_test()
     media, ulaw, reply, pcm = messages()
     audio = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"}).audio
     inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", audio.inbound_resample_quality)
     outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, audio.outbound_resample_quality)
-    build_media = sess.dialect.build_media
+    build_media = call.dialect.build_media
 
     def carrier_path() -> None:
-        _drive(sess.on_carrier_message(media))
+        _drive(call.on_carrier_message(media))
 
     def carrier_parts() -> None:
-        for ev in sess.dialect.parse(media):
+        for ev in call.dialect.parse(media):
             ap.input_audio(inbound.convert(ev.payload))
 
     def agent_path() -> None:
         now[0] += 0.010
-        _drive(sess.on_agent_event(ap.parse_server_event(reply)))
+        _drive(call.on_agent_event(ap.parse_server_event(reply)))
 
     def agent_parts() -> None:
         for frame in outbound.convert(ap.parse_server_event(reply).data):  # type: ignore[attr-defined]

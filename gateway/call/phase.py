@@ -3,17 +3,15 @@ Pure.
 
 ::
 
-    AWAITING_START ──accepted──▶ CONNECTING_AGENT ──agent_ready──▶ LIVE ◀──agent_resumed── RESUMING
-          │                            │                            │ └──agent_dropped──▶──┘  │
-          │                            └──────────────┬─────────────┴─────────────────────────┘
-          │                                  farewell │ (the gateway speaks a prompt of its own)
-          │                                           ▼
-          └──────────── ended ──────────────▶ ENDED ◀──ended── ENDING
+    AWAITING_START ─accepted─▶ CONNECTING_AGENT ─agent_ready─▶ LIVE ─agent_dropped─▶ RESUMING
+                                                                ▲                      │
+                                                                └────agent_resumed─────┘
+    CONNECTING_AGENT, LIVE, RESUMING ──farewell──▶ ENDING (the gateway speaks a prompt of its own)
+    every phase but ENDED ──ended──▶ ENDED
 
-``ended`` leads to ENDED from every phase but ENDED itself. The core (:mod:`gateway.call.core`) moves only along
-this table; anything else is our bug (:class:`CallPhaseError`), never the peer's. Events that arrive late for
-their phase (an agent that becomes ready after the call started ending) are the core's to ignore before asking
-for a transition.
+The core (:mod:`gateway.call.core`) moves only along this table; anything else is our bug
+(:class:`CallPhaseError`), never the peer's. Events that arrive late for their phase (an agent that becomes ready
+after the call started ending) are the core's to ignore before asking for a transition.
 """
 
 from __future__ import annotations

@@ -88,8 +88,9 @@ class AgentLink:
         delay = 0.25
         for attempt in range(1, cfg.connect_attempts + 1):
             try:
-                self._adopt(await AgentConnection.open(self.endpoint, timeout=cfg.connect_timeout_s))
-                return await self._await_ready(first_message, on_event)
+                conn = await AgentConnection.open(self.endpoint, timeout=cfg.connect_timeout_s)
+                self._adopt(conn)
+                return await self._await_ready(conn, first_message, on_event)
             except AgentUnavailable as exc:
                 if isinstance(exc, AgentSessionError) and exc.code not in ap.RETRYABLE_CONNECT_CODES:
                     raise
@@ -101,10 +102,8 @@ class AgentLink:
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _await_ready(self, first_message: str,
+    async def _await_ready(self, conn: AgentConnection, first_message: str,
                            on_event: Callable[[ap.ServerEvent], Awaitable[None]]) -> ap.SessionReady:
-        conn = self.conn
-        assert conn is not None  # set by open_session just before
         try:
             try:
                 await conn.send(first_message)
