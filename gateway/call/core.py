@@ -222,12 +222,12 @@ class CallCore(CallTools):
         # A per-call inbound audio budget (rate limit) belongs here, before any work is spent on the frame: a frame
         # over budget is dropped and counted in the summary, never converted or buffered.
         data = self._inbound.convert(payload)
-        if not data or not self.agent_wanted:
-            return None
         q = self._to_agent
-        if send_now and self._live and not q:
+        if send_now and self._live and data and not q:
             s.frames_to_agent += 1
             return data
+        if not data or not self.agent_wanted:
+            return None
         if len(q) == q.maxlen:
             s.frames_dropped_to_agent += 1  # drop-oldest policy (deque maxlen)
         q.append(data)

@@ -123,7 +123,7 @@ class CarrierWriter:
         while True:
             wake.clear()
             if not self._busy:
-                await self._send_due(check_backlog=False)
+                await self._send_due(inline=False)
             if wake.is_set():
                 continue
             at = q.wake_at if (q.urgent or q.items) else None
@@ -140,20 +140,26 @@ class CarrierWriter:
         if self._busy or self._carrier.backlogged():
             self._wake.set()
             return
-        await self._send_due(check_backlog=True)
+        await self._send_due(inline=True)
         q = self._queue
         if q.urgent or q.items:
             self._wake.set()  # held back for pacing, or the socket backed up: the writer takes over
 
-    async def _send_due(self, *, check_backlog: bool) -> None:
+    async def _send_due(self, *, inline: bool) -> None:
+        """Pull and send until nothing is due. ``inline`` (a reader's fast path, whose sends do not wait): one clock
+        reading for the burst, and stop as soon as the socket backs up; the writer task reads the clock per message
+        (a send of its may have waited for the drain)."""
         self._busy = True
         pull, send, clock, backlogged = self._queue.pull, self._carrier.send, self._clock, self._carrier.backlogged
+        now = clock()
         sent = False
         try:
-            while (msg := pull(clock())) is not None:
+            while (msg := pull(now)) is not None:
                 await send(msg)  # the queue counted it as sent: it goes before the next pull
                 sent = True
-                if check_backlog and backlogged():
+                if not inline:
+                    now = clock()
+                elif backlogged():
                     break  # a reader must not wait for the drain: the writer task sends the rest
         finally:
             self._busy = False
