@@ -23,17 +23,18 @@ import json
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from gateway.agent import protocol as ap
 from gateway.agent.client import AgentConnection, AgentEndpoint
 from gateway.audio.transcode import InboundAudio, OutboundAudio
-from gateway.carriers.events import StreamStarted
-from gateway.config import load_settings
 from gateway.call.setup import setup_for
 from gateway.call.shell.accepted import AcceptedCall
+from gateway.carriers.events import StreamStarted
+from gateway.config import load_settings
 from gateway.session import CallSession
 
 STREAM_SID = "MZ" + "0" * 32

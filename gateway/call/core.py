@@ -115,12 +115,7 @@ class CallCore(CallTools):
         self.was_live = False  # the agent session was live when the call started ending (it may be parked)
         # deadlines
         self._call_deadline = now + settings.server.max_call_s
-        # A line without media: carriers send media every 20 ms even when the caller is silent. No clock is read
-        # per frame: each tick notes whether frames came since the last one (_media_at: when they last had), and
-        # the clock ticks at least every quarter of server.no_media_timeout_s, so a dead line ends between 1 and
-        # 1.25 timeouts after its last frame.
-        self._media_at = self._media_checked = now
-        self._media_frames = 0
+        self._media_at = now  # the last caller media (carriers send it every 20 ms, even when the caller is silent)
         self._end_requested: Outcome | None = None
         self._prompt: tuple[str, int, float] | None = None  # ENDING: (name, ms, deadline)
 
@@ -175,8 +170,7 @@ class CallCore(CallTools):
             return min([self._prompt[2], *due])
         if self._end_requested is not None:
             return float("-inf")
-        timeout = self._settings.server.no_media_timeout_s
-        due += [self._call_deadline, self._media_at + timeout, self._media_checked + timeout / 4]
+        due += [self._call_deadline, self._media_at + self._settings.server.no_media_timeout_s]
         if (d := self._dtmf.deadline()) is not None:
             due.append(d)
         if self._exit is not None and (d := self._exit.next_deadline()) is not None:
@@ -194,7 +188,7 @@ class CallCore(CallTools):
         """Anything the carrier's dialect parsed (caller audio included: it waits for :meth:`agent_audio`)."""
         match event:
             case AudioReceived():
-                self.caller_audio(event.payload, False)
+                self.caller_audio(event.payload, now, False)
             case PlaybackCheckpoint():
                 self._on_mark(event.name, now)
             case PlaybackCleared():
@@ -212,15 +206,16 @@ class CallCore(CallTools):
                     self._end(Outcome.CALLER_HANGUP, now)
         return self._take()
 
-    def caller_audio(self, payload: bytes, send_now: bool) -> bytes | None:
+    def caller_audio(self, payload: bytes, now: float, send_now: bool) -> bytes | None:
         """One frame of caller audio. ``send_now``: the shell can send to the agent right away (the carrier reader's
         fast path: nothing in flight, the socket not backed up). Returns the frame converted for the agent when it
         is to be sent now (the agent is live and nothing waits before it; counted as sent: a failed send hands it
         back with :meth:`agent_audio_unsent`); otherwise it waits here for :meth:`agent_audio`."""
+        self._media_at = now
         s = self.summary
         s.frames_in += 1
         # A per-call inbound audio budget (rate limit) belongs here, before any work is spent on the frame: a frame
-        # over budget is dropped and counted in the summary, never converted or buffered.
+        # over budget (``admit(duration_s, now)``) is dropped and counted in the summary, never converted or buffered.
         data = self._inbound.convert(payload)
         q = self._to_agent
         if send_now and self._live and data and not q:
@@ -518,7 +513,7 @@ class CallCore(CallTools):
         elif now >= self._call_deadline:
             # A hung call must not hold a billed line (server.max_call_s).
             self._end(Outcome.MAX_DURATION, now)
-        elif self._no_media(now):
+        elif now >= self._media_at + self._settings.server.no_media_timeout_s:
             # Carriers send media every 20 ms even when the caller is silent: no media is a dead line.
             self._end(Outcome.NO_MEDIA, now)
         else:
@@ -528,12 +523,6 @@ class CallCore(CallTools):
                 self._deliver_held_digits()
             if self._exit is not None:
                 self._exit_timers(self._exit, now)
-
-    def _no_media(self, now: float) -> bool:
-        self._media_checked = now
-        if self.summary.frames_in != self._media_frames:
-            self._media_frames, self._media_at = self.summary.frames_in, now
-        return now >= self._media_at + self._settings.server.no_media_timeout_s
 
     def request_end(self, outcome: Outcome) -> Sequence[Action]:
         """End the call from outside (drain, the carrier's completed callback) at the next :meth:`tick`."""

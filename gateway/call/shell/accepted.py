@@ -139,7 +139,7 @@ class AcceptedCall:
     async def on_carrier_message(self, data: str | bytes) -> None:
         """What the carrier reader does with one message (also the benchmark's seam: bench/session_overhead.py)."""
         core = self.core
-        link = self.agent
+        link, now = self.agent, self._clock()
         for event in self.dialect.parse(data):
             if type(event) is AudioReceived:
                 # Fast path, the steady state: the frame goes to the agent from here (instead of waking
@@ -149,13 +149,20 @@ class AcceptedCall:
                 conn = link.conn
                 send_now = (conn is not None and not link.sending and conn is not link.broken_conn
                             and not conn.backlogged())
-                frame = core.caller_audio(event.payload, send_now)
+                frame = core.caller_audio(event.payload, now, send_now)
                 if frame is not None and conn is not None:  # (send_now implies conn)
-                    await self._send_frame(core, conn, frame)
+                    link.sending = True  # newer frames queue behind this one, so the order holds
+                    try:
+                        await conn.send(ap.input_audio(frame))
+                    except AgentClosed:
+                        core.agent_audio_unsent([frame])  # kept for the resumed session (see _send_audio)
+                        link.broken(conn)
+                    finally:
+                        link.sending = False
                 elif core.live:
                     self._agent_wake.set()  # it waits in the core's buffer: agent_sender delivers it
             else:
-                actions = core.carrier_event(event, self._clock())
+                actions = core.carrier_event(event, now)
                 if actions:
                     await self._execute(actions)
 
@@ -170,18 +177,6 @@ class AcceptedCall:
             await self._writer.flush()  # fast path: send what is due from here
             if q.frames >= q.max_frames:
                 await self._wait_for_room(core)
-
-    async def _send_frame(self, core: CallCore, conn: AgentConnection, frame: bytes) -> None:
-        """The carrier reader's fast path: one frame, one ``input.audio``."""
-        link = self.agent
-        link.sending = True
-        try:
-            await conn.send(ap.input_audio(frame))
-        except AgentClosed:
-            core.agent_audio_unsent([frame])  # kept for the resumed session (see _send_audio)
-            link.broken(conn)
-        finally:
-            link.sending = False
 
     async def _send_audio(self, core: CallCore, conn: AgentConnection, frames: list[bytes]) -> None:
         """One ``input.audio`` (from the carrier reader's fast path or agent_sender). While it is in flight newer
