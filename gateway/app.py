@@ -29,10 +29,10 @@ from aiohttp import web
 
 from .admission import REFUSED_DRAINING, Admission
 from .agent.client import AgentEndpoint, new_http_session
+from .call.events import CallEvent
+from .call.shell.carrier_control import carrier_control
 from .call_control_http import PARKED, rest_client, setup_call_control, status_callback_url
 from .carriers import twiml
-from .call.shell.carrier_control import carrier_control
-from .call.events import CallEvent
 from .carriers.base import Dialect
 from .carriers.registry import TwilioDialect
 from .config import BUILTIN_TOOLS, Settings
