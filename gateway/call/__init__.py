@@ -1,4 +1,2 @@
-"""One phone call: a pure core (the call's logic, sans I/O) and the asyncio shell that runs it.
-
-See :mod:`gateway.call.core` for the core and :mod:`gateway.call.session` for the shell.
-"""
+"""One phone call: a pure core (the call's logic, sans I/O; :mod:`gateway.call.core`, mypy --strict) and the asyncio
+shell that runs it (:mod:`gateway.call.shell`; :class:`gateway.call.shell.session.CallSession`)."""
