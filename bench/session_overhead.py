@@ -3,12 +3,12 @@ sockets, against the pure functions they call (parse, transcode, build).
 
     .venv/bin/python -m bench.session_overhead        # ≈ 10 s; docs/architecture/performance.md, "The floor"
 
-- carrier → agent: one Twilio ``media`` text through ``dialect.parse`` and ``CallSession._on_caller_audio`` (the
-  carrier reader's work per frame, the ``input.audio`` send included) against parse + ``InboundAudio.convert`` +
+- carrier → agent: one Twilio ``media`` text through ``AcceptedCall.on_carrier_message`` (the carrier reader's work
+  per message: the dialect's parse, the core, the ``input.audio`` send) against parse + ``InboundAudio.convert`` +
   ``input_audio`` alone;
-- agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``CallSession._on_agent_event`` (the
-  agent reader's work per chunk: conversion, playout accounting, the ``media`` send, a mark each second) against
-  parse + ``OutboundAudio.convert`` + ``build_media`` alone.
+- agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``AcceptedCall.on_agent_event`` (the
+  agent reader's work per chunk: the core's conversion, queue and playout accounting, the ``media`` send, a mark
+  each second) against parse + ``OutboundAudio.convert`` + ``build_media`` alone.
 
 The stand-in sockets' sends cost ~0.1 µs and never suspend, so the difference is the session's own Python per
 message, with hot caches: a floor for what it costs inside a loaded process, where 100+ calls interleave. The clock
@@ -24,13 +24,16 @@ import json
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from gateway.agent import protocol as ap
 from gateway.agent.client import AgentConnection, AgentEndpoint
 from gateway.audio.transcode import InboundAudio, OutboundAudio
+from gateway.call.setup import setup_for
+from gateway.call.shell.accepted import AcceptedCall
 from gateway.carriers.events import StreamStarted
 from gateway.config import load_settings
 from gateway.session import CallSession
@@ -78,8 +81,9 @@ def _drive(coro: Any) -> None:
     raise RuntimeError("the session path suspended: not the steady-state fast path")
 
 
-def session_under_test() -> tuple[CallSession, _CarrierSocket, _Agent, list[float]]:
-    """A CallSession past start and session.ready, on stand-in sockets and a settable clock."""
+def session_under_test() -> tuple[AcceptedCall, _CarrierSocket, _Agent, list[float]]:
+    """The call of a CallSession past start and session.ready, on stand-in sockets and a settable clock, reached
+    through public seams (what the session's tasks do after an authorized start and a session.ready)."""
     now = [1000.0]
     carrier, agent = _CarrierSocket(), _Agent()
     settings = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"})
@@ -92,11 +96,11 @@ def session_under_test() -> tuple[CallSession, _CarrierSocket, _Agent, list[floa
                   "tracks": ["inbound"], "customParameters": {},
                   "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
     })) if isinstance(ev, StreamStarted)][0]
-    sess._begin(start)  # noqa: SLF001 - what the carrier reader does after a verified start
-    sess._agent = agent  # noqa: SLF001 - what agent_runner does once session.ready arrived
-    sess._agent_ready.set()  # noqa: SLF001
-    sess._reply_id, sess._reply_active = "resp_bench", True  # noqa: SLF001
-    return sess, carrier, agent, now
+    call = sess.begin(setup_for(settings, start))  # the stream's start was authorized
+    call.agent.adopt(agent)  # the agent socket is open ...
+    call.core.agent_ready("sess_bench", now[0])  # ... and its session.ready arrived
+    call.core.agent_event(ap.ReplyStarted("resp_bench"), now[0])  # the agent is speaking
+    return call, carrier, agent, now
 
 
 def messages() -> tuple[str, bytes, str, bytes]:
@@ -111,25 +115,25 @@ def messages() -> tuple[str, bytes, str, bytes]:
 
 
 def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
-    sess, carrier, agent, now = session_under_test()
+    call, carrier, agent, now = session_under_test()
     media, ulaw, reply, pcm = messages()
-    inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", sess._settings.audio.inbound_resample_quality)  # noqa: SLF001
-    outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, sess._settings.audio.outbound_resample_quality)  # noqa: SLF001
-    build_media = sess.dialect.build_media
+    audio = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"}).audio
+    inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", audio.inbound_resample_quality)
+    outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, audio.outbound_resample_quality)
+    build_media = call.dialect.build_media
 
     def carrier_path() -> None:
         now[0] += 0.020  # a frame every 20 ms, as on a real call: within the inbound rate limit (gateway.ratelimit)
-        for ev in sess.dialect.parse(media):
-            _drive(sess._on_caller_audio(ev.payload))  # noqa: SLF001
+        _drive(call.on_carrier_message(media))
 
     def carrier_parts() -> None:
         now[0] += 0.020  # the same clock step, so the difference stays the session's own work
-        for ev in sess.dialect.parse(media):
+        for ev in call.dialect.parse(media):
             ap.input_audio(inbound.convert(ev.payload))
 
     def agent_path() -> None:
         now[0] += 0.010
-        _drive(sess._on_agent_event(ap.parse_server_event(reply)))  # noqa: SLF001
+        _drive(call.on_agent_event(ap.parse_server_event(reply)))
 
     def agent_parts() -> None:
         for frame in outbound.convert(ap.parse_server_event(reply).data):  # type: ignore[attr-defined]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .admission import Admission
 
 if TYPE_CHECKING:
+    from .call.events import CallEvent
     from .session import CallSession, CallSummary
 
 __all__ = ["RESERVATION_TTL_S", "CallRegistry"]
@@ -32,8 +33,8 @@ class CallRegistry:
     completed: list[CallSummary] = field(default_factory=list)
     admission: Admission = field(default_factory=lambda: Admission(limit=100))
     keep_summaries: int = 1000
-    #: Live viewers of per-call timelines: called with (call_sid, event kind, fields). See CallSession._emit.
-    listeners: list[Callable[[str, str, dict[str, Any]], None]] = field(default_factory=list)
+    #: Live viewers of per-call timelines: called with (call_sid, typed event; gateway.call.events).
+    listeners: list[Callable[[str, CallEvent], None]] = field(default_factory=list)
     #: Called with every finished call's summary (metrics; see gateway.metrics).
     on_record: list[Callable[[CallSummary], None]] = field(default_factory=list)
     #: Sessions by admission ticket, so a stream evicted from the pending pool can be closed.

@@ -10,7 +10,10 @@
     │   └── AgentSessionError  the agent ended the session with a fatal ``session.error``
     ├── TwilioRestError        Twilio's REST API answered an error (gateway.carriers.twilio_rest: status, code)
     │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
-    └── CallEnded              not an error: the call ended normally (``reason`` says how); used to unwind tasks
+    ├── CallControlFailed      the call's carrier control (REST hang-up, transfer) failed or does not exist here
+    ├── CallPhaseError         we drove the call core along a transition its phase table does not have (our bug)
+    └── CallEnded              not an error: the call ended normally (``reason``, an :class:`Outcome`, says how);
+                               used to unwind a call's tasks
 
 The embedded local agent (``gateway.local_agent``) raises its own errors in the same tree:
 
@@ -18,10 +21,39 @@ The embedded local agent (``gateway.local_agent``) raises its own errors in the 
     RemoteProtocolError    ← protocol.ProtocolError, protocol.TokenRequestInvalid: its client broke the protocol
     CallEnded              ← endings.ConnectionDone: one of its sockets ended (``reason`` is an ``EndReason``)
 
-Anything else escaping a call is our bug: the call session logs it once, with the call's context, and ends the call.
+Anything else escaping a call is our bug: the call session logs it once, with the call's context, and ends the call
+(outcome ``internal_error``).
+
+:class:`Outcome` lists every way a call can end. Its values are the ``outcome`` strings of the ``call.ended`` log
+line and of the ``voice_gateway_calls_total`` metric (docs/reference/metrics.md), so they never change.
 """
 
 from __future__ import annotations
+
+import enum
+
+
+class Outcome(enum.StrEnum):
+    """How a call ended (``call.ended`` ``outcome``). A ``str``: it compares, formats and serializes as its value."""
+
+    CALLER_HANGUP = "caller_hangup"  # the carrier stopped the stream ('stop')
+    CARRIER_CLOSED = "carrier_closed"  # the carrier socket closed without 'stop'
+    AGENT_HANGUP = "agent_hangup"  # end_call, after the goodbye was heard
+    AGENT_ENDED = "agent_ended"  # the agent sent session.ended
+    TRANSFERRED = "transferred"  # transfer_call: the carrier took the caller elsewhere
+    CALL_COMPLETED = "call_completed"  # the carrier's status callback said the call is over
+    REFUSED = "refused"  # the stream's token did not verify (or was already in use)
+    AT_CAPACITY = "at_capacity"  # authorized, but no slot left at 'start': apology
+    DRAINING = "draining"  # authorized, but the process stopped taking calls before 'start'
+    DRAINED = "drained"  # the process drained: goodbye
+    MAX_DURATION = "max_duration"  # server.max_call_s: goodbye
+    NO_MEDIA = "no_media"  # no caller media for server.no_media_timeout_s
+    NO_START = "no_start"  # no 'start' within server.start_timeout_s
+    CARRIER_STALLED = "carrier_stalled"  # the carrier stopped reading our audio for audio.outbound_buffer_s
+    PROTOCOL_ERROR = "protocol_error"  # a peer broke its protocol
+    AGENT_UNAVAILABLE = "agent_unavailable"  # the agent could not be reached or resumed: apology
+    AGENT_ERROR = "agent_error"  # a fatal session.error: apology
+    INTERNAL_ERROR = "internal_error"  # our bug
 
 
 class GatewayError(Exception):
@@ -61,9 +93,24 @@ class AgentSessionError(AgentUnavailable):
         self.message = message
 
 
+class CallControlFailed(GatewayError):
+    """The carrier's call control could not do what was asked (gateway.call.carrier_control): ``status`` is the
+    HTTP status (0: nothing was sent, or no answer), ``code`` the carrier's error code when it gave one."""
+
+    def __init__(self, status: int, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class CallPhaseError(GatewayError):
+    """Our bug: the call core (gateway.call.core) was asked for a phase transition its table does not have."""
+
+
 class CallEnded(GatewayError):
     """Raised inside a call's task group to end the call; ``reason`` is the logged outcome."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: Outcome | str) -> None:
+        super().__init__(str(reason))
+        self.reason: Outcome | str = reason

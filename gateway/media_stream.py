@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -18,6 +17,8 @@ from aiohttp import web
 
 from . import urls
 from .agent.client import AgentEndpoint
+from .call.events import CallEvent
+from .call.shell.carrier_control import carrier_control
 from .call_control_http import rest_client
 from .call_registry import CallRegistry
 from .carriers.base import Dialect
@@ -55,9 +56,9 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             endpoint=_agent_endpoint(request),
             tools=ToolRegistry(settings.tools, request.app[HTTP]),
             on_summary=calls.record,
-            on_event=lambda kind, fields: _publish(calls, session, kind, fields),
+            on_event=lambda event: _publish(calls, session, event),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
-            rest=rest_client(request.app),
+            call_control=carrier_control(scope or dialect.carrier, rest_client(request.app)),
             parked=request.app[PARKED],
             stream_stopping=lambda call_sid: any(
                 s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())
@@ -87,9 +88,9 @@ def _evict(calls: CallRegistry, ticket: int) -> None:
         session.request_end("evicted")
 
 
-def _publish(calls: CallRegistry, session: CallSession, kind: str, fields: dict[str, Any]) -> None:
+def _publish(calls: CallRegistry, session: CallSession, event: CallEvent) -> None:
     for listener in list(calls.listeners):
-        listener(session.summary.call_sid, kind, fields)
+        listener(session.summary.call_sid, event)
 
 
 def _agent_endpoint(request: web.Request) -> AgentEndpoint:
@@ -106,6 +107,4 @@ def _agent_endpoint(request: web.Request) -> AgentEndpoint:
 async def close_calls(app: web.Application) -> None:
     """on_shutdown: close live carrier sockets so their handlers finish (aiohttp web_ws.py pattern)."""
     for session, _task in list(app[CALLS].active.values()):
-        ws = session._ws  # the registry owns shutdown
-        if not ws.closed:
-            await ws.close(code=1001, message=b"server shutdown")
+        await session.shutdown()

@@ -37,6 +37,7 @@ from prometheus_client import (
 )
 
 from . import __version__
+from .call import events as ev
 from .session import CallSummary
 
 __all__ = ["BUCKETS", "GatewayMetrics", "loop_lag_probe", "metrics_handler", "serve_metrics_on"]
@@ -195,51 +196,49 @@ class GatewayMetrics:
             self.protocol_errors.labels(side)
 
     # ---- feeds ------------------------------------------------------------------------------------------------
-    def on_event(self, call_sid: str, kind: str, fields: dict[str, Any]) -> None:
-        """A ``CallRegistry`` listener: one call's timeline event (see ``CallSession._emit``)."""
-        if kind == "call.started":
-            self._calls[call_sid] = _CallState()
-            return
-        state = self._calls.get(call_sid)
-        if kind == "agent.session_ready":
-            _observe(self.agent_ready, fields.get("t"))
-        elif kind == "caller.speech_stopped":
-            if state is not None:
-                state.awaiting_response = True
-        elif kind == "agent.first_audio":
-            if state is not None and not state.first_audio_seen:
-                state.first_audio_seen = True
-                _observe(self.first_audio, fields.get("t"))
-            if state is not None and state.awaiting_response:
-                state.awaiting_response = False
-                _observe(self.response, _ms(fields.get("latency_ms")))
-        elif kind == "call.barge_in":
-            self.barge_ins.labels(str(fields.get("cause") or "unknown")).inc()
-            _observe(self.unplayed, _ms(fields.get("dropped_unplayed_ms")))
-        elif kind == "agent.session_error":
-            self.session_errors.labels(self._code(fields.get("code")), "true" if fields.get("fatal") else "false").inc()
-        elif kind == "call.protocol_error":
-            side = fields.get("side")
-            self.protocol_errors.labels(side if side in ("carrier", "agent") else "other").inc()
-        elif kind == "tool.called":
-            self.tool_calls.labels(self._tool(fields.get("tool"))).inc()
-        elif kind == "agent.dropped":
-            self.drops.inc()
-        elif kind == "agent.resumed":
-            self.resumes.inc()
-            _observe(self.resume_gap, _ms(fields.get("gap_ms")))
-        elif kind == "call.dtmf":
-            self.dtmf_digits.labels("in").inc()
-        elif kind == "call.dtmf_sent":
-            n = fields.get("digits")
-            if isinstance(n, int) and n > 0:
-                self.dtmf_digits.labels("out").inc(n)
-        elif kind == "call.control":
-            self.on_call_control(str(fields.get("action") or "other"), str(fields.get("result") or "other"))
-        elif kind == "call.reattached":
-            self.reattaches.inc()
-        elif kind == "call.ended":
-            self._calls.pop(call_sid, None)
+    def on_event(self, call_sid: str, event: ev.CallEvent) -> None:
+        """A ``CallRegistry`` listener: one call's timeline event (gateway.call.events)."""
+        match event:
+            case ev.CallStarted():
+                self._calls[call_sid] = _CallState()
+            case ev.AgentSessionReady():
+                _observe(self.agent_ready, event.t)
+            case ev.CallerSpeechStopped():
+                if (state := self._calls.get(call_sid)) is not None:
+                    state.awaiting_response = True
+            case ev.AgentFirstAudio():
+                state = self._calls.get(call_sid)
+                if state is not None and not state.first_audio_seen:
+                    state.first_audio_seen = True
+                    _observe(self.first_audio, event.t)
+                if state is not None and state.awaiting_response:
+                    state.awaiting_response = False
+                    _observe(self.response, _ms(event.latency_ms))
+            case ev.BargeIn():
+                self.barge_ins.labels(event.cause or "unknown").inc()
+                _observe(self.unplayed, _ms(event.dropped_unplayed_ms))
+            case ev.SessionErrorReport():
+                self.session_errors.labels(self._code(event.code), "true" if event.fatal else "false").inc()
+            case ev.ProtocolViolation():
+                self.protocol_errors.labels(event.side if event.side in ("carrier", "agent") else "other").inc()
+            case ev.ToolCalled():
+                self.tool_calls.labels(self._tool(event.tool)).inc()
+            case ev.AgentDrop():
+                self.drops.inc()
+            case ev.AgentResume():
+                self.resumes.inc()
+                _observe(self.resume_gap, _ms(event.gap_ms))
+            case ev.CallerKeypress():
+                self.dtmf_digits.labels("in").inc()
+            case ev.TonesSent():
+                if event.digits > 0:
+                    self.dtmf_digits.labels("out").inc(event.digits)
+            case ev.ControlAction():
+                self.on_call_control(event.action, event.result)
+            case ev.Reattach():
+                self.reattaches.inc()
+            case ev.CallEnd():
+                self._calls.pop(call_sid, None)
 
     def on_summary(self, s: CallSummary) -> None:
         """A ``CallRegistry.on_record`` hook: the call is over."""

@@ -1,7 +1,7 @@
 """Re-attach: a call whose media stream is replaced keeps its agent session. Not pure: it holds live agent sockets
 and one expiry task per parked session.
 
-Twilio ends a ``<Connect><Stream>`` whenever the call's TwiML is replaced (a REST redirect, telephony.md §A.8),
+Twilio ends a ``<Connect><Stream>`` whenever the call's TwiML is replaced (a REST redirect, README "Call control"),
 and the next ``<Connect><Stream>`` of the same call is a new socket with a new ``streamSid``. The caller is still on
 the line and must not meet a new agent that has forgotten the conversation.
 
@@ -10,13 +10,13 @@ the new stream). When a stream stops and ``server.reattach_window_s`` > 0, the c
 connection here instead of ending it; a new stream whose ``start`` names the same CallSid *claims* it, and carries
 on with the same session (same ``session_id``, no new ``session.update``, no second greeting). Keeping the socket
 lets the gateway end the session the moment it knows the call is over (``session.end`` stops billing at once,
-voice-agent-api.md §2.1), where a closed socket would leave the server holding it, billed, for its 30 s resume
+README "Failure behaviour"), where a closed socket would leave the server holding it, billed, for its 30 s resume
 window. If the parked socket dropped meanwhile, the new stream's session notices and resumes it by
-``session_id`` as after any drop (:meth:`gateway.session.CallSession._resume_agent`).
+``session_id`` as after any drop (:mod:`gateway.call.shell.agent_link`).
 
 Twilio's ``stop`` does not say why a stream ended (caller hung up, or a redirect), so every stop of a live call
 parks. A parked session ends (``session.end``) when the window passes, when the call's ``completed`` status
-callback arrives (:meth:`ParkedAgents.release`; telephony.md §A.9: the authoritative end of a call), or at
+callback arrives (:meth:`ParkedAgents.release`; the authoritative end of a call, README "Call control"), or at
 shutdown. The cost of the window is agent time after ordinary hang-ups, which is why it is off by default and
 best paired with status callbacks. Per process: a new stream that lands on another replica starts a new session.
 """

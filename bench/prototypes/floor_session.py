@@ -147,11 +147,11 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_summary: Callable[[CallSummary], None] | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
         admit: Callable[[str, str], str | None] | None = None,
         resume_window_s: float | None = None,
         dialect: Dialect | None = None,
-        rest: Any = None,
+        call_control: Any = None,
         parked: Any = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
@@ -182,8 +182,8 @@ class CallSession:
             self.started = True
             agent = await self._open_agent()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._carrier_loop(agent), name="floor_carrier")
-                tg.create_task(self._agent_loop(agent), name="floor_agent")
+                tg.create_task(self.carrier_loop(agent), name="floor_carrier")
+                tg.create_task(self.agent_loop(agent), name="floor_agent")
         except* CallEnded as eg:
             outcome = eg.exceptions[0].reason
         except* Exception as eg:
@@ -193,6 +193,11 @@ class CallSession:
         finally:
             await asyncio.shield(self._teardown(outcome))
         return self.summary
+
+    async def shutdown(self) -> None:
+        """The process shuts down now: close the carrier socket (gateway/app.py ``_close_calls``)."""
+        if not self._ws.closed:
+            await self._ws.close(code=1001, message=b"server shutdown")
 
     def request_end(self, reason: str = "drained") -> None:
         """Drain: close the carrier socket; the carrier loop sees the close and the call tears down."""
@@ -264,7 +269,7 @@ class CallSession:
             self._on_summary(s)
 
     # ---- per message -------------------------------------------------------------------------------------------
-    async def _carrier_loop(self, agent: AgentConnection) -> None:
+    async def carrier_loop(self, agent: AgentConnection) -> None:
         audio = self._settings.audio
         passthrough = audio.agent_format != "pcm24k"
         sizes = inbound_sizes(audio.agent_format, audio.inbound_resample_quality)
@@ -300,7 +305,7 @@ class CallSession:
                 raise CallEnded("caller_hangup")
             # connected, mark echoes (none: the floor sends no marks), dtmf: nothing to do
 
-    async def _agent_loop(self, agent: AgentConnection) -> None:
+    async def agent_loop(self, agent: AgentConnection) -> None:
         audio = self._settings.audio
         passthrough = audio.agent_format != "pcm24k"
         stream = getattr(self.dialect, "stream", None)

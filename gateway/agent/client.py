@@ -8,7 +8,7 @@ Two interchangeable transports behind one :class:`AgentConnection` interface (co
   (README "Performance"), and the carrier side already runs on aiohttp.
 - ``websockets``: the ``websockets`` client, kept selectable as the reference implementation.
 
-Both map the socket's end the same way, because the resume logic of :mod:`gateway.session` depends on it:
+Both map the socket's end the same way, because the resume logic (:mod:`gateway.call.shell.agent_link`) depends on it:
 
 - :class:`AgentClosed` ``(code, reason)`` from :meth:`~AgentConnection.send` / :meth:`~AgentConnection.recv`:
   ``code``/``reason`` of the close frame the *peer* sent; ``(None, "")`` for a drop without one (FIN or RST,
@@ -56,8 +56,9 @@ def new_http_session() -> aiohttp.ClientSession:
         headers={"User-Agent": USER_AGENT},
     )
     # aiohttp silently repeats an idempotent request (the upgrade GET) once when the connection drops before the
-    # response. One connect attempt must be one connection: the session's backoff (gateway.session) decides when to
-    # try again. No public switch exists; aiohttp's own test client (test_utils.py) sets the same attribute.
+    # response. One connect attempt must be one connection: the call's backoff (gateway.call.shell.agent_link)
+    # decides when to try again. No public switch exists; aiohttp's own test client (test_utils.py) sets the same
+    # attribute.
     session._retry_connection = False
     return session
 
@@ -124,7 +125,7 @@ class AgentConnection:
     def backlogged(self) -> bool:
         """True while bytes wait in user space for the socket (the kernel's send buffer is full: the agent or the
         network is not keeping up). A send now may wait for the drain, so the carrier reader must not make it
-        itself (gateway/session.py, fast path): it queues the frame, where the drop-oldest policy applies."""
+        itself (gateway/call/shell/session.py, fast path): it queues the frame, where the drop-oldest policy applies."""
         transport = self._transport
         return transport is not None and transport.get_write_buffer_size() > 0
 

@@ -49,6 +49,7 @@ import structlog
 from aiohttp import web
 
 from .. import urls
+from ..call.events import CallEvent
 from ..carriers.twilio import TwilioDialect
 from ..carriers.twiml import connect_stream
 from ..config import Settings
@@ -101,12 +102,12 @@ class _Feed:
     )
     dropped: int = 0
 
-    def offer(self, call_sid: str, kind: str, fields: dict[str, Any]) -> None:
+    def offer(self, call_sid: str, event: CallEvent) -> None:
         """The registry listener: called synchronously from the call session; never blocks."""
         if call_sid != self.call_sid:
             return
         try:
-            self.queue.put_nowait((kind, dict(fields)))
+            self.queue.put_nowait((event.kind, event.fields()))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -140,7 +141,7 @@ class SoftphoneState:
         for sid in [s for s, d in self.dialled.items() if d.until < now]:
             del self.dialled[sid]
 
-    def on_call_event(self, call_sid: str, kind: str, fields: dict[str, Any]) -> None:
+    def on_call_event(self, call_sid: str, event: CallEvent) -> None:
         """The registry listener that moves a dialled call's bound: from the start window to the call's own maximum
         when its stream starts, to now when it ends (its feeds have their call.ended, a later feed has nothing to
         show). Called synchronously from call sessions: a dict lookup, never raises."""
@@ -148,6 +149,7 @@ class SoftphoneState:
         if entry is None:
             return
         now = time.monotonic()
+        kind = event.kind
         if kind == "call.started" and not entry.started and entry.until >= now:
             entry.started = True
             entry.until = now + self.max_call_s + ENDING_GRACE_S

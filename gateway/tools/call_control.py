@@ -1,5 +1,5 @@
 """The call-control tools' pure parts: declarations, argument checks, the transfer allow-list and the keypad inbox.
-Pure: no sockets, no clock reads (``now`` is passed in). The call session (:mod:`gateway.session`) does the I/O.
+Pure: no sockets, no clock reads (``now`` is passed in). The call (:mod:`gateway.call`) does the rest.
 
 Built-in tools (voice-agent-api.md §3.1 flat format), declared in the first ``session.update`` when a profile lists
 them in ``tools`` (README "Call control"):

@@ -1,8 +1,8 @@
 """The tools a call's agent may use: declarations for ``session.update`` and execution of ``tool.call``s.
 
-Built in: ``end_call`` (the call session waits for the goodbye to play, proven by a mark echo, then hangs up), and
-the call-control tools ``transfer_call``, ``send_dtmf``, ``read_dtmf`` (:mod:`gateway.tools.call_control`: their
-arguments are checked here, purely; the call session does the rest through :class:`CallControl`).
+Built in: ``end_call`` (the call waits for the goodbye to play, proven by a mark echo, then hangs up), and the
+call-control tools ``transfer_call``, ``send_dtmf``, ``read_dtmf`` (:mod:`gateway.tools.call_control`: their
+arguments are checked here, purely; the call does the rest through :class:`CallControl`).
 Configured: HTTP tools (``[tools.NAME]`` in config): the arguments object is POSTed as JSON to the URL (tool name in
 the ``X-Voice-Gateway-Tool`` header); a 2xx body is
 the result string; anything else (status, timeout, connection error) comes back with ``is_error: true``.
@@ -44,7 +44,7 @@ class ToolOutcome:
 
 
 class CallControl(Protocol):
-    """What the call-control tools need from the call (implemented by :class:`gateway.session.CallSession`)."""
+    """What the call-control tools need from the call (implemented by :class:`gateway.call.shell.tools.ToolPort`)."""
 
     async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome: ...
 
@@ -100,7 +100,7 @@ class ToolRegistry:
 
     async def _run_call_control(self, name: str, arguments: Mapping[str, Any], profile: Profile,
                                 control: CallControl | None) -> ToolOutcome:
-        if control is None:  # pragma: no cover - the call session always passes itself
+        if control is None:  # pragma: no cover - the call always passes its ToolPort
             return ToolOutcome(cc.error_result("call control unavailable"), True)
         if name == cc.TRANSFER_CALL:
             # The allow-list is checked before anything else happens: a refused destination never reaches Twilio.

@@ -78,7 +78,7 @@ async def test_a_call_over_each_carrier_greets_answers_barges_in_and_hangs_up(ca
     )
     feed: list[tuple[str, dict[str, Any]]] = []
     async with serve_gateway(settings, models) as (base, app):
-        app[CALLS].listeners.append(lambda _sid, kind, fields: feed.append((kind, fields)))
+        app[CALLS].listeners.append(lambda _sid, event: feed.append((event.kind, event.fields())))
         record = await simulate_call(
             SimulatorConfig(url=base, carrier=carrier, turns=turns, barge_in_after_s=2.5, greeting_timeout_s=6.0)
         )

@@ -185,7 +185,7 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
         print(f"  call {i}: greeting {p.greeting}, replies {p.replies}, speech {p.speech}, tool {p.tool}")
 
     feed: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
-    gw_app[CALLS].listeners.append(lambda sid, kind, f: feed.setdefault(sid, []).append((time.monotonic(), kind, f)))
+    gw_app[CALLS].listeners.append(lambda sid, e: feed.setdefault(sid, []).append((time.monotonic(), e.kind, e.fields())))
 
     def seen(call_sid: str, kind: str, after: float) -> list[tuple[float, dict[str, Any]]]:
         return [(t, f) for t, k, f in feed.get(call_sid, []) if k == kind and t >= after]

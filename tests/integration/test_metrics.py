@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.call import events as ev
 from gateway.keys import CALLS, METRICS
 from gateway.metrics import GatewayMetrics
 from gateway.session import CallSummary
@@ -150,17 +151,17 @@ def _value(m: GatewayMetrics, name: str, **labels: str) -> float:
 
 def test_agent_resumed_events_are_counted_without_a_log_line():
     m = _metrics()
-    m.on_event("CA1", "call.started", {"t": 0.0})
-    m.on_event("CA1", "agent.resumed", {"t": 5.0})
-    m.on_event("CA1", "agent.resumed", {"t": 9.0})
+    m.on_event("CA1", ev.CallStarted("CA1", "default", t=0.0))
+    m.on_event("CA1", ev.AgentResume(1, 250.0, t=5.0))
+    m.on_event("CA1", ev.AgentResume(1, 250.0, t=9.0))
     assert _value(m, P + "agent_resumes_total") == 2
 
 
 def test_peer_supplied_label_values_cannot_mint_unbounded_series():
     m = _metrics()
     for i in range(200):
-        m.on_event("CA1", "agent.session_error", {"code": f"code_{i}", "fatal": False})
-    m.on_event("CA1", "agent.session_error", {"code": "Bad Code!\n", "fatal": False})
+        m.on_event("CA1", ev.SessionErrorReport(f"code_{i}", False))
+    m.on_event("CA1", ev.SessionErrorReport("Bad Code!\n", False))
     codes = {s.labels["code"] for fam in m.registry.collect() for s in fam.samples
              if s.name == P + "agent_session_errors_total"}
     assert len(codes) <= 65 and "other" in codes
@@ -169,10 +170,10 @@ def test_peer_supplied_label_values_cannot_mint_unbounded_series():
 
 def test_per_call_state_is_dropped_when_the_call_ends():
     m = _metrics()
-    m.on_event("CA1", "call.started", {"t": 0.0})
-    m.on_event("CA1", "agent.first_audio", {"t": 1.2, "latency_ms": 700.0})  # the greeting
-    m.on_event("CA1", "caller.speech_stopped", {"t": 3.0})
-    m.on_event("CA1", "agent.first_audio", {"t": 3.6, "latency_ms": 600.0})
+    m.on_event("CA1", ev.CallStarted("CA1", "default", t=0.0))
+    m.on_event("CA1", ev.AgentFirstAudio("r1", 700.0, t=1.2))  # the greeting
+    m.on_event("CA1", ev.CallerSpeechStopped(t=3.0))
+    m.on_event("CA1", ev.AgentFirstAudio("r2", 600.0, t=3.6))
     assert _value(m, P + "time_to_first_agent_audio_seconds_sum") == 1.2
     assert _value(m, P + "response_latency_seconds_sum") == 0.6
     m.on_summary(CallSummary(call_sid="CA1", outcome="caller_hangup", duration_s=4.0,

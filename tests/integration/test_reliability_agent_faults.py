@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from gateway import session as session_mod
+from gateway.call.core import CallCore
+from gateway.call.shell import agent_link
 from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
 from gateway.audio import g711
@@ -179,13 +180,13 @@ async def test_frames_whose_send_fails_go_back_before_the_backlog_for_the_resume
     # must go back to the FRONT of the backlog for the session resumed after this second drop. Nothing is lost: the
     # fake agent keeps reading after its FIN, so the agent must get every frame exactly once and in order.
     requeues: list[tuple[int, int]] = []  # (frames put back, frames already waiting behind them)
-    requeue = session_mod.CallSession._requeue_to_agent
+    requeue = CallCore.agent_audio_unsent
 
     def spy(self, frames):
-        requeues.append((len(frames), len(self._to_agent)))
+        requeues.append((len(frames), self.to_agent_pending))
         requeue(self, frames)
 
-    monkeypatch.setattr(session_mod.CallSession, "_requeue_to_agent", spy)
+    monkeypatch.setattr(CallCore, "agent_audio_unsent", spy)
     gw = await start_gateway(write_config('[audio]\nagent_format = "pcmu"\n'))
     peer, sess = await _call(gw, new_peer, fake_agent)
     frames = [bytes([40 + i]) * 160 for i in range(100)]  # passthrough: frame i arrives as 160 bytes of 40 + i
@@ -267,7 +268,7 @@ async def test_retryable_resume_error_is_retried_with_backoff(start_gateway, new
 async def test_agent_unreachable_for_the_whole_resume_window_ends_the_call_with_the_apology(
     start_gateway, new_peer, fake_agent, proxy, monkeypatch
 ):
-    monkeypatch.setattr(session_mod, "RESUME_WINDOW_S", 1.5)
+    monkeypatch.setattr(agent_link, "RESUME_WINDOW_S", 1.5)
     gw = await start_gateway(AGENT_URL=proxy.agent_url)
     peer, _sess = await _call(gw, new_peer, fake_agent)
     proxy.refusing = True

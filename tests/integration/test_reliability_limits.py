@@ -220,7 +220,7 @@ async def _stalled_carrier(gw, fake_agent, http):
         while not (live := [s for s, _ in gw.app[CALLS].active.values() if s.summary.session_id]):
             await asyncio.sleep(0.01)
     session = live[0]
-    transport = session._carrier_transport  # noqa: SLF001 - None if aiohttp moved it: backlog never seen
+    transport = session.carrier.transport  # None if aiohttp moved it: backlog never seen
     assert transport is not None
     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     # The caller's side stops reading its socket at once (stopping only its reader would buffer 256 KB first).
@@ -259,7 +259,7 @@ async def test_a_carrier_that_stops_reading_never_stalls_the_agent_side(start_ga
                                     session_id=sess.session_id)
                     found = await wait_event(logs, "agent.session_error", timeout=3)  # read by a free agent reader
                 assert found["code"] == "invalid_audio"
-                assert session._out  # noqa: SLF001 - the agent reader went on: later frames wait in the queue
+                assert session.core.outbound_queued_ms > 0  # the agent reader went on: later frames wait queued
             finally:
                 speaking.cancel()
 

@@ -12,6 +12,7 @@ import sys
 import time
 
 from gateway.audio.resample import StreamResampler
+from gateway.call.core import CallCore
 from gateway.keys import CALLS
 from gateway.session import CallSession
 from tests.conftest import call_tasks
@@ -98,7 +99,7 @@ async def test_1000_short_calls_leave_nothing_behind_and_memory_stays_flat(start
     assert call_tasks() == []
     assert len(calls) == 0 and calls.admission.idle
     assert fake_agent.live_sessions == [] and not fake_agent.open_sockets and fake_agent.connections == N_CALLS
-    assert _live(CallSession) == 0 and _live(StreamResampler) == 0
+    assert _live(CallSession) == 0 and _live(CallCore) == 0 and _live(StreamResampler) == 0
     per_call_kib = (rss1 - rss0) * 1024 / (N_CALLS - WARMUP)
     print(f"\n[soak] {N_CALLS} calls in {elapsed:.1f} s; over calls {WARMUP}..{N_CALLS}: RSS {rss0:.1f} -> {rss1:.1f} MB "
           f"({per_call_kib:+.2f} KiB/call), allocated blocks {blocks0:.0f} -> {blocks1:.0f} ({blocks1 - blocks0:+.0f})")

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import softphone
+from gateway.call.events import CallerSpeechStarted
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.keys import CALLS, SOFTPHONE
@@ -480,8 +481,8 @@ async def test_open_feeds_end_promptly_at_shutdown(start_gateway, http, tmp_path
 def test_feed_queue_is_bounded_and_counts_what_it_drops():
     feed = _Feed("CA1")
     for i in range(FEED_QUEUE + 10):
-        feed.offer("CA1", "caller.speech_started", {"i": i})
-    feed.offer("CA2", "caller.speech_started", {})  # another call: ignored
+        feed.offer("CA1", CallerSpeechStarted(t=float(i)))
+    feed.offer("CA2", CallerSpeechStarted())  # another call: ignored
     assert feed.queue.qsize() == FEED_QUEUE and feed.dropped == 10
     feed.close()  # even full, the end marker gets in
     items = [feed.queue.get_nowait() for _ in range(feed.queue.qsize())]

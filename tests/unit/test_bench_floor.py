@@ -78,7 +78,7 @@ def test_floor_call_session_takes_every_argument_of_the_real_one() -> None:
     real = inspect.signature(real_session.CallSession.__init__).parameters
     ours = inspect.signature(floor.CallSession.__init__).parameters
     assert [n for n in real if n not in ours] == []
-    for name in ("run", "request_end"):
+    for name in ("run", "request_end", "shutdown"):
         assert callable(getattr(floor.CallSession, name))
 
 
@@ -159,13 +159,13 @@ async def test_carrier_loop_sends_one_input_audio_per_media_and_ends_on_stop() -
     # pcmu: the caller's bytes go through unchanged
     agent = FakeAgent([])
     with pytest.raises(CallEnded) as ended:
-        await _session("pcmu", FakeCarrierWs(list(texts)))._carrier_loop(agent)  # type: ignore[arg-type]
+        await _session("pcmu", FakeCarrierWs(list(texts))).carrier_loop(agent)  # type: ignore[arg-type]
     assert ended.value.reason == "caller_hangup"
     assert agent.sent == [ap.input_audio(f) for f in frames]
     # pcm24k: one input.audio per media of the size the real InboundAudio would send
     agent = FakeAgent([])
     with pytest.raises(CallEnded):
-        await _session("pcm24k", FakeCarrierWs(list(texts)))._carrier_loop(agent)  # type: ignore[arg-type]
+        await _session("pcm24k", FakeCarrierWs(list(texts))).carrier_loop(agent)  # type: ignore[arg-type]
     sizes = floor.inbound_sizes("pcm24k", "QQ")[:3]
     assert [len(base64.b64decode(t.split('"audio":"')[1][:-2])) for t in agent.sent] == sizes
 
@@ -179,7 +179,7 @@ async def test_agent_loop_sends_media_on_the_real_schedule_and_clear_on_barge_in
     ws = FakeCarrierWs([])
     s = _session("pcm24k", ws)
     with pytest.raises(CallEnded) as ended:
-        await s._agent_loop(FakeAgent(events))  # type: ignore[arg-type]
+        await s.agent_loop(FakeAgent(events))  # type: ignore[arg-type]
     assert ended.value.reason == "agent_ended"
     clear = ws.sent.index('{"event":"clear","streamSid":"MZ1"}')
     assert clear == sum(sched[:40])  # every frame of the first reply before the clear
@@ -196,7 +196,7 @@ async def test_agent_loop_passthrough_cuts_the_agents_bytes_into_160_byte_frames
     events: list[Any] = [ap.ReplyAudio("r1", audio[i : i + 300]) for i in range(0, len(audio), 300)]
     ws = FakeCarrierWs([])
     with pytest.raises(CallEnded) as ended:
-        await _session("pcmu", ws)._agent_loop(FakeAgent(events))  # type: ignore[arg-type]
+        await _session("pcmu", ws).agent_loop(FakeAgent(events))  # type: ignore[arg-type]
     assert ended.value.reason == "agent_closed"
     payloads = [base64.b64decode(json.loads(t)["media"]["payload"]) for t in ws.sent]
     assert payloads == [audio[i : i + 160] for i in range(0, 640, 160)]

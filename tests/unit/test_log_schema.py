@@ -230,7 +230,7 @@ async def test_real_calls_log_only_schema_conforming_events(start_gateway, new_p
                                                              monkeypatch, tmp_path):
     from gateway import cli, drain
     from gateway.keys import CALLS
-    from gateway.session import CallSession
+    from gateway.playout import PlayoutTracker
 
     cfg = tmp_path / "gateway.toml"
     cfg.write_text("[agent]\nconnect_attempts = 2\n[profiles.default]\ngreeting = \"Hi\"\nend_call_timeout_s = 0.3\n")
@@ -290,18 +290,18 @@ async def test_real_calls_log_only_schema_conforming_events(start_gateway, new_p
     await ender.wait_for(lambda: ender.closed.is_set())
 
     # 4. Our bug inside a call: logged once as call.internal_error, with the exception.
-    original = CallSession._on_mark
+    original = PlayoutTracker.on_mark
 
-    def broken(self: CallSession, name: str) -> None:
+    def broken(self: PlayoutTracker, name: str, now: float) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(CallSession, "_on_mark", broken)
+    monkeypatch.setattr(PlayoutTracker, "on_mark", broken)
     buggy = await new_peer(gw)
     await buggy.connect()
     buggy_sess = await fake_agent.session()
     await buggy_sess.reply(tone(400, 0.1, 24000), realtime=False)
     await buggy.wait_for(lambda: buggy.closed.is_set())
-    monkeypatch.setattr(CallSession, "_on_mark", original)
+    monkeypatch.setattr(PlayoutTracker, "on_mark", original)
 
     # 5. Drain with a live call: the budget runs out, the call is asked to end (goodbye prompt; the caller hangs up).
     live = await new_peer(gw)

@@ -1,0 +1,603 @@
+"""The call, sans I/O: one object that takes what arrived (carrier events, agent events, tool results) and the time,
+and says what to do. Pure: it reads no clock, no socket and no logger (STYLE.md "The shape we want now").
+
+Each entry point returns the :mod:`~gateway.call.actions` to execute, in order. Audio is not an action: caller audio
+waits in a bounded buffer for the agent (:meth:`CallCore.agent_audio`), everything for the carrier in the
+:class:`~gateway.call.outbound_queue.OutboundQueue` (:meth:`CallCore.carrier_data`); the shell pulls exactly what
+its sockets can take. The core owns (README "Failure behaviour", "Call control"): the phase (one table,
+:mod:`gateway.call.phase`) and the :class:`~gateway.errors.Outcome`; reply state and the barge-in decision (the
+caller speaking over audio still queued or playing cuts it at once, and late audio of an interrupted reply never
+plays); caller → agent backpressure (a buffer bounded to ``audio.preready_buffer_ms``: when it is full, the OLDEST
+frame goes, counted in ``frames_dropped_to_agent``; frames whose send failed go back to its front); the outbound
+queue and the playout model; tools and call control (:mod:`gateway.call.tooling`); the gateway's own prompts; the
+call's deadlines (``server.max_call_s``, ``server.no_media_timeout_s``); the statistics (``CallSummary``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..agent import protocol as ap
+from ..audio.transcode import InboundAudio, OutboundAudio
+from ..carriers.base import FRAME_MS, Dialect
+from ..carriers.events import (
+    AudioReceived,
+    CarrierEvent,
+    DtmfReceived,
+    PlaybackCheckpoint,
+    PlaybackCleared,
+    StreamError,
+    StreamStopped,
+)
+from ..config import Profile, Settings
+from ..errors import AgentSessionError, AgentUnavailable, Outcome
+from ..playout import PlayoutTracker
+from ..ratelimit import InboundAudioBudget, seconds_per_byte
+from ..prompts import AGENT_UNAVAILABLE, GOODBYE
+from ..tools import call_control as cc
+from ..tools.gate import ToolResultGate
+from . import events as ev
+from .actions import Action, EndAgentSession, EndCall, MarkHeard, RunTool, SendAgent, WakeAt
+from .last_words import LastWords, Stage, Step
+from .outbound_queue import OutboundQueue
+from .phase import Phase, Trigger, next_phase
+from .setup import CallSetup, session_config
+from .sounds import prompt_frames
+from .stats import CallSummary
+from .tooling import HANGUP_TAG, NOTHING, PROMPT_ECHO_SLACK_S, CallTools, TonePlan, result_text
+
+__all__ = ["PROMPT_ECHO_SLACK_S", "PROMPT_FOR_OUTCOME", "CallCore", "TonePlan"]
+
+#: Which outcomes the gateway ends with a spoken prompt of its own (README "Failure behaviour").
+PROMPT_FOR_OUTCOME: dict[str, str] = {
+    Outcome.AGENT_UNAVAILABLE: AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
+    Outcome.AGENT_ERROR: AGENT_UNAVAILABLE,  # fatal session.error
+    Outcome.AT_CAPACITY: AGENT_UNAVAILABLE,  # authorized stream but no slot left at 'start'
+    Outcome.DRAINED: GOODBYE,  # shutdown: the drain budget ran out
+    Outcome.MAX_DURATION: GOODBYE,  # server.max_call_s
+}
+_PROMPT_TAG = "__prompt__"
+
+
+class CallCore(CallTools):
+    """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
+    μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
+
+    def __init__(self, setup: CallSetup, settings: Settings, dialect: Dialect, now: float, *,
+                 prompt_audio: Callable[[str], bytes], control_available: bool = False,
+                 started_at: float | None = None) -> None:
+        super().__init__()
+        self._settings = settings
+        self._dialect = dialect
+        self._prompt_audio = prompt_audio
+        self._control_available = control_available
+        self._setup = setup
+        audio = settings.audio
+        start = setup.start
+        self.summary = CallSummary(call_sid=start.call_id, stream_sid=start.stream_id, profile=setup.profile_name)
+        self.profile: Profile = setup.profile
+        self.playout = PlayoutTracker()
+        self._started_at = now if started_at is None else started_at  # when the stream opened
+        self._phase = Phase.AWAITING_START
+        #: The call wants an agent session (connecting, live or resuming): caller audio is kept for it.
+        self.agent_wanted = self._live = False
+        self._go(Trigger.ACCEPTED)
+        # caller → agent
+        self._inbound = InboundAudio(start.encoding, start.sample_rate, audio.agent_format,
+                                     audio.inbound_resample_quality)
+        # The inbound rate limit (gateway.ratelimit, docs/security.md "Inbound audio rate"): a budget of audio
+        # duration, from the stream's negotiated format; full at the start (a full bucket stays full).
+        server = settings.server
+        self._budget = InboundAudioBudget(server.inbound_rate_limit, server.inbound_burst_s, now=now)
+        self._s_per_byte = seconds_per_byte(start.encoding, start.sample_rate)
+        #: Set at the first frame dropped by the rate limit; the shell logs it once and clears it.
+        self.rate_limit_notice = False
+        self._to_agent: deque[bytes] = deque(maxlen=max(1, audio.preready_buffer_ms // FRAME_MS))
+        # agent → caller
+        self._outbound = OutboundAudio(audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes,
+                                       audio.outbound_resample_quality)
+        #: Everything for the carrier, in order (the shell's writer pulls from it: :meth:`carrier_data`).
+        self.outbound = OutboundQueue(dialect, self.playout, self.summary, frames_per_message=audio.frames_per_message,
+                                    lead_target_ms=audio.playout_lead_ms, mark_interval_ms=audio.mark_interval_ms,
+                                    max_frames=max(50, int(audio.outbound_buffer_s * 1000 / FRAME_MS)))
+        self._clock_marks_seen = 0
+        # reply state
+        self._reply_id: str | None = None
+        self._reply_active = False
+        self._interrupted: set[str | None] = set()
+        self._awaiting_first_audio_since: float | None = None
+        self._barge_in_at: float | None = None
+        # tools and call control
+        self._gate = ToolResultGate()
+        self._tool_started: dict[str, float] = {}
+        self._deferred: list[str] = []  # messages to send once a dropped agent is back
+        self._dtmf = cc.DtmfInbox(self.profile.dtmf_mode, self.profile.dtmf_interdigit_ms / 1000.0)
+        self._dtmf_held = ""  # "reply" digits due while the agent was not live
+        self._tones = 0
+        self._exit: LastWords | None = None
+        self._reattached_from: str | None = None
+        self.agent_ended = False  # the agent sent session.ended: nothing to end at teardown
+        self.carrier_stopped = False  # the carrier sent 'stop': nothing more will be read
+        self.was_live = False  # the agent session was live when the call started ending (it may be parked)
+        # deadlines
+        self._call_deadline = now + settings.server.max_call_s
+        self._media_at = now  # the last caller media (carriers send it every 20 ms, even when the caller is silent)
+        self._end_requested: Outcome | None = None
+        self._prompt: tuple[str, int, float] | None = None  # ENDING: (name, ms, deadline)
+
+    # ================================================================================================ queries
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def live(self) -> bool:
+        """The agent session is ready: caller audio may go to it."""
+        return self._live
+
+    @property
+    def started_at(self) -> float:
+        return self._started_at
+
+    @property
+    def control_pending(self) -> bool:
+        """The carrier's call control is hanging up or transferring the call: its 'stop' is expected."""
+        return self._exit is not None and self._exit.stage is Stage.CONTROL
+
+    @property
+    def to_agent_pending(self) -> int:
+        """Caller audio frames waiting for the agent."""
+        return len(self._to_agent)
+
+    @property
+    def carrier_pending(self) -> bool:
+        return self.outbound.pending
+
+    @property
+    def outbound_has_room(self) -> bool:
+        return self.outbound.has_room
+
+    @property
+    def outbound_queued_ms(self) -> int:
+        """Audio for the caller queued here and not yet handed to the carrier."""
+        return self.outbound.queued_ms
+
+    def session_config(self, tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """The ``session`` of the first ``session.update``: the profile, the agent audio format, the tools."""
+        return session_config(self.profile, self._settings.audio.agent_format, tools)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` has something to do next (None once the call ended)."""
+        if self._phase is Phase.ENDED:
+            return None
+        marks = self.outbound.clock_marks
+        due = [min(t for t, _ in marks)] if marks else []
+        if self._prompt is not None:
+            return min([self._prompt[2], *due])
+        if self._end_requested is not None:
+            return float("-inf")
+        due += [self._call_deadline, self._media_at + self._settings.server.no_media_timeout_s]
+        if (d := self._dtmf.deadline()) is not None:
+            due.append(d)
+        if self._exit is not None and (d := self._exit.next_deadline()) is not None:
+            due.append(d)
+        return min(due)
+
+    def clock_changed(self) -> bool:
+        """Whether :meth:`carrier_data` added a clock-resolved mark since the last call (its deadline is new)."""
+        n = len(self.outbound.clock_marks)
+        changed, self._clock_marks_seen = n > self._clock_marks_seen, n
+        return changed
+
+    # ============================================================================================ carrier side
+    def carrier_event(self, event: CarrierEvent, now: float) -> Sequence[Action]:
+        """Anything the carrier's dialect parsed (caller audio included: it waits for :meth:`agent_audio`)."""
+        match event:
+            case AudioReceived():
+                self.caller_audio(event.payload, now, False)
+            case PlaybackCheckpoint():
+                self._on_mark(event.name, now)
+            case PlaybackCleared():
+                self._publish(ev.CarrierCleared(t=self.t(now)))  # the clear took effect (the model assumed so)
+            case StreamError():
+                self._log.warning("carrier.stream_error", carrier=self._dialect.carrier, code=event.code,
+                                  detail=event.detail)
+            case DtmfReceived():
+                self._on_keypress(event.digit, now)
+            case StreamStopped():
+                self.carrier_stopped = True
+                if self._phase is Phase.ENDING:
+                    self._prompt_finished(False)
+                elif not self.control_pending:  # else: our REST hang-up/transfer stopped it; its answer ends it
+                    self._end(Outcome.CALLER_HANGUP, now)
+        return self._take()
+
+    def caller_audio(self, payload: bytes, now: float, send_now: bool) -> bytes | None:
+        """One frame of caller audio. ``send_now``: the shell can send to the agent right away (the carrier reader's
+        fast path: nothing in flight, the socket not backed up). Returns the frame converted for the agent when it
+        is to be sent now (the agent is live and nothing waits before it; counted as sent: a failed send hands it
+        back with :meth:`agent_audio_unsent`); otherwise it waits here for :meth:`agent_audio`."""
+        self._media_at = now
+        s = self.summary
+        s.frames_in += 1
+        # The inbound rate limit, before any work is spent on the frame: audio beyond server.inbound_rate_limit ×
+        # real time (past the burst of late frames a carrier may deliver at once) is dropped and counted, never
+        # converted, buffered or sent (the agent bills per audio second).
+        if not self._budget.admit(len(payload) * self._s_per_byte, now):
+            s.frames_dropped_rate_limit += 1
+            if s.frames_dropped_rate_limit == 1:
+                self.rate_limit_notice = True
+            return None
+        data = self._inbound.convert(payload)
+        q = self._to_agent
+        if send_now and self._live and data and not q:
+            s.frames_to_agent += 1
+            return data
+        if not data or not self.agent_wanted:
+            return None
+        if len(q) == q.maxlen:
+            s.frames_dropped_to_agent += 1  # drop-oldest policy (deque maxlen)
+        q.append(data)
+        return None
+
+    def agent_audio(self, limit: int = 5) -> list[bytes]:
+        """Buffered caller audio to send now, oldest first (at most ``limit`` frames: ≤ 100 ms per message),
+        counted as sent (a failed send hands it back with :meth:`agent_audio_unsent`)."""
+        q = self._to_agent
+        if not self._live or not q:
+            return []
+        frames = [q.popleft() for _ in range(min(limit, len(q)))]
+        self.summary.frames_to_agent += len(frames)
+        return frames
+
+    def agent_audio_unsent(self, frames: list[bytes]) -> None:
+        """Frames whose send failed (the agent socket is going): back to the front, for the resumed session."""
+        q = self._to_agent
+        s = self.summary
+        s.frames_to_agent -= len(frames)
+        for f in reversed(frames):
+            if len(q) == q.maxlen:
+                s.frames_dropped_to_agent += 1  # these are the oldest frames: drop-oldest policy
+            else:
+                q.appendleft(f)
+
+    def carrier_data(self, now: float) -> str | bytes | None:
+        """The next message for the carrier, due now; the shell sends it before asking again. None: nothing due
+        (``outbound.wake_at``: when something held back for pacing may go)."""
+        return self.outbound.pull(now)
+
+    def _on_mark(self, name: str, now: float) -> None:
+        echo = self.playout.on_mark(name, now)
+        tag = self.outbound.tag_of.pop(name, None)
+        if echo is None:
+            return  # unknown, or of a cleared generation
+        self.summary.mark_round_trips_ms.append(echo.round_trip_s * 1000)
+        if tag == _PROMPT_TAG:
+            if self._phase is Phase.ENDING:
+                self._prompt_finished(True)
+        elif tag == HANGUP_TAG:
+            if self._exit is not None and self._exit.mark_heard() is Step.LEAVE:
+                self._leave(now)
+        elif tag is not None:
+            self._out.append(MarkHeard(tag))
+
+    def _on_keypress(self, digit: str, now: float) -> None:
+        # Digits can be PINs or card numbers: count them, never log them.
+        self._log.info("call.dtmf")
+        self._publish(ev.CallerKeypress(t=self.t(now)))
+        self._dtmf.add(digit, now)
+        if (deadline := self._dtmf.deadline()) is not None:
+            self._out.append(WakeAt(deadline))
+
+    # ============================================================================================== agent side
+    def agent_ready(self, session_id: str, now: float) -> Sequence[Action]:
+        """``session.ready`` of a new session."""
+        if self._phase is not Phase.CONNECTING_AGENT:
+            return NOTHING  # the call started ending meanwhile
+        self._go(Trigger.AGENT_READY)
+        self.summary.session_id = session_id
+        self._awaiting_first_audio_since = now if self.profile.greeting else None
+        self._publish(ev.AgentSessionReady(session_id, t=self.t(now)))
+        self._deliver_held_digits()
+        return self._take()
+
+    def agent_adopted(self, session_id: str, profile_name: str, profile: Profile, previous_stream_sid: str,
+                      gap_ms: float, now: float) -> Sequence[Action]:
+        """This stream took over the call's parked agent session (gateway.reattach): same session, its profile."""
+        if self._phase is not Phase.CONNECTING_AGENT:
+            return NOTHING
+        self._go(Trigger.AGENT_READY)
+        s = self.summary
+        s.session_id, s.profile = session_id, profile_name
+        self.profile = profile
+        self._dtmf = cc.DtmfInbox(profile.dtmf_mode, profile.dtmf_interdigit_ms / 1000.0)
+        self._reattached_from = previous_stream_sid
+        self._log.info("call.reattached", session_id=session_id, previous_stream_sid=previous_stream_sid,
+                       gap_ms=gap_ms)
+        self._publish(ev.Reattach(session_id, gap_ms, t=self.t(now)))
+        return self._take()
+
+    def agent_dropped(self, close_code: int | None, reason: str, now: float) -> Sequence[Action]:
+        """The agent socket closed without ``session.ended``: the shell resumes the session meanwhile. A reply cut
+        by the drop is treated as ended: what the carrier has keeps playing, the converter's tail is flushed and
+        marked, and tool results held for it are sent after the resume."""
+        if self._phase is not Phase.LIVE:
+            return NOTHING
+        self._go(Trigger.AGENT_DROPPED)
+        s = self.summary
+        s.agent_close_code = close_code
+        self._log.warning("agent.dropped", close_code=close_code, reason=reason, session_id=s.session_id)
+        self._publish(ev.AgentDrop(close_code, t=self.t(now)))
+        if self._reply_active:
+            reply_id = self._reply_id
+            self._set_reply_active(False)
+            tail = self._outbound.flush()
+            if tail:
+                self.outbound.put_audio(reply_id, tail)
+            self.outbound.put_mark(reply_id)
+            self._deferred += [result_text(r) for r in self._gate.on_reply_done(reply_id, "completed")]
+            self._last_reply_done(now)
+            self._log.info("agent.reply_cut", reply_id=reply_id)
+        return self._take()
+
+    def agent_resumed(self, ready_session_id: str | None, attempts: int, gap_ms: float,
+                      now: float) -> Sequence[Action]:
+        """The dropped session answers again: ``ready_session_id`` from its ``session.ready``, or None for a server
+        that just carried on (no ``session.ready``)."""
+        if self._phase is not Phase.RESUMING:
+            return NOTHING
+        self._go(Trigger.AGENT_RESUMED)
+        s = self.summary
+        s.agent_resumes += 1
+        s.resume_gaps_ms.append(gap_ms)
+        new_id = ready_session_id if ready_session_id is not None else s.session_id
+        self._log.info("agent.resumed", attempts=attempts, gap_ms=round(gap_ms, 1), session_id=s.session_id,
+                       **({"new_session_id": new_id} if new_id != s.session_id else {}),
+                       confirmed=ready_session_id is not None, buffered_frames=len(self._to_agent))
+        self._publish(ev.AgentResume(attempts, round(gap_ms, 1), t=self.t(now)))
+        deferred, self._deferred = self._deferred, []
+        self._out += [SendAgent(text, keep=True) for text in deferred]
+        self._deliver_held_digits()
+        return self._take()
+
+    def agent_failed(self, error: AgentUnavailable, now: float) -> Sequence[Action]:
+        """The agent could not be reached, refused the session, or could not be resumed: the apology, then the end."""
+        if self._phase in (Phase.ENDING, Phase.ENDED):
+            return NOTHING
+        if isinstance(error, AgentSessionError):
+            self._log.warning("agent.session_error", code=error.code, message=error.message, fatal=True)
+            self._end(Outcome.AGENT_ERROR, now, f"{error.code}: {error.message}")
+        else:
+            self._log.error("agent.unavailable", error=str(error))
+            self._end(Outcome.AGENT_UNAVAILABLE, now, str(error))
+        return self._take()
+
+    def agent_message_unsent(self, text: str) -> None:
+        """A :class:`SendAgent` with ``keep`` found the socket dropped: send it after the resume."""
+        self._deferred.append(text)
+
+    def agent_event(self, event: ap.ServerEvent, now: float) -> Sequence[Action]:
+        """One event from the agent (before ``session.ready`` too: the shell handles ready, ended and fatal errors
+        while connecting)."""
+        if type(event) is ap.ReplyAudio:  # the hot path: every 10 ms of agent speech
+            self._reply_audio(event, now)
+            return self._take() if self._out else NOTHING
+        match event:
+            case ap.ReplyStarted():
+                self._reply_id = event.reply_id
+                self._set_reply_active(True)
+                self.summary.replies += 1
+                self._gate.on_reply_started(event.reply_id)
+                if self._exit is not None:
+                    self._exit.reply_started()
+                self._publish(ev.AgentReplyStarted(event.reply_id, t=self.t(now)))
+            case ap.ReplyDone():
+                self._reply_done(event, now)
+            case ap.SpeechStarted():
+                self._speech_started(now)
+            case ap.SpeechStopped():
+                self._awaiting_first_audio_since = now
+                self._publish(ev.CallerSpeechStopped(t=self.t(now)))
+            case ap.UserTranscript():
+                self.summary.turns += 1
+                self._publish(ev.CallerTranscript(event.text, t=self.t(now)))
+            case ap.ToolCall():
+                self.summary.tool_calls += 1
+                self._gate.on_tool_call(event.call_id)
+                self._tool_started[event.call_id] = now
+                self._log.info("tool.called", tool=event.name, call_id=event.call_id)
+                self._publish(ev.ToolCalled(event.name, event.call_id, t=self.t(now)))
+                self._out.append(RunTool(event))
+            case ap.AgentTranscript():
+                self._publish(ev.AgentTranscript(event.reply_id, event.text, event.interrupted, t=self.t(now)))
+                if event.interrupted:
+                    self._log.info("agent.reply_interrupted", reply_id=event.reply_id, heard_chars=len(event.text))
+            case ap.SessionError():
+                self._publish(ev.SessionErrorReport(event.code, event.fatal, t=self.t(now)))
+                if not event.fatal:
+                    self._log.warning("agent.session_error", code=event.code, message=event.message,
+                                      param=event.param, fatal=False)
+                elif self._phase in (Phase.LIVE, Phase.RESUMING):  # while connecting, the shell decides (retry)
+                    return self.agent_failed(AgentSessionError(event.code, event.message), now)
+            case ap.SessionEnded():
+                self.agent_ended = True
+                self._end(Outcome.AGENT_ENDED, now)
+            case ap.ReplyError():
+                self._log.warning("agent.reply_error", reply_id=event.reply_id, code=event.code,
+                                  message=event.message)
+            case _:
+                pass  # session.ready/updated, transcript deltas and unknown events need nothing from the call
+        return self._take()
+
+    def _reply_audio(self, event: ap.ReplyAudio, now: float) -> None:
+        reply_id = event.reply_id
+        if reply_id in self._interrupted:
+            return  # late audio of an interrupted reply: never to the caller
+        if reply_id is not None and reply_id != self._reply_id:
+            self._reply_id = reply_id
+            self._set_reply_active(True)
+        frames = self._outbound.convert(event.data)
+        if not frames:
+            return
+        s = self.summary
+        since = self._awaiting_first_audio_since
+        if since is not None:
+            latency = (now - since) * 1000
+            if s.time_to_first_agent_audio_ms is None:
+                s.time_to_first_agent_audio_ms = (now - self._started_at) * 1000
+            else:
+                s.response_latencies_ms.append(latency)
+            self._awaiting_first_audio_since = None
+            self._publish(ev.AgentFirstAudio(reply_id, round(latency, 1), t=self.t(now)))
+        elif s.time_to_first_agent_audio_ms is None:
+            s.time_to_first_agent_audio_ms = (now - self._started_at) * 1000
+        self.outbound.put_audio(reply_id, frames)
+
+    def _reply_done(self, event: ap.ReplyDone, now: float) -> None:
+        self._set_reply_active(False)
+        if event.status == "interrupted":
+            if event.reply_id not in self._interrupted:
+                self._barge_in(event.reply_id, "reply_interrupted", now)
+            self._interrupted.add(event.reply_id)
+        else:
+            tail = self._outbound.flush()
+            if tail:
+                self.outbound.put_audio(event.reply_id, tail)
+            self.outbound.put_mark(event.reply_id)  # its echo proves the whole reply was heard
+        for r in self._gate.on_reply_done(event.reply_id, event.status):
+            self._send_result(r)
+        self._last_reply_done(now)
+
+    def _speech_started(self, now: float) -> None:
+        self._publish(ev.CallerSpeechStarted(t=self.t(now)))
+        self._gate.on_speech_started()
+        self._barge_in_at = now
+        interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
+        if interruptible and (self.outbound.pending or self.playout.playing(now)):
+            # The caller talks over audio still queued or playing at the carrier: flush it now (README "Failure
+            # behaviour"; AssemblyAI's own Twilio example does the same).
+            self._barge_in(self._reply_id if self._reply_active else None, "speech_started", now)
+
+    def _barge_in(self, reply_id: str | None, cause: str, now: float) -> None:
+        """Flush everything of the interrupted reply, here and at the carrier, before anything else is sent."""
+        if reply_id is not None:
+            self._interrupted.add(reply_id)
+        queued_ms = self.outbound.queued_ms
+        unplayed_ms = self.playout.lead_ms(now)
+        if queued_ms or unplayed_ms:
+            self.outbound.clear(self._dialect.build_clear(), now, self._barge_in_at)
+            self.playout.clear(now)
+        # The converter may hold a tail of the reply (a part frame, the resampler's block) even when nothing of it
+        # is queued or playing (its audio stalled): drop it in every case, or it opens the next reply.
+        self._outbound.reset()
+        if not queued_ms and not unplayed_ms:
+            return  # nothing of it was left at the carrier or in the queue: no clear was needed
+        self.summary.interruptions += 1
+        self._publish(ev.BargeIn(reply_id, cause, round(unplayed_ms), t=self.t(now)))
+        self._log.info("call.barge_in", reply_id=reply_id, cause=cause, dropped_queued_ms=queued_ms,
+                       dropped_unplayed_ms=round(unplayed_ms), heard_ms=self.playout.reply_played_ms.get(reply_id))
+
+    def _set_reply_active(self, active: bool) -> None:
+        self._reply_active = self.outbound.reply_active = active
+
+    # ========================================================================================= time and ending
+    def tick(self, now: float) -> Sequence[Action]:
+        """The time is ``now``: resolve clock-model marks, and act on every deadline that passed."""
+        if self._phase is Phase.ENDED:
+            return NOTHING
+        marks = self.outbound.clock_marks
+        if marks and any(t <= now for t, _ in marks):
+            self.outbound.clock_marks = [(t, n) for t, n in marks if t > now]
+            self._clock_marks_seen = len(self.outbound.clock_marks)
+            for _t, name in sorted(m for m in marks if m[0] <= now):
+                self._on_mark(name, now)
+        phase = self.phase  # a mark echo may have ended the call
+        if phase is Phase.ENDING:
+            if self._prompt is not None and now >= self._prompt[2]:
+                self._prompt_finished(False)
+        elif phase is not Phase.ENDED:
+            self._deadlines(now)
+        return self._take()
+
+    def _deadlines(self, now: float) -> None:
+        if self._end_requested is not None:
+            self._end(self._end_requested, now)
+        elif now >= self._call_deadline:
+            # A hung call must not hold a billed line (server.max_call_s).
+            self._end(Outcome.MAX_DURATION, now)
+        elif now >= self._media_at + self._settings.server.no_media_timeout_s:
+            # Carriers send media every 20 ms even when the caller is silent: no media is a dead line.
+            self._end(Outcome.NO_MEDIA, now)
+        else:
+            digits = self._dtmf.due(now)
+            if digits:
+                self._dtmf_held += digits
+                self._deliver_held_digits()
+            if self._exit is not None:
+                self._exit_timers(self._exit, now)
+
+    def request_end(self, outcome: Outcome) -> Sequence[Action]:
+        """End the call from outside (drain, the carrier's completed callback) at the next :meth:`tick`."""
+        if self._phase in (Phase.ENDING, Phase.ENDED) or self._end_requested is not None:
+            return NOTHING
+        self._end_requested = outcome
+        return (WakeAt(float("-inf")),)
+
+    def end(self, outcome: Outcome, now: float, error: str = "", *, farewell: bool = True) -> Sequence[Action]:
+        """End the call with ``outcome``: with the gateway's own prompt first when the outcome has one
+        (``farewell``: the carrier can still hear it), else at once. A call already ending keeps the outcome it is
+        ending with, and ends now."""
+        self._end(outcome, now, error, farewell=farewell)
+        return self._take()
+
+    def _end(self, outcome: Outcome, now: float, error: str = "", *, farewell: bool = True) -> None:
+        if self._phase is Phase.ENDED:
+            return
+        if self._phase is Phase.ENDING:
+            self._prompt_finished(False)
+            return
+        self.was_live = self._phase is Phase.LIVE
+        self.summary.end(outcome, error)
+        prompt = PROMPT_FOR_OUTCOME.get(outcome) if farewell else None
+        if prompt is None:
+            self._go(Trigger.ENDED)
+            self._out.append(EndCall(outcome))
+            return
+        self._go(Trigger.FAREWELL)
+        self._out.append(EndAgentSession())
+        self._speak(prompt, now)
+
+    def _speak(self, prompt: str, now: float) -> None:
+        """Say a bundled prompt to the caller (no agent involved), paced like agent audio; its mark echo proves it
+        was heard (wait for the final mark before hanging up), within its length plus PROMPT_ECHO_SLACK_S."""
+        self.summary.prompt = prompt
+        q = self.outbound
+        q.drop()  # the agent's audio still queued here never plays now
+        if prompt == GOODBYE and self.playout.playing(now):
+            q.clear(self._dialect.build_clear(), now, None)  # cut the agent short: goodbye now
+            self.playout.clear(now)
+        self._set_reply_active(False)
+        frames = prompt_frames(self._prompt_audio(prompt), self._setup.start, self._dialect.frame_bytes)
+        q.put_audio(_PROMPT_TAG, frames)
+        q.put_mark(_PROMPT_TAG, waited=True)
+        ms = len(frames) * FRAME_MS
+        self._prompt = (prompt, ms, now + ms / 1000 + PROMPT_ECHO_SLACK_S)
+        self._out.append(WakeAt(self._prompt[2]))
+
+    def _prompt_finished(self, heard: bool) -> None:
+        assert self._prompt is not None
+        name, ms, _ = self._prompt
+        self._prompt = None
+        self._log.info("call.prompt_played", prompt=name, heard=heard, ms=ms)
+        self._go(Trigger.ENDED)
+        self._out.append(EndCall(Outcome(self.summary.outcome)))
+
+    # ================================================================================================ plumbing
+    def _go(self, trigger: Trigger) -> None:
+        phase = self._phase = next_phase(self._phase, trigger)
+        self._live = phase is Phase.LIVE
+        self.agent_wanted = phase in (Phase.CONNECTING_AGENT, Phase.LIVE, Phase.RESUMING)
+
+

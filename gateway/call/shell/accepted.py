@@ -1,0 +1,428 @@
+"""An accepted call, running: its core and the tasks that serve it. Not pure: this is where the carrier socket and
+the agent socket meet (:mod:`gateway.call.shell.session` accepts the stream and tears the call down).
+
+Tasks (one ``asyncio.TaskGroup`` per call; when one ends the call by raising, the group cancels the rest, so nothing
+outlives the call):
+
+- ``carrier_reader``: carrier messages → dialect → core. Caller audio goes to the agent from here when nothing waits
+  before it (the fast path), else it waits in the core's bounded buffer for ``agent_sender``.
+- ``agent_runner``: opens (or adopts) the agent session, then reads agent events into the core; resumes a dropped
+  session (:mod:`gateway.call.shell.agent_link`). Agent audio for the caller goes out from here when it is due and
+  the carrier writer is idle (the fast path), else the writer sends it.
+- ``agent_sender``: sends buffered caller audio (coalesced, ≤ 100 ms per message) once the session is live.
+- ``carrier_writer``: the one pacing loop for everything the caller hears (:mod:`gateway.call.shell.carrier`).
+- ``watchdog``: the call's clock: calls ``core.tick`` at the core's next deadline (maximum duration, a line without
+  media, end-of-call waits, keypress runs, the prompt's echo, clock-resolved marks, a drain request).
+- per tool call a ``tool:<name>`` task; per carrier call-control request (REST hang-up, transfer) a
+  ``call_control`` task (:mod:`gateway.call.shell.tools`).
+
+Every wait is bounded: by the core's deadlines, ``agent.*`` timeouts, ``audio.outbound_buffer_s`` (a carrier that
+stops reading ends the call as ``carrier_stalled``), or the idle re-check of a waiting loop. The sockets' reads
+have no timeout of their own (a timer per message, 50 a second per call): a silent carrier is ended by the clock
+(``server.no_media_timeout_s``), a dead agent socket by its transport's keepalive (then it is resumed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from ...agent import protocol as ap
+from ...agent.client import AgentClosed, AgentConnection
+from ...carriers.base import Dialect
+from ...carriers.events import AudioReceived
+from ...config import Settings
+from ...errors import AgentSessionError, AgentUnavailable, CallEnded, Outcome
+from ...prompts import prompt_ulaw
+from ...reattach import ParkedAgent, ParkedAgents
+from ...tools.registry import ToolRegistry
+from .. import events as ev
+from ..actions import (
+    Action,
+    ControlRequest,
+    EndAgentSession,
+    EndCall,
+    LogLine,
+    MarkHeard,
+    Publish,
+    RunTool,
+    SendAgent,
+    WakeAt,
+)
+from ..core import CallCore
+from ..phase import Phase
+from ..setup import CallSetup
+from ..stats import CallSummary
+from .agent_link import AgentLink
+from .carrier import CarrierLink, CarrierWriter
+from .carrier_control import CarrierControl
+from .tools import ToolPort
+
+__all__ = ["AcceptedCall"]
+
+#: The longest sleep of a waiting loop before it looks again (they are woken when there is something to do).
+IDLE_WAIT_S = 1.0
+#: At teardown, the most the agent session's end may take (session.end, session.ended, close) beyond its own bound.
+AGENT_END_SLACK_S = 2.5
+
+log = structlog.get_logger("gateway.call")
+
+
+class AcceptedCall:
+    """A call whose stream's ``start`` was authorized (``setup``): complete from the start, nothing optional."""
+
+    def __init__(self, setup: CallSetup, *, settings: Settings, carrier: CarrierLink, dialect: Dialect,
+                 agent: AgentLink, tools: ToolRegistry, control: CarrierControl, clock: Callable[[], float],
+                 started_at: float, emit: Callable[[ev.CallEvent], None], parked: ParkedAgents | None = None,
+                 stream_stopping: Callable[[str], bool] | None = None) -> None:
+        self._settings = settings
+        self.carrier = carrier
+        self.dialect = dialect
+        self.agent = agent
+        self._tools = tools
+        self._clock = clock
+        self._started_at = started_at
+        self._emit = emit
+        self._parked = parked
+        self._stream_stopping = stream_stopping
+        self._log = log
+        self.core = CallCore(setup, settings, dialect, clock(), started_at=started_at, prompt_audio=prompt_ulaw,
+                             control_available=control.available)
+        self._outbound = self.core.outbound
+        self._writer = CarrierWriter(self._outbound, carrier, clock, self._after_carrier_send)
+        self._tool_port = ToolPort(self.core, tools, control, execute=self._execute, wake_writer=self._writer.wake,
+                                   emit=emit, clock=clock)
+        self._tg = asyncio.TaskGroup()
+        self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
+        self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
+        self._room = asyncio.Event()  # the outbound queue has room again
+        self._agent_task: asyncio.Task[None] | None = None
+        self._agent_sender: asyncio.Task[None] | None = None
+        self._agent_ending: asyncio.Task[None] | None = None
+
+    @property
+    def summary(self) -> CallSummary:
+        return self.core.summary
+
+    async def run(self, refusal: Outcome | None = None) -> None:
+        """Serve the call until it ends: raises CallEnded (or what ended it). ``refusal``: admission turned the call
+        away after all; it hears the apology, then ends with that outcome."""
+        core = self.core
+        async with self._tg as tg:
+            tg.create_task(self._carrier_reader(core), name="carrier_reader")
+            tg.create_task(self._writer.run(), name="carrier_writer")
+            tg.create_task(self._watchdog(core), name="watchdog")
+            if refusal is not None:
+                await self._execute(core.end(refusal, self._clock()))
+            else:
+                self._agent_task = tg.create_task(self._agent_runner(core), name="agent_runner")
+                self._agent_sender = tg.create_task(self._send_agent_audio(core), name="agent_sender")
+
+    def request_end(self, outcome: Outcome) -> None:
+        """End the call at the core's next tick (drain, the carrier's completed callback)."""
+        self.core.request_end(outcome)
+        self._clock_wake.set()
+
+    async def finish(self, outcome: Outcome, error: str) -> CallSummary:
+        """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""
+        core = self.core
+        for action in core.end(outcome, self._clock(), error, farewell=False):  # only its log lines are left
+            if isinstance(action, LogLine):
+                getattr(self._log, action.level)(action.event, **action.fields)
+        await self._finish_agent(core, outcome)
+        core.summary.stale_mark_echoes = core.playout.stale_echoes
+        return core.summary
+
+    # ============================================================================================ per message
+    async def on_carrier_message(self, data: str | bytes) -> None:
+        """What the carrier reader does with one message (also the benchmark's seam: bench/session_overhead.py)."""
+        core = self.core
+        link, now = self.agent, self._clock()
+        for event in self.dialect.parse(data):
+            if type(event) is AudioReceived:
+                # Fast path, the steady state: the frame goes to the agent from here (instead of waking
+                # agent_sender 50 times a second) when nothing waits before it, no send is in flight and the agent
+                # socket is not backed up (a send could then wait for the drain, and this reader must never wait on
+                # the agent: its marks and its 'stop' would wait too).
+                conn = link.conn
+                send_now = (conn is not None and not link.sending and conn is not link.broken_conn
+                            and not conn.backlogged())
+                frame = core.caller_audio(event.payload, now, send_now)
+                if frame is not None and conn is not None:  # (send_now implies conn)
+                    link.sending = True  # newer frames queue behind this one, so the order holds
+                    try:
+                        await conn.send(ap.input_audio(frame))
+                    except AgentClosed:
+                        core.agent_audio_unsent([frame])  # kept for the resumed session (see _send_audio)
+                        link.broken(conn)
+                    finally:
+                        link.sending = False
+                elif core.rate_limit_notice:  # the first frame over the inbound rate limit: say so once
+                    core.rate_limit_notice = False
+                    server = self._settings.server
+                    self._log.warning("call.inbound_rate_limited", rate_limit=server.inbound_rate_limit,
+                                      burst_s=server.inbound_burst_s, after_s=round(now - self._started_at, 3))
+                elif core.live:
+                    self._agent_wake.set()  # it waits in the core's buffer: agent_sender delivers it
+            else:
+                actions = core.carrier_event(event, now)
+                if actions:
+                    await self._execute(actions)
+
+    async def on_agent_event(self, event: ap.ServerEvent) -> None:
+        """What the agent reader does with one event (also the benchmark's seam)."""
+        core = self.core
+        actions = core.agent_event(event, self._clock())
+        if actions:
+            await self._execute(actions)
+        q = self._outbound
+        if q.items or q.urgent:
+            await self._writer.flush()  # fast path: send what is due from here
+            if q.frames >= q.max_frames:
+                await self._wait_for_room(core)
+
+    async def _send_audio(self, core: CallCore, conn: AgentConnection, frames: list[bytes]) -> None:
+        """One ``input.audio`` (from the carrier reader's fast path or agent_sender). While it is in flight newer
+        frames queue behind it, so the order holds; frames whose send failed go back to the core's buffer."""
+        link = self.agent
+        link.sending = True
+        try:
+            await conn.send(ap.input_audio(frames[0] if len(frames) == 1 else b"".join(frames)))
+        except AgentClosed:
+            # Not sent (both transports raise before writing once the socket is going): keep the frames for the
+            # resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
+            core.agent_audio_unsent(frames)
+            link.broken(conn)
+        finally:
+            link.sending = False
+
+    # =================================================================================================== tasks
+    async def _carrier_reader(self, core: CallCore) -> None:
+        receive = self.carrier.receive
+        while not core.carrier_stopped:
+            await self.on_carrier_message(await receive())
+        # 'stop' while our REST hang-up/transfer is under way: that task ends the call once the carrier answered.
+
+    async def _send_agent_audio(self, core: CallCore) -> None:
+        """agent_sender: buffered caller audio (before ready, during a resume, behind a backed-up socket), coalesced
+        into ≤ 100 ms messages."""
+        wake, link = self._agent_wake, self.agent
+        while True:
+            wake.clear()
+            while (conn := link.sendable()) is not None and (frames := core.agent_audio(5)):
+                await self._send_audio(core, conn, frames)
+            await _wait(wake, IDLE_WAIT_S)
+
+    async def _watchdog(self, core: CallCore) -> None:
+        """The call's clock: one timer, re-armed whenever the core's next deadline may have moved."""
+        wake = self._clock_wake
+        while True:
+            wake.clear()
+            deadline = core.next_deadline()
+            await _wait(wake, IDLE_WAIT_S if deadline is None else max(0.0, deadline - self._clock()))
+            actions = core.tick(self._clock())
+            if actions:
+                await self._execute(actions)
+
+    async def _wait_for_room(self, core: CallCore) -> None:
+        """The agent speaks faster than the carrier takes audio: stop reading the agent until the queue has room,
+        for at most ``audio.outbound_buffer_s`` (the agent sends in real time, so this only bites if the carrier
+        stopped draining); then the call ends (carrier_stalled) rather than hold a billed line with a dead carrier."""
+        try:
+            async with asyncio.timeout(self._settings.audio.outbound_buffer_s):
+                while not core.outbound_has_room:
+                    self._room.clear()
+                    await self._room.wait()
+        except TimeoutError:
+            await self._execute(core.end(Outcome.CARRIER_STALLED, self._clock()))
+
+    def _after_carrier_send(self) -> None:
+        q = self._outbound
+        if q.frames < q.max_frames:
+            self._room.set()
+        if self.core.clock_changed():
+            self._clock_wake.set()
+
+    # ================================================================================================ agent side
+    async def _agent_runner(self, core: CallCore) -> None:
+        try:
+            if not await self._adopt_parked(core):
+                await self._open_agent(core)
+            self._agent_wake.set()
+            await self._read_agent(core)
+        except AgentUnavailable as exc:  # unreachable, refused, or not resumable (AgentSessionError: fatal code)
+            await self._execute(core.agent_failed(exc, self._clock()))
+
+    async def _open_agent(self, core: CallCore) -> None:
+        update = ap.session_update(core.session_config(self._tools.declarations(core.profile)))
+
+        async def before_ready(event: ap.ServerEvent) -> None:
+            await self._execute(core.agent_event(event, self._clock()))
+
+        ready = await self.agent.open_session(update, before_ready)
+        now = self._clock()
+        structlog.contextvars.bind_contextvars(session_id=ready.session_id)
+        endpoint = self.agent.endpoint
+        self._log.info("agent.session_ready", session_id=ready.session_id, endpoint=endpoint.name, url=endpoint.url,
+                       ready_ms=round((now - self._started_at) * 1000, 1))
+        await self._execute(core.agent_ready(ready.session_id, now))
+
+    async def _read_agent(self, core: CallCore) -> None:
+        link = self.agent
+        while core.agent_wanted:
+            try:
+                event = await link.recv()
+            except AgentClosed as exc:
+                if core.phase is not Phase.LIVE:
+                    return  # the call is ending anyway
+                # No session.ended before the close (that ends the call in the core): a network drop.
+                await self._execute(core.agent_dropped(exc.code, exc.reason, self._clock()))
+                await self._resume(core)
+                continue
+            await self.on_agent_event(event)
+
+    async def _resume(self, core: CallCore) -> None:
+        """Resume the dropped session on a new socket, with backoff, inside the window. Raises AgentSessionError
+        (a final code) or AgentUnavailable (the window is spent)."""
+        link, t0 = self.agent, self._clock()
+        session_id = core.summary.session_id
+        await link.discard()
+        deadline, delay, attempt, error = t0 + link.resume_window_s, 0.0, 0, ""
+        while (remaining := deadline - self._clock()) > 0:
+            if delay:
+                await asyncio.sleep(min(delay, remaining))
+            delay = min(2.0, delay * 2) if delay else 0.25
+            attempt += 1
+            try:
+                first = await link.reopen(session_id, remaining)
+            except AgentSessionError as exc:
+                error = f"{exc.code}: {exc.message}"
+                if exc.code not in ap.RETRYABLE_CONNECT_CODES:
+                    self._resume_failed(core, attempt, t0, error, final=True)
+                    raise
+            except (AgentUnavailable, AgentClosed) as exc:
+                error = str(exc)
+            else:
+                now = self._clock()
+                if isinstance(first, ap.SessionEnded):  # the server ended the session instead
+                    await self._execute(core.agent_event(first, now))
+                    return
+                ready = first.session_id if isinstance(first, ap.SessionReady) else None
+                await self._execute(core.agent_resumed(ready, attempt, (now - t0) * 1000, now))
+                self._agent_wake.set()
+                if first is not None and ready is None:
+                    await self.on_agent_event(first)  # a server that just carries on: its first event counts
+                return
+            await link.discard()
+        self._resume_failed(core, attempt, t0, error or "resume window spent", final=False)
+        raise AgentUnavailable(f"agent session not resumed within {link.resume_window_s:g} s: {error}")
+
+    def _resume_failed(self, core: CallCore, attempts: int, t0: float, error: str, *, final: bool) -> None:
+        self._log.error("agent.resume_failed", attempts=attempts, gap_ms=round((self._clock() - t0) * 1000, 1),
+                        session_id=core.summary.session_id, error=error, final_code=final,
+                        buffered_frames=core.to_agent_pending)
+
+    # ---- re-attach (gateway.reattach) ---------------------------------------------------------------------------
+    async def _adopt_parked(self, core: CallCore) -> bool:
+        """At the start of a stream: take over this call's parked agent session, if there is one."""
+        parked = self._parked
+        if parked is None or not parked.enabled:
+            return False
+        call_sid, stopping = core.summary.call_sid, self._stream_stopping
+        found = await parked.claim(call_sid, wait_s=2.0,
+                                   stopping=(lambda: stopping(call_sid)) if stopping else (lambda: False))
+        if found is None:
+            return False
+        self.agent.adopt(found.agent)
+        structlog.contextvars.bind_contextvars(session_id=found.session_id)
+        now = self._clock()
+        await self._execute(core.agent_adopted(found.session_id, found.profile_name, found.profile,
+                                               found.stream_sid, round((now - found.parked_at) * 1000, 1), now))
+        return True
+
+    def _park(self, core: CallCore, outcome: Outcome) -> bool:
+        """At teardown after a 'stop': hold the live agent session for a new stream of this call instead of ending
+        it. Only for a stream the carrier stopped (the caller hung up or a redirect replaced the TwiML: 'stop' does
+        not say which) with a healthy, live session."""
+        parked, s, conn = self._parked, core.summary, self.agent.conn
+        if (parked is None or not parked.enabled or outcome != Outcome.CALLER_HANGUP or core.agent_ended
+                or not core.was_live or conn is None or not conn.open_ or not s.session_id or not s.call_sid):
+            return False
+        self.agent.detach()
+        parked.park(ParkedAgent(call_sid=s.call_sid, agent=conn, session_id=s.session_id, profile_name=s.profile,
+                                profile=core.profile, stream_sid=s.stream_sid, parked_at=self._clock()))
+        self._log.info("call.agent_parked", session_id=s.session_id, window_s=parked.window_s)
+        return True
+
+    def _stop_agent(self, core: CallCore) -> None:
+        """The call ends with the gateway's own prompt: stop reading the agent, and end its session now (billing
+        stops with session.end) while the prompt plays. The end runs outside the task group, so the group's end
+        does not cut it short; the teardown waits for it."""
+        current = asyncio.current_task()
+        for task in (self._agent_task, self._agent_sender):
+            if task is not None and task is not current:
+                task.cancel()
+        if self._agent_ending is None:
+            self._agent_ending = asyncio.get_running_loop().create_task(self._end_agent(core), name="agent_end")
+
+    async def _end_agent(self, core: CallCore) -> None:
+        conn = self.agent.conn
+        if conn is None:
+            return
+        if await self.agent.end(already_ended=core.agent_ended):
+            core.agent_ended = True
+        s = core.summary
+        s.agent_close_code = conn.close_code
+        self._log.info("agent.closed", close_code=conn.close_code, reason=conn.close_reason,
+                       session_id=s.session_id or None, endpoint=conn.endpoint.name)
+
+    # ================================================================================================== actions
+    async def _execute(self, actions: Sequence[Action]) -> None:
+        """Do what the core said, in order."""
+        core = self.core
+        for action in actions:
+            match action:
+                case Publish():
+                    self._emit(action.event)
+                case LogLine():
+                    getattr(self._log, action.level)(action.event, **action.fields)
+                case SendAgent():
+                    if not await self.agent.send(action.text) and action.keep:
+                        core.agent_message_unsent(action.text)  # the agent is being resumed: sent once it is back
+                case WakeAt():
+                    self._clock_wake.set()
+                case RunTool():
+                    self._tg.create_task(self._tool_port.run_tool(action.call), name=f"tool:{action.call.name}")
+                case ControlRequest():
+                    self._tg.create_task(self._tool_port.carry_out(action), name="call_control")
+                case MarkHeard():
+                    self._tool_port.heard(action.tag)
+                case EndAgentSession():
+                    self._stop_agent(core)
+                case EndCall():
+                    raise CallEnded(action.outcome)
+        if core.carrier_pending:
+            self._writer.wake()
+
+    async def _finish_agent(self, core: CallCore, outcome: Outcome) -> None:
+        """Park the agent session (re-attach) or end it; wait (bounded) for an end already under way."""
+        if self._agent_ending is None and not self._park(core, outcome):
+            self._agent_ending = asyncio.get_running_loop().create_task(self._end_agent(core), name="agent_end")
+        if self._agent_ending is not None:
+            bound = self._settings.agent.end_timeout_s + AGENT_END_SLACK_S
+            try:
+                async with asyncio.timeout(bound):
+                    await asyncio.shield(self._agent_ending)
+            except TimeoutError:
+                pass
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event``, at most ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass

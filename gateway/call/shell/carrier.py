@@ -1,0 +1,167 @@
+"""The carrier's socket, and the one writer that paces everything the caller hears. Not pure: asyncio + aiohttp.
+
+:class:`CarrierLink` only moves messages: ``str`` for a text frame, ``bytes`` for a binary one (Vonage audio), and
+turns the socket's end into :class:`~gateway.errors.CallEnded` (``carrier_closed``) or, for an over-long message,
+:class:`~gateway.errors.CarrierProtocolError`.
+
+:class:`CarrierWriter` is the call's single pacing loop (README "Performance"): it pulls from the core
+(:meth:`~gateway.call.core.CallCore.carrier_data`) whatever is due, sends it, and sleeps until the core says more may
+go (:meth:`~gateway.call.core.CallCore.carrier_wake_at`). Agent audio, marks, ``clear``, the gateway's own prompts
+and keypad tones all leave through it, in the core's order. Fast path: :meth:`CarrierWriter.flush` lets the agent
+reader send what is due itself (sparing a task wake-up per 20 ms frame) when the writer is idle and the carrier
+socket is not backed up. A send to a backed-up socket may wait for the drain, and the agent reader must never wait
+on the carrier (it would stop reading barge-ins, tools and errors): then the writer task sends instead, and while it
+waits the core's queue fills, which is what stops the agent reader (:attr:`~gateway.call.core.CallCore.
+outbound_has_room`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import WSMsgType, web
+
+from ...errors import CallEnded, CarrierProtocolError, Outcome
+from ..outbound_queue import OutboundQueue
+
+__all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierWriter"]
+
+#: At hang-up, how long the carrier's close handshake may take before the connection is dropped.
+CARRIER_CLOSE_TIMEOUT_S = 2.0
+#: The writer's longest sleep with nothing to send (it is woken when something comes).
+IDLE_WAIT_S = 1.0
+
+
+class CarrierLink:
+    """The call's carrier WebSocket (an aiohttp ``WebSocketResponse``, prepared)."""
+
+    def __init__(self, ws: web.WebSocketResponse, max_message_bytes: int) -> None:
+        self.ws = ws
+        self._max_message_bytes = max_message_bytes
+        #: The socket's transport, for :meth:`backlogged`: aiohttp keeps it on the prepared response's writer and
+        #: exposes no public accessor there (tests/integration/test_reliability_limits.py fails if that moves).
+        self.transport: asyncio.WriteTransport | None = getattr(getattr(ws, "_writer", None), "transport", None)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.ws.closed)
+
+    async def receive(self) -> str | bytes:
+        """The next message: ``str`` for a text frame, ``bytes`` for a binary one; the dialect decides whether its
+        carrier may send binary (Twilio's refuses it). No timeout per receive (a timer per message, 50 a second
+        per call): the call's clock ends a line without media."""
+        msg = await self.ws.receive()
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+            data: str | bytes = msg.data
+            return data
+        if msg.type is WSMsgType.ERROR:
+            exc = self.ws.exception()
+            # aiohttp's WebSocketError carries close code 1009 (message too big) for max_msg_size.
+            if getattr(exc, "code", None) == 1009 or "message size" in str(exc).lower():
+                raise CarrierProtocolError(f"message over {self._max_message_bytes} bytes")
+        raise CallEnded(Outcome.CARRIER_CLOSED)  # CLOSE / CLOSING / CLOSED, or a transport error
+
+    async def send(self, data: str | bytes) -> None:
+        try:
+            if type(data) is str:
+                await self.ws.send_str(data)
+            else:
+                await self.ws.send_bytes(data)  # type: ignore[arg-type]  # bytes: Vonage audio
+        except ConnectionError:
+            raise CallEnded(Outcome.CARRIER_CLOSED) from None
+
+    def backlogged(self) -> bool:
+        """Bytes wait in user space for the socket (its send buffer is full: the carrier or the network is not
+        keeping up). A send now may wait for the drain."""
+        transport = self.transport
+        return transport is not None and transport.get_write_buffer_size() > 0
+
+    async def close(self, code: int) -> None:
+        """Close, bounded. A carrier that reads nothing (its socket backed up) cannot take a close frame, and
+        aiohttp's close would wait for the drain: drop the connection instead, which ends the call at the carrier
+        just the same. aiohttp's close cut short by the bound closes the transport itself, but it can surface as
+        CancelledError rather than TimeoutError; unless this task really is being cancelled, that is the bound too,
+        and must not skip the call's summary (call.ended)."""
+        transport = self.transport
+        if transport is not None and self.backlogged():
+            transport.abort()
+            return
+        try:
+            async with asyncio.timeout(CARRIER_CLOSE_TIMEOUT_S):
+                await self.ws.close(code=code)
+        except (TimeoutError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+
+class CarrierWriter:
+    """Sends what the core has for the carrier (its :class:`~gateway.call.outbound_queue.OutboundQueue`), paced.
+    ``after_send`` runs after every burst of sends (the session wakes what waits for room in the queue, and re-arms
+    its clock for marks the clock model resolves)."""
+
+    def __init__(self, queue: OutboundQueue, carrier: CarrierLink, clock: Callable[[], float],
+                 after_send: Callable[[], None]) -> None:
+        self._queue = queue
+        self._carrier = carrier
+        self._clock = clock
+        self._after_send = after_send
+        self._wake = asyncio.Event()
+        self._busy = False  # a burst is being sent (by the writer task or a reader's flush)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task: forever (until its call's task group ends)."""
+        q, wake = self._queue, self._wake
+        while True:
+            wake.clear()
+            if not self._busy:
+                await self._send_due(inline=False)
+            if wake.is_set():
+                continue
+            at = q.wake_at if (q.urgent or q.items) else None
+            timeout = IDLE_WAIT_S if at is None else max(0.0, at - self._clock())
+            try:
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+
+    async def flush(self) -> None:
+        """Fast path, from a reader: send what is due now unless the writer is busy or the socket backed up (then
+        the writer task does it)."""
+        if self._busy or self._carrier.backlogged():
+            self._wake.set()
+            return
+        await self._send_due(inline=True)
+        q = self._queue
+        if q.urgent or q.items:
+            self._wake.set()  # held back for pacing, or the socket backed up: the writer takes over
+
+    async def _send_due(self, *, inline: bool) -> None:
+        """Pull and send until nothing is due. ``inline`` (a reader's fast path, whose sends do not wait): one clock
+        reading for the burst, and stop as soon as the socket backs up; the writer task reads the clock per message
+        (a send of its may have waited for the drain)."""
+        self._busy = True
+        pull, send, clock, backlogged = self._queue.pull, self._carrier.send, self._clock, self._carrier.backlogged
+        now = clock()
+        sent = False
+        try:
+            while (msg := pull(now)) is not None:
+                await send(msg)  # the queue counted it as sent: it goes before the next pull
+                sent = True
+                if not inline:
+                    now = clock()
+                elif backlogged():
+                    break  # a reader must not wait for the drain: the writer task sends the rest
+        finally:
+            self._busy = False
+        if sent:
+            self._after_send()

@@ -1,0 +1,222 @@
+"""One carrier media stream, from its WebSocket's first message to the call's summary. Not pure: asyncio.
+
+:class:`CallSession` accepts the stream (:mod:`gateway.call.shell.accept`: the ``start``, its token, the call's
+slot), hands the accepted call to :class:`~gateway.call.shell.accepted.AcceptedCall` (its core and its tasks), and
+tears it down: the agent session parked or ended, the carrier socket closed, ``call.ended`` logged once with the
+call's outcome and statistics. An error that escapes a call is logged once, here, with the call's context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ...agent.client import AgentEndpoint
+from ...carriers.base import Dialect
+from ...carriers.registry import TwilioDialect
+from ...config import Settings
+from ...errors import (
+    AgentProtocolError,
+    CallEnded,
+    CarrierProtocolError,
+    Outcome,
+    UnauthorizedStream,
+)
+from ...logs import mask_number
+from ...reattach import ParkedAgents
+from ...tools.registry import ToolRegistry
+from .. import events as ev
+from ..core import CallCore
+from ..setup import CallSetup
+from ..stats import CallSummary
+from .accept import authorize, await_start
+from .accepted import AcceptedCall
+from .agent_link import AgentLink
+from .carrier import CarrierLink
+from .carrier_control import CarrierControl, NoCarrierControl
+
+__all__ = ["CallSession"]
+
+#: The longest sleep of a waiting loop before it looks again (they are woken when there is something to do).
+IDLE_WAIT_S = 1.0
+#: At teardown, the most the agent session's end may take (session.end, session.ended, close) beyond its own bound.
+AGENT_END_SLACK_S = 2.5
+
+
+class CallSession:
+    def __init__(
+        self,
+        *,
+        ws: web.WebSocketResponse,
+        settings: Settings,
+        endpoint: AgentEndpoint,
+        tools: ToolRegistry,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        on_summary: Callable[[CallSummary], None] | None = None,
+        on_event: Callable[[ev.CallEvent], None] | None = None,
+        admit: Callable[[str, str], str | None] | None = None,
+        resume_window_s: float | None = None,
+        dialect: Dialect | None = None,
+        call_control: CarrierControl | None = None,
+        parked: ParkedAgents | None = None,
+        stream_stopping: Callable[[str], bool] | None = None,
+        token_scope: str | None = None,
+    ) -> None:
+        """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
+        a refusal (gateway.admission). ``call_control``: the carrier's own (gateway.call.shell.carrier_control:
+        Twilio REST at the twilio door when configured, else none). ``parked``: the re-attach registry
+        (gateway.reattach); ``stream_stopping(call_sid)`` says whether another stream of that call is still winding
+        down here (its agent session may be about to park)."""
+        self.carrier = CarrierLink(ws, settings.server.max_message_bytes)
+        self._settings = settings
+        self._tools = tools
+        self._clock = clock
+        self._wall = wall_clock
+        self._on_summary = on_summary
+        self._on_event = on_event
+        self._admit = admit
+        #: The carrier's protocol (gateway.carriers.base.Dialect); Twilio unless the route says otherwise.
+        self.dialect: Dialect = dialect if dialect is not None else TwilioDialect()
+        # The stream door this socket came in through: its token must have been minted for that door
+        # (gateway.security; the softphone speaks Twilio's dialect at a door of its own).
+        self._scope = token_scope or self.dialect.carrier
+        self._control: CarrierControl = call_control or NoCarrierControl(self._scope, "not_on_this_carrier")
+        self._parked = parked
+        self._stream_stopping = stream_stopping
+        #: The call's agent socket (gateway.call.shell.agent_link).
+        self.agent = AgentLink(endpoint, settings.agent, resume_window_s=resume_window_s)
+        self._log = structlog.get_logger("gateway.call")
+        self._started_at = clock()
+        self._summary = CallSummary()  # until the stream is accepted (then: its call's)
+        self._call: AcceptedCall | None = None
+        self._end_requested = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    # ================================================================================================ surface
+    @property
+    def summary(self) -> CallSummary:
+        """The call's statistics so far (``call.ended`` reports them)."""
+        return self._call.summary if self._call is not None else self._summary
+
+    @property
+    def call(self) -> AcceptedCall | None:
+        """The call, once its stream was accepted."""
+        return self._call
+
+    @property
+    def core(self) -> CallCore | None:
+        """The call's core, once its stream was accepted."""
+        return self._call.core if self._call is not None else None
+
+    @property
+    def started(self) -> bool:
+        """'start' was received and authorized: the call's tasks run."""
+        return self._call is not None
+
+    async def run(self) -> CallSummary:
+        """Serve the call until it ends for any reason. Never raises (except cancellation)."""
+        outcome, error = Outcome.CARRIER_CLOSED, ""
+        try:
+            start = await await_start(self.carrier, self.dialect, self._settings.server.start_timeout_s)
+            self._summary.call_sid, self._summary.stream_sid = start.call_id, start.stream_id
+            acceptance = authorize(start, self._settings, scope=self._scope, now=self._wall(), admit=self._admit)
+            call = self.begin(acceptance.setup, admitted=acceptance.refusal is None)
+            await call.run(acceptance.refusal)
+        except* CallEnded as eg:
+            outcome = Outcome(_first(eg, CallEnded).reason)
+        except* UnauthorizedStream as eg:
+            outcome, error = Outcome.REFUSED, str(_first(eg, UnauthorizedStream))
+            self._log.warning("call.refused", reason=error)
+        except* CarrierProtocolError as eg:
+            outcome, error = Outcome.PROTOCOL_ERROR, str(_first(eg, CarrierProtocolError))
+            self._log.warning("call.protocol_error", side="carrier", error=error)
+            self._emit(ev.ProtocolViolation("carrier", t=self._t()))
+        except* AgentProtocolError as eg:
+            outcome, error = Outcome.PROTOCOL_ERROR, str(_first(eg, AgentProtocolError))
+            self._log.warning("call.protocol_error", side="agent", error=error)
+            self._emit(ev.ProtocolViolation("agent", t=self._t()))
+        except* Exception as eg:  # noqa: BLE001 - our bug: log once, at the boundary, with the call's context
+            outcome, error = Outcome.INTERNAL_ERROR, repr(eg.exceptions[0])
+            self._log.error("call.internal_error", exc_info=eg.exceptions[0])
+        finally:
+            await asyncio.shield(self._teardown(outcome, error))
+        return self.summary
+
+    def begin(self, setup: CallSetup, *, admitted: bool = True) -> AcceptedCall:
+        """The stream's ``start`` was authorized: the call. ``admitted``: False when admission turned the call away
+        after all (it only hears the apology)."""
+        call = self._call = AcceptedCall(setup, settings=self._settings, carrier=self.carrier, dialect=self.dialect,
+                                         agent=self.agent, tools=self._tools, control=self._control,
+                                         clock=self._clock, started_at=self._started_at, emit=self._emit,
+                                         parked=self._parked, stream_stopping=self._stream_stopping)
+        if admitted:
+            start, audio = setup.start, self._settings.audio
+            self._log.info("call.started", carrier=self.dialect.carrier, account_sid=start.account_id,
+                           from_=mask_number(start.custom_parameters.get("from")),
+                           to=mask_number(start.custom_parameters.get("to")), profile=setup.profile_name,
+                           agent_format=audio.agent_format, endpoint=self.agent.endpoint.name)
+            self._emit(ev.CallStarted(start.call_id, setup.profile_name, t=self._t()))
+        return call
+
+    def request_end(self, reason: str = "drained") -> None:
+        """End the call from outside (the process drains; ``call_completed``: the carrier says the call is over,
+        nobody to say goodbye to): a live call says the goodbye prompt and hangs up; a stream still waiting for
+        ``start`` is closed at once. Idempotent; returns immediately."""
+        if self._end_requested:
+            return
+        self._end_requested = True
+        self._log.info("call.end_requested", reason=reason)
+        if self._call is not None:
+            self._call.request_end(Outcome.CALL_COMPLETED if reason == "call_completed" else Outcome.DRAINED)
+        elif not self.carrier.closed:
+            # No call yet (so nothing to say): closing the socket makes the acceptance see CLOSE. The task is held so
+            # it cannot be collected mid-flight; it ends with the close handshake (bounded by aiohttp's timeout).
+            self._close_task = asyncio.get_running_loop().create_task(self.shutdown(), name="close_unstarted")
+
+    async def shutdown(self) -> None:
+        """The process is shutting down now: close the carrier socket (1001) so the call's handler finishes."""
+        if not self.carrier.closed:
+            await self.carrier.ws.close(code=1001, message=b"server shutdown")
+
+    def _emit(self, event: ev.CallEvent) -> None:
+        """Per-call timeline for live viewers and metrics (gateway.call.events). Never per frame."""
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _t(self) -> float:
+        return round(self._clock() - self._started_at, 3)
+
+    # ================================================================================================= teardown
+    async def _teardown(self, outcome: Outcome, error: str) -> None:
+        if self._call is None:
+            s = self._summary
+            s.end(outcome, error)
+        else:
+            s = await self._call.finish(outcome, error)
+        s.duration_s = self._clock() - self._started_at
+        if not self.carrier.closed:
+            # Under <Connect><Stream> closing the socket ends the call.
+            await self.carrier.close(1008 if outcome == Outcome.REFUSED else 1000)
+        if s.session_id:  # bound in agent_runner's task context only; the summary line must carry it too
+            structlog.contextvars.bind_contextvars(session_id=s.session_id)
+        self._log.info("call.ended", **s.log_fields())
+        self._emit(ev.CallEnd(s.log_fields(), t=self._t()))
+        if self._on_summary is not None:
+            self._on_summary(s)
+
+
+def _first(eg: BaseExceptionGroup[Any], kind: type[BaseException]) -> Any:
+    for exc in eg.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+        elif isinstance(exc, kind):
+            return exc
+    return eg.exceptions[0]
