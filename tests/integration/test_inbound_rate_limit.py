@@ -15,7 +15,6 @@ from xml.etree import ElementTree
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import session as session_mod
 from gateway.audio.transcode import InboundAudio
 from tests.support.audio import tone, ulaw_tone
 from tests.support.faults import write_config
@@ -63,7 +62,7 @@ async def test_a_flooding_caller_gets_at_most_burst_plus_rate_times_elapsed_to_t
         converted += 1
         return convert(self, payload)
 
-    monkeypatch.setattr(session_mod.InboundAudio, "convert", counting_convert)
+    monkeypatch.setattr(InboundAudio, "convert", counting_convert)
     gw = await start_gateway()
     peer = await new_peer(gw)
     with capture_call_logs() as logs:

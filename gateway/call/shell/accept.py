@@ -70,7 +70,7 @@ def authorize(start: StreamStarted, settings: Settings, *, scope: str, now: floa
     setup = setup_for(settings, start)
     refusal = admit(start.call_id, token) if admit is not None else None
     if refusal == "token_in_use":
-        # A replayed 'start': this token already carries a live call of this process (gateway.admission).
+        # A replayed token: it already opened a call on this process (gateway.admission).
         raise UnauthorizedStream("call token already used (a token opens one call, once)")
     if refusal is not None:
         log.warning("call.refused", reason=refusal)
