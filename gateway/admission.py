@@ -1,10 +1,10 @@
 """Who gets a line: the per-process call limit, slot reservations and live stream tokens. Pure (``now`` is passed in).
 
-A call passes two doors (telephony.md §A.1–§A.2): the voice webhook (we learn the CallSid and answer TwiML) and,
-a moment later, the media-stream upgrade (which carries no CallSid: it arrives only in ``start``). Checking the
-limit at the webhook but counting the call only once its stream starts lets a burst of webhooks race past the
-limit (telephony.md §C item 12, QwenPaw PR #38). So the webhook *reserves* a slot for its CallSid, and the stream
-*claims* that reservation at ``start``.
+A call passes two doors (docs/architecture/index.md#admission): the voice webhook (we learn the CallSid and answer
+TwiML) and, a moment later, the media-stream upgrade (which carries no CallSid: it arrives only in ``start``). Checking
+the limit at the webhook but counting the call only once its stream starts lets a burst of webhooks race past the limit
+(QwenPaw PR #38). So the webhook *reserves* a slot for its CallSid, and the stream *claims* that reservation at
+``start``.
 
 Slots are held by:
 - ``live`` calls: a stream whose ``start`` was authorized;

@@ -1,5 +1,5 @@
-"""The HTTP doors of call control (issue #8, README "Call control"). Thin aiohttp handlers; the decisions live in
-pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST calls in
+"""The HTTP doors of call control (issue #8, docs/how-to/call-control.md, docs/how-to/outbound-calls.md). Thin aiohttp
+handlers; the decisions live in pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST calls in
 :mod:`gateway.carriers.twilio_rest`.
 
 - ``POST /calls``          place an outbound call (bearer ``GATEWAY_API_KEY``): JSON ``{to, from, profile?,
@@ -7,10 +7,10 @@ pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST cal
   destinations ``[twilio] dial_allow`` allows are dialled (E.164 numbers when it is empty): others get ``422
   {"error", "reason": "destination_not_allowed"}``, logged as ``outbound.refused`` with the number masked and
   counted in ``voice_gateway_call_refusals_total{stage="outbound"}`` (docs/security.md).
-- ``POST /twilio/status``  Twilio call status callbacks (``CallStatus``…) and stream status callbacks
-  (``StreamEvent``, ``StreamError``), signature-checked like the voice webhook (README "Status callbacks"): logged as
-  ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of
-  the call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
+- ``POST /twilio/status``  Twilio call status callbacks (``CallStatus``…) and stream status callbacks (``StreamEvent``,
+  ``StreamError``), signature-checked like the voice webhook (docs/how-to/call-control.md#status-callbacks): logged as
+  ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of the
+  call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
 
 Bodies are read with :mod:`gateway.http_input`: whatever anyone sends, a malformed body is a 400, never a 500.
 
@@ -50,7 +50,7 @@ __all__ = ["FINAL_CALL_STATUSES", "rest_client", "setup", "status_callback_url"]
 
 log = structlog.get_logger("gateway")
 
-#: CallStatus values after which the call is over (README "Status callbacks").
+#: CallStatus values after which the call is over (docs/architecture/twilio-media-streams.md#call-status).
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
@@ -173,7 +173,8 @@ async def status_callback(request: web.Request) -> web.Response:
         return web.Response(status=400, text="neither CallStatus nor StreamEvent")
     metrics.on_status_callback(call_status, stream_event)
     if call_status in FINAL_CALL_STATUSES and call_sid:
-        # The authoritative end of the call (README "Status callbacks"): nothing of it may live on here.
+        # The authoritative end of the call (docs/architecture/twilio-media-streams.md#call-status): nothing of it may
+        # live on here.
         request.app[PARKED].release(call_sid, "call_completed")
         for session, _task in list(request.app[CALLS].active.values()):
             if session.summary.call_sid == call_sid:

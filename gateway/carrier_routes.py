@@ -4,7 +4,7 @@ steps is in :mod:`gateway.carriers.spec`). Thin aiohttp glue: signatures, answer
 carriers' pure modules; every stream is served by :func:`gateway.media_stream.serve_stream`, so admission, the
 per-call token, the transcoder and playout accounting are the same for all.
 
-Routes (README "Carriers"; each carrier's module has the details):
+Routes (docs/how-to/carriers/index.md#comparison; each carrier's module has the details):
 
 ====================================  ===========================================================================
 ``POST /twilio/voice``                TwiML ``<Connect><Stream>``; ``X-Twilio-Signature`` with ``TWILIO_AUTH_TOKEN``
@@ -31,7 +31,7 @@ or development without a public URL, or an explicit ``carriers.NAME.enabled = tr
 webhook signature is not checked. The per-call token is always required, and only a token minted at the same door
 opens its stream (docs/security.md).
 
-Logs and metrics (README "Logs"): a refused webhook is ``webhook.refused`` (``reason``: the carrier's, e.g.
+Logs and metrics (docs/reference/logs.md): a refused webhook is ``webhook.refused`` (``reason``: the carrier's, e.g.
 ``bad signature``; ``draining`` at info level; ``at_capacity`` with ``active``), a refused upgrade
 ``stream.refused``, each counted in ``call_refusals_total`` (``stage`` webhook/stream); an answered one
 ``webhook.answered``. Every line names its ``carrier``.

@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="listen port (default from config: 8080)")
     s.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG or config/gateway.toml)")
     s.add_argument("--workers", type=_positive_int, default=1,
-                   help="worker processes sharing the port via SO_REUSEPORT (default 1); README \"Operations\"")
+                   help="worker processes sharing the port via SO_REUSEPORT "
+                        "(default 1; docs/how-to/operations/workers.md)")
     s.add_argument("--loop", choices=["auto", "asyncio", "uvloop"],
                    help="event loop (default from config server.loop: auto = uvloop when installed)")
     s.add_argument("--metrics-port", type=int,

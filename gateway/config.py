@@ -68,7 +68,8 @@ class ServerSettings:
     # Re-attach (gateway.reattach): after a stream's 'stop', keep its agent session this long for a new stream of
     # the same call (a REST redirect to new <Connect><Stream>). 0: off (a stop ends the agent session at once).
     reattach_window_s: float = 0.0
-    # Event loop of `serve` (README "Performance"): auto = uvloop when it is installed, else asyncio's own.
+    # Event loop of `serve` (docs/architecture/decisions/0002-uvloop.md): auto = uvloop when it is installed, else
+    # asyncio's own.
     loop: str = "auto"  # auto | asyncio | uvloop
     # Inbound audio rate limit per call (gateway.ratelimit, docs/security.md): caller audio beyond this multiple of
     # real time is dropped before it reaches the agent, which bills per audio second; inbound_burst_s of audio may
@@ -109,8 +110,8 @@ class AgentSettings:
     connect_attempts: int = 3
     ready_timeout_s: float = 10.0
     end_timeout_s: float = 2.0
-    # WebSocket client of the agent socket (gateway.agent.client): aiohttp (cheaper per message, README
-    # "Performance") | websockets (the reference implementation).
+    # WebSocket client of the agent socket (gateway.agent.client): aiohttp (cheaper per message,
+    # docs/architecture/decisions/0001-aiohttp-agent-transport.md) | websockets (the reference implementation).
     transport: str = "aiohttp"
 
 
@@ -144,7 +145,7 @@ class Profile:
     turn_detection: Mapping[str, Any] = field(default_factory=dict)
     keyterms: tuple[str, ...] = ()
     end_call_timeout_s: float = 15.0
-    # Call control (issue #8, README "Call control"):
+    # Call control (issue #8, docs/how-to/call-control.md):
     hangup_via_rest: bool = False  # end_call also completes the call over REST (TwiML that continues after <Connect>)
     transfer_allow: tuple[str, ...] = ()  # transfer_call destinations allowed (fnmatch: "+1555*", "sip:*@pbx.example")
     dtmf_mode: str = "off"  # caller keypresses to the agent: reply (reply.create) | buffer (read_dtmf) | off
@@ -160,7 +161,8 @@ class LocalAgentConfig:
     backchannel_max_ms: int = 600
     min_silence_ms: int = 600
     threads: int = 4  # the process-wide pool for blocking model calls
-    model_cpu_threads: int = 2  # intra-op threads of Whisper and Piper each (README "Local agent": measured)
+    # intra-op threads of Whisper and Piper each (measured: docs/architecture/local-agent.md#concurrency)
+    model_cpu_threads: int = 2
     llm_base_url: str = ""  # optional OpenAI-compatible endpoint; empty = deterministic intent engine
     llm_model: str = ""
     llm_api_key_env: str = "LOCAL_AGENT_LLM_API_KEY"
@@ -179,9 +181,9 @@ class SoftphoneSettings:
 
 class CarrierSettings(collections.abc.Mapping[str, CarrierDoor]):
     """The ``[carriers]`` table: one ``[carriers.NAME]`` table per carrier of the registry, each an instance of the
-    settings class that carrier's module declares (``enabled``, docs/security.md "Carrier doors", plus its audio
-    keys; README "Carriers"). ``settings.carriers["plivo"]`` or ``settings.carriers.plivo``; a carrier not given
-    gets its defaults. Secrets are not here: they come from the environment (:class:`Secrets`)."""
+    settings class that carrier's module declares (``enabled``, docs/security.md "Carrier doors", plus its audio keys;
+    docs/reference/configuration.md#carriers). ``settings.carriers["plivo"]`` or ``settings.carriers.plivo``; a carrier
+    not given gets its defaults. Secrets are not here: they come from the environment (:class:`Secrets`)."""
 
     def __init__(self, **tables: CarrierDoor) -> None:
         unknown = sorted(set(tables) - {spec.name for spec in registry.CARRIERS})
@@ -225,8 +227,9 @@ class Secrets:
     local_agent_api_key: str = ""
     twilio_account_sid: str = ""  # with TWILIO_AUTH_TOKEN: the REST client (call control, outbound calls)
     gateway_api_key: str = ""  # bearer key of POST /calls (outbound calls); empty: the endpoint is off
-    #: Every carrier's secrets by environment variable (the names its description lists; README "Carriers"). Empty:
-    #: that carrier's webhook is not checked, and its doors open in development only.
+    #: Every carrier's secrets by environment variable (the names its description lists;
+    #: docs/reference/environment.md#carriers). Empty: that carrier's webhook is not checked, and its doors open in
+    #: development only.
     carrier_secrets: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -2,7 +2,7 @@
 
 aiohttp's ``run_app`` turns SIGTERM into ``GracefulExit`` and then gives live handlers only ``shutdown_timeout``
 before cancelling them: every live phone call would be cut. Here the process runs its own loop (``AppRunner`` +
-``TCPSite`` + signal handlers) and drains instead (README "Shutdown: drain on SIGTERM"):
+``TCPSite`` + signal handlers) and drains instead (docs/how-to/operations/drain.md):
 
 1. SIGTERM (or SIGINT): ``accepting`` turns False at once, so ``/readyz`` answers 503 (the orchestrator stops
    routing new calls here), new webhooks get the polite refusal TwiML and new streams 503. Streams of calls whose
@@ -13,8 +13,9 @@ before cancelling them: every live phone call would be cut. Here the process run
    the goodbye's length + ``PROMPT_ECHO_SLACK_S``.
 4. The server shuts down (``AppRunner.cleanup``) and the process exits 0.
 
-So the orchestrator's grace period (Kubernetes ``terminationGracePeriodSeconds``) must be at least
-``drain_budget_s`` + :func:`hangup_allowance_s` (about 10 s) + a margin; README "Failure behaviour" has numbers.
+So the orchestrator's grace period (Kubernetes ``terminationGracePeriodSeconds``) must be at least ``drain_budget_s`` +
+:func:`hangup_allowance_s` (about 10 s) + a margin; docs/how-to/operations/drain.md#set-the-orchestrators-grace-period
+has numbers.
 
 :func:`listening` builds the server the way every ``serve`` does (one process or ``--workers N``, which calls
 :func:`serve` in each worker): the runner, a :class:`~gateway.http_input.RequestHeadDeadline` of
@@ -111,7 +112,8 @@ async def serve(app: web.Application, host: str, port: int, *, reuse_port: bool 
             log.info("gateway.listening", host=host, port=port)
             # Everything built so far (modules, the app, settings: ~58 000 objects) lives as long as the process.
             # Frozen, the collector no longer walks it: a full collection under load measured 22–29 ms before, ~0
-            # after, and a pause that long alone breaks a 5 ms p99 (README "Performance").
+            # after, and a pause that long alone breaks a 5 ms p99
+            # (docs/architecture/decisions/0003-msgspec-fast-path.md).
             gc.freeze()
             loop = asyncio.get_running_loop()
             stop = asyncio.Event()

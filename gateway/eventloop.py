@@ -1,7 +1,7 @@
 """Which asyncio event loop ``serve`` runs on (``[server] loop``, ``--loop``). Not pure: imports uvloop.
 
 ``auto`` (the default) takes uvloop when it is importable: the benchmark measured less CPU per call with it
-(README "Performance"); ``asyncio`` forces the standard loop, ``uvloop`` requires it."""
+(docs/architecture/decisions/0002-uvloop.md); ``asyncio`` forces the standard loop, ``uvloop`` requires it."""
 
 from __future__ import annotations
 

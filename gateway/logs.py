@@ -1,7 +1,7 @@
 """structlog set-up: JSON lines by default (``LOG_FORMAT=json``), coloured console for humans (``console``).
 
-Event names and keys are stable (README "Logs"); a call's logger is bound with call_sid/stream_sid/session_id so
-every line can be joined. Phone numbers are masked with :func:`mask_number` before they are logged.
+Event names and keys are stable (docs/reference/logs.md); a call's logger is bound with call_sid/stream_sid/session_id
+so every line can be joined. Phone numbers are masked with :func:`mask_number` before they are logged.
 """
 
 from __future__ import annotations

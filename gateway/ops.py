@@ -1,6 +1,6 @@
-"""The operator's routes (README "Operations"): ``GET /healthz`` (process alive), ``GET /readyz`` (accepting calls:
-200, else 503) and ``GET /metrics`` (Prometheus, :mod:`gateway.metrics`), plus the event-loop lag probe that feeds
-``voice_gateway_loop_lag_seconds``. Thin aiohttp handlers over ``app[CALLS]`` and ``app[METRICS]``.
+"""The operator's routes (docs/reference/http.md#operations): ``GET /healthz`` (process alive), ``GET /readyz``
+(accepting calls: 200, else 503) and ``GET /metrics`` (Prometheus, :mod:`gateway.metrics`), plus the event-loop lag
+probe that feeds ``voice_gateway_loop_lag_seconds``. Thin aiohttp handlers over ``app[CALLS]`` and ``app[METRICS]``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Outbound calls and per-call variables: the pure parts of ``POST /calls`` (README "Call control"). Pure.
+"""Outbound calls and per-call variables: the pure parts of ``POST /calls`` (docs/how-to/outbound-calls.md). Pure.
 
 ``POST /calls`` (bearer ``GATEWAY_API_KEY``) takes JSON ``{"to", "from", "profile"?, "variables"?}`` and asks
 Twilio to place the call with TwiML that connects the media stream: the same ``<Connect><Stream>`` the voice
@@ -15,10 +15,10 @@ this way may choose a profile or carry variables; an inbound call's profile stil
 
 **Variables** are a flat string map. ``{name}`` placeholders in the profile's ``system_prompt`` and ``greeting`` are
 filled from it (:func:`fill_template`: unknown names and other braces are left exactly as written), and the
-result goes into the first ``session.update``. Twilio limits each ``<Parameter>`` to about 500 characters of
-name + value (telephony.md §A.1, §A.6), so a variable that would not fit is refused (422) rather than truncated.
-Text that XML cannot carry (control characters, U+FFFE/U+FFFF, lone surrogates) is refused too (422): the TwiML
-would drop it (:func:`gateway.carriers.twiml.xml_safe`), so the stream would present other parameters than the
+result goes into the first ``session.update``. Twilio limits each ``<Parameter>`` to about 500 characters of name +
+value (docs/architecture/twilio-media-streams.md#limits), so a variable that would not fit is refused (422) rather than
+truncated. Text that XML cannot carry (control characters, U+FFFE/U+FFFF, lone surrogates) is refused too (422): the
+TwiML would drop it (:func:`gateway.carriers.twiml.xml_safe`), so the stream would present other parameters than the
 token was minted over.
 
 **Destinations** go through an allow-list (:func:`dial_allowed`, ``[twilio] dial_allow``; docs/security.md): with
@@ -55,7 +55,8 @@ __all__ = [
 
 OUTBOUND_PARAM = "outbound"
 VAR_PREFIX = "var_"
-#: Twilio: each ``<Parameter>`` name + value under about 500 characters [2nd].
+#: Twilio: each ``<Parameter>`` name + value under about 500 characters
+#: (docs/architecture/twilio-media-streams.md#limits).
 PARAMETER_LIMIT = 500
 MAX_VARIABLES = 32
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

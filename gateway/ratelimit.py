@@ -1,10 +1,10 @@
 """The per-call inbound audio rate limit: a token bucket over audio *duration*. Pure: no asyncio, no I/O, no clock
 reads; the caller passes ``now`` (seconds on a monotonic clock) and each message's duration.
 
-Why (README "Security"): a caller, or anyone holding a stream, can send audio many times faster than real time,
-and everything the gateway forwards is billed by the agent per audio second and floods its recogniser. A real
-carrier sends at real time, one frame per frame length, but after network jitter it delivers the late frames in a
-bunch. So the bucket holds ``burst_s`` seconds of audio and refills at ``rate`` × real time: over any interval of
+Why (docs/security.md#inbound-audio-rate): a caller, or anyone holding a stream, can send audio many times faster than
+real time, and everything the gateway forwards is billed by the agent per audio second and floods its recogniser. A real
+carrier sends at real time, one frame per frame length, but after network jitter it delivers the late frames in a bunch.
+So the bucket holds ``burst_s`` seconds of audio and refills at ``rate`` × real time: over any interval of
 T seconds at most ``burst_s + rate·T`` seconds of audio are admitted (plus, once, what a message longer than the
 whole burst overshoots: see :meth:`InboundAudioBudget.admit`), and a caller that keeps to real time never loses a
 frame, late bunches up to ``burst_s`` included.

@@ -1,8 +1,9 @@
 """Who may connect: Twilio request signatures and per-call stream tokens. Pure (``now`` is passed in).
 
-- :func:`twilio_signature` / :func:`validate_twilio_signature`: HMAC-SHA1 over the full URL plus the POST params
-  sorted by name (telephony.md §A.2), accepting the URL with and without an explicit default port, as Twilio's own
-  validator does. For the media-stream upgrade the URL is the ``wss://`` URL from the TwiML and the params are empty.
+- :func:`twilio_signature` / :func:`validate_twilio_signature`: HMAC-SHA1 over the full URL plus the POST params sorted
+  by name (docs/architecture/twilio-media-streams.md#signatures), accepting the URL with and without an explicit default
+  port, as Twilio's own validator does. For the media-stream upgrade the URL is the ``wss://`` URL from the TwiML and
+  the params are empty.
 - :func:`mint_call_token` / :func:`verify_call_token`: the token the webhook puts in ``<Parameter name="token">``:
   HMAC-SHA256 over its *scope* (the carrier door that minted it: ``twilio``, ``telnyx``, ``softphone``…), its
   *subject* (the CallSid and the profile the call was answered with, :func:`gateway.outbound.token_subject`) and

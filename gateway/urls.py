@@ -9,8 +9,8 @@ Two sources, and only two (docs/security.md, "Signatures"):
   address, never a request header): a stream URL pointing at our own loopback interface.
 
 The one exception is :func:`webhook_url` without a public URL: the URL a carrier signed is then the one it requested,
-``Host`` header included. That is the documented development fallback (README "Configuration"); a gateway that
-carriers can reach has a public URL, and its signatures are checked over that.
+``Host`` header included. That is the documented development fallback (docs/reference/configuration.md#server); a
+gateway that carriers can reach has a public URL, and its signatures are checked over that.
 
 The address rule (one for every URL built here): an unspecified address (``0.0.0.0``, ``::``, none) is reached on
 the loopback of its family (``127.0.0.1``, ``[::1]``); an IPv4-mapped IPv6 address (``::ffff:10.0.0.5``, what a

@@ -1,11 +1,12 @@
 """Voice Agent API, client side: parse server events, build client events. Pure (no sockets, no clock, no env).
 
-Follows ../shared/specs/voice-agent-api.md §2. Tolerant where documented and observed behaviour differ (§0 note):
+Follows docs/architecture/voice-agent-api.md#events. Tolerant where documented and observed behaviour differ
+(docs/architecture/voice-agent-api.md#documented-and-observed):
 error codes in either case (compared lower-cased), ``timestamp`` as float or ISO string, ``tool.call`` arguments
 as object or JSON string (and pre-launch ``args``), the legacy top-level ``error`` event, and unknown event types
 (returned as :class:`UnknownEvent` for the caller to ignore).
 
-Hot path (``reply.audio`` arrives every 10 ms of agent speech; README "Performance"): a message is first
+Hot path (``reply.audio`` arrives every 10 ms of agent speech; docs/architecture/performance.md): a message is first
 decoded by msgspec into a typed struct that only a well-formed ``reply.audio`` fits; anything else falls through to
 :func:`parse_server_event_plain`, the reference parser (stdlib ``json``), which also produces every error. The fast
 path may only accept what the reference accepts, with the same result (tests/unit/test_fastpath_equivalence.py).
@@ -39,7 +40,7 @@ __all__ = [
     "FINAL_RESUME_CODES",
 ]
 
-# §5.1: errors after which the server closes the session (1008/1011) …
+# Errors after which the server closes the session (1008/1011; docs/architecture/voice-agent-api.md#errors) …
 FATAL_ERROR_CODES = frozenset(
     {
         "unauthorized",
@@ -55,9 +56,9 @@ FATAL_ERROR_CODES = frozenset(
         "concurrency_exceeded",
     }
 )
-# … of which these are worth a retry with backoff at connect time (§5.1: LIVE-B lists them as retryable) …
+# … of which these are worth a retry with backoff at connect time (observed live; same page) …
 RETRYABLE_CONNECT_CODES = frozenset({"internal_error", "server_error", "at_capacity", "concurrency_exceeded"})
-# … and these end any attempt to resume (§4.3; SDK-DI treats them as final).
+# … and these end any attempt to resume (clients treat them as final: docs/architecture/voice-agent-api.md#resume).
 FINAL_RESUME_CODES = frozenset({"session_not_found", "session_expired", "session_forbidden", "unauthorized"})
 
 
@@ -209,7 +210,8 @@ def _opt_float(msg: Mapping[str, Any], key: str) -> float | None:
 
 
 def _error(msg: Mapping[str, Any]) -> SessionError:
-    code = msg.get("code", msg.get("error_code"))  # older docs mention error_code (§5.1)
+    # Older docs mention error_code (docs/architecture/voice-agent-api.md#documented-and-observed).
+    code = msg.get("code", msg.get("error_code"))
     if isinstance(msg.get("error"), dict):  # legacy {"type":"error","error":{...}}
         inner = msg["error"]
         code = inner.get("code", code)
@@ -337,8 +339,9 @@ def _dump(obj: Mapping[str, Any]) -> str:
 
 
 def session_update(session: Mapping[str, Any]) -> str:
-    """``session.update``; ``session`` holds only the fields being set (§2.1). ``None`` values are left out,
-    since the live server rejects e.g. an explicit ``greeting: null``."""
+    """``session.update``; ``session`` holds only the fields being set
+    (docs/architecture/voice-agent-api.md#client-events). ``None`` values are left out, since the live server rejects
+    e.g. an explicit ``greeting: null`` (docs/architecture/voice-agent-api.md#session-update)."""
     return _dump({"type": "session.update", "session": _drop_none(session)})
 
 

@@ -1,8 +1,8 @@
 """DTMF (ITU-T Q.23 / Q.24): dual-tone synthesis and a Goertzel detector. Pure: bytes in, bytes or digits out.
 
-Why synthesise: a Twilio bidirectional stream has no "send digits" message, and sending DTMF by REST redirect
-(``<Play digits>``) tears the media stream down (telephony.md §A.8, §C item 18). So ``send_dtmf`` plays the tones
-as ordinary outbound audio, the way vocode's ``DTMFToneGenerator`` does: 8 kHz μ-law, ``tone_ms`` of the two
+Why synthesise: a Twilio bidirectional stream has no "send digits" message, and sending DTMF by REST redirect (``<Play
+digits>``) tears the media stream down (docs/architecture/twilio-media-streams.md#transfer). So ``send_dtmf`` plays the
+tones as ordinary outbound audio, the way vocode's ``DTMFToneGenerator`` does: 8 kHz μ-law, ``tone_ms`` of the two
 frequencies summed, then ``gap_ms`` of silence, per digit.
 
 Why detect: Twilio reports the caller's keypresses as ``dtmf`` events, so the gateway needs no in-band detector on

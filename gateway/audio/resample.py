@@ -4,7 +4,7 @@ deterministic. :func:`make_resampler` picks the class from a config quality name
 One :class:`StreamResampler` per call per direction keeps the filter state between 20 ms frames, so frame
 boundaries do not click. soxr's streaming mode holds back samples (its filter delay, released in blocks for every
 quality but QQ) until more input or ``flush()`` arrives; ``scripts/bench`` measures that holdback per quality and
-direction (README "Performance", README "Audio").
+direction (docs/architecture/audio.md#resampling, docs/architecture/performance.md).
 
 Why 32-bit samples inside: soxr's 16-bit output path adds TPDF dither seeded from the clock, so the same input gave
 different bytes on every run and for every chunking. Fed 16-bit samples widened to 32 bits (``audioop.lin2lin``,
@@ -166,7 +166,7 @@ class FirResampler:
 
     Every output sample leaves as soon as the input it needs is in: the filter's look-ahead, 48 samples at 24 kHz
     (2.0 ms) each way, is the only holdback. soxr's streaming mode instead releases its output in blocks (52.7 ms
-    median delay for MQ outbound, README "Performance").
+    median delay for MQ outbound, docs/architecture/audio.md#resampling).
 
     Determinism: taps are integers / 2**20 and samples int16, so every product and every partial sum is an exact
     dyadic number far inside float64's 53 bits (|sum| < 2**17, finest bit 2**-20): BLAS may sum in any order, split

@@ -19,7 +19,7 @@ The :class:`Dialect` protocol (one internal event model, one dialect per carrier
     frames to at least ``min_message_ms`` (padding the tail of a reply with silence) and at most ``max_message_ms``.
 ``max_lead_ms``
     The most audio the carrier will buffer for us; the session's pacing never queues more (Vonage holds 3072
-    messages ≈ 61 s; README "Carriers"). ``None``: no documented limit.
+    messages ≈ 61 s; docs/how-to/carriers/vonage.md#protocol). ``None``: no documented limit.
 ``silence``
     One byte of silence in the outbound encoding (μ-law 0xFF, A-law 0xD5, PCM 0x00), used to pad messages.
 ``parse(data)``

@@ -52,14 +52,15 @@ class PlaybackCheckpoint:
 @dataclass(frozen=True, slots=True)
 class PlaybackCleared:
     """The carrier acknowledges a ``clear``: its playout queue is empty now (Plivo ``clearedAudio``, Vonage
-    ``websocket:cleared``; telephony.md §A.10). Twilio-style carriers send no such acknowledgement: for them the
-    session takes the ``clear`` as effective when sent, and flushed mark echoes of the cleared generation are
-    recognised by the playout tracker instead."""
+    ``websocket:cleared``; docs/how-to/carriers/index.md#comparison). Twilio-style carriers send no such
+    acknowledgement: for them the session takes the ``clear`` as effective when sent, and flushed mark echoes of the
+    cleared generation are recognised by the playout tracker instead."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamError:
-    """The carrier reports a stream-level error without ending the stream (Telnyx ``error`` frame, §A.10)."""
+    """The carrier reports a stream-level error without ending the stream (Telnyx ``error`` frame,
+    docs/how-to/carriers/telnyx.md#protocol)."""
 
     code: str
     detail: str = ""

@@ -1,13 +1,13 @@
 """Exotel Voicebot applet streams (bidirectional). Pure.
 
-What Exotel documents, and what this module does with it (README "Carriers"):
+What Exotel documents, and what this module does with it (docs/how-to/carriers/exotel.md#protocol):
 
 - no XML: the Voicebot applet is configured in App Bazaar with either a fixed ``wss://`` URL or an ``https://``
   endpoint that returns the ``wss://`` URL per call. The gateway serves the latter (``GET /exotel/answer``): it mints
   the per-call token and returns ``{"url": "wss://…/exotel/stream?sample-rate=16000&token=…"}``
   (:func:`stream_url_document`). ``?sample-rate=8000|16000|24000`` picks the audio; up to 3 custom query parameters
   (≤ 256 characters in all) come back in ``start.custom_parameters``. [The response shape of the dynamic endpoint is
-  not documented: see README "Carriers".]
+  not documented: see docs/how-to/carriers/index.md#assumptions.]
 - inbound (JSON text, **snake_case** throughout): ``connected``; ``start`` {``sequence_number``, ``stream_sid``,
   ``start.{stream_sid, call_sid, account_sid, from, to, custom_parameters, media_format{encoding: "audio/x-raw",
   sample_rate: "8000", bit_rate: "16"}}``}; ``media`` {``chunk``, ``timestamp``, ``payload``; ~100 ms each};

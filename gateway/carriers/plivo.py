@@ -1,6 +1,6 @@
 """Plivo audio streams (XML ``<Stream bidirectional="true">``). Pure.
 
-What Plivo documents, and what this module does with it (README "Carriers"):
+What Plivo documents, and what this module does with it (docs/how-to/carriers/plivo.md#protocol):
 
 - inbound (JSON text, camelCase): ``start`` {``sequenceNumber``, ``start.{callId, streamId, accountId, tracks,
   mediaFormat{encoding, sampleRate}}``, ``extra_headers``}, ``media`` {``media.track/timestamp/chunk/payload``},
@@ -10,11 +10,13 @@ What Plivo documents, and what this module does with it (README "Carriers"):
 - outbound: **``playAudio``** {``media:{contentType, sampleRate, payload}``} in the stream's own format,
   **``checkpoint``** {``streamId``, ``name``}, **``clearAudio``** {``streamId``}.
 - formats (``contentType`` of ``<Stream>``): ``audio/x-l16;rate=8000`` (Plivo's default), ``audio/x-l16;rate=16000``,
-  ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see README "Carriers"].
-- per-call data: ``extraHeaders`` is ≤ 512 bytes of alphanumerics only, too narrow for our token (``.``, ``-``,
-  ``_``), so the token travels in the stream URL's path (``/plivo/stream/<token>``, README "How the per-call token travels": a path segment survives
-  where query strings may not) and reaches the dialect as a transport parameter; ``extraHeaders`` carries the
-  numbers as digits (``to=15550002222``), given their ``+`` back here.
+  ``audio/x-mulaw;rate=8000``. L16 is taken as little-endian PCM16 [idea: see
+  docs/how-to/carriers/index.md#assumptions].
+- per-call data: ``extraHeaders`` is ≤ 512 bytes of alphanumerics only, too narrow for our token (``.``, ``-``, ``_``),
+  so the token travels in the stream URL's path (``/plivo/stream/<token>``,
+  docs/how-to/carriers/index.md#per-call-token: a path segment survives where query strings may not) and reaches the
+  dialect as a transport parameter; ``extraHeaders`` carries the numbers as digits (``to=15550002222``), given their
+  ``+`` back here.
 - webhooks are signed with **V3** signatures: base64 HMAC-SHA256 with the Auth Token over the URL, the sorted
   parameters and the ``X-Plivo-Signature-V3-Nonce``, in ``X-Plivo-Signature-V3`` (:func:`plivo_v3_signature`; the
   construction follows plivo-python ``utils/signature_v3.py``).
@@ -135,7 +137,7 @@ def e164(number: str) -> str:
 
 class PlivoStream(StreamDialect):
     """Protocol state of one Plivo audio stream (a :class:`~gateway.carriers.base.Dialect`). A ``playedStream``
-    comes only once the audio before its checkpoint played (README "Carriers")."""
+    comes only once the audio before its checkpoint played (docs/how-to/carriers/plivo.md#protocol)."""
 
     carrier = "plivo"
     label = "Plivo"
@@ -310,7 +312,7 @@ def validate_plivo_v3_signature(
 
 # ---- the carrier ---------------------------------------------------------------------------------------------------
 #: The token rides in the path: extraHeaders only take alphanumerics, and a path segment survives where a query
-#: string may not (README "How the per-call token travels").
+#: string may not (docs/how-to/carriers/plivo.md#what-the-gateway-answers).
 STREAM_PATH = "/plivo/stream/{token}"
 
 

@@ -3,7 +3,8 @@
 Each entry is a carrier's :class:`~gateway.carriers.spec.CarrierSpec` (its routes, settings table, secrets and pure
 functions), declared in its own module. The generic handlers (:mod:`gateway.carrier_routes`), the config
 (:mod:`gateway.config`: ``[carriers.NAME]`` tables, secrets, validation) and the call simulator read it from here;
-docs/how-to/carriers/adding-a-carrier.md walks through adding one. The order is the README's (and the start-up log's).
+docs/how-to/carriers/adding-a-carrier.md walks through adding one. The order is that of docs/how-to/carriers/index.md
+(and of the start-up log).
 
 :class:`~gateway.carriers.twilio.TwilioDialect` is re-exported for the call session, which defaults to it.
 """

@@ -1,17 +1,21 @@
 """SignalWire (cXML / Compatibility API) media streams. Pure.
 
-What SignalWire documents, and what this module does with it (README "Carriers"): the cXML ``<Connect><Stream>`` and
-the stream events are Twilio-compatible (``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/
-``clear`` out, every message carrying the ``streamSid``), so the parsing and building are
-:class:`~gateway.carriers.twilio.TwilioStream`'s. What differs:
+What SignalWire documents, and what this module does with it (docs/how-to/carriers/signalwire.md#protocol): the cXML
+``<Connect><Stream>`` and the stream events are Twilio-compatible
+(``connected``/``start``/``media``/``dtmf``/``mark``/``stop`` in, ``media``/``mark``/``clear`` out, every message
+carrying the ``streamSid``), so the parsing and building are :class:`~gateway.carriers.twilio.TwilioStream`'s. What
+differs:
 
 - the ``codec`` attribute of ``<Stream>`` picks the audio: ``PCMU`` (default), ``PCMA``, ``L16`` (8 kHz),
-  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all (README "Audio").
-  ``start.mediaFormat`` says which one the stream carries and the outbound audio uses the same.
-- L16 payloads are taken to be in network byte order, as L16 is on RTP (RFC 3551 §4.5.11); the dialect swaps to
-  and from the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see README "Carriers"]
-- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params, docs/security.md) with the Space's
-  signing key, in ``X-SignalWire-Signature``; the legacy ``X-Twilio-Signature`` alias is accepted too.
+  ``L16@16000h``, ``L16@24000h``. With ``L16@24000h`` a ``pcm24k`` agent needs no resampling at all
+  (docs/architecture/audio.md#carrier-rates). ``start.mediaFormat`` says which one the stream carries and the outbound
+  audio uses the same.
+- L16 payloads are taken to be in network byte order, as L16 is on RTP (RFC 3551 §4.5.11); the dialect swaps to and from
+  the transcoder's little-endian PCM. [idea: not confirmed by SignalWire's docs, see
+  docs/how-to/carriers/index.md#assumptions]
+- webhooks and upgrades are signed like Twilio's (HMAC-SHA1 over URL + sorted params,
+  docs/how-to/carriers/signalwire.md#protocol) with the Space's signing key, in ``X-SignalWire-Signature``; the legacy
+  ``X-Twilio-Signature`` alias is accepted too.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ CODECS: dict[str, tuple[str, int]] = {
 #: ``start.mediaFormat.encoding`` spellings → agent-protocol encoding.
 _ENCODINGS = {"audio/x-mulaw": "audio/pcmu", "audio/x-alaw": "audio/pcma", "audio/x-l16": "audio/pcm",
               "audio/l16": "audio/pcm"}  # fmt: skip
-#: Header names SignalWire signs with, newest first (README "Carriers").
+#: Header names SignalWire signs with, newest first (docs/how-to/carriers/signalwire.md#protocol).
 SIGNATURE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
 
 
@@ -139,7 +143,8 @@ def validate_signalwire_signature(
     headers: Mapping[str, str],
 ) -> bool:
     """True if the request carries a valid Twilio-compatible signature made with the Space's signing key, in
-    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature`` (README "Carriers")."""
+    ``X-SignalWire-Signature`` or its legacy alias ``X-Twilio-Signature``
+    (docs/how-to/carriers/signalwire.md#protocol)."""
     return any(validate_twilio_signature(signing_key, url, params, headers.get(h)) for h in SIGNATURE_HEADERS)
 
 

@@ -167,7 +167,8 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Malformed:
-    """A request we cannot read: 400 with ``text``, not logged (the sender's fault; README "Malformed input")."""
+    """A request we cannot read: 400 with ``text``, not logged (the sender's fault;
+    docs/security.md#malformed-input)."""
 
     text: str
 

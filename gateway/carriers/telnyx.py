@@ -1,6 +1,6 @@
 """Telnyx media streaming (TeXML ``<Stream>`` or Call Control ``streaming_start``). Pure.
 
-What Telnyx documents, and what this module does with it (README "Carriers"):
+What Telnyx documents, and what this module does with it (docs/how-to/carriers/telnyx.md#protocol):
 
 - inbound (all JSON text, **snake_case**): ``connected`` {``event``, ``version``} (no ``protocol``); ``start`` with
   top-level ``stream_id`` and ``sequence_number`` and ``start.{user_id, call_control_id, call_session_id, from, to,
@@ -16,7 +16,7 @@ What Telnyx documents, and what this module does with it (README "Carriers"):
   never fills is skipped once the window is full, so caller audio is delayed by at most the window.
 - codecs: PCMU/PCMA (8 kHz) through TeXML; L16 at 8/16/24 kHz through Call Control (``stream_codec``/
   ``stream_bidirectional_codec`` list L16; the TeXML verb's do not). L16 payloads are RTP payloads, so network byte
-  order (RFC 3551 §4.5.11) [idea: see README "Carriers"].
+  order (RFC 3551 §4.5.11) [idea: see docs/how-to/carriers/index.md#assumptions].
 - webhooks are signed with **Ed25519** over ``"<telnyx-timestamp>|<raw body>"``, base64 signature in
   ``telnyx-signature-ed25519`` (:func:`verify_telnyx_signature`, with a replay window).
 """
@@ -78,7 +78,7 @@ __all__ = [
 REORDER_WINDOW = 5
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
-#: Codecs our transcoder speaks, by where they can be asked for (README "Telnyx Call Control").
+#: Codecs our transcoder speaks, by where they can be asked for (docs/how-to/carriers/telnyx.md#protocol).
 TEXML_CODECS = {"PCMU": ("audio/pcmu", (8000,)), "PCMA": ("audio/pcma", (8000,))}
 CALL_CONTROL_CODECS = {**TEXML_CODECS, "L16": ("audio/pcm", (8000, 16000, 24000))}
 _ENCODINGS = {name: enc for name, (enc, _) in CALL_CONTROL_CODECS.items()}
@@ -260,8 +260,8 @@ def streaming_start_params(
     stream_auth_token: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of Call Control ``POST /v2/calls/{call_control_id}/actions/streaming_start`` (or the same keys on
-    ``answer``/``dial``) for an equivalent bidirectional stream (README "Telnyx Call Control"). Documented for operators
-    who drive calls with Call Control: the gateway's own webhook answers with TeXML."""
+    ``answer``/``dial``) for an equivalent bidirectional stream (docs/how-to/carriers/telnyx.md#call-control).
+    Documented for operators who drive calls with Call Control: the gateway's own webhook answers with TeXML."""
     if codec not in CALL_CONTROL_CODECS or sampling_rate not in CALL_CONTROL_CODECS[codec][1]:
         raise ValueError(f"unsupported Call Control stream codec {codec}@{sampling_rate}")
     body: dict[str, Any] = {

@@ -1,13 +1,13 @@
 """Twilio: the Media Streams dialect (bidirectional ``<Connect><Stream>``) and the carrier's description
 (:data:`SPEC`: ``POST /twilio/voice`` → TwiML, ``GET /twilio/stream``, ``X-Twilio-Signature`` with
-``TWILIO_AUTH_TOKEN``; README "Carriers"). Pure: text in, events out; bytes in, text out.
+``TWILIO_AUTH_TOKEN``; docs/how-to/carriers/twilio.md). Pure: text in, events out; bytes in, text out.
 
-The stream (README "How a call flows"):
+The stream (docs/architecture/twilio-media-streams.md):
 - inbound: ``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop`` (all JSON text; numbers arrive as strings);
 - outbound: ``media`` (base64 raw μ-law 8 kHz), ``mark``, ``clear``; nothing may be sent before ``start`` gives the
   ``streamSid``, and every message after ``connected`` must carry that same ``streamSid`` (else Twilio error 31951).
 
-Hot path (50 ``media`` messages per second per call each way; README "Performance"): an inbound message is
+Hot path (50 ``media`` messages per second per call each way; docs/architecture/performance.md): an inbound message is
 first decoded by msgspec into a typed struct that only a well-formed ``media`` message of this stream fits; anything
 else (other events, wrong types, bad base64, invalid JSON…) falls through to :meth:`TwilioStream.parse_plain`, the
 reference parser, which also produces every error. The fast path may only accept what the reference accepts, with
@@ -278,7 +278,8 @@ def _verify(hook: Webhook, door: Door[CarrierDoor]) -> Refusal | None:
 
 
 def _answer(call: Call, ctx: AnswerContext[CarrierDoor]) -> Answer:
-    # stream-started/stopped/error reach POST /twilio/status when status callbacks are on (README "Call control")
+    # stream-started/stopped/error reach POST /twilio/status when status callbacks are on
+    # (docs/how-to/call-control.md#status-callbacks)
     parameters = {"token": ctx.token, "from": call.caller, "to": call.called}
     return Answer(twiml.connect_stream(ctx.stream_base + STREAM_PATH, parameters, ctx.status_callback))
 

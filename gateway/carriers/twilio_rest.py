@@ -1,14 +1,15 @@
 """Twilio's REST API for call control: hang up, redirect (transfer), create (outbound). A thin async shell over
 aiohttp; the request shapes and the error parsing above the class are pure.
 
-The three requests (telephony.md §A.7–§A.9; Twilio "Call resource", API version 2010-04-01), all
+The three requests (docs/architecture/twilio-media-streams.md#ending-a-call, #transfer and #call-status; Twilio
+"Call resource", API version 2010-04-01), all
 ``application/x-www-form-urlencoded``, HTTP Basic auth with the Account SID and the Auth Token:
 
 - hang up:  ``POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json`` with ``Status=completed`` (``canceled`` only applies
   to queued or ringing calls). A 404 whose body says code 20404 means the call is already over: the hang-up is
   idempotent and reports it as ``already_ended`` (pipecat #2145: the caller hung up first).
 - redirect: the same URL with ``Twiml=<Response>…</Response>`` (or ``Url=`` + ``Method=``). It replaces the call's
-  TwiML at once; the ``<Connect><Stream>`` ends (Twilio sends ``stop``, the socket closes) (§A.8).
+  TwiML at once; the ``<Connect><Stream>`` ends (Twilio sends ``stop``, the socket closes).
 - create:   ``POST /2010-04-01/Accounts/{AC}/Calls.json`` with ``To``, ``From``, ``Twiml`` or ``Url``,
   ``StatusCallback``, ``StatusCallbackMethod`` and one ``StatusCallbackEvent`` field per event (repeated key).
 
@@ -54,7 +55,7 @@ DEFAULT_BASE_URL = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 #: "The requested resource … was not found": for a call, it has ended (or never existed on this account).
 CODE_NOT_FOUND = 20404
-#: ``StatusCallbackEvent`` values for a created call (telephony.md §A.9).
+#: ``StatusCallbackEvent`` values for a created call (docs/architecture/twilio-media-streams.md#call-status).
 CALL_STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 # Path segments: real SIDs are two letters + 32 hex; accept any short token of safe characters (test tools,
 # Twilio-compatible carriers) but nothing that could change the URL's path.

@@ -50,7 +50,7 @@ def connect_stream(stream_url: str, parameters: Mapping[str, str], status_callba
     """``<Connect><Stream>`` (bidirectional), the one builder behind Twilio's TwiML, SignalWire's cXML and Telnyx's
     TeXML (``attributes``: the dialect's own, after ``url``). No trailing verb: when our socket closes, the call ends
     (a trailing <Pause> kept callers on a silent line in pipecat #728). Per-call data travels in ``<Parameter>``s
-    because Twilio strips query strings from the stream URL (README "Carriers")."""
+    because Twilio strips query strings from the stream URL (docs/architecture/twilio-media-streams.md#twiml)."""
     attrs = f"url={xml_attr(stream_url)}"
     for name, value in (attributes or {}).items():
         attrs += f" {name}={xml_attr(value)}"
@@ -65,9 +65,9 @@ def say_and_hang_up(text: str) -> str:
 
 
 def dial(destination: str) -> str:
-    """Transfer (README "Call control"): the TwiML a REST redirect puts on the live call. ``destination`` is an E.164
-    number or a ``sip:``/``sips:`` URI already checked against the allow-list (gateway.tools.call_control); a SIP URI
-    needs the ``<Sip>`` noun. Nothing follows ``<Dial>``: when the transferred leg ends, the call ends."""
+    """Transfer (docs/how-to/call-control.md): the TwiML a REST redirect puts on the live call. ``destination`` is an
+    E.164 number or a ``sip:``/``sips:`` URI already checked against the allow-list (gateway.tools.call_control); a SIP
+    URI needs the ``<Sip>`` noun. Nothing follows ``<Dial>``: when the transferred leg ends, the call ends."""
     if destination.startswith(("sip:", "sips:")):
         target = f"<Sip>{xml_text(destination)}</Sip>"
     else:

@@ -1,6 +1,6 @@
 """Vonage Voice API WebSockets (NCCO ``connect`` to a ``websocket`` endpoint). Pure.
 
-What Vonage documents, and what this module does with it (README "Carriers"):
+What Vonage documents, and what this module does with it (docs/how-to/carriers/vonage.md#protocol):
 
 - the first message is **text** JSON: ``{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", …}``
   plus every ``headers`` entry of our NCCO endpoint (≤ 512 bytes; older platforms send the same object without the
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 CONTENT_TYPES = {"audio/l16;rate=8000": 8000, "audio/l16;rate=16000": 16000}
-#: Vonage's playback buffer, in messages of 20 ms (README "Carriers").
+#: Vonage's playback buffer, in messages of 20 ms (docs/how-to/carriers/vonage.md#protocol).
 MAX_BUFFER_MESSAGES = 3072
 _RESERVED = frozenset({"event", "content-type"})
 

@@ -3,7 +3,7 @@
 With no cloud API key configured, the gateway mounts :func:`create_local_agent_app` at ``/agent`` and sends calls
 to it over a loopback WebSocket; :func:`run_standalone` serves it on its own (``/v1/ws``, ``/v1/token``;
 ``python -m gateway.local_agent.app``). Speech runs on the offline models of :mod:`gateway.local_agent.speech`;
-see README "Local agent".
+see docs/how-to/local-agent.md (running it) and docs/architecture/local-agent.md (how it works).
 
 One module per concept. Pure (no asyncio, sockets, clock or environment; time passed in):
 :mod:`.protocol` (the wire protocol, a package), :mod:`.handshake` (opening a socket, one state table),

@@ -1,9 +1,9 @@
 """The local agent's aiohttp application and its standalone runner. Not pure (the app's setup and teardown).
 
-:func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token`` (README "Local
-agent" > "Auth"). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent", create_local_agent_app(...))``
-(so ``/agent/v1/ws``); :func:`run_standalone` serves it on its own so any client written for the cloud API can
-point at it unchanged (``python -m gateway.local_agent.app --port 8765``).
+:func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token``
+(docs/reference/local-agent-api.md). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent",
+create_local_agent_app(...))`` (so ``/agent/v1/ws``); :func:`run_standalone` serves it on its own so any client written
+for the cloud API can point at it unchanged (``python -m gateway.local_agent.app --port 8765``).
 
 Set-up happens in a ``cleanup_ctx`` (aiohttp runs a sub-app's contexts with its parent's): the worker pool, the
 speech models (loaded and warmed up in the pool unless passed in), the intent matcher, the reply engine and, with
@@ -201,7 +201,8 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
         return await handle_websocket(slot.runtime, request)
 
     async def token_handler(request: web.Request) -> web.Response:
-        # As live (README "Auth"): FastAPI-shaped 422 for a missing header or parameter, 404 for a wrong key.
+        # As live (docs/reference/local-agent-api.md#auth): FastAPI-shaped 422 for a missing header or parameter, 404
+        # for a wrong key.
         try:
             cred, expires, max_session = proto.validate_token_request(
                 request.headers.get("Authorization"), request.query

@@ -3,8 +3,8 @@
 One small interface, :class:`ReplyEngine`: given what triggered a reply (:data:`Trigger`: a user turn, a
 ``reply.create``, or the answers to the tool calls of an earlier reply) and the session's context
 (:class:`BrainContext`), it yields :data:`Step` values: :class:`Say` (a sentence or more to speak, in order),
-:class:`CallTool` (emit ``tool.call``) and :class:`Decided` (which intent was chosen, for logs). README "Local
-agent" > "Reply engines".
+:class:`CallTool` (emit ``tool.call``) and :class:`Decided` (which intent was chosen, for logs).
+docs/architecture/local-agent.md#reply-engines.
 
 Here, the default engine, :class:`IntentEngine`: deterministic. The caller's words go through the speech stack's
 :class:`~gateway.local_agent.speech.IntentMatcher` (run in the worker pool the engine is handed) and the matching
@@ -84,8 +84,8 @@ class ToolOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ToolsAnswered:
-    """Every call of one earlier reply has a result or timed out: then the answer reply runs (README "What it
-    implements", Tools)."""
+    """Every call of one earlier reply has a result or timed out: then the answer reply runs
+    (docs/reference/local-agent-api.md#implemented, Tools)."""
 
     outcomes: tuple[ToolOutcome, ...]
 
@@ -171,8 +171,8 @@ class IntentTable:
     intents: tuple[Intent, ...]
     #: Spoken after a ``tool.result`` with ``is_error: true``.
     tool_error_reply: str = "Sorry, I couldn't complete that just now."
-    #: Spoken when a tool call gets no result within its ``timeout_seconds``: the agent apologises (README "What
-    #: it implements").
+    #: Spoken when a tool call gets no result within its ``timeout_seconds``: the agent apologises
+    #: (docs/reference/local-agent-api.md#implemented).
     tool_timeout_reply: str = "Sorry, that is taking too long. Let's try something else."
     #: ``reply.create`` with instructions speaks this, ``{instructions}`` replaced by them.
     instructions_template: str = "{instructions}"
@@ -207,7 +207,7 @@ def _opt_str(d: Mapping[str, Any], key: str, where: str) -> str | None:
 
 
 def parse_intents(data: Mapping[str, Any]) -> IntentTable:
-    """Validate the parsed TOML of an intents file (format in README "Local agent")."""
+    """Validate the parsed TOML of an intents file (format: docs/how-to/local-agent.md#intents-file)."""
     threshold = data.get("threshold", 0.35)
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not -1.0 <= threshold <= 1.0:
         raise IntentsError("threshold must be a number within -1..1")
@@ -284,15 +284,15 @@ def plan_user_turn(table: IntentTable, intent_name: str | None, declared_tools: 
         return [Say(table.fallback_reply, fixed=True)]
     # A tool intent calls its tool only if the session declared one of that name; else it just speaks `reply`.
     if intent.tool and intent.tool in declared_tools:
-        # Live, the pre-amble reply around a tool.call is silent (README "What it implements", Tools).
+        # Live, the pre-amble reply around a tool.call is silent (docs/reference/local-agent-api.md#implemented, Tools).
         context = {"intent": intent.name, "after": intent.reply_after_tool}
         return [CallTool(intent.tool, dict(intent.arguments), context)]
     return [Say(intent.reply, fixed=True)]
 
 
 def render_result(template: str | None, result: str) -> str:
-    """Fill ``{result}`` with a speakable form of a ``tool.result`` string (itself usually JSON; README "The
-    intents file")."""
+    """Fill ``{result}`` with a speakable form of a ``tool.result`` string (itself usually JSON;
+    docs/how-to/local-agent.md#intents-file)."""
     try:
         value = json.loads(result)
     except ValueError:

@@ -2,8 +2,8 @@
 TTS's 24 kHz PCM16 to ``reply.audio`` chunks in the ``output.format``. Pure (thin wrappers over
 :mod:`gateway.audio`): bytes in, bytes out, no clock.
 
-Reply chunk sizes copy the live service: 10 ms / 480 B of PCM, 37.5 ms / 300 B of G.711 (README "Local agent" >
-"What it implements"), unless ``reply_chunk_ms`` says otherwise.
+Reply chunk sizes copy the live service: 10 ms / 480 B of PCM, 37.5 ms / 300 B of G.711
+(docs/reference/local-agent-api.md#implemented), unless ``reply_chunk_ms`` says otherwise.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Every wait is bounded with ``async with asyncio.timeout(...)``, never ``asyncio.
 ``wait_for`` loses a cancellation that arrives as its inner operation completes (fixed in 3.12), which left a
 cancelled reply task waiting forever on its next queue read.
 
-Backpressure (README "Local agent" > "Concurrency and backpressure"): inbound audio queue
+Backpressure (docs/reference/local-agent-api.md#limits): inbound audio queue
 :data:`~.hearing.INBOUND_MAX` messages (~5 s of 20 ms frames); when it stays full for 5 s the newest frame is
 dropped and counted (``input_frames_dropped`` in ``local_agent.session_closed``). A socket taken over by
 ``session.resume`` hands on the frames it had received but not read (past the inbound bound, bounded by
@@ -233,7 +233,8 @@ class Connection:
             self._h.detector.knobs = turn_knobs(self.rt.settings, new)
             await self.outbox.emit("session.updated", config=proto.config_echo(new, session.id))
         elif isinstance(event, proto.ToolResult):
-            # Accepted at any time, even before the reply that made the call is done (README "What it implements").
+            # Accepted at any time, even before the reply that made the call is done
+            # (docs/reference/local-agent-api.md#implemented).
             status = session.tool_calls.answer(event.call_id, event.result, is_error=event.is_error)
             if status is ResultStatus.UNKNOWN:
                 raise proto.ProtocolError("invalid_value", f"Unknown call_id '{event.call_id}'", param="call_id")
@@ -250,7 +251,8 @@ class Connection:
                 "invalid_format", "session.resume must be the first message on a new connection", param="type"
             )
         elif isinstance(event, proto.ConversationMessage):
-            # Validated, then ignored: live, the content never reached the model (README "What it implements").
+            # Validated, then ignored: live, the content never reached the model
+            # (docs/reference/local-agent-api.md#not-implemented).
             log.debug("local_agent.conversation_message_ignored", session_id=session.id, role=event.role)
 
     async def _enqueue_audio(self, audio: bytes) -> None:

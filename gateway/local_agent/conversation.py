@@ -1,8 +1,8 @@
 """A session's conversation history in the OpenAI chat shape. Pure.
 
-The session records what was actually said (a reply cut by a barge-in as far as the caller heard it, tool calls
-under the agent's own call ids, tool results); the reply engines read it (README "Local agent" > "Reply
-engines"). Bounded: the oldest messages go first.
+The session records what was actually said (a reply cut by a barge-in as far as the caller heard it, tool calls under
+the agent's own call ids, tool results); the reply engines read it (docs/architecture/local-agent.md#reply-engines).
+Bounded: the oldest messages go first.
 """
 
 from __future__ import annotations

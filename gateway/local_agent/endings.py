@@ -1,9 +1,9 @@
 """How a local-agent connection ends, and the control-flow exception that ends it. Pure.
 
-Whichever of a connection's tasks notices the end first raises :class:`ConnectionDone` with the
-:class:`EndReason`; the task group cancels the others and the connection reports the reason (README "Local agent"
-> "What it implements": resume, session.end, shutdown). Not an error: in the project's tree
-(:mod:`gateway.errors`) it is a :class:`~gateway.errors.CallEnded`, the agent side's "ended normally".
+Whichever of a connection's tasks notices the end first raises :class:`ConnectionDone` with the :class:`EndReason`; the
+task group cancels the others and the connection reports the reason (docs/reference/local-agent-api.md#implemented:
+resume, session.end, shutdown). Not an error: in the project's tree (:mod:`gateway.errors`) it is a
+:class:`~gateway.errors.CallEnded`, the agent side's "ended normally".
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 session (a new one, or one resumed and taken over from a socket that still holds it), then serves it on a
 :class:`~.connection.Connection` until the connection ends, and reports how it ended.
 
-Error tree (what ends a connection, and how it is reported; README "Local agent" > "What it implements"):
+Error tree (what ends a connection, and how it is reported; docs/reference/local-agent-api.md#implemented):
 
 - :class:`~.protocol.ProtocolError` (a :class:`~gateway.errors.RemoteProtocolError`): the client broke the
   protocol. One ``session.error``; fatal ones close 1008, the others keep the session open.
@@ -44,7 +44,7 @@ TAKE_OVER_S = 5.0
 
 
 async def handle_websocket(runtime: AgentRuntime, request: web.Request) -> web.WebSocketResponse:
-    """``GET /v1/ws``: auth on open, the first message, then the session (README "Local agent" > "Auth")."""
+    """``GET /v1/ws``: auth on open, the first message, then the session (docs/reference/local-agent-api.md#auth)."""
     s = runtime.settings
     ws = web.WebSocketResponse(heartbeat=s.heartbeat_s, max_msg_size=1 << 20, timeout=2.0)
     await ws.prepare(request)

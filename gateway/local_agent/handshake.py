@@ -3,8 +3,8 @@
 Like h11's connection: the shell (:mod:`.endpoint`) feeds in what happened (the credentials checked, a client
 message, a timeout, the peer gone, the session opened or found) with the time, and gets back the actions to carry
 out (:data:`Action`: send an event, close the socket, open a session, look one up to resume). The phase is one enum and
-every transition is in :data:`TRANSITIONS`. The rules are the live service's (README "Local agent" > "Auth" and
-"What it implements"):
+every transition is in :data:`TRANSITIONS`. The rules are the live service's (docs/reference/local-agent-api.md#auth and
+#implemented):
 
 - bad credentials: the upgrade succeeds, then ``session.error{unauthorized}`` and close 1008 before any message;
 - nothing is sent before the first ``session.update``; then ``session.updated`` and ``session.ready``;

@@ -3,7 +3,7 @@ queue and the VAD call in flight are asyncio's); the rules it keeps state for ar
 :mod:`.turn_merge`).
 
 Per session, not per socket, so a socket that drops mid-utterance and comes back with ``session.resume``
-continues the same turn (README "Local agent" > "What it implements", resume). The :class:`~.listener.Listener`
+continues the same turn (docs/reference/local-agent-api.md#implemented, resume). The :class:`~.listener.Listener`
 of the connection attached to the session is the only code that works on it.
 """
 

@@ -1,8 +1,8 @@
 """What a session's replier runs, one at a time: the greeting, a caller's turn, ``reply.create``, tool answers.
 
-Queued on the session (:attr:`.session.Session.jobs`, 32 at most), so a job queued before a socket dropped is run
-on the resumed one. Plain data; a :class:`TurnJob` may carry the task working it out ahead (README "Local agent" >
-"Turn detection and barge-in": working ahead).
+Queued on the session (:attr:`.session.Session.jobs`, 32 at most), so a job queued before a socket dropped is run on the
+resumed one. Plain data; a :class:`TurnJob` may carry the task working it out ahead
+(docs/architecture/local-agent.md#working-ahead).
 """
 
 from __future__ import annotations

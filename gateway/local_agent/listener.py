@@ -3,8 +3,7 @@ barge-ins, turns worked out ahead at a pause, and finished turns queued as jobs.
 
 Its state is the session's :class:`~.hearing.Hearing`, so a socket that drops mid-turn leaves everything where the
 next connection's listener picks it up (:meth:`Listener.run` catches up first). The decisions are the pure
-:class:`~.turns.TurnDetector`'s and :func:`~.turns.pause_verdict`'s (README "Local agent" > "Turn detection and
-barge-in").
+:class:`~.turns.TurnDetector`'s and :func:`~.turns.pause_verdict`'s (docs/architecture/local-agent.md#turn-detection).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The optional LLM reply engine: an OpenAI-compatible ``/chat/completions`` endpoint, streamed. Not pure (HTTP).
 
 It gets the session's ``system_prompt``, its tools and the conversation, and hands the completion on sentence by
-sentence so speech starts before the completion ends; streamed tool calls become :class:`~.brain.CallTool` steps at
-the end. The stream's formats are decoded by :mod:`.llm_stream`. The endpoint's key comes in with its
-:class:`~.settings.LlmSettings` (read from the environment at start-up, never here). README "Local agent" >
-"Reply engines".
+sentence so speech starts before the completion ends; streamed tool calls become :class:`~.brain.CallTool` steps at the
+end. The stream's formats are decoded by :mod:`.llm_stream`. The endpoint's key comes in with its
+:class:`~.settings.LlmSettings` (read from the environment at start-up, never here).
+docs/architecture/local-agent.md#reply-engines.
 
 Errors: the endpoint unreachable, slow, answering an error or an unusable stream is *upstream unavailable*: logged
 once per reply (``local_agent.llm_failed``) and, if nothing was said yet, the caller hears an apology.
@@ -92,7 +92,8 @@ class LlmEngine:
                         break
         except (aiohttp.ClientError, TimeoutError, LlmStreamError) as e:
             # Upstream unavailable: logged once per reply; the caller hears an apology instead of silence (the
-            # live service sent silent completed replies here, which strands a phone caller: README "Reply engines").
+            # live service sent silent completed replies here, which strands a phone caller:
+            # docs/architecture/local-agent.md#reply-engines).
             log.warning("local_agent.llm_failed", error=str(e) or type(e).__name__, url=url)
             if not said:
                 yield Say(self._fallback)

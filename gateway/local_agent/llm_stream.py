@@ -4,7 +4,7 @@ out of streamed text, and the request's messages and tools. Pure.
 :class:`SseDecoder` turns ``text/event-stream`` bytes into ``data`` payloads; :func:`parse_stream_chunk` one
 payload into a chunk; :class:`ChatStreamAccumulator` the chunks into text deltas and, at the end, tool calls;
 :class:`SentenceStream` the text into sentences as soon as each is complete, so speech starts before the completion
-ends. :mod:`.llm` does the request (README "Local agent" > "Reply engines").
+ends. :mod:`.llm` does the request (docs/architecture/local-agent.md#reply-engines).
 """
 
 from __future__ import annotations

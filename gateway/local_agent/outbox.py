@@ -1,9 +1,9 @@
 """A connection's outbound events: built and queued here, sent by the connection's writer. Not pure (asyncio
 queue, wall-clock timestamps).
 
-Backpressure: at most :data:`OUTBOUND_MAX` events wait; a producer waits for room up to ``send_timeout_s``, and a
-client that cannot take them in that time is gone (:class:`~.endings.ConnectionDone` ``PEER_GONE``). README "Local
-agent" > "Concurrency and backpressure".
+Backpressure: at most :data:`OUTBOUND_MAX` events wait; a producer waits for room up to ``send_timeout_s``, and a client
+that cannot take them in that time is gone (:class:`~.endings.ConnectionDone` ``PEER_GONE``).
+docs/reference/local-agent-api.md#limits.
 """
 
 from __future__ import annotations

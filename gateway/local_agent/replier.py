@@ -3,7 +3,7 @@ speech, ``reply.create``, tool answers), fires tool-call timeouts, and stops the
 
 Each job runs as its own task in the connection's task group, so a barge-in can cancel just the reply. Which
 transcribed turn is answered when is :mod:`.turn_merge`'s rule; what to say is the engine's (:mod:`.brain`);
-speaking it is the :class:`~.speaker.Speaker`'s. README "Local agent" > "Turn detection and barge-in".
+speaking it is the :class:`~.speaker.Speaker`'s. docs/architecture/local-agent.md#barge-in.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class Replier:
                 raise exc
 
     async def interrupt(self) -> bool:
-        """Barge-in: stop the reply now and report it, three events back to back (README "Turn detection and
-        barge-in"). False when no reply may be interrupted."""
+        """Barge-in: stop the reply now and report it, three events back to back
+        (docs/architecture/local-agent.md#barge-in). False when no reply may be interrupted."""
         reply = self.speaker.cut()
         if reply is None:
             return False

@@ -2,7 +2,7 @@
 engine, credentials, the synthesis cache and the registry of sessions. Not pure.
 
 Every blocking model call (VAD, Whisper, Piper, the embedder) runs in the one bounded pool (``threads``), never on
-the event loop (README "Local agent" > "Concurrency and backpressure"). The app builds one :class:`AgentRuntime`
+the event loop (docs/architecture/local-agent.md#concurrency). The app builds one :class:`AgentRuntime`
 at start-up and closes it at shutdown (:mod:`.app`).
 """
 

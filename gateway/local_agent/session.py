@@ -1,12 +1,11 @@
 """A local-agent session: what lives from ``session.ready`` to ``session.end``, across sockets. Not pure (its job
 queue and detach signal are asyncio's).
 
-A :class:`Session` holds the config, the conversation, the tool calls in flight, the queued jobs and the caller's
-side (:class:`~.hearing.Hearing`). It outlives an *unclean* disconnect for ``resume_window_s`` so
-``session.resume`` on a new socket picks it up where the old one left it: the config and conversation kept, the
-greeting not repeated, pending tool calls still pending, a turn cut by the drop going on as the same turn (README
-"Local agent" > "What it implements", resume). The socket itself, and everything that runs, is the
-:class:`~.connection.Connection` attached to it.
+A :class:`Session` holds the config, the conversation, the tool calls in flight, the queued jobs and the caller's side
+(:class:`~.hearing.Hearing`). It outlives an *unclean* disconnect for ``resume_window_s`` so ``session.resume`` on a new
+socket picks it up where the old one left it: the config and conversation kept, the greeting not repeated, pending tool
+calls still pending, a turn cut by the drop going on as the same turn (docs/reference/local-agent-api.md#implemented,
+resume). The socket itself, and everything that runs, is the :class:`~.connection.Connection` attached to it.
 """
 
 from __future__ import annotations

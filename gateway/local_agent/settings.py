@@ -4,7 +4,7 @@ One frozen :class:`LocalAgentSettings` is built at start-up (by the gateway from
 :func:`settings_from_app`, or by the standalone runner from flags), completed with the secrets the environment
 holds by :func:`settings_from_env`, validated there, and passed explicitly to
 :func:`gateway.local_agent.app.create_local_agent_app`. Secrets (the API key, the token secret, the LLM key) travel
-only inside these objects, never in their ``repr`` and never in logs. README "Local agent" > "Settings".
+only inside these objects, never in their ``repr`` and never in logs. docs/reference/local-agent-api.md#settings.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ __all__ = [
     "settings_from_env",
 ]
 
-#: Voice ids the local agent accepts in ``output.voice`` (the union of the mid-2026 docs list and the list the
-#: live service accepted in September 2026; README "Local agent" > "Settings"). The local agent speaks every one
-#: of them with its single Piper voice; the list only exists so clients written for the cloud API validate the
-#: same way.
+#: Voice ids the local agent accepts in ``output.voice`` (the union of the mid-2026 docs list and the list the live
+#: service accepted in September 2026; docs/architecture/voice-agent-api.md#voices). The local agent speaks every one of
+#: them with its single Piper voice; the list only exists so clients written for the cloud API validate the same way.
 DEFAULT_VOICES: tuple[str, ...] = (
     "ivy", "james", "tyler", "winter", "sam", "mia", "bella", "david", "jack", "kyle", "helen", "martha", "river",
     "emma", "victor", "eleanor", "sophie", "oliver", "arjun", "ethan", "dmitri", "lukas", "lena", "pierre", "mina",
@@ -42,7 +41,7 @@ DEFAULT_VOICES: tuple[str, ...] = (
     "rafael", "reid", "vera",
 )  # fmt: skip
 
-#: The committed demo persona (written with the speech models; see README "Local agent").
+#: The committed demo persona (written with the speech models; see docs/how-to/local-agent.md#intents-file).
 DEFAULT_INTENTS_PATH = Path(__file__).resolve().parents[2] / "config" / "local_agent" / "intents.toml"
 
 
@@ -91,29 +90,29 @@ class LocalAgentSettings:
     #: Accepted ``output.voice`` values; the first is the default when the client sets none.
     voices: tuple[str, ...] = DEFAULT_VOICES
     #: How long a session survives an unclean disconnect so ``session.resume`` can pick it up (30 s, as live:
-    #: README "What it implements", resume).
+    #: docs/reference/local-agent-api.md#implemented, resume).
     resume_window_s: float = 30.0
-    #: The intent engine's table (format in README "Local agent").
+    #: The intent engine's table (format: docs/how-to/local-agent.md#intents-file).
     intents_path: Path = DEFAULT_INTENTS_PATH
     #: Duration of each ``reply.audio`` chunk. ``None`` copies the live service: 10 ms (480 B) for 24 kHz PCM,
-    #: 37.5 ms (300 B) for μ-law/A-law (README "What it implements").
+    #: 37.5 ms (300 B) for μ-law/A-law (docs/reference/local-agent-api.md#implemented).
     reply_chunk_ms: float | None = None
     #: How far ahead of real time reply audio may run (a lead burst the client buffers in a 100–200 ms jitter
     #: buffer).
     reply_lead_ms: float = 200.0
     #: Caller speech over a reply shorter than this (voiced time) is a back-channel ("uh-huh", "okay") and does
-    #: not interrupt (README "Turn detection and barge-in"). Also the earliest a barge-in can be decided.
+    #: not interrupt (docs/architecture/local-agent.md#barge-in). Also the earliest a barge-in can be decided.
     backchannel_max_ms: int = 600
     #: Default end-of-turn silence when the client sets no ``turn_detection.min_silence``. 600 ms rather than the
-    #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there
-    #: is, and 600 ms is the measured choice for a responsive phone agent (README "Turn detection and barge-in").
+    #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there is, and
+    #: 600 ms is the measured choice for a responsive phone agent (docs/architecture/local-agent.md#turn-detection).
     min_silence_ms: int = 600
     #: Adaptive end of turn, only when the client sets neither ``turn_detection.min_silence`` nor ``max_silence``
     #: (live, setting either turns the cloud's adaptive waiting off). The speculative
     #: transcript of a pause (after ``speculate_ms``) is judged by ``turns.pause_verdict``: a finished sentence
     #: the intent engine matched at ``early_min_score`` or better ends the turn after ``early_silence_ms`` of
     #: silence; words that stop mid-sentence ("…a table for", "my number is", "and") wait ``late_silence_ms``.
-    #: 0 turns either off. Why these values: README "Turn detection and barge-in".
+    #: 0 turns either off. Why these values: docs/architecture/local-agent.md#turn-detection.
     #: Silence inside a turn after which the turn so far is transcribed (and its reply prepared) speculatively
     #: (``TurnKnobs.speculate_ms``). 96 ms (3 Silero windows), not the detector's 160: with the adaptive end of
     #: turn, when that work is done is what decides the latency, and on the 22 committed phrases 96 ms starts no
@@ -133,7 +132,7 @@ class LocalAgentSettings:
     #: Intra-op threads of Whisper and Piper each. 2, although 1 looks right when calls may overlap on 2 cores:
     #: measured back to back on this 2-core machine, two callers at once answered faster
     #: with 2 (median 0.87 s vs 1.02 s) and one caller too (0.88 s vs 1.04 s): turns rarely transcribe at the
-    #: same moment, so each Whisper run gets both cores most of the time (README "Measured latency").
+    #: same moment, so each Whisper run gets both cores most of the time (docs/architecture/local-agent.md#concurrency).
     model_cpu_threads: int = 2
     #: Optional LLM reply engine; ``None`` uses the deterministic intent engine.
     llm: LlmSettings | None = None
@@ -145,7 +144,8 @@ class LocalAgentSettings:
     heartbeat_s: float = 20.0
     #: A send to the client that cannot complete in this long means the peer is gone.
     send_timeout_s: float = 10.0
-    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap; README "Auth").
+    #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap;
+    #: docs/reference/local-agent-api.md#auth).
     session_expiry_s: int = 3600
 
     def validate(self) -> None:

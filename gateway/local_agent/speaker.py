@@ -3,7 +3,7 @@ tool calls, and what the caller heard when a reply is cut. Not pure (asyncio, th
 
 A reply is ``reply.started``, audio in live-sized chunks at most ``reply_lead_ms`` ahead of the client's playout,
 ``transcript.agent.delta`` in one burst per sentence as its audio starts, ``tool.call`` where the engine made one,
-then ``transcript.agent`` and ``reply.done`` (README "Local agent" > "What it implements"). Fixed text comes from
+then ``transcript.agent`` and ``reply.done`` (docs/reference/local-agent-api.md#implemented). Fixed text comes from
 (and goes to) the runtime's :class:`~.synth_cache.SynthCache`.
 """
 
@@ -121,8 +121,8 @@ class Speaker:
             session.conversation.add_assistant(text, reply.tool_calls)
             return reply
         except asyncio.CancelledError:
-            # Barge-in (events already sent by the replier's interrupt) or the connection went away (a reply cut
-            # by a disconnect is ended, not replayed: README "What it implements", resume). Record what the
+            # Barge-in (events already sent by the replier's interrupt) or the connection went away (a reply cut by a
+            # disconnect is ended, not replayed: docs/reference/local-agent-api.md#implemented, resume). Record what the
             # caller heard.
             reply.finished = True
             heard = reply.cut_text
@@ -209,8 +209,8 @@ class Speaker:
             await self._send_audio(reply, frame, enc.chunk_s, loop)
 
     async def _send_audio(self, reply: Reply, frame: bytes, chunk_s: float, loop: asyncio.AbstractEventLoop) -> None:
-        # Real-time pacing with a lead of at most reply_lead_ms over the client's playout clock: live sends at
-        # real-time pace and the client's jitter buffer absorbs the lead (README "What it implements").
+        # Real-time pacing with a lead of at most reply_lead_ms over the client's playout clock: live sends at real-time
+        # pace and the client's jitter buffer absorbs the lead (docs/reference/local-agent-api.md#implemented).
         lead = self.rt.settings.reply_lead_ms / 1000.0
         wait = self.play_end - lead - loop.time()
         if wait > 0:

@@ -1,8 +1,7 @@
 """Synthesized audio of fixed text, kept and replayed: a bounded LRU. Pure.
 
 Fixed text is the greeting and the intent table's replies (``Say.fixed``); variable text (LLM output, ``{result}``
-answers, ``reply.create`` instructions) is never cached. README "Local agent" > "Turn detection and barge-in"
-(working ahead).
+answers, ``reply.create`` instructions) is never cached. docs/architecture/local-agent.md#working-ahead.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A reply may emit several ``tool.call`` events (its *group*). ``tool.result`` is 
 reply that made the call is done; once every call of a group has a result or has timed out (its tool's
 ``timeout_seconds``), the group's answer reply is due. A result for a call already answered or timed out is
 ignored; one for a call whose answer reply is already due is *late* (ignored, logged); one for a call never made
-is the client's mistake. README "Local agent" > "What it implements" (Tools).
+is the client's mistake. docs/reference/local-agent-api.md#implemented (Tools).
 
 Time is the caller's clock (the event loop's, in practice), passed in as ``now``; nothing here reads a clock.
 """

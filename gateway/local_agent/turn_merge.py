@@ -2,7 +2,7 @@
 caller's next turn, and which waits for the caller's new turn to end first. Pure.
 
 An end of turn can come too early: the caller pauses, the silence timer (or an early verdict) ends the turn, and
-they go on. README "Local agent" > "Turn detection and barge-in" says what the caller gets then, and this module
+they go on. docs/architecture/local-agent.md#turn-detection and #barge-in say what the caller gets then, and this module
 decides it, on the detector's sample clock (16 kHz sample positions, never wall time):
 
 - A turn transcribed while the caller is talking again, their new turn having started less than

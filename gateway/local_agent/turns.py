@@ -7,7 +7,7 @@ speaking, and returns :data:`TurnEvent` values:
 - :class:`SpeechStarted`: the caller started a turn while the agent was silent (→ ``input.speech.started``).
 - :class:`BargeIn`: the caller has spoken over a reply for longer than a back-channel, and interrupting is allowed
   (→ stop the reply: ``input.speech.started``, ``transcript.agent{interrupted}``, ``reply.done{interrupted}``;
-  README "Local agent" > "Turn detection and barge-in"). The speech then goes on as the caller's turn.
+  docs/architecture/local-agent.md#barge-in). The speech then goes on as the caller's turn.
 - :class:`TurnEnded`: end of the caller's turn (→ ``input.speech.stopped``, then transcribe
   ``[start_sample, end_sample)``).
 - :class:`TurnPausing`: the caller has been silent for ``speculate_ms`` inside a turn, so the turn will probably
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 16000
-WINDOW_SAMPLES = 512  # Silero's only window at 16 kHz (README "Local agent: the offline speech stack")
+WINDOW_SAMPLES = 512  # Silero's only window at 16 kHz (docs/architecture/speech-stack.md#vad)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The call simulator: ``python -m gateway call`` places a phone call against a running gateway the way Twilio
-does, from a laptop, with no phone and no Twilio account (issue #4). README: "Try it without a phone".
+does, from a laptop, with no phone and no Twilio account (issue #4). Tutorial:
+docs/tutorials/try-without-a-phone.md.
 
 Modules (pure cores, thin shell, as everywhere in the gateway):
 

@@ -3,7 +3,7 @@
 carrier's webhook, answer document, dialect and audio: ``SimulatorConfig.carrier``, Twilio by default),
 :mod:`~gateway.simulator.turn_taking` (when to speak) and :mod:`~gateway.simulator.timeline` (what it all meant).
 
-:func:`simulate_call` does what Twilio does for one inbound call (telephony.md §A.1–§A.5):
+:func:`simulate_call` does what Twilio does for one inbound call (docs/architecture/twilio-media-streams.md):
 
 1. POSTs the voice webhook as a form, signed with ``X-Twilio-Signature`` when an auth token is given (the URL
    signed is the gateway's public URL if given, else ``--url``), and reads the ``<Connect><Stream>`` TwiML;
@@ -265,7 +265,8 @@ async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession 
 async def _dial(
     config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession, side: CarrierSide, ids: CallIds
 ) -> StreamTarget:
-    """The carrier's webhook (Twilio §A.2, the others §A.10): make the request, check the answer, parse it."""
+    """The carrier's webhook (Twilio: docs/architecture/twilio-media-streams.md#signatures; the others:
+    docs/how-to/carriers/index.md): make the request, check the answer, parse it."""
     req = side.webhook(ids, (config.public_url or config.url).rstrip("/"), config.auth_token)
     url = config.url.rstrip("/") + req.path
     record.signed = req.signed
@@ -350,7 +351,8 @@ class _Call:
         error: GatewayProtocolError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
-                # The reader runs before we send `start`, so anything the gateway sends too early is caught (§A.5).
+                # The reader runs before we send `start`, so anything the gateway sends too early is caught
+                # (docs/architecture/twilio-media-streams.md#before-start).
                 tg.create_task(self._reader(), name="simulator.reader")
                 await self._send(self._side.connected)
                 await self._send(lambda: self._side.start(self._target))
@@ -471,8 +473,9 @@ class _Call:
             cleared = self._buffer.clear()
             self._record.add(now, "clear", dropped_ms=cleared.dropped_bytes / 8, marks=list(cleared.marks))
             self._clear_acks += 1
-            # Twilio-style carriers echo every pending mark when they clear (§A.5 item 3); Plivo and Vonage drop
-            # them and acknowledge the clear instead (§A.10), sent by the reader after this.
+            # Twilio-style carriers echo every pending mark when they clear
+            # (docs/architecture/twilio-media-streams.md#marks-and-clear); Plivo and Vonage drop them and
+            # acknowledge the clear instead (docs/how-to/carriers/index.md#comparison), sent by the reader after this.
             return [(n, True) for n in cleared.marks] if self._side.echo_marks_on_clear else []
         return []
 

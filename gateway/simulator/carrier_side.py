@@ -1,7 +1,7 @@
 """The carrier's side of a call for every carrier the gateway speaks, as the call simulator plays it. Pure: no
 sockets, no clock, no environment (the asyncio shell is :mod:`gateway.simulator.caller`).
 
-Each :class:`CarrierSide` does, from the carrier's point of view (README "Carriers"; one
+Each :class:`CarrierSide` does, from the carrier's point of view (docs/how-to/carriers/index.md; one
 module per carrier in :mod:`gateway.simulator.sides`, taking routes and secret variables from the carrier's
 description, :mod:`gateway.carriers.registry`):
 

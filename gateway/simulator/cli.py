@@ -79,7 +79,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="speak the first turn after this long if no greeting plays (default %(default)s)")
     p.add_argument("--reply-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="move on if no reply starts within this long (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the timeline as JSON (keys: README, 'Try it without a phone')")
+    p.add_argument("--json", action="store_true",
+                   help="print the timeline as JSON (keys: docs/reference/cli.md#json-output)")
     p.add_argument("--plot", metavar="FILE.png", help="draw waveforms and events (needs the 'plot' extra)")
     p.add_argument("--auth-token", default=None,
                    help="sign the webhook (and upgrade) the carrier's way with this secret: Twilio auth token, "

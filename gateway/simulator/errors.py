@@ -3,7 +3,8 @@
     SimulatorError           (exit 1 unless a subclass says otherwise)
     ├── UsageError           exit 2: we were misused: bad flags, unreadable WAV, the speech/plot extra missing
     ├── GatewayProtocolError exit 1: the gateway broke Twilio's protocol (bad TwiML, a malformed or unexpected
-    │                        message, media before start, a wrong streamSid…; telephony.md §A.1–§A.5)
+    │                        message, media before start, a wrong streamSid…;
+    │                        docs/architecture/twilio-media-streams.md)
     └── CallRefused          exit 3: the call never got going: the webhook answered non-200 (e.g. 403 for a bad
                              signature), the TwiML said <Say>/<Hangup>/<Reject>, or the stream upgrade failed
 

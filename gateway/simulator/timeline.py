@@ -27,7 +27,7 @@ JSON keys (``Timeline.to_dict()``, ``version`` 1; times in seconds since the str
 - ``agent_audio``: [{``start_s``, ``end_s``}] (every stretch of audible agent audio)
 - ``clears``: [{``at_s``, ``dropped_ms``, ``flushed_marks`` [str]}]
 - ``marks``: [{``name``, ``received_s``, ``echoed_s``, ``flushed``}] (``flushed``: echoed by a ``clear``, so it
-  does not prove playback, §A.5 item 3)
+  does not prove playback, docs/architecture/twilio-media-streams.md#marks-and-clear)
 - ``hangup``: {``by`` (``caller`` | ``gateway``), ``at_s``, ``reason``} or null
 - ``counts``: ``media_sent``, ``media_received``, ``media_received_ms``, ``marks_received``, ``marks_played``,
   ``marks_flushed``, ``clears``

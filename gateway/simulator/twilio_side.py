@@ -1,13 +1,13 @@
 """Twilio's side of a voice call, as the call simulator plays it. Pure: no sockets, no clock, no environment.
 
-Implements, from the carrier's point of view, ../shared/specs/telephony.md:
-- §A.1/§A.2: the voice webhook form Twilio POSTs (:func:`webhook_form`) and the TwiML it expects back
+Implements, from the carrier's point of view, Twilio's side of docs/architecture/twilio-media-streams.md:
+- #twiml, #signatures: the voice webhook form Twilio POSTs (:func:`webhook_form`) and the TwiML it expects back
   (:func:`parse_twiml`: exactly one ``<Connect><Stream url="wss://…">`` with ``<Parameter>`` children; no query
   string on the URL; ``<Start><Stream>`` is a one-way fork the caller would not hear);
-- §A.3: the messages Twilio sends (:class:`TwilioSide`: ``connected``, ``start``, ``media``, ``mark`` echoes,
+- #messages-in: the messages Twilio sends (:class:`TwilioSide`: ``connected``, ``start``, ``media``, ``mark`` echoes,
   ``stop``; every number a string, ``sequenceNumber`` counting from 1, ``media.chunk`` from 1);
-- §A.4/§A.5: the messages it accepts (:meth:`TwilioSide.parse`: ``media``/``mark``/``clear`` with our streamSid
-  and no other shape; anything else is what Twilio reports as 31950/31951) and its FIFO playout buffer
+- #messages-out, #ordering: the messages it accepts (:meth:`TwilioSide.parse`: ``media``/``mark``/``clear`` with
+  our streamSid and no other shape; anything else is what Twilio reports as 31950/31951) and its FIFO playout buffer
   (:class:`PlayoutBuffer`: media plays at real time, a mark is echoed once everything queued before it has played,
   ``clear`` drops unplayed audio and echoes every pending mark at once).
 
@@ -48,11 +48,13 @@ __all__ = [
     "webhook_form",
 ]
 
-#: 20 ms of 8 kHz μ-law: the frame Twilio sends and the unit its playout advances by (§A.3, [obs]).
+#: 20 ms of 8 kHz μ-law: the frame Twilio sends and the unit its playout advances by (observed;
+#: docs/architecture/twilio-media-streams.md#messages-in).
 FRAME_BYTES = 160
 FRAME_S = 0.02
 SILENCE_FRAME = b"\xff" * FRAME_BYTES
-#: "About 500 characters" per <Parameter> name+value (§A.1, [2nd]); over that we warn, we do not fail.
+#: "About 500 characters" per <Parameter> name+value (docs/architecture/twilio-media-streams.md#limits); over that we
+#: warn, we do not fail.
 PARAMETER_LIMIT = 500
 
 
@@ -76,7 +78,7 @@ def webhook_form(call_sid: str, account_sid: str, from_: str, to: str) -> dict[s
     }
 
 
-# ---- TwiML (§A.1) ----------------------------------------------------------------------------------------------
+# ---- TwiML (docs/architecture/twilio-media-streams.md#twiml) ---------------------------------------------------------
 @dataclass(frozen=True)
 class StreamInstruction:
     """What ``<Connect><Stream>`` told Twilio to do."""
@@ -102,13 +104,19 @@ def parse_twiml(body: str, webhook_url: str = "") -> StreamInstruction:
     connects = root.findall("Connect")
     if not connects:
         if root.find("Start/Stream") is not None:
-            raise GatewayProtocolError("<Start><Stream> is a one-way fork: the caller would hear nothing (§A.1)")
+            raise GatewayProtocolError(
+                "<Start><Stream> is a one-way fork: the caller would hear nothing "
+                "(docs/architecture/twilio-media-streams.md#twiml)"
+            )
         said = " ".join((e.text or "").strip() for e in root.iter("Say")).strip()
         verbs = ", ".join(f"<{e.tag}>" for e in root) or "nothing"
         raise CallRefused(f"the gateway answered without a stream ({verbs})" + (f": {said!r}" if said else ""))
     streams = [s for c in connects for s in c.findall("Stream")]
     if len(connects) > 1 or len(streams) != 1:
-        raise GatewayProtocolError(f"expected exactly one <Connect><Stream>, got {len(streams)} (§A.1)")
+        raise GatewayProtocolError(
+            f"expected exactly one <Connect><Stream>, got {len(streams)} "
+            "(docs/architecture/twilio-media-streams.md#twiml)"
+        )
     stream = streams[0]
     raw_url = stream.get("url", "").strip()
     if not raw_url:
@@ -121,27 +129,39 @@ def parse_twiml(body: str, webhook_url: str = "") -> StreamInstruction:
         url = urljoin(urlunsplit((ws_scheme, base.netloc, base.path, "", "")), raw_url)
     u = urlsplit(url)
     if u.scheme not in ("wss", "ws"):
-        raise GatewayProtocolError(f"<Stream url> scheme is {u.scheme!r}; Twilio only opens wss:// (§A.1)")
+        raise GatewayProtocolError(
+            f"<Stream url> scheme is {u.scheme!r}; Twilio only opens wss:// "
+            "(docs/architecture/twilio-media-streams.md#twiml)"
+        )
     if u.scheme == "ws":
         warnings.append("<Stream url> is ws://; real Twilio only opens wss:// (fine for local development)")
     if u.query:
-        raise GatewayProtocolError("<Stream url> carries a query string, which Twilio strips (§A.1); use <Parameter>")
+        raise GatewayProtocolError(
+            "<Stream url> carries a query string, which Twilio strips; use <Parameter> "
+            "(docs/architecture/twilio-media-streams.md#twiml)"
+        )
     track = stream.get("track")
     if track is not None and track != "inbound_track":
-        raise GatewayProtocolError(f"<Stream track={track!r}> under <Connect> is Twilio error 31941 (§A.1)")
+        raise GatewayProtocolError(
+            f"<Stream track={track!r}> under <Connect> is Twilio error 31941 "
+            "(docs/architecture/twilio-media-streams.md#twiml)"
+        )
     params: dict[str, str] = {}
     for p in stream.findall("Parameter"):
         name, value = p.get("name"), p.get("value")
         if not name or value is None:
             raise GatewayProtocolError("<Parameter> needs both name and value")
         if len(name) + len(value) > PARAMETER_LIMIT:
-            warnings.append(f"<Parameter name={name!r}> is over ~{PARAMETER_LIMIT} characters (§A.1)")
+            warnings.append(
+                f"<Parameter name={name!r}> is over ~{PARAMETER_LIMIT} characters "
+                "(docs/architecture/twilio-media-streams.md#limits)"
+            )
         params[name] = value
     after = list(root)[list(root).index(connects[0]) + 1 :]
     if after:
         warnings.append(
             "verbs after <Connect> (" + ", ".join(f"<{e.tag}>" for e in after) + ") keep the call up after the "
-            "socket closes (§A.7)"
+            "socket closes (docs/architecture/twilio-media-streams.md#ending-a-call)"
         )
     return StreamInstruction(url=url, parameters=params, warnings=tuple(warnings))
 
@@ -168,7 +188,7 @@ def resolve_stream_url(twiml_url: str, base_url: str) -> str:
     return twiml_url
 
 
-# ---- messages (§A.3/§A.4) --------------------------------------------------------------------------------------
+# ---- messages (docs/architecture/twilio-media-streams.md#messages-in, #messages-out) ---------------------------------
 @dataclass(frozen=True)
 class GatewayMedia:
     payload: bytes  # raw μ-law 8 kHz
@@ -203,7 +223,8 @@ class TwilioSide:
         self._chunk = 0
 
     def _next_seq(self) -> str:
-        # sequenceNumber counts every message after `connected`, from 1 (§A.3).
+        # sequenceNumber counts every message after `connected`, from 1
+        # (docs/architecture/twilio-media-streams.md#messages-in).
         self._seq += 1
         return str(self._seq)
 
@@ -266,7 +287,10 @@ class TwilioSide:
         if isinstance(data, bytes):
             raise GatewayProtocolError("binary frame from the gateway (Twilio error 31950: JSON text only)")
         if not self.started:
-            raise GatewayProtocolError("message from the gateway before 'start' (there is no streamSid yet, §A.5)")
+            raise GatewayProtocolError(
+                "message from the gateway before 'start' (there is no streamSid yet, "
+                "docs/architecture/twilio-media-streams.md#before-start)"
+            )
         try:
             msg = json.loads(data)
         except ValueError as exc:
@@ -305,7 +329,7 @@ class TwilioSide:
         return GatewayClear()
 
 
-# ---- playout (§A.5) --------------------------------------------------------------------------------------------
+# ---- playout (docs/architecture/twilio-media-streams.md#ordering) ----------------------------------------------------
 @dataclass(frozen=True)
 class Cleared:
     """What a ``clear`` did: how much unplayed audio it dropped and which pending marks it echoed."""
@@ -319,7 +343,7 @@ class PlayoutBuffer:
     """Twilio's FIFO playout buffer for one stream, advanced one 20 ms frame per :meth:`tick`.
 
     Invariant: a mark is returned for echoing only when every byte of audio queued before it has been handed out
-    by a tick whose 20 ms have elapsed, i.e. it "has played" (§A.5 item 2).
+    by a tick whose 20 ms have elapsed, i.e. it "has played" (docs/architecture/twilio-media-streams.md#mark-echo).
     """
 
     _items: deque[bytes | str] = field(default_factory=deque)  # audio chunks (bytes) and mark names (str)
@@ -350,7 +374,8 @@ class PlayoutBuffer:
         return []
 
     def clear(self) -> Cleared:
-        """Drop every unplayed byte; every pending mark is echoed at once (§A.5 item 3)."""
+        """Drop every unplayed byte; every pending mark is echoed at once
+        (docs/architecture/twilio-media-streams.md#marks-and-clear)."""
         marks = tuple(self._due_next) + tuple(i for i in self._items if isinstance(i, str))
         dropped = self._queued_bytes
         self._items.clear()

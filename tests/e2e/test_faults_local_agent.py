@@ -6,7 +6,8 @@ phases of each call::
 
     greeting  1 cut   while the agent speaks its greeting
     reply     2 cuts  while it answers "What time do you open?", then "Where are you located?" (one each: a cut
-                      ends the reply it cuts, §4.3, so a reply can only be cut once)
+                      ends the reply it cuts, so a reply can only be cut once;
+                      docs/reference/local-agent-api.md#implemented)
     speech    4 cuts  inside one long caller utterance of about 8 s (at least 0.5 s apart)
     tool call 3 cuts  while the booking tool runs (it answers after ``TOOL_S``), between the agent's tool.call
                       and the moment the gateway sends the result

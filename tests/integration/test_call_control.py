@@ -70,7 +70,8 @@ async def peers(http):
         if call_sid:
             p.call_sid = call_sid
         form = {"CallSid": p.call_sid, "From": p.from_, "To": p.to, "AccountSid": "AC" + "0" * 32}
-        # TWILIO_AUTH_TOKEN is set, so the webhook checks signatures: sign like Twilio (telephony.md §A.2).
+        # TWILIO_AUTH_TOKEN is set, so the webhook checks signatures: sign like Twilio
+        # (docs/architecture/twilio-media-streams.md#signatures).
         await p.dial(headers={"X-Twilio-Signature": twilio_signature(AUTH, gw.base_url + "/twilio/voice", form)})
         if connect:
             await p.connect()
@@ -83,7 +84,8 @@ async def peers(http):
 
 
 def stop_stream_on(peer: TwilioPeer):
-    """Twilio's side effect of a REST hang-up or redirect: the stream gets 'stop' and closes (§A.7, §A.8)."""
+    """Twilio's side effect of a REST hang-up or redirect: the stream gets 'stop' and closes
+    (docs/architecture/twilio-media-streams.md#ending-a-call, #transfer)."""
 
     async def hook(call: FakeCall, req: RestRequest) -> None:
         if call.sid == peer.call_sid and not peer.closed.is_set():
@@ -96,7 +98,8 @@ def stop_stream_on(peer: TwilioPeer):
 
 
 async def tool_turn(sess: Any, name: str, arguments: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:
-    """Reply A carries the tool call (voice-agent-api.md §3.2); returns the tool.result the gateway sends."""
+    """Reply A carries the tool call (docs/architecture/voice-agent-api.md#tool-results); returns the tool.result the
+    gateway sends."""
     await sess.send("reply.started", reply_id=f"resp_{call_id}", item_id="msg_a")
     await sess.send("tool.call", call_id=call_id, name=name, arguments=arguments)
     await sess.send("reply.done", reply_id=f"resp_{call_id}", status="completed")
@@ -171,7 +174,9 @@ async def test_without_hangup_via_rest_closing_the_stream_is_the_hang_up(gateway
     await tool_turn(sess, "end_call", {})
     await sess.reply(tone(600, 0.3, 24000), realtime=False)
     await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
-    assert fake_rest.requests == []  # our TwiML has nothing after <Connect>: the close ends the call (§A.7)
+    # Our TwiML has nothing after <Connect>: the close ends the call
+    # (docs/architecture/twilio-media-streams.md#ending-a-call).
+    assert fake_rest.requests == []
 
 
 # ---- transfer ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The Twilio REST client (gateway/carriers/twilio_rest.py) against the local fake of Twilio's Calls API over
-loopback: request shapes, Basic auth, form fields exactly as documented, typed errors, the idempotent hang-up
-(404/20404) and which requests retry (telephony.md §A.7–§A.9)."""
+"""The Twilio REST client (gateway/carriers/twilio_rest.py) against the local fake of Twilio's Calls API over loopback:
+request shapes, Basic auth, form fields exactly as documented, typed errors, the idempotent hang-up (404/20404) and
+which requests retry (docs/architecture/twilio-media-streams.md#ending-a-call, #transfer, #call-status)."""
 
 from __future__ import annotations
 

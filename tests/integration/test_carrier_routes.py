@@ -1,7 +1,7 @@
 """The carriers' routes on the real gateway (loopback, spec-following fake agent): each carrier's webhook accepts a
-request signed the carrier's way and refuses a forged one (README "Carriers" env names), its answer document
-carries the per-call token the way that carrier allows, and a stream without a valid token is refused. The call
-simulator plays the carrier (gateway/simulator/carrier_side.py), so the dialect is exercised both ways too."""
+request signed the carrier's way and refuses a forged one (the variables of docs/reference/environment.md#carriers), its
+answer document carries the per-call token the way that carrier allows, and a stream without a valid token is refused.
+The call simulator plays the carrier (gateway/simulator/carrier_side.py), so the dialect is exercised both ways too."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The per-call inbound audio rate limit on the real app over loopback (Twilio peer ⇄ gateway ⇄ fake agent; README
-"Security"): a caller flooding audio faster than real time gets at most ``inbound_burst_s + inbound_rate_limit ×
-elapsed`` of it to the agent, the rest is dropped before conversion and counted (``call.ended``, ``/metrics``,
-one ``call.inbound_rate_limited`` line); a caller at real time, with or without a stall delivered as one late
-bunch, loses nothing; and the budget counts audio *duration* in the stream's negotiated format (L16 at 16 kHz:
-640 B per 20 ms), not messages or μ-law bytes."""
+"""The per-call inbound audio rate limit on the real app over loopback (Twilio peer ⇄ gateway ⇄ fake agent;
+docs/security.md#inbound-audio-rate): a caller flooding audio faster than real time gets at most ``inbound_burst_s +
+inbound_rate_limit × elapsed`` of it to the agent, the rest is dropped before conversion and counted (``call.ended``,
+``/metrics``, one ``call.inbound_rate_limited`` line); a caller at real time, with or without a stall delivered as one
+late bunch, loses nothing; and the budget counts audio *duration* in the stream's negotiated format (L16 at 16 kHz: 640
+B per 20 ms), not messages or μ-law bytes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Agent faults (voice-agent-api.md §4.3, §5; README "Failure behaviour"): an unreachable agent, connect errors,
-unclean drops mid-call (cut for real by a TCP proxy between the gateway and the fake agent), session resume with
-its final and retryable codes, and fatal vs recoverable ``session.error``s."""
+"""Agent faults (docs/architecture/failure-behaviour.md#agent-faults; docs/architecture/voice-agent-api.md#resume,
+#errors): an unreachable agent, connect errors, unclean drops mid-call (cut for real by a TCP proxy between the gateway
+and the fake agent), session resume with its final and retryable codes, and fatal vs recoverable ``session.error``s."""
 
 from __future__ import annotations
 
@@ -233,7 +233,8 @@ async def test_a_server_that_just_carries_on_after_resume_is_accepted(start_gate
 
 
 async def test_final_resume_codes_end_the_call_with_the_apology(start_gateway, new_peer, fake_agent, proxy):
-    # One call per final code (§4.3: SDK-DI treats these as final), all at once to keep the suite fast.
+    # One call per final code (clients treat these as final: docs/architecture/voice-agent-api.md#resume), all at once
+    # to keep the suite fast.
     codes = sorted(FINAL_RESUME_CODES)
     fake_agent.resume_errors = list(codes)
     gw = await start_gateway(AGENT_URL=proxy.agent_url)
@@ -367,7 +368,8 @@ async def test_an_agent_that_stops_reading_never_stalls_the_carrier_side(start_g
     # send buffer fills and a send waits for the drain: made from the carrier reader, that wait would stop it
     # reading marks and `stop` too (until the keepalive dropped the agent socket, seconds later). Frames must
     # queue instead, where the drop-oldest policy bounds them, and the caller's hang-up must still be read.
-    # The flood below is what fills the agent socket, so the inbound rate limit (README "Security") is lifted here.
+    # The flood below is what fills the agent socket, so the inbound rate limit (docs/security.md#inbound-audio-rate)
+    # is lifted here.
     gw = await start_gateway(write_config("[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"
                                           "[server]\ninbound_rate_limit = 1000.0\ninbound_burst_s = 600.0\n"))
     peer, sess = await _call(gw, new_peer, fake_agent)

@@ -1,4 +1,4 @@
-"""Drain on SIGTERM (telephony.md §D.7; README "Failure behaviour"), against ``python -m gateway serve`` run as a
+"""Drain on SIGTERM (docs/how-to/operations/drain.md), against ``python -m gateway serve`` run as a
 real subprocess with AGENT_URL pointing at a fake agent served by this test: /readyz turns 503 at once, new
 webhooks hear the polite refusal, new streams get 503, live calls go on until they end by themselves or the drain
 budget (2 s here) runs out, the last one hears the goodbye and is hung up, and the process exits 0."""

@@ -1,6 +1,6 @@
-"""Limits (README "Failure behaviour"; telephony.md §D.5, §D.9, §D.10): message size, ``start`` deadline, no-media
-watchdog, maximum call duration, the bounded caller → agent queue, and the per-process call limit with its
-reservation at the webhook → stream boundary."""
+"""Limits (docs/architecture/failure-behaviour.md#limits, #backpressure; docs/security.md): message size, ``start``
+deadline, no-media watchdog, maximum call duration, the bounded caller → agent queue, and the per-process call limit
+with its reservation at the webhook → stream boundary."""
 
 from __future__ import annotations
 

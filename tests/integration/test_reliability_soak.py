@@ -1,6 +1,6 @@
 """1,000 short calls in sequence against the fake agent, a third of them hung up by the caller in the middle of the
 agent's reply: afterwards no call task, no agent session or socket, no CallSession or resampler object, an empty
-registry, and memory flat (telephony.md §C item 11: vocode #741, pipecat #3750)."""
+registry, and memory flat (docs/architecture/failure-behaviour.md#no-leaks; vocode #741, pipecat #3750)."""
 
 from __future__ import annotations
 

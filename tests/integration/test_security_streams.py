@@ -1,6 +1,6 @@
-"""Who may connect (telephony.md §A.2, §D.10; README "Security"): forged or missing webhook signatures, upgrade
-signatures and per-call tokens are refused, and a refused stream never opens an agent session (counted at the
-fake agent, which would bill the API key in production)."""
+"""Who may connect (docs/security.md; docs/architecture/twilio-media-streams.md#signatures): forged or missing webhook
+signatures, upgrade signatures and per-call tokens are refused, and a refused stream never opens an agent session
+(counted at the fake agent, which would bill the API key in production)."""
 
 from __future__ import annotations
 

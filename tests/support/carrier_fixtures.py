@@ -1,4 +1,5 @@
-"""Golden carrier fixtures (tests/fixtures/<carrier>/*.json, built from the documented shapes in telephony.md §A.10)."""
+"""Golden carrier fixtures (tests/fixtures/<carrier>/*.json), built from the documented shapes:
+docs/how-to/carriers/<carrier>.md#protocol, and for Twilio docs/architecture/twilio-media-streams.md."""
 
 from __future__ import annotations
 

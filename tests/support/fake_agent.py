@@ -1,16 +1,16 @@
-"""A stand-in for the AssemblyAI cloud (which tests cannot reach), following voice-agent-api.md exactly as far as
-the gateway's tests need: auth on upgrade (Bearer or raw key; bad key → session.error unauthorized + close 1008),
-nothing before the first session.update, then session.updated + session.ready, input.audio recorded, and scripted
-server events sent by the test. Lives in tests/ only.
+"""A stand-in for the AssemblyAI cloud (which tests cannot reach), following docs/architecture/voice-agent-api.md
+exactly as far as the gateway's tests need: auth on upgrade (Bearer or raw key; bad key → session.error unauthorized +
+close 1008), nothing before the first session.update, then session.updated + session.ready, input.audio recorded, and
+scripted server events sent by the test. Lives in tests/ only.
 
-Session resume (§4.3): a session whose socket closes without ``session.end`` is kept for ``resume_window_s``; a new
-socket whose first message is ``session.resume{session_id}`` re-attaches it (the old socket, if the server has not
-noticed the drop yet, is taken over) and gets ``session.ready`` again with the same ``session_id`` and no greeting
-(``resume_reply="continue"``: no answer at all, like a server that just carries on). Unknown, ended or expired ids
-get ``session_not_found`` + close 1008; ``resume_errors`` scripts error codes for the next resume attempts. The
-session's recorded audio spans all its sockets.
+Session resume (docs/architecture/voice-agent-api.md#resume): a session whose socket closes without ``session.end`` is
+kept for ``resume_window_s``; a new socket whose first message is ``session.resume{session_id}`` re-attaches it (the old
+socket, if the server has not noticed the drop yet, is taken over) and gets ``session.ready`` again with the same
+``session_id`` and no greeting (``resume_reply="continue"``: no answer at all, like a server that just carries on).
+Unknown, ended or expired ids get ``session_not_found`` + close 1008; ``resume_errors`` scripts error codes for the next
+resume attempts. The session's recorded audio spans all its sockets.
 
-Drops without a close frame (an unclean drop, §4.3) come from the agent's own socket: :meth:`FakeSession.drop`
+Drops without a close frame (an unclean drop, same page) come from the agent's own socket: :meth:`FakeSession.drop`
 half-closes it now, ``fin_after_ready`` right after the next ``session.ready`` (first or resumed), in the same step
 as sending it, so both reach the gateway together. Either way the fake keeps reading, so whatever the gateway sends
 before it notices is still received and recorded (nothing it rightly counts as sent is lost)."""

@@ -1,5 +1,6 @@
 """A stand-in for Twilio's REST API (api.twilio.com, which tests cannot reach), as much of the Calls resource as the
-gateway uses (telephony.md §A.7–§A.9; Twilio "Call resource", API 2010-04-01). Lives in tests/ only.
+gateway uses (docs/architecture/twilio-media-streams.md#ending-a-call, #transfer,
+#call-status; Twilio "Call resource", API 2010-04-01). Lives in tests/ only.
 
 It checks what the real API would refuse, so a malformed request fails the test instead of passing silently:
 - HTTP Basic auth with the Account SID and Auth Token, else 401 with Twilio's error body (code 20003);

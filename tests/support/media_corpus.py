@@ -75,7 +75,8 @@ def agent_pcm24k(seconds: float = 3.0, seed: int = 11) -> bytes:
 
 
 def twilio_media_messages(ulaw: bytes, stream_sid: str = STREAM_SID, frame_bytes: int = 160) -> list[str]:
-    """``media`` messages exactly as Twilio sends them (telephony.md §A.3): numbers as strings, key order as seen."""
+    """``media`` messages exactly as Twilio sends them (docs/architecture/twilio-media-streams.md#messages-in): numbers
+    as strings, key order as seen."""
     out = []
     for i, pos in enumerate(range(0, len(ulaw), frame_bytes)):
         out.append(json.dumps({
@@ -89,7 +90,8 @@ def twilio_media_messages(ulaw: bytes, stream_sid: str = STREAM_SID, frame_bytes
 
 
 def reply_audio_messages(pcm: bytes, chunk_ms: int = 10, reply_id: str = REPLY_ID, rate: int = 24000) -> list[str]:
-    """``reply.audio`` messages as the live service sends them (voice-agent-api.md §2.2), ``chunk_ms`` each."""
+    """``reply.audio`` messages as the live service sends them (docs/architecture/voice-agent-api.md#server-events),
+    ``chunk_ms`` each."""
     step = rate * 2 * chunk_ms // 1000
     return [
         json.dumps({"type": "reply.audio", "reply_id": reply_id,

@@ -1,7 +1,7 @@
-"""Plays Twilio's side of a Media Stream against the real gateway, as Twilio does it (telephony.md §A.3–§A.5):
-POSTs the webhook, reads the TwiML, opens the stream URL, sends connected/start/media, and models Twilio's FIFO
-playout buffer: media we receive is "played" at real time, marks echo only once the audio before them has played,
-and ``clear`` drops unplayed audio and echoes every pending mark at once."""
+"""Plays Twilio's side of a Media Stream against the real gateway, as Twilio does it
+(docs/architecture/twilio-media-streams.md): POSTs the webhook, reads the TwiML, opens the stream URL, sends
+connected/start/media, and models Twilio's FIFO playout buffer: media we receive is "played" at real time, marks echo
+only once the audio before them has played, and ``clear`` drops unplayed audio and echoes every pending mark at once."""
 
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ class TwilioPeer:
             elif ev == "mark":
                 self._queue.append(("mark", msg["mark"]["name"]))
             elif ev == "clear":
-                # Twilio drops unplayed audio and echoes every pending mark (§A.5 item 3).
+                # Twilio drops unplayed audio and echoes every pending mark
+                # (docs/architecture/twilio-media-streams.md#marks-and-clear).
                 marks = [v for k, v in self._queue if k == "mark"]
                 self._queue.clear()
                 for name in marks:

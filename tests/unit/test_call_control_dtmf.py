@@ -1,5 +1,6 @@
-"""DTMF tones we send (gateway/audio/dtmf.py): every symbol synthesised at 8 kHz μ-law decodes back to itself with
-the Goertzel detector, and the detector refuses what is not a digit pair (telephony.md §A.8, §C item 18)."""
+"""DTMF tones we send (gateway/audio/dtmf.py): every symbol synthesised at 8 kHz μ-law decodes back to itself with the
+Goertzel detector, and the detector refuses what is not a digit pair
+(docs/architecture/twilio-media-streams.md#transfer)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Exotel dialect (gateway/carriers/exotel.py), pinned to telephony.md §A.10 and §D.2: snake_case events, raw PCM16
-base64 at 8/16/24 kHz, outbound chunks ≥ 100 ms and ≥ 3.2 KB, ≤ 100 KB, multiples of 320; Basic auth / IP list."""
+"""Exotel dialect (gateway/carriers/exotel.py), pinned to docs/how-to/carriers/exotel.md#protocol and
+docs/architecture/audio.md#framing: snake_case events, raw PCM16 base64 at 8/16/24 kHz, outbound chunks ≥ 100 ms and ≥
+3.2 KB, ≤ 100 KB, multiples of 320; Basic auth / IP list."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Plivo dialect (gateway/carriers/plivo.py), pinned to telephony.md §A.10: ``playAudio``, ``checkpoint`` →
-``playedStream`` (only after playback), ``clearAudio`` → ``clearedAudio``, V3 signatures with a nonce."""
+"""Plivo dialect (gateway/carriers/plivo.py), pinned to docs/how-to/carriers/plivo.md#protocol: ``playAudio``,
+``checkpoint`` → ``playedStream`` (only after playback), ``clearAudio`` → ``clearedAudio``, V3 signatures with a
+nonce."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""SignalWire dialect (gateway/carriers/signalwire.py), pinned to telephony.md §A.10 (Twilio-compatible events, the
-``codec`` attribute) and §A.2 (Twilio-compatible signatures with the signing key)."""
+"""SignalWire dialect (gateway/carriers/signalwire.py), pinned to docs/how-to/carriers/signalwire.md#protocol
+(Twilio-compatible events, the ``codec`` attribute, Twilio-compatible signatures with the signing key)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Carriers as data (gateway/carriers/spec.py, registry.py; docs/how-to/carriers/adding-a-carrier.md): every carrier's description
-is complete and consistent, its pure webhook/upgrade functions do what its routes promise (README "Carriers"), and
-the config builds each ``[carriers.NAME]`` table and reads each secret from the descriptions alone, the flat keys of
-older configs included (with a deprecation warning)."""
+"""Carriers as data (gateway/carriers/spec.py, registry.py; docs/how-to/carriers/adding-a-carrier.md): every carrier's
+description is complete and consistent, its pure webhook/upgrade functions do what its routes promise
+(docs/how-to/carriers/index.md#comparison), and the config builds each ``[carriers.NAME]`` table and reads each secret
+from the descriptions alone, the flat keys of older configs included (with a deprecation warning)."""
 
 from __future__ import annotations
 

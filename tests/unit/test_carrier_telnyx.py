@@ -1,5 +1,5 @@
-"""Telnyx dialect (gateway/carriers/telnyx.py), pinned to telephony.md §A.10: snake_case events with ``stream_id``,
-clear/mark, frames reordered by ``sequence_number`` in a bounded window, Ed25519-signed webhooks."""
+"""Telnyx dialect (gateway/carriers/telnyx.py), pinned to docs/how-to/carriers/telnyx.md#protocol: snake_case events
+with ``stream_id``, clear/mark, frames reordered by ``sequence_number`` in a bounded window, Ed25519-signed webhooks."""
 
 from __future__ import annotations
 

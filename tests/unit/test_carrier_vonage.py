@@ -1,5 +1,6 @@
-"""Vonage dialect (gateway/carriers/vonage.py), pinned to telephony.md §A.10: a text ``websocket:connected`` with the
-NCCO headers, then binary 16-bit PCM; ``clear``/``notify`` commands; JWT-signed webhooks."""
+"""Vonage dialect (gateway/carriers/vonage.py), pinned to docs/how-to/carriers/vonage.md#protocol: a text
+``websocket:connected`` with the NCCO headers, then binary 16-bit PCM; ``clear``/``notify`` commands; JWT-signed
+webhooks."""
 
 from __future__ import annotations
 

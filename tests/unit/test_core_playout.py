@@ -1,5 +1,6 @@
-"""Playout accounting (gateway/playout.py), pinned to telephony.md §A.5: FIFO playout at real time, mark echoes
-once everything before them has played, and ``clear`` flushing every pending mark (so old echoes prove nothing)."""
+"""Playout accounting (gateway/playout.py), pinned to docs/architecture/twilio-media-streams.md#ordering: FIFO playout
+at real time, mark echoes once everything before them has played, and ``clear`` flushing every pending mark (so old
+echoes prove nothing)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def test_nothing_sent_means_nothing_queued() -> None:
     [
         # (duration_ms, sent_at) ..., when we ask, expected lead in ms
         ([(20, T0)], T0, 20.0),
-        ([(20, T0)] * 10, T0, 200.0),  # sent faster than real time: it all queues up (§A.5 item 1)
+        # sent faster than real time: it all queues up (docs/architecture/twilio-media-streams.md#fifo-playout)
+        ([(20, T0)] * 10, T0, 200.0),
         ([(20, T0)] * 10, T0 + 0.05, 150.0),  # and drains in real time
         ([(20, T0)] * 10, T0 + 0.2, 0.0),
         ([(20, T0)] * 10, T0 + 5.0, 0.0),  # never negative
@@ -152,7 +154,8 @@ def test_echoes_of_a_cleared_generation_are_stale_and_prove_nothing() -> None:
     m1 = p.new_mark(T0, "r1")
     p.on_sent(1000, T0, "r1")
     m2 = p.new_mark(T0, "r1")
-    p.clear(T0 + 0.2)  # barge-in: Twilio now echoes both pending marks at once (§A.5 item 3)
+    # barge-in: Twilio now echoes both pending marks at once (docs/architecture/twilio-media-streams.md#marks-and-clear)
+    p.clear(T0 + 0.2)
     p.on_sent(400, T0 + 0.3, "r2")  # the next reply starts
     assert p.on_mark(m1, T0 + 0.31) is None
     assert p.on_mark(m2, T0 + 0.31) is None

@@ -1,4 +1,5 @@
-"""Who may connect (gateway/security.py): Twilio request signatures (telephony.md §A.2) and per-call stream tokens.
+"""Who may connect (gateway/security.py): Twilio request signatures
+(docs/architecture/twilio-media-streams.md#signatures) and per-call stream tokens.
 
 Signatures are checked against Twilio's published examples and against an independent HMAC-SHA1 reference written
 here from the documented algorithm (URL, then every POST parameter sorted by name as name+value, no separators).
@@ -105,7 +106,8 @@ def test_default_port_may_be_present_or_absent(signed_url: str, checked_url: str
         ("https://mycompany.com:8443/myapp.php?foo=1&bar=2", URL),  # a non-default port is part of the URL
         (URL, "https://mycompany.com:8443/myapp.php?foo=1&bar=2"),
         ("https://mycompany.com:80/myapp.php?foo=1&bar=2", URL),  # 80 is not https's default
-        ("http://mycompany.com/myapp.php?foo=1&bar=2", URL),  # scheme matters (wss vs https, §A.2)
+        # scheme matters (wss vs https, docs/architecture/twilio-media-streams.md#signatures)
+        ("http://mycompany.com/myapp.php?foo=1&bar=2", URL),
         ("https://mycompany.com/myapp.php?foo=1&bar=3", URL),
         ("https://mycompany.com/myapp.php", URL),
         ("https://evil.example/myapp.php?foo=1&bar=2", URL),

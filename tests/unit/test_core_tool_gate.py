@@ -1,4 +1,5 @@
-"""When ``tool.result`` may be sent (gateway/tools/gate.py), pinned to voice-agent-api.md §3.2's documented rule:
+"""When ``tool.result`` may be sent (gateway/tools/gate.py), pinned to the documented rule of
+docs/architecture/voice-agent-api.md#tool-results:
 
 send only while ``reply.done`` is the latest of {``reply.started``, ``input.speech.started``, ``reply.done``}; hold
 results otherwise and flush them on the next completed ``reply.done``; discard them when that ``reply.done`` is
@@ -121,7 +122,8 @@ TABLE: list[tuple[str, list[Step], list[str]]] = [
         started("r1"), call("c1"), result("c1"), done("r1", "c1"), started("r2"), done("r2"),
     ], []),
     # The server may omit reply_id (the parser tolerates it); calls must still be told apart from earlier,
-    # interrupted replies, or every later result is dropped and the agent stalls waiting for it (§3.2).
+    # interrupted replies, or every later result is dropped and the agent stalls waiting for it
+    # (docs/architecture/voice-agent-api.md#tool-results).
     ("replies_without_ids_do_not_inherit_an_earlier_interruption", [
         started(None), call("c1"), interrupted(None), started(None), call("c2"), done(None), result("c2", "c2"),
     ], []),

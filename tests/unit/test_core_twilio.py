@@ -1,4 +1,5 @@
-"""Twilio Media Streams dialect (gateway/carriers/twilio.py), pinned to telephony.md §A.3–§A.5.
+"""Twilio Media Streams dialect (gateway/carriers/twilio.py), pinned to docs/architecture/twilio-media-streams.md
+(#messages-in to #ordering).
 
 Inbound messages come from golden fixtures in tests/fixtures/twilio/ built from the documented shapes; outbound
 messages are parsed back with ``json`` and compared as dicts against golden fixtures of the documented shapes.

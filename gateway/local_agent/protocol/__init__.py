@@ -4,7 +4,7 @@ No sockets, no clock, no environment: JSON text goes in (:func:`parse_client_eve
 session configs are validated and merged (:func:`apply_session_update`) and echoed (:func:`config_echo`); server
 events are built as plain dicts (:func:`server_event`, :func:`session_error`), always with the ``timestamp`` the
 caller passes; credentials and minted tokens are checked with ``now`` passed in. Where the docs and the live
-service differ, this package copies the live service (README "Local agent" > "What it implements").
+service differ, this package copies the live service (docs/reference/local-agent-api.md#implemented).
 
 One module per part of the protocol, all re-exported here (``from gateway.local_agent import protocol as proto``):
 

@@ -1,8 +1,8 @@
 """A session's resolved config and its echo: what ``session.ready`` / ``session.updated`` report. Pure.
 
-:class:`SessionConfig` is what the client set (validated by :mod:`.session_update`) with the agent's defaults
-filled in; :func:`config_echo` renders it in the live service's shape, unset fields ``null`` (README "Local
-agent" > "What it implements").
+:class:`SessionConfig` is what the client set (validated by :mod:`.session_update`) with the agent's defaults filled in;
+:func:`config_echo` renders it in the live service's shape, unset fields ``null``
+(docs/reference/local-agent-api.md#implemented).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class AudioFormat:
         return RATES[self.encoding]
 
     def echo(self) -> dict[str, Any]:
-        # Live echoes pcmu/pcma with sample_rate 8000 (README "What it implements", audio in and out).
+        # Live echoes pcmu/pcma with sample_rate 8000 (docs/reference/local-agent-api.md#implemented, audio in and out).
         return {"encoding": self.encoding, "sample_rate": self.sample_rate}
 
 

@@ -2,7 +2,7 @@
 
 Every client mistake raises :class:`ProtocolError`, carrying the wire ``code`` (lower case), ``message``, ``param``
 and whether it is ``fatal``: the session is closed with 1008 after the ``session.error`` is sent. Which mistakes are
-fatal copies the live service (README "Local agent" > "What it implements"). In the project's error tree
+fatal copies the live service (docs/reference/local-agent-api.md#implemented). In the project's error tree
 (:mod:`gateway.errors`) it is a :class:`~gateway.errors.RemoteProtocolError`: the peer misbehaved, not us.
 """
 

@@ -62,7 +62,8 @@ class SessionEnd:
 
 @dataclass(frozen=True, slots=True)
 class ConversationMessage:
-    """Validated and then ignored, as live: its content never reached the model (README "What it implements")."""
+    """Validated and then ignored, as live: its content never reached the model
+    (docs/reference/local-agent-api.md#not-implemented)."""
 
     role: str
     content: str

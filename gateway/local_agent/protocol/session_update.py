@@ -1,9 +1,9 @@
 """``session.update`` validation: which fields a client may set, to what, and when. Pure.
 
-:func:`apply_session_update` checks one update against the current config (``None`` before the first) and returns
-the new :class:`~.config.SessionConfig`, or raises :class:`~.errors.ProtocolError` with the live service's code,
-message and ``param``, fatal in the first update only where live was (README "Local agent" > "What it
-implements"). ``greeting``, ``output.voice`` and ``output.format`` are immutable after the first update.
+:func:`apply_session_update` checks one update against the current config (``None`` before the first) and returns the
+new :class:`~.config.SessionConfig`, or raises :class:`~.errors.ProtocolError` with the live service's code, message and
+``param``, fatal in the first update only where live was (docs/reference/local-agent-api.md#implemented). ``greeting``,
+``output.voice`` and ``output.format`` are immutable after the first update.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def _parse_format(value: object, param: str) -> AudioFormat:
     if rate is not None:
         if not is_int(rate):
             raise bad_format(_UPDATE, f"{param}.sample_rate")
-        # Only 24000 exists for PCM; G.711 is 8000 by definition (README "What it implements"). Anything else is refused
-        # rather than silently producing audio at the wrong rate.
+        # Only 24000 exists for PCM; G.711 is 8000 by definition (docs/reference/local-agent-api.md#implemented).
+        # Anything else is refused rather than silently producing audio at the wrong rate.
         if rate != RATES[encoding]:
             raise ProtocolError(
                 "invalid_value",
@@ -201,7 +201,8 @@ def _parse_tools(value: object) -> tuple[ToolDef, ...]:
             parameters = {}
         if not isinstance(parameters, dict):
             raise bad_format(_UPDATE, f"{p}.parameters")
-        # Live: a non-object `properties` is an invalid_value naming the exact path (README "What it implements").
+        # Live: a non-object `properties` is an invalid_value naming the exact path
+        # (docs/reference/local-agent-api.md#implemented).
         if "properties" in parameters and not isinstance(parameters["properties"], dict):
             raise ProtocolError(
                 "invalid_value",
@@ -245,7 +246,8 @@ def apply_session_update(
     """Validate one ``session.update`` and return the new config. ``current is None`` means the first update.
 
     Raises :class:`ProtocolError`. In the first update ``invalid_value`` and ``agent_not_found`` are fatal (live:
-    README "What it implements"); ``invalid_format`` (e.g. ``greeting: null``) is not, and later updates never are.
+    docs/reference/local-agent-api.md#implemented); ``invalid_format`` (e.g. ``greeting: null``) is not, and later
+    updates never are.
     """
     first = current is None
     try:
@@ -259,7 +261,8 @@ def apply_session_update(
 def _apply(current: SessionConfig | None, session: Mapping[str, Any], voices: Sequence[str]) -> SessionConfig:
     first = current is None
     if "agent_id" in session:
-        # The local agent has no stored agents, so every id is unknown (README "What it implements").
+        # The local agent has no stored agents, so every id is unknown
+        # (docs/reference/local-agent-api.md#not-implemented).
         if not first:
             raise ProtocolError(
                 "agent_id_not_first", "agent_id can only be set in the first session.update", param="agent_id"
@@ -347,7 +350,7 @@ def _apply(current: SessionConfig | None, session: Mapping[str, Any], voices: Se
         cfg = replace(cfg, input_extra=_parse_input_extra(inp, cfg.input_extra))
 
     if "tools" in session:
-        # Each update replaces the whole list, not merged (README "What it implements"); null clears it.
+        # Each update replaces the whole list; null clears it (docs/reference/local-agent-api.md#implemented).
         tools = session["tools"]
         cfg = replace(cfg, tools=() if tools is None else _parse_tools(tools))
 

@@ -1,7 +1,7 @@
 """Credentials of the local agent: the API key, minted tokens, resume tokens, and ``GET /v1/token``. Pure.
 
 Tokens are stateless HMAC-SHA256 signatures under the runtime's ``token_secret``, checked with ``now`` passed in;
-the live service's rules, copied here, are in README "Local agent" > "Auth".
+the live service's rules, copied here, are in docs/reference/local-agent-api.md#auth.
 """
 
 from __future__ import annotations
@@ -62,17 +62,19 @@ def _make_token(secret: bytes, claims: Mapping[str, Any]) -> str:
 def mint_token(
     secret: bytes, *, now: float, expires_in_s: int, max_session_s: int | None, rand: RandHex = secrets.token_hex
 ) -> str:
-    """A stateless HMAC-signed temporary token, redeemable until ``now + expires_in_s`` (README "Auth").
+    """A stateless HMAC-signed temporary token, redeemable until ``now + expires_in_s``
+    (docs/reference/local-agent-api.md#auth).
 
-    Not single use: the live service let one token open several sessions inside its window (README "Auth"), so a token
-    is a bearer credential for its whole window.
+    Not single use: the live service let one token open several sessions inside its window
+    (docs/reference/local-agent-api.md#auth), so a token is a bearer credential for its whole window.
     """
     claims = {"k": "t", "exp": now + expires_in_s, "max": max_session_s, "n": rand(8)}
     return _make_token(secret, claims)
 
 
 def mint_resume_token(secret: bytes, *, session_id: str, expires_at: float) -> str:
-    """``session.ready.resume_token``: a credential that may only resume ``session_id`` (README "Auth")."""
+    """``session.ready.resume_token``: a credential that may only resume ``session_id``
+    (docs/reference/local-agent-api.md#auth)."""
     return _make_token(secret, {"k": "r", "sid": session_id, "exp": expires_at})
 
 
@@ -108,8 +110,9 @@ def _strip_bearer(value: str) -> str:
 def authenticate(
     authorization: str | None, query_token: str | None, *, api_key: str, secret: bytes, now: float
 ) -> Grant | None:
-    """Check the upgrade's credentials (README "Auth"): ``Authorization: Bearer <key>`` or the raw key, or ``?token=``
-    carrying a minted token or the key itself. A token (or a resume token) in the header is accepted too."""
+    """Check the upgrade's credentials (docs/reference/local-agent-api.md#auth): ``Authorization: Bearer <key>`` or the
+    raw key, or ``?token=`` carrying a minted token or the key itself. A token (or a resume token) in the header is
+    accepted too."""
     for raw in (authorization, query_token):
         if not raw:
             continue
@@ -125,8 +128,8 @@ def authenticate(
 
 
 class TokenRequestInvalid(RemoteProtocolError):
-    """``GET /v1/token`` failed validation: ``detail`` is the FastAPI 422 list (live shape, README "Auth"). The
-    client's mistake, as a :class:`ProtocolError` is on the socket."""
+    """``GET /v1/token`` failed validation: ``detail`` is the FastAPI 422 list (live shape,
+    docs/reference/local-agent-api.md#auth). The client's mistake, as a :class:`ProtocolError` is on the socket."""
 
     def __init__(self, detail: list[dict[str, Any]]) -> None:
         super().__init__(detail)
@@ -183,7 +186,8 @@ def validate_token_request(authorization: str | None, query: Mapping[str, str]) 
     """``GET /v1/token`` parameters → ``(credential, expires_in_seconds, max_session_duration_seconds)``.
 
     Raises :class:`TokenRequestInvalid` with every problem at once, as FastAPI does (missing auth header or an
-    out-of-range parameter → 422, README "Auth"). Whether the credential is the right key is the caller's check (→ 404).
+    out-of-range parameter → 422, docs/reference/local-agent-api.md#auth). Whether the credential is the right key is
+    the caller's check (→ 404).
     """
     errors: list[dict[str, Any]] = []
     cred = _strip_bearer(authorization) if authorization else ""

@@ -1,5 +1,5 @@
 """Where each word of a reply falls on the reply's audio: ``transcript.agent.delta`` timing and, on a barge-in, the
-text the caller heard (README "Local agent" > "What it implements", "Turn detection and barge-in"). Pure.
+text the caller heard (docs/reference/local-agent-api.md#implemented, docs/architecture/local-agent.md#barge-in). Pure.
 """
 
 from __future__ import annotations

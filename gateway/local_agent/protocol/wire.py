@@ -1,7 +1,7 @@
 """Server events on the wire: ids, the event envelope, ``session.error``, compact JSON. Pure.
 
 Events are plain dicts built with the ``timestamp`` the caller passes (every event carries one, float epoch
-seconds, as live: README "Local agent" > "What it implements"); ids take their randomness from ``rand`` so tests
+seconds, as live: docs/reference/local-agent-api.md#implemented); ids take their randomness from ``rand`` so tests
 can pass a deterministic one.
 """
 
@@ -43,7 +43,8 @@ def new_item_id(rand: RandHex = secrets.token_hex) -> str:
 
 
 def new_call_id(rand: RandHex = secrets.token_hex) -> str:
-    # The managed-LLM shape the live service uses: chatcmpl-tool-<16 hex> (README "What it implements", Tools).
+    # The managed-LLM shape the live service uses: chatcmpl-tool-<16 hex>
+    # (docs/reference/local-agent-api.md#implemented, Tools).
     return "chatcmpl-tool-" + rand(8)
 
 
@@ -58,8 +59,8 @@ def server_event(type_: str, now: float, **fields: Any) -> dict[str, Any]:
 def session_error(
     code: str, message: str, *, now: float, param: str | None = None, session_id: str | None = None
 ) -> dict[str, Any]:
-    """``session.error`` in the live shape (README "Auth"): lower-case code; ``param``, ``session_id`` always
-    present."""
+    """``session.error`` in the live shape (docs/reference/local-agent-api.md#auth): lower-case code; ``param``,
+    ``session_id`` always present."""
     return server_event("session.error", now, code=code.lower(), message=message, param=param, session_id=session_id)
 
 

@@ -1,5 +1,5 @@
-"""Exotel's side of a call (README "Carriers"): the Voicebot applet's dynamic-URL request (Basic auth), raw PCM16 in
-~100 ms chunks, and strict checks of Exotel's outbound chunk rules. Pure.
+"""Exotel's side of a call (docs/how-to/carriers/exotel.md): the Voicebot applet's dynamic-URL request (Basic auth), raw
+PCM16 in ~100 ms chunks, and strict checks of Exotel's outbound chunk rules. Pure.
 """
 
 from __future__ import annotations

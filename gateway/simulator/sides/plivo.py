@@ -1,5 +1,6 @@
-"""Plivo's side of a call (README "Carriers"): a V3-signed answer webhook, Plivo XML ``<Stream>``, ``playedStream``
-only once the audio played, ``clearedAudio`` to answer a ``clearAudio``. Pure but for the signature's random nonce.
+"""Plivo's side of a call (docs/how-to/carriers/plivo.md): a V3-signed answer webhook, Plivo XML ``<Stream>``,
+``playedStream`` only once the audio played, ``clearedAudio`` to answer a ``clearAudio``. Pure but for the signature's
+random nonce.
 """
 
 from __future__ import annotations

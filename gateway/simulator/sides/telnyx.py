@@ -1,6 +1,6 @@
-"""Telnyx's side of a call (README "Carriers"): a TeXML webhook signed with Ed25519, snake_case stream events with
-sequence numbers, and now and then two media frames swapped (Telnyx does not guarantee frame order). Pure but for
-the wall-clock timestamp a signature carries.
+"""Telnyx's side of a call (docs/how-to/carriers/telnyx.md): a TeXML webhook signed with Ed25519, snake_case stream
+events with sequence numbers, and now and then two media frames swapped (Telnyx does not guarantee frame order). Pure
+but for the wall-clock timestamp a signature carries.
 """
 
 from __future__ import annotations

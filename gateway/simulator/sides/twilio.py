@@ -1,5 +1,6 @@
-"""Twilio's side of a call (README "Carriers"; the protocol itself is :mod:`gateway.simulator.twilio_side`), and
-SignalWire's, which is Twilio-compatible but for its ``codec`` attribute and signature header. Pure.
+"""Twilio's side of a call (docs/how-to/carriers/twilio.md; the protocol itself is
+:mod:`gateway.simulator.twilio_side`), and SignalWire's, which is Twilio-compatible but for its ``codec`` attribute and
+signature header. Pure.
 """
 
 from __future__ import annotations

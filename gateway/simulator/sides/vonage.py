@@ -1,6 +1,6 @@
-"""Vonage's side of a call (README "Carriers"): a JWT-signed answer URL, an NCCO ``connect`` to a websocket, binary
-L16 frames, ``websocket:notify`` once audio played and ``websocket:cleared`` after a clear. Pure but for the JWT's
-issue time.
+"""Vonage's side of a call (docs/how-to/carriers/vonage.md): a JWT-signed answer URL, an NCCO ``connect`` to a
+websocket, binary L16 frames, ``websocket:notify`` once audio played and ``websocket:cleared`` after a clear. Pure but
+for the JWT's issue time.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-// The softphone page: the browser plays Twilio's part of a Media Stream (telephony.md §A.3–§A.5) against the
-// gateway, so you can talk to the agent with no phone:
+// The softphone page: the browser plays Twilio's part of a Media Stream (docs/architecture/twilio-media-streams.md)
+// against the gateway, so you can talk to the agent with no phone:
 //   POST /softphone/dial → the gateway's own webhook TwiML → <Stream url> + <Parameter>s (the call token)
 //   WebSocket /twilio/stream: connected, start{customParameters}, 20 ms μ-law media from the mic (worklet.js),
 //   agent media played on a playhead in the AudioContext clock, marks echoed once the audio before them has
@@ -230,7 +230,8 @@ class Call {
       // Times in the panel count from here, as the gateway's do (its call session starts with the stream).
       callStartedAt = performance.now();
       addEvent("phone", `dialled ${dial.call_sid}; stream open on ${url}`);
-      // Twilio's first two messages (§A.3): connected (no streamSid), then start with the <Parameter>s.
+      // Twilio's first two messages (docs/architecture/twilio-media-streams.md#messages-in): connected (no streamSid),
+      // then start with the <Parameter>s.
       this.send({ event: "connected", protocol: "Call", version: "1.0.0" });
       this.send({
         event: "start",
@@ -321,7 +322,8 @@ class Call {
 
   queueMark(name) {
     state.marksReceived += 1;
-    // Echo once everything scheduled before it has played (§A.5 item 2); at once if nothing is queued.
+    // Echo once everything scheduled before it has played, at once if nothing is queued
+    // (docs/architecture/twilio-media-streams.md#mark-echo).
     if (this.playhead <= this.ctx.currentTime) this.echoMark(name, false);
     else this.marks.push({ name, at: this.playhead });
   }
@@ -338,7 +340,8 @@ class Call {
   }
 
   clear() {
-    // Drop everything not yet played and echo every pending mark (§A.5 item 3).
+    // Drop everything not yet played and echo every pending mark
+    // (docs/architecture/twilio-media-streams.md#marks-and-clear).
     const now = this.ctx.currentTime;
     let dropped = 0;
     for (const item of this.scheduled) {

@@ -1,4 +1,4 @@
-"""Adaptive end of turn on real speech (README "Turn detection and barge-in"): with no ``min_silence`` or
+"""Adaptive end of turn on real speech (docs/architecture/local-agent.md#turn-detection): with no ``min_silence`` or
 ``max_silence`` from the client, the speculative transcript of the caller's pause moves the end of turn earlier
 (a finished, confidently matched request) or later (words that stop mid-sentence); a client's ``min_silence`` is
 honoured exactly. How each turn ended is read from ``local_agent.turn``'s ``end_reason``.

@@ -1,5 +1,5 @@
 """Tool calls in flight (gateway/local_agent/tool_calls.py), with the clock passed in: results at any time, timeouts,
-and one answer per reply once all of its calls are resolved (README "Local agent" > "What it implements", Tools).
+and one answer per reply once all of its calls are resolved (docs/reference/local-agent-api.md#implemented, Tools).
 Over a real socket: tests/integration/local_agent/test_speech_session.py and test_llm_engine.py."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Held, deferred and early-ended turns (gateway/local_agent/turn_merge.py), on the detector's sample clock (16 kHz
-sample positions). README "Local agent" > "Turn detection and barge-in"; the same rules on real speech are
+sample positions). docs/architecture/local-agent.md#turn-detection and #barge-in; the same rules on real speech are
 tests/integration/local_agent/test_adaptive_turns.py and test_late_turn.py."""
 
 from __future__ import annotations
