@@ -1,10 +1,10 @@
 """The call, sans I/O: one object that takes what arrived (carrier events, agent events, tool results) and the time,
-and says what to do. Pure: it reads no clock, no socket and no logger (STYLE.md "The shape we want now").
+and says what to do. Pure: it reads no clock, no socket and no logger.
 
 Each entry point returns the :mod:`~gateway.call.actions` to execute, in order. Audio is not an action: caller audio
 waits in a bounded buffer for the agent (:meth:`CallCore.agent_audio`), everything for the carrier in the
 :class:`~gateway.call.outbound_queue.OutboundQueue` (:meth:`CallCore.carrier_data`); the shell pulls exactly what
-its sockets can take. The core owns (README "Failure behaviour", "Call control"): the phase (one table,
+its sockets can take. The core owns (docs/architecture/call-core.md): the phase (one table,
 :mod:`gateway.call.phase`) and the :class:`~gateway.errors.Outcome`; reply state and the barge-in decision (the
 caller speaking over audio still queued or playing cuts it at once, and late audio of an interrupted reply never
 plays); caller → agent backpressure (a buffer bounded to ``audio.preready_buffer_ms``: when it is full, the OLDEST
@@ -87,13 +87,10 @@ class CallCore(CallTools):
         # caller → agent
         self._inbound = InboundAudio(start.encoding, start.sample_rate, audio.agent_format,
                                      audio.inbound_resample_quality)
-        # The inbound rate limit (gateway.ratelimit, docs/security.md "Inbound audio rate"): a budget of audio
-        # duration, from the stream's negotiated format; full at the start (a full bucket stays full).
-        server = settings.server
-        self._budget = InboundAudioBudget(server.inbound_rate_limit, server.inbound_burst_s, now=now)
-        self._s_per_byte = seconds_per_byte(start.encoding, start.sample_rate)
-        #: Set at the first frame dropped by the rate limit; the shell logs it once and clears it.
-        self.rate_limit_notice = False
+        # The inbound rate limit (docs/security.md "Inbound audio rate"): a budget of audio duration, in the stream's
+        # format. rate_limit_notice: set at the first frame it drops; the shell logs that once and clears it.
+        self._budget = InboundAudioBudget(settings.server.inbound_rate_limit, settings.server.inbound_burst_s, now=now)
+        self._s_per_byte, self.rate_limit_notice = seconds_per_byte(start.encoding, start.sample_rate), False
         self._to_agent: deque[bytes] = deque(maxlen=max(1, audio.preready_buffer_ms // FRAME_MS))
         # agent → caller
         self._outbound = OutboundAudio(audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes,
