@@ -380,8 +380,11 @@ class AcceptedCall:
 
     # ================================================================================================== actions
     async def _execute(self, actions: Sequence[Action]) -> None:
-        """Do what the core said, in order."""
+        """Do what the core said, in order. A clear the core just queued (barge-in) goes first: the caller hears the
+        agent until the carrier has it, and logging and publishing the barge-in cost more than the send."""
         core = self.core
+        if self._outbound.urgent:
+            await self._writer.flush()
         for action in actions:
             match action:
                 case Publish():
