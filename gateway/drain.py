@@ -35,8 +35,8 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from .keys import CALLS, METRICS, SETTINGS
 from .http_input import SERVER_LOG, RequestHeadDeadline
+from .keys import CALLS, METRICS, SETTINGS
 from .prompts import GOODBYE, prompt_ulaw
 from .session import PROMPT_ECHO_SLACK_S
 

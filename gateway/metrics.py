@@ -25,8 +25,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-
-from .http_input import RequestHeadDeadline
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -38,6 +36,7 @@ from prometheus_client import (
 
 from . import __version__
 from .call import events as ev
+from .http_input import RequestHeadDeadline
 from .session import CallSummary
 
 __all__ = ["BUCKETS", "GatewayMetrics", "loop_lag_probe", "metrics_handler", "serve_metrics_on"]

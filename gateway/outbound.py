@@ -31,8 +31,8 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Mapping, Sequence
 
 from .carriers.twiml import xml_safe
 from .tools.call_control import destination_allowed

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["twilio_signature", "validate_twilio_signature", "mint_call_token", "verify_call_token", "TokenError"]

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import binascii
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import structlog

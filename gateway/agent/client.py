@@ -253,7 +253,7 @@ class _WebsocketsConnection(AgentConnection):
                 close_timeout=CLOSE_TIMEOUT_S,
                 user_agent_header=USER_AGENT,
             )
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
         return cls(ws, endpoint)
 

@@ -34,8 +34,8 @@ from ..carriers.events import (
 from ..config import Profile, Settings
 from ..errors import AgentSessionError, AgentUnavailable, Outcome
 from ..playout import PlayoutTracker
-from ..ratelimit import InboundAudioBudget, seconds_per_byte
 from ..prompts import AGENT_UNAVAILABLE, GOODBYE
+from ..ratelimit import InboundAudioBudget, seconds_per_byte
 from ..tools import call_control as cc
 from ..tools.gate import ToolResultGate
 from . import events as ev

@@ -27,8 +27,9 @@ import asyncio
 import base64
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 

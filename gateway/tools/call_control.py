@@ -26,7 +26,8 @@ import fnmatch
 import json
 import re
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..logs import mask_number
 

@@ -64,8 +64,14 @@ from gateway.local_agent.session import Session
 from gateway.local_agent.speech import SpeechModels
 from tests.conftest import call_tasks
 from tests.support.caller_voice import caller_ulaw8k
-from tests.support.chaos import PacedCaller, agent_quiet, cut_offsets, cut_when_linked, gap_summary
-from tests.support.chaos import received_caller_audio
+from tests.support.chaos import (
+    PacedCaller,
+    agent_quiet,
+    cut_offsets,
+    cut_when_linked,
+    gap_summary,
+    received_caller_audio,
+)
 from tests.support.faults import write_config
 from tests.support.local_gateway import shared_speech_models
 from tests.support.logcapture import capture_call_logs, events

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import json
 import socket
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest

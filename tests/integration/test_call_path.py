@@ -10,9 +10,9 @@ import structlog
 
 from gateway.agent.client import TRANSPORTS
 from gateway.audio import g711
+from gateway.security import twilio_signature
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
-from gateway.security import twilio_signature
 from tests.support.faults import write_config
 from tests.support.media_corpus import caller_ulaw8k
 from tests.support.twilio_peer import media_bytes

@@ -9,11 +9,11 @@ import socket
 
 import pytest
 
-from gateway.call.core import CallCore
-from gateway.call.shell import agent_link
 from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
 from gateway.audio import g711
+from gateway.call.core import CallCore
+from gateway.call.shell import agent_link
 from gateway.keys import CALLS
 from gateway.prompts import AGENT_UNAVAILABLE, prompt_ulaw
 from tests.conftest import call_tasks

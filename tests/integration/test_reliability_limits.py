@@ -182,8 +182,9 @@ async def test_authorized_stream_without_a_reservation_when_full_hears_the_apolo
     a = await new_peer(gw)  # reserved: 1/1
     b = await new_peer(gw, dial=False)
     # b's token is genuine (as if another replica answered its webhook), but this process has no slot for it.
-    from gateway.security import mint_call_token
     import time
+
+    from gateway.security import mint_call_token
 
     b.stream_url = a.stream_url
     b.parameters = dict(a.parameters, token=mint_call_token(b"test-secret", f"{b.call_sid}|default", time.time(), 300, scope="twilio"))

@@ -23,8 +23,9 @@ import asyncio
 import base64
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 from xml.etree import ElementTree
 
 from aiohttp import web

@@ -46,7 +46,7 @@ R = "resp_9a8b7c6d5e4f30211203f4e5d6c7b8a9"
 I = "msg_11223344556677889900aabbccddeeff"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw(name: str) -> str:
     return (FIXTURES / f"{name}.json").read_text(encoding="utf-8")
 

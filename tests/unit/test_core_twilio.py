@@ -11,8 +11,9 @@ import base64
 import copy
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,7 +37,7 @@ CALL = "CA3c6cd4b6aab2d2b1f3d5c7c9e1f0a2b4"
 ACC = "AC5f5a2b3c4d5e6f708192a3b4c5d6e7f8"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw(name: str) -> str:
     return (FIXTURES / f"{name}.json").read_text(encoding="utf-8")
 
