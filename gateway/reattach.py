@@ -52,8 +52,9 @@ class ParkedAgent:
 class ParkedAgents:
     """Parked agent sessions of this process, by CallSid."""
 
-    def __init__(self, window_s: float, *, end_timeout_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float, *, end_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_s = window_s
         self._end_timeout_s = end_timeout_s
         self._clock = clock
@@ -79,11 +80,13 @@ class ParkedAgents:
             self._end(old, "replaced")
         self._parked[parked.call_sid] = parked
         self._expiry[parked.call_sid] = asyncio.get_running_loop().create_task(
-            self._expire(parked.call_sid, parked), name="reattach_expiry")
+            self._expire(parked.call_sid, parked), name="reattach_expiry"
+        )
         self._changed.set()
 
-    async def claim(self, call_sid: str, *, wait_s: float = 0.0,
-                    stopping: Callable[[], bool] = lambda: False) -> ParkedAgent | None:
+    async def claim(
+        self, call_sid: str, *, wait_s: float = 0.0, stopping: Callable[[], bool] = lambda: False
+    ) -> ParkedAgent | None:
         """Take the parked session of ``call_sid``. While ``stopping()`` says the call's previous stream is still
         winding down (its ``stop`` arrived, its session has not parked yet), wait up to ``wait_s`` for it."""
         deadline = self._clock() + wait_s
@@ -138,5 +141,10 @@ class ParkedAgents:
     async def _end_session(self, parked: ParkedAgent, reason: str) -> None:
         """``session.end``, wait briefly for ``session.ended``, close (as a call's own teardown does)."""
         await parked.agent.end(self._end_timeout_s)
-        log.info("call.park_ended", call_sid=parked.call_sid, session_id=parked.session_id, reason=reason,
-                 parked_ms=round((self._clock() - parked.parked_at) * 1000, 1))
+        log.info(
+            "call.park_ended",
+            call_sid=parked.call_sid,
+            session_id=parked.session_id,
+            reason=reason,
+            parked_ms=round((self._clock() - parked.parked_at) * 1000, 1),
+        )

@@ -184,8 +184,9 @@ class _AiohttpConnection(AgentConnection):
                     autoclose=True,
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: handshake rejected, "
-                                   f"HTTP {exc.status} {exc.message}") from None
+            raise AgentUnavailable(
+                f"cannot connect to agent {endpoint.url}: handshake rejected, HTTP {exc.status} {exc.message}"
+            ) from None
         except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
         return cls(ws, endpoint)

@@ -315,7 +315,10 @@ def parse_server_event_plain(text: str | bytes) -> ServerEvent:
         )
     if kind == "transcript.agent":
         return AgentTranscript(
-            _opt_str(msg, "reply_id"), str(msg.get("text") or ""), bool(msg.get("interrupted")), _opt_str(msg, "item_id")
+            _opt_str(msg, "reply_id"),
+            str(msg.get("text") or ""),
+            bool(msg.get("interrupted")),
+            _opt_str(msg, "item_id"),
         )
     if kind == "reply.done":
         status = msg.get("status")

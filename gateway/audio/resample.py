@@ -179,8 +179,28 @@ class FirResampler:
     a banded matrix of the taps (measured fastest; see the commit introducing this class).
     """
 
-    __slots__ = ("in_rate", "out_rate", "quality", "_odd", "_down", "_step", "_outs", "_span", "_k", "_cap",
-                 "_buf", "_fill", "_lo", "_hi", "_rows", "_mat", "_y", "_flat", "_fed", "_sent")
+    __slots__ = (
+        "in_rate",
+        "out_rate",
+        "quality",
+        "_odd",
+        "_down",
+        "_step",
+        "_outs",
+        "_span",
+        "_k",
+        "_cap",
+        "_buf",
+        "_fill",
+        "_lo",
+        "_hi",
+        "_rows",
+        "_mat",
+        "_y",
+        "_flat",
+        "_fed",
+        "_sent",
+    )
 
     _BLOCK = _FIR_BLOCK
 

@@ -33,8 +33,17 @@ _Item = tuple[int, "str | None", "bytes | None"]  # (generation, tag, frame; Non
 
 
 class OutboundQueue:
-    def __init__(self, dialect: Dialect, playout: PlayoutTracker, summary: CallSummary, *, frames_per_message: int,
-                 lead_target_ms: int, mark_interval_ms: int, max_frames: int) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        playout: PlayoutTracker,
+        summary: CallSummary,
+        *,
+        frames_per_message: int,
+        lead_target_ms: int,
+        mark_interval_ms: int,
+        max_frames: int,
+    ) -> None:
         self._dialect = dialect
         self._playout = playout
         self._summary = summary

@@ -99,8 +99,15 @@ class CallTools:
         """A tool finished: its result goes to the agent when the timing rule allows (gateway.tools.gate)."""
         sendable = self._gate.submit(PendingResult(call.call_id, result, is_error))
         t0 = self._tool_started.pop(call.call_id, now)
-        self._log.info("tool.result", tool=call.name, call_id=call.call_id, is_error=is_error,
-                       ms=round((now - t0) * 1000, 1), sent=bool(sendable), held=self._gate.held > 0)
+        self._log.info(
+            "tool.result",
+            tool=call.name,
+            call_id=call.call_id,
+            is_error=is_error,
+            ms=round((now - t0) * 1000, 1),
+            sent=bool(sendable),
+            held=self._gate.held > 0,
+        )
         for r in sendable:
             self._send_result(r)
         return self._take()
@@ -149,16 +156,17 @@ class CallTools:
         """The last words were heard (or the wait ran out): hang up or transfer."""
         x = self._exit
         assert x is not None
-        if x.kind == "hangup" and not (self._control_available
-                                       and (self.profile.hangup_via_rest or self._reattached_from is not None)):
+        if x.kind == "hangup" and not (
+            self._control_available and (self.profile.hangup_via_rest or self._reattached_from is not None)
+        ):
             self._end(Outcome.AGENT_HANGUP, now)
             return
         x.leaving(now)
-        self._out.append(ControlRequest("hangup") if x.kind == "hangup" else ControlRequest("transfer",
-                                                                                            x.destination))
+        self._out.append(ControlRequest("hangup") if x.kind == "hangup" else ControlRequest("transfer", x.destination))
 
-    def control_done(self, request: ControlRequest, now: float, *, ended_now: bool = True,
-                     failure: CallControlFailed | None = None) -> Sequence[Action]:
+    def control_done(
+        self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None
+    ) -> Sequence[Action]:
         """The carrier's call control answered ``request``. A failed hang-up still ends the call (closing the
         stream is the hang-up of last resort); a failed transfer keeps it, and the agent is told."""
         x = self._exit
@@ -166,8 +174,9 @@ class CallTools:
         t = self.t(now)
         if request.action == "hangup":
             if failure is not None:
-                self._log.warning("call.hangup_rest_failed", status=failure.status, code=failure.code,
-                                  error=failure.message[:200])
+                self._log.warning(
+                    "call.hangup_rest_failed", status=failure.status, code=failure.code, error=failure.message[:200]
+                )
                 self._publish(ev.ControlAction("hangup", "failed", t=t))
             else:
                 self._log.info("call.hangup_rest", already_ended=not ended_now, ms=ms)
@@ -181,12 +190,22 @@ class CallTools:
             self._end(Outcome.TRANSFERRED, now)
             return self._take()
         self._exit = None  # the call goes on
-        self._log.warning("call.transfer_failed", destination=masked, status=failure.status, code=failure.code,
-                          error=failure.message[:200])
+        self._log.warning(
+            "call.transfer_failed",
+            destination=masked,
+            status=failure.status,
+            code=failure.code,
+            error=failure.message[:200],
+        )
         self._publish(ev.ControlAction("transfer", "failed", t=t))
         if self._live:
-            self._out.append(SendAgent(ap.reply_create(
-                "The transfer did not go through. Tell the caller, and offer to help in another way.")))
+            self._out.append(
+                SendAgent(
+                    ap.reply_create(
+                        "The transfer did not go through. Tell the caller, and offer to help in another way."
+                    )
+                )
+            )
         return self._take()
 
     def play_tones(self, digits: str, now: float) -> TonePlan:

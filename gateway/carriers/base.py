@@ -144,8 +144,9 @@ class StreamDialect(NegotiatedFormat):
     max_message_ms: int = 1000
     max_lead_ms: int | None = None
 
-    def __init__(self, transport_params: Mapping[str, str] | None = None, encoding: str = "audio/pcmu",
-                 sample_rate: int = 8000) -> None:
+    def __init__(
+        self, transport_params: Mapping[str, str] | None = None, encoding: str = "audio/pcmu", sample_rate: int = 8000
+    ) -> None:
         super().__init__(transport_params, encoding, sample_rate)
         self.stream_id: str | None = None
         self.call_id: str | None = None

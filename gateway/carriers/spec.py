@@ -231,4 +231,3 @@ class CarrierSpec(Generic[O]):
         """This carrier's :class:`Door` from its table and the secrets read from the environment (by variable)."""
         assert isinstance(options, self.options), (self.name, options)
         return Door(options, {s.key: env_secrets.get(s.env, "") for s in self.secrets})
-

@@ -166,12 +166,15 @@ def transfer_accepted(announcement: object) -> str:
     """The ``tool.result`` of an accepted transfer. The agent speaks next (the reply this result starts, §3.2); the
     result tells it what to say, and the session redirects once that reply was heard."""
     say = announcement.strip() if isinstance(announcement, str) and announcement.strip() else ""
-    return json.dumps({
-        "ok": True,
-        "status": "transfer pending: the call is transferred as soon as you finish your next sentence",
-        "instructions": f"Say exactly this to the caller now: {say}" if say
-        else "Tell the caller briefly that you are transferring them now.",
-    })
+    return json.dumps(
+        {
+            "ok": True,
+            "status": "transfer pending: the call is transferred as soon as you finish your next sentence",
+            "instructions": f"Say exactly this to the caller now: {say}"
+            if say
+            else "Tell the caller briefly that you are transferring them now.",
+        }
+    )
 
 
 def error_result(message: str) -> str:
@@ -201,8 +204,10 @@ def parse_digits(raw: object) -> str:
 def dtmf_instructions(digits: str) -> str:
     """``reply.create`` instructions that name the caller's keypresses (dtmf_mode "reply")."""
     spoken = " ".join(digits)
-    return (f"The caller pressed these keys on their phone keypad: {spoken}. "
-            "Treat them as the caller's answer and respond accordingly.")
+    return (
+        f"The caller pressed these keys on their phone keypad: {spoken}. "
+        "Treat them as the caller's answer and respond accordingly."
+    )
 
 
 class DtmfInbox:

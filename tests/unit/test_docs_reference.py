@@ -211,8 +211,9 @@ def registered_metrics() -> set[str]:
     """The gateway's own metric families, as a scrape names them (counters with ``_total``)."""
     from gateway.metrics import GatewayMetrics
 
-    metrics = GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1,
-                             process_metrics=False)
+    metrics = GatewayMetrics(
+        active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1, process_metrics=False
+    )
     return {family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()}
 
 
@@ -222,7 +223,6 @@ def test_the_metrics_reference_lists_every_metric_and_nothing_else():
     documented = {name for name in _rows("metrics.md") if name.startswith("voice_gateway_")}
     assert registered - documented == set(), f"not in docs/reference/metrics.md: {sorted(registered - documented)}"
     assert documented - registered == set(), f"documented but not registered: {sorted(documented - registered)}"
-
 
 
 # ---- README --------------------------------------------------------------------------------------------------------

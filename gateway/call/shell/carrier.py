@@ -105,8 +105,9 @@ class CarrierWriter:
     ``after_send`` runs after every burst of sends (the session wakes what waits for room in the queue, and re-arms
     its clock for marks the clock model resolves)."""
 
-    def __init__(self, queue: OutboundQueue, carrier: CarrierLink, clock: Callable[[], float],
-                 after_send: Callable[[], None]) -> None:
+    def __init__(
+        self, queue: OutboundQueue, carrier: CarrierLink, clock: Callable[[], float], after_send: Callable[[], None]
+    ) -> None:
         self._queue = queue
         self._carrier = carrier
         self._clock = clock

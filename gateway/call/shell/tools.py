@@ -31,9 +31,17 @@ class ToolPort:
     """One call's tools. ``execute`` carries out the core's actions (the session's executor); ``wake_writer`` tells
     the carrier writer there is audio to send; ``emit`` publishes a call event."""
 
-    def __init__(self, core: CallCore, tools: ToolRegistry, control: CarrierControl, *,
-                 execute: Callable[[Sequence[Action]], Awaitable[None]], wake_writer: Callable[[], None],
-                 emit: Callable[[ev.CallEvent], None], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        core: CallCore,
+        tools: ToolRegistry,
+        control: CarrierControl,
+        *,
+        execute: Callable[[Sequence[Action]], Awaitable[None]],
+        wake_writer: Callable[[], None],
+        emit: Callable[[ev.CallEvent], None],
+        clock: Callable[[], float],
+    ) -> None:
         self._core = core
         self._tools = tools
         self._control = control

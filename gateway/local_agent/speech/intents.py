@@ -26,9 +26,7 @@ class Embedder(Protocol):
 class IntentMatcher:
     """Map an utterance to the name of the closest intent, or ``None`` when nothing is close enough."""
 
-    def __init__(
-        self, embedder: Embedder, intents: Mapping[str, Sequence[str]], threshold: float = 0.35
-    ) -> None:
+    def __init__(self, embedder: Embedder, intents: Mapping[str, Sequence[str]], threshold: float = 0.35) -> None:
         if not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be a cosine in [-1, 1], got {threshold}")
         names: list[str] = []

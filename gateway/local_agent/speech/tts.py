@@ -107,4 +107,3 @@ class Synthesizer:
             pcm = resampler.process(b"".join(pieces), last=True)
             if pcm:
                 yield sentence, pcm
-

@@ -23,7 +23,7 @@ from .common import (
     unb64,
 )
 
-__all__ = ['ExotelCarrier']
+__all__ = ["ExotelCarrier"]
 
 
 class ExotelCarrier:

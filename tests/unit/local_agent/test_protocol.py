@@ -192,9 +192,7 @@ def test_a_full_first_update_is_resolved() -> None:
         ({"tools": [{"name": "t", "execution_mode": "async"}]}, "invalid_value", "tools[0].execution_mode", True),
     ],
 )  # fmt: skip
-def test_first_update_errors_and_which_are_fatal(
-    session: dict[str, Any], code: str, param: str, fatal: bool
-) -> None:
+def test_first_update_errors_and_which_are_fatal(session: dict[str, Any], code: str, param: str, fatal: bool) -> None:
     with pytest.raises(proto.ProtocolError) as info:
         first(session)
     assert (info.value.code, info.value.param, info.value.fatal) == (code, param, fatal)
@@ -365,9 +363,7 @@ def test_authenticate_accepts_the_key_raw_or_bearer_and_tokens_in_the_query(
         ),
     ],
 )
-def test_token_request_validation_matches_fastapi(
-    auth: str | None, query: dict[str, str], result: Any
-) -> None:
+def test_token_request_validation_matches_fastapi(auth: str | None, query: dict[str, str], result: Any) -> None:
     if isinstance(result, tuple):
         assert proto.validate_token_request(auth, query) == result
         return
