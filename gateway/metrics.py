@@ -265,6 +265,11 @@ class GatewayMetrics:
         for side in ("carrier", "agent"):
             self.protocol_errors.labels(side)
 
+    @property
+    def tracked_calls(self) -> int:
+        """Calls with per-call state here (from ``CallStarted`` to their summary): 0 once every call has ended."""
+        return len(self._calls)
+
     # ---- feeds ------------------------------------------------------------------------------------------------
     def on_event(self, call_sid: str, event: ev.CallEvent) -> None:
         """A ``CallRegistry`` listener: one call's timeline event (gateway.call.events)."""

@@ -59,7 +59,7 @@ def new_http_session() -> aiohttp.ClientSession:
     # response. One connect attempt must be one connection: the call's backoff (gateway.call.shell.agent_link)
     # decides when to try again. No public switch exists; aiohttp's own test client (test_utils.py) sets the same
     # attribute.
-    session._retry_connection = False
+    session._retry_connection = False  # noqa: SLF001 - see above: aiohttp has no public switch
     return session
 
 

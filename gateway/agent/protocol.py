@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -172,24 +172,24 @@ class UnknownEvent:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
-ServerEvent = Union[
-    SessionReady,
-    SessionUpdated,
-    SessionError,
-    SessionEnded,
-    SpeechStarted,
-    SpeechStopped,
-    UserTranscriptDelta,
-    UserTranscript,
-    ReplyStarted,
-    ReplyAudio,
-    AgentTranscriptDelta,
-    AgentTranscript,
-    ReplyDone,
-    ToolCall,
-    ReplyError,
-    UnknownEvent,
-]
+ServerEvent = (
+    SessionReady
+    | SessionUpdated
+    | SessionError
+    | SessionEnded
+    | SpeechStarted
+    | SpeechStopped
+    | UserTranscriptDelta
+    | UserTranscript
+    | ReplyStarted
+    | ReplyAudio
+    | AgentTranscriptDelta
+    | AgentTranscript
+    | ReplyDone
+    | ToolCall
+    | ReplyError
+    | UnknownEvent
+)
 
 
 def _opt_str(msg: Mapping[str, Any], key: str) -> str | None:

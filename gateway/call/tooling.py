@@ -7,7 +7,7 @@ plumbing both share (the action list, log lines as actions) is here too.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,17 +48,17 @@ class TonePlan:
 class _Log:
     """Log lines as actions: ``self._log.info("event", key=value)`` reads like logging, and the shell writes them."""
 
-    def __init__(self, out: CallTools) -> None:
-        self._core = out
+    def __init__(self, emit: Callable[[Action], None]) -> None:
+        self._emit = emit  # the core's own outbox: a bound method, so the log never reaches into the core's state
 
     def info(self, event: str, **fields: Any) -> None:
-        self._core._out.append(LogLine("info", event, fields))
+        self._emit(LogLine("info", event, fields))
 
     def warning(self, event: str, **fields: Any) -> None:
-        self._core._out.append(LogLine("warning", event, fields))
+        self._emit(LogLine("warning", event, fields))
 
     def error(self, event: str, **fields: Any) -> None:
-        self._core._out.append(LogLine("error", event, fields))
+        self._emit(LogLine("error", event, fields))
 
 
 class CallTools:
@@ -86,7 +86,7 @@ class CallTools:
 
     def __init__(self) -> None:
         self._out: list[Action] = []
-        self._log = _Log(self)
+        self._log = _Log(self._emit)
 
     def _end(self, outcome: Outcome, now: float, error: str = "", *, farewell: bool = True) -> None:
         raise NotImplementedError  # CallCore._end: the call's ending is the core's
@@ -237,6 +237,9 @@ class CallTools:
             self._log.info("call.dtmf_delivered", mode="reply", digits=len(digits))
 
     # ---- plumbing ----------------------------------------------------------------------------------------------
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
     def _publish(self, event: ev.CallEvent) -> None:
         self._out.append(Publish(event))
 

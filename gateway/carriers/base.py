@@ -6,7 +6,8 @@ sends into the carrier-neutral events of :mod:`gateway.carriers.events` and buil
 touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
 is the only caller.
 
-The :class:`Dialect` protocol (one internal event model, one dialect per carrier; docs/how-to/carriers/adding-a-carrier.md):
+The :class:`Dialect` protocol (one internal event model, one dialect per carrier;
+docs/how-to/carriers/adding-a-carrier.md):
 
 ``carrier``
     The carrier's name as used in routes, config, logs and metrics (``"twilio"``, ``"signalwire"``, …).
@@ -115,6 +116,11 @@ class NegotiatedFormat:
     def __init__(self, transport_params: Mapping[str, str] | None, encoding: str, sample_rate: int) -> None:
         self._transport_params = dict(transport_params or {})
         self._negotiate(encoding, sample_rate)
+
+    @property
+    def transport_params(self) -> Mapping[str, str]:
+        """The per-call values that reached us outside the carrier's messages (they override its own)."""
+        return self._transport_params
 
     @property
     def silence(self) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +73,13 @@ class StreamStopped:
     call_id: str = ""
 
 
-CarrierEvent = Union[
-    StreamConnected,
-    StreamStarted,
-    AudioReceived,
-    DtmfReceived,
-    PlaybackCheckpoint,
-    PlaybackCleared,
-    StreamError,
-    StreamStopped,
-]
+CarrierEvent = (
+    StreamConnected
+    | StreamStarted
+    | AudioReceived
+    | DtmfReceived
+    | PlaybackCheckpoint
+    | PlaybackCleared
+    | StreamError
+    | StreamStopped
+)

@@ -61,7 +61,10 @@ def connect_stream(
     if status_callback:
         attrs += f' statusCallback={xml_attr(status_callback)} statusCallbackMethod="POST"'
     params = parameters_xml(parameters)
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect>'
+        "</Response>"
+    )
 
 
 def say_and_hang_up(text: str) -> str:

@@ -71,7 +71,9 @@ _DECLARATIONS: dict[str, dict[str, Any]] = {
             "properties": {
                 "destination": {
                     "type": "string",
-                    "description": "E.164 phone number such as +15551234567, or a SIP URI such as sip:desk@pbx.example.com.",
+                    "description": (
+                        "E.164 phone number such as +15551234567, or a SIP URI such as sip:desk@pbx.example.com."
+                    ),
                 },
                 "announcement": {
                     "type": "string",

@@ -64,7 +64,7 @@ def heard_text(models: Any, record: CallRecord, span: Span) -> str:
 
 def _local_agent(app: web.Application) -> web.Application:
     (resource,) = [r for r in app.router.resources() if isinstance(r, web.PrefixedSubAppResource)]
-    return resource._app  # test introspection of the embedded agent
+    return resource._app  # noqa: SLF001 - aiohttp has no public accessor for a mounted sub-app
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)

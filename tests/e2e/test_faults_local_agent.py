@@ -385,7 +385,9 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
 def _link_of(proxy: TcpProxy, session: Any) -> Link | None:
     """The proxy link carrying a local-agent session: matched on the agent-side socket's address."""
     conn = session.connection
-    transport = conn.ws._req.transport if conn is not None and conn.ws._req is not None else None
+    # aiohttp has no public accessor for the request's live transport (None once the connection is lost)
+    req = conn.ws._req if conn is not None else None  # noqa: SLF001
+    transport = req.transport if req is not None else None
     peer = transport.get_extra_info("peername") if transport is not None else None
     return proxy.link_from(peer)
 

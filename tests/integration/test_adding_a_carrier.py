@@ -1,6 +1,7 @@
-"""docs/how-to/carriers/adding-a-carrier.md stays true: its example carrier ("Acme", the page's first code block, loaded as it is
-written), registered with one line, gets its doors, its config table and its secret from its description alone, and
-a call placed through it reaches the agent on the real gateway (loopback, spec-following fake agent)."""
+"""docs/how-to/carriers/adding-a-carrier.md stays true: its example carrier ("Acme", the page's first code block,
+loaded as it is written), registered with one line, gets its doors, its config table and its secret from its
+description alone, and a call placed through it reaches the agent on the real gateway
+(loopback, spec-following fake agent)."""
 
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ async def fake_rest(aiohttp_server):
 
 
 async def _telnyx_stream(gw, http, call_id: str):
-    """A Telnyx media stream (the golden fixtures' shapes) carrying ``call_id``, its token minted for the Telnyx door."""
+    """A Telnyx media stream (the golden fixtures' shapes) carrying ``call_id``, its token minted for the Telnyx
+    door."""
     import time
 
     from gateway.outbound import token_subject

@@ -98,7 +98,7 @@ async def test_a_call_moves_gauges_counters_and_histograms(start_gateway, new_pe
     assert m(P + "carrier_mark_round_trip_seconds_count") >= 1  # the peer echoed the marks after played audio
     assert m(P + "event_loop_lag_seconds_count") >= 1
     assert m("process_resident_memory_bytes") > 0
-    assert gw.app[METRICS]._calls == {}  # no per-call state outlives the call
+    assert gw.app[METRICS].tracked_calls == 0  # no per-call state outlives the call
 
 
 async def test_errors_refusals_and_dropped_frames_are_counted(start_gateway, new_peer, fake_agent, http):
@@ -188,7 +188,7 @@ def test_per_call_state_is_dropped_when_the_call_ends():
             mark_round_trips_ms=[210.0, 230.0],
         )
     )
-    assert m._calls == {}
+    assert m.tracked_calls == 0
     assert _value(m, P + "carrier_mark_round_trip_seconds_count") == 2
     assert _value(m, P + "calls_total", outcome="caller_hangup") == 1
 

@@ -33,7 +33,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _start_gateway(fake_agent: Any, port: int) -> tuple[asyncio.subprocess.Process, list[dict[str, Any]]]:
+async def _start_gateway(
+    fake_agent: Any, port: int
+) -> tuple[asyncio.subprocess.Process, list[dict[str, Any]], asyncio.Task[None]]:
     cfg = write_config(f"[server]\ndrain_budget_s = {BUDGET_S}\n")
     env = {
         **os.environ,
@@ -69,14 +71,13 @@ async def _start_gateway(fake_agent: Any, port: int) -> tuple[asyncio.subprocess
             except ValueError:
                 lines.append({"event": "<raw>", "text": raw.decode(errors="replace")})
 
-    proc._reader_task = asyncio.create_task(read())  # type: ignore[attr-defined]
-    return proc, lines
+    return proc, lines, asyncio.create_task(read())
 
 
 async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits_0(fake_agent, http):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, logs = await _start_gateway(fake_agent, port)
+    proc, logs, reader = await _start_gateway(fake_agent, port)
     peers: list[TwilioPeer] = []
     feeds: list[asyncio.Task[None]] = []
     try:
@@ -145,7 +146,7 @@ async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits_0(fake_agen
         t_exit = time.monotonic() - t_term
         assert rc == 0, logs[-20:]
         assert all(s.ended_by_client for s in sessions)  # every agent session ended with session.end
-        await asyncio.wait_for(proc._reader_task, 5)  # type: ignore[attr-defined]
+        await asyncio.wait_for(reader, 5)
         names = [e.get("event") for e in logs]
         for name in (
             "gateway.signal",

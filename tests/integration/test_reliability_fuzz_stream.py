@@ -195,7 +195,7 @@ async def _scenario(kinds: list[tuple[str, Any]]) -> None:
             expected = _predict(bad, frames)
             with capture_call_logs() as logs:
                 bad.ws = await http.ws_connect(bad.stream_url, max_msg_size=1 << 20)
-                bad._reader = asyncio.create_task(bad._read())
+                bad.run(play=False)
                 for frame in frames:
                     if bad.ws.closed:
                         break

@@ -171,7 +171,7 @@ async def test_concurrent_webhooks_cannot_race_past_the_limit(start_gateway, new
     answered = await asyncio.gather(*(webhook(p) for p in peers))
     assert sum(answered) == 3  # the rest heard "all our lines are busy"
     # and the three reserved calls can all start, while a fourth stream is refused
-    ok = [p for p, a in zip(peers, answered) if a]
+    ok = [p for p, a in zip(peers, answered, strict=True) if a]
     for p in ok:
         await p.dial()  # re-fetch their TwiML (Twilio retries keep the same slot)
         await p.connect()

@@ -4,7 +4,6 @@ signatures, upgrade signatures and per-call tokens are refused, and a refused st
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 
@@ -84,8 +83,7 @@ async def test_stream_upgrade_with_a_forged_signature_is_refused_before_any_agen
     peer.ws = await http.ws_connect(
         peer.stream_url, headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, peer.stream_url, {})}
     )
-    peer._reader = asyncio.create_task(peer._read())
-    peer._player = asyncio.create_task(peer._play())
+    peer.run(play=True)
     await peer.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
     await peer.send_start()
     await fake_agent.session()

@@ -68,11 +68,17 @@ class TwilioPeer:
         signed = self.signed_stream_url or self.stream_url
         headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, signed, {})} if self.auth_token else {}
         self.ws = await self.http.ws_connect(self.stream_url, max_msg_size=1 << 20, headers=headers)
-        self._reader = asyncio.create_task(self._read())
-        self._player = asyncio.create_task(self._play())
+        self.run(play=True)
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         if start:
             await self.send_start(parameters)
+
+    def run(self, *, play: bool) -> None:
+        """Start reading the gateway's messages on ``self.ws`` and, with ``play``, playing out what it sends (echoing
+        marks on time). :meth:`connect` calls it; tests that open the socket themselves call it after."""
+        self._reader = asyncio.create_task(self._read())
+        if play:
+            self._player = asyncio.create_task(self._play())
 
     async def send_start(self, parameters: dict[str, str] | None = None) -> None:
         await self.send(

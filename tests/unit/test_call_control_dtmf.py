@@ -61,7 +61,7 @@ def test_detector_streams_across_arbitrary_chunk_boundaries():
     pcm = dtmf.tones_pcm16("4#0", tone_ms=80, gap_ms=60)
     det = dtmf.DtmfDetector()
     got: list[str] = []
-    for i, size in enumerate(range(0, len(pcm), 2 * 37)):  # 37-sample chunks: never block aligned
+    for size in range(0, len(pcm), 2 * 37):  # 37-sample chunks: never block aligned
         got += det.feed(pcm[size : size + 2 * 37])
     assert "".join(got) == "4#0"
 

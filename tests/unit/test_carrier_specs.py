@@ -176,7 +176,7 @@ def test_plivo_carries_the_token_in_the_path_and_the_numbers_as_digits() -> None
     assert plivo.SPEC.read_call(Webhook("POST", URL, {}, {}, form={})) == Malformed("CallUUID missing")
     assert "<Speak>" in plivo.SPEC.busy(BUSY).body
     dialect = plivo.SPEC.dialect(_upgrade(plivo.SPEC))
-    assert isinstance(dialect, plivo.PlivoStream) and dialect._transport_params == {"token": "v2.tok"}
+    assert isinstance(dialect, plivo.PlivoStream) and dialect.transport_params == {"token": "v2.tok"}
 
 
 def test_vonage_reads_query_or_json_and_answers_an_ncco() -> None:
@@ -218,7 +218,7 @@ def test_exotel_authenticates_by_basic_auth_or_source_address_at_both_doors() ->
     busy = exotel.SPEC.busy(BUSY)
     assert (busy.status, busy.body, busy.content_type) == (503, "not accepting calls", "text/plain")
     dialect = exotel.SPEC.dialect(_upgrade(exotel.SPEC, query={"token": "v2.q"}))
-    assert isinstance(dialect, exotel.ExotelStream) and dialect._transport_params == {"token": "v2.q"}
+    assert isinstance(dialect, exotel.ExotelStream) and dialect.transport_params == {"token": "v2.q"}
 
 
 # ---- the config, from the descriptions ----------------------------------------------------------------------------

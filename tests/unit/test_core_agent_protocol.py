@@ -43,7 +43,7 @@ from gateway.errors import AgentProtocolError, RemoteProtocolError
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agent"
 S = "sess_0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 R = "resp_9a8b7c6d5e4f30211203f4e5d6c7b8a9"
-I = "msg_11223344556677889900aabbccddeeff"
+ITEM = "msg_11223344556677889900aabbccddeeff"
 
 
 @functools.cache
@@ -71,14 +71,14 @@ EXPECTED: list[tuple[str, Any]] = [
     ("session.ended", SessionEnded(42.5, None)),
     ("input.speech.started", SpeechStarted()),
     ("input.speech.stopped", SpeechStopped()),
-    ("transcript.user.delta", UserTranscriptDelta(I, "what time do you")),
-    ("transcript.user", UserTranscript(I, "What time do you open?")),
-    ("reply.started", ReplyStarted(R, I)),
+    ("transcript.user.delta", UserTranscriptDelta(ITEM, "what time do you")),
+    ("transcript.user", UserTranscript(ITEM, "What time do you open?")),
+    ("reply.started", ReplyStarted(R, ITEM)),
     ("reply.audio", ReplyAudio(R, bytes(range(0, 240)) * 2)),
-    ("transcript.agent.delta", AgentTranscriptDelta(R, " nine", I, 480, 820)),
-    ("transcript.agent.delta.null_times", AgentTranscriptDelta(R, "Hello", I, None, None)),
-    ("transcript.agent", AgentTranscript(R, "We open at nine.", False, I)),
-    ("transcript.agent.interrupted", AgentTranscript(R, "We open", True, I)),
+    ("transcript.agent.delta", AgentTranscriptDelta(R, " nine", ITEM, 480, 820)),
+    ("transcript.agent.delta.null_times", AgentTranscriptDelta(R, "Hello", ITEM, None, None)),
+    ("transcript.agent", AgentTranscript(R, "We open at nine.", False, ITEM)),
+    ("transcript.agent.interrupted", AgentTranscript(R, "We open", True, ITEM)),
     ("reply.done.completed", ReplyDone(R, "completed")),
     ("reply.done.interrupted", ReplyDone(R, "interrupted")),
     ("reply.done.bare", ReplyDone(None, "completed")),  # early docs: a bare reply.done is a normal finish

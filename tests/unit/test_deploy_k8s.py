@@ -169,7 +169,7 @@ def test_the_renderer_refuses_files_outside_the_kustomization(tmp_path):
         render(tmp_path)
 
 
-# ---- what keeps calls alive --------------------------------------------------------------------------------------------
+# ---- what keeps calls alive ------------------------------------------------------------------------------------------
 def test_grace_period_covers_prestop_the_drain_budget_and_the_goodbye(rendered):
     from gateway.app import create_app
     from gateway.drain import hangup_allowance_s

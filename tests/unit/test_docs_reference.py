@@ -186,7 +186,8 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     from gateway.cli import _parser
 
     parser = _parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # argparse has no public API to list a parser's options or subcommands
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
     return dict(action.choices)
 
 
@@ -196,7 +197,7 @@ def test_the_cli_reference_lists_every_option(command):
     heading = f"## `python -m gateway {command}`"
     assert heading in page, f"docs/reference/cli.md has no section {heading!r}"
     section = page.split(heading, 1)[1].split("\n## ", 1)[0]
-    options = _subcommands()[command]._actions
+    options = _subcommands()[command]._actions  # noqa: SLF001 - argparse, as above
     long_options = [s for a in options for s in a.option_strings if s.startswith("--") and s != "--help"]
     assert long_options, command
     documented = {m.split()[0] for m in re.findall(r"^\| `(--[^`]+)`", section, re.MULTILINE)}

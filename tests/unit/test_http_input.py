@@ -218,7 +218,8 @@ async def test_a_peer_gone_mid_body_is_a_400_not_a_server_error(server: Server, 
         (
             b"multipart/form-data; boundary=XX",
             (
-                b'--XX\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=no-such-charset\r\n\r\n'
+                b'--XX\r\nContent-Disposition: form-data; name="a"\r\n'
+                b"Content-Type: text/plain; charset=no-such-charset\r\n\r\n"
                 b"v\r\n--XX--\r\n"
             ),
         ),

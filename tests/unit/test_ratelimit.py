@@ -38,7 +38,10 @@ def run(schedule: Schedule, rate: float = 1.2, burst_s: float = 1.0, start: floa
     budget = InboundAudioBudget(rate, burst_s, now=start)
     admitted = [budget.admit(d, t) for t, d in schedule]
     return Result(
-        len(schedule), admitted.count(False), sum(d for (_, d), ok in zip(schedule, admitted) if ok), admitted
+        len(schedule),
+        admitted.count(False),
+        sum(d for (_, d), ok in zip(schedule, admitted, strict=True) if ok),
+        admitted,
     )
 
 
@@ -179,7 +182,7 @@ def test_the_bound_holds_over_every_window_for_random_jittered_arrivals() -> Non
     schedule.sort()
     res = run(schedule)
     times = np.array([a for a, _ in schedule])
-    got = np.cumsum([d if ok else 0.0 for (_, d), ok in zip(schedule, res.admitted)])
+    got = np.cumsum([d if ok else 0.0 for (_, d), ok in zip(schedule, res.admitted, strict=True)])
     before = np.concatenate(([0.0], got[:-1]))
     # admitted in [times[s], times[e]] = got[e] - before[s]
     window = got[None, :] - before[:, None]

@@ -52,7 +52,7 @@ class IntentMatcher:
         """Best cosine per intent for ``text`` (all intents; useful for logs and debugging thresholds)."""
         sims = self._similarities(text)
         best: dict[str, float] = {name: -1.0 for name in self.intent_names}
-        for label, sim in zip(self._labels, sims.tolist()):
+        for label, sim in zip(self._labels, sims.tolist(), strict=True):
             if sim > best[label]:
                 best[label] = sim
         return best

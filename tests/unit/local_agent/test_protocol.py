@@ -4,6 +4,7 @@ echoing session config, tokens and credentials, the token endpoint's 422 shapes,
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 from typing import Any
@@ -386,7 +387,7 @@ def test_reply_transcript_places_words_on_the_audio_timeline_and_cuts_at_what_wa
     assert [w.delta for w in w1 + w2] == ["Hello", " there.", " How", " are", " you?"]
     assert t.text == "Hello there. How are you?"
     assert w1[0].start_ms == 0 and w1[-1].end_ms == 1000 and w2[0].start_ms == 1000 and w2[-1].end_ms == 2200
-    assert all(a.end_ms == b.start_ms for a, b in zip(w1 + w2, (w1 + w2)[1:]) if a in w1 and b in w1)
+    assert all(a.end_ms == b.start_ms for a, b in itertools.pairwise(w1 + w2) if a in w1 and b in w1)
     assert t.heard(0) == ""
     assert t.heard(1) == "Hello"
     assert t.heard(1000) == "Hello there."
