@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway process (``GET /metrics``). Not pure: it holds counters and runs one
 background probe, but it never touches the media path.
 
-Where each number comes from (README "Operations"; telephony.md §D.11):
+Where each number comes from (docs/reference/metrics.md; charts: docs/how-to/operations/dashboards.md):
 
 - per-call *events* (:meth:`GatewayMetrics.on_event`, subscribed to ``CallRegistry.listeners``): a handful per turn
   (first audio, barge-in, tool call, session error), never per audio frame;
@@ -45,7 +45,7 @@ PREFIX = "voice_gateway"
 #: The classic text format: what generate_latest writes, and what every Prometheus 2.x/3.x parses.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-#: Histogram buckets, in seconds, chosen for telephony (README "Operations" explains each).
+#: Histogram buckets, in seconds, chosen for telephony (docs/reference/metrics.md#buckets explains each).
 BUCKETS: dict[str, tuple[float, ...]] = {
     # Calls last seconds (wrong numbers, refusals) to an hour (server.max_call_s default).
     "call_duration": (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
@@ -61,7 +61,8 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     "unplayed": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
     # Mark sent → echoed: the carrier's buffer ahead of the mark (≈ playout lead) plus network transit.
     "mark_round_trip": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0),
-    # Agent socket dropped → session resumed (voice-agent-api.md §4.3): backoff 0, 0.25, 0.5 … 2 s within 25 s.
+    # Agent socket dropped → session resumed (docs/architecture/voice-agent-api.md#resume): backoff 0, 0.25, 0.5 … 2 s
+    # within 25 s.
     "resume_gap": (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 25.0),
     # Event-loop overshoot: one 20 ms frame of lag is audible as a gap in paced output.
     "loop_lag": (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
@@ -388,7 +389,7 @@ def serve_metrics_on(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that also serves ``/metrics`` (and ``/healthz``) of this process on a listener of its own
     (``sock``, bound by the caller): with several workers on one SO_REUSEPORT port, a scrape of the shared port
-    reaches a random worker, so each worker is scraped on its own port (README "Operations")."""
+    reaches a random worker, so each worker is scraped on its own port (docs/how-to/operations/workers.md)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         side = web.Application()

@@ -50,7 +50,7 @@ from .tooling import HANGUP_TAG, NOTHING, PROMPT_ECHO_SLACK_S, CallTools, TonePl
 
 __all__ = ["PROMPT_ECHO_SLACK_S", "PROMPT_FOR_OUTCOME", "CallCore", "TonePlan"]
 
-#: Which outcomes the gateway ends with a spoken prompt of its own (README "Failure behaviour").
+#: Which outcomes the gateway ends with a spoken prompt of its own (docs/architecture/failure-behaviour.md#prompts).
 PROMPT_FOR_OUTCOME: dict[str, str] = {
     Outcome.AGENT_UNAVAILABLE: AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
     Outcome.AGENT_ERROR: AGENT_UNAVAILABLE,  # fatal session.error
@@ -495,8 +495,8 @@ class CallCore(CallTools):
         self._barge_in_at = now
         interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
         if interruptible and (self.outbound.pending or self.playout.playing(now)):
-            # The caller talks over audio still queued or playing at the carrier: flush it now (README "Failure
-            # behaviour"; AssemblyAI's own Twilio example does the same).
+            # The caller talks over audio still queued or playing at the carrier: flush it now
+            # (docs/architecture/voice-agent-api.md#client-duties; AssemblyAI's own Twilio example does the same).
             self._barge_in(self._reply_id if self._reply_active else None, "speech_started", now)
 
     def _barge_in(self, reply_id: str | None, cause: str, now: float) -> None:

@@ -3,8 +3,8 @@
 
 A **dialect** is the protocol state of one carrier media stream (one WebSocket, one call). It turns what the carrier
 sends into the carrier-neutral events of :mod:`gateway.carriers.events` and builds what we send back. It never
-touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
-is the only caller.
+touches a socket, a clock or the environment (docs/architecture/index.md; docs/architecture/code-layout.md);
+:class:`gateway.session.CallSession` is the only caller.
 
 The :class:`Dialect` protocol (one internal event model, one dialect per carrier;
 docs/how-to/carriers/adding-a-carrier.md):

@@ -1,5 +1,6 @@
-"""The gateway's module import graph, read from the source (STYLE.md "One composition root"): no import cycle
-anywhere in gateway/, and nothing imports the composition root (gateway/app.py) but the entry points.
+"""The gateway's module import graph, read from the source (docs/architecture/index.md;
+docs/architecture/code-layout.md): no import cycle anywhere in gateway/, and nothing imports the composition root
+(gateway/app.py) but the entry points.
 
 Every import statement counts, function-level ones included (a lazy ``from .app import X`` inside a handler is
 still a cycle, only a hidden one); imports under ``if TYPE_CHECKING:`` do not (they never run). ``from . import x``

@@ -1,5 +1,6 @@
 """The call's agent socket: connect, resume after a drop, hand over to / take over from a parked session, end it.
-Not pure: asyncio (README "Failure behaviour"; the transport itself is :mod:`gateway.agent.client`).
+Not pure: asyncio (docs/architecture/failure-behaviour.md#agent-faults; the transport itself is
+:mod:`gateway.agent.client`).
 
 - connect: ``agent.connect_attempts`` attempts with exponential backoff from 250 ms; a socket that closes before
   ``session.ready``, no ready in ``agent.ready_timeout_s``, or a retryable ``session.error``
