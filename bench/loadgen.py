@@ -336,12 +336,23 @@ class LoadGen:
                 call.tw = tw
                 tw.on_text = call.on_twilio
                 tw.send_text(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-                tw.send_text(json.dumps({
-                    "event": "start", "sequenceNumber": "1", "streamSid": call.stream_sid,
-                    "start": {"accountSid": "AC" + "0" * 32, "streamSid": call.stream_sid, "callSid": call.call_sid,
-                              "tracks": ["inbound"], "customParameters": params,
-                              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-                }))
+                tw.send_text(
+                    json.dumps(
+                        {
+                            "event": "start",
+                            "sequenceNumber": "1",
+                            "streamSid": call.stream_sid,
+                            "start": {
+                                "accountSid": "AC" + "0" * 32,
+                                "streamSid": call.stream_sid,
+                                "callSid": call.call_sid,
+                                "tracks": ["inbound"],
+                                "customParameters": params,
+                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                            },
+                        }
+                    )
+                )
                 await self._paired
         except (OSError, TimeoutError, ConnectionError, ElementTree.ParseError) as exc:
             self.setup_failures += 1
@@ -465,15 +476,25 @@ class LoadGen:
             for c in list(self.calls):
                 c.closed = True
                 if c.tw is not None:
-                    c.tw.send_text(json.dumps({"event": "stop", "sequenceNumber": "9", "streamSid": c.stream_sid,
-                                               "stop": {"accountSid": "AC" + "0" * 32, "callSid": c.call_sid}}))
+                    c.tw.send_text(
+                        json.dumps(
+                            {
+                                "event": "stop",
+                                "sequenceNumber": "9",
+                                "streamSid": c.stream_sid,
+                                "stop": {"accountSid": "AC" + "0" * 32, "callSid": c.call_sid},
+                            }
+                        )
+                    )
             await asyncio.sleep(0.5)
             for c in list(self.calls):
                 if c.tw is not None:
                     c.tw.close()
         server.close()
-        print(json.dumps({"kind": "done", "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
-              flush=True)
+        print(
+            json.dumps({"kind": "done", "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+            flush=True,
+        )
 
 
 def percentiles(xs: list[float]) -> dict[str, float]:
@@ -501,6 +522,7 @@ def main() -> None:
         asyncio.run(_run(plan))
     else:
         uvloop.run(_run(plan))
+
 
 if __name__ == "__main__":
     main()

@@ -55,10 +55,17 @@ def corpus(seconds: float = 2.0, chunk_ms: float = 10, agent_format: str = "pcm2
     if agent_format == "pcma":
         law = g711.pcm16_to_alaw(g711.ulaw_to_pcm16(law))
     step = round(8 * chunk_ms)
-    replies = [json.dumps({"type": "reply.audio", "reply_id": REPLY_ID,
-                           "data": base64.b64encode(law[pos : pos + step]).decode("ascii"),
-                           "timestamp": 1790210425.0 + pos})
-               for pos in range(0, len(law), step)]
+    replies = [
+        json.dumps(
+            {
+                "type": "reply.audio",
+                "reply_id": REPLY_ID,
+                "data": base64.b64encode(law[pos : pos + step]).decode("ascii"),
+                "timestamp": 1790210425.0 + pos,
+            }
+        )
+        for pos in range(0, len(law), step)
+    ]
     return Corpus(media, replies, chunk_ms, agent_format)
 
 

@@ -30,8 +30,9 @@ async def main(path: str) -> dict[str, object]:
     media = corpus["media"]
     pcm = [base64.b64decode(p) for p in corpus["pcm24k_b64"]]
     sid = json.loads(media[0])["streamSid"]
-    params = TwilioFrameSerializer.InputParams(auto_hang_up=False) if hasattr(TwilioFrameSerializer, "InputParams") \
-        else None
+    params = (
+        TwilioFrameSerializer.InputParams(auto_hang_up=False) if hasattr(TwilioFrameSerializer, "InputParams") else None
+    )
     kwargs = {"params": params} if params is not None else {}
     ser = TwilioFrameSerializer(sid, **kwargs)
     start = StartFrame(audio_in_sample_rate=24000, audio_out_sample_rate=24000)
@@ -58,8 +59,13 @@ async def main(path: str) -> dict[str, object]:
     ins = [await t_in() for _ in range(15)]
     outs = [await t_out() for _ in range(15)]
     gc.enable()
-    return {"version": importlib.metadata.version("pipecat-ai"), "in_us": statistics.median(ins),
-            "out_us": statistics.median(outs), "frames_in": len(media), "frames_out": len(frames)}
+    return {
+        "version": importlib.metadata.version("pipecat-ai"),
+        "in_us": statistics.median(ins),
+        "out_us": statistics.median(outs),
+        "frames_in": len(media),
+        "frames_out": len(frames),
+    }
 
 
 if __name__ == "__main__":

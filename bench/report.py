@@ -49,8 +49,10 @@ def _stopped_by(last: dict[str, Any], limit: float) -> str:
 
 
 def step_table(steps: list[dict[str, Any]]) -> str:
-    head = (f"{'calls':>5} {'in p50':>7} {'in p99':>7} {'out p50':>7} {'out p99':>7} {'clear p50':>9} "
-            f"{'gw CPU':>6} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7}")
+    head = (
+        f"{'calls':>5} {'in p50':>7} {'in p99':>7} {'out p50':>7} {'out p99':>7} {'clear p50':>9} "
+        f"{'gw CPU':>6} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7}"
+    )
     lines = [head]
     for s in steps:
         cps = s["gateway_cpu"] / s["calls"] * 1000 if s["calls"] else 0
@@ -97,8 +99,10 @@ def format_report(result: dict[str, Any]) -> str:
     out.append(line("load generator CPU, busiest step", "loadgen_cpu_max", ".0%"))
     first = [r["steps"][0] for r in runs if r["steps"]]
     if result.get("sched") != "rt" and any(max(s["in"]["p99"], s["out"]["p99"]) > 2.0 for s in first):
-        out.append("  note: p99 is already over 2 ms at the lightest load: other processes are preempting the gateway"
-                   " or the generator. On a shared machine, --sched rt measures the gateway as if its core were its own.")
+        out.append(
+            "  note: p99 is already over 2 ms at the lightest load: other processes are preempting the gateway"
+            " or the generator. On a shared machine, --sched rt measures the gateway as if its core were its own."
+        )
     out.append("")
     if result["micro"] is None:
         return "\n".join(out)
@@ -117,13 +121,19 @@ def format_report(result: dict[str, Any]) -> str:
         else:
             ours_in = m["in.parse_media"] + m["in.transcode"]
             ours_out = m["out.transcode"] + m["out.build_media"]
-            out.append(f"  pipecat-ai {pc['version']} TwilioFrameSerializer (same frames, same run): "
-                       f"in {pc['in_us']:.2f} µs, out {pc['out_us']:.2f} µs")
-            out.append(f"    same scope (carrier side only: media → PCM 24 kHz; PCM 24 kHz → media): ours in "
-                       f"{ours_in:.2f} µs = {ours_in / pc['in_us']:.2f}× pipecat, out {ours_out:.2f} µs = "
-                       f"{ours_out / pc['out_us']:.2f}× pipecat")
-            out.append(f"    whole path (ours also parses reply.audio / builds input.audio): in "
-                       f"{m['in'] / pc['in_us']:.2f}×, out {m['out'] / pc['out_us']:.2f}×")
+            out.append(
+                f"  pipecat-ai {pc['version']} TwilioFrameSerializer (same frames, same run): "
+                f"in {pc['in_us']:.2f} µs, out {pc['out_us']:.2f} µs"
+            )
+            out.append(
+                f"    same scope (carrier side only: media → PCM 24 kHz; PCM 24 kHz → media): ours in "
+                f"{ours_in:.2f} µs = {ours_in / pc['in_us']:.2f}× pipecat, out {ours_out:.2f} µs = "
+                f"{ours_out / pc['out_us']:.2f}× pipecat"
+            )
+            out.append(
+                f"    whole path (ours also parses reply.audio / builds input.audio): in "
+                f"{m['in'] / pc['in_us']:.2f}×, out {m['out'] / pc['out_us']:.2f}×"
+            )
     out.append("")
     out.append("resampler (gateway's StreamResampler; delay = output time − input time, QQ is the chunking floor):")
     out.append(result["resample_table"])
@@ -142,8 +152,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for i, run in enumerate(result["runs"]):
             calls = [s["calls"] for s in run["steps"]]
             for q, color in colors.items():
-                ax.plot(calls, [s[side][q] for s in run["steps"]], marker="o", ms=3, color=color,
-                        alpha=1.0 if i == 0 else 0.45, label=q if i == 0 else None)
+                ax.plot(
+                    calls,
+                    [s[side][q] for s in run["steps"]],
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    alpha=1.0 if i == 0 else 0.45,
+                    label=q if i == 0 else None,
+                )
         ax.axhline(result["p99_limit_ms"], color="grey", ls="--", lw=1)
         ax.set_title(f"added latency, {title}")
         ax.set_xlabel("concurrent full-duplex calls (gateway on 1 core)")

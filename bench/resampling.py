@@ -78,6 +78,7 @@ def _snr(in_rate: int, out_rate: int, quality: str) -> tuple[float, float | None
     snr = 10 * np.log10(np.sum(fit[core] ** 2) / np.sum((y - fit)[core] ** 2))
     alias = edge = None
     if out_rate < in_rate:
+
         def level(freq: float) -> float:
             r2 = make_resampler(in_rate, out_rate, quality)
             y2 = np.frombuffer(r2.process(_pcm(np.sin(2 * np.pi * freq * t) * 10000), last=True), "<i2")
@@ -105,25 +106,44 @@ def study(qualities: tuple[str, ...] = RESAMPLE_QUALITIES, out_chunk_ms: int = 2
     """``out_chunk_ms``: what the outbound resampler is fed per call (20: the gateway coalesces agent chunks)."""
     rows = []
     for q in qualities:
-        for in_rate, out_rate, name, chunk_ms in ((8000, 24000, "in 8k→24k", 20),
-                                                  (24000, 8000, "out 24k→8k", out_chunk_ms)):
+        for in_rate, out_rate, name, chunk_ms in (
+            (8000, 24000, "in 8k→24k", 20),
+            (24000, 8000, "out 24k→8k", out_chunk_ms),
+        ):
             end_ms, first_ms, med, mx = _stream_delays(in_rate, out_rate, q, chunk_ms)
             snr, alias, edge = _snr(in_rate, out_rate, q)
-            rows.append(ResampleRow(q, name, chunk_ms, end_ms, first_ms, med, mx, snr, alias, edge,
-                                    _cost(in_rate, out_rate, q, chunk_ms)))
+            rows.append(
+                ResampleRow(
+                    q,
+                    name,
+                    chunk_ms,
+                    end_ms,
+                    first_ms,
+                    med,
+                    mx,
+                    snr,
+                    alias,
+                    edge,
+                    _cost(in_rate, out_rate, q, chunk_ms),
+                )
+            )
     return rows
 
 
 def format_rows(rows: list[ResampleRow]) -> str:
-    head = (f"{'quality':7} {'direction':11} {'chunk':>5} {'end':>6} {'first':>6} {'delay med':>9} {'delay max':>9} "
-            f"{'SNR':>6} {'alias rej':>9} {'3.4 kHz':>7} {'µs/chunk':>8}")
+    head = (
+        f"{'quality':7} {'direction':11} {'chunk':>5} {'end':>6} {'first':>6} {'delay med':>9} {'delay max':>9} "
+        f"{'SNR':>6} {'alias rej':>9} {'3.4 kHz':>7} {'µs/chunk':>8}"
+    )
     lines = [head]
     for r in rows:
         alias = f"{min(r.alias_db, 120):.1f}" if r.alias_db is not None else "-"
         edge = f"{r.edge_db:.1f}" if r.edge_db is not None else "-"
-        lines.append(f"{r.quality:7} {r.direction:11} {r.chunk_ms:>3}ms {r.end_ms:5.1f}ms {r.first_ms:5.0f}ms "
-                     f"{r.delay_med_ms:7.1f}ms {r.delay_max_ms:7.1f}ms {r.snr_db:5.1f} {alias:>9} {edge:>7} "
-                     f"{r.us:8.2f}")
+        lines.append(
+            f"{r.quality:7} {r.direction:11} {r.chunk_ms:>3}ms {r.end_ms:5.1f}ms {r.first_ms:5.0f}ms "
+            f"{r.delay_med_ms:7.1f}ms {r.delay_max_ms:7.1f}ms {r.snr_db:5.1f} {alias:>9} {edge:>7} "
+            f"{r.us:8.2f}"
+        )
     return "\n".join(lines)
 
 

@@ -87,15 +87,35 @@ def session_under_test() -> tuple[AcceptedCall, _CarrierSocket, _Agent, list[flo
     now = [1000.0]
     carrier, agent = _CarrierSocket(), _Agent()
     settings = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"})
-    sess = CallSession(ws=carrier, settings=settings, endpoint=AgentEndpoint("ws://bench", "k", "bench"),  # type: ignore[arg-type]
-                       tools=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    sess = CallSession(
+        ws=carrier,
+        settings=settings,
+        endpoint=AgentEndpoint("ws://bench", "k", "bench"),  # type: ignore[arg-type]
+        tools=None,
+        clock=lambda: now[0],
+    )  # type: ignore[arg-type]
     sess.dialect.parse(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-    start = [ev for ev in sess.dialect.parse(json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
-        "start": {"accountSid": "AC" + "0" * 32, "streamSid": STREAM_SID, "callSid": "CA" + "0" * 32,
-                  "tracks": ["inbound"], "customParameters": {},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })) if isinstance(ev, StreamStarted)][0]
+    start = [
+        ev
+        for ev in sess.dialect.parse(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": STREAM_SID,
+                    "start": {
+                        "accountSid": "AC" + "0" * 32,
+                        "streamSid": STREAM_SID,
+                        "callSid": "CA" + "0" * 32,
+                        "tracks": ["inbound"],
+                        "customParameters": {},
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                }
+            )
+        )
+        if isinstance(ev, StreamStarted)
+    ][0]
     call = sess.begin(setup_for(settings, start))  # the stream's start was authorized
     call.agent.adopt(agent)  # the agent socket is open ...
     call.core.agent_ready("sess_bench", now[0])  # ... and its session.ready arrived
@@ -106,9 +126,14 @@ def session_under_test() -> tuple[AcceptedCall, _CarrierSocket, _Agent, list[flo
 def messages() -> tuple[str, bytes, str, bytes]:
     rng = np.random.default_rng(7)
     ulaw = bytes(rng.integers(0, 256, 160, dtype=np.uint8))
-    media = json.dumps({"event": "media", "sequenceNumber": "5", "streamSid": STREAM_SID,
-                        "media": {"track": "inbound", "chunk": "3", "timestamp": "60",
-                                  "payload": base64.b64encode(ulaw).decode()}})
+    media = json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": "5",
+            "streamSid": STREAM_SID,
+            "media": {"track": "inbound", "chunk": "3", "timestamp": "60", "payload": base64.b64encode(ulaw).decode()},
+        }
+    )
     pcm = (np.sin(np.arange(240) * 0.3) * 3000).astype("<i2").tobytes()  # 10 ms of 24 kHz PCM16
     reply = json.dumps({"type": "reply.audio", "reply_id": "resp_bench", "data": base64.b64encode(pcm).decode()})
     return media, ulaw, reply, pcm
@@ -140,8 +165,10 @@ def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
             build_media(frame)
 
     cases: dict[str, Callable[[], None]] = {
-        "carrier → agent, session path": carrier_path, "carrier → agent, pure parts": carrier_parts,
-        "agent → carrier, session path": agent_path, "agent → carrier, pure parts": agent_parts,
+        "carrier → agent, session path": carrier_path,
+        "carrier → agent, pure parts": carrier_parts,
+        "agent → carrier, session path": agent_path,
+        "agent → carrier, pure parts": agent_parts,
     }
     out: dict[str, Any] = {}
     gc.disable()
@@ -160,8 +187,9 @@ def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
     out["session µs per carrier message"] = out["carrier → agent, session path"] - out["carrier → agent, pure parts"]
     out["session µs per agent chunk"] = out["agent → carrier, session path"] - out["agent → carrier, pure parts"]
     # a call-second: 50 carrier frames, 100 agent chunks of 10 ms
-    out["session ms per call-second"] = (50 * out["session µs per carrier message"]
-                                         + 100 * out["session µs per agent chunk"]) / 1000
+    out["session ms per call-second"] = (
+        50 * out["session µs per carrier message"] + 100 * out["session µs per agent chunk"]
+    ) / 1000
     return out
 
 

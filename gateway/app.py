@@ -2,10 +2,10 @@
 routes. Nothing in the gateway imports this module but the entry points (:mod:`gateway.cli`, :mod:`gateway.workers`;
 tests and benchmarks too): app state is read through :mod:`gateway.keys` (tests/unit/test_import_graph.py).
 
-The HTTP areas (README "HTTP surface"), each with its ``setup(app)``:
+The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 
 - :mod:`gateway.carrier_routes`: each open carrier door's webhook and media stream (Twilio, SignalWire, Telnyx,
-  Plivo, Vonage, Exotel; README "Carriers"), every call served by :func:`gateway.media_stream.serve_stream`
+  Plivo, Vonage, Exotel; docs/how-to/carriers/index.md), every call served by :func:`gateway.media_stream.serve_stream`
 - :mod:`gateway.ops`: ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions

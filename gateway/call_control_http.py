@@ -59,8 +59,13 @@ def rest_client(app: web.Application) -> TwilioRest | None:
     settings = app[SETTINGS]
     if not settings.twilio_rest_configured or HTTP not in app:
         return None
-    return TwilioRest(app[HTTP], settings.secrets.twilio_account_sid, settings.secrets.twilio_auth_token,
-                      base_url=settings.twilio.api_base_url, timeout_s=settings.twilio.request_timeout_s)
+    return TwilioRest(
+        app[HTTP],
+        settings.secrets.twilio_account_sid,
+        settings.secrets.twilio_auth_token,
+        base_url=settings.twilio.api_base_url,
+        timeout_s=settings.twilio.request_timeout_s,
+    )
 
 
 def status_callback_url(settings: Settings) -> str | None:
@@ -107,8 +112,11 @@ async def create_outbound_call(request: web.Request) -> web.Response:
     if not dial_allowed(req.to, settings.twilio.dial_allow):
         log.warning("outbound.refused", reason="destination_not_allowed", status=422, to=mask_number(req.to))
         metrics.refused("outbound", "destination_not_allowed")
-        return _json_error(422, "'to' is not an allowed destination ([twilio] dial_allow; with none configured, "
-                           "E.164 numbers only)", reason="destination_not_allowed")
+        return _json_error(
+            422,
+            "'to' is not an allowed destination ([twilio] dial_allow; with none configured, E.164 numbers only)",
+            reason="destination_not_allowed",
+        )
     calls = request.app[CALLS]
     now = time.monotonic()
     if not calls.admission.has_room(now):
@@ -116,24 +124,36 @@ async def create_outbound_call(request: web.Request) -> web.Response:
         metrics.refused("outbound", "at_capacity" if calls.accepting else "draining")
         return _json_error(503, "not accepting calls")
     params = outbound_parameters(new_outbound_id(), req)
-    token = mint_call_token(settings.secrets.token_secret, token_subject(params, "", req.profile), time.time(),
-                            settings.server.call_token_ttl_s, scope="twilio")
+    token = mint_call_token(
+        settings.secrets.token_secret,
+        token_subject(params, "", req.profile),
+        time.time(),
+        settings.server.call_token_ttl_s,
+        scope="twilio",
+    )
     status_url = status_callback_url(settings)
-    stream_url = urls.stream_url(settings.server.public_url, TWILIO_STREAM_PATH, urls.sockname(request.transport),
-                                 settings.server.port)
+    stream_url = urls.stream_url(
+        settings.server.public_url, TWILIO_STREAM_PATH, urls.sockname(request.transport), settings.server.port
+    )
     body_twiml = twiml.connect_stream(stream_url, {"token": token, **params}, status_url)
     try:
         call = await rest.create_call(to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url)
     except TwilioRestError as exc:
         log.warning("outbound.failed", status=exc.status, code=exc.code, error=exc.message[:200])
         metrics.on_call_control("outbound", "failed")
-        return _json_error(502, "Twilio did not place the call", twilio_status=exc.status, twilio_code=exc.code,
-                           message=exc.message[:200])
+        return _json_error(
+            502,
+            "Twilio did not place the call",
+            twilio_status=exc.status,
+            twilio_code=exc.code,
+            message=exc.message[:200],
+        )
     # Hold a slot for the call's stream, as the voice webhook does for inbound calls (gateway.admission).
     calls.admission.reserve(call.sid, time.monotonic())
     metrics.on_call_control("outbound", "ok")
-    log.info("outbound.created", call_sid=call.sid, to=mask_number(req.to), profile=req.profile,
-             variables=len(req.variables))
+    log.info(
+        "outbound.created", call_sid=call.sid, to=mask_number(req.to), profile=req.profile, variables=len(req.variables)
+    )
     return web.json_response({"call_sid": call.sid, "status": call.status}, status=201)
 
 
@@ -145,8 +165,7 @@ async def status_callback(request: web.Request) -> web.Response:
     call_sid = flat.get("CallSid") or None
     token = settings.secrets.twilio_auth_token
     signed_url = urls.webhook_url(settings.server.public_url, request.host, request.path_qs)
-    if token and not validate_twilio_signature(token, signed_url, params,
-                                               request.headers.get("X-Twilio-Signature")):
+    if token and not validate_twilio_signature(token, signed_url, params, request.headers.get("X-Twilio-Signature")):
         log.warning("status.refused", reason="bad signature", call_sid=call_sid)
         metrics.refused("status", "bad_signature")
         return web.Response(status=403, text="invalid signature")
@@ -157,18 +176,23 @@ async def status_callback(request: web.Request) -> web.Response:
         stream_sid = flat.get("StreamSid", "")
         if stream_event == "stream-error":
             # The only place a failed stream handshake shows: log its text with the call.
-            log.warning("stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event,
-                        stream_error=error)
+            log.warning(
+                "stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event, stream_error=error
+            )
         else:
-            log.info("stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event,
-                     stream_error=error)
+            log.info(
+                "stream.status", call_sid=call_sid, stream_sid=stream_sid, stream_event=stream_event, stream_error=error
+            )
     if call_status is not None:
         duration = flat.get("CallDuration", "")
-        log.info("call.status", call_sid=call_sid, call_status=call_status,
-                 # at most 9 digits: int() of a longer string is slow, and of over 4300 digits a ValueError
-                 call_duration_s=int(duration) if duration.isascii() and duration.isdigit() and len(duration) <= 9
-                 else None,
-                 direction=flat.get("Direction") or None)
+        log.info(
+            "call.status",
+            call_sid=call_sid,
+            call_status=call_status,
+            # at most 9 digits: int() of a longer string is slow, and of over 4300 digits a ValueError
+            call_duration_s=int(duration) if duration.isascii() and duration.isdigit() and len(duration) <= 9 else None,
+            direction=flat.get("Direction") or None,
+        )
     if stream_event is None and call_status is None:
         return web.Response(status=400, text="neither CallStatus nor StreamEvent")
     metrics.on_status_callback(call_status, stream_event)
@@ -197,4 +221,3 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/calls", create_outbound_call)
     if "twilio" in settings.open_doors():
         app.router.add_post("/twilio/status", status_callback)
-

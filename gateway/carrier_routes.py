@@ -124,19 +124,22 @@ def webhook_handler(spec: CarrierSpec[Any]) -> Handler:
             if draining:  # a planned restart: expected, not a warning
                 log.info("webhook.refused", reason=reason, call_sid=call.call_id, carrier=spec.name)
             else:
-                log.warning("webhook.refused", reason=reason, call_sid=call.call_id, carrier=spec.name,
-                            active=len(calls))
+                log.warning(
+                    "webhook.refused", reason=reason, call_sid=call.call_id, carrier=spec.name, active=len(calls)
+                )
             request.app[METRICS].refused("webhook", reason)
             return _respond(spec.busy(DRAINING if draining else BUSY))
         # Valid only at this door, for this call, with the profile its called number selects (docs/security.md).
         subject = token_subject({}, call.call_id, settings.profile_for(call.called)[0])
-        token = mint_call_token(settings.secrets.token_secret, subject, time.time(), settings.server.call_token_ttl_s,
-                                scope=spec.name)
+        token = mint_call_token(
+            settings.secrets.token_secret, subject, time.time(), settings.server.call_token_ttl_s, scope=spec.name
+        )
         status_callback = urls.status_callback_url(settings.server.public_url, settings.twilio.status_callbacks)
         context = AnswerContext(
             token=token,
-            stream_base=urls.stream_url(settings.server.public_url, "", urls.sockname(request.transport),
-                                        settings.server.port),
+            stream_base=urls.stream_url(
+                settings.server.public_url, "", urls.sockname(request.transport), settings.server.port
+            ),
             options=door.options,
             status_callback=status_callback if spec.status_callbacks else None,
         )
@@ -155,8 +158,12 @@ def stream_handler(spec: CarrierSpec[Any]) -> Handler:
         door = settings.carrier_door(spec.name)
         upgrade = Upgrade(
             # The stream URL as the answer wrote it: what an upgrade signature covers.
-            url=urls.stream_url(settings.server.public_url, request.rel_url.raw_path,
-                                urls.sockname(request.transport), settings.server.port),
+            url=urls.stream_url(
+                settings.server.public_url,
+                request.rel_url.raw_path,
+                urls.sockname(request.transport),
+                settings.server.port,
+            ),
             headers=request.headers,
             query=request.query,
             path_params=dict(request.match_info),
@@ -180,9 +187,12 @@ def setup(app: web.Application) -> None:
             continue  # a closed door answers 404: nothing tells which carriers are not used
         if not doors[spec.name]:
             # Development only (config refuses this with a public URL): say it loudly, once per door.
-            log.warning("carrier.unauthenticated", carrier=spec.name,
-                        detail="its webhook and stream accept anyone who can reach this port; set its secret "
-                        "before exposing the gateway (docs/security.md)")
+            log.warning(
+                "carrier.unauthenticated",
+                carrier=spec.name,
+                detail="its webhook and stream accept anyone who can reach this port; set its secret "
+                "before exposing the gateway (docs/security.md)",
+            )
         webhook = webhook_handler(spec)
         for method in spec.webhook_methods:
             if method == "GET":

@@ -21,13 +21,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (default from config: 0.0.0.0)")
     s.add_argument("--port", type=int, help="listen port (default from config: 8080)")
     s.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG or config/gateway.toml)")
-    s.add_argument("--workers", type=_positive_int, default=1,
-                   help="worker processes sharing the port via SO_REUSEPORT "
-                        "(default 1; docs/how-to/operations/workers.md)")
-    s.add_argument("--loop", choices=["auto", "asyncio", "uvloop"],
-                   help="event loop (default from config server.loop: auto = uvloop when installed)")
-    s.add_argument("--metrics-port", type=int,
-                   help="each worker i also serves /metrics on this port + i (default with --workers > 1: port + 1)")
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes sharing the port via SO_REUSEPORT (default 1; docs/how-to/operations/workers.md)",
+    )
+    s.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop (default from config server.loop: auto = uvloop when installed)",
+    )
+    s.add_argument(
+        "--metrics-port",
+        type=int,
+        help="each worker i also serves /metrics on this port + i (default with --workers > 1: port + 1)",
+    )
     a = sub.add_parser("local-agent", help="run the offline Voice Agent API server alone (/v1/ws, /v1/token)")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8090)
@@ -62,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         server = settings.server
         server = dataclasses.replace(
-            server, host=args.host or server.host, port=args.port if args.port is not None else server.port,
+            server,
+            host=args.host or server.host,
+            port=args.port if args.port is not None else server.port,
             loop=args.loop or server.loop,
         )
         settings = dataclasses.replace(settings, server=server)
@@ -83,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             agent_transport=settings.agent.transport,
         )
         if settings.secrets.token_secret_generated:
-            log.warning("gateway.token_secret_generated", detail="set GATEWAY_TOKEN_SECRET so every replica can "
-                        "verify call tokens minted by the others")
+            log.warning(
+                "gateway.token_secret_generated",
+                detail="set GATEWAY_TOKEN_SECRET so every replica can verify call tokens minted by the others",
+            )
         metrics_port = args.metrics_port
         if args.workers > 1 or metrics_port is not None:
             from .workers import run_worker, serve_workers

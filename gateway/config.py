@@ -18,10 +18,10 @@ import tomllib
 import types
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .audio.resample import RESAMPLE_QUALITIES
@@ -389,10 +389,17 @@ def _carrier_settings(table: Any, key: str) -> CarrierSettings:
         if new in tables.setdefault(name, {}):
             raise ConfigError(f"{key}.{flat}: also set as {key}.{name}.{new}; keep only the latter")
         tables[name][new] = value
-        warnings.warn(f"{key}.{flat} is deprecated: write it as `{new} = ...` in [{key}.{name}] "
-                      "(the flat key will be removed)", FutureWarning, stacklevel=2)
-    return CarrierSettings(**{spec.name: _build(spec.options, tables.get(spec.name, {}), f"{key}.{spec.name}")
-                              for spec in registry.CARRIERS})
+        warnings.warn(
+            f"{key}.{flat} is deprecated: write it as `{new} = ...` in [{key}.{name}] (the flat key will be removed)",
+            FutureWarning,
+            stacklevel=2,
+        )
+    return CarrierSettings(
+        **{
+            spec.name: _build(spec.options, tables.get(spec.name, {}), f"{key}.{spec.name}")
+            for spec in registry.CARRIERS
+        }
+    )
 
 
 def _check(s: Settings) -> None:
@@ -406,13 +413,22 @@ def _check(s: Settings) -> None:
         need(u.scheme in ("https", "http") and bool(u.netloc), "server.public_url", "must be an http(s) URL")
         need(u.query == "" and u.fragment == "", "server.public_url", "must not carry a query or fragment")
     need(1024 <= s.server.max_message_bytes <= 4 * 1024 * 1024, "server.max_message_bytes", "must be 1024..4194304")
-    for key in ("start_timeout_s", "no_media_timeout_s", "max_call_s", "call_token_ttl_s", "drain_budget_s",
-                "header_timeout_s"):
+    for key in (
+        "start_timeout_s",
+        "no_media_timeout_s",
+        "max_call_s",
+        "call_token_ttl_s",
+        "drain_budget_s",
+        "header_timeout_s",
+    ):
         need(getattr(s.server, key) > 0, f"server.{key}", "must be positive")
     need(s.server.max_concurrent_calls > 0, "server.max_concurrent_calls", "must be positive")
     need(s.server.max_pending_streams > 0, "server.max_pending_streams", "must be positive")
-    need(s.server.inbound_rate_limit >= 1.0, "server.inbound_rate_limit",
-         "must be at least 1.0 (a multiple of real time: below it a caller at real time loses audio)")
+    need(
+        s.server.inbound_rate_limit >= 1.0,
+        "server.inbound_rate_limit",
+        "must be at least 1.0 (a multiple of real time: below it a caller at real time loses audio)",
+    )
     need(s.server.inbound_burst_s > 0, "server.inbound_burst_s", "must be positive (seconds of audio)")
     need(s.agent.region in ("auto", "us", "eu"), "agent.region", "must be auto, us or eu")
     if s.agent.url:
@@ -422,10 +438,16 @@ def _check(s: Settings) -> None:
     need(s.server.loop in EVENT_LOOPS, "server.loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")
     for key in ("inbound_resample_quality", "outbound_resample_quality"):
-        need(getattr(s.audio, key) in RESAMPLE_QUALITIES, f"audio.{key}",
-             f"must be one of {', '.join(RESAMPLE_QUALITIES)} (soxr qualities, or FIR: block-free, 2 ms)")
-    need(s.audio.outbound_resample_quality != "QQ", "audio.outbound_resample_quality",
-         "QQ does not anti-alias 24 kHz -> 8 kHz; use FIR (2 ms delay), LQ or better")
+        need(
+            getattr(s.audio, key) in RESAMPLE_QUALITIES,
+            f"audio.{key}",
+            f"must be one of {', '.join(RESAMPLE_QUALITIES)} (soxr qualities, or FIR: block-free, 2 ms)",
+        )
+    need(
+        s.audio.outbound_resample_quality != "QQ",
+        "audio.outbound_resample_quality",
+        "QQ does not anti-alias 24 kHz -> 8 kHz; use FIR (2 ms delay), LQ or better",
+    )
     need(20 <= s.audio.playout_lead_ms <= 10000, "audio.playout_lead_ms", "must be 20..10000")
     need(20 <= s.audio.mark_interval_ms <= 60000, "audio.mark_interval_ms", "must be 20..60000")
     need(1 <= s.audio.frames_per_message <= 50, "audio.frames_per_message", "must be 1..50")
@@ -433,8 +455,11 @@ def _check(s: Settings) -> None:
     need("default" in s.profiles, "profiles.default", "a default profile is required")
     for name, p in s.profiles.items():
         for i, t in enumerate(p.tools):
-            need(t in BUILTIN_TOOLS or t in s.tools, f"profiles.{name}.tools[{i}]",
-                 f"unknown tool {t!r} (built in: {', '.join(sorted(BUILTIN_TOOLS))}; or define [tools.{t}])")
+            need(
+                t in BUILTIN_TOOLS or t in s.tools,
+                f"profiles.{name}.tools[{i}]",
+                f"unknown tool {t!r} (built in: {', '.join(sorted(BUILTIN_TOOLS))}; or define [tools.{t}])",
+            )
     for number, prof in s.numbers.items():
         need(prof in s.profiles, f"numbers.{number}", f"names unknown profile {prof!r}")
     for name, tool in s.tools.items():
@@ -442,40 +467,66 @@ def _check(s: Settings) -> None:
         need(tool.execution_mode in ("interactive", "hold"), f"tools.{name}.execution_mode", "interactive or hold")
         need(name not in BUILTIN_TOOLS, f"tools.{name}", "collides with a built-in tool")
     need(s.softphone.enabled in ("auto", "on", "off"), "softphone.enabled", "must be auto, on or off")
-    need(not (s.softphone.enabled == "on" and s.server.public_url and not s.secrets.gateway_api_key),
-         "softphone.enabled", '"on" with a public URL needs GATEWAY_API_KEY (the softphone\'s password); '
-         'without it anyone who finds the page can open agent sessions. Set the key, or use "auto"/"off"')
-    need(0 <= s.server.reattach_window_s <= 25, "server.reattach_window_s",
-         "must be 0..25 (inside the agent's 30 s resume window)")
-    need(urlsplit(s.twilio.api_base_url).scheme in ("http", "https") and bool(urlsplit(s.twilio.api_base_url).netloc),
-         "twilio.api_base_url", "must be an http(s) URL")
+    need(
+        not (s.softphone.enabled == "on" and s.server.public_url and not s.secrets.gateway_api_key),
+        "softphone.enabled",
+        '"on" with a public URL needs GATEWAY_API_KEY (the softphone\'s password); '
+        'without it anyone who finds the page can open agent sessions. Set the key, or use "auto"/"off"',
+    )
+    need(
+        0 <= s.server.reattach_window_s <= 25,
+        "server.reattach_window_s",
+        "must be 0..25 (inside the agent's 30 s resume window)",
+    )
+    need(
+        urlsplit(s.twilio.api_base_url).scheme in ("http", "https") and bool(urlsplit(s.twilio.api_base_url).netloc),
+        "twilio.api_base_url",
+        "must be an http(s) URL",
+    )
     need(s.twilio.request_timeout_s > 0, "twilio.request_timeout_s", "must be positive")
     for i, pat in enumerate(s.twilio.dial_allow):
         # A pattern of another shape ("*", "1555*", "SIP:…") would match everything or nothing: say so at start-up.
-        need(pat.startswith(("+", "sip:", "sips:", "client:")) and pat not in ("+", "sip:", "sips:", "client:"),
-             f"twilio.dial_allow[{i}]", "patterns start with + (numbers), sip: / sips: or client:")
-        need(not any(ch.isspace() for ch in pat), f"twilio.dial_allow[{i}]",
-             "no whitespace: destinations never contain any once normalized")
+        need(
+            pat.startswith(("+", "sip:", "sips:", "client:")) and pat not in ("+", "sip:", "sips:", "client:"),
+            f"twilio.dial_allow[{i}]",
+            "patterns start with + (numbers), sip: / sips: or client:",
+        )
+        need(
+            not any(ch.isspace() for ch in pat),
+            f"twilio.dial_allow[{i}]",
+            "no whitespace: destinations never contain any once normalized",
+        )
     for name, p in s.profiles.items():
         need(p.dtmf_mode in DTMF_MODES, f"profiles.{name}.dtmf_mode", f"must be one of {', '.join(DTMF_MODES)}")
         need(50 <= p.dtmf_interdigit_ms <= 10000, f"profiles.{name}.dtmf_interdigit_ms", "must be 50..10000")
-        need("read_dtmf" not in p.tools or p.dtmf_mode == "buffer", f"profiles.{name}.tools",
-             'read_dtmf needs dtmf_mode = "buffer"')
-        need("transfer_call" not in p.tools or bool(p.transfer_allow), f"profiles.{name}.transfer_allow",
-             "transfer_call is listed but no destination is allowed")
+        need(
+            "read_dtmf" not in p.tools or p.dtmf_mode == "buffer",
+            f"profiles.{name}.tools",
+            'read_dtmf needs dtmf_mode = "buffer"',
+        )
+        need(
+            "transfer_call" not in p.tools or bool(p.transfer_allow),
+            f"profiles.{name}.transfer_allow",
+            "transfer_call is listed but no destination is allowed",
+        )
         for i, pat in enumerate(p.transfer_allow):
-            need(pat.startswith(("+", "sip:", "sips:")) and len(pat) > 1, f"profiles.{name}.transfer_allow[{i}]",
-                 "patterns start with + (numbers) or sip: / sips:")
+            need(
+                pat.startswith(("+", "sip:", "sips:")) and len(pat) > 1,
+                f"profiles.{name}.transfer_allow[{i}]",
+                "patterns start with + (numbers) or sip: / sips:",
+            )
     for spec in registry.CARRIERS:
         door = s.carrier_door(spec.name)
         for key, message in spec.check(door):
             need(False, key, message)
         enabled, credential = door.options.enabled, spec.what_authenticates()
-        need(enabled in (True, False, "auto"), f"carriers.{spec.name}.enabled", "must be true, false or \"auto\"")
-        need(not (enabled is True and s.server.public_url and not spec.authenticated(door)),
-             f"carriers.{spec.name}.enabled",
-             f"true without {credential} is for local development only: with a public URL anyone could open "
-             f"agent sessions through it; set {credential} or carriers.{spec.name}.enabled = false")
+        need(enabled in (True, False, "auto"), f"carriers.{spec.name}.enabled", 'must be true, false or "auto"')
+        need(
+            not (enabled is True and s.server.public_url and not spec.authenticated(door)),
+            f"carriers.{spec.name}.enabled",
+            f"true without {credential} is for local development only: with a public URL anyone could open "
+            f"agent sessions through it; set {credential} or carriers.{spec.name}.enabled = false",
+        )
     need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
 
 

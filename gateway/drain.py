@@ -35,8 +35,8 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from .keys import CALLS, METRICS, SETTINGS
 from .http_input import SERVER_LOG, RequestHeadDeadline
+from .keys import CALLS, METRICS, SETTINGS
 from .prompts import GOODBYE, prompt_ulaw
 from .session import PROMPT_ECHO_SLACK_S
 
@@ -82,8 +82,9 @@ async def drain(app: web.Application, budget_s: float, *, hurry: asyncio.Event |
 
 
 @contextlib.asynccontextmanager
-async def listening(app: web.Application, host: str, port: int, *,
-                    reuse_port: bool = False) -> AsyncIterator[web.AppRunner]:
+async def listening(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> AsyncIterator[web.AppRunner]:
     """The app served on ``host:port`` until the block exits (then ``AppRunner.cleanup``: on_shutdown, cleanup_ctx).
     Port 0 picks a free port: ``runner.addresses`` tells which."""
     settings = app[SETTINGS]
@@ -95,8 +96,9 @@ async def listening(app: web.Application, host: str, port: int, *,
         assert runner.server is not None  # set by setup()
         metrics = app[METRICS]
         # Before the site starts: every connection must be made through the hooked server.
-        RequestHeadDeadline(settings.server.header_timeout_s,
-                            on_expired=lambda: metrics.refused("http", "header_timeout")).install(runner.server)
+        RequestHeadDeadline(
+            settings.server.header_timeout_s, on_expired=lambda: metrics.refused("http", "header_timeout")
+        ).install(runner.server)
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         yield runner
     finally:

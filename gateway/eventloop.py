@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from typing import Any, Callable, Coroutine, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway process (``GET /metrics``). Not pure: it holds counters and runs one
 background probe, but it never touches the media path.
 
-Where each number comes from (README "Operations"; telephony.md §D.11):
+Where each number comes from (docs/reference/metrics.md; charts: docs/how-to/operations/dashboards.md):
 
 - per-call *events* (:meth:`GatewayMetrics.on_event`, subscribed to ``CallRegistry.listeners``): a handful per turn
   (first audio, barge-in, tool call, session error), never per audio frame;
@@ -25,8 +25,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-
-from .http_input import RequestHeadDeadline
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -38,6 +36,7 @@ from prometheus_client import (
 
 from . import __version__
 from .call import events as ev
+from .http_input import RequestHeadDeadline
 from .session import CallSummary
 
 __all__ = ["BUCKETS", "GatewayMetrics", "loop_lag_probe", "metrics_handler", "serve_metrics_on"]
@@ -46,7 +45,7 @@ PREFIX = "voice_gateway"
 #: The classic text format: what generate_latest writes, and what every Prometheus 2.x/3.x parses.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-#: Histogram buckets, in seconds, chosen for telephony (README "Operations" explains each).
+#: Histogram buckets, in seconds, chosen for telephony (docs/reference/metrics.md#buckets explains each).
 BUCKETS: dict[str, tuple[float, ...]] = {
     # Calls last seconds (wrong numbers, refusals) to an hour (server.max_call_s default).
     "call_duration": (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
@@ -62,7 +61,8 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     "unplayed": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
     # Mark sent → echoed: the carrier's buffer ahead of the mark (≈ playout lead) plus network transit.
     "mark_round_trip": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0),
-    # Agent socket dropped → session resumed (voice-agent-api.md §4.3): backoff 0, 0.25, 0.5 … 2 s within 25 s.
+    # Agent socket dropped → session resumed (docs/architecture/voice-agent-api.md#resume): backoff 0, 0.25, 0.5 … 2 s
+    # within 25 s.
     "resume_gap": (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 25.0),
     # Event-loop overshoot: one 20 ms frame of lag is audible as a gap in paced output.
     "loop_lag": (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
@@ -119,73 +119,144 @@ class GatewayMetrics:
         ).set(1)
         self.active_calls = Gauge(f"{p}_active_calls", "Calls in progress in this process.", registry=reg)
         self.active_calls.set_function(active_calls)
-        self.accepting = Gauge(f"{p}_accepting_calls", "1 while this process takes new calls, 0 when draining.",
-                               registry=reg)
+        self.accepting = Gauge(
+            f"{p}_accepting_calls", "1 while this process takes new calls, 0 when draining.", registry=reg
+        )
         self.accepting.set_function(lambda: 1.0 if accepting() else 0.0)
         self.capacity = Gauge(f"{p}_max_concurrent_calls", "Configured server.max_concurrent_calls.", registry=reg)
         self.capacity.set(max_concurrent_calls)
         self.calls = Counter(f"{p}_calls", "Calls ended, by outcome (call.ended outcome).", ["outcome"], registry=reg)
-        self.refusals = Counter(f"{p}_call_refusals", "Calls turned away before a session, by stage and reason.",
-                                ["stage", "reason"], registry=reg)
-        self.duration = Histogram(f"{p}_call_duration_seconds", "Call length, stream start to hang-up.",
-                                  buckets=BUCKETS["call_duration"], registry=reg)
-        self.first_audio = Histogram(f"{p}_time_to_first_agent_audio_seconds",
-                                     "Stream start to the first agent audio of the call.",
-                                     buckets=BUCKETS["first_audio"], registry=reg)
-        self.response = Histogram(f"{p}_response_latency_seconds",
-                                  "Caller end of speech (input.speech.stopped) to first agent audio, at the gateway.",
-                                  buckets=BUCKETS["response"], registry=reg)
-        self.agent_ready = Histogram(f"{p}_agent_session_ready_seconds", "Stream start to agent session.ready.",
-                                     buckets=BUCKETS["agent_ready"], registry=reg)
-        self.barge_ins = Counter(f"{p}_barge_ins", "Barge-ins that cleared agent audio, by cause.", ["cause"],
-                                 registry=reg)
-        self.clear_latency = Histogram(f"{p}_barge_in_clear_latency_seconds",
-                                       "Caller speech started to `clear` sent to the carrier.",
-                                       buckets=BUCKETS["clear_latency"], registry=reg)
-        self.unplayed = Histogram(f"{p}_barge_in_unplayed_audio_seconds",
-                                  "Agent audio queued at the carrier and dropped unplayed by a barge-in.",
-                                  buckets=BUCKETS["unplayed"], registry=reg)
-        self.mark_rtt = Histogram(f"{p}_carrier_mark_round_trip_seconds",
-                                  "Mark sent to mark echoed by the carrier: its playout buffer depth plus transit.",
-                                  buckets=BUCKETS["mark_round_trip"], registry=reg)
-        self.drops = Counter(f"{p}_agent_drops", "Agent sockets lost without session.ended (a resume follows).",
-                             registry=reg)
-        self.resumes = Counter(f"{p}_agent_resumes", "Agent sessions resumed after a dropped connection.",
-                               registry=reg)
-        self.resume_gap = Histogram(f"{p}_agent_resume_gap_seconds", "Agent drop noticed to session resumed.",
-                                    buckets=BUCKETS["resume_gap"], registry=reg)
-        self.frames_dropped = Counter(f"{p}_frames_dropped", "Audio frames dropped by a queue's bound, by queue.",
-                                      ["queue"], registry=reg)
+        self.refusals = Counter(
+            f"{p}_call_refusals",
+            "Calls turned away before a session, by stage and reason.",
+            ["stage", "reason"],
+            registry=reg,
+        )
+        self.duration = Histogram(
+            f"{p}_call_duration_seconds",
+            "Call length, stream start to hang-up.",
+            buckets=BUCKETS["call_duration"],
+            registry=reg,
+        )
+        self.first_audio = Histogram(
+            f"{p}_time_to_first_agent_audio_seconds",
+            "Stream start to the first agent audio of the call.",
+            buckets=BUCKETS["first_audio"],
+            registry=reg,
+        )
+        self.response = Histogram(
+            f"{p}_response_latency_seconds",
+            "Caller end of speech (input.speech.stopped) to first agent audio, at the gateway.",
+            buckets=BUCKETS["response"],
+            registry=reg,
+        )
+        self.agent_ready = Histogram(
+            f"{p}_agent_session_ready_seconds",
+            "Stream start to agent session.ready.",
+            buckets=BUCKETS["agent_ready"],
+            registry=reg,
+        )
+        self.barge_ins = Counter(
+            f"{p}_barge_ins", "Barge-ins that cleared agent audio, by cause.", ["cause"], registry=reg
+        )
+        self.clear_latency = Histogram(
+            f"{p}_barge_in_clear_latency_seconds",
+            "Caller speech started to `clear` sent to the carrier.",
+            buckets=BUCKETS["clear_latency"],
+            registry=reg,
+        )
+        self.unplayed = Histogram(
+            f"{p}_barge_in_unplayed_audio_seconds",
+            "Agent audio queued at the carrier and dropped unplayed by a barge-in.",
+            buckets=BUCKETS["unplayed"],
+            registry=reg,
+        )
+        self.mark_rtt = Histogram(
+            f"{p}_carrier_mark_round_trip_seconds",
+            "Mark sent to mark echoed by the carrier: its playout buffer depth plus transit.",
+            buckets=BUCKETS["mark_round_trip"],
+            registry=reg,
+        )
+        self.drops = Counter(
+            f"{p}_agent_drops", "Agent sockets lost without session.ended (a resume follows).", registry=reg
+        )
+        self.resumes = Counter(f"{p}_agent_resumes", "Agent sessions resumed after a dropped connection.", registry=reg)
+        self.resume_gap = Histogram(
+            f"{p}_agent_resume_gap_seconds",
+            "Agent drop noticed to session resumed.",
+            buckets=BUCKETS["resume_gap"],
+            registry=reg,
+        )
+        self.frames_dropped = Counter(
+            f"{p}_frames_dropped", "Audio frames dropped by a queue's bound, by queue.", ["queue"], registry=reg
+        )
         # Its own counter, not a `reason` label on frames_dropped: that one counts a queue's bound (a slow or absent
         # agent), this one refused input (a peer sending faster than real time); and a new label would change the
         # label set of every existing frames_dropped series that dashboards and alerts already select.
-        self.inbound_dropped = Counter(f"{p}_inbound_audio_dropped", "Caller audio messages dropped before reaching "
-                                       "the agent, by reason (rate_limit: beyond server.inbound_rate_limit x real "
-                                       "time plus server.inbound_burst_s).", ["reason"], registry=reg)
-        self.session_errors = Counter(f"{p}_agent_session_errors", "Agent session.error events, by code.",
-                                      ["code", "fatal"], registry=reg)
-        self.protocol_errors = Counter(f"{p}_protocol_errors", "Calls ended because a peer broke its protocol.",
-                                       ["side"], registry=reg)
-        self.tool_calls = Counter(f"{p}_tool_calls", "Tool calls requested by the agent, by tool.", ["tool"],
-                                  registry=reg)
+        self.inbound_dropped = Counter(
+            f"{p}_inbound_audio_dropped",
+            "Caller audio messages dropped before reaching "
+            "the agent, by reason (rate_limit: beyond server.inbound_rate_limit x real "
+            "time plus server.inbound_burst_s).",
+            ["reason"],
+            registry=reg,
+        )
+        self.session_errors = Counter(
+            f"{p}_agent_session_errors", "Agent session.error events, by code.", ["code", "fatal"], registry=reg
+        )
+        self.protocol_errors = Counter(
+            f"{p}_protocol_errors", "Calls ended because a peer broke its protocol.", ["side"], registry=reg
+        )
+        self.tool_calls = Counter(
+            f"{p}_tool_calls", "Tool calls requested by the agent, by tool.", ["tool"], registry=reg
+        )
         # Call control (issue #8): keypad digits, status callbacks, REST actions, re-attached streams.
-        self.dtmf_digits = Counter(f"{p}_dtmf_digits", "DTMF digits, by direction (in: caller keypresses; out: "
-                                   "send_dtmf tones played).", ["direction"], registry=reg)
-        self.call_status = Counter(f"{p}_call_status_callbacks", "Twilio call status callbacks, by CallStatus.",
-                                   ["status"], registry=reg)
-        self.stream_status = Counter(f"{p}_stream_status_callbacks", "Twilio stream status callbacks, by StreamEvent.",
-                                     ["event"], registry=reg)
-        self.call_control = Counter(f"{p}_call_control_actions", "Call-control actions over Twilio REST, by action "
-                                    "(hangup/transfer/outbound) and result.", ["action", "result"], registry=reg)
-        self.reattaches = Counter(f"{p}_stream_reattaches", "New streams that took over a parked agent session.",
-                                  registry=reg)
-        self.loop_lag = Histogram(f"{p}_event_loop_lag_seconds", "How late the event loop woke a fixed-interval timer.",
-                                  buckets=BUCKETS["loop_lag"], registry=reg)
+        self.dtmf_digits = Counter(
+            f"{p}_dtmf_digits",
+            "DTMF digits, by direction (in: caller keypresses; out: send_dtmf tones played).",
+            ["direction"],
+            registry=reg,
+        )
+        self.call_status = Counter(
+            f"{p}_call_status_callbacks", "Twilio call status callbacks, by CallStatus.", ["status"], registry=reg
+        )
+        self.stream_status = Counter(
+            f"{p}_stream_status_callbacks", "Twilio stream status callbacks, by StreamEvent.", ["event"], registry=reg
+        )
+        self.call_control = Counter(
+            f"{p}_call_control_actions",
+            "Call-control actions over Twilio REST, by action (hangup/transfer/outbound) and result.",
+            ["action", "result"],
+            registry=reg,
+        )
+        self.reattaches = Counter(
+            f"{p}_stream_reattaches", "New streams that took over a parked agent session.", registry=reg
+        )
+        self.loop_lag = Histogram(
+            f"{p}_event_loop_lag_seconds",
+            "How late the event loop woke a fixed-interval timer.",
+            buckets=BUCKETS["loop_lag"],
+            registry=reg,
+        )
         self._code = _BoundedLabel()
         self._tool = _BoundedLabel(tool_names)
-        self._status = _BoundedLabel(("queued", "initiated", "ringing", "in-progress", "answered", "completed", "busy",
-                                      "failed", "no-answer", "canceled", "stream-started", "stream-stopped",
-                                      "stream-error"))
+        self._status = _BoundedLabel(
+            (
+                "queued",
+                "initiated",
+                "ringing",
+                "in-progress",
+                "answered",
+                "completed",
+                "busy",
+                "failed",
+                "no-answer",
+                "canceled",
+                "stream-started",
+                "stream-stopped",
+                "stream-error",
+            )
+        )
         self._calls: dict[str, _CallState] = {}
         # Pre-create the label sets dashboards plot, so a quiet gateway shows 0 instead of "no data".
         self.frames_dropped.labels("caller_to_agent")
@@ -194,6 +265,11 @@ class GatewayMetrics:
             self.dtmf_digits.labels(direction)
         for side in ("carrier", "agent"):
             self.protocol_errors.labels(side)
+
+    @property
+    def tracked_calls(self) -> int:
+        """Calls with per-call state here (from ``CallStarted`` to their summary): 0 once every call has ended."""
+        return len(self._calls)
 
     # ---- feeds ------------------------------------------------------------------------------------------------
     def on_event(self, call_sid: str, event: ev.CallEvent) -> None:
@@ -256,8 +332,10 @@ class GatewayMetrics:
 
     def on_call_control(self, action: str, result: str) -> None:
         """A REST call-control action: hangup | transfer | outbound; result ok | already_ended | refused | failed."""
-        self.call_control.labels(action if action in ("hangup", "transfer", "outbound") else "other",
-                                 result if result in ("ok", "already_ended", "refused", "failed") else "other").inc()
+        self.call_control.labels(
+            action if action in ("hangup", "transfer", "outbound") else "other",
+            result if result in ("ok", "already_ended", "refused", "failed") else "other",
+        ).inc()
 
     def on_status_callback(self, call_status: str | None, stream_event: str | None) -> None:
         """A ``POST /twilio/status``: a call status (CallStatus) or a stream status (StreamEvent)."""
@@ -284,8 +362,9 @@ def _observe(h: Histogram, v: object) -> None:
 
 
 # ---- aiohttp glue --------------------------------------------------------------------------------------------
-async def loop_lag_probe(metrics: GatewayMetrics, interval_s: float = 0.5,
-                         clock: Callable[[], float] = time.monotonic) -> None:
+async def loop_lag_probe(
+    metrics: GatewayMetrics, interval_s: float = 0.5, clock: Callable[[], float] = time.monotonic
+) -> None:
     """Forever: sleep ``interval_s`` and record how much later than asked the loop woke us (until cancelled)."""
     while True:
         t0 = clock()
@@ -304,11 +383,13 @@ def metrics_handler(metrics: GatewayMetrics) -> Callable[[web.Request], Any]:
 METRICS_HEADER_TIMEOUT_S = 10.0
 
 
-def serve_metrics_on(sock: socket.socket, metrics_of: Callable[[], GatewayMetrics],
-                     ) -> Callable[[web.Application], AsyncIterator[None]]:
+def serve_metrics_on(
+    sock: socket.socket,
+    metrics_of: Callable[[], GatewayMetrics],
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that also serves ``/metrics`` (and ``/healthz``) of this process on a listener of its own
     (``sock``, bound by the caller): with several workers on one SO_REUSEPORT port, a scrape of the shared port
-    reaches a random worker, so each worker is scraped on its own port (README "Operations")."""
+    reaches a random worker, so each worker is scraped on its own port (docs/how-to/operations/workers.md)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         side = web.Application()

@@ -31,8 +31,8 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Mapping, Sequence
 
 from .carriers.twiml import xml_safe
 from .tools.call_control import destination_allowed
@@ -64,8 +64,10 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # user@host[:port][;params], one "@", no "?headers": the grammar transfer_call accepts (gateway.tools.call_control),
 # so "sip:*@pbx.example.com" in dial_allow pins the host ("sip:a@evil.example?x=@pbx.example.com" is no URI here).
-_SIP = re.compile(r"sips?:[A-Za-z0-9._~%!$*+,=\-]{1,100}@[A-Za-z0-9.\-]{1,100}(:[0-9]{1,5})?"
-                  r"(;[A-Za-z0-9._~%=\-]{1,100}){0,10}")
+_SIP = re.compile(
+    r"sips?:[A-Za-z0-9._~%!$*+,=\-]{1,100}@[A-Za-z0-9.\-]{1,100}(:[0-9]{1,5})?"
+    r"(;[A-Za-z0-9._~%=\-]{1,100}){0,10}"
+)
 _CLIENT = re.compile(r"client:[A-Za-z0-9_.\-]{1,100}")
 
 
@@ -130,14 +132,19 @@ def parse_outbound_request(body: object, profiles: Collection[str], default_prof
             raise RequestInvalid(422, f"variable {name!r}: names are letters, digits and _, not starting with a digit")
         if len(VAR_PREFIX + name) + len(value) > PARAMETER_LIMIT:
             raise RequestInvalid(
-                422, f"variable {name!r} is too long: name + value must stay under {PARAMETER_LIMIT} characters "
-                "(Twilio's <Parameter> limit)")
+                422,
+                f"variable {name!r} is too long: name + value must stay under {PARAMETER_LIMIT} characters "
+                "(Twilio's <Parameter> limit)",
+            )
         variables[name] = value
     # 'to' and 'from' cannot hold such characters (their grammars above); a variable's value is free text.
     for name, value in variables.items():
         if xml_safe(value) != value:
-            raise RequestInvalid(422, f"variable {name!r} contains characters XML cannot carry (control characters, "
-                                 "U+FFFE/U+FFFF or lone surrogates)")
+            raise RequestInvalid(
+                422,
+                f"variable {name!r} contains characters XML cannot carry (control characters, "
+                "U+FFFE/U+FFFF or lone surrogates)",
+            )
     return OutboundRequest(to=to, from_=from_, profile=profile, variables=variables)
 
 
@@ -180,5 +187,4 @@ def token_subject(parameters: Mapping[str, str], call_sid: str, profile: str) ->
 def variables_from_parameters(parameters: Mapping[str, str]) -> dict[str, str]:
     """The call variables a stream's ``start.customParameters`` carry (only for outbound-bound tokens: the caller of
     this function checks that)."""
-    return {k[len(VAR_PREFIX):]: v for k, v in parameters.items() if k.startswith(VAR_PREFIX)}
-
+    return {k[len(VAR_PREFIX) :]: v for k, v in parameters.items() if k.startswith(VAR_PREFIX)}

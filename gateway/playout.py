@@ -1,10 +1,11 @@
 """Playout accounting for audio queued at the carrier. Pure: every method takes ``now`` (monotonic seconds).
 
-The carrier plays what we send in real time, FIFO (telephony.md §A.5). We model its buffer as the time at which
-everything sent so far will have played (``buffer_end``), correct that model with mark echoes (a mark echo at
+The carrier plays what we send in real time, FIFO (docs/architecture/twilio-media-streams.md#fifo-playout). We model its
+buffer as the time at which everything sent so far will have played (``buffer_end``), correct that model with mark
+echoes (a mark echo at
 ``now`` proves playback reached the mark's position), and start a new *generation* on every ``clear``: Twilio
 echoes every pending mark after a clear, so echoes from an older generation prove nothing and are ignored
-(telephony.md §A.5 item 3, §C item 6).
+(docs/architecture/twilio-media-streams.md#marks-and-clear).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 are sent as they are), generated once with the local agent's TTS by ``scripts/make_prompts.py`` and committed under
 ``gateway/assets/``. Pure apart from reading the packaged file once.
 
-- ``agent_unavailable``: the agent could not be reached, or its session failed for good 
+- ``agent_unavailable``: the agent could not be reached, or its session failed for good
   (docs/architecture/failure-behaviour.md#agent-faults).
 - ``goodbye``: the gateway ends a live call itself (drain deadline on shutdown, maximum call duration).
 """

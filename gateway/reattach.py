@@ -1,32 +1,36 @@
 """Re-attach: a call whose media stream is replaced keeps its agent session. Not pure: it holds live agent sockets
 and one expiry task per parked session.
 
-Twilio ends a ``<Connect><Stream>`` whenever the call's TwiML is replaced (a REST redirect, README "Call control"),
-and the next ``<Connect><Stream>`` of the same call is a new socket with a new ``streamSid``. The caller is still on
-the line and must not meet a new agent that has forgotten the conversation.
+Twilio ends a ``<Connect><Stream>`` whenever the call's TwiML is replaced (a REST redirect,
+docs/architecture/twilio-media-streams.md#transfer), and the next ``<Connect><Stream>`` of the same call is a new socket
+with a new ``streamSid``. The caller is still on the line and must not meet a new agent that has forgotten the
+conversation.
 
 Choice: **keep the agent socket open and hand it over** (rather than closing it and sending ``session.resume`` from
 the new stream). When a stream stops and ``server.reattach_window_s`` > 0, the call session *parks* its agent
 connection here instead of ending it; a new stream whose ``start`` names the same CallSid *claims* it, and carries
 on with the same session (same ``session_id``, no new ``session.update``, no second greeting). Keeping the socket
 lets the gateway end the session the moment it knows the call is over (``session.end`` stops billing at once,
-README "Failure behaviour"), where a closed socket would leave the server holding it, billed, for its 30 s resume
-window. If the parked socket dropped meanwhile, the new stream's session notices and resumes it by
+docs/architecture/voice-agent-api.md#client-events), where a closed socket would leave the server holding it, billed,
+for its 30 s resume window (docs/architecture/decisions/0009-reattach-keeps-the-agent-socket.md). If the parked socket
+dropped meanwhile, the new stream's session notices and resumes it by
 ``session_id`` as after any drop (:mod:`gateway.call.shell.agent_link`).
 
 Twilio's ``stop`` does not say why a stream ended (caller hung up, or a redirect), so every stop of a live call
 parks. A parked session ends (``session.end``) when the window passes, when the call's ``completed`` status
-callback arrives (:meth:`ParkedAgents.release`; the authoritative end of a call, README "Call control"), or at
-shutdown. The cost of the window is agent time after ordinary hang-ups, which is why it is off by default and
-best paired with status callbacks. Per process: a new stream that lands on another replica starts a new session.
+callback arrives (:meth:`ParkedAgents.release`; the authoritative end of a call,
+docs/architecture/twilio-media-streams.md#call-status), or at shutdown. The cost of the window is agent time after
+ordinary hang-ups, which is why it is off by default and best paired with status callbacks. Per process: a new stream
+that lands on another replica starts a new session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -51,8 +55,9 @@ class ParkedAgent:
 class ParkedAgents:
     """Parked agent sessions of this process, by CallSid."""
 
-    def __init__(self, window_s: float, *, end_timeout_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float, *, end_timeout_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_s = window_s
         self._end_timeout_s = end_timeout_s
         self._clock = clock
@@ -74,15 +79,18 @@ class ParkedAgents:
     def park(self, parked: ParkedAgent) -> None:
         """Hold ``parked`` for a new stream of its call, at most ``window_s``."""
         old = self._parked.pop(parked.call_sid, None)
-        if old is not None:  # pragma: no cover - one live stream per call (§A.1): defensive
+        # One live stream per call (docs/architecture/twilio-media-streams.md#twiml): this is defensive.
+        if old is not None:  # pragma: no cover
             self._end(old, "replaced")
         self._parked[parked.call_sid] = parked
         self._expiry[parked.call_sid] = asyncio.get_running_loop().create_task(
-            self._expire(parked.call_sid, parked), name="reattach_expiry")
+            self._expire(parked.call_sid, parked), name="reattach_expiry"
+        )
         self._changed.set()
 
-    async def claim(self, call_sid: str, *, wait_s: float = 0.0,
-                    stopping: Callable[[], bool] = lambda: False) -> ParkedAgent | None:
+    async def claim(
+        self, call_sid: str, *, wait_s: float = 0.0, stopping: Callable[[], bool] = lambda: False
+    ) -> ParkedAgent | None:
         """Take the parked session of ``call_sid``. While ``stopping()`` says the call's previous stream is still
         winding down (its ``stop`` arrived, its session has not parked yet), wait up to ``wait_s`` for it."""
         deadline = self._clock() + wait_s
@@ -137,5 +145,10 @@ class ParkedAgents:
     async def _end_session(self, parked: ParkedAgent, reason: str) -> None:
         """``session.end``, wait briefly for ``session.ended``, close (as a call's own teardown does)."""
         await parked.agent.end(self._end_timeout_s)
-        log.info("call.park_ended", call_sid=parked.call_sid, session_id=parked.session_id, reason=reason,
-                 parked_ms=round((self._clock() - parked.parked_at) * 1000, 1))
+        log.info(
+            "call.park_ended",
+            call_sid=parked.call_sid,
+            session_id=parked.session_id,
+            reason=reason,
+            parked_ms=round((self._clock() - parked.parked_at) * 1000, 1),
+        )

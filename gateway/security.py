@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["twilio_signature", "validate_twilio_signature", "mint_call_token", "verify_call_token", "TokenError"]
@@ -72,8 +72,9 @@ class TokenError(ValueError):
     """The per-call token is missing, malformed, expired, forged or for another call. ``str()`` says which."""
 
 
-def mint_call_token(secret: bytes, subject: str, now: float, ttl_s: float, *, scope: str,
-                    nonce: str | None = None) -> str:
+def mint_call_token(
+    secret: bytes, subject: str, now: float, ttl_s: float, *, scope: str, nonce: str | None = None
+) -> str:
     """A token for ``subject`` (what the stream must present it with: :func:`gateway.outbound.token_subject`),
     valid only at the stream door named ``scope`` until ``now + ttl_s``. ``nonce`` (default: 64 random bits) makes
     every token unique, so a token spent on one call never equals the next one minted for the same call."""
@@ -92,8 +93,12 @@ def verify_call_token(secret: bytes, token: str | None, subject: str, now: float
     if not token:
         raise TokenError("missing")
     parts = token.split(".")
-    if (len(parts) != 4 or parts[0] != "v2" or not (parts[1].isascii() and parts[1].isdigit())
-            or not _NONCE.fullmatch(parts[2])):
+    if (
+        len(parts) != 4
+        or parts[0] != "v2"
+        or not (parts[1].isascii() and parts[1].isdigit())
+        or not _NONCE.fullmatch(parts[2])
+    ):
         raise TokenError("malformed")
     expiry = int(parts[1])
     expected = mint_call_token(secret, subject, expiry, 0, scope=scope, nonce=parts[2])

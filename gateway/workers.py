@@ -62,8 +62,12 @@ def run_worker(settings: Settings, index: int, metrics_port: int | None, log_for
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((server.host, metrics_port + index))
         app.cleanup_ctx.append(serve_metrics_on(sock, lambda: app[METRICS]))
-    structlog.get_logger("gateway").info("gateway.worker_started", worker=index, pid=os.getpid(),
-                                         metrics_port=None if metrics_port is None else metrics_port + index)
+    structlog.get_logger("gateway").info(
+        "gateway.worker_started",
+        worker=index,
+        pid=os.getpid(),
+        metrics_port=None if metrics_port is None else metrics_port + index,
+    )
     # drains on SIGTERM, as one process does
     eventloop.run(serve(app, server.host, server.port, reuse_port=True), server.loop)
 
@@ -88,8 +92,9 @@ def serve_workers(settings: Settings, workers: int, metrics_port: int, log_forma
     if settings.use_local_agent and not settings.secrets.local_agent_api_key:
         # A call's embedded-agent socket dials the shared port too, so it may reach another worker's local agent:
         # every worker must accept the same key.
-        settings = dataclasses.replace(settings, secrets=dataclasses.replace(
-            settings.secrets, local_agent_api_key=secrets.token_urlsafe(24)))
+        settings = dataclasses.replace(
+            settings, secrets=dataclasses.replace(settings.secrets, local_agent_api_key=secrets.token_urlsafe(24))
+        )
     log = structlog.get_logger("gateway")
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited loop or sockets
     procs: dict[int, Any] = {}
@@ -98,8 +103,12 @@ def serve_workers(settings: Settings, workers: int, metrics_port: int, log_forma
     stopping = threading.Event()
 
     def start(i: int) -> None:
-        p = ctx.Process(target=_worker_main, args=(settings, i, metrics_port, log_format),
-                        name=f"voice-gateway-worker-{i}", daemon=False)
+        p = ctx.Process(
+            target=_worker_main,
+            args=(settings, i, metrics_port, log_format),
+            name=f"voice-gateway-worker-{i}",
+            daemon=False,
+        )
         p.start()
         procs[i], started_at[i] = p, time.monotonic()
 

@@ -40,8 +40,10 @@ def main() -> int:
         path = prompt_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        print(f"{path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}: "
-              f"{len(data)} bytes, {len(data) / 8000:.2f} s  <- {text!r}")
+        print(
+            f"{path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}: "
+            f"{len(data)} bytes, {len(data) / 8000:.2f} s  <- {text!r}"
+        )
     return 0
 
 

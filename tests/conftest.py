@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,9 +15,15 @@ from gateway.config import load_settings
 from tests.support.fake_agent import FakeAgent
 from tests.support.twilio_peer import TwilioPeer
 
-
-CALL_TASK_NAMES = {"carrier_reader", "agent_runner", "agent_sender", "carrier_writer", "watchdog", "call_control",
-                   "agent_end"}
+CALL_TASK_NAMES = {
+    "carrier_reader",
+    "agent_runner",
+    "agent_sender",
+    "carrier_writer",
+    "watchdog",
+    "call_control",
+    "agent_end",
+}
 
 
 def call_tasks() -> list[asyncio.Task[Any]]:

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import binascii
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import structlog
@@ -93,8 +94,14 @@ class CallSummary:
     error: str = ""
 
     def log_fields(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "duration_s": round(self.duration_s, 3), "frames_in": self.frames_in,
-                "frames_out": self.frames_out, "interruptions": self.interruptions, "floor": True}
+        return {
+            "outcome": self.outcome,
+            "duration_s": round(self.duration_s, 3),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "interruptions": self.interruptions,
+            "floor": True,
+        }
 
 
 # ---- precomputed once per process: what the real converters would send, by size only ---------------------------
@@ -225,10 +232,17 @@ class CallSession:
         s.call_sid, s.stream_sid = start.call_id, start.stream_id
         token = start.custom_parameters.get("token")
         try:
-            verify_call_token(self._settings.secrets.token_secret, token,
-                              token_subject(start.custom_parameters, start.call_id,
-                                            self._settings.profile_for(start.custom_parameters.get("to", ""))[0]),
-                              self._wall(), scope=self._token_scope)
+            verify_call_token(
+                self._settings.secrets.token_secret,
+                token,
+                token_subject(
+                    start.custom_parameters,
+                    start.call_id,
+                    self._settings.profile_for(start.custom_parameters.get("to", ""))[0],
+                ),
+                self._wall(),
+                scope=self._token_scope,
+            )
         except TokenError:
             raise CallEnded("refused") from None
         refusal = self._admit(start.call_id, token or "") if self._admit is not None else None
@@ -311,7 +325,9 @@ class CallSession:
         stream = getattr(self.dialect, "stream", None)
         sid = self.summary.stream_sid
         media_text = '{"event":"media","streamSid":"%s","media":{"payload":"%s"}}' % (
-            sid, binascii.b2a_base64(b"\xff" * FRAME_BYTES, newline=False).decode("ascii"))
+            sid,
+            binascii.b2a_base64(b"\xff" * FRAME_BYTES, newline=False).decode("ascii"),
+        )
         build_media = stream.build_media if stream is not None else self.dialect.build_media
         send = self._ws.send_str
         recv = agent.recv

@@ -5,7 +5,7 @@ Two interchangeable transports behind one :class:`AgentConnection` interface (co
 
 - ``aiohttp`` (default): aiohttp's client WebSocket on the app's shared ``ClientSession`` (one per process, one
   socket per call: ``TCPConnector(limit=0)``). The benchmark measured it cheaper per message than ``websockets``
-  (README "Performance"), and the carrier side already runs on aiohttp.
+  (docs/architecture/decisions/0001-aiohttp-agent-transport.md), and the carrier side already runs on aiohttp.
 - ``websockets``: the ``websockets`` client, kept selectable as the reference implementation.
 
 Both map the socket's end the same way, because the resume logic (:mod:`gateway.call.shell.agent_link`) depends on it:
@@ -35,10 +35,10 @@ from .protocol import ServerEvent, SessionEnded, parse_server_event, session_end
 __all__ = ["AgentEndpoint", "AgentConnection", "AgentClosed", "TRANSPORTS", "new_http_session"]
 
 TRANSPORTS = ("aiohttp", "websockets")
-#: Keepalive. A silent network drop must be noticed well inside the agent's 30 s resume window (§4.3).
-#: websockets pings every 5 s and gives up 10 s after an unanswered ping. aiohttp pings after 6 s without any
-#: received data and gives up 3 s later (heartbeat / 2), so a dead socket is noticed within 9 s, and a busy one
-#: (reply audio, transcripts) sends no pings at all.
+#: Keepalive. A silent network drop must be noticed well inside the agent's 30 s resume window
+#: (docs/architecture/voice-agent-api.md#resume). websockets pings every 5 s and gives up 10 s after an unanswered ping.
+#: aiohttp pings after 6 s without any received data and gives up 3 s later (heartbeat / 2), so a dead socket is noticed
+#: within 9 s, and a busy one (reply audio, transcripts) sends no pings at all.
 WEBSOCKETS_PING_INTERVAL_S = 5.0
 WEBSOCKETS_PING_TIMEOUT_S = 10.0
 AIOHTTP_HEARTBEAT_S = 6.0
@@ -59,7 +59,7 @@ def new_http_session() -> aiohttp.ClientSession:
     # response. One connect attempt must be one connection: the call's backoff (gateway.call.shell.agent_link)
     # decides when to try again. No public switch exists; aiohttp's own test client (test_utils.py) sets the same
     # attribute.
-    session._retry_connection = False
+    session._retry_connection = False  # noqa: SLF001 - see above: aiohttp has no public switch
     return session
 
 
@@ -132,7 +132,8 @@ class AgentConnection:
     _transport: asyncio.WriteTransport | None = None
 
     async def end(self, timeout: float) -> bool:
-        """End the session cleanly: ``session.end`` (billing stops at once, voice-agent-api.md §2.1), read until
+        """End the session cleanly: ``session.end`` (billing stops at once,
+        docs/architecture/voice-agent-api.md#connecting), read until
         ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
         Returns True if ``session.ended`` was seen. Never raises for a peer that is already gone."""
         ended = False
@@ -184,8 +185,9 @@ class _AiohttpConnection(AgentConnection):
                     autoclose=True,
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: handshake rejected, "
-                                   f"HTTP {exc.status} {exc.message}") from None
+            raise AgentUnavailable(
+                f"cannot connect to agent {endpoint.url}: handshake rejected, HTTP {exc.status} {exc.message}"
+            ) from None
         except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
         return cls(ws, endpoint)
@@ -253,7 +255,7 @@ class _WebsocketsConnection(AgentConnection):
                 close_timeout=CLOSE_TIMEOUT_S,
                 user_agent_header=USER_AGENT,
             )
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
         return cls(ws, endpoint)
 

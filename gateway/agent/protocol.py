@@ -18,8 +18,9 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any
 
 import msgspec
 
@@ -171,24 +172,24 @@ class UnknownEvent:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
-ServerEvent = Union[
-    SessionReady,
-    SessionUpdated,
-    SessionError,
-    SessionEnded,
-    SpeechStarted,
-    SpeechStopped,
-    UserTranscriptDelta,
-    UserTranscript,
-    ReplyStarted,
-    ReplyAudio,
-    AgentTranscriptDelta,
-    AgentTranscript,
-    ReplyDone,
-    ToolCall,
-    ReplyError,
-    UnknownEvent,
-]
+ServerEvent = (
+    SessionReady
+    | SessionUpdated
+    | SessionError
+    | SessionEnded
+    | SpeechStarted
+    | SpeechStopped
+    | UserTranscriptDelta
+    | UserTranscript
+    | ReplyStarted
+    | ReplyAudio
+    | AgentTranscriptDelta
+    | AgentTranscript
+    | ReplyDone
+    | ToolCall
+    | ReplyError
+    | UnknownEvent
+)
 
 
 def _opt_str(msg: Mapping[str, Any], key: str) -> str | None:
@@ -314,7 +315,10 @@ def parse_server_event_plain(text: str | bytes) -> ServerEvent:
         )
     if kind == "transcript.agent":
         return AgentTranscript(
-            _opt_str(msg, "reply_id"), str(msg.get("text") or ""), bool(msg.get("interrupted")), _opt_str(msg, "item_id")
+            _opt_str(msg, "reply_id"),
+            str(msg.get("text") or ""),
+            bool(msg.get("interrupted")),
+            _opt_str(msg, "item_id"),
         )
     if kind == "reply.done":
         status = msg.get("status")

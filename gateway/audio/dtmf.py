@@ -57,8 +57,9 @@ def frequencies(digit: str) -> tuple[float, float]:
     raise ValueError(f"{digit!r} is not a DTMF digit")
 
 
-def tones_pcm16(digits: str, *, rate: int = 8000, tone_ms: int = 100, gap_ms: int = 100,
-                level: float = TONE_LEVEL) -> bytes:
+def tones_pcm16(
+    digits: str, *, rate: int = 8000, tone_ms: int = 100, gap_ms: int = 100, level: float = TONE_LEVEL
+) -> bytes:
     """16-bit little-endian PCM: each digit as ``tone_ms`` of its two tones then ``gap_ms`` of silence. The phase
     restarts per digit and each tone burst is whole samples; no ramp is needed at these levels (the detector and
     the carrier's own DTMF detection both tolerate the onset click)."""
@@ -78,8 +79,9 @@ def tones_pcm16(digits: str, *, rate: int = 8000, tone_ms: int = 100, gap_ms: in
     return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
 
 
-def tones_ulaw(digits: str, *, tone_ms: int = 100, gap_ms: int = 100, frame_bytes: int = 160,
-               level: float = TONE_LEVEL) -> bytes:
+def tones_ulaw(
+    digits: str, *, tone_ms: int = 100, gap_ms: int = 100, frame_bytes: int = 160, level: float = TONE_LEVEL
+) -> bytes:
     """8 kHz μ-law tones for ``digits``, padded with μ-law silence to whole ``frame_bytes`` frames (the unit the
     outbound path sends in)."""
     ulaw = g711.pcm16_to_ulaw(tones_pcm16(digits, rate=8000, tone_ms=tone_ms, gap_ms=gap_ms, level=level))
@@ -87,8 +89,9 @@ def tones_ulaw(digits: str, *, tone_ms: int = 100, gap_ms: int = 100, frame_byte
     return ulaw + bytes([g711.ULAW_SILENCE]) * pad
 
 
-def tones_for_carrier(digits: str, encoding: str, sample_rate: int, frame_bytes: int, *, tone_ms: int = 100,
-                      gap_ms: int = 100) -> list[bytes]:
+def tones_for_carrier(
+    digits: str, encoding: str, sample_rate: int, frame_bytes: int, *, tone_ms: int = 100, gap_ms: int = 100
+) -> list[bytes]:
     """The tones as whole outbound frames of a carrier stream's own format: ``audio/pcmu`` or ``audio/pcma`` at
     8 kHz, or ``audio/pcm`` (16-bit little-endian) at ``sample_rate``. The last frame is padded with silence."""
     if encoding == "audio/pcmu" and sample_rate == 8000:
@@ -118,8 +121,15 @@ class DtmfDetector:
     - ``min_share``: the two tones must hold this share of the block's energy (noise and speech spread it out).
     """
 
-    def __init__(self, rate: int = 8000, *, min_rms: float = 300.0, peak_ratio: float = 4.0,
-                 max_twist: float = 10.0, min_share: float = 0.5) -> None:
+    def __init__(
+        self,
+        rate: int = 8000,
+        *,
+        min_rms: float = 300.0,
+        peak_ratio: float = 4.0,
+        max_twist: float = 10.0,
+        min_share: float = 0.5,
+    ) -> None:
         self.rate = rate
         self.block = max(32, round(205 * rate / 8000))
         self._coeff = np.array([2.0 * math.cos(2.0 * math.pi * f / rate) for f in (*ROW_HZ, *COL_HZ)])

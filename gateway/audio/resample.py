@@ -41,9 +41,9 @@ RESAMPLE_QUALITIES = QUALITIES + (FIR,)
 _EMPTY = np.zeros(0, dtype=np.int32)
 
 try:  # the clip ufunc itself: np.clip's Python wrapper costs ~2 µs a call, more than the whole filter's gemm
-    from numpy._core.umath import clip as _clip
+    from numpy._core.umath import clip as _clip  # type: ignore[attr-defined]  # numpy's stubs omit the ufunc
 except ImportError:  # pragma: no cover - numpy < 2 keeps it under numpy.core
-    from numpy.core.umath import clip as _clip
+    from numpy.core.umath import clip as _clip  # type: ignore[no-redef]  # the same ufunc, older home
 
 
 def _whole_samples(odd: bytes, pcm: bytes) -> tuple[bytes, bytes]:
@@ -106,13 +106,14 @@ def _prototype(taps: int = FIR_TAPS, beta: float = FIR_BETA, factor: int = 3) ->
     """The low-pass at the high rate, cut-off halfway through 3.4..4.6 kHz (the telephone band's transition)."""
     n = np.arange(taps) - (taps - 1) / 2
     h = np.sinc(n / factor) / factor * np.kaiser(taps, beta)
-    return h / h.sum()
+    out: np.ndarray = h / h.sum()
+    return out
 
 
 def _quantize(h: np.ndarray) -> np.ndarray:
     """Integer taps summing exactly to 2**FIR_SCALE_BITS (unit DC gain, exactly), returned as float64 of the integers.
     The rounding residue goes to the largest tap, which keeps the filter symmetric when ``h`` is."""
-    q = np.rint(h * _ONE)
+    q: np.ndarray = np.rint(h * _ONE)
     q[int(np.argmax(q))] += _ONE - q.sum()
     return q
 
@@ -179,8 +180,34 @@ class FirResampler:
     a banded matrix of the taps (measured fastest; see the commit introducing this class).
     """
 
-    __slots__ = ("in_rate", "out_rate", "quality", "_odd", "_down", "_step", "_outs", "_span", "_k", "_cap",
-                 "_buf", "_fill", "_lo", "_hi", "_rows", "_mat", "_y", "_flat", "_fed", "_sent")
+    # Streaming state, set by reset() (declared here for the type checker; __slots__ holds the values).
+    _odd: bytes
+    _fill: int
+    _fed: int
+    _sent: int
+
+    __slots__ = (
+        "in_rate",
+        "out_rate",
+        "quality",
+        "_odd",
+        "_down",
+        "_step",
+        "_outs",
+        "_span",
+        "_k",
+        "_cap",
+        "_buf",
+        "_fill",
+        "_lo",
+        "_hi",
+        "_rows",
+        "_mat",
+        "_y",
+        "_flat",
+        "_fed",
+        "_sent",
+    )
 
     _BLOCK = _FIR_BLOCK
 

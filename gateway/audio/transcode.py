@@ -14,7 +14,7 @@ decode/resample/encode per frame instead of per chunk. The resampler's output do
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from . import g711
 from .framing import Reframer

@@ -34,8 +34,8 @@ from ..carriers.events import (
 from ..config import Profile, Settings
 from ..errors import AgentSessionError, AgentUnavailable, Outcome
 from ..playout import PlayoutTracker
-from ..ratelimit import InboundAudioBudget, seconds_per_byte
 from ..prompts import AGENT_UNAVAILABLE, GOODBYE
+from ..ratelimit import InboundAudioBudget, seconds_per_byte
 from ..tools import call_control as cc
 from ..tools.gate import ToolResultGate
 from . import events as ev
@@ -50,7 +50,7 @@ from .tooling import HANGUP_TAG, NOTHING, PROMPT_ECHO_SLACK_S, CallTools, TonePl
 
 __all__ = ["PROMPT_ECHO_SLACK_S", "PROMPT_FOR_OUTCOME", "CallCore", "TonePlan"]
 
-#: Which outcomes the gateway ends with a spoken prompt of its own (README "Failure behaviour").
+#: Which outcomes the gateway ends with a spoken prompt of its own (docs/architecture/failure-behaviour.md#prompts).
 PROMPT_FOR_OUTCOME: dict[str, str] = {
     Outcome.AGENT_UNAVAILABLE: AGENT_UNAVAILABLE,  # unreachable, or lost and not resumable
     Outcome.AGENT_ERROR: AGENT_UNAVAILABLE,  # fatal session.error
@@ -65,9 +65,17 @@ class CallCore(CallTools):
     """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
-    def __init__(self, setup: CallSetup, settings: Settings, dialect: Dialect, now: float, *,
-                 prompt_audio: Callable[[str], bytes], control_available: bool = False,
-                 started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        setup: CallSetup,
+        settings: Settings,
+        dialect: Dialect,
+        now: float,
+        *,
+        prompt_audio: Callable[[str], bytes],
+        control_available: bool = False,
+        started_at: float | None = None,
+    ) -> None:
         super().__init__()
         self._settings = settings
         self._dialect = dialect
@@ -85,20 +93,28 @@ class CallCore(CallTools):
         self.agent_wanted = self._live = False
         self._go(Trigger.ACCEPTED)
         # caller → agent
-        self._inbound = InboundAudio(start.encoding, start.sample_rate, audio.agent_format,
-                                     audio.inbound_resample_quality)
+        self._inbound = InboundAudio(
+            start.encoding, start.sample_rate, audio.agent_format, audio.inbound_resample_quality
+        )
         # The inbound rate limit (docs/security.md "Inbound audio rate"): a budget of audio duration, in the stream's
         # format. rate_limit_notice: set at the first frame it drops; the shell logs that once and clears it.
         self._budget = InboundAudioBudget(settings.server.inbound_rate_limit, settings.server.inbound_burst_s, now=now)
         self._s_per_byte, self.rate_limit_notice = seconds_per_byte(start.encoding, start.sample_rate), False
         self._to_agent: deque[bytes] = deque(maxlen=max(1, audio.preready_buffer_ms // FRAME_MS))
         # agent → caller
-        self._outbound = OutboundAudio(audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes,
-                                       audio.outbound_resample_quality)
+        self._outbound = OutboundAudio(
+            audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes, audio.outbound_resample_quality
+        )
         #: Everything for the carrier, in order (the shell's writer pulls from it: :meth:`carrier_data`).
-        self.outbound = OutboundQueue(dialect, self.playout, self.summary, frames_per_message=audio.frames_per_message,
-                                    lead_target_ms=audio.playout_lead_ms, mark_interval_ms=audio.mark_interval_ms,
-                                    max_frames=max(50, int(audio.outbound_buffer_s * 1000 / FRAME_MS)))
+        self.outbound = OutboundQueue(
+            dialect,
+            self.playout,
+            self.summary,
+            frames_per_message=audio.frames_per_message,
+            lead_target_ms=audio.playout_lead_ms,
+            mark_interval_ms=audio.mark_interval_ms,
+            max_frames=max(50, int(audio.outbound_buffer_s * 1000 / FRAME_MS)),
+        )
         self._clock_marks_seen = 0
         # reply state
         self._reply_id: str | None = None
@@ -199,8 +215,9 @@ class CallCore(CallTools):
             case PlaybackCleared():
                 self._publish(ev.CarrierCleared(t=self.t(now)))  # the clear took effect (the model assumed so)
             case StreamError():
-                self._log.warning("carrier.stream_error", carrier=self._dialect.carrier, code=event.code,
-                                  detail=event.detail)
+                self._log.warning(
+                    "carrier.stream_error", carrier=self._dialect.carrier, code=event.code, detail=event.detail
+                )
             case DtmfReceived():
                 self._on_keypress(event.digit, now)
             case StreamStopped():
@@ -300,8 +317,9 @@ class CallCore(CallTools):
         self._deliver_held_digits()
         return self._take()
 
-    def agent_adopted(self, session_id: str, profile_name: str, profile: Profile, previous_stream_sid: str,
-                      gap_ms: float, now: float) -> Sequence[Action]:
+    def agent_adopted(
+        self, session_id: str, profile_name: str, profile: Profile, previous_stream_sid: str, gap_ms: float, now: float
+    ) -> Sequence[Action]:
         """This stream took over the call's parked agent session (gateway.reattach): same session, its profile."""
         if self._phase is not Phase.CONNECTING_AGENT:
             return NOTHING
@@ -311,8 +329,7 @@ class CallCore(CallTools):
         self.profile = profile
         self._dtmf = cc.DtmfInbox(profile.dtmf_mode, profile.dtmf_interdigit_ms / 1000.0)
         self._reattached_from = previous_stream_sid
-        self._log.info("call.reattached", session_id=session_id, previous_stream_sid=previous_stream_sid,
-                       gap_ms=gap_ms)
+        self._log.info("call.reattached", session_id=session_id, previous_stream_sid=previous_stream_sid, gap_ms=gap_ms)
         self._publish(ev.Reattach(session_id, gap_ms, t=self.t(now)))
         return self._take()
 
@@ -339,8 +356,7 @@ class CallCore(CallTools):
             self._log.info("agent.reply_cut", reply_id=reply_id)
         return self._take()
 
-    def agent_resumed(self, ready_session_id: str | None, attempts: int, gap_ms: float,
-                      now: float) -> Sequence[Action]:
+    def agent_resumed(self, ready_session_id: str | None, attempts: int, gap_ms: float, now: float) -> Sequence[Action]:
         """The dropped session answers again: ``ready_session_id`` from its ``session.ready``, or None for a server
         that just carried on (no ``session.ready``)."""
         if self._phase is not Phase.RESUMING:
@@ -350,9 +366,15 @@ class CallCore(CallTools):
         s.agent_resumes += 1
         s.resume_gaps_ms.append(gap_ms)
         new_id = ready_session_id if ready_session_id is not None else s.session_id
-        self._log.info("agent.resumed", attempts=attempts, gap_ms=round(gap_ms, 1), session_id=s.session_id,
-                       **({"new_session_id": new_id} if new_id != s.session_id else {}),
-                       confirmed=ready_session_id is not None, buffered_frames=len(self._to_agent))
+        self._log.info(
+            "agent.resumed",
+            attempts=attempts,
+            gap_ms=round(gap_ms, 1),
+            session_id=s.session_id,
+            **({"new_session_id": new_id} if new_id != s.session_id else {}),
+            confirmed=ready_session_id is not None,
+            buffered_frames=len(self._to_agent),
+        )
         self._publish(ev.AgentResume(attempts, round(gap_ms, 1), t=self.t(now)))
         deferred, self._deferred = self._deferred, []
         self._out += [SendAgent(text, keep=True) for text in deferred]
@@ -414,16 +436,16 @@ class CallCore(CallTools):
             case ap.SessionError():
                 self._publish(ev.SessionErrorReport(event.code, event.fatal, t=self.t(now)))
                 if not event.fatal:
-                    self._log.warning("agent.session_error", code=event.code, message=event.message,
-                                      param=event.param, fatal=False)
+                    self._log.warning(
+                        "agent.session_error", code=event.code, message=event.message, param=event.param, fatal=False
+                    )
                 elif self._phase in (Phase.LIVE, Phase.RESUMING):  # while connecting, the shell decides (retry)
                     return self.agent_failed(AgentSessionError(event.code, event.message), now)
             case ap.SessionEnded():
                 self.agent_ended = True
                 self._end(Outcome.AGENT_ENDED, now)
             case ap.ReplyError():
-                self._log.warning("agent.reply_error", reply_id=event.reply_id, code=event.code,
-                                  message=event.message)
+                self._log.warning("agent.reply_error", reply_id=event.reply_id, code=event.code, message=event.message)
             case _:
                 pass  # session.ready/updated, transcript deltas and unknown events need nothing from the call
         return self._take()
@@ -473,8 +495,8 @@ class CallCore(CallTools):
         self._barge_in_at = now
         interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
         if interruptible and (self.outbound.pending or self.playout.playing(now)):
-            # The caller talks over audio still queued or playing at the carrier: flush it now (README "Failure
-            # behaviour"; AssemblyAI's own Twilio example does the same).
+            # The caller talks over audio still queued or playing at the carrier: flush it now
+            # (docs/architecture/voice-agent-api.md#client-duties; AssemblyAI's own Twilio example does the same).
             self._barge_in(self._reply_id if self._reply_active else None, "speech_started", now)
 
     def _barge_in(self, reply_id: str | None, cause: str, now: float) -> None:
@@ -493,8 +515,14 @@ class CallCore(CallTools):
             return  # nothing of it was left at the carrier or in the queue: no clear was needed
         self.summary.interruptions += 1
         self._publish(ev.BargeIn(reply_id, cause, round(unplayed_ms), t=self.t(now)))
-        self._log.info("call.barge_in", reply_id=reply_id, cause=cause, dropped_queued_ms=queued_ms,
-                       dropped_unplayed_ms=round(unplayed_ms), heard_ms=self.playout.reply_played_ms.get(reply_id))
+        self._log.info(
+            "call.barge_in",
+            reply_id=reply_id,
+            cause=cause,
+            dropped_queued_ms=queued_ms,
+            dropped_unplayed_ms=round(unplayed_ms),
+            heard_ms=self.playout.reply_played_ms.get(reply_id),
+        )
 
     def _set_reply_active(self, active: bool) -> None:
         self._reply_active = self.outbound.reply_active = active
@@ -596,5 +624,3 @@ class CallCore(CallTools):
         phase = self._phase = next_phase(self._phase, trigger)
         self._live = phase is Phase.LIVE
         self.agent_wanted = phase in (Phase.CONNECTING_AGENT, Phase.LIVE, Phase.RESUMING)
-
-

@@ -5,7 +5,7 @@ Each event is a frozen dataclass named as a noun, with the timeline name it has 
 stream started. Subscribers (``CallRegistry.listeners``) are called with ``(call_sid, event)``; they dispatch on the
 event's type (:meth:`gateway.metrics.GatewayMetrics.on_event`) or forward ``kind`` and ``fields()`` (the softphone's
 event feed). Unlike log lines, events may carry transcript text, so they only reach viewers the operator enabled.
-Never per audio frame: a handful per turn (README "Operations").
+Never per audio frame: a handful per turn (docs/reference/logs.md; docs/reference/metrics.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``end_call`` and ``transfer_call``: the agent's last words are heard before the call is let go. Pure.
 
-README "Call control": the tool result asks the agent to say goodbye (or the transfer announcement); the gateway
+docs/how-to/call-control.md: the tool result asks the agent to say goodbye (or the transfer announcement); the gateway
 gives that reply up to ``LAST_REPLY_START_S`` to start, waits for it to end, then for the echo of a mark queued
 after it (proof the caller heard it), all within the profile's ``end_call_timeout_s``; then it hangs up or
 transfers. One way out at a time: a second ``end_call`` is ignored, a ``transfer_call`` refused.

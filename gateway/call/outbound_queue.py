@@ -7,8 +7,9 @@ reply id, or ``__prompt__``/``__hangup__``/``__dtmf_N__``). Messages built out o
 follows a media message once ``audio.mark_interval_ms`` of audio went out) wait in a short urgent line that goes
 first.
 
-:meth:`OutboundQueue.pull` is the one pacing rule (README "Performance", "Failure behaviour"): it hands out the next
-message only while the carrier holds less than the lead target (``audio.playout_lead_ms``, at most the dialect's
+:meth:`OutboundQueue.pull` is the one pacing rule (docs/architecture/decisions/0008-paced-playout-and-marks.md;
+docs/architecture/failure-behaviour.md#backpressure): it hands out the next message only while the carrier holds less
+than the lead target (``audio.playout_lead_ms``, at most the dialect's
 ``max_lead_ms``), coalesces up to ``frames_per_message`` frames of one generation into a message (within the
 dialect's bounds: Exotel ≥ 100 ms, Vonage exactly 20 ms), pads a short tail with silence, and accounts what it hands
 out in the :class:`~gateway.playout.PlayoutTracker` as sent at ``now``: the shell sends each message it pulls
@@ -33,8 +34,17 @@ _Item = tuple[int, "str | None", "bytes | None"]  # (generation, tag, frame; Non
 
 
 class OutboundQueue:
-    def __init__(self, dialect: Dialect, playout: PlayoutTracker, summary: CallSummary, *, frames_per_message: int,
-                 lead_target_ms: int, mark_interval_ms: int, max_frames: int) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        playout: PlayoutTracker,
+        summary: CallSummary,
+        *,
+        frames_per_message: int,
+        lead_target_ms: int,
+        mark_interval_ms: int,
+        max_frames: int,
+    ) -> None:
         self._dialect = dialect
         self._playout = playout
         self._summary = summary
@@ -123,7 +133,8 @@ class OutboundQueue:
         while items:
             lead = playout.lead_ms(now)
             if lead > self._ceiling:
-                # Pacing: keep at most the lead target queued at the carrier (README "Performance").
+                # Pacing: keep at most the lead target queued at the carrier
+                # (docs/architecture/decisions/0008-paced-playout-and-marks.md).
                 self.wake_at = now + (lead - self._ceiling) / 1000.0
                 return None
             gen, tag, item = items[0]
@@ -149,8 +160,9 @@ class OutboundQueue:
         return None
 
     def _whole(self, now: float) -> bool:
-        """A carrier with a minimum message (Exotel, README "Carriers"): wait for a whole message of this reply,
-        unless it ended (a mark or a new generation follows) or the agent went quiet for two message lengths."""
+        """A carrier with a minimum message (Exotel, docs/architecture/audio.md#framing): wait for a whole message of
+        this reply, unless it ended (a mark or a new generation follows) or the agent went quiet for two message
+        lengths."""
         items = self.items
         gen0 = items[0][0]
         run = 0

@@ -1,5 +1,4 @@
-"""What a call is, once its stream's ``start`` was authorized: the stream, and the profile it is served with. Pure.
-"""
+"""What a call is, once its stream's ``start`` was authorized: the stream, and the profile it is served with. Pure."""
 
 from __future__ import annotations
 
@@ -49,8 +48,11 @@ def setup_for(settings: Settings, start: StreamStarted) -> CallSetup:
     profile = settings.profiles[name]
     if params.get(OUTBOUND_PARAM):
         variables = variables_from_parameters(params)
-        profile = dataclasses.replace(profile, system_prompt=fill_template(profile.system_prompt, variables),
-                                      greeting=fill_template(profile.greeting, variables))
+        profile = dataclasses.replace(
+            profile,
+            system_prompt=fill_template(profile.system_prompt, variables),
+            greeting=fill_template(profile.greeting, variables),
+        )
     return CallSetup(start, name, profile)
 
 
@@ -60,8 +62,11 @@ def session_config(profile: Profile, agent_format: str, tools: list[dict[str, An
     return {
         "system_prompt": profile.system_prompt,
         "greeting": profile.greeting or None,
-        "input": {"format": fmt, "keyterms": list(profile.keyterms) or None,
-                  "turn_detection": dict(profile.turn_detection) or None},
+        "input": {
+            "format": fmt,
+            "keyterms": list(profile.keyterms) or None,
+            "turn_detection": dict(profile.turn_detection) or None,
+        },
         "output": {"voice": profile.voice, "format": fmt},
         "tools": tools,
     }

@@ -7,7 +7,7 @@ plumbing both share (the action list, log lines as actions) is here too.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,17 +48,17 @@ class TonePlan:
 class _Log:
     """Log lines as actions: ``self._log.info("event", key=value)`` reads like logging, and the shell writes them."""
 
-    def __init__(self, out: CallTools) -> None:
-        self._core = out
+    def __init__(self, emit: Callable[[Action], None]) -> None:
+        self._emit = emit  # the core's own outbox: a bound method, so the log never reaches into the core's state
 
     def info(self, event: str, **fields: Any) -> None:
-        self._core._out.append(LogLine("info", event, fields))
+        self._emit(LogLine("info", event, fields))
 
     def warning(self, event: str, **fields: Any) -> None:
-        self._core._out.append(LogLine("warning", event, fields))
+        self._emit(LogLine("warning", event, fields))
 
     def error(self, event: str, **fields: Any) -> None:
-        self._core._out.append(LogLine("error", event, fields))
+        self._emit(LogLine("error", event, fields))
 
 
 class CallTools:
@@ -86,7 +86,7 @@ class CallTools:
 
     def __init__(self) -> None:
         self._out: list[Action] = []
-        self._log = _Log(self)
+        self._log = _Log(self._emit)
 
     def _end(self, outcome: Outcome, now: float, error: str = "", *, farewell: bool = True) -> None:
         raise NotImplementedError  # CallCore._end: the call's ending is the core's
@@ -99,8 +99,15 @@ class CallTools:
         """A tool finished: its result goes to the agent when the timing rule allows (gateway.tools.gate)."""
         sendable = self._gate.submit(PendingResult(call.call_id, result, is_error))
         t0 = self._tool_started.pop(call.call_id, now)
-        self._log.info("tool.result", tool=call.name, call_id=call.call_id, is_error=is_error,
-                       ms=round((now - t0) * 1000, 1), sent=bool(sendable), held=self._gate.held > 0)
+        self._log.info(
+            "tool.result",
+            tool=call.name,
+            call_id=call.call_id,
+            is_error=is_error,
+            ms=round((now - t0) * 1000, 1),
+            sent=bool(sendable),
+            held=self._gate.held > 0,
+        )
         for r in sendable:
             self._send_result(r)
         return self._take()
@@ -149,16 +156,17 @@ class CallTools:
         """The last words were heard (or the wait ran out): hang up or transfer."""
         x = self._exit
         assert x is not None
-        if x.kind == "hangup" and not (self._control_available
-                                       and (self.profile.hangup_via_rest or self._reattached_from is not None)):
+        if x.kind == "hangup" and not (
+            self._control_available and (self.profile.hangup_via_rest or self._reattached_from is not None)
+        ):
             self._end(Outcome.AGENT_HANGUP, now)
             return
         x.leaving(now)
-        self._out.append(ControlRequest("hangup") if x.kind == "hangup" else ControlRequest("transfer",
-                                                                                            x.destination))
+        self._out.append(ControlRequest("hangup") if x.kind == "hangup" else ControlRequest("transfer", x.destination))
 
-    def control_done(self, request: ControlRequest, now: float, *, ended_now: bool = True,
-                     failure: CallControlFailed | None = None) -> Sequence[Action]:
+    def control_done(
+        self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None
+    ) -> Sequence[Action]:
         """The carrier's call control answered ``request``. A failed hang-up still ends the call (closing the
         stream is the hang-up of last resort); a failed transfer keeps it, and the agent is told."""
         x = self._exit
@@ -166,8 +174,9 @@ class CallTools:
         t = self.t(now)
         if request.action == "hangup":
             if failure is not None:
-                self._log.warning("call.hangup_rest_failed", status=failure.status, code=failure.code,
-                                  error=failure.message[:200])
+                self._log.warning(
+                    "call.hangup_rest_failed", status=failure.status, code=failure.code, error=failure.message[:200]
+                )
                 self._publish(ev.ControlAction("hangup", "failed", t=t))
             else:
                 self._log.info("call.hangup_rest", already_ended=not ended_now, ms=ms)
@@ -181,12 +190,22 @@ class CallTools:
             self._end(Outcome.TRANSFERRED, now)
             return self._take()
         self._exit = None  # the call goes on
-        self._log.warning("call.transfer_failed", destination=masked, status=failure.status, code=failure.code,
-                          error=failure.message[:200])
+        self._log.warning(
+            "call.transfer_failed",
+            destination=masked,
+            status=failure.status,
+            code=failure.code,
+            error=failure.message[:200],
+        )
         self._publish(ev.ControlAction("transfer", "failed", t=t))
         if self._live:
-            self._out.append(SendAgent(ap.reply_create(
-                "The transfer did not go through. Tell the caller, and offer to help in another way.")))
+            self._out.append(
+                SendAgent(
+                    ap.reply_create(
+                        "The transfer did not go through. Tell the caller, and offer to help in another way."
+                    )
+                )
+            )
         return self._take()
 
     def play_tones(self, digits: str, now: float) -> TonePlan:
@@ -218,6 +237,9 @@ class CallTools:
             self._log.info("call.dtmf_delivered", mode="reply", digits=len(digits))
 
     # ---- plumbing ----------------------------------------------------------------------------------------------
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
     def _publish(self, event: ev.CallEvent) -> None:
         self._out.append(Publish(event))
 

@@ -3,10 +3,11 @@
 
 A **dialect** is the protocol state of one carrier media stream (one WebSocket, one call). It turns what the carrier
 sends into the carrier-neutral events of :mod:`gateway.carriers.events` and builds what we send back. It never
-touches a socket, a clock or the environment (STYLE.md "Pure cores, thin shell"); :class:`gateway.session.CallSession`
-is the only caller.
+touches a socket, a clock or the environment (docs/architecture/index.md; docs/architecture/code-layout.md);
+:class:`gateway.session.CallSession` is the only caller.
 
-The :class:`Dialect` protocol (one internal event model, one dialect per carrier; docs/how-to/carriers/adding-a-carrier.md):
+The :class:`Dialect` protocol (one internal event model, one dialect per carrier;
+docs/how-to/carriers/adding-a-carrier.md):
 
 ``carrier``
     The carrier's name as used in routes, config, logs and metrics (``"twilio"``, ``"signalwire"``, …).
@@ -117,6 +118,11 @@ class NegotiatedFormat:
         self._negotiate(encoding, sample_rate)
 
     @property
+    def transport_params(self) -> Mapping[str, str]:
+        """The per-call values that reached us outside the carrier's messages (they override its own)."""
+        return self._transport_params
+
+    @property
     def silence(self) -> int:
         return SILENCE_BYTE[self.encoding]
 
@@ -144,8 +150,9 @@ class StreamDialect(NegotiatedFormat):
     max_message_ms: int = 1000
     max_lead_ms: int | None = None
 
-    def __init__(self, transport_params: Mapping[str, str] | None = None, encoding: str = "audio/pcmu",
-                 sample_rate: int = 8000) -> None:
+    def __init__(
+        self, transport_params: Mapping[str, str] | None = None, encoding: str = "audio/pcmu", sample_rate: int = 8000
+    ) -> None:
         super().__init__(transport_params, encoding, sample_rate)
         self.stream_id: str | None = None
         self.call_id: str | None = None

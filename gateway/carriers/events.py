@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +73,13 @@ class StreamStopped:
     call_id: str = ""
 
 
-CarrierEvent = Union[
-    StreamConnected,
-    StreamStarted,
-    AudioReceived,
-    DtmfReceived,
-    PlaybackCheckpoint,
-    PlaybackCleared,
-    StreamError,
-    StreamStopped,
-]
+CarrierEvent = (
+    StreamConnected
+    | StreamStarted
+    | AudioReceived
+    | DtmfReceived
+    | PlaybackCheckpoint
+    | PlaybackCleared
+    | StreamError
+    | StreamStopped
+)

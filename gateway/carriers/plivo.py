@@ -156,7 +156,9 @@ class PlivoStream(StreamDialect):
             track = media.get("track", "inbound")
             if track != "inbound":
                 raise CarrierProtocolError(f"media on track {track!r} (a bidirectional stream is inbound only)")
-            return [AudioReceived(b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk")))]
+            return [
+                AudioReceived(b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
+            ]
         if event in ("playedStream", "played"):
             return [PlaybackCheckpoint(require_str(msg, "name", event))]
         if event == "clearedAudio":
@@ -207,7 +209,11 @@ class PlivoStream(StreamDialect):
     # ---- outbound ----------------------------------------------------------------------------------------------
     def build_media(self, payload: bytes) -> str:
         self._sid()
-        media = {"contentType": _PLAY_CONTENT_TYPE[self.encoding], "sampleRate": self.sample_rate, "payload": b64(payload)}
+        media = {
+            "contentType": _PLAY_CONTENT_TYPE[self.encoding],
+            "sampleRate": self.sample_rate,
+            "payload": b64(payload),
+        }
         return dumps({"event": "playAudio", "media": media})
 
     def build_mark(self, name: str) -> str:
@@ -229,9 +235,7 @@ def stream_xml(
     passed as digits (the dialect puts the ``+`` back)."""
     if content_type not in CONTENT_TYPES:
         raise ValueError(f"unknown Plivo contentType {content_type!r} (known: {', '.join(CONTENT_TYPES)})")
-    attrs = (
-        f'bidirectional="true" keepCallAlive="true" audioTrack="inbound" contentType={xml_attr(content_type)}'
-    )
+    attrs = f'bidirectional="true" keepCallAlive="true" audioTrack="inbound" contentType={xml_attr(content_type)}'
     if extra_headers:
         # XML-illegal characters dropped first (gateway.carriers.twiml.xml_safe), as every builder does.
         safe = {xml_safe(k): xml_safe(v) for k, v in extra_headers.items()}
@@ -245,7 +249,7 @@ def stream_xml(
         if header:
             attrs += f" extraHeaders={xml_attr(header)}"
     if status_callback:
-        attrs += f" statusCallbackUrl={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
+        attrs += f' statusCallbackUrl={xml_attr(status_callback)} statusCallbackMethod="POST"'
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{xml_text(stream_url)}</Stream></Response>'
 
 
@@ -328,8 +332,14 @@ def _alnum(text: str) -> str:
 
 
 def _verify(hook: Webhook, door: Door[PlivoSettings]) -> Refusal | None:
-    if validate_plivo_v3_signature(door.secret("auth_token"), hook.method, hook.url, hook.form,
-                                   hook.headers.get(NONCE_HEADER), hook.headers.get(SIGNATURE_HEADER)):
+    if validate_plivo_v3_signature(
+        door.secret("auth_token"),
+        hook.method,
+        hook.url,
+        hook.form,
+        hook.headers.get(NONCE_HEADER),
+        hook.headers.get(SIGNATURE_HEADER),
+    ):
         return None
     return Refusal("bad signature")
 
@@ -358,8 +368,10 @@ def _dialect(upgrade: Upgrade) -> PlivoStream:
 
 def _check(door: Door[PlivoSettings]) -> Iterator[tuple[str, str]]:
     if door.options.content_type not in CONTENT_TYPES:
-        yield ("carriers.plivo.content_type",
-               "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or audio/x-l16;rate=16000")
+        yield (
+            "carriers.plivo.content_type",
+            "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or audio/x-l16;rate=16000",
+        )
 
 
 SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(

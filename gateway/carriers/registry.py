@@ -29,7 +29,6 @@ CARRIERS: tuple[CarrierSpec[Any], ...] = (
 )
 
 
-
 def names() -> tuple[str, ...]:
     """Every carrier's name, in the registry's order."""
     return tuple(spec.name for spec in CARRIERS)

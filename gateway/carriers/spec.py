@@ -5,8 +5,8 @@ settings table, the environment variables of its secrets, and pure functions for
 its webhook is verified and read, what its answer and its busy answer look like, how its stream upgrade is checked
 and which dialect speaks its stream). :mod:`gateway.carriers.registry` lists the specs; one generic webhook handler
 and one generic stream handler (:mod:`gateway.carrier_routes`) serve every carrier from them, and the config
-(:mod:`gateway.config`) builds each carrier's table and reads its secrets from them. docs/how-to/carriers/adding-a-carrier.md walks
-through adding one.
+(:mod:`gateway.config`) builds each carrier's table and reads its secrets from them.
+docs/how-to/carriers/adding-a-carrier.md walks through adding one.
 
 A webhook is handled in this order (the glue's side in :mod:`gateway.carrier_routes`):
 
@@ -64,15 +64,15 @@ class CarrierDoor:
     enabled: bool | str = "auto"
 
 
-O = TypeVar("O", bound=CarrierDoor)
+OptionsT = TypeVar("OptionsT", bound=CarrierDoor)
 
 
 @dataclass(frozen=True)
-class Door(Generic[O]):
+class Door(Generic[OptionsT]):
     """One carrier's configuration as its pure functions see it: its ``[carriers.NAME]`` table and its secrets (by
     :attr:`Secret.key`, empty when unset)."""
 
-    options: O
+    options: OptionsT
     secrets: Mapping[str, str] = field(default_factory=dict)
 
     def secret(self, key: str) -> str:
@@ -135,14 +135,14 @@ class Call:
 
 
 @dataclass(frozen=True)
-class AnswerContext(Generic[O]):
+class AnswerContext(Generic[OptionsT]):
     """What an answer needs beyond the call: the stream token minted for this call at this door, where streams are
     opened (``stream_base``: ``wss://<public host>[/prefix]`` or this listener's ``ws://`` address, without the
     route's path), the carrier's settings and, if it asks for them, the status callback URL."""
 
     token: str
     stream_base: str
-    options: O
+    options: OptionsT
     status_callback: str | None = None
 
 
@@ -186,7 +186,7 @@ def _no_upgrade_check(upgrade: Upgrade, door: Door[Any]) -> Refusal | None:
 
 
 @dataclass(frozen=True)
-class CarrierSpec(Generic[O]):
+class CarrierSpec(Generic[OptionsT]):
     """One carrier, declared once (see the module docstring for the order in which the functions run).
 
     Routes: ``webhook_path`` answered for each of ``webhook_methods``; ``stream_path`` (an aiohttp route, variables
@@ -197,25 +197,25 @@ class CarrierSpec(Generic[O]):
     mapped to this carrier's table (accepted with a deprecation warning)."""
 
     name: str
-    options: type[O]
+    options: type[OptionsT]
     secrets: tuple[Secret, ...]
     webhook_path: str
     webhook_methods: tuple[str, ...]
     stream_path: str
     webhook_body: str
-    verify: Callable[[Webhook, Door[O]], Refusal | None]
+    verify: Callable[[Webhook, Door[OptionsT]], Refusal | None]
     read_call: Callable[[Webhook], Call | Malformed]
-    answer: Callable[[Call, AnswerContext[O]], Answer]
+    answer: Callable[[Call, AnswerContext[OptionsT]], Answer]
     busy: Callable[[str], Answer]
     dialect: Callable[[Upgrade], Dialect]
     signs_raw_body: bool = False
-    check_upgrade: Callable[[Upgrade, Door[O]], Refusal | None] = _no_upgrade_check
+    check_upgrade: Callable[[Upgrade, Door[OptionsT]], Refusal | None] = _no_upgrade_check
     #: Whether a stranger is kept out of its doors: by default, whether one of its secrets is set.
-    authenticated: Callable[[Door[O]], bool] = _any_secret
+    authenticated: Callable[[Door[OptionsT]], bool] = _any_secret
     #: What to set to authenticate it, for error messages; default: its secrets' variables.
     credential: str = ""
     #: Problems with its table or secrets, as (key, message) pairs: start-up refuses them.
-    check: Callable[[Door[O]], Iterable[tuple[str, str]]] = _no_problems
+    check: Callable[[Door[OptionsT]], Iterable[tuple[str, str]]] = _no_problems
     legacy_keys: Mapping[str, str] = field(default_factory=dict)
     status_callbacks: bool = False
     call_control: str | None = None
@@ -227,8 +227,7 @@ class CarrierSpec(Generic[O]):
     def what_authenticates(self) -> str:
         return self.credential or " or ".join(self.secret_envs)
 
-    def door(self, options: CarrierDoor, env_secrets: Mapping[str, str]) -> Door[O]:
+    def door(self, options: CarrierDoor, env_secrets: Mapping[str, str]) -> Door[OptionsT]:
         """This carrier's :class:`Door` from its table and the secrets read from the environment (by variable)."""
         assert isinstance(options, self.options), (self.name, options)
         return Door(options, {s.key: env_secrets.get(s.env, "") for s in self.secrets})
-

@@ -91,9 +91,7 @@ class TelnyxStream(StreamDialect):
     carrier = "telnyx"
     label = "Telnyx"
 
-    def __init__(
-        self, transport_params: Mapping[str, str] | None = None, reorder_window: int = REORDER_WINDOW
-    ) -> None:
+    def __init__(self, transport_params: Mapping[str, str] | None = None, reorder_window: int = REORDER_WINDOW) -> None:
         super().__init__(transport_params)
         self._window = max(0, reorder_window)
         self._swap = False
@@ -128,7 +126,9 @@ class TelnyxStream(StreamDialect):
             audio = b64_payload(media, "media")
             if self._swap:
                 audio = pcm16_swap(audio)
-            return self._sequence(seq, AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk"))))
+            return self._sequence(
+                seq, AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
+            )
         if event == "mark":
             return self._sequence(seq, PlaybackCheckpoint(require_str(obj(msg, "mark"), "name", "mark")))
         if event == "dtmf":
@@ -246,9 +246,16 @@ def texml_stream(
     codec and rate (so one transcoder serves both directions), per-call data in ``<Parameter>``s (they arrive in
     ``start.custom_parameters``). No trailing verb: closing the socket ends ``<Connect>`` (as for Twilio)."""
     if codec not in TEXML_CODECS or sampling_rate not in TEXML_CODECS[codec][1]:
-        raise ValueError(f"TeXML streams support {', '.join(TEXML_CODECS)} at 8000 Hz here; got {codec}@{sampling_rate}")
-    attributes = {"track": "inbound_track", "codec": codec, "bidirectionalMode": "rtp", "bidirectionalCodec": codec,
-                  "bidirectionalSamplingRate": str(sampling_rate)}
+        raise ValueError(
+            f"TeXML streams support {', '.join(TEXML_CODECS)} at 8000 Hz here; got {codec}@{sampling_rate}"
+        )
+    attributes = {
+        "track": "inbound_track",
+        "codec": codec,
+        "bidirectionalMode": "rtp",
+        "bidirectionalCodec": codec,
+        "bidirectionalSamplingRate": str(sampling_rate),
+    }
     return connect_stream(stream_url, parameters, status_callback, attributes=attributes)
 
 
@@ -304,7 +311,6 @@ def verify_telnyx_signature(
     return True
 
 
-
 # ---- the carrier ---------------------------------------------------------------------------------------------------
 STREAM_PATH = "/telnyx/stream"
 
@@ -319,8 +325,9 @@ class TelnyxSettings(CarrierDoor):
 
 def _verify(hook: Webhook, door: Door[TelnyxSettings]) -> Refusal | None:
     headers = hook.headers
-    if verify_telnyx_signature(door.secret("public_key"), hook.body, headers.get(TIMESTAMP_HEADER),
-                               headers.get(SIGNATURE_HEADER), now=hook.now):
+    if verify_telnyx_signature(
+        door.secret("public_key"), hook.body, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), now=hook.now
+    ):
         return None
     return Refusal("bad signature")
 

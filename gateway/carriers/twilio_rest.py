@@ -27,8 +27,9 @@ import asyncio
 import base64
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -107,8 +108,13 @@ class CallResource:
         sid = obj.get("sid")
         if not isinstance(sid, str) or not sid:
             raise TwilioUnavailable(0, None, "Call resource without a sid")
-        return cls(sid=sid, status=str(obj.get("status") or ""), to=str(obj.get("to") or ""),
-                   from_=str(obj.get("from") or ""), raw=dict(obj))
+        return cls(
+            sid=sid,
+            status=str(obj.get("status") or ""),
+            to=str(obj.get("to") or ""),
+            from_=str(obj.get("from") or ""),
+            raw=dict(obj),
+        )
 
 
 # ---- pure request shapes ---------------------------------------------------------------------------------------
@@ -172,8 +178,12 @@ def parse_error(status: int, body: str) -> TwilioRestError:
         obj = None
     if isinstance(obj, dict):
         code = obj.get("code")
-        return TwilioRestError(status, code if isinstance(code, int) and not isinstance(code, bool) else None,
-                               str(obj.get("message") or body[:200]), str(obj.get("more_info") or ""))
+        return TwilioRestError(
+            status,
+            code if isinstance(code, int) and not isinstance(code, bool) else None,
+            str(obj.get("message") or body[:200]),
+            str(obj.get("more_info") or ""),
+        )
     return TwilioRestError(status, None, body[:200] or f"HTTP {status}")
 
 
@@ -181,8 +191,16 @@ def parse_error(status: int, body: str) -> TwilioRestError:
 class TwilioRest:
     """One account's REST client. ``http`` is the app's shared ``aiohttp.ClientSession`` (not owned here)."""
 
-    def __init__(self, http: aiohttp.ClientSession, account_sid: str, auth_token: str, *,
-                 base_url: str = DEFAULT_BASE_URL, timeout_s: float = 10.0, retry_delay_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        account_sid: str,
+        auth_token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout_s: float = 10.0,
+        retry_delay_s: float = 0.5,
+    ) -> None:
         _check_sid("account", account_sid)
         self._http = http
         self.account_sid = account_sid
@@ -211,28 +229,47 @@ class TwilioRest:
             await asyncio.sleep(self._retry_delay_s)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def redirect(self, call_sid: str, *, twiml: str | None = None, url: str | None = None,
-                       method: str = "POST") -> CallResource:
+    async def redirect(
+        self, call_sid: str, *, twiml: str | None = None, url: str | None = None, method: str = "POST"
+    ) -> CallResource:
         """Replace the live call's TwiML (transfer). Not retried: a redirect that did reach Twilio must not run
         twice."""
-        obj = await self._post(call_path(self.account_sid, call_sid), redirect_form(twiml=twiml, url=url, method=method))
+        obj = await self._post(
+            call_path(self.account_sid, call_sid), redirect_form(twiml=twiml, url=url, method=method)
+        )
         return CallResource.from_json(obj)
 
-    async def create_call(self, *, to: str, from_: str, twiml: str | None = None, url: str | None = None,
-                          status_callback: str | None = None,
-                          status_callback_events: Iterable[str] = CALL_STATUS_EVENTS,
-                          timeout_s: int | None = None) -> CallResource:
+    async def create_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        twiml: str | None = None,
+        url: str | None = None,
+        status_callback: str | None = None,
+        status_callback_events: Iterable[str] = CALL_STATUS_EVENTS,
+        timeout_s: int | None = None,
+    ) -> CallResource:
         """Place an outbound call. Never retried (a retry could ring the callee twice)."""
-        form = create_call_form(to=to, from_=from_, twiml=twiml, url=url, status_callback=status_callback,
-                                status_callback_events=status_callback_events, timeout_s=timeout_s)
+        form = create_call_form(
+            to=to,
+            from_=from_,
+            twiml=twiml,
+            url=url,
+            status_callback=status_callback,
+            status_callback_events=status_callback_events,
+            timeout_s=timeout_s,
+        )
         return CallResource.from_json(await self._post(calls_path(self.account_sid), form))
 
     async def _post(self, path: str, form: list[tuple[str, str]]) -> dict[str, Any]:
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with self._http.post(self.base_url + path, data=form,
-                                           headers={"Accept": "application/json",
-                                                    "Authorization": self._authorization}) as resp:
+                async with self._http.post(
+                    self.base_url + path,
+                    data=form,
+                    headers={"Accept": "application/json", "Authorization": self._authorization},
+                ) as resp:
                     body = await resp.text()
                     status = resp.status
         except TimeoutError:

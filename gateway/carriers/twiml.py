@@ -41,12 +41,16 @@ def xml_text(value: str) -> str:
 def parameters_xml(parameters: Mapping[str, str]) -> str:
     """``<Parameter name value/>`` per non-empty value (after :func:`xml_safe`: a value that was only illegal
     characters is as absent as an empty one, and Twilio sends no empty parameter either)."""
-    return "".join(f"<Parameter name={xml_attr(k)} value={xml_attr(v)}/>" for k, v in parameters.items()
-                   if xml_safe(v))
+    return "".join(f"<Parameter name={xml_attr(k)} value={xml_attr(v)}/>" for k, v in parameters.items() if xml_safe(v))
 
 
-def connect_stream(stream_url: str, parameters: Mapping[str, str], status_callback: str | None = None, *,
-                   attributes: Mapping[str, str] | None = None) -> str:
+def connect_stream(
+    stream_url: str,
+    parameters: Mapping[str, str],
+    status_callback: str | None = None,
+    *,
+    attributes: Mapping[str, str] | None = None,
+) -> str:
     """``<Connect><Stream>`` (bidirectional), the one builder behind Twilio's TwiML, SignalWire's cXML and Telnyx's
     TeXML (``attributes``: the dialect's own, after ``url``). No trailing verb: when our socket closes, the call ends
     (a trailing <Pause> kept callers on a silent line in pipecat #728). Per-call data travels in ``<Parameter>``s
@@ -55,9 +59,12 @@ def connect_stream(stream_url: str, parameters: Mapping[str, str], status_callba
     for name, value in (attributes or {}).items():
         attrs += f" {name}={xml_attr(value)}"
     if status_callback:
-        attrs += f" statusCallback={xml_attr(status_callback)} statusCallbackMethod=\"POST\""
+        attrs += f' statusCallback={xml_attr(status_callback)} statusCallbackMethod="POST"'
     params = parameters_xml(parameters)
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect></Response>'
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream {attrs}>{params}</Stream></Connect>'
+        "</Response>"
+    )
 
 
 def say_and_hang_up(text: str) -> str:

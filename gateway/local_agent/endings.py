@@ -16,7 +16,7 @@ from gateway.errors import CallEnded
 __all__ = ["ConnectionDone", "EndReason", "first_reason"]
 
 
-class EndReason(str, enum.Enum):
+class EndReason(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() and format() of a member
     CLIENT_END = "client_end"  # session.end: session.ended, close 1000, session gone
     PEER_GONE = "peer_gone"  # socket closed/failed without session.end: keep the session for resume
     IDLE = "idle"  # nothing received for idle_timeout_s: session.ended, close 1000

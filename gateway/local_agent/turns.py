@@ -184,9 +184,7 @@ class TurnDetector:
         self._verdict_end, self._verdict_ms = end_sample, silence_ms
         return True
 
-    def push(
-        self, probs: Iterable[float], *, agent_speaking: bool, interruptible: bool = True
-    ) -> list[TurnEvent]:
+    def push(self, probs: Iterable[float], *, agent_speaking: bool, interruptible: bool = True) -> list[TurnEvent]:
         """Consume probabilities for consecutive windows. ``agent_speaking``: a reply is being sent right now;
         ``interruptible``: that reply may be interrupted (false for ``uninterruptible_turns``)."""
         events: list[TurnEvent] = []

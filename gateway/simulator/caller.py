@@ -275,7 +275,10 @@ async def _dial(
     try:
         async with asyncio.timeout(config.http_timeout_s):
             async with http.request(
-                req.method, url, data=req.body if req.body is not None else req.form, params=req.query,
+                req.method,
+                url,
+                data=req.body if req.body is not None else req.form,
+                params=req.query,
                 headers=req.headers,
             ) as resp:
                 body = await resp.text()
@@ -289,8 +292,10 @@ async def _dial(
         raise CallRefused(f"webhook answered HTTP {record.webhook_status}: {body.strip()[:200]!r}")
     json_carrier = config.carrier in ("vonage", "exotel")
     if content_type not in (("application/json",) if json_carrier else ("application/xml", "text/xml")):
-        record.warnings.append(f"webhook answered Content-Type {content_type!r}; {config.carrier} expects "
-                               + ("JSON" if json_carrier else "XML"))
+        record.warnings.append(
+            f"webhook answered Content-Type {content_type!r}; {config.carrier} expects "
+            + ("JSON" if json_carrier else "XML")
+        )
     stream = side.read_answer(body, content_type, url)
     record.warnings.extend(stream.warnings)
     record.twiml_url = stream.url
@@ -496,4 +501,3 @@ def turns_from_args(items: Sequence[tuple[str, str]], voice_loader: Callable[[],
                 voice = voice_loader()
             turns.append(say_turn(value, voice))
     return turns
-

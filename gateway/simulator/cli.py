@@ -60,35 +60,80 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default %(default)s)")
-    p.add_argument("--carrier", choices=tuple(CARRIER_SIDES), default="twilio",
-                   help="which carrier places the call, speaking its own webhook, answer document, stream dialect "
-                        "and audio format (default %(default)s)")
-    p.add_argument("--say", action=_TurnAction, const="say", dest="turns", metavar="TEXT",
-                   help="a caller turn spoken by the local TTS (needs the 'speech' extra); repeatable")
-    p.add_argument("--wav", action=_TurnAction, const="wav", dest="turns", metavar="FILE",
-                   help="a caller turn from a PCM WAV (any rate, mono or stereo); repeatable, mixes with --say")
+    p.add_argument(
+        "--carrier",
+        choices=tuple(CARRIER_SIDES),
+        default="twilio",
+        help="which carrier places the call, speaking its own webhook, answer document, stream dialect "
+        "and audio format (default %(default)s)",
+    )
+    p.add_argument(
+        "--say",
+        action=_TurnAction,
+        const="say",
+        dest="turns",
+        metavar="TEXT",
+        help="a caller turn spoken by the local TTS (needs the 'speech' extra); repeatable",
+    )
+    p.add_argument(
+        "--wav",
+        action=_TurnAction,
+        const="wav",
+        dest="turns",
+        metavar="FILE",
+        help="a caller turn from a PCM WAV (any rate, mono or stereo); repeatable, mixes with --say",
+    )
     p.add_argument("--out", metavar="FILE.wav", help="write what the caller heard (8 kHz PCM16 mono, true timing)")
-    p.add_argument("--barge-in-after", type=_seconds, metavar="SECONDS",
-                   help="start the next turn this long into each agent reply instead of waiting for its end")
-    p.add_argument("--pause", type=_seconds, default=1.2, metavar="SECONDS",
-                   help="agent silence that ends a reply (and the greeting) before the caller speaks again "
-                        "(default %(default)s)")
-    p.add_argument("--hangup-after", type=_seconds, metavar="SECONDS",
-                   help="hang up this long after the stream started, whatever is happening")
-    p.add_argument("--greeting-timeout", type=_seconds, default=5.0, metavar="SECONDS",
-                   help="speak the first turn after this long if no greeting plays (default %(default)s)")
-    p.add_argument("--reply-timeout", type=_seconds, default=10.0, metavar="SECONDS",
-                   help="move on if no reply starts within this long (default %(default)s)")
-    p.add_argument("--json", action="store_true",
-                   help="print the timeline as JSON (keys: docs/reference/cli.md#json-output)")
+    p.add_argument(
+        "--barge-in-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="start the next turn this long into each agent reply instead of waiting for its end",
+    )
+    p.add_argument(
+        "--pause",
+        type=_seconds,
+        default=1.2,
+        metavar="SECONDS",
+        help="agent silence that ends a reply (and the greeting) before the caller speaks again (default %(default)s)",
+    )
+    p.add_argument(
+        "--hangup-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="hang up this long after the stream started, whatever is happening",
+    )
+    p.add_argument(
+        "--greeting-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="speak the first turn after this long if no greeting plays (default %(default)s)",
+    )
+    p.add_argument(
+        "--reply-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="move on if no reply starts within this long (default %(default)s)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the timeline as JSON (keys: docs/reference/cli.md#json-output)"
+    )
     p.add_argument("--plot", metavar="FILE.png", help="draw waveforms and events (needs the 'plot' extra)")
-    p.add_argument("--auth-token", default=None,
-                   help="sign the webhook (and upgrade) the carrier's way with this secret: Twilio auth token, "
-                        "SignalWire signing key, Telnyx Ed25519 private key (base64 seed), Plivo auth token, Vonage "
-                        "signature secret, Exotel user:password (default: the carrier's variable, e.g. "
-                        "$TWILIO_AUTH_TOKEN)")
-    p.add_argument("--public-url", default="",
-                   help="the gateway's GATEWAY_PUBLIC_URL, which it checks signatures against (default: --url)")
+    p.add_argument(
+        "--auth-token",
+        default=None,
+        help="sign the webhook (and upgrade) the carrier's way with this secret: Twilio auth token, "
+        "SignalWire signing key, Telnyx Ed25519 private key (base64 seed), Plivo auth token, Vonage "
+        "signature secret, Exotel user:password (default: the carrier's variable, e.g. "
+        "$TWILIO_AUTH_TOKEN)",
+    )
+    p.add_argument(
+        "--public-url",
+        default="",
+        help="the gateway's GATEWAY_PUBLIC_URL, which it checks signatures against (default: --url)",
+    )
     p.add_argument("--from", dest="from_", default="+15550100001", help="caller number (default %(default)s)")
     p.add_argument("--to", default="+15550100002", help="called number; picks the profile (default %(default)s)")
     return p

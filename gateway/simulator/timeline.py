@@ -295,8 +295,11 @@ class Timeline:
             if t.end_s is not None:
                 row(t.end_s, "caller", f"turn {t.index} ends", 1)
             if t.agent_stopped_after_ms is not None:
-                row(t.start_s + t.agent_stopped_after_ms / 1000, "agent",
-                    f"stops talking ({t.agent_stopped_after_ms:.0f} ms after turn {t.index} started)")
+                row(
+                    t.start_s + t.agent_stopped_after_ms / 1000,
+                    "agent",
+                    f"stops talking ({t.agent_stopped_after_ms:.0f} ms after turn {t.index} started)",
+                )
             if t.reply is not None:
                 lat = f" (response latency {t.response_latency_ms:.0f} ms)" if t.response_latency_ms is not None else ""
                 row(t.reply.start_s, "agent", f"reply to turn {t.index} starts{lat}")
@@ -483,4 +486,3 @@ def plot_data(timeline: Timeline, max_points: int = 4000) -> PlotData:
         latencies=tuple(latencies),
         duration_s=timeline.duration_s,
     )
-

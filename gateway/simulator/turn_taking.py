@@ -166,4 +166,3 @@ class TurnTaking:
     def _hang_up(self, reason: str) -> HangUp:
         self.phase = _DONE
         return HangUp(reason)
-

@@ -310,9 +310,11 @@ class TwilioSide:
             )
         if event == "media":
             media = msg["media"]
-            if not isinstance(media, dict) or not isinstance(media.get("payload"), str) or set(media) - {
-                "payload", "track"
-            }:
+            if (
+                not isinstance(media, dict)
+                or not isinstance(media.get("payload"), str)
+                or set(media) - {"payload", "track"}
+            ):
                 raise GatewayProtocolError("media: expected {'payload': base64} (31951)")
             try:
                 payload = base64.b64decode(media["payload"], validate=True)

@@ -218,13 +218,13 @@ async def _dial(request: web.Request) -> web.StreamResponse:
     calls = request.app[CALLS]
     # Only JSON: a form or text/plain POST is what another site can send cross-origin without a CORS preflight.
     if request.content_type != "application/json":
-        return refuse(request, 415, "unsupported_media_type", 'expected Content-Type: application/json')
+        return refuse(request, 415, "unsupported_media_type", "expected Content-Type: application/json")
     to = ""
     if request.can_read_body:
         try:
             body = await request.json()
         except ValueError:
-            raise web.HTTPBadRequest(text="expected a JSON body like {\"to\": \"+15550100002\"}") from None
+            raise web.HTTPBadRequest(text='expected a JSON body like {"to": "+15550100002"}') from None
         to = str(body.get("to", "")) if isinstance(body, dict) else ""
     if not _TO.fullmatch(to):
         raise web.HTTPBadRequest(text="'to' must be a phone number or client name")
@@ -236,13 +236,19 @@ async def _dial(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return refuse(request, 503, refusal, "not accepting calls")
     profile = settings.profile_for(to)[0]
-    token = mint_call_token(settings.secrets.token_secret, token_subject({}, call_sid, profile), time.time(),
-                            settings.server.call_token_ttl_s, scope=SCOPE)
+    token = mint_call_token(
+        settings.secrets.token_secret,
+        token_subject({}, call_sid, profile),
+        time.time(),
+        settings.server.call_token_ttl_s,
+        scope=SCOPE,
+    )
     # No status callback: no carrier is involved, nobody would post it.
     # Where the page opens its stream: as for Twilio's door, the public URL or our own listener, never an address
     # taken from request headers (gateway.urls).
-    stream_url = urls.stream_url(settings.server.public_url, STREAM_PATH, urls.sockname(request.transport),
-                                 settings.server.port)
+    stream_url = urls.stream_url(
+        settings.server.public_url, STREAM_PATH, urls.sockname(request.transport), settings.server.port
+    )
     twiml = connect_stream(stream_url, {"token": token, "from": CALLER, "to": to})
     state.prune(now)
     state.dialled[call_sid] = _Dialled(until=now + min(START_WINDOW_S, calls.admission.reservation_ttl_s))

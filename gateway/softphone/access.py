@@ -112,8 +112,9 @@ def cross_site(origin: str | None, fetch_site: str | None, own_origin: str | Non
 
 
 # ---- the aiohttp shell ---------------------------------------------------------------------------------------------
-def refuse(request: web.Request, status: int, reason: str, text: str,
-           headers: dict[str, str] | None = None) -> web.Response:
+def refuse(
+    request: web.Request, status: int, reason: str, text: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """Log, count and answer one refusal. A missing credential is every browser's first visit (the challenge that
     makes it prompt), so it is logged at info; anything else at warning."""
     if reason == "no_credential":
@@ -162,8 +163,9 @@ def guard(handler: Handler, *, key: str | None, public_url: str, same_origin: bo
             if not key_matches(presented_key(authorization), key):
                 reason = "no_credential" if authorization is None else "bad_credential"
                 return refuse(request, 401, reason, "the softphone needs the operator key", _CHALLENGE)
-        if same_origin and cross_site(request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"),
-                                      _own_origin(request, public_url)):
+        if same_origin and cross_site(
+            request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), _own_origin(request, public_url)
+        ):
             return refuse(request, 403, "cross_origin", "cross-origin requests to the softphone are refused")
         return await handler(request)
 

@@ -1,17 +1,19 @@
 """The call-control tools' pure parts: declarations, argument checks, the transfer allow-list and the keypad inbox.
 Pure: no sockets, no clock reads (``now`` is passed in). The call (:mod:`gateway.call`) does the rest.
 
-Built-in tools (voice-agent-api.md §3.1 flat format), declared in the first ``session.update`` when a profile lists
-them in ``tools`` (README "Call control"):
+Built-in tools (docs/architecture/voice-agent-api.md#tool-definitions: the flat format), declared in the first
+``session.update`` when a profile lists them in ``tools`` (docs/how-to/call-control.md#give-the-agent-the-tools):
 
 - ``end_call`` (declared in :mod:`gateway.tools.registry`): the goodbye plays (mark echo), then the call ends.
 - ``transfer_call(destination, announcement?)``: the destination must be an E.164 number or a SIP URI *and* match
   one of the profile's ``transfer_allow`` patterns (``fnmatch``-style, e.g. ``"+1555*"``, ``"sip:*@pbx.example.com"``);
   anything else is an ``is_error`` result and nothing is redirected. Accepted: the tool result asks the agent to
   say the announcement (its own words; see :func:`transfer_accepted`), the session waits for that reply to be
-  heard (mark echo), then redirects the call over REST with ``<Dial>`` (telephony.md §A.8).
+  heard (mark echo), then redirects the call over REST with ``<Dial>``
+  (docs/architecture/twilio-media-streams.md#transfer).
 - ``send_dtmf(digits)``: keypad tones played into the call as audio (:mod:`gateway.audio.dtmf`), so the media
-  stream stays up (a REST ``<Play digits>`` would tear it down, §A.8 / openclaw #139066).
+  stream stays up (a REST ``<Play digits>`` would tear it down, docs/architecture/twilio-media-streams.md#transfer /
+  openclaw #139066).
 - ``read_dtmf()``: the caller's keypresses collected since the last read (profile ``dtmf_mode = "buffer"``).
 
 Inbound keypresses (Twilio ``dtmf`` events) go through :class:`DtmfInbox` per the profile's ``dtmf_mode``:
@@ -26,7 +28,8 @@ import fnmatch
 import json
 import re
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..logs import mask_number
 
@@ -70,7 +73,9 @@ _DECLARATIONS: dict[str, dict[str, Any]] = {
             "properties": {
                 "destination": {
                     "type": "string",
-                    "description": "E.164 phone number such as +15551234567, or a SIP URI such as sip:desk@pbx.example.com.",
+                    "description": (
+                        "E.164 phone number such as +15551234567, or a SIP URI such as sip:desk@pbx.example.com."
+                    ),
                 },
                 "announcement": {
                     "type": "string",
@@ -162,15 +167,19 @@ def mask_destination(destination: str) -> str:
 
 
 def transfer_accepted(announcement: object) -> str:
-    """The ``tool.result`` of an accepted transfer. The agent speaks next (the reply this result starts, §3.2); the
-    result tells it what to say, and the session redirects once that reply was heard."""
+    """The ``tool.result`` of an accepted transfer. The agent speaks next (the reply this result starts,
+    docs/architecture/voice-agent-api.md#tool-results); the result tells it what to say, and the session redirects once
+    that reply was heard."""
     say = announcement.strip() if isinstance(announcement, str) and announcement.strip() else ""
-    return json.dumps({
-        "ok": True,
-        "status": "transfer pending: the call is transferred as soon as you finish your next sentence",
-        "instructions": f"Say exactly this to the caller now: {say}" if say
-        else "Tell the caller briefly that you are transferring them now.",
-    })
+    return json.dumps(
+        {
+            "ok": True,
+            "status": "transfer pending: the call is transferred as soon as you finish your next sentence",
+            "instructions": f"Say exactly this to the caller now: {say}"
+            if say
+            else "Tell the caller briefly that you are transferring them now.",
+        }
+    )
 
 
 def error_result(message: str) -> str:
@@ -200,8 +209,10 @@ def parse_digits(raw: object) -> str:
 def dtmf_instructions(digits: str) -> str:
     """``reply.create`` instructions that name the caller's keypresses (dtmf_mode "reply")."""
     spoken = " ".join(digits)
-    return (f"The caller pressed these keys on their phone keypad: {spoken}. "
-            "Treat them as the caller's answer and respond accordingly.")
+    return (
+        f"The caller pressed these keys on their phone keypad: {spoken}. "
+        "Treat them as the caller's answer and respond accordingly."
+    )
 
 
 class DtmfInbox:

@@ -1,9 +1,10 @@
-"""When to send ``tool.result``: the documented timing rule (voice-agent-api.md §3.2). Pure.
+"""When to send ``tool.result``: the documented timing rule (docs/architecture/voice-agent-api.md#tool-results). Pure.
 
 Send results only while ``reply.done`` is the latest of {``reply.started``, ``input.speech.started``,
 ``reply.done``}; hold them otherwise and flush on the next ``reply.done``; discard held results when that
 ``reply.done`` says ``interrupted`` (results of tool calls made in an interrupted reply are discarded too, even if
-they finish later). The live server also accepts early results (§3.2 live finding); we follow the documented rule.
+they finish later). The live server also accepts early results (observed live, same section); we follow the documented
+rule.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -98,8 +99,9 @@ class ToolRegistry:
             return await self._run_call_control(name, arguments, profile, control)
         return await self._run_http(name, self._http_tools[name], arguments)
 
-    async def _run_call_control(self, name: str, arguments: Mapping[str, Any], profile: Profile,
-                                control: CallControl | None) -> ToolOutcome:
+    async def _run_call_control(
+        self, name: str, arguments: Mapping[str, Any], profile: Profile, control: CallControl | None
+    ) -> ToolOutcome:
         if control is None:  # pragma: no cover - the call always passes its ToolPort
             return ToolOutcome(cc.error_result("call control unavailable"), True)
         if name == cc.TRANSFER_CALL:

@@ -64,7 +64,7 @@ def heard_text(models: Any, record: CallRecord, span: Span) -> str:
 
 def _local_agent(app: web.Application) -> web.Application:
     (resource,) = [r for r in app.router.resources() if isinstance(r, web.PrefixedSubAppResource)]
-    return resource._app  # test introspection of the embedded agent
+    return resource._app  # noqa: SLF001 - aiohttp has no public accessor for a mounted sub-app
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)
@@ -72,9 +72,12 @@ async def test_a_call_over_each_carrier_greets_answers_barges_in_and_hangs_up(ca
     settings = dataclasses.replace(
         local_agent_settings(),
         carriers=CarrierSettings(
-            signalwire=SignalWireSettings(codec="L16@24000h"), telnyx=TelnyxSettings(codec="PCMU"),
-            plivo=PlivoSettings(content_type="audio/x-l16;rate=16000"), vonage=VonageSettings(sample_rate=16000),
-            exotel=ExotelSettings(sample_rate=16000)),
+            signalwire=SignalWireSettings(codec="L16@24000h"),
+            telnyx=TelnyxSettings(codec="PCMU"),
+            plivo=PlivoSettings(content_type="audio/x-l16;rate=16000"),
+            vonage=VonageSettings(sample_rate=16000),
+            exotel=ExotelSettings(sample_rate=16000),
+        ),
     )
     feed: list[tuple[str, dict[str, Any]]] = []
     async with serve_gateway(settings, models) as (base, app):

@@ -64,8 +64,14 @@ from gateway.local_agent.session import Session
 from gateway.local_agent.speech import SpeechModels
 from tests.conftest import call_tasks
 from tests.support.caller_voice import caller_ulaw8k
-from tests.support.chaos import PacedCaller, agent_quiet, cut_offsets, cut_when_linked, gap_summary
-from tests.support.chaos import received_caller_audio
+from tests.support.chaos import (
+    PacedCaller,
+    agent_quiet,
+    cut_offsets,
+    cut_when_linked,
+    gap_summary,
+    received_caller_audio,
+)
 from tests.support.faults import write_config
 from tests.support.local_gateway import shared_speech_models
 from tests.support.logcapture import capture_call_logs, events
@@ -86,8 +92,10 @@ Q_HOURS = "What time do you open?"
 Q_WHERE = "Where are you located?"
 Q_BOOK = "I'd like to book a table for two tonight."
 # Long (about 8 s), and nothing in it a booking: its fragments must not start a tool call.
-MONOLOGUE = ("Hi, my name is Alex. I am calling from the office on behalf of a colleague of mine, "
-             "who asked me to find out a couple of things for her before the weekend.")
+MONOLOGUE = (
+    "Hi, my name is Alex. I am calling from the office on behalf of a colleague of mine, "
+    "who asked me to find out a couple of things for her before the weekend."
+)
 
 
 @pytest.fixture(scope="session")
@@ -166,8 +174,14 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
     u = urlsplit(str(agent_server.make_url("/")))
     proxy = TcpProxy(u.hostname or "127.0.0.1", u.port or 80)
     await proxy.start()
-    settings = load_settings(cfg, env={"AGENT_URL": f"ws://127.0.0.1:{proxy.port}/v1/ws",
-                                       "ASSEMBLYAI_API_KEY": KEY, "GATEWAY_TOKEN_SECRET": "e2e"})
+    settings = load_settings(
+        cfg,
+        env={
+            "AGENT_URL": f"ws://127.0.0.1:{proxy.port}/v1/ws",
+            "ASSEMBLYAI_API_KEY": KEY,
+            "GATEWAY_TOKEN_SECRET": "e2e",
+        },
+    )
     gw_app = create_app(settings)
     gw = await aiohttp_server(gw_app)
     base = str(gw.make_url("")).rstrip("/")
@@ -186,7 +200,9 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
         print(f"  call {i}: greeting {p.greeting}, replies {p.replies}, speech {p.speech}, tool {p.tool}")
 
     feed: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
-    gw_app[CALLS].listeners.append(lambda sid, e: feed.setdefault(sid, []).append((time.monotonic(), e.kind, e.fields())))
+    gw_app[CALLS].listeners.append(
+        lambda sid, e: feed.setdefault(sid, []).append((time.monotonic(), e.kind, e.fields()))
+    )
 
     def seen(call_sid: str, kind: str, after: float) -> list[tuple[float, dict[str, Any]]]:
         return [(t, f) for t, k, f in feed.get(call_sid, []) if k == kind and t >= after]
@@ -282,8 +298,7 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
             t_tool, _f = await wait_feed(peer.call_sid, "tool.called", run.t_book)
             for offset in plan.tool:
                 await at(t_tool, offset)
-                await cut(run, session, "tool_call",
-                          lambda: any(not c.resolved for c in session.calls.values()))
+                await cut(run, session, "tool_call", lambda: any(not c.resolved for c in session.calls.values()))
             # The call goes on: the tool result reaches the agent, which speaks all of its follow-up.
             _t, spoken = await wait_feed(peer.call_sid, "agent.transcript", t_tool, timeout=30)
             assert not spoken["interrupted"] and TOOL_RESULT in spoken["text"], (run.index, spoken)
@@ -318,8 +333,9 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
         missed = [(r.index, phase) for r in runs for phase, inside in r.cuts if not inside]
         assert not missed, f"cuts that missed their phase: {missed}"
         for r in runs:
-            assert [p for p, _ in r.cuts] == (["greeting"] + ["reply"] * 2 + ["caller_speech"] * 4
-                                               + ["tool_call"] * 3), r
+            assert [p for p, _ in r.cuts] == (
+                ["greeting"] + ["reply"] * 2 + ["caller_speech"] * 4 + ["tool_call"] * 3
+            ), r
         # Every cut resumed, the same session each time.
         resumed = events(logs, "agent.resumed")
         for r in runs:
@@ -346,7 +362,7 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
             assert intents[:2] == ["opening_hours", "location"], (r.index, intents)
             assert r.monologue_turns >= 1, (r.index, intents)
             assert len(intents) == 3 + r.monologue_turns and intents[-1] == "book_table", (r.index, intents)
-            assert not events(logs[r.log_mark:], "local_agent.turn_held", session_id=r.session_id), r.index
+            assert not events(logs[r.log_mark :], "local_agent.turn_held", session_id=r.session_id), r.index
             fragment_turns.append(r.monologue_turns)
         # Nothing left behind.
         assert call_tasks() == [] and len(gw_app[CALLS]) == 0
@@ -354,12 +370,14 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
             while runtime.live_sessions:
                 await asyncio.sleep(0.05)
         gaps = [e["gap_ms"] for e in resumed]
-        print(f"[chaos/local agent] 100 cuts over {CALLS_N} calls in {wall:.1f} s wall, {cpu:.1f} s CPU "
-              f"({100 * cpu / wall / (os.cpu_count() or 1):.0f} % of {os.cpu_count()} cores); resume gap ms: "
-              f"{gap_summary(gaps)} (resumes that took more than one attempt: "
-              f"{sum(1 for e in resumed if e['attempts'] > 1)}); caller audio sent = received for every call "
-              f"({sum(r.sent_s for r in runs):.1f} s in all); turns the agent made of the cut utterance, per call: "
-              f"{fragment_turns}")
+        print(
+            f"[chaos/local agent] 100 cuts over {CALLS_N} calls in {wall:.1f} s wall, {cpu:.1f} s CPU "
+            f"({100 * cpu / wall / (os.cpu_count() or 1):.0f} % of {os.cpu_count()} cores); resume gap ms: "
+            f"{gap_summary(gaps)} (resumes that took more than one attempt: "
+            f"{sum(1 for e in resumed if e['attempts'] > 1)}); caller audio sent = received for every call "
+            f"({sum(r.sent_s for r in runs):.1f} s in all); turns the agent made of the cut utterance, per call: "
+            f"{fragment_turns}"
+        )
     finally:
         await proxy.close()
 
@@ -367,7 +385,9 @@ async def test_100_cuts_at_random_moments_resume_the_local_agent_without_losing_
 def _link_of(proxy: TcpProxy, session: Any) -> Link | None:
     """The proxy link carrying a local-agent session: matched on the agent-side socket's address."""
     conn = session.connection
-    transport = conn.ws._req.transport if conn is not None and conn.ws._req is not None else None
+    # aiohttp has no public accessor for the request's live transport (None once the connection is lost)
+    req = conn.ws._req if conn is not None else None  # noqa: SLF001
+    transport = req.transport if req is not None else None
     peer = transport.get_extra_info("peername") if transport is not None else None
     return proxy.link_from(peer)
 

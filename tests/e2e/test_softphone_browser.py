@@ -51,8 +51,8 @@ def caller_wav(models: Any, path: Path, lead_s: float, text: str = "What time do
     """48 kHz mono PCM16: ``lead_s`` of silence, ``text`` in the caller's voice, then 30 s of silence (Chromium
     loops the file; the call is over long before it would repeat). Returns the speech's length in seconds."""
     speech = b"".join(
-        pcm for _s, pcm in models.tts.synthesize(text, length_scale=CALLER_LENGTH_SCALE, noise_scale=0.0,
-                                                   noise_w_scale=0.0)
+        pcm
+        for _s, pcm in models.tts.synthesize(text, length_scale=CALLER_LENGTH_SCALE, noise_scale=0.0, noise_w_scale=0.0)
     )
     x = np.frombuffer(speech, dtype="<i2").astype(np.float32) / 32768.0
     y = soxr.resample(x, models.tts.SAMPLE_RATE, 48000)
@@ -335,8 +335,12 @@ async def test_a_public_softphone_asks_the_browser_for_the_operator_key_once(mod
             registry = app[METRICS].registry
 
             def refused(reason: str) -> float:
-                return registry.get_sample_value("voice_gateway_call_refusals_total",
-                                                 {"stage": "softphone", "reason": reason}) or 0.0
+                return (
+                    registry.get_sample_value(
+                        "voice_gateway_call_refusals_total", {"stage": "softphone", "reason": reason}
+                    )
+                    or 0.0
+                )
 
             assert refused("no_credential") == 1  # the page's first load: the challenge that made it prompt
             assert refused("bad_credential") == 0 and refused("cross_origin") == 0

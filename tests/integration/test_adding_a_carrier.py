@@ -1,6 +1,7 @@
-"""docs/how-to/carriers/adding-a-carrier.md stays true: its example carrier ("Acme", the page's first code block, loaded as it is
-written), registered with one line, gets its doors, its config table and its secret from its description alone, and
-a call placed through it reaches the agent on the real gateway (loopback, spec-following fake agent)."""
+"""docs/how-to/carriers/adding-a-carrier.md stays true: its example carrier ("Acme", the page's first code block,
+loaded as it is written), registered with one line, gets its doors, its config table and its secret from its
+description alone, and a call placed through it reaches the agent on the real gateway
+(loopback, spec-following fake agent)."""
 
 from __future__ import annotations
 
@@ -62,8 +63,11 @@ async def test_a_call_through_the_example_carrier_reaches_the_agent(acme: Any, s
         stream = (await r.json())["stream"]
     assert stream["url"] == gw.base_url.replace("http://", "ws://") + "/acme/stream" and stream["keep_alive_s"] == 30
     ws = await http.ws_connect(stream["url"])
-    await ws.send_str(json.dumps({"event": "start", "stream_id": "acme-stream-1", "call_id": "acme-call-1",
-                                  "params": stream["params"]}))
+    await ws.send_str(
+        json.dumps(
+            {"event": "start", "stream_id": "acme-stream-1", "call_id": "acme-call-1", "params": stream["params"]}
+        )
+    )
     session = await fake_agent.session(timeout=10)  # the token was accepted at the acme door
     await session.reply(tone(600, 0.2, 24000))
     async with asyncio.timeout(5):

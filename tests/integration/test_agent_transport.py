@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import json
 import socket
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -66,9 +67,7 @@ def ready_then(then: Callable[[web.WebSocketResponse], Awaitable[None]], **ws_kw
     return handler
 
 
-async def test_a_close_frame_is_reported_with_its_code_and_reason_and_send_refuses_afterwards(
-    transport, http, serve
-):
+async def test_a_close_frame_is_reported_with_its_code_and_reason_and_send_refuses_afterwards(transport, http, serve):
     async def close_4000(ws: web.WebSocketResponse) -> None:
         await ws.close(code=4000, message=b"going away")
 

@@ -42,9 +42,15 @@ def gateway(start_gateway, fake_rest, tmp_path):
 
     async def start(profile_toml: str = "", extra_toml: str = "", **env: str) -> Any:
         cfg = tmp_path / "gateway.toml"
-        cfg.write_text(f"{extra_toml}\n[profiles.default]\ngreeting = \"\"\n{profile_toml}\n")
-        return await start_gateway(str(cfg), TWILIO_ACCOUNT_SID=fake_rest.account_sid, TWILIO_AUTH_TOKEN=AUTH,
-                                   TWILIO_API_BASE_URL=fake_rest.url, GATEWAY_API_KEY=API_KEY, **env)
+        cfg.write_text(f'{extra_toml}\n[profiles.default]\ngreeting = ""\n{profile_toml}\n')
+        return await start_gateway(
+            str(cfg),
+            TWILIO_ACCOUNT_SID=fake_rest.account_sid,
+            TWILIO_AUTH_TOKEN=AUTH,
+            TWILIO_API_BASE_URL=fake_rest.url,
+            GATEWAY_API_KEY=API_KEY,
+            **env,
+        )
 
     return start
 
@@ -118,7 +124,8 @@ def check_schema(logs: list[dict[str, Any]]) -> None:
 
 # ---- hang-up --------------------------------------------------------------------------------------------------
 async def test_end_call_completes_the_call_over_rest_only_after_the_goodbye_mark_echo(
-        gateway, peers, fake_agent, fake_rest):
+    gateway, peers, fake_agent, fake_rest
+):
     gw = await gateway('tools = ["end_call"]\nhangup_via_rest = true')
     peer = await peers(gw)
     sess = await fake_agent.session()
@@ -137,7 +144,7 @@ async def test_end_call_completes_the_call_over_rest_only_after_the_goodbye_mark
         ended = await wait_event(logs, "call.ended")
     (req,) = fake_rest.updates(peer.call_sid)
     assert req.form == {"Status": ["completed"]}
-    (t_rest, played_at_rest), = at_rest
+    ((t_rest, played_at_rest),) = at_rest
     assert played_at_rest >= 8000, "the whole 1 s goodbye had played when the REST hang-up came"
     last_mark = peer.events("mark")[-1].msg["mark"]["name"]
     echo_t = next(t for t, name, _ in peer.echoed if name == last_mark)
@@ -193,8 +200,9 @@ async def test_transfer_redirects_only_after_the_announcement_was_heard(gateway,
 
     fake_rest.on_update += [note, stop_stream_on(peer)]
     with capture_call_logs() as logs:
-        result = await tool_turn(sess, "transfer_call",
-                                 {"destination": "+1 (555) 000-3333", "announcement": "Connecting you to billing."})
+        result = await tool_turn(
+            sess, "transfer_call", {"destination": "+1 (555) 000-3333", "announcement": "Connecting you to billing."}
+        )
         body = json.loads(result["result"])
         assert result["is_error"] is False and body["instructions"].endswith("Connecting you to billing.")
         await asyncio.sleep(0.3)
@@ -218,8 +226,9 @@ async def test_transfer_redirects_only_after_the_announcement_was_heard(gateway,
 
 
 @pytest.mark.parametrize("destination", ["+19005550100", "sip:x@evil.example.com", "911", "+1555abc"])
-async def test_transfer_off_the_allow_list_is_an_error_and_never_redirects(gateway, peers, fake_agent, fake_rest,
-                                                                          destination):
+async def test_transfer_off_the_allow_list_is_an_error_and_never_redirects(
+    gateway, peers, fake_agent, fake_rest, destination
+):
     gw = await gateway('tools = ["transfer_call"]\ntransfer_allow = ["+1555*", "sip:*@pbx.example.com"]')
     peer = await peers(gw)
     sess = await fake_agent.session()
@@ -244,7 +253,8 @@ async def test_failed_redirect_keeps_the_call_and_tells_the_agent(gateway, peers
 
 # ---- DTMF -------------------------------------------------------------------------------------------------------
 async def test_send_dtmf_plays_tones_that_decode_to_the_digits_and_keeps_the_stream(
-        gateway, peers, fake_agent, fake_rest, http):
+    gateway, peers, fake_agent, fake_rest, http
+):
     gw = await gateway('tools = ["send_dtmf"]')
     peer = await peers(gw)
     sess = await fake_agent.session()
@@ -271,12 +281,19 @@ async def test_send_dtmf_refuses_non_digits(gateway, peers, fake_agent):
 
 
 async def send_digit(peer: TwilioPeer, digit: str) -> None:
-    await peer.send({"event": "dtmf", "streamSid": peer.stream_sid, "sequenceNumber": "9",
-                     "dtmf": {"track": "inbound_track", "digit": digit}})
+    await peer.send(
+        {
+            "event": "dtmf",
+            "streamSid": peer.stream_sid,
+            "sequenceNumber": "9",
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+    )
 
 
 async def test_inbound_dtmf_reply_mode_sends_one_reply_create_after_the_inter_digit_timeout(
-        gateway, peers, fake_agent, http):
+    gateway, peers, fake_agent, http
+):
     gw = await gateway('dtmf_mode = "reply"\ndtmf_interdigit_ms = 300')
     peer = await peers(gw)
     sess = await fake_agent.session()
@@ -293,8 +310,9 @@ async def test_inbound_dtmf_reply_mode_sends_one_reply_create_after_the_inter_di
     assert len([m for m in sess.received if m["type"] == "reply.create"]) == 1
     dtmf_lines = events(logs, "call.dtmf")
     # Never the digit: nothing but the event and its context keys.
-    assert len(dtmf_lines) == 2 and all(set(e) <= {"event", "log_level", "call_sid", "stream_sid", "session_id"}
-                                        for e in dtmf_lines)
+    assert len(dtmf_lines) == 2 and all(
+        set(e) <= {"event", "log_level", "call_sid", "stream_sid", "session_id"} for e in dtmf_lines
+    )
     assert 'voice_gateway_dtmf_digits_total{direction="in"} 2.0' in await metrics(http, gw)
     check_schema(logs)
 
@@ -337,10 +355,19 @@ async def post_calls(http, gw, body: Any, key: str | None = API_KEY) -> tuple[in
 
 
 async def test_outbound_call_connects_the_stream_and_variables_reach_the_first_session_update(
-        gateway, http, fake_agent, fake_rest):
+    gateway, http, fake_agent, fake_rest
+):
     gw = await gateway(extra_toml="", profile_toml=SALES, GATEWAY_PUBLIC_URL="https://voice.example.com")
-    status, body = await post_calls(http, gw, {"to": "+15550002222", "from": "+15550001111", "profile": "sales",
-                                               "variables": {"name": "Ada", "order": "A-17"}})
+    status, body = await post_calls(
+        http,
+        gw,
+        {
+            "to": "+15550002222",
+            "from": "+15550001111",
+            "profile": "sales",
+            "variables": {"name": "Ada", "order": "A-17"},
+        },
+    )
     assert status == 201, body
     (req,) = fake_rest.creates()
     assert req.one("To") == "+15550002222" and req.one("From") == "+15550001111"
@@ -353,8 +380,15 @@ async def test_outbound_call_connects_the_stream_and_variables_reach_the_first_s
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
     assert params["var_name"] == "Ada" and params["profile"] == "sales" and params["token"].startswith("v2.")
     # Twilio answers and connects the stream (here: to the gateway's loopback address) with those parameters.
-    peer = TwilioPeer(gw.base_url, http, call_sid=body["call_sid"], to="+15550002222", from_="+15550001111",
-                      auth_token=AUTH, signed_stream_url=stream.attrib["url"])
+    peer = TwilioPeer(
+        gw.base_url,
+        http,
+        call_sid=body["call_sid"],
+        to="+15550002222",
+        from_="+15550001111",
+        auth_token=AUTH,
+        signed_stream_url=stream.attrib["url"],
+    )
     peer.stream_url = gw.base_url.replace("http://", "ws://") + "/twilio/stream"
     peer.parameters = params
     try:
@@ -369,8 +403,9 @@ async def test_outbound_call_connects_the_stream_and_variables_reach_the_first_s
 
 async def test_outbound_stream_with_a_tampered_variable_is_refused(gateway, http, fake_agent, fake_rest):
     gw = await gateway(profile_toml=SALES)
-    status, body = await post_calls(http, gw, {"to": "+15550002222", "from": "+15550001111", "profile": "sales",
-                                               "variables": {"name": "Ada"}})
+    status, body = await post_calls(
+        http, gw, {"to": "+15550002222", "from": "+15550001111", "profile": "sales", "variables": {"name": "Ada"}}
+    )
     assert status == 201
     stream = ElementTree.fromstring(fake_rest.creates()[0].one("Twiml")).find("./Connect/Stream")
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
@@ -384,13 +419,16 @@ async def test_outbound_stream_with_a_tampered_variable_is_refused(gateway, http
         await peer.close()
 
 
-@pytest.mark.parametrize("key,body,status", [
-    (None, {"to": "+15550002222", "from": "+15550001111"}, 401),
-    ("wrong", {"to": "+15550002222", "from": "+15550001111"}, 401),
-    (API_KEY, {"to": "+15550002222", "from": "+15550001111", "variables": {"bio": "x" * 600}}, 422),
-    (API_KEY, {"to": "+15550002222", "from": "+15550001111", "profile": "nope"}, 422),
-    (API_KEY, {"to": "+15550002222"}, 400),
-])
+@pytest.mark.parametrize(
+    "key,body,status",
+    [
+        (None, {"to": "+15550002222", "from": "+15550001111"}, 401),
+        ("wrong", {"to": "+15550002222", "from": "+15550001111"}, 401),
+        (API_KEY, {"to": "+15550002222", "from": "+15550001111", "variables": {"bio": "x" * 600}}, 422),
+        (API_KEY, {"to": "+15550002222", "from": "+15550001111", "profile": "nope"}, 422),
+        (API_KEY, {"to": "+15550002222"}, 400),
+    ],
+)
 async def test_outbound_requests_refused_never_reach_twilio(gateway, http, fake_rest, key, body, status):
     gw = await gateway()
     got, answer = await post_calls(http, gw, body, key)
@@ -424,8 +462,13 @@ async def test_status_callbacks_signed_are_accepted_unsigned_or_forged_refused(g
         assert await post_status(http, gw, form, None) == 403
         assert await post_status(http, gw, form, sign_status(gw, form, "other-token")) == 403
         assert await post_status(http, gw, {**form, "CallStatus": "completed"}, sign_status(gw, form)) == 403
-        stream = {"CallSid": "CA" + "5" * 32, "StreamSid": "MZ" + "6" * 32, "StreamEvent": "stream-error",
-                  "StreamError": "Stream - WebSocket - Connection Refused", "Timestamp": "2026-05-01T10:00:00Z"}
+        stream = {
+            "CallSid": "CA" + "5" * 32,
+            "StreamSid": "MZ" + "6" * 32,
+            "StreamEvent": "stream-error",
+            "StreamError": "Stream - WebSocket - Connection Refused",
+            "Timestamp": "2026-05-01T10:00:00Z",
+        }
         assert await post_status(http, gw, stream, sign_status(gw, stream)) == 204
     (status_line,) = events(logs, "call.status")
     assert status_line["call_status"] == "ringing" and status_line["call_sid"] == "CA" + "5" * 32
@@ -515,4 +558,3 @@ async def test_without_a_reattach_window_a_stop_ends_the_session_at_once(gateway
     sess = await fake_agent.session()
     await peer.stop()
     await peer.wait_for(lambda: sess.ended_by_client, timeout=3)
-

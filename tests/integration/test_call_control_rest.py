@@ -25,8 +25,9 @@ async def fake_rest(aiohttp_server) -> FakeTwilioRest:
 
 @pytest.fixture
 async def client(fake_rest, http) -> TwilioRest:
-    return TwilioRest(http, fake_rest.account_sid, fake_rest.auth_token, base_url=fake_rest.url, timeout_s=2.0,
-                      retry_delay_s=0.01)
+    return TwilioRest(
+        http, fake_rest.account_sid, fake_rest.auth_token, base_url=fake_rest.url, timeout_s=2.0, retry_delay_s=0.01
+    )
 
 
 CA = "CA" + "a" * 32
@@ -93,14 +94,18 @@ async def test_redirect_is_not_retried(client, fake_rest):
 
 async def test_create_call_sends_documented_fields_and_one_field_per_status_event(client, fake_rest):
     twiml = '<Response><Connect><Stream url="wss://x/twilio/stream"/></Connect></Response>'
-    call = await client.create_call(to="+15550002222", from_="+15550001111", twiml=twiml,
-                                    status_callback="https://voice.example.com/twilio/status")
+    call = await client.create_call(
+        to="+15550002222", from_="+15550001111", twiml=twiml, status_callback="https://voice.example.com/twilio/status"
+    )
     assert call.sid.startswith("CA") and call.status == "queued" and call.to == "+15550002222"
     (req,) = fake_rest.creates()
     assert req.path == f"/2010-04-01/Accounts/{fake_rest.account_sid}/Calls.json"
     assert req.form == {
-        "To": ["+15550002222"], "From": ["+15550001111"], "Twiml": [twiml],
-        "StatusCallback": ["https://voice.example.com/twilio/status"], "StatusCallbackMethod": ["POST"],
+        "To": ["+15550002222"],
+        "From": ["+15550001111"],
+        "Twiml": [twiml],
+        "StatusCallback": ["https://voice.example.com/twilio/status"],
+        "StatusCallbackMethod": ["POST"],
         "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
     }
     ElementTree.fromstring(req.form["Twiml"][0])
@@ -116,8 +121,9 @@ async def test_create_call_is_never_retried(client, fake_rest):
 async def test_a_slow_twilio_is_unavailable_after_the_timeout(fake_rest, http):
     fake_rest.add_call(CA)
     fake_rest.delay_s = 1.0
-    slow = TwilioRest(http, fake_rest.account_sid, fake_rest.auth_token, base_url=fake_rest.url, timeout_s=0.2,
-                      retry_delay_s=0.01)
+    slow = TwilioRest(
+        http, fake_rest.account_sid, fake_rest.auth_token, base_url=fake_rest.url, timeout_s=0.2, retry_delay_s=0.01
+    )
     t0 = asyncio.get_running_loop().time()
     with pytest.raises(TwilioUnavailable):
         await slow.hang_up(CA)  # tried twice
@@ -143,7 +149,10 @@ async def test_sids_that_could_change_the_path_are_refused_before_any_request(cl
 
 async def test_fake_refuses_malformed_requests(fake_rest, http):
     """The fake itself must catch shape errors (or the tests above would prove nothing)."""
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{fake_rest.account_sid}:{fake_rest.auth_token}".encode()).decode()}
+    auth = {
+        "Authorization": "Basic "
+        + base64.b64encode(f"{fake_rest.account_sid}:{fake_rest.auth_token}".encode()).decode()
+    }
     base = f"{fake_rest.url}/2010-04-01/Accounts/{fake_rest.account_sid}"
     cases = [
         ({"From": "+15550001111", "Twiml": "<Response/>"}, 21201),

@@ -35,8 +35,13 @@ def gateway(start_gateway: Any, fake_rest: FakeTwilioRest, tmp_path: Any) -> Any
     async def start(toml: str = "") -> Any:
         cfg = tmp_path / "gateway.toml"
         cfg.write_text(f'{toml}\n[profiles.default]\ngreeting = ""\n')
-        return await start_gateway(str(cfg), TWILIO_ACCOUNT_SID=fake_rest.account_sid, TWILIO_AUTH_TOKEN=AUTH,
-                                   TWILIO_API_BASE_URL=fake_rest.url, GATEWAY_API_KEY=API_KEY)
+        return await start_gateway(
+            str(cfg),
+            TWILIO_ACCOUNT_SID=fake_rest.account_sid,
+            TWILIO_AUTH_TOKEN=AUTH,
+            TWILIO_API_BASE_URL=fake_rest.url,
+            GATEWAY_API_KEY=API_KEY,
+        )
 
     return start
 
@@ -46,8 +51,16 @@ async def raw_request(gw: Any, path: str, head: bytes, body: bytes = b"") -> tup
     host, port = gw.host, gw.port
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n" + head
-                     + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.write(
+            b"POST "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+            + head
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         await writer.drain()
         async with asyncio.timeout(10):
             answer = await reader.read()
@@ -70,18 +83,21 @@ async def refusals(http: Any, gw: Any, reason: str) -> float:
     async with http.get(gw.base_url + "/metrics") as r:
         text = await r.text()
     line = f'voice_gateway_call_refusals_total{{reason="{reason}",stage="outbound"}} '
-    return next((float(x[len(line):]) for x in text.splitlines() if x.startswith(line)), 0.0)
+    return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0.0)
 
 
 # ---- malformed POST /calls ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("body,status", [
-    (b"[" * 60000, 400),  # under the 64 KiB body limit: Python's JSON decoder would recurse into a RecursionError
-    (b"[" * 100000, 413),  # over it: refused before it is read
-    (b'{"to": "+15550002222", "from": "\xff\xfe"}', 400),  # invalid UTF-8
-    (b'{"to": "+15550002222", "from": []}', 400),  # an unhashable 'from' used to reach a dict lookup
-    (b'{"to": "+15550002222", "from": {"a": 1}}', 400),
-    (b'{"to": ', 400),
-])
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        (b"[" * 60000, 400),  # under the 64 KiB body limit: Python's JSON decoder would recurse into a RecursionError
+        (b"[" * 100000, 413),  # over it: refused before it is read
+        (b'{"to": "+15550002222", "from": "\xff\xfe"}', 400),  # invalid UTF-8
+        (b'{"to": "+15550002222", "from": []}', 400),  # an unhashable 'from' used to reach a dict lookup
+        (b'{"to": "+15550002222", "from": {"a": 1}}', 400),
+        (b'{"to": ', 400),
+    ],
+)
 async def test_malformed_calls_bodies_are_4xx_and_never_reach_twilio(gateway, fake_rest, body, status):
     gw = await gateway()
     got, answer = await raw_request(gw, "/calls", calls_head(), body)
@@ -98,14 +114,17 @@ async def test_an_authorization_header_that_is_not_utf8_is_a_401(gateway, fake_r
     assert fake_rest.requests == []
 
 
-@pytest.mark.parametrize("body,why", [
-    ({**OK_BODY, "variables": {"name": "Ada\x00"}}, "XML"),
-    ({**OK_BODY, "variables": {"name": "Ada\x1b[31m"}}, "XML"),
-    ({**OK_BODY, "variables": {"name": "\ufffe"}}, "XML"),
-    ({**OK_BODY, "variables": {"name": "half a pair \ud800"}}, "XML"),  # JSON's \ud800 escape decodes to this
-    ({**OK_BODY, "to": "sip:alice\x08@pbx.example.com"}, "sip: URI"),
-    ({**OK_BODY, "to": "sip:alice@evil.example.com?x=@pbx.example.com"}, "sip: URI"),  # would match the pattern
-])
+@pytest.mark.parametrize(
+    "body,why",
+    [
+        ({**OK_BODY, "variables": {"name": "Ada\x00"}}, "XML"),
+        ({**OK_BODY, "variables": {"name": "Ada\x1b[31m"}}, "XML"),
+        ({**OK_BODY, "variables": {"name": "\ufffe"}}, "XML"),
+        ({**OK_BODY, "variables": {"name": "half a pair \ud800"}}, "XML"),  # JSON's \ud800 escape decodes to this
+        ({**OK_BODY, "to": "sip:alice\x08@pbx.example.com"}, "sip: URI"),
+        ({**OK_BODY, "to": "sip:alice@evil.example.com?x=@pbx.example.com"}, "sip: URI"),  # would match the pattern
+    ],
+)
 async def test_text_that_would_break_or_bend_the_twiml_is_a_422(gateway, http, fake_rest, body, why):
     gw = await gateway('[twilio]\ndial_allow = ["+1555*", "sip:*@pbx.example.com"]')
     status, answer = await post_calls(http, gw, body)
@@ -117,12 +136,15 @@ async def test_text_that_would_break_or_bend_the_twiml_is_a_422(gateway, http, f
 FORM_HEAD = b"Content-Type: application/x-www-form-urlencoded\r\n"
 
 
-@pytest.mark.parametrize("head,body", [
-    (FORM_HEAD, b"CallSid=\xff\xfe"),
-    (FORM_HEAD, b"CallSid=CA1&CallStatus=\xc3"),
-    (b"Content-Type: application/x-www-form-urlencoded; charset=no-such-charset\r\n", b"CallSid=CA1"),
-    (FORM_HEAD + b"Content-Encoding: gzip\r\n", b"CallSid=CA1"),
-])
+@pytest.mark.parametrize(
+    "head,body",
+    [
+        (FORM_HEAD, b"CallSid=\xff\xfe"),
+        (FORM_HEAD, b"CallSid=CA1&CallStatus=\xc3"),
+        (b"Content-Type: application/x-www-form-urlencoded; charset=no-such-charset\r\n", b"CallSid=CA1"),
+        (FORM_HEAD + b"Content-Encoding: gzip\r\n", b"CallSid=CA1"),
+    ],
+)
 async def test_malformed_status_callback_bodies_are_400(gateway, head, body):
     gw = await gateway()
     got, answer = await raw_request(gw, "/twilio/status", head, body)
@@ -159,16 +181,19 @@ async def test_without_dial_allow_only_e164_numbers_are_dialled(gateway, http, f
     assert await refusals(http, gw, "destination_not_allowed") == 2
 
 
-@pytest.mark.parametrize("to,allowed", [
-    ("+15550002222", True),
-    ("+15559999999", True),
-    ("+447700900123", False),  # a well-formed number, not in the operator's countries
-    ("+19005550100", False),  # a premium-rate style number outside the patterns
-    ("sip:alice@pbx.example.com", True),
-    ("sip:alice@pbx.example.com.evil.net", False),
-    ("sip:alice@evil.example.com", False),
-    ("client:bob", False),
-])
+@pytest.mark.parametrize(
+    "to,allowed",
+    [
+        ("+15550002222", True),
+        ("+15559999999", True),
+        ("+447700900123", False),  # a well-formed number, not in the operator's countries
+        ("+19005550100", False),  # a premium-rate style number outside the patterns
+        ("sip:alice@pbx.example.com", True),
+        ("sip:alice@pbx.example.com.evil.net", False),
+        ("sip:alice@evil.example.com", False),
+        ("client:bob", False),
+    ],
+)
 async def test_dial_allow_patterns_decide_what_is_dialled(gateway, http, fake_rest, to, allowed):
     gw = await gateway('[twilio]\ndial_allow = ["+1555*", "sip:*@pbx.example.com"]')
     with capture_call_logs() as logs:

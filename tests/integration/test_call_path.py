@@ -10,9 +10,9 @@ import structlog
 
 from gateway.agent.client import TRANSPORTS
 from gateway.audio import g711
+from gateway.security import twilio_signature
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
-from gateway.security import twilio_signature
 from tests.support.faults import write_config
 from tests.support.media_corpus import caller_ulaw8k
 from tests.support.twilio_peer import media_bytes
@@ -29,8 +29,9 @@ async def test_webhook_returns_connect_stream_with_call_token(start_gateway, new
     gw = await start_gateway(GATEWAY_PUBLIC_URL="https://voice.example.com", TWILIO_AUTH_TOKEN="tw-secret")
     peer = await new_peer(gw, dial=False)
     form = {"CallSid": peer.call_sid, "From": peer.from_, "To": peer.to, "AccountSid": "AC" + "0" * 32}
-    await peer.dial(headers={"X-Twilio-Signature": twilio_signature(
-        "tw-secret", "https://voice.example.com/twilio/voice", form)})
+    await peer.dial(
+        headers={"X-Twilio-Signature": twilio_signature("tw-secret", "https://voice.example.com/twilio/voice", form)}
+    )
     assert peer.stream_url == "wss://voice.example.com/twilio/stream"
     assert peer.parameters["from"] == peer.from_ and peer.parameters["to"] == peer.to
     assert peer.parameters["token"].startswith("v2.")
@@ -51,7 +52,9 @@ async def test_caller_audio_reaches_agent_as_24k_pcm_with_pitch_and_duration(sta
     assert abs(dominant_freq(bytes(sess.audio), 24000) - 440) < 3
 
 
-async def test_agent_audio_reaches_caller_as_160_byte_ulaw_frames_with_same_content(start_gateway, new_peer, fake_agent):
+async def test_agent_audio_reaches_caller_as_160_byte_ulaw_frames_with_same_content(
+    start_gateway, new_peer, fake_agent
+):
     gw = await start_gateway()
     peer = await new_peer(gw)
     await peer.connect()
@@ -131,7 +134,7 @@ async def test_interruption_sends_clear_before_any_further_media(start_gateway, 
     await asyncio.sleep(1.0)
     i = _index_of_clear(peer)
     before = peer.received[:i]
-    after = [r for r in peer.received[i + 1:] if r.msg.get("event") == "media"]
+    after = [r for r in peer.received[i + 1 :] if r.msg.get("event") == "media"]
     assert len([r for r in before if r.msg.get("event") == "media"]) < 60, "old reply must not have been dumped"
     assert len(after) >= 24, "the new reply must be heard in full (0.5 s = 25 frames)"
     for r in after:  # every single frame after the clear belongs to the new reply
@@ -213,7 +216,7 @@ async def test_tool_result_waits_for_reply_done(start_gateway, new_peer, fake_ag
 [profiles.default]
 tools = ["end_call", "opening_hours"]
 [tools.opening_hours]
-url = "{tool_server.make_url('/hours')}"
+url = "{tool_server.make_url("/hours")}"
 description = "Is the shop open?"
 parameters = {{ type = "object", properties = {{ day = {{ type = "string" }} }} }}
 """
@@ -230,7 +233,12 @@ parameters = {{ type = "object", properties = {{ day = {{ type = "string" }} }} 
     assert not [m for m in sess.received if m["type"] == "tool.result"]
     await sess.send("reply.done", reply_id="resp_a", status="completed")
     result = await sess.next_message("tool.result")
-    assert result == {"type": "tool.result", "call_id": "chatcmpl-tool-1", "result": '{"open": true}', "is_error": False}
+    assert result == {
+        "type": "tool.result",
+        "call_id": "chatcmpl-tool-1",
+        "result": '{"open": true}',
+        "is_error": False,
+    }
     # an unknown tool still gets an answer, as an error
     await sess.send("tool.call", call_id="chatcmpl-tool-2", name="no_such_tool", arguments={})
     err = await sess.next_message("tool.result")

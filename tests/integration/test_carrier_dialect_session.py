@@ -15,8 +15,9 @@ from tests.support.audio import tone
 from tests.support.twilio_peer import media_bytes
 
 
-async def test_without_a_checkpoint_verb_marks_resolve_from_the_clock_model(start_gateway, new_peer, fake_agent,
-                                                                          monkeypatch):
+async def test_without_a_checkpoint_verb_marks_resolve_from_the_clock_model(
+    start_gateway, new_peer, fake_agent, monkeypatch
+):
     monkeypatch.setattr(TwilioDialect, "build_mark", lambda self, name: None)
     gw = await start_gateway()
     peer = await new_peer(gw)
@@ -36,8 +37,9 @@ async def test_without_a_checkpoint_verb_marks_resolve_from_the_clock_model(star
 
 
 @pytest.mark.parametrize(("minimum_ms", "expect_frames"), [(100, 5), (20, 1)])
-async def test_outbound_messages_hold_at_least_the_dialects_minimum(minimum_ms, expect_frames, start_gateway,
-                                                                      new_peer, fake_agent, monkeypatch):
+async def test_outbound_messages_hold_at_least_the_dialects_minimum(
+    minimum_ms, expect_frames, start_gateway, new_peer, fake_agent, monkeypatch
+):
     monkeypatch.setattr(TwilioDialect, "min_message_ms", minimum_ms)
     gw = await start_gateway()
     peer = await new_peer(gw)
@@ -62,7 +64,8 @@ async def fake_rest(aiohttp_server):
 
 
 async def _telnyx_stream(gw, http, call_id: str):
-    """A Telnyx media stream (the golden fixtures' shapes) carrying ``call_id``, its token minted for the Telnyx door."""
+    """A Telnyx media stream (the golden fixtures' shapes) carrying ``call_id``, its token minted for the Telnyx
+    door."""
     import time
 
     from gateway.outbound import token_subject
@@ -79,8 +82,9 @@ async def _telnyx_stream(gw, http, call_id: str):
     return ws, start["stream_id"]
 
 
-async def test_a_telnyx_call_is_never_transferred_over_twilio_rest(start_gateway, fake_agent, fake_rest, http,
-                                                                   tmp_path):
+async def test_a_telnyx_call_is_never_transferred_over_twilio_rest(
+    start_gateway, fake_agent, fake_rest, http, tmp_path
+):
     # Twilio REST configured (TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN) must not make it every carrier's call control:
     # a Telnyx call's transfer_call is answered cleanly as not available on this carrier, the call goes on, and
     # nothing reaches Twilio's API (a ``v3:…`` id there was a ValueError that ended the call as internal_error).
@@ -90,16 +94,26 @@ async def test_a_telnyx_call_is_never_transferred_over_twilio_rest(start_gateway
     from tests.support.logcapture import capture_call_logs, wait_event
 
     cfg = tmp_path / "gateway.toml"
-    cfg.write_text('[profiles.default]\ngreeting = ""\ntools = ["end_call", "transfer_call"]\n'
-                   'transfer_allow = ["+1555*"]\nend_call_timeout_s = 0.3\n')
-    gw = await start_gateway(str(cfg), TWILIO_ACCOUNT_SID=fake_rest.account_sid, TWILIO_AUTH_TOKEN="tw-auth-token",
-                             TWILIO_API_BASE_URL=fake_rest.url)
+    cfg.write_text(
+        '[profiles.default]\ngreeting = ""\ntools = ["end_call", "transfer_call"]\n'
+        'transfer_allow = ["+1555*"]\nend_call_timeout_s = 0.3\n'
+    )
+    gw = await start_gateway(
+        str(cfg),
+        TWILIO_ACCOUNT_SID=fake_rest.account_sid,
+        TWILIO_AUTH_TOKEN="tw-auth-token",
+        TWILIO_API_BASE_URL=fake_rest.url,
+    )
     with capture_call_logs() as logs:
         ws, stream_id = await _telnyx_stream(gw, http, "v3:telnyx-call-control-id")
         sess = await fake_agent.session()
         await sess.send("reply.started", reply_id="resp_t", item_id="msg_t")
-        await sess.send("tool.call", call_id="call_t", name="transfer_call",
-                        arguments={"destination": "+15550003333", "announcement": "One moment."})
+        await sess.send(
+            "tool.call",
+            call_id="call_t",
+            name="transfer_call",
+            arguments={"destination": "+15550003333", "announcement": "One moment."},
+        )
         await sess.send("reply.done", reply_id="resp_t", status="completed")
         result = await sess.next_message("tool.result", timeout=10)
         await asyncio.sleep(0.8)  # longer than end_call_timeout_s: a pending transfer would have gone out by now

@@ -21,18 +21,21 @@ from tests.support.audio import tone
 
 _SEED = bytes(range(32))
 _PUBLIC = base64.b64encode(
-    Ed25519PrivateKey.from_private_bytes(_SEED).public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    Ed25519PrivateKey.from_private_bytes(_SEED)
+    .public_key()
+    .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 ).decode()
 
 # carrier: (gateway env, the simulator's secret, a forged secret)
 SECRETS = {
     "signalwire": ({"SIGNALWIRE_SIGNING_KEY": "PSK-signing-key"}, "PSK-signing-key", "PSK-guessed"),
-    "telnyx": ({"TELNYX_PUBLIC_KEY": _PUBLIC}, base64.b64encode(_SEED).decode(),
-               base64.b64encode(bytes(32)).decode()),
+    "telnyx": ({"TELNYX_PUBLIC_KEY": _PUBLIC}, base64.b64encode(_SEED).decode(), base64.b64encode(bytes(32)).decode()),
     "plivo": ({"PLIVO_AUTH_TOKEN": "plivo-auth-token"}, "plivo-auth-token", "plivo-guess"),
-    "vonage": ({"VONAGE_SIGNATURE_SECRET": "vonage-signature-secret-0123456789abcdef"},
-               "vonage-signature-secret-0123456789abcdef", "forged-signature-secret-0123456789abcdef"),
+    "vonage": (
+        {"VONAGE_SIGNATURE_SECRET": "vonage-signature-secret-0123456789abcdef"},
+        "vonage-signature-secret-0123456789abcdef",
+        "forged-signature-secret-0123456789abcdef",
+    ),
     "exotel": ({"EXOTEL_BASIC_AUTH": "apikey:apitoken"}, "apikey:apitoken", "apikey:guess"),
 }
 
@@ -47,8 +50,9 @@ async def test_a_signed_call_is_served_and_its_greeting_heard(carrier, start_gat
     env, secret, _ = SECRETS[carrier]
     gw = await start_gateway(**env)
     agent = asyncio.create_task(_greet(fake_agent))
-    record = await simulate_call(SimulatorConfig(url=gw.base_url, carrier=carrier, auth_token=secret, pause_s=0.5,
-                                                 greeting_timeout_s=5))
+    record = await simulate_call(
+        SimulatorConfig(url=gw.base_url, carrier=carrier, auth_token=secret, pause_s=0.5, greeting_timeout_s=5)
+    )
     await asyncio.wait_for(agent, 5)
     tl = build_timeline(record)
     assert record.outcome == "completed" and record.errors == [], (record.errors, tl.format_text())
@@ -76,17 +80,41 @@ async def test_exotel_stream_upgrade_needs_the_basic_auth_too(start_gateway, htt
     ("path", "first_messages"),
     [
         # Plivo: a token in the path that was never minted
-        ("/plivo/stream/v2.9999999999.n0nce.forged", [{
-            "event": "start", "sequenceNumber": 0,
-            "start": {"callId": "call-1", "streamId": "stream-1", "accountId": "MA1", "tracks": ["inbound"],
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}]),
+        (
+            "/plivo/stream/v2.9999999999.n0nce.forged",
+            [
+                {
+                    "event": "start",
+                    "sequenceNumber": 0,
+                    "start": {
+                        "callId": "call-1",
+                        "streamId": "stream-1",
+                        "accountId": "MA1",
+                        "tracks": ["inbound"],
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                    },
+                }
+            ],
+        ),
         # Vonage: no token header at all
         ("/vonage/stream", [{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", "uuid": "u-1"}]),
         # Telnyx: a token minted for another call
-        ("/telnyx/stream", [{"event": "connected", "version": "1.0.0"}, {
-            "event": "start", "sequence_number": "1", "stream_id": "s-1",
-            "start": {"call_control_id": "v3:other", "custom_parameters": {"token": "v2.9999999999.n0nce.abc"},
-                      "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}]),
+        (
+            "/telnyx/stream",
+            [
+                {"event": "connected", "version": "1.0.0"},
+                {
+                    "event": "start",
+                    "sequence_number": "1",
+                    "stream_id": "s-1",
+                    "start": {
+                        "call_control_id": "v3:other",
+                        "custom_parameters": {"token": "v2.9999999999.n0nce.abc"},
+                        "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+                    },
+                },
+            ],
+        ),
     ],
 )
 async def test_a_stream_without_a_valid_call_token_is_refused(path, first_messages, start_gateway, http, fake_agent):
@@ -103,7 +131,9 @@ async def test_a_stream_without_a_valid_call_token_is_refused(path, first_messag
 async def test_answer_documents_carry_the_token_each_carriers_way(start_gateway, http):
     gw = await start_gateway()
     base = gw.base_url
-    async with http.post(base + "/plivo/answer", data={"CallUUID": "c-1", "From": "15550001111", "To": "18005551212"}) as r:
+    async with http.post(
+        base + "/plivo/answer", data={"CallUUID": "c-1", "From": "15550001111", "To": "18005551212"}
+    ) as r:
         body = await r.text()
     assert "/plivo/stream/v2." in body and 'extraHeaders="to=18005551212,from=15550001111"' in body
     async with http.get(base + "/vonage/answer", params={"uuid": "u-1", "from": "1555", "to": "1800"}) as r:
@@ -122,7 +152,9 @@ async def test_answer_documents_carry_the_token_each_carriers_way(start_gateway,
 
 
 @pytest.mark.parametrize("carrier", list(SECRETS))
-async def test_a_called_number_mapped_to_another_profile_is_served_with_it(carrier, start_gateway, fake_agent, tmp_path):
+async def test_a_called_number_mapped_to_another_profile_is_served_with_it(
+    carrier, start_gateway, fake_agent, tmp_path
+):
     # The stream token is bound to the profile the answer chose from the called number; every carrier's stream must
     # present the same number, or its own call would be refused as a token for another profile.
     cfg = tmp_path / "gateway.toml"
@@ -130,8 +162,11 @@ async def test_a_called_number_mapped_to_another_profile_is_served_with_it(carri
     env, secret, _ = SECRETS[carrier]
     gw = await start_gateway(str(cfg), **env)
     agent = asyncio.create_task(_greet(fake_agent))
-    record = await simulate_call(SimulatorConfig(url=gw.base_url, carrier=carrier, auth_token=secret, pause_s=0.3,
-                                                 greeting_timeout_s=5, to="+15550109999"))
+    record = await simulate_call(
+        SimulatorConfig(
+            url=gw.base_url, carrier=carrier, auth_token=secret, pause_s=0.3, greeting_timeout_s=5, to="+15550109999"
+        )
+    )
     await asyncio.wait_for(agent, 5)
     assert record.outcome == "completed" and record.errors == [], record.errors
     (sess,) = fake_agent.sessions

@@ -126,20 +126,39 @@ async def test_the_budget_counts_duration_in_the_streams_own_format(start_gatewa
     peer.parameters = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
     with capture_call_logs() as logs:
         await peer.connect(start=False)
-        await peer.send({
-            "event": "start", "sequenceNumber": "1", "streamSid": peer.stream_sid,
-            "start": {"accountSid": "AC" + "0" * 32, "streamSid": peer.stream_sid, "callSid": peer.call_sid,
-                      "tracks": ["inbound"], "customParameters": peer.parameters,
-                      "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}},
-        })
+        await peer.send(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": peer.stream_sid,
+                "start": {
+                    "accountSid": "AC" + "0" * 32,
+                    "streamSid": peer.stream_sid,
+                    "callSid": peer.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": peer.parameters,
+                    "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1},
+                },
+            }
+        )
         sess = await fake_agent.session()
         pcm_be = bytearray(tone(440, 2.0, 16000))
         pcm_be[0::2], pcm_be[1::2] = pcm_be[1::2], pcm_be[0::2]  # L16 travels in network byte order
         t0 = time.monotonic()
         for i in range(0, len(pcm_be), 640):  # real time: frame i leaves once the audio before it was spoken
-            await peer.send({"event": "media", "sequenceNumber": str(2 + i // 640), "streamSid": peer.stream_sid,
-                             "media": {"track": "inbound", "chunk": str(1 + i // 640), "timestamp": str(i // 32),
-                                       "payload": base64.b64encode(pcm_be[i:i + 640]).decode()}})
+            await peer.send(
+                {
+                    "event": "media",
+                    "sequenceNumber": str(2 + i // 640),
+                    "streamSid": peer.stream_sid,
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(1 + i // 640),
+                        "timestamp": str(i // 32),
+                        "payload": base64.b64encode(pcm_be[i : i + 640]).decode(),
+                    },
+                }
+            )
             await asyncio.sleep(max(0.0, t0 + (i + 640) / 32000 - time.monotonic()))
         await _settle(peer, lambda: len(sess.audio) >= 2.0 * PCM24K_BYTES_PER_S - 960)
         ended = await _hang_up(peer, logs)

@@ -83,7 +83,7 @@ async def refusals(http: aiohttp.ClientSession, gw: Any) -> float:
     async with http.get(gw.base_url + "/metrics") as r:
         text = await r.text()
     line = 'voice_gateway_call_refusals_total{reason="header_timeout",stage="http"} '
-    return next((float(x[len(line):]) for x in text.splitlines() if x.startswith(line)), 0.0)
+    return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0.0)
 
 
 async def test_a_head_trickled_byte_by_byte_is_cut_off_at_the_deadline(gw, http):
@@ -125,8 +125,9 @@ async def test_a_normal_request_and_keep_alive_within_the_deadline_work(gw, http
             status = await asyncio.wait_for(reader.readline(), 2)
             assert status.startswith(b"HTTP/1.1 200"), status
             headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
-            length = int(next(h.split(b":")[1] for h in headers.split(b"\r\n")
-                              if h.lower().startswith(b"content-length")))
+            length = int(
+                next(h.split(b":")[1] for h in headers.split(b"\r\n") if h.lower().startswith(b"content-length"))
+            )
             await reader.readexactly(length)
             await asyncio.sleep(TIMEOUT_S * 0.4)  # 1.6 deadlines in all: the clock restarts after each response
         # Left idle, the keep-alive connection is closed after one deadline (like uvicorn's keep-alive timeout).
@@ -177,11 +178,14 @@ async def test_a_call_websocket_outlives_the_deadline(gw, http, fake_agent):
         await peer.close()
 
 
-@pytest.mark.parametrize("head", [
-    b"POST /twilio/status HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
-    b"GET /healthz HTTP/1.1\r\nHo\x00st: test\r\n\r\n",  # NUL in a header name
-    b"GET /healthz HTTP/1.1\r\nHost: test\r\nX: " + b"a" * 9000 + b"\r\n\r\n",  # a header over 8190 bytes
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /twilio/status HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+        b"GET /healthz HTTP/1.1\r\nHo\x00st: test\r\n\r\n",  # NUL in a header name
+        b"GET /healthz HTTP/1.1\r\nHost: test\r\nX: " + b"a" * 9000 + b"\r\n\r\n",  # a header over 8190 bytes
+    ],
+)
 async def test_a_malformed_head_is_a_400_without_a_traceback(gw, caplog, head):
     caplog.set_level(logging.DEBUG)
     reader, writer = await asyncio.open_connection(gw.host, gw.port)
@@ -212,9 +216,20 @@ async def test_python_m_gateway_serve_enforces_the_deadline(gateway_env, tmp_pat
     cfg.write_text(f"[server]\nheader_timeout_s = {TIMEOUT_S}\n")
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), "--config", str(cfg),
-        cwd=ROOT, env={**os.environ, **gateway_env, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(cfg),
+        cwd=ROOT,
+        env={**os.environ, **gateway_env, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         async with asyncio.timeout(30):

@@ -98,7 +98,7 @@ async def test_a_call_moves_gauges_counters_and_histograms(start_gateway, new_pe
     assert m(P + "carrier_mark_round_trip_seconds_count") >= 1  # the peer echoed the marks after played audio
     assert m(P + "event_loop_lag_seconds_count") >= 1
     assert m("process_resident_memory_bytes") > 0
-    assert gw.app[METRICS]._calls == {}  # no per-call state outlives the call
+    assert gw.app[METRICS].tracked_calls == 0  # no per-call state outlives the call
 
 
 async def test_errors_refusals_and_dropped_frames_are_counted(start_gateway, new_peer, fake_agent, http):
@@ -140,8 +140,7 @@ async def test_errors_refusals_and_dropped_frames_are_counted(start_gateway, new
 
 
 def _metrics() -> GatewayMetrics:
-    return GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1,
-                          process_metrics=False)
+    return GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1, process_metrics=False)
 
 
 def _value(m: GatewayMetrics, name: str, **labels: str) -> float:
@@ -162,8 +161,12 @@ def test_peer_supplied_label_values_cannot_mint_unbounded_series():
     for i in range(200):
         m.on_event("CA1", ev.SessionErrorReport(f"code_{i}", False))
     m.on_event("CA1", ev.SessionErrorReport("Bad Code!\n", False))
-    codes = {s.labels["code"] for fam in m.registry.collect() for s in fam.samples
-             if s.name == P + "agent_session_errors_total"}
+    codes = {
+        s.labels["code"]
+        for fam in m.registry.collect()
+        for s in fam.samples
+        if s.name == P + "agent_session_errors_total"
+    }
     assert len(codes) <= 65 and "other" in codes
     assert _value(m, P + "agent_session_errors_total", code="other", fatal="false") == 200 - 64 + 1
 
@@ -176,9 +179,16 @@ def test_per_call_state_is_dropped_when_the_call_ends():
     m.on_event("CA1", ev.AgentFirstAudio("r2", 600.0, t=3.6))
     assert _value(m, P + "time_to_first_agent_audio_seconds_sum") == 1.2
     assert _value(m, P + "response_latency_seconds_sum") == 0.6
-    m.on_summary(CallSummary(call_sid="CA1", outcome="caller_hangup", duration_s=4.0,
-                             clear_latencies_ms=[0.5], mark_round_trips_ms=[210.0, 230.0]))
-    assert m._calls == {}
+    m.on_summary(
+        CallSummary(
+            call_sid="CA1",
+            outcome="caller_hangup",
+            duration_s=4.0,
+            clear_latencies_ms=[0.5],
+            mark_round_trips_ms=[210.0, 230.0],
+        )
+    )
+    assert m.tracked_calls == 0
     assert _value(m, P + "carrier_mark_round_trip_seconds_count") == 2
     assert _value(m, P + "calls_total", outcome="caller_hangup") == 1
 

@@ -9,11 +9,11 @@ import socket
 
 import pytest
 
-from gateway.call.core import CallCore
-from gateway.call.shell import agent_link
 from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
 from gateway.audio import g711
+from gateway.call.core import CallCore
+from gateway.call.shell import agent_link
 from gateway.keys import CALLS
 from gateway.prompts import AGENT_UNAVAILABLE, prompt_ulaw
 from tests.conftest import call_tasks
@@ -31,6 +31,7 @@ def agent_transport(request: pytest.FixtureRequest) -> str:
 
 FAST_CONNECT = "[agent]\nconnect_attempts = 2\nconnect_timeout_s = 1.0\n"
 
+
 @pytest.fixture
 async def proxy(fake_agent):
     p = await start_proxy(fake_agent)
@@ -41,7 +42,6 @@ async def proxy(fake_agent):
 @pytest.fixture
 async def slow_tool(aiohttp_server):
     return await start_slow_tool(aiohttp_server)
-
 
 
 def _free_port() -> int:
@@ -61,8 +61,9 @@ async def _call(gw, new_peer, fake_agent):
 
 async def gateway_ready(gw, call_sid: str) -> None:
     async with asyncio.timeout(5):
-        while not any(s.summary.call_sid == call_sid and s.summary.session_id
-                      for s, _ in gw.app[CALLS].active.values()):
+        while not any(
+            s.summary.call_sid == call_sid and s.summary.session_id for s, _ in gw.app[CALLS].active.values()
+        ):
             await asyncio.sleep(0.005)
 
 
@@ -370,8 +371,12 @@ async def test_an_agent_that_stops_reading_never_stalls_the_carrier_side(start_g
     # queue instead, where the drop-oldest policy bounds them, and the caller's hang-up must still be read.
     # The flood below is what fills the agent socket, so the inbound rate limit (docs/security.md#inbound-audio-rate)
     # is lifted here.
-    gw = await start_gateway(write_config("[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"
-                                          "[server]\ninbound_rate_limit = 1000.0\ninbound_burst_s = 600.0\n"))
+    gw = await start_gateway(
+        write_config(
+            "[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"
+            "[server]\ninbound_rate_limit = 1000.0\ninbound_burst_s = 600.0\n"
+        )
+    )
     peer, sess = await _call(gw, new_peer, fake_agent)
     sess.reading.clear()  # the agent stops reading: its socket's buffers fill and its receive window closes
     try:

@@ -42,6 +42,7 @@ CONCURRENCY = 9
 CHUNK = 1920  # 40 ms of 24 kHz PCM16 per reply.audio: fewer messages, same audio
 SEED = 5  # the cut offsets are random but reproducible; change it to explore other moments
 
+
 @pytest.fixture
 async def proxy(fake_agent):
     p = await start_proxy(fake_agent)
@@ -52,7 +53,6 @@ async def proxy(fake_agent):
 @pytest.fixture
 async def slow_tool(aiohttp_server):
     return await start_slow_tool(aiohttp_server)
-
 
 
 @dataclass
@@ -85,7 +85,7 @@ async def _speak(sess: FakeSession, pcm: bytes, reply_id: str) -> None:
     await _send(sess, "reply.started", reply_id=reply_id, item_id="msg_" + secrets.token_hex(4))
     t0 = time.monotonic()
     for i in range(0, len(pcm), CHUNK):
-        chunk = pcm[i:i + CHUNK]
+        chunk = pcm[i : i + CHUNK]
         await _send(sess, "reply.audio", reply_id=reply_id, data=base64.b64encode(chunk).decode())
         await asyncio.sleep(max(0.0, t0 + (i + len(chunk)) / 48000 - time.monotonic()))
     await _send(sess, "reply.done", reply_id=reply_id, status="completed")
@@ -153,8 +153,16 @@ async def _one_call(gw: Any, new_peer: Any, fake_agent: Any, proxy: TcpProxy, rn
     # This call's agent session, once ready at the gateway too (a drop before that is a failed connect). Found by
     # id, not from the fake's queue of new sessions, which concurrent calls would race for.
     async with asyncio.timeout(10):
-        while not (sid := next((s.summary.session_id for s, _ in gw.app[CALLS].active.values()
-                                if s.summary.call_sid == peer.call_sid and s.summary.session_id), None)):
+        while not (
+            sid := next(
+                (
+                    s.summary.session_id
+                    for s, _ in gw.app[CALLS].active.values()
+                    if s.summary.call_sid == peer.call_sid and s.summary.session_id
+                ),
+                None,
+            )
+        ):
             await asyncio.sleep(0.005)
     sess = next(s for s in fake_agent.sessions if s.session_id == sid)
     run = CallRun(peer, sess)
@@ -213,13 +221,16 @@ async def test_100_random_agent_socket_cuts_all_resume_without_losing_caller_aud
         assert set(r.tool_calls) <= got
     ended = events(logs, "call.ended")
     assert len(ended) == CALLS_N
-    assert all(e["outcome"] == "caller_hangup" and e["frames_dropped_to_agent"] == 0 and e["agent_resumes"] == 4
-               for e in ended)
+    assert all(
+        e["outcome"] == "caller_hangup" and e["frames_dropped_to_agent"] == 0 and e["agent_resumes"] == 4 for e in ended
+    )
     assert not events(logs, "call.internal_error") and not events(logs, "call.protocol_error")
     # nothing left behind
     assert call_tasks() == [] and len(gw.app[CALLS]) == 0 and gw.app[CALLS].admission.idle
     assert fake_agent.live_sessions == [] and not fake_agent.open_sockets
-    print(f"\n[chaos/fake] {len(cuts)} cuts over {CALLS_N} calls in {wall:.1f} s; resume gap ms: "
-          f"{gap_summary([e['gap_ms'] for e in resumed])}; "
-          f"tool.call re-sent after a cut swallowed it: {sum(r.tool_resends for r in runs)}; "
-          f"attempts>1: {sum(1 for e in resumed if e['attempts'] > 1)}")
+    print(
+        f"\n[chaos/fake] {len(cuts)} cuts over {CALLS_N} calls in {wall:.1f} s; resume gap ms: "
+        f"{gap_summary([e['gap_ms'] for e in resumed])}; "
+        f"tool.call re-sent after a cut swallowed it: {sum(r.tool_resends for r in runs)}; "
+        f"attempts>1: {sum(1 for e in resumed if e['attempts'] > 1)}"
+    )

@@ -33,13 +33,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _start_gateway(fake_agent: Any, port: int) -> tuple[asyncio.subprocess.Process, list[dict[str, Any]]]:
+async def _start_gateway(
+    fake_agent: Any, port: int
+) -> tuple[asyncio.subprocess.Process, list[dict[str, Any]], asyncio.Task[None]]:
     cfg = write_config(f"[server]\ndrain_budget_s = {BUDGET_S}\n")
-    env = {**os.environ, "AGENT_URL": fake_agent.url, "ASSEMBLYAI_API_KEY": fake_agent.api_key,
-           "GATEWAY_TOKEN_SECRET": "drain-secret", "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "AGENT_URL": fake_agent.url,
+        "ASSEMBLYAI_API_KEY": fake_agent.api_key,
+        "GATEWAY_TOKEN_SECRET": "drain-secret",
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), "--config", cfg,
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        cfg,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     lines: list[dict[str, Any]] = []
 
@@ -51,14 +71,13 @@ async def _start_gateway(fake_agent: Any, port: int) -> tuple[asyncio.subprocess
             except ValueError:
                 lines.append({"event": "<raw>", "text": raw.decode(errors="replace")})
 
-    proc._reader_task = asyncio.create_task(read())  # type: ignore[attr-defined]
-    return proc, lines
+    return proc, lines, asyncio.create_task(read())
 
 
 async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits_0(fake_agent, http):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, logs = await _start_gateway(fake_agent, port)
+    proc, logs, reader = await _start_gateway(fake_agent, port)
     peers: list[TwilioPeer] = []
     feeds: list[asyncio.Task[None]] = []
     try:
@@ -127,18 +146,25 @@ async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits_0(fake_agen
         t_exit = time.monotonic() - t_term
         assert rc == 0, logs[-20:]
         assert all(s.ended_by_client for s in sessions)  # every agent session ended with session.end
-        await asyncio.wait_for(proc._reader_task, 5)  # type: ignore[attr-defined]
+        await asyncio.wait_for(reader, 5)
         names = [e.get("event") for e in logs]
-        for name in ("gateway.signal", "gateway.drain_started", "gateway.drain_deadline", "gateway.drain_finished",
-                     "gateway.stopped"):
+        for name in (
+            "gateway.signal",
+            "gateway.drain_started",
+            "gateway.drain_deadline",
+            "gateway.drain_finished",
+            "gateway.stopped",
+        ):
             assert name in names, name
         deadline = next(e for e in logs if e.get("event") == "gateway.drain_deadline")
         assert deadline["ending_calls"] == 1
         outcomes = sorted(e["outcome"] for e in logs if e.get("event") == "call.ended")
         assert outcomes == ["caller_hangup"] * 4 + ["drained"]
         assert next(e for e in logs if e.get("event") == "gateway.drain_finished")["still_active"] == 0
-        print(f"\n[drain] readyz 503 at once; goodbye call closed at +{t_closed:.2f} s; exit 0 at +{t_exit:.2f} s "
-              f"(budget {BUDGET_S} s)")
+        print(
+            f"\n[drain] readyz 503 at once; goodbye call closed at +{t_closed:.2f} s; exit 0 at +{t_exit:.2f} s "
+            f"(budget {BUDGET_S} s)"
+        )
     finally:
         for f in feeds:
             f.cancel()

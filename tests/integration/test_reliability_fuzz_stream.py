@@ -43,13 +43,30 @@ def _frames(peer: TwilioPeer, kinds: list[tuple[str, Any]]) -> list[str | bytes]
         params.pop("token")
         if token is not None:
             params["token"] = token
-        return {"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-                "start": {"streamSid": stream_sid, "callSid": peer.call_sid, "accountSid": "AC" + "0" * 32,
-                          "tracks": ["inbound"], "customParameters": params, "mediaFormat": fmt}}
+        return {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "streamSid": stream_sid,
+                "callSid": peer.call_sid,
+                "accountSid": "AC" + "0" * 32,
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": fmt,
+            },
+        }
 
-    media = {"event": "media", "streamSid": sid,
-             "media": {"track": "inbound", "chunk": "1", "timestamp": "20",
-                       "payload": base64.b64encode(b"\xff" * 160).decode()}}
+    media = {
+        "event": "media",
+        "streamSid": sid,
+        "media": {
+            "track": "inbound",
+            "chunk": "1",
+            "timestamp": "20",
+            "payload": base64.b64encode(b"\xff" * 160).decode(),
+        },
+    }
     out: list[str | bytes] = []
     for kind, arg in kinds:
         msg: Any
@@ -109,8 +126,13 @@ def _predict(peer: TwilioPeer, frames: list[str | bytes]) -> str:
             return "protocol_error"
         if isinstance(ev, StreamStarted):
             try:
-                verify_call_token(SECRET.encode(), ev.custom_parameters.get("token"), f"{ev.call_id}|default", time.time(),
-                                  scope="twilio")
+                verify_call_token(
+                    SECRET.encode(),
+                    ev.custom_parameters.get("token"),
+                    f"{ev.call_id}|default",
+                    time.time(),
+                    scope="twilio",
+                )
             except TokenError:
                 return "refused"
         elif isinstance(ev, StreamStopped):
@@ -127,10 +149,17 @@ bad_kinds = st.one_of(
     st.tuples(st.just("mark"), st.text(max_size=10) | st.none()),
     st.tuples(st.just("dtmf"), st.text(max_size=3)),
     st.tuples(st.just("unknown"), st.text(max_size=10)),
-    st.tuples(st.just("json"), st.recursive(st.none() | st.integers() | st.text(max_size=8),
-                                            lambda i: st.lists(i, max_size=3) | st.dictionaries(
-                                                st.sampled_from(["event", "streamSid", "media", "start"]), i,
-                                                max_size=3), max_leaves=6)),
+    st.tuples(
+        st.just("json"),
+        st.recursive(
+            st.none() | st.integers() | st.text(max_size=8),
+            lambda i: (
+                st.lists(i, max_size=3)
+                | st.dictionaries(st.sampled_from(["event", "streamSid", "media", "start"]), i, max_size=3)
+            ),
+            max_leaves=6,
+        ),
+    ),
     st.tuples(st.just("truncated"), st.integers(1, 500)),
     st.tuples(st.just("text"), st.text(max_size=30)),
     st.tuples(st.just("oversized"), st.none()),
@@ -143,10 +172,13 @@ async def _scenario(kinds: list[tuple[str, Any]]) -> None:
     agent = FakeAgent()
     agent_server = TestServer(agent.app)
     await agent_server.start_server()
-    settings_ = load_settings(env={
-        "AGENT_URL": str(agent_server.make_url("/v1/ws")).replace("http://", "ws://"),
-        "ASSEMBLYAI_API_KEY": agent.api_key, "GATEWAY_TOKEN_SECRET": SECRET,
-    })
+    settings_ = load_settings(
+        env={
+            "AGENT_URL": str(agent_server.make_url("/v1/ws")).replace("http://", "ws://"),
+            "ASSEMBLYAI_API_KEY": agent.api_key,
+            "GATEWAY_TOKEN_SECRET": SECRET,
+        }
+    )
     app = create_app(settings_)
     server = TestServer(app)
     await server.start_server()
@@ -163,7 +195,7 @@ async def _scenario(kinds: list[tuple[str, Any]]) -> None:
             expected = _predict(bad, frames)
             with capture_call_logs() as logs:
                 bad.ws = await http.ws_connect(bad.stream_url, max_msg_size=1 << 20)
-                bad._reader = asyncio.create_task(bad._read())
+                bad.run(play=False)
                 for frame in frames:
                     if bad.ws.closed:
                         break

@@ -38,8 +38,9 @@ async def test_oversized_message_ends_that_call_with_a_protocol_error_and_others
     bad_sess = await fake_agent.session()
     with capture_call_logs() as logs:
         # 70 KiB: a valid-looking media message, but above server.max_message_bytes (64 KiB)
-        await bad.send({"event": "media", "streamSid": bad.stream_sid,
-                        "media": {"track": "inbound", "payload": "A" * (70 * 1024)}})
+        await bad.send(
+            {"event": "media", "streamSid": bad.stream_sid, "media": {"track": "inbound", "payload": "A" * (70 * 1024)}}
+        )
         await bad.wait_for(lambda: bad.closed.is_set(), timeout=5)
         await bad.wait_for(lambda: bad_sess.closed.is_set(), timeout=5)
         await wait_event(logs, "call.ended", call_sid=bad.call_sid)
@@ -97,8 +98,11 @@ async def test_call_longer_than_max_call_s_hears_the_goodbye_and_is_hung_up(star
     feed.cancel()
     ended = events(logs, "call.ended")[0]
     assert ended["outcome"] == "max_duration" and ended["hung_up_by"] == "gateway"
-    assert events(logs, "call.prompt_played")[0] == {**events(logs, "call.prompt_played")[0], "prompt": GOODBYE,
-                                                     "heard": True}
+    assert events(logs, "call.prompt_played")[0] == {
+        **events(logs, "call.prompt_played")[0],
+        "prompt": GOODBYE,
+        "heard": True,
+    }
     goodbye = prompt_ulaw(GOODBYE)
     assert bytes(peer.played) == goodbye  # played to the end before the hang-up (the peer echoes marks at play)
     assert sess.ended_by_client
@@ -167,7 +171,7 @@ async def test_concurrent_webhooks_cannot_race_past_the_limit(start_gateway, new
     answered = await asyncio.gather(*(webhook(p) for p in peers))
     assert sum(answered) == 3  # the rest heard "all our lines are busy"
     # and the three reserved calls can all start, while a fourth stream is refused
-    ok = [p for p, a in zip(peers, answered) if a]
+    ok = [p for p, a in zip(peers, answered, strict=True) if a]
     for p in ok:
         await p.dial()  # re-fetch their TwiML (Twilio retries keep the same slot)
         await p.connect()
@@ -182,11 +186,14 @@ async def test_authorized_stream_without_a_reservation_when_full_hears_the_apolo
     a = await new_peer(gw)  # reserved: 1/1
     b = await new_peer(gw, dial=False)
     # b's token is genuine (as if another replica answered its webhook), but this process has no slot for it.
-    from gateway.security import mint_call_token
     import time
 
+    from gateway.security import mint_call_token
+
     b.stream_url = a.stream_url
-    b.parameters = dict(a.parameters, token=mint_call_token(b"test-secret", f"{b.call_sid}|default", time.time(), 300, scope="twilio"))
+    b.parameters = dict(
+        a.parameters, token=mint_call_token(b"test-secret", f"{b.call_sid}|default", time.time(), 300, scope="twilio")
+    )
     await b.connect()  # admitted at the upgrade (it might be a's stream) ...
     with capture_call_logs() as logs:
         await b.wait_for(lambda: b.closed.is_set(), timeout=10)
@@ -255,8 +262,9 @@ async def test_a_carrier_that_stops_reading_never_stalls_the_agent_side(start_ga
                             since = since + 0.1 if session.summary.frames_out == sent else 0.0
                             sent = session.summary.frames_out
                     assert transport.get_write_buffer_size() > 0
-                    await sess.send("session.error", code="invalid_audio", message="x", param=None,
-                                    session_id=sess.session_id)
+                    await sess.send(
+                        "session.error", code="invalid_audio", message="x", param=None, session_id=sess.session_id
+                    )
                     found = await wait_event(logs, "agent.session_error", timeout=3)  # read by a free agent reader
                 assert found["code"] == "invalid_audio"
                 assert session.core.outbound_queued_ms > 0  # the agent reader went on: later frames wait queued

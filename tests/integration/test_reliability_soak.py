@@ -101,7 +101,9 @@ async def test_1000_short_calls_leave_nothing_behind_and_memory_stays_flat(start
     assert fake_agent.live_sessions == [] and not fake_agent.open_sockets and fake_agent.connections == N_CALLS
     assert _live(CallSession) == 0 and _live(CallCore) == 0 and _live(StreamResampler) == 0
     per_call_kib = (rss1 - rss0) * 1024 / (N_CALLS - WARMUP)
-    print(f"\n[soak] {N_CALLS} calls in {elapsed:.1f} s; over calls {WARMUP}..{N_CALLS}: RSS {rss0:.1f} -> {rss1:.1f} MB "
-          f"({per_call_kib:+.2f} KiB/call), allocated blocks {blocks0:.0f} -> {blocks1:.0f} ({blocks1 - blocks0:+.0f})")
+    print(
+        f"\n[soak] {N_CALLS} calls in {elapsed:.1f} s; over calls {WARMUP}..{N_CALLS}: RSS {rss0:.1f} -> {rss1:.1f} MB "
+        f"({per_call_kib:+.2f} KiB/call), allocated blocks {blocks0:.0f} -> {blocks1:.0f} ({blocks1 - blocks0:+.0f})"
+    )
     assert rss1 - rss0 <= RSS_BOUND_MB
     assert blocks1 - blocks0 <= BLOCKS_BOUND

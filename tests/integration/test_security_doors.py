@@ -35,17 +35,24 @@ AUTH = "twilio-auth-token-under-test"
 SECRET = b"test-secret"  # conftest: GATEWAY_TOKEN_SECRET
 PRODUCTION = {"GATEWAY_PUBLIC_URL": PUBLIC, "TWILIO_AUTH_TOKEN": AUTH, "GATEWAY_API_KEY": "operator-key"}
 _TELNYX_PUBLIC = base64.b64encode(
-    Ed25519PrivateKey.from_private_bytes(bytes(range(32))).public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    .public_key()
+    .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 ).decode()
 
 # Every door of the carriers beside Twilio: (method, path).
 OTHER_DOORS = [
-    ("POST", "/signalwire/voice"), ("GET", "/signalwire/stream"),
-    ("POST", "/telnyx/voice"), ("GET", "/telnyx/stream"),
-    ("POST", "/plivo/answer"), ("GET", "/plivo/stream/v2.9999999999.x"),
-    ("GET", "/vonage/answer"), ("POST", "/vonage/answer"), ("GET", "/vonage/stream"),
-    ("GET", "/exotel/answer"), ("GET", "/exotel/stream"),
+    ("POST", "/signalwire/voice"),
+    ("GET", "/signalwire/stream"),
+    ("POST", "/telnyx/voice"),
+    ("GET", "/telnyx/stream"),
+    ("POST", "/plivo/answer"),
+    ("GET", "/plivo/stream/v2.9999999999.x"),
+    ("GET", "/vonage/answer"),
+    ("POST", "/vonage/answer"),
+    ("GET", "/vonage/stream"),
+    ("GET", "/exotel/answer"),
+    ("GET", "/exotel/stream"),
 ]
 
 
@@ -194,16 +201,18 @@ async def test_many_idle_upgrades_are_evicted_oldest_first_and_counted(start_gat
 @pytest.mark.parametrize("path", ["/twilio/voice", "/signalwire/voice", "/telnyx/voice", "/plivo/answer"])
 async def test_invalid_utf8_in_a_webhook_form_is_a_400_not_a_500(path, start_gateway, http):
     gw = await start_gateway()
-    async with http.post(gw.base_url + path, data=b"CallSid=CA1&From=\xff\xfe\xfd",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with http.post(
+        gw.base_url + path,
+        data=b"CallSid=CA1&From=\xff\xfe\xfd",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
         assert r.status == 400, await r.text()
 
 
 @pytest.mark.parametrize("body", [b"[" * 30_000, b'{"uuid": "\xff"}', b"[1, 2]", b"{"])
 async def test_a_vonage_answer_body_that_is_not_a_json_object_is_a_400(body, start_gateway, http):
     gw = await start_gateway()
-    async with http.post(gw.base_url + "/vonage/answer", data=body,
-                         headers={"Content-Type": "application/json"}) as r:
+    async with http.post(gw.base_url + "/vonage/answer", data=body, headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
 
 
@@ -231,8 +240,10 @@ def test_enabling_a_door_without_its_secret_is_refused_with_a_public_url(tmp_pat
 
 
 def test_doors_open_with_their_secret_and_close_when_disabled(tmp_path):
-    s = load_settings(_toml(tmp_path, "[carriers.twilio]\nenabled = false\n"),
-                      env={"GATEWAY_PUBLIC_URL": PUBLIC, "TWILIO_AUTH_TOKEN": AUTH, "PLIVO_AUTH_TOKEN": "p"})
+    s = load_settings(
+        _toml(tmp_path, "[carriers.twilio]\nenabled = false\n"),
+        env={"GATEWAY_PUBLIC_URL": PUBLIC, "TWILIO_AUTH_TOKEN": AUTH, "PLIVO_AUTH_TOKEN": "p"},
+    )
     assert s.open_doors() == {"plivo": True}
     dev = load_settings(_toml(tmp_path, "[carriers.vonage]\nenabled = false\n"), env={})
     assert dev.open_doors() == {c: False for c in names() if c != "vonage"}  # development: open, unauthenticated

@@ -4,7 +4,6 @@ signatures, upgrade signatures and per-call tokens are refused, and a refused st
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 
@@ -57,7 +56,9 @@ async def test_webhook_signature_over_other_params_is_refused(start_gateway, new
     url = gw.base_url + "/twilio/voice"
     signed_for = _form(peer)
     tampered = dict(signed_for, To="+15559999999")  # a valid signature, replayed with another body
-    async with http.post(url, data=tampered, headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, signed_for)}) as r:
+    async with http.post(
+        url, data=tampered, headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, signed_for)}
+    ) as r:
         assert r.status == 403
 
 
@@ -70,17 +71,19 @@ async def test_stream_upgrade_with_a_forged_signature_is_refused_before_any_agen
     url = gw.base_url + "/twilio/voice"
     await peer.dial(headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url, _form(peer))})
     # signed with the wrong key, or over the https:// URL instead of the ws(s):// one Twilio signs (aspnet #162)
-    for sig in (twilio_signature("wrong", peer.stream_url, {}),
-                twilio_signature(AUTH_TOKEN, peer.stream_url.replace("ws://", "http://"), {})):
+    for sig in (
+        twilio_signature("wrong", peer.stream_url, {}),
+        twilio_signature(AUTH_TOKEN, peer.stream_url.replace("ws://", "http://"), {}),
+    ):
         with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
             await http.ws_connect(peer.stream_url, headers={"X-Twilio-Signature": sig})
         assert exc.value.status == 403
     _assert_no_agent_session(fake_agent)
     # correctly signed: the call goes through
-    peer.ws = await http.ws_connect(peer.stream_url,
-                                    headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, peer.stream_url, {})})
-    peer._reader = asyncio.create_task(peer._read())
-    peer._player = asyncio.create_task(peer._play())
+    peer.ws = await http.ws_connect(
+        peer.stream_url, headers={"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, peer.stream_url, {})}
+    )
+    peer.run(play=True)
     await peer.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
     await peer.send_start()
     await fake_agent.session()
@@ -91,9 +94,7 @@ async def test_stream_upgrade_with_a_forged_signature_is_refused_before_any_agen
     "case",
     ["missing", "empty", "forged", "wrong_secret", "expired", "malformed", "truncated"],
 )
-async def test_stream_with_a_bad_token_is_refused_and_opens_no_agent_session(
-    start_gateway, new_peer, fake_agent, case
-):
+async def test_stream_with_a_bad_token_is_refused_and_opens_no_agent_session(start_gateway, new_peer, fake_agent, case):
     gw = await start_gateway()
     peer = await new_peer(gw)
     good = peer.parameters["token"]
@@ -176,6 +177,7 @@ async def test_call_token_is_compared_in_constant_time(monkeypatch):
     token = mint_call_token(SECRET, "CA1|default", 1000.0, 300, scope="twilio")
     security.verify_call_token(SECRET, token, "CA1|default", 1000.0, scope="twilio")
     with pytest.raises(security.TokenError):
-        security.verify_call_token(SECRET, token[:-1] + ("A" if token[-1] != "A" else "B"), "CA1|default", 1000.0,
-                                   scope="twilio")
+        security.verify_call_token(
+            SECRET, token[:-1] + ("A" if token[-1] != "A" else "B"), "CA1|default", 1000.0, scope="twilio"
+        )
     assert len(seen) == 2  # both the match and the mismatch went through hmac.compare_digest

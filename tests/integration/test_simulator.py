@@ -214,14 +214,31 @@ async def test_cli_json_timeline_has_the_documented_keys(start_gateway, fake_age
     agent = asyncio.create_task(agent_replies())
     out_wav = tmp_path / "heard.wav"
     png = tmp_path / "call.png"
-    code, out, err = await _run_cli("--url", gw.base_url, "--wav", str(wav), "--pause", "0.6", "--json",
-                                    "--out", str(out_wav), "--plot", str(png))
+    code, out, err = await _run_cli(
+        "--url", gw.base_url, "--wav", str(wav), "--pause", "0.6", "--json", "--out", str(out_wav), "--plot", str(png)
+    )
     await asyncio.wait_for(agent, 5)
     assert code == 0, err
     d = json.loads(out)
-    assert set(d) == {"version", "outcome", "exit_code", "errors", "warnings", "call", "webhook", "stream",
-                      "duration_s", "out_wav", "greeting", "turns", "agent_audio", "clears", "marks", "hangup",
-                      "counts"}
+    assert set(d) == {
+        "version",
+        "outcome",
+        "exit_code",
+        "errors",
+        "warnings",
+        "call",
+        "webhook",
+        "stream",
+        "duration_s",
+        "out_wav",
+        "greeting",
+        "turns",
+        "agent_audio",
+        "clears",
+        "marks",
+        "hangup",
+        "counts",
+    }
     assert d["outcome"] == "completed" and d["errors"] == []
     assert d["call"]["call_sid"].startswith("CA") and len(d["call"]["call_sid"]) == 34
     assert d["call"]["stream_sid"].startswith("MZ") and len(d["call"]["stream_sid"]) == 34
@@ -239,8 +256,9 @@ async def test_cli_json_timeline_has_the_documented_keys(start_gateway, fake_age
 async def test_signed_call_is_accepted_by_a_gateway_with_an_auth_token(start_gateway, fake_agent):
     gw = await start_gateway(TWILIO_AUTH_TOKEN="tw-secret", GATEWAY_PUBLIC_URL="https://voice.example.com")
     agent = asyncio.create_task(_greet(fake_agent, tone(1000, 0.3, 24000)))
-    record = await simulate_call(SimulatorConfig(url=gw.base_url, auth_token="tw-secret",
-                                                 public_url="https://voice.example.com", pause_s=0.4))
+    record = await simulate_call(
+        SimulatorConfig(url=gw.base_url, auth_token="tw-secret", public_url="https://voice.example.com", pause_s=0.4)
+    )
     await asyncio.wait_for(agent, 5)
     assert record.outcome == "completed", record.errors
     assert record.signed and record.webhook_status == 200
@@ -316,8 +334,11 @@ async def test_media_with_a_wrong_stream_sid_is_a_protocol_error_and_the_caller_
     assert record.outcome == "protocol_error" and "streamSid" in record.errors[0]
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("simulator.")], "task leak"
     tl = build_timeline(record)
-    assert tl.exit_code == 1 and tl.hangup == {"by": "caller", "at_s": pytest.approx(0, abs=0.5),
-                                               "reason": "protocol_error"}
+    assert tl.exit_code == 1 and tl.hangup == {
+        "by": "caller",
+        "at_s": pytest.approx(0, abs=0.5),
+        "reason": "protocol_error",
+    }
     await asyncio.wait_for(server.stopped.wait(), 3)
 
 
@@ -330,8 +351,9 @@ async def test_gateway_hanging_up_is_recorded_as_such(aiohttp_server):
 
     body = twiml.connect_stream("{STREAM}", {"token": "x"})
     server = await _broken_gateway(aiohttp_server, body, hang_up)
-    record = await simulate_call(SimulatorConfig(url=str(server.make_url("")).rstrip("/"), turns=(
-        CallerTurn("wav", "x", b"\x00" * 8000),)))
+    record = await simulate_call(
+        SimulatorConfig(url=str(server.make_url("")).rstrip("/"), turns=(CallerTurn("wav", "x", b"\x00" * 8000),))
+    )
     tl = build_timeline(record)
     assert record.outcome == "completed" and tl.hangup is not None
     assert tl.hangup["by"] == "gateway" and tl.hangup["at_s"] == pytest.approx(0.3, abs=0.15)

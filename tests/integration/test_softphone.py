@@ -41,8 +41,9 @@ async def _public_gateway(start_gateway: Any, tmp_path: Any) -> Any:
     return await _softphone_gateway(start_gateway, tmp_path, GATEWAY_PUBLIC_URL=PUBLIC, GATEWAY_API_KEY=API_KEY)
 
 
-async def _dial(http: aiohttp.ClientSession, gw: Any, headers: dict[str, str] | None = None,
-                **body: str) -> dict[str, Any]:
+async def _dial(
+    http: aiohttp.ClientSession, gw: Any, headers: dict[str, str] | None = None, **body: str
+) -> dict[str, Any]:
     async with http.post(gw.base_url + "/softphone/dial", json=body, headers=headers or {}) as r:
         assert r.status == 200, await r.text()
         return await r.json()
@@ -146,17 +147,26 @@ async def test_softphone_is_off_for_a_cloud_agent_by_default(start_gateway, http
 
 
 # ---- the operator key on a public gateway ----------------------------------------------------------------------
-async def test_a_public_softphone_refuses_every_route_without_the_operator_key(start_gateway, http, tmp_path,
-                                                                               fake_agent):
+async def test_a_public_softphone_refuses_every_route_without_the_operator_key(
+    start_gateway, http, tmp_path, fake_agent
+):
     gw = await _public_gateway(start_gateway, tmp_path)
-    wrong = [{}, {"Authorization": _basic("operator", "not-the-key")},
-             {"Authorization": "Bearer not-the-key"}, {"Authorization": "Basic !!!"},
-             {"Authorization": _basic(API_KEY, "")}]  # the key as user name is no password
+    wrong = [
+        {},
+        {"Authorization": _basic("operator", "not-the-key")},
+        {"Authorization": "Bearer not-the-key"},
+        {"Authorization": "Basic !!!"},
+        {"Authorization": _basic(API_KEY, "")},
+    ]  # the key as user name is no password
     with capture_call_logs() as logs:
         for headers in wrong:
-            for method, path in (("GET", "/softphone"), ("GET", "/softphone/softphone.js"),
-                                 ("GET", "/softphone/worklet.js"), ("POST", "/softphone/dial"),
-                                 ("GET", "/softphone/events?call_sid=CA" + "0" * 32)):
+            for method, path in (
+                ("GET", "/softphone"),
+                ("GET", "/softphone/softphone.js"),
+                ("GET", "/softphone/worklet.js"),
+                ("POST", "/softphone/dial"),
+                ("GET", "/softphone/events?call_sid=CA" + "0" * 32),
+            ):
                 async with http.request(method, gw.base_url + path, json={}, headers=headers) as r:
                     assert r.status == 401, (method, path, headers)
                     assert r.headers["WWW-Authenticate"] == 'Basic realm="softphone"'
@@ -173,11 +183,11 @@ async def test_a_public_softphone_refuses_every_route_without_the_operator_key(s
     assert await _refusals(http, gw, "bad_credential") == 24
 
 
-async def test_a_public_softphone_takes_the_key_as_a_basic_password_or_a_bearer_token(start_gateway, http,
-                                                                                      tmp_path, fake_agent):
+async def test_a_public_softphone_takes_the_key_as_a_basic_password_or_a_bearer_token(
+    start_gateway, http, tmp_path, fake_agent
+):
     gw = await _public_gateway(start_gateway, tmp_path)
-    for auth in ({"Authorization": _basic("anyone", API_KEY)},
-                 {"Authorization": f"Bearer {API_KEY}"}):
+    for auth in ({"Authorization": _basic("anyone", API_KEY)}, {"Authorization": f"Bearer {API_KEY}"}):
         async with http.get(gw.base_url + "/softphone", headers=auth) as r:
             assert r.status == 200 and "/softphone/softphone.js" in await r.text()
     # the whole call as the page makes it, credential on every request (a browser sends the cached Basic answer)
@@ -186,8 +196,13 @@ async def test_a_public_softphone_takes_the_key_as_a_basic_password_or_a_bearer_
         stream = parse_twiml(dial["twiml"])
         assert stream.url == "wss://voice.example.test/softphone/stream"  # from the public URL, not a header
         feed = await _open_feed(browser, gw, dial["call_sid"])
-        peer = TwilioPeer(gw.base_url, browser, call_sid=dial["call_sid"], stream_url=_door(gw, "/softphone/stream"),
-                          parameters=stream.parameters)
+        peer = TwilioPeer(
+            gw.base_url,
+            browser,
+            call_sid=dial["call_sid"],
+            stream_url=_door(gw, "/softphone/stream"),
+            parameters=stream.parameters,
+        )
         try:
             await peer.connect()
             await fake_agent.session()
@@ -204,10 +219,12 @@ async def test_dial_accepts_only_json(start_gateway, http, tmp_path):
     gw = await _softphone_gateway(start_gateway, tmp_path)
     url = gw.base_url + "/softphone/dial"
     # text/plain and forms are what another site can POST without a CORS preflight
-    for kw in ({"data": '{"to": ""}', "headers": {"Content-Type": "text/plain"}},
-               {"data": {"to": ""}},
-               {"data": b'{"to": ""}', "headers": {"Content-Type": "application/octet-stream"}},
-               {"data": b""}):
+    for kw in (
+        {"data": '{"to": ""}', "headers": {"Content-Type": "text/plain"}},
+        {"data": {"to": ""}},
+        {"data": b'{"to": ""}', "headers": {"Content-Type": "application/octet-stream"}},
+        {"data": b""},
+    ):
         async with http.post(url, **kw) as r:
             assert r.status == 415, kw
     assert gw.app[CALLS].admission.reservations == 0 and not gw.app[SOFTPHONE].dialled
@@ -224,8 +241,9 @@ async def test_a_dns_rebinding_page_cannot_dial_a_development_gateway(start_gate
     gw = await _softphone_gateway(start_gateway, tmp_path)
     port = gw.base_url.rsplit(":", 1)[1]
     rebound = f"evil.example:{port}"
-    async with http.post(gw.base_url + "/softphone/dial", json={},
-                         headers={"Host": rebound, "Origin": f"http://{rebound}"}) as r:
+    async with http.post(
+        gw.base_url + "/softphone/dial", json={}, headers={"Host": rebound, "Origin": f"http://{rebound}"}
+    ) as r:
         assert r.status == 403
     assert gw.app[CALLS].admission.reservations == 0
     for host in (f"localhost:{port}", f"127.0.0.1:{port}"):  # how a developer reaches it
@@ -236,11 +254,14 @@ async def test_dial_refuses_cross_origin_requests(start_gateway, http, tmp_path)
     gw = await _softphone_gateway(start_gateway, tmp_path)
     url = gw.base_url + "/softphone/dial"
     with capture_call_logs() as logs:
-        for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
-                        {"Origin": gw.base_url.replace("http://", "https://")},  # same host, other scheme
-                        {"Origin": gw.base_url[:-1]},  # other port
-                        {"Sec-Fetch-Site": "cross-site"},
-                        {"Origin": gw.base_url, "Sec-Fetch-Site": "cross-site"}):
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Origin": gw.base_url.replace("http://", "https://")},  # same host, other scheme
+            {"Origin": gw.base_url[:-1]},  # other port
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": gw.base_url, "Sec-Fetch-Site": "cross-site"},
+        ):
             async with http.post(url, json={}, headers=headers) as r:
                 assert r.status == 403, headers
     assert [e["reason"] for e in events(logs, "softphone.refused")] == ["cross_origin"] * 6
@@ -305,10 +326,20 @@ async def test_a_softphone_token_is_refused_at_twilios_door_and_a_webhook_token_
     theirs = TwilioPeer(gw.base_url, http)
     await theirs.dial()  # Twilio's webhook: a token for /twilio/stream
     crossed = [
-        TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=_door(gw, "/twilio/stream"),
-                   parameters=ours.parameters),
-        TwilioPeer(gw.base_url, http, call_sid=theirs.call_sid, stream_url=_door(gw, "/softphone/stream"),
-                   parameters=theirs.parameters),
+        TwilioPeer(
+            gw.base_url,
+            http,
+            call_sid=dial["call_sid"],
+            stream_url=_door(gw, "/twilio/stream"),
+            parameters=ours.parameters,
+        ),
+        TwilioPeer(
+            gw.base_url,
+            http,
+            call_sid=theirs.call_sid,
+            stream_url=_door(gw, "/softphone/stream"),
+            parameters=theirs.parameters,
+        ),
     ]
     try:
         for peer in crossed:
@@ -317,8 +348,9 @@ async def test_a_softphone_token_is_refused_at_twilios_door_and_a_webhook_token_
             assert peer.close_code == 1008, peer.stream_url
         assert fake_agent.connections == 0 and fake_agent.sessions == []
         # each token at its own door is let in
-        right = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=ours.url,
-                           parameters=ours.parameters)
+        right = TwilioPeer(
+            gw.base_url, http, call_sid=dial["call_sid"], stream_url=ours.url, parameters=ours.parameters
+        )
         crossed.append(right)
         await right.connect()
         await fake_agent.session()
@@ -334,8 +366,7 @@ async def test_the_softphone_door_asks_no_twilio_signature(start_gateway, http, 
     gw = await _softphone_gateway(start_gateway, tmp_path, TWILIO_AUTH_TOKEN="tw-secret")
     dial = await _dial(http, gw)
     stream = parse_twiml(dial["twiml"])
-    peer = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=stream.url,
-                      parameters=stream.parameters)
+    peer = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=stream.url, parameters=stream.parameters)
     try:
         await peer.connect()
         await fake_agent.session()
@@ -358,8 +389,7 @@ async def test_event_feed_streams_the_calls_timeline_and_ends_with_it(start_gate
     dial = await _dial(http, gw)
     feed = await _open_feed(http, gw, dial["call_sid"])
     stream = parse_twiml(dial["twiml"])
-    peer = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=stream.url,
-                      parameters=stream.parameters)
+    peer = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=stream.url, parameters=stream.parameters)
     try:
         await peer.connect()
         sess = await fake_agent.session()
@@ -393,8 +423,7 @@ async def test_feed_only_serves_calls_dialled_from_the_softphone(start_gateway, 
         assert r.status == 404
 
 
-async def test_feed_of_a_call_that_never_streams_ends_with_the_start_window(start_gateway, http, tmp_path,
-                                                                             monkeypatch):
+async def test_feed_of_a_call_that_never_streams_ends_with_the_start_window(start_gateway, http, tmp_path, monkeypatch):
     monkeypatch.setattr(softphone, "START_WINDOW_S", 0.5, raising=False)  # absent before the bound
     gw = await _softphone_gateway(start_gateway, tmp_path)
     dial = await _dial(http, gw)
@@ -415,16 +444,16 @@ async def test_feed_of_a_call_that_never_streams_ends_with_the_start_window(star
     assert dial["call_sid"] not in gw.app[SOFTPHONE].dialled
 
 
-async def test_feed_of_a_started_call_is_bounded_by_the_calls_own_maximum(start_gateway, http, fake_agent,
-                                                                         tmp_path, monkeypatch):
+async def test_feed_of_a_started_call_is_bounded_by_the_calls_own_maximum(
+    start_gateway, http, fake_agent, tmp_path, monkeypatch
+):
     monkeypatch.setattr(softphone, "START_WINDOW_S", 0.5, raising=False)  # absent before the bound
     monkeypatch.setattr(softphone, "KEEPALIVE_S", 0.1)
     gw = await _softphone_gateway(start_gateway, tmp_path, extra="[server]\nmax_call_s = 600\n")
     dial = await _dial(http, gw)
     feed = await _open_feed(http, gw, dial["call_sid"])
     stream = parse_twiml(dial["twiml"])
-    peer = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=stream.url,
-                      parameters=stream.parameters)
+    peer = TwilioPeer(gw.base_url, http, call_sid=dial["call_sid"], stream_url=stream.url, parameters=stream.parameters)
     try:
         await peer.connect()
         sess = await fake_agent.session()

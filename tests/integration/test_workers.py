@@ -50,18 +50,41 @@ def _free_ports() -> tuple[int, int]:
 async def _calls_ended(http: aiohttp.ClientSession, port: int) -> float:
     async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
         text = await r.text()
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == "voice_gateway_calls_total")
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "voice_gateway_calls_total"
+    )
 
 
 async def test_two_workers_share_the_port_and_each_takes_calls(fake_agent):
     port, metrics_port = _free_ports()
-    env = {**os.environ, "AGENT_URL": fake_agent.url, "ASSEMBLYAI_API_KEY": fake_agent.api_key,
-           "GATEWAY_TOKEN_SECRET": "test-secret", "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "AGENT_URL": fake_agent.url,
+        "ASSEMBLYAI_API_KEY": fake_agent.api_key,
+        "GATEWAY_TOKEN_SECRET": "test-secret",
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-        "--metrics-port", str(metrics_port), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     lines: list[str] = []
 

@@ -52,13 +52,25 @@ def start(**params: str) -> StreamStarted:
     return StreamStarted("MZ1", "CA1", "AC1", "audio/pcmu", 8000, custom_parameters=params)
 
 
-def make_core(*, profile: Profile | None = None, dialect: ScriptDialect | None = None, now: float = 0.0,
-              control: bool = False, **audio: Any) -> CallCore:
+def make_core(
+    *,
+    profile: Profile | None = None,
+    dialect: ScriptDialect | None = None,
+    now: float = 0.0,
+    control: bool = False,
+    **audio: Any,
+) -> CallCore:
     audio_settings = dataclasses.replace(AudioSettings(agent_format="pcmu"), **audio)
     settings = Settings(audio=audio_settings, server=ServerSettings(max_call_s=60.0, no_media_timeout_s=4.0))
     setup = CallSetup(start(), "default", profile or Profile(greeting=""))
-    return CallCore(setup, settings, dialect or ScriptDialect(), now,
-                    prompt_audio=lambda name: FRAME * PROMPT_FRAMES, control_available=control)
+    return CallCore(
+        setup,
+        settings,
+        dialect or ScriptDialect(),
+        now,
+        prompt_audio=lambda name: FRAME * PROMPT_FRAMES,
+        control_available=control,
+    )
 
 
 def live_core(**kw: Any) -> CallCore:

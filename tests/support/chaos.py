@@ -42,7 +42,7 @@ class PacedCaller:
 
     def say(self, ulaw: bytes) -> float:
         """Queue a phrase; returns its duration (s). It starts with the next frame."""
-        self._queue.extend(ulaw[i:i + FRAME].ljust(FRAME, b"\xff") for i in range(0, len(ulaw), FRAME))
+        self._queue.extend(ulaw[i : i + FRAME].ljust(FRAME, b"\xff") for i in range(0, len(ulaw), FRAME))
         self.idle.clear()
         return len(ulaw) / 8000
 

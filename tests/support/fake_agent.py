@@ -50,7 +50,9 @@ class FakeSession:
     attached: asyncio.Event = field(default_factory=asyncio.Event)  # a socket carries it now
     peer: Any = None  # (host, port) of the client socket currently carrying it
     transport: Any = None  # the asyncio transport of the socket currently carrying it
-    reading: asyncio.Event = field(default_factory=asyncio.Event)  # cleared: stop reading (aiohttp then stops the socket)
+    reading: asyncio.Event = field(
+        default_factory=asyncio.Event
+    )  # cleared: stop reading (aiohttp then stops the socket)
 
     def __post_init__(self) -> None:
         self.reading.set()
@@ -72,8 +74,16 @@ class FakeSession:
                 if msg.get("type") == type_:
                     return msg
 
-    async def reply(self, pcm: bytes, *, reply_id: str | None = None, chunk_bytes: int = 480,
-                    realtime: bool = True, done: bool = True, text: str = "") -> str:
+    async def reply(
+        self,
+        pcm: bytes,
+        *,
+        reply_id: str | None = None,
+        chunk_bytes: int = 480,
+        realtime: bool = True,
+        done: bool = True,
+        text: str = "",
+    ) -> str:
         """Speak a reply: reply.started, reply.audio chunks (10 ms / 480 B of 24 kHz PCM by default), done."""
         reply_id = reply_id or "resp_" + secrets.token_hex(16)
         await self.send("reply.started", reply_id=reply_id, item_id="msg_" + secrets.token_hex(16))
@@ -91,8 +101,13 @@ class FakeSession:
 
 
 class FakeAgent:
-    def __init__(self, api_key: str = "test-key", ready_delay: float = 0.0, resume_window_s: float = 30.0,
-                 resume_reply: str = "ready") -> None:
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        ready_delay: float = 0.0,
+        resume_window_s: float = 30.0,
+        resume_reply: str = "ready",
+    ) -> None:
         self.api_key = api_key
         self.ready_delay = ready_delay
         self.resume_window_s = resume_window_s
@@ -117,8 +132,18 @@ class FakeAgent:
         return [s for s in self.sessions if not s.ended and not s.closed.is_set()]
 
     async def _error(self, ws: web.WebSocketResponse, code: str, message: str, session_id: str | None = None) -> None:
-        await ws.send_str(json.dumps({"type": "session.error", "code": code, "message": message,
-                                      "session_id": session_id, "param": None, "timestamp": time.time()}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "session.error",
+                    "code": code,
+                    "message": message,
+                    "session_id": session_id,
+                    "param": None,
+                    "timestamp": time.time(),
+                }
+            )
+        )
         await ws.close(code=1008)
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
@@ -179,8 +204,11 @@ class FakeAgent:
             await self._error(ws, self.resume_errors.pop(0), "scripted resume failure", sid)
             return None
         sess = next((s for s in self.sessions if s.session_id == sid), None)
-        expired = (sess is not None and sess.detached_at is not None
-                   and time.monotonic() - sess.detached_at > self.resume_window_s)
+        expired = (
+            sess is not None
+            and sess.detached_at is not None
+            and time.monotonic() - sess.detached_at > self.resume_window_s
+        )
         if sess is None or sess.ended or expired:
             if sess is not None:
                 sess.ended = True
@@ -201,8 +229,13 @@ class FakeAgent:
         sess.closed.clear()
         sess.attached.set()
         if self.resume_reply == "ready":
-            await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
-                            expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
+            await sess.send(
+                "session.ready",
+                session_id=sess.session_id,
+                config=sess.config,
+                expires_at=time.time() + 3600,
+                resume_token="rt_" + secrets.token_hex(8),
+            )
             await self._maybe_drop(sess)
         return sess
 
@@ -228,8 +261,13 @@ class FakeAgent:
             if self.ready_delay:
                 await asyncio.sleep(self.ready_delay)
             await sess.send("session.updated", config=sess.config)
-            await sess.send("session.ready", session_id=sess.session_id, config=sess.config,
-                            expires_at=time.time() + 3600, resume_token="rt_" + secrets.token_hex(8))
+            await sess.send(
+                "session.ready",
+                session_id=sess.session_id,
+                config=sess.config,
+                expires_at=time.time() + 3600,
+                resume_token="rt_" + secrets.token_hex(8),
+            )
             sess.ready.set()
             await self._maybe_drop(sess)
         elif kind == "session.end":

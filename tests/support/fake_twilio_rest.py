@@ -23,15 +23,25 @@ import asyncio
 import base64
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 from xml.etree import ElementTree
 
 from aiohttp import web
 
 API = "/2010-04-01"
-CREATE_FIELDS = {"To", "From", "Twiml", "Url", "Method", "StatusCallback", "StatusCallbackMethod",
-                 "StatusCallbackEvent", "Timeout"}
+CREATE_FIELDS = {
+    "To",
+    "From",
+    "Twiml",
+    "Url",
+    "Method",
+    "StatusCallback",
+    "StatusCallbackMethod",
+    "StatusCallbackEvent",
+    "Timeout",
+}
 UPDATE_FIELDS = {"Status", "Twiml", "Url", "Method", "StatusCallback", "StatusCallbackMethod"}
 STATUS_EVENTS = {"initiated", "ringing", "answered", "completed"}
 FINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
@@ -69,9 +79,20 @@ class FakeCall:
 
     def resource(self, account_sid: str) -> dict[str, Any]:
         return {
-            "sid": self.sid, "account_sid": account_sid, "to": self.to, "from": self.from_, "status": self.status,
-            "direction": self.direction, "api_version": "2010-04-01", "date_created": None, "date_updated": None,
-            "start_time": None, "end_time": None, "duration": None, "price": None, "parent_call_sid": None,
+            "sid": self.sid,
+            "account_sid": account_sid,
+            "to": self.to,
+            "from": self.from_,
+            "status": self.status,
+            "direction": self.direction,
+            "api_version": "2010-04-01",
+            "date_created": None,
+            "date_updated": None,
+            "start_time": None,
+            "end_time": None,
+            "duration": None,
+            "price": None,
+            "parent_call_sid": None,
             "uri": f"{API}/Accounts/{account_sid}/Calls/{self.sid}.json",
         }
 
@@ -122,9 +143,15 @@ class FakeTwilioRest:
     # ---- the API --------------------------------------------------------------------------------------------
     @staticmethod
     def _error(status: int, code: int, message: str) -> web.Response:
-        return web.json_response({"code": code, "message": message,
-                                  "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
-                                 status=status)
+        return web.json_response(
+            {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
+            status=status,
+        )
 
     async def _record(self, request: web.Request) -> tuple[RestRequest, web.Response | None]:
         form: dict[str, list[str]] = {}
@@ -178,9 +205,15 @@ class FakeTwilioRest:
             return self._error(400, 21626, f"invalid StatusCallbackEvent {events}")
         sid = "CA" + secrets.token_hex(16)
         call = self.calls[sid] = FakeCall(
-            sid, to=f["To"][0], from_=f["From"][0], status="queued", direction="outbound-api",
-            twiml=f.get("Twiml", [""])[0], url=f.get("Url", [""])[0],
-            status_callback=f.get("StatusCallback", [""])[0], status_callback_events=events,
+            sid,
+            to=f["To"][0],
+            from_=f["From"][0],
+            status="queued",
+            direction="outbound-api",
+            twiml=f.get("Twiml", [""])[0],
+            url=f.get("Url", [""])[0],
+            status_callback=f.get("StatusCallback", [""])[0],
+            status_callback_events=events,
         )
         return web.json_response(call.resource(self.account_sid), status=201)
 

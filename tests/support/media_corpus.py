@@ -79,13 +79,21 @@ def twilio_media_messages(ulaw: bytes, stream_sid: str = STREAM_SID, frame_bytes
     as strings, key order as seen."""
     out = []
     for i, pos in enumerate(range(0, len(ulaw), frame_bytes)):
-        out.append(json.dumps({
-            "event": "media",
-            "sequenceNumber": str(i + 3),
-            "media": {"track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20 + 5),
-                      "payload": base64.b64encode(ulaw[pos : pos + frame_bytes]).decode("ascii")},
-            "streamSid": stream_sid,
-        }))
+        out.append(
+            json.dumps(
+                {
+                    "event": "media",
+                    "sequenceNumber": str(i + 3),
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(i + 1),
+                        "timestamp": str(i * 20 + 5),
+                        "payload": base64.b64encode(ulaw[pos : pos + frame_bytes]).decode("ascii"),
+                    },
+                    "streamSid": stream_sid,
+                }
+            )
+        )
     return out
 
 
@@ -94,7 +102,13 @@ def reply_audio_messages(pcm: bytes, chunk_ms: int = 10, reply_id: str = REPLY_I
     ``chunk_ms`` each."""
     step = rate * 2 * chunk_ms // 1000
     return [
-        json.dumps({"type": "reply.audio", "reply_id": reply_id,
-                    "data": base64.b64encode(pcm[pos : pos + step]).decode("ascii"), "timestamp": 1790210425.0 + pos})
+        json.dumps(
+            {
+                "type": "reply.audio",
+                "reply_id": reply_id,
+                "data": base64.b64encode(pcm[pos : pos + step]).decode("ascii"),
+                "timestamp": 1790210425.0 + pos,
+            }
+        )
         for pos in range(0, len(pcm), step)
     ]

@@ -46,8 +46,9 @@ class PlainInbound:
 class PlainOutbound:
     """Agent → caller, one message at a time: transcode every chunk as it comes, then cut whole frames."""
 
-    def __init__(self, agent_format: str, carrier_encoding: str, carrier_rate: int, frame_bytes: int,
-                 quality: str) -> None:
+    def __init__(
+        self, agent_format: str, carrier_encoding: str, carrier_rate: int, frame_bytes: int, quality: str
+    ) -> None:
         enc, rate = _AGENT[agent_format]
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self.decode = None if enc == "audio/pcm" else _DECODE[enc]

@@ -68,19 +68,34 @@ class TwilioPeer:
         signed = self.signed_stream_url or self.stream_url
         headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, signed, {})} if self.auth_token else {}
         self.ws = await self.http.ws_connect(self.stream_url, max_msg_size=1 << 20, headers=headers)
-        self._reader = asyncio.create_task(self._read())
-        self._player = asyncio.create_task(self._play())
+        self.run(play=True)
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         if start:
             await self.send_start(parameters)
 
+    def run(self, *, play: bool) -> None:
+        """Start reading the gateway's messages on ``self.ws`` and, with ``play``, playing out what it sends (echoing
+        marks on time). :meth:`connect` calls it; tests that open the socket themselves call it after."""
+        self._reader = asyncio.create_task(self._read())
+        if play:
+            self._player = asyncio.create_task(self._play())
+
     async def send_start(self, parameters: dict[str, str] | None = None) -> None:
-        await self.send({
-            "event": "start", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
-            "start": {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid, "callSid": self.call_sid,
-                      "tracks": ["inbound"], "customParameters": parameters if parameters is not None else self.parameters,
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-        })
+        await self.send(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_seq(),
+                "streamSid": self.stream_sid,
+                "start": {
+                    "accountSid": "AC" + "0" * 32,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": parameters if parameters is not None else self.parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
 
     def _next_seq(self) -> str:
         self._seq += 1
@@ -95,16 +110,31 @@ class TwilioPeer:
         t0 = time.monotonic()
         for i in range(0, len(ulaw), 160):
             self._chunk += 1
-            await self.send({"event": "media", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
-                             "media": {"track": "inbound", "chunk": str(self._chunk),
-                                       "timestamp": str(self._chunk * 20),
-                                       "payload": base64.b64encode(ulaw[i:i + 160]).decode()}})
+            await self.send(
+                {
+                    "event": "media",
+                    "sequenceNumber": self._next_seq(),
+                    "streamSid": self.stream_sid,
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(self._chunk),
+                        "timestamp": str(self._chunk * 20),
+                        "payload": base64.b64encode(ulaw[i : i + 160]).decode(),
+                    },
+                }
+            )
             if realtime:
                 await asyncio.sleep(max(0.0, t0 + (i + 160) / 8000 - time.monotonic()))
 
     async def stop(self) -> None:
-        await self.send({"event": "stop", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
-                         "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid}})
+        await self.send(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_seq(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid},
+            }
+        )
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -130,8 +160,14 @@ class TwilioPeer:
 
     async def _echo(self, name: str) -> None:
         if self.ws is not None and not self.ws.closed:
-            await self.send({"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
-                             "mark": {"name": name}})
+            await self.send(
+                {
+                    "event": "mark",
+                    "sequenceNumber": self._next_seq(),
+                    "streamSid": self.stream_sid,
+                    "mark": {"name": name},
+                }
+            )
 
     async def _play(self) -> None:
         """Twilio's playout: 160 bytes per 20 ms, marks echoed when reached."""

@@ -89,8 +89,7 @@ def test_floor_call_summary_has_every_field_of_the_real_one() -> None:
 
 
 @pytest.mark.parametrize(("agent_format", "quality", "chunk"), [("pcm24k", "MQ", 480), ("pcmu", "MQ", 300)])
-def test_outbound_schedule_maps_frames_as_the_load_generator_does(agent_format: str, quality: str,
-                                                                   chunk: int) -> None:
+def test_outbound_schedule_maps_frames_as_the_load_generator_does(agent_format: str, quality: str, chunk: int) -> None:
     sched = floor.outbound_schedule(agent_format, quality, chunk)
     assert sum(sched) >= floor.SCHEDULE_FRAMES
     frames_to_chunk = [k for k, n in enumerate(sched) for _ in range(n)]

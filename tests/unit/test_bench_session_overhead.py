@@ -13,5 +13,12 @@ def test_the_harness_sends_what_the_real_session_sends_for_each_message() -> Non
     # 100 agent chunks of 10 ms = 1 s of reply: 50 frames less what soxr MQ still holds (≤ 80 ms), each one
     # media message, plus the mark after each second of audio
     assert 40 <= res["carrier sends"] <= 52
-    assert all(res[k] > 0 for k in ("carrier → agent, session path", "agent → carrier, session path",
-                                    "carrier → agent, pure parts", "agent → carrier, pure parts"))
+    assert all(
+        res[k] > 0
+        for k in (
+            "carrier → agent, session path",
+            "agent → carrier, session path",
+            "carrier → agent, pure parts",
+            "agent → carrier, pure parts",
+        )
+    )

@@ -36,8 +36,9 @@ def test_odd_lengths_are_padded_with_ulaw_silence_to_whole_frames():
     assert dtmf.decode_ulaw(ulaw) == "7"
 
 
-@pytest.mark.parametrize("digit,row,col", [("1", 697, 1209), ("5", 770, 1336), ("#", 941, 1477), ("D", 941, 1633),
-                                           ("a", 697, 1633)])
+@pytest.mark.parametrize(
+    "digit,row,col", [("1", 697, 1209), ("5", 770, 1336), ("#", 941, 1477), ("D", 941, 1633), ("a", 697, 1633)]
+)
 def test_keypad_frequencies(digit, row, col):
     assert dtmf.frequencies(digit) == (row, col)
 
@@ -60,7 +61,7 @@ def test_detector_streams_across_arbitrary_chunk_boundaries():
     pcm = dtmf.tones_pcm16("4#0", tone_ms=80, gap_ms=60)
     det = dtmf.DtmfDetector()
     got: list[str] = []
-    for i, size in enumerate(range(0, len(pcm), 2 * 37)):  # 37-sample chunks: never block aligned
+    for size in range(0, len(pcm), 2 * 37):  # 37-sample chunks: never block aligned
         got += det.feed(pcm[size : size + 2 * 37])
     assert "".join(got) == "4#0"
 
@@ -97,12 +98,15 @@ def test_very_short_bursts_are_not_digits():
     assert dtmf.decode_ulaw(dtmf.tones_ulaw("5", tone_ms=20, gap_ms=100)) == ""
 
 
-@pytest.mark.parametrize("encoding,rate,frame,decode", [
-    ("audio/pcmu", 8000, 160, lambda b: dtmf.decode_ulaw(b)),
-    ("audio/pcma", 8000, 160, lambda b: dtmf.decode_pcm16(g711.alaw_to_pcm16(b))),
-    ("audio/pcm", 16000, 640, lambda b: dtmf.decode_pcm16(b, 16000)),
-    ("audio/pcm", 24000, 960, lambda b: dtmf.decode_pcm16(b, 24000)),
-])
+@pytest.mark.parametrize(
+    "encoding,rate,frame,decode",
+    [
+        ("audio/pcmu", 8000, 160, lambda b: dtmf.decode_ulaw(b)),
+        ("audio/pcma", 8000, 160, lambda b: dtmf.decode_pcm16(g711.alaw_to_pcm16(b))),
+        ("audio/pcm", 16000, 640, lambda b: dtmf.decode_pcm16(b, 16000)),
+        ("audio/pcm", 24000, 960, lambda b: dtmf.decode_pcm16(b, 24000)),
+    ],
+)
 def test_tones_come_as_whole_frames_in_the_carriers_own_format(encoding, rate, frame, decode):
     frames = dtmf.tones_for_carrier("*05#", encoding, rate, frame)
     assert all(len(f) == frame for f in frames)

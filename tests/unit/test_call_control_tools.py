@@ -14,20 +14,38 @@ from gateway.tools import call_control as cc
 
 
 # ---- transfer -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw,expected", [
-    ("+15551234567", "+15551234567"),
-    ("+1 (555) 123-4567", "+15551234567"),
-    (" +44 20 7946 0958 ", "+442079460958"),
-    ("sip:desk@pbx.example.com", "sip:desk@pbx.example.com"),
-    ("SIP:desk@pbx.example.com:5061;transport=tls", "sip:desk@pbx.example.com:5061;transport=tls"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("+15551234567", "+15551234567"),
+        ("+1 (555) 123-4567", "+15551234567"),
+        (" +44 20 7946 0958 ", "+442079460958"),
+        ("sip:desk@pbx.example.com", "sip:desk@pbx.example.com"),
+        ("SIP:desk@pbx.example.com:5061;transport=tls", "sip:desk@pbx.example.com:5061;transport=tls"),
+    ],
+)
 def test_destinations_are_normalized(raw, expected):
     assert cc.normalize_destination(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "   ", None, 15551234567, "5551234567", "+0123456789", "+1555",
-                                 "+1555123456789012", "tel:+15551234567", "sip:desk", "sip:<x>@h",
-                                 "sip:a@b.com</Sip><Play>http://evil</Play>", "+1555123<4567"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        None,
+        15551234567,
+        "5551234567",
+        "+0123456789",
+        "+1555",
+        "+1555123456789012",
+        "tel:+15551234567",
+        "sip:desk",
+        "sip:<x>@h",
+        "sip:a@b.com</Sip><Play>http://evil</Play>",
+        "+1555123<4567",
+    ],
+)
 def test_malformed_destinations_are_refused(raw):
     with pytest.raises(ValueError):
         cc.normalize_destination(raw)
@@ -36,12 +54,20 @@ def test_malformed_destinations_are_refused(raw):
 ALLOW = ("+1555*", "sip:*@pbx.example.com", "+442079460958")
 
 
-@pytest.mark.parametrize("raw,ok", [
-    ("+15550001111", True), ("+1 555 000 2222", True), ("+15560001111", False),
-    ("+442079460958", True), ("+442079460959", False),
-    ("sip:billing@pbx.example.com", True), ("sip:billing@PBX.Example.com", True),
-    ("sip:billing@evil.example.com", False), ("sip:x@pbx.example.com.evil.net", False),
-])
+@pytest.mark.parametrize(
+    "raw,ok",
+    [
+        ("+15550001111", True),
+        ("+1 555 000 2222", True),
+        ("+15560001111", False),
+        ("+442079460958", True),
+        ("+442079460959", False),
+        ("sip:billing@pbx.example.com", True),
+        ("sip:billing@PBX.Example.com", True),
+        ("sip:billing@evil.example.com", False),
+        ("sip:x@pbx.example.com.evil.net", False),
+    ],
+)
 def test_only_allow_listed_destinations_pass(raw, ok):
     dest, why = cc.check_destination(raw, ALLOW)
     assert (dest is not None) is ok
@@ -130,13 +156,16 @@ def test_declarations_are_flat_function_tools(name):
 
 
 # ---- variables and outbound calls ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("template,expected", [
-    ("Hello {name}!", "Hello Ada!"),
-    ("{name} owes {amount}", "Ada owes 12.50"),
-    ("Keep {unknown} and {{name}} and { name } and {", "Keep {unknown} and {Ada} and { name } and {"),
-    ("No placeholders", "No placeholders"),
-    ("{name}{name}", "AdaAda"),
-])
+@pytest.mark.parametrize(
+    "template,expected",
+    [
+        ("Hello {name}!", "Hello Ada!"),
+        ("{name} owes {amount}", "Ada owes 12.50"),
+        ("Keep {unknown} and {{name}} and { name } and {", "Keep {unknown} and {Ada} and { name } and {"),
+        ("No placeholders", "No placeholders"),
+        ("{name}{name}", "AdaAda"),
+    ],
+)
 def test_templates_fill_known_placeholders_only(template, expected):
     assert outbound.fill_template(template, {"name": "Ada", "amount": "12.50"}) == expected
 
@@ -151,25 +180,32 @@ PROFILES = ("default", "sales")
 def test_outbound_request_is_parsed():
     req = outbound.parse_outbound_request(
         {"to": "+1 555 000 2222", "from": "+15550001111", "profile": "sales", "variables": {"name": "Ada"}},
-        PROFILES, "default")
+        PROFILES,
+        "default",
+    )
     assert req == outbound.OutboundRequest("+15550002222", "+15550001111", "sales", {"name": "Ada"})
-    assert outbound.parse_outbound_request({"to": "+15550002222", "from": "+15550001111"}, PROFILES,
-                                           "default").profile == "default"
+    assert (
+        outbound.parse_outbound_request({"to": "+15550002222", "from": "+15550001111"}, PROFILES, "default").profile
+        == "default"
+    )
 
 
-@pytest.mark.parametrize("body,status", [
-    ([], 400),
-    ({"to": "+15550002222"}, 400),
-    ({"to": "+15550002222", "from": "+15550001111", "extra": 1}, 400),
-    ({"to": "555", "from": "+15550001111"}, 422),
-    ({"to": "+15550002222", "from": "sip:x@y.z"}, 422),
-    ({"to": "+15550002222", "from": "+15550001111", "profile": "nope"}, 422),
-    ({"to": "+15550002222", "from": "+15550001111", "variables": ["a"]}, 400),
-    ({"to": "+15550002222", "from": "+15550001111", "variables": {"a": 1}}, 400),
-    ({"to": "+15550002222", "from": "+15550001111", "variables": {"1a": "x"}}, 422),
-    ({"to": "+15550002222", "from": "+15550001111", "variables": {"bio": "x" * 497}}, 422),
-    ({"to": "+15550002222", "from": "+15550001111", "variables": {f"v{i}": "x" for i in range(33)}}, 422),
-])
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        ([], 400),
+        ({"to": "+15550002222"}, 400),
+        ({"to": "+15550002222", "from": "+15550001111", "extra": 1}, 400),
+        ({"to": "555", "from": "+15550001111"}, 422),
+        ({"to": "+15550002222", "from": "sip:x@y.z"}, 422),
+        ({"to": "+15550002222", "from": "+15550001111", "profile": "nope"}, 422),
+        ({"to": "+15550002222", "from": "+15550001111", "variables": ["a"]}, 400),
+        ({"to": "+15550002222", "from": "+15550001111", "variables": {"a": 1}}, 400),
+        ({"to": "+15550002222", "from": "+15550001111", "variables": {"1a": "x"}}, 422),
+        ({"to": "+15550002222", "from": "+15550001111", "variables": {"bio": "x" * 497}}, 422),
+        ({"to": "+15550002222", "from": "+15550001111", "variables": {f"v{i}": "x" for i in range(33)}}, 422),
+    ],
+)
 def test_bad_outbound_requests_are_refused_with_the_right_status(body, status):
     with pytest.raises(outbound.RequestInvalid) as err:
         outbound.parse_outbound_request(body, PROFILES, "default")
@@ -178,30 +214,44 @@ def test_bad_outbound_requests_are_refused_with_the_right_status(body, status):
 
 def test_the_parameter_limit_is_name_plus_value():
     ok = {"bio": "x" * (500 - len("var_bio"))}
-    outbound.parse_outbound_request({"to": "+15550002222", "from": "+15550001111", "variables": ok}, PROFILES, "default")
+    outbound.parse_outbound_request(
+        {"to": "+15550002222", "from": "+15550001111", "variables": ok}, PROFILES, "default"
+    )
     too_long = {"bio": "x" * (501 - len("var_bio"))}
     with pytest.raises(outbound.RequestInvalid, match="bio"):
-        outbound.parse_outbound_request({"to": "+15550002222", "from": "+15550001111", "variables": too_long},
-                                        PROFILES, "default")
+        outbound.parse_outbound_request(
+            {"to": "+15550002222", "from": "+15550001111", "variables": too_long}, PROFILES, "default"
+        )
 
 
 def test_outbound_token_binds_every_parameter():
     req = outbound.OutboundRequest("+15550002222", "+15550001111", "sales", {"name": "Ada"})
     params = outbound.outbound_parameters("ob_1", req)
-    assert params == {"outbound": "ob_1", "profile": "sales", "to": "+15550002222", "from": "+15550001111",
-                      "var_name": "Ada"}
+    assert params == {
+        "outbound": "ob_1",
+        "profile": "sales",
+        "to": "+15550002222",
+        "from": "+15550001111",
+        "var_name": "Ada",
+    }
     token = mint_call_token(b"k", outbound.token_subject(params, "", "sales"), 1000.0, 300, scope="twilio")
     received = {**params, "token": token}  # what arrives in start.customParameters
     # any CallSid (an outbound token is minted before Twilio names the call)
     verify_call_token(b"k", token, outbound.token_subject(received, "CA" + "1" * 32, "sales"), 1001.0, scope="twilio")
-    for tampered in ({**received, "var_name": "Eve"}, {**received, "profile": "default"},
-                     {**received, "var_extra": "1"}, {**received, "outbound": "ob_2"}):
+    for tampered in (
+        {**received, "var_name": "Eve"},
+        {**received, "profile": "default"},
+        {**received, "var_extra": "1"},
+        {**received, "outbound": "ob_2"},
+    ):
         with pytest.raises(TokenError):
-            verify_call_token(b"k", token, outbound.token_subject(tampered, "CA" + "1" * 32, "sales"), 1001.0,
-                              scope="twilio")
+            verify_call_token(
+                b"k", token, outbound.token_subject(tampered, "CA" + "1" * 32, "sales"), 1001.0, scope="twilio"
+            )
     with pytest.raises(TokenError):  # the same token at another carrier's door
-        verify_call_token(b"k", token, outbound.token_subject(received, "CA" + "1" * 32, "sales"), 1001.0,
-                          scope="telnyx")
+        verify_call_token(
+            b"k", token, outbound.token_subject(received, "CA" + "1" * 32, "sales"), 1001.0, scope="telnyx"
+        )
 
 
 def test_webhook_tokens_stay_bound_to_the_call_sid_and_profile():

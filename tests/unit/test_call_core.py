@@ -38,8 +38,10 @@ from tests.support.call_script import (
 
 def reply(core, now: float, reply_id: str = "r1", frames: int = 5, done: bool = True) -> list:
     """The agent speaks ``frames`` × 20 ms at ``now``."""
-    actions = [*core.agent_event(ap.ReplyStarted(reply_id), now),
-               *core.agent_event(ap.ReplyAudio(reply_id, FRAME * frames), now)]
+    actions = [
+        *core.agent_event(ap.ReplyStarted(reply_id), now),
+        *core.agent_event(ap.ReplyAudio(reply_id, FRAME * frames), now),
+    ]
     if done:
         actions += core.agent_event(ap.ReplyDone(reply_id, "completed"), now)
     return actions
@@ -129,11 +131,14 @@ def test_the_caller_speaking_over_the_agent_clears_everything_first():
     assert pull(core, 0.06) == []
 
 
-@pytest.mark.parametrize(("profile", "frames", "cleared"), [
-    (Profile(greeting=""), 5, True),
-    (Profile(greeting=""), 0, False),  # nothing queued or playing: nothing to clear
-    (Profile(greeting="", turn_detection={"interrupt_response": False}), 5, False),
-])
+@pytest.mark.parametrize(
+    ("profile", "frames", "cleared"),
+    [
+        (Profile(greeting=""), 5, True),
+        (Profile(greeting=""), 0, False),  # nothing queued or playing: nothing to clear
+        (Profile(greeting="", turn_detection={"interrupt_response": False}), 5, False),
+    ],
+)
 def test_barge_in_happens_only_over_audio_and_only_when_the_profile_allows(profile, frames, cleared):
     core = live_core(profile=profile)
     if frames:
@@ -159,7 +164,8 @@ def test_a_tool_result_waits_for_the_reply_that_called_it_to_end():
     assert of_type(core.tool_done(call, '{"ok":true}', False, 0.2), SendAgent) == []  # held: the reply goes on
     sent = of_type(core.agent_event(ap.ReplyDone("r1", "completed"), 0.3), SendAgent)
     assert [json.loads(s.text) for s in sent] == [
-        {"type": "tool.result", "call_id": "call_1", "result": '{"ok":true}', "is_error": False}]
+        {"type": "tool.result", "call_id": "call_1", "result": '{"ok":true}', "is_error": False}
+    ]
 
 
 def test_a_tool_result_during_a_resume_is_sent_once_the_session_is_back():
@@ -170,7 +176,8 @@ def test_a_tool_result_during_a_resume_is_sent_once_the_session_is_back():
     assert of_type(core.tool_done(call, "r", False, 0.2), SendAgent) == []
     actions = core.agent_resumed("sess_1", 2, 400.0, 0.5)
     assert core.phase is Phase.LIVE and [json.loads(s.text)["call_id"] for s in of_type(actions, SendAgent)] == [
-        "call_1"]
+        "call_1"
+    ]
 
 
 # ---- the end of a call -----------------------------------------------------------------------------------------------
@@ -234,10 +241,13 @@ def test_the_caller_hanging_up_ends_the_call():
     assert core.summary.outcome == "caller_hangup" and core.was_live
 
 
-@pytest.mark.parametrize(("error", "outcome", "prompt"), [
-    (AgentUnavailable("no route"), Outcome.AGENT_UNAVAILABLE, "agent_unavailable"),
-    (None, Outcome.AGENT_ERROR, "agent_unavailable"),
-])
+@pytest.mark.parametrize(
+    ("error", "outcome", "prompt"),
+    [
+        (AgentUnavailable("no route"), Outcome.AGENT_UNAVAILABLE, "agent_unavailable"),
+        (None, Outcome.AGENT_ERROR, "agent_unavailable"),
+    ],
+)
 def test_an_agent_that_fails_for_good_hears_the_apology_then_the_call_ends(error, outcome, prompt):
     core = live_core()
     if error is None:  # a fatal session.error while live

@@ -11,9 +11,15 @@ from tests.support.call_script import FRAME, ScriptDialect
 
 
 def queue(*, min_message_ms: int = 20, per_message: int = 1, max_frames: int = 50) -> OutboundQueue:
-    return OutboundQueue(ScriptDialect(min_message_ms=min_message_ms), PlayoutTracker(), CallSummary(),
-                         frames_per_message=per_message, lead_target_ms=200, mark_interval_ms=1000,
-                         max_frames=max_frames)
+    return OutboundQueue(
+        ScriptDialect(min_message_ms=min_message_ms),
+        PlayoutTracker(),
+        CallSummary(),
+        frames_per_message=per_message,
+        lead_target_ms=200,
+        mark_interval_ms=1000,
+        max_frames=max_frames,
+    )
 
 
 def drain(q: OutboundQueue, now: float) -> list[str]:
@@ -23,12 +29,15 @@ def drain(q: OutboundQueue, now: float) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize(("per_message", "min_ms", "frames", "expect"), [
-    (1, 20, 3, ["media 1", "media 1", "media 1", "mark g0.1"]),
-    (2, 20, 3, ["media 2", "media 1", "mark g0.1"]),
-    (1, 100, 7, ["media 5", "media 5", "mark g0.1"]),  # Exotel: ≥ 100 ms, the tail padded with silence
-    (9, 20, 3, ["media 3", "mark g0.1"]),
-])
+@pytest.mark.parametrize(
+    ("per_message", "min_ms", "frames", "expect"),
+    [
+        (1, 20, 3, ["media 1", "media 1", "media 1", "mark g0.1"]),
+        (2, 20, 3, ["media 2", "media 1", "mark g0.1"]),
+        (1, 100, 7, ["media 5", "media 5", "mark g0.1"]),  # Exotel: ≥ 100 ms, the tail padded with silence
+        (9, 20, 3, ["media 3", "mark g0.1"]),
+    ],
+)
 def test_a_finished_reply_goes_out_in_messages_within_the_dialects_bounds(per_message, min_ms, frames, expect):
     q = queue(per_message=per_message, min_message_ms=min_ms)
     q.put_audio("r1", [FRAME] * frames)

@@ -36,9 +36,9 @@ def test_the_table_is_exactly_these_moves() -> None:
     assert dict(TRANSITIONS) == {(p, t): a for p, t, a in ALLOWED}
 
 
-@pytest.mark.parametrize(("phase", "trigger"), [
-    (p, t) for p, t in itertools.product(Phase, Trigger) if (p, t) not in TRANSITIONS
-])
+@pytest.mark.parametrize(
+    ("phase", "trigger"), [(p, t) for p, t in itertools.product(Phase, Trigger) if (p, t) not in TRANSITIONS]
+)
 def test_any_other_move_is_our_bug(phase: Phase, trigger: Trigger) -> None:
     with pytest.raises(CallPhaseError):
         next_phase(phase, trigger)

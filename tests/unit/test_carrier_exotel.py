@@ -39,8 +39,12 @@ def test_connected_and_start() -> None:
     (ev,) = d.parse(text(fixture(C, "start")))
     s = fixture(C, "start")["start"]
     assert ev == StreamStarted(
-        stream_id=s["stream_sid"], call_id=s["call_sid"], account_id=s["account_sid"], encoding="audio/pcm",
-        sample_rate=8000, custom_parameters={"token": "v1.1790000000.q2r3s4t5", "from": s["from"], "to": s["to"]},
+        stream_id=s["stream_sid"],
+        call_id=s["call_sid"],
+        account_id=s["account_sid"],
+        encoding="audio/pcm",
+        sample_rate=8000,
+        custom_parameters={"token": "v1.1790000000.q2r3s4t5", "from": s["from"], "to": s["to"]},
     )
     assert (d.frame_bytes, d.min_message_ms) == (320, 200)  # 3.2 KB at 8 kHz is 200 ms
 

@@ -33,8 +33,12 @@ def test_start_reads_format_extra_headers_and_path_token() -> None:
     (ev,) = d.parse(text(fixture(C, "start")))
     start = fixture(C, "start")["start"]
     assert ev == StreamStarted(
-        stream_id=start["streamId"], call_id=start["callId"], account_id=start["accountId"], encoding="audio/pcm",
-        sample_rate=16000, custom_parameters={"to": "+18005551212", "from": "+15550001111", "token": "tok-from-path"},
+        stream_id=start["streamId"],
+        call_id=start["callId"],
+        account_id=start["accountId"],
+        encoding="audio/pcm",
+        sample_rate=16000,
+        custom_parameters={"to": "+18005551212", "from": "+15550001111", "token": "tok-from-path"},
     )
     assert (d.frame_bytes, d.silence) == (640, 0)
 
@@ -65,14 +69,18 @@ def test_outbound_play_audio_checkpoint_and_clear_audio() -> None:
 
 def test_mulaw_stream_plays_mulaw() -> None:
     d = PlivoStream()
-    d.parse(changed(C, "start", lambda m: m["start"].update(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": 8000})))
+    d.parse(
+        changed(C, "start", lambda m: m["start"].update(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": 8000}))
+    )
     assert json.loads(d.build_media(b"\xff" * 160))["media"]["contentType"] == "audio/x-mulaw"
     assert (d.frame_bytes, d.silence) == (160, 0xFF)
 
 
 def test_malformed_messages_are_protocol_errors() -> None:
     for bad in (
-        changed(C, "start", lambda m: m["start"].update(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": 16000})),
+        changed(
+            C, "start", lambda m: m["start"].update(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": 16000})
+        ),
         changed(C, "start", lambda m: m.update(extra_headers="novalue")),
         changed(C, "start", lambda m: m["start"].pop("callId")),
     ):
@@ -97,7 +105,11 @@ def test_stream_xml_is_bidirectional_keeps_the_call_and_checks_extra_headers() -
     assert stream is not None and stream.text == "wss://gw.example.com/plivo/stream/v1.17.abc"
     a = stream.attrib
     assert (a["bidirectional"], a["keepCallAlive"], a["contentType"], a["extraHeaders"]) == (
-        "true", "true", "audio/x-l16;rate=16000", "to=18005551212")
+        "true",
+        "true",
+        "audio/x-l16;rate=16000",
+        "to=18005551212",
+    )
     with pytest.raises(ValueError):
         stream_xml("wss://x", extra_headers={"token": "v1.2.a-b"})  # not alphanumeric
 

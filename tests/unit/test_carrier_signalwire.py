@@ -36,7 +36,11 @@ def test_l16_at_24k_start_maps_to_pcm_24000_so_a_pcm24k_agent_needs_no_resamplin
     d = SignalWireStream()
     (ev,) = d.parse(text(fixture(C, "start_l16_24k")))
     assert isinstance(ev, StreamStarted)
-    assert (ev.encoding, ev.sample_rate, ev.call_id) == ("audio/pcm", 24000, fixture(C, "start_l16_24k")["start"]["callSid"])
+    assert (ev.encoding, ev.sample_rate, ev.call_id) == (
+        "audio/pcm",
+        24000,
+        fixture(C, "start_l16_24k")["start"]["callSid"],
+    )
     assert ev.custom_parameters["token"] == "v1.1790000000.q2r3s4t5"
     assert d.frame_bytes == 960  # 20 ms of 24 kHz PCM16
 

@@ -62,26 +62,40 @@ def test_every_carrier_is_described_once_with_its_own_routes_table_and_secrets()
 
 
 def test_the_adding_a_carrier_page_explains_every_field_of_a_description() -> None:
-    page = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "carriers" / "adding-a-carrier.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "carriers" / "adding-a-carrier.md").read_text(
+        encoding="utf-8"
+    )
     for name in CarrierSpec.__dataclass_fields__:
-        assert f"`{name}`" in page or f"{name}=" in page, f"docs/how-to/carriers/adding-a-carrier.md does not mention {name}"
+        assert f"`{name}`" in page or f"{name}=" in page, (
+            f"docs/how-to/carriers/adding-a-carrier.md does not mention {name}"
+        )
 
 
 def test_only_twilio_offers_call_control_and_status_callbacks_today() -> None:
     assert {spec.name: (spec.call_control, spec.status_callbacks) for spec in CARRIERS if spec.call_control} == {
-        "twilio": ("twilio_rest", True)}
+        "twilio": ("twilio_rest", True)
+    }
 
 
 # ---- each carrier's pure doors -----------------------------------------------------------------------------------
 def _upgrade(spec: CarrierSpec[Any], **kw: Any) -> Upgrade:
     path = spec.stream_path.replace("{token}", "v2.tok")
-    return Upgrade(url=kw.pop("url", "wss://voice.example.com" + path), headers=kw.pop("headers", {}),
-                   query=kw.pop("query", {}), path_params={"token": "v2.tok"}, **kw)
+    return Upgrade(
+        url=kw.pop("url", "wss://voice.example.com" + path),
+        headers=kw.pop("headers", {}),
+        query=kw.pop("query", {}),
+        path_params={"token": "v2.tok"},
+        **kw,
+    )
 
 
 def _answer(spec: CarrierSpec[Any], call: Call, **options: Any) -> str:
-    ctx = AnswerContext(token="v2.tok", stream_base="wss://voice.example.com", options=spec.options(**options),
-                        status_callback=URL + "/twilio/status")
+    ctx = AnswerContext(
+        token="v2.tok",
+        stream_base="wss://voice.example.com",
+        options=spec.options(**options),
+        status_callback=URL + "/twilio/status",
+    )
     return spec.answer(call, ctx).body
 
 
@@ -94,7 +108,8 @@ def test_twilio_style_webhooks_read_the_call_sid_and_numbers(spec: CarrierSpec[A
     assert spec.read_call(hook) == Call("CA1", called="+15550002222", caller="+15550001111")
     assert spec.read_call(Webhook("POST", URL, {}, {}, form={"From": ["+1"]})) == Malformed("CallSid missing")
     assert spec.busy(DRAINING).body == (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Say>' + DRAINING + "</Say><Hangup/></Response>")
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Say>' + DRAINING + "</Say><Hangup/></Response>"
+    )
 
 
 def test_twilio_answers_twiml_with_the_token_numbers_and_status_callback() -> None:
@@ -103,7 +118,8 @@ def test_twilio_answers_twiml_with_the_token_numbers_and_status_callback() -> No
         '<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://voice.example.com/twilio/stream"'
         ' statusCallback="https://voice.example.com/twilio/status" statusCallbackMethod="POST">'
         '<Parameter name="token" value="v2.tok"/><Parameter name="from" value="+1"/>'
-        '<Parameter name="to" value="+2"/></Stream></Connect></Response>')
+        '<Parameter name="to" value="+2"/></Stream></Connect></Response>'
+    )
 
 
 def test_twilio_checks_its_webhook_and_requires_its_upgrade_signature() -> None:
@@ -112,13 +128,15 @@ def test_twilio_checks_its_webhook_and_requires_its_upgrade_signature() -> None:
     signed = {"X-Twilio-Signature": twilio_signature("tok", url, {"CallSid": "CA1"})}
     assert twilio.SPEC.verify(Webhook("POST", url, signed, {}, form={"CallSid": ["CA1"]}), door) is None
     assert twilio.SPEC.verify(Webhook("POST", url, signed, {}, form={"CallSid": ["CA2"]}), door) == Refusal(
-        "bad signature", "invalid signature")
+        "bad signature", "invalid signature"
+    )
     upgrade = _upgrade(twilio.SPEC)
     good = {"X-Twilio-Signature": twilio_signature("tok", upgrade.url, {})}
     assert twilio.SPEC.check_upgrade(_upgrade(twilio.SPEC, headers=good), door) is None
     assert twilio.SPEC.check_upgrade(upgrade, door) == Refusal("missing_signature", "invalid signature")
     assert twilio.SPEC.check_upgrade(_upgrade(twilio.SPEC, headers={"X-Twilio-Signature": "x"}), door).reason == (
-        "bad_signature")
+        "bad_signature"
+    )
 
 
 def test_signalwire_asks_for_its_codec_and_checks_an_upgrade_signature_only_when_sent() -> None:
@@ -131,16 +149,20 @@ def test_signalwire_asks_for_its_codec_and_checks_an_upgrade_signature_only_when
 
 def test_telnyx_verifies_the_raw_body_with_its_ed25519_key_within_the_replay_window() -> None:
     key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                            serialization.PublicFormat.Raw)).decode()
+    public = base64.b64encode(
+        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    ).decode()
     door = Door(telnyx.TelnyxSettings(), {"public_key": public})
     body, ts = b"CallSid=v3%3Aabc", str(int(NOW))
-    headers = {telnyx.TIMESTAMP_HEADER: ts,
-               telnyx.SIGNATURE_HEADER: base64.b64encode(key.sign(ts.encode() + b"|" + body)).decode()}
+    headers = {
+        telnyx.TIMESTAMP_HEADER: ts,
+        telnyx.SIGNATURE_HEADER: base64.b64encode(key.sign(ts.encode() + b"|" + body)).decode(),
+    }
     assert telnyx.SPEC.signs_raw_body
     assert telnyx.SPEC.verify(Webhook("POST", URL, headers, {}, body=body, now=NOW), door) is None
     assert telnyx.SPEC.verify(Webhook("POST", URL, headers, {}, body=body, now=NOW + 3600), door) == Refusal(
-        "bad signature")
+        "bad signature"
+    )
     assert 'bidirectionalMode="rtp"' in _answer(telnyx.SPEC, Call("v3:abc", "+2", "+1"))
 
 
@@ -154,7 +176,7 @@ def test_plivo_carries_the_token_in_the_path_and_the_numbers_as_digits() -> None
     assert plivo.SPEC.read_call(Webhook("POST", URL, {}, {}, form={})) == Malformed("CallUUID missing")
     assert "<Speak>" in plivo.SPEC.busy(BUSY).body
     dialect = plivo.SPEC.dialect(_upgrade(plivo.SPEC))
-    assert isinstance(dialect, plivo.PlivoStream) and dialect._transport_params == {"token": "v2.tok"}
+    assert isinstance(dialect, plivo.PlivoStream) and dialect.transport_params == {"token": "v2.tok"}
 
 
 def test_vonage_reads_query_or_json_and_answers_an_ncco() -> None:
@@ -163,10 +185,13 @@ def test_vonage_reads_query_or_json_and_answers_an_ncco() -> None:
     posted = Webhook("POST", URL, {}, {}, json={"uuid": "u-2", "to": "1800"}, json_sent=True)
     assert vonage.SPEC.read_call(posted) == Call("u-2", called="+1800", caller="")
     assert vonage.SPEC.read_call(Webhook("POST", URL, {}, {}, json=None, json_sent=True)) == Malformed(
-        "answer body is not a JSON object")
+        "answer body is not a JSON object"
+    )
     assert vonage.SPEC.read_call(Webhook("GET", URL, {}, {})) == Malformed("uuid missing")
-    answer = vonage.SPEC.answer(Call("u-1", "+1800", "+1555"), AnswerContext(
-        "v2.tok", "wss://voice.example.com", vonage.VonageSettings(sample_rate=8000)))
+    answer = vonage.SPEC.answer(
+        Call("u-1", "+1800", "+1555"),
+        AnswerContext("v2.tok", "wss://voice.example.com", vonage.VonageSettings(sample_rate=8000)),
+    )
     (action,) = json.loads(answer.body)
     assert answer.content_type == "application/json" and action["endpoint"][0]["content-type"] == "audio/l16;rate=8000"
     assert action["endpoint"][0]["headers"] == {"token": "v2.tok", "uuid": "u-1", "from": "+1555", "to": "+1800"}
@@ -185,14 +210,15 @@ def test_exotel_authenticates_by_basic_auth_or_source_address_at_both_doors() ->
     assert exotel.SPEC.verify(Webhook("GET", URL, {"Authorization": basic}, {}), by_password) is None
     assert exotel.SPEC.verify(Webhook("GET", URL, {}, {}, remote="10.1.2.3"), by_address) is None
     assert exotel.SPEC.check_upgrade(_upgrade(exotel.SPEC, remote="192.0.2.1"), by_address) == Refusal(
-        "bad credentials")
+        "bad credentials"
+    )
     assert exotel.SPEC.read_call(Webhook("GET", URL, {}, {"CallSid": "x-1", "CallTo": "+1"})) == Call("x-1", "+1")
     doc = json.loads(_answer(exotel.SPEC, Call("x-1", "+1"), sample_rate=16000))
     assert doc == {"url": "wss://voice.example.com/exotel/stream?sample-rate=16000&token=v2.tok&to=%2B1"}
     busy = exotel.SPEC.busy(BUSY)
     assert (busy.status, busy.body, busy.content_type) == (503, "not accepting calls", "text/plain")
     dialect = exotel.SPEC.dialect(_upgrade(exotel.SPEC, query={"token": "v2.q"}))
-    assert isinstance(dialect, exotel.ExotelStream) and dialect._transport_params == {"token": "v2.q"}
+    assert isinstance(dialect, exotel.ExotelStream) and dialect.transport_params == {"token": "v2.q"}
 
 
 # ---- the config, from the descriptions ----------------------------------------------------------------------------
@@ -203,8 +229,14 @@ def _toml(tmp_path: Path, text: str) -> Path:
 
 
 def test_each_carrier_has_its_own_table_with_its_own_keys(tmp_path: Path) -> None:
-    s = load_settings(_toml(tmp_path, '[carriers.plivo]\ncontent_type = "audio/x-l16;rate=16000"\n'
-                                      '[carriers.exotel]\nallowed_ips = ["10.0.0.0/8"]\nenabled = false\n'), env={})
+    s = load_settings(
+        _toml(
+            tmp_path,
+            '[carriers.plivo]\ncontent_type = "audio/x-l16;rate=16000"\n'
+            '[carriers.exotel]\nallowed_ips = ["10.0.0.0/8"]\nenabled = false\n',
+        ),
+        env={},
+    )
     assert s.carriers.plivo == plivo.PlivoSettings(content_type="audio/x-l16;rate=16000")
     assert s.carriers["exotel"] == exotel.ExotelSettings(enabled=False, allowed_ips=("10.0.0.0/8",))
     assert s.carriers.signalwire == signalwire.SignalWireSettings()  # not given: its defaults
@@ -241,11 +273,16 @@ def test_secrets_come_from_the_variables_the_descriptions_name() -> None:
 
 
 def test_exotel_enabled_without_credentials_names_both_ways_to_authenticate(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"carriers.exotel.enabled: true without EXOTEL_BASIC_AUTH \(or "
-                                          r"carriers.exotel.allowed_ips\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"carriers.exotel.enabled: true without EXOTEL_BASIC_AUTH \(or "
+        r"carriers.exotel.allowed_ips\)",
+    ):
         load_settings(_toml(tmp_path, "[carriers.exotel]\nenabled = true\n"), env={"GATEWAY_PUBLIC_URL": URL})
-    s = load_settings(_toml(tmp_path, '[carriers.exotel]\nenabled = true\nallowed_ips = ["10.0.0.0/8"]\n'),
-                      env={"GATEWAY_PUBLIC_URL": URL})
+    s = load_settings(
+        _toml(tmp_path, '[carriers.exotel]\nenabled = true\nallowed_ips = ["10.0.0.0/8"]\n'),
+        env={"GATEWAY_PUBLIC_URL": URL},
+    )
     assert s.open_doors() == {"exotel": True}
 
 
@@ -262,10 +299,12 @@ FLAT = {
 @pytest.mark.parametrize("flat", list(FLAT))
 def test_the_flat_keys_of_older_configs_still_work_with_a_deprecation_warning(tmp_path: Path, flat: str) -> None:
     value, name, key, expected = FLAT[flat]
-    with pytest.warns(FutureWarning, match=rf"carriers.{flat} is deprecated: write it as `{key} = ...` in "
-                                           rf"\[carriers.{name}\]"):
-        s = load_settings(_toml(tmp_path, f"[carriers]\n{flat} = {value}\n[carriers.{name}]\nenabled = true\n"),
-                          env={})
+    with pytest.warns(
+        FutureWarning,
+        match=rf"carriers.{flat} is deprecated: write it as `{key} = ...` in "
+        rf"\[carriers.{name}\]",
+    ):
+        s = load_settings(_toml(tmp_path, f"[carriers]\n{flat} = {value}\n[carriers.{name}]\nenabled = true\n"), env={})
     assert getattr(s.carriers[name], key) == expected and s.carriers[name].enabled is True
 
 

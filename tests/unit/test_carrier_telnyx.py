@@ -37,8 +37,14 @@ def started(**kw: object) -> TelnyxStream:
 
 
 def media(seq: int, byte: int = 0) -> str:
-    return changed(C, "media_1", lambda m: (m.update(sequence_number=str(seq)), m["media"].update(
-        payload=base64.b64encode(bytes([byte]) * 160).decode())))
+    return changed(
+        C,
+        "media_1",
+        lambda m: (
+            m.update(sequence_number=str(seq)),
+            m["media"].update(payload=base64.b64encode(bytes([byte]) * 160).decode()),
+        ),
+    )
 
 
 def payloads(events: list[object]) -> list[int]:
@@ -109,7 +115,13 @@ def test_stop_delivers_held_frames_first() -> None:
 
 def test_l16_start_at_16k_swaps_byte_order_both_ways() -> None:
     d = TelnyxStream()
-    d.parse(changed(C, "start", lambda m: m["start"].update(media_format={"encoding": "L16", "sample_rate": 16000, "channels": 1})))
+    d.parse(
+        changed(
+            C,
+            "start",
+            lambda m: m["start"].update(media_format={"encoding": "L16", "sample_rate": 16000, "channels": 1}),
+        )
+    )
     assert (d.encoding, d.sample_rate, d.frame_bytes) == ("audio/pcm", 16000, 640)
     (ev,) = d.parse(changed(C, "media_1", lambda m: m["media"].update(payload=base64.b64encode(b"\x01\x02").decode())))
     assert ev.payload == b"\x02\x01"
@@ -162,7 +174,11 @@ def test_texml_stream_is_bidirectional_rtp_with_matching_codecs() -> None:
     assert stream is not None
     a = stream.attrib
     assert (a["bidirectionalMode"], a["codec"], a["bidirectionalCodec"], a["bidirectionalSamplingRate"]) == (
-        "rtp", "PCMA", "PCMA", "8000")
+        "rtp",
+        "PCMA",
+        "PCMA",
+        "8000",
+    )
     assert [p.attrib["value"] for p in stream.findall("Parameter")] == ["t"]
     with pytest.raises(ValueError):
         texml_stream("wss://x/y", {}, codec="L16", sampling_rate=16000)  # L16 is Call Control only

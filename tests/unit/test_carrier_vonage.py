@@ -33,7 +33,11 @@ def test_websocket_connected_is_the_start_with_headers_as_parameters() -> None:
     (ev,) = d.parse(text(fixture(C, "connected")))
     msg = fixture(C, "connected")
     assert ev == StreamStarted(
-        stream_id=msg["uuid"], call_id=msg["uuid"], account_id="", encoding="audio/pcm", sample_rate=16000,
+        stream_id=msg["uuid"],
+        call_id=msg["uuid"],
+        account_id="",
+        encoding="audio/pcm",
+        sample_rate=16000,
         custom_parameters={k: v for k, v in msg.items() if k not in ("event", "content-type")},
     )
     assert (d.frame_bytes, d.min_message_ms, d.max_message_ms) == (640, 20, 20)
@@ -75,8 +79,13 @@ def test_protocol_errors() -> None:
         with pytest.raises(CarrierProtocolError):
             VonageStream().parse(bad)
     d = started()
-    for bad in (b"\x00" * 3, text(fixture(C, "connected")), text({"event": "nope"}),
-                changed(C, "notify", lambda m: m.update(payload={})), changed(C, "dtmf", lambda m: m.update(digit="!"))):
+    for bad in (
+        b"\x00" * 3,
+        text(fixture(C, "connected")),
+        text({"event": "nope"}),
+        changed(C, "notify", lambda m: m.update(payload={})),
+        changed(C, "dtmf", lambda m: m.update(digit="!")),
+    ):
         with pytest.raises(CarrierProtocolError):
             d.parse(bad)
 
@@ -85,8 +94,12 @@ def test_ncco_connects_a_websocket_with_headers() -> None:
     (action,) = ncco_connect("wss://gw.example.com/vonage/stream", {"token": "t", "uuid": "u"}, 16000)
     assert action["action"] == "connect"
     (ep,) = action["endpoint"]
-    assert ep == {"type": "websocket", "uri": "wss://gw.example.com/vonage/stream",
-                  "content-type": "audio/l16;rate=16000", "headers": {"token": "t", "uuid": "u"}}
+    assert ep == {
+        "type": "websocket",
+        "uri": "wss://gw.example.com/vonage/stream",
+        "content-type": "audio/l16;rate=16000",
+        "headers": {"token": "t", "uuid": "u"},
+    }
     with pytest.raises(ValueError):
         ncco_connect("wss://x", {"big": "x" * 600})
 

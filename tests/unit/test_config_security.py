@@ -34,23 +34,27 @@ def test_the_committed_file_states_the_defaults() -> None:
 
 
 def test_dial_allow_patterns_are_loaded_in_order(tmp_path: Path) -> None:
-    s = load(tmp_path, '[twilio]\ndial_allow = ["+1555*", "sip:*@pbx.example.com", "sips:*@pbx.example.com", '
-                       '"client:*"]\n')
+    s = load(
+        tmp_path, '[twilio]\ndial_allow = ["+1555*", "sip:*@pbx.example.com", "sips:*@pbx.example.com", "client:*"]\n'
+    )
     assert s.twilio.dial_allow == ("+1555*", "sip:*@pbx.example.com", "sips:*@pbx.example.com", "client:*")
 
 
-@pytest.mark.parametrize("toml,key,why", [
-    ('[twilio]\ndial_allow = ["*"]\n', "twilio.dial_allow[0]", "patterns start with"),  # anything: say it
-    ('[twilio]\ndial_allow = ["+1*", "1555*"]\n', "twilio.dial_allow[1]", "patterns start with"),  # never matches
-    ('[twilio]\ndial_allow = ["+"]\n', "twilio.dial_allow[0]", "patterns start with"),
-    ('[twilio]\ndial_allow = ["tel:+1555*"]\n', "twilio.dial_allow[0]", "patterns start with"),
-    ('[twilio]\ndial_allow = ["SIP:*@pbx.example.com"]\n', "twilio.dial_allow[0]", "patterns start with"),
-    ('[twilio]\ndial_allow = ["+1555 *"]\n', "twilio.dial_allow[0]", "whitespace"),  # never in a destination
-    ('[twilio]\ndial_allow = "+1555*"\n', "twilio.dial_allow", "expected a list"),
-    ("[server]\nheader_timeout_s = 0\n", "server.header_timeout_s", "must be positive"),
-    ("[server]\nheader_timeout_s = -1.5\n", "server.header_timeout_s", "must be positive"),
-    ('[server]\nheader_timeout_s = "10"\n', "server.header_timeout_s", "expected a number"),
-])
+@pytest.mark.parametrize(
+    "toml,key,why",
+    [
+        ('[twilio]\ndial_allow = ["*"]\n', "twilio.dial_allow[0]", "patterns start with"),  # anything: say it
+        ('[twilio]\ndial_allow = ["+1*", "1555*"]\n', "twilio.dial_allow[1]", "patterns start with"),  # never matches
+        ('[twilio]\ndial_allow = ["+"]\n', "twilio.dial_allow[0]", "patterns start with"),
+        ('[twilio]\ndial_allow = ["tel:+1555*"]\n', "twilio.dial_allow[0]", "patterns start with"),
+        ('[twilio]\ndial_allow = ["SIP:*@pbx.example.com"]\n', "twilio.dial_allow[0]", "patterns start with"),
+        ('[twilio]\ndial_allow = ["+1555 *"]\n', "twilio.dial_allow[0]", "whitespace"),  # never in a destination
+        ('[twilio]\ndial_allow = "+1555*"\n', "twilio.dial_allow", "expected a list"),
+        ("[server]\nheader_timeout_s = 0\n", "server.header_timeout_s", "must be positive"),
+        ("[server]\nheader_timeout_s = -1.5\n", "server.header_timeout_s", "must be positive"),
+        ('[server]\nheader_timeout_s = "10"\n', "server.header_timeout_s", "expected a number"),
+    ],
+)
 def test_bad_values_stop_start_up_naming_the_key(tmp_path: Path, toml: str, key: str, why: str) -> None:
     with pytest.raises(ConfigError) as err:
         load(tmp_path, toml)

@@ -43,10 +43,10 @@ from gateway.errors import AgentProtocolError, RemoteProtocolError
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agent"
 S = "sess_0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 R = "resp_9a8b7c6d5e4f30211203f4e5d6c7b8a9"
-I = "msg_11223344556677889900aabbccddeeff"
+ITEM = "msg_11223344556677889900aabbccddeeff"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw(name: str) -> str:
     return (FIXTURES / f"{name}.json").read_text(encoding="utf-8")
 
@@ -60,8 +60,10 @@ EXPECTED: list[tuple[str, Any]] = [
     ("session.ready", SessionReady(S, fixture("session.ready")["config"], 1790214025.0, "rt_abc")),
     ("session.ready.iso_timestamp", SessionReady(S, {}, None, None)),
     ("session.updated", SessionUpdated(fixture("session.updated")["config"])),
-    ("session.error",
-     SessionError("invalid_value", "Invalid voice 'x'. Must be one of: alba, anna", "output.voice", S)),
+    (
+        "session.error",
+        SessionError("invalid_value", "Invalid voice 'x'. Must be one of: alba, anna", "output.voice", S),
+    ),
     ("session.error.upper_case", SessionError("unauthorized", "Authentication failed", None, None)),
     ("session.error.error_code", SessionError("session_expired", "Session duration cap reached", None, None)),
     ("error.legacy", SessionError("invalid_format", "Invalid JSON format.", None, None)),
@@ -69,20 +71,22 @@ EXPECTED: list[tuple[str, Any]] = [
     ("session.ended", SessionEnded(42.5, None)),
     ("input.speech.started", SpeechStarted()),
     ("input.speech.stopped", SpeechStopped()),
-    ("transcript.user.delta", UserTranscriptDelta(I, "what time do you")),
-    ("transcript.user", UserTranscript(I, "What time do you open?")),
-    ("reply.started", ReplyStarted(R, I)),
+    ("transcript.user.delta", UserTranscriptDelta(ITEM, "what time do you")),
+    ("transcript.user", UserTranscript(ITEM, "What time do you open?")),
+    ("reply.started", ReplyStarted(R, ITEM)),
     ("reply.audio", ReplyAudio(R, bytes(range(0, 240)) * 2)),
-    ("transcript.agent.delta", AgentTranscriptDelta(R, " nine", I, 480, 820)),
-    ("transcript.agent.delta.null_times", AgentTranscriptDelta(R, "Hello", I, None, None)),
-    ("transcript.agent", AgentTranscript(R, "We open at nine.", False, I)),
-    ("transcript.agent.interrupted", AgentTranscript(R, "We open", True, I)),
+    ("transcript.agent.delta", AgentTranscriptDelta(R, " nine", ITEM, 480, 820)),
+    ("transcript.agent.delta.null_times", AgentTranscriptDelta(R, "Hello", ITEM, None, None)),
+    ("transcript.agent", AgentTranscript(R, "We open at nine.", False, ITEM)),
+    ("transcript.agent.interrupted", AgentTranscript(R, "We open", True, ITEM)),
     ("reply.done.completed", ReplyDone(R, "completed")),
     ("reply.done.interrupted", ReplyDone(R, "interrupted")),
     ("reply.done.bare", ReplyDone(None, "completed")),  # early docs: a bare reply.done is a normal finish
     ("reply.interrupted", ReplyDone(R, "interrupted")),  # pre-launch name
-    ("tool.call.object",
-     ToolCall("chatcmpl-tool-0123456789abcdef", "lookup_order", {"order_id": "A-17", "verbose": True})),
+    (
+        "tool.call.object",
+        ToolCall("chatcmpl-tool-0123456789abcdef", "lookup_order", {"order_id": "A-17", "verbose": True}),
+    ),
     ("tool.call.json_string", ToolCall("call_abc", "lookup_order", {"order_id": "A-17", "verbose": True})),
     ("tool.call.args", ToolCall("call_abc", "lookup_order", {"order_id": "A-17", "verbose": True})),
     ("tool.call.no_arguments", ToolCall("call_abc", "end_call", {})),
@@ -100,9 +104,21 @@ def test_server_event_fixture_parses_to_its_event(name: str, expected: Any) -> N
 
 def test_every_server_event_type_of_the_spec_has_a_fixture() -> None:
     documented = {
-        "session.ready", "session.updated", "session.error", "session.ended", "input.speech.started",
-        "input.speech.stopped", "transcript.user.delta", "transcript.user", "reply.started", "reply.audio",
-        "transcript.agent.delta", "transcript.agent", "reply.done", "tool.call", "reply.error",
+        "session.ready",
+        "session.updated",
+        "session.error",
+        "session.ended",
+        "input.speech.started",
+        "input.speech.stopped",
+        "transcript.user.delta",
+        "transcript.user",
+        "reply.started",
+        "reply.audio",
+        "transcript.agent.delta",
+        "transcript.agent",
+        "reply.done",
+        "tool.call",
+        "reply.error",
     }
     covered = {fixture(name)["type"] for name, _ in EXPECTED}
     assert documented <= covered
@@ -121,8 +137,12 @@ def test_timestamp_may_be_float_int_or_iso_string(timestamp: Any) -> None:
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [("UNAUTHORIZED", "unauthorized"), ("Internal_Error", "internal_error"), ("FORBIDDEN", "forbidden"),
-     ("invalid_format", "invalid_format")],
+    [
+        ("UNAUTHORIZED", "unauthorized"),
+        ("Internal_Error", "internal_error"),
+        ("FORBIDDEN", "forbidden"),
+        ("invalid_format", "invalid_format"),
+    ],
 )
 def test_error_codes_are_lower_cased(code: str, expected: str) -> None:
     msg = {"type": "session.error", "code": code, "message": "m", "timestamp": 1.0}
@@ -166,8 +186,10 @@ MALFORMED: list[tuple[str, str | bytes]] = [
     ("tool_call_arguments_list", '{"type": "tool.call", "call_id": "c", "name": "x", "arguments": [1, 2]}'),
     ("tool_call_arguments_number", '{"type": "tool.call", "call_id": "c", "name": "x", "arguments": 3}'),
     # Bug: the inner json.loads of string arguments does not catch RecursionError (the outer one does).
-    ("tool_call_arguments_nested_too_deep",
-     json.dumps({"type": "tool.call", "call_id": "c", "name": "x", "arguments": "[" * 100_000})),
+    (
+        "tool_call_arguments_nested_too_deep",
+        json.dumps({"type": "tool.call", "call_id": "c", "name": "x", "arguments": "[" * 100_000}),
+    ),
     ("deeply_nested_message", '{"type": "x", "a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
 ]
 
@@ -197,11 +219,30 @@ def test_float_word_times_are_truncated_to_ints() -> None:
 
 # ---- SessionError.fatal: docs/architecture/voice-agent-api.md#errors -------------------------------------------------
 # Codes after which the server closes the socket (1008/1011) …
-FATAL = ["unauthorized", "forbidden", "internal_error", "session_not_found", "session_forbidden", "session_expired",
-         "agent_init_failed", "agent_timeout", "agent_not_found", "at_capacity", "concurrency_exceeded"]
+FATAL = [
+    "unauthorized",
+    "forbidden",
+    "internal_error",
+    "session_not_found",
+    "session_forbidden",
+    "session_expired",
+    "agent_init_failed",
+    "agent_timeout",
+    "agent_not_found",
+    "at_capacity",
+    "concurrency_exceeded",
+]
 # … and codes after which the session stays open.
-RECOVERABLE = ["agent_id_not_first", "invalid_format", "invalid_audio", "invalid_value", "immutable_field",
-               "invalid_config", "audio_rate_violation", "unknown"]
+RECOVERABLE = [
+    "agent_id_not_first",
+    "invalid_format",
+    "invalid_audio",
+    "invalid_value",
+    "immutable_field",
+    "invalid_config",
+    "audio_rate_violation",
+    "unknown",
+]
 
 
 @pytest.mark.parametrize("code", FATAL)
@@ -237,8 +278,11 @@ def test_session_update_drops_none_values_recursively() -> None:
         # An explicit null greeting is rejected by the live server
         # (docs/architecture/voice-agent-api.md#session-update).
         "greeting": None,
-        "input": {"format": {"encoding": "audio/pcmu"}, "keyterms": None,
-                  "turn_detection": {"min_silence": None, "max_silence": 2000}},
+        "input": {
+            "format": {"encoding": "audio/pcmu"},
+            "keyterms": None,
+            "turn_detection": {"min_silence": None, "max_silence": 2000},
+        },
         "output": {"voice": "alba", "volume": None},
         "tools": [{"type": "function", "name": "t", "parameters": {"type": "object", "required": None}}],
     }
@@ -280,12 +324,18 @@ def test_input_audio_carries_base64_audio(audio: bytes) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("call_1", '{"ok":true}'), {"type": "tool.result", "call_id": "call_1", "result": '{"ok":true}',
-                                     "is_error": False}),
-        (("call_2", "no such tool", True), {"type": "tool.result", "call_id": "call_2", "result": "no such tool",
-                                            "is_error": True}),
-        (("chatcmpl-tool-0123456789abcdef", ""), {"type": "tool.result", "call_id": "chatcmpl-tool-0123456789abcdef",
-                                                  "result": "", "is_error": False}),
+        (
+            ("call_1", '{"ok":true}'),
+            {"type": "tool.result", "call_id": "call_1", "result": '{"ok":true}', "is_error": False},
+        ),
+        (
+            ("call_2", "no such tool", True),
+            {"type": "tool.result", "call_id": "call_2", "result": "no such tool", "is_error": True},
+        ),
+        (
+            ("chatcmpl-tool-0123456789abcdef", ""),
+            {"type": "tool.result", "call_id": "chatcmpl-tool-0123456789abcdef", "result": "", "is_error": False},
+        ),
     ],
 )
 def test_tool_result_has_a_string_result_and_is_error(args: tuple[Any, ...], expected: dict[str, Any]) -> None:
@@ -299,8 +349,10 @@ def test_tool_result_has_a_string_result_and_is_error(args: tuple[Any, ...], exp
     [
         (None, {"type": "reply.create"}),
         ("", {"type": "reply.create"}),
-        ("Tell the caller you are still checking.",
-         {"type": "reply.create", "instructions": "Tell the caller you are still checking."}),
+        (
+            "Tell the caller you are still checking.",
+            {"type": "reply.create", "instructions": "Tell the caller you are still checking."},
+        ),
     ],
 )
 def test_reply_create_with_and_without_instructions(instructions: str | None, expected: dict[str, Any]) -> None:
@@ -339,7 +391,8 @@ FIELDS: dict[str, list[str]] = {
 special = st.sampled_from([math.nan, math.inf, -math.inf, "", "{}", "[1]", '{"a": 1}', "AAAA", "not base64", "c"])
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
 values = special | st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
 
@@ -352,8 +405,9 @@ def server_messages(draw: st.DrawFn) -> str:
     return json.dumps({"type": kind, **{n: draw(values) for n in names}})
 
 
-@settings(max_examples=600, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=600, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(text=server_messages())
 def test_arbitrary_server_messages_never_raise_anything_but_agent_protocol_error(text: str) -> None:
     try:

@@ -63,7 +63,7 @@ def sample_aligned(data: bytes, size: int) -> list[bytes]:
     must be chunked the same way.)"""
     ends = [min(i + size, len(data)) // 2 * 2 for i in range(0, len(data), size)]
     starts = [0] + ends[:-1]
-    return [data[a:b] for a, b in zip(starts, ends)]
+    return [data[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 # ---- g711 -------------------------------------------------------------------------------------------------------

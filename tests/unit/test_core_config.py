@@ -50,7 +50,10 @@ def test_defaults_without_a_file(no_repo_config: Path) -> None:
     assert s.log_format == "json"
     assert (s.server.port, s.server.public_url) == (8080, "")
     assert (s.audio.agent_format, s.audio.inbound_resample_quality, s.audio.outbound_resample_quality) == (
-        "pcm24k", "QQ", "MQ")
+        "pcm24k",
+        "QQ",
+        "MQ",
+    )
 
 
 def test_the_block_free_fir_resampler_is_accepted_both_ways(tmp_path: Path) -> None:
@@ -90,15 +93,18 @@ def test_environment_overrides_and_secrets(tmp_path: Path) -> None:
     path = write(
         tmp_path, '[server]\npublic_url = "https://file.example.com"\n[agent]\nurl = "wss://file.example/ws"\n'
     )
-    s = load_settings(path, env={
-        "GATEWAY_PUBLIC_URL": "https://voice.example.com/",
-        "AGENT_URL": "ws://127.0.0.1:9999/v1/ws",
-        "ASSEMBLYAI_API_KEY": "aai-key",
-        "TWILIO_AUTH_TOKEN": "twilio-token",
-        "GATEWAY_TOKEN_SECRET": "s3cret",
-        "LOCAL_AGENT_API_KEY": "local-key",
-        "LOG_FORMAT": "CONSOLE",
-    })
+    s = load_settings(
+        path,
+        env={
+            "GATEWAY_PUBLIC_URL": "https://voice.example.com/",
+            "AGENT_URL": "ws://127.0.0.1:9999/v1/ws",
+            "ASSEMBLYAI_API_KEY": "aai-key",
+            "TWILIO_AUTH_TOKEN": "twilio-token",
+            "GATEWAY_TOKEN_SECRET": "s3cret",
+            "LOCAL_AGENT_API_KEY": "local-key",
+            "LOG_FORMAT": "CONSOLE",
+        },
+    )
     assert s.server.public_url == "https://voice.example.com"  # trailing slash dropped
     assert s.agent.url == "ws://127.0.0.1:9999/v1/ws"
     assert s.agent_url() == "ws://127.0.0.1:9999/v1/ws"
@@ -181,8 +187,13 @@ parameters = { type = "object", properties = { order_id = { type = "string" } } 
 def test_profiles_inherit_unset_keys_from_default(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, PROFILES), env={})
     sales, support = s.profiles["sales"], s.profiles["support"]
-    assert sales == Profile(system_prompt="Default prompt.", greeting="Sales, hello!", voice="jane",
-                            tools=("end_call", "lookup"), keyterms=("Acme",))
+    assert sales == Profile(
+        system_prompt="Default prompt.",
+        greeting="Sales, hello!",
+        voice="jane",
+        tools=("end_call", "lookup"),
+        keyterms=("Acme",),
+    )
     assert support.voice == "paul" and support.tools == () and support.system_prompt == "Default prompt."
     assert s.profiles["default"].greeting == ""
 
@@ -237,24 +248,44 @@ INVALID: list[tuple[str, str, dict[str, str], str]] = [
     ("inbound_quality_bad", '[audio]\ninbound_resample_quality = "best"\n', {}, "audio.inbound_resample_quality"),
     ("outbound_quality_bad", '[audio]\noutbound_resample_quality = "hq"\n', {}, "audio.outbound_resample_quality"),
     ("outbound_quality_qq", '[audio]\noutbound_resample_quality = "QQ"\n', {}, "audio.outbound_resample_quality"),
-    ("outbound_quality_fir_lower", '[audio]\noutbound_resample_quality = "fir"\n', {},
-     "audio.outbound_resample_quality"),
+    (
+        "outbound_quality_fir_lower",
+        '[audio]\noutbound_resample_quality = "fir"\n',
+        {},
+        "audio.outbound_resample_quality",
+    ),
     ("playout_lead_tiny", "[audio]\nplayout_lead_ms = 5\n", {}, "audio.playout_lead_ms"),
     ("frames_per_message_zero", "[audio]\nframes_per_message = 0\n", {}, "audio.frames_per_message"),
     ("keyterms_not_list", '[profiles.default]\nkeyterms = "Acme"\n', {}, "profiles.default.keyterms"),
     ("keyterm_not_string", "[profiles.default]\nkeyterms = [1]\n", {}, "profiles.default.keyterms[0]"),
-    ("unknown_tool_in_profile", '[profiles.default]\ntools = ["end_call", "teleport"]\n', {},
-     "profiles.default.tools[1]"),
-    ("unknown_tool_in_inheriting_profile", '[profiles.default]\n[profiles.sales]\ntools = ["end_call", "teleport"]\n',
-     {}, "profiles.sales.tools[1]"),
-    ("unknown_tool_inherited_from_default", '[profiles.default]\ntools = ["teleport"]\n[profiles.sales]\n', {},
-     "profiles.default.tools[0]"),
+    (
+        "unknown_tool_in_profile",
+        '[profiles.default]\ntools = ["end_call", "teleport"]\n',
+        {},
+        "profiles.default.tools[1]",
+    ),
+    (
+        "unknown_tool_in_inheriting_profile",
+        '[profiles.default]\n[profiles.sales]\ntools = ["end_call", "teleport"]\n',
+        {},
+        "profiles.sales.tools[1]",
+    ),
+    (
+        "unknown_tool_inherited_from_default",
+        '[profiles.default]\ntools = ["teleport"]\n[profiles.sales]\n',
+        {},
+        "profiles.default.tools[0]",
+    ),
     ("profile_not_table", "[profiles]\nsales = 5\n", {}, "profiles.sales"),
     ("number_to_unknown_profile", '[numbers]\n"+18005551212" = "sales"\n', {}, "numbers.+18005551212"),
     ("tool_without_url", '[tools.lookup]\ndescription = "x"\n', {}, "tools.lookup"),
     ("tool_url_not_http", '[tools.lookup]\nurl = "ftp://x.example/"\n', {}, "tools.lookup.url"),
-    ("tool_mode_bad", '[tools.lookup]\nurl = "https://x.example/"\nexecution_mode = "async"\n', {},
-     "tools.lookup.execution_mode"),
+    (
+        "tool_mode_bad",
+        '[tools.lookup]\nurl = "https://x.example/"\nexecution_mode = "async"\n',
+        {},
+        "tools.lookup.execution_mode",
+    ),
     ("tool_shadows_builtin", '[tools.end_call]\nurl = "https://x.example/"\n', {}, "tools.end_call"),
     ("secrets_in_file", '[secrets]\nassemblyai_api_key = "leaked"\n', {}, "secrets"),
     ("log_format_in_file", 'log_format = "console"\n', {}, "log_format"),
@@ -296,8 +327,12 @@ def test_missing_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
 
 # ---- secrets stay secret -------------------------------------------------------------------------------------------
 def test_secrets_repr_hides_values(tmp_path: Path) -> None:
-    env = {"ASSEMBLYAI_API_KEY": "aai-secret-key", "TWILIO_AUTH_TOKEN": "twilio-secret-token",
-           "GATEWAY_TOKEN_SECRET": "token-secret", "LOCAL_AGENT_API_KEY": "local-secret-key"}
+    env = {
+        "ASSEMBLYAI_API_KEY": "aai-secret-key",
+        "TWILIO_AUTH_TOKEN": "twilio-secret-token",
+        "GATEWAY_TOKEN_SECRET": "token-secret",
+        "LOCAL_AGENT_API_KEY": "local-secret-key",
+    }
     s = load_settings(write(tmp_path, ""), env=env)
     for text in (repr(s.secrets), str(s.secrets), repr(s), str(s)):
         for value in env.values():

@@ -132,8 +132,18 @@ def test_signature_over_another_url_is_rejected(signed_url: str, checked_url: st
         (TOKEN, {k: v for k, v in PARAMS.items() if k != "To"}, PUBLISHED),  # dropped parameter
         (TOKEN, {}, PUBLISHED),
     ],
-    ids=["wrong_token", "no_token", "missing_header", "empty_header", "truncated", "lower_cased", "tampered",
-         "added_param", "dropped_param", "no_params"],
+    ids=[
+        "wrong_token",
+        "no_token",
+        "missing_header",
+        "empty_header",
+        "truncated",
+        "lower_cased",
+        "tampered",
+        "added_param",
+        "dropped_param",
+        "no_params",
+    ],
 )
 def test_invalid_signatures_are_rejected(token: str, params: dict[str, str], signature: str | None) -> None:
     assert not validate_twilio_signature(token, URL, params, signature)
@@ -178,7 +188,9 @@ def test_every_token_minted_is_unique_even_for_the_same_call_and_second() -> Non
 
 @pytest.mark.parametrize("at", [NOW, NOW + 1, NOW + TTL - 1, NOW + TTL])
 def test_valid_call_token_verifies_until_it_expires(at: float) -> None:
-    verify_call_token(SECRET, mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio"), CALL, at, scope="twilio")  # raises if not
+    verify_call_token(
+        SECRET, mint_call_token(SECRET, CALL, NOW, TTL, scope="twilio"), CALL, at, scope="twilio"
+    )  # raises if not
 
 
 def _forged_expiry(token: str) -> str:
@@ -211,9 +223,27 @@ def _forged_expiry(token: str) -> str:
         ("v2.².n.abc", CALL, SECRET, NOW, "malformed"),
         ("v2.1790000300².n.abc", CALL, SECRET, NOW, "malformed"),
     ],
-    ids=["expired", "long_expired", "other_call_sid", "wrong_secret", "forged_expiry", "truncated_mac", "none",
-         "empty", "garbage", "three_parts", "five_parts", "other_version", "negative_expiry", "empty_expiry",
-         "word_expiry", "empty_nonce", "bad_nonce", "superscript_expiry", "trailing_superscript"],
+    ids=[
+        "expired",
+        "long_expired",
+        "other_call_sid",
+        "wrong_secret",
+        "forged_expiry",
+        "truncated_mac",
+        "none",
+        "empty",
+        "garbage",
+        "three_parts",
+        "five_parts",
+        "other_version",
+        "negative_expiry",
+        "empty_expiry",
+        "word_expiry",
+        "empty_nonce",
+        "bad_nonce",
+        "superscript_expiry",
+        "trailing_superscript",
+    ],
 )
 def test_bad_call_tokens_raise_token_error_saying_why(
     token: str | None, call_sid: str, secret: bytes, now: float, reason: str

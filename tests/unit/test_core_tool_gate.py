@@ -75,58 +75,192 @@ def run(steps: list[Step]) -> tuple[list[tuple[str, ...]], ToolResultGate]:
 
 TABLE: list[tuple[str, list[Step], list[str]]] = [
     # name, steps (with what each sends), call_ids discarded at the end
-    ("fast_tool_waits_for_reply_done", [
-        started("r1"), call("c1"), result("c1"), done("r1", "c1"),
-    ], []),
-    ("slow_tool_is_sent_at_once_when_reply_done_is_latest", [
-        started("r1"), call("c1"), done("r1"), result("c1", "c1"),
-    ], []),
-    ("several_calls_in_one_reply_flush_together_in_finishing_order", [
-        started("r1"), call("c1"), call("c2"), result("c2"), result("c1"), done("r1", "c2", "c1"),
-    ], []),
-    ("some_finish_before_and_some_after_reply_done", [
-        started("r1"), call("c1"), call("c2"), result("c1"), done("r1", "c1"), result("c2", "c2"),
-    ], []),
-    ("held_while_a_new_reply_started_is_latest", [
-        started("r1"), call("c1"), done("r1"), started("r2"), result("c1"), done("r2", "c1"),
-    ], []),
-    ("held_while_user_speech_is_latest", [
-        started("r1"), call("c1"), done("r1"), speech(), result("c1"), started("r2"), done("r2", "c1"),
-    ], []),
-    ("speech_then_done_releases", [
-        started("r1"), call("c1"), done("r1"), speech(), result("c1"), done(None, "c1"),
-    ], []),
-    ("interrupted_reply_done_discards_held_results", [
-        started("r1"), call("c1"), result("c1"), speech(), interrupted("r1"),
-    ], ["c1"]),
-    ("result_held_behind_a_later_reply_is_discarded_when_that_reply_is_interrupted", [
-        started("r1"), call("c1"), done("r1"), started("r2"), result("c1"), interrupted("r2"),
-    ], ["c1"]),
-    ("slow_result_for_a_call_in_an_interrupted_reply_is_discarded", [
-        started("r1"), call("c1"), speech(), interrupted("r1"), result("c1"),
-    ], ["c1"]),
-    ("slow_result_of_interrupted_reply_is_discarded_even_after_later_replies_complete", [
-        started("r1"), call("c1"), interrupted("r1"), started("r2"), done("r2"), result("c1"),
-    ], ["c1"]),
-    ("calls_of_the_next_reply_are_unaffected_by_an_earlier_interruption", [
-        started("r1"), call("c1"), interrupted("r1"), started("r2"), call("c2"), done("r2"), result("c2", "c2"),
-        result("c1"),
-    ], ["c1"]),
-    ("interruption_without_reply_id_blames_the_current_reply", [
-        started("r1"), call("c1"), interrupted(None), result("c1"),
-    ], ["c1"]),
-    ("result_before_any_event_is_sent_at_once", [
-        result("c0", "c0"),
-    ], []),
-    ("nothing_is_sent_twice", [
-        started("r1"), call("c1"), result("c1"), done("r1", "c1"), started("r2"), done("r2"),
-    ], []),
+    (
+        "fast_tool_waits_for_reply_done",
+        [
+            started("r1"),
+            call("c1"),
+            result("c1"),
+            done("r1", "c1"),
+        ],
+        [],
+    ),
+    (
+        "slow_tool_is_sent_at_once_when_reply_done_is_latest",
+        [
+            started("r1"),
+            call("c1"),
+            done("r1"),
+            result("c1", "c1"),
+        ],
+        [],
+    ),
+    (
+        "several_calls_in_one_reply_flush_together_in_finishing_order",
+        [
+            started("r1"),
+            call("c1"),
+            call("c2"),
+            result("c2"),
+            result("c1"),
+            done("r1", "c2", "c1"),
+        ],
+        [],
+    ),
+    (
+        "some_finish_before_and_some_after_reply_done",
+        [
+            started("r1"),
+            call("c1"),
+            call("c2"),
+            result("c1"),
+            done("r1", "c1"),
+            result("c2", "c2"),
+        ],
+        [],
+    ),
+    (
+        "held_while_a_new_reply_started_is_latest",
+        [
+            started("r1"),
+            call("c1"),
+            done("r1"),
+            started("r2"),
+            result("c1"),
+            done("r2", "c1"),
+        ],
+        [],
+    ),
+    (
+        "held_while_user_speech_is_latest",
+        [
+            started("r1"),
+            call("c1"),
+            done("r1"),
+            speech(),
+            result("c1"),
+            started("r2"),
+            done("r2", "c1"),
+        ],
+        [],
+    ),
+    (
+        "speech_then_done_releases",
+        [
+            started("r1"),
+            call("c1"),
+            done("r1"),
+            speech(),
+            result("c1"),
+            done(None, "c1"),
+        ],
+        [],
+    ),
+    (
+        "interrupted_reply_done_discards_held_results",
+        [
+            started("r1"),
+            call("c1"),
+            result("c1"),
+            speech(),
+            interrupted("r1"),
+        ],
+        ["c1"],
+    ),
+    (
+        "result_held_behind_a_later_reply_is_discarded_when_that_reply_is_interrupted",
+        [
+            started("r1"),
+            call("c1"),
+            done("r1"),
+            started("r2"),
+            result("c1"),
+            interrupted("r2"),
+        ],
+        ["c1"],
+    ),
+    (
+        "slow_result_for_a_call_in_an_interrupted_reply_is_discarded",
+        [
+            started("r1"),
+            call("c1"),
+            speech(),
+            interrupted("r1"),
+            result("c1"),
+        ],
+        ["c1"],
+    ),
+    (
+        "slow_result_of_interrupted_reply_is_discarded_even_after_later_replies_complete",
+        [
+            started("r1"),
+            call("c1"),
+            interrupted("r1"),
+            started("r2"),
+            done("r2"),
+            result("c1"),
+        ],
+        ["c1"],
+    ),
+    (
+        "calls_of_the_next_reply_are_unaffected_by_an_earlier_interruption",
+        [
+            started("r1"),
+            call("c1"),
+            interrupted("r1"),
+            started("r2"),
+            call("c2"),
+            done("r2"),
+            result("c2", "c2"),
+            result("c1"),
+        ],
+        ["c1"],
+    ),
+    (
+        "interruption_without_reply_id_blames_the_current_reply",
+        [
+            started("r1"),
+            call("c1"),
+            interrupted(None),
+            result("c1"),
+        ],
+        ["c1"],
+    ),
+    (
+        "result_before_any_event_is_sent_at_once",
+        [
+            result("c0", "c0"),
+        ],
+        [],
+    ),
+    (
+        "nothing_is_sent_twice",
+        [
+            started("r1"),
+            call("c1"),
+            result("c1"),
+            done("r1", "c1"),
+            started("r2"),
+            done("r2"),
+        ],
+        [],
+    ),
     # The server may omit reply_id (the parser tolerates it); calls must still be told apart from earlier,
     # interrupted replies, or every later result is dropped and the agent stalls waiting for it
     # (docs/architecture/voice-agent-api.md#tool-results).
-    ("replies_without_ids_do_not_inherit_an_earlier_interruption", [
-        started(None), call("c1"), interrupted(None), started(None), call("c2"), done(None), result("c2", "c2"),
-    ], []),
+    (
+        "replies_without_ids_do_not_inherit_an_earlier_interruption",
+        [
+            started(None),
+            call("c1"),
+            interrupted(None),
+            started(None),
+            call("c2"),
+            done(None),
+            result("c2", "c2"),
+        ],
+        [],
+    ),
 ]
 
 

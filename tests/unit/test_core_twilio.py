@@ -11,8 +11,9 @@ import base64
 import copy
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,7 +37,7 @@ CALL = "CA3c6cd4b6aab2d2b1f3d5c7c9e1f0a2b4"
 ACC = "AC5f5a2b3c4d5e6f708192a3b4c5d6e7f8"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw(name: str) -> str:
     return (FIXTURES / f"{name}.json").read_text(encoding="utf-8")
 
@@ -213,8 +214,12 @@ BAD_MESSAGES: list[tuple[str, str, str | bytes, str]] = [
     ("mark_before_start", "fresh", text(fixture("mark")), "before 'start'"),
     ("stop_before_start", "fresh", text(fixture("stop")), "before 'start'"),
     ("second_start", "started", text(fixture("start")), "second 'start'"),
-    ("media_wrong_stream_sid", "started",
-     text(with_changes("media", _set(("streamSid",), "MZ" + "0" * 32))), "streamSid"),
+    (
+        "media_wrong_stream_sid",
+        "started",
+        text(with_changes("media", _set(("streamSid",), "MZ" + "0" * 32))),
+        "streamSid",
+    ),
     ("media_without_stream_sid", "started", text(with_changes("media", _drop(("streamSid",)))), "streamSid"),
     ("mark_wrong_stream_sid", "started", text(with_changes("mark", _set(("streamSid",), "MZother"))), "streamSid"),
     ("stop_wrong_stream_sid", "started", text(with_changes("stop", _set(("streamSid",), "MZother"))), "streamSid"),
@@ -224,28 +229,64 @@ BAD_MESSAGES: list[tuple[str, str, str | bytes, str]] = [
     ("media_payload_not_string", "started", text(with_changes("media", _set(("media", "payload"), 123))), "payload"),
     ("media_object_missing", "started", text(with_changes("media", _drop(("media",)))), "media"),
     ("media_outbound_track", "started", text(with_changes("media", _set(("media", "track"), "outbound"))), "track"),
-    ("start_wrong_encoding", "fresh",
-     text(with_changes("start", _set(("start", "mediaFormat", "encoding"), "audio/x-alaw"))), "mediaFormat"),
-    ("start_wrong_rate", "fresh",
-     text(with_changes("start", _set(("start", "mediaFormat", "sampleRate"), 16000))), "mediaFormat"),
-    ("start_wrong_rate_string", "fresh",
-     text(with_changes("start", _set(("start", "mediaFormat", "sampleRate"), "16000"))), "mediaFormat"),
-    ("start_stereo", "fresh",
-     text(with_changes("start", _set(("start", "mediaFormat", "channels"), 2))), "mediaFormat"),
-    ("start_media_format_missing", "fresh",
-     text(with_changes("start", _drop(("start", "mediaFormat")))), "mediaFormat"),
+    (
+        "start_wrong_encoding",
+        "fresh",
+        text(with_changes("start", _set(("start", "mediaFormat", "encoding"), "audio/x-alaw"))),
+        "mediaFormat",
+    ),
+    (
+        "start_wrong_rate",
+        "fresh",
+        text(with_changes("start", _set(("start", "mediaFormat", "sampleRate"), 16000))),
+        "mediaFormat",
+    ),
+    (
+        "start_wrong_rate_string",
+        "fresh",
+        text(with_changes("start", _set(("start", "mediaFormat", "sampleRate"), "16000"))),
+        "mediaFormat",
+    ),
+    (
+        "start_stereo",
+        "fresh",
+        text(with_changes("start", _set(("start", "mediaFormat", "channels"), 2))),
+        "mediaFormat",
+    ),
+    (
+        "start_media_format_missing",
+        "fresh",
+        text(with_changes("start", _drop(("start", "mediaFormat")))),
+        "mediaFormat",
+    ),
     ("start_object_missing", "fresh", text(with_changes("start", _drop(("start",)))), "start"),
     ("start_stream_sid_missing", "fresh", text(with_changes("start", _drop(("start", "streamSid")))), "streamSid"),
     ("start_call_sid_missing", "fresh", text(with_changes("start", _drop(("start", "callSid")))), "callSid"),
     ("start_sids_disagree", "fresh", text(with_changes("start", _set(("streamSid",), "MZother"))), "disagree"),
-    ("start_custom_parameter_number", "fresh",
-     text(with_changes("start", _set(("start", "customParameters"), {"token": 5}))), "customParameters"),
-    ("start_custom_parameter_object", "fresh",
-     text(with_changes("start", _set(("start", "customParameters"), {"token": {"v": "1"}}))), "customParameters"),
-    ("start_custom_parameter_null", "fresh",
-     text(with_changes("start", _set(("start", "customParameters"), {"token": None}))), "customParameters"),
-    ("start_custom_parameters_string", "fresh",
-     text(with_changes("start", _set(("start", "customParameters"), "token=x"))), "customParameters"),
+    (
+        "start_custom_parameter_number",
+        "fresh",
+        text(with_changes("start", _set(("start", "customParameters"), {"token": 5}))),
+        "customParameters",
+    ),
+    (
+        "start_custom_parameter_object",
+        "fresh",
+        text(with_changes("start", _set(("start", "customParameters"), {"token": {"v": "1"}}))),
+        "customParameters",
+    ),
+    (
+        "start_custom_parameter_null",
+        "fresh",
+        text(with_changes("start", _set(("start", "customParameters"), {"token": None}))),
+        "customParameters",
+    ),
+    (
+        "start_custom_parameters_string",
+        "fresh",
+        text(with_changes("start", _set(("start", "customParameters"), "token=x"))),
+        "customParameters",
+    ),
     ("start_tracks_not_list", "fresh", text(with_changes("start", _set(("start", "tracks"), "inbound"))), "tracks"),
     ("dtmf_two_digits", "started", text(with_changes("dtmf", _set(("dtmf", "digit"), "12"))), "dtmf"),
     ("dtmf_letter", "started", text(with_changes("dtmf", _set(("dtmf", "digit"), "x"))), "dtmf"),
@@ -257,19 +298,23 @@ BAD_MESSAGES: list[tuple[str, str, str | bytes, str]] = [
     ("clear_is_ours_not_twilios", "started", text({"event": "clear", "streamSid": SID}), "unknown event"),
     ("no_event_field", "started", text({"streamSid": SID}), "unknown event"),
     # A streamSid is templated into every message we send: quotes or backslashes must never get that far.
-    ("start_stream_sid_with_quote", "fresh",
-     text(with_changes("start", _start_sid('MZ1"}'))), "SID"),
-    ("start_stream_sid_with_backslash", "fresh",
-     text(with_changes("start", _start_sid("MZ1\\"))), "SID"),
-    ("start_stream_sid_with_space", "fresh",
-     text(with_changes("start", _start_sid("MZ 1"))), "SID"),
-    ("start_stream_sid_too_long", "fresh",
-     text(with_changes("start", _start_sid("M" * 65))), "SID"),
-    ("media_stream_sid_with_quote", "started",
-     text(with_changes("media", _set(("streamSid",), SID + '"'))), "streamSid"),
+    ("start_stream_sid_with_quote", "fresh", text(with_changes("start", _start_sid('MZ1"}'))), "SID"),
+    ("start_stream_sid_with_backslash", "fresh", text(with_changes("start", _start_sid("MZ1\\"))), "SID"),
+    ("start_stream_sid_with_space", "fresh", text(with_changes("start", _start_sid("MZ 1"))), "SID"),
+    ("start_stream_sid_too_long", "fresh", text(with_changes("start", _start_sid("M" * 65))), "SID"),
+    (
+        "media_stream_sid_with_quote",
+        "started",
+        text(with_changes("media", _set(("streamSid",), SID + '"'))),
+        "streamSid",
+    ),
     # Lookalike digits: str.isdigit() is true for them but int() refuses them.
-    ("start_rate_superscript_digit", "fresh",
-     text(with_changes("start", _set(("start", "mediaFormat", "sampleRate"), "²"))), "mediaFormat"),
+    (
+        "start_rate_superscript_digit",
+        "fresh",
+        text(with_changes("start", _set(("start", "mediaFormat", "sampleRate"), "²"))),
+        "mediaFormat",
+    ),
 ]
 
 
@@ -359,9 +404,7 @@ def test_outbound_messages_carry_the_stream_sid_of_start() -> None:
 
 # ---- property: nothing but CarrierProtocolError escapes ------------------------------------------------------------
 # Strings that look like what Twilio sends, and lookalikes of them (superscript/full-width digits pass str.isdigit()).
-tricky_strings = st.sampled_from(
-    ["", "1", "8000", "inbound", "outbound", "audio/x-mulaw", "²", "８０００", "-1", SID]
-)
+tricky_strings = st.sampled_from(["", "1", "8000", "inbound", "outbound", "audio/x-mulaw", "²", "８０００", "-1", SID])
 json_scalars = (
     st.none()
     | st.booleans()
@@ -405,8 +448,9 @@ def messages(draw: st.DrawFn) -> str | bytes:
     return json.dumps(_shaped(draw))
 
 
-@settings(max_examples=400, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(stream_started=st.booleans(), raws=st.lists(messages(), min_size=1, max_size=4))
 def test_arbitrary_input_never_raises_anything_but_carrier_protocol_error(
     stream_started: bool, raws: list[str | bytes]

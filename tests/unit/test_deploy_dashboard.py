@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/voice-gateway.json"
 #: Metric names in PromQL: the gateway's own and the process collector's.
 METRIC_IN_EXPR = re.compile(r"\b((?:voice_gateway|process)_[a-z0-9_]+)\b")
-_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-             "gauge": ("",), "info": ("_info",), "summary": ("", "_count", "_sum", "_created")}
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "summary": ("", "_count", "_sum", "_created"),
+}
 
 
 def exported_metric_names(exposition: str) -> set[str]:
@@ -50,10 +55,16 @@ async def test_every_metric_the_dashboard_queries_is_exported(start_gateway, htt
                 used |= names
     assert used - exported == set(), f"dashboard queries metrics the gateway does not export: {used - exported}"
     # The headline series of issue #6 are all on the dashboard.
-    for needed in ("voice_gateway_active_calls", "voice_gateway_response_latency_seconds_bucket",
-                   "voice_gateway_barge_ins_total", "voice_gateway_agent_session_errors_total",
-                   "voice_gateway_carrier_mark_round_trip_seconds_bucket", "voice_gateway_event_loop_lag_seconds_bucket",
-                   "voice_gateway_barge_in_clear_latency_seconds_bucket", "voice_gateway_protocol_errors_total"):
+    for needed in (
+        "voice_gateway_active_calls",
+        "voice_gateway_response_latency_seconds_bucket",
+        "voice_gateway_barge_ins_total",
+        "voice_gateway_agent_session_errors_total",
+        "voice_gateway_carrier_mark_round_trip_seconds_bucket",
+        "voice_gateway_event_loop_lag_seconds_bucket",
+        "voice_gateway_barge_in_clear_latency_seconds_bucket",
+        "voice_gateway_protocol_errors_total",
+    ):
         assert needed in used, needed
 
 
@@ -72,7 +83,8 @@ def test_the_metric_name_check_would_catch_a_typo():
     exported = exported_metric_names(
         "# HELP voice_gateway_calls Calls.\n# TYPE voice_gateway_calls counter\n"
         "# HELP voice_gateway_active_calls Live.\n# TYPE voice_gateway_active_calls gauge\n"
-        "voice_gateway_active_calls 0.0\n")
+        "voice_gateway_active_calls 0.0\n"
+    )
     assert {"voice_gateway_calls_total", "voice_gateway_active_calls"} <= exported
     assert set(METRIC_IN_EXPR.findall("sum(rate(voice_gateway_call_total[5m]))")) - exported
 
@@ -107,8 +119,9 @@ def test_panels_do_not_overlap():
 
 def test_grafana_provisioning_loads_this_dashboard_with_both_data_sources():
     compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
-    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in compose["services"]["grafana"]["volumes"]
-                  if v.startswith("./"))
+    mounts = dict(
+        v.rsplit(":", 1)[0].split(":", 1) for v in compose["services"]["grafana"]["volumes"] if v.startswith("./")
+    )
     provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yaml").read_text())
     path = provider["providers"][0]["options"]["path"]
     assert mounts["./grafana/dashboards"] == path

@@ -39,16 +39,18 @@ def _hadolint() -> str:
 
 
 def test_hadolint_passes():
-    result = subprocess.run([_hadolint(), "--no-color", str(DOCKERFILE)], check=False, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(DOCKERFILE)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nADD http://example.com/x.tgz /x\nRUN pip install requests\n")
-    result = subprocess.run([_hadolint(), "--no-color", str(bad)], check=False, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(bad)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0 and "DL3007" in result.stdout  # 'latest' is not a pin
 
 
@@ -59,7 +61,7 @@ def test_image_runs_as_non_root_with_a_healthcheck_and_pinned_bases():
     for args in froms:
         image = args.split()[0]
         assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", image), f"unpinned or non-slim base {image}"
-    runtime = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM"):]
+    runtime = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
     users = [args for word, args in runtime if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     health = [args for word, args in runtime if word == "HEALTHCHECK"]
@@ -99,8 +101,10 @@ def test_compose_file_follows_the_compose_specification():
     schema_text = (resources.files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json").read_text()
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     jsonschema.Draft202012Validator(json.loads(schema_text)).validate(compose)
-    broken = {**compose, "services": {**compose["services"], "gateway": {**compose["services"]["gateway"],
-                                                                         "stop_grace_periods": "75s"}}}
+    broken = {
+        **compose,
+        "services": {**compose["services"], "gateway": {**compose["services"]["gateway"], "stop_grace_periods": "75s"}},
+    }
     assert list(jsonschema.Draft202012Validator(json.loads(schema_text)).iter_errors(broken))
 
 
@@ -115,7 +119,11 @@ def test_compose_stack_wires_gateway_metrics_and_logs():
             if volume.startswith("./"):
                 assert (DEPLOY / volume.split(":")[0]).exists(), f"{name} mounts missing {volume}"
     gw = services["gateway"]
-    assert gw["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile", "args": {"SPEECH": "${GATEWAY_SPEECH:-1}"}}
+    assert gw["build"] == {
+        "context": "..",
+        "dockerfile": "deploy/Dockerfile",
+        "args": {"SPEECH": "${GATEWAY_SPEECH:-1}"},
+    }
     assert gw["stop_grace_period"] == "75s"
     assert "GATEWAY_TOKEN_SECRET" in gw["environment"] and ":?" in gw["environment"]["GATEWAY_TOKEN_SECRET"]
     # Prometheus scrapes the gateway service on its port.

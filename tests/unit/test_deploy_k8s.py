@@ -26,8 +26,14 @@ K8S_VERSION = "1.32.0"
 TREES = {"base": K8S / "base", "cloud": K8S / "overlays/cloud", "local-agent": K8S / "overlays/local-agent"}
 _KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "configMapGenerator", "patches", "images", "labels"}
 #: Strategic-merge keys of the lists these manifests patch (everything else is replaced, as in kustomize).
-_MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-               "volumeMounts": "mountPath", "ports": "containerPort"}
+_MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+}
 
 
 # ---- a small kustomize -------------------------------------------------------------------------------------------
@@ -59,7 +65,9 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 def render(tree: Path) -> list[dict[str, Any]]:
     k = yaml.safe_load((tree / "kustomization.yaml").read_text())
-    assert set(k) <= _KUSTOMIZATION_KEYS, f"{tree}: kustomize fields the test renderer lacks: {set(k) - _KUSTOMIZATION_KEYS}"
+    assert set(k) <= _KUSTOMIZATION_KEYS, (
+        f"{tree}: kustomize fields the test renderer lacks: {set(k) - _KUSTOMIZATION_KEYS}"
+    )
     out: list[dict[str, Any]] = []
     for rel in k.get("resources", []):
         path = (tree / rel).resolve()
@@ -128,8 +136,14 @@ def rendered(request) -> tuple[str, list[dict[str, Any]]]:
 # ---- schema validity -------------------------------------------------------------------------------------------------
 def test_every_rendered_resource_is_valid_against_the_kubernetes_schemas(rendered):
     _, resources = rendered
-    assert {r["kind"] for r in resources} >= {"Deployment", "Service", "Ingress", "PodDisruptionBudget",
-                                              "HorizontalPodAutoscaler", "ConfigMap"}
+    assert {r["kind"] for r in resources} >= {
+        "Deployment",
+        "Service",
+        "Ingress",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+    }
     for r in resources:
         kubernetes_validate.validate(r, K8S_VERSION, strict=True)
 
@@ -148,12 +162,14 @@ def test_the_validator_rejects_a_misspelt_field():
 
 
 def test_the_renderer_refuses_files_outside_the_kustomization(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text("configMapGenerator:\n- name: x\n  files: [../../config/gateway.toml]\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        "configMapGenerator:\n- name: x\n  files: [../../config/gateway.toml]\n"
+    )
     with pytest.raises(AssertionError, match="outside the kustomization"):
         render(tmp_path)
 
 
-# ---- what keeps calls alive --------------------------------------------------------------------------------------------
+# ---- what keeps calls alive ------------------------------------------------------------------------------------------
 def test_grace_period_covers_prestop_the_drain_budget_and_the_goodbye(rendered):
     from gateway.app import create_app
     from gateway.drain import hangup_allowance_s

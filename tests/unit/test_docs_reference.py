@@ -186,7 +186,8 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     from gateway.cli import _parser
 
     parser = _parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # argparse has no public API to list a parser's options or subcommands
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
     return dict(action.choices)
 
 
@@ -196,7 +197,7 @@ def test_the_cli_reference_lists_every_option(command):
     heading = f"## `python -m gateway {command}`"
     assert heading in page, f"docs/reference/cli.md has no section {heading!r}"
     section = page.split(heading, 1)[1].split("\n## ", 1)[0]
-    options = _subcommands()[command]._actions
+    options = _subcommands()[command]._actions  # noqa: SLF001 - argparse, as above
     long_options = [s for a in options for s in a.option_strings if s.startswith("--") and s != "--help"]
     assert long_options, command
     documented = {m.split()[0] for m in re.findall(r"^\| `(--[^`]+)`", section, re.MULTILINE)}
@@ -211,8 +212,9 @@ def registered_metrics() -> set[str]:
     """The gateway's own metric families, as a scrape names them (counters with ``_total``)."""
     from gateway.metrics import GatewayMetrics
 
-    metrics = GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1,
-                             process_metrics=False)
+    metrics = GatewayMetrics(
+        active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1, process_metrics=False
+    )
     return {family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()}
 
 
@@ -222,7 +224,6 @@ def test_the_metrics_reference_lists_every_metric_and_nothing_else():
     documented = {name for name in _rows("metrics.md") if name.startswith("voice_gateway_")}
     assert registered - documented == set(), f"not in docs/reference/metrics.md: {sorted(registered - documented)}"
     assert documented - registered == set(), f"documented but not registered: {sorted(documented - registered)}"
-
 
 
 # ---- README --------------------------------------------------------------------------------------------------------

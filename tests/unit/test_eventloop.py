@@ -10,6 +10,7 @@ import pytest
 from gateway import eventloop
 from gateway.errors import ConfigError
 
+
 async def _loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
 

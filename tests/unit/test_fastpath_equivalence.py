@@ -38,8 +38,9 @@ from tests.support.plain_media_path import PlainInbound, PlainOutbound, plain_bu
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TWILIO_INBOUND = ["connected", "start", "media", "mark", "dtmf", "stop"]
-EXAMPLES = settings(max_examples=400, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(
+    max_examples=400, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def twilio_fixture(name: str) -> dict[str, Any]:
@@ -141,12 +142,22 @@ def test_tricky_media_texts_give_the_plain_parsers_event_or_error(template: str)
     assert_same_twilio([raw, raw.encode("utf-8", "surrogatepass")])
 
 
-b64_alphabet = st.sampled_from(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") + ["="] * 6
-                               + ["-", "_", " ", "\n", "\\/", "\\u0041", "é"])
+b64_alphabet = st.sampled_from(
+    list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    + ["="] * 6
+    + ["-", "_", " ", "\n", "\\/", "\\u0041", "é"]
+)
 b64_texts = st.lists(b64_alphabet, max_size=12).map("".join) | st.binary(max_size=20).map(
-    lambda b: base64.b64encode(b).decode("ascii"))
-field_values = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6)
-                | st.sampled_from(["1", "²", "٣", "0007", "-1", "inbound", "outbound", STREAM_SID]))
+    lambda b: base64.b64encode(b).decode("ascii")
+)
+field_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["1", "²", "٣", "0007", "-1", "inbound", "outbound", STREAM_SID])
+)
 
 
 @st.composite
@@ -156,9 +167,11 @@ def media_variants(draw: st.DrawFn) -> str:
         del media["payload"]
     for key in draw(st.lists(st.sampled_from(["track", "timestamp", "chunk", "payload"]), max_size=3, unique=True)):
         media[key] = draw(field_values | b64_texts)
-    msg: dict[str, Any] = {"event": draw(st.sampled_from(["media"] * 4 + ["mark", "stop", "start", "clear", "Media"])),
-                           "streamSid": draw(st.sampled_from([STREAM_SID] * 4 + ["MZother", None, 5])),
-                           "media": media if draw(st.integers(0, 5)) else draw(field_values)}
+    msg: dict[str, Any] = {
+        "event": draw(st.sampled_from(["media"] * 4 + ["mark", "stop", "start", "clear", "Media"])),
+        "streamSid": draw(st.sampled_from([STREAM_SID] * 4 + ["MZother", None, 5])),
+        "media": media if draw(st.integers(0, 5)) else draw(field_values),
+    }
     text = json.dumps(msg)
     # json.dumps writes "/" and "=" as is; an escaped form must decode to the same string.
     if draw(st.booleans()):
@@ -175,8 +188,13 @@ def test_arbitrary_media_variants_give_the_plain_parsers_event_or_error(raws: li
 @EXAMPLES
 @given(payload=st.binary(max_size=400))
 def test_any_payload_bytes_round_trip_through_the_fast_parser(payload: bytes) -> None:
-    raw = json.dumps({"event": "media", "streamSid": STREAM_SID,
-                      "media": {"track": "inbound", "payload": base64.b64encode(payload).decode()}})
+    raw = json.dumps(
+        {
+            "event": "media",
+            "streamSid": STREAM_SID,
+            "media": {"track": "inbound", "payload": base64.b64encode(payload).decode()},
+        }
+    )
     fast, plain = twilio_pair()
     assert fast.parse(raw) == plain.parse_plain(raw)
     assert fast.parse(raw).payload == payload
@@ -348,8 +366,9 @@ def test_outbound_frames_are_byte_identical_whatever_the_agent_chunking(
     assert all(len(f) == 160 for fs in fast for f in fs)
 
 
-@pytest.mark.parametrize(("agent_format", "quality"),
-                         [("pcm24k", "QQ"), ("pcm24k", "FIR"), ("pcm24k", "LQ"), ("pcma", "MQ")])
+@pytest.mark.parametrize(
+    ("agent_format", "quality"), [("pcm24k", "QQ"), ("pcm24k", "FIR"), ("pcm24k", "LQ"), ("pcma", "MQ")]
+)
 def test_coalescing_never_holds_a_complete_frame_back(agent_format: str, quality: str) -> None:
     # With a resampler that releases output per chunk (QQ, FIR) or none at all (A-law → μ-law), the frames after each
     # 10 ms chunk must be the plain path's exactly: coalescing waits only for input that a frame still needs.

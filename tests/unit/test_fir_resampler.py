@@ -77,8 +77,10 @@ def reference(in_rate: int, out_rate: int, data: bytes) -> np.ndarray:
 
 
 # ---- construction ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("in_rate", "out_rate"), [(16000, 8000), (44100, 8000), (8000, 16000), (8000, 8000),
-                                                   (48000, 8000), (24000, 16000), (9000, 3000)])
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate"),
+    [(16000, 8000), (44100, 8000), (8000, 16000), (8000, 8000), (48000, 8000), (24000, 16000), (9000, 3000)],
+)
 def test_anything_but_the_8k_24k_pair_is_a_value_error(in_rate: int, out_rate: int) -> None:
     with pytest.raises(ValueError):
         FirResampler(in_rate, out_rate)
@@ -121,8 +123,17 @@ def test_output_is_the_plain_convolution_exactly(in_rate: int, out_rate: int) ->
 def test_output_does_not_depend_on_chunking(in_rate: int, out_rate: int) -> None:
     data = noise(in_rate, 0.4, seed=1)
     ref = whole(in_rate, out_rate, data)
-    chunkings = [[1], [2], [3], [7, 1, 2], [in_rate // 50 * 2], [in_rate // 100 * 2], [961, 7, 320, 2, 1],
-                 [len(data)], [len(data) + 1]]
+    chunkings = [
+        [1],
+        [2],
+        [3],
+        [7, 1, 2],
+        [in_rate // 50 * 2],
+        [in_rate // 100 * 2],
+        [961, 7, 320, 2, 1],
+        [len(data)],
+        [len(data) + 1],
+    ]
     rng = np.random.default_rng(7)
     chunkings += [list(rng.integers(1, 4000, 40)) for _ in range(6)]
     for sizes in chunkings:
@@ -289,18 +300,27 @@ def test_input_for_is_the_fewest_bytes_that_give_that_much_output(in_rate: int, 
         pos += skew
 
 
-@pytest.mark.parametrize(("agent_format", "carrier", "rate", "frame", "width"),
-                         [("pcm24k", "audio/pcmu", 8000, 160, 480), ("pcmu", "audio/pcm", 24000, 960, 80),
-                          ("pcm24k", "audio/pcm", 8000, 320, 333)])
-def test_outbound_frames_leave_on_the_chunk_that_completes_them(agent_format: str, carrier: str, rate: int,
-                                                                frame: int, width: int) -> None:
+@pytest.mark.parametrize(
+    ("agent_format", "carrier", "rate", "frame", "width"),
+    [
+        ("pcm24k", "audio/pcmu", 8000, 160, 480),
+        ("pcmu", "audio/pcm", 24000, 960, 80),
+        ("pcm24k", "audio/pcm", 8000, 320, 333),
+    ],
+)
+def test_outbound_frames_leave_on_the_chunk_that_completes_them(
+    agent_format: str, carrier: str, rate: int, frame: int, width: int
+) -> None:
     # The fast path coalesces agent chunks; with the FIR's 2 ms lag it must still hand out each frame on the very
     # chunk the plain path (transcode every chunk) does, with the same bytes, across a flush and a reset.
     from gateway.audio.transcode import OutboundAudio
     from tests.support.plain_media_path import PlainOutbound
 
-    data = noise(24000, 1.0, seed=13) if agent_format == "pcm24k" else bytes(
-        np.random.default_rng(13).integers(0, 256, 8000, dtype=np.uint8))
+    data = (
+        noise(24000, 1.0, seed=13)
+        if agent_format == "pcm24k"
+        else bytes(np.random.default_rng(13).integers(0, 256, 8000, dtype=np.uint8))
+    )
     fast = OutboundAudio(agent_format, carrier, rate, frame, "FIR")
     plain = PlainOutbound(agent_format, carrier, rate, frame, "FIR")
     for conv_round in range(2):

@@ -25,9 +25,14 @@ json_values = st.recursive(
 
 
 def _start(**over: object) -> dict:
-    start = {"streamSid": SID, "callSid": "CA" + "b" * 32, "accountSid": "AC" + "0" * 32, "tracks": ["inbound"],
-             "customParameters": {"token": "t"},
-             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+    start = {
+        "streamSid": SID,
+        "callSid": "CA" + "b" * 32,
+        "accountSid": "AC" + "0" * 32,
+        "tracks": ["inbound"],
+        "customParameters": {"token": "t"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
     start.update(over)
     return {"event": "start", "sequenceNumber": "1", "streamSid": SID, "start": start}
 
@@ -61,9 +66,14 @@ def test_any_json_value_parses_or_raises_a_protocol_error(value):
 
 
 @FUZZ
-@given(st.sampled_from(["media", "mark", "dtmf", "stop", "start", "connected", "clear", "bogus"]),
-       st.dictionaries(st.sampled_from(["streamSid", "media", "mark", "dtmf", "stop", "start", "sequenceNumber"]),
-                       json_values, max_size=5))
+@given(
+    st.sampled_from(["media", "mark", "dtmf", "stop", "start", "connected", "clear", "bogus"]),
+    st.dictionaries(
+        st.sampled_from(["streamSid", "media", "mark", "dtmf", "stop", "start", "sequenceNumber"]),
+        json_values,
+        max_size=5,
+    ),
+)
 def test_known_events_with_arbitrary_fields_parse_or_raise_a_protocol_error(event, fields):
     for d in (TwilioStream(), _started()):
         _parse_or_protocol_error(d, json.dumps({"event": event, **fields}))
@@ -73,8 +83,11 @@ def test_known_events_with_arbitrary_fields_parse_or_raise_a_protocol_error(even
 @given(st.text(min_size=1, max_size=40).filter(lambda s: s != SID), st.binary(max_size=400))
 def test_media_of_another_stream_is_always_refused(other_sid, payload):
     d = _started()
-    msg = {"event": "media", "streamSid": other_sid,
-           "media": {"track": "inbound", "payload": base64.b64encode(payload).decode()}}
+    msg = {
+        "event": "media",
+        "streamSid": other_sid,
+        "media": {"track": "inbound", "payload": base64.b64encode(payload).decode()},
+    }
     assert _parse_or_protocol_error(d, json.dumps(msg)) is None
 
 
@@ -84,8 +97,7 @@ def test_media_payload_round_trips_through_build_and_parse(payload):
     d = _started()
     built = json.loads(d.build_media(payload))
     assert built["streamSid"] == SID
-    back = d.parse(json.dumps({"event": "media", "streamSid": SID,
-                               "media": {"track": "inbound", **built["media"]}}))
+    back = d.parse(json.dumps({"event": "media", "streamSid": SID, "media": {"track": "inbound", **built["media"]}}))
     assert isinstance(back, AudioReceived) and back.payload == payload
 
 
@@ -95,11 +107,14 @@ def test_out_of_order_sequences_never_yield_events_before_start_or_after_stop(or
     d = TwilioStream()
     started = stopped = False
     for event in order:
-        msg = {"connected": {"event": "connected"}, "start": _start(),
-               "media": {"event": "media", "streamSid": SID, "media": {"payload": ""}},
-               "mark": {"event": "mark", "streamSid": SID, "mark": {"name": "m"}},
-               "dtmf": {"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "5"}},
-               "stop": {"event": "stop", "streamSid": SID, "stop": {}}}[event]
+        msg = {
+            "connected": {"event": "connected"},
+            "start": _start(),
+            "media": {"event": "media", "streamSid": SID, "media": {"payload": ""}},
+            "mark": {"event": "mark", "streamSid": SID, "mark": {"name": "m"}},
+            "dtmf": {"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "5"}},
+            "stop": {"event": "stop", "streamSid": SID, "stop": {}},
+        }[event]
         ev = _parse_or_protocol_error(d, json.dumps(msg))
         if event in ("media", "mark", "dtmf", "stop"):
             assert (ev is not None) == (started and not stopped)

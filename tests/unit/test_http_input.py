@@ -21,26 +21,29 @@ from gateway.http_input import MAX_JSON_DEPTH, json_depth_ok, read_form, read_js
 
 
 # ---- json_depth_ok ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,limit,ok", [
-    ("", 0, True),
-    ("1", 0, True),
-    ("[]", 0, False),
-    ("[]", 1, True),
-    ("[[]]", 1, False),
-    ("[{}, [], {}]", 2, True),  # siblings do not add up
-    ('{"a": {"b": [{}]}}', 4, True),
-    ('{"a": {"b": [{}]}}', 3, False),
-    ("[" * 32 + "]" * 32, 32, True),  # exactly the limit
-    ("[" * 33 + "]" * 33, 32, False),  # one over
-    ("[" * 33, 32, False),  # unclosed: refused before the decoder recurses
-    ('["' + "[" * 100 + '"]', 1, True),  # brackets inside a string are text
-    ('["{{{{", "]]]]", "[[[["]', 1, True),
-    ('["\\"[[[["]', 1, True),  # an escaped quote does not end the string
-    ('["\\\\", [[]]]', 2, False),  # an escaped backslash does: the brackets after it count
-    ('["\\\\\\"[[["]', 1, True),  # \\ then \" : still inside the string
-    ('"\\u005b\\u005b"', 0, True),  # escaped brackets are text
-    ("[" * 100000, MAX_JSON_DEPTH, False),
-])
+@pytest.mark.parametrize(
+    "text,limit,ok",
+    [
+        ("", 0, True),
+        ("1", 0, True),
+        ("[]", 0, False),
+        ("[]", 1, True),
+        ("[[]]", 1, False),
+        ("[{}, [], {}]", 2, True),  # siblings do not add up
+        ('{"a": {"b": [{}]}}', 4, True),
+        ('{"a": {"b": [{}]}}', 3, False),
+        ("[" * 32 + "]" * 32, 32, True),  # exactly the limit
+        ("[" * 33 + "]" * 33, 32, False),  # one over
+        ("[" * 33, 32, False),  # unclosed: refused before the decoder recurses
+        ('["' + "[" * 100 + '"]', 1, True),  # brackets inside a string are text
+        ('["{{{{", "]]]]", "[[[["]', 1, True),
+        ('["\\"[[[["]', 1, True),  # an escaped quote does not end the string
+        ('["\\\\", [[]]]', 2, False),  # an escaped backslash does: the brackets after it count
+        ('["\\\\\\"[[["]', 1, True),  # \\ then \" : still inside the string
+        ('"\\u005b\\u005b"', 0, True),  # escaped brackets are text
+        ("[" * 100000, MAX_JSON_DEPTH, False),
+    ],
+)
 def test_json_depth_ok_counts_only_brackets_outside_strings(text: str, limit: int, ok: bool) -> None:
     assert json_depth_ok(text, limit) is ok
 
@@ -118,14 +121,23 @@ async def server() -> AsyncIterator[Server]:
         await runner.cleanup()
 
 
-async def raw_post(server: Server, path: str, content_type: bytes, body: bytes,
-                   extra: bytes = b"") -> tuple[int, bytes]:
+async def raw_post(
+    server: Server, path: str, content_type: bytes, body: bytes, extra: bytes = b""
+) -> tuple[int, bytes]:
     """POST ``body`` byte for byte (no client-side encoding or validation); (status, response body)."""
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
-        writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
-                     b"Content-Type: " + content_type + b"\r\n" + extra
-                     + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.write(
+            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+            b"Content-Type: "
+            + content_type
+            + b"\r\n"
+            + extra
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         await writer.drain()
         async with asyncio.timeout(5):
             answer = await reader.read()
@@ -139,16 +151,20 @@ JSON = b"application/json"
 FORM = b"application/x-www-form-urlencoded"
 
 
-@pytest.mark.parametrize("body,status,why", [
-    (b"[" * 60000, 400, b"nested deeper"),
-    (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), 400, b"nested deeper"),
-    (b'{"to": "\xff\xfe"}', 400, b"UTF-8"),
-    (b"{", 400, b"not valid JSON"),
-    (b"", 400, b"not valid JSON"),
-    (b"1" * 5000, 400, b"not valid JSON"),  # int() refuses more than 4300 digits with a ValueError
-])
-async def test_read_json_refuses_malformed_bodies_with_400(server: Server, body: bytes, status: int,
-                                                           why: bytes) -> None:
+@pytest.mark.parametrize(
+    "body,status,why",
+    [
+        (b"[" * 60000, 400, b"nested deeper"),
+        (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), 400, b"nested deeper"),
+        (b'{"to": "\xff\xfe"}', 400, b"UTF-8"),
+        (b"{", 400, b"not valid JSON"),
+        (b"", 400, b"not valid JSON"),
+        (b"1" * 5000, 400, b"not valid JSON"),  # int() refuses more than 4300 digits with a ValueError
+    ],
+)
+async def test_read_json_refuses_malformed_bodies_with_400(
+    server: Server, body: bytes, status: int, why: bytes
+) -> None:
     got, text = await raw_post(server, "/json", JSON, body)
     assert (got, why in text) == (status, True), text
 
@@ -172,8 +188,14 @@ async def test_a_body_whose_content_encoding_lies_is_a_400(server: Server) -> No
 @pytest.mark.parametrize("path,ctype", [("/json", JSON), ("/form", FORM)])
 async def test_a_peer_gone_mid_body_is_a_400_not_a_server_error(server: Server, path: str, ctype: bytes) -> None:
     _, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: test\r\nContent-Type: " + ctype
-                 + b"\r\nContent-Length: 100\r\n\r\n" + b'{"a"')
+    writer.write(
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: test\r\nContent-Type: "
+        + ctype
+        + b"\r\nContent-Length: 100\r\n\r\n"
+        + b'{"a"'
+    )
     await writer.drain()
     async with asyncio.timeout(5):
         await server.handler_started.wait()  # the handler is reading the body …
@@ -183,19 +205,31 @@ async def test_a_peer_gone_mid_body_is_a_400_not_a_server_error(server: Server, 
     assert server.outcomes == ["400"]
 
 
-@pytest.mark.parametrize("content_type,body", [
-    (FORM, b"CallSid=\xff\xfe"),  # raw invalid UTF-8
-    (FORM + b"; charset=no-such-charset", b"CallSid=CA1"),
-    (b"multipart/form-data; boundary=XX", b"not multipart at all"),
-    (b"multipart/form-data; boundary=XX",
-     b'--XX\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\xfe\r\n--XX--\r\n'),
-    (b"multipart/form-data; boundary=XX",
-     (b'--XX\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=no-such-charset\r\n\r\n'
-      b"v\r\n--XX--\r\n")),
-    # a file upload has no place in a webhook (and its str() would be a repr, not a value)
-    (b"multipart/form-data; boundary=XX",
-     b'--XX\r\nContent-Disposition: form-data; name="a"; filename="f.txt"\r\n\r\nv\r\n--XX--\r\n'),
-])
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        (FORM, b"CallSid=\xff\xfe"),  # raw invalid UTF-8
+        (FORM + b"; charset=no-such-charset", b"CallSid=CA1"),
+        (b"multipart/form-data; boundary=XX", b"not multipart at all"),
+        (
+            b"multipart/form-data; boundary=XX",
+            b'--XX\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\xfe\r\n--XX--\r\n',
+        ),
+        (
+            b"multipart/form-data; boundary=XX",
+            (
+                b'--XX\r\nContent-Disposition: form-data; name="a"\r\n'
+                b"Content-Type: text/plain; charset=no-such-charset\r\n\r\n"
+                b"v\r\n--XX--\r\n"
+            ),
+        ),
+        # a file upload has no place in a webhook (and its str() would be a repr, not a value)
+        (
+            b"multipart/form-data; boundary=XX",
+            b'--XX\r\nContent-Disposition: form-data; name="a"; filename="f.txt"\r\n\r\nv\r\n--XX--\r\n',
+        ),
+    ],
+)
 async def test_read_form_refuses_malformed_bodies_with_400(server: Server, content_type: bytes, body: bytes) -> None:
     got, text = await raw_post(server, "/form", content_type, body)
     assert got == 400 and b"form data" in text, text

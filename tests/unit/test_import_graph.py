@@ -1,5 +1,6 @@
-"""The gateway's module import graph, read from the source (STYLE.md "One composition root"): no import cycle
-anywhere in gateway/, and nothing imports the composition root (gateway/app.py) but the entry points.
+"""The gateway's module import graph, read from the source (docs/architecture/index.md;
+docs/architecture/code-layout.md): no import cycle anywhere in gateway/, and nothing imports the composition root
+(gateway/app.py) but the entry points.
 
 Every import statement counts, function-level ones included (a lazy ``from .app import X`` inside a handler is
 still a cycle, only a hidden one); imports under ``if TYPE_CHECKING:`` do not (they never run). ``from . import x``
@@ -31,7 +32,8 @@ def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
 def _type_checking_only(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _statements(node: ast.AST) -> Iterator[ast.AST]:

@@ -49,8 +49,18 @@ CALL = {"call_sid": str, "stream_sid": str}
 
 SCHEMA: dict[str, Event] = {
     # ---- process -----------------------------------------------------------------------------------------------
-    "gateway.starting": Event({"host": str, "port": int, "agent": str, "public_url": OPT_STR,
-                               "webhook_signatures": bool, "workers": int, "loop": str, "agent_transport": str}),
+    "gateway.starting": Event(
+        {
+            "host": str,
+            "port": int,
+            "agent": str,
+            "public_url": OPT_STR,
+            "webhook_signatures": bool,
+            "workers": int,
+            "loop": str,
+            "agent_transport": str,
+        }
+    ),
     "gateway.token_secret_generated": Event({"detail": str}),
     "carrier.unauthenticated": Event({"carrier": str, "detail": str}),
     "gateway.worker_started": Event({"worker": int, "pid": int, "metrics_port": OPT_INT}),
@@ -67,13 +77,31 @@ SCHEMA: dict[str, Event] = {
     "webhook.refused": Event({"reason": str, "call_sid": OPT_STR}, {"active": int, "carrier": str}),
     "stream.refused": Event({"reason": str}, {"carrier": str}),
     # ---- a call --------------------------------------------------------------------------------------------------
-    "call.started": Event({**CALL, "carrier": str, "account_sid": str, "from_": str, "to": str, "profile": str,
-                           "agent_format": str, "endpoint": str}),
+    "call.started": Event(
+        {
+            **CALL,
+            "carrier": str,
+            "account_sid": str,
+            "from_": str,
+            "to": str,
+            "profile": str,
+            "agent_format": str,
+            "endpoint": str,
+        }
+    ),
     "call.refused": Event({**CALL, "reason": str}),
     "call.dtmf": Event(CALL),
     "carrier.stream_error": Event({**CALL, "carrier": str, "code": str, "detail": str}),
-    "call.barge_in": Event({**CALL, "reply_id": OPT_STR, "cause": str, "dropped_queued_ms": int,
-                            "dropped_unplayed_ms": int, "heard_ms": OPT_INT}),
+    "call.barge_in": Event(
+        {
+            **CALL,
+            "reply_id": OPT_STR,
+            "cause": str,
+            "dropped_queued_ms": int,
+            "dropped_unplayed_ms": int,
+            "heard_ms": OPT_INT,
+        }
+    ),
     "call.end_call_timeout": Event({**CALL, "waited_s": NUM}),
     "call.end_requested": Event({"reason": str}),
     "call.prompt_played": Event({**CALL, "prompt": str, "heard": bool, "ms": int}),
@@ -82,11 +110,26 @@ SCHEMA: dict[str, Event] = {
     "call.inbound_rate_limited": Event({**CALL, "rate_limit": NUM, "burst_s": NUM, "after_s": NUM}),
     # THE per-call summary: one line per call, always the call's last (CallSummary.log_fields).
     "call.ended": Event(
-        {"outcome": str, "hung_up_by": str, "duration_s": NUM, "profile": str, "turns": int, "replies": int,
-         "interruptions": int, "tool_calls": int, "frames_in": int, "frames_to_agent": int,
-         "frames_dropped_to_agent": int, "frames_dropped_rate_limit": int, "frames_out": int, "agent_resumes": int,
-         "time_to_first_agent_audio_ms": OPT_NUM, "response_latency_median_ms": OPT_NUM, "stale_mark_echoes": int,
-         "agent_close_code": OPT_INT},
+        {
+            "outcome": str,
+            "hung_up_by": str,
+            "duration_s": NUM,
+            "profile": str,
+            "turns": int,
+            "replies": int,
+            "interruptions": int,
+            "tool_calls": int,
+            "frames_in": int,
+            "frames_to_agent": int,
+            "frames_dropped_to_agent": int,
+            "frames_dropped_rate_limit": int,
+            "frames_out": int,
+            "agent_resumes": int,
+            "time_to_first_agent_audio_ms": OPT_NUM,
+            "response_latency_median_ms": OPT_NUM,
+            "stale_mark_echoes": int,
+            "agent_close_code": OPT_INT,
+        },
         {"error": str, "prompt": str},
     ),
     # ---- the agent session -----------------------------------------------------------------------------------------
@@ -98,10 +141,13 @@ SCHEMA: dict[str, Event] = {
     "agent.reply_error": Event({"reply_id": OPT_STR, "code": str, "message": str}),
     "agent.reply_cut": Event({"reply_id": OPT_STR}),
     "agent.dropped": Event({"close_code": OPT_INT, "reason": OPT_STR, "session_id": str}),
-    "agent.resumed": Event({"attempts": int, "gap_ms": NUM, "session_id": str, "confirmed": bool,
-                            "buffered_frames": int}, {"new_session_id": str}),
-    "agent.resume_failed": Event({"attempts": int, "gap_ms": NUM, "session_id": str, "error": str,
-                                  "final_code": bool, "buffered_frames": int}),
+    "agent.resumed": Event(
+        {"attempts": int, "gap_ms": NUM, "session_id": str, "confirmed": bool, "buffered_frames": int},
+        {"new_session_id": str},
+    ),
+    "agent.resume_failed": Event(
+        {"attempts": int, "gap_ms": NUM, "session_id": str, "error": str, "final_code": bool, "buffered_frames": int}
+    ),
     "agent.closed": Event({"close_code": OPT_INT, "reason": OPT_STR, "session_id": OPT_STR, "endpoint": str}),
     "tool.called": Event({"tool": str, "call_id": str}),
     "tool.result": Event({"tool": str, "call_id": str, "is_error": bool, "ms": NUM, "sent": bool, "held": bool}),
@@ -132,12 +178,36 @@ SCHEMA: dict[str, Event] = {
 #: Events the calls below must produce (the rest are checked by name and keys against the code only: process
 #: lifecycle is exercised by tests/integration/test_workers.py, drain and resume by their own tests).
 MUST_SEE = {
-    "webhook.answered", "webhook.refused", "stream.refused", "call.started", "call.refused", "call.dtmf",
-    "call.barge_in", "call.end_call_timeout", "call.prompt_played", "call.protocol_error", "call.internal_error",
-    "call.ended", "agent.connect_failed", "agent.unavailable", "agent.session_ready", "agent.session_error",
-    "agent.reply_interrupted", "agent.reply_error", "agent.reply_cut", "agent.dropped", "agent.resumed",
-    "agent.closed", "tool.called", "tool.result", "gateway.starting", "gateway.token_secret_generated",
-    "call.end_requested", "gateway.drain_started", "gateway.drain_deadline", "gateway.drain_finished",
+    "webhook.answered",
+    "webhook.refused",
+    "stream.refused",
+    "call.started",
+    "call.refused",
+    "call.dtmf",
+    "call.barge_in",
+    "call.end_call_timeout",
+    "call.prompt_played",
+    "call.protocol_error",
+    "call.internal_error",
+    "call.ended",
+    "agent.connect_failed",
+    "agent.unavailable",
+    "agent.session_ready",
+    "agent.session_error",
+    "agent.reply_interrupted",
+    "agent.reply_error",
+    "agent.reply_cut",
+    "agent.dropped",
+    "agent.resumed",
+    "agent.closed",
+    "tool.called",
+    "tool.result",
+    "gateway.starting",
+    "gateway.token_secret_generated",
+    "call.end_requested",
+    "gateway.drain_started",
+    "gateway.drain_deadline",
+    "gateway.drain_finished",
 }
 
 
@@ -176,9 +246,15 @@ def _logged_in_code() -> list[tuple[str, str, list[str | None]]]:
         if rel.startswith(("local_agent/", "simulator/")):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _LEVELS
-                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-                    and _EVENT_NAME.match(node.args[0].value)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _LEVELS
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and _EVENT_NAME.match(node.args[0].value)
+            ):
                 found.append((node.args[0].value, f"{rel}:{node.lineno}", [k.arg for k in node.keywords]))
     return found
 
@@ -205,7 +281,7 @@ def test_every_event_and_key_is_documented():
         row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}`")), None)
         assert row is not None, f"{LOG_DOC.relative_to(ROOT)} has no row for {name}"
         # call.ended's keys have a table of their own, after the events table.
-        where = doc[doc.index(row):] if "see below" in row else row
+        where = doc[doc.index(row) :] if "see below" in row else row
         for key in [*spec.required, *spec.optional]:
             if key not in CALL:
                 assert f"`{key}`" in where, f"{name}: key {key} not documented in {LOG_DOC.relative_to(ROOT)}"
@@ -226,14 +302,15 @@ def captured():
         yield logs
 
 
-async def test_real_calls_log_only_schema_conforming_events(start_gateway, new_peer, fake_agent, http, captured,
-                                                             monkeypatch, tmp_path):
+async def test_real_calls_log_only_schema_conforming_events(
+    start_gateway, new_peer, fake_agent, http, captured, monkeypatch, tmp_path
+):
     from gateway import cli, drain
     from gateway.keys import CALLS
     from gateway.playout import PlayoutTracker
 
     cfg = tmp_path / "gateway.toml"
-    cfg.write_text("[agent]\nconnect_attempts = 2\n[profiles.default]\ngreeting = \"Hi\"\nend_call_timeout_s = 0.3\n")
+    cfg.write_text('[agent]\nconnect_attempts = 2\n[profiles.default]\ngreeting = "Hi"\nend_call_timeout_s = 0.3\n')
     gw = await start_gateway(str(cfg))
 
     # 1. A conversation: greeting, DTMF, a barge-in over a long reply, a tool call, agent errors, a dropped and
@@ -350,13 +427,26 @@ async def test_real_calls_log_only_schema_conforming_events(start_gateway, new_p
     assert MUST_SEE <= seen, f"not exercised: {sorted(MUST_SEE - seen)}"
     ended = [line for line in captured if line["event"] == "call.ended"]
     assert ended[0]["outcome"] == "caller_hangup" and ended[0]["session_id"] == sess.session_id
-    assert {e["outcome"] for e in ended} >= {"refused", "protocol_error", "agent_error", "agent_hangup",
-                                             "internal_error", "drained", "agent_unavailable"}
+    assert {e["outcome"] for e in ended} >= {
+        "refused",
+        "protocol_error",
+        "agent_error",
+        "agent_hangup",
+        "internal_error",
+        "drained",
+        "agent_unavailable",
+    }
 
 
 def test_a_renamed_key_fails_the_check():
-    good = {"event": "tool.called", "log_level": "info", "tool": "end_call", "call_id": "c1",
-            "call_sid": "CA1", "stream_sid": "MZ1"}
+    good = {
+        "event": "tool.called",
+        "log_level": "info",
+        "tool": "end_call",
+        "call_id": "c1",
+        "call_sid": "CA1",
+        "stream_sid": "MZ1",
+    }
     check_event(good)
     with pytest.raises(AssertionError, match="required key 'tool'"):
         check_event({**{k: v for k, v in good.items() if k != "tool"}, "tool_name": "end_call"})
@@ -372,4 +462,3 @@ async def _wait(pred: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not pred():
             await asyncio.sleep(0.01)
-

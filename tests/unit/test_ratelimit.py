@@ -37,8 +37,12 @@ class Result:
 def run(schedule: Schedule, rate: float = 1.2, burst_s: float = 1.0, start: float = 0.0) -> Result:
     budget = InboundAudioBudget(rate, burst_s, now=start)
     admitted = [budget.admit(d, t) for t, d in schedule]
-    return Result(len(schedule), admitted.count(False), sum(d for (_, d), ok in zip(schedule, admitted) if ok),
-                  admitted)
+    return Result(
+        len(schedule),
+        admitted.count(False),
+        sum(d for (_, d), ok in zip(schedule, admitted, strict=True) if ok),
+        admitted,
+    )
 
 
 def paced(speed: float, audio_s: float, t0: float = 0.0, frame_s: float = FRAME_S) -> Schedule:
@@ -83,10 +87,8 @@ CASES = [
     ("a 2 s stall: only the excess over the 1 s burst is dropped", stall(5.0, 2.0, 5.0), (1.2, 1.0), 50),
     ("a 2 s stall with a 2 s burst allowance: nothing dropped", stall(5.0, 2.0, 5.0), (1.2, 2.0), 0),
     ("a 1 s stall every 5 s for 10 min: nothing dropped", repeated_stalls(120, 5.0, 1.0), (1.2, 1.0), 0),
-    ("a 1 s stall every 2 s (half of all audio late): nothing dropped", repeated_stalls(100, 2.0, 1.0), (1.2, 1.0),
-     0),
-    ("1.5 s stalls: each time the 0.5 s over the burst is dropped", repeated_stalls(40, 3.0, 1.5), (1.2, 1.0),
-     40 * 25),
+    ("a 1 s stall every 2 s (half of all audio late): nothing dropped", repeated_stalls(100, 2.0, 1.0), (1.2, 1.0), 0),
+    ("1.5 s stalls: each time the 0.5 s over the burst is dropped", repeated_stalls(40, 3.0, 1.5), (1.2, 1.0), 40 * 25),
     ("a frozen clock admits the burst and nothing more", bunch(1000, at=0.0), (1.2, 1.0), 950),
     ("a higher limit lets 2x through", paced(2.0, 60.0), (2.0, 1.0), 0),
 ]
@@ -118,9 +120,13 @@ def test_ten_seconds_sent_in_an_instant_pass_only_the_burst() -> None:
 
 def test_frame_sizes_follow_the_negotiated_format_not_the_message_count() -> None:
     # 20 ms in each format is a different byte count; counted as duration, each is limited the same way.
-    for encoding, rate, frame_bytes in [("audio/pcmu", 8000, 160), ("audio/pcma", 8000, 160),
-                                        ("audio/pcm", 8000, 320), ("audio/pcm", 16000, 640),
-                                        ("audio/pcm", 24000, 960)]:
+    for encoding, rate, frame_bytes in [
+        ("audio/pcmu", 8000, 160),
+        ("audio/pcma", 8000, 160),
+        ("audio/pcm", 8000, 320),
+        ("audio/pcm", 16000, 640),
+        ("audio/pcm", 24000, 960),
+    ]:
         d = frame_bytes * seconds_per_byte(encoding, rate)
         assert d == pytest.approx(FRAME_S)
         assert run([(t, d) for t, _ in paced(1.0, 60.0)]).dropped == 0
@@ -176,7 +182,7 @@ def test_the_bound_holds_over_every_window_for_random_jittered_arrivals() -> Non
     schedule.sort()
     res = run(schedule)
     times = np.array([a for a, _ in schedule])
-    got = np.cumsum([d if ok else 0.0 for (_, d), ok in zip(schedule, res.admitted)])
+    got = np.cumsum([d if ok else 0.0 for (_, d), ok in zip(schedule, res.admitted, strict=True)])
     before = np.concatenate(([0.0], got[:-1]))
     # admitted in [times[s], times[e]] = got[e] - before[s]
     window = got[None, :] - before[:, None]
@@ -186,8 +192,9 @@ def test_the_bound_holds_over_every_window_for_random_jittered_arrivals() -> Non
     assert 0 < res.dropped < 300  # the abusive stretch was cut
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0.99, 1.0), (0.0, 1.0), (math.nan, 1.0), (1.2, 0.0), (1.2, -1.0),
-                                             (1.2, math.nan)])
+@pytest.mark.parametrize(
+    ("rate", "burst"), [(0.99, 1.0), (0.0, 1.0), (math.nan, 1.0), (1.2, 0.0), (1.2, -1.0), (1.2, math.nan)]
+)
 def test_invalid_limits_are_refused(rate: float, burst: float) -> None:
     with pytest.raises(ValueError):
         InboundAudioBudget(rate, burst)
@@ -200,13 +207,16 @@ def test_defaults_and_the_committed_file_agree() -> None:
     assert (committed["inbound_rate_limit"], committed["inbound_burst_s"]) == (1.2, 1.0)
 
 
-@pytest.mark.parametrize(("toml", "key"), [
-    ("[server]\ninbound_rate_limit = 0.9\n", "server.inbound_rate_limit"),
-    ("[server]\ninbound_rate_limit = nan\n", "server.inbound_rate_limit"),
-    ('[server]\ninbound_rate_limit = "fast"\n', "server.inbound_rate_limit"),
-    ("[server]\ninbound_burst_s = 0\n", "server.inbound_burst_s"),
-    ("[server]\ninbound_burst_s = -1.0\n", "server.inbound_burst_s"),
-])
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[server]\ninbound_rate_limit = 0.9\n", "server.inbound_rate_limit"),
+        ("[server]\ninbound_rate_limit = nan\n", "server.inbound_rate_limit"),
+        ('[server]\ninbound_rate_limit = "fast"\n', "server.inbound_rate_limit"),
+        ("[server]\ninbound_burst_s = 0\n", "server.inbound_burst_s"),
+        ("[server]\ninbound_burst_s = -1.0\n", "server.inbound_burst_s"),
+    ],
+)
 def test_invalid_config_names_the_key(tmp_path, toml: str, key: str) -> None:
     cfg = tmp_path / "g.toml"
     cfg.write_text(toml)

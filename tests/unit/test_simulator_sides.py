@@ -18,11 +18,19 @@ from gateway.carriers.spec import Refusal, Webhook
 from gateway.simulator.carrier_side import CARRIER_SIDES, CallIds, new_carrier_side, secret_env
 
 URL = "https://voice.example.com"
-IDS = CallIds(call_sid="CA" + "1" * 32, account_sid="AC" + "0" * 32, stream_sid="MZ" + "2" * 32,
-              from_="+15550001111", to="+15550002222")
+IDS = CallIds(
+    call_sid="CA" + "1" * 32,
+    account_sid="AC" + "0" * 32,
+    stream_sid="MZ" + "2" * 32,
+    from_="+15550001111",
+    to="+15550002222",
+)
 _SEED = bytes(range(32))
-_PUBLIC = base64.b64encode(Ed25519PrivateKey.from_private_bytes(_SEED).public_key().public_bytes(
-    serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+_PUBLIC = base64.b64encode(
+    Ed25519PrivateKey.from_private_bytes(_SEED)
+    .public_key()
+    .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+).decode()
 
 # carrier: (the simulator's secret, the gateway's, a forged simulator secret)
 SECRETS = {
@@ -51,9 +59,13 @@ def test_each_side_calls_the_webhook_its_description_declares(name: str) -> None
 
 def test_the_simulator_signs_with_the_carriers_own_variable_but_telnyxs_private_key() -> None:
     assert {n: secret_env(n) for n in names()} == {
-        "twilio": "TWILIO_AUTH_TOKEN", "signalwire": "SIGNALWIRE_SIGNING_KEY",
-        "telnyx": "TELNYX_SIMULATOR_PRIVATE_KEY", "plivo": "PLIVO_AUTH_TOKEN",
-        "vonage": "VONAGE_SIGNATURE_SECRET", "exotel": "EXOTEL_BASIC_AUTH"}
+        "twilio": "TWILIO_AUTH_TOKEN",
+        "signalwire": "SIGNALWIRE_SIGNING_KEY",
+        "telnyx": "TELNYX_SIMULATOR_PRIVATE_KEY",
+        "plivo": "PLIVO_AUTH_TOKEN",
+        "vonage": "VONAGE_SIGNATURE_SECRET",
+        "exotel": "EXOTEL_BASIC_AUTH",
+    }
 
 
 def _as_the_gateway_reads_it(request: Any) -> Webhook:
@@ -61,9 +73,16 @@ def _as_the_gateway_reads_it(request: Any) -> Webhook:
     body = request.body if request.body is not None else b""
     if request.body is not None and not form:
         form = dict(parse_qsl(body.decode()))  # Telnyx: the form travels as the signed raw body
-    return Webhook(method=request.method, url=URL + request.path, headers=request.headers,
-                   query=request.query or {}, body=body, form={k: [v] for k, v in form.items()},
-                   remote="192.0.2.1", now=time.time())
+    return Webhook(
+        method=request.method,
+        url=URL + request.path,
+        headers=request.headers,
+        query=request.query or {},
+        body=body,
+        form={k: [v] for k, v in form.items()},
+        remote="192.0.2.1",
+        now=time.time(),
+    )
 
 
 @pytest.mark.parametrize("spec", CARRIERS, ids=lambda s: s.name)

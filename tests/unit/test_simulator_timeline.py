@@ -38,10 +38,15 @@ def line(*parts: tuple[str, float]) -> bytearray:
 def record() -> CallRecord:
     """A call: greeting 0.5–2.5 s; turn 1 3.0–4.0 s, its reply 4.6–8.4 s, interrupted by turn 2 (8.0–9.0 s:
     cleared at 8.3 s, silent from 8.4 s); reply to turn 2 at 9.8–10.8 s; caller hangs up at 12 s."""
-    r = CallRecord(base_url="http://127.0.0.1:8080", call_sid="CA" + "1" * 32, stream_sid="MZ" + "2" * 32,
-                   turns=(TurnSpec("say", "what time do you open?"), TurnSpec("wav", "stop.wav")))
-    r.heard = line(("quiet", 0.5), ("tone", 2.0), ("quiet", 2.1), ("tone", 3.8), ("quiet", 1.4), ("tone", 1.0),
-                   ("quiet", 1.2))
+    r = CallRecord(
+        base_url="http://127.0.0.1:8080",
+        call_sid="CA" + "1" * 32,
+        stream_sid="MZ" + "2" * 32,
+        turns=(TurnSpec("say", "what time do you open?"), TurnSpec("wav", "stop.wav")),
+    )
+    r.heard = line(
+        ("quiet", 0.5), ("tone", 2.0), ("quiet", 2.1), ("tone", 3.8), ("quiet", 1.4), ("tone", 1.0), ("quiet", 1.2)
+    )
     r.said = line(("quiet", 3.0), ("tone", 1.0), ("quiet", 4.0), ("tone", 1.0), ("quiet", 3.0))
     r.add(3.0, "turn_started", index=0, barge_in=False)
     r.add(4.0, "turn_ended", index=0)
@@ -109,24 +114,58 @@ def test_marks_clears_and_hangup_are_reported():
 
 def test_json_has_the_documented_stable_keys():
     d = json.loads(json.dumps(build_timeline(record()).to_dict()))
-    assert set(d) == {"version", "outcome", "exit_code", "errors", "warnings", "call", "webhook", "stream",
-                      "duration_s", "out_wav", "greeting", "turns", "agent_audio", "clears", "marks", "hangup",
-                      "counts"}
+    assert set(d) == {
+        "version",
+        "outcome",
+        "exit_code",
+        "errors",
+        "warnings",
+        "call",
+        "webhook",
+        "stream",
+        "duration_s",
+        "out_wav",
+        "greeting",
+        "turns",
+        "agent_audio",
+        "clears",
+        "marks",
+        "hangup",
+        "counts",
+    }
     assert d["version"] == SCHEMA_VERSION and d["outcome"] == "completed" and d["exit_code"] == 0
     assert set(d["call"]) == {"call_sid", "account_sid", "stream_sid", "from", "to"}
     assert set(d["webhook"]) == {"url", "status", "ms", "signed"}
     assert set(d["stream"]) == {"twiml_url", "connected_url", "parameters"}
-    assert set(d["turns"][0]) == {"index", "source", "label", "start_s", "end_s", "barge_in", "clear_after_ms",
-                                  "agent_stopped_after_ms", "reply", "response_latency_ms"}
+    assert set(d["turns"][0]) == {
+        "index",
+        "source",
+        "label",
+        "start_s",
+        "end_s",
+        "barge_in",
+        "clear_after_ms",
+        "agent_stopped_after_ms",
+        "reply",
+        "response_latency_ms",
+    }
     assert set(d["clears"][0]) == {"at_s", "dropped_ms", "flushed_marks"}
     assert set(d["marks"][0]) == {"name", "received_s", "echoed_s", "flushed"}
     assert set(d["hangup"]) == {"by", "at_s", "reason"}
-    assert d["counts"] == {"media_sent": 600, "media_received": 290, "media_received_ms": 5800,
-                           "marks_received": 2, "marks_played": 1, "marks_flushed": 1, "clears": 1}
+    assert d["counts"] == {
+        "media_sent": 600,
+        "media_received": 290,
+        "media_received_ms": 5800,
+        "marks_received": 2,
+        "marks_played": 1,
+        "marks_flushed": 1,
+        "clears": 1,
+    }
 
 
-@pytest.mark.parametrize("outcome, code", [("completed", 0), ("protocol_error", 1), ("refused", 3),
-                                           ("connect_failed", 3)])
+@pytest.mark.parametrize(
+    "outcome, code", [("completed", 0), ("protocol_error", 1), ("refused", 3), ("connect_failed", 3)]
+)
 def test_exit_code_follows_the_outcome(outcome, code):
     r = record()
     r.outcome = outcome
@@ -139,10 +178,18 @@ def test_text_timeline_is_in_time_order_and_names_every_moment():
     assert len(body) == 15
     times = [float(ln.split()[0]) for ln in body]
     assert times == sorted(times)
-    for needle in ("greeting starts", "turn 1 starts: 'what time do you open?'", "turn 1 ends",
-                   "reply to turn 1 starts (response latency 600 ms)", "(barge-in)", "dropped 1500 ms",
-                   "g0.1 echoed after 1.02 s of playout", "g0.2 echoed by the clear", "by caller (script_done)",
-                   "stops talking (400 ms after turn 2 started)"):
+    for needle in (
+        "greeting starts",
+        "turn 1 starts: 'what time do you open?'",
+        "turn 1 ends",
+        "reply to turn 1 starts (response latency 600 ms)",
+        "(barge-in)",
+        "dropped 1500 ms",
+        "g0.1 echoed after 1.02 s of playout",
+        "g0.2 echoed by the clear",
+        "by caller (script_done)",
+        "stops talking (400 ms after turn 2 started)",
+    ):
         assert needle in text, needle
 
 
@@ -162,8 +209,9 @@ def test_barge_in_reply_starts_after_the_clear_not_with_the_interrupted_replys_t
     r = CallRecord(turns=(TurnSpec("say", "menu"), TurnSpec("say", "hours")))
     # reply 1 at 2.0-5.0 s; turn 2 barges in at 4.0-5.0; the agent goes on 5.5-6.5 (the tail), clear at 6.5,
     # the answer is 7.5-8.5
-    r.heard = line(("quiet", 2.0), ("tone", 3.0), ("quiet", 0.5), ("tone", 1.0), ("quiet", 1.0), ("tone", 1.0),
-                   ("quiet", 1.5))
+    r.heard = line(
+        ("quiet", 2.0), ("tone", 3.0), ("quiet", 0.5), ("tone", 1.0), ("quiet", 1.0), ("tone", 1.0), ("quiet", 1.5)
+    )
     r.said = line(("quiet", 10.0))
     r.add(0.5, "turn_started", index=0, barge_in=False)
     r.add(1.5, "turn_ended", index=0)
@@ -194,8 +242,9 @@ def test_without_a_clear_the_answer_is_the_audio_after_a_pause():
     r = CallRecord(turns=(TurnSpec("say", "a"), TurnSpec("say", "b")), pause_s=1.0)
     # reply 1 at 2.0-5.0; turn 2 barges in at 3.5-4.5; the agent goes on (5.4-6.0, a 0.4 s gap) and answers at
     # 7.5 (a 1.5 s gap); no clear
-    r.heard = line(("quiet", 2.0), ("tone", 3.0), ("quiet", 0.4), ("tone", 0.6), ("quiet", 1.5), ("tone", 1.0),
-                   ("quiet", 1.0))
+    r.heard = line(
+        ("quiet", 2.0), ("tone", 3.0), ("quiet", 0.4), ("tone", 0.6), ("quiet", 1.5), ("tone", 1.0), ("quiet", 1.0)
+    )
     r.add(0.5, "turn_started", index=0, barge_in=False)
     r.add(1.5, "turn_ended", index=0)
     r.add(3.5, "turn_started", index=1, barge_in=True)

@@ -70,8 +70,11 @@ def test_say_and_hang_up_is_a_refusal_quoting_the_prompt():
 
 
 def test_trailing_verbs_and_long_parameters_warn():
-    body = ('<Response><Connect><Stream url="wss://h/s"><Parameter name="p" value="' + "x" * 600
-            + '"/></Stream></Connect><Pause length="40"/></Response>')
+    body = (
+        '<Response><Connect><Stream url="wss://h/s"><Parameter name="p" value="'
+        + "x" * 600
+        + '"/></Stream></Connect><Pause length="40"/></Response>'
+    )
     got = parse_twiml(body)
     assert len(got.warnings) == 2
 

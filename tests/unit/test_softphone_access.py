@@ -99,9 +99,17 @@ def test_an_unknown_own_origin_refuses_any_origin_header():
 
 @pytest.mark.parametrize(
     ("host", "local"),
-    [("localhost:8080", True), ("127.0.0.1:8080", True), ("[::1]:8080", True), ("10.0.0.5", True),
-     ("phone.localhost:8080", True), ("evil.example:8080", False), ("localhost.evil.example", False),
-     ("", False), ("exa mple", False)],
+    [
+        ("localhost:8080", True),
+        ("127.0.0.1:8080", True),
+        ("[::1]:8080", True),
+        ("10.0.0.5", True),
+        ("phone.localhost:8080", True),
+        ("evil.example:8080", False),
+        ("localhost.evil.example", False),
+        ("", False),
+        ("exa mple", False),
+    ],
 )
 def test_local_host_names_only_addresses_and_localhost(host, local):
     assert access.local_host(host) is local

@@ -13,14 +13,44 @@ from hypothesis import strategies as st
 from gateway.carriers import plivo, signalwire, telnyx, twiml
 from gateway.carriers.twiml import xml_safe
 
-ILLEGAL = ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\ufffe", "\uffff", "\ud800", "\udbff", "\udc00",
-           "\udfff"]
+ILLEGAL = [
+    "\x00",
+    "\x01",
+    "\x08",
+    "\x0b",
+    "\x0c",
+    "\x1b",
+    "\x1f",
+    "\ufffe",
+    "\uffff",
+    "\ud800",
+    "\udbff",
+    "\udc00",
+    "\udfff",
+]
 #: Any character, with the troublesome ones (illegal, line ends, markup) drawn often.
 CHARS = st.one_of(
     st.characters(exclude_categories=()),
     st.characters(categories=("Cs",)),  # lone surrogates: st.characters() never draws them on its own
-    st.sampled_from([*ILLEGAL, "\t", "\n", "\r", "&", "<", ">", '"', "'", "]]>", "\U0001f600", "\ud7ff", "\ue000",
-                     "\ufffd", "\U0010ffff"]),
+    st.sampled_from(
+        [
+            *ILLEGAL,
+            "\t",
+            "\n",
+            "\r",
+            "&",
+            "<",
+            ">",
+            '"',
+            "'",
+            "]]>",
+            "\U0001f600",
+            "\ud7ff",
+            "\ue000",
+            "\ufffd",
+            "\U0010ffff",
+        ]
+    ),
 )
 TEXT = st.lists(CHARS, max_size=30).map("".join)
 
@@ -111,8 +141,9 @@ def test_telnyx_texml_parses_and_round_trips(url: str, from_: str, to: str, call
 def test_plivo_xml_parses_and_round_trips(url: str, noise: str, callback: str) -> None:
     # extraHeaders take alphanumerics only (Plivo's rule, checked by stream_xml); illegal characters are dropped
     # before that check, as everywhere else.
-    body = plivo.stream_xml(url, "audio/x-mulaw;rate=8000", {"to": "+1555" + noise + "0100", "from": noise + "42"},
-                            callback or None)
+    body = plivo.stream_xml(
+        url, "audio/x-mulaw;rate=8000", {"to": "+1555" + noise + "0100", "from": noise + "42"}, callback or None
+    )
     stream = parse(body)
     assert stream.tag == "Response"
     (element,) = stream
@@ -121,11 +152,14 @@ def test_plivo_xml_parses_and_round_trips(url: str, noise: str, callback: str) -
     assert element.attrib.get("statusCallbackUrl", "") == xml_safe(callback)
 
 
-@pytest.mark.parametrize("build", [
-    lambda p: twiml.connect_stream("wss://gw.example.com/twilio/stream", p),
-    lambda p: signalwire.connect_stream("wss://gw.example.com/signalwire/stream", p),
-    lambda p: telnyx.texml_stream("wss://gw.example.com/telnyx/stream", p),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda p: twiml.connect_stream("wss://gw.example.com/twilio/stream", p),
+        lambda p: signalwire.connect_stream("wss://gw.example.com/signalwire/stream", p),
+        lambda p: telnyx.texml_stream("wss://gw.example.com/telnyx/stream", p),
+    ],
+)
 def test_a_from_of_only_illegal_characters_is_left_out_like_an_empty_one(build) -> None:
     stream = parse(build({"token": "t", "from": "\x00\ufffe", "to": "+15550100"})).find("./Connect/Stream")
     assert params_of(stream) == {"token": "t", "to": "+15550100"}

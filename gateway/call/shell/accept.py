@@ -53,8 +53,9 @@ async def await_start(carrier: CarrierLink, dialect: Dialect, timeout: float) ->
         raise CallEnded(Outcome.NO_START) from None
 
 
-def authorize(start: StreamStarted, settings: Settings, *, scope: str, now: float,
-              admit: Callable[[str, str], str | None] | None) -> Acceptance:
+def authorize(
+    start: StreamStarted, settings: Settings, *, scope: str, now: float, admit: Callable[[str, str], str | None] | None
+) -> Acceptance:
     """``scope``: the stream door (its token must have been minted there); ``now``: wall-clock seconds (token
     expiry). ``admit(call_sid, token)``: None to admit, or a refusal (gateway.admission: ``token_in_use`` →
     refused, ``at_capacity`` → apology and hang-up)."""
@@ -62,8 +63,13 @@ def authorize(start: StreamStarted, settings: Settings, *, scope: str, now: floa
     params = start.custom_parameters
     token = params.get("token")
     try:
-        verify_call_token(settings.secrets.token_secret, token,
-                          token_subject(params, start.call_id, profile_name_for(settings, params)), now, scope=scope)
+        verify_call_token(
+            settings.secrets.token_secret,
+            token,
+            token_subject(params, start.call_id, profile_name_for(settings, params)),
+            now,
+            scope=scope,
+        )
     except TokenError as exc:
         raise UnauthorizedStream(f"call token {exc}") from None
     assert token is not None  # verified above

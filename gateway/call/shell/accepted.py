@@ -73,10 +73,22 @@ log = structlog.get_logger("gateway.call")
 class AcceptedCall:
     """A call whose stream's ``start`` was authorized (``setup``): complete from the start, nothing optional."""
 
-    def __init__(self, setup: CallSetup, *, settings: Settings, carrier: CarrierLink, dialect: Dialect,
-                 agent: AgentLink, tools: ToolRegistry, control: CarrierControl, clock: Callable[[], float],
-                 started_at: float, emit: Callable[[ev.CallEvent], None], parked: ParkedAgents | None = None,
-                 stream_stopping: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        setup: CallSetup,
+        *,
+        settings: Settings,
+        carrier: CarrierLink,
+        dialect: Dialect,
+        agent: AgentLink,
+        tools: ToolRegistry,
+        control: CarrierControl,
+        clock: Callable[[], float],
+        started_at: float,
+        emit: Callable[[ev.CallEvent], None],
+        parked: ParkedAgents | None = None,
+        stream_stopping: Callable[[str], bool] | None = None,
+    ) -> None:
         self._settings = settings
         self.carrier = carrier
         self.dialect = dialect
@@ -88,12 +100,20 @@ class AcceptedCall:
         self._parked = parked
         self._stream_stopping = stream_stopping
         self._log = log
-        self.core = CallCore(setup, settings, dialect, clock(), started_at=started_at, prompt_audio=prompt_ulaw,
-                             control_available=control.available)
+        self.core = CallCore(
+            setup,
+            settings,
+            dialect,
+            clock(),
+            started_at=started_at,
+            prompt_audio=prompt_ulaw,
+            control_available=control.available,
+        )
         self._outbound = self.core.outbound
         self._writer = CarrierWriter(self._outbound, carrier, clock, self._after_carrier_send)
-        self._tool_port = ToolPort(self.core, tools, control, execute=self._execute, wake_writer=self._writer.wake,
-                                   emit=emit, clock=clock)
+        self._tool_port = ToolPort(
+            self.core, tools, control, execute=self._execute, wake_writer=self._writer.wake, emit=emit, clock=clock
+        )
         self._tg = asyncio.TaskGroup()
         self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
         self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
@@ -147,8 +167,9 @@ class AcceptedCall:
                 # socket is not backed up (a send could then wait for the drain, and this reader must never wait on
                 # the agent: its marks and its 'stop' would wait too).
                 conn = link.conn
-                send_now = (conn is not None and not link.sending and conn is not link.broken_conn
-                            and not conn.backlogged())
+                send_now = (
+                    conn is not None and not link.sending and conn is not link.broken_conn and not conn.backlogged()
+                )
                 frame = core.caller_audio(event.payload, now, send_now)
                 if frame is not None and conn is not None:  # (send_now implies conn)
                     link.sending = True  # newer frames queue behind this one, so the order holds
@@ -162,8 +183,12 @@ class AcceptedCall:
                 elif core.rate_limit_notice:  # the first frame over the inbound rate limit: say so once
                     core.rate_limit_notice = False
                     server = self._settings.server
-                    self._log.warning("call.inbound_rate_limited", rate_limit=server.inbound_rate_limit,
-                                      burst_s=server.inbound_burst_s, after_s=round(now - self._started_at, 3))
+                    self._log.warning(
+                        "call.inbound_rate_limited",
+                        rate_limit=server.inbound_rate_limit,
+                        burst_s=server.inbound_burst_s,
+                        after_s=round(now - self._started_at, 3),
+                    )
                 elif core.live:
                     self._agent_wake.set()  # it waits in the core's buffer: agent_sender delivers it
             else:
@@ -265,8 +290,13 @@ class AcceptedCall:
         now = self._clock()
         structlog.contextvars.bind_contextvars(session_id=ready.session_id)
         endpoint = self.agent.endpoint
-        self._log.info("agent.session_ready", session_id=ready.session_id, endpoint=endpoint.name, url=endpoint.url,
-                       ready_ms=round((now - self._started_at) * 1000, 1))
+        self._log.info(
+            "agent.session_ready",
+            session_id=ready.session_id,
+            endpoint=endpoint.name,
+            url=endpoint.url,
+            ready_ms=round((now - self._started_at) * 1000, 1),
+        )
         await self._execute(core.agent_ready(ready.session_id, now))
 
     async def _read_agent(self, core: CallCore) -> None:
@@ -320,9 +350,15 @@ class AcceptedCall:
         raise AgentUnavailable(f"agent session not resumed within {link.resume_window_s:g} s: {error}")
 
     def _resume_failed(self, core: CallCore, attempts: int, t0: float, error: str, *, final: bool) -> None:
-        self._log.error("agent.resume_failed", attempts=attempts, gap_ms=round((self._clock() - t0) * 1000, 1),
-                        session_id=core.summary.session_id, error=error, final_code=final,
-                        buffered_frames=core.to_agent_pending)
+        self._log.error(
+            "agent.resume_failed",
+            attempts=attempts,
+            gap_ms=round((self._clock() - t0) * 1000, 1),
+            session_id=core.summary.session_id,
+            error=error,
+            final_code=final,
+            buffered_frames=core.to_agent_pending,
+        )
 
     # ---- re-attach (gateway.reattach) ---------------------------------------------------------------------------
     async def _adopt_parked(self, core: CallCore) -> bool:
@@ -331,15 +367,24 @@ class AcceptedCall:
         if parked is None or not parked.enabled:
             return False
         call_sid, stopping = core.summary.call_sid, self._stream_stopping
-        found = await parked.claim(call_sid, wait_s=2.0,
-                                   stopping=(lambda: stopping(call_sid)) if stopping else (lambda: False))
+        found = await parked.claim(
+            call_sid, wait_s=2.0, stopping=(lambda: stopping(call_sid)) if stopping else (lambda: False)
+        )
         if found is None:
             return False
         self.agent.adopt(found.agent)
         structlog.contextvars.bind_contextvars(session_id=found.session_id)
         now = self._clock()
-        await self._execute(core.agent_adopted(found.session_id, found.profile_name, found.profile,
-                                               found.stream_sid, round((now - found.parked_at) * 1000, 1), now))
+        await self._execute(
+            core.agent_adopted(
+                found.session_id,
+                found.profile_name,
+                found.profile,
+                found.stream_sid,
+                round((now - found.parked_at) * 1000, 1),
+                now,
+            )
+        )
         return True
 
     def _park(self, core: CallCore, outcome: Outcome) -> bool:
@@ -347,12 +392,30 @@ class AcceptedCall:
         it. Only for a stream the carrier stopped (the caller hung up or a redirect replaced the TwiML: 'stop' does
         not say which) with a healthy, live session."""
         parked, s, conn = self._parked, core.summary, self.agent.conn
-        if (parked is None or not parked.enabled or outcome != Outcome.CALLER_HANGUP or core.agent_ended
-                or not core.was_live or conn is None or not conn.open_ or not s.session_id or not s.call_sid):
+        if (
+            parked is None
+            or not parked.enabled
+            or outcome != Outcome.CALLER_HANGUP
+            or core.agent_ended
+            or not core.was_live
+            or conn is None
+            or not conn.open_
+            or not s.session_id
+            or not s.call_sid
+        ):
             return False
         self.agent.detach()
-        parked.park(ParkedAgent(call_sid=s.call_sid, agent=conn, session_id=s.session_id, profile_name=s.profile,
-                                profile=core.profile, stream_sid=s.stream_sid, parked_at=self._clock()))
+        parked.park(
+            ParkedAgent(
+                call_sid=s.call_sid,
+                agent=conn,
+                session_id=s.session_id,
+                profile_name=s.profile,
+                profile=core.profile,
+                stream_sid=s.stream_sid,
+                parked_at=self._clock(),
+            )
+        )
         self._log.info("call.agent_parked", session_id=s.session_id, window_s=parked.window_s)
         return True
 
@@ -375,8 +438,13 @@ class AcceptedCall:
             core.agent_ended = True
         s = core.summary
         s.agent_close_code = conn.close_code
-        self._log.info("agent.closed", close_code=conn.close_code, reason=conn.close_reason,
-                       session_id=s.session_id or None, endpoint=conn.endpoint.name)
+        self._log.info(
+            "agent.closed",
+            close_code=conn.close_code,
+            reason=conn.close_reason,
+            session_id=s.session_id or None,
+            endpoint=conn.endpoint.name,
+        )
 
     # ================================================================================================== actions
     async def _execute(self, actions: Sequence[Action]) -> None:

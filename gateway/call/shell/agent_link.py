@@ -1,5 +1,6 @@
 """The call's agent socket: connect, resume after a drop, hand over to / take over from a parked session, end it.
-Not pure: asyncio (README "Failure behaviour"; the transport itself is :mod:`gateway.agent.client`).
+Not pure: asyncio (docs/architecture/failure-behaviour.md#agent-faults; the transport itself is
+:mod:`gateway.agent.client`).
 
 - connect: ``agent.connect_attempts`` attempts with exponential backoff from 250 ms; a socket that closes before
   ``session.ready``, no ready in ``agent.ready_timeout_s``, or a retryable ``session.error``
@@ -40,8 +41,9 @@ log = structlog.get_logger("gateway.call")
 class AgentLink:
     """One call's agent connection (at most one at a time). ``conn`` is the live socket, if any."""
 
-    def __init__(self, endpoint: AgentEndpoint, settings: AgentSettings, *,
-                 resume_window_s: float | None = None) -> None:
+    def __init__(
+        self, endpoint: AgentEndpoint, settings: AgentSettings, *, resume_window_s: float | None = None
+    ) -> None:
         self.endpoint = endpoint
         self._settings = settings
         self.resume_window_s = RESUME_WINDOW_S if resume_window_s is None else resume_window_s
@@ -80,8 +82,9 @@ class AgentLink:
         return await conn.recv()
 
     # ---- opening --------------------------------------------------------------------------------------------------
-    async def open_session(self, first_message: str,
-                           on_event: Callable[[ap.ServerEvent], Awaitable[None]]) -> ap.SessionReady:
+    async def open_session(
+        self, first_message: str, on_event: Callable[[ap.ServerEvent], Awaitable[None]]
+    ) -> ap.SessionReady:
         """Connect and configure a new session (``first_message``: its ``session.update``); events before
         ``session.ready`` go to ``on_event``."""
         cfg = self._settings
@@ -102,8 +105,9 @@ class AgentLink:
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _await_ready(self, conn: AgentConnection, first_message: str,
-                           on_event: Callable[[ap.ServerEvent], Awaitable[None]]) -> ap.SessionReady:
+    async def _await_ready(
+        self, conn: AgentConnection, first_message: str, on_event: Callable[[ap.ServerEvent], Awaitable[None]]
+    ) -> ap.SessionReady:
         try:
             try:
                 await conn.send(first_message)

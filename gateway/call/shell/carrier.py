@@ -4,15 +4,15 @@
 turns the socket's end into :class:`~gateway.errors.CallEnded` (``carrier_closed``) or, for an over-long message,
 :class:`~gateway.errors.CarrierProtocolError`.
 
-:class:`CarrierWriter` is the call's single pacing loop (README "Performance"): it pulls from the core
-(:meth:`~gateway.call.core.CallCore.carrier_data`) whatever is due, sends it, and sleeps until the core says more may
-go (:meth:`~gateway.call.core.CallCore.carrier_wake_at`). Agent audio, marks, ``clear``, the gateway's own prompts
-and keypad tones all leave through it, in the core's order. Fast path: :meth:`CarrierWriter.flush` lets the agent
-reader send what is due itself (sparing a task wake-up per 20 ms frame) when the writer is idle and the carrier
-socket is not backed up. A send to a backed-up socket may wait for the drain, and the agent reader must never wait
-on the carrier (it would stop reading barge-ins, tools and errors): then the writer task sends instead, and while it
-waits the core's queue fills, which is what stops the agent reader (:attr:`~gateway.call.core.CallCore.
-outbound_has_room`).
+:class:`CarrierWriter` is the call's single pacing loop (docs/architecture/performance.md;
+docs/architecture/decisions/0008-paced-playout-and-marks.md): it pulls from the core
+(:meth:`~gateway.call.core.CallCore.carrier_data`) whatever is due, sends it, and sleeps until the core says more may go
+(:meth:`~gateway.call.core.CallCore.carrier_wake_at`). Agent audio, marks, ``clear``, the gateway's own prompts and
+keypad tones all leave through it, in the core's order. Fast path: :meth:`CarrierWriter.flush` lets the agent reader
+send what is due itself (sparing a task wake-up per 20 ms frame) when the writer is idle and the carrier socket is not
+backed up. A send to a backed-up socket may wait for the drain, and the agent reader must never wait on the carrier
+(it would stop reading barge-ins, tools and errors): then the writer task sends instead, and while it waits
+the core's queue fills, which is what stops the agent reader (:attr:`~gateway.call.core.CallCore.outbound_has_room`).
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ class CarrierWriter:
     ``after_send`` runs after every burst of sends (the session wakes what waits for room in the queue, and re-arms
     its clock for marks the clock model resolves)."""
 
-    def __init__(self, queue: OutboundQueue, carrier: CarrierLink, clock: Callable[[], float],
-                 after_send: Callable[[], None]) -> None:
+    def __init__(
+        self, queue: OutboundQueue, carrier: CarrierLink, clock: Callable[[], float], after_send: Callable[[], None]
+    ) -> None:
         self._queue = queue
         self._carrier = carrier
         self._clock = clock

@@ -1,5 +1,5 @@
 """Call control that belongs to the carrier carrying the call: REST hang-up and transfer. Not pure: the Twilio
-implementation makes HTTP requests (README "Call control").
+implementation makes HTTP requests (docs/how-to/call-control.md).
 
 A call's session gets exactly one :class:`CarrierControl`, chosen by the stream door the call came in through
 (:func:`carrier_control`). Only the ``twilio`` door gets Twilio's REST API, and only when it is configured
@@ -60,7 +60,7 @@ class NoCarrierControl:
 
 class TwilioControl:
     """Twilio's REST API for a call that came in through the ``twilio`` door: ``Status=completed`` to hang up, a
-    ``<Dial>`` redirect to transfer (README "Call control")."""
+    ``<Dial>`` redirect to transfer (docs/how-to/call-control.md)."""
 
     carrier = "twilio"
     available = True

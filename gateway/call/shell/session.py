@@ -151,16 +151,32 @@ class CallSession:
     def begin(self, setup: CallSetup, *, admitted: bool = True) -> AcceptedCall:
         """The stream's ``start`` was authorized: the call. ``admitted``: False when admission turned the call away
         after all (it only hears the apology)."""
-        call = self._call = AcceptedCall(setup, settings=self._settings, carrier=self.carrier, dialect=self.dialect,
-                                         agent=self.agent, tools=self._tools, control=self._control,
-                                         clock=self._clock, started_at=self._started_at, emit=self._emit,
-                                         parked=self._parked, stream_stopping=self._stream_stopping)
+        call = self._call = AcceptedCall(
+            setup,
+            settings=self._settings,
+            carrier=self.carrier,
+            dialect=self.dialect,
+            agent=self.agent,
+            tools=self._tools,
+            control=self._control,
+            clock=self._clock,
+            started_at=self._started_at,
+            emit=self._emit,
+            parked=self._parked,
+            stream_stopping=self._stream_stopping,
+        )
         if admitted:
             start, audio = setup.start, self._settings.audio
-            self._log.info("call.started", carrier=self.dialect.carrier, account_sid=start.account_id,
-                           from_=mask_number(start.custom_parameters.get("from")),
-                           to=mask_number(start.custom_parameters.get("to")), profile=setup.profile_name,
-                           agent_format=audio.agent_format, endpoint=self.agent.endpoint.name)
+            self._log.info(
+                "call.started",
+                carrier=self.dialect.carrier,
+                account_sid=start.account_id,
+                from_=mask_number(start.custom_parameters.get("from")),
+                to=mask_number(start.custom_parameters.get("to")),
+                profile=setup.profile_name,
+                agent_format=audio.agent_format,
+                endpoint=self.agent.endpoint.name,
+            )
             self._emit(ev.CallStarted(start.call_id, setup.profile_name, t=self._t()))
         return call
 

@@ -31,9 +31,17 @@ class ToolPort:
     """One call's tools. ``execute`` carries out the core's actions (the session's executor); ``wake_writer`` tells
     the carrier writer there is audio to send; ``emit`` publishes a call event."""
 
-    def __init__(self, core: CallCore, tools: ToolRegistry, control: CarrierControl, *,
-                 execute: Callable[[Sequence[Action]], Awaitable[None]], wake_writer: Callable[[], None],
-                 emit: Callable[[ev.CallEvent], None], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        core: CallCore,
+        tools: ToolRegistry,
+        control: CarrierControl,
+        *,
+        execute: Callable[[Sequence[Action]], Awaitable[None]],
+        wake_writer: Callable[[], None],
+        emit: Callable[[ev.CallEvent], None],
+        clock: Callable[[], float],
+    ) -> None:
         self._core = core
         self._tools = tools
         self._control = control
@@ -76,8 +84,8 @@ class ToolPort:
         agent to say the announcement; once that was heard, the carrier's call control transfers the call."""
         core, now = self._core, self._clock()
         if not self._control.available:
-            # This carrier has no call control here (README "Call control": transfers need Twilio REST at the twilio
-            # door): the agent hears it as a tool error and the call goes on.
+            # This carrier has no call control here (docs/how-to/call-control.md: transfers need Twilio REST at the
+            # twilio door): the agent hears it as a tool error and the call goes on.
             log.warning("call.transfer_refused", reason=self._control.unavailable_reason)
             self._emit(ev.ControlAction("transfer", "refused", t=core.t(now)))
             return ToolOutcome(cc.error_result("transfers are not available on this carrier"), True)

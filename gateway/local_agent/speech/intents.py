@@ -26,9 +26,7 @@ class Embedder(Protocol):
 class IntentMatcher:
     """Map an utterance to the name of the closest intent, or ``None`` when nothing is close enough."""
 
-    def __init__(
-        self, embedder: Embedder, intents: Mapping[str, Sequence[str]], threshold: float = 0.35
-    ) -> None:
+    def __init__(self, embedder: Embedder, intents: Mapping[str, Sequence[str]], threshold: float = 0.35) -> None:
         if not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be a cosine in [-1, 1], got {threshold}")
         names: list[str] = []
@@ -54,7 +52,7 @@ class IntentMatcher:
         """Best cosine per intent for ``text`` (all intents; useful for logs and debugging thresholds)."""
         sims = self._similarities(text)
         best: dict[str, float] = {name: -1.0 for name in self.intent_names}
-        for label, sim in zip(self._labels, sims.tolist()):
+        for label, sim in zip(self._labels, sims.tolist(), strict=True):
             if sim > best[label]:
                 best[label] = sim
         return best

@@ -2,8 +2,8 @@
 
 :func:`split_sentences` is pure. :class:`Synthesizer` is blocking and CPU-bound (callers iterate it in a worker
 thread) and yields one sentence at a time, so the first audio is ready after one sentence's synthesis (roughly
-0.05–0.3 s on 2 cores, growing with the sentence's length) rather than the whole reply's. The voice renders at 22 050 Hz; output is resampled to 24 kHz PCM16, the rate the
-local agent speaks on the Voice Agent API.
+0.05–0.3 s on 2 cores, growing with the sentence's length) rather than the whole reply's. The voice renders at
+22 050 Hz; output is resampled to 24 kHz PCM16, the rate the local agent speaks on the Voice Agent API.
 """
 
 from __future__ import annotations
@@ -107,4 +107,3 @@ class Synthesizer:
             pcm = resampler.process(b"".join(pieces), last=True)
             if pcm:
                 yield sentence, pcm
-

@@ -23,7 +23,7 @@ from .common import (
     unb64,
 )
 
-__all__ = ['ExotelCarrier']
+__all__ = ["ExotelCarrier"]
 
 
 class ExotelCarrier:
@@ -124,7 +124,8 @@ class ExotelCarrier:
             if not isinstance(media, dict) or set(media) != {"payload"}:
                 raise GatewayProtocolError("media: expected {'payload': base64}")
             pcm = unb64(media["payload"], "media")
-            # Exotel's chunk rules (gateway.carriers.exotel): ≥ 3.2 KB (100 ms), ≤ 100 KB, a multiple of 320 bytes, or Exotel leaves gaps/times out.
+            # Exotel's chunk rules (gateway.carriers.exotel): ≥ 3.2 KB (100 ms), ≤ 100 KB, a multiple of 320 bytes,
+            # or Exotel leaves gaps/times out.
             ms = len(pcm) * 1000 // (2 * self.codec.rate)
             if len(pcm) % 320 or len(pcm) < 3200 or ms < 100 or len(pcm) > 100 * 1024:
                 raise GatewayProtocolError(f"media chunk of {len(pcm)} bytes breaks Exotel's chunk rules")

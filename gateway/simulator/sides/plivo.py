@@ -26,7 +26,7 @@ from .common import (
     xml_root,
 )
 
-__all__ = ['PlivoCarrier']
+__all__ = ["PlivoCarrier"]
 
 
 class PlivoCarrier:
@@ -57,7 +57,8 @@ class PlivoCarrier:
             nonce = str(secrets.randbelow(10**20))
             headers[plivo_carrier.NONCE_HEADER] = nonce
             headers[plivo_carrier.SIGNATURE_HEADER] = plivo_carrier.plivo_v3_signature(
-                secret, "POST", public_base + self.spec.webhook_path, form, nonce)
+                secret, "POST", public_base + self.spec.webhook_path, form, nonce
+            )
         return WebhookRequest("POST", self.spec.webhook_path, form=form, headers=headers, signed=bool(secret))
 
     def read_answer(self, body: str, content_type: str, webhook_url: str) -> StreamTarget:
@@ -68,7 +69,7 @@ class PlivoCarrier:
         if stream.get("bidirectional") != "true":
             raise GatewayProtocolError("<Stream> is not bidirectional: the caller would hear nothing")
         if stream.get("keepCallAlive") != "true":
-            raise GatewayProtocolError("<Stream> without keepCallAlive=\"true\": the call would move on at once")
+            raise GatewayProtocolError('<Stream> without keepCallAlive="true": the call would move on at once')
         content = stream.get("contentType", "audio/x-l16;rate=8000")
         if content not in plivo_carrier.CONTENT_TYPES:
             raise GatewayProtocolError(f"unknown contentType {content!r}")
@@ -123,8 +124,14 @@ class PlivoCarrier:
             check_shape(msg, {"event", "media"}, "playAudio")
             media = msg["media"]
             want = {"audio/pcmu": "audio/x-mulaw", "audio/pcm": "audio/x-l16"}[self.codec.encoding]
-            if not isinstance(media, dict) or media.get("contentType") != want or media.get("sampleRate") != self.codec.rate:
-                raise GatewayProtocolError(f"playAudio: media must be {want} at {self.codec.rate} Hz, got {media!r:.120}")
+            if (
+                not isinstance(media, dict)
+                or media.get("contentType") != want
+                or media.get("sampleRate") != self.codec.rate
+            ):
+                raise GatewayProtocolError(
+                    f"playAudio: media must be {want} at {self.codec.rate} Hz, got {media!r:.120}"
+                )
             return GatewayMedia(self.codec.from_carrier(unb64(media.get("payload"), "playAudio")))
         if msg.get("streamId") != self.stream_id:
             raise GatewayProtocolError(f"{event}: streamId {msg.get('streamId')!r} is not this stream's")

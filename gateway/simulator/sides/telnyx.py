@@ -27,7 +27,7 @@ from .common import (
     xml_root,
 )
 
-__all__ = ['TelnyxCarrier']
+__all__ = ["TelnyxCarrier"]
 
 
 class TelnyxCarrier:
@@ -79,7 +79,7 @@ class TelnyxCarrier:
         if stream is None:
             raise refusal_of(root)
         if stream.get("bidirectionalMode") != "rtp":
-            raise GatewayProtocolError("TeXML <Stream> without bidirectionalMode=\"rtp\": Telnyx would drop our audio")
+            raise GatewayProtocolError('TeXML <Stream> without bidirectionalMode="rtp": Telnyx would drop our audio')
         codec = stream.get("bidirectionalCodec", "PCMU")
         if codec != stream.get("codec", codec):
             raise GatewayProtocolError("TeXML <Stream> codec and bidirectionalCodec differ")
@@ -132,8 +132,17 @@ class TelnyxCarrier:
     def stop(self) -> list[Message]:
         out: list[Message] = [self._held] if self._held is not None else []
         self._held = None
-        return [*out, dumps({"event": "stop", "sequence_number": self._next(), "stream_id": self.stream_id,
-                              "stop": {"user_id": self.ids.account_sid, "call_control_id": self.call_control_id}})]
+        return [
+            *out,
+            dumps(
+                {
+                    "event": "stop",
+                    "sequence_number": self._next(),
+                    "stream_id": self.stream_id,
+                    "stop": {"user_id": self.ids.account_sid, "call_control_id": self.call_control_id},
+                }
+            ),
+        ]
 
     def parse(self, data: Message) -> GatewayMessage:
         if not self.started:

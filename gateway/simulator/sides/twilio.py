@@ -16,7 +16,7 @@ from ..errors import GatewayProtocolError
 from ..twilio_side import GatewayMedia, GatewayMessage, TwilioSide, parse_twiml, webhook_form
 from .common import CallIds, Codec, Message, StreamTarget, WebhookRequest, dumps, xml_root
 
-__all__ = ['SignalWireCarrier', 'TwilioCarrier']
+__all__ = ["SignalWireCarrier", "TwilioCarrier"]
 
 
 class TwilioCarrier:
@@ -90,5 +90,9 @@ class SignalWireCarrier(TwilioCarrier):
     def start(self, target: StreamTarget) -> list[Message]:
         msg = json.loads(self.side.start(target.parameters))
         names = {"audio/pcmu": "audio/x-mulaw", "audio/pcma": "audio/x-alaw", "audio/pcm": "audio/x-l16"}
-        msg["start"]["mediaFormat"] = {"encoding": names[target.encoding], "sampleRate": target.sample_rate, "channels": 1}
+        msg["start"]["mediaFormat"] = {
+            "encoding": names[target.encoding],
+            "sampleRate": target.sample_rate,
+            "channels": 1,
+        }
         return [dumps(msg)]

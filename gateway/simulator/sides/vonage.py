@@ -16,7 +16,7 @@ from ..errors import CallRefused, GatewayProtocolError
 from ..twilio_side import GatewayClear, GatewayMark, GatewayMedia, GatewayMessage
 from .common import CallIds, Codec, Message, StreamTarget, WebhookRequest, check_shape, dumps, json_message
 
-__all__ = ['VonageCarrier']
+__all__ = ["VonageCarrier"]
 
 
 class VonageCarrier:

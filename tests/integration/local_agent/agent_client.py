@@ -107,9 +107,7 @@ class AgentClient:
                 return rec
             seen.append(rec.type if rec.type != "session.error" else f"session.error:{rec.event.get('code')}")
 
-    async def collect_until(
-        self, stop: Callable[[Received], bool], timeout: float = 20.0
-    ) -> list[Received]:
+    async def collect_until(self, stop: Callable[[Received], bool], timeout: float = 20.0) -> list[Received]:
         """All non-audio events up to and including the first one ``stop`` accepts."""
         out: list[Received] = []
         deadline = time.monotonic() + timeout

@@ -177,9 +177,7 @@ async def test_a_continuation_over_a_reply_before_any_turn_was_answered_keeps_th
         # …and the caller goes on at once, well inside the 3 s plain timer.
         second = caller_ulaw8k(speech_models.tts, "near the restaurant?", lead_s=0.0)
         await send_frames(c, second[int(loud_frames(second)[0]) * FRAME_BYTES :] + SILENCE * 200)
-        recs = await c.collect_until(
-            lambda r: r.type == "reply.done" and r.event["status"] == "completed", timeout=60
-        )
+        recs = await c.collect_until(lambda r: r.type == "reply.done" and r.event["status"] == "completed", timeout=60)
     finally:
         await c.close()
     types = [r.type for r in recs]

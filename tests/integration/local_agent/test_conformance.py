@@ -337,9 +337,7 @@ async def test_input_audio_before_ready_is_invalid_format(agent: AgentServer) ->
 async def test_immutable_fields_cannot_change_after_the_first_update(
     agent: AgentServer, session: dict[str, Any], param: str
 ) -> None:
-    c, _ = await agent.session(
-        greeting="Hello.", output={"voice": "alba", "format": {"encoding": "audio/pcmu"}}
-    )
+    c, _ = await agent.session(greeting="Hello.", output={"voice": "alba", "format": {"encoding": "audio/pcmu"}})
     await c.expect("reply.done")  # the greeting
     await c.send("session.update", session=session)
     await assert_error(

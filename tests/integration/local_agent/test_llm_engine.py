@@ -21,6 +21,7 @@ from .fake_llm import FakeChatCompletions, Scripted
 
 pytestmark = pytest.mark.speech  # the app under test runs the real speech models
 
+
 @pytest.fixture
 async def fake_llm(aiohttp_server: Any) -> tuple[FakeChatCompletions, str]:
     fake = FakeChatCompletions()
@@ -33,7 +34,7 @@ async def collect(engine: LlmEngine, trigger: Any, ctx: BrainContext) -> list[St
 
 
 async def test_engine_streams_sentences_and_sends_prompt_history_tools_and_key(
-    fake_llm: tuple[FakeChatCompletions, str]
+    fake_llm: tuple[FakeChatCompletions, str],
 ) -> None:
     fake, url = fake_llm
     fake.replies.append(Scripted("Sure. We open at nine tomorrow! Anything else?"))

@@ -184,12 +184,12 @@ def test_reply_create_speaks_the_instructions_or_a_default() -> None:
 # ---- the intent engine with the real matcher
 
 
+async def _inline(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
 def run_engine(engine: IntentEngine, trigger: Any, tools: tuple[ToolDef, ...] = ()) -> list[Step]:
     async def go() -> list[Step]:
-        async def blocking(fn: Any, *args: Any) -> Any:
-            return fn(*args)
-
-        engine._run_blocking = blocking  # the engine's pool runner; inline here (no event loop threads needed)
         ctx = BrainContext(None, tools, Conversation())
         return [s async for s in engine.reply(trigger, ctx)]
 
@@ -199,7 +199,7 @@ def run_engine(engine: IntentEngine, trigger: Any, tools: tuple[ToolDef, ...] = 
 @pytest.fixture(scope="module")
 def engine(speech_models: SpeechModels) -> IntentEngine:
     matcher = IntentMatcher(speech_models.embedder, TABLE.examples, threshold=TABLE.threshold)
-    return IntentEngine(TABLE, matcher, None)  # type: ignore[arg-type]
+    return IntentEngine(TABLE, matcher, _inline)  # the engine's pool runner, inline here (no event loop threads needed)
 
 
 @pytest.mark.speech

@@ -4,6 +4,7 @@ echoing session config, tokens and credentials, the token endpoint's 422 shapes,
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 from typing import Any
@@ -192,9 +193,7 @@ def test_a_full_first_update_is_resolved() -> None:
         ({"tools": [{"name": "t", "execution_mode": "async"}]}, "invalid_value", "tools[0].execution_mode", True),
     ],
 )  # fmt: skip
-def test_first_update_errors_and_which_are_fatal(
-    session: dict[str, Any], code: str, param: str, fatal: bool
-) -> None:
+def test_first_update_errors_and_which_are_fatal(session: dict[str, Any], code: str, param: str, fatal: bool) -> None:
     with pytest.raises(proto.ProtocolError) as info:
         first(session)
     assert (info.value.code, info.value.param, info.value.fatal) == (code, param, fatal)
@@ -365,9 +364,7 @@ def test_authenticate_accepts_the_key_raw_or_bearer_and_tokens_in_the_query(
         ),
     ],
 )
-def test_token_request_validation_matches_fastapi(
-    auth: str | None, query: dict[str, str], result: Any
-) -> None:
+def test_token_request_validation_matches_fastapi(auth: str | None, query: dict[str, str], result: Any) -> None:
     if isinstance(result, tuple):
         assert proto.validate_token_request(auth, query) == result
         return
@@ -390,7 +387,7 @@ def test_reply_transcript_places_words_on_the_audio_timeline_and_cuts_at_what_wa
     assert [w.delta for w in w1 + w2] == ["Hello", " there.", " How", " are", " you?"]
     assert t.text == "Hello there. How are you?"
     assert w1[0].start_ms == 0 and w1[-1].end_ms == 1000 and w2[0].start_ms == 1000 and w2[-1].end_ms == 2200
-    assert all(a.end_ms == b.start_ms for a, b in zip(w1 + w2, (w1 + w2)[1:]) if a in w1 and b in w1)
+    assert all(a.end_ms == b.start_ms for a, b in itertools.pairwise(w1 + w2) if a in w1 and b in w1)
     assert t.heard(0) == ""
     assert t.heard(1) == "Hello"
     assert t.heard(1000) == "Hello there."

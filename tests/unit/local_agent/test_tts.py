@@ -95,8 +95,9 @@ def test_a_larger_length_scale_speaks_slower(speech_models: SpeechModels) -> Non
 @pytest.mark.speech
 def test_zero_noise_scales_make_synthesis_deterministic(speech_models: SpeechModels) -> None:
     def render() -> bytes:
-        return b"".join(pcm for _, pcm in speech_models.tts.synthesize("Thanks for calling.", noise_scale=0.0,
-                                                                         noise_w_scale=0.0))
+        return b"".join(
+            pcm for _, pcm in speech_models.tts.synthesize("Thanks for calling.", noise_scale=0.0, noise_w_scale=0.0)
+        )
 
     assert render() == render()
 

@@ -104,7 +104,7 @@ def test_dropping_state_between_windows_changes_the_probabilities(
 
 def test_remainder_is_carried_until_a_window_completes(speech_models: SpeechModels, utterance: bytes) -> None:
     stream = speech_models.vad.stream()
-    assert stream.push(utterance[:WINDOW_BYTES - 2]) == []
+    assert stream.push(utterance[: WINDOW_BYTES - 2]) == []
     assert stream.pending_samples == VadStream.WINDOW_SAMPLES - 1
     assert len(stream.push(utterance[WINDOW_BYTES - 2 : WINDOW_BYTES + 1])) == 1  # ends with half a sample
     assert stream.pending_samples == 0
