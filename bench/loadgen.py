@@ -9,7 +9,7 @@ stream, send ``connected`` and ``start`` (with the TwiML's parameters), then one
 speech-like) every 20 ms; play what comes back at real time and echo each ``mark`` once the audio before it has played;
 on ``clear`` drop the queue and echo pending marks at once, as Twilio does.
 
-Agent side, per session (docs/architecture/voice-agent-api.md#events): answer ``session.update`` with
+Agent side, per session (docs/architecture/agent-api.md#events): answer ``session.update`` with
 ``session.updated`` and ``session.ready``, start a reply, and echo the caller's audio back as ``reply.audio`` at real
 time in ``chunk_ms`` chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5 ms / 300 B of
 μ-law); on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.

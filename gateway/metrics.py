@@ -61,7 +61,7 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     "unplayed": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
     # Mark sent → echoed: the carrier's buffer ahead of the mark (≈ playout lead) plus network transit.
     "mark_round_trip": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0),
-    # Agent socket dropped → session resumed (docs/architecture/voice-agent-api.md#resume): backoff 0, 0.25, 0.5 … 2 s
+    # Agent socket dropped → session resumed (docs/architecture/agent-api.md#resume): backoff 0, 0.25, 0.5 … 2 s
     # within 25 s.
     "resume_gap": (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 25.0),
     # Event-loop overshoot: one 20 ms frame of lag is audible as a gap in paced output.

@@ -11,7 +11,7 @@ the new stream). When a stream stops and ``server.reattach_window_s`` > 0, the c
 connection here instead of ending it; a new stream whose ``start`` names the same CallSid *claims* it, and carries
 on with the same session (same ``session_id``, no new ``session.update``, no second greeting). Keeping the socket
 lets the gateway end the session the moment it knows the call is over (``session.end`` stops billing at once,
-docs/architecture/voice-agent-api.md#client-events), where a closed socket would leave the server holding it, billed,
+docs/architecture/agent-api.md#client-events), where a closed socket would leave the server holding it, billed,
 for its 30 s resume window (docs/architecture/decisions/0009-reattach-keeps-the-agent-socket.md). If the parked socket
 dropped meanwhile, the new stream's session notices and resumes it by
 ``session_id`` as after any drop (:mod:`gateway.call.shell.agent_link`).

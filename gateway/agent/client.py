@@ -36,7 +36,7 @@ __all__ = ["AgentEndpoint", "AgentConnection", "AgentClosed", "TRANSPORTS", "new
 
 TRANSPORTS = ("aiohttp", "websockets")
 #: Keepalive. A silent network drop must be noticed well inside the agent's 30 s resume window
-#: (docs/architecture/voice-agent-api.md#resume). websockets pings every 5 s and gives up 10 s after an unanswered ping.
+#: (docs/architecture/agent-api.md#resume). websockets pings every 5 s and gives up 10 s after an unanswered ping.
 #: aiohttp pings after 6 s without any received data and gives up 3 s later (heartbeat / 2), so a dead socket is noticed
 #: within 9 s, and a busy one (reply audio, transcripts) sends no pings at all.
 WEBSOCKETS_PING_INTERVAL_S = 5.0
@@ -133,7 +133,7 @@ class AgentConnection:
 
     async def end(self, timeout: float) -> bool:
         """End the session cleanly: ``session.end`` (billing stops at once,
-        docs/architecture/voice-agent-api.md#connecting), read until
+        docs/architecture/agent-api.md#connecting), read until
         ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
         Returns True if ``session.ended`` was seen. Never raises for a peer that is already gone."""
         ended = False

@@ -1,7 +1,7 @@
 """Voice Agent API, client side: parse server events, build client events. Pure (no sockets, no clock, no env).
 
-Follows docs/architecture/voice-agent-api.md#events. Tolerant where documented and observed behaviour differ
-(docs/architecture/voice-agent-api.md#documented-and-observed):
+Follows docs/architecture/agent-api.md#events. Tolerant where documented and observed behaviour differ
+(docs/architecture/agent-api.md#documented-and-observed):
 error codes in either case (compared lower-cased), ``timestamp`` as float or ISO string, ``tool.call`` arguments
 as object or JSON string (and pre-launch ``args``), the legacy top-level ``error`` event, and unknown event types
 (returned as :class:`UnknownEvent` for the caller to ignore).
@@ -41,7 +41,7 @@ __all__ = [
     "FINAL_RESUME_CODES",
 ]
 
-# Errors after which the server closes the session (1008/1011; docs/architecture/voice-agent-api.md#errors) …
+# Errors after which the server closes the session (1008/1011; docs/architecture/agent-api.md#errors) …
 FATAL_ERROR_CODES = frozenset(
     {
         "unauthorized",
@@ -59,7 +59,7 @@ FATAL_ERROR_CODES = frozenset(
 )
 # … of which these are worth a retry with backoff at connect time (observed live; same page) …
 RETRYABLE_CONNECT_CODES = frozenset({"internal_error", "server_error", "at_capacity", "concurrency_exceeded"})
-# … and these end any attempt to resume (clients treat them as final: docs/architecture/voice-agent-api.md#resume).
+# … and these end any attempt to resume (clients treat them as final: docs/architecture/agent-api.md#resume).
 FINAL_RESUME_CODES = frozenset({"session_not_found", "session_expired", "session_forbidden", "unauthorized"})
 
 
@@ -211,7 +211,7 @@ def _opt_float(msg: Mapping[str, Any], key: str) -> float | None:
 
 
 def _error(msg: Mapping[str, Any]) -> SessionError:
-    # Older docs mention error_code (docs/architecture/voice-agent-api.md#documented-and-observed).
+    # Older docs mention error_code (docs/architecture/agent-api.md#documented-and-observed).
     code = msg.get("code", msg.get("error_code"))
     if isinstance(msg.get("error"), dict):  # legacy {"type":"error","error":{...}}
         inner = msg["error"]
@@ -344,8 +344,8 @@ def _dump(obj: Mapping[str, Any]) -> str:
 
 def session_update(session: Mapping[str, Any]) -> str:
     """``session.update``; ``session`` holds only the fields being set
-    (docs/architecture/voice-agent-api.md#client-events). ``None`` values are left out, since the live server rejects
-    e.g. an explicit ``greeting: null`` (docs/architecture/voice-agent-api.md#session-update)."""
+    (docs/architecture/agent-api.md#client-events). ``None`` values are left out, since the live server rejects
+    e.g. an explicit ``greeting: null`` (docs/architecture/agent-api.md#session-update)."""
     return _dump({"type": "session.update", "session": _drop_none(session)})
 
 

@@ -496,7 +496,7 @@ class CallCore(CallTools):
         interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
         if interruptible and (self.outbound.pending or self.playout.playing(now)):
             # The caller talks over audio still queued or playing at the carrier: flush it now
-            # (docs/architecture/voice-agent-api.md#client-duties; AssemblyAI's own Twilio example does the same).
+            # (docs/architecture/agent-api.md#client-duties; AssemblyAI's own Twilio example does the same).
             self._barge_in(self._reply_id if self._reply_active else None, "speech_started", now)
 
     def _barge_in(self, reply_id: str | None, cause: str, now: float) -> None:

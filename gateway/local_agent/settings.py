@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Voice ids the local agent accepts in ``output.voice`` (the union of the mid-2026 docs list and the list the live
-#: service accepted in September 2026; docs/architecture/voice-agent-api.md#voices). The local agent speaks every one of
+#: service accepted in September 2026; docs/architecture/agent-api.md#voices). The local agent speaks every one of
 #: them with its single Piper voice; the list only exists so clients written for the cloud API validate the same way.
 DEFAULT_VOICES: tuple[str, ...] = (
     "ivy", "james", "tyler", "winter", "sam", "mia", "bella", "david", "jack", "kyle", "helen", "martha", "river",

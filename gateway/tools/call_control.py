@@ -1,7 +1,7 @@
 """The call-control tools' pure parts: declarations, argument checks, the transfer allow-list and the keypad inbox.
 Pure: no sockets, no clock reads (``now`` is passed in). The call (:mod:`gateway.call`) does the rest.
 
-Built-in tools (docs/architecture/voice-agent-api.md#tool-definitions: the flat format), declared in the first
+Built-in tools (docs/architecture/agent-api.md#tool-definitions: the flat format), declared in the first
 ``session.update`` when a profile lists them in ``tools`` (docs/how-to/call-control.md#give-the-agent-the-tools):
 
 - ``end_call`` (declared in :mod:`gateway.tools.registry`): the goodbye plays (mark echo), then the call ends.
@@ -168,7 +168,7 @@ def mask_destination(destination: str) -> str:
 
 def transfer_accepted(announcement: object) -> str:
     """The ``tool.result`` of an accepted transfer. The agent speaks next (the reply this result starts,
-    docs/architecture/voice-agent-api.md#tool-results); the result tells it what to say, and the session redirects once
+    docs/architecture/agent-api.md#tool-results); the result tells it what to say, and the session redirects once
     that reply was heard."""
     say = announcement.strip() if isinstance(announcement, str) and announcement.strip() else ""
     return json.dumps(

@@ -1,4 +1,4 @@
-"""When to send ``tool.result``: the documented timing rule (docs/architecture/voice-agent-api.md#tool-results). Pure.
+"""When to send ``tool.result``: the documented timing rule (docs/architecture/agent-api.md#tool-results). Pure.
 
 Send results only while ``reply.done`` is the latest of {``reply.started``, ``input.speech.started``,
 ``reply.done``}; hold them otherwise and flush on the next ``reply.done``; discard held results when that

@@ -104,7 +104,7 @@ def stop_stream_on(peer: TwilioPeer):
 
 
 async def tool_turn(sess: Any, name: str, arguments: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:
-    """Reply A carries the tool call (docs/architecture/voice-agent-api.md#tool-results); returns the tool.result the
+    """Reply A carries the tool call (docs/architecture/agent-api.md#tool-results); returns the tool.result the
     gateway sends."""
     await sess.send("reply.started", reply_id=f"resp_{call_id}", item_id="msg_a")
     await sess.send("tool.call", call_id=call_id, name=name, arguments=arguments)

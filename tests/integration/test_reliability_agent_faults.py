@@ -1,4 +1,4 @@
-"""Agent faults (docs/architecture/failure-behaviour.md#agent-faults; docs/architecture/voice-agent-api.md#resume,
+"""Agent faults (docs/architecture/failure-behaviour.md#agent-faults; docs/architecture/agent-api.md#resume,
 #errors): an unreachable agent, connect errors, unclean drops mid-call (cut for real by a TCP proxy between the gateway
 and the fake agent), session resume with its final and retryable codes, and fatal vs recoverable ``session.error``s."""
 
@@ -234,7 +234,7 @@ async def test_a_server_that_just_carries_on_after_resume_is_accepted(start_gate
 
 
 async def test_final_resume_codes_end_the_call_with_the_apology(start_gateway, new_peer, fake_agent, proxy):
-    # One call per final code (clients treat these as final: docs/architecture/voice-agent-api.md#resume), all at once
+    # One call per final code (clients treat these as final: docs/architecture/agent-api.md#resume), all at once
     # to keep the suite fast.
     codes = sorted(FINAL_RESUME_CODES)
     fake_agent.resume_errors = list(codes)

@@ -1,5 +1,5 @@
 """100 agent-socket cuts at random moments across 25 calls (docs/architecture/failure-behaviour.md#chaos;
-docs/architecture/voice-agent-api.md#resume): each call is cut once during the greeting, once while only the caller
+docs/architecture/agent-api.md#resume): each call is cut once during the greeting, once while only the caller
 speaks, once around a tool call and once during a reply, at a random offset inside that phase, by a real TCP proxy
 between the gateway and the fake agent. Every call must resume every time, lose no caller audio (frames sent by the
 caller vs. audio received by the agent, as durations), get every tool result, and go on (a last reply is heard). Against

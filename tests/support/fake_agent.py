@@ -1,9 +1,9 @@
-"""A stand-in for the AssemblyAI cloud (which tests cannot reach), following docs/architecture/voice-agent-api.md
+"""A stand-in for the AssemblyAI cloud (which tests cannot reach), following docs/architecture/agent-api.md
 exactly as far as the gateway's tests need: auth on upgrade (Bearer or raw key; bad key → session.error unauthorized +
 close 1008), nothing before the first session.update, then session.updated + session.ready, input.audio recorded, and
 scripted server events sent by the test. Lives in tests/ only.
 
-Session resume (docs/architecture/voice-agent-api.md#resume): a session whose socket closes without ``session.end`` is
+Session resume (docs/architecture/agent-api.md#resume): a session whose socket closes without ``session.end`` is
 kept for ``resume_window_s``; a new socket whose first message is ``session.resume{session_id}`` re-attaches it (the old
 socket, if the server has not noticed the drop yet, is taken over) and gets ``session.ready`` again with the same
 ``session_id`` and no greeting (``resume_reply="continue"``: no answer at all, like a server that just carries on).

@@ -98,7 +98,7 @@ def twilio_media_messages(ulaw: bytes, stream_sid: str = STREAM_SID, frame_bytes
 
 
 def reply_audio_messages(pcm: bytes, chunk_ms: int = 10, reply_id: str = REPLY_ID, rate: int = 24000) -> list[str]:
-    """``reply.audio`` messages as the live service sends them (docs/architecture/voice-agent-api.md#server-events),
+    """``reply.audio`` messages as the live service sends them (docs/architecture/agent-api.md#server-events),
     ``chunk_ms`` each."""
     step = rate * 2 * chunk_ms // 1000
     return [

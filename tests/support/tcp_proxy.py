@@ -3,7 +3,7 @@ production code. The gateway dials the proxy's port (``AGENT_URL``); every accep
 for byte to the target, so WebSocket framing and auth pass through untouched.
 
 Two ways to cut a link (both leave the agent's WebSocket without a close frame, i.e. an unclean drop,
-docs/architecture/voice-agent-api.md#resume):
+docs/architecture/agent-api.md#resume):
 
 - ``mode="fin"``: like a load balancer or agent host closing the client connection. The gateway side gets a FIN
   first and the agent's bytes stop at once; everything the gateway had already written (and writes until it

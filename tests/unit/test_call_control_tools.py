@@ -149,7 +149,7 @@ def test_dtmf_instructions_name_every_digit():
 def test_declarations_are_flat_function_tools(name):
     d = cc.declaration(name)
     assert d["type"] == "function" and d["name"] == name
-    # parameters.properties must be an object (docs/architecture/voice-agent-api.md#session-update)
+    # parameters.properties must be an object (docs/architecture/agent-api.md#session-update)
     assert isinstance(d["parameters"]["properties"], dict)
     d["parameters"]["properties"]["x"] = 1
     assert "x" not in cc.declaration(name)["parameters"]["properties"]  # a copy each time

@@ -1,4 +1,4 @@
-"""Voice Agent API client protocol (gateway/agent/protocol.py), pinned to docs/architecture/voice-agent-api.md#events,
+"""Voice Agent API client protocol (gateway/agent/protocol.py), pinned to docs/architecture/agent-api.md#events,
 #tool-results and #errors.
 
 Server events come from golden fixtures in tests/fixtures/agent/ (one file per documented event or tolerated
@@ -55,7 +55,7 @@ def fixture(name: str) -> dict[str, Any]:
     return json.loads(raw(name))  # a fresh copy each time
 
 
-# ---- server → client: every event of docs/architecture/voice-agent-api.md#server-events, plus the tolerated variants -
+# ---- server → client: every event of docs/architecture/agent-api.md#server-events, plus the tolerated variants -
 EXPECTED: list[tuple[str, Any]] = [
     ("session.ready", SessionReady(S, fixture("session.ready")["config"], 1790214025.0, "rt_abc")),
     ("session.ready.iso_timestamp", SessionReady(S, {}, None, None)),
@@ -217,7 +217,7 @@ def test_float_word_times_are_truncated_to_ints() -> None:
     assert (ev.start_ms, ev.end_ms) == (480, 819)
 
 
-# ---- SessionError.fatal: docs/architecture/voice-agent-api.md#errors -------------------------------------------------
+# ---- SessionError.fatal: docs/architecture/agent-api.md#errors -------------------------------------------------
 # Codes after which the server closes the socket (1008/1011) …
 FATAL = [
     "unauthorized",
@@ -260,7 +260,7 @@ def test_final_resume_codes_and_retryable_connect_codes_match_the_spec() -> None
     assert ap.RETRYABLE_CONNECT_CODES == {"internal_error", "server_error", "at_capacity", "concurrency_exceeded"}
 
 
-# ---- client → server: the documented shapes of docs/architecture/voice-agent-api.md#client-events --------------------
+# ---- client → server: the documented shapes of docs/architecture/agent-api.md#client-events --------------------
 def test_session_update_wraps_the_session_object() -> None:
     session = {
         "system_prompt": "Be brief.",
@@ -276,7 +276,7 @@ def test_session_update_drops_none_values_recursively() -> None:
     session = {
         "system_prompt": "p",
         # An explicit null greeting is rejected by the live server
-        # (docs/architecture/voice-agent-api.md#session-update).
+        # (docs/architecture/agent-api.md#session-update).
         "greeting": None,
         "input": {
             "format": {"encoding": "audio/pcmu"},

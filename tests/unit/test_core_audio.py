@@ -1,7 +1,7 @@
 """Pure audio helpers (gateway/audio/): G.711, 20 ms framing, streaming resampling, per-call transcoding.
 
 Audio facts from docs/architecture/twilio-media-streams.md#limits and
-docs/architecture/voice-agent-api.md#audio-formats: Twilio is μ-law 8 kHz mono (160 bytes = 20 ms), the agent's default
+docs/architecture/agent-api.md#audio-formats: Twilio is μ-law 8 kHz mono (160 bytes = 20 ms), the agent's default
 is 16-bit little-endian PCM at 24 kHz, and 0xFF is μ-law silence.
 """
 
@@ -293,7 +293,7 @@ def test_outbound_pcm24k_tone_becomes_whole_160_byte_mulaw_frames() -> None:
     out = OutboundAudio("pcm24k", "audio/pcmu", 8000, FRAME, "MQ")
     assert not out.passthrough and out.frame_bytes == FRAME
     x = pcm(tone(1000, 24000, 1.0))
-    # 10 ms agent chunks (docs/architecture/voice-agent-api.md#server-events)
+    # 10 ms agent chunks (docs/architecture/agent-api.md#server-events)
     frames = [f for c in chunks(x, 480) for f in out.convert(c)]
     assert frames and all(len(f) == FRAME for f in frames)
     assert len(frames) < 50  # the resampler still holds its filter delay
@@ -336,7 +336,7 @@ def test_pcmu_mode_is_byte_exact_passthrough_both_ways() -> None:
     assert b"".join(inbound.convert(c) for c in chunks(data, 160)) == data
     out = OutboundAudio("pcmu", "audio/pcmu", 8000, FRAME)
     assert out.passthrough
-    # 300-byte agent chunks (docs/architecture/voice-agent-api.md#server-events)
+    # 300-byte agent chunks (docs/architecture/agent-api.md#server-events)
     frames = [f for c in chunks(data, 300) for f in out.convert(c)] + out.flush()
     assert all(len(f) == FRAME for f in frames)
     assert b"".join(frames) == data + b"\xff" * (len(frames) * FRAME - len(data))

@@ -1,5 +1,5 @@
 """When ``tool.result`` may be sent (gateway/tools/gate.py), pinned to the documented rule of
-docs/architecture/voice-agent-api.md#tool-results:
+docs/architecture/agent-api.md#tool-results:
 
 send only while ``reply.done`` is the latest of {``reply.started``, ``input.speech.started``, ``reply.done``}; hold
 results otherwise and flush them on the next completed ``reply.done``; discard them when that ``reply.done`` is
@@ -247,7 +247,7 @@ TABLE: list[tuple[str, list[Step], list[str]]] = [
     ),
     # The server may omit reply_id (the parser tolerates it); calls must still be told apart from earlier,
     # interrupted replies, or every later result is dropped and the agent stalls waiting for it
-    # (docs/architecture/voice-agent-api.md#tool-results).
+    # (docs/architecture/agent-api.md#tool-results).
     (
         "replies_without_ids_do_not_inherit_an_earlier_interruption",
         [

@@ -1,4 +1,4 @@
-"""Protocol conformance of the local agent (docs/architecture/voice-agent-api.md; what it implements:
+"""Protocol conformance of the local agent (docs/architecture/agent-api.md; what it implements:
 docs/reference/local-agent-api.md), driven by a plain WebSocket client over loopback: auth variants, the token endpoint,
 session.update validation and immutability, event shapes, reply audio chunking and pacing, resume within and after the
 (shortened) window, and session.end."""
@@ -36,7 +36,7 @@ async def mint(agent: AgentServer, expires: int = 60, *, key: str = API_KEY) -> 
 
 
 async def assert_unauthorized(c: AgentClient) -> None:
-    # Live (docs/architecture/voice-agent-api.md#authentication): the upgrade succeeds, then session.error{unauthorized}
+    # Live (docs/architecture/agent-api.md#authentication): the upgrade succeeds, then session.error{unauthorized}
     # on open, before any client message.
     err = await c.expect("session.error", timeout=3)
     assert err == {
@@ -69,7 +69,7 @@ async def assert_still_open(c: AgentClient) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Auth (docs/architecture/voice-agent-api.md#authentication, #temporary-tokens)
+# Auth (docs/architecture/agent-api.md#authentication, #temporary-tokens)
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["bearer", "raw-key"])
@@ -83,7 +83,7 @@ async def test_api_key_in_the_authorization_header_opens_a_session(agent: AgentS
 async def test_query_token_may_be_a_minted_token_or_the_key_itself(agent: AgentServer) -> None:
     token = await mint(agent)
     # A token is good for its whole window, not single use (observed live:
-    # docs/architecture/voice-agent-api.md#temporary-tokens).
+    # docs/architecture/agent-api.md#temporary-tokens).
     for cred in (token, token, API_KEY):
         c = await agent.client(key=None, query=f"?token={cred}")
         await c.open_session()
@@ -171,7 +171,7 @@ async def test_token_endpoint_errors_have_the_live_fastapi_shapes(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Handshake and config (docs/architecture/voice-agent-api.md#handshake, #client-events, #config-echo)
+# Handshake and config (docs/architecture/agent-api.md#handshake, #client-events, #config-echo)
 
 
 async def test_nothing_is_sent_before_the_first_session_update(agent: AgentServer) -> None:
@@ -379,7 +379,7 @@ async def test_mutable_fields_change_mid_session_and_tools_are_replaced(agent: A
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Replies (docs/architecture/voice-agent-api.md#server-events, #audio-formats;
+# Replies (docs/architecture/agent-api.md#server-events, #audio-formats;
 # docs/reference/local-agent-api.md#implemented)
 
 
@@ -453,7 +453,7 @@ async def test_conversation_message_is_validated_and_ignored(agent: AgentServer)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# End and resume (docs/architecture/voice-agent-api.md#client-events: session.end; #resume)
+# End and resume (docs/architecture/agent-api.md#client-events: session.end; #resume)
 
 
 async def test_session_end_sends_session_ended_and_closes_1000_and_the_id_is_gone(agent: AgentServer) -> None:

@@ -1,4 +1,4 @@
-"""A caller's turn survives a session resume (docs/architecture/voice-agent-api.md#resume): real synthesized caller
+"""A caller's turn survives a session resume (docs/architecture/agent-api.md#resume): real synthesized caller
 speech over the simulated phone line, the socket closed without ``session.end`` part-way through a phrase,
 ``session.resume`` on a new socket, the rest of the phrase sent there. The agent must hear one turn — the whole phrase —
 and answer it once, and nothing of the closed socket may keep running. (With the VAD and turn detector per socket, the

@@ -94,7 +94,7 @@ async def test_tool_intent_emits_tool_call_and_speaks_reply_after_tool_once_the_
         assert call["name"] == "book_table" and call["arguments"] == {}
         assert call["call_id"].startswith("chatcmpl-tool-") and len(call["call_id"]) == len("chatcmpl-tool-") + 16
         # Live: the pre-amble reply around a tool call is silent and has no transcript
-        # (docs/architecture/voice-agent-api.md#tool-results).
+        # (docs/architecture/agent-api.md#tool-results).
         assert "transcript.agent" not in t and turn[-1].event["status"] == "completed"
 
         await c.send("tool.result", call_id=call["call_id"], result='{"confirmation": "a table for two at seven"}')
@@ -145,7 +145,7 @@ async def test_caller_speaking_over_the_long_menu_interrupts_it_and_becomes_the_
             await c.nothing_for(0.05)
         pump.say(caller_ulaw8k(speech_models.tts, "Wait, stop. What time do you open?"))
         events = await c.collect_until(lambda r: r.type == "reply.done", timeout=20)
-        # The three barge-in events come back to back (docs/architecture/voice-agent-api.md#interruptions), after
+        # The three barge-in events come back to back (docs/architecture/agent-api.md#interruptions), after
         # nothing else of the reply.
         tail = events[-3:]
         assert types(tail) == ["input.speech.started", "transcript.agent", "reply.done"], types(events)

@@ -157,7 +157,7 @@ def test_a_full_first_update_is_resolved() -> None:
     [
         ({"output": {"voice": "dawn"}}, "invalid_value", "output.voice", True),
         ({"output": {"voice": 5}}, "invalid_format", "output.voice", False),
-        # the REST shape (docs/architecture/voice-agent-api.md#session-update)
+        # the REST shape (docs/architecture/agent-api.md#session-update)
         ({"voice": {"voice_id": "ivy"}}, "invalid_format", "voice", False),
         ({"agent_id": "agent_x", "greeting": "hi"}, "invalid_value", "agent_id", True),
         ({"agent_id": "agent_x"}, "agent_not_found", "agent_id", True),
