@@ -32,21 +32,22 @@ from ..carriers.events import (
     StreamStopped,
 )
 from ..config import Profile, Settings
-from ..errors import AgentSessionError, AgentUnavailable, Outcome
+from ..errors import AgentSessionError, Outcome
 from ..playout import PlayoutTracker
 from ..prompts import AGENT_UNAVAILABLE, GOODBYE
 from ..ratelimit import InboundAudioBudget, seconds_per_byte
 from ..tools import call_control as cc
 from ..tools.gate import ToolResultGate
 from . import events as ev
-from .actions import Action, EndAgentSession, EndCall, MarkHeard, RunTool, SendAgent, WakeAt
+from .actions import Action, EndAgentSession, EndCall, MarkHeard, RunTool, WakeAt
+from .agent_session import AgentSessionRules
 from .last_words import LastWords, Stage, Step
 from .outbound_queue import OutboundQueue
 from .phase import Phase, Trigger, next_phase
 from .setup import CallSetup, session_config
 from .sounds import prompt_frames
 from .stats import CallSummary
-from .tooling import HANGUP_TAG, NOTHING, PROMPT_ECHO_SLACK_S, CallTools, TonePlan, result_text
+from .tooling import HANGUP_TAG, NOTHING, PROMPT_ECHO_SLACK_S, TonePlan
 
 __all__ = ["PROMPT_ECHO_SLACK_S", "PROMPT_FOR_OUTCOME", "CallCore", "TonePlan"]
 
@@ -61,7 +62,7 @@ PROMPT_FOR_OUTCOME: dict[str, str] = {
 _PROMPT_TAG = "__prompt__"
 
 
-class CallCore(CallTools):
+class CallCore(AgentSessionRules):
     """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
@@ -306,97 +307,6 @@ class CallCore(CallTools):
             self._out.append(WakeAt(deadline))
 
     # ============================================================================================== agent side
-    def agent_ready(self, session_id: str, now: float) -> Sequence[Action]:
-        """``session.ready`` of a new session."""
-        if self._phase is not Phase.CONNECTING_AGENT:
-            return NOTHING  # the call started ending meanwhile
-        self._go(Trigger.AGENT_READY)
-        self.summary.session_id = session_id
-        self._awaiting_first_audio_since = now if self.profile.greeting else None
-        self._publish(ev.AgentSessionReady(session_id, t=self.t(now)))
-        self._deliver_held_digits()
-        return self._take()
-
-    def agent_adopted(
-        self, session_id: str, profile_name: str, profile: Profile, previous_stream_sid: str, gap_ms: float, now: float
-    ) -> Sequence[Action]:
-        """This stream took over the call's parked agent session (gateway.reattach): same session, its profile."""
-        if self._phase is not Phase.CONNECTING_AGENT:
-            return NOTHING
-        self._go(Trigger.AGENT_READY)
-        s = self.summary
-        s.session_id, s.profile = session_id, profile_name
-        self.profile = profile
-        self._dtmf = cc.DtmfInbox(profile.dtmf_mode, profile.dtmf_interdigit_ms / 1000.0)
-        self._reattached_from = previous_stream_sid
-        self._log.info("call.reattached", session_id=session_id, previous_stream_sid=previous_stream_sid, gap_ms=gap_ms)
-        self._publish(ev.Reattach(session_id, gap_ms, t=self.t(now)))
-        return self._take()
-
-    def agent_dropped(self, close_code: int | None, reason: str, now: float) -> Sequence[Action]:
-        """The agent socket closed without ``session.ended``: the shell resumes the session meanwhile. A reply cut
-        by the drop is treated as ended: what the carrier has keeps playing, the converter's tail is flushed and
-        marked, and tool results held for it are sent after the resume."""
-        if self._phase is not Phase.LIVE:
-            return NOTHING
-        self._go(Trigger.AGENT_DROPPED)
-        s = self.summary
-        s.agent_close_code = close_code
-        self._log.warning("agent.dropped", close_code=close_code, reason=reason, session_id=s.session_id)
-        self._publish(ev.AgentDrop(close_code, t=self.t(now)))
-        if self._reply_active:
-            reply_id = self._reply_id
-            self._set_reply_active(False)
-            tail = self._outbound.flush()
-            if tail:
-                self.outbound.put_audio(reply_id, tail)
-            self.outbound.put_mark(reply_id)
-            self._deferred += [result_text(r) for r in self._gate.on_reply_done(reply_id, "completed")]
-            self._last_reply_done(now)
-            self._log.info("agent.reply_cut", reply_id=reply_id)
-        return self._take()
-
-    def agent_resumed(self, ready_session_id: str | None, attempts: int, gap_ms: float, now: float) -> Sequence[Action]:
-        """The dropped session answers again: ``ready_session_id`` from its ``session.ready``, or None for a server
-        that just carried on (no ``session.ready``)."""
-        if self._phase is not Phase.RESUMING:
-            return NOTHING
-        self._go(Trigger.AGENT_RESUMED)
-        s = self.summary
-        s.agent_resumes += 1
-        s.resume_gaps_ms.append(gap_ms)
-        new_id = ready_session_id if ready_session_id is not None else s.session_id
-        self._log.info(
-            "agent.resumed",
-            attempts=attempts,
-            gap_ms=round(gap_ms, 1),
-            session_id=s.session_id,
-            **({"new_session_id": new_id} if new_id != s.session_id else {}),
-            confirmed=ready_session_id is not None,
-            buffered_frames=len(self._to_agent),
-        )
-        self._publish(ev.AgentResume(attempts, round(gap_ms, 1), t=self.t(now)))
-        deferred, self._deferred = self._deferred, []
-        self._out += [SendAgent(text, keep=True) for text in deferred]
-        self._deliver_held_digits()
-        return self._take()
-
-    def agent_failed(self, error: AgentUnavailable, now: float) -> Sequence[Action]:
-        """The agent could not be reached, refused the session, or could not be resumed: the apology, then the end."""
-        if self._phase in (Phase.ENDING, Phase.ENDED):
-            return NOTHING
-        if isinstance(error, AgentSessionError):
-            self._log.warning("agent.session_error", code=error.code, message=error.message, fatal=True)
-            self._end(Outcome.AGENT_ERROR, now, f"{error.code}: {error.message}")
-        else:
-            self._log.error("agent.unavailable", error=str(error))
-            self._end(Outcome.AGENT_UNAVAILABLE, now, str(error))
-        return self._take()
-
-    def agent_message_unsent(self, text: str) -> None:
-        """A :class:`SendAgent` with ``keep`` found the socket dropped: send it after the resume."""
-        self._deferred.append(text)
-
     def agent_event(self, event: ap.ServerEvent, now: float) -> Sequence[Action]:
         """One event from the agent (before ``session.ready`` too: the shell handles ready, ended and fatal errors
         while connecting)."""
