@@ -5,7 +5,12 @@
     ├── RemoteProtocolError    a peer broke its protocol (malformed carrier JSON, unexpected agent event)
     │   ├── CarrierProtocolError
     │   └── AgentProtocolError
+    ├── LocalProtocolError     we used a protocol object wrongly (our bug: e.g. sending on a carrier stream before
+    │                          its start); also a RuntimeError
     ├── UnauthorizedStream     a media stream failed the per-call token / signature check
+    ├── TokenError             a stream token is missing, malformed, expired or forged (gateway.security; ValueError)
+    ├── RequestInvalid         a POST /calls body cannot be served (gateway.outbound; ValueError, carries the status)
+    ├── AgentClosed            the agent socket closed (gateway.agent.client: resumed if the session allows)
     ├── AgentUnavailable       the agent could not be reached or refused the session (upstream problem)
     │   └── AgentSessionError  the agent ended the session with a fatal ``session.error``
     ├── TwilioRestError        Twilio's REST API answered an error (gateway.carriers.twilio_rest: status, code)
@@ -20,6 +25,9 @@ The embedded local agent (``gateway.local_agent``) raises its own errors in the 
     ConfigError            ← settings.SettingsError, brain.IntentsError (both also ValueError)
     RemoteProtocolError    ← protocol.ProtocolError, protocol.TokenRequestInvalid: its client broke the protocol
     CallEnded              ← endings.ConnectionDone: one of its sockets ended (``reason`` is an ``EndReason``)
+
+The call simulator (``gateway.simulator``, a client of the gateway) raises ``SimulatorError`` and its subclasses,
+also in this tree.
 
 Anything else escaping a call is our bug: the call session logs it once, with the call's context, and ends the call
 (outcome ``internal_error``).
@@ -74,6 +82,20 @@ class CarrierProtocolError(RemoteProtocolError):
 
 class AgentProtocolError(RemoteProtocolError):
     """The voice agent sent a malformed event."""
+
+
+class LocalProtocolError(GatewayError, RuntimeError):
+    """We used a protocol object in a way its protocol does not allow (our bug, not the peer's): e.g. building a
+    carrier message before the stream's ``start`` named it."""
+
+
+class AgentClosed(GatewayError):
+    """The agent socket closed. ``code``/``reason`` as received (None/'' for a drop without a close frame)."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"agent socket closed: {code} {reason}")
+        self.code = code
+        self.reason = reason
 
 
 class UnauthorizedStream(GatewayError):

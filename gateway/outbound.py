@@ -35,6 +35,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .carriers.twiml import xml_safe
+from .errors import GatewayError
 from .tools.call_control import destination_allowed
 
 __all__ = [
@@ -71,7 +72,7 @@ _SIP = re.compile(
 _CLIENT = re.compile(r"client:[A-Za-z0-9_.\-]{1,100}")
 
 
-class RequestInvalid(ValueError):
+class RequestInvalid(GatewayError, ValueError):
     """The ``POST /calls`` body cannot be served; ``status`` is the HTTP status to answer (400 or 422)."""
 
     def __init__(self, status: int, message: str) -> None:

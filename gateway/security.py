@@ -21,6 +21,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import GatewayError
+
 __all__ = ["twilio_signature", "validate_twilio_signature", "mint_call_token", "verify_call_token", "TokenError"]
 
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
@@ -68,7 +70,7 @@ def validate_twilio_signature(
     return ok
 
 
-class TokenError(ValueError):
+class TokenError(GatewayError, ValueError):
     """The per-call token is missing, malformed, expired, forged or for another call. ``str()`` says which."""
 
 

@@ -29,7 +29,7 @@ from aiohttp import WSMsgType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from ..errors import AgentProtocolError, AgentUnavailable
+from ..errors import AgentClosed, AgentProtocolError, AgentUnavailable
 from .protocol import ServerEvent, SessionEnded, parse_server_event, session_end
 
 __all__ = ["AgentEndpoint", "AgentConnection", "AgentClosed", "TRANSPORTS", "new_http_session"]
@@ -76,15 +76,6 @@ class AgentEndpoint:
 
     def __repr__(self) -> str:
         return f"AgentEndpoint(url={self.url!r}, name={self.name!r}, transport={self.transport!r})"  # never the key
-
-
-class AgentClosed(Exception):
-    """The agent socket closed. ``code``/``reason`` as received (None/'' for a drop without a close frame)."""
-
-    def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"agent socket closed: {code} {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class AgentConnection:

@@ -51,7 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import CarrierProtocolError
+from ..errors import CarrierProtocolError, LocalProtocolError
 from .events import CarrierEvent
 
 __all__ = [
@@ -172,7 +172,7 @@ class StreamDialect(NegotiatedFormat):
     def _sid(self) -> str:
         """This stream's id, for what we send; sending before the start message is our bug, not the carrier's."""
         if self.stream_id is None:
-            raise RuntimeError(f"cannot send to {self.label} before {self.started_by}")
+            raise LocalProtocolError(f"cannot send to {self.label} before {self.started_by}")
         return self.stream_id
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from ..errors import CarrierProtocolError
+from ..errors import CarrierProtocolError, LocalProtocolError
 from .base import (
     FRAME_MS,
     SAFE_ID,
@@ -179,7 +179,7 @@ class ExotelStream(StreamDialect):
         sid = self._sid()
         if len(payload) % 320 or not MIN_MESSAGE_BYTES <= len(payload) <= MAX_MESSAGE_BYTES:
             # The session pads and coalesces to min_message_ms whole frames: anything else is our bug.
-            raise RuntimeError(f"Exotel media of {len(payload)} bytes (needs 3200..102400, a multiple of 320)")
+            raise LocalProtocolError(f"Exotel media of {len(payload)} bytes (needs 3200..102400, a multiple of 320)")
         return dumps({"event": "media", "stream_sid": sid, "media": {"payload": b64(payload)}})
 
     def build_mark(self, name: str) -> str:

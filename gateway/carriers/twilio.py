@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import CarrierProtocolError
+from ..errors import CarrierProtocolError, LocalProtocolError
 from ..security import validate_twilio_signature
 from . import twiml
 from .base import check_in_stream, obj, opt_int, require_dtmf, require_str
@@ -211,7 +211,7 @@ class TwilioStream:
     # ---- outbound ----------------------------------------------------------------------------------------------
     def _sid(self) -> str:
         if self.stream_sid is None:
-            raise RuntimeError("cannot send to Twilio before 'start' gave the streamSid")  # our bug, not Twilio's
+            raise LocalProtocolError("cannot send to Twilio before 'start' gave the streamSid")  # our bug, not Twilio's
         return self.stream_sid
 
     def build_media(self, payload: bytes) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
+from ..errors import LocalProtocolError
 from .protocol import (
     Grant,
     ProtocolError,
@@ -106,7 +107,7 @@ class ResumeSession:
 Action: TypeAlias = Send | Close | OpenSession | ResumeSession
 
 
-class HandshakeMisuse(RuntimeError):
+class HandshakeMisuse(LocalProtocolError):
     """An input the current phase does not take: the shell's bug, not the client's."""
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import RemoteProtocolError
 from .brain import BrainContext, CreateRequest, Trigger
 from .protocol import ToolDef
 
@@ -175,7 +176,7 @@ def build_llm_tools(tools: Sequence[ToolDef]) -> list[dict[str, Any]]:
     ]
 
 
-class LlmStreamError(Exception):
+class LlmStreamError(RemoteProtocolError):
     """The endpoint's stream is unusable (an error chunk, malformed JSON): the reply fails like an unreachable
     endpoint does. Raised by :func:`parse_stream_chunk`; :mod:`.llm` catches it, it never leaves the engine."""
 

@@ -51,6 +51,8 @@ from .twilio_side import (
 if TYPE_CHECKING:
     from gateway.local_agent.speech import Synthesizer
 
+from ..errors import GatewayError
+
 __all__ = [
     "CALLER_LENGTH_SCALE",
     "CallerTurn",
@@ -212,7 +214,7 @@ def write_wav(path: str | Path, ulaw: bytes | bytearray) -> None:
 
 
 # ---- the call ------------------------------------------------------------------------------------------------------
-class _Ended(Exception):
+class _Ended(GatewayError):
     """Unwinds the call's tasks: someone hung up (not an error)."""
 
     def __init__(self, by: str, reason: str) -> None:

@@ -13,10 +13,12 @@ A call that runs to the end of its script, or that the gateway hangs up, is not 
 
 from __future__ import annotations
 
+from ..errors import GatewayError
+
 __all__ = ["CallRefused", "GatewayProtocolError", "SimulatorError", "UsageError"]
 
 
-class SimulatorError(Exception):
+class SimulatorError(GatewayError):
     """Base of every error the simulator raises on purpose."""
 
     exit_code = 1
