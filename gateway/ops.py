@@ -1,6 +1,7 @@
 """The operator's routes (docs/reference/http.md#operations): ``GET /healthz`` (process alive), ``GET /readyz``
-(accepting calls: 200, else 503) and ``GET /metrics`` (Prometheus, :mod:`gateway.metrics`), plus the event-loop lag
-probe that feeds ``voice_gateway_loop_lag_seconds``. Thin aiohttp handlers over ``app[CALLS]`` and ``app[METRICS]``.
+(accepting calls: 200, else 503), ``GET /metrics`` (Prometheus, :mod:`gateway.metrics`) and ``GET /openapi.json``
+(the HTTP API, :mod:`gateway.openapi`), plus the event-loop lag probe that feeds ``voice_gateway_loop_lag_seconds``.
+Thin aiohttp handlers over ``app[CALLS]`` and ``app[METRICS]``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from .keys import CALLS, METRICS, SETTINGS
 from .metrics import loop_lag_probe, metrics_handler
+from .openapi import openapi_document
 
 __all__ = ["healthz", "readyz", "setup"]
 
@@ -53,3 +55,9 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[METRICS]))
+    document = openapi_document(app[SETTINGS])  # built once: it depends on the settings only
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,369 @@
+"""The gateway's HTTP API as an OpenAPI 3.1 document: :func:`openapi_document`. Pure (no aiohttp app is touched; it
+reads the carrier registry and the settings), served at ``GET /openapi.json`` by :mod:`gateway.ops` and rendered by
+docs/reference/http.md.
+
+**Which routes.** The document lists every route the gateway *can* serve, not only those the given settings open:
+a client or a reviewer reading it learns the whole surface, and one document fits every deployment. Routes that
+exist only under a condition say so in their description:
+
+- each carrier's webhook and media stream (derived from :data:`gateway.carriers.registry.CARRIERS`) and
+  ``POST /twilio/status`` exist only while that carrier's door is open (docs/security.md#carrier-doors);
+- the ``/softphone`` routes only when ``[softphone] enabled`` allows it (docs/security.md#the-browser-softphone);
+- ``/agent/v1/ws`` and ``/agent/v1/token`` only when the embedded local agent answers (no ``AGENT_URL``, no
+  ``ASSEMBLYAI_API_KEY``).
+
+The settings only fill in ``servers`` (the public URL, when one is set). tests/unit/test_openapi.py checks the
+document against the router of a gateway with every door open, in both directions, and against
+docs/reference/http.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .carriers.registry import CARRIERS
+from .config import Settings
+
+__all__ = ["OPENAPI_VERSION", "openapi_document"]
+
+OPENAPI_VERSION = "3.1.0"
+
+_DOORS = "Exists only while this carrier's door is open (docs/security.md#carrier-doors); a closed door answers 404."
+_SOFTPHONE = (
+    "Only when `[softphone] enabled` allows it (docs/security.md#the-browser-softphone); with `on` and a public URL "
+    "it asks for GATEWAY_API_KEY (Basic password or Bearer)."
+)
+_LOCAL_AGENT = "Only when the embedded local agent answers (no AGENT_URL, no ASSEMBLYAI_API_KEY)."
+_WEBSOCKET = "A WebSocket upgrade (`Upgrade: websocket`); a plain GET is refused."
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "what went wrong, for a person"}},
+}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(description, {"$ref": "#/components/schemas/Error"})
+
+
+def _path_params(path: str) -> list[dict[str, Any]]:
+    """The ``{name}`` segments of ``path`` as required path parameters (OpenAPI requires each to be declared)."""
+    names = [part[1:-1].split(":", 1)[0] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+
+
+def _operation(
+    op_id: str, summary: str, description: str, responses: dict[str, Any], tags: list[str], path: str, **extra: Any
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "description": description,
+        "tags": tags,
+        "responses": responses,
+    }
+    params = _path_params(path)
+    if params:
+        op["parameters"] = params
+    op.update(extra)
+    return op
+
+
+def _carrier_paths() -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in CARRIERS:
+        signed = (
+            f"When {spec.what_authenticates()} is set, the request must carry {spec.name}'s signature (403 "
+            "otherwise); without it the door is open only in development, with a warning at start-up."
+        )
+        webhook: dict[str, Any] = {}
+        for method in spec.webhook_methods:
+            webhook[method.lower()] = _operation(
+                f"{spec.name}_webhook_{method.lower()}",
+                f"{spec.name}'s voice webhook",
+                f"{spec.name} calls it when a call arrives: reserves a call slot and answers the carrier's document "
+                f"that connects the media stream, or its busy answer at capacity or while draining. {signed} "
+                f"{_DOORS}",
+                {
+                    "200": _text("the carrier's answer document (XML, or JSON for some carriers)"),
+                    "400": _text("a request that is not a call of this carrier"),
+                    "403": _text("a missing or wrong signature"),
+                },
+                [spec.name],
+                spec.webhook_path,
+            )
+        paths[spec.webhook_path] = webhook
+        paths[spec.stream_path] = {
+            "get": _operation(
+                f"{spec.name}_stream",
+                f"{spec.name}'s media stream (WebSocket)",
+                f"{_WEBSOCKET} The call's audio in {spec.name}'s protocol; the stream must present the call token "
+                f"minted by the webhook. {signed} {_DOORS}",
+                {
+                    "101": {"description": "switching to the WebSocket protocol"},
+                    "403": _text("a missing or wrong signature or token"),
+                    "503": _text("draining or at capacity"),
+                },
+                [spec.name],
+                spec.stream_path,
+            )
+        }
+    return paths
+
+
+def _ops_paths() -> dict[str, dict[str, Any]]:
+    readiness = {
+        "type": "object",
+        "required": ["status", "active_calls", "reserved", "limit", "accepting"],
+        "properties": {
+            "status": {"enum": ["ready", "not_ready"]},
+            "active_calls": {"type": "integer"},
+            "reserved": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "accepting": {"type": "boolean"},
+        },
+    }
+    return {
+        "/healthz": {
+            "get": _operation(
+                "healthz",
+                "Liveness",
+                "200 while the process is alive.",
+                {"200": _json("alive", {"type": "object", "properties": {"status": {"const": "ok"}}})},
+                ["operations"],
+                "/healthz",
+            )
+        },
+        "/readyz": {
+            "get": _operation(
+                "readyz",
+                "Readiness",
+                "200 while the process takes calls, 503 at capacity or while draining.",
+                {"200": _json("taking calls", readiness), "503": _json("not taking calls", readiness)},
+                ["operations"],
+                "/readyz",
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "metrics",
+                "Prometheus metrics",
+                "This process's metrics in Prometheus text format (docs/reference/metrics.md).",
+                {"200": _text("Prometheus exposition format")},
+                ["operations"],
+                "/metrics",
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "openapi",
+                "This document",
+                "The gateway's HTTP API as an OpenAPI 3.1 document (gateway/openapi.py).",
+                {"200": _json("the OpenAPI document", {"type": "object"})},
+                ["operations"],
+                "/openapi.json",
+            )
+        },
+    }
+
+
+def _call_control_paths() -> dict[str, dict[str, Any]]:
+    # The shape gateway.outbound.parse_outbound_request accepts: no other field (400), to/from strings.
+    request = {
+        "type": "object",
+        "required": ["to", "from"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {"type": "string", "description": "an E.164 number, a sip: URI or a client: name"},
+            "from": {"type": "string", "description": "an E.164 number of your Twilio account, or a client: name"},
+            "profile": {"type": "string", "description": "a configured profile; default: the default profile"},
+            "variables": {
+                "type": ["object", "null"],
+                "maxProperties": 32,
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+                "additionalProperties": {"type": "string"},
+                "description": "filled into the profile's {name} placeholders; each name + value under 500 chars",
+            },
+        },
+    }
+    created = {
+        "type": "object",
+        "required": ["call_sid", "status"],
+        "properties": {"call_sid": {"type": "string"}, "status": {"type": "string"}},
+    }
+    return {
+        "/calls": {
+            "post": _operation(
+                "create_call",
+                "Place an outbound call",
+                "Asks Twilio to place the call, its media stream connected to the gateway "
+                "(docs/how-to/outbound-calls.md).",
+                {
+                    "201": _json("Twilio accepted the call", created),
+                    "400": _error("the body is not JSON, or not of this shape"),
+                    "401": _error("a missing or wrong bearer key"),
+                    "422": _error("well-formed but unusable: unknown profile, bad number, variable too long"),
+                    "502": _error("Twilio refused or failed the request"),
+                    "503": _error("Twilio is not configured, or the gateway is at capacity or draining"),
+                },
+                ["call control"],
+                "/calls",
+                requestBody={"required": True, "content": {"application/json": {"schema": request}}},
+                security=[{"gatewayApiKey": []}],
+            )
+        },
+        "/twilio/status": {
+            "post": _operation(
+                "twilio_status",
+                "Twilio's status callbacks",
+                "Twilio's call and stream status callbacks (docs/how-to/call-control.md#status-callbacks), "
+                f"signature-checked like its webhook. {_DOORS}",
+                {
+                    "204": {"description": "recorded"},
+                    "400": _text("neither CallStatus nor StreamEvent"),
+                    "403": _text("a missing or wrong signature"),
+                },
+                ["twilio"],
+                "/twilio/status",
+                requestBody={
+                    "required": True,
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                },
+            )
+        },
+    }
+
+
+def _softphone_paths() -> dict[str, dict[str, Any]]:
+    def op(op_id: str, path: str, summary: str, description: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return _operation(op_id, summary, f"{description} {_SOFTPHONE}", responses, ["softphone"], path)
+
+    dial = op(
+        "softphone_dial",
+        "/softphone/dial",
+        "Dial from the softphone",
+        "From the same origin: reserves a slot and answers a softphone call token.",
+        {
+            "200": _json("the call to start", {"type": "object"}),
+            "403": _text("cross-origin"),
+            "415": _text("not application/json"),
+            "503": _text("at capacity"),
+        },
+    )
+    dial["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}}
+            }
+        },
+    }
+    events = op(
+        "softphone_events",
+        "/softphone/events",
+        "A softphone call's events",
+        "Server-sent events of a call dialled from the softphone; 404 for any other call.",
+        {"200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )
+    events["parameters"] = [{"name": "call_sid", "in": "query", "required": True, "schema": {"type": "string"}}]
+    return {
+        "/softphone": {"get": op("softphone_page", "/softphone", "The softphone page", "", {"200": _text("HTML")})},
+        "/softphone/{name}": {
+            "get": op(
+                "softphone_asset",
+                "/softphone/{name}",
+                "The page's scripts",
+                "`softphone.js` or `worklet.js`.",
+                {"200": _text("JavaScript"), "404": _text("any other name")},
+            )
+        },
+        "/softphone/dial": {"post": dial},
+        "/softphone/stream": {
+            "get": op(
+                "softphone_stream",
+                "/softphone/stream",
+                "The softphone's media stream (WebSocket)",
+                f"{_WEBSOCKET} Twilio's protocol, softphone call tokens only.",
+                {"101": {"description": "switching to the WebSocket protocol"}},
+            )
+        },
+        "/softphone/events": {"get": events},
+    }
+
+
+def _local_agent_paths() -> dict[str, dict[str, Any]]:
+    return {
+        "/agent/v1/ws": {
+            "get": _operation(
+                "local_agent_ws",
+                "The local agent's Voice Agent API socket (WebSocket)",
+                f"{_WEBSOCKET} The Voice Agent API (docs/reference/local-agent-api.md). {_LOCAL_AGENT}",
+                {"101": {"description": "switching to the WebSocket protocol"}},
+                ["local agent"],
+                "/agent/v1/ws",
+            )
+        },
+        "/agent/v1/token": {
+            "get": _operation(
+                "local_agent_token",
+                "Mint a temporary token",
+                f"A temporary token for the socket, for the local agent's API key. {_LOCAL_AGENT}",
+                {
+                    "200": _json(
+                        "the token",
+                        {
+                            "type": "object",
+                            "properties": {"token": {"type": "string"}, "expires_in_seconds": {"type": "integer"}},
+                        },
+                    ),
+                    "404": {"description": "a wrong key"},
+                    "422": {"description": "a missing header or parameter"},
+                },
+                ["local agent"],
+                "/agent/v1/token",
+            )
+        },
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route the gateway can serve (see the module docstring)."""
+    paths: dict[str, dict[str, Any]] = {
+        **_carrier_paths(),
+        **_ops_paths(),
+        **_call_control_paths(),
+        **_softphone_paths(),
+        **_local_agent_paths(),
+    }
+    doc: dict[str, Any] = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "voice-gateway",
+            "version": "0.1.0",
+            "description": "Telephony gateway: carrier webhooks and media streams bridged to Voice Agent API "
+            "sessions. Routes that exist only under a condition say so (docs/reference/http.md).",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR},
+            "securitySchemes": {
+                "gatewayApiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "GATEWAY_API_KEY, as `Authorization: Bearer <key>`.",
+                }
+            },
+        },
+    }
+    if settings.server.public_url:
+        doc["servers"] = [{"url": settings.server.public_url}]
+    return doc
