@@ -75,8 +75,11 @@ def test_output_is_the_voice_resampled_to_24khz(speech_models: SpeechModels) -> 
 
 @pytest.mark.speech
 def test_synthesized_reply_transcribes_back_to_its_text(speech_models: SpeechModels) -> None:
+    # Piper's default noise makes every rendering differ, and Whisper's reading of it with it (a WER of 0.12 seen
+    # once in many runs): with the noise scales at 0 the rendering is the same every run, so this checks the
+    # voice and the resampling, not luck.
     text = "We are open from nine in the morning until ten at night, every day of the week."
-    pcm = b"".join(pcm for _, pcm in speech_models.tts.synthesize(text))
+    pcm = b"".join(pcm for _, pcm in speech_models.tts.synthesize(text, noise_scale=0.0, noise_w_scale=0.0))
     assert word_error_rate(text, speech_models.stt.transcribe(to_16k(pcm))) <= 0.1
 
 
