@@ -30,7 +30,7 @@ docs/how-to/carriers/adding-a-carrier.md):
     malformed or out of order (the carrier broke its protocol).
 ``build_media(payload)``
     Whole frames of outbound audio (raw bytes in the stream's encoding) → the message to send: ``str`` for a text
-    frame, ``bytes`` for a binary frame (Vonage). Building before ``start`` is our bug: ``RuntimeError``.
+    frame, ``bytes`` for a binary frame (Vonage). Building before ``start`` is our bug: ``LocalProtocolError``.
 ``build_mark(name)``
     A checkpoint the carrier echoes once everything sent before it has played, or ``None`` when the carrier has no
     checkpoint verb: the session then resolves the mark from its own clock model of the carrier's buffer.
@@ -56,6 +56,7 @@ from .events import CarrierEvent
 
 __all__ = [
     "FRAME_MS",
+    "e164_from_digits",
     "SAFE_ID",
     "SILENCE_BYTE",
     "Dialect",
@@ -270,3 +271,9 @@ def pcm16_swap(data: bytes) -> bytes:
     if len(data) % 2:
         raise CarrierProtocolError(f"16-bit PCM payload of odd length {len(data)}")
     return np.frombuffer(data, dtype=">i2").astype("<i2").tobytes()
+
+
+def e164_from_digits(number: str) -> str:
+    """A number a carrier sends as digits only (Plivo's extraHeaders, Vonage's answer) with its ``+`` back, so it
+    matches ``[numbers]`` keys and the profile a stream token is bound to; anything else unchanged."""
+    return "+" + number if number.isdigit() else number

@@ -41,6 +41,7 @@ from .base import (
     b64,
     b64_payload,
     dumps,
+    e164_from_digits,
     json_object,
     obj,
     opt_int,
@@ -79,7 +80,6 @@ __all__ = [
     "SPEC",
     "PlivoSettings",
     "PlivoStream",
-    "e164",
     "plivo_v3_signature",
     "speak_and_hang_up",
     "stream_xml",
@@ -126,13 +126,8 @@ def _extra_headers(value: Any) -> dict[str, str]:
         out[key] = str(v)
     for key in _NUMBER_KEYS:  # digits only on the way in (extraHeaders allows alphanumerics): E.164 again
         if key in out:
-            out[key] = e164(out[key])
+            out[key] = e164_from_digits(out[key])
     return out
-
-
-def e164(number: str) -> str:
-    """A number as it came through ``extraHeaders`` (digits only) with its ``+`` back; anything else unchanged."""
-    return "+" + number if number.isdigit() else number
 
 
 class PlivoStream(StreamDialect):
@@ -348,8 +343,12 @@ def _read_call(hook: Webhook) -> Call | Malformed:
     call_uuid = hook.field("CallUUID")
     if not call_uuid:
         return Malformed("CallUUID missing")
-    # The numbers travel to the stream as extraHeaders, alphanumerics only, and come back with their + (e164).
-    return Call(call_uuid, called=e164(_alnum(hook.field("To"))), caller=e164(_alnum(hook.field("From"))))
+    # The numbers travel to the stream as extraHeaders, alphanumerics only, and get their + back (e164_from_digits).
+    return Call(
+        call_uuid,
+        called=e164_from_digits(_alnum(hook.field("To"))),
+        caller=e164_from_digits(_alnum(hook.field("From"))),
+    )
 
 
 def _answer(call: Call, ctx: AnswerContext[PlivoSettings]) -> Answer:

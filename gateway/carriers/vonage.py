@@ -30,7 +30,7 @@ from typing import Any
 import jwt
 
 from ..errors import CarrierProtocolError
-from .base import FRAME_MS, SAFE_ID, StreamDialect, dumps, json_object, require_dtmf
+from .base import FRAME_MS, SAFE_ID, StreamDialect, dumps, e164_from_digits, json_object, require_dtmf
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -211,10 +211,6 @@ class VonageSettings(CarrierDoor):
     sample_rate: int = 16000
 
 
-def _e164(number: str) -> str:
-    return "+" + number if number.isdigit() else number  # Vonage sends numbers without the +
-
-
 def _json_answer(document: Any) -> Answer:
     return Answer(json.dumps(document), "application/json")
 
@@ -235,7 +231,9 @@ def _read_call(hook: Webhook) -> Call | Malformed:
     call_uuid = fields.get("uuid", "")
     if not call_uuid:
         return Malformed("uuid missing")
-    return Call(call_uuid, called=_e164(fields.get("to", "")), caller=_e164(fields.get("from", "")))
+    return Call(
+        call_uuid, called=e164_from_digits(fields.get("to", "")), caller=e164_from_digits(fields.get("from", ""))
+    )
 
 
 def _answer(call: Call, ctx: AnswerContext[VonageSettings]) -> Answer:
