@@ -15,8 +15,6 @@ import dataclasses
 import os
 import secrets
 import tomllib
-import types
-import typing
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from .audio.resample import RESAMPLE_QUALITIES
 from .audio.transcode import AGENT_FORMATS
 from .carriers import registry
 from .carriers.spec import CarrierDoor, Door
+from .config_build import build
 from .errors import ConfigError
 
 __all__ = [
@@ -213,6 +212,10 @@ class CarrierSettings(collections.abc.Mapping[str, CarrierDoor]):
         except KeyError:
             raise AttributeError(name) from None
 
+    @classmethod
+    def __config_build__(cls, table: Any, key: str) -> CarrierSettings:
+        return _carrier_settings(table, key)
+
     def __repr__(self) -> str:
         return f"CarrierSettings({', '.join(f'{k}={v!r}' for k, v in self._tables.items())})"
 
@@ -303,69 +306,6 @@ class Settings:
 
 
 # ---- loading -----------------------------------------------------------------------------------------------------
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        for member in members[:-1]:  # the first member type that takes the value; the last one's error if none
-            try:
-                return _convert(value, member, key)
-            except ConfigError:
-                continue
-        return _convert(value, members[-1], key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        inner = typing.get_args(tp)[0]
-        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (Mapping, dict, collections.abc.Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table, got {value!r}")
-        args = typing.get_args(tp)
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is CarrierSettings:
-        return _carrier_settings(value, key)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - our bug
-
-
-def _build(cls: Any, table: Any, prefix: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{prefix}: expected a table, got {table!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, value in table.items():
-        kwargs[name] = _convert(value, hints[name], f"{prefix + '.' if prefix else ''}{name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field (e.g. tools.X.url) is missing
-        raise ConfigError(f"{prefix}: {exc}") from None
-
-
 def _carrier_settings(table: Any, key: str) -> CarrierSettings:
     """``[carriers]``: each carrier's ``[carriers.NAME]`` table built as its settings class; the flat keys of older
     configs (a carrier's ``legacy_keys``) moved into their carrier's table, with a deprecation warning."""
@@ -396,7 +336,7 @@ def _carrier_settings(table: Any, key: str) -> CarrierSettings:
         )
     return CarrierSettings(
         **{
-            spec.name: _build(spec.options, tables.get(spec.name, {}), f"{key}.{spec.name}")
+            spec.name: build(spec.options, tables.get(spec.name, {}), f"{key}.{spec.name}")
             for spec in registry.CARRIERS
         }
     )
@@ -565,7 +505,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
             table["profiles"] = {
                 k: ({**defaults, **v} if isinstance(v, dict) else v) for k, v in table["profiles"].items()
             }
-    settings: Settings = _build(Settings, table, "")
+    settings: Settings = build(Settings, table, "")
     server = settings.server
     if env.get("GATEWAY_PUBLIC_URL"):
         server = dataclasses.replace(server, public_url=env["GATEWAY_PUBLIC_URL"].rstrip("/"))
