@@ -56,7 +56,7 @@ from ..phase import Phase
 from ..setup import CallSetup
 from ..stats import CallSummary
 from .agent_link import AgentLink
-from .carrier import CarrierLink, CarrierWriter
+from .carrier import CarrierLink, CarrierWriter, wait_or_wake
 from .carrier_control import CarrierControl
 from .tools import ToolPort
 
@@ -238,7 +238,7 @@ class AcceptedCall:
             wake.clear()
             while (conn := link.sendable()) is not None and (frames := core.agent_audio(5)):
                 await self._send_audio(core, conn, frames)
-            await _wait(wake, IDLE_WAIT_S)
+            await wait_or_wake(wake, IDLE_WAIT_S)
 
     async def _watchdog(self, core: CallCore) -> None:
         """The call's clock: one timer, re-armed whenever the core's next deadline may have moved."""
@@ -246,7 +246,7 @@ class AcceptedCall:
         while True:
             wake.clear()
             deadline = core.next_deadline()
-            await _wait(wake, IDLE_WAIT_S if deadline is None else max(0.0, deadline - self._clock()))
+            await wait_or_wake(wake, IDLE_WAIT_S if deadline is None else max(0.0, deadline - self._clock()))
             actions = core.tick(self._clock())
             if actions:
                 await self._execute(actions)
@@ -488,12 +488,3 @@ class AcceptedCall:
                     await asyncio.shield(self._agent_ending)
             except TimeoutError:
                 pass
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    """Wait for ``event``, at most ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        pass
