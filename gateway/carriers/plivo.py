@@ -80,6 +80,7 @@ __all__ = [
     "SPEC",
     "PlivoSettings",
     "PlivoStream",
+    "dial_xml",
     "plivo_v3_signature",
     "speak_and_hang_up",
     "stream_xml",
@@ -248,6 +249,17 @@ def stream_xml(
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{xml_text(stream_url)}</Stream></Response>'
 
 
+def dial_xml(destination: str) -> str:
+    """Plivo XML that transfers the call (docs/how-to/call-control.md#carriers): ``<Dial>`` to a ``<Number>`` (E.164
+    digits, Plivo writes them without the ``+``) or a ``<User>`` (a SIP URI). ``destination`` was already normalised
+    and allow-listed by the transfer tool. Nothing follows: when the dialled leg ends, the call ends."""
+    if destination.startswith(("sip:", "sips:")):
+        target = f"<User>{xml_text(destination)}</User>"
+    else:
+        target = f"<Number>{xml_text(destination.lstrip('+'))}</Number>"
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Dial>{target}</Dial></Response>'
+
+
 def speak_and_hang_up(text: str) -> str:
     """Plivo XML that says ``text`` and hangs up (the busy answer)."""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{xml_text(text)}</Speak><Hangup/></Response>'
@@ -320,6 +332,8 @@ class PlivoSettings(CarrierDoor):
     """``[carriers.plivo]``: ``content_type`` of the ``<Stream>`` (:data:`CONTENT_TYPES`)."""
 
     content_type: str = "audio/x-mulaw;rate=8000"
+    #: Plivo's API host (hang-up, transfer; gateway.control.plivo); tests point it at a local fake.
+    api_base_url: str = "https://api.plivo.com"
 
 
 def _alnum(text: str) -> str:
@@ -371,12 +385,17 @@ def _check(door: Door[PlivoSettings]) -> Iterator[tuple[str, str]]:
             "carriers.plivo.content_type",
             "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or audio/x-l16;rate=16000",
         )
+    if not door.options.api_base_url.startswith(("https://", "http://")):
+        yield "carriers.plivo.api_base_url", "must be an http(s):// URL"
 
 
 SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(
     name="plivo",
     options=PlivoSettings,
-    secrets=(Secret("auth_token", "PLIVO_AUTH_TOKEN"),),
+    secrets=(
+        Secret("auth_token", "PLIVO_AUTH_TOKEN"),  # webhook signatures; with PLIVO_AUTH_ID, the REST API
+        Secret("auth_id", "PLIVO_AUTH_ID"),  # the account id of REST requests (hang-up, transfer); signs nothing
+    ),
     webhook_path="/plivo/answer",
     webhook_methods=("POST",),
     stream_path=STREAM_PATH,
@@ -387,5 +406,8 @@ SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(
     busy=_busy,
     dialect=_dialect,
     check=_check,
+    authenticated=lambda door: bool(door.secret("auth_token")),
+    credential="PLIVO_AUTH_TOKEN",
     legacy_keys={"plivo_content_type": "content_type"},
+    call_control="plivo_rest",
 )

@@ -158,6 +158,9 @@ class SignalWireSettings(CarrierDoor):
     resampling for a ``pcm24k`` agent)."""
 
     codec: str = "PCMU"
+    #: The Space's URL (``https://<space>.signalwire.com``): its LaML API serves hang-up and transfer
+    #: (gateway.control.twilio) with SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN. Empty: no call control.
+    space_url: str = ""
 
 
 def _verify(hook: Webhook, door: Door[SignalWireSettings]) -> Refusal | None:
@@ -188,12 +191,26 @@ def _dialect(upgrade: Upgrade) -> SignalWireStream:
 def _check(door: Door[SignalWireSettings]) -> Iterator[tuple[str, str]]:
     if door.options.codec not in CODECS:
         yield "carriers.signalwire.codec", "must be PCMU, PCMA, L16, L16@16000h or L16@24000h"
+    space = door.options.space_url
+    if space and not space.startswith(("https://", "http://")):
+        yield "carriers.signalwire.space_url", "must be the Space's https:// URL (https://<space>.signalwire.com)"
+    if (door.secret("project_id") or door.secret("api_token")) and not (
+        space and door.secret("project_id") and door.secret("api_token")
+    ):
+        yield (
+            "carriers.signalwire.space_url",
+            "call control needs space_url, SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN together",
+        )
 
 
 SPEC: CarrierSpec[SignalWireSettings] = CarrierSpec(
     name="signalwire",
     options=SignalWireSettings,
-    secrets=(Secret("signing_key", "SIGNALWIRE_SIGNING_KEY"),),
+    secrets=(
+        Secret("signing_key", "SIGNALWIRE_SIGNING_KEY"),  # webhook signatures
+        Secret("project_id", "SIGNALWIRE_PROJECT_ID"),  # LaML API user (call control); signs nothing
+        Secret("api_token", "SIGNALWIRE_API_TOKEN"),  # LaML API password (call control)
+    ),
     webhook_path="/signalwire/voice",
     webhook_methods=("POST",),
     stream_path=STREAM_PATH,
@@ -205,5 +222,8 @@ SPEC: CarrierSpec[SignalWireSettings] = CarrierSpec(
     dialect=_dialect,
     check_upgrade=_check_upgrade,
     check=_check,
+    authenticated=lambda door: bool(door.secret("signing_key")),
+    credential="SIGNALWIRE_SIGNING_KEY",
+    call_control="laml_rest",
     legacy_keys={"signalwire_codec": "codec"},
 )

@@ -321,6 +321,8 @@ class TelnyxSettings(CarrierDoor):
     ``streaming_start``, :func:`streaming_start_params`)."""
 
     codec: str = "PCMU"
+    #: Call Control API host (hang-up, transfer; gateway.control.telnyx); tests point it at a local fake.
+    api_base_url: str = "https://api.telnyx.com"
 
 
 def _verify(hook: Webhook, door: Door[TelnyxSettings]) -> Refusal | None:
@@ -345,12 +347,17 @@ def _dialect(upgrade: Upgrade) -> TelnyxStream:
 def _check(door: Door[TelnyxSettings]) -> Iterator[tuple[str, str]]:
     if door.options.codec not in TEXML_CODECS:
         yield "carriers.telnyx.codec", "must be PCMU or PCMA (TeXML)"
+    if not door.options.api_base_url.startswith(("https://", "http://")):
+        yield "carriers.telnyx.api_base_url", "must be an http(s):// URL"
 
 
 SPEC: CarrierSpec[TelnyxSettings] = CarrierSpec(
     name="telnyx",
     options=TelnyxSettings,
-    secrets=(Secret("public_key", "TELNYX_PUBLIC_KEY"),),  # base64 Ed25519 public key from the Telnyx portal
+    secrets=(
+        Secret("public_key", "TELNYX_PUBLIC_KEY"),  # base64 Ed25519 public key from the Telnyx portal
+        Secret("api_key", "TELNYX_API_KEY"),  # Call Control commands (hang-up, transfer); not a webhook check
+    ),
     webhook_path="/telnyx/voice",
     webhook_methods=("POST",),
     stream_path=STREAM_PATH,
@@ -362,5 +369,8 @@ SPEC: CarrierSpec[TelnyxSettings] = CarrierSpec(
     busy=say_and_hang_up,
     dialect=_dialect,
     check=_check,
+    authenticated=lambda door: bool(door.secret("public_key")),  # the API key signs nothing Telnyx sends
+    credential="TELNYX_PUBLIC_KEY",
     legacy_keys={"telnyx_codec": "codec"},
+    call_control="telnyx_call_control",
 )
