@@ -98,7 +98,11 @@ class PlivoCallControl:
         await self._request("POST", self._path(call_uuid), transfer_body(aleg_url))
 
     async def send_dtmf(self, call_uuid: str, digits: str) -> None:
-        await self._request("POST", self._path(call_uuid, "DTMF"), dtmf_body(digits))
+        try:
+            body = dtmf_body(digits)
+        except ValueError as exc:  # nothing was sent
+            raise CallControlFailed(0, None, str(exc)) from None
+        await self._request("POST", self._path(call_uuid, "DTMF"), body)
 
     def _path(self, call_uuid: str, sub: str = "") -> str:
         try:

@@ -115,7 +115,11 @@ class TelnyxCallControl:
         await self._command(call_control_id, "transfer", transfer_body(destination))
 
     async def send_dtmf(self, call_control_id: str, digits: str) -> None:
-        await self._command(call_control_id, "send_dtmf", dtmf_body(digits))
+        try:
+            body = dtmf_body(digits)
+        except ValueError as exc:  # nothing was sent
+            raise CallControlFailed(0, None, str(exc)) from None
+        await self._command(call_control_id, "send_dtmf", body)
 
     async def _command(self, call_control_id: str, action: str, body: dict[str, Any]) -> None:
         try:
