@@ -47,6 +47,7 @@ from .base import (
     opt_int,
     require_dtmf,
     require_str,
+    screen_media,
 )
 from .events import (
     AudioReceived,
@@ -152,9 +153,11 @@ class PlivoStream(StreamDialect):
             track = media.get("track", "inbound")
             if track != "inbound":
                 raise CarrierProtocolError(f"media on track {track!r} (a bidirectional stream is inbound only)")
-            return [
-                AudioReceived(b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
-            ]
+            ev = AudioReceived(
+                b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk"))
+            )
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            return [ev] if screened is None else screened
         if event in ("playedStream", "played"):
             return [PlaybackCheckpoint(require_str(msg, "name", event))]
         if event == "clearedAudio":

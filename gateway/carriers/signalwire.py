@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
-from .base import FRAME_MS, NegotiatedFormat, pcm16_swap
+from .base import FRAME_MS, NegotiatedFormat, pcm16_swap, screen_media
 from .events import AudioReceived, CarrierEvent, StreamStarted
 from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
 from .twilio import TwilioStream, read_form_call, say_and_hang_up
@@ -108,9 +108,16 @@ class SignalWireStream(NegotiatedFormat):
         if isinstance(data, bytes):
             raise CarrierProtocolError("binary frame (SignalWire sends JSON text only)")
         ev = self._core.parse(data)
-        if isinstance(ev, AudioReceived) and self._swap:
-            ev = dataclasses.replace(ev, payload=pcm16_swap(ev.payload))
-        elif isinstance(ev, StreamStarted):
+        if type(ev) is AudioReceived:
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            events = [ev] if screened is None else screened
+            if self._swap:
+                events = [
+                    dataclasses.replace(e, payload=pcm16_swap(e.payload)) if type(e) is AudioReceived else e
+                    for e in events
+                ]
+            return events
+        if isinstance(ev, StreamStarted):
             self._negotiate(ev.encoding, ev.sample_rate)
             self._swap = ev.encoding == "audio/pcm"
             ev = dataclasses.replace(ev, custom_parameters=self._custom_parameters(ev.custom_parameters))

@@ -45,12 +45,14 @@ from .base import (
     pcm16_swap,
     require_dtmf,
     require_str,
+    screen_media,
     string_map,
 )
 from .events import (
     AudioReceived,
     CarrierEvent,
     DtmfReceived,
+    MediaFault,
     PlaybackCheckpoint,
     StreamConnected,
     StreamError,
@@ -82,6 +84,10 @@ TIMESTAMP_HEADER = "telnyx-timestamp"
 TEXML_CODECS = {"PCMU": ("audio/pcmu", (8000,)), "PCMA": ("audio/pcma", (8000,))}
 CALL_CONTROL_CODECS = {**TEXML_CODECS, "L16": ("audio/pcm", (8000, 16000, 24000))}
 _ENCODINGS = {name: enc for name, (enc, _) in CALL_CONTROL_CODECS.items()}
+
+
+#: Stands in for a refused media payload in the reordering (never handed on).
+_REFUSED = MediaFault("refused", 0, True)
 
 
 class TelnyxStream(StreamDialect):
@@ -124,11 +130,16 @@ class TelnyxStream(StreamDialect):
             if track != "inbound":
                 raise CarrierProtocolError(f"media on track {track!r} (we ask for the inbound track only)")
             audio = b64_payload(media, "media")
-            if self._swap:
+            if self._swap and not len(audio) % 2:  # (an odd length is refused below)
                 audio = pcm16_swap(audio)
-            return self._sequence(
-                seq, AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
-            )
+            ev = AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            if screened is None:
+                return self._sequence(seq, ev)
+            faults = [e for e in screened if type(e) is not AudioReceived]
+            if len(faults) == len(screened):  # refused: its number is still seen, so reordering does not wait for it
+                return faults + [e for e in self._sequence(seq, _REFUSED) if e is not _REFUSED]
+            return faults + self._sequence(seq, screened[-1])
         if event == "mark":
             return self._sequence(seq, PlaybackCheckpoint(require_str(obj(msg, "mark"), "name", "mark")))
         if event == "dtmf":
