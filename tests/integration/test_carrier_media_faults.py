@@ -34,10 +34,10 @@ async def test_empty_payloads_are_dropped_mis_sized_passed_and_each_reason_logge
         await peer.connect()
         sess = await fake_agent.session()
         await peer.send_media(ulaw_tone(440, 0.2))  # 10 whole frames
-        for _ in range(3):  # empty payloads
-            await peer.send({"event": "media", "sequenceNumber": "99", "streamSid": peer.stream_sid,
-                             "media": {"track": "inbound", "chunk": "99", "timestamp": "300", "payload": ""}})  # fmt: skip
-        # (send_media slices in 160-byte frames: 0.23 s ends in a 40-byte one; twice)
+        empty = {"track": "inbound", "chunk": "99", "timestamp": "300", "payload": ""}
+        for _ in range(3):
+            await peer.send({"event": "media", "sequenceNumber": "99", "streamSid": peer.stream_sid, "media": empty})
+        # (send_media slices in 160-byte frames: 25 ms ends in a 40-byte one; twice)
         await peer.send_media(ulaw_tone(440, 0.025))
         await peer.send_media(ulaw_tone(440, 0.025))
         await peer.wait_for(lambda: len(sess.audio) >= (10 + 2) * PCM24K_BYTES_PER_20MS, timeout=5)
