@@ -110,7 +110,7 @@ class SignalWireStream(NegotiatedFormat):
         ev = self._core.parse(data)
         if type(ev) is AudioReceived:
             screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
-            events = [ev] if screened is None else screened
+            events: list[CarrierEvent] = [ev] if screened is None else screened
             if self._swap:
                 events = [
                     dataclasses.replace(e, payload=pcm16_swap(e.payload)) if type(e) is AudioReceived else e

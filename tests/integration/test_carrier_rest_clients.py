@@ -98,6 +98,13 @@ async def test_plivo_hangup_deletes_the_call_with_basic_auth_and_404_means_alrea
     assert first.auth == (plivo.auth_id, plivo.auth_token) and (first.status, second.status) == (204, 404)
 
 
+async def test_plivo_dtmf_posts_the_digits_on_the_callers_leg(plivo, http):
+    await PlivoCallControl(http, plivo.auth_id, plivo.auth_token, base_url=plivo.url).send_dtmf(UUID, "12#")
+    (req,) = plivo.requests
+    assert req.method == "POST" and req.path == f"/v1/Account/{plivo.auth_id}/Call/{UUID}/DTMF/"
+    assert req.body == {"digits": "12#", "leg": "aleg"} and req.status == 202
+
+
 async def test_plivo_failures_carry_the_status_and_error_text(plivo, http):
     with pytest.raises(CallControlFailed) as err:
         await PlivoCallControl(http, plivo.auth_id, "wrong", base_url=plivo.url).hang_up(UUID)
