@@ -9,6 +9,7 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 - :mod:`gateway.ops`: ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
+- :mod:`gateway.control.dial`: ``/control/dial/{carrier}/{token}``, the ``<Dial>`` documents of transfers by URL
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -25,6 +26,7 @@ from .admission import Admission
 from .agent.client import new_http_session
 from .call_registry import RESERVATION_TTL_S, CallRegistry
 from .config import BUILTIN_TOOLS, Settings
+from .control import dial
 from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, SETTINGS
 from .media_stream import close_calls
 from .metrics import GatewayMetrics
@@ -77,6 +79,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     ops.setup(app)
     softphone.setup(app)
     call_control_http.setup(app)
+    dial.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

@@ -1,6 +1,6 @@
 """The HTTP doors of call control (issue #8, docs/how-to/call-control.md, docs/how-to/outbound-calls.md). Thin aiohttp
 handlers; the decisions live in pure modules (:mod:`gateway.outbound`, :mod:`gateway.security`) and the REST calls in
-:mod:`gateway.carriers.twilio_rest`.
+:mod:`gateway.control.twilio`.
 
 - ``POST /calls``          place an outbound call (bearer ``GATEWAY_API_KEY``): JSON ``{to, from, profile?,
   variables?}`` → Twilio create-call with TwiML that connects the stream → ``201 {"call_sid", "status"}``. Only
@@ -30,8 +30,8 @@ from aiohttp import web
 from . import urls
 from .carriers import twiml
 from .carriers.twilio import STREAM_PATH as TWILIO_STREAM_PATH
-from .carriers.twilio_rest import TwilioRest, TwilioRestError
 from .config import Settings
+from .control.twilio import TwilioRest, TwilioRestError
 from .http_input import read_form, read_json
 from .keys import CALLS, HTTP, METRICS, PARKED, SETTINGS
 from .logs import mask_number

@@ -83,7 +83,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class TwilioSettings:
-    """Twilio's REST API (gateway.carriers.twilio_rest): used when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
+    """Twilio's REST API (gateway.control.twilio): used when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set.
 
     ``dial_allow`` is the allow-list of ``POST /calls`` destinations. It lives here, not in a table of its own,
     because outbound calls are placed only through Twilio's REST API. Patterns are ``fnmatch``-style, as a profile's

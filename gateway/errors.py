@@ -13,7 +13,7 @@
     ├── AgentClosed            the agent socket closed (gateway.agent.client: resumed if the session allows)
     ├── AgentUnavailable       the agent could not be reached or refused the session (upstream problem)
     │   └── AgentSessionError  the agent ended the session with a fatal ``session.error``
-    ├── TwilioRestError        Twilio's REST API answered an error (gateway.carriers.twilio_rest: status, code)
+    ├── TwilioRestError        Twilio's REST API answered an error (gateway.control.twilio: status, code)
     │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
     ├── CallControlFailed      the call's carrier control (REST hang-up, transfer) failed or does not exist here
     ├── CallPhaseError         we drove the call core along a transition its phase table does not have (our bug)

@@ -18,8 +18,7 @@ from aiohttp import web
 from . import urls
 from .agent.client import AgentEndpoint
 from .call.events import CallEvent
-from .call.shell.carrier_control import carrier_control
-from .call_control_http import rest_client
+from .call.shell.carrier_control import for_request as carrier_control_for
 from .call_registry import CallRegistry
 from .carriers.base import Dialect
 from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS
@@ -58,7 +57,7 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             on_summary=calls.record,
             on_event=lambda event: _publish(calls, session, event),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
-            call_control=carrier_control(scope or dialect.carrier, rest_client(request.app)),
+            call_control=carrier_control_for(request, scope or dialect.carrier),
             parked=request.app[PARKED],
             stream_stopping=lambda call_sid: any(
                 s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())

@@ -258,6 +258,13 @@ class GatewayMetrics:
             )
         )
         self._calls: dict[str, _CallState] = {}
+        self.media_faults = Counter(
+            f"{p}_carrier_media_faults",
+            "Carrier media payloads that were not whole 20 ms frames, by reason (empty and odd_length: refused; "
+            "mis_sized: passed on).",
+            ["reason"],
+            registry=reg,
+        )
         # Pre-create the label sets dashboards plot, so a quiet gateway shows 0 instead of "no data".
         self.frames_dropped.labels("caller_to_agent")
         self.inbound_dropped.labels("rate_limit")
@@ -325,6 +332,8 @@ class GatewayMetrics:
             self.frames_dropped.labels("caller_to_agent").inc(s.frames_dropped_to_agent)
         if s.frames_dropped_rate_limit:
             self.inbound_dropped.labels("rate_limit").inc(s.frames_dropped_rate_limit)
+        for reason, n in s.media_faults.items():
+            self.media_faults.labels(reason).inc(n)
         for ms in s.clear_latencies_ms:
             self.clear_latency.observe(ms / 1000.0)
         for ms in s.mark_round_trips_ms:

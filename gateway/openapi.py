@@ -221,6 +221,30 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
                 security=[{"gatewayApiKey": []}],
             )
         },
+        "/control/dial/{carrier}/{token}": {
+            method: _operation(
+                f"dial_document_{method}",
+                "A transfer's <Dial> document",
+                "The Plivo XML or cXML a transfer by URL points at (Plivo, SignalWire; "
+                "docs/how-to/call-control.md#transfer-by-url). The token is minted by the transfer for the "
+                "destination in the to query parameter and this carrier, valid for 5 minutes.",
+                {
+                    "200": {
+                        "description": "the document",
+                        "content": {"application/xml": {"schema": {"type": "string"}}},
+                    },
+                    "403": _text("a token this gateway did not mint for this destination and carrier, or expired"),
+                    "404": _text("a carrier that does not transfer by URL"),
+                },
+                ["call control"],
+                "/control/dial/{carrier}/{token}",
+                parameters=[
+                    *_path_params("/control/dial/{carrier}/{token}"),
+                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+            )
+            for method in ("get", "post")
+        },
         "/twilio/status": {
             "post": _operation(
                 "twilio_status",

@@ -82,6 +82,7 @@ class CallSummary:
     frames_dropped_to_agent: int = 0
     frames_dropped_rate_limit: int = 0
     frames_out: int = 0
+    media_faults: dict[str, int] = field(default_factory=dict)
     agent_resumes: int = 0
     resume_gaps_ms: list[float] = field(default_factory=list)
     prompt: str = ""

@@ -26,6 +26,7 @@ from ..carriers.events import (
     AudioReceived,
     CarrierEvent,
     DtmfReceived,
+    MediaFault,
     PlaybackCheckpoint,
     PlaybackCleared,
     StreamError,
@@ -219,6 +220,10 @@ class CallCore(AgentSessionRules):
                 self._log.warning(
                     "carrier.stream_error", carrier=self._dialect.carrier, code=event.code, detail=event.detail
                 )
+            case MediaFault():  # the first of its reason on this stream; the dialect counts them all
+                self.summary.media_faults = getattr(self._dialect, "media_faults", {})
+                self._log.warning("carrier.media_fault", carrier=self._dialect.carrier, reason=event.reason,
+                                  bytes=event.size, refused=event.refused)  # fmt: skip
             case DtmfReceived():
                 self._on_keypress(event.digit, now)
             case StreamStopped():

@@ -41,6 +41,8 @@ class CallSummary:
     frames_dropped_to_agent: int = 0
     frames_dropped_rate_limit: int = 0  # caller audio beyond server.inbound_rate_limit × real time (gateway.ratelimit)
     frames_out: int = 0
+    #: Carrier media payloads that were not whole 20 ms frames, by reason (gateway.carriers.base.MEDIA_FAULTS).
+    media_faults: dict[str, int] = field(default_factory=dict)
     agent_resumes: int = 0
     resume_gaps_ms: list[float] = field(default_factory=list)  # agent drop noticed → session resumed
     prompt: str = ""  # bundled prompt the gateway played itself (gateway.prompts), if any
@@ -77,6 +79,7 @@ class CallSummary:
             "frames_dropped_to_agent": self.frames_dropped_to_agent,
             "frames_dropped_rate_limit": self.frames_dropped_rate_limit,
             "frames_out": self.frames_out,
+            **({"media_faults": dict(self.media_faults)} if self.media_faults else {}),
             "agent_resumes": self.agent_resumes,
             **({"prompt": self.prompt} if self.prompt else {}),
             "time_to_first_agent_audio_ms": _r(self.time_to_first_agent_audio_ms),

@@ -52,7 +52,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import CarrierProtocolError, LocalProtocolError
-from .events import CarrierEvent
+from .events import AudioReceived, CarrierEvent, MediaFault
 
 __all__ = [
     "FRAME_MS",
@@ -67,6 +67,8 @@ __all__ = [
     "check_in_stream",
     "dumps",
     "frame_bytes_for",
+    "MEDIA_FAULTS",
+    "screen_media",
     "json_object",
     "obj",
     "opt_int",
@@ -108,6 +110,34 @@ class Dialect(Protocol):
     def build_clear(self) -> str | bytes: ...
 
 
+# ---- media payloads that are not what the carrier's docs say one is -----------------------------------------------
+#: Each fault and whether its payload is refused (docs/how-to/carriers/index.md#media-faults). No carrier documents
+#: an empty media payload (it carries no audio), and every L16 carrier documents whole 16-bit samples: half a sample
+#: cannot be placed, and carrying its byte over would shift every later sample, so both are dropped. A payload that is
+#: not a whole number of 20 ms frames is still audio (the pipeline is length-agnostic): passed on, counted, because
+#: every carrier here documents (or, for Twilio, is seen to send) 20 ms framing, Exotel multiples of it.
+MEDIA_FAULTS = {"empty": True, "odd_length": True, "mis_sized": False}
+
+
+def screen_media(
+    ev: AudioReceived, encoding: str, frame_bytes: int, counts: dict[str, int]
+) -> list[CarrierEvent] | None:
+    """None when ``ev``'s payload is a whole number of 20 ms frames (the common case: the caller passes it on);
+    else the events to hand on instead: the payload unless refused, after a :class:`MediaFault` the first time its
+    reason shows up on this stream. Every fault is counted in ``counts`` (the dialect's ``media_faults``)."""
+    n = len(ev.payload)
+    if n and n % frame_bytes == 0:
+        return None
+    reason = "empty" if not n else "odd_length" if encoding == "audio/pcm" and n % 2 else "mis_sized"
+    first = reason not in counts
+    counts[reason] = counts.get(reason, 0) + 1
+    refused = MEDIA_FAULTS[reason]
+    out: list[CarrierEvent] = [MediaFault(reason, n, refused)] if first else []
+    if not refused:
+        out.append(ev)
+    return out
+
+
 # ---- state the JSON dialects share ---------------------------------------------------------------------------------
 class NegotiatedFormat:
     """The audio format a stream negotiates in its first message (``start``, ``websocket:connected``), and the
@@ -117,6 +147,8 @@ class NegotiatedFormat:
     def __init__(self, transport_params: Mapping[str, str] | None, encoding: str, sample_rate: int) -> None:
         self._transport_params = dict(transport_params or {})
         self._negotiate(encoding, sample_rate)
+        #: Media payloads that were not whole 20 ms frames, by reason (:data:`MEDIA_FAULTS`).
+        self.media_faults: dict[str, int] = {}
 
     @property
     def transport_params(self) -> Mapping[str, str]:

@@ -67,6 +67,18 @@ class StreamError:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaFault:
+    """A media payload that is not what the carrier's docs say one is (docs/how-to/carriers/index.md#media-faults):
+    ``reason`` empty | odd_length | mis_sized, ``size`` its bytes, ``refused`` whether it was dropped (else it was
+    passed on, and counted). A dialect reports the first of each reason per stream; it counts them all in its
+    ``media_faults``."""
+
+    reason: str
+    size: int
+    refused: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStopped:
     """The carrier ended the stream (caller hung up, redirect, stop)."""
 
@@ -81,5 +93,6 @@ CarrierEvent = (
     | PlaybackCheckpoint
     | PlaybackCleared
     | StreamError
+    | MediaFault
     | StreamStopped
 )

@@ -47,6 +47,7 @@ from .base import (
     opt_int,
     require_dtmf,
     require_str,
+    screen_media,
     string_map,
 )
 from .events import (
@@ -125,10 +126,11 @@ class ExotelStream(StreamDialect):
         self._in_stream(event, msg.get("stream_sid"), "stream_sid")
         if event == "media":
             media = obj(msg, "media")
-            audio = b64_payload(media, "media")
-            if len(audio) % 2:
-                raise CarrierProtocolError(f"media.payload of odd length {len(audio)} (16-bit PCM)")
-            return [AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))]
+            ev = AudioReceived(
+                b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk"))
+            )
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            return [ev] if screened is None else screened
         if event == "mark":
             return [PlaybackCheckpoint(require_str(obj(msg, "mark"), "name", "mark"))]
         if event == "dtmf":

@@ -47,6 +47,7 @@ from .base import (
     opt_int,
     require_dtmf,
     require_str,
+    screen_media,
 )
 from .events import (
     AudioReceived,
@@ -80,6 +81,7 @@ __all__ = [
     "SPEC",
     "PlivoSettings",
     "PlivoStream",
+    "dial_xml",
     "plivo_v3_signature",
     "speak_and_hang_up",
     "stream_xml",
@@ -151,9 +153,11 @@ class PlivoStream(StreamDialect):
             track = media.get("track", "inbound")
             if track != "inbound":
                 raise CarrierProtocolError(f"media on track {track!r} (a bidirectional stream is inbound only)")
-            return [
-                AudioReceived(b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
-            ]
+            ev = AudioReceived(
+                b64_payload(media, "media"), opt_int(media.get("timestamp")), opt_int(media.get("chunk"))
+            )
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            return [ev] if screened is None else screened
         if event in ("playedStream", "played"):
             return [PlaybackCheckpoint(require_str(msg, "name", event))]
         if event == "clearedAudio":
@@ -248,6 +252,17 @@ def stream_xml(
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Stream {attrs}>{xml_text(stream_url)}</Stream></Response>'
 
 
+def dial_xml(destination: str) -> str:
+    """Plivo XML that transfers the call (docs/how-to/call-control.md#carriers): ``<Dial>`` to a ``<Number>`` (E.164
+    digits, Plivo writes them without the ``+``) or a ``<User>`` (a SIP URI). ``destination`` was already normalised
+    and allow-listed by the transfer tool. Nothing follows: when the dialled leg ends, the call ends."""
+    if destination.startswith(("sip:", "sips:")):
+        target = f"<User>{xml_text(destination)}</User>"
+    else:
+        target = f"<Number>{xml_text(destination.lstrip('+'))}</Number>"
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Dial>{target}</Dial></Response>'
+
+
 def speak_and_hang_up(text: str) -> str:
     """Plivo XML that says ``text`` and hangs up (the busy answer)."""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Speak>{xml_text(text)}</Speak><Hangup/></Response>'
@@ -320,6 +335,8 @@ class PlivoSettings(CarrierDoor):
     """``[carriers.plivo]``: ``content_type`` of the ``<Stream>`` (:data:`CONTENT_TYPES`)."""
 
     content_type: str = "audio/x-mulaw;rate=8000"
+    #: Plivo's API host (hang-up, transfer; gateway.control.plivo); tests point it at a local fake.
+    api_base_url: str = "https://api.plivo.com"
 
 
 def _alnum(text: str) -> str:
@@ -371,12 +388,17 @@ def _check(door: Door[PlivoSettings]) -> Iterator[tuple[str, str]]:
             "carriers.plivo.content_type",
             "must be audio/x-mulaw;rate=8000, audio/x-l16;rate=8000 or audio/x-l16;rate=16000",
         )
+    if not door.options.api_base_url.startswith(("https://", "http://")):
+        yield "carriers.plivo.api_base_url", "must be an http(s):// URL"
 
 
 SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(
     name="plivo",
     options=PlivoSettings,
-    secrets=(Secret("auth_token", "PLIVO_AUTH_TOKEN"),),
+    secrets=(
+        Secret("auth_token", "PLIVO_AUTH_TOKEN"),  # webhook signatures; with PLIVO_AUTH_ID, the REST API
+        Secret("auth_id", "PLIVO_AUTH_ID"),  # the account id of REST requests (hang-up, transfer); signs nothing
+    ),
     webhook_path="/plivo/answer",
     webhook_methods=("POST",),
     stream_path=STREAM_PATH,
@@ -387,5 +409,8 @@ SPEC: CarrierSpec[PlivoSettings] = CarrierSpec(
     busy=_busy,
     dialect=_dialect,
     check=_check,
+    authenticated=lambda door: bool(door.secret("auth_token")),
+    credential="PLIVO_AUTH_TOKEN",
     legacy_keys={"plivo_content_type": "content_type"},
+    call_control="plivo_rest",
 )

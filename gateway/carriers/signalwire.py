@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
-from .base import FRAME_MS, NegotiatedFormat, pcm16_swap
+from .base import FRAME_MS, NegotiatedFormat, pcm16_swap, screen_media
 from .events import AudioReceived, CarrierEvent, StreamStarted
 from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
 from .twilio import TwilioStream, read_form_call, say_and_hang_up
@@ -108,9 +108,16 @@ class SignalWireStream(NegotiatedFormat):
         if isinstance(data, bytes):
             raise CarrierProtocolError("binary frame (SignalWire sends JSON text only)")
         ev = self._core.parse(data)
-        if isinstance(ev, AudioReceived) and self._swap:
-            ev = dataclasses.replace(ev, payload=pcm16_swap(ev.payload))
-        elif isinstance(ev, StreamStarted):
+        if type(ev) is AudioReceived:
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            events: list[CarrierEvent] = [ev] if screened is None else screened
+            if self._swap:
+                events = [
+                    dataclasses.replace(e, payload=pcm16_swap(e.payload)) if type(e) is AudioReceived else e
+                    for e in events
+                ]
+            return events
+        if isinstance(ev, StreamStarted):
             self._negotiate(ev.encoding, ev.sample_rate)
             self._swap = ev.encoding == "audio/pcm"
             ev = dataclasses.replace(ev, custom_parameters=self._custom_parameters(ev.custom_parameters))
@@ -158,6 +165,9 @@ class SignalWireSettings(CarrierDoor):
     resampling for a ``pcm24k`` agent)."""
 
     codec: str = "PCMU"
+    #: The Space's URL (``https://<space>.signalwire.com``): its LaML API serves hang-up and transfer
+    #: (gateway.control.twilio) with SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN. Empty: no call control.
+    space_url: str = ""
 
 
 def _verify(hook: Webhook, door: Door[SignalWireSettings]) -> Refusal | None:
@@ -188,12 +198,26 @@ def _dialect(upgrade: Upgrade) -> SignalWireStream:
 def _check(door: Door[SignalWireSettings]) -> Iterator[tuple[str, str]]:
     if door.options.codec not in CODECS:
         yield "carriers.signalwire.codec", "must be PCMU, PCMA, L16, L16@16000h or L16@24000h"
+    space = door.options.space_url
+    if space and not space.startswith(("https://", "http://")):
+        yield "carriers.signalwire.space_url", "must be the Space's https:// URL (https://<space>.signalwire.com)"
+    if (door.secret("project_id") or door.secret("api_token")) and not (
+        space and door.secret("project_id") and door.secret("api_token")
+    ):
+        yield (
+            "carriers.signalwire.space_url",
+            "call control needs space_url, SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN together",
+        )
 
 
 SPEC: CarrierSpec[SignalWireSettings] = CarrierSpec(
     name="signalwire",
     options=SignalWireSettings,
-    secrets=(Secret("signing_key", "SIGNALWIRE_SIGNING_KEY"),),
+    secrets=(
+        Secret("signing_key", "SIGNALWIRE_SIGNING_KEY"),  # webhook signatures
+        Secret("project_id", "SIGNALWIRE_PROJECT_ID"),  # LaML API user (call control); signs nothing
+        Secret("api_token", "SIGNALWIRE_API_TOKEN"),  # LaML API password (call control)
+    ),
     webhook_path="/signalwire/voice",
     webhook_methods=("POST",),
     stream_path=STREAM_PATH,
@@ -205,5 +229,8 @@ SPEC: CarrierSpec[SignalWireSettings] = CarrierSpec(
     dialect=_dialect,
     check_upgrade=_check_upgrade,
     check=_check,
+    authenticated=lambda door: bool(door.secret("signing_key")),
+    credential="SIGNALWIRE_SIGNING_KEY",
+    call_control="laml_rest",
     legacy_keys={"signalwire_codec": "codec"},
 )

@@ -193,7 +193,8 @@ class CarrierSpec(Generic[OptionsT]):
     allowed) upgraded to the media stream. ``webhook_body``: ``"form"``, ``"json"`` (decoded only on a POST with a
     body) or ``"none"`` (query only). ``status_callbacks``: its answer asks for status callbacks
     (``POST /twilio/status``, :mod:`gateway.call_control_http`). ``call_control``: which call control it offers
-    beyond its stream (``"twilio_rest"``), or None. ``legacy_keys``: flat ``[carriers]`` keys of older configs,
+    beyond its stream (``"twilio_rest"``, ``"laml_rest"``, ``"telnyx_call_control"``, ``"plivo_rest"``: its client in
+    :mod:`gateway.control`), or None. ``legacy_keys``: flat ``[carriers]`` keys of older configs,
     mapped to this carrier's table (accepted with a deprecation warning)."""
 
     name: str

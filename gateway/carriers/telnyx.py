@@ -45,12 +45,14 @@ from .base import (
     pcm16_swap,
     require_dtmf,
     require_str,
+    screen_media,
     string_map,
 )
 from .events import (
     AudioReceived,
     CarrierEvent,
     DtmfReceived,
+    MediaFault,
     PlaybackCheckpoint,
     StreamConnected,
     StreamError,
@@ -82,6 +84,10 @@ TIMESTAMP_HEADER = "telnyx-timestamp"
 TEXML_CODECS = {"PCMU": ("audio/pcmu", (8000,)), "PCMA": ("audio/pcma", (8000,))}
 CALL_CONTROL_CODECS = {**TEXML_CODECS, "L16": ("audio/pcm", (8000, 16000, 24000))}
 _ENCODINGS = {name: enc for name, (enc, _) in CALL_CONTROL_CODECS.items()}
+
+
+#: Stands in for a refused media payload in the reordering (never handed on).
+_REFUSED = MediaFault("refused", 0, True)
 
 
 class TelnyxStream(StreamDialect):
@@ -124,11 +130,16 @@ class TelnyxStream(StreamDialect):
             if track != "inbound":
                 raise CarrierProtocolError(f"media on track {track!r} (we ask for the inbound track only)")
             audio = b64_payload(media, "media")
-            if self._swap:
+            if self._swap and not len(audio) % 2:  # (an odd length is refused below)
                 audio = pcm16_swap(audio)
-            return self._sequence(
-                seq, AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
-            )
+            ev = AudioReceived(audio, opt_int(media.get("timestamp")), opt_int(media.get("chunk")))
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            if screened is None:
+                return self._sequence(seq, ev)
+            faults = [e for e in screened if type(e) is not AudioReceived]
+            if len(faults) == len(screened):  # refused: its number is still seen, so reordering does not wait for it
+                return faults + [e for e in self._sequence(seq, _REFUSED) if e is not _REFUSED]
+            return faults + self._sequence(seq, screened[-1])
         if event == "mark":
             return self._sequence(seq, PlaybackCheckpoint(require_str(obj(msg, "mark"), "name", "mark")))
         if event == "dtmf":
@@ -321,6 +332,8 @@ class TelnyxSettings(CarrierDoor):
     ``streaming_start``, :func:`streaming_start_params`)."""
 
     codec: str = "PCMU"
+    #: Call Control API host (hang-up, transfer; gateway.control.telnyx); tests point it at a local fake.
+    api_base_url: str = "https://api.telnyx.com"
 
 
 def _verify(hook: Webhook, door: Door[TelnyxSettings]) -> Refusal | None:
@@ -345,12 +358,17 @@ def _dialect(upgrade: Upgrade) -> TelnyxStream:
 def _check(door: Door[TelnyxSettings]) -> Iterator[tuple[str, str]]:
     if door.options.codec not in TEXML_CODECS:
         yield "carriers.telnyx.codec", "must be PCMU or PCMA (TeXML)"
+    if not door.options.api_base_url.startswith(("https://", "http://")):
+        yield "carriers.telnyx.api_base_url", "must be an http(s):// URL"
 
 
 SPEC: CarrierSpec[TelnyxSettings] = CarrierSpec(
     name="telnyx",
     options=TelnyxSettings,
-    secrets=(Secret("public_key", "TELNYX_PUBLIC_KEY"),),  # base64 Ed25519 public key from the Telnyx portal
+    secrets=(
+        Secret("public_key", "TELNYX_PUBLIC_KEY"),  # base64 Ed25519 public key from the Telnyx portal
+        Secret("api_key", "TELNYX_API_KEY"),  # Call Control commands (hang-up, transfer); not a webhook check
+    ),
     webhook_path="/telnyx/voice",
     webhook_methods=("POST",),
     stream_path=STREAM_PATH,
@@ -362,5 +380,8 @@ SPEC: CarrierSpec[TelnyxSettings] = CarrierSpec(
     busy=say_and_hang_up,
     dialect=_dialect,
     check=_check,
+    authenticated=lambda door: bool(door.secret("public_key")),  # the API key signs nothing Telnyx sends
+    credential="TELNYX_PUBLIC_KEY",
     legacy_keys={"telnyx_codec": "codec"},
+    call_control="telnyx_call_control",
 )

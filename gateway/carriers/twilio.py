@@ -27,7 +27,7 @@ import msgspec
 from ..errors import CarrierProtocolError, LocalProtocolError
 from ..security import validate_twilio_signature
 from . import twiml
-from .base import check_in_stream, obj, opt_int, require_dtmf, require_str
+from .base import check_in_stream, obj, opt_int, require_dtmf, require_str, screen_media
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -243,9 +243,16 @@ class TwilioDialect:
 
     def __init__(self, stream: TwilioStream | None = None) -> None:
         self.stream = stream or TwilioStream()
+        #: Media payloads that were not whole 20 ms frames, by reason (gateway.carriers.base.MEDIA_FAULTS).
+        self.media_faults: dict[str, int] = {}
 
     def parse(self, data: str | bytes) -> list[CarrierEvent]:
-        return [self.stream.parse(data)]
+        ev = self.stream.parse(data)
+        if type(ev) is AudioReceived and len(ev.payload) != MULAW_FRAME_BYTES:
+            screened = screen_media(ev, "audio/pcmu", MULAW_FRAME_BYTES, self.media_faults)
+            if screened is not None:
+                return screened
+        return [ev]
 
     def build_media(self, payload: bytes) -> str:
         return self.stream.build_media(payload)

@@ -30,7 +30,16 @@ from typing import Any
 import jwt
 
 from ..errors import CarrierProtocolError
-from .base import FRAME_MS, SAFE_ID, StreamDialect, dumps, e164_from_digits, json_object, require_dtmf
+from .base import (
+    FRAME_MS,
+    SAFE_ID,
+    StreamDialect,
+    dumps,
+    e164_from_digits,
+    json_object,
+    require_dtmf,
+    screen_media,
+)
 from .events import (
     AudioReceived,
     CarrierEvent,
@@ -88,9 +97,9 @@ class VonageStream(StreamDialect):
         if isinstance(data, bytes):
             if self.stream_id is None:
                 raise CarrierProtocolError("binary audio before websocket:connected")
-            if len(data) % 2:
-                raise CarrierProtocolError(f"binary frame of odd length {len(data)} (16-bit PCM)")
-            return [AudioReceived(data)]
+            ev = AudioReceived(data)
+            screened = screen_media(ev, self.encoding, self.frame_bytes, self.media_faults)
+            return [ev] if screened is None else screened
         msg = json_object(data, "Vonage")
         event = msg.get("event")
         if self.stream_id is None:

@@ -32,7 +32,7 @@ import aiohttp
 import numpy as np
 
 from ..audio import g711
-from .carrier_side import CallIds, CarrierSide, Message, StreamTarget, new_carrier_side
+from .carrier_side import CallIds, CarrierSide, Message, SideOptions, StreamTarget, new_carrier_side
 from .errors import CallRefused, GatewayProtocolError, UsageError
 from .timeline import CallRecord, TurnSpec, frame_levels
 from .turn_taking import AUDIBLE_RMS, HangUp, StartTurn, TurnTaking, TurnTakingConfig, frame_audible
@@ -87,6 +87,10 @@ class SimulatorConfig:
     url: str = "http://127.0.0.1:8080"
     #: Which carrier to play (gateway.simulator.carrier_side): its webhook, answer document, dialect and audio.
     carrier: str = "twilio"
+    #: L16 byte order the carrier side plays (assumed | big | little) and a Telnyx L16 stream (gateway.simulator
+    #: .carrier_side.SideOptions): what the answer document cannot say.
+    l16_byte_order: str = "assumed"
+    telnyx_codec: str = ""
     turns: tuple[CallerTurn, ...] = ()
     auth_token: str = ""
     #: The base URL the gateway signs webhooks against (its GATEWAY_PUBLIC_URL); default: ``url``.
@@ -237,7 +241,7 @@ async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession 
     )
     record.stream_sid = new_sid("MZ")
     ids = CallIds(record.call_sid, record.account_sid, record.stream_sid, config.from_, config.to)
-    side = new_carrier_side(config.carrier, ids)
+    side = new_carrier_side(config.carrier, ids, SideOptions(config.l16_byte_order, config.telnyx_codec))
     own_http = http is None
     session = http or aiohttp.ClientSession()
     try:
@@ -457,6 +461,9 @@ class _Call:
             if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
                 for name, flushed in self._on_message(self._side.parse(msg.data)):
                     await self._echo(name, flushed=flushed)
+                if self._side.warnings:  # advice of the carrier's docs the gateway did not follow: once each
+                    self._record.warnings += [w for w in self._side.warnings if w not in self._record.warnings]
+                    self._side.warnings.clear()
                 if self._clear_acks:
                     self._clear_acks = 0
                     await self._send(self._side.cleared)

@@ -15,12 +15,14 @@ description, :mod:`gateway.carriers.registry`):
   (``clearedAudio`` / ``websocket:cleared``) and only ever echo a checkpoint after its audio played.
 
 The simulator's caller, playout buffer and recording work in 8 kHz μ-law 20 ms frames whatever the carrier; each side
-converts at its edge (G.711 / PCM16 in the carrier's byte order, soxr resampling).
+converts at its edge (G.711 / PCM16 in the carrier's byte order, block-free resampling), so every message carries
+exactly 20 ms of audio (Exotel: 100 ms) at every rate. :class:`SideOptions` plays what the answer cannot say: the L16
+byte order (assumed per carrier in the simulator itself, or forced either way) and a Telnyx L16 stream.
 """
 
 from __future__ import annotations
 
-from .sides.common import CallIds, CarrierSide, Message, StreamTarget, WebhookRequest
+from .sides.common import CallIds, CarrierSide, Message, SideOptions, StreamTarget, WebhookRequest
 from .sides.exotel import ExotelCarrier
 from .sides.plivo import PlivoCarrier
 from .sides.telnyx import TelnyxCarrier
@@ -32,6 +34,7 @@ __all__ = [
     "CallIds",
     "CarrierSide",
     "Message",
+    "SideOptions",
     "StreamTarget",
     "WebhookRequest",
     "new_carrier_side",
@@ -49,12 +52,12 @@ CARRIER_SIDES: dict[str, type[CarrierSide]] = {
 }
 
 
-def new_carrier_side(carrier: str, ids: CallIds) -> CarrierSide:
+def new_carrier_side(carrier: str, ids: CallIds, options: SideOptions | None = None) -> CarrierSide:
     try:
         cls = CARRIER_SIDES[carrier]
     except KeyError:
         raise ValueError(f"unknown carrier {carrier!r} (known: {', '.join(CARRIER_SIDES)})") from None
-    return cls(ids)
+    return cls(ids, options)
 
 
 def secret_env(carrier: str) -> str:

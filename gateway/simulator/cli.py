@@ -18,6 +18,7 @@ from typing import Any
 from .caller import SimulatorConfig, load_caller_voice, simulate_call, turns_from_args, write_wav
 from .carrier_side import CARRIER_SIDES, secret_env
 from .errors import UsageError
+from .sides.common import L16_BYTE_ORDERS, TELNYX_L16
 from .timeline import build_timeline
 
 __all__ = ["SECRET_ENV", "add_parser", "run"]
@@ -66,6 +67,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="twilio",
         help="which carrier places the call, speaking its own webhook, answer document, stream dialect "
         "and audio format (default %(default)s)",
+    )
+    p.add_argument(
+        "--l16-byte-order",
+        choices=L16_BYTE_ORDERS,
+        default="assumed",
+        help="byte order of L16 audio the carrier sends and reads: 'assumed' is the simulator's own per-carrier "
+        "assumption (docs/how-to/carriers/index.md#assumptions), 'big' or 'little' forces one, e.g. to see what a "
+        "byte-order mistake sounds like (default %(default)s)",
+    )
+    p.add_argument(
+        "--telnyx-codec",
+        choices=tuple(TELNYX_L16),
+        default=None,
+        help="with --carrier telnyx: play a stream Call Control's streaming_start opened with this L16 codec "
+        "instead of the TeXML answer's (TeXML cannot ask for L16)",
     )
     p.add_argument(
         "--say",
@@ -145,6 +161,8 @@ def config_from_args(args: argparse.Namespace, turns: Sequence[Any]) -> Simulato
     return SimulatorConfig(
         url=args.url,
         carrier=carrier,
+        l16_byte_order=getattr(args, "l16_byte_order", "assumed"),
+        telnyx_codec=getattr(args, "telnyx_codec", None) or "",
         turns=tuple(turns),
         auth_token=token,
         public_url=args.public_url,

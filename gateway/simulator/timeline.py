@@ -29,6 +29,9 @@ JSON keys (``Timeline.to_dict()``, ``version`` 1; times in seconds since the str
 - ``marks``: [{``name``, ``received_s``, ``echoed_s``, ``flushed``}] (``flushed``: echoed by a ``clear``, so it
   does not prove playback, docs/architecture/twilio-media-streams.md#marks-and-clear)
 - ``hangup``: {``by`` (``caller`` | ``gateway``), ``at_s``, ``reason``} or null
+- ``tone_check``: {``loud_s``, ``flatness``, ``noise``}: whether what the caller heard was a voice or a tone, or
+  noise (the median spectral flatness of its loud 32 ms windows; a wrong L16 byte order makes noise of any voice:
+  :mod:`gateway.simulator.tone_check`). Noise also adds a warning.
 - ``counts``: ``media_sent``, ``media_received``, ``media_received_ms``, ``marks_received``, ``marks_played``,
   ``marks_flushed``, ``clears``
 """
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..audio import g711
+from .tone_check import ToneCheck, tone_check
 from .turn_taking import AUDIBLE_RMS
 from .twilio_side import FRAME_BYTES, FRAME_S
 
@@ -223,6 +227,17 @@ class Timeline:
     marks: tuple[MarkReport, ...]
     hangup: Mapping[str, Any] | None
     duration_s: float
+    tone: ToneCheck = ToneCheck(0.0, None, False)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The record's warnings, and the tone check's when the caller heard noise."""
+        noise = (
+            [f"the caller heard noise, not a voice (spectral flatness {self.tone.flatness:.2f}): wrong L16 byte order?"]
+            if self.tone.noise and self.tone.flatness is not None
+            else []
+        )
+        return list(self.record.warnings) + noise
 
     @property
     def exit_code(self) -> int:
@@ -235,7 +250,7 @@ class Timeline:
             "outcome": r.outcome,
             "exit_code": self.exit_code,
             "errors": list(r.errors),
-            "warnings": list(r.warnings),
+            "warnings": self.warnings,
             "call": {"call_sid": r.call_sid, "account_sid": r.account_sid, "stream_sid": r.stream_sid,
                      "from": r.from_, "to": r.to},
             "webhook": {"url": r.webhook_url, "status": r.webhook_status, "ms": _ms(r.webhook_ms),
@@ -252,6 +267,7 @@ class Timeline:
             "marks": [{"name": m.name, "received_s": _s(m.received_s), "echoed_s": _s(m.echoed_s),
                        "flushed": m.flushed} for m in self.marks],
             "hangup": dict(self.hangup) if self.hangup else None,
+            "tone_check": self.tone.to_dict(),
             "counts": {
                 "media_sent": r.media_sent,
                 "media_received": r.media_received,
@@ -328,7 +344,7 @@ class Timeline:
             f"response latency {min(latencies):.0f}–{max(latencies):.0f} ms" if latencies else "no replies heard"
         )
         lines.append(summary + f", call {self.duration_s:.2f} s, outcome {r.outcome}")
-        lines += [f"  warning: {w}" for w in r.warnings]
+        lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  error: {e}" for e in r.errors]
         return "\n".join(lines)
 
@@ -428,6 +444,7 @@ def build_timeline(record: CallRecord) -> Timeline:
         marks=tuple(marks[n] for n in order),
         hangup=hangup,
         duration_s=duration,
+        tone=tone_check(record.heard),
     )
 
 

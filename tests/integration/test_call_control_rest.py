@@ -1,4 +1,4 @@
-"""The Twilio REST client (gateway/carriers/twilio_rest.py) against the local fake of Twilio's Calls API over loopback:
+"""The Twilio REST client (gateway/control/twilio.py) against the local fake of Twilio's Calls API over loopback:
 request shapes, Basic auth, form fields exactly as documented, typed errors, the idempotent hang-up (404/20404) and
 which requests retry (docs/architecture/twilio-media-streams.md#ending-a-call, #transfer, #call-status)."""
 
@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from gateway.carriers.twilio_rest import TwilioRest, TwilioRestError, TwilioUnavailable
+from gateway.control.twilio import TwilioRest, TwilioRestError, TwilioUnavailable
 from tests.support.fake_twilio_rest import FakeTwilioRest
 
 

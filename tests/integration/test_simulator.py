@@ -237,6 +237,7 @@ async def test_cli_json_timeline_has_the_documented_keys(start_gateway, fake_age
         "clears",
         "marks",
         "hangup",
+        "tone_check",
         "counts",
     }
     assert d["outcome"] == "completed" and d["errors"] == []

@@ -10,7 +10,14 @@ from xml.etree import ElementTree
 import pytest
 
 from gateway.carriers.base import Dialect
-from gateway.carriers.events import AudioReceived, DtmfReceived, PlaybackCheckpoint, StreamStarted, StreamStopped
+from gateway.carriers.events import (
+    AudioReceived,
+    DtmfReceived,
+    MediaFault,
+    PlaybackCheckpoint,
+    StreamStarted,
+    StreamStopped,
+)
 from gateway.carriers.signalwire import CODECS, SignalWireStream, connect_stream, validate_signalwire_signature
 from gateway.errors import CarrierProtocolError
 from gateway.security import twilio_signature
@@ -52,7 +59,9 @@ def test_pcma_start_maps_to_alaw_8k() -> None:
 
 def test_l16_payloads_are_swapped_from_network_byte_order_both_ways() -> None:
     d = started()
-    (ev,) = d.parse(text(fixture(C, "media_l16")))
+    # (4 bytes are not a whole 20 ms frame: passed on, after a one-time notice)
+    fault, ev = d.parse(text(fixture(C, "media_l16")))
+    assert fault == MediaFault("mis_sized", 4, refused=False)
     assert ev == AudioReceived(bytes([0x02, 0x01, 0x04, 0x03]), timestamp_ms=5, chunk=1)
     assert json.loads(d.build_media(bytes([0x01, 0x02, 0x03, 0x04]))) == fixture(C, "outbound_media_l16")
 

@@ -71,10 +71,24 @@ def test_the_adding_a_carrier_page_explains_every_field_of_a_description() -> No
         )
 
 
-def test_only_twilio_offers_call_control_and_status_callbacks_today() -> None:
+def test_each_carrier_with_a_call_control_api_names_it_and_only_twilio_asks_for_status_callbacks() -> None:
     assert {spec.name: (spec.call_control, spec.status_callbacks) for spec in CARRIERS if spec.call_control} == {
-        "twilio": ("twilio_rest", True)
+        "twilio": ("twilio_rest", True),
+        "signalwire": ("laml_rest", False),
+        "telnyx": ("telnyx_call_control", False),
+        "plivo": ("plivo_rest", False),
     }
+
+
+def test_a_call_control_credential_alone_does_not_authenticate_a_carrier_door() -> None:
+    # The REST credentials sign nothing the carrier sends: only the webhook secret keeps strangers out.
+    for name, env in (
+        ("telnyx", {"TELNYX_API_KEY": "k"}),
+        ("plivo", {"PLIVO_AUTH_ID": "MA1"}),
+        ("signalwire", {"SIGNALWIRE_PROJECT_ID": "p", "SIGNALWIRE_API_TOKEN": "t"}),
+    ):
+        spec = carrier(name)
+        assert not spec.authenticated(spec.door(spec.options(), env)), name
 
 
 # ---- each carrier's pure doors -----------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.carriers.base import Dialect
+from gateway.carriers.base import Dialect, pcm16_swap
 from gateway.carriers.events import (
     AudioReceived,
     DtmfReceived,
+    MediaFault,
     PlaybackCheckpoint,
     StreamConnected,
     StreamError,
@@ -123,8 +124,14 @@ def test_l16_start_at_16k_swaps_byte_order_both_ways() -> None:
         )
     )
     assert (d.encoding, d.sample_rate, d.frame_bytes) == ("audio/pcm", 16000, 640)
-    (ev,) = d.parse(changed(C, "media_1", lambda m: m["media"].update(payload=base64.b64encode(b"\x01\x02").decode())))
-    assert ev.payload == b"\x02\x01"
+    frame = bytes(range(256)) * 2 + bytes(range(128))  # 640 bytes: 20 ms
+    (ev,) = d.parse(changed(C, "media_1", lambda m: m["media"].update(payload=base64.b64encode(frame).decode())))
+    assert ev.payload == pcm16_swap(frame) and ev.payload[:2] == b"\x01\x00"
+    # half a sample is refused (and its sequence number still counts, so the next frame is not held back)
+    assert d.parse(changed(C, "media_2", lambda m: m["media"].update(payload=base64.b64encode(b"\x01").decode()))) == [
+        MediaFault("odd_length", 1, refused=True)
+    ]
+    assert d.media_faults == {"odd_length": 1}
     assert json.loads(d.build_media(b"\x02\x01"))["media"]["payload"] == base64.b64encode(b"\x01\x02").decode()
 
 

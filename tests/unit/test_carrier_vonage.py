@@ -80,7 +80,6 @@ def test_protocol_errors() -> None:
             VonageStream().parse(bad)
     d = started()
     for bad in (
-        b"\x00" * 3,
         text(fixture(C, "connected")),
         text({"event": "nope"}),
         changed(C, "notify", lambda m: m.update(payload={})),

@@ -130,3 +130,30 @@ def test_a_cycle_is_found_however_deep_the_import_hides():
 def test_only_the_entry_points_import_the_app_module():
     importers = {module for module, imported in import_graph().items() if "gateway.app" in imported}
     assert importers == ENTRY_POINTS
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports anywhere in ``path`` (``import aiohttp.web`` → ``aiohttp``)."""
+    names: set[str] = set()
+    for node in _statements(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_carrier_dialects_do_no_io():
+    # gateway/carriers is pure (docs/architecture/code-layout.md): the carriers' REST clients live in gateway/control.
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(names)
+        for path in sorted((ROOT / "gateway" / "carriers").rglob("*.py"))
+        if (names := _third_party_imports(path) & {"asyncio", "aiohttp", "socket", "websockets", "requests"})
+    }
+    assert offenders == {}
+
+
+def test_the_pure_module_check_sees_an_io_import(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    import aiohttp.web\n    from asyncio import sleep\n", encoding="utf-8")
+    assert _third_party_imports(module) >= {"aiohttp", "asyncio"}

@@ -92,6 +92,7 @@ SCHEMA: dict[str, Event] = {
     "call.refused": Event({**CALL, "reason": str}),
     "call.dtmf": Event(CALL),
     "carrier.stream_error": Event({**CALL, "carrier": str, "code": str, "detail": str}),
+    "carrier.media_fault": Event({**CALL, "carrier": str, "reason": str, "bytes": int, "refused": bool}),
     "call.barge_in": Event(
         {
             **CALL,
@@ -130,7 +131,7 @@ SCHEMA: dict[str, Event] = {
             "stale_mark_echoes": int,
             "agent_close_code": OPT_INT,
         },
-        {"error": str, "prompt": str},
+        {"error": str, "prompt": str, "media_faults": dict},
     ),
     # ---- the agent session -----------------------------------------------------------------------------------------
     "agent.connect_failed": Event({**CALL, "attempt": int, "error": str}),

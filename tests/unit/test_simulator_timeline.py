@@ -131,8 +131,10 @@ def test_json_has_the_documented_stable_keys():
         "clears",
         "marks",
         "hangup",
+        "tone_check",
         "counts",
     }
+    assert set(d["tone_check"]) == {"loud_s", "flatness", "noise"}
     assert d["version"] == SCHEMA_VERSION and d["outcome"] == "completed" and d["exit_code"] == 0
     assert set(d["call"]) == {"call_sid", "account_sid", "stream_sid", "from", "to"}
     assert set(d["webhook"]) == {"url", "status", "ms", "signed"}

@@ -84,8 +84,8 @@ class ToolPort:
         agent to say the announcement; once that was heard, the carrier's call control transfers the call."""
         core, now = self._core, self._clock()
         if not self._control.available:
-            # This carrier has no call control here (docs/how-to/call-control.md: transfers need Twilio REST at the
-            # twilio door): the agent hears it as a tool error and the call goes on.
+            # This carrier has no call control here (docs/how-to/call-control.md#carriers: none configured, or none on
+            # this carrier): the agent hears it as a tool error and the call goes on.
             log.warning("call.transfer_refused", reason=self._control.unavailable_reason)
             self._emit(ev.ControlAction("transfer", "refused", t=core.t(now)))
             return ToolOutcome(cc.error_result("transfers are not available on this carrier"), True)

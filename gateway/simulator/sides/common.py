@@ -16,14 +16,18 @@ from xml.etree import ElementTree
 import numpy as np
 
 from ...audio import g711
-from ...audio.resample import StreamResampler
 from ..errors import CallRefused, GatewayProtocolError
 from ..twilio_side import GatewayMessage
 
 __all__ = [
+    "ASSUMED_L16_ORDER",
+    "L16_BYTE_ORDERS",
+    "TELNYX_L16",
     "CallIds",
     "CarrierSide",
     "Codec",
+    "FrameResampler",
+    "SideOptions",
     "Message",
     "StreamTarget",
     "WebhookRequest",
@@ -34,6 +38,7 @@ __all__ = [
     "refusal_of",
     "swap16",
     "unb64",
+    "warn_once",
     "xml_root",
 ]
 
@@ -79,8 +84,10 @@ class CarrierSide(Protocol):
     secret_env: str
     #: Twilio-style carriers echo pending marks on ``clear``; Plivo and Vonage acknowledge it instead.
     echo_marks_on_clear: bool
+    #: What the gateway sent that the carrier's docs advise against but accept (the caller reports each once).
+    warnings: list[str]
 
-    def __init__(self, ids: CallIds) -> None: ...
+    def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None: ...
 
     def webhook(self, ids: CallIds, public_base: str, secret: str) -> WebhookRequest: ...
     def read_answer(self, body: str, content_type: str, webhook_url: str) -> StreamTarget: ...
@@ -94,13 +101,92 @@ class CarrierSide(Protocol):
     def parse(self, data: Message) -> GatewayMessage: ...
 
 
+#: L16 byte order per carrier, as the simulator plays it by default ("assumed"). Written here from each carrier's
+#: documentation, not imported from the gateway's dialects, so a dialect's byte-order mistake cannot hide behind the
+#: simulator making the same one: Vonage and Exotel document little-endian PCM16; Plivo's ``audio/x-l16`` is taken as
+#: little-endian too; SignalWire's and Telnyx's L16 are RTP payloads, network byte order (RFC 3551 §4.5.11). The
+#: ``--l16-byte-order`` switch plays the other order (docs/how-to/carriers/index.md#assumptions).
+ASSUMED_L16_ORDER = {"signalwire": "big", "telnyx": "big", "plivo": "little", "vonage": "little", "exotel": "little"}
+L16_BYTE_ORDERS = ("assumed", "big", "little")
+#: The simulator's Telnyx stream codecs beyond TeXML's (Call Control ``streaming_start``'s ``stream_codec`` L16).
+TELNYX_L16 = {"L16@8000": 8000, "L16@16000": 16000, "L16@24000": 24000}
+
+
+@dataclass(frozen=True)
+class SideOptions:
+    """How the simulated carrier plays the call beyond what the gateway's answer says.
+
+    ``l16_byte_order``: ``assumed`` (:data:`ASSUMED_L16_ORDER`), ``big`` or ``little``, for carriers that send L16.
+    ``telnyx_codec``: ``""`` (the TeXML answer's codec) or ``L16@8000|16000|24000``: play a stream that Telnyx Call
+    Control's ``streaming_start`` opened with L16 (TeXML cannot ask for L16), on the answer's URL and parameters."""
+
+    l16_byte_order: str = "assumed"
+    telnyx_codec: str = ""
+
+    def __post_init__(self) -> None:
+        if self.l16_byte_order not in L16_BYTE_ORDERS:
+            raise ValueError(f"l16_byte_order must be one of {', '.join(L16_BYTE_ORDERS)}")
+        if self.telnyx_codec and self.telnyx_codec not in TELNYX_L16:
+            raise ValueError(f"telnyx_codec must be one of {', '.join(TELNYX_L16)}")
+
+    def big_endian(self, carrier: str) -> bool:
+        order = self.l16_byte_order
+        return (ASSUMED_L16_ORDER.get(carrier, "little") if order == "assumed" else order) == "big"
+
+
+class FrameResampler:
+    """Block-free streaming resampling by an integer factor (8 kHz → 16/24 kHz and back), for the simulator's edge.
+
+    A chunk of ``n`` input samples gives exactly ``n * up / down`` output samples (up to the decimation phase, carried
+    across chunks), so every 20 ms frame in gives one 20 ms frame out: what a carrier sends. (A soxr stream releases
+    its output in blocks: empty frames, then 100 ms bursts.) A windowed-sinc FIR with its history kept between chunks,
+    so frame boundaries do not click; its delay is a few milliseconds. Quality is the simulator's need: telephone band
+    audio, μ-law on the far side."""
+
+    TAPS_PER_PHASE = 16
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        if out_rate % in_rate == 0:
+            self.up, self.down = out_rate // in_rate, 1
+        elif in_rate % out_rate == 0:
+            self.up, self.down = 1, in_rate // out_rate
+        else:
+            raise ValueError(f"{in_rate} -> {out_rate} Hz is not an integer factor")
+        factor = max(self.up, self.down)
+        n = self.TAPS_PER_PHASE * factor + 1
+        t = np.arange(n) - (n - 1) / 2
+        h = np.sinc(t / factor) * np.kaiser(n, 8.0)
+        self._h = h / h.sum() * self.up  # unit gain at DC; zero-stuffing loses a factor ``up``
+        self._history = np.zeros(n - 1)
+        self._phase = 0  # index of the next output sample to keep, when decimating
+
+    def process(self, pcm: bytes) -> bytes:
+        x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+        if self.up > 1:
+            z = np.zeros(len(x) * self.up)
+            z[:: self.up] = x
+        else:
+            z = x
+        buf = np.concatenate([self._history, z])
+        y = np.convolve(buf, self._h, mode="valid")  # len(z) samples
+        self._history = buf[len(buf) - len(self._history) :]
+        if self.down > 1:
+            y = y[self._phase :: self.down]
+            self._phase = (self._phase - len(z)) % self.down
+        return np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+
+
 class Codec:
-    """8 kHz μ-law frames ⇄ the carrier's encoding, rate and byte order."""
+    """8 kHz μ-law frames ⇄ the carrier's encoding, rate and byte order. Each 20 ms frame in is one 20 ms frame out
+    (:class:`FrameResampler`), in both directions."""
 
     def __init__(self, encoding: str, rate: int, big_endian: bool = False) -> None:
         self.encoding, self.rate, self.big_endian = encoding, rate, big_endian
-        self._up = StreamResampler(8000, rate, "HQ") if encoding == "audio/pcm" and rate != 8000 else None
-        self._down = StreamResampler(rate, 8000, "HQ") if encoding == "audio/pcm" and rate != 8000 else None
+        resample = encoding == "audio/pcm" and rate != 8000
+        self._up = FrameResampler(8000, rate) if resample else None
+        self._down = FrameResampler(rate, 8000) if resample else None
+        #: Bytes of 20 ms in the carrier's encoding.
+        self.frame_bytes = 160 if encoding in ("audio/pcmu", "audio/pcma") else rate // 50 * 2
 
     def to_carrier(self, ulaw: bytes) -> bytes:
         if self.encoding == "audio/pcmu":
@@ -123,6 +209,11 @@ class Codec:
         if self._down is not None:
             pcm = self._down.process(pcm)
         return g711.pcm16_to_ulaw(pcm)
+
+
+def warn_once(warnings: list[str], text: str) -> None:
+    if text not in warnings:
+        warnings.append(text)
 
 
 def swap16(pcm: bytes) -> bytes:

@@ -15,6 +15,7 @@ from .common import (
     CallIds,
     Codec,
     Message,
+    SideOptions,
     StreamTarget,
     WebhookRequest,
     b64,
@@ -23,6 +24,7 @@ from .common import (
     json_message,
     refusal_of,
     unb64,
+    warn_once,
     xml_root,
 )
 
@@ -35,8 +37,10 @@ class PlivoCarrier:
     secret_env = spec.secret_envs[0]
     echo_marks_on_clear = False  # playedStream only after playback; a clear is answered with clearedAudio
 
-    def __init__(self, ids: CallIds) -> None:
+    def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:
         self.ids = ids
+        self.options = options or SideOptions()
+        self.warnings: list[str] = []
         self.call_uuid = ids.call_sid
         self.stream_id = ids.stream_sid
         self._seq = 0
@@ -74,7 +78,7 @@ class PlivoCarrier:
         if content not in plivo_carrier.CONTENT_TYPES:
             raise GatewayProtocolError(f"unknown contentType {content!r}")
         enc, rate, _ = plivo_carrier.CONTENT_TYPES[content]
-        self.codec = Codec(enc, rate)
+        self.codec = Codec(enc, rate, big_endian=self.options.big_endian(self.carrier))
         self._extra_headers = stream.get("extraHeaders", "")
         url = (stream.text or "").strip()
         if not url.startswith(("ws://", "wss://")):
@@ -121,9 +125,10 @@ class PlivoCarrier:
         msg = json_message(data, "Plivo")
         event = msg.get("event")
         if event == "playAudio":
-            check_shape(msg, {"event", "media"}, "playAudio")
-            media = msg["media"]
+            media = msg.get("media")
             want = {"audio/pcmu": "audio/x-mulaw", "audio/pcm": "audio/x-l16"}[self.codec.encoding]
+            # What the payload is must be said (contentType, sampleRate): Plivo plays it as that. Keys beyond the
+            # documented ones are not refused by Plivo's docs, so they are a warning here, not an error.
             if (
                 not isinstance(media, dict)
                 or media.get("contentType") != want
@@ -132,6 +137,9 @@ class PlivoCarrier:
                 raise GatewayProtocolError(
                     f"playAudio: media must be {want} at {self.codec.rate} Hz, got {media!r:.120}"
                 )
+            extra = (set(msg) - {"event", "media"}) | (set(media) - {"contentType", "sampleRate", "payload"})
+            if extra:
+                warn_once(self.warnings, f"playAudio with keys Plivo does not document: {sorted(extra)}")
             return GatewayMedia(self.codec.from_carrier(unb64(media.get("payload"), "playAudio")))
         if msg.get("streamId") != self.stream_id:
             raise GatewayProtocolError(f"{event}: streamId {msg.get('streamId')!r} is not this stream's")

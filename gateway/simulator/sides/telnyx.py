@@ -13,9 +13,11 @@ from ...carriers import telnyx as telnyx_carrier
 from ..errors import GatewayProtocolError
 from ..twilio_side import GatewayClear, GatewayMark, GatewayMedia, GatewayMessage, new_sid
 from .common import (
+    TELNYX_L16,
     CallIds,
     Codec,
     Message,
+    SideOptions,
     StreamTarget,
     WebhookRequest,
     b64,
@@ -40,8 +42,10 @@ class TelnyxCarrier:
     #: Every this many frames, two neighbours are sent swapped: Telnyx does not guarantee frame order.
     SWAP_EVERY = 25
 
-    def __init__(self, ids: CallIds) -> None:
+    def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:
         self.ids = ids
+        self.options = options or SideOptions()
+        self.warnings: list[str] = []
         self.stream_id = ids.stream_sid
         self.call_control_id = "v3:" + ids.call_sid
         self._seq = 0
@@ -87,8 +91,12 @@ class TelnyxCarrier:
         enc = {"PCMU": "audio/pcmu", "PCMA": "audio/pcma"}.get(codec)
         if enc is None or rate != 8000:
             raise GatewayProtocolError(f"unexpected TeXML stream codec {codec}@{rate}")
-        self.codec = Codec(enc, rate)
         params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        if self.options.telnyx_codec:
+            # A stream Call Control's streaming_start opened (stream_codec / stream_bidirectional_codec L16 at this
+            # rate) on the same URL and parameters: TeXML cannot ask for L16.
+            enc, rate = "audio/pcm", TELNYX_L16[self.options.telnyx_codec]
+        self.codec = Codec(enc, rate, big_endian=self.options.big_endian(self.carrier))
         return StreamTarget(stream.get("url", ""), params, enc, rate)
 
     def upgrade_headers(self, target: StreamTarget, secret: str) -> dict[str, str]:
@@ -154,7 +162,14 @@ class TelnyxCarrier:
             media = msg["media"]
             if not isinstance(media, dict) or set(media) != {"payload"}:
                 raise GatewayProtocolError("media: expected {'payload': base64}")
-            return GatewayMedia(self.codec.from_carrier(unb64(media["payload"], "media")))
+            payload = unb64(media["payload"], "media")
+            # RTP mode takes 20 ms to 30 s of audio per message (Telnyx's media streaming docs).
+            if not self.codec.frame_bytes <= len(payload) <= self.codec.frame_bytes * 1500:
+                raise GatewayProtocolError(
+                    f"media of {len(payload)} bytes: Telnyx RTP mode takes 20 ms to 30 s "
+                    f"({self.codec.frame_bytes} to {self.codec.frame_bytes * 1500} bytes here)"
+                )
+            return GatewayMedia(self.codec.from_carrier(payload))
         if event == "mark":
             check_shape(msg, {"event", "mark"}, "mark")
             if not isinstance(msg["mark"], dict) or not isinstance(msg["mark"].get("name"), str):

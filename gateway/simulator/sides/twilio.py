@@ -14,7 +14,7 @@ from ...carriers.spec import CarrierSpec
 from ...security import twilio_signature
 from ..errors import GatewayProtocolError
 from ..twilio_side import GatewayMedia, GatewayMessage, TwilioSide, parse_twiml, webhook_form
-from .common import CallIds, Codec, Message, StreamTarget, WebhookRequest, dumps, xml_root
+from .common import CallIds, Codec, Message, SideOptions, StreamTarget, WebhookRequest, dumps, xml_root
 
 __all__ = ["SignalWireCarrier", "TwilioCarrier"]
 
@@ -26,10 +26,12 @@ class TwilioCarrier:
     echo_marks_on_clear = True
     signature_header = twilio_carrier.SIGNATURE_HEADER
 
-    def __init__(self, ids: CallIds) -> None:
+    def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:
         self.ids = ids
+        self.options = options or SideOptions()
         self.side = TwilioSide(call_sid=ids.call_sid, account_sid=ids.account_sid, stream_sid=ids.stream_sid)
         self.codec = Codec("audio/pcmu", 8000)
+        self.warnings: list[str] = []
 
     def webhook(self, ids: CallIds, public_base: str, secret: str) -> WebhookRequest:
         form = webhook_form(ids.call_sid, ids.account_sid, ids.from_, ids.to)
@@ -84,7 +86,7 @@ class SignalWireCarrier(TwilioCarrier):
         if codec not in signalwire_carrier.CODECS:
             raise GatewayProtocolError(f"<Stream codec={codec!r}> is not a SignalWire codec")
         encoding, rate = signalwire_carrier.CODECS[codec]
-        self.codec = Codec(encoding, rate, big_endian=True)
+        self.codec = Codec(encoding, rate, big_endian=self.options.big_endian(self.carrier))
         return StreamTarget(instruction.url, instruction.parameters, encoding, rate, instruction.warnings)
 
     def start(self, target: StreamTarget) -> list[Message]:

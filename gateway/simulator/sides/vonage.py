@@ -14,7 +14,17 @@ import jwt
 from ...carriers import vonage as vonage_carrier
 from ..errors import CallRefused, GatewayProtocolError
 from ..twilio_side import GatewayClear, GatewayMark, GatewayMedia, GatewayMessage
-from .common import CallIds, Codec, Message, StreamTarget, WebhookRequest, check_shape, dumps, json_message
+from .common import (
+    CallIds,
+    Codec,
+    Message,
+    SideOptions,
+    StreamTarget,
+    WebhookRequest,
+    check_shape,
+    dumps,
+    json_message,
+)
 
 __all__ = ["VonageCarrier"]
 
@@ -25,8 +35,10 @@ class VonageCarrier:
     secret_env = spec.secret_envs[0]
     echo_marks_on_clear = False  # websocket:cleared answers a clear; notify only after playback
 
-    def __init__(self, ids: CallIds) -> None:
+    def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:
         self.ids = ids
+        self.options = options or SideOptions()
+        self.warnings: list[str] = []
         self.uuid = ids.call_sid
         self.codec = Codec("audio/pcm", 16000)
         self._headers: dict[str, str] = {}
@@ -65,7 +77,7 @@ class VonageCarrier:
         if not isinstance(headers, dict) or len(json.dumps(headers)) > 512:
             raise GatewayProtocolError("websocket headers must be an object of at most 512 bytes")
         self._headers = {str(k): str(v) for k, v in headers.items()}
-        self.codec = Codec("audio/pcm", rate)
+        self.codec = Codec("audio/pcm", rate, big_endian=self.options.big_endian(self.carrier))
         return StreamTarget(str(ep.get("uri", "")), dict(self._headers), "audio/pcm", rate)
 
     def upgrade_headers(self, target: StreamTarget, secret: str) -> dict[str, str]:
