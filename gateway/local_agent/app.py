@@ -1,14 +1,15 @@
 """The local agent's aiohttp application and its standalone runner. Not pure (the app's setup and teardown).
 
 :func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token``, and the REST API of
-stored agents and session history, ``/v1/agents`` and ``/v1/sessions`` (:mod:`.store`; docs/reference/local-agent-api.md). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent",
+stored agents and session history, ``/v1/agents`` and ``/v1/sessions`` (:mod:`.store`;
+docs/reference/local-agent-api.md). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent",
 create_local_agent_app(...))`` (so ``/agent/v1/ws``); :func:`run_standalone` serves it on its own so any client written
 for the cloud API can point at it unchanged (``python -m gateway.local_agent.app --port 8765``).
 
 Set-up happens in a ``cleanup_ctx`` (aiohttp runs a sub-app's contexts with its parent's): the store (its data
-directory and thread), the worker pool, the speech models (loaded and warmed up in the pool unless passed in), the intent matcher, the reply engine and, with
-an LLM configured, an HTTP client. Shutdown closes every live session (1001) in ``on_shutdown``, then tears the
-rest down in reverse order.
+directory and thread), the worker pool, the speech models (loaded and warmed up in the pool unless passed in), the
+intent matcher, the reply engine and, with an LLM configured, an HTTP client. Shutdown closes every live session
+(1001) in ``on_shutdown``, then tears the rest down in reverse order.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from .brain import IntentEngine, IntentTable, ReplyEngine, load_intents
 from .endpoint import handle_websocket
 from .runtime import AgentRuntime
 from .settings import LlmSettings, LocalAgentSettings, settings_from_env
-from .store.service import SessionStore
 from .store.http import add_store_routes
+from .store.service import SessionStore
 
 if TYPE_CHECKING:
     import aiohttp

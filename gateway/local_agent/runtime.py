@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["AgentRuntime"]
 
 #: ``public_close_reason`` of a session that ended on its connection (docs/reference/local-agent-api.md#sessions).
-_CLOSE_REASONS = {EndReason.CLIENT_END: "client_end", EndReason.IDLE: "idle_timeout", EndReason.SHUTDOWN: "server_shutdown"}
+_CLOSE_REASONS = {
+    EndReason.CLIENT_END: "client_end",
+    EndReason.IDLE: "idle_timeout",
+    EndReason.SHUTDOWN: "server_shutdown",
+}
 
 log = structlog.get_logger("local_agent")
 T = TypeVar("T")

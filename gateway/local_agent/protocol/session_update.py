@@ -274,9 +274,13 @@ def check_agent_binding(current: SessionConfig | None, session: Mapping[str, Any
     if "agent_id" not in session:
         return None
     if current is not None:
-        raise ProtocolError("agent_id_not_first", "agent_id can only be set in the first session.update", param="agent_id")
+        raise ProtocolError(
+            "agent_id_not_first", "agent_id can only be set in the first session.update", param="agent_id"
+        )
     if len(session) > 1:
-        raise ProtocolError("invalid_value", "agent_id is mutually exclusive with other session fields", param="agent_id")
+        raise ProtocolError(
+            "invalid_value", "agent_id is mutually exclusive with other session fields", param="agent_id"
+        )
     agent_id = session["agent_id"]
     if not isinstance(agent_id, str):
         raise bad_format(_UPDATE, "agent_id")

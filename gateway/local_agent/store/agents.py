@@ -75,7 +75,9 @@ def _voice_id(value: Any, errors: list[dict[str, Any]]) -> str | None:
     if isinstance(value, dict):
         extra = sorted(set(value) - {"voice_id"})
         if extra:
-            errors.append(_err("extra_forbidden", ["voice", extra[0]], "Extra inputs are not permitted", value[extra[0]]))
+            errors.append(
+                _err("extra_forbidden", ["voice", extra[0]], "Extra inputs are not permitted", value[extra[0]])
+            )
             return None
         vid = value.get("voice_id")
         if isinstance(vid, str):

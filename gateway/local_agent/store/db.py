@@ -113,7 +113,12 @@ class Database:
 
     @staticmethod
     def _agent(row: sqlite3.Row) -> dict[str, Any]:
-        return {"id": row["id"], **json.loads(row["body"]), "created_at": row["created_at"], "updated_at": row["updated_at"]}
+        return {
+            "id": row["id"],
+            **json.loads(row["body"]),
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
 
     def delete_agent(self, agent_id: str) -> bool:
         return self._db.execute("DELETE FROM agents WHERE id=?", (agent_id,)).rowcount > 0
@@ -147,7 +152,9 @@ class Database:
             (session_id, agent_id, created_at, json.dumps(config), owner, created_at, rate),
         )
 
-    def end_session(self, session_id: str, *, status: str, reason: str, ended_at: float, config: dict[str, Any]) -> None:
+    def end_session(
+        self, session_id: str, *, status: str, reason: str, ended_at: float, config: dict[str, Any]
+    ) -> None:
         self._db.execute(
             "UPDATE sessions SET status=?, public_close_reason=?, ended_at=?, config=?, seen_at=? "
             "WHERE id=? AND status='active'",

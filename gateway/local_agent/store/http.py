@@ -90,7 +90,9 @@ def add_store_routes(
             return await request.json(loads=json.loads)
         except (ValueError, UnicodeDecodeError) as e:
             raise web.HTTPUnprocessableEntity(
-                text=json.dumps({"detail": [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {e}"}]}),
+                text=json.dumps(
+                    {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {e}"}]}
+                ),
                 content_type="application/json",
             ) from None
 
@@ -242,5 +244,13 @@ def add_store_routes(
     r.add_get("/v1/sessions", list_sessions)
     r.add_get("/v1/sessions/{session_id}", get_session)
     r.add_delete("/v1/sessions/{session_id}", delete_session)
-    r.add_get("/v1/sessions/{session_id}/recording", artifact_handler("recording", "recording.wav"), name="local_agent_session_recording")
-    r.add_get("/v1/sessions/{session_id}/timeline", artifact_handler("timeline", "timeline.jsonl"), name="local_agent_session_timeline")
+    r.add_get(
+        "/v1/sessions/{session_id}/recording",
+        artifact_handler("recording", "recording.wav"),
+        name="local_agent_session_recording",
+    )
+    r.add_get(
+        "/v1/sessions/{session_id}/timeline",
+        artifact_handler("timeline", "timeline.jsonl"),
+        name="local_agent_session_timeline",
+    )

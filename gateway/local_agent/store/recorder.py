@@ -210,9 +210,7 @@ class Recorder:
                 self._mix.agent(pcm, at)
                 if reply_id not in self._heard and audible_pcm(pcm):
                     self._heard.add(reply_id)
-                    lines.append(
-                        json.dumps({"t": round(at * 1000), "e": "reply.first_audio", "reply_id": reply_id})
-                    )
+                    lines.append(json.dumps({"t": round(at * 1000), "e": "reply.first_audio", "reply_id": reply_id}))
         if self._log is not None and lines:
             self._log.write("\n".join(lines) + "\n")
             self._log.flush()

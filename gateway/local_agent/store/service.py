@@ -131,7 +131,10 @@ class SessionStore:
     def session_opened(self, session: Session) -> Recorder:
         """Record a new session; its recorder (the hooks' target)."""
         rec = Recorder(
-            session, self.data_dir / "sessions" / session.id, loop=asyncio.get_running_loop(), record_audio=self.record_audio
+            session,
+            self.data_dir / "sessions" / session.id,
+            loop=asyncio.get_running_loop(),
+            record_audio=self.record_audio,
         )
         self._recorders[session.id] = rec
         self._submit(

@@ -205,7 +205,10 @@ async def test_agents_round_trip_through_create_get_list_replace_and_delete(agen
         ),
         (agent_body(colour="blue"), [("extra_forbidden", ["body", "colour"])]),
         (agent_body(output={"voice": "alba"}), [("extra_forbidden", ["body", "output", "voice"])]),
-        (agent_body(input={"format": {"encoding": "audio/ogg"}}), [("value_error", ["body", "input", "format", "encoding"])]),
+        (
+            agent_body(input={"format": {"encoding": "audio/ogg"}}),
+            [("value_error", ["body", "input", "format", "encoding"])],
+        ),
         ([1, 2], [("model_type", ["body"])]),
     ],
 )
