@@ -341,7 +341,7 @@ _DETAIL = {"type": "object", "required": ["detail"], "properties": {"detail": {}
 def _local_agent_rest_paths() -> dict[str, dict[str, Any]]:
     """/agent/v1/agents and /agent/v1/sessions (docs/reference/local-agent-api.md#stored-agents, #sessions)."""
     doc = "docs/reference/local-agent-api.md"
-    keyed = {"security": [{"localAgentKey": []}]}
+    keyed: dict[str, Any] = {"security": [{"localAgentKey": []}]}
     agent = {"type": "object", "description": f"a stored agent ({doc}#stored-agents)"}
     session = {"type": "object", "description": f"a session record ({doc}#sessions)"}
     body = {"required": True, "content": {"application/json": {"schema": agent}}}
