@@ -167,10 +167,19 @@ class Recorder:
     # ---- the store's thread
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self._record_audio:
-            self._wav = WavFile(self.directory / "recording.wav", self.rate)
-        self._log = open(self.directory / "timeline.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if self._record_audio:
+                self._wav = WavFile(self.directory / "recording.wav", self.rate)
+            self._log = open(self.directory / "timeline.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        self.failed = True
+        self._pending.clear()
+        log.warning("local_agent.recording_failed", session_id=self._session.id, error=str(e))
+        self._close_files()
 
     def flush(self, *, final: bool = False) -> None:
         """Write what the hooks queued; ``final``: everything, then close the files."""
@@ -180,10 +189,7 @@ class Recorder:
         try:
             self._write(final)
         except OSError as e:
-            self.failed = True
-            self._pending.clear()
-            log.warning("local_agent.recording_failed", session_id=self._session.id, error=str(e))
-            self._close_files()
+            self._fail(e)
             return
         if final:
             self._close_files()

@@ -98,7 +98,10 @@ class SessionStore:
             except Exception:
                 log.exception("local_agent.store_failed", call=getattr(fn, "__name__", "?"))
 
-        self._executor.submit(call)
+        try:
+            self._executor.submit(call)
+        except RuntimeError:  # the store has closed (shutdown): nothing more is written
+            log.info("local_agent.store_closed", call=getattr(fn, "__name__", "?"))
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

@@ -284,3 +284,18 @@ async def test_agents_outlive_the_app_and_a_dropped_session_ends_when_its_resume
         assert (await call(http, "DELETE", f"{second.base}/v1/sessions/{ready['session_id']}"))[0] == 204
         assert not (tmp_path / "sessions" / ready["session_id"]).exists()
         assert (await call(http, "GET", f"{second.base}/v1/sessions"))[1]["sessions"] == []
+
+
+async def test_a_data_directory_that_cannot_take_recordings_leaves_the_session_unharmed(
+    start_agent: Callable[..., Awaitable[AgentServer]], tmp_path: Path
+) -> None:
+    (tmp_path / "sessions").write_text("a file where the sessions' folder should be")
+    agent = await start_agent(data_dir=tmp_path)
+    c = await agent.client()
+    ready = await c.open_session(input=ULAW, output=ULAW)
+    await c.send("session.end")
+    await c.expect("session.ended")
+    assert await c.wait_closed() == 1000
+    async with aiohttp.ClientSession() as http:
+        record = await wait_for_status(http, f"{agent.base}/v1/sessions/{ready['session_id']}", "completed")
+    assert record["public_close_reason"] == "client_end" and record["artifacts"] == []
