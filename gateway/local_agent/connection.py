@@ -221,9 +221,7 @@ class Connection:
 
     async def _dispatch(self, event: proto.ClientEvent) -> None:
         session = self.session
-        session.recorder.client_event(
-            event
-        )  # the session's recording and timeline (docs/reference/local-agent-api.md#sessions)
+        session.recorder.client_event(event)  # recording and timeline: docs/reference/local-agent-api.md#sessions
         if isinstance(event, proto.InputAudio):
             if not event.audio:
                 return
