@@ -40,7 +40,7 @@ __all__ = ["NULL_RECORDER", "NullRecorder", "Recorder", "WavFile"]
 
 log = structlog.get_logger("local_agent")
 
-_USER, _AGENT, _LOG = 0, 1, 2
+_USER, _AGENT, _LOG, _CUT = 0, 1, 2, 3
 #: Entries a flush takes at most (the rest wait for the next one), so one flush stays short.
 _FLUSH_MAX: Final = 20000
 
@@ -154,6 +154,8 @@ class Recorder:
         keep = LOGGED_SERVER_EVENTS.get(event["type"])
         if keep is not None:
             self._pending.append((_LOG, self._now(), event["type"], log_fields(event, keep)))
+            if event.get("status") == "interrupted":  # reply.done: the client flushes what it had not played
+                self._pending.append((_CUT, self._now()))
 
     def reply_trigger(self, reply_id: str, trigger: str) -> None:
         if not self.closed:
@@ -207,6 +209,8 @@ class Recorder:
             if kind == _LOG:
                 _, at, type_, fields = item
                 lines.append(json.dumps({"t": round(at * 1000), "e": type_, **fields}, separators=(",", ":")))
+            elif kind == _CUT:
+                self._mix.agent_cut(item[1])
             elif kind == _USER:
                 _, data, fmt, at = item
                 self._mix.user(self._user_pcm(data, fmt), at)

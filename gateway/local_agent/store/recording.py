@@ -8,8 +8,8 @@ docs/reference/local-agent-api.md#recording):
 - the caller's audio runs contiguously from chunk to chunk, as a microphone delivers it; only a real gap (a chunk
   arriving more than ``gap_s`` after the previous one ended, e.g. while the socket was away before a resume) is
   kept as silence;
-- the agent's audio goes where the client plays it (the speaker's playout clock), so a chunk written after a
-  barge-in flush overwrites what the client threw away.
+- the agent's audio goes where the client plays it (the speaker's playout clock); at a barge-in the client throws
+  away what it had not played yet, and :meth:`StereoRecording.agent_cut` does the same to the right track.
 
 :meth:`StereoRecording.take` hands back the frames older than ``hold_s``, so audio placed a little late still lands;
 anything placed before what was already taken is dropped and counted (``late_frames``).
@@ -67,6 +67,11 @@ class StereoRecording:
     def agent(self, pcm: bytes, plays_at_s: float) -> None:
         """Agent audio (PCM16 at ``rate``) the client plays from ``plays_at_s``."""
         self._place(self._right, max(0, round(plays_at_s * self.rate)), pcm)
+
+    def agent_cut(self, at_s: float) -> None:
+        """The client flushed its playback at ``at_s`` (an interrupted reply): agent audio placed after it goes."""
+        off = max(0, round(at_s * self.rate) - self.base)
+        del self._right[off * 2 :]
 
     def take(self, now_s: float | None = None) -> bytes:
         """Interleaved stereo frames up to ``now_s - hold_s`` (silence where neither track had audio), or, with

@@ -223,6 +223,15 @@ def test_agent_audio_written_after_a_flush_overwrites_what_the_client_dropped() 
     assert set(out[:400, 1]) == {9} and set(out[400:800, 1]) == {4}
 
 
+def test_a_barge_in_cut_drops_the_agent_audio_the_client_had_not_played() -> None:
+    rec = StereoRecording(8000, hold_s=0.0)
+    rec.agent(tone(1600, 9), 0.0)  # 200 ms sent ahead
+    rec.user(tone(800, 1), 0.1)
+    rec.agent_cut(0.05)
+    out = frames(rec.take(None))
+    assert set(out[:400, 1]) == {9} and set(out[400:, 1]) == {0} and len(out) == 800
+
+
 def test_take_holds_back_recent_audio_and_counts_what_comes_too_late() -> None:
     rec = StereoRecording(8000, hold_s=1.0)
     rec.user(tone(8000), 1.0)
