@@ -25,7 +25,7 @@ from ..protocol.tokens import _strip_bearer
 from .agents import AgentInvalid, new_agent_id, validate_agent
 from .artifacts import LINK_TTL_S, artifact_list, check_link, sign_link
 from .db import SessionRow
-from .service import SessionStore
+from .service import SessionStore, is_session_id
 from .timeline import build_timeline
 
 __all__ = ["add_store_routes"]
@@ -224,8 +224,10 @@ def add_store_routes(
                 if (denied := authorized(request)) is not None:
                     return denied
             s = store()
+            if not is_session_id(sid) or await s.run(s.db.get_session, sid) is None:
+                return _detail(404, "Artifact not found")
             path: Path = s.session_dir(sid) / filename
-            if await s.run(s.db.get_session, sid) is None or not path.exists():
+            if not path.exists():
                 return _detail(404, "Artifact not found")
             if name == "recording":
                 return web.FileResponse(path, headers={"Content-Type": "audio/wav"})

@@ -15,6 +15,7 @@ flushed and closed, its record gets its status, close reason and config, and the
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shutil
 import time
@@ -33,7 +34,7 @@ from .recorder import Recorder
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["DB_NAME", "HEARTBEAT_S", "SessionStore"]
+__all__ = ["DB_NAME", "HEARTBEAT_S", "SessionStore", "is_session_id"]
 
 log = structlog.get_logger("local_agent")
 T = TypeVar("T")
@@ -43,6 +44,12 @@ FLUSH_S: Final = 1.0
 HEARTBEAT_S: Final = 30.0
 #: An active session of another process not seen for this long belongs to a process that died.
 STALE_S: Final = 4 * HEARTBEAT_S
+_SESSION_ID: Final = re.compile(r"sess_[0-9a-f]{32}")
+
+
+def is_session_id(value: str) -> bool:
+    """The shape of the ids the agent hands out; anything else never names a file in the data directory."""
+    return _SESSION_ID.fullmatch(value) is not None
 
 
 class SessionStore:
@@ -175,6 +182,8 @@ class SessionStore:
             shutil.rmtree(self.data_dir / "sessions" / sid, ignore_errors=True)
 
     def session_dir(self, session_id: str) -> Path:
+        if not is_session_id(session_id):
+            raise ValueError(f"not a session id: {session_id!r}")
         return self.data_dir / "sessions" / session_id
 
     def is_live(self, session_id: str) -> bool:
@@ -182,6 +191,8 @@ class SessionStore:
 
     async def delete_session(self, session_id: str) -> bool:
         """Forget an ended session and delete its files; ``False`` if there is no such record."""
+        if not is_session_id(session_id):
+            return False
         found = await self.run(self.db.delete_session, session_id)
         if found:
             await self.run(shutil.rmtree, self.session_dir(session_id), ignore_errors=True)

@@ -239,6 +239,9 @@ async def test_the_rest_api_asks_for_the_api_key_and_answers_404_for_unknown_ids
         )
         assert (await call(http, "DELETE", f"{agent.base}/v1/sessions/sess_x"))[0] == 404
         assert (await call(http, "GET", f"{agent.base}/v1/sessions/sess_x/recording"))[0] == 404
+        # An id that is not one of ours never names a file, even one that escapes the data directory.
+        escape = f"{agent.base}/v1/sessions/..%2F..%2F{'a' * 8}/timeline"
+        assert (await call(http, "GET", escape))[0] == 404
         code, bad = await call(http, "GET", f"{agent.base}/v1/sessions?limit=0")
         assert code == 422 and bad["detail"][0]["loc"] == ["query", "limit"]
         code, bad = await call(http, "GET", f"{agent.base}/v1/sessions?status=done")
