@@ -302,3 +302,35 @@ async def test_a_data_directory_that_cannot_take_recordings_leaves_the_session_u
     async with aiohttp.ClientSession() as http:
         record = await wait_for_status(http, f"{agent.base}/v1/sessions/{ready['session_id']}", "completed")
     assert record["public_close_reason"] == "client_end" and record["artifacts"] == []
+
+
+async def test_embedded_in_the_gateway_the_routes_and_artifact_links_live_under_agent(
+    aiohttp_server: Any, speech_models: SpeechModels, tmp_path: Path
+) -> None:
+    from gateway.app import create_app
+    from gateway.config import load_settings
+    from gateway.local_agent.settings import DEFAULT_INTENTS_PATH
+
+    from .agent_client import AgentClient
+
+    (tmp_path / "gateway.toml").write_text(
+        f'[local_agent]\nintents = "{DEFAULT_INTENTS_PATH}"\ndata_dir = "{tmp_path / "data"}"\n'
+    )
+    settings = load_settings(
+        str(tmp_path / "gateway.toml"), env={"GATEWAY_TOKEN_SECRET": "x", "LOCAL_AGENT_API_KEY": API_KEY}
+    )
+    server = await aiohttp_server(create_app(settings, local_agent_models=speech_models))
+    base = str(server.make_url("/agent/v1")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        code, stored = await call(http, "POST", f"{base}/agents", json=agent_body(greeting=None))
+        assert code == 201
+        c = await AgentClient.connect(base.replace("http://", "ws://") + "/ws", headers=AUTH)
+        ready = await c.open_session(agent_id=stored["id"])
+        await c.send("session.end")
+        await c.expect("session.ended")
+        record = await wait_for_status(http, f"{base}/sessions/{ready['session_id']}", "completed")
+        links = {a["type"]: a["url"] for a in record["artifacts"]}
+        assert links["timeline"].startswith(f"{base}/sessions/{ready['session_id']}/timeline?")
+        code, timeline = await call(http, "GET", links["timeline"], headers=None)
+        assert code == 200 and timeline["session_id"] == ready["session_id"]
+    assert (tmp_path / "data" / "local_agent.sqlite3").exists()
