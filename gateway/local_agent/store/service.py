@@ -18,6 +18,7 @@ import asyncio
 import re
 import secrets
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import structlog
 
 from .. import protocol as proto
+from ..settings import SettingsError
 from .agents import agent_session_fields, is_agent_id
 from .db import Database
 from .recorder import Recorder
@@ -68,7 +70,12 @@ class SessionStore:
     # ---- life
 
     async def start(self) -> None:
-        self._db = await self.run(Database, self.data_dir / DB_NAME)
+        """Open (or create) the data directory's database; :class:`~..settings.SettingsError` naming ``data_dir``
+        when it cannot be, so a bad directory stops start-up with a clear message."""
+        try:
+            self._db = await self.run(Database, self.data_dir / DB_NAME)
+        except (OSError, sqlite3.Error) as e:
+            raise SettingsError(f"data_dir: cannot keep the local agent's data in {self.data_dir}: {e}") from None
         await self.run(self._heartbeat)
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="local_agent_store")
 

@@ -16,6 +16,7 @@ import aiohttp
 import numpy as np
 import pytest
 
+from gateway.local_agent.settings import SettingsError
 from gateway.local_agent.speech import SpeechModels
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from gateway.local_agent.store.service import DB_NAME
@@ -287,6 +288,14 @@ async def test_agents_outlive_the_app_and_a_dropped_session_ends_when_its_resume
         assert (await call(http, "DELETE", f"{second.base}/v1/sessions/{ready['session_id']}"))[0] == 204
         assert not (tmp_path / "sessions" / ready["session_id"]).exists()
         assert (await call(http, "GET", f"{second.base}/v1/sessions"))[1]["sessions"] == []
+
+
+async def test_a_data_directory_that_cannot_be_used_stops_start_up_naming_it(
+    start_agent: Callable[..., Awaitable[AgentServer]], tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SettingsError, match="data_dir: cannot keep"):
+        await start_agent(data_dir=tmp_path / "file" / "data")
 
 
 async def test_a_data_directory_that_cannot_take_recordings_leaves_the_session_unharmed(
