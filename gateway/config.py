@@ -165,6 +165,8 @@ class LocalAgentConfig:
     llm_base_url: str = ""  # optional OpenAI-compatible endpoint; empty = deterministic intent engine
     llm_model: str = ""
     llm_api_key_env: str = "LOCAL_AGENT_LLM_API_KEY"
+    data_dir: str = ""  # stored agents, session records, recordings; "" = $XDG_DATA_HOME/voice-gateway/local-agent
+    keep_sessions: int = 200  # ended sessions kept with their recordings
 
 
 @dataclass(frozen=True)

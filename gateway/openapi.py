@@ -9,8 +9,8 @@ exist only under a condition say so in their description:
 - each carrier's webhook and media stream (derived from :data:`gateway.carriers.registry.CARRIERS`) and
   ``POST /twilio/status`` exist only while that carrier's door is open (docs/security.md#carrier-doors);
 - the ``/softphone`` routes only when ``[softphone] enabled`` allows it (docs/security.md#the-browser-softphone);
-- ``/agent/v1/ws`` and ``/agent/v1/token`` only when the embedded local agent answers (no ``AGENT_URL``, no
-  ``ASSEMBLYAI_API_KEY``).
+- ``/agent/v1/ws``, ``/agent/v1/token`` and the local agent's REST routes (``/agent/v1/agents``,
+  ``/agent/v1/sessions``) only when the embedded local agent answers (no ``AGENT_URL``, no ``ASSEMBLYAI_API_KEY``).
 
 The settings only fill in ``servers`` (the public URL, when one is set). tests/unit/test_openapi.py checks the
 document against the router of a gateway with every door open, in both directions, and against
@@ -359,6 +359,68 @@ def _local_agent_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+_DETAIL = {"type": "object", "required": ["detail"], "properties": {"detail": {}}}
+
+
+def _local_agent_rest_paths() -> dict[str, dict[str, Any]]:
+    """/agent/v1/agents and /agent/v1/sessions (docs/reference/local-agent-api.md#stored-agents, #sessions)."""
+    doc = "docs/reference/local-agent-api.md"
+    keyed: dict[str, Any] = {"security": [{"localAgentKey": []}]}
+    agent = {"type": "object", "description": f"a stored agent ({doc}#stored-agents)"}
+    session = {"type": "object", "description": f"a session record ({doc}#sessions)"}
+    body = {"required": True, "content": {"application/json": {"schema": agent}}}
+    denied = {"401": _json("no key, or a wrong one", _DETAIL)}
+    unknown = {"404": _json("no such id", _DETAIL)}
+    invalid = {"422": _json("the body or query does not validate: FastAPI-style `detail` list", _DETAIL)}
+
+    def op(op_id: str, summary: str, path: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        merged = {**responses, **denied}
+        return _operation(op_id, summary, f"{summary}. {_LOCAL_AGENT}", merged, ["local agent"], path, **extra)
+
+    agents, one_agent = "/agent/v1/agents", "/agent/v1/agents/{agent_id}"
+    sessions, one_session = "/agent/v1/sessions", "/agent/v1/sessions/{session_id}"
+    page = {"type": "object", "properties": {"has_more": {"type": "boolean"}, "response_metadata": {"type": "object"}}}
+    artifact = "A signed link from the session record works without the key for an hour"
+    return {
+        agents: {
+            "post": op("local_agent_create_agent", "Create a stored agent", agents,
+                       {"201": _json("the agent", agent), **invalid}, requestBody=body, **keyed),
+            "get": op("local_agent_list_agents", "List stored agents, newest first", agents,
+                      {"200": _json("a page of agents", page), **invalid}, **keyed),
+        },
+        one_agent: {
+            "get": op("local_agent_get_agent", "Read a stored agent", one_agent,
+                      {"200": _json("the agent", agent), **unknown}, **keyed),
+            "put": op("local_agent_replace_agent", "Replace a stored agent", one_agent,
+                      {"200": _json("the agent", agent), **unknown, **invalid}, requestBody=body, **keyed),
+            "delete": op("local_agent_delete_agent", "Delete a stored agent", one_agent,
+                         {"204": {"description": "deleted"}, **unknown}, **keyed),
+        },
+        sessions: {
+            "get": op("local_agent_list_sessions", "List sessions, newest first", sessions,
+                      {"200": _json("a page of session records", page), **invalid}, **keyed),
+        },
+        one_session: {
+            "get": op("local_agent_get_session", "Read a session with its config and artifacts", one_session,
+                      {"200": _json("the session", session), **unknown}, **keyed),
+            "delete": op("local_agent_delete_session", "Delete an ended session and its files", one_session,
+                         {"204": {"description": "deleted"}, **unknown, "409": _json("still active", _DETAIL)},
+                         **keyed),
+        },
+        f"{one_session}/recording": {
+            "get": op("local_agent_session_recording", f"The stereo WAV recording. {artifact}",
+                      f"{one_session}/recording",
+                      {"200": {"description": "caller left, agent right",
+                               "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+                       **unknown}),
+        },
+        f"{one_session}/timeline": {
+            "get": op("local_agent_session_timeline", f"The timeline JSON. {artifact}", f"{one_session}/timeline",
+                      {"200": _json("turns and tool calls", {"type": "object"}), **unknown}),
+        },
+    }  # fmt: skip
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route the gateway can serve (see the module docstring)."""
     paths: dict[str, dict[str, Any]] = {
@@ -367,6 +429,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         **_call_control_paths(),
         **_softphone_paths(),
         **_local_agent_paths(),
+        **_local_agent_rest_paths(),
     }
     doc: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
@@ -384,7 +447,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "GATEWAY_API_KEY, as `Authorization: Bearer <key>`.",
-                }
+                },
+                "localAgentKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "The local agent's key (LOCAL_AGENT_API_KEY), raw or as `Bearer <key>`.",
+                },
             },
         },
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,10 @@ from gateway.app import create_app
 from gateway.config import load_settings
 from tests.support.fake_agent import FakeAgent
 from tests.support.twilio_peer import TwilioPeer
+
+# The embedded local agent keeps stored agents and session recordings under $XDG_DATA_HOME by default
+# (docs/reference/local-agent-api.md#data-directory): a test run gets a scratch one, never the developer's home.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="voice-gateway-tests-")
 
 CALL_TASK_NAMES = {
     "carrier_reader",

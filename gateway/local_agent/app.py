@@ -1,14 +1,15 @@
 """The local agent's aiohttp application and its standalone runner. Not pure (the app's setup and teardown).
 
-:func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token``
-(docs/reference/local-agent-api.md). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent",
+:func:`create_local_agent_app` serves the Voice Agent API's ``GET /v1/ws`` and ``GET /v1/token``, and the REST API of
+stored agents and session history, ``/v1/agents`` and ``/v1/sessions`` (:mod:`.store`;
+docs/reference/local-agent-api.md). The gateway mounts it at ``/agent`` with ``app.add_subapp("/agent",
 create_local_agent_app(...))`` (so ``/agent/v1/ws``); :func:`run_standalone` serves it on its own so any client written
 for the cloud API can point at it unchanged (``python -m gateway.local_agent.app --port 8765``).
 
-Set-up happens in a ``cleanup_ctx`` (aiohttp runs a sub-app's contexts with its parent's): the worker pool, the
-speech models (loaded and warmed up in the pool unless passed in), the intent matcher, the reply engine and, with
-an LLM configured, an HTTP client. Shutdown closes every live session (1001) in ``on_shutdown``, then tears the
-rest down in reverse order.
+Set-up happens in a ``cleanup_ctx`` (aiohttp runs a sub-app's contexts with its parent's): the store (its data
+directory and thread), the worker pool, the speech models (loaded and warmed up in the pool unless passed in), the
+intent matcher, the reply engine and, with an LLM configured, an HTTP client. Shutdown closes every live session
+(1001) in ``on_shutdown``, then tears the rest down in reverse order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hmac
 import json
 import secrets
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -35,6 +37,8 @@ from .brain import IntentEngine, IntentTable, ReplyEngine, load_intents
 from .endpoint import handle_websocket
 from .runtime import AgentRuntime
 from .settings import LlmSettings, LocalAgentSettings, settings_from_env
+from .store.http import add_store_routes
+from .store.service import SessionStore
 
 if TYPE_CHECKING:
     import aiohttp
@@ -133,13 +137,29 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
     app = web.Application()
     app[API_KEY_KEY] = api_key
     slot = app[RUNTIME_KEY] = RuntimeSlot()
+    stores: list[SessionStore] = []
+
+    def started_store() -> SessionStore:
+        if not stores:
+            raise web.HTTPServiceUnavailable(text="local agent not started")
+        return stores[0]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         from .speech import split_sentences
 
         executor = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="local-agent")
         http: aiohttp.ClientSession | None = None
+        # No data directory configured (tests, embedding without config): a temporary one for this app's life.
+        scratch = tempfile.TemporaryDirectory(prefix="local-agent-") if settings.data_dir is None else None
+        store = SessionStore(
+            settings.data_dir or Path(scratch.name if scratch else "."),
+            keep_sessions=settings.keep_sessions,
+            record_audio=settings.record_audio,
+        )
+        purger: asyncio.Task[None] | None = None
         try:
+            await store.start()
+            stores.append(store)
             loop = asyncio.get_running_loop()
             loaded = models
             if loaded is None:
@@ -174,7 +194,9 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
                 api_key=api_key,
                 token_secret=token_secret,
                 split_sentences=split_sentences,
+                store=store,
             )
+            purger = loop.create_task(_purge_expired(slot.runtime), name="local_agent_purge")
             log.info(
                 "local_agent.started",
                 engine=engine.name,
@@ -184,12 +206,18 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
             )
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
             if slot.runtime is not None:
                 await slot.runtime.close_all()
                 slot.runtime = None
             if http is not None:
                 await http.close()
             executor.shutdown(wait=False, cancel_futures=True)
+            stores.clear()
+            await store.close()
+            if scratch is not None:
+                scratch.cleanup()
 
     async def on_shutdown(app: web.Application) -> None:
         if slot.runtime is not None:
@@ -218,7 +246,17 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/v1/ws", ws_handler)
     app.router.add_get("/v1/token", token_handler)
+    add_store_routes(app, started_store, api_key=api_key, secret=token_secret, voices=settings.voices)
     return app
+
+
+async def _purge_expired(runtime: AgentRuntime) -> None:
+    """End the sessions whose resume window ran out, so their records do not stay ``active`` until the next
+    connection."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(max(1.0, min(5.0, runtime.settings.resume_window_s / 2)))
+        runtime.purge_expired(loop.time())
 
 
 def run_standalone(host: str, port: int, settings: LocalAgentSettings) -> None:
@@ -247,6 +285,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--min-silence-ms", type=int, help="default end-of-turn silence (default 600)")
     p.add_argument("--backchannel-ms", type=int, help="speech over a reply shorter than this does not interrupt")
     p.add_argument("--threads", type=int, help="worker pool size for model calls (default 4)")
+    p.add_argument(
+        "--data-dir", type=Path, help="stored agents and sessions (default: $XDG_DATA_HOME/voice-gateway/local-agent)"
+    )
     p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--llm-model", help="model name for --llm-base-url")
     p.add_argument("--llm-api-key-env", help="environment variable holding the endpoint's API key")
@@ -267,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["backchannel_max_ms"] = args.backchannel_ms
     if args.threads is not None:
         changes["threads"] = args.threads
+    if args.data_dir is not None:
+        changes["data_dir"] = args.data_dir
     if args.llm_base_url:
         if not args.llm_model:
             print("--llm-model is required with --llm-base-url", file=sys.stderr)

@@ -73,7 +73,9 @@ class Connection:
                 TurnDetector(turn_knobs(runtime.settings, cfg)),
             )
         self._h = session.hearing  # survives this socket (resume continues the caller's turn)
-        self.outbox = Outbox(session.id, send_timeout_s=runtime.settings.send_timeout_s)
+        self.outbox = Outbox(
+            session.id, send_timeout_s=runtime.settings.send_timeout_s, tap=session.recorder.server_event
+        )
         self.speaker = Speaker(runtime, session, self.outbox)
         self.replier = Replier(runtime, session, self._h, self.outbox, self.speaker)
         self.listener = Listener(runtime, session, self._h, self.outbox, self.speaker, self.replier)
@@ -219,6 +221,7 @@ class Connection:
 
     async def _dispatch(self, event: proto.ClientEvent) -> None:
         session = self.session
+        session.recorder.client_event(event)  # recording and timeline: docs/reference/local-agent-api.md#sessions
         if isinstance(event, proto.InputAudio):
             if not event.audio:
                 return

@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 from . import protocol as proto
 from .connection import Connection
 from .endings import EndReason
-from .handshake import Action, Close, Handshake, OpenSession, Phase, ResumeSession, Send
+from .handshake import Action, Close, Handshake, LoadAgent, OpenSession, Phase, ResumeSession, Send
 from .runtime import AgentRuntime
 from .session import Session
 
@@ -93,6 +93,10 @@ async def _run_handshake(
                 await _send(ws, action.event, s.send_timeout_s)
             elif isinstance(action, Close):
                 await ws.close(code=action.code, message=action.message)
+            elif isinstance(action, LoadAgent):
+                store = runtime.store
+                fields = await store.agent_fields(action.agent_id) if store is not None else None
+                pending.extend(hs.agent_loaded(action.agent_id, fields, now=time.time()))
             elif isinstance(action, OpenSession):
                 session, new = runtime.open_session(action.config, now=time.time()), True
                 pending.extend(
@@ -193,6 +197,7 @@ async def _serve(runtime: AgentRuntime, ws: web.WebSocketResponse, session: Sess
         log.exception("local_agent.session_failed", session_id=session.id)
         session.ended = True
         runtime.sessions.pop(session.id, None)
+        runtime.session_closed(session, None)
         await conn.flush_final(
             [proto.session_error("internal_error", "Internal error", now=time.time(), session_id=session.id)]
         )
@@ -226,6 +231,7 @@ async def _serve(runtime: AgentRuntime, ws: web.WebSocketResponse, session: Sess
 
 def _log_closed(conn: Connection, reason: EndReason) -> None:
     session = conn.session
+    conn.rt.session_closed(session, reason)
     log.info(
         "local_agent.session_closed",
         session_id=session.id,

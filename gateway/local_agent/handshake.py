@@ -11,6 +11,8 @@ every transition is in :data:`TRANSITIONS`. The rules are the live service's (do
 - ``session.resume`` as the first message resumes a session: ``session.ready`` with the same id, or
   ``session_not_found`` (1008) when it is gone; a resume token resumes only its own session
   (``session_forbidden``) and cannot open a new one (``unauthorized``);
+- a first ``session.update`` ``{agent_id}`` has the shell look the stored agent up (:class:`LoadAgent`, I/O) and
+  opens the session with its config, or answers ``agent_not_found`` (1008);
 - ``session.end`` before a session: ``session.ended`` and close 1000;
 - anything else first (audio included) is ``invalid_format`` and the socket stays open; a fatal error closes
   it with 1008; no first message within the timeout closes it with 1008.
@@ -32,6 +34,7 @@ from .protocol import (
     SessionResume,
     SessionUpdate,
     apply_session_update,
+    check_agent_binding,
     config_echo,
     parse_client_event,
     server_event,
@@ -44,6 +47,7 @@ __all__ = [
     "Close",
     "Handshake",
     "HandshakeMisuse",
+    "LoadAgent",
     "OpenSession",
     "Phase",
     "ResumeSession",
@@ -54,6 +58,7 @@ __all__ = [
 class Phase(enum.Enum):
     AUTHENTICATING = "authenticating"  # the upgrade's credentials are not checked yet
     AWAITING_FIRST = "awaiting_first"  # authenticated: waiting for session.update or session.resume
+    LOADING_AGENT = "loading_agent"  # a first session.update {agent_id}: the shell looks the stored agent up
     OPENING = "opening"  # a valid first session.update: the shell opens the session
     RESUMING = "resuming"  # session.resume: the shell looks the session up (and takes it over)
     READY = "ready"  # session.ready sent: the connection serves the session from here on
@@ -65,7 +70,10 @@ _P = Phase
 #: phase is a misuse of the machine (:class:`HandshakeMisuse`).
 TRANSITIONS: Final[Mapping[tuple[Phase, str], frozenset[Phase]]] = {
     (_P.AUTHENTICATING, "authenticate"): frozenset({_P.AWAITING_FIRST, _P.CLOSED}),
-    (_P.AWAITING_FIRST, "receive"): frozenset({_P.AWAITING_FIRST, _P.OPENING, _P.RESUMING, _P.CLOSED}),
+    (_P.AWAITING_FIRST, "receive"): frozenset(
+        {_P.AWAITING_FIRST, _P.LOADING_AGENT, _P.OPENING, _P.RESUMING, _P.CLOSED}
+    ),
+    (_P.LOADING_AGENT, "agent_loaded"): frozenset({_P.OPENING, _P.CLOSED}),
     (_P.AWAITING_FIRST, "timed_out"): frozenset({_P.CLOSED}),
     (_P.AWAITING_FIRST, "peer_closed"): frozenset({_P.CLOSED}),
     (_P.OPENING, "opened"): frozenset({_P.READY}),
@@ -97,6 +105,13 @@ class OpenSession:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadAgent:
+    """Look up this stored agent's ``session.update`` fields, then report them with :meth:`Handshake.agent_loaded`."""
+
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ResumeSession:
     """Find this session (taking it over from a socket that still holds it), then report :meth:`Handshake.resumed`
     or :meth:`Handshake.resume_failed`."""
@@ -104,7 +119,7 @@ class ResumeSession:
     session_id: str
 
 
-Action: TypeAlias = Send | Close | OpenSession | ResumeSession
+Action: TypeAlias = Send | Close | LoadAgent | OpenSession | ResumeSession
 
 
 class HandshakeMisuse(LocalProtocolError):
@@ -141,6 +156,13 @@ class Handshake:
             if isinstance(event, SessionUpdate):
                 if self.grant.kind == "resume":
                     raise _unauthorized()  # a resume token only resumes its session
+                try:
+                    agent_id = check_agent_binding(None, event.session)
+                except ProtocolError as e:
+                    raise (e.as_fatal() if e.code == "invalid_value" else e) from None
+                if agent_id is not None:
+                    self._go("receive", Phase.LOADING_AGENT)
+                    return [LoadAgent(agent_id)]
                 config = apply_session_update(None, event.session, voices=self._voices)
                 self._go("receive", Phase.OPENING)
                 return [OpenSession(config)]
@@ -159,6 +181,18 @@ class Handshake:
             )
         except ProtocolError as e:
             return self._refuse("receive", e, now)
+
+    def agent_loaded(self, agent_id: str, fields: Mapping[str, Any] | None, *, now: float) -> list[Action]:
+        """The stored agent asked for by :class:`LoadAgent`: its ``session.update`` fields, ``None`` if unknown."""
+        self._expect("agent_loaded")
+        try:
+            agents = {agent_id: fields} if fields is not None else {}
+            config = apply_session_update(None, {"agent_id": agent_id}, voices=self._voices, agents=agents)
+        except ProtocolError as e:
+            # Always fatal: the session cannot open without its agent (a voice since removed from the settings…).
+            return self._refuse("agent_loaded", e if e.fatal else e.as_fatal(), now)
+        self._go("agent_loaded", Phase.OPENING)
+        return [OpenSession(config)]
 
     def timed_out(self) -> list[Action]:
         """No first message came within the first-message timeout."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import protocol as proto
@@ -23,8 +24,11 @@ OUTBOUND_MAX = 200
 class Outbox:
     """Events of one connection on their way to its writer, as JSON text."""
 
-    def __init__(self, session_id: str, *, send_timeout_s: float) -> None:
+    def __init__(
+        self, session_id: str, *, send_timeout_s: float, tap: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self._session_id = session_id
+        self._tap = tap  # sees every event queued (the session's recorder; it only appends to a deque)
         self._timeout = send_timeout_s
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOUND_MAX)
 
@@ -37,6 +41,8 @@ class Outbox:
         )
 
     async def put(self, event: dict[str, Any]) -> None:
+        if self._tap is not None:
+            self._tap(event)
         try:
             async with asyncio.timeout(self._timeout):
                 await self._queue.put(proto.json_dumps(event))

@@ -20,6 +20,7 @@ from . import protocol as proto
 from .conversation import Conversation
 from .hearing import POSTROLL_SAMPLES, PREROLL_SAMPLES
 from .jobs import Job, ToolsJob
+from .store.recorder import NULL_RECORDER, NullRecorder, Recorder
 from .tool_calls import PendingCall, ToolCalls
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class Session:
         self.input_audio_s = 0.0
         self.hearing: Hearing | None = None  # created by the first connection (it needs the runtime's models)
         self.job_running = False  # a job taken off ``jobs`` is being run (by whichever connection is attached)
+        #: Records the session (timeline, stereo recording) once the store knows it (:mod:`.store.recorder`).
+        self.recorder: Recorder | NullRecorder = NULL_RECORDER
 
     @property
     def settled(self) -> bool:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_INTENTS_PATH",
+    "default_data_dir",
     "DEFAULT_VOICES",
     "LlmSettings",
     "LocalAgentSettings",
@@ -144,6 +145,14 @@ class LocalAgentSettings:
     heartbeat_s: float = 20.0
     #: A send to the client that cannot complete in this long means the peer is gone.
     send_timeout_s: float = 10.0
+    #: Where stored agents, session records and recordings are kept (docs/reference/local-agent-api.md#data-directory).
+    #: ``None``: a temporary directory for the app's lifetime (tests, embedding without config);
+    #: :func:`settings_from_env` fills in :func:`default_data_dir` for the real entry points.
+    data_dir: Path | None = None
+    #: Ended sessions kept (records and files); the oldest beyond are deleted as new ones end.
+    keep_sessions: int = 200
+    #: Write each session's stereo recording (the timeline is always written).
+    record_audio: bool = True
     #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap;
     #: docs/reference/local-agent-api.md#auth).
     session_expiry_s: int = 3600
@@ -187,10 +196,21 @@ class LocalAgentSettings:
         for key in ("first_message_timeout_s", "idle_timeout_s", "heartbeat_s", "send_timeout_s"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key} must be positive")
+        if not 0 <= self.keep_sessions <= 1_000_000:
+            raise SettingsError(f"keep_sessions must be within 0..1000000, got {self.keep_sessions}")
         if self.session_expiry_s <= 0:
             raise SettingsError("session_expiry_s must be positive")
         if self.llm is not None:
             self.llm.validate()
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/voice-gateway/local-agent`` (``~/.local/share/...`` when unset): it outlives restarts and
+    upgrades, and stays out of the source tree and the config directory, which may be read-only in a container
+    (docs/reference/local-agent-api.md#data-directory)."""
+    base = environ.get("XDG_DATA_HOME", "").strip()
+    root = Path(base) if base else Path(environ.get("HOME") or Path.home()) / ".local" / "share"
+    return root / "voice-gateway" / "local-agent"
 
 
 def settings_from_env(
@@ -228,6 +248,8 @@ def settings_from_app(settings: Settings, api_key: str | None) -> LocalAgentSett
         threads=cfg.threads,
         model_cpu_threads=cfg.model_cpu_threads,
         llm=llm,
+        data_dir=Path(cfg.data_dir).expanduser() if cfg.data_dir else None,
+        keep_sessions=cfg.keep_sessions,
     )
     try:
         la.validate()

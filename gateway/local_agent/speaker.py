@@ -102,6 +102,7 @@ class Speaker:
         emit = self.outbox.emit
         reply = Reply(proto.new_reply_id(), proto.new_item_id(), self._interruptible(kind))
         self.reply = reply
+        session.recorder.reply_trigger(reply.reply_id, kind)
         if started is not None:
             started(reply)
         try:
@@ -220,6 +221,7 @@ class Speaker:
         reply.sent_s += chunk_s
         if reply.first_audio_at is None and audible(frame, self.session.config.output_format.encoding):
             reply.first_audio_at = now
+        self.session.recorder.agent_audio(reply.reply_id, frame, self.play_end - chunk_s)
         await self.outbox.emit("reply.audio", reply_id=reply.reply_id, data=base64.b64encode(frame).decode("ascii"))
 
     async def _emit_tool_call(self, reply: Reply, call: CallTool) -> None:

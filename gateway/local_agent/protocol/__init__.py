@@ -33,7 +33,7 @@ from .events import (
     ToolResult,
     parse_client_event,
 )
-from .session_update import apply_session_update
+from .session_update import apply_session_update, check_agent_binding
 from .tokens import (
     Grant,
     TokenRequestInvalid,
@@ -67,6 +67,7 @@ __all__ = [
     "WordSpan",
     "apply_session_update",
     "authenticate",
+    "check_agent_binding",
     "config_echo",
     "json_dumps",
     "mint_resume_token",

@@ -111,6 +111,8 @@ class SessionConfig:
     tools: tuple[ToolDef, ...] = ()
     input_extra: Mapping[str, Any] = field(default_factory=dict)
     pre_connect_requests: tuple[Any, ...] = ()
+    #: The stored agent the session was opened with (``session.update{agent_id}``); not echoed.
+    agent_id: str | None = None
 
     def tool(self, name: str) -> ToolDef | None:
         for t in self.tools:

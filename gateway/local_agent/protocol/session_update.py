@@ -26,7 +26,7 @@ from .config import (
 from .errors import ProtocolError, bad_format
 from .wire import is_int, is_number
 
-__all__ = ["apply_session_update"]
+__all__ = ["apply_session_update", "check_agent_binding"]
 
 _TRANSCRIPTION_MODES: Final = ("min_latency", "balanced", "max_accuracy")
 _VOICE_FOCUS: Final = ("near-field", "far-field")
@@ -241,9 +241,18 @@ def _immutable(param: str) -> ProtocolError:
 
 
 def apply_session_update(
-    current: SessionConfig | None, session: Mapping[str, Any], *, voices: Sequence[str]
+    current: SessionConfig | None,
+    session: Mapping[str, Any],
+    *,
+    voices: Sequence[str],
+    agents: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SessionConfig:
     """Validate one ``session.update`` and return the new config. ``current is None`` means the first update.
+
+    ``agents``: the stored agents this update may name, by id, each as the ``session.update`` fields it stands for
+    (:func:`gateway.local_agent.store.agents.agent_session_fields`); the shell looks the one named up before calling
+    (docs/reference/local-agent-api.md#stored-agents). A first update ``{agent_id}`` opens the session with that
+    agent's config; later updates change it as they would an inline one.
 
     Raises :class:`ProtocolError`. In the first update ``invalid_value`` and ``agent_not_found`` are fatal (live:
     docs/reference/local-agent-api.md#implemented); ``invalid_format`` (e.g. ``greeting: null``) is not, and later
@@ -251,27 +260,47 @@ def apply_session_update(
     """
     first = current is None
     try:
-        return _apply(current, session, voices)
+        return _apply(current, session, voices, agents or {})
     except ProtocolError as e:
         if first and e.code in ("invalid_value", "agent_not_found"):
             raise e.as_fatal() from None
         raise
 
 
-def _apply(current: SessionConfig | None, session: Mapping[str, Any], voices: Sequence[str]) -> SessionConfig:
+def check_agent_binding(current: SessionConfig | None, session: Mapping[str, Any]) -> str | None:
+    """The stored agent a ``session.update`` binds (``None``: it names none). ``agent_id`` must be the only field of
+    the first update (live: docs/reference/local-agent-api.md#stored-agents); raises :class:`ProtocolError`
+    otherwise (not yet fatal: :func:`apply_session_update` makes it so in a first update)."""
+    if "agent_id" not in session:
+        return None
+    if current is not None:
+        raise ProtocolError(
+            "agent_id_not_first", "agent_id can only be set in the first session.update", param="agent_id"
+        )
+    if len(session) > 1:
+        raise ProtocolError(
+            "invalid_value", "agent_id is mutually exclusive with other session fields", param="agent_id"
+        )
+    agent_id = session["agent_id"]
+    if not isinstance(agent_id, str):
+        raise bad_format(_UPDATE, "agent_id")
+    return agent_id
+
+
+def _apply(
+    current: SessionConfig | None,
+    session: Mapping[str, Any],
+    voices: Sequence[str],
+    agents: Mapping[str, Mapping[str, Any]],
+) -> SessionConfig:
     first = current is None
-    if "agent_id" in session:
-        # The local agent has no stored agents, so every id is unknown
-        # (docs/reference/local-agent-api.md#not-implemented).
-        if not first:
-            raise ProtocolError(
-                "agent_id_not_first", "agent_id can only be set in the first session.update", param="agent_id"
-            )
-        if len(session) > 1:
-            raise ProtocolError(
-                "invalid_value", "agent_id is mutually exclusive with other session fields", param="agent_id"
-            )
-        raise ProtocolError("agent_not_found", f"Agent '{session['agent_id']}' not found", param="agent_id")
+    agent_id = check_agent_binding(current, session)
+    if agent_id is not None:
+        fields = agents.get(agent_id)
+        if fields is None:
+            raise ProtocolError("agent_not_found", f"Agent '{agent_id}' not found", param="agent_id")
+        # The stored agent's fields, validated as an inline first update would be (they were when it was stored).
+        return replace(_apply(None, fields, voices, {}), agent_id=agent_id)
     unknown = set(session) - _SESSION_KEYS
     if unknown:
         # E.g. the REST shape `{"voice": {"voice_id": ...}}` at the top level.

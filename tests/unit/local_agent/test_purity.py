@@ -25,6 +25,10 @@ PURE = [
     "turn_merge.py",
     "turns.py",
     *(f"protocol/{p.name}" for p in sorted((PACKAGE / "protocol").glob("*.py"))),
+    "store/agents.py",
+    "store/artifacts.py",
+    "store/recording.py",
+    "store/timeline.py",
 ]
 #: What a pure module must not import: the event loop, sockets and HTTP, the clock, the environment, threads.
 IMPURE = {"aiohttp", "asyncio", "concurrent", "os", "socket", "threading", "time", "websockets"}
