@@ -9,6 +9,7 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 - :mod:`gateway.ops`: ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
+- :mod:`gateway.records.http`: ``GET /calls``, ``GET /calls/{call_sid}``, its recording; the call records
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -28,6 +29,7 @@ from .config import BUILTIN_TOOLS, Settings
 from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, SETTINGS
 from .media_stream import close_calls
 from .metrics import GatewayMetrics
+from .records import http as records_http
 
 __all__ = ["create_app"]
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     ops.setup(app)
     softphone.setup(app)
     call_control_http.setup(app)
+    records_http.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

@@ -1,0 +1,126 @@
+"""The two-channel recording's sample clock: caller on the left, agent on the right *as the caller heard it*. Pure
+(no clock reads: every position comes in as seconds since the stream started; no I/O).
+
+One 8 kHz clock from the stream's start (docs/how-to/call-records.md#recording):
+
+- **caller**: carriers send continuous 20 ms frames, so caller audio is laid end to end by sample count (network
+  jitter does not move it). Only when a frame arrives more than :data:`GAP_S` after the running count says it
+  should have (the carrier sent nothing for a while) does the channel jump forward to the frame's arrival, leaving
+  silence: the caller channel stays within :data:`GAP_S` of the call clock over any length of call.
+- **agent**: each message the carrier writer sent is placed where the playout model says it starts playing (the
+  time it was sent plus what was still queued at the carrier, corrected by mark echoes:
+  :class:`gateway.playout.PlayoutTracker`). A ``clear`` at ``t`` cuts everything placed at or after ``t``: audio
+  the carrier flushed before it played is not in the recording.
+
+:meth:`Mixer.commit` turns everything before a position into interleaved 16-bit stereo samples. The shell commits
+only what can no longer change: agent audio before *now* has played (a clear cannot reach back), and caller audio
+up to :data:`HOLD_S` before now has arrived unless the carrier was late by more than that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..audio import g711
+from ..audio.resample import make_resampler
+
+__all__ = ["GAP_S", "HOLD_S", "RATE", "Mixer", "pcm8k_decoder"]
+
+RATE = 8000
+#: A caller frame this late against the running sample count means the carrier sent nothing meanwhile.
+GAP_S = 0.1
+#: What is committed trails the call clock by this much: late caller frames still land in place.
+HOLD_S = 0.25
+
+Decoder = Callable[[bytes], "np.ndarray"]
+
+
+def pcm8k_decoder(encoding: str, sample_rate: int) -> Decoder:
+    """A decoder of the stream's payloads into 8 kHz int16 samples (stateful when it resamples: one per track)."""
+    if encoding == "audio/pcmu":
+        to_pcm: Callable[[bytes], bytes] = g711.ulaw_to_pcm16
+    elif encoding == "audio/pcma":
+        to_pcm = g711.alaw_to_pcm16
+    else:
+        to_pcm = bytes  # audio/pcm: 16-bit little-endian already
+    if sample_rate == RATE:
+        return lambda payload: np.frombuffer(to_pcm(payload), dtype="<i2")
+    resampler = make_resampler(sample_rate, RATE, "MQ")
+    return lambda payload: np.frombuffer(resampler.process(to_pcm(payload)), dtype="<i2")
+
+
+class Mixer:
+    """Both channels of one call, from the last committed sample on."""
+
+    def __init__(self, caller_decoder: Decoder, agent_decoder: Decoder) -> None:
+        self._caller_decode = caller_decoder
+        self._agent_decode = agent_decoder
+        self.committed = 0  # samples written out, per channel
+        self._caller_next = 0  # where the next caller sample goes
+        self._caller: list[tuple[int, np.ndarray]] = []  # (position, samples), in order, not overlapping
+        self._agent: list[tuple[int, np.ndarray]] = []  # (position, samples), in the order sent
+
+    # ---- what comes in --------------------------------------------------------------------------------------
+    def caller(self, payload: bytes, arrived_s: float) -> None:
+        pcm = self._caller_decode(payload)
+        n = len(pcm)
+        if not n:
+            return
+        pos = self._caller_next
+        due = round(arrived_s * RATE) - n  # where it starts if it left the caller just now
+        if due - pos > GAP_S * RATE:
+            pos = due  # the carrier sent nothing for a while: silence, then this frame where it belongs
+        pos = max(pos, self.committed)
+        self._caller.append((pos, pcm))
+        self._caller_next = pos + n
+
+    def agent(self, payload: bytes, plays_at_s: float) -> None:
+        pcm = self._agent_decode(payload)
+        if not len(pcm):
+            return
+        pos = round(plays_at_s * RATE)
+        if pos < self.committed:  # cannot happen with a model that never plays in the past; keep what is left
+            pcm, pos = pcm[self.committed - pos :], self.committed
+        self._agent.append((pos, pcm))
+
+    def clear(self, at_s: float) -> None:
+        """The carrier flushed what it had not played at ``at_s``: it never reached the caller."""
+        cut = max(round(at_s * RATE), self.committed)
+        kept: list[tuple[int, np.ndarray]] = []
+        for pos, pcm in self._agent:
+            if pos < cut:
+                kept.append((pos, pcm[: cut - pos]))
+        self._agent = kept
+
+    # ---- what goes out --------------------------------------------------------------------------------------
+    def commit(self, upto: int) -> np.ndarray:
+        """Interleaved int16 stereo (caller, agent) for samples ``committed`` .. ``upto``; empty when none."""
+        start = self.committed
+        n = upto - start
+        if n <= 0:
+            return np.zeros(0, dtype="<i2")
+        out = np.zeros((n, 2), dtype="<i2")
+        self._caller = _take(self._caller, out[:, 0], start, upto)
+        self._agent = _take(self._agent, out[:, 1], start, upto)
+        self.committed = upto
+        return out.reshape(-1)
+
+
+def _take(
+    segments: list[tuple[int, np.ndarray]], channel: np.ndarray, start: int, end: int
+) -> list[tuple[int, np.ndarray]]:
+    """Write the parts of ``segments`` in [start, end) into ``channel``; return what is left after ``end``."""
+    left: list[tuple[int, np.ndarray]] = []
+    for pos, pcm in segments:
+        stop = pos + len(pcm)
+        if stop <= start:
+            continue
+        a, b = max(pos, start), min(stop, end)
+        if a < b:
+            # Later audio wins where two overlap (a re-anchored model after a mark echo): it is what played.
+            channel[a - start : b - start] = pcm[a - pos : b - pos]
+        if stop > end:
+            left.append((end, pcm[end - pos :]) if pos < end else (pos, pcm))
+    return left

@@ -1,0 +1,166 @@
+"""Call records over real loopback sockets: a modelled Twilio peer ⇄ the real gateway ⇄ the spec-following fake
+agent, with recording on, the file backend, the SQLite outbox and a real webhook receiver whose signatures the
+``standardwebhooks`` package verifies (docs/how-to/call-records.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from tests.support.audio import tone, ulaw_tone
+from tests.support.faults import write_config
+
+SECRET = "whsec_" + base64.b64encode(b"r" * 32).decode()
+
+
+class Receiver:
+    """A webhook receiver: keeps every delivery (headers, body); answers ``status``."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.status = 204
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._hook)
+        self.got = asyncio.Event()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.deliveries.append((dict(request.headers), await request.read()))
+        self.got.set()
+        return web.Response(status=self.status)
+
+
+def records_config(tmp: Path, hook: str, extra: str = "") -> str:
+    return write_config(
+        f'[storage]\nurl = "{(tmp / "calls").as_uri()}"\ndata_dir = "{tmp / "data"}"\n'
+        f'[webhooks]\nurl = "{hook}"\nbackoff_s = 0.2\ncall_started = true\n'
+        f"[profiles.default]\nrecord = true\n{extra}"
+    )
+
+
+def channel_rms(samples: np.ndarray, a_s: float, b_s: float) -> float:
+    seg = samples[int(a_s * 8000) : int(b_s * 8000)].astype(np.float64)
+    return float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
+
+
+def dominant(samples: np.ndarray, a_s: float, b_s: float) -> float:
+    seg = samples[int(a_s * 8000) : int(b_s * 8000)].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    return float(np.fft.rfftfreq(len(seg), 1 / 8000)[int(np.argmax(spectrum))])
+
+
+def read_stereo(data: bytes) -> tuple[np.ndarray, np.ndarray, wave._wave_params]:
+    with wave.open(io.BytesIO(data)) as w:
+        params = w.getparams()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    return pcm[:, 0], pcm[:, 1], params
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Any) -> Any:
+    r = Receiver()
+    server = await aiohttp_server(r.app)
+    r.url = str(server.make_url("/hook"))  # type: ignore[attr-defined]
+    return r
+
+
+async def test_a_recorded_call_leaves_a_record_a_two_channel_wav_and_a_signed_webhook(
+    start_gateway, new_peer, fake_agent, receiver, http, tmp_path
+):
+    gw = await start_gateway(
+        records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET, GATEWAY_API_KEY="key"
+    )
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    # The caller speaks 1 s of 440 Hz; the agent answers 1 s of 1000 Hz; then a long 1500 Hz reply is barged in.
+    await sess.send("input.speech.started")
+    await peer.send_media(ulaw_tone(440, 1.0), realtime=True)
+    await sess.send("input.speech.stopped")
+    await sess.send("transcript.user", item_id="i1", text="what time do you open")
+    await sess.reply(tone(1000, 1.0, 24000), text="nine to five")
+    silence = bytes([0xFF]) * 160
+    for _ in range(40):  # the caller stays on the line (silence) while the answer plays
+        await peer.send_media(silence, realtime=True)
+    long_reply = asyncio.create_task(sess.reply(tone(1500, 4.0, 24000), done=False))
+    await peer.wait_for(lambda: len(peer.played) > 8000 * 1.0 + 8000 * 1.2, timeout=10)
+    await sess.send("input.speech.started")  # barge-in: the gateway clears the carrier
+    await peer.wait_for(lambda: bool(peer.events("clear")), timeout=5)
+    long_reply.cancel()
+    for _ in range(40):
+        await peer.send_media(silence, realtime=True)
+    await peer.stop()
+    async with asyncio.timeout(15):
+        while len(receiver.deliveries) < 2:
+            await receiver.got.wait()
+            receiver.got.clear()
+
+    # the webhooks: call.started then call.ended, each signed per Standard Webhooks
+    hook = Webhook(SECRET)
+    events = [hook.verify(body, headers) for headers, body in receiver.deliveries]
+    assert [e["type"] for e in events] == ["call.started", "call.ended"]
+    assert len({h["webhook-id"] for h, _ in receiver.deliveries}) == 2
+    record = events[1]["data"]
+    assert record["call_sid"] == peer.call_sid and record["outcome"] == "caller_hangup"
+    assert record["from"] == "+*******1111" and record["to"] == "+*******2222"
+    texts = [(u["speaker"], u["text"]) for u in record["utterances"]]
+    assert ("caller", "what time do you open") in texts and ("agent", "nine to five") in texts
+    (barge,) = record["barge_ins"]
+    assert barge["cause"] == "speech_started" and barge["reaction_ms"] is not None
+    answer = next(t for t in record["turns"] if not t["greeting"])
+    assert answer["latency_sent_ms"] is not None and answer["latency_heard_ms"] >= answer["latency_sent_ms"]
+    assert record["recording"]["url"].endswith(f"/calls/{peer.call_sid}/recording")
+
+    # the stored record and the recording, through the read API
+    auth = {"Authorization": "Bearer key"}
+    async with http.get(f"{gw.base_url}/calls/{peer.call_sid}", headers=auth) as r:
+        assert r.status == 200
+        stored = await r.json()
+    assert stored["utterances"] == record["utterances"]
+    async with http.get(f"{gw.base_url}/calls/{peer.call_sid}/recording", headers=auth) as r:
+        assert r.status == 200
+        wav_bytes = await r.read()
+    assert wav_bytes == (tmp_path / "calls" / f"{peer.call_sid}.wav").read_bytes()
+    async with http.get(f"{gw.base_url}/calls?since=2000-01-01T00:00:00Z", headers=auth) as r:
+        listed = await r.json()
+    assert [c["call_sid"] for c in listed["calls"]] == [peer.call_sid]
+    async with http.get(f"{gw.base_url}/calls/{peer.call_sid}") as r:
+        assert r.status == 401
+
+    caller, agent, params = read_stereo(wav_bytes)
+    assert (params.nchannels, params.framerate, params.sampwidth) == (2, 8000, 2)
+    assert abs(params.nframes / 8000 - record["duration_s"]) <= 0.1
+    said = next(u for u in record["utterances"] if u["speaker"] == "agent" and u["text"] == "nine to five")
+    assert abs(dominant(agent, said["start_s"] + 0.1, said["end_s"] - 0.1) - 1000) < 20
+    assert channel_rms(caller, said["start_s"] + 0.1, said["end_s"] - 0.1) < 200  # the caller was silent
+    # the caller's 440 Hz is on the left, before the answer
+    assert abs(dominant(caller, max(0.0, said["start_s"] - 0.9), said["start_s"] - 0.2) - 440) < 20
+    # after the clear the right channel is silent (nothing flushed at the carrier was heard)
+    cut = barge["t"]
+    assert channel_rms(agent, cut - 0.5, cut - 0.05) > 1000
+    assert channel_rms(agent, cut + 0.02, params.nframes / 8000) < 50
+
+
+async def test_a_malformed_storage_url_or_webhook_url_fails_start_up_naming_the_key(tmp_path):
+    from gateway.config import load_settings
+    from gateway.errors import ConfigError
+
+    base = {"GATEWAY_TOKEN_SECRET": "x", "GATEWAY_WEBHOOK_SECRET": SECRET}
+    for text, key in (
+        ('[storage]\nurl = "ftp://x/y"\n', "storage.url"),
+        ('[storage]\nurl = "file://relative/dir"\n', "storage.url"),
+        ('[webhooks]\nurl = "not a url"\n', "webhooks.url"),
+        ('[profiles.default]\nwebhook_url = "mailto:a@b"\n', "profiles.default.webhook_url"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_settings(write_config(text), env=base)
+    with pytest.raises(ConfigError, match="GATEWAY_WEBHOOK_SECRET"):
+        load_settings(write_config('[webhooks]\nurl = "https://example.com/h"\n'), env={"GATEWAY_TOKEN_SECRET": "x"})
