@@ -188,7 +188,7 @@ class S3Storage:
         try:
             result = await obstore.get_async(self._store, key)
             return bytes(await result.bytes_async())
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):
             return None
         except Exception as exc:  # noqa: BLE001
             raise StorageUnavailable(f"{self.location(key)}: {exc}") from exc
@@ -199,7 +199,7 @@ class S3Storage:
 
         try:
             result = await obstore.get_async(self._store, key)
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):
             return
         except Exception as exc:  # noqa: BLE001
             raise StorageUnavailable(f"{self.location(key)}: {exc}") from exc
