@@ -4,9 +4,11 @@
 One 8 kHz clock from the stream's start (docs/how-to/call-records.md#recording):
 
 - **caller**: carriers send continuous 20 ms frames, so caller audio is laid end to end by sample count (network
-  jitter does not move it). Only when a frame arrives more than :data:`GAP_S` after the running count says it
-  should have (the carrier sent nothing for a while) does the channel jump forward to the frame's arrival, leaving
-  silence: the caller channel stays within :data:`GAP_S` of the call clock over any length of call.
+  jitter and a late event loop do not move it: frames that arrive late come in a burst that catches up). Only when
+  *every* frame of the last :data:`WINDOW_FRAMES` arrived more than :data:`GAP_S` after the running count says it
+  should have (the carrier sent nothing for a while, or its clock runs slow) does the channel skip forward by that
+  persistent lateness, leaving silence: it stays within :data:`GAP_S` of the call clock over any length of call.
+  The first frame goes where it arrived.
 - **agent**: each message the carrier writer sent is placed where the playout model says it starts playing (the
   time it was sent plus what was still queued at the carrier, corrected by mark echoes:
   :class:`gateway.playout.PlayoutTracker`). A ``clear`` at ``t`` cuts everything placed at or after ``t``: audio
@@ -19,6 +21,7 @@ up to :data:`HOLD_S` before now has arrived unless the carrier was late by more 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -26,11 +29,13 @@ import numpy as np
 from ..audio import g711
 from ..audio.resample import make_resampler
 
-__all__ = ["GAP_S", "HOLD_S", "RATE", "Mixer", "pcm8k_decoder"]
+__all__ = ["GAP_S", "HOLD_S", "RATE", "WINDOW_FRAMES", "Mixer", "pcm8k_decoder"]
 
 RATE = 8000
-#: A caller frame this late against the running sample count means the carrier sent nothing meanwhile.
-GAP_S = 0.1
+#: Caller frames persistently this late against the running sample count: the channel skips forward.
+GAP_S = 0.02
+#: How many frames in a row must be that late (jitter and event-loop stalls are shorter, and catch up).
+WINDOW_FRAMES = 25
 #: What is committed trails the call clock by this much: late caller frames still land in place.
 HOLD_S = 0.25
 
@@ -58,7 +63,8 @@ class Mixer:
         self._caller_decode = caller_decoder
         self._agent_decode = agent_decoder
         self.committed = 0  # samples written out, per channel
-        self._caller_next = 0  # where the next caller sample goes
+        self._caller_next: int | None = None  # where the next caller sample goes (None: no frame yet)
+        self._late: deque[int] = deque(maxlen=WINDOW_FRAMES)  # the last frames' lateness, in samples
         self._caller: list[tuple[int, np.ndarray]] = []  # (position, samples), in order, not overlapping
         self._agent: list[tuple[int, np.ndarray]] = []  # (position, samples), in the order sent
 
@@ -68,10 +74,13 @@ class Mixer:
         n = len(pcm)
         if not n:
             return
-        pos = self._caller_next
         due = round(arrived_s * RATE) - n  # where it starts if it left the caller just now
-        if due - pos > GAP_S * RATE:
-            pos = due  # the carrier sent nothing for a while: silence, then this frame where it belongs
+        pos = due if self._caller_next is None else self._caller_next
+        late = self._late
+        late.append(due - pos)
+        if len(late) == WINDOW_FRAMES and (behind := min(late)) > GAP_S * RATE:
+            pos += behind  # every recent frame was late: a gap (or a slow clock), not jitter
+            late.clear()
         pos = max(pos, self.committed)
         self._caller.append((pos, pcm))
         self._caller_next = pos + n
