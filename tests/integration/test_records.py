@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import socket
 import wave
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from gateway.audio import g711
 from tests.support.audio import tone, ulaw_tone
 from tests.support.faults import write_config
 
@@ -164,3 +166,102 @@ async def test_a_malformed_storage_url_or_webhook_url_fails_start_up_naming_the_
             load_settings(write_config(text), env=base)
     with pytest.raises(ConfigError, match="GATEWAY_WEBHOOK_SECRET"):
         load_settings(write_config('[webhooks]\nurl = "https://example.com/h"\n'), env={"GATEWAY_TOKEN_SECRET": "x"})
+
+
+async def test_storage_unreachable_never_touches_the_call_it_is_logged_counted_and_retried(
+    start_gateway, new_peer, fake_agent, receiver, http, tmp_path, monkeypatch
+):
+    from gateway.keys import METRICS, RECORDS
+    from gateway.records import service
+
+    monkeypatch.setattr(service, "STORE_ATTEMPTS", 2)  # 1 s apart
+    with socket.socket() as s:  # a port nobody listens on: the object store is down
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    config = write_config(
+        f'[storage]\nurl = "s3://down/calls"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = true\n'
+    )
+    gw = await start_gateway(config, GATEWAY_WEBHOOK_SECRET=SECRET)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)  # the call went on as ever
+    await peer.send_media(ulaw_tone(440, 0.2))
+    await peer.stop()
+    await asyncio.wait_for(receiver.got.wait(), 20)  # the webhook still goes out, with the record in it
+    records = gw.app[RECORDS]
+    await records.drain(timeout_s=10)
+    metrics = gw.app[METRICS]
+    sample = metrics.registry.get_sample_value
+    assert sample("voice_gateway_call_records_total", {"result": "written"}) is None
+    assert sample("voice_gateway_record_storage_errors_total", {"what": "recording"}) == 2  # both attempts
+    (event,) = [Webhook(SECRET).verify(body, headers) for headers, body in receiver.deliveries]
+    assert event["data"]["call_sid"] == peer.call_sid and event["data"]["recording"]["complete"] is False
+    # the recording is kept where it was written, for an operator to upload
+    assert Path(event["data"]["recording"]["location"]).is_file()
+
+
+async def test_the_consent_announcement_plays_before_the_greeting_and_is_on_the_recording(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path
+):
+    notice = tmp_path / "notice.wav"
+    with wave.open(str(notice), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        t = np.arange(4000) / 8000
+        w.writeframes((np.sin(2 * np.pi * 700 * t) * 8000).astype("<i2").tobytes())
+    gw = await start_gateway(
+        records_config(tmp_path, receiver.url, f'record_announcement = "{notice}"\n'), GATEWAY_WEBHOOK_SECRET=SECRET
+    )
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")  # the greeting, queued behind the announcement
+    await peer.wait_for(lambda: len(peer.played) >= 8000, timeout=10)
+    await peer.stop()
+    heard = np.frombuffer(g711.ulaw_to_pcm16(bytes(peer.played)), "<i2")
+    assert abs(dominant(heard, 0.0, 0.45) - 700) < 20 and abs(dominant(heard, 0.55, 0.95) - 1000) < 20
+    async with asyncio.timeout(15):
+        while len(receiver.deliveries) < 2:
+            await receiver.got.wait()
+            receiver.got.clear()
+    sid = peer.call_sid
+    _caller, agent, _ = read_stereo((tmp_path / "calls" / f"{sid}.wav").read_bytes())
+    start = np.flatnonzero(np.abs(agent) > 1000)[0] / 8000
+    assert abs(dominant(agent, start, start + 0.45) - 700) < 20
+
+
+async def test_the_retention_sweep_deletes_what_is_older_than_retention_days(tmp_path):
+    import os
+    import time
+
+    from gateway.config import load_settings
+    from gateway.metrics import GatewayMetrics
+    from gateway.records.service import Records
+
+    settings = load_settings(
+        write_config(
+            f'[storage]\nurl = "{(tmp_path / "calls").as_uri()}"\ndata_dir = "{tmp_path}"\nretention_days = 2\n'
+        ),
+        env={"GATEWAY_TOKEN_SECRET": "x"},
+    )
+    records = Records(settings, GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1))
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    now = time.time()
+    for name, age_days in (("old.json", 3), ("old.wav", 3), ("new.json", 1), ("new.wav", 0)):
+        (calls / name).write_bytes(b"x")
+        os.utime(calls / name, (now - age_days * 86400, now - age_days * 86400))
+    await records.outbox.open(now)
+    try:
+        assert await records.sweep(now) == 2
+    finally:
+        await records.outbox.close()
+    assert sorted(p.name for p in calls.iterdir()) == ["new.json", "new.wav"]
