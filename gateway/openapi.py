@@ -295,7 +295,7 @@ _RECORDS = (
 def _records_paths() -> dict[str, dict[str, Any]]:
     record = {"type": "object", "description": "the call record (docs/reference/call-record.md)"}
     common = {"401": _error("a missing or wrong key"), "503": _error("the storage is unreachable")}
-    security = [{"gatewayApiKey": []}]
+    security: list[dict[str, list[str]]] = [{"gatewayApiKey": []}]
     return {
         "/calls/{call_sid}": {
             "get": _operation(

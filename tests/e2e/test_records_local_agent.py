@@ -76,8 +76,9 @@ def lag_frames(a: np.ndarray, b: np.ndarray, max_lag: int = 25) -> int:
 
 async def place_recorded_call(settings: Any, models: Any, voice: Any) -> tuple[Any, Any, dict[str, Any], bytes]:
     """One call: the greeting, 'What time do you open?', a barge-in 1.5 s into the answer (one long sentence, so
-    it is playing even on a loaded machine) with 'That's all, thank you. Goodbye.', and the agent's goodbye (end_call: the agent hangs up). Returns the simulator's record and timeline, and the gateway's record and recording as the read
-    API serves them."""
+    it is playing even on a loaded machine) with 'That's all, thank you. Goodbye.', and the agent's goodbye (end_call:
+    the agent hangs up). Returns the simulator's record and timeline, and the gateway's record and recording as the
+    read API serves them."""
     turns = (say_turn("What time do you open?", voice), say_turn("That's all, thank you. Goodbye.", voice))
     async with serve_gateway(settings, models) as (base, app):
         call = await simulate_call(SimulatorConfig(url=base, turns=turns, barge_in_after_s=1.5, api_key=KEY))
