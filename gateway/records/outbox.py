@@ -137,7 +137,7 @@ class Outbox:
         return [Delivery(*r) for r in rows]
 
     async def next_due(self) -> float | None:
-        row = await self._run(
+        row: tuple[float | None] | None = await self._run(
             lambda: self._conn().execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'").fetchone()
         )
         return None if row is None or row[0] is None else float(row[0])
@@ -176,7 +176,8 @@ class Outbox:
 
 def backoff_s(attempts: int, base_s: float, rand: Callable[[], float] = random.random) -> float:
     """The wait after the ``attempts``-th failed attempt: base × 2^(attempts-1), at most MAX_BACKOFF_S, ±20 %."""
-    return min(MAX_BACKOFF_S, base_s * 2 ** max(0, attempts - 1)) * (0.8 + 0.4 * rand())
+    wait: float = min(MAX_BACKOFF_S, base_s * 2.0 ** max(0, attempts - 1))
+    return wait * (0.8 + 0.4 * rand())
 
 
 @dataclass

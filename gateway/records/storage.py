@@ -107,7 +107,8 @@ class FileStorage:
             yield data
 
     async def list(self) -> list[StoredObject]:
-        return await self._run(_scan, self.root)
+        found: list[StoredObject] = await self._run(_scan, self.root)  # type: ignore[assignment]
+        return found
 
     async def delete(self, key: str) -> None:
         try:
