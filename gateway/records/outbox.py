@@ -11,7 +11,9 @@ jitter), for ``webhooks.retry_for_h`` hours after the event; then the event is *
 ``voice_gateway_webhook_dead_letters_total`` counted, kept in the outbox for an operator). An answer of 4xx other
 than 408 (timeout) and 429 (slow down) means the receiver refuses this event: it is dead after
 :data:`PERMANENT_ATTEMPTS` such answers, not retried for hours. A restarted gateway retries every pending event at
-once. All SQLite work runs on one thread of its own (the connection is not shared across threads).
+once. Each attempt first claims its event (a lease of the attempt's timeout), so processes sharing the data directory
+(``serve --workers N``) do not send it twice at once. All SQLite work runs on one thread of its own (the connection
+is not shared across threads).
 """
 
 from __future__ import annotations
@@ -122,19 +124,27 @@ class Outbox:
         )
         return msg_id
 
-    async def due(self, now: float, limit: int = 20) -> list[Delivery]:
-        rows = await self._run(
-            lambda: (
-                self._conn()
-                .execute(
-                    "SELECT id, url, event, call_sid, body, created, attempts, refusals FROM outbox "
-                    "WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?",
-                    (now, limit),
-                )
-                .fetchall()
+    async def due(self, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
+        """Claim the events due now for ``lease_s`` (their next_at moves past the attempt), so two processes on one
+        data directory (``serve --workers N``) never send the same event at once."""
+        return list(await self._run(self._claim, now, lease_s, limit))
+
+    def _claim(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+        db = self._conn()
+        rows = db.execute(
+            "SELECT id, url, event, call_sid, body, created, attempts, refusals, next_at FROM outbox "
+            "WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        claimed = []
+        for *fields, next_at in rows:
+            cur = db.execute(
+                "UPDATE outbox SET next_at = ? WHERE id = ? AND state = 'pending' AND next_at = ?",
+                (now + lease_s, fields[0], next_at),
             )
-        )
-        return [Delivery(*r) for r in rows]
+            if cur.rowcount == 1:
+                claimed.append(Delivery(*fields))
+        return claimed
 
     async def next_due(self) -> float | None:
         row: tuple[float | None] | None = await self._run(
@@ -200,7 +210,7 @@ class WebhookSender:
     async def run(self) -> None:
         while True:
             self.wake.clear()
-            for d in await self.outbox.due(self.clock()):
+            for d in await self.outbox.due(self.clock(), lease_s=self.timeout_s + 5.0):
                 await self._attempt(d)
             nxt = await self.outbox.next_due()
             wait = 5.0 if nxt is None else min(5.0, max(0.0, nxt - self.clock()))

@@ -265,3 +265,48 @@ async def test_the_retention_sweep_deletes_what_is_older_than_retention_days(tmp
     finally:
         await records.outbox.close()
     assert sorted(p.name for p in calls.iterdir()) == ["new.json", "new.wav"]
+
+
+async def test_a_receiver_that_refuses_is_dead_lettered_and_one_that_fails_is_retried_until_it_takes_it(
+    receiver, http, tmp_path
+):
+    import time
+
+    from gateway.records.outbox import PERMANENT_ATTEMPTS, Outbox, WebhookSender
+
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open(time.time())
+    results: list[tuple[str, str]] = []
+    sender = WebhookSender(
+        outbox, b"r" * 32, http, base_backoff_s=0.05, retry_for_s=3600, timeout_s=5,
+        on_result=lambda event, result: results.append((event, result)),
+    )  # fmt: skip
+    task = asyncio.create_task(sender.run())
+    try:
+        receiver.status = 400  # "your event is wrong": not retried for hours
+        await outbox.add(receiver.url, "call.ended", "CA1", {"call_sid": "CA1"}, time.time())
+        sender.wake.set()
+        async with asyncio.timeout(10):
+            while (await outbox.counts()).get("dead") != 1:
+                await asyncio.sleep(0.05)
+        assert results == [("call.ended", "failed")] * (PERMANENT_ATTEMPTS - 1) + [("call.ended", "dead")]
+        results.clear()
+        receiver.deliveries.clear()
+        receiver.status = 503  # down for a while: retried with backoff, then delivered once it answers 2xx
+        await outbox.add(receiver.url, "call.ended", "CA2", {"call_sid": "CA2"}, time.time())
+        sender.wake.set()
+        async with asyncio.timeout(10):
+            while len(receiver.deliveries) < 4:
+                await asyncio.sleep(0.02)
+        receiver.status = 204
+        async with asyncio.timeout(10):
+            while (await outbox.counts()).get("delivered") != 1:
+                await asyncio.sleep(0.05)
+        assert results[-1] == ("call.ended", "delivered") and set(results[:-1]) == {("call.ended", "failed")}
+        assert len({h["webhook-id"] for h, _ in receiver.deliveries}) == 1  # one id across every retry
+        for headers, body in receiver.deliveries:
+            assert Webhook(SECRET).verify(body, headers)["data"] == {"call_sid": "CA2"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await outbox.close()
