@@ -59,9 +59,12 @@ def pcm8k_decoder(encoding: str, sample_rate: int) -> Decoder:
 class Mixer:
     """Both channels of one call, from the last committed sample on."""
 
-    def __init__(self, caller_decoder: Decoder, agent_decoder: Decoder) -> None:
+    def __init__(self, caller_decoder: Decoder, agent_decoder: Decoder, agent_bytes_per_s: float = RATE) -> None:
+        """``agent_bytes_per_s``: of the stream's encoding (8000 for 8 kHz G.711), to tell which messages play
+        end to end."""
         self._caller_decode = caller_decoder
         self._agent_decode = agent_decoder
+        self._agent_bytes_per_s = agent_bytes_per_s
         self.committed = 0  # samples written out, per channel
         self._caller_next: int | None = None  # where the next caller sample goes (None: no frame yet)
         self._late: deque[int] = deque(maxlen=WINDOW_FRAMES)  # the last frames' lateness, in samples
@@ -70,23 +73,70 @@ class Mixer:
 
     # ---- what comes in --------------------------------------------------------------------------------------
     def caller(self, payload: bytes, arrived_s: float) -> None:
-        pcm = self._caller_decode(payload)
-        n = len(pcm)
-        if not n:
+        self.add_caller([payload], [arrived_s])
+
+    def add_caller(self, payloads: list[bytes], arrived_s: list[float]) -> None:
+        """Caller payloads in order, each with its arrival (seconds since the stream started). One decode for the
+        lot, and one segment per run of frames laid end to end: the writer thread holds the GIL briefly."""
+        if not payloads:
             return
-        due = round(arrived_s * RATE) - n  # where it starts if it left the caller just now
-        pos = due if self._caller_next is None else self._caller_next
-        late = self._late
-        late.append(due - pos)
-        if len(late) == WINDOW_FRAMES and (behind := min(late)) > GAP_S * RATE:
-            pos += behind  # every recent frame was late: a gap (or a slow clock), not jitter
-            late.clear()
-        pos = max(pos, self.committed)
-        self._caller.append((pos, pcm))
-        self._caller_next = pos + n
+        pcm = self._caller_decode(payloads[0] if len(payloads) == 1 else b"".join(payloads))
+        total = sum(len(p) for p in payloads)
+        if not total or not len(pcm):
+            return
+        scale = len(pcm) / total  # samples per payload byte (1 for G.711, 1/2 for 8 kHz PCM16, …)
+        late, gap, nxt = self._late, GAP_S * RATE, self._caller_next
+        run_start: int | None = None  # sample position of the current run, and where it is in pcm
+        run_from = taken = 0
+        for payload, t in zip(payloads, arrived_s, strict=True):
+            n = round((taken + len(payload)) * scale) - round(taken * scale)
+            taken += len(payload)
+            due = round(t * RATE) - n  # where it starts if it left the caller just now
+            pos = due if nxt is None else nxt
+            lateness = due - pos
+            late.append(lateness)
+            if lateness > gap and len(late) == WINDOW_FRAMES and (behind := min(late)) > gap:
+                pos += behind  # every recent frame was late: a gap (or a slow clock), not jitter
+                late.clear()
+            pos = max(pos, self.committed)
+            at = round((taken - len(payload)) * scale)
+            if run_start is None or pos != run_start + (at - run_from):
+                if run_start is not None:
+                    self._caller.append((run_start, pcm[run_from:at]))
+                run_start, run_from = pos, at
+            nxt = pos + n
+        assert run_start is not None
+        self._caller.append((run_start, pcm[run_from:]))
+        self._caller_next = nxt
 
     def agent(self, payload: bytes, plays_at_s: float) -> None:
-        pcm = self._agent_decode(payload)
+        self.add_agent([(payload, plays_at_s)])
+
+    def add_agent(self, items: list[tuple[bytes | None, float]]) -> None:
+        """What the carrier writer sent, in order: (payload, plays at) or (None, cleared at). Messages that play end
+        to end are decoded together."""
+        run: list[bytes] = []
+        run_at = 0.0
+        run_end = 0.0
+        for payload, t in items:
+            if payload is None:
+                self._agent_run(run, run_at)
+                run = []
+                self.clear(t)
+                continue
+            seconds = len(payload) / self._agent_bytes_per_s
+            if run and abs(t - run_end) < 0.5 / RATE:
+                run.append(payload)
+            else:
+                self._agent_run(run, run_at)
+                run, run_at = [payload], t
+            run_end = t + seconds
+        self._agent_run(run, run_at)
+
+    def _agent_run(self, run: list[bytes], plays_at_s: float) -> None:
+        if not run:
+            return
+        pcm = self._agent_decode(run[0] if len(run) == 1 else b"".join(run))
         if not len(pcm):
             return
         pos = round(plays_at_s * RATE)

@@ -213,8 +213,10 @@ class RecordingWriter:
 
     def _handle(self, item: Any, recordings: dict[int, _Recording]) -> None:
         if isinstance(item, _Open):
+            bytes_per_s = item.sample_rate * (2 if item.encoding == "audio/pcm" else 1)
+            decoder = pcm8k_decoder
             mixer = Mixer(
-                pcm8k_decoder(item.encoding, item.sample_rate), pcm8k_decoder(item.encoding, item.sample_rate)
+                decoder(item.encoding, item.sample_rate), decoder(item.encoding, item.sample_rate), bytes_per_s
             )
             result = RecordingResult(item.path)
             wav: StereoWav | None = None
@@ -229,13 +231,8 @@ class RecordingWriter:
             return
         if isinstance(item, _Batch):
             m, t0 = rec.mixer, rec.started_at
-            for payload, t in zip(item.caller, item.caller_t, strict=True):
-                m.caller(payload, t - t0)
-            for data, t in item.agent:
-                if data is None:
-                    m.clear(t - t0)
-                else:
-                    m.agent(data, t - t0)
+            m.add_caller(item.caller, [t - t0 for t in item.caller_t])
+            m.add_agent([(data, t - t0) for data, t in item.agent])
             self._write(rec, m.commit(max(m.committed, int(item.upto_s * RATE))).tobytes())
         elif isinstance(item, _Close):
             del recordings[item.key]

@@ -215,3 +215,23 @@ def test_the_tap_notes_each_replys_first_send_and_play_and_a_clear_cuts_its_end(
     caller, times, agent = tap.take()
     assert caller == [] and len(agent) == 4 and agent[-1] == (None, 102.15)
     assert tap.take() == ([], [], [])
+
+
+def test_a_batch_is_placed_exactly_as_frame_by_frame():
+    rng = np.random.default_rng(7)
+    payloads = [rng.integers(-3000, 3000, FRAME, dtype="<i2").tobytes() for _ in range(80)]
+    times = [0.3 + 0.02 * i + (0.09 if 20 <= i < 24 else 0.0) for i in range(40)]  # jitter
+    times += [times[-1] + 0.8 + 0.02 * i for i in range(40)]  # then a gap
+    agent = [(pcm_frame(i + 1), 0.5 + 0.02 * i) for i in range(30)]
+    agent[10:10] = [(None, 0.68)]  # a clear among them
+    agent.append((pcm_frame(99), 2.0))
+    one, batch = mixer(), Mixer(raw, raw, agent_bytes_per_s=2 * RATE)
+    for p, t in zip(payloads, times, strict=True):
+        one.caller(p, t)
+    for data, t in agent:
+        one.clear(t) if data is None else one.agent(data, t)
+    batch.add_caller(payloads[:33], times[:33])
+    batch.add_caller(payloads[33:], times[33:])
+    batch.add_agent(agent)
+    end = int(4 * RATE)
+    assert np.array_equal(one.commit(end), batch.commit(end))
