@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ import structlog
 from ..audio import g711
 from ..call import events as ev
 from ..call.sounds import prompt_frames
+from ..errors import ConfigError
 from .outbox import KEEP_DELIVERED_S, Outbox, WebhookSender
 from .record import RecordBuilder
 from .recorder import FLUSH_S, CallTap, RecordingResult, RecordingWriter
@@ -101,8 +103,11 @@ class Records:
     # ---- the app's life ----------------------------------------------------------------------------------------
     async def run(self, http: aiohttp.ClientSession) -> AsyncIterator[None]:
         """cleanup_ctx body: start the writer thread, the outbox, and the app tasks; on shutdown finish them."""
+        try:
+            await self.outbox.open(self._wall())
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"storage.data_dir: cannot keep the webhook outbox at {self.outbox.path}: {exc}") from exc
         self.writer.start()
-        await self.outbox.open(self._wall())
         wh = self.settings.webhooks
         key = secret_key(self.settings.secrets.webhook_secret) or b""
         self.sender = WebhookSender(
@@ -326,7 +331,5 @@ def _announcement(path_text: str, config_dir: Path) -> bytes:
     path = path if path.is_absolute() else config_dir / path
     with wave.open(str(path), "rb") as w:
         if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (8000, 1, 2):
-            from ..errors import ConfigError
-
             raise ConfigError(f"record_announcement: {path} must be 8 kHz mono 16-bit")
         return g711.pcm16_to_ulaw(w.readframes(w.getnframes()))
