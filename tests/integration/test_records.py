@@ -310,3 +310,13 @@ async def test_a_receiver_that_refuses_is_dead_lettered_and_one_that_fails_is_re
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await outbox.close()
+
+
+async def test_the_softphone_is_told_where_a_recorded_calls_recording_will_be(start_gateway, http, receiver, tmp_path):
+    config = Path(records_config(tmp_path, receiver.url))
+    config.write_text('[softphone]\nenabled = "on"\n' + config.read_text())
+    gw = await start_gateway(str(config), GATEWAY_WEBHOOK_SECRET=SECRET)
+    async with http.post(gw.base_url + "/softphone/dial", json={"to": "+15550002222"}) as r:
+        assert r.status == 200, await r.text()
+        dial = await r.json()
+    assert dial["recording"] == f"/calls/{dial['call_sid']}/recording"
