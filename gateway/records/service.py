@@ -52,6 +52,8 @@ __all__ = ["STORE_ATTEMPTS", "Records"]
 STORE_ATTEMPTS = 4
 #: How often the retention sweep runs.
 SWEEP_S = 3600.0
+#: A spooled recording (S3) not written for this long belongs to no live call: the sweep uploads it.
+ORPHAN_S = 120.0
 _ANNOUNCEMENT = "__announcement__"
 
 log = structlog.get_logger("gateway.records")
@@ -150,11 +152,13 @@ class Records:
             await asyncio.sleep(SWEEP_S)
 
     async def sweep(self, now: float) -> int:
-        """Delete records and recordings older than ``storage.retention_days``; returns how many."""
+        """Delete records and recordings older than ``storage.retention_days``; returns how many. Also uploads the
+        recordings a killed process left in the spool (S3)."""
         days = self.settings.storage.retention_days
         deleted = 0
         try:
             await self.outbox.forget_delivered(now - KEEP_DELIVERED_S)
+            await self._upload_orphans(now)
             if days <= 0:
                 return 0
             cutoff = now - days * 86400
@@ -168,6 +172,21 @@ class Records:
         if deleted:
             log.info("record.retention_sweep", deleted=deleted, retention_days=days)
         return deleted
+
+    async def _upload_orphans(self, now: float) -> None:
+        """Spooled recordings untouched for ORPHAN_S belong to calls a killed process lost: upload what they hold."""
+        spool = self.data_dir / "spool"
+        if self.storage.local_path("x.wav") is not None or not spool.is_dir():
+            return
+        for path in sorted(spool.glob("*.wav")):
+            try:
+                if path.stat().st_mtime > now - ORPHAN_S:
+                    continue  # maybe a live call's, in this process or another worker's
+            except FileNotFoundError:
+                continue
+            await self.storage.put_file(path.name, path, "audio/wav")
+            path.unlink(missing_ok=True)
+            log.info("record.orphan_uploaded", recording=self.storage.location(path.name))
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def on_accept(self, call: AcceptedCall, setup: CallSetup) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from gateway.audio import g711
 from gateway.keys import RECORDS
 from gateway.records.settings import StorageSettings
+from gateway.records.storage import S3Storage
 from gateway.simulator.caller import SimulatorConfig, load_caller_voice, say_turn, simulate_call
 from gateway.simulator.timeline import build_timeline
 from tests.support.local_gateway import local_agent_settings, serve_gateway, shared_speech_models
@@ -147,7 +150,14 @@ async def test_recorded_call_on_the_s3_backend(models, voice, s3, tmp_path, monk
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     settings = recording_settings("s3://voice-calls/recorded", tmp_path / "data")
+    # a recording a killed process left in the spool: the start-up sweep uploads it
+    orphan = tmp_path / "data" / "spool" / "CAorphan.wav"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"RIFF-left-by-a-killed-process")
+    os.utime(orphan, (time.time() - 600, time.time() - 600))
     call, tl, record, wav_bytes = await place_recorded_call(settings, models, voice)
     check_call(call, tl, record, wav_bytes)
     assert record["recording"]["location"] == f"s3://voice-calls/recorded/{call.call_sid}.wav"
     assert not list((tmp_path / "data" / "spool").glob("*.wav"))  # uploaded, then forgotten locally
+    stored = await S3Storage("s3://voice-calls/recorded").get("CAorphan.wav")
+    assert stored == b"RIFF-left-by-a-killed-process"
