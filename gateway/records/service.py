@@ -52,6 +52,8 @@ __all__ = ["STORE_ATTEMPTS", "Records"]
 STORE_ATTEMPTS = 4
 #: How often the retention sweep runs.
 SWEEP_S = 3600.0
+#: Call sids remembered to tell a later stream of the same call (re-attach) from a new call.
+SEEN_CALLS = 10000
 #: A spooled recording (S3) not written for this long belongs to no live call: the sweep uploads it.
 ORPHAN_S = 120.0
 _ANNOUNCEMENT = "__announcement__"
@@ -66,6 +68,7 @@ class _Call:
     started_at: float
     recording: Path | None  # the file being written, when the profile records
     webhook_url: str
+    key: str  # the storage name: the call sid, or <call_sid>-<stream_sid> for a later stream of the same call
 
 
 class Records:
@@ -92,13 +95,15 @@ class Records:
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
         self.sender: WebhookSender | None = None
         self._calls: dict[int, _Call] = {}  # by id(CallSummary): on_record hands the summary back
-        self._by_sid: dict[str, _Call] = {}
+        #: Live calls by call sid, newest stream last (events carry only the call sid: the newest stream gets them).
+        self._by_sid: dict[str, list[_Call]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._announcements = {
             name: _announcement(p.record_announcement, settings.config_dir)
             for name, p in settings.profiles.items()
             if p.record and p.record_announcement
         }
+        self._seen: dict[str, None] = {}  # call sids accepted lately, oldest first
         #: call_sid → where its record and recording went (the simulator and the softphone show it).
         self.stored: dict[str, dict[str, Any]] = {}
 
@@ -192,13 +197,18 @@ class Records:
     def on_accept(self, call: AcceptedCall, setup: CallSetup) -> None:
         start, profile = setup.start, setup.profile
         sid = start.call_id
+        # A call carried by several streams (re-attach) keeps one record per stream: a later one must not overwrite.
+        name = f"{sid}-{start.stream_id}" if sid in self._seen else sid
+        self._seen[sid] = None
+        for old in list(self._seen)[:-SEEN_CALLS] if len(self._seen) > 2 * SEEN_CALLS else ():
+            del self._seen[old]
         bytes_per_s = start.sample_rate * (2 if start.encoding == "audio/pcm" else 1)
         started_at = call.core.started_at
         tap = CallTap(started_at, record=profile.record, bytes_per_s=bytes_per_s)
         call.core.outbound.observer = tap
         path: Path | None = None
-        if profile.record and safe_id(sid):
-            key = f"{sid}.wav"
+        if profile.record and safe_id(name):
+            key = f"{name}.wav"
             path = self.storage.local_path(key) or self.data_dir / "spool" / key
             call.caller_tap = tap.caller_audio
             self.writer.open(tap, path, start.encoding, start.sample_rate)
@@ -223,24 +233,28 @@ class Records:
             started_at,
             path,
             profile.webhook_url or self.settings.webhooks.url,
+            name,
         )
         self._calls[id(call.core.summary)] = state
-        self._by_sid[sid] = state
+        self._by_sid.setdefault(sid, []).append(state)
         if state.webhook_url and self.settings.webhooks.call_started:
             started = state.builder.header()
             self._spawn(self._enqueue(state.webhook_url, "call.started", sid, started), f"call_started:{sid}")
 
     def on_event(self, call_sid: str, event: ev.CallEvent) -> None:
-        state = self._by_sid.get(call_sid)
-        if state is not None:
-            state.builder.event(event)
+        states = self._by_sid.get(call_sid)
+        if states:
+            states[-1].builder.event(event)
 
     def on_summary(self, summary: CallSummary) -> None:
         state = self._calls.pop(id(summary), None)
         if state is None:
             return
-        if self._by_sid.get(summary.call_sid) is state:
-            del self._by_sid[summary.call_sid]
+        states = [x for x in self._by_sid.get(summary.call_sid, []) if x is not state]
+        if states:
+            self._by_sid[summary.call_sid] = states
+        else:
+            self._by_sid.pop(summary.call_sid, None)
         self._spawn(self._finish(state, summary), f"record:{summary.call_sid}")
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -254,7 +268,7 @@ class Records:
         recording: dict[str, Any] | None = None
         if state.recording is not None:
             result = await self.writer.close(state.tap, state.started_at + s.duration_s)
-            recording = await self._store_recording(sid, result)
+            recording = await self._store_recording(state.key, result)
         doc = state.builder.finish(
             s.log_fields(),
             duration_s=s.duration_s,
@@ -265,15 +279,15 @@ class Records:
         )
         if s.session_id and not doc["session_id"]:
             doc["session_id"] = s.session_id
-        key = f"{sid}.json"
-        stored = safe_id(sid) and await self._retry(
+        key = f"{state.key}.json"
+        stored = safe_id(state.key) and await self._retry(
             "record", lambda: self.storage.put(key, json.dumps(doc, ensure_ascii=False).encode(), "application/json")
         )
         self.metrics.records.labels("written" if stored else "failed").inc()
         where = {"record": self.storage.location(key) if stored else None}
         if recording is not None:
             where["recording"] = recording.get("location")
-        self.stored[sid] = where
+        self.stored[state.key] = where
         del_list = list(self.stored)[:-1000]
         for old in del_list:
             self.stored.pop(old, None)
@@ -284,11 +298,11 @@ class Records:
         if state.webhook_url:
             payload = dict(doc)
             if recording is not None and recording.get("complete") is not None:
-                payload["recording"] = {**recording, "url": await self._recording_url(sid)}
+                payload["recording"] = {**recording, "url": await self._recording_url(state.key)}
             await self._enqueue(state.webhook_url, "call.ended", sid, payload)
 
-    async def _store_recording(self, sid: str, result: RecordingResult) -> dict[str, Any]:
-        key = f"{sid}.wav"
+    async def _store_recording(self, name: str, result: RecordingResult) -> dict[str, Any]:
+        key = f"{name}.wav"
         info: dict[str, Any] = {
             "key": key,
             "format": "audio/wav",
@@ -297,7 +311,7 @@ class Records:
             "seconds": round(result.seconds, 3),
             "complete": result.ok,
             "location": self.storage.location(key),
-            "path": f"/calls/{sid}/recording",
+            "path": f"/calls/{name}/recording",
         }
         if result.ok:
             self.metrics.recordings.labels("complete").inc()
@@ -310,15 +324,15 @@ class Records:
                 info["location"] = str(result.path)  # kept locally; uploaded by nobody: logged
         return info
 
-    async def _recording_url(self, sid: str) -> str:
+    async def _recording_url(self, name: str) -> str:
         try:
-            signed = await self.storage.presign(f"{sid}.wav", self.settings.storage.presign_s)
+            signed = await self.storage.presign(f"{name}.wav", self.settings.storage.presign_s)
         except StorageUnavailable:
             signed = None
         if signed:
             return signed
         base = self.settings.server.public_url
-        return f"{base}/calls/{sid}/recording" if base else f"/calls/{sid}/recording"
+        return f"{base}/calls/{name}/recording" if base else f"/calls/{name}/recording"
 
     async def _retry(self, what: str, op: Callable[[], Any]) -> bool:
         for attempt in range(STORE_ATTEMPTS):

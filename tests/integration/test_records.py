@@ -320,3 +320,29 @@ async def test_the_softphone_is_told_where_a_recorded_calls_recording_will_be(st
         assert r.status == 200, await r.text()
         dial = await r.json()
     assert dial["recording"] == f"/calls/{dial['call_sid']}/recording"
+
+
+async def test_a_second_stream_of_the_same_call_keeps_a_record_of_its_own(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path
+):
+    gw = await start_gateway(records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET)
+    first = await new_peer(gw)
+    await first.connect()
+    await fake_agent.session()
+    await first.send_media(ulaw_tone(440, 0.2))
+    await first.stop()
+    await asyncio.wait_for(first.closed.wait(), 10)
+    second = await new_peer(gw, call_sid=first.call_sid)  # the call comes back on a new stream (a redirect)
+    await second.connect()
+    await fake_agent.session()
+    await second.send_media(ulaw_tone(440, 0.2))
+    await second.stop()
+    async with asyncio.timeout(15):
+        while sum(1 for h, b in receiver.deliveries if b"call.ended" in b) < 2:
+            await receiver.got.wait()
+            receiver.got.clear()
+    names = sorted(p.name for p in (tmp_path / "calls").iterdir())
+    sid = first.call_sid
+    assert names == sorted(
+        [f"{sid}.json", f"{sid}.wav", f"{sid}-{second.stream_sid}.json", f"{sid}-{second.stream_sid}.wav"]
+    )
