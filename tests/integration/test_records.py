@@ -346,3 +346,31 @@ async def test_a_second_stream_of_the_same_call_keeps_a_record_of_its_own(
     assert names == sorted(
         [f"{sid}.json", f"{sid}.wav", f"{sid}-{second.stream_sid}.json", f"{sid}-{second.stream_sid}.wav"]
     )
+
+
+async def test_a_storage_directory_that_cannot_be_written_never_touches_the_call(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path, monkeypatch
+):
+    from gateway.keys import METRICS
+    from gateway.records import service
+
+    monkeypatch.setattr(service, "STORE_ATTEMPTS", 1)
+
+    blocked = tmp_path / "calls"
+    blocked.write_text("a file where the directory should be: every write fails, as on a full or broken disk")
+    config = write_config(
+        f'[storage]\nurl = "{blocked.as_uri()}"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = true\n'
+    )
+    gw = await start_gateway(config, GATEWAY_WEBHOOK_SECRET=SECRET)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)  # the caller hears the agent as ever
+    await peer.stop()
+    await asyncio.wait_for(receiver.got.wait(), 20)
+    (event,) = [Webhook(SECRET).verify(body, headers) for headers, body in receiver.deliveries]
+    assert event["data"]["recording"]["complete"] is False and event["data"]["outcome"] == "caller_hangup"
+    sample = gw.app[METRICS].registry.get_sample_value
+    assert sample("voice_gateway_recordings_total", {"result": "failed"}) == 1
