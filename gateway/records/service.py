@@ -195,6 +195,16 @@ class Records:
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def on_accept(self, call: AcceptedCall, setup: CallSetup) -> None:
+        try:
+            self._accept(call, setup)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours in records must never end a call: logged, counted
+            self._internal_error("accept", setup.start.call_id, exc)
+
+    def _internal_error(self, where: str, call_sid: str, exc: BaseException) -> None:
+        log.error("record.internal_error", where=where, call_sid=call_sid, error=repr(exc))
+        self.metrics.storage_errors.labels("internal").inc()
+
+    def _accept(self, call: AcceptedCall, setup: CallSetup) -> None:
         start, profile = setup.start, setup.profile
         sid = start.call_id
         # A call carried by several streams (re-attach) keeps one record per stream: a later one must not overwrite.
@@ -244,7 +254,10 @@ class Records:
     def on_event(self, call_sid: str, event: ev.CallEvent) -> None:
         states = self._by_sid.get(call_sid)
         if states:
-            states[-1].builder.event(event)
+            try:
+                states[-1].builder.event(event)
+            except Exception as exc:  # noqa: BLE001 - never into the call's pumps: logged, counted
+                self._internal_error("event", call_sid, exc)
 
     def on_summary(self, summary: CallSummary) -> None:
         state = self._calls.pop(id(summary), None)
@@ -255,14 +268,20 @@ class Records:
             self._by_sid[summary.call_sid] = states
         else:
             self._by_sid.pop(summary.call_sid, None)
-        self._spawn(self._finish(state, summary), f"record:{summary.call_sid}")
+        self._spawn(self._finish_safely(state, summary), f"record:{summary.call_sid}")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---- after the call ----------------------------------------------------------------------------------------
+    # ---- after the call ------------------------------------------------------------------------------------
+    async def _finish_safely(self, state: _Call, s: CallSummary) -> None:
+        try:
+            await self._finish(state, s)
+        except Exception as exc:  # noqa: BLE001 - the task's end: nobody else would see it
+            self._internal_error("finish", s.call_sid, exc)
+
     async def _finish(self, state: _Call, s: CallSummary) -> None:
         sid = s.call_sid
         recording: dict[str, Any] | None = None

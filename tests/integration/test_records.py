@@ -374,3 +374,29 @@ async def test_a_storage_directory_that_cannot_be_written_never_touches_the_call
     assert event["data"]["recording"]["complete"] is False and event["data"]["outcome"] == "caller_hangup"
     sample = gw.app[METRICS].registry.get_sample_value
     assert sample("voice_gateway_recordings_total", {"result": "failed"}) == 1
+
+
+async def test_a_bug_in_call_records_never_ends_the_call(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path, monkeypatch
+):
+    from gateway.keys import CALLS, METRICS
+    from gateway.records.record import RecordBuilder
+
+    def broken(self: Any, event: Any) -> None:
+        raise RuntimeError("a bug in the record builder")
+
+    monkeypatch.setattr(RecordBuilder, "event", broken)
+    gw = await start_gateway(records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)
+    await peer.stop()
+    await asyncio.wait_for(peer.closed.wait(), 10)
+    async with asyncio.timeout(10):
+        while not gw.app[CALLS].completed:
+            await asyncio.sleep(0.05)
+    assert gw.app[CALLS].completed[-1].outcome == "caller_hangup"  # not internal_error
+    sample = gw.app[METRICS].registry.get_sample_value
+    assert sample("voice_gateway_record_storage_errors_total", {"what": "internal"}) >= 1

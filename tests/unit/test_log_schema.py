@@ -182,6 +182,7 @@ SCHEMA: dict[str, Event] = {
     "record.sweep_failed": Event({"error": str}),
     "record.retention_sweep": Event({"deleted": int, "retention_days": NUM}),
     "record.orphan_uploaded": Event({"recording": str}),
+    "record.internal_error": Event({"where": str, "call_sid": str, "error": str}),
     "records.refused": Event({"reason": str, "path": str}),
     "records.storage_unavailable": Event({"error": str}, {"call_sid": str}),
     "webhook.queued": Event({"call_sid": str, "webhook_event": str, "webhook_id": str}),
