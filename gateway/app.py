@@ -10,6 +10,7 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
 - :mod:`gateway.control.dial`: ``/control/dial/{carrier}/{token}``, the ``<Dial>`` documents of transfers by URL
+- :mod:`gateway.records.http`: ``GET /calls``, ``GET /calls/{call_sid}``, its recording; the call records
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -30,6 +31,7 @@ from .control import dial
 from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, SETTINGS
 from .media_stream import close_calls
 from .metrics import GatewayMetrics
+from .records import http as records_http
 
 __all__ = ["create_app"]
 
@@ -80,6 +82,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     softphone.setup(app)
     call_control_http.setup(app)
     dial.setup(app)
+    records_http.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

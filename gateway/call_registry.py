@@ -17,6 +17,8 @@ from .admission import Admission
 
 if TYPE_CHECKING:
     from .call.events import CallEvent
+    from .call.setup import CallSetup
+    from .call.shell.accepted import AcceptedCall
     from .session import CallSession, CallSummary
 
 __all__ = ["RESERVATION_TTL_S", "CallRegistry"]
@@ -37,6 +39,8 @@ class CallRegistry:
     listeners: list[Callable[[str, CallEvent], None]] = field(default_factory=list)
     #: Called with every finished call's summary (metrics; see gateway.metrics).
     on_record: list[Callable[[CallSummary], None]] = field(default_factory=list)
+    #: Called with every admitted call before it runs, and its setup (gateway.records: the recording's taps).
+    on_accept: list[Callable[[AcceptedCall, CallSetup], None]] = field(default_factory=list)
     #: Sessions by admission ticket, so a stream evicted from the pending pool can be closed.
     waiting: dict[int, CallSession] = field(default_factory=dict)
 
@@ -51,6 +55,10 @@ class CallRegistry:
     @accepting.setter
     def accepting(self, value: bool) -> None:
         self.admission.accepting = value
+
+    def accepted(self, call: AcceptedCall, setup: CallSetup) -> None:
+        for hook in list(self.on_accept):
+            hook(call, setup)
 
     def record(self, summary: CallSummary) -> None:
         self.completed.append(summary)

@@ -28,6 +28,7 @@ from .carriers import registry
 from .carriers.spec import CarrierDoor, Door
 from .config_build import build
 from .errors import ConfigError
+from .records.settings import StorageSettings, WebhookSettings, check_records
 
 __all__ = [
     "DEFAULT_AGENT_URL",
@@ -149,6 +150,9 @@ class Profile:
     transfer_allow: tuple[str, ...] = ()  # transfer_call destinations allowed (fnmatch: "+1555*", "sip:*@pbx.example")
     dtmf_mode: str = "off"  # caller keypresses to the agent: reply (reply.create) | buffer (read_dtmf) | off
     dtmf_interdigit_ms: int = 1000  # "reply": digits gathered until this long without another
+    record: bool = False  # two-channel recording (gateway.records; docs/how-to/call-records.md)
+    record_announcement: str = ""  # a .wav played before the greeting when recording (relative to config dir)
+    webhook_url: str = ""  # post-call webhook of this profile's calls (overrides webhooks.url)
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,7 @@ class Secrets:
     local_agent_api_key: str = ""
     twilio_account_sid: str = ""  # with TWILIO_AUTH_TOKEN: the REST client (call control, outbound calls)
     gateway_api_key: str = ""  # bearer key of POST /calls (outbound calls); empty: the endpoint is off
+    webhook_secret: str = ""  # GATEWAY_WEBHOOK_SECRET: signs the post-call webhooks (gateway.records.signing)
     #: Every carrier's secrets by environment variable (the names its description lists;
     #: docs/reference/environment.md#carriers). Empty: that carrier's webhook is not checked, and its doors open in
     #: development only.
@@ -258,6 +263,8 @@ class Settings:
     carriers: CarrierSettings = field(default_factory=CarrierSettings)
     softphone: SoftphoneSettings = field(default_factory=SoftphoneSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     config_dir: Path = REPO_CONFIG_DIR
     log_format: str = "json"
@@ -355,14 +362,7 @@ def _check(s: Settings) -> None:
         need(u.scheme in ("https", "http") and bool(u.netloc), "server.public_url", "must be an http(s) URL")
         need(u.query == "" and u.fragment == "", "server.public_url", "must not carry a query or fragment")
     need(1024 <= s.server.max_message_bytes <= 4 * 1024 * 1024, "server.max_message_bytes", "must be 1024..4194304")
-    for key in (
-        "start_timeout_s",
-        "no_media_timeout_s",
-        "max_call_s",
-        "call_token_ttl_s",
-        "drain_budget_s",
-        "header_timeout_s",
-    ):
+    for key in "start_timeout_s no_media_timeout_s max_call_s call_token_ttl_s drain_budget_s header_timeout_s".split():
         need(getattr(s.server, key) > 0, f"server.{key}", "must be positive")
     need(s.server.max_concurrent_calls > 0, "server.max_concurrent_calls", "must be positive")
     need(s.server.max_pending_streams > 0, "server.max_pending_streams", "must be positive")
@@ -470,6 +470,7 @@ def _check(s: Settings) -> None:
             f"agent sessions through it; set {credential} or carriers.{spec.name}.enabled = false",
         )
     need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
+    check_records(s)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -525,6 +526,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         local_agent_api_key=env.get("LOCAL_AGENT_API_KEY", ""),
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
         gateway_api_key=env.get("GATEWAY_API_KEY", ""),
+        webhook_secret=env.get("GATEWAY_WEBHOOK_SECRET", ""),
         carrier_secrets={name: env.get(name, "") for spec in registry.CARRIERS for name in spec.secret_envs},
     )
     settings = dataclasses.replace(

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from .config import Settings
     from .metrics import GatewayMetrics
     from .reattach import ParkedAgents
+    from .records.service import Records
     from .softphone import SoftphoneState
 
-__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE"]
+__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "RECORDS", "SETTINGS", "SOFTPHONE"]
 
 #: The validated settings the app was built with.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -42,3 +43,5 @@ LOCAL_AGENT_KEY: web.AppKey[str] = web.AppKey("local_agent_key")
 PARKED: web.AppKey[ParkedAgents] = web.AppKey("parked_agents")
 #: The browser softphone's state, set by :mod:`gateway.softphone` when it is served.
 SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
+#: Call records, recordings and the webhook outbox (:mod:`gateway.records`), set by its ``setup`` when kept.
+RECORDS: web.AppKey[Records] = web.AppKey("records")

@@ -64,6 +64,7 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             ),
             dialect=dialect,
             token_scope=scope,
+            on_accept=calls.accepted,
         )
         key = id(session)
         calls.active[key] = (session, asyncio.current_task())

@@ -232,6 +232,30 @@ class GatewayMetrics:
         self.reattaches = Counter(
             f"{p}_stream_reattaches", "New streams that took over a parked agent session.", registry=reg
         )
+        # Call records (gateway.records; docs/how-to/call-records.md): never on the media path.
+        self.records = Counter(
+            f"{p}_call_records", "Call records stored, by result (written/failed).", ["result"], registry=reg
+        )
+        self.recordings = Counter(
+            f"{p}_recordings", "Call recordings finished, by result (complete/failed).", ["result"], registry=reg
+        )
+        self.recording_batches_dropped = Counter(
+            f"{p}_recording_batches_dropped",
+            "Seconds of call audio the recording writer could not keep up with.",
+            registry=reg,
+        )
+        self.storage_errors = Counter(
+            f"{p}_record_storage_errors",
+            "Failed record storage operations, by what (record/recording/sweep).",
+            ["what"],
+            registry=reg,
+        )
+        self.webhook_deliveries = Counter(
+            f"{p}_webhook_deliveries",
+            "Post-call webhook attempts, by event and result: delivered, failed (retried), dead, not_queued.",
+            ["event", "result"],
+            registry=reg,
+        )
         self.loop_lag = Histogram(
             f"{p}_event_loop_lag_seconds",
             "How late the event loop woke a fixed-interval timer.",

@@ -176,6 +176,28 @@ def _ops_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+_RECORDS_LIST: dict[str, Any] = {
+    "type": "object",
+    "required": ["calls", "truncated"],
+    "properties": {
+        "calls": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["call_sid", "stored_at", "record"],
+                "properties": {
+                    "call_sid": {"type": "string"},
+                    "stored_at": {"type": "string", "format": "date-time"},
+                    "record": {"type": "string", "description": "the path of the record"},
+                    "recording": {"type": ["string", "null"], "description": "the path of the recording"},
+                },
+            },
+        },
+        "truncated": {"type": "boolean"},
+    },
+}
+
+
 def _call_control_paths() -> dict[str, dict[str, Any]]:
     # The shape gateway.outbound.parse_outbound_request accepts: no other field (400), to/from strings.
     request = {
@@ -219,7 +241,27 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
                 "/calls",
                 requestBody={"required": True, "content": {"application/json": {"schema": request}}},
                 security=[{"gatewayApiKey": []}],
-            )
+            ),
+            "get": _operation(
+                "list_call_records",
+                "Recent call records",
+                "The records stored since `since`, newest first, at most `limit` (100; at most 1000). "
+                "Call records (docs/how-to/call-records.md): `Authorization: Bearer $GATEWAY_API_KEY`; 401 without "
+                "it, 404 while records are off.",
+                {
+                    "200": _json("the records", _RECORDS_LIST),
+                    "400": _error("a `since` or `limit` that does not parse"),
+                    "401": _error("a missing or wrong key"),
+                    "503": _error("the storage is unreachable"),
+                },
+                ["call records"],
+                "/calls",
+                parameters=[
+                    {"name": "since", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
+                ],
+                security=[{"gatewayApiKey": []}],
+            ),
         },
         "/control/dial/{carrier}/{token}": {
             method: _operation(
@@ -262,6 +304,47 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
                     "required": True,
                     "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
                 },
+            )
+        },
+    }
+
+
+_RECORDS = (
+    "Call records (docs/how-to/call-records.md): `Authorization: Bearer $GATEWAY_API_KEY` (or HTTP Basic with the "
+    "key as password); 401 without it, 404 while records are off. Read from the storage, so with the S3 backend "
+    "any replica answers for any call."
+)
+
+
+def _records_paths() -> dict[str, dict[str, Any]]:
+    record = {"type": "object", "description": "the call record (docs/reference/call-record.md)"}
+    common = {"401": _error("a missing or wrong key"), "503": _error("the storage is unreachable")}
+    security: list[dict[str, list[str]]] = [{"gatewayApiKey": []}]
+    return {
+        "/calls/{call_sid}": {
+            "get": _operation(
+                "get_call_record",
+                "A call's record",
+                f"The call record JSON of one call. {_RECORDS}",
+                {"200": _json("the record", record), "404": _error("no record of this call"), **common},
+                ["call records"],
+                "/calls/{call_sid}",
+                security=security,
+            )
+        },
+        "/calls/{call_sid}/recording": {
+            "get": _operation(
+                "get_call_recording",
+                "A call's recording",
+                f"The two-channel 8 kHz WAV (caller left, agent right). {_RECORDS}",
+                {
+                    "200": {"description": "the recording", "content": {"audio/wav": {}}},
+                    "404": _error("no recording of this call"),
+                    **common,
+                },
+                ["call records"],
+                "/calls/{call_sid}/recording",
+                security=security,
             )
         },
     }
@@ -427,6 +510,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         **_carrier_paths(),
         **_ops_paths(),
         **_call_control_paths(),
+        **_records_paths(),
         **_softphone_paths(),
         **_local_agent_paths(),
         **_local_agent_rest_paths(),

@@ -163,6 +163,7 @@ class CallSession:
         parked: Any = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
+        on_accept: Callable[[Any, Any], None] | None = None,  # call records' taps: the floor records nothing
     ) -> None:
         self._ws = ws
         self._settings = settings

@@ -342,7 +342,7 @@ class CallCore(AgentSessionRules):
                 self._gate.on_tool_call(event.call_id)
                 self._tool_started[event.call_id] = now
                 self._log.info("tool.called", tool=event.name, call_id=event.call_id)
-                self._publish(ev.ToolCalled(event.name, event.call_id, t=self.t(now)))
+                self._publish(ev.ToolCalled(event.name, event.call_id, dict(event.arguments), t=self.t(now)))
                 self._out.append(RunTool(event))
             case ap.AgentTranscript():
                 self._publish(ev.AgentTranscript(event.reply_id, event.text, event.interrupted, t=self.t(now)))

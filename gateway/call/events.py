@@ -36,6 +36,7 @@ __all__ = [
     "SessionErrorReport",
     "TonesSent",
     "ToolCalled",
+    "ToolFinished",
 ]
 
 
@@ -135,6 +136,19 @@ class ToolCalled(CallEvent):
     kind: ClassVar[str] = "tool.called"
     tool: str
     call_id: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished(CallEvent):
+    """A tool call's result is in (the call record keeps it: gateway.records.record)."""
+
+    kind: ClassVar[str] = "tool.result"
+    tool: str
+    call_id: str
+    result: str
+    is_error: bool
+    duration_ms: float
 
 
 @dataclass(frozen=True, slots=True)

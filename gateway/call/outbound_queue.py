@@ -23,14 +23,24 @@ Backpressure: the queue itself never drops audio; it reports :attr:`has_room` (f
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 from ..carriers.base import FRAME_MS, Dialect
 from ..playout import PlayoutTracker
 from .stats import CallSummary
 
-__all__ = ["OutboundQueue"]
+__all__ = ["OutboundQueue", "SentAudioObserver"]
 
 _Item = tuple[int, "str | None", "bytes | None"]  # (generation, tag, frame; None for a mark)
+
+
+class SentAudioObserver(Protocol):
+    """Told what audio the carrier writer sent and where the playout model places it, and of every ``clear``
+    (the call's recording and its per-reply timing: gateway.records.recorder.CallTap). Once per message."""
+
+    def sent(self, tag: str | None, payload: bytes, now: float, plays_at: float) -> None: ...
+
+    def cleared(self, now: float) -> None: ...
 
 
 class OutboundQueue:
@@ -75,6 +85,8 @@ class OutboundQueue:
         #: Mark name → tag, for the marks whose echo someone waits for (:meth:`put_mark` ``waited``).
         self.tag_of: dict[str, str] = {}
         self._waited: set[str] = set()
+        #: Told of every media message handed out and every clear (None: nobody listens; set by the shell).
+        self.observer: SentAudioObserver | None = None
 
     # ---- what goes in -----------------------------------------------------------------------------------------
     def put_audio(self, tag: str | None, frames: list[bytes]) -> None:
@@ -94,6 +106,8 @@ class OutboundQueue:
         pulled)."""
         dropped = self.frames * FRAME_MS
         self.drop()
+        if self.observer is not None:
+            self.observer.cleared(now)
         self.urgent.append(message)
         self._clear, self._clear_asked_at = message, asked_at
         return dropped
@@ -183,8 +197,11 @@ class OutboundQueue:
         missing = self._min_frames - len(frames)
         if missing > 0:  # the tail of a reply on a carrier with a minimum message: pad with silence
             frames = frames + [bytes([self._dialect.silence]) * self._dialect.frame_bytes] * missing
-        msg = self._dialect.build_media(b"".join(frames) if len(frames) > 1 else frames[0])
+        payload = b"".join(frames) if len(frames) > 1 else frames[0]
+        msg = self._dialect.build_media(payload)
         dur = FRAME_MS * len(frames)
+        if self.observer is not None:
+            self.observer.sent(tag, payload, now, now + self._playout.lead_ms(now) / 1000.0)
         self._playout.on_sent(dur, now, tag)
         self._summary.frames_out += len(frames)
         self._ms_since_mark += dur

@@ -108,6 +108,8 @@ class CallTools:
             sent=bool(sendable),
             held=self._gate.held > 0,
         )
+        ms = round((now - t0) * 1000, 1)
+        self._publish(ev.ToolFinished(call.name, call.call_id, result, is_error, ms, t=self.t(now)))
         for r in sendable:
             self._send_result(r)
         return self._take()

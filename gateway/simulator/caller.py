@@ -105,6 +105,10 @@ class SimulatorConfig:
     max_reply_s: float = 60.0
     max_call_s: float = 600.0
     http_timeout_s: float = 10.0
+    #: The gateway's GATEWAY_API_KEY: after the call, ask GET /calls/{call_sid} where its record went.
+    api_key: str = ""
+    #: How long to wait for the record to be stored after the call.
+    records_timeout_s: float = 10.0
 
     def turn_taking(self) -> TurnTakingConfig:
         def frames(s: float) -> int:
@@ -227,6 +231,37 @@ class _Ended(GatewayError):
         self.reason = reason
 
 
+async def _fetch_stored(config: SimulatorConfig, record: CallRecord, session: aiohttp.ClientSession) -> None:
+    """Where the gateway stored the call: GET /calls/{call_sid} until it answers (records are stored just after the
+    call ends), at most ``records_timeout_s``."""
+    url = f"{record.base_url}/calls/{record.call_sid}"
+    headers = {"Authorization": f"Bearer {config.api_key}"}
+    deadline = time.monotonic() + config.records_timeout_s
+    while True:
+        try:
+            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                if r.status == 200:
+                    doc = await r.json()
+                    rec = doc.get("recording") or {}
+                    record.stored = {
+                        "url": url,
+                        "record": r.headers.get("X-Record-Location"),
+                        "recording": rec.get("location"),
+                        "recording_url": f"{record.base_url}{rec['path']}" if rec.get("path") else None,
+                    }
+                    return
+                if r.status != 404 or "records are off" in await r.text():
+                    record.warnings.append(f"GET /calls/{{call_sid}}: {r.status}")
+                    return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            record.warnings.append(f"GET /calls/{{call_sid}}: {exc!r}")
+            return
+        if time.monotonic() > deadline:
+            record.warnings.append("the gateway stored no record of this call in time")
+            return
+        await asyncio.sleep(0.2)
+
+
 async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession | None = None) -> CallRecord:
     """Place one simulated call against the gateway at ``config.url``. Never raises for anything the gateway did:
     refusals and protocol errors end up in ``record.outcome`` / ``record.errors`` (and the timeline's exit code)."""
@@ -256,6 +291,8 @@ async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession 
                         await ws.close()
                 except TimeoutError:
                     pass
+        if config.api_key:
+            await _fetch_stored(config, record, session)
     except CallRefused as exc:
         record.outcome = "refused" if record.outcome == "completed" else record.outcome
         record.errors.append(str(exc))

@@ -62,6 +62,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default %(default)s)")
     p.add_argument(
+        "--api-key",
+        default=None,
+        help="the gateway's GATEWAY_API_KEY (default: that variable): after the call, print where its record and "
+        "recording were stored",
+    )
+    p.add_argument(
         "--carrier",
         choices=tuple(CARRIER_SIDES),
         default="twilio",
@@ -172,6 +178,7 @@ def config_from_args(args: argparse.Namespace, turns: Sequence[Any]) -> Simulato
         barge_in_after_s=args.barge_in_after,
         hangup_after_s=args.hangup_after,
         greeting_timeout_s=args.greeting_timeout,
+        api_key=args.api_key if args.api_key is not None else os.environ.get("GATEWAY_API_KEY", ""),
         reply_timeout_s=args.reply_timeout,
     )
 

@@ -17,6 +17,8 @@ JSON keys (``Timeline.to_dict()``, ``version`` 1; times in seconds since the str
 - ``stream``: ``twiml_url``, ``connected_url``, ``parameters`` (names only: values such as the call token are
   credentials)
 - ``duration_s``; ``out_wav`` (path or null)
+- ``records``: where the gateway stored the call (``record``, ``recording``: locations or null; ``url``), or null
+  when not asked (no ``--api-key``) or none was found
 - ``greeting``: {``start_s``, ``end_s``} or null (agent audio before the caller's first turn)
 - ``turns``: [{``index`` (1-based), ``source`` (``say`` | ``wav``), ``label``, ``start_s``, ``end_s``,
   ``barge_in`` (the caller started it into a reply: ``--barge-in-after``, or agent audio was playing),
@@ -122,6 +124,8 @@ class CallRecord:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     out_wav: str | None = None
+    #: Where the gateway stored this call's record and recording (GET /calls/{call_sid}, with --api-key), or None.
+    stored: dict[str, Any] | None = None
 
     def add(self, t: float, kind: str, **fields: Any) -> None:
         self.events.append(Event(round(t, 4), kind, fields))
@@ -259,6 +263,7 @@ class Timeline:
                        "parameters": list(r.parameter_names)},
             "duration_s": _s(self.duration_s),
             "out_wav": r.out_wav,
+            "records": r.stored,
             "greeting": self.greeting.to_dict() if self.greeting else None,
             "turns": [t.to_dict() for t in self.turns],
             "agent_audio": [s.to_dict() for s in self.agent_audio],
@@ -344,6 +349,9 @@ class Timeline:
             f"response latency {min(latencies):.0f}–{max(latencies):.0f} ms" if latencies else "no replies heard"
         )
         lines.append(summary + f", call {self.duration_s:.2f} s, outcome {r.outcome}")
+        if r.stored:
+            lines.append(f"  record    {r.stored.get('record') or '-'}  ({r.stored.get('url')})")
+            lines.append(f"  recording {r.stored.get('recording') or '- (this profile does not record)'}")
         lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  error: {e}" for e in r.errors]
         return "\n".join(lines)

@@ -54,7 +54,7 @@ from ..carriers.twilio import TwilioDialect
 from ..carriers.twiml import connect_stream
 from ..config import Settings
 from ..errors import ConfigError
-from ..keys import CALLS, SETTINGS, SOFTPHONE
+from ..keys import CALLS, RECORDS, SETTINGS, SOFTPHONE
 from ..media_stream import serve_stream
 from ..outbound import token_subject
 from ..security import mint_call_token
@@ -235,7 +235,9 @@ async def _dial(request: web.Request) -> web.StreamResponse:
     refusal = calls.admission.reserve(call_sid, now)
     if refusal is not None:
         return refuse(request, 503, refusal, "not accepting calls")
-    profile = settings.profile_for(to)[0]
+    profile, served = settings.profile_for(to)
+    # Recorded: the page links the recording after hang-up (the call records API, with the operator key).
+    recording = f"/calls/{call_sid}/recording" if served.record and RECORDS in request.app else None
     token = mint_call_token(
         settings.secrets.token_secret,
         token_subject({}, call_sid, profile),
@@ -254,7 +256,8 @@ async def _dial(request: web.Request) -> web.StreamResponse:
     state.dialled[call_sid] = _Dialled(until=now + min(START_WINDOW_S, calls.admission.reservation_ttl_s))
     log.info("softphone.dialled", call_sid=call_sid)
     return web.json_response(
-        {"call_sid": call_sid, "account_sid": state.account_sid, "twiml": twiml}, headers=_NO_STORE
+        {"call_sid": call_sid, "account_sid": state.account_sid, "twiml": twiml, "recording": recording},
+        headers=_NO_STORE,
     )
 
 

@@ -231,6 +231,7 @@ async def test_cli_json_timeline_has_the_documented_keys(start_gateway, fake_age
         "stream",
         "duration_s",
         "out_wav",
+        "records",
         "greeting",
         "turns",
         "agent_audio",
@@ -241,6 +242,7 @@ async def test_cli_json_timeline_has_the_documented_keys(start_gateway, fake_age
         "counts",
     }
     assert d["outcome"] == "completed" and d["errors"] == []
+    assert d["records"] is None  # no --api-key: the simulator does not ask where the call was stored
     assert d["call"]["call_sid"].startswith("CA") and len(d["call"]["call_sid"]) == 34
     assert d["call"]["stream_sid"].startswith("MZ") and len(d["call"]["stream_sid"]) == 34
     assert d["webhook"]["status"] == 200 and d["webhook"]["signed"] is False

@@ -174,6 +174,25 @@ SCHEMA: dict[str, Event] = {
     "outbound.created": Event({"call_sid": str, "to": str, "profile": str, "variables": int}),
     "outbound.refused": Event({"reason": str, "status": int}, {"to": str}),
     "outbound.failed": Event({"status": int, "code": OPT_INT, "error": str}),
+    # ---- call records (gateway.records, docs/how-to/call-records.md) ---------------------------------------------
+    "recording.failed": Event({"path": str, "error": str}),
+    "recording.writer_error": Event({"error": str}),
+    "record.stored": Event({"call_sid": str, "record": str}, {"recording": OPT_STR}),
+    "record.failed": Event({"call_sid": str, "record": type(None)}, {"recording": OPT_STR}),
+    "record.store_retry": Event({"what": str, "attempt": int, "error": str}),
+    "record.sweep_failed": Event({"error": str}),
+    "record.retention_sweep": Event({"deleted": int, "retention_days": NUM}),
+    "record.orphan_uploaded": Event({"recording": str}),
+    "record.internal_error": Event({"where": str, "call_sid": str, "error": str}),
+    "records.refused": Event({"reason": str, "path": str}),
+    "records.storage_unavailable": Event({"error": str}, {"call_sid": str}),
+    "webhook.queued": Event({"call_sid": str, "webhook_event": str, "webhook_id": str}),
+    "webhook.outbox_failed": Event({"call_sid": str, "webhook_event": str, "error": str}),
+    "webhook.delivered": Event({"webhook_id": str, "call_sid": str, "attempts": int}),
+    "webhook.retry": Event({"webhook_id": str, "call_sid": str, "attempts": int, "error": str, "retry_in_s": NUM}),
+    "webhook.dead_letter": Event(
+        {"webhook_id": str, "call_sid": str, "webhook_event": str, "attempts": int, "error": str, "host": str}
+    ),
 }
 
 #: Events the calls below must produce (the rest are checked by name and keys against the code only: process

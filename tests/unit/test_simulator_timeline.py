@@ -125,6 +125,7 @@ def test_json_has_the_documented_stable_keys():
         "stream",
         "duration_s",
         "out_wav",
+        "records",
         "greeting",
         "turns",
         "agent_audio",

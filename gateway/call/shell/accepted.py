@@ -121,6 +121,8 @@ class AcceptedCall:
         self._agent_task: asyncio.Task[None] | None = None
         self._agent_sender: asyncio.Task[None] | None = None
         self._agent_ending: asyncio.Task[None] | None = None
+        #: Told of every caller payload and when it arrived (the call's recording: gateway.records.recorder).
+        self.caller_tap: Callable[[bytes, float], None] | None = None
 
     @property
     def summary(self) -> CallSummary:
@@ -159,9 +161,11 @@ class AcceptedCall:
     async def on_carrier_message(self, data: str | bytes) -> None:
         """What the carrier reader does with one message (also the benchmark's seam: bench/session_overhead.py)."""
         core = self.core
-        link, now = self.agent, self._clock()
+        link, now, tap = self.agent, self._clock(), self.caller_tap
         for event in self.dialect.parse(data):
             if type(event) is AudioReceived:
+                if tap is not None:
+                    tap(event.payload, now)
                 # Fast path, the steady state: the frame goes to the agent from here (instead of waking
                 # agent_sender 50 times a second) when nothing waits before it, no send is in flight and the agent
                 # socket is not backed up (a send could then wait for the drain, and this reader must never wait on

@@ -67,12 +67,14 @@ class CallSession:
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
+        on_accept: Callable[[AcceptedCall, CallSetup], None] | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
         a refusal (gateway.admission). ``call_control``: the carrier's own (gateway.call.shell.carrier_control:
         Twilio REST at the twilio door when configured, else none). ``parked``: the re-attach registry
         (gateway.reattach); ``stream_stopping(call_sid)`` says whether another stream of that call is still winding
-        down here (its agent session may be about to park)."""
+        down here (its agent session may be about to park). ``on_accept(call, setup)``: an admitted call is about to run
+        (gateway.records installs its recording taps)."""
         self.carrier = CarrierLink(ws, settings.server.max_message_bytes)
         self._settings = settings
         self._tools = tools
@@ -80,6 +82,7 @@ class CallSession:
         self._wall = wall_clock
         self._on_summary = on_summary
         self._on_event = on_event
+        self._on_accept = on_accept
         self._admit = admit
         #: The carrier's protocol (gateway.carriers.base.Dialect); Twilio unless the route says otherwise.
         self.dialect: Dialect = dialect if dialect is not None else TwilioDialect()
@@ -166,6 +169,8 @@ class CallSession:
             stream_stopping=self._stream_stopping,
         )
         if admitted:
+            if self._on_accept is not None:
+                self._on_accept(call, setup)
             start, audio = setup.start, self._settings.audio
             self._log.info(
                 "call.started",

@@ -82,6 +82,17 @@ function setButton(inCall) {
 
 let callStartedAt = 0;
 
+/** After hang-up: a link to the call's recording (GET /calls/{call_sid}/recording asks for the operator key). */
+function addRecordingLink(href, t) {
+  addEvent("gateway", "recording: ", t);
+  const a = document.createElement("a");
+  a.id = "recording-link";
+  a.href = href;
+  a.target = "_blank";
+  a.textContent = "two-channel WAV (caller left, agent right)";
+  $("timeline").lastElementChild.querySelector(".text").append(a);
+}
+
 function addEvent(who, text, t) {
   const at = typeof t === "number" ? t : (performance.now() - callStartedAt) / 1000;
   state.events.push({ t: at, who, text });
@@ -218,6 +229,7 @@ class Call {
     const dial = await resp.json();
     const twiml = parseTwiml(dial.twiml);
     state.callSid = dial.call_sid;
+    state.recording = dial.recording || null; // the call records API's link, when this profile records
     state.streamSid = "MZ" + randomHex(16);
     this.accountSid = dial.account_sid;
     this.openFeed(dial.call_sid);
@@ -449,6 +461,7 @@ function onFeedEvent(ev, current) {
     case "call.ended":
       state.ended = ev;
       addEvent("gateway", `call ended: ${ev.outcome}, hung up by ${ev.hung_up_by}, ${ev.duration_s} s`, t);
+      if (state.recording) addRecordingLink(state.recording, t);
       if (current) current.closeFeed();
       break;
     default: // agent.dropped, agent.resumed, call.protocol_error, …: shown as they come

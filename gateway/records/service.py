@@ -1,0 +1,387 @@
+"""The app's call records: one :class:`Records` per app, subscribed to the calls like metrics are. Not pure.
+
+- ``CallRegistry.on_accept``: an admitted call is about to run: its :class:`~gateway.records.recorder.CallTap`
+  goes on the call's outbound queue (what the carrier writer sent, and clears) and, when its profile records, on
+  the carrier reader (caller audio); the recording file is opened; the consent prompt is queued before the greeting.
+- ``CallRegistry.listeners``: every typed call event goes to that call's
+  :class:`~gateway.records.record.RecordBuilder`.
+- ``CallRegistry.on_record``: the call is over: a task (off the call's teardown) closes the recording, uploads it
+  (S3), stores the record, and puts the webhook in the outbox. Storage failures are logged (``record.failed``),
+  counted, and retried :data:`STORE_ATTEMPTS` times; they never touch a call.
+
+Plus three app tasks: the recording tick (:data:`~gateway.records.recorder.FLUSH_S`), the webhook sender, and the
+retention sweep (hourly: records and recordings older than ``storage.retention_days`` are deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..audio import g711
+from ..call import events as ev
+from ..call.sounds import prompt_frames
+from ..errors import ConfigError
+from .outbox import KEEP_DELIVERED_S, Outbox, WebhookSender
+from .record import RecordBuilder
+from .recorder import FLUSH_S, CallTap, RecordingResult, RecordingWriter
+from .settings import secret_key, storage_url
+from .storage import Storage, StorageUnavailable, open_storage, safe_id
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ..call.setup import CallSetup
+    from ..call.shell.accepted import AcceptedCall
+    from ..call.stats import CallSummary
+    from ..config import Settings
+    from ..metrics import GatewayMetrics
+
+__all__ = ["STORE_ATTEMPTS", "Records"]
+
+#: Attempts to store one record (or upload one recording), 1 s, 2 s, 4 s apart.
+STORE_ATTEMPTS = 4
+#: How often the retention sweep runs.
+SWEEP_S = 3600.0
+#: Call sids remembered to tell a later stream of the same call (re-attach) from a new call.
+SEEN_CALLS = 10000
+#: A spooled recording (S3) not written for this long belongs to no live call: the sweep uploads it.
+ORPHAN_S = 120.0
+_ANNOUNCEMENT = "__announcement__"
+
+log = structlog.get_logger("gateway.records")
+
+
+@dataclass
+class _Call:
+    builder: RecordBuilder
+    tap: CallTap
+    started_at: float
+    recording: Path | None  # the file being written, when the profile records
+    webhook_url: str
+    key: str  # the storage name: the call sid, or <call_sid>-<stream_sid> for a later stream of the same call
+
+
+class Records:
+    """Call records of one app (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.storage = storage if storage is not None else open_storage(storage_url(settings))
+        self.data_dir = Path(settings.storage.data_dir).resolve()
+        self._clock, self._wall = clock, wall
+        self.writer = RecordingWriter(
+            on_drop=metrics.recording_batches_dropped.inc,
+            on_failure=lambda reason: metrics.recordings.labels("failed").inc(),
+        )
+        self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
+        self.sender: WebhookSender | None = None
+        self._calls: dict[int, _Call] = {}  # by id(CallSummary): on_record hands the summary back
+        #: Live calls by call sid, newest stream last (events carry only the call sid: the newest stream gets them).
+        self._by_sid: dict[str, list[_Call]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._announcements = {
+            name: _announcement(p.record_announcement, settings.config_dir)
+            for name, p in settings.profiles.items()
+            if p.record and p.record_announcement
+        }
+        self._seen: dict[str, None] = {}  # call sids accepted lately, oldest first
+        #: call_sid → where its record and recording went (the simulator and the softphone show it).
+        self.stored: dict[str, dict[str, Any]] = {}
+
+    # ---- the app's life ----------------------------------------------------------------------------------------
+    async def run(self, http: aiohttp.ClientSession) -> AsyncIterator[None]:
+        """cleanup_ctx body: start the writer thread, the outbox, and the app tasks; on shutdown finish them."""
+        try:
+            await self.outbox.open(self._wall())
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"storage.data_dir: cannot keep the webhook outbox at {self.outbox.path}: {exc}") from exc
+        self.writer.start()
+        wh = self.settings.webhooks
+        key = secret_key(self.settings.secrets.webhook_secret) or b""
+        self.sender = WebhookSender(
+            self.outbox,
+            key,
+            http,
+            base_backoff_s=wh.backoff_s,
+            retry_for_s=wh.retry_for_h * 3600,
+            timeout_s=wh.timeout_s,
+            on_result=lambda event, result: self.metrics.webhook_deliveries.labels(event, result).inc(),
+        )
+        tasks = [
+            asyncio.create_task(self._tick(), name="records_tick"),
+            asyncio.create_task(self._sweep(), name="records_sweep"),
+            asyncio.create_task(self.sender.run(), name="webhook_sender"),
+        ]
+        try:
+            yield
+        finally:
+            await self.drain(timeout_s=10.0)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self.writer.stop)
+            await self.outbox.close()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for the records of calls that ended to be stored."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            self.writer.tick(self._clock())
+
+    async def _sweep(self) -> None:
+        while True:
+            await self.sweep(self._wall())
+            await asyncio.sleep(SWEEP_S)
+
+    async def sweep(self, now: float) -> int:
+        """Delete records and recordings older than ``storage.retention_days``; returns how many. Also uploads the
+        recordings a killed process left in the spool (S3)."""
+        days = self.settings.storage.retention_days
+        deleted = 0
+        try:
+            await self.outbox.forget_delivered(now - KEEP_DELIVERED_S)
+            await self._upload_orphans(now)
+            if days <= 0:
+                return 0
+            cutoff = now - days * 86400
+            for obj in await self.storage.list():
+                if obj.modified < cutoff:
+                    await self.storage.delete(obj.key)
+                    deleted += 1
+        except StorageUnavailable as exc:
+            log.warning("record.sweep_failed", error=str(exc))
+            self.metrics.storage_errors.labels("sweep").inc()
+        if deleted:
+            log.info("record.retention_sweep", deleted=deleted, retention_days=days)
+        return deleted
+
+    async def _upload_orphans(self, now: float) -> None:
+        """Spooled recordings untouched for ORPHAN_S belong to calls a killed process lost: upload what they hold."""
+        spool = self.data_dir / "spool"
+        if self.storage.local_path("x.wav") is not None or not spool.is_dir():
+            return
+        for path in sorted(spool.glob("*.wav")):
+            try:
+                if path.stat().st_mtime > now - ORPHAN_S:
+                    continue  # maybe a live call's, in this process or another worker's
+            except FileNotFoundError:
+                continue
+            await self.storage.put_file(path.name, path, "audio/wav")
+            path.unlink(missing_ok=True)
+            log.info("record.orphan_uploaded", recording=self.storage.location(path.name))
+
+    # ---- hooks -------------------------------------------------------------------------------------------------
+    def on_accept(self, call: AcceptedCall, setup: CallSetup) -> None:
+        try:
+            self._accept(call, setup)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours in records must never end a call: logged, counted
+            self._internal_error("accept", setup.start.call_id, exc)
+
+    def _internal_error(self, where: str, call_sid: str, exc: BaseException) -> None:
+        log.error("record.internal_error", where=where, call_sid=call_sid, error=repr(exc))
+        self.metrics.storage_errors.labels("internal").inc()
+
+    def _accept(self, call: AcceptedCall, setup: CallSetup) -> None:
+        start, profile = setup.start, setup.profile
+        sid = start.call_id
+        # A call carried by several streams (re-attach) keeps one record per stream: a later one must not overwrite.
+        name = f"{sid}-{start.stream_id}" if sid in self._seen else sid
+        self._seen[sid] = None
+        for old in list(self._seen)[:-SEEN_CALLS] if len(self._seen) > 2 * SEEN_CALLS else ():
+            del self._seen[old]
+        bytes_per_s = start.sample_rate * (2 if start.encoding == "audio/pcm" else 1)
+        started_at = call.core.started_at
+        tap = CallTap(started_at, record=profile.record, bytes_per_s=bytes_per_s)
+        call.core.outbound.observer = tap
+        path: Path | None = None
+        if profile.record and safe_id(name):
+            key = f"{name}.wav"
+            path = self.storage.local_path(key) or self.data_dir / "spool" / key
+            call.caller_tap = tap.caller_audio
+            self.writer.open(tap, path, start.encoding, start.sample_rate)
+            announcement = self._announcements.get(setup.profile_name)
+            if announcement:
+                call.core.outbound.put_audio(
+                    _ANNOUNCEMENT, prompt_frames(announcement, start, call.dialect.frame_bytes)
+                )
+        params = start.custom_parameters
+        state = _Call(
+            RecordBuilder(
+                call_sid=sid,
+                stream_sid=start.stream_id,
+                carrier=call.dialect.carrier,
+                profile=setup.profile_name,
+                from_=params.get("from", ""),
+                to=params.get("to", ""),
+                started_epoch_s=self._wall() - (self._clock() - started_at),
+                mask_rule=self.settings.storage.mask_numbers,
+            ),
+            tap,
+            started_at,
+            path,
+            profile.webhook_url or self.settings.webhooks.url,
+            name,
+        )
+        self._calls[id(call.core.summary)] = state
+        self._by_sid.setdefault(sid, []).append(state)
+        if state.webhook_url and self.settings.webhooks.call_started:
+            started = state.builder.header()
+            self._spawn(self._enqueue(state.webhook_url, "call.started", sid, started), f"call_started:{sid}")
+
+    def on_event(self, call_sid: str, event: ev.CallEvent) -> None:
+        states = self._by_sid.get(call_sid)
+        if states:
+            try:
+                states[-1].builder.event(event)
+            except Exception as exc:  # noqa: BLE001 - never into the call's pumps: logged, counted
+                self._internal_error("event", call_sid, exc)
+
+    def on_summary(self, summary: CallSummary) -> None:
+        state = self._calls.pop(id(summary), None)
+        if state is None:
+            return
+        states = [x for x in self._by_sid.get(summary.call_sid, []) if x is not state]
+        if states:
+            self._by_sid[summary.call_sid] = states
+        else:
+            self._by_sid.pop(summary.call_sid, None)
+        self._spawn(self._finish_safely(state, summary), f"record:{summary.call_sid}")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- after the call ------------------------------------------------------------------------------------
+    async def _finish_safely(self, state: _Call, s: CallSummary) -> None:
+        try:
+            await self._finish(state, s)
+        except Exception as exc:  # noqa: BLE001 - the task's end: nobody else would see it
+            self._internal_error("finish", s.call_sid, exc)
+
+    async def _finish(self, state: _Call, s: CallSummary) -> None:
+        sid = s.call_sid
+        recording: dict[str, Any] | None = None
+        if state.recording is not None:
+            result = await self.writer.close(state.tap, state.started_at + s.duration_s)
+            recording = await self._store_recording(state.key, result)
+        doc = state.builder.finish(
+            s.log_fields(),
+            duration_s=s.duration_s,
+            first_sent=state.tap.first_sent,
+            play_end=state.tap.play_end,
+            clear_latencies_ms=list(s.clear_latencies_ms),
+            recording=recording,
+        )
+        if s.session_id and not doc["session_id"]:
+            doc["session_id"] = s.session_id
+        key = f"{state.key}.json"
+        stored = safe_id(state.key) and await self._retry(
+            "record", lambda: self.storage.put(key, json.dumps(doc, ensure_ascii=False).encode(), "application/json")
+        )
+        self.metrics.records.labels("written" if stored else "failed").inc()
+        where = {"record": self.storage.location(key) if stored else None}
+        if recording is not None:
+            where["recording"] = recording.get("location")
+        self.stored[state.key] = where
+        del_list = list(self.stored)[:-1000]
+        for old in del_list:
+            self.stored.pop(old, None)
+        if stored:
+            log.info("record.stored", call_sid=sid, **where)
+        else:
+            log.error("record.failed", call_sid=sid, **where)
+        if state.webhook_url:
+            payload = dict(doc)
+            if recording is not None and recording.get("complete") is not None:
+                payload["recording"] = {**recording, "url": await self._recording_url(state.key)}
+            await self._enqueue(state.webhook_url, "call.ended", sid, payload)
+
+    async def _store_recording(self, name: str, result: RecordingResult) -> dict[str, Any]:
+        key = f"{name}.wav"
+        info: dict[str, Any] = {
+            "key": key,
+            "format": "audio/wav",
+            "channels": ["caller", "agent"],
+            "sample_rate": 8000,
+            "seconds": round(result.seconds, 3),
+            "complete": result.ok,
+            "location": self.storage.location(key),
+            "path": f"/calls/{name}/recording",
+        }
+        if result.ok:
+            self.metrics.recordings.labels("complete").inc()
+        if self.storage.local_path(key) is None:  # S3: upload the spool file, then forget it
+            ok = await self._retry("recording", lambda: self.storage.put_file(key, result.path, "audio/wav"))
+            if ok:
+                result.path.unlink(missing_ok=True)
+            else:
+                info["complete"] = False
+                info["location"] = str(result.path)  # kept locally; uploaded by nobody: logged
+        return info
+
+    async def _recording_url(self, name: str) -> str:
+        try:
+            signed = await self.storage.presign(f"{name}.wav", self.settings.storage.presign_s)
+        except StorageUnavailable:
+            signed = None
+        if signed:
+            return signed
+        base = self.settings.server.public_url
+        return f"{base}/calls/{name}/recording" if base else f"/calls/{name}/recording"
+
+    async def _retry(self, what: str, op: Callable[[], Any]) -> bool:
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                await op()
+                return True
+            except StorageUnavailable as exc:
+                self.metrics.storage_errors.labels(what).inc()
+                log.warning("record.store_retry", what=what, attempt=attempt + 1, error=str(exc))
+                if attempt + 1 < STORE_ATTEMPTS:
+                    await asyncio.sleep(2**attempt)
+        return False
+
+    async def _enqueue(self, url: str, event: str, sid: str, payload: dict[str, Any]) -> None:
+        try:
+            msg_id = await self.outbox.add(url, event, sid, payload, self._wall())
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors (disk full): logged and counted, the call is over
+            log.error("webhook.outbox_failed", call_sid=sid, webhook_event=event, error=repr(exc))
+            self.metrics.webhook_deliveries.labels(event, "not_queued").inc()
+            return
+        log.info("webhook.queued", call_sid=sid, webhook_event=event, webhook_id=msg_id)
+        if self.sender is not None:
+            self.sender.wake.set()
+
+
+def _announcement(path_text: str, config_dir: Path) -> bytes:
+    """The consent prompt as 8 kHz μ-law (checked at start-up: gateway.records.settings)."""
+    path = Path(path_text)
+    path = path if path.is_absolute() else config_dir / path
+    with wave.open(str(path), "rb") as w:
+        if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (8000, 1, 2):
+            raise ConfigError(f"record_announcement: {path} must be 8 kHz mono 16-bit")
+        return g711.pcm16_to_ulaw(w.readframes(w.getnframes()))

@@ -1,0 +1,402 @@
+"""Call records over real loopback sockets: a modelled Twilio peer ⇄ the real gateway ⇄ the spec-following fake
+agent, with recording on, the file backend, the SQLite outbox and a real webhook receiver whose signatures the
+``standardwebhooks`` package verifies (docs/how-to/call-records.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import socket
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from gateway.audio import g711
+from tests.support.audio import tone, ulaw_tone
+from tests.support.faults import write_config
+
+SECRET = "whsec_" + base64.b64encode(b"r" * 32).decode()
+
+
+class Receiver:
+    """A webhook receiver: keeps every delivery (headers, body); answers ``status``."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.status = 204
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._hook)
+        self.got = asyncio.Event()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.deliveries.append((dict(request.headers), await request.read()))
+        self.got.set()
+        return web.Response(status=self.status)
+
+
+def records_config(tmp: Path, hook: str, extra: str = "") -> str:
+    return write_config(
+        f'[storage]\nurl = "{(tmp / "calls").as_uri()}"\ndata_dir = "{tmp / "data"}"\n'
+        f'[webhooks]\nurl = "{hook}"\nbackoff_s = 0.2\ncall_started = true\n'
+        f"[profiles.default]\nrecord = true\n{extra}"
+    )
+
+
+def channel_rms(samples: np.ndarray, a_s: float, b_s: float) -> float:
+    seg = samples[int(a_s * 8000) : int(b_s * 8000)].astype(np.float64)
+    return float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
+
+
+def dominant(samples: np.ndarray, a_s: float, b_s: float) -> float:
+    seg = samples[int(a_s * 8000) : int(b_s * 8000)].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    return float(np.fft.rfftfreq(len(seg), 1 / 8000)[int(np.argmax(spectrum))])
+
+
+def read_stereo(data: bytes) -> tuple[np.ndarray, np.ndarray, wave._wave_params]:
+    with wave.open(io.BytesIO(data)) as w:
+        params = w.getparams()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    return pcm[:, 0], pcm[:, 1], params
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Any) -> Any:
+    r = Receiver()
+    server = await aiohttp_server(r.app)
+    r.url = str(server.make_url("/hook"))  # type: ignore[attr-defined]
+    return r
+
+
+async def test_a_recorded_call_leaves_a_record_a_two_channel_wav_and_a_signed_webhook(
+    start_gateway, new_peer, fake_agent, receiver, http, tmp_path
+):
+    gw = await start_gateway(
+        records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET, GATEWAY_API_KEY="key"
+    )
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    # The caller speaks 1 s of 440 Hz; the agent answers 1 s of 1000 Hz; then a long 1500 Hz reply is barged in.
+    await sess.send("input.speech.started")
+    await peer.send_media(ulaw_tone(440, 1.0), realtime=True)
+    await sess.send("input.speech.stopped")
+    await sess.send("transcript.user", item_id="i1", text="what time do you open")
+    await sess.reply(tone(1000, 1.0, 24000), text="nine to five")
+    silence = bytes([0xFF]) * 160
+    for _ in range(40):  # the caller stays on the line (silence) while the answer plays
+        await peer.send_media(silence, realtime=True)
+    long_reply = asyncio.create_task(sess.reply(tone(1500, 4.0, 24000), done=False))
+    await peer.wait_for(lambda: len(peer.played) > 8000 * 1.0 + 8000 * 1.2, timeout=10)
+    await sess.send("input.speech.started")  # barge-in: the gateway clears the carrier
+    await peer.wait_for(lambda: bool(peer.events("clear")), timeout=5)
+    long_reply.cancel()
+    for _ in range(40):
+        await peer.send_media(silence, realtime=True)
+    await peer.stop()
+    async with asyncio.timeout(15):
+        while len(receiver.deliveries) < 2:
+            await receiver.got.wait()
+            receiver.got.clear()
+
+    # the webhooks: call.started then call.ended, each signed per Standard Webhooks
+    hook = Webhook(SECRET)
+    events = [hook.verify(body, headers) for headers, body in receiver.deliveries]
+    assert [e["type"] for e in events] == ["call.started", "call.ended"]
+    assert len({h["webhook-id"] for h, _ in receiver.deliveries}) == 2
+    record = events[1]["data"]
+    assert record["call_sid"] == peer.call_sid and record["outcome"] == "caller_hangup"
+    assert record["from"] == "+*******1111" and record["to"] == "+*******2222"
+    texts = [(u["speaker"], u["text"]) for u in record["utterances"]]
+    assert ("caller", "what time do you open") in texts and ("agent", "nine to five") in texts
+    (barge,) = record["barge_ins"]
+    assert barge["cause"] == "speech_started" and barge["reaction_ms"] is not None
+    answer = next(t for t in record["turns"] if not t["greeting"])
+    assert answer["latency_sent_ms"] is not None and answer["latency_heard_ms"] >= answer["latency_sent_ms"]
+    assert record["recording"]["url"].endswith(f"/calls/{peer.call_sid}/recording")
+
+    # the stored record and the recording, through the read API
+    auth = {"Authorization": "Bearer key"}
+    async with http.get(f"{gw.base_url}/calls/{peer.call_sid}", headers=auth) as r:
+        assert r.status == 200
+        stored = await r.json()
+    assert stored["utterances"] == record["utterances"]
+    async with http.get(f"{gw.base_url}/calls/{peer.call_sid}/recording", headers=auth) as r:
+        assert r.status == 200
+        wav_bytes = await r.read()
+    assert wav_bytes == (tmp_path / "calls" / f"{peer.call_sid}.wav").read_bytes()
+    async with http.get(f"{gw.base_url}/calls?since=2000-01-01T00:00:00Z", headers=auth) as r:
+        listed = await r.json()
+    assert [c["call_sid"] for c in listed["calls"]] == [peer.call_sid]
+    async with http.get(f"{gw.base_url}/calls/{peer.call_sid}") as r:
+        assert r.status == 401
+
+    caller, agent, params = read_stereo(wav_bytes)
+    assert (params.nchannels, params.framerate, params.sampwidth) == (2, 8000, 2)
+    assert abs(params.nframes / 8000 - record["duration_s"]) <= 0.1
+    said = next(u for u in record["utterances"] if u["speaker"] == "agent" and u["text"] == "nine to five")
+    assert abs(dominant(agent, said["start_s"] + 0.1, said["end_s"] - 0.1) - 1000) < 20
+    assert channel_rms(caller, said["start_s"] + 0.1, said["end_s"] - 0.1) < 200  # the caller was silent
+    # the caller's 440 Hz is on the left, before the answer
+    assert abs(dominant(caller, max(0.0, said["start_s"] - 0.9), said["start_s"] - 0.2) - 440) < 20
+    # after the clear the right channel is silent (nothing flushed at the carrier was heard)
+    cut = barge["t"]
+    assert channel_rms(agent, cut - 0.5, cut - 0.05) > 1000
+    assert channel_rms(agent, cut + 0.02, params.nframes / 8000) < 50
+
+
+async def test_a_malformed_storage_url_or_webhook_url_fails_start_up_naming_the_key(tmp_path):
+    from gateway.config import load_settings
+    from gateway.errors import ConfigError
+
+    base = {"GATEWAY_TOKEN_SECRET": "x", "GATEWAY_WEBHOOK_SECRET": SECRET}
+    for text, key in (
+        ('[storage]\nurl = "ftp://x/y"\n', "storage.url"),
+        ('[storage]\nurl = "file://relative/dir"\n', "storage.url"),
+        ('[webhooks]\nurl = "not a url"\n', "webhooks.url"),
+        ('[profiles.default]\nwebhook_url = "mailto:a@b"\n', "profiles.default.webhook_url"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_settings(write_config(text), env=base)
+    with pytest.raises(ConfigError, match="GATEWAY_WEBHOOK_SECRET"):
+        load_settings(write_config('[webhooks]\nurl = "https://example.com/h"\n'), env={"GATEWAY_TOKEN_SECRET": "x"})
+
+
+async def test_storage_unreachable_never_touches_the_call_it_is_logged_counted_and_retried(
+    start_gateway, new_peer, fake_agent, receiver, http, tmp_path, monkeypatch
+):
+    from gateway.keys import METRICS, RECORDS
+    from gateway.records import service
+
+    monkeypatch.setattr(service, "STORE_ATTEMPTS", 2)  # 1 s apart
+    with socket.socket() as s:  # a port nobody listens on: the object store is down
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    config = write_config(
+        f'[storage]\nurl = "s3://down/calls"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = true\n'
+    )
+    gw = await start_gateway(config, GATEWAY_WEBHOOK_SECRET=SECRET)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)  # the call went on as ever
+    await peer.send_media(ulaw_tone(440, 0.2))
+    await peer.stop()
+    await asyncio.wait_for(receiver.got.wait(), 20)  # the webhook still goes out, with the record in it
+    records = gw.app[RECORDS]
+    await records.drain(timeout_s=10)
+    metrics = gw.app[METRICS]
+    sample = metrics.registry.get_sample_value
+    assert sample("voice_gateway_call_records_total", {"result": "written"}) is None
+    assert sample("voice_gateway_record_storage_errors_total", {"what": "recording"}) == 2  # both attempts
+    (event,) = [Webhook(SECRET).verify(body, headers) for headers, body in receiver.deliveries]
+    assert event["data"]["call_sid"] == peer.call_sid and event["data"]["recording"]["complete"] is False
+    # the recording is kept where it was written, for an operator to upload
+    assert Path(event["data"]["recording"]["location"]).is_file()
+
+
+async def test_the_consent_announcement_plays_before_the_greeting_and_is_on_the_recording(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path
+):
+    notice = tmp_path / "notice.wav"
+    with wave.open(str(notice), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        t = np.arange(4000) / 8000
+        w.writeframes((np.sin(2 * np.pi * 700 * t) * 8000).astype("<i2").tobytes())
+    gw = await start_gateway(
+        records_config(tmp_path, receiver.url, f'record_announcement = "{notice}"\n'), GATEWAY_WEBHOOK_SECRET=SECRET
+    )
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")  # the greeting, queued behind the announcement
+    await peer.wait_for(lambda: len(peer.played) >= 8000, timeout=10)
+    await peer.stop()
+    heard = np.frombuffer(g711.ulaw_to_pcm16(bytes(peer.played)), "<i2")
+    assert abs(dominant(heard, 0.0, 0.45) - 700) < 20 and abs(dominant(heard, 0.55, 0.95) - 1000) < 20
+    async with asyncio.timeout(15):
+        while len(receiver.deliveries) < 2:
+            await receiver.got.wait()
+            receiver.got.clear()
+    sid = peer.call_sid
+    _caller, agent, _ = read_stereo((tmp_path / "calls" / f"{sid}.wav").read_bytes())
+    start = np.flatnonzero(np.abs(agent) > 1000)[0] / 8000
+    assert abs(dominant(agent, start, start + 0.45) - 700) < 20
+
+
+async def test_the_retention_sweep_deletes_what_is_older_than_retention_days(tmp_path):
+    import os
+    import time
+
+    from gateway.config import load_settings
+    from gateway.metrics import GatewayMetrics
+    from gateway.records.service import Records
+
+    settings = load_settings(
+        write_config(
+            f'[storage]\nurl = "{(tmp_path / "calls").as_uri()}"\ndata_dir = "{tmp_path}"\nretention_days = 2\n'
+        ),
+        env={"GATEWAY_TOKEN_SECRET": "x"},
+    )
+    records = Records(settings, GatewayMetrics(active_calls=lambda: 0, accepting=lambda: True, max_concurrent_calls=1))
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    now = time.time()
+    for name, age_days in (("old.json", 3), ("old.wav", 3), ("new.json", 1), ("new.wav", 0)):
+        (calls / name).write_bytes(b"x")
+        os.utime(calls / name, (now - age_days * 86400, now - age_days * 86400))
+    await records.outbox.open(now)
+    try:
+        assert await records.sweep(now) == 2
+    finally:
+        await records.outbox.close()
+    assert sorted(p.name for p in calls.iterdir()) == ["new.json", "new.wav"]
+
+
+async def test_a_receiver_that_refuses_is_dead_lettered_and_one_that_fails_is_retried_until_it_takes_it(
+    receiver, http, tmp_path
+):
+    import time
+
+    from gateway.records.outbox import PERMANENT_ATTEMPTS, Outbox, WebhookSender
+
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open(time.time())
+    results: list[tuple[str, str]] = []
+    sender = WebhookSender(
+        outbox, b"r" * 32, http, base_backoff_s=0.05, retry_for_s=3600, timeout_s=5,
+        on_result=lambda event, result: results.append((event, result)),
+    )  # fmt: skip
+    task = asyncio.create_task(sender.run())
+    try:
+        receiver.status = 400  # "your event is wrong": not retried for hours
+        await outbox.add(receiver.url, "call.ended", "CA1", {"call_sid": "CA1"}, time.time())
+        sender.wake.set()
+        async with asyncio.timeout(10):
+            while (await outbox.counts()).get("dead") != 1:
+                await asyncio.sleep(0.05)
+        assert results == [("call.ended", "failed")] * (PERMANENT_ATTEMPTS - 1) + [("call.ended", "dead")]
+        results.clear()
+        receiver.deliveries.clear()
+        receiver.status = 503  # down for a while: retried with backoff, then delivered once it answers 2xx
+        await outbox.add(receiver.url, "call.ended", "CA2", {"call_sid": "CA2"}, time.time())
+        sender.wake.set()
+        async with asyncio.timeout(10):
+            while len(receiver.deliveries) < 2:
+                await asyncio.sleep(0.02)
+        receiver.status = 204
+        async with asyncio.timeout(10):
+            while (await outbox.counts()).get("delivered") != 1:
+                await asyncio.sleep(0.05)
+        assert results[-1] == ("call.ended", "delivered") and set(results[:-1]) == {("call.ended", "failed")}
+        assert len({h["webhook-id"] for h, _ in receiver.deliveries}) == 1  # one id across every retry
+        for headers, body in receiver.deliveries:
+            assert Webhook(SECRET).verify(body, headers)["data"] == {"call_sid": "CA2"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await outbox.close()
+
+
+async def test_the_softphone_is_told_where_a_recorded_calls_recording_will_be(start_gateway, http, receiver, tmp_path):
+    config = Path(records_config(tmp_path, receiver.url))
+    config.write_text('[softphone]\nenabled = "on"\n' + config.read_text())
+    gw = await start_gateway(str(config), GATEWAY_WEBHOOK_SECRET=SECRET)
+    async with http.post(gw.base_url + "/softphone/dial", json={"to": "+15550002222"}) as r:
+        assert r.status == 200, await r.text()
+        dial = await r.json()
+    assert dial["recording"] == f"/calls/{dial['call_sid']}/recording"
+
+
+async def test_a_second_stream_of_the_same_call_keeps_a_record_of_its_own(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path
+):
+    gw = await start_gateway(records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET)
+    first = await new_peer(gw)
+    await first.connect()
+    await fake_agent.session()
+    await first.send_media(ulaw_tone(440, 0.2))
+    await first.stop()
+    await asyncio.wait_for(first.closed.wait(), 10)
+    second = await new_peer(gw, call_sid=first.call_sid)  # the call comes back on a new stream (a redirect)
+    await second.connect()
+    await fake_agent.session()
+    await second.send_media(ulaw_tone(440, 0.2))
+    await second.stop()
+    async with asyncio.timeout(15):
+        while sum(1 for h, b in receiver.deliveries if b"call.ended" in b) < 2:
+            await receiver.got.wait()
+            receiver.got.clear()
+    names = sorted(p.name for p in (tmp_path / "calls").iterdir())
+    sid = first.call_sid
+    assert names == sorted(
+        [f"{sid}.json", f"{sid}.wav", f"{sid}-{second.stream_sid}.json", f"{sid}-{second.stream_sid}.wav"]
+    )
+
+
+async def test_a_storage_directory_that_cannot_be_written_never_touches_the_call(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path, monkeypatch
+):
+    from gateway.keys import METRICS
+    from gateway.records import service
+
+    monkeypatch.setattr(service, "STORE_ATTEMPTS", 1)
+
+    blocked = tmp_path / "calls"
+    blocked.write_text("a file where the directory should be: every write fails, as on a full or broken disk")
+    config = write_config(
+        f'[storage]\nurl = "{blocked.as_uri()}"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = true\n'
+    )
+    gw = await start_gateway(config, GATEWAY_WEBHOOK_SECRET=SECRET)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)  # the caller hears the agent as ever
+    await peer.stop()
+    await asyncio.wait_for(receiver.got.wait(), 20)
+    (event,) = [Webhook(SECRET).verify(body, headers) for headers, body in receiver.deliveries]
+    assert event["data"]["recording"]["complete"] is False and event["data"]["outcome"] == "caller_hangup"
+    sample = gw.app[METRICS].registry.get_sample_value
+    assert sample("voice_gateway_recordings_total", {"result": "failed"}) == 1
+
+
+async def test_a_bug_in_call_records_never_ends_the_call(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path, monkeypatch
+):
+    from gateway.keys import CALLS, METRICS
+    from gateway.records.record import RecordBuilder
+
+    def broken(self: Any, event: Any) -> None:
+        raise RuntimeError("a bug in the record builder")
+
+    monkeypatch.setattr(RecordBuilder, "event", broken)
+    gw = await start_gateway(records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)
+    await peer.stop()
+    await asyncio.wait_for(peer.closed.wait(), 10)
+    async with asyncio.timeout(10):
+        while not gw.app[CALLS].completed:
+            await asyncio.sleep(0.05)
+    assert gw.app[CALLS].completed[-1].outcome == "caller_hangup"  # not internal_error
+    sample = gw.app[METRICS].registry.get_sample_value
+    assert sample("voice_gateway_record_storage_errors_total", {"what": "internal"}) >= 1
