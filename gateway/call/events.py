@@ -31,6 +31,8 @@ __all__ = [
     "CallerTranscript",
     "CarrierCleared",
     "ControlAction",
+    "HoldAudio",
+    "IdlePrompt",
     "ProtocolViolation",
     "Reattach",
     "SessionErrorReport",
@@ -186,6 +188,27 @@ class Reattach(CallEvent):
     kind: ClassVar[str] = "call.reattached"
     session_id: str
     gap_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdlePrompt(CallEvent):
+    """The caller said nothing for ``idle.after_s``: the agent was asked for a reprompt (``step`` reprompt, with
+    its ``count``) or, after ``idle.max_prompts``, for the goodbye (docs/how-to/conversation.md#idle-callers)."""
+
+    kind: ClassVar[str] = "call.idle_prompt"
+    step: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAudio(CallEvent):
+    """Hold audio for the caller ``started`` (a tool ran long) or stopped (``cause``: agent_audio | barge_in |
+    call_ending | no_reply), ``ms`` played; never audio for the agent (docs/how-to/conversation.md#hold-audio)."""
+
+    kind: ClassVar[str] = "call.hold_audio"
+    started: bool
+    cause: str = ""
+    ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

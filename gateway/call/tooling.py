@@ -33,6 +33,7 @@ __all__ = ["PROMPT_ECHO_SLACK_S", "CallTools", "TonePlan"]
 PROMPT_ECHO_SLACK_S = 2.0
 HANGUP_TAG = "__hangup__"
 NOTHING: Sequence[Action] = ()
+_HANGUP_OUTCOME = {"hangup": Outcome.AGENT_HANGUP, "idle": Outcome.CALLER_IDLE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +157,14 @@ class CallTools:
         """The last words were heard (or the wait ran out): hang up or transfer."""
         x = self._exit
         assert x is not None
-        if x.kind == "hangup" and not (
+        hangup = x.kind in ("hangup", "idle")  # idle: the goodbye to a silent caller (gateway.call.idle)
+        if hangup and not (
             self._control_available and (self.profile.hangup_via_rest or self._reattached_from is not None)
         ):
-            self._end(Outcome.AGENT_HANGUP, now)
+            self._end(_HANGUP_OUTCOME[x.kind], now)
             return
         x.leaving(now)
-        self._out.append(ControlRequest("hangup") if x.kind == "hangup" else ControlRequest("transfer", x.destination))
+        self._out.append(ControlRequest("hangup") if hangup else ControlRequest("transfer", x.destination))
 
     def control_done(
         self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None
@@ -181,7 +183,7 @@ class CallTools:
             else:
                 self._log.info("call.hangup_rest", already_ended=not ended_now, ms=ms)
                 self._publish(ev.ControlAction("hangup", "ok" if ended_now else "already_ended", t=t))
-            self._end(Outcome.AGENT_HANGUP, now)
+            self._end(_HANGUP_OUTCOME[x.kind] if x is not None else Outcome.AGENT_HANGUP, now)
             return self._take()
         masked = cc.mask_destination(request.destination)
         if failure is None:

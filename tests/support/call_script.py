@@ -15,7 +15,7 @@ from gateway.call.actions import Action, LogLine, Publish
 from gateway.call.core import CallCore
 from gateway.call.setup import CallSetup
 from gateway.carriers.events import CarrierEvent, StreamStarted
-from gateway.config import AudioSettings, Profile, ServerSettings, Settings
+from gateway.config import AudioSettings, HttpTool, Profile, ServerSettings, Settings
 
 FRAME = b"\xff" * 160  # 20 ms of μ-law
 PROMPT_FRAMES = 10  # every bundled prompt is 200 ms here
@@ -58,10 +58,14 @@ def make_core(
     dialect: ScriptDialect | None = None,
     now: float = 0.0,
     control: bool = False,
+    tools: dict[str, HttpTool] | None = None,
+    hold_audio: bytes = b"",
     **audio: Any,
 ) -> CallCore:
     audio_settings = dataclasses.replace(AudioSettings(agent_format="pcmu"), **audio)
-    settings = Settings(audio=audio_settings, server=ServerSettings(max_call_s=60.0, no_media_timeout_s=4.0))
+    settings = Settings(
+        audio=audio_settings, server=ServerSettings(max_call_s=60.0, no_media_timeout_s=4.0), tools=tools or {}
+    )
     setup = CallSetup(start(), "default", profile or Profile(greeting=""))
     return CallCore(
         setup,
@@ -70,6 +74,7 @@ def make_core(
         now,
         prompt_audio=lambda name: FRAME * PROMPT_FRAMES,
         control_available=control,
+        hold_audio=hold_audio,
     )
 
 

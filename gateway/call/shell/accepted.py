@@ -35,6 +35,7 @@ from ...carriers.base import Dialect
 from ...carriers.events import AudioReceived
 from ...config import Settings
 from ...errors import AgentSessionError, AgentUnavailable, CallEnded, Outcome
+from ...hold_sound import hold_sound_for
 from ...prompts import prompt_ulaw
 from ...reattach import ParkedAgent, ParkedAgents
 from ...tools.registry import ToolRegistry
@@ -53,7 +54,7 @@ from ..actions import (
 )
 from ..core import CallCore
 from ..phase import Phase
-from ..setup import CallSetup
+from ..setup import CallSetup, stored_agent_update
 from ..stats import CallSummary
 from .agent_link import AgentLink
 from .carrier import CarrierLink, CarrierWriter
@@ -108,6 +109,7 @@ class AcceptedCall:
             started_at=started_at,
             prompt_audio=prompt_ulaw,
             control_available=control.available,
+            hold_audio=hold_sound_for(setup.profile, settings.config_dir),
         )
         self._outbound = self.core.outbound
         self._writer = CarrierWriter(self._outbound, carrier, clock, self._after_carrier_send)
@@ -281,7 +283,8 @@ class AcceptedCall:
             await self._execute(core.agent_failed(exc, self._clock()))
 
     async def _open_agent(self, core: CallCore) -> None:
-        update = ap.session_update(core.session_config(self._tools.declarations(core.profile)))
+        tools = self._tools.declarations(core.profile)
+        update = ap.session_update(core.session_config(tools))
 
         async def before_ready(event: ap.ServerEvent) -> None:
             await self._execute(core.agent_event(event, self._clock()))
@@ -297,6 +300,8 @@ class AcceptedCall:
             url=endpoint.url,
             ready_ms=round((now - self._started_at) * 1000, 1),
         )
+        if (on_top := stored_agent_update(core.profile, self._settings.audio.agent_format, tools)) is not None:
+            await self.agent.send(ap.session_update(on_top))  # a stored agent: the profile's fields on top
         await self._execute(core.agent_ready(ready.session_id, now))
 
     async def _read_agent(self, core: CallCore) -> None:

@@ -1,0 +1,135 @@
+"""The call's conversation rules, sans I/O: the idle caller (:mod:`gateway.call.idle`) and hold audio
+(:mod:`gateway.call.hold`), driven by the core's events and clock (docs/how-to/conversation.md). Pure.
+:class:`ConversationRules` is a base of :class:`gateway.call.core.CallCore`, which owns the state named here and
+calls the ``_conv_*`` hooks from its entry points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..agent import protocol as ap
+from ..audio.transcode import OutboundAudio
+from ..playout import PlayoutTracker
+from . import events as ev
+from .actions import Action, SendAgent, WakeAt
+from .agent_session import AgentSessionRules
+from .hold import HOLD_NO_REPLY_S, HOLD_TAG, HOLD_TOP_UP, HoldLoop
+from .idle import IdleStep, IdleWatch
+from .phase import Phase
+from .sounds import prompt_frames
+
+__all__ = ["ConversationRules"]
+
+#: Hold audio that is due while the agent is still speaking (or its audio still plays) looks again this soon.
+_HOLD_RECHECK_S = 0.1
+
+
+class ConversationRules(AgentSessionRules):
+    # State owned (and set up) by CallCore.
+    playout: PlayoutTracker
+    _outbound: OutboundAudio
+    _hold_sound: bytes
+
+    def _conv_setup(self) -> None:
+        self._idle = IdleWatch(self.profile.idle)
+        self._hold: HoldLoop | None = None
+        self._hold_due: float | None = None  # when hold audio starts, if the tool still runs
+        self._hold_until: float | None = None  # every tool finished: stop if the agent stays silent this long
+        self._hold_t0 = 0.0
+
+    # ---- hooks the core calls ------------------------------------------------------------------------------------
+    def _conv_deadlines(self) -> list[float]:
+        due = [d for d in (self._hold_due, self._hold_until) if d is not None]
+        if (d := self._idle.deadline(self._conv_busy)) is not None:
+            due.append(d)
+        return due
+
+    def _conv_tick(self, now: float) -> None:
+        if self._hold_until is not None and now >= self._hold_until:
+            self._hold_stop(now, "no_reply")
+        if self._hold_due is not None and now >= self._hold_due:
+            self._hold_start(now)
+        if self._live and self._exit is None and (step := self._idle.due(now, self._conv_busy)) is not None:
+            self._idle_step(step, now)
+
+    def _conv_reply_started(self) -> None:
+        self._idle.agent_speaking()
+
+    def _conv_reply_done(self, now: float) -> None:
+        """A reply ended (completed): the caller has heard it once what is queued and at the carrier played."""
+        self._idle.agent_finished(now + (self.outbound.queued_ms + self.playout.lead_ms(now)) / 1000.0)
+        if (due := self._idle.deadline(self._conv_busy)) is not None:
+            self._out.append(WakeAt(due))  # the watchdog sleeps until the deadline it knew
+
+    def _conv_caller_active(self, now: float, *, speech: bool) -> None:
+        """The caller spoke (or pressed a key): not idle; their speech stops hold audio at once (a barge-in)."""
+        self._idle.caller_active()
+        if speech:
+            self._hold_stop(now, "barge_in")
+
+    def _conv_tool_called(self, call: ap.ToolCall, now: float) -> None:
+        hold = self.profile.hold_audio
+        tool = self._settings.tools.get(call.name)
+        if not hold.enabled or tool is None or not self._hold_sound:  # built-in tools are quick, or play tones
+            return
+        start = now if tool.execution_mode == "hold" else now + hold.after_ms / 1000.0
+        self._hold_due = start if self._hold_due is None else min(self._hold_due, start)
+        self._hold_until = None
+        self._out.append(WakeAt(start))
+
+    def tool_done(self, call: ap.ToolCall, result: str, is_error: bool, now: float) -> Sequence[Action]:
+        if set(self._tool_started) <= {call.call_id}:  # the last tool running
+            self._hold_due = None
+            if self._hold is not None:
+                self._hold_until = now + HOLD_NO_REPLY_S
+                self._out.append(WakeAt(self._hold_until))
+        return super().tool_done(call, result, is_error, now)
+
+    # ---- idle ----------------------------------------------------------------------------------------------------
+    @property
+    def _conv_busy(self) -> bool:
+        """The agent is busy, not the caller: a tool runs or hold audio plays (the idle clock pauses)."""
+        return bool(self._tool_started) or self._hold is not None or self._hold_due is not None
+
+    def _idle_step(self, step: IdleStep, now: float) -> None:
+        count = self._idle.prompts
+        self._log.info("call.idle_prompt", step=step.value, count=count, after_s=self.profile.idle.after_s)
+        self._publish(ev.IdlePrompt(step.value, count, t=self.t(now)))
+        self._out.append(SendAgent(ap.reply_create(self._idle.instructions(step))))
+        if step is IdleStep.GOODBYE:
+            # The goodbye is the agent's last reply: heard (its mark echoed), then the call ends as caller_idle.
+            self._wind_down("idle", "", now)
+
+    # ---- hold audio ----------------------------------------------------------------------------------------------
+    def _hold_start(self, now: float) -> None:
+        self._hold_due = None
+        if not self._tool_started or self._phase is not Phase.LIVE or self._exit is not None:
+            return
+        if self._reply_active or self.outbound.pending or self.playout.playing(now):
+            # The agent is still saying something (its pre-amble): hold audio starts once that has played.
+            self._hold_due = now + max(_HOLD_RECHECK_S, self.playout.lead_ms(now) / 1000.0)
+            self._out.append(WakeAt(self._hold_due))
+            return
+        frames = prompt_frames(self._hold_sound, self._setup.start, self._dialect.frame_bytes)
+        self._hold, self._hold_t0 = HoldLoop(frames), now
+        # The writer pulls it from the queue, paced like agent audio; a few frames at a time are queued.
+        self.outbound.loop, self.outbound.loop_ahead = (HOLD_TAG, self._hold.next), HOLD_TOP_UP
+        self._log.info("call.hold_audio", started=True)
+        self._publish(ev.HoldAudio(True, t=self.t(now)))
+
+    def _hold_stop(self, now: float, cause: str, *, clear: bool = True) -> None:
+        """Stop hold audio: drop what is queued here, and ``clear`` what the carrier still holds of it."""
+        self._hold_due = self._hold_until = None
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return
+        q = self.outbound
+        q.loop = None
+        q.drop_tag(HOLD_TAG)
+        if clear and self.playout.lead_ms(now) > 0:
+            q.clear(self._dialect.build_clear(), now, None)
+            self.playout.clear(now)
+        ms = round((now - self._hold_t0) * 1000)
+        self._log.info("call.hold_audio", started=False, cause=cause, ms=ms)
+        self._publish(ev.HoldAudio(False, cause, ms, t=self.t(now)))
