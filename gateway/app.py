@@ -9,6 +9,7 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 - :mod:`gateway.ops`: ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
+- :mod:`gateway.amd_http`: ``POST /twilio/amd`` (answering-machine detection results)
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import call_control_http, carrier_routes, ops, softphone
+from . import amd_http, call_control_http, carrier_routes, ops, softphone
 from .admission import Admission
 from .agent.client import new_http_session
 from .call_registry import RESERVATION_TTL_S, CallRegistry
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     ops.setup(app)
     softphone.setup(app)
     call_control_http.setup(app)
+    amd_http.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

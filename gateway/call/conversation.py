@@ -1,5 +1,6 @@
-"""The call's conversation rules, sans I/O: the idle caller (:mod:`gateway.call.idle`) and hold audio
-(:mod:`gateway.call.hold`), driven by the core's events and clock (docs/how-to/conversation.md). Pure.
+"""The call's conversation rules, sans I/O: the idle caller (:mod:`gateway.call.idle`), hold audio
+(:mod:`gateway.call.hold`) and answering-machine detection of outbound calls (:mod:`gateway.call.voicemail`), driven
+by the core's events and clock (docs/how-to/conversation.md). Pure.
 :class:`ConversationRules` is a base of :class:`gateway.call.core.CallCore`, which owns the state named here and
 calls the ``_conv_*`` hooks from its entry points.
 """
@@ -9,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..agent import protocol as ap
+from ..amd import AMD_PARAM, AmdVerdict, verdict
 from ..audio.transcode import OutboundAudio
+from ..errors import Outcome
+from ..outbound import OUTBOUND_PARAM
 from ..playout import PlayoutTracker
 from . import events as ev
 from .actions import Action, SendAgent, WakeAt
@@ -18,6 +22,7 @@ from .hold import HOLD_NO_REPLY_S, HOLD_TAG, HOLD_TOP_UP, HoldLoop
 from .idle import IdleStep, IdleWatch
 from .phase import Phase
 from .sounds import prompt_frames
+from .voicemail import MachineGate
 
 __all__ = ["ConversationRules"]
 
@@ -30,22 +35,35 @@ class ConversationRules(AgentSessionRules):
     playout: PlayoutTracker
     _outbound: OutboundAudio
     _hold_sound: bytes
+    _interrupted: set[str | None]
 
-    def _conv_setup(self) -> None:
+    def _conv_setup(self, now: float) -> None:
         self._idle = IdleWatch(self.profile.idle)
         self._hold: HoldLoop | None = None
         self._hold_due: float | None = None  # when hold audio starts, if the tool still runs
         self._hold_until: float | None = None  # every tool finished: stop if the agent stays silent this long
         self._hold_t0 = 0.0
+        params = self._setup.start.custom_parameters
+        # An outbound call placed with detection (its token covers the parameter): hold both ways until the verdict.
+        amd = bool(params.get(OUTBOUND_PARAM)) and params.get(AMD_PARAM) == "1"
+        timeout = self.profile.voicemail.beep_timeout_s
+        self._machine = MachineGate(now + timeout, max_frames=int(timeout * 50)) if amd else None
+        #: Detection runs: caller audio waits for the agent, agent audio waits for the caller (read per frame).
+        self.amd_pending = amd
 
     # ---- hooks the core calls ------------------------------------------------------------------------------------
     def _conv_deadlines(self) -> list[float]:
         due = [d for d in (self._hold_due, self._hold_until) if d is not None]
+        if self.amd_pending and self._machine is not None:
+            due.append(self._machine.deadline)
         if (d := self._idle.deadline(self._conv_busy)) is not None:
             due.append(d)
         return due
 
     def _conv_tick(self, now: float) -> None:
+        if self.amd_pending and self._machine is not None and now >= self._machine.deadline:
+            self._log.warning("call.amd", answered_by=None, action="timeout")
+            self._amd_release(now)
         if self._hold_until is not None and now >= self._hold_until:
             self._hold_stop(now, "no_reply")
         if self._hold_due is not None and now >= self._hold_due:
@@ -90,7 +108,7 @@ class ConversationRules(AgentSessionRules):
     @property
     def _conv_busy(self) -> bool:
         """The agent is busy, not the caller: a tool runs or hold audio plays (the idle clock pauses)."""
-        return bool(self._tool_started) or self._hold is not None or self._hold_due is not None
+        return bool(self._tool_started) or self._hold is not None or self._hold_due is not None or self.amd_pending
 
     def _idle_step(self, step: IdleStep, now: float) -> None:
         count = self._idle.prompts
@@ -133,3 +151,62 @@ class ConversationRules(AgentSessionRules):
         ms = round((now - self._hold_t0) * 1000)
         self._log.info("call.hold_audio", started=False, cause=cause, ms=ms)
         self._publish(ev.HoldAudio(False, cause, ms, t=self.t(now)))
+
+    # ---- answering-machine detection (outbound calls) ---------------------------------------------------------
+    def machine_detected(self, answered_by: str, now: float) -> Sequence[Action]:
+        """Twilio's asynchronous AMD result for this call (``AnsweredBy``, gateway.amd)."""
+        v = verdict(answered_by)
+        if self._machine is None or not self.amd_pending or v is None or self._phase is not Phase.LIVE:
+            self._log.info("call.amd", answered_by=answered_by, action="ignored")
+            return self._take()
+        self._publish(ev.MachineDetection(answered_by, t=self.t(now)))
+        if v is AmdVerdict.MACHINE_START:
+            self._log.info("call.amd", answered_by=answered_by, action="wait_for_beep")
+        elif v is AmdVerdict.HUMAN:
+            self._log.info("call.amd", answered_by=answered_by, action="proceed")
+            self._amd_release(now)
+        else:
+            self._amd_machine(answered_by, v, now)
+        return self._take()
+
+    def _to_caller(self, reply_id: str | None, frames: list[bytes] | None) -> None:
+        """Agent audio (``frames``) or a reply's end mark (None) for the caller: queued, or held while detection
+        runs."""
+        if self.amd_pending and self._machine is not None:
+            if frames is None:
+                self._machine.hold_mark(reply_id)
+            else:
+                self._machine.hold(reply_id, frames)
+        elif frames is None:
+            self.outbound.put_mark(reply_id)  # its echo proves the whole reply was heard
+        else:
+            self.outbound.put_audio(reply_id, frames)
+
+    def _amd_release(self, now: float) -> None:
+        """A human (or no verdict in time): what was held plays now, and the caller's audio goes to the agent."""
+        assert self._machine is not None
+        self.amd_pending = False
+        for reply_id, frames in self._machine.release():
+            self._to_caller(reply_id, frames)
+        if not self._reply_active and self.outbound.pending:
+            self._conv_reply_done(now)  # a greeting that ended while held: the idle clock counts from its end
+
+    def _amd_machine(self, answered_by: str, v: AmdVerdict, now: float) -> None:
+        """A machine at the end of its greeting (or a fax): drop what was held both ways, then leave the message."""
+        assert self._machine is not None
+        self.amd_pending = False
+        cut = self._machine.discard()
+        if self._reply_active:
+            cut.add(self._reply_id)
+            self._set_reply_active(False)
+        self._interrupted.update(cut)  # late audio of those replies never plays
+        self._outbound.reset()
+        self._to_agent.clear()  # the machine's greeting never reaches the agent
+        message = self.profile.voicemail.message
+        if v is AmdVerdict.MESSAGE_END and message:
+            self._log.info("call.amd", answered_by=answered_by, action="leave_message")
+            self._out.append(SendAgent(ap.reply_create(message)))
+            self._wind_down("voicemail", "", now)  # heard (its mark echoed), then the hang-up: voicemail_left
+        else:
+            self._log.info("call.amd", answered_by=answered_by, action="hang_up")
+            self._end(Outcome.AGENT_HANGUP, now)

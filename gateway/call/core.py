@@ -142,7 +142,7 @@ class CallCore(ConversationRules):
         self._media_at = now  # the last caller media (carriers send it every 20 ms, even when the caller is silent)
         self._end_requested: Outcome | None = None
         self._prompt: tuple[str, int, float] | None = None  # ENDING: (name, ms, deadline)
-        self._conv_setup()  # idle caller, hold audio
+        self._conv_setup(now)  # idle caller, hold audio, answering-machine detection
 
     # ================================================================================================ queries
     @property
@@ -250,7 +250,7 @@ class CallCore(ConversationRules):
             return None
         data = self._inbound.convert(payload)
         q = self._to_agent
-        if send_now and self._live and data and not q:
+        if send_now and self._live and data and not q and not self.amd_pending:
             s.frames_to_agent += 1
             return data
         if not data or not self.agent_wanted:
@@ -264,7 +264,7 @@ class CallCore(ConversationRules):
         """Buffered caller audio to send now, oldest first (at most ``limit`` frames: ≤ 100 ms per message),
         counted as sent (a failed send hands it back with :meth:`agent_audio_unsent`)."""
         q = self._to_agent
-        if not self._live or not q:
+        if not self._live or not q or self.amd_pending:
             return []
         frames = [q.popleft() for _ in range(min(limit, len(q)))]
         self.summary.frames_to_agent += len(frames)
@@ -390,7 +390,7 @@ class CallCore(ConversationRules):
             s.time_to_first_agent_audio_ms = (now - self._started_at) * 1000
         if self._hold is not None:
             self._hold_stop(now, "agent_audio")  # the agent speaks: hold audio stops at once
-        self.outbound.put_audio(reply_id, frames)
+        self._to_caller(reply_id, frames)  # held while an outbound call's detection runs (gateway.call.voicemail)
 
     def _reply_done(self, event: ap.ReplyDone, now: float) -> None:
         self._set_reply_active(False)
@@ -401,8 +401,8 @@ class CallCore(ConversationRules):
         else:
             tail = self._outbound.flush()
             if tail:
-                self.outbound.put_audio(event.reply_id, tail)
-            self.outbound.put_mark(event.reply_id)  # its echo proves the whole reply was heard
+                self._to_caller(event.reply_id, tail)
+            self._to_caller(event.reply_id, None)  # its mark: the echo proves the whole reply was heard
             self._conv_reply_done(now)
         for r in self._gate.on_reply_done(event.reply_id, event.status):
             self._send_result(r)

@@ -33,6 +33,7 @@ __all__ = [
     "ControlAction",
     "HoldAudio",
     "IdlePrompt",
+    "MachineDetection",
     "ProtocolViolation",
     "Reattach",
     "SessionErrorReport",
@@ -209,6 +210,15 @@ class HoldAudio(CallEvent):
     started: bool
     cause: str = ""
     ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDetection(CallEvent):
+    """Twilio's answering-machine detection answered for this outbound call (``AnsweredBy``:
+    docs/how-to/conversation.md#voicemail)."""
+
+    kind: ClassVar[str] = "call.amd"
+    answered_by: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ __all__ = ["PROMPT_ECHO_SLACK_S", "CallTools", "TonePlan"]
 PROMPT_ECHO_SLACK_S = 2.0
 HANGUP_TAG = "__hangup__"
 NOTHING: Sequence[Action] = ()
-_HANGUP_OUTCOME = {"hangup": Outcome.AGENT_HANGUP, "idle": Outcome.CALLER_IDLE}
+_HANGUP_OUTCOME = {"hangup": Outcome.AGENT_HANGUP, "idle": Outcome.CALLER_IDLE, "voicemail": Outcome.VOICEMAIL_LEFT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +157,7 @@ class CallTools:
         """The last words were heard (or the wait ran out): hang up or transfer."""
         x = self._exit
         assert x is not None
-        hangup = x.kind in ("hangup", "idle")  # idle: the goodbye to a silent caller (gateway.call.idle)
+        hangup = x.kind in _HANGUP_OUTCOME  # idle: the goodbye to a silent caller; voicemail: the message left
         if hangup and not (
             self._control_available and (self.profile.hangup_via_rest or self._reattached_from is not None)
         ):

@@ -6,7 +6,9 @@ the embedded local agent (real VAD, STT, intents, TTS) over real loopback socket
 - a 3 s HTTP tool: the caller hears the bundled hold sound from ``hold_audio.after_ms`` until the agent's reply, and
   the caller speaking during it stops it at once;
 - a profile with an ``agent_id`` the local agent does not know ends the call cleanly (``agent_error``, logged
-  ``agent.agent_not_found``).
+  ``agent.agent_not_found``);
+- an outbound call answered by a simulated answering machine (greeting, beep) gets the voicemail message after the
+  beep, and nothing before it, then ends ``voicemail_left`` (Twilio's REST API: the fake in tests/support).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -24,9 +27,11 @@ from aiohttp import web
 from gateway.config import HttpTool
 from gateway.hold_sound import BUNDLED_HOLD
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
-from gateway.profile_options import HoldAudioSettings, IdleSettings
+from gateway.profile_options import HoldAudioSettings, IdleSettings, VoicemailSettings
+from gateway.simulator.callee import AmdCallback, answer_outbound_call, answering_machine_turn
 from gateway.simulator.caller import SimulatorConfig, load_caller_voice, say_turn, simulate_call
-from gateway.simulator.timeline import CallRecord
+from gateway.simulator.timeline import CallRecord, frame_levels
+from tests.support.fake_twilio_rest import FakeCall, FakeTwilioRest, RestRequest
 from tests.support.local_gateway import local_agent_settings, serve_gateway, shared_speech_models
 from tests.support.logcapture import capture_call_logs, events, wait_event
 
@@ -170,4 +175,70 @@ async def test_an_unknown_stored_agent_ends_the_call_cleanly(gateway):
     (missing,) = events(logs, "agent.agent_not_found")
     assert missing["agent_id"] == "agent_" + "0" * 32
     assert ended["outcome"] == "agent_error" and "agent_not_found" in ended["error"]
+    assert [e.fields["by"] for e in record.events if e.kind == "hangup"] == ["gateway"]
+
+
+# ---- outbound voicemail -------------------------------------------------------------------------------------------
+AUTH = "e2e-twilio-token"
+API_KEY = "e2e-api-key"
+VOICEMAIL = "Hello, this is the Harbour Kitchen. Your table is ready. Goodbye."
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def twilio_gateway(models) -> AsyncIterator[tuple[str, FakeTwilioRest]]:
+    """A second gateway, placing outbound calls through the fake of Twilio's REST API."""
+    rest = FakeTwilioRest(auth_token=AUTH)
+    runner = web.AppRunner(rest.app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    rest.url = f"http://{host}:{port}"
+    env = {
+        "TWILIO_ACCOUNT_SID": rest.account_sid,
+        "TWILIO_AUTH_TOKEN": AUTH,
+        "TWILIO_API_BASE_URL": rest.url,
+        "GATEWAY_API_KEY": API_KEY,
+        "GATEWAY_PUBLIC_URL": "https://voice.example.com",
+    }
+    settings = local_agent_settings(**env)
+    profile = dataclasses.replace(
+        settings.profiles["default"],
+        greeting="Hi, this is the Harbour Kitchen.",
+        voicemail=VoicemailSettings(VOICEMAIL),
+    )
+    settings = dataclasses.replace(settings, profiles={"default": profile})
+    try:
+        async with serve_gateway(settings, models) as (url, _app):
+            yield url, rest
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answering_machine_gets_the_voicemail_after_the_beep(twilio_gateway, models, voice):
+    url, rest = twilio_gateway
+    machine = answering_machine_turn(voice, "Hi, you have reached Ada. Please leave a message after the tone.")
+    answered: list[asyncio.Task[CallRecord]] = []
+
+    async def pick_up(call: FakeCall, req: RestRequest) -> None:  # Twilio connects the call: the machine answers
+        amd = AmdCallback(req.one("AsyncAmdStatusCallback"), AUTH)
+        config = SimulatorConfig(url=url, turns=(machine,), auth_token=AUTH, max_call_s=40.0)
+        answered.append(asyncio.create_task(answer_outbound_call(config, req.one("Twiml"), call.sid, amd=amd)))
+
+    rest.on_create.append(pick_up)
+    with capture_call_logs() as logs:
+        async with aiohttp.ClientSession() as http:
+            body = {"to": "+15550002222", "from": "+15550001111", "machine_detection": True}
+            async with http.post(url + "/calls", json=body, headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+                assert r.status == 201, await r.text()
+        record = await answered[0]
+        ended = await wait_event(logs, "call.ended")
+    assert ended["outcome"] == "voicemail_left", ended
+    posted = next(e for e in record.events if e.kind == "amd_posted")
+    assert posted.fields["status"] == 204
+    beep_end = int(posted.t * 8000)
+    # The agent did not talk over the machine's greeting: nothing audible reached the machine before the beep ended.
+    assert max(frame_levels(bytes(record.heard[:beep_end])), default=0.0) < 200.0
+    message = heard_text(models, record.heard[beep_end:])
+    assert "table is ready" in message, message
     assert [e.fields["by"] for e in record.events if e.kind == "hangup"] == ["gateway"]

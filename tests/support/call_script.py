@@ -60,13 +60,14 @@ def make_core(
     control: bool = False,
     tools: dict[str, HttpTool] | None = None,
     hold_audio: bytes = b"",
+    params: dict[str, str] | None = None,
     **audio: Any,
 ) -> CallCore:
     audio_settings = dataclasses.replace(AudioSettings(agent_format="pcmu"), **audio)
     settings = Settings(
         audio=audio_settings, server=ServerSettings(max_call_s=60.0, no_media_timeout_s=4.0), tools=tools or {}
     )
-    setup = CallSetup(start(), "default", profile or Profile(greeting=""))
+    setup = CallSetup(start(**(params or {})), "default", profile or Profile(greeting=""))
     return CallCore(
         setup,
         settings,

@@ -7,7 +7,10 @@ It checks what the real API would refuse, so a malformed request fails the test 
 - the account in the path is that Account SID, the body is ``application/x-www-form-urlencoded``;
 - ``Calls.json`` (create): ``To`` (21201), ``From`` (21603), exactly one of ``Twiml``/``Url`` (21205), TwiML that
   parses with a ``<Response>`` root (12100), ``StatusCallbackEvent`` values from the documented set; answers 201
-  with a Call resource (``status: queued``);
+  with a Call resource (``status: queued``); answering-machine detection fields as Twilio documents them
+  (``MachineDetection`` ``Enable``/``DetectMessageEnd``, ``AsyncAmd`` ``true``/``false``, ``AsyncAmdStatusCallback``
+  an absolute URL, required with ``AsyncAmd=true``; ``AsyncAmdStatusCallbackMethod`` ``POST``/``GET``), and
+  :meth:`FakeTwilioRest.post_amd` plays Twilio posting the result, signed, to that callback;
 - ``Calls/{CA}.json`` (update): exactly one of ``Status`` (``completed``/``canceled``), ``Twiml``, ``Url``; a call that
   is over (or unknown) answers 404 with code 20404, as Twilio does for a call the caller already hung up.
 Unknown form fields are refused (400) rather than ignored.
@@ -41,6 +44,10 @@ CREATE_FIELDS = {
     "StatusCallbackMethod",
     "StatusCallbackEvent",
     "Timeout",
+    "MachineDetection",
+    "AsyncAmd",
+    "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod",
 }
 UPDATE_FIELDS = {"Status", "Twiml", "Url", "Method", "StatusCallback", "StatusCallbackMethod"}
 STATUS_EVENTS = {"initiated", "ringing", "answered", "completed"}
@@ -75,6 +82,8 @@ class FakeCall:
     status_callback: str = ""
     status_callback_events: list[str] = field(default_factory=list)
     redirects: list[str] = field(default_factory=list)  # TwiML (or Url) of each redirect, in order
+    machine_detection: str = ""  # Enable | DetectMessageEnd (answering-machine detection), "" if not asked
+    amd_callback: str = ""  # AsyncAmdStatusCallback
     hung_up_at: float | None = None
 
     def resource(self, account_sid: str) -> dict[str, Any]:
@@ -203,6 +212,17 @@ class FakeTwilioRest:
         events = f.get("StatusCallbackEvent", [])
         if not set(events) <= STATUS_EVENTS:
             return self._error(400, 21626, f"invalid StatusCallbackEvent {events}")
+        amd = f.get("MachineDetection", [""])[0]
+        if amd not in ("", "Enable", "DetectMessageEnd"):
+            return self._error(400, 21200, f"invalid MachineDetection {amd!r}")
+        async_amd = f.get("AsyncAmd", ["false"])[0]
+        amd_url = f.get("AsyncAmdStatusCallback", [""])[0]
+        if async_amd not in ("true", "false") or (async_amd == "true" and not amd):
+            return self._error(400, 21200, "AsyncAmd is true or false, and needs MachineDetection")
+        if async_amd == "true" and not amd_url.startswith(("https://", "http://")):
+            return self._error(400, 21262, "No AMD status callback URL provided")
+        if f.get("AsyncAmdStatusCallbackMethod", ["POST"])[0] not in ("POST", "GET"):
+            return self._error(400, 21200, "invalid AsyncAmdStatusCallbackMethod")
         sid = "CA" + secrets.token_hex(16)
         call = self.calls[sid] = FakeCall(
             sid,
@@ -214,8 +234,34 @@ class FakeTwilioRest:
             url=f.get("Url", [""])[0],
             status_callback=f.get("StatusCallback", [""])[0],
             status_callback_events=events,
+            machine_detection=amd,
+            amd_callback=amd_url,
         )
         return web.json_response(call.resource(self.account_sid), status=201)
+
+    async def post_amd(
+        self, http: Any, call_sid: str, answered_by: str, *, deliver_to: str, detection_ms: int = 2400
+    ) -> int:
+        """Twilio's side of asynchronous AMD: POST the result to the call's ``AsyncAmdStatusCallback`` as a form,
+        signed with the auth token over that URL (``X-Twilio-Signature``), delivered to ``deliver_to`` (the
+        gateway's loopback base) at the callback's path. Returns the HTTP status the gateway answered."""
+        from urllib.parse import urlsplit
+
+        from gateway.security import twilio_signature
+
+        call = self.calls[call_sid]
+        assert call.amd_callback, "the call was not placed with AsyncAmd"
+        form = {
+            "AccountSid": self.account_sid,
+            "CallSid": call_sid,
+            "AnsweredBy": answered_by,
+            "MachineDetectionDuration": str(detection_ms),
+        }
+        headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, call.amd_callback, form)}
+        async with http.post(
+            deliver_to.rstrip("/") + urlsplit(call.amd_callback).path, data=form, headers=headers
+        ) as r:
+            return int(r.status)
 
     async def _update(self, request: web.Request) -> web.Response:
         rec, refusal = await self._record(request)

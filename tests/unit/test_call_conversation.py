@@ -4,6 +4,7 @@ gateway/call/conversation.py), as scripts: feed events at given times, assert wh
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from gateway.agent import protocol as ap
 from gateway.call.actions import EndCall, Publish, SendAgent
@@ -202,3 +203,96 @@ def test_hold_audio_stops_if_the_agent_says_nothing_after_the_tool():
 def test_the_hold_loop_wraps():
     loop = HoldLoop([b"a", b"b", b"c"])
     assert loop.next(4) + loop.next(3) == [b"a", b"b", b"c", b"a", b"b", b"c", b"a"] and loop.sent_ms == 140
+
+
+# ---- answering-machine detection (outbound calls) ------------------------------------------------------------------
+def amd_core(message: str = "Hi, this is Acme: please call us back.") -> Any:
+    from gateway.profile_options import VoicemailSettings
+    from tests.support.call_script import make_core
+
+    profile = Profile(greeting="Hello!", voicemail=VoicemailSettings(message=message))
+    core = make_core(profile=profile, params={"outbound": "ob_1", "amd": "1"})
+    core.agent_ready("sess_1", 0.0)
+    return core
+
+
+def test_while_detection_runs_neither_the_agent_nor_the_callee_is_heard():
+    core = amd_core()
+    assert core.caller_audio(FRAME, 0.1, send_now=True) is None  # not to the agent: it would answer the greeting
+    assert core.agent_audio() == []
+    reply(core, 0.2, "greeting")
+    assert pull(core, 0.2) == []  # not over a machine's greeting
+
+
+def test_a_human_releases_what_was_held_both_ways():
+    core = amd_core()
+    core.caller_audio(FRAME, 0.1, send_now=True)
+    reply(core, 0.2, "greeting", frames=3)
+    actions = core.machine_detected("human", 1.5)
+    assert [a.event.answered_by for a in of_type(actions, Publish)] == ["human"]
+    assert pull(core, 1.5)[:3] == ["media 1", "media 1", "media 1"]  # the greeting plays now, then its mark
+    assert len(core.agent_audio()) == 1  # the callee's "hello?" reaches the agent
+    assert core.caller_audio(FRAME, 1.6, send_now=True) is not None  # and the fast path is back
+
+
+def test_a_machine_gets_the_voicemail_after_the_beep_and_the_call_ends_voicemail_left():
+    core = amd_core()
+    core.caller_audio(FRAME, 0.1, send_now=True)  # the machine's greeting
+    core.agent_event(ap.ReplyStarted("greeting"), 0.2)
+    core.agent_event(ap.ReplyAudio("greeting", FRAME * 3), 0.2)
+    assert core.machine_detected("machine_start", 1.0) and core.amd_pending  # Enable mode only: keep waiting
+    actions = core.machine_detected("machine_end_beep", 6.0)
+    assert instructions(actions) == ["Hi, this is Acme: please call us back."]
+    assert core.agent_audio() == [] and pull(core, 6.0) == []  # the held greeting and caller audio are gone
+    core.agent_event(ap.ReplyAudio("greeting", FRAME * 3), 6.1)  # late audio of the greeting: never plays
+    core.agent_event(ap.ReplyDone("greeting", "completed"), 6.1)
+    assert [m for m in pull(core, 6.1) if m.startswith("media")] == []
+    reply(core, 6.3, "vm", frames=5)
+    out = pull(core, 6.3)
+    assert out.count("media 1") == 5
+    ended = []
+    for msg in [m for m in out if m.startswith("mark")]:
+        ended += of_type(core.carrier_event(PlaybackCheckpoint(msg.split()[1]), 6.5), EndCall)
+    assert ended == [EndCall(Outcome.VOICEMAIL_LEFT)]
+
+
+def test_a_fax_or_a_machine_without_a_message_is_hung_up_and_odd_verdicts_change_nothing():
+    core = amd_core(message="")
+    assert of_type(core.machine_detected("machine_end_silence", 3.0), EndCall) == [EndCall(Outcome.AGENT_HANGUP)]
+    core = amd_core()
+    assert of_type(core.machine_detected("fax", 3.0), EndCall) == [EndCall(Outcome.AGENT_HANGUP)]
+    core = amd_core()
+    assert not of_type(core.machine_detected("robot", 3.0), EndCall) and core.amd_pending  # undocumented value
+    core.machine_detected("human", 3.0)
+    assert not of_type(core.machine_detected("machine_end_beep", 4.0), SendAgent)  # decided already
+
+
+def test_no_verdict_in_time_proceeds_as_a_human():
+    core = amd_core()
+    reply(core, 0.2, "greeting", frames=2)
+    t = 0.0
+    while core.amd_pending:  # the line carries the callee's silence meanwhile
+        t = core.next_deadline()
+        core.caller_audio(FRAME, t, False)
+        core.tick(t)
+    assert t == 30.0  # voicemail.beep_timeout_s
+    assert pull(core, 30.0)[:2] == ["media 1", "media 1"]
+
+
+def test_twilio_amd_values_and_the_create_form():
+    from gateway.amd import AmdVerdict, amd_create_form, verdict
+
+    assert [verdict(v) for v in ("human", "unknown", "machine_start", "machine_end_other", "fax", "x")] == [
+        AmdVerdict.HUMAN,
+        AmdVerdict.HUMAN,
+        AmdVerdict.MACHINE_START,
+        AmdVerdict.MESSAGE_END,
+        AmdVerdict.FAX,
+        None,
+    ]
+    assert amd_create_form("https://v.example/twilio/amd") == [
+        ("MachineDetection", "DetectMessageEnd"),
+        ("AsyncAmd", "true"),
+        ("AsyncAmdStatusCallback", "https://v.example/twilio/amd"),
+        ("AsyncAmdStatusCallbackMethod", "POST"),
+    ]

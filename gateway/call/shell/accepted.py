@@ -25,6 +25,7 @@ have no timeout of their own (a timer per message, 50 a second per call): a sile
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -123,6 +124,7 @@ class AcceptedCall:
         self._agent_task: asyncio.Task[None] | None = None
         self._agent_sender: asyncio.Task[None] | None = None
         self._agent_ending: asyncio.Task[None] | None = None
+        self._context = contextvars.copy_context()
 
     @property
     def summary(self) -> CallSummary:
@@ -132,6 +134,7 @@ class AcceptedCall:
         """Serve the call until it ends: raises CallEnded (or what ended it). ``refusal``: admission turned the call
         away after all; it hears the apology, then ends with that outcome."""
         core = self.core
+        self._context = contextvars.copy_context()  # the call's log context, for work started from outside it
         async with self._tg as tg:
             tg.create_task(self._carrier_reader(core), name="carrier_reader")
             tg.create_task(self._writer.run(), name="carrier_writer")
@@ -146,6 +149,15 @@ class AcceptedCall:
         """End the call at the core's next tick (drain, the carrier's completed callback)."""
         self.core.request_end(outcome)
         self._clock_wake.set()
+
+    def machine_detected(self, answered_by: str) -> None:
+        """Twilio's answering-machine verdict (docs/how-to/conversation.md#voicemail): acted on in the call's task
+        group, like a tool's result, so what it ends unwinds the call the usual way."""
+        actions = self.core.machine_detected(answered_by, self._clock())
+        try:
+            self._tg.create_task(self._execute(actions), name="amd", context=self._context)
+        except RuntimeError:
+            pass  # the call is already over
 
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:
         """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""

@@ -195,6 +195,11 @@ class CallSession:
             # it cannot be collected mid-flight; it ends with the close handshake (bounded by aiohttp's timeout).
             self._close_task = asyncio.get_running_loop().create_task(self.shutdown(), name="close_unstarted")
 
+    def machine_detected(self, answered_by: str) -> None:
+        """Twilio's answering-machine verdict for this (outbound) call (gateway.amd_http); returns immediately."""
+        if self._call is not None:
+            self._call.machine_detected(answered_by)
+
     async def shutdown(self) -> None:
         """The process is shutting down now: close the carrier socket (1001) so the call's handler finishes."""
         if not self.carrier.closed:
