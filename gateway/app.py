@@ -10,6 +10,7 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
 - :mod:`gateway.amd_http`: ``POST /twilio/amd`` (answering-machine detection results)
+- :mod:`gateway.warm_transfer_http`: ``POST /twilio/transfer`` (warm transfers' human legs)
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import amd_http, call_control_http, carrier_routes, ops, softphone
+from . import amd_http, call_control_http, carrier_routes, ops, softphone, warm_transfer_http
 from .admission import Admission
 from .agent.client import new_http_session
 from .call_registry import RESERVATION_TTL_S, CallRegistry
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     softphone.setup(app)
     call_control_http.setup(app)
     amd_http.setup(app)
+    warm_transfer_http.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

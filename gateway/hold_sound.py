@@ -20,9 +20,10 @@ def hold_sound(wav: Path | None) -> bytes:
     return BUNDLED_HOLD.read_bytes() if wav is None else hold_wav_ulaw(wav)
 
 
-def hold_sound_for(profile: ConversationProfile, config_dir: Path) -> bytes:
-    """The call's hold sound; empty when the profile has hold audio off."""
+def hold_sound_for(profile: ConversationProfile, config_dir: Path, *, warm_transfers: bool = False) -> bytes:
+    """The call's hold sound; empty when the profile has hold audio off and offers no transfers (a warm transfer's
+    caller always waits with it)."""
     hold = profile.hold_audio
-    if not hold.enabled:
+    if not hold.enabled and not warm_transfers:
         return b""
     return hold_sound(resolve(config_dir, hold.wav) if hold.wav else None)

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from .metrics import GatewayMetrics
     from .reattach import ParkedAgents
     from .softphone import SoftphoneState
+    from .warm_transfer_http import WarmDialer
 
-__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE"]
+__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE", "WARM"]
 
 #: The validated settings the app was built with.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -42,3 +43,5 @@ LOCAL_AGENT_KEY: web.AppKey[str] = web.AppKey("local_agent_key")
 PARKED: web.AppKey[ParkedAgents] = web.AppKey("parked_agents")
 #: The browser softphone's state, set by :mod:`gateway.softphone` when it is served.
 SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
+#: Warm transfers in flight (:mod:`gateway.warm_transfer_http`, which sets it).
+WARM: web.AppKey[WarmDialer] = web.AppKey("warm_transfers")

@@ -246,6 +246,26 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
                 },
             )
         },
+        "/twilio/transfer": {
+            "post": _operation(
+                "twilio_transfer",
+                "Twilio's reports on a warm transfer",
+                "Call status and conference participant callbacks of a warm transfer's human leg "
+                f"(docs/how-to/conversation.md#warm-transfer), signature-checked like its webhook. {_DOORS}",
+                {
+                    "204": {"description": "delivered to the waiting call"},
+                    "400": _text("no CallSid, or neither CallStatus nor StatusCallbackEvent"),
+                    "403": _text("a missing or wrong signature"),
+                    "404": _text("no warm transfer with this CallSid here"),
+                },
+                ["twilio"],
+                "/twilio/transfer",
+                requestBody={
+                    "required": True,
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                },
+            )
+        },
         "/twilio/status": {
             "post": _operation(
                 "twilio_status",

@@ -12,19 +12,25 @@ from collections.abc import Sequence
 from ..agent import protocol as ap
 from ..amd import AMD_PARAM, AmdVerdict, verdict
 from ..audio.transcode import OutboundAudio
-from ..errors import Outcome
+from ..conference import failed_instructions
+from ..errors import CallControlFailed, Outcome
 from ..outbound import OUTBOUND_PARAM
 from ..playout import PlayoutTracker
+from ..tools import call_control as cc
 from . import events as ev
-from .actions import Action, SendAgent, WakeAt
+from .actions import Action, ControlRequest, SendAgent, WakeAt
 from .agent_session import AgentSessionRules
 from .hold import HOLD_NO_REPLY_S, HOLD_TAG, HOLD_TOP_UP, HoldLoop
 from .idle import IdleStep, IdleWatch
+from .last_words import LastWords
 from .phase import Phase
 from .sounds import prompt_frames
 from .voicemail import MachineGate
 
-__all__ = ["ConversationRules"]
+__all__ = ["WARM_SLACK_S", "ConversationRules"]
+
+#: A warm transfer with no word from Twilio this long after the human's ring timeout counts as no answer.
+WARM_SLACK_S = 15.0
 
 #: Hold audio that is due while the agent is still speaking (or its audio still plays) looks again this soon.
 _HOLD_RECHECK_S = 0.1
@@ -50,10 +56,14 @@ class ConversationRules(AgentSessionRules):
         self._machine = MachineGate(now + timeout, max_frames=int(timeout * 50)) if amd else None
         #: Detection runs: caller audio waits for the agent, agent audio waits for the caller (read per frame).
         self.amd_pending = amd
+        # warm transfer (transfer_call mode "warm"): the human's leg being dialled, and when to give up on it
+        self._warm_summary = ""
+        self._warm_human: str | None = None
+        self._warm_until: float | None = None
 
     # ---- hooks the core calls ------------------------------------------------------------------------------------
     def _conv_deadlines(self) -> list[float]:
-        due = [d for d in (self._hold_due, self._hold_until) if d is not None]
+        due = [d for d in (self._hold_due, self._hold_until, self._warm_until) if d is not None]
         if self.amd_pending and self._machine is not None:
             due.append(self._machine.deadline)
         if (d := self._idle.deadline(self._conv_busy)) is not None:
@@ -61,6 +71,10 @@ class ConversationRules(AgentSessionRules):
         return due
 
     def _conv_tick(self, now: float) -> None:
+        if self._warm_until is not None and now >= self._warm_until and self._warm_human is not None:
+            human = self._warm_human
+            self._warm_failed("no-answer", now)
+            self._out.append(ControlRequest("warm_cancel", human))  # stop its ringing: the caller stays here
         if self.amd_pending and self._machine is not None and now >= self._machine.deadline:
             self._log.warning("call.amd", answered_by=None, action="timeout")
             self._amd_release(now)
@@ -108,7 +122,13 @@ class ConversationRules(AgentSessionRules):
     @property
     def _conv_busy(self) -> bool:
         """The agent is busy, not the caller: a tool runs or hold audio plays (the idle clock pauses)."""
-        return bool(self._tool_started) or self._hold is not None or self._hold_due is not None or self.amd_pending
+        return (
+            bool(self._tool_started)
+            or self._hold is not None
+            or self._hold_due is not None
+            or self.amd_pending
+            or self._warm_human is not None
+        )
 
     def _idle_step(self, step: IdleStep, now: float) -> None:
         count = self._idle.prompts
@@ -128,6 +148,11 @@ class ConversationRules(AgentSessionRules):
             # The agent is still saying something (its pre-amble): hold audio starts once that has played.
             self._hold_due = now + max(_HOLD_RECHECK_S, self.playout.lead_ms(now) / 1000.0)
             self._out.append(WakeAt(self._hold_due))
+            return
+        self._hold_begin(now)
+
+    def _hold_begin(self, now: float) -> None:
+        if self._hold is not None or not self._hold_sound:
             return
         frames = prompt_frames(self._hold_sound, self._setup.start, self._dialect.frame_bytes)
         self._hold, self._hold_t0 = HoldLoop(frames), now
@@ -210,3 +235,83 @@ class ConversationRules(AgentSessionRules):
         else:
             self._log.info("call.amd", answered_by=answered_by, action="hang_up")
             self._end(Outcome.AGENT_HANGUP, now)
+
+    # ---- warm transfer (transfer_call mode "warm") ---------------------------------------------------------------
+    @property
+    def own_number(self) -> str:
+        """This call's number at the carrier (what an inbound caller dialled; an outbound call's ``from``): the
+        caller id of the human's leg."""
+        params = self._setup.start.custom_parameters
+        return params.get("from", "") if params.get(OUTBOUND_PARAM) else params.get("to", "")
+
+    @property
+    def warm_summary(self) -> str:
+        return self._warm_summary
+
+    def warm_dialled(self, human_sid: str, now: float, failure: CallControlFailed | None = None) -> Sequence[Action]:
+        """The human's leg was placed (``human_sid``), or could not be (``failure``): the caller stays, on hold."""
+        x, self._exit = self._exit, None  # the call goes on while the human is dialled
+        destination = cc.mask_destination(x.destination) if x is not None else None
+        if failure is not None:
+            self._log.warning(
+                "call.transfer_failed",
+                destination=destination,
+                status=failure.status,
+                code=failure.code,
+                error=failure.message[:200],
+            )
+            self._warm_failed("failed", now)
+            return self._take()
+        self._warm_human = human_sid
+        self._warm_until = now + self.profile.warm_transfer.timeout_s + WARM_SLACK_S
+        self._log.info("call.warm_transfer", result="dialling", destination=destination)
+        self._publish(ev.WarmTransfer("dialling", t=self.t(now)))
+        self._hold_begin(now)
+        self._out.append(WakeAt(self._warm_until))
+        return self._take()
+
+    def warm_result(self, result: str, now: float) -> Sequence[Action]:
+        """Twilio's word on the human's leg (gateway.conference.transfer_result): answered (the whisper was heard
+        and the human is in the room: join the caller), or why not (the caller stays with the agent, told so)."""
+        if self._warm_human is None or self._phase is not Phase.LIVE:
+            self._log.info("call.warm_transfer", result=result, ignored=True)
+            return self._take()
+        if result != "answered":
+            self._warm_failed(result, now)
+            return self._take()
+        self._warm_until = None
+        self._log.info("call.warm_transfer", result="answered")
+        self._publish(ev.WarmTransfer("answered", t=self.t(now)))
+        x = LastWords.begin("transfer", "", now, self.profile.end_call_timeout_s)
+        x.leaving(now)  # the carrier acts now: the caller's 'stop' that follows is expected
+        self._exit = x
+        self._out.append(ControlRequest("warm_join"))
+        return self._take()
+
+    def warm_joined(self, now: float, failure: CallControlFailed | None = None) -> Sequence[Action]:
+        """The caller's call was redirected into the room (or could not be)."""
+        if failure is None:
+            self._publish(ev.ControlAction("transfer", "ok", t=self.t(now)))
+            self._log.info("call.transferred", destination=None, ms=0.0)
+            self._warm_human = None
+            self._end(Outcome.TRANSFERRED, now)
+            return self._take()
+        self._exit = None
+        human = self._warm_human
+        self._log.warning(
+            "call.transfer_failed", destination=None, status=failure.status, code=failure.code, error=failure.message
+        )
+        self._warm_failed("failed", now)
+        if human is not None:
+            self._out.append(ControlRequest("warm_cancel", human))
+        return self._take()
+
+    def _warm_failed(self, result: str, now: float) -> None:
+        """The caller is back with the agent, which is told why."""
+        self._warm_human = self._warm_until = None
+        self._hold_stop(now, "transfer_" + result.replace("-", "_"))
+        self._log.info("call.warm_transfer", result=result)
+        self._publish(ev.WarmTransfer(result, t=self.t(now)))
+        self._publish(ev.ControlAction("transfer", "failed", t=self.t(now)))
+        if self._live:
+            self._out.append(SendAgent(ap.reply_create(failed_instructions(result)), keep=True))

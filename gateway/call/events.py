@@ -39,6 +39,7 @@ __all__ = [
     "SessionErrorReport",
     "TonesSent",
     "ToolCalled",
+    "WarmTransfer",
 ]
 
 
@@ -219,6 +220,15 @@ class MachineDetection(CallEvent):
 
     kind: ClassVar[str] = "call.amd"
     answered_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class WarmTransfer(CallEvent):
+    """A warm transfer's progress (docs/how-to/conversation.md#warm-transfer): ``result`` dialling | answered |
+    busy | no-answer | failed | canceled."""
+
+    kind: ClassVar[str] = "call.warm_transfer"
+    result: str
 
 
 @dataclass(frozen=True, slots=True)

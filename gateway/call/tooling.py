@@ -127,14 +127,20 @@ class CallTools:
         self._wind_down("hangup", "", now)
         return self._take()
 
-    def request_transfer(self, destination: str, now: float) -> tuple[str | None, Sequence[Action]]:
+    def request_transfer(
+        self, destination: str, now: float, *, warm_summary: str | None = None
+    ) -> tuple[str | None, Sequence[Action]]:
         """``transfer_call`` (destination allow-listed, carrier control available): (why not, or None; actions).
-        Accepted: the agent says the announcement, and once it was heard the carrier transfers the call."""
+        Accepted: the agent says the announcement, and once it was heard the carrier transfers the call; with
+        ``warm_summary`` (mode "warm", gateway.call.warm) the human is dialled and briefed first."""
         if self._exit is not None or self._phase in (Phase.ENDING, Phase.ENDED):
             self._log.warning("call.transfer_refused", reason="call_ending")
             return "the call is already ending", self._take()
-        self._log.info("call.transfer_started", destination=cc.mask_destination(destination))
-        self._wind_down("transfer", destination, now)
+        self._log.info(
+            "call.transfer_started", destination=cc.mask_destination(destination), warm=warm_summary is not None
+        )
+        self._warm_summary = warm_summary or ""
+        self._wind_down("transfer" if warm_summary is None else "warm", destination, now)
         return None, self._take()
 
     def _wind_down(self, kind: str, destination: str, now: float) -> None:
@@ -164,7 +170,10 @@ class CallTools:
             self._end(_HANGUP_OUTCOME[x.kind], now)
             return
         x.leaving(now)
-        self._out.append(ControlRequest("hangup") if hangup else ControlRequest("transfer", x.destination))
+        if hangup:
+            self._out.append(ControlRequest("hangup"))
+        else:  # warm: dial the human first (gateway.call.conversation); else hand the call over now
+            self._out.append(ControlRequest("warm_dial" if x.kind == "warm" else "transfer", x.destination))
 
     def control_done(
         self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None

@@ -12,8 +12,9 @@ from xml.etree import ElementTree
 import pytest
 
 from gateway.audio import g711
+from gateway.security import twilio_signature
 from tests.support.audio import dominant_freq, tone, ulaw_tone
-from tests.support.fake_twilio_rest import FakeTwilioRest
+from tests.support.fake_twilio_rest import FakeCall, FakeTwilioRest
 from tests.support.logcapture import capture_call_logs, events, wait_event
 from tests.support.twilio_peer import TwilioPeer, media_bytes
 from tests.unit.test_log_schema import check_event
@@ -150,3 +151,114 @@ async def test_machine_detection_without_a_public_url_is_refused_clearly(start_g
     ) as r:
         assert r.status == 400
     assert fake_rest.creates() == []
+
+
+# ---- warm transfer --------------------------------------------------------------------------------------------------
+WARM_PROFILE = (
+    'greeting = ""\ntools = ["transfer_call"]\ntransfer_allow = ["+1555*"]\n'
+    '[profiles.default.warm_transfer]\ntimeout_s = 15\nwhisper_prefix = "Transfer from the voice agent."\n'
+)
+
+
+async def warm_call(start_gateway: Any, tmp_path: Any, fake_rest: FakeTwilioRest, http: Any) -> tuple[Any, TwilioPeer]:
+    """A gateway with Twilio REST and a public URL, and an inbound call on it (signed as Twilio signs)."""
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(f"[profiles.default]\n{WARM_PROFILE}", encoding="utf-8")
+    gw = await start_gateway(
+        str(cfg),
+        TWILIO_ACCOUNT_SID=fake_rest.account_sid,
+        TWILIO_AUTH_TOKEN=AUTH,
+        TWILIO_API_BASE_URL=fake_rest.url,
+        GATEWAY_PUBLIC_URL=PUBLIC,
+    )
+    peer = TwilioPeer(gw.base_url, http, auth_token=AUTH, to="+15550001000")
+    form = {"CallSid": peer.call_sid, "From": peer.from_, "To": peer.to, "AccountSid": "AC" + "0" * 32}
+    await peer.dial(headers={"X-Twilio-Signature": twilio_signature(AUTH, PUBLIC + "/twilio/voice", form)})
+    peer.signed_stream_url = peer.stream_url
+    peer.stream_url = gw.base_url.replace("http://", "ws://") + "/twilio/stream"
+    fake_rest.add_call(peer.call_sid, to=peer.to, from_=peer.from_)
+
+    async def stop_on_redirect(call: FakeCall, req: Any) -> None:  # Twilio: a redirect ends <Connect><Stream>
+        if call.sid == peer.call_sid and not peer.closed.is_set():
+            await peer.stop()
+
+    fake_rest.on_update.append(stop_on_redirect)
+    await peer.connect()
+    return gw, peer
+
+
+async def start_warm_transfer(sess: Any, peer: TwilioPeer, fake_rest: FakeTwilioRest) -> FakeCall:
+    await sess.send("reply.started", reply_id="resp_t", item_id="msg_a")
+    args = {"destination": "+1 555 000 3333", "mode": "warm", "summary": "Ada wants a table for two tonight."}
+    await sess.send("tool.call", call_id="call_t", name="transfer_call", arguments=args)
+    await sess.send("reply.done", reply_id="resp_t", status="completed")
+    result = await sess.next_message("tool.result", timeout=10)
+    assert result["is_error"] is False, result
+    await sess.reply(tone(500, 0.4, 24000), realtime=False, text="Please hold while I connect you.")
+    await fake_rest.wait_for(lambda: len(fake_rest.creates()) == 1)  # dialled once the announcement was heard
+    (req,) = fake_rest.creates()
+    assert req.one("To") == "+15550003333" and req.one("From") == "+15550001000"
+    assert req.one("StatusCallback") == PUBLIC + "/twilio/transfer" and req.one("Timeout") == "15"
+    return fake_rest.calls[json_sid(req, fake_rest)]
+
+
+def json_sid(req: Any, fake_rest: FakeTwilioRest) -> str:
+    return next(c.sid for c in fake_rest.calls.values() if c.direction == "outbound-api" and c.to == req.one("To"))
+
+
+async def test_a_warm_transfer_briefs_the_human_before_the_caller_is_joined(
+    start_gateway, fake_rest, fake_agent, http, tmp_path
+):
+    with capture_call_logs() as logs:
+        gw, peer = await warm_call(start_gateway, tmp_path, fake_rest, http)
+        try:
+            sess = await fake_agent.session()
+            human = await start_warm_transfer(sess, peer, fake_rest)
+            # forged and unknown reports change nothing
+            async with http.post(
+                gw.base_url + "/twilio/transfer", data={"CallSid": human.sid, "CallStatus": "busy"}
+            ) as r:
+                assert r.status == 403
+            fake_rest.calls["CA" + "8" * 32] = dataclasses.replace(human, sid="CA" + "8" * 32)
+            assert await fake_rest.post_call_status(http, "CA" + "8" * 32, "busy", deliver_to=gw.base_url) == 404
+            await peer.wait_for(lambda: len(media_bytes(peer.received)) > 0.4 * 8000 + 1600)  # announcement, then hold
+            assert fake_rest.rooms == {}
+            assert await fake_rest.post_call_status(http, human.sid, "ringing", deliver_to=gw.base_url) == 204
+            assert await fake_rest.answer_into_conference(http, human.sid, deliver_to=gw.base_url) == 204
+            await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
+            ended = await wait_event(logs, "call.ended")
+        finally:
+            await peer.close()
+    assert human.heard == ["Transfer from the voice agent. Ada wants a table for two tonight."]
+    (room,) = fake_rest.rooms.values()
+    assert [sid for _, sid in room] == [human.sid, peer.call_sid]  # the human (whisper heard) first, then the caller
+    assert ended["outcome"] == "transferred"
+    assert [e["result"] for e in events(logs, "call.warm_transfer")] == ["dialling", "answered"]
+    assert events(logs, "call.hold_audio", started=True)  # the caller waited with hold audio
+    for line in logs:
+        check_event(line)
+
+
+async def test_a_warm_transfer_nobody_answers_returns_the_caller_to_the_agent_which_is_told(
+    start_gateway, fake_rest, fake_agent, http, tmp_path
+):
+    with capture_call_logs() as logs:
+        gw, peer = await warm_call(start_gateway, tmp_path, fake_rest, http)
+        try:
+            sess = await fake_agent.session()
+            human = await start_warm_transfer(sess, peer, fake_rest)
+            assert await fake_rest.post_call_status(http, human.sid, "no-answer", deliver_to=gw.base_url) == 204
+            told = await sess.next_message("reply.create")
+            assert "nobody answered" in told["instructions"] and "still with you" in told["instructions"]
+            await sess.reply(tone(700, 0.3, 24000), realtime=False, text="Sorry, nobody is free.")
+            heard = len(media_bytes(peer.received))
+            await peer.wait_for(lambda: len(media_bytes(peer.received)) >= heard + 0.3 * 8000)  # the agent's words
+            assert not peer.closed.is_set()  # the caller is still with the agent
+            await peer.stop()
+            ended = await wait_event(logs, "call.ended")
+        finally:
+            await peer.close()
+    assert ended["outcome"] == "caller_hangup" and fake_rest.rooms == {}
+    assert [e["result"] for e in events(logs, "call.warm_transfer")] == ["dialling", "no-answer"]
+    for line in logs:
+        check_event(line)

@@ -13,6 +13,11 @@ It checks what the real API would refuse, so a malformed request fails the test 
   :meth:`FakeTwilioRest.post_amd` plays Twilio posting the result, signed, to that callback;
 - ``Calls/{CA}.json`` (update): exactly one of ``Status`` (``completed``/``canceled``), ``Twiml``, ``Url``; a call that
   is over (or unknown) answers 404 with code 20404, as Twilio does for a call the caller already hung up.
+- TwiML with ``<Dial><Conference>`` (warm transfers): only the attributes and values Twilio documents for
+  ``<Conference>`` (12200 otherwise); :meth:`FakeTwilioRest.answer_into_conference` plays a created call answered
+  (its ``<Say>`` heard, then the room entered, reported to the ``<Conference statusCallback>`` as
+  ``participant-join``), :meth:`FakeTwilioRest.post_call_status` a created call's status callback, and a redirect
+  into a room records who joined it when (:attr:`FakeTwilioRest.rooms`).
 Unknown form fields are refused (400) rather than ignored.
 
 Every request is recorded (time, path, multi-valued form, Basic credentials) in :attr:`FakeTwilioRest.requests`.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -82,6 +88,7 @@ class FakeCall:
     status_callback: str = ""
     status_callback_events: list[str] = field(default_factory=list)
     redirects: list[str] = field(default_factory=list)  # TwiML (or Url) of each redirect, in order
+    heard: list[str] = field(default_factory=list)  # <Say> texts the callee heard (answer_into_conference)
     machine_detection: str = ""  # Enable | DetectMessageEnd (answering-machine detection), "" if not asked
     amd_callback: str = ""  # AsyncAmdStatusCallback
     hung_up_at: float | None = None
@@ -120,6 +127,8 @@ class FakeTwilioRest:
         self.on_update: list[Hook] = []
         self.on_create: list[Hook] = []
         self.changed = asyncio.Event()  # set on every request (tests wait on it)
+        #: Conference rooms: name → [(time, CallSid)] in the order calls entered them.
+        self.rooms: dict[str, list[tuple[float, str]]] = {}
         self.url = ""  # set by the fixture: the base URL to configure as [twilio] api_base_url
         self.app = web.Application()
         self.app.router.add_post(API + "/Accounts/{account}/Calls.json", self._create)
@@ -209,6 +218,8 @@ class FakeTwilioRest:
             return self._error(400, 21205, "Url parameter is required (or Twiml, but not both).")
         if "Twiml" in f and not _parses(f["Twiml"][0]):
             return self._error(400, 12100, "Document parse failure")
+        if "Twiml" in f and (bad := _conference_problem(f["Twiml"][0])):
+            return self._error(400, 12200, bad)
         events = f.get("StatusCallbackEvent", [])
         if not set(events) <= STATUS_EVENTS:
             return self._error(400, 21626, f"invalid StatusCallbackEvent {events}")
@@ -238,6 +249,53 @@ class FakeTwilioRest:
             amd_callback=amd_url,
         )
         return web.json_response(call.resource(self.account_sid), status=201)
+
+    async def post_call_status(self, http: Any, call_sid: str, status: str, *, deliver_to: str) -> int:
+        """Twilio's status callback of a call it created (``StatusCallback``, form, signed), e.g. ``ringing``,
+        ``busy``, ``no-answer``. The call takes that status. Returns the HTTP status the gateway answered."""
+        call = self.calls[call_sid]
+        assert call.status_callback, "the call was created without a StatusCallback"
+        call.status = status
+        form = {
+            "AccountSid": self.account_sid,
+            "CallSid": call_sid,
+            "CallStatus": status,
+            "Direction": call.direction,
+            "From": call.from_,
+            "To": call.to,
+            "ApiVersion": "2010-04-01",
+        }
+        return await _post_signed(http, call.status_callback, form, self.auth_token, deliver_to)
+
+    async def answer_into_conference(self, http: Any, call_sid: str, *, deliver_to: str) -> int:
+        """A created call is answered and Twilio runs its TwiML: each ``<Say>`` is heard by the callee (recorded in
+        ``call.heard``), then ``<Dial><Conference>`` enters the room, which its ``statusCallback`` is told of
+        (``participant-join``, signed) when it asked for ``join``. Returns the HTTP status the gateway answered
+        (204 when no callback was asked for)."""
+        call = self.calls[call_sid]
+        call.status = "in-progress"
+        root = ElementTree.fromstring(call.twiml)
+        call.heard += [say.text or "" for say in root.iter("Say")]
+        room = root.find("./Dial/Conference")
+        assert room is not None and room.text, "the call's TwiML enters no conference"
+        self.rooms.setdefault(room.text, []).append((time.monotonic(), call_sid))
+        if "join" not in room.attrib.get("statusCallbackEvent", "").split() or not room.attrib.get("statusCallback"):
+            return 204
+        form = {
+            "AccountSid": self.account_sid,
+            "ConferenceSid": "CF" + hashlib.sha256(room.text.encode()).hexdigest()[:32],
+            "FriendlyName": room.text,
+            "StatusCallbackEvent": "participant-join",
+            "CallSid": call_sid,
+            "Muted": "false",
+            "Hold": "false",
+            "Coaching": "false",
+            "EndConferenceOnExit": room.attrib.get("endConferenceOnExit", "false"),
+            "StartConferenceOnEnter": room.attrib.get("startConferenceOnEnter", "true"),
+            "SequenceNumber": str(len(self.rooms[room.text])),
+            "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+        }
+        return await _post_signed(http, room.attrib["statusCallback"], form, self.auth_token, deliver_to)
 
     async def post_amd(
         self, http: Any, call_sid: str, answered_by: str, *, deliver_to: str, detection_ms: int = 2400
@@ -292,10 +350,63 @@ class FakeTwilioRest:
             twiml = rec.one("Twiml")
             if not _parses(twiml):
                 return self._error(400, 12100, "Document parse failure")
+            if bad := _conference_problem(twiml):
+                return self._error(400, 12200, bad)
             call.redirects.append(twiml)
+            room = ElementTree.fromstring(twiml).find("./Dial/Conference")
+            if room is not None and room.text:
+                self.rooms.setdefault(room.text, []).append((time.monotonic(), call.sid))
         else:
             call.redirects.append(rec.one("Url"))
         return web.json_response(call.resource(self.account_sid), status=200)
+
+
+async def _post_signed(http: Any, url: str, form: dict[str, str], token: str, deliver_to: str) -> int:
+    from urllib.parse import urlsplit
+
+    from gateway.security import twilio_signature
+
+    headers = {"X-Twilio-Signature": twilio_signature(token, url, form)}
+    async with http.post(deliver_to.rstrip("/") + urlsplit(url).path, data=form, headers=headers) as r:
+        return int(r.status)
+
+
+_CONFERENCE_ATTRS = {
+    "muted": {"true", "false"},
+    "beep": {"true", "false", "onEnter", "onExit"},
+    "startConferenceOnEnter": {"true", "false"},
+    "endConferenceOnExit": {"true", "false"},
+    "waitUrl": None,
+    "waitMethod": {"GET", "POST"},
+    "maxParticipants": None,
+    "record": {"do-not-record", "record-from-start"},
+    "trim": {"trim-silence", "do-not-trim"},
+    "coach": None,
+    "statusCallback": None,
+    "statusCallbackEvent": None,
+    "statusCallbackMethod": {"GET", "POST"},
+    "participantLabel": None,
+    "jitterBufferSize": {"off", "small", "medium", "large"},
+    "region": None,
+}
+_CONFERENCE_EVENTS = {"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"}
+
+
+def _conference_problem(twiml: str) -> str:
+    """Why Twilio would refuse a ``<Conference>`` in this TwiML ('' if none, or no conference)."""
+    for room in ElementTree.fromstring(twiml).iter("Conference"):
+        for name, value in room.attrib.items():
+            if name not in _CONFERENCE_ATTRS:
+                return f"<Conference> has no attribute {name!r}"
+            allowed = _CONFERENCE_ATTRS[name]
+            if allowed is not None and value not in allowed:
+                return f"<Conference {name}={value!r}> is not one of {sorted(allowed)}"
+        events = room.attrib.get("statusCallbackEvent", "").split()
+        if not set(events) <= _CONFERENCE_EVENTS:
+            return f"<Conference statusCallbackEvent> {events} has values outside {sorted(_CONFERENCE_EVENTS)}"
+        if not (room.text or "").strip():
+            return "<Conference> needs a room name"
+    return ""
 
 
 def _parses(twiml: str) -> bool:

@@ -296,3 +296,108 @@ def test_twilio_amd_values_and_the_create_form():
         ("AsyncAmdStatusCallback", "https://v.example/twilio/amd"),
         ("AsyncAmdStatusCallbackMethod", "POST"),
     ]
+
+
+# ---- warm transfer ---------------------------------------------------------------------------------------------------
+def warm_core() -> Any:
+    from gateway.call.actions import ControlRequest
+
+    profile = Profile(greeting="", tools=("transfer_call",), transfer_allow=("+1555*",))
+    core = live_core(profile=profile, control=True, hold_audio=HOLD_FRAME * 3, params={"to": "+15550001000"})
+    why, _ = core.request_transfer("+15550003333", 0.0, warm_summary="Ada wants a table for two.")
+    assert why is None and core.warm_summary == "Ada wants a table for two."
+    reply(core, 0.5, "announce")  # "please hold while I connect you"
+    out = pull(core, 0.5)
+    requests = []
+    for msg in [m for m in out if m.startswith("mark")]:
+        requests += of_type(core.carrier_event(PlaybackCheckpoint(msg.split()[1]), 0.7), ControlRequest)
+    assert requests == [ControlRequest("warm_dial", "+15550003333")]  # only once the announcement was heard
+    assert core.own_number == "+15550001000"  # the human's leg comes from the number the caller called
+    return core
+
+
+def warm_events(actions) -> list[str]:
+    from gateway.call.events import WarmTransfer
+
+    return [a.event.result for a in of_type(actions, Publish) if isinstance(a.event, WarmTransfer)]
+
+
+def test_a_warm_transfer_keeps_the_caller_on_hold_until_the_human_is_in_the_room_then_joins_them():
+    from gateway.call.actions import ControlRequest
+    from gateway.carriers.events import StreamStopped
+
+    core = warm_core()
+    actions = core.warm_dialled("CA" + "7" * 32, 1.0)
+    assert warm_events(actions) == ["dialling"] and core.phase is Phase.LIVE
+    assert pull(core, 1.0)[:2] == ["media 1", "media 1"]  # the caller hears hold audio meanwhile
+    actions = core.warm_result("answered", 6.0)  # the whisper was heard, the human is in the room
+    assert warm_events(actions) == ["answered"] and of_type(actions, ControlRequest) == [ControlRequest("warm_join")]
+    assert not of_type(core.carrier_event(StreamStopped(), 6.2), EndCall)  # Twilio's stop of the redirect: expected
+    assert of_type(core.warm_joined(6.3), EndCall) == [EndCall(Outcome.TRANSFERRED)]
+
+
+def test_a_busy_or_unanswered_human_returns_the_caller_to_the_agent_which_is_told():
+    from gateway.conference import failed_instructions
+
+    core = warm_core()
+    core.warm_dialled("CA" + "7" * 32, 1.0)
+    pull(core, 1.0)
+    actions = core.warm_result("busy", 3.0)
+    assert warm_events(actions) == ["busy"] and instructions(actions) == [failed_instructions("busy")]
+    assert "busy" in failed_instructions("busy") and [e.cause for e in hold_events(actions)] == ["transfer_busy"]
+    assert core.phase is Phase.LIVE and not core.outbound.loop  # no more hold audio, the agent speaks next
+    assert warm_events(core.warm_result("answered", 4.0)) == []  # a late report changes nothing
+
+
+def test_no_word_from_twilio_in_time_counts_as_no_answer_and_cancels_the_human_leg():
+    from gateway.call.actions import ControlRequest
+
+    core = warm_core()
+    core.warm_dialled("CA" + "7" * 32, 1.0)
+    deadline = 1.0 + 20 + 15.0  # warm_transfer.timeout_s + WARM_SLACK_S
+    t, actions = 1.0, []
+    while not warm_events(actions):
+        t = core.next_deadline()
+        core.caller_audio(FRAME, t, False)
+        actions = list(core.tick(t))
+    assert t == deadline and warm_events(actions) == ["no-answer"]
+    assert of_type(actions, ControlRequest) == [ControlRequest("warm_cancel", "CA" + "7" * 32)]
+
+
+def test_a_failed_dial_tells_the_agent_at_once():
+    from gateway.errors import CallControlFailed
+
+    core = warm_core()
+    actions = core.warm_dialled("", 1.0, CallControlFailed(400, 21211, "Invalid 'To' Phone Number"))
+    assert warm_events(actions) == ["failed"] and instructions(actions) and core.phase is Phase.LIVE
+
+
+def test_conference_twiml_and_what_twilio_callbacks_mean():
+    from xml.etree import ElementTree
+
+    from gateway.conference import join_twiml, transfer_result, whisper_text, whisper_twiml
+
+    root = ElementTree.fromstring(
+        whisper_twiml("Incoming transfer. Ada <VIP>", "warm-CA1", "https://v.ex/twilio/transfer")
+    )
+    assert [c.tag for c in root] == ["Say", "Dial"] and root[0].text == "Incoming transfer. Ada <VIP>"
+    room = root.find("./Dial/Conference")
+    assert room is not None and room.text == "warm-CA1"
+    assert (
+        room.attrib["statusCallback"] == "https://v.ex/twilio/transfer" and room.attrib["statusCallbackEvent"] == "join"
+    )
+    assert ElementTree.fromstring(join_twiml("warm-CA1")).find("./Dial/Conference").text == "warm-CA1"
+    assert (
+        whisper_text(" Incoming. ", "x" * 2000).startswith("Incoming. x") and len(whisper_text("a", "x" * 2000)) == 1000
+    )
+    table = [
+        (("ringing", "", False), None),
+        (("in-progress", "", False), None),  # answered: the whisper plays, the human is not in the room yet
+        (("", "participant-join", False), "answered"),
+        (("", "participant-join", True), None),
+        (("busy", "", False), "busy"),
+        (("no-answer", "", False), "no-answer"),
+        (("completed", "", False), "failed"),  # hung up during the whisper
+        (("completed", "", True), None),  # the transferred call ended later: not ours any more
+    ]
+    assert [transfer_result(*args) for args, _ in table] == [want for _, want in table]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -62,6 +63,9 @@ from .carrier import CarrierLink, CarrierWriter
 from .carrier_control import CarrierControl
 from .tools import ToolPort
 
+if TYPE_CHECKING:
+    from ...warm_transfer_http import WarmDialer
+
 __all__ = ["AcceptedCall"]
 
 #: The longest sleep of a waiting loop before it looks again (they are woken when there is something to do).
@@ -90,6 +94,7 @@ class AcceptedCall:
         emit: Callable[[ev.CallEvent], None],
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
+        warm: WarmDialer | None = None,
     ) -> None:
         self._settings = settings
         self.carrier = carrier
@@ -110,12 +115,22 @@ class AcceptedCall:
             started_at=started_at,
             prompt_audio=prompt_ulaw,
             control_available=control.available,
-            hold_audio=hold_sound_for(setup.profile, settings.config_dir),
+            hold_audio=hold_sound_for(
+                setup.profile, settings.config_dir, warm_transfers="transfer_call" in setup.profile.tools
+            ),
         )
         self._outbound = self.core.outbound
         self._writer = CarrierWriter(self._outbound, carrier, clock, self._after_carrier_send)
         self._tool_port = ToolPort(
-            self.core, tools, control, execute=self._execute, wake_writer=self._writer.wake, emit=emit, clock=clock
+            self.core,
+            tools,
+            control,
+            execute=self._execute,
+            wake_writer=self._writer.wake,
+            emit=emit,
+            clock=clock,
+            warm=warm,
+            on_warm_result=self.warm_result,
         )
         self._tg = asyncio.TaskGroup()
         self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
@@ -159,9 +174,19 @@ class AcceptedCall:
         except RuntimeError:
             pass  # the call is already over
 
+    def warm_result(self, result: str) -> None:
+        """Twilio's word on a warm transfer's human leg (gateway.warm_transfer_http), acted on in the call's task
+        group like the answering-machine verdict."""
+        actions = self.core.warm_result(result, self._clock())
+        try:
+            self._tg.create_task(self._execute(actions), name="warm_transfer", context=self._context)
+        except RuntimeError:
+            pass  # the call is already over
+
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:
         """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""
         core = self.core
+        await self._tool_port.warm_abandon()  # a human leg still ringing for this call: stop it
         for action in core.end(outcome, self._clock(), error, farewell=False):  # only its log lines are left
             if isinstance(action, LogLine):
                 getattr(self._log, action.level)(action.event, **action.fields)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -40,6 +40,9 @@ from .agent_link import AgentLink
 from .carrier import CarrierLink
 from .carrier_control import CarrierControl, NoCarrierControl
 
+if TYPE_CHECKING:
+    from ...warm_transfer_http import WarmDialer
+
 __all__ = ["CallSession"]
 
 #: The longest sleep of a waiting loop before it looks again (they are woken when there is something to do).
@@ -67,6 +70,7 @@ class CallSession:
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
+        warm: WarmDialer | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
         a refusal (gateway.admission). ``call_control``: the carrier's own (gateway.call.shell.carrier_control:
@@ -89,6 +93,7 @@ class CallSession:
         self._control: CarrierControl = call_control or NoCarrierControl(self._scope, "not_on_this_carrier")
         self._parked = parked
         self._stream_stopping = stream_stopping
+        self._warm = warm  # warm transfers (gateway.warm_transfer_http)
         #: The call's agent socket (gateway.call.shell.agent_link).
         self.agent = AgentLink(endpoint, settings.agent, resume_window_s=resume_window_s)
         self._log = structlog.get_logger("gateway.call")
@@ -164,6 +169,7 @@ class CallSession:
             emit=self._emit,
             parked=self._parked,
             stream_stopping=self._stream_stopping,
+            warm=self._warm,
         )
         if admitted:
             start, audio = setup.start, self._settings.audio
