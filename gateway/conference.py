@@ -79,7 +79,4 @@ def failed_instructions(result: str) -> str:
         "no-answer": "nobody answered",
         "canceled": "the call was cancelled",
     }.get(result, "the call could not be connected")
-    return (
-        f"The transfer did not go through: {why}. The caller is still with you. Tell them, and offer to help in "
-        "another way."
-    )
+    return f"The transfer did not go through: {why}. Tell the caller, and offer other help."

@@ -7,13 +7,20 @@ like any Twilio upgrade) and plays the callee. An **answering machine** (:func:`
 then a beep) speaks at once, without waiting for anyone; once its greeting has played, the simulator posts Twilio's
 asynchronous AMD result (``AnsweredBy=machine_end_beep``, signed like every Twilio callback) to the call's
 ``AsyncAmdStatusCallback``, then keeps the line open, silent, "recording", until the gateway hangs up.
+
+:class:`TransferTarget` is the person a warm transfer dials (docs/how-to/conversation.md#warm-transfer): it picks
+up, hears the leg's ``<Say>`` (the whisper) and enters its ``<Dial><Conference>``; :meth:`TransferTarget.answer`
+says what it heard and builds the signed ``participant-join`` report Twilio posts to the room's ``statusCallback``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import aiohttp
 import numpy as np
@@ -29,7 +36,7 @@ from .twilio_side import new_sid
 if TYPE_CHECKING:
     from gateway.local_agent.speech import Synthesizer
 
-__all__ = ["AmdCallback", "answer_outbound_call", "answering_machine_turn", "beep"]
+__all__ = ["AmdCallback", "TransferTarget", "answer_outbound_call", "answering_machine_turn", "beep"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +59,43 @@ def answering_machine_turn(voice: Synthesizer, greeting: str) -> CallerTurn:
     """A machine's greeting spoken by the caller's voice, 0.3 s of silence, then the beep."""
     spoken = say_turn(greeting, voice).ulaw
     return CallerTurn("machine", greeting, spoken + bytes([g711.ULAW_SILENCE]) * 2400 + beep())
+
+
+@dataclasses.dataclass
+class TransferTarget:
+    """The person at the other end of a warm transfer's leg."""
+
+    heard: list[str] = dataclasses.field(default_factory=list)  # what it was told before joining (the whisper)
+    room: str = ""
+
+    def answer(self, twiml: str, call_sid: str, account_sid: str, auth_token: str) -> tuple[str, dict[str, str]] | None:
+        """Pick up the leg whose TwiML is ``twiml``: hear each ``<Say>``, then enter the room. Returns where Twilio
+        posts the ``participant-join`` report and its signed form (with ``X-Twilio-Signature`` under that key), or
+        None when the room asked for no such report."""
+        root = ElementTree.fromstring(twiml)
+        self.heard += [say.text or "" for say in root.iter("Say")]
+        room = root.find("./Dial/Conference")
+        if room is None or not (room.text or "").strip():
+            raise GatewayProtocolError("the transfer leg's TwiML enters no <Conference>")
+        self.room = room.text or ""
+        url = room.attrib.get("statusCallback", "")
+        if not url or "join" not in room.attrib.get("statusCallbackEvent", "").split():
+            return None
+        form = {
+            "AccountSid": account_sid,
+            "ConferenceSid": "CF" + hashlib.sha256(self.room.encode()).hexdigest()[:32],
+            "FriendlyName": self.room,
+            "StatusCallbackEvent": "participant-join",
+            "CallSid": call_sid,
+            "Muted": "false",
+            "Hold": "false",
+            "Coaching": "false",
+            "EndConferenceOnExit": room.attrib.get("endConferenceOnExit", "false"),
+            "StartConferenceOnEnter": room.attrib.get("startConferenceOnEnter", "true"),
+            "SequenceNumber": "1",
+            "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+        }
+        return url, {**form, "X-Twilio-Signature": twilio_signature(auth_token, url, form)}
 
 
 class _AnsweredCall(_Call):

@@ -27,8 +27,8 @@ from aiohttp import web
 from gateway.config import HttpTool
 from gateway.hold_sound import BUNDLED_HOLD
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
-from gateway.profile_options import HoldAudioSettings, IdleSettings, VoicemailSettings
-from gateway.simulator.callee import AmdCallback, answer_outbound_call, answering_machine_turn
+from gateway.profile_options import HoldAudioSettings, IdleSettings, VoicemailSettings, WarmTransferSettings
+from gateway.simulator.callee import AmdCallback, TransferTarget, answer_outbound_call, answering_machine_turn
 from gateway.simulator.caller import SimulatorConfig, load_caller_voice, say_turn, simulate_call
 from gateway.simulator.timeline import CallRecord, frame_levels
 from tests.support.fake_twilio_rest import FakeCall, FakeTwilioRest, RestRequest
@@ -180,13 +180,15 @@ async def test_an_unknown_stored_agent_ends_the_call_cleanly(gateway):
 
 # ---- outbound voicemail -------------------------------------------------------------------------------------------
 AUTH = "e2e-twilio-token"
+WARM_ARGUMENTS = 'arguments = { destination = "+15550003333", mode = "warm", summary = "A caller asks for a person." }'
 API_KEY = "e2e-api-key"
-VOICEMAIL = "Hello, this is the Harbour Kitchen. Your table is ready. Goodbye."
+VOICEMAIL = "Your table is ready."
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def twilio_gateway(models) -> AsyncIterator[tuple[str, FakeTwilioRest]]:
-    """A second gateway, placing outbound calls through the fake of Twilio's REST API."""
+async def twilio_gateway(models, tmp_path_factory) -> AsyncIterator[tuple[str, FakeTwilioRest]]:
+    """A second gateway, placing calls through the fake of Twilio's REST API. Its local agent's transfer intent asks
+    for a warm transfer to a number the profile allows (the committed intents name "front desk")."""
     rest = FakeTwilioRest(auth_token=AUTH)
     runner = web.AppRunner(rest.app)
     await runner.setup()
@@ -202,12 +204,29 @@ async def twilio_gateway(models) -> AsyncIterator[tuple[str, FakeTwilioRest]]:
         "GATEWAY_PUBLIC_URL": "https://voice.example.com",
     }
     settings = local_agent_settings(**env)
+    intents = tmp_path_factory.mktemp("intents") / "intents.toml"
+    committed = settings.local_agent_intents_path().read_text(encoding="utf-8")
+    front_desk = 'arguments = { destination = "front desk" }'
+    assert front_desk in committed
+    intents.write_text(committed.replace(front_desk, WARM_ARGUMENTS), encoding="utf-8")
     profile = dataclasses.replace(
         settings.profiles["default"],
         greeting="Hi, this is the Harbour Kitchen.",
         voicemail=VoicemailSettings(VOICEMAIL),
     )
-    settings = dataclasses.replace(settings, profiles={"default": profile})
+    warm = dataclasses.replace(
+        settings.profiles["default"],
+        greeting="Hi.",
+        tools=("end_call", "transfer_call"),
+        transfer_allow=("+1555*",),
+        warm_transfer=WarmTransferSettings(timeout_s=10, whisper_prefix="Transfer from the voice agent."),
+    )
+    settings = dataclasses.replace(
+        settings,
+        profiles={"default": profile, "warm": warm},
+        numbers={"+15550100021": "warm"},
+        local_agent=dataclasses.replace(settings.local_agent, intents=str(intents)),
+    )
     try:
         async with serve_gateway(settings, models) as (url, _app):
             yield url, rest
@@ -217,10 +236,12 @@ async def twilio_gateway(models) -> AsyncIterator[tuple[str, FakeTwilioRest]]:
 
 async def test_an_answering_machine_gets_the_voicemail_after_the_beep(twilio_gateway, models, voice):
     url, rest = twilio_gateway
-    machine = answering_machine_turn(voice, "Hi, you have reached Ada. Please leave a message after the tone.")
+    machine = answering_machine_turn(voice, "Ada here. Leave a message.")
     answered: list[asyncio.Task[CallRecord]] = []
 
     async def pick_up(call: FakeCall, req: RestRequest) -> None:  # Twilio connects the call: the machine answers
+        if "MachineDetection" not in req.form:
+            return
         amd = AmdCallback(req.one("AsyncAmdStatusCallback"), AUTH)
         config = SimulatorConfig(url=url, turns=(machine,), auth_token=AUTH, max_call_s=40.0)
         answered.append(asyncio.create_task(answer_outbound_call(config, req.one("Twiml"), call.sid, amd=amd)))
@@ -242,3 +263,66 @@ async def test_an_answering_machine_gets_the_voicemail_after_the_beep(twilio_gat
     message = heard_text(models, record.heard[beep_end:])
     assert "table is ready" in message, message
     assert [e.fields["by"] for e in record.events if e.kind == "hangup"] == ["gateway"]
+
+
+# ---- warm transfer ------------------------------------------------------------------------------------------------
+async def test_a_warm_transfer_returns_an_unanswered_caller_to_the_agent_then_briefs_the_person_before_joining(
+    twilio_gateway, models, voice
+):
+    """One call, two attempts: nobody answers the first (the caller is back with the agent, which says so), the
+    second is answered (the whisper is heard before the caller is joined)."""
+    url, rest = twilio_gateway
+    target = TransferTarget()
+    legs: list[str] = []
+    reports: list[asyncio.Task[int]] = []
+
+    async def ring(call: FakeCall, req: RestRequest) -> None:  # the person's phone (a warm transfer's leg)
+        if "MachineDetection" in req.form:
+            return
+        legs.append(call.sid)
+        # Twilio knows the caller's (inbound) call too: the one the room is named after (gateway.conference)
+        caller_sid = req.one("Twiml").split(">warm-")[1].split("<")[0]
+        rest.calls.setdefault(caller_sid, FakeCall(caller_sid))
+
+        async def later() -> int:
+            await asyncio.sleep(0.5)
+            async with aiohttp.ClientSession() as http:
+                if len(legs) == 1:
+                    return await rest.post_call_status(http, call.sid, "no-answer", deliver_to=url)
+                return await rest.answer_into_conference(http, call.sid, deliver_to=url, target=target)
+
+        reports.append(asyncio.create_task(later()))
+
+    rest.on_create.append(ring)
+    turns = (
+        say_turn("Can I speak to a person?", voice),
+        say_turn("Please try again. Can I speak to a person?", voice),
+    )
+    config = SimulatorConfig(
+        url=url,
+        to="+15550100021",
+        turns=turns,
+        auth_token=AUTH,
+        public_url="https://voice.example.com",
+        stay_on_line=True,
+        hangup_after_s=60.0,
+        pause_s=2.5,  # the agent's answer to the failed attempt follows the hold audio after its speech latency
+    )
+    try:
+        with capture_call_logs() as logs:
+            record = await simulate_call(config)
+            ended = await wait_event(logs, "call.ended")
+    finally:
+        rest.on_create.remove(ring)
+    assert [await r for r in reports] == [204, 204]
+    results = [e["result"] for e in events(logs, "call.warm_transfer")]
+    assert results == ["dialling", "no-answer", "dialling", "answered"], results
+    # the person heard the whisper with the agent's summary, entered the room, and only then was the caller joined
+    assert target.heard == ["Transfer from the voice agent. A caller asks for a person."]
+    assert [sid for _, sid in rest.rooms[target.room]] == [legs[1], record.call_sid]
+    assert ended["outcome"] == "transferred"
+    assert [e.fields["by"] for e in record.events if e.kind == "hangup"] == ["gateway"]
+    # after the unanswered attempt the caller was still with the agent, and heard why
+    text = heard_text(models, record.heard)
+    assert "nobody answered" in text, text
+    assert hold_positions(record.heard), "the caller never heard the hold sound"

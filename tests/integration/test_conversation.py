@@ -249,7 +249,7 @@ async def test_a_warm_transfer_nobody_answers_returns_the_caller_to_the_agent_wh
             human = await start_warm_transfer(sess, peer, fake_rest)
             assert await fake_rest.post_call_status(http, human.sid, "no-answer", deliver_to=gw.base_url) == 204
             told = await sess.next_message("reply.create")
-            assert "nobody answered" in told["instructions"] and "still with you" in told["instructions"]
+            assert "nobody answered" in told["instructions"] and "Tell the caller" in told["instructions"]
             await sess.reply(tone(700, 0.3, 24000), realtime=False, text="Sorry, nobody is free.")
             heard = len(media_bytes(peer.received))
             await peer.wait_for(lambda: len(media_bytes(peer.received)) >= heard + 0.3 * 8000)  # the agent's words

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 from aiohttp import web
@@ -267,35 +267,28 @@ class FakeTwilioRest:
         }
         return await _post_signed(http, call.status_callback, form, self.auth_token, deliver_to)
 
-    async def answer_into_conference(self, http: Any, call_sid: str, *, deliver_to: str) -> int:
-        """A created call is answered and Twilio runs its TwiML: each ``<Say>`` is heard by the callee (recorded in
-        ``call.heard``), then ``<Dial><Conference>`` enters the room, which its ``statusCallback`` is told of
-        (``participant-join``, signed) when it asked for ``join``. Returns the HTTP status the gateway answered
-        (204 when no callback was asked for)."""
+    async def answer_into_conference(
+        self, http: Any, call_sid: str, *, deliver_to: str, target: Any | None = None
+    ) -> int:
+        """A created call is answered and Twilio runs its TwiML with the simulator's transfer target
+        (:class:`gateway.simulator.callee.TransferTarget`) on the line: each ``<Say>`` is heard (also recorded in
+        ``call.heard``), then ``<Dial><Conference>`` enters the room, whose ``statusCallback`` is told of it
+        (``participant-join``, signed). Returns the HTTP status the gateway answered (204 with no callback)."""
+        from gateway.simulator.callee import TransferTarget
+
         call = self.calls[call_sid]
         call.status = "in-progress"
-        root = ElementTree.fromstring(call.twiml)
-        call.heard += [say.text or "" for say in root.iter("Say")]
-        room = root.find("./Dial/Conference")
-        assert room is not None and room.text, "the call's TwiML enters no conference"
-        self.rooms.setdefault(room.text, []).append((time.monotonic(), call_sid))
-        if "join" not in room.attrib.get("statusCallbackEvent", "").split() or not room.attrib.get("statusCallback"):
+        target = target or TransferTarget()
+        report = target.answer(call.twiml, call_sid, self.account_sid, self.auth_token)
+        call.heard += target.heard
+        self.rooms.setdefault(target.room, []).append((time.monotonic(), call_sid))
+        if report is None:
             return 204
-        form = {
-            "AccountSid": self.account_sid,
-            "ConferenceSid": "CF" + hashlib.sha256(room.text.encode()).hexdigest()[:32],
-            "FriendlyName": room.text,
-            "StatusCallbackEvent": "participant-join",
-            "CallSid": call_sid,
-            "Muted": "false",
-            "Hold": "false",
-            "Coaching": "false",
-            "EndConferenceOnExit": room.attrib.get("endConferenceOnExit", "false"),
-            "StartConferenceOnEnter": room.attrib.get("startConferenceOnEnter", "true"),
-            "SequenceNumber": str(len(self.rooms[room.text])),
-            "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
-        }
-        return await _post_signed(http, room.attrib["statusCallback"], form, self.auth_token, deliver_to)
+        url, form = report
+        signature = form.pop("X-Twilio-Signature")
+        target_url = deliver_to.rstrip("/") + urlsplit(url).path
+        async with http.post(target_url, data=form, headers={"X-Twilio-Signature": signature}) as r:
+            return int(r.status)
 
     async def post_amd(
         self, http: Any, call_sid: str, answered_by: str, *, deliver_to: str, detection_ms: int = 2400
