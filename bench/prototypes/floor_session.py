@@ -162,6 +162,7 @@ class CallSession:
         parked: Any = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
+        warm: Any = None,  # warm transfers: not part of the floor
     ) -> None:
         self._ws = ws
         self._settings = settings
@@ -205,6 +206,9 @@ class CallSession:
         """The process shuts down now: close the carrier socket (gateway/app.py ``_close_calls``)."""
         if not self._ws.closed:
             await self._ws.close(code=1001, message=b"server shutdown")
+
+    def machine_detected(self, answered_by: str) -> None:
+        """Answering-machine detection is not part of the floor."""
 
     def request_end(self, reason: str = "drained") -> None:
         """Drain: close the carrier socket; the carrier loop sees the close and the call tears down."""
