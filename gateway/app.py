@@ -11,6 +11,8 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
 - :mod:`gateway.control.dial`: ``/control/dial/{carrier}/{token}``, the ``<Dial>`` documents of transfers by URL
 - :mod:`gateway.records.http`: ``GET /calls``, ``GET /calls/{call_sid}``, its recording; the call records
+- :mod:`gateway.amd_http`: ``POST /twilio/amd`` (answering-machine detection results)
+- :mod:`gateway.warm_transfer_http`: ``POST /twilio/transfer`` (warm transfers' human legs)
 - ``/agent/v1/ws``, ``/agent/v1/token``: the embedded local agent, when no ASSEMBLYAI_API_KEY / AGENT_URL is set
 """
 
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import call_control_http, carrier_routes, ops, softphone
+from . import amd_http, call_control_http, carrier_routes, ops, softphone, warm_transfer_http
 from .admission import Admission
 from .agent.client import new_http_session
 from .call_registry import RESERVATION_TTL_S, CallRegistry
@@ -83,6 +85,8 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     call_control_http.setup(app)
     dial.setup(app)
     records_http.setup(app)
+    amd_http.setup(app)
+    warm_transfer_http.setup(app)
     if settings.use_local_agent:
         from .local_agent.bridge import build_embedded_agent
 

@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 
 from . import urls
+from .amd_http import amd_callback_url, amd_refusal, create_call_with_amd
 from .carriers import twiml
 from .carriers.twilio import STREAM_PATH as TWILIO_STREAM_PATH
 from .config import Settings
@@ -117,6 +118,9 @@ async def create_outbound_call(request: web.Request) -> web.Response:
             "'to' is not an allowed destination ([twilio] dial_allow; with none configured, E.164 numbers only)",
             reason="destination_not_allowed",
         )
+    if req.machine_detection and (why := amd_refusal(settings)) is not None:
+        log.info("outbound.refused", reason="machine_detection", status=422)
+        return _json_error(422, why)
     calls = request.app[CALLS]
     now = time.monotonic()
     if not calls.admission.has_room(now):
@@ -137,7 +141,13 @@ async def create_outbound_call(request: web.Request) -> web.Response:
     )
     body_twiml = twiml.connect_stream(stream_url, {"token": token, **params}, status_url)
     try:
-        call = await rest.create_call(to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url)
+        if req.machine_detection:  # answering-machine detection (gateway.amd_http)
+            amd_url = amd_callback_url(settings)
+            call = await create_call_with_amd(
+                rest, to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url, amd_callback=amd_url
+            )
+        else:
+            call = await rest.create_call(to=req.to, from_=req.from_, twiml=body_twiml, status_callback=status_url)
     except TwilioRestError as exc:
         log.warning("outbound.failed", status=exc.status, code=exc.code, error=exc.message[:200])
         metrics.on_call_control("outbound", "failed")

@@ -28,6 +28,7 @@ from .carriers import registry
 from .carriers.spec import CarrierDoor, Door
 from .config_build import build
 from .errors import ConfigError
+from .profile_options import ConversationProfile, check_profiles
 from .records.settings import StorageSettings, WebhookSettings, check_records
 
 __all__ = [
@@ -137,13 +138,11 @@ class HttpTool:
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(ConversationProfile):  # + agent_id, session input fields, idle, hold, voicemail
     system_prompt: str = "You are a friendly phone assistant. Keep answers short."
     greeting: str = ""
     voice: str = "alba"
     tools: tuple[str, ...] = ("end_call",)
-    turn_detection: Mapping[str, Any] = field(default_factory=dict)
-    keyterms: tuple[str, ...] = ()
     end_call_timeout_s: float = 15.0
     # Call control (issue #8, docs/how-to/call-control.md):
     hangup_via_rest: bool = False  # end_call also completes the call over REST (TwiML that continues after <Connect>)
@@ -471,6 +470,7 @@ def _check(s: Settings) -> None:
         )
     need(s.log_format in ("json", "console"), "LOG_FORMAT", "must be json or console")
     check_records(s)
+    check_profiles(s.profiles, s.config_dir)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -48,6 +48,8 @@ class Outcome(enum.StrEnum):
     CARRIER_CLOSED = "carrier_closed"  # the carrier socket closed without 'stop'
     AGENT_HANGUP = "agent_hangup"  # end_call, after the goodbye was heard
     AGENT_ENDED = "agent_ended"  # the agent sent session.ended
+    CALLER_IDLE = "caller_idle"  # idle.max_prompts reprompts unanswered: goodbye, heard, then the hang-up
+    VOICEMAIL_LEFT = "voicemail_left"  # an outbound call reached a machine: the message after the beep, then hang-up
     TRANSFERRED = "transferred"  # transfer_call: the carrier took the caller elsewhere
     CALL_COMPLETED = "call_completed"  # the carrier's status callback said the call is over
     REFUSED = "refused"  # the stream's token did not verify (or was already in use)

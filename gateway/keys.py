@@ -24,8 +24,20 @@ if TYPE_CHECKING:
     from .reattach import ParkedAgents
     from .records.service import Records
     from .softphone import SoftphoneState
+    from .warm_transfer_http import WarmDialer
 
-__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "RECORDS", "SETTINGS", "SOFTPHONE"]
+__all__ = [
+    "AGENT_HTTP",
+    "CALLS",
+    "HTTP",
+    "LOCAL_AGENT_KEY",
+    "METRICS",
+    "PARKED",
+    "RECORDS",
+    "SETTINGS",
+    "SOFTPHONE",
+    "WARM",
+]
 
 #: The validated settings the app was built with.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -45,3 +57,5 @@ PARKED: web.AppKey[ParkedAgents] = web.AppKey("parked_agents")
 SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
 #: Call records, recordings and the webhook outbox (:mod:`gateway.records`), set by its ``setup`` when kept.
 RECORDS: web.AppKey[Records] = web.AppKey("records")
+#: Warm transfers in flight (:mod:`gateway.warm_transfer_http`, which sets it).
+WARM: web.AppKey[WarmDialer] = web.AppKey("warm_transfers")

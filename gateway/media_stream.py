@@ -21,7 +21,7 @@ from .call.events import CallEvent
 from .call.shell.carrier_control import for_request as carrier_control_for
 from .call_registry import CallRegistry
 from .carriers.base import Dialect
-from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS
+from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS, WARM
 from .session import CallSession
 from .tools.registry import ToolRegistry
 
@@ -65,6 +65,7 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             dialect=dialect,
             token_scope=scope,
             on_accept=calls.accepted,
+            warm=request.app[WARM] if (scope or dialect.carrier) == "twilio" and WARM in request.app else None,
         )
         key = id(session)
         calls.active[key] = (session, asyncio.current_task())

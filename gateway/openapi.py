@@ -215,6 +215,11 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
                 "additionalProperties": {"type": "string"},
                 "description": "filled into the profile's {name} placeholders; each name + value under 500 chars",
             },
+            "machine_detection": {
+                "type": "boolean",
+                "description": "Twilio's answering-machine detection: on a machine the profile's voicemail.message "
+                "is left after the beep (docs/how-to/conversation.md#voicemail); needs a public URL",
+            },
         },
     }
     created = {
@@ -286,6 +291,46 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
                 ],
             )
             for method in ("get", "post")
+        },
+        "/twilio/amd": {
+            "post": _operation(
+                "twilio_amd",
+                "Twilio's answering-machine detection result",
+                "Twilio's asynchronous AMD callback for an outbound call placed with machine_detection "
+                f"(docs/how-to/conversation.md#voicemail), signature-checked like its webhook. {_DOORS}",
+                {
+                    "204": {"description": "delivered to the live call"},
+                    "400": _text("no CallSid, or an AnsweredBy Twilio does not document"),
+                    "403": _text("a missing or wrong signature"),
+                    "404": _text("no live call with this CallSid here"),
+                },
+                ["twilio"],
+                "/twilio/amd",
+                requestBody={
+                    "required": True,
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                },
+            )
+        },
+        "/twilio/transfer": {
+            "post": _operation(
+                "twilio_transfer",
+                "Twilio's reports on a warm transfer",
+                "Call status and conference participant callbacks of a warm transfer's human leg "
+                f"(docs/how-to/conversation.md#warm-transfer), signature-checked like its webhook. {_DOORS}",
+                {
+                    "204": {"description": "delivered to the waiting call"},
+                    "400": _text("no CallSid, or neither CallStatus nor StatusCallbackEvent"),
+                    "403": _text("a missing or wrong signature"),
+                    "404": _text("no warm transfer with this CallSid here"),
+                },
+                ["twilio"],
+                "/twilio/transfer",
+                requestBody={
+                    "required": True,
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                },
+            )
         },
         "/twilio/status": {
             "post": _operation(

@@ -1,10 +1,12 @@
 """Outbound calls and per-call variables: the pure parts of ``POST /calls`` (docs/how-to/outbound-calls.md). Pure.
 
-``POST /calls`` (bearer ``GATEWAY_API_KEY``) takes JSON ``{"to", "from", "profile"?, "variables"?}`` and asks
+``POST /calls`` (bearer ``GATEWAY_API_KEY``) takes JSON ``{"to", "from", "profile"?, "variables"?,
+"machine_detection"?}`` and asks
 Twilio to place the call with TwiML that connects the media stream: the same ``<Connect><Stream>`` the voice
 webhook answers (:func:`gateway.carriers.twiml.connect_stream`), with the stream token and these ``<Parameter>``s:
 
-- ``outbound``: a random id; ``profile``; ``to`` / ``from``; one ``var_<name>`` per variable.
+- ``outbound``: a random id; ``profile``; ``to`` / ``from``; one ``var_<name>`` per variable; ``amd`` = ``1`` when
+  ``machine_detection`` is true (answering-machine detection, :mod:`gateway.amd`).
 
 **The token.** The webhook binds a call's token to its CallSid, but an outbound call has no CallSid until Twilio's
 create-call answers, and its TwiML travels *in* that request. So an outbound token is bound instead to
@@ -86,6 +88,7 @@ class OutboundRequest:
     from_: str
     profile: str
     variables: Mapping[str, str] = field(default_factory=dict)
+    machine_detection: bool = False  # Twilio's answering-machine detection (gateway.amd)
 
 
 def fill_template(template: str, variables: Mapping[str, str]) -> str:
@@ -101,7 +104,7 @@ def parse_outbound_request(body: object, profiles: Collection[str], default_prof
     unusable: unknown profile, bad number, a variable that would not fit in a ``<Parameter>``)."""
     if not isinstance(body, dict):
         raise RequestInvalid(400, "body must be a JSON object")
-    unknown = sorted(set(body) - {"to", "from", "profile", "variables"})
+    unknown = sorted(set(body) - {"to", "from", "profile", "variables", "machine_detection"})
     if unknown:
         raise RequestInvalid(400, f"unknown field {unknown[0]!r}")
     to, from_ = body.get("to"), body.get("from")
@@ -146,7 +149,10 @@ def parse_outbound_request(body: object, profiles: Collection[str], default_prof
                 f"variable {name!r} contains characters XML cannot carry (control characters, "
                 "U+FFFE/U+FFFF or lone surrogates)",
             )
-    return OutboundRequest(to=to, from_=from_, profile=profile, variables=variables)
+    amd = body.get("machine_detection", False)
+    if not isinstance(amd, bool):
+        raise RequestInvalid(400, "'machine_detection' must be true or false")
+    return OutboundRequest(to=to, from_=from_, profile=profile, variables=variables, machine_detection=amd)
 
 
 def dial_allowed(to: str, patterns: Sequence[str]) -> bool:
@@ -168,6 +174,8 @@ def outbound_parameters(outbound_id: str, req: OutboundRequest) -> dict[str, str
     ``mint_call_token(secret, token_subject(params, "", ""), …, scope="twilio")``)."""
     params = {OUTBOUND_PARAM: outbound_id, "profile": req.profile, "to": req.to, "from": req.from_}
     params.update({VAR_PREFIX + k: v for k, v in req.variables.items()})
+    if req.machine_detection:
+        params["amd"] = "1"  # gateway.amd.AMD_PARAM: the call holds both ways until the verdict
     return params
 
 

@@ -164,6 +164,7 @@ class CallSession:
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
         on_accept: Callable[[Any, Any], None] | None = None,  # call records' taps: the floor records nothing
+        warm: Any = None,  # warm transfers: not part of the floor
     ) -> None:
         self._ws = ws
         self._settings = settings
@@ -207,6 +208,9 @@ class CallSession:
         """The process shuts down now: close the carrier socket (gateway/app.py ``_close_calls``)."""
         if not self._ws.closed:
             await self._ws.close(code=1001, message=b"server shutdown")
+
+    def machine_detected(self, answered_by: str) -> None:
+        """Answering-machine detection is not part of the floor."""
 
     def request_end(self, reason: str = "drained") -> None:
         """Drain: close the carrier socket; the carrier loop sees the close and the call tears down."""

@@ -48,11 +48,12 @@ class RunTool:
 
 @dataclass(frozen=True, slots=True)
 class ControlRequest:
-    """Ask the carrier's call control to hang up or transfer the call (REST); the answer comes back through
+    """Ask the carrier's call control to hang up or transfer the call (REST; a warm transfer's steps:
+    gateway.call.warm); the answer comes back through
     :meth:`~gateway.call.core.CallCore.control_done`."""
 
-    action: Literal["hangup", "transfer"]
-    destination: str = ""
+    action: Literal["hangup", "transfer", "warm_dial", "warm_join", "warm_cancel"]
+    destination: str = ""  # warm_dial: the human; warm_cancel: the human's CallSid
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,11 @@ class AgentSessionRules(CallTools):
         """The agent could not be reached, refused the session, or could not be resumed: the apology, then the end."""
         if self._phase in (Phase.ENDING, Phase.ENDED):
             return NOTHING
-        if isinstance(error, AgentSessionError):
+        if isinstance(error, AgentSessionError) and error.code == "agent_not_found":
+            # A profile's agent_id the agent does not know (docs/how-to/conversation.md#stored-agents).
+            self._log.error("agent.agent_not_found", agent_id=self.profile.agent_id, message=error.message)
+            self._end(Outcome.AGENT_ERROR, now, f"{error.code}: {error.message}")
+        elif isinstance(error, AgentSessionError):
             self._log.warning("agent.session_error", code=error.code, message=error.message, fatal=True)
             self._end(Outcome.AGENT_ERROR, now, f"{error.code}: {error.message}")
         else:

@@ -41,7 +41,7 @@ from ..tools import call_control as cc
 from ..tools.gate import ToolResultGate
 from . import events as ev
 from .actions import Action, EndAgentSession, EndCall, MarkHeard, RunTool, WakeAt
-from .agent_session import AgentSessionRules
+from .conversation import ConversationRules
 from .last_words import LastWords, Stage, Step
 from .outbound_queue import OutboundQueue
 from .phase import Phase, Trigger, next_phase
@@ -63,7 +63,7 @@ PROMPT_FOR_OUTCOME: dict[str, str] = {
 _PROMPT_TAG = "__prompt__"
 
 
-class CallCore(AgentSessionRules):
+class CallCore(ConversationRules):
     """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
@@ -77,6 +77,7 @@ class CallCore(AgentSessionRules):
         prompt_audio: Callable[[str], bytes],
         control_available: bool = False,
         started_at: float | None = None,
+        hold_audio: bytes = b"",
     ) -> None:
         super().__init__()
         self._settings = settings
@@ -131,6 +132,7 @@ class CallCore(AgentSessionRules):
         self._dtmf = cc.DtmfInbox(self.profile.dtmf_mode, self.profile.dtmf_interdigit_ms / 1000.0)
         self._dtmf_held = ""  # "reply" digits due while the agent was not live
         self._tones = 0
+        self._hold_sound = hold_audio  # 8 kHz μ-law: the profile's hold sound (docs/how-to/conversation.md)
         self._exit: LastWords | None = None
         self._reattached_from: str | None = None
         self.agent_ended = False  # the agent sent session.ended: nothing to end at teardown
@@ -141,6 +143,7 @@ class CallCore(AgentSessionRules):
         self._media_at = now  # the last caller media (carriers send it every 20 ms, even when the caller is silent)
         self._end_requested: Outcome | None = None
         self._prompt: tuple[str, int, float] | None = None  # ENDING: (name, ms, deadline)
+        self._conv_setup(now)  # idle caller, hold audio, answering-machine detection
 
     # ================================================================================================ queries
     @property
@@ -198,7 +201,7 @@ class CallCore(AgentSessionRules):
             due.append(d)
         if self._exit is not None and (d := self._exit.next_deadline()) is not None:
             due.append(d)
-        return min(due)
+        return min(due + self._conv_deadlines())
 
     def clock_changed(self) -> bool:
         """Whether :meth:`carrier_data` added a clock-resolved mark since the last call (its deadline is new)."""
@@ -252,7 +255,7 @@ class CallCore(AgentSessionRules):
             return None
         data = self._inbound.convert(payload)
         q = self._to_agent
-        if send_now and self._live and data and not q:
+        if send_now and self._live and data and not q and not self.amd_pending:
             s.frames_to_agent += 1
             return data
         if not data or not self.agent_wanted:
@@ -266,7 +269,7 @@ class CallCore(AgentSessionRules):
         """Buffered caller audio to send now, oldest first (at most ``limit`` frames: ≤ 100 ms per message),
         counted as sent (a failed send hands it back with :meth:`agent_audio_unsent`)."""
         q = self._to_agent
-        if not self._live or not q:
+        if not self._live or not q or self.amd_pending:
             return []
         frames = [q.popleft() for _ in range(min(limit, len(q)))]
         self.summary.frames_to_agent += len(frames)
@@ -307,6 +310,7 @@ class CallCore(AgentSessionRules):
         # Digits can be PINs or card numbers: count them, never log them.
         self._log.info("call.dtmf")
         self._publish(ev.CallerKeypress(t=self.t(now)))
+        self._conv_caller_active(now, speech=False)
         self._dtmf.add(digit, now)
         if (deadline := self._dtmf.deadline()) is not None:
             self._out.append(WakeAt(deadline))
@@ -324,6 +328,7 @@ class CallCore(AgentSessionRules):
                 self._set_reply_active(True)
                 self.summary.replies += 1
                 self._gate.on_reply_started(event.reply_id)
+                self._conv_reply_started()
                 if self._exit is not None:
                     self._exit.reply_started()
                 self._publish(ev.AgentReplyStarted(event.reply_id, t=self.t(now)))
@@ -344,6 +349,7 @@ class CallCore(AgentSessionRules):
                 self._log.info("tool.called", tool=event.name, call_id=event.call_id)
                 self._publish(ev.ToolCalled(event.name, event.call_id, dict(event.arguments), t=self.t(now)))
                 self._out.append(RunTool(event))
+                self._conv_tool_called(event, now)
             case ap.AgentTranscript():
                 self._publish(ev.AgentTranscript(event.reply_id, event.text, event.interrupted, t=self.t(now)))
                 if event.interrupted:
@@ -387,7 +393,9 @@ class CallCore(AgentSessionRules):
             self._publish(ev.AgentFirstAudio(reply_id, round(latency, 1), t=self.t(now)))
         elif s.time_to_first_agent_audio_ms is None:
             s.time_to_first_agent_audio_ms = (now - self._started_at) * 1000
-        self.outbound.put_audio(reply_id, frames)
+        if self._hold is not None:
+            self._hold_stop(now, "agent_audio")  # the agent speaks: hold audio stops at once
+        self._to_caller(reply_id, frames)  # held while an outbound call's detection runs (gateway.call.voicemail)
 
     def _reply_done(self, event: ap.ReplyDone, now: float) -> None:
         self._set_reply_active(False)
@@ -398,18 +406,19 @@ class CallCore(AgentSessionRules):
         else:
             tail = self._outbound.flush()
             if tail:
-                self.outbound.put_audio(event.reply_id, tail)
-            self.outbound.put_mark(event.reply_id)  # its echo proves the whole reply was heard
+                self._to_caller(event.reply_id, tail)
+            self._to_caller(event.reply_id, None)  # its mark: the echo proves the whole reply was heard
+            self._conv_reply_done(now)
         for r in self._gate.on_reply_done(event.reply_id, event.status):
             self._send_result(r)
         self._last_reply_done(now)
 
     def _speech_started(self, now: float) -> None:
         self._publish(ev.CallerSpeechStarted(t=self.t(now)))
+        self._conv_caller_active(now, speech=True)
         self._gate.on_speech_started()
         self._barge_in_at = now
-        interruptible = self.profile.turn_detection.get("interrupt_response", True) is not False
-        if interruptible and (self.outbound.pending or self.playout.playing(now)):
+        if self.profile.turn_detection.interruptible and (self.outbound.pending or self.playout.playing(now)):
             # The caller talks over audio still queued or playing at the carrier: flush it now
             # (docs/architecture/agent-api.md#client-duties; AssemblyAI's own Twilio example does the same).
             self._barge_in(self._reply_id if self._reply_active else None, "speech_started", now)
@@ -477,6 +486,7 @@ class CallCore(AgentSessionRules):
                 self._deliver_held_digits()
             if self._exit is not None:
                 self._exit_timers(self._exit, now)
+            self._conv_tick(now)
 
     def request_end(self, outcome: Outcome) -> Sequence[Action]:
         """End the call from outside (drain, the carrier's completed callback) at the next :meth:`tick`."""
@@ -498,6 +508,7 @@ class CallCore(AgentSessionRules):
         if self._phase is Phase.ENDING:
             self._prompt_finished(False)
             return
+        self._hold_stop(now, "call_ending", clear=False)
         self.was_live = self._phase is Phase.LIVE
         self.summary.end(outcome, error)
         prompt = PROMPT_FOR_OUTCOME.get(outcome) if farewell else None

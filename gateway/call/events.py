@@ -31,12 +31,16 @@ __all__ = [
     "CallerTranscript",
     "CarrierCleared",
     "ControlAction",
+    "HoldAudio",
+    "IdlePrompt",
+    "MachineDetection",
     "ProtocolViolation",
     "Reattach",
     "SessionErrorReport",
     "TonesSent",
     "ToolCalled",
     "ToolFinished",
+    "WarmTransfer",
 ]
 
 
@@ -200,6 +204,45 @@ class Reattach(CallEvent):
     kind: ClassVar[str] = "call.reattached"
     session_id: str
     gap_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdlePrompt(CallEvent):
+    """The caller said nothing for ``idle.after_s``: the agent was asked for a reprompt (``step`` reprompt, with
+    its ``count``) or, after ``idle.max_prompts``, for the goodbye (docs/how-to/conversation.md#idle-callers)."""
+
+    kind: ClassVar[str] = "call.idle_prompt"
+    step: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAudio(CallEvent):
+    """Hold audio for the caller ``started`` (a tool ran long) or stopped (``cause``: agent_audio | barge_in |
+    call_ending | no_reply), ``ms`` played; never audio for the agent (docs/how-to/conversation.md#hold-audio)."""
+
+    kind: ClassVar[str] = "call.hold_audio"
+    started: bool
+    cause: str = ""
+    ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDetection(CallEvent):
+    """Twilio's answering-machine detection answered for this outbound call (``AnsweredBy``:
+    docs/how-to/conversation.md#voicemail)."""
+
+    kind: ClassVar[str] = "call.amd"
+    answered_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class WarmTransfer(CallEvent):
+    """A warm transfer's progress (docs/how-to/conversation.md#warm-transfer): ``result`` dialling | answered |
+    busy | no-answer | failed | canceled."""
+
+    kind: ClassVar[str] = "call.warm_transfer"
+    result: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ Backpressure: the queue itself never drops audio; it reports :attr:`has_room` (f
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from ..carriers.base import FRAME_MS, Dialect
@@ -87,6 +88,10 @@ class OutboundQueue:
         self._waited: set[str] = set()
         #: Told of every media message handed out and every clear (None: nobody listens; set by the shell).
         self.observer: SentAudioObserver | None = None
+        #: A looped sound to keep queued while nothing else plays (hold audio, gateway.call.hold): (its tag, a
+        #: function giving its next N frames). :meth:`pull` keeps ``loop_ahead`` frames of it queued, no more.
+        self.loop: tuple[str, Callable[[int], list[bytes]]] | None = None
+        self.loop_ahead = 5
 
     # ---- what goes in -----------------------------------------------------------------------------------------
     def put_audio(self, tag: str | None, frames: list[bytes]) -> None:
@@ -112,6 +117,13 @@ class OutboundQueue:
         self._clear, self._clear_asked_at = message, asked_at
         return dropped
 
+    def drop_tag(self, tag: str) -> None:
+        """Forget the queued audio tagged ``tag`` (hold audio that stops), keeping everything else in order."""
+        if any(t == tag for _g, t, _f in self.items):
+            kept = [item for item in self.items if item[1] != tag]
+            self.items = deque(kept)
+            self.frames = sum(1 for _g, _t, f in kept if f is not None)
+
     def drop(self) -> None:
         """Forget everything queued (not the urgent line)."""
         self.items.clear()
@@ -121,7 +133,7 @@ class OutboundQueue:
     # ---- state --------------------------------------------------------------------------------------------------
     @property
     def pending(self) -> bool:
-        return bool(self.urgent or self.items)
+        return bool(self.urgent or self.items or self.loop)
 
     @property
     def has_room(self) -> bool:
@@ -142,6 +154,9 @@ class OutboundQueue:
                 if self._clear_asked_at is not None:
                     self._summary.clear_latencies_ms.append((now - self._clear_asked_at) * 1000)
             return msg
+        if self.loop is not None and self.frames < self.loop_ahead:
+            loop_tag, more = self.loop
+            self.put_audio(loop_tag, more(self.loop_ahead))
         items = self.items
         playout = self._playout
         while items:

@@ -11,8 +11,9 @@ from ..audio.transcode import agent_format_spec
 from ..carriers.events import StreamStarted
 from ..config import Profile, Settings
 from ..outbound import OUTBOUND_PARAM, fill_template, variables_from_parameters
+from ..profile_options import input_options
 
-__all__ = ["CallSetup", "profile_name_for", "session_config", "setup_for"]
+__all__ = ["CallSetup", "profile_name_for", "session_config", "setup_for", "stored_agent_update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +58,39 @@ def setup_for(settings: Settings, start: StreamStarted) -> CallSetup:
 
 
 def session_config(profile: Profile, agent_format: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``session`` of a call's first ``session.update``: the profile, the agent audio format, the tools."""
+    """The ``session`` of a call's first ``session.update``: the profile, the agent audio format, the tools. A
+    profile with ``agent_id`` sends it alone: the protocol refuses it mixed with other fields
+    (docs/how-to/conversation.md#stored-agents); :func:`stored_agent_update` follows once the session is ready."""
+    if profile.agent_id:
+        return {"agent_id": profile.agent_id}
     fmt = agent_format_spec(agent_format)
+    output: dict[str, Any] = {"voice": profile.voice, "format": fmt}
+    if profile.volume is not None:
+        output["volume"] = profile.volume
     return {
         "system_prompt": profile.system_prompt,
         "greeting": profile.greeting or None,
-        "input": {
-            "format": fmt,
-            "keyterms": list(profile.keyterms) or None,
-            "turn_detection": dict(profile.turn_detection) or None,
-        },
-        "output": {"voice": profile.voice, "format": fmt},
+        "input": {"format": fmt, **input_options(profile)},
+        "output": output,
         "tools": tools,
     }
+
+
+def stored_agent_update(profile: Profile, agent_format: str, tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a stored agent (``agent_id``), the ``session`` of the ``session.update`` sent once it is ready: the mutable
+    fields the profile sets on top of the agent: the input format and options, a system prompt other than the
+    built-in default, the volume, and the profile's tools (they replace the agent's: ``tools = []`` keeps them).
+    Greeting, voice and output format cannot change after the first update: they are the stored agent's."""
+    if not profile.agent_id:
+        return None
+    session: dict[str, Any] = {"input": {"format": agent_format_spec(agent_format), **input_options(profile)}}
+    if profile.system_prompt != _DEFAULT_PROMPT:
+        session["system_prompt"] = profile.system_prompt
+    if profile.volume is not None:
+        session["output"] = {"volume": profile.volume}
+    if tools:
+        session["tools"] = tools
+    return session
+
+
+_DEFAULT_PROMPT = Profile().system_prompt

@@ -33,6 +33,7 @@ __all__ = ["PROMPT_ECHO_SLACK_S", "CallTools", "TonePlan"]
 PROMPT_ECHO_SLACK_S = 2.0
 HANGUP_TAG = "__hangup__"
 NOTHING: Sequence[Action] = ()
+_HANGUP_OUTCOME = {"hangup": Outcome.AGENT_HANGUP, "idle": Outcome.CALLER_IDLE, "voicemail": Outcome.VOICEMAIL_LEFT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +129,20 @@ class CallTools:
         self._wind_down("hangup", "", now)
         return self._take()
 
-    def request_transfer(self, destination: str, now: float) -> tuple[str | None, Sequence[Action]]:
+    def request_transfer(
+        self, destination: str, now: float, *, warm_summary: str | None = None
+    ) -> tuple[str | None, Sequence[Action]]:
         """``transfer_call`` (destination allow-listed, carrier control available): (why not, or None; actions).
-        Accepted: the agent says the announcement, and once it was heard the carrier transfers the call."""
+        Accepted: the agent says the announcement, and once it was heard the carrier transfers the call; with
+        ``warm_summary`` (mode "warm", gateway.call.warm) the human is dialled and briefed first."""
         if self._exit is not None or self._phase in (Phase.ENDING, Phase.ENDED):
             self._log.warning("call.transfer_refused", reason="call_ending")
             return "the call is already ending", self._take()
-        self._log.info("call.transfer_started", destination=cc.mask_destination(destination))
-        self._wind_down("transfer", destination, now)
+        self._log.info(
+            "call.transfer_started", destination=cc.mask_destination(destination), warm=warm_summary is not None
+        )
+        self._warm_summary = warm_summary or ""
+        self._wind_down("transfer" if warm_summary is None else "warm", destination, now)
         return None, self._take()
 
     def _wind_down(self, kind: str, destination: str, now: float) -> None:
@@ -158,13 +165,17 @@ class CallTools:
         """The last words were heard (or the wait ran out): hang up or transfer."""
         x = self._exit
         assert x is not None
-        if x.kind == "hangup" and not (
+        hangup = x.kind in _HANGUP_OUTCOME  # idle: the goodbye to a silent caller; voicemail: the message left
+        if hangup and not (
             self._control_available and (self.profile.hangup_via_rest or self._reattached_from is not None)
         ):
-            self._end(Outcome.AGENT_HANGUP, now)
+            self._end(_HANGUP_OUTCOME[x.kind], now)
             return
         x.leaving(now)
-        self._out.append(ControlRequest("hangup") if x.kind == "hangup" else ControlRequest("transfer", x.destination))
+        if hangup:
+            self._out.append(ControlRequest("hangup"))
+        else:  # warm: dial the human first (gateway.call.conversation); else hand the call over now
+            self._out.append(ControlRequest("warm_dial" if x.kind == "warm" else "transfer", x.destination))
 
     def control_done(
         self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None
@@ -183,7 +194,7 @@ class CallTools:
             else:
                 self._log.info("call.hangup_rest", already_ended=not ended_now, ms=ms)
                 self._publish(ev.ControlAction("hangup", "ok" if ended_now else "already_ended", t=t))
-            self._end(Outcome.AGENT_HANGUP, now)
+            self._end(_HANGUP_OUTCOME[x.kind] if x is not None else Outcome.AGENT_HANGUP, now)
             return self._take()
         masked = cc.mask_destination(request.destination)
         if failure is None:

@@ -249,8 +249,10 @@ class TwilioRest:
         status_callback: str | None = None,
         status_callback_events: Iterable[str] = CALL_STATUS_EVENTS,
         timeout_s: int | None = None,
+        extra_form: Iterable[tuple[str, str]] = (),
     ) -> CallResource:
-        """Place an outbound call. Never retried (a retry could ring the callee twice)."""
+        """Place an outbound call. Never retried (a retry could ring the callee twice). ``extra_form``: more of
+        Twilio's create-call parameters (answering-machine detection: gateway.amd)."""
         form = create_call_form(
             to=to,
             from_=from_,
@@ -260,6 +262,7 @@ class TwilioRest:
             status_callback_events=status_callback_events,
             timeout_s=timeout_s,
         )
+        form += extra_form
         return CallResource.from_json(await self._post(calls_path(self.account_sid), form))
 
     async def _post(self, path: str, form: list[tuple[str, str]]) -> dict[str, Any]:

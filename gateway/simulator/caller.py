@@ -100,6 +100,9 @@ class SimulatorConfig:
     pause_s: float = 1.2
     barge_in_after_s: float | None = None
     hangup_after_s: float | None = None
+    #: After the last turn (or none at all: a silent caller), stay on the line saying nothing until the gateway
+    #: hangs up (or ``hangup_after_s``), instead of hanging up.
+    stay_on_line: bool = False
     greeting_timeout_s: float = 5.0
     reply_timeout_s: float = 10.0
     max_reply_s: float = 60.0
@@ -122,6 +125,7 @@ class SimulatorConfig:
             max_reply=frames(self.max_reply_s),
             barge_in_after=frames(self.barge_in_after_s) if self.barge_in_after_s is not None else None,
             hangup_after=frames(min(self.hangup_after_s or self.max_call_s, self.max_call_s)),
+            stay_on_line=self.stay_on_line,
         )
 
 

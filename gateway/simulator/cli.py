@@ -126,6 +126,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="hang up this long after the stream started, whatever is happening",
     )
     p.add_argument(
+        "--stay-on-line",
+        action="store_true",
+        help="after the last turn (or with no turns: a silent caller) stay on the line saying nothing until the "
+        "gateway hangs up (or --hangup-after)",
+    )
+    p.add_argument(
         "--greeting-timeout",
         type=_seconds,
         default=5.0,
@@ -177,6 +183,7 @@ def config_from_args(args: argparse.Namespace, turns: Sequence[Any]) -> Simulato
         pause_s=args.pause,
         barge_in_after_s=args.barge_in_after,
         hangup_after_s=args.hangup_after,
+        stay_on_line=getattr(args, "stay_on_line", False),
         greeting_timeout_s=args.greeting_timeout,
         api_key=args.api_key if args.api_key is not None else os.environ.get("GATEWAY_API_KEY", ""),
         reply_timeout_s=args.reply_timeout,

@@ -12,7 +12,9 @@ The caller behaves like a polite (or, with barge-in, impatient) person on the ph
   comes, once agent audio rises after at least ``pause`` frames of silence (the interrupted reply stopped, or ran
   to its end, and this is the answer);
 - if no reply starts within ``reply_timeout`` frames, or one goes on for ``max_reply`` frames, it moves on;
-- with ``hangup_after`` it hangs up at that frame whatever it is doing.
+- with ``hangup_after`` it hangs up at that frame whatever it is doing;
+- with ``stay_on_line`` it does not hang up when its script is done: it stays on the line saying nothing (a silent
+  caller) until the gateway hangs up, or ``hangup_after``.
 
 "Agent audible" is judged by the shell on the frame that plays at that moment (see :func:`frame_audible`).
 """
@@ -64,6 +66,7 @@ class TurnTakingConfig:
     max_reply: int = 3000  # a reply still going after 60 s: move on
     barge_in_after: int | None = None
     hangup_after: int | None = None
+    stay_on_line: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class HangUp:
 
 Action = StartTurn | HangUp | None
 
-_GREETING, _SPEAKING, _AWAIT_REPLY, _DONE = "greeting", "speaking", "awaiting_reply", "done"
+_GREETING, _SPEAKING, _AWAIT_REPLY, _SILENT, _DONE = "greeting", "speaking", "awaiting_reply", "silent", "done"
 
 
 class TurnTaking:
@@ -111,6 +114,8 @@ class TurnTaking:
             return None
         if cfg.hangup_after is not None and frame >= cfg.hangup_after:
             return self._hang_up("hangup_after")
+        if self.phase == _SILENT:
+            return None
         if self.phase == _GREETING:
             self._heard_any |= agent_audible
             silent_for = frame - self._last_audible if self._last_audible is not None else frame
@@ -157,6 +162,9 @@ class TurnTaking:
 
     def _next_turn(self, *, barge_in: bool, after_no_reply: bool = False) -> Action:
         if self.turn + 1 >= self.config.turns:
+            if self.config.stay_on_line:
+                self.phase = _SILENT
+                return None
             return self._hang_up("no_reply" if after_no_reply else "script_done")
         self.turn += 1
         self.phase = _SPEAKING

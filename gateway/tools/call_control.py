@@ -81,6 +81,18 @@ _DECLARATIONS: dict[str, dict[str, Any]] = {
                     "type": "string",
                     "description": "What to tell the caller before the transfer, e.g. 'Connecting you to billing now.'",
                 },
+                "mode": {
+                    "type": "string",
+                    "enum": ["cold", "warm"],
+                    "description": "cold (default): hand the call over at once. warm: the caller waits while the "
+                    "person is called and briefed with your summary; if they do not answer, the caller stays "
+                    "with you and you are told why.",
+                },
+                "summary": {
+                    "type": "string",
+                    "description": "warm: what the person should know before they take the call (who is calling, "
+                    "what about).",
+                },
             },
             "required": ["destination"],
         },

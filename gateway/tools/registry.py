@@ -47,7 +47,9 @@ class ToolOutcome:
 class CallControl(Protocol):
     """What the call-control tools need from the call (implemented by :class:`gateway.call.shell.tools.ToolPort`)."""
 
-    async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome: ...
+    async def transfer_call(
+        self, destination: str, announcement: str, *, mode: str = "cold", summary: str = ""
+    ) -> ToolOutcome: ...
 
     async def send_dtmf(self, digits: str) -> ToolOutcome: ...
 
@@ -110,7 +112,15 @@ class ToolRegistry:
             if destination is None:
                 return ToolOutcome(cc.error_result(why), True)
             announcement = arguments.get("announcement")
-            return await control.transfer_call(destination, announcement if isinstance(announcement, str) else "")
+            mode, summary = arguments.get("mode", "cold"), arguments.get("summary", "")
+            if mode not in ("cold", "warm"):
+                return ToolOutcome(cc.error_result("mode must be cold or warm"), True)
+            return await control.transfer_call(
+                destination,
+                announcement if isinstance(announcement, str) else "",
+                mode=str(mode),
+                summary=summary if isinstance(summary, str) else "",
+            )
         if name == cc.SEND_DTMF:
             try:
                 digits = cc.parse_digits(arguments.get("digits"))

@@ -15,7 +15,7 @@ from gateway.call.actions import Action, LogLine, Publish
 from gateway.call.core import CallCore
 from gateway.call.setup import CallSetup
 from gateway.carriers.events import CarrierEvent, StreamStarted
-from gateway.config import AudioSettings, Profile, ServerSettings, Settings
+from gateway.config import AudioSettings, HttpTool, Profile, ServerSettings, Settings
 
 FRAME = b"\xff" * 160  # 20 ms of μ-law
 PROMPT_FRAMES = 10  # every bundled prompt is 200 ms here
@@ -58,11 +58,16 @@ def make_core(
     dialect: ScriptDialect | None = None,
     now: float = 0.0,
     control: bool = False,
+    tools: dict[str, HttpTool] | None = None,
+    hold_audio: bytes = b"",
+    params: dict[str, str] | None = None,
     **audio: Any,
 ) -> CallCore:
     audio_settings = dataclasses.replace(AudioSettings(agent_format="pcmu"), **audio)
-    settings = Settings(audio=audio_settings, server=ServerSettings(max_call_s=60.0, no_media_timeout_s=4.0))
-    setup = CallSetup(start(), "default", profile or Profile(greeting=""))
+    settings = Settings(
+        audio=audio_settings, server=ServerSettings(max_call_s=60.0, no_media_timeout_s=4.0), tools=tools or {}
+    )
+    setup = CallSetup(start(**(params or {})), "default", profile or Profile(greeting=""))
     return CallCore(
         setup,
         settings,
@@ -70,6 +75,7 @@ def make_core(
         now,
         prompt_audio=lambda name: FRAME * PROMPT_FRAMES,
         control_available=control,
+        hold_audio=hold_audio,
     )
 
 

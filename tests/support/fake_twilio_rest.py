@@ -7,9 +7,17 @@ It checks what the real API would refuse, so a malformed request fails the test 
 - the account in the path is that Account SID, the body is ``application/x-www-form-urlencoded``;
 - ``Calls.json`` (create): ``To`` (21201), ``From`` (21603), exactly one of ``Twiml``/``Url`` (21205), TwiML that
   parses with a ``<Response>`` root (12100), ``StatusCallbackEvent`` values from the documented set; answers 201
-  with a Call resource (``status: queued``);
+  with a Call resource (``status: queued``); answering-machine detection fields as Twilio documents them
+  (``MachineDetection`` ``Enable``/``DetectMessageEnd``, ``AsyncAmd`` ``true``/``false``, ``AsyncAmdStatusCallback``
+  an absolute URL, required with ``AsyncAmd=true``; ``AsyncAmdStatusCallbackMethod`` ``POST``/``GET``), and
+  :meth:`FakeTwilioRest.post_amd` plays Twilio posting the result, signed, to that callback;
 - ``Calls/{CA}.json`` (update): exactly one of ``Status`` (``completed``/``canceled``), ``Twiml``, ``Url``; a call that
   is over (or unknown) answers 404 with code 20404, as Twilio does for a call the caller already hung up.
+- TwiML with ``<Dial><Conference>`` (warm transfers): only the attributes and values Twilio documents for
+  ``<Conference>`` (12200 otherwise); :meth:`FakeTwilioRest.answer_into_conference` plays a created call answered
+  (its ``<Say>`` heard, then the room entered, reported to the ``<Conference statusCallback>`` as
+  ``participant-join``), :meth:`FakeTwilioRest.post_call_status` a created call's status callback, and a redirect
+  into a room records who joined it when (:attr:`FakeTwilioRest.rooms`).
 Unknown form fields are refused (400) rather than ignored.
 
 Every request is recorded (time, path, multi-valued form, Basic credentials) in :attr:`FakeTwilioRest.requests`.
@@ -26,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 from aiohttp import web
@@ -41,6 +50,10 @@ CREATE_FIELDS = {
     "StatusCallbackMethod",
     "StatusCallbackEvent",
     "Timeout",
+    "MachineDetection",
+    "AsyncAmd",
+    "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod",
 }
 UPDATE_FIELDS = {"Status", "Twiml", "Url", "Method", "StatusCallback", "StatusCallbackMethod"}
 STATUS_EVENTS = {"initiated", "ringing", "answered", "completed"}
@@ -75,6 +88,9 @@ class FakeCall:
     status_callback: str = ""
     status_callback_events: list[str] = field(default_factory=list)
     redirects: list[str] = field(default_factory=list)  # TwiML (or Url) of each redirect, in order
+    heard: list[str] = field(default_factory=list)  # <Say> texts the callee heard (answer_into_conference)
+    machine_detection: str = ""  # Enable | DetectMessageEnd (answering-machine detection), "" if not asked
+    amd_callback: str = ""  # AsyncAmdStatusCallback
     hung_up_at: float | None = None
 
     def resource(self, account_sid: str) -> dict[str, Any]:
@@ -111,6 +127,8 @@ class FakeTwilioRest:
         self.on_update: list[Hook] = []
         self.on_create: list[Hook] = []
         self.changed = asyncio.Event()  # set on every request (tests wait on it)
+        #: Conference rooms: name → [(time, CallSid)] in the order calls entered them.
+        self.rooms: dict[str, list[tuple[float, str]]] = {}
         self.url = ""  # set by the fixture: the base URL to configure as [twilio] api_base_url
         self.app = web.Application()
         self.app.router.add_post(API + "/Accounts/{account}/Calls.json", self._create)
@@ -200,9 +218,22 @@ class FakeTwilioRest:
             return self._error(400, 21205, "Url parameter is required (or Twiml, but not both).")
         if "Twiml" in f and not _parses(f["Twiml"][0]):
             return self._error(400, 12100, "Document parse failure")
+        if "Twiml" in f and (bad := _conference_problem(f["Twiml"][0])):
+            return self._error(400, 12200, bad)
         events = f.get("StatusCallbackEvent", [])
         if not set(events) <= STATUS_EVENTS:
             return self._error(400, 21626, f"invalid StatusCallbackEvent {events}")
+        amd = f.get("MachineDetection", [""])[0]
+        if amd not in ("", "Enable", "DetectMessageEnd"):
+            return self._error(400, 21200, f"invalid MachineDetection {amd!r}")
+        async_amd = f.get("AsyncAmd", ["false"])[0]
+        amd_url = f.get("AsyncAmdStatusCallback", [""])[0]
+        if async_amd not in ("true", "false") or (async_amd == "true" and not amd):
+            return self._error(400, 21200, "AsyncAmd is true or false, and needs MachineDetection")
+        if async_amd == "true" and not amd_url.startswith(("https://", "http://")):
+            return self._error(400, 21262, "No AMD status callback URL provided")
+        if f.get("AsyncAmdStatusCallbackMethod", ["POST"])[0] not in ("POST", "GET"):
+            return self._error(400, 21200, "invalid AsyncAmdStatusCallbackMethod")
         sid = "CA" + secrets.token_hex(16)
         call = self.calls[sid] = FakeCall(
             sid,
@@ -214,8 +245,74 @@ class FakeTwilioRest:
             url=f.get("Url", [""])[0],
             status_callback=f.get("StatusCallback", [""])[0],
             status_callback_events=events,
+            machine_detection=amd,
+            amd_callback=amd_url,
         )
         return web.json_response(call.resource(self.account_sid), status=201)
+
+    async def post_call_status(self, http: Any, call_sid: str, status: str, *, deliver_to: str) -> int:
+        """Twilio's status callback of a call it created (``StatusCallback``, form, signed), e.g. ``ringing``,
+        ``busy``, ``no-answer``. The call takes that status. Returns the HTTP status the gateway answered."""
+        call = self.calls[call_sid]
+        assert call.status_callback, "the call was created without a StatusCallback"
+        call.status = status
+        form = {
+            "AccountSid": self.account_sid,
+            "CallSid": call_sid,
+            "CallStatus": status,
+            "Direction": call.direction,
+            "From": call.from_,
+            "To": call.to,
+            "ApiVersion": "2010-04-01",
+        }
+        return await _post_signed(http, call.status_callback, form, self.auth_token, deliver_to)
+
+    async def answer_into_conference(
+        self, http: Any, call_sid: str, *, deliver_to: str, target: Any | None = None
+    ) -> int:
+        """A created call is answered and Twilio runs its TwiML with the simulator's transfer target
+        (:class:`gateway.simulator.callee.TransferTarget`) on the line: each ``<Say>`` is heard (also recorded in
+        ``call.heard``), then ``<Dial><Conference>`` enters the room, whose ``statusCallback`` is told of it
+        (``participant-join``, signed). Returns the HTTP status the gateway answered (204 with no callback)."""
+        from gateway.simulator.callee import TransferTarget
+
+        call = self.calls[call_sid]
+        call.status = "in-progress"
+        target = target or TransferTarget()
+        report = target.answer(call.twiml, call_sid, self.account_sid, self.auth_token)
+        call.heard += target.heard
+        self.rooms.setdefault(target.room, []).append((time.monotonic(), call_sid))
+        if report is None:
+            return 204
+        url, form = report
+        signature = form.pop("X-Twilio-Signature")
+        target_url = deliver_to.rstrip("/") + urlsplit(url).path
+        async with http.post(target_url, data=form, headers={"X-Twilio-Signature": signature}) as r:
+            return int(r.status)
+
+    async def post_amd(
+        self, http: Any, call_sid: str, answered_by: str, *, deliver_to: str, detection_ms: int = 2400
+    ) -> int:
+        """Twilio's side of asynchronous AMD: POST the result to the call's ``AsyncAmdStatusCallback`` as a form,
+        signed with the auth token over that URL (``X-Twilio-Signature``), delivered to ``deliver_to`` (the
+        gateway's loopback base) at the callback's path. Returns the HTTP status the gateway answered."""
+        from urllib.parse import urlsplit
+
+        from gateway.security import twilio_signature
+
+        call = self.calls[call_sid]
+        assert call.amd_callback, "the call was not placed with AsyncAmd"
+        form = {
+            "AccountSid": self.account_sid,
+            "CallSid": call_sid,
+            "AnsweredBy": answered_by,
+            "MachineDetectionDuration": str(detection_ms),
+        }
+        headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, call.amd_callback, form)}
+        async with http.post(
+            deliver_to.rstrip("/") + urlsplit(call.amd_callback).path, data=form, headers=headers
+        ) as r:
+            return int(r.status)
 
     async def _update(self, request: web.Request) -> web.Response:
         rec, refusal = await self._record(request)
@@ -246,10 +343,63 @@ class FakeTwilioRest:
             twiml = rec.one("Twiml")
             if not _parses(twiml):
                 return self._error(400, 12100, "Document parse failure")
+            if bad := _conference_problem(twiml):
+                return self._error(400, 12200, bad)
             call.redirects.append(twiml)
+            room = ElementTree.fromstring(twiml).find("./Dial/Conference")
+            if room is not None and room.text:
+                self.rooms.setdefault(room.text, []).append((time.monotonic(), call.sid))
         else:
             call.redirects.append(rec.one("Url"))
         return web.json_response(call.resource(self.account_sid), status=200)
+
+
+async def _post_signed(http: Any, url: str, form: dict[str, str], token: str, deliver_to: str) -> int:
+    from urllib.parse import urlsplit
+
+    from gateway.security import twilio_signature
+
+    headers = {"X-Twilio-Signature": twilio_signature(token, url, form)}
+    async with http.post(deliver_to.rstrip("/") + urlsplit(url).path, data=form, headers=headers) as r:
+        return int(r.status)
+
+
+_CONFERENCE_ATTRS = {
+    "muted": {"true", "false"},
+    "beep": {"true", "false", "onEnter", "onExit"},
+    "startConferenceOnEnter": {"true", "false"},
+    "endConferenceOnExit": {"true", "false"},
+    "waitUrl": None,
+    "waitMethod": {"GET", "POST"},
+    "maxParticipants": None,
+    "record": {"do-not-record", "record-from-start"},
+    "trim": {"trim-silence", "do-not-trim"},
+    "coach": None,
+    "statusCallback": None,
+    "statusCallbackEvent": None,
+    "statusCallbackMethod": {"GET", "POST"},
+    "participantLabel": None,
+    "jitterBufferSize": {"off", "small", "medium", "large"},
+    "region": None,
+}
+_CONFERENCE_EVENTS = {"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"}
+
+
+def _conference_problem(twiml: str) -> str:
+    """Why Twilio would refuse a ``<Conference>`` in this TwiML ('' if none, or no conference)."""
+    for room in ElementTree.fromstring(twiml).iter("Conference"):
+        for name, value in room.attrib.items():
+            if name not in _CONFERENCE_ATTRS:
+                return f"<Conference> has no attribute {name!r}"
+            allowed = _CONFERENCE_ATTRS[name]
+            if allowed is not None and value not in allowed:
+                return f"<Conference {name}={value!r}> is not one of {sorted(allowed)}"
+        events = room.attrib.get("statusCallbackEvent", "").split()
+        if not set(events) <= _CONFERENCE_EVENTS:
+            return f"<Conference statusCallbackEvent> {events} has values outside {sorted(_CONFERENCE_EVENTS)}"
+        if not (room.text or "").strip():
+            return "<Conference> needs a room name"
+    return ""
 
 
 def _parses(twiml: str) -> bool:

@@ -23,6 +23,7 @@ from gateway.call.phase import Phase
 from gateway.carriers.events import DtmfReceived, PlaybackCheckpoint, StreamStopped
 from gateway.config import Profile
 from gateway.errors import AgentUnavailable, CallControlFailed, Outcome
+from gateway.profile_options import TurnDetection
 from tests.support.call_script import (
     FRAME,
     PROMPT_FRAMES,
@@ -136,7 +137,7 @@ def test_the_caller_speaking_over_the_agent_clears_everything_first():
     [
         (Profile(greeting=""), 5, True),
         (Profile(greeting=""), 0, False),  # nothing queued or playing: nothing to clear
-        (Profile(greeting="", turn_detection={"interrupt_response": False}), 5, False),
+        (Profile(greeting="", turn_detection=TurnDetection(interrupt_response=False)), 5, False),
     ],
 )
 def test_barge_in_happens_only_over_audio_and_only_when_the_profile_allows(profile, frames, cleared):

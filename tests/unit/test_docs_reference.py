@@ -65,6 +65,9 @@ def _type_name(tp: Any) -> str:
         return "table"
     if set(typing.get_args(tp)) == {bool, str}:
         return 'boolean or `"auto"`'
+    args = typing.get_args(tp)
+    if len(args) == 2 and type(None) in args:  # X | None: unset unless given
+        return _type_name(next(a for a in args if a is not type(None)))
     raise AssertionError(f"no documented spelling for the config type {tp!r}: extend _type_name")
 
 
@@ -76,6 +79,8 @@ def _default(f: dataclasses.Field[Any]) -> str:
         value = f.default_factory()
     else:
         return "required"
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, (int, float)):
@@ -115,11 +120,19 @@ def expected_config_rows() -> dict[str, tuple[str, str]]:
             continue
         else:
             prefix, cls = table.name, tp
-        cls_hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            ftype = cls_hints[f.name]
-            rows[f"{prefix}.{f.name}"] = (_type_name(ftype), _default(f))
+        _walk(cls, prefix, rows)
     return rows
+
+
+def _walk(cls: Any, prefix: str, rows: dict[str, tuple[str, str]]) -> None:
+    """A settings dataclass's keys; a nested dataclass (``[profiles.NAME.idle]``) is a table of its own keys."""
+    cls_hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        ftype = cls_hints[f.name]
+        if dataclasses.is_dataclass(ftype):
+            _walk(ftype, f"{prefix}.{f.name}", rows)
+        else:
+            rows[f"{prefix}.{f.name}"] = (_type_name(ftype), _default(f))
 
 
 def test_the_configuration_reference_lists_every_key_with_its_type_and_default():

@@ -138,3 +138,13 @@ def test_without_a_clear_the_answer_is_audio_after_a_pause_not_the_replys_next_s
         if (a := tt.on_frame(frame, audible)) is not None:
             actions.append((frame, a))
     assert actions == [(2, StartTurn(0)), (20, StartTurn(1, barge_in=True)), (66, HangUp("script_done"))]
+
+
+def test_a_caller_who_stays_on_the_line_says_nothing_and_never_hangs_up_by_itself():
+    # no turns at all: a silent caller (idle callers, docs/how-to/conversation.md#idle-callers)
+    tt = TurnTaking(TurnTakingConfig(turns=0, pause=5, stay_on_line=True))
+    assert run(tt, timeline((True, 20), (False, 500), (True, 10), (False, 100))) == []
+    # after its last turn and the reply it stays, until hangup_after
+    tt = TurnTaking(TurnTakingConfig(turns=1, pause=5, greeting_timeout=2, stay_on_line=True, hangup_after=200))
+    agent = timeline((False, 15), (True, 15), (False, 300))
+    assert run(tt, agent) == [(2, StartTurn(0)), (200, HangUp("hangup_after"))]

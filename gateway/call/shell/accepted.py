@@ -25,7 +25,9 @@ have no timeout of their own (a timer per message, 50 a second per call): a sile
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,6 +37,7 @@ from ...carriers.base import Dialect
 from ...carriers.events import AudioReceived
 from ...config import Settings
 from ...errors import AgentSessionError, AgentUnavailable, CallEnded, Outcome
+from ...hold_sound import hold_sound_for
 from ...prompts import prompt_ulaw
 from ...reattach import ParkedAgent, ParkedAgents
 from ...tools.registry import ToolRegistry
@@ -53,12 +56,15 @@ from ..actions import (
 )
 from ..core import CallCore
 from ..phase import Phase
-from ..setup import CallSetup
+from ..setup import CallSetup, stored_agent_update
 from ..stats import CallSummary
 from .agent_link import AgentLink
 from .carrier import CarrierLink, CarrierWriter, wait_or_wake
 from .carrier_control import CarrierControl
 from .tools import ToolPort
+
+if TYPE_CHECKING:
+    from ...warm_transfer_http import WarmDialer
 
 __all__ = ["AcceptedCall"]
 
@@ -88,6 +94,7 @@ class AcceptedCall:
         emit: Callable[[ev.CallEvent], None],
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
+        warm: WarmDialer | None = None,
     ) -> None:
         self._settings = settings
         self.carrier = carrier
@@ -108,11 +115,22 @@ class AcceptedCall:
             started_at=started_at,
             prompt_audio=prompt_ulaw,
             control_available=control.available,
+            hold_audio=hold_sound_for(
+                setup.profile, settings.config_dir, warm_transfers="transfer_call" in setup.profile.tools
+            ),
         )
         self._outbound = self.core.outbound
         self._writer = CarrierWriter(self._outbound, carrier, clock, self._after_carrier_send)
         self._tool_port = ToolPort(
-            self.core, tools, control, execute=self._execute, wake_writer=self._writer.wake, emit=emit, clock=clock
+            self.core,
+            tools,
+            control,
+            execute=self._execute,
+            wake_writer=self._writer.wake,
+            emit=emit,
+            clock=clock,
+            warm=warm,
+            on_warm_result=self.warm_result,
         )
         self._tg = asyncio.TaskGroup()
         self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
@@ -123,6 +141,7 @@ class AcceptedCall:
         self._agent_ending: asyncio.Task[None] | None = None
         #: Told of every caller payload and when it arrived (the call's recording: gateway.records.recorder).
         self.caller_tap: Callable[[bytes, float], None] | None = None
+        self._context = contextvars.copy_context()
 
     @property
     def summary(self) -> CallSummary:
@@ -132,6 +151,7 @@ class AcceptedCall:
         """Serve the call until it ends: raises CallEnded (or what ended it). ``refusal``: admission turned the call
         away after all; it hears the apology, then ends with that outcome."""
         core = self.core
+        self._context = contextvars.copy_context()  # the call's log context, for work started from outside it
         async with self._tg as tg:
             tg.create_task(self._carrier_reader(core), name="carrier_reader")
             tg.create_task(self._writer.run(), name="carrier_writer")
@@ -147,9 +167,28 @@ class AcceptedCall:
         self.core.request_end(outcome)
         self._clock_wake.set()
 
+    def machine_detected(self, answered_by: str) -> None:
+        """Twilio's answering-machine verdict (docs/how-to/conversation.md#voicemail): acted on in the call's task
+        group, like a tool's result, so what it ends unwinds the call the usual way."""
+        actions = self.core.machine_detected(answered_by, self._clock())
+        try:
+            self._tg.create_task(self._execute(actions), name="amd", context=self._context)
+        except RuntimeError:
+            pass  # the call is already over
+
+    def warm_result(self, result: str) -> None:
+        """Twilio's word on a warm transfer's human leg (gateway.warm_transfer_http), acted on in the call's task
+        group like the answering-machine verdict."""
+        actions = self.core.warm_result(result, self._clock())
+        try:
+            self._tg.create_task(self._execute(actions), name="warm_transfer", context=self._context)
+        except RuntimeError:
+            pass  # the call is already over
+
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:
         """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""
         core = self.core
+        await self._tool_port.warm_abandon()  # a human leg still ringing for this call: stop it
         for action in core.end(outcome, self._clock(), error, farewell=False):  # only its log lines are left
             if isinstance(action, LogLine):
                 getattr(self._log, action.level)(action.event, **action.fields)
@@ -285,7 +324,8 @@ class AcceptedCall:
             await self._execute(core.agent_failed(exc, self._clock()))
 
     async def _open_agent(self, core: CallCore) -> None:
-        update = ap.session_update(core.session_config(self._tools.declarations(core.profile)))
+        tools = self._tools.declarations(core.profile)
+        update = ap.session_update(core.session_config(tools))
 
         async def before_ready(event: ap.ServerEvent) -> None:
             await self._execute(core.agent_event(event, self._clock()))
@@ -301,6 +341,8 @@ class AcceptedCall:
             url=endpoint.url,
             ready_ms=round((now - self._started_at) * 1000, 1),
         )
+        if (on_top := stored_agent_update(core.profile, self._settings.audio.agent_format, tools)) is not None:
+            await self.agent.send(ap.session_update(on_top))  # a stored agent: the profile's fields on top
         await self._execute(core.agent_ready(ready.session_id, now))
 
     async def _read_agent(self, core: CallCore) -> None:

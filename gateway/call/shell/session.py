@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -39,6 +39,9 @@ from .accepted import AcceptedCall
 from .agent_link import AgentLink
 from .carrier import CarrierLink
 from .carrier_control import CarrierControl, NoCarrierControl
+
+if TYPE_CHECKING:
+    from ...warm_transfer_http import WarmDialer
 
 __all__ = ["CallSession"]
 
@@ -68,6 +71,7 @@ class CallSession:
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
         on_accept: Callable[[AcceptedCall, CallSetup], None] | None = None,
+        warm: WarmDialer | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
         a refusal (gateway.admission). ``call_control``: the carrier's own (gateway.call.shell.carrier_control:
@@ -92,6 +96,7 @@ class CallSession:
         self._control: CarrierControl = call_control or NoCarrierControl(self._scope, "not_on_this_carrier")
         self._parked = parked
         self._stream_stopping = stream_stopping
+        self._warm = warm  # warm transfers (gateway.warm_transfer_http)
         #: The call's agent socket (gateway.call.shell.agent_link).
         self.agent = AgentLink(endpoint, settings.agent, resume_window_s=resume_window_s)
         self._log = structlog.get_logger("gateway.call")
@@ -167,6 +172,7 @@ class CallSession:
             emit=self._emit,
             parked=self._parked,
             stream_stopping=self._stream_stopping,
+            warm=self._warm,
         )
         if admitted:
             if self._on_accept is not None:
@@ -199,6 +205,11 @@ class CallSession:
             # No call yet (so nothing to say): closing the socket makes the acceptance see CLOSE. The task is held so
             # it cannot be collected mid-flight; it ends with the close handshake (bounded by aiohttp's timeout).
             self._close_task = asyncio.get_running_loop().create_task(self.shutdown(), name="close_unstarted")
+
+    def machine_detected(self, answered_by: str) -> None:
+        """Twilio's answering-machine verdict for this (outbound) call (gateway.amd_http); returns immediately."""
+        if self._call is not None:
+            self._call.machine_detected(answered_by)
 
     async def shutdown(self) -> None:
         """The process is shutting down now: close the carrier socket (1001) so the call's handler finishes."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ...agent import protocol as ap
+from ...conference import whisper_text
 from ...errors import CallControlFailed
 from ...tools import call_control as cc
 from ...tools.registry import ToolOutcome, ToolRegistry
@@ -21,6 +22,9 @@ from .. import events as ev
 from ..actions import Action, ControlRequest, LogLine
 from ..core import CallCore
 from .carrier_control import CarrierControl
+
+if TYPE_CHECKING:
+    from ...warm_transfer_http import WarmDialer
 
 __all__ = ["ToolPort"]
 
@@ -41,8 +45,12 @@ class ToolPort:
         wake_writer: Callable[[], None],
         emit: Callable[[ev.CallEvent], None],
         clock: Callable[[], float],
+        warm: WarmDialer | None = None,
+        on_warm_result: Callable[[str], None] | None = None,
     ) -> None:
         self._core = core
+        self._warm = warm  # warm transfers (gateway.warm_transfer_http); None: not offered here
+        self._on_warm_result = on_warm_result or (lambda result: None)
         self._tools = tools
         self._control = control
         self._execute = execute
@@ -62,6 +70,9 @@ class ToolPort:
     async def carry_out(self, request: ControlRequest) -> None:
         """The carrier's call control, as the core asked (after the last words were heard)."""
         core, call_id = self._core, self._core.summary.call_sid
+        if request.action.startswith("warm_"):
+            await self._warm_step(request)
+            return
         try:
             if request.action == "hangup":
                 ended_now = await self._control.hang_up(call_id)
@@ -73,16 +84,67 @@ class ToolPort:
             actions = core.control_done(request, self._clock(), failure=exc)
         await self._execute(actions)
 
+    async def _warm_step(self, request: ControlRequest) -> None:
+        """A warm transfer's step (docs/how-to/conversation.md#warm-transfer): dial the human, join the caller to
+        them, or cancel the human's leg."""
+        core, warm, call_id = self._core, self._warm, self._core.summary.call_sid
+        if request.action == "warm_cancel":
+            if warm is not None:
+                await warm.cancel(request.destination)
+            return
+        try:
+            if warm is None:
+                raise CallControlFailed(0, None, "warm transfers are not available here")
+            if request.action == "warm_dial":
+                settings = core.profile.warm_transfer
+                human = await warm.dial(
+                    caller_sid=call_id,
+                    from_=core.own_number,
+                    destination=request.destination,
+                    whisper=whisper_text(settings.whisper_prefix, core.warm_summary),
+                    timeout_s=settings.timeout_s,
+                    on_result=self._on_warm_result,
+                )
+                actions = core.warm_dialled(human, self._clock())
+            else:
+                await warm.join(call_id)
+                actions = core.warm_joined(self._clock())
+        except CallControlFailed as exc:
+            if request.action == "warm_dial":
+                actions = core.warm_dialled("", self._clock(), exc)
+            else:
+                actions = core.warm_joined(self._clock(), exc)
+        await self._execute(actions)
+
+    async def warm_abandon(self) -> None:
+        """The call is over: stop any human leg still ringing for it."""
+        if self._warm is not None:
+            for sid in self._warm.abandon(self._core.summary.call_sid):
+                await self._warm.cancel(sid)
+
     def heard(self, tag: str) -> None:
         """The mark after tones tagged ``tag`` was echoed."""
         if (waiter := self._tone_waiters.get(tag)) is not None:
             waiter.set()
 
     # ---- CallControl (gateway.tools.registry) ------------------------------------------------------------------
-    async def transfer_call(self, destination: str, announcement: str) -> ToolOutcome:
+    async def transfer_call(
+        self, destination: str, announcement: str, *, mode: str = "cold", summary: str = ""
+    ) -> ToolOutcome:
         """``transfer_call`` (destination already normalized and allow-listed by the registry): the result asks the
-        agent to say the announcement; once that was heard, the carrier's call control transfers the call."""
+        agent to say the announcement; once that was heard, the carrier's call control transfers the call. Mode
+        ``warm``: the human is dialled and briefed with ``summary`` first (docs/how-to/conversation.md)."""
         core, now = self._core, self._clock()
+        if mode == "warm":
+            if self._warm is None or not self._warm.available or not self._control.available:
+                log.warning("call.transfer_refused", reason="warm_not_available")
+                self._emit(ev.ControlAction("transfer", "refused", t=core.t(now)))
+                return ToolOutcome(cc.error_result("warm transfers need Twilio with a public URL here"), True)
+            why, actions = core.request_transfer(destination, now, warm_summary=summary)
+            await self._execute(actions)
+            if why is not None:
+                return ToolOutcome(cc.error_result(why), True)
+            return ToolOutcome(cc.transfer_accepted(announcement or "Tell the caller to hold while you connect them."))
         if not self._control.available:
             # This carrier has no call control here (docs/how-to/call-control.md#carriers: none configured, or none on
             # this carrier): the agent hears it as a tool error and the call goes on.
