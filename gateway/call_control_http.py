@@ -31,6 +31,7 @@ from . import urls
 from .carriers import twiml
 from .carriers.twilio import STREAM_PATH as TWILIO_STREAM_PATH
 from .carriers.twilio_rest import TwilioRest, TwilioRestError
+from .cluster import control as cluster_control
 from .config import Settings
 from .http_input import read_form, read_json
 from .keys import CALLS, HTTP, METRICS, PARKED, SETTINGS
@@ -212,6 +213,9 @@ def setup(app: web.Application) -> None:
     Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`), since it can end calls."""
     settings = app[SETTINGS]
     app[PARKED] = ParkedAgents(settings.server.reattach_window_s, end_timeout_s=settings.agent.end_timeout_s)
+    # The cluster (GET /calls/live, POST /calls/{call_sid}/hangup|transfer|say, the internal listener) stops after
+    # the parked sessions are closed below: cleanup_ctx runs in reverse.
+    cluster_control.setup(app)
 
     async def parked_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

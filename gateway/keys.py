@@ -2,8 +2,9 @@
 
 Who sets each key: :func:`gateway.app.create_app` the settings-derived state (:data:`SETTINGS`, :data:`CALLS`,
 :data:`METRICS`, the HTTP client sessions, :data:`LOCAL_AGENT_KEY`); each HTTP area's ``setup(app)`` its own
-(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else
-only reads them, through this module, so nothing needs to import the app module back.
+(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`CLUSTER`: :mod:`gateway.cluster.control`;
+:data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else only reads them, through this module, so nothing needs
+to import the app module back.
 
 This module imports nothing of the gateway at run time (the value types are for type checkers only), so any module
 can import it without an import cycle (tests/unit/test_import_graph.py).
@@ -19,12 +20,13 @@ if TYPE_CHECKING:
     import aiohttp
 
     from .call_registry import CallRegistry
+    from .cluster.node import Cluster
     from .config import Settings
     from .metrics import GatewayMetrics
     from .reattach import ParkedAgents
     from .softphone import SoftphoneState
 
-__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE"]
+__all__ = ["AGENT_HTTP", "CALLS", "CLUSTER", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE"]
 
 #: The validated settings the app was built with.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -42,3 +44,5 @@ LOCAL_AGENT_KEY: web.AppKey[str] = web.AppKey("local_agent_key")
 PARKED: web.AppKey[ParkedAgents] = web.AppKey("parked_agents")
 #: The browser softphone's state, set by :mod:`gateway.softphone` when it is served.
 SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
+#: This replica in the cluster: the shared state store, its live calls, forwarding (:mod:`gateway.cluster`).
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")

@@ -18,12 +18,16 @@ from aiohttp import web
 from . import urls
 from .agent.client import AgentEndpoint
 from .call.events import CallEvent
+from .call.shell.accept import Handover
 from .call.shell.carrier_control import carrier_control
 from .call_control_http import rest_client
 from .call_registry import CallRegistry
 from .carriers.base import Dialect
-from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS
+from .carriers.events import StreamStarted
+from .cluster.control import claim_remote
+from .keys import AGENT_HTTP, CALLS, CLUSTER, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS
 from .session import CallSession
+from .state.store import LiveCall
 from .tools.registry import ToolRegistry
 
 __all__ = ["close_calls", "serve_stream"]
@@ -63,6 +67,9 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             stream_stopping=lambda call_sid: any(
                 s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())
             ),
+            shared_admit=lambda start, token, profile: _shared_admit(
+                request.app, scope or dialect.carrier, start, token, profile
+            ),
             dialect=dialect,
             token_scope=scope,
         )
@@ -75,9 +82,28 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
         finally:
             calls.active.pop(key, None)
             calls.waiting.pop(ticket, None)
+            s = session.summary
+            if s.call_sid and request.app[PARKED].stream_of(s.call_sid) != s.stream_sid:
+                request.app[CLUSTER].ended(s.call_sid, s.stream_sid)  # else: parked (the registry was told)
     finally:
         admission.release(ticket)  # the slot and the live token go with the call, whatever ended it
     return ws
+
+
+async def _shared_admit(
+    app: web.Application, carrier: str, start: StreamStarted, token: str, profile: str
+) -> tuple[str | None, Handover | None]:
+    """The cluster's half of admission (gateway.cluster): the token's single use across replicas, the call's entry
+    in the registry, and, when another replica held the call, how to take over its parked agent session."""
+    cluster = app[CLUSTER]
+    call = LiveCall(start.call_id, start.stream_id, carrier, profile, time.time())
+    refusal, previous = await cluster.admit(call, token)
+    if refusal is not None or previous is None or previous.replica is None or not app[PARKED].enabled:
+        return refusal, None
+    if not app[CALLS].accepting:  # a draining replica takes no re-attach: this stream starts afresh
+        return None, None
+    owner = previous.replica
+    return None, lambda: claim_remote(app, owner, start.call_id)
 
 
 def _evict(calls: CallRegistry, ticket: int) -> None:
