@@ -281,7 +281,8 @@ def setup(app: web.Application) -> None:
         token_secret=settings.secrets.token_secret,
         token_ttl_s=settings.server.call_token_ttl_s,
         accepting=lambda: calls.accepting,
-        registry=app[METRICS].registry,
+        unavailable=app[METRICS].state_unavailable,
+        forwards=app[METRICS].forwards,
     )
     calls.on_accepting.append(cluster.draining_changed)
     parked = app[PARKED]

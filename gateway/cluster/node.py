@@ -44,8 +44,10 @@ def token_key(token: str) -> str:
 
 def advertised_address(settings: StateSettings, port: int) -> str:
     """Where other replicas reach this one's internal listener."""
-    if settings.internal_url:
+    if "://" in settings.internal_url:
         return settings.internal_url
+    if settings.internal_url:  # a bare host (Kubernetes: the pod's IP)
+        return f"http://{settings.internal_url}:{port}"
     host = settings.internal_host
     if host in ("", "0.0.0.0", "::"):
         try:
@@ -66,8 +68,10 @@ class Cluster:
         token_secret: bytes,
         token_ttl_s: float,
         accepting: Callable[[], bool],
-        registry: CollectorRegistry | None = None,
+        unavailable: Counter | None = None,
+        forwards: Counter | None = None,
     ) -> None:
+        """``unavailable``, ``forwards``: the app's counters (gateway.metrics); None: private ones (tests)."""
         self.settings = settings
         self.store = store
         self._token_ttl_s = token_ttl_s
@@ -82,19 +86,9 @@ class Cluster:
         self._beat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._down_since: float | None = None
-        self.unavailable = Counter(
-            "voice_gateway_state_unavailable",
-            "Shared state store calls that failed or timed out (calls went on with this process's own view), by op.",
-            ["op"],
-            registry=registry,
-        )
-        self.forwards = Counter(
-            "voice_gateway_call_control_forwards",
-            "Call-control requests for a call on another replica, forwarded to it (sent) or received from one, by "
-            "action and result.",
-            ["action", "result"],
-            registry=registry,
-        )
+        reg = CollectorRegistry()
+        self.unavailable = unavailable or Counter("state_unavailable", "", ["op"], registry=reg)
+        self.forwards = forwards or Counter("forwards", "", ["action", "result"], registry=reg)
 
     # ---- life -----------------------------------------------------------------------------------------------------
     async def start(self, port: int) -> None:

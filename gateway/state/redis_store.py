@@ -134,7 +134,14 @@ class RedisStore(StateStore):
         self, me: Replica, call: LiveCall, token_key: str, token_ttl_s: float, call_ttl_s: float
     ) -> Admitted:
         keys = [self._k("tok", token_key), self._k("replicas"), self._k("calls", me.id)]
-        args: list[str | int] = [int(token_ttl_s * 1000), call.call_sid, _call_json(call), self._prefix, me.id, int(call_ttl_s * 2000)]
+        args: list[str | int] = [
+            int(token_ttl_s * 1000),
+            call.call_sid,
+            _call_json(call),
+            self._prefix,
+            me.id,
+            int(call_ttl_s * 2000),
+        ]
         out: list[Any] = await self._run("admit", lambda: self._admit(keys=keys, args=args))
         if not out or int(out[0]) == 0:
             return Admitted(False)

@@ -33,7 +33,8 @@ class StateSettings:
     # The internal listener other replicas forward to (never behind the Ingress). 0: a free port (tests).
     internal_host: str = "0.0.0.0"
     internal_port: int = 8081
-    # How other replicas reach this one's internal listener, e.g. http://10.0.3.7:8081; env GATEWAY_INTERNAL_URL.
+    # How other replicas reach this one's internal listener, e.g. http://10.0.3.7:8081, or only its host (10.0.3.7:
+    # then http://<host>:<internal_port>; Kubernetes' status.podIP fits); env GATEWAY_INTERNAL_URL.
     # Empty: http://<this host's address>:<internal port>.
     internal_url: str = ""
     # An internal forward older (or newer) than this is refused; its nonce is remembered this long (replays).
@@ -60,8 +61,13 @@ def state_settings(s: StateSettings, env: Mapping[str, str]) -> StateSettings:
 
     if s.redis_url:
         need(urlsplit(s.redis_url).scheme in ("redis", "rediss", "unix"), "redis_url", "must be redis://, rediss://…")
-    if s.internal_url:
+    if "://" in s.internal_url:
         need(urlsplit(s.internal_url).scheme in ("http", "https"), "internal_url", "must be an http(s):// URL")
+    need(
+        " " not in s.internal_url and "/" not in s.internal_url.partition("://")[2].rstrip("/"),
+        "internal_url",
+        "must be http(s)://host:port or a bare host",
+    )
     need(0 < s.op_timeout_s <= 5, "op_timeout_s", "must be in (0, 5] seconds (webhooks wait on it)")
     need(s.on_unavailable in ("degrade", "refuse"), "on_unavailable", "must be degrade or refuse")
     need(1 <= s.call_ttl_s <= 300, "call_ttl_s", "must be 1..300 seconds")
