@@ -72,6 +72,10 @@ class ForwardVerifier:
             raise ForwardRefused("too many forwards in the window")
         self._seen[nonce] = now + 2 * self.window_s
 
+    def remembers(self, nonce: str) -> bool:
+        """Whether ``nonce`` is still remembered (a forward carrying it would be a replay)."""
+        return nonce in self._seen
+
     def _forget(self, now: float) -> None:
         while self._seen:
             nonce, until = next(iter(self._seen.items()))

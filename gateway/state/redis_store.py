@@ -106,15 +106,19 @@ class RedisStore(StateStore):
     def __init__(self, url: str, *, prefix: str = "vg:", op_timeout_s: float = 0.25) -> None:
         self._prefix = prefix
         self._timeout = op_timeout_s
-        # No retries inside the client: one bounded attempt, the caller falls back (docs: failure behaviour).
-        self._redis = aioredis.from_url(
+        # No retries inside the client: one bounded attempt, the caller falls back (docs: failure behaviour). A
+        # blocking pool: a burst of call starts or ends waits (within the op timeout) for one of a few connections
+        # rather than opening one each, or failing with "too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=16,
+            timeout=op_timeout_s,
             socket_timeout=op_timeout_s,
             socket_connect_timeout=op_timeout_s,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
-            max_connections=64,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._admit = self._redis.register_script(_ADMIT)
         self._owner = self._redis.register_script(_OWNER)
 
@@ -211,3 +215,4 @@ class RedisStore(StateStore):
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()  # a pool passed in is not closed by the client
