@@ -368,7 +368,7 @@ class LoadGen:
                     )
                 )
                 await self._paired
-        except (OSError, TimeoutError, ConnectionError, ElementTree.ParseError) as exc:
+        except (OSError, TimeoutError, ConnectionError, aiohttp.ClientError, ElementTree.ParseError) as exc:
             self.setup_failures += 1
             print(json.dumps({"kind": "warning", "setup_failed": repr(exc)}), flush=True)
             if call.tw is not None:
@@ -437,7 +437,10 @@ class LoadGen:
         gw_pid = plan["gateway_pid"]
         rss0 = procs_rss_mb(gw_pid)
         limit_ms = plan["p99_limit_ms"]
-        async with aiohttp.ClientSession() as http:
+        # Several replicas: a fresh connection per webhook, so a keep-alive connection that a replica closed while
+        # idle (server.header_timeout_s) is never reused mid-race.
+        connector = aiohttp.TCPConnector(force_close=bool(plan.get("gateway_urls")))
+        async with aiohttp.ClientSession(connector=connector) as http:
             for target in plan["steps"]:
                 t_add = time.monotonic()
                 while len(self.calls) < target:

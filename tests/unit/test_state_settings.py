@@ -57,3 +57,12 @@ def test_an_unknown_key_in_the_file_is_refused(tmp_path):
 def test_the_advertised_internal_address(internal_url, host, expected):
     s = StateSettings(internal_url=internal_url, internal_host=host)
     assert advertised_address(s, 8081) == expected
+
+
+def test_serve_refuses_workers_with_a_shared_store(monkeypatch, capsys):
+    from gateway.cli import main
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("GATEWAY_TOKEN_SECRET", "x")
+    assert main(["serve", "--workers", "2", "--port", "1"]) == 2
+    assert "state.redis_url" in capsys.readouterr().err

@@ -1,0 +1,72 @@
+"""Call control over the API on one replica with the in-process store (gateway/cluster/control.py): the live calls,
+``say`` reaching the agent as ``reply.create``, ``transfer`` refused off the allow-list or without carrier call
+control, ``hangup`` ending the call with ``session.end``; all behind the operator key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.faults import write_config
+from tests.support.logcapture import capture_call_logs, wait_event
+
+KEY = "operator-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+async def gw(start_gateway):
+    cfg = write_config('[profiles.default]\ntransfer_allow = ["+1555*"]\n')
+    return await start_gateway(cfg, GATEWAY_API_KEY=KEY)
+
+
+async def post(http, gw, call_sid, action, body, headers=AUTH):
+    async with http.post(f"{gw.base_url}/calls/{call_sid}/{action}", json=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_live_calls_say_transfer_and_hangup_on_one_replica(gw, new_peer, fake_agent, http):
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
+        live = await r.json()
+    assert live["store"] == "memory" and not live["partial"]
+    assert [(c["call_sid"], c["stream_sid"], c["state"]) for c in live["calls"]] == [
+        (peer.call_sid, peer.stream_sid, "live")
+    ]
+
+    status, answer = await post(http, gw, peer.call_sid, "say", {"instructions": "Tell the caller the order shipped."})
+    assert status == 202 and answer["status"] == "sent"
+    msg = await sess.next_message("reply.create")
+    assert msg["instructions"] == "Tell the caller the order shipped."
+
+    assert (await post(http, gw, peer.call_sid, "say", {"instructions": ""}))[0] == 400
+    assert (await post(http, gw, peer.call_sid, "say", ["not", "an", "object"]))[0] == 400
+    status, answer = await post(http, gw, peer.call_sid, "transfer", {"to": "+4420000000"})
+    assert status == 422 and "allow-list" in answer["error"]
+    status, answer = await post(http, gw, peer.call_sid, "transfer", {"to": "+15550001234"})
+    assert status == 409 and "no call control" in answer["error"]  # no Twilio REST credentials here
+    assert (await post(http, gw, "CA" + "f" * 32, "hangup", {}))[0] == 404
+
+    with capture_call_logs() as logs:
+        status, answer = await post(http, gw, peer.call_sid, "hangup", {})
+        assert status == 202 and answer["status"] == "ending"
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=5)
+        ended = await wait_event(logs, "call.ended")
+    assert ended["outcome"] == "api_hangup" and ended["hung_up_by"] == "gateway"
+    assert sess.ended_by_client
+    async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
+        assert (await r.json())["calls"] == []
+
+
+async def test_call_control_refuses_without_the_operator_key(gw, http):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert (await post(http, gw, "CA1", "hangup", {}, headers=headers))[0] == 401
+        async with http.get(gw.base_url + "/calls/live", headers=headers) as r:
+            assert r.status == 401
+
+
+async def test_without_an_operator_key_call_control_is_off(start_gateway, http):
+    gw = await start_gateway()
+    async with http.get(gw.base_url + "/calls/live", headers={"Authorization": "Bearer "}) as r:
+        assert r.status == 401
