@@ -48,7 +48,7 @@ from ..tools import call_control as cc
 from .forward import HEADER, sign_forward
 from .node import Cluster
 
-__all__ = ["ACTIONS", "claim_remote", "handover", "setup"]
+__all__ = ["ACTIONS", "claim_remote", "handover", "reserve", "setup"]
 
 log = structlog.get_logger("gateway.cluster")
 
@@ -244,7 +244,7 @@ async def handover(app: web.Application, call_sid: str) -> dict[str, Any] | None
             await parked.agent.close()
     except (TimeoutError, OSError):
         pass
-    app[CLUSTER].ended(call_sid, parked.stream_sid)
+    app[CLUSTER].ended(call_sid, parked.stream_sid, call_over=False)
     parked_ms = round((time.monotonic() - parked.parked_at) * 1000, 1)
     log.info("call.handed_over", call_sid=call_sid, session_id=parked.session_id, parked_ms=parked_ms)
     return {
@@ -253,6 +253,15 @@ async def handover(app: web.Application, call_sid: str) -> dict[str, Any] | None
         "stream_sid": parked.stream_sid,
         "parked_ms": parked_ms,
     }
+
+
+async def reserve(app: web.Application, call_sid: str) -> str | None:
+    """The webhook's cluster-wide slot (``state.max_cluster_calls``), after this process reserved its own: None, or
+    ``at_capacity`` (this process's reservation is given back)."""
+    refusal = await app[CLUSTER].reserve(call_sid)
+    if refusal is not None:
+        app[CALLS].admission.unreserve(call_sid)
+    return refusal
 
 
 async def claim_remote(app: web.Application, owner: Replica, call_sid: str) -> HandedOver | None:

@@ -132,6 +132,8 @@ class Cluster:
             self.me = dataclasses.replace(self.me, draining=draining)
         try:
             await self.store.heartbeat(self.me, list(self.local.values()), self.settings.call_ttl_s)
+            if self.settings.max_cluster_calls:
+                await self.store.keep_slots(list(self.local), 2 * self.settings.call_ttl_s)
         except StateUnavailable as exc:
             self._failed("heartbeat", exc)
         else:
@@ -161,6 +163,21 @@ class Cluster:
         task.add_done_callback(self._tasks.discard)
 
     # ---- calls ------------------------------------------------------------------------------------------------------
+    async def reserve(self, call_sid: str) -> str | None:
+        """The webhook of ``call_sid`` passed this process's admission: one of ``state.max_cluster_calls`` slots,
+        held for ``state.reservation_ttl_s`` until its stream starts (then the heartbeat keeps it). None, or
+        ``at_capacity``. The store down: allowed (``degrade``) or refused (``refuse``)."""
+        limit = self.settings.max_cluster_calls
+        if not limit:
+            return None
+        try:
+            held = await self.store.reserve_slot(call_sid, limit, self.settings.reservation_ttl_s)
+        except StateUnavailable as exc:
+            self._failed("reserve", exc)
+            return "at_capacity" if self.settings.on_unavailable == "refuse" else None
+        self._ok()
+        return None if held else "at_capacity"
+
     async def admit(self, call: LiveCall, token: str) -> tuple[str | None, Owner | None]:
         """A stream's ``start`` passed this process's admission: the token's single use across replicas, and the
         call's registration. Returns (refusal or None, the other replica that held the call, if any)."""
@@ -191,18 +208,23 @@ class Cluster:
             self.local[call_sid] = call = dataclasses.replace(call, state="parked", session_id=session_id)
             self._spawn(self._write("update", call))
 
-    def ended(self, call_sid: str, stream_sid: str) -> None:
+    def ended(self, call_sid: str, stream_sid: str, *, call_over: bool = True) -> None:
         """This replica no longer holds ``call_sid`` as served by ``stream_sid`` (that stream ended unparked, or its
-        parked session ended or was handed over). A newer stream of the same call here keeps the entry."""
+        parked session ended or was handed over: ``call_over`` False, the call goes on elsewhere and keeps its
+        cluster slot). A newer stream of the same call here keeps the entry."""
         call = self.local.get(call_sid)
         if call is not None and call.stream_sid == stream_sid:
             del self.local[call_sid]
             self._spawn(self._write("drop", call_sid))
+            if call_over and self.settings.max_cluster_calls:
+                self._spawn(self._write("free_slot", call_sid))
 
     async def _write(self, op: str, what: LiveCall | str) -> None:
         try:
             if isinstance(what, LiveCall):
                 await self.store.update_call(self.me, what)
+            elif op == "free_slot":
+                await self.store.free_slot(what)
             else:
                 await self.store.drop_call(self.me, what)
         except StateUnavailable as exc:

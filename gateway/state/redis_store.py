@@ -64,6 +64,28 @@ return {}
 """
 
 
+# KEYS: slots zset. ARGV: call sid, limit, ttl ms. Scores are expiry times on Redis's own clock (replicas' clocks
+# may disagree).
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
+# KEYS: slots zset. ARGV: ttl ms, call sids...
+_KEEP = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], until_, ARGV[i]) end
+return #ARGV - 1
+"""
+
+
 def _replica_json(r: Replica) -> str:
     return json.dumps({"id": r.id, "address": r.address, "draining": r.draining, "started_at": r.started_at})
 
@@ -121,6 +143,8 @@ class RedisStore(StateStore):
         self._redis = aioredis.Redis(connection_pool=pool)
         self._admit = self._redis.register_script(_ADMIT)
         self._owner = self._redis.register_script(_OWNER)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._keep = self._redis.register_script(_KEEP)
 
     def _k(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -200,6 +224,19 @@ class RedisStore(StateStore):
             return out
 
         return await self._run("live_calls", read)
+
+    async def reserve_slot(self, call_sid: str, limit: int, ttl_s: float) -> bool:
+        args: list[str | int] = [call_sid, limit, int(ttl_s * 1000)]
+        out = await self._run("reserve", lambda: self._reserve(keys=[self._k("slots")], args=args))
+        return bool(int(out))
+
+    async def keep_slots(self, call_sids: list[str], ttl_s: float) -> None:
+        if call_sids:
+            args: list[str | int] = [int(ttl_s * 1000), *call_sids]
+            await self._run("keep_slots", lambda: self._keep(keys=[self._k("slots")], args=args))
+
+    async def free_slot(self, call_sid: str) -> None:
+        await self._run("free_slot", lambda: self._redis.zrem(self._k("slots"), call_sid))
 
     async def leave(self, me: Replica) -> None:
         async def go() -> None:

@@ -41,6 +41,11 @@ class StateSettings:
     forward_window_s: float = 30.0
     # How long a replica waits for the owner's answer to a forwarded call-control request.
     forward_timeout_s: float = 5.0
+    # Cluster-wide limit of concurrent calls (0: none; each replica's server.max_concurrent_calls holds anyway). The
+    # webhook reserves a slot that expires (reservation_ttl_s) unless the call's stream starts; a live call's slot is
+    # kept by its replica's heartbeat and freed at hang-up, or call_ttl_s after its replica died.
+    max_cluster_calls: int = 0
+    reservation_ttl_s: float = 30.0
 
     @property
     def shared(self) -> bool:
@@ -75,4 +80,6 @@ def state_settings(s: StateSettings, env: Mapping[str, str]) -> StateSettings:
     need(1 <= s.forward_window_s <= 300, "forward_window_s", "must be 1..300 seconds")
     need(0 < s.forward_timeout_s <= 30, "forward_timeout_s", "must be in (0, 30] seconds")
     need(bool(s.key_prefix) and " " not in s.key_prefix, "key_prefix", "must be non-empty, without spaces")
+    need(s.max_cluster_calls >= 0, "max_cluster_calls", "must be >= 0 (0: no cluster-wide limit)")
+    need(1 <= s.reservation_ttl_s <= 300, "reservation_ttl_s", "must be 1..300 seconds")
     return s

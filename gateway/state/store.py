@@ -98,6 +98,19 @@ class StateStore(abc.ABC):
         """Every call of every live replica."""
 
     @abc.abstractmethod
+    async def reserve_slot(self, call_sid: str, limit: int, ttl_s: float) -> bool:
+        """Hold one of ``limit`` cluster-wide call slots for ``call_sid`` for ``ttl_s`` (again for the same call: the
+        same slot, its expiry renewed). False when all are held."""
+
+    @abc.abstractmethod
+    async def keep_slots(self, call_sids: list[str], ttl_s: float) -> None:
+        """Renew the slots of ``call_sids`` (live calls; a slot already gone is taken again, past the limit)."""
+
+    @abc.abstractmethod
+    async def free_slot(self, call_sid: str) -> None:
+        """The call ended (or its reservation is given back)."""
+
+    @abc.abstractmethod
     async def leave(self, me: Replica) -> None:
         """``me`` shuts down: its entry and its calls go now."""
 
@@ -115,6 +128,7 @@ class InProcessStore(StateStore):
         self._tokens: dict[str, float] = {}  # token key -> forget after (insertion order = expiry order)
         self._replicas: dict[str, tuple[Replica, float]] = {}  # id -> (replica, alive until)
         self._calls: dict[str, dict[str, LiveCall]] = {}  # replica id -> call sid -> call
+        self._slots: dict[str, float] = {}  # call sid -> held until
 
     def _expire(self, now: float) -> None:
         while self._tokens:
@@ -169,6 +183,23 @@ class InProcessStore(StateStore):
             if (replica := self._alive(rid, now)) is not None
             for c in calls.values()
         ]
+
+    async def reserve_slot(self, call_sid: str, limit: int, ttl_s: float) -> bool:
+        now = self._clock()
+        for sid in [s for s, until in self._slots.items() if until <= now]:
+            del self._slots[sid]
+        if call_sid not in self._slots and len(self._slots) >= limit:
+            return False
+        self._slots[call_sid] = now + ttl_s
+        return True
+
+    async def keep_slots(self, call_sids: list[str], ttl_s: float) -> None:
+        until = self._clock() + ttl_s
+        for sid in call_sids:
+            self._slots[sid] = until
+
+    async def free_slot(self, call_sid: str) -> None:
+        self._slots.pop(call_sid, None)
 
     async def leave(self, me: Replica) -> None:
         self._replicas.pop(me.id, None)

@@ -4,6 +4,8 @@ control, ``hangup`` ending the call with ``session.end``; all behind the operato
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.support.faults import write_config
@@ -70,3 +72,27 @@ async def test_without_an_operator_key_call_control_is_off(start_gateway, http):
     gw = await start_gateway()
     async with http.get(gw.base_url + "/calls/live", headers={"Authorization": "Bearer "}) as r:
         assert r.status == 401
+
+
+async def test_the_cluster_wide_limit_answers_busy_and_a_hang_up_frees_the_slot(
+    start_gateway, new_peer, fake_agent, http
+):
+    cfg = write_config("[state]\nmax_cluster_calls = 1\n")
+    gw = await start_gateway(cfg)
+    first = await new_peer(gw)
+    await first.connect()
+    await fake_agent.session()
+    form = {"CallSid": "CA" + "2" * 32, "From": "+15550001111", "To": "+15550002222", "AccountSid": "AC" + "0" * 32}
+    async with http.post(gw.base_url + "/twilio/voice", data=form) as r:
+        busy = await r.text()
+    assert "busy" in busy and "<Hangup" in busy and "<Stream" not in busy
+    await first.stop()
+    await first.wait_for(lambda: first.closed.is_set())
+
+    async def answered() -> bool:
+        async with http.post(gw.base_url + "/twilio/voice", data=form) as r:
+            return "<Stream" in await r.text()
+
+    async with asyncio.timeout(5):  # the slot is freed as the first call's end is written to the store
+        while not await answered():
+            await asyncio.sleep(0.05)

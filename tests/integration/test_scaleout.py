@@ -16,7 +16,6 @@ last two kill a replica and stop Redis).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import signal
 import time
@@ -288,9 +287,3 @@ async def test_redis_stopped_mid_call_leaves_the_call_running_and_the_next_call_
         assert 'voice_gateway_state_unavailable_total{op="admit"}' in await r.text()
     await peer.close()
     await second.close()
-
-
-def test_the_token_is_never_stored_in_clear():
-    from gateway.cluster.node import token_key
-
-    assert token_key("abc") == hashlib.sha256(b"abc").hexdigest()

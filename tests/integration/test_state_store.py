@@ -120,3 +120,18 @@ async def test_a_replica_without_its_store_degrades_or_refuses_as_configured(mod
     calls, complete = await cluster.live_calls()
     assert not complete and [c.call_sid for _, c in calls] == (["CA9"] if refusal is None else [])
     await store.close()
+
+
+async def test_cluster_slots_hold_the_limit_expire_and_free(store):
+    assert await store.reserve_slot("CS1", 2, 60) and await store.reserve_slot("CS2", 2, 0.3)
+    assert not await store.reserve_slot("CS3", 2, 60), "the limit holds across replicas"
+    assert await store.reserve_slot("CS1", 2, 60), "the same call keeps its slot (a retried webhook)"
+    await asyncio.sleep(0.4)  # CS2's reservation expired: its stream never started
+    assert await store.reserve_slot("CS3", 2, 60)
+    await store.free_slot("CS1")  # hung up
+    assert await store.reserve_slot("CS4", 2, 0.3)
+    await store.keep_slots(["CS4"], 60)  # its stream started: the heartbeat keeps it
+    await asyncio.sleep(0.4)
+    assert not await store.reserve_slot("CS5", 2, 60)
+    for sid in ("CS3", "CS4"):
+        await store.free_slot(sid)

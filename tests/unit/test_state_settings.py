@@ -3,6 +3,8 @@ address a replica advertises to the others."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from gateway.cluster.node import advertised_address
@@ -32,6 +34,8 @@ def test_in_process_by_default_and_redis_from_the_environment():
         ({"forward_window_s": 0}, "state.forward_window_s"),
         ({"forward_timeout_s": 0}, "state.forward_timeout_s"),
         ({"key_prefix": ""}, "state.key_prefix"),
+        ({"max_cluster_calls": -1}, "state.max_cluster_calls"),
+        ({"reservation_ttl_s": 0}, "state.reservation_ttl_s"),
     ],
 )
 def test_invalid_values_name_their_key(table, key):
@@ -66,3 +70,9 @@ def test_serve_refuses_workers_with_a_shared_store(monkeypatch, capsys):
     monkeypatch.setenv("GATEWAY_TOKEN_SECRET", "x")
     assert main(["serve", "--workers", "2", "--port", "1"]) == 2
     assert "state.redis_url" in capsys.readouterr().err
+
+
+def test_the_store_keeps_a_digest_of_a_used_token_never_the_token():
+    from gateway.cluster.node import token_key
+
+    assert token_key("abc") == hashlib.sha256(b"abc").hexdigest() and "abc" not in token_key("abc")
