@@ -12,6 +12,9 @@ handlers; the decisions live in pure modules (:mod:`gateway.outbound`, :mod:`gat
   ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of the
   call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
 
+Live calls and call control from any replica (``GET /calls/live``, ``POST /calls/{call_sid}/hangup|transfer|say``)
+are :mod:`gateway.cluster.control`'s, registered from :func:`setup` (docs/architecture/scale-out.md).
+
 Bodies are read with :mod:`gateway.http_input`: whatever anyone sends, a malformed body is a 400, never a 500.
 
 App state added here (:func:`setup`): ``app[PARKED]`` (the re-attach registry, :mod:`gateway.keys`). The REST client
