@@ -83,7 +83,8 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             calls.active.pop(key, None)
             calls.waiting.pop(ticket, None)
             s = session.summary
-            if s.call_sid and request.app[PARKED].stream_of(s.call_sid) != s.stream_sid:
+            # A refused stream (a replayed start may carry the live call's own ids) never touched the registry.
+            if session.started and request.app[PARKED].stream_of(s.call_sid) != s.stream_sid:
                 request.app[CLUSTER].ended(s.call_sid, s.stream_sid)  # else: parked (the registry was told)
     finally:
         admission.release(ticket)  # the slot and the live token go with the call, whatever ended it

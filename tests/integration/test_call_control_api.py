@@ -96,3 +96,20 @@ async def test_the_cluster_wide_limit_answers_busy_and_a_hang_up_frees_the_slot(
     async with asyncio.timeout(5):  # the slot is freed as the first call's end is written to the store
         while not await answered():
             await asyncio.sleep(0.05)
+
+
+async def test_a_refused_replay_of_a_live_calls_start_leaves_its_registry_entry(gw, new_peer, fake_agent, http):
+    first = await new_peer(gw)
+    await first.connect()
+    await fake_agent.session()
+    # The very same 'start' (call, stream and token) replayed on a second socket: refused, and it must not take the
+    # live call's entry with it.
+    replay = await new_peer(gw, dial=False, call_sid=first.call_sid, stream_sid=first.stream_sid)
+    replay.stream_url, replay.parameters = first.stream_url, dict(first.parameters)
+    with capture_call_logs() as logs:
+        await replay.connect()
+        await replay.wait_for(lambda: replay.closed.is_set(), timeout=5)
+        await wait_event(logs, "call.ended", outcome="refused")
+    await asyncio.sleep(0.1)  # a registry write would be under way now
+    async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
+        assert [c["call_sid"] for c in (await r.json())["calls"]] == [first.call_sid]
