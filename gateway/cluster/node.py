@@ -2,9 +2,9 @@
 does when the shared store fails (docs/architecture/scale-out.md). Not pure: asyncio tasks and the store's I/O.
 
 The store is asked at a call's start (one round trip: token, previous owner, registration), when its agent session
-parks, when the call ends, and by the heartbeat (one round trip per replica every third of ``state.call_ttl_s``,
-carrying every call the replica holds, so an entry lost to a failed write or a Redis restart comes back by itself).
-Nothing on the media path awaits it.
+parks, when the call ends (ends are batched), and by the heartbeat (one round trip per replica every third of
+``state.call_ttl_s``, carrying every call the replica holds, so an entry lost to a failed write or a Redis restart
+comes back by itself). Nothing on the media path awaits it.
 
 Store failures (:class:`~gateway.errors.StateUnavailable`, each bounded by ``state.op_timeout_s``): calls already
 running never notice. A new stream's token was already checked (HMAC, expiry, door, call binding) and marked used in
@@ -86,6 +86,9 @@ class Cluster:
         self._beat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._down_since: float | None = None
+        self._drops: set[str] = set()  # calls ended here, their entries not yet removed from the store
+        self._frees: set[str] = set()  # ... and their cluster slots (state.max_cluster_calls)
+        self._flushing = False
         reg = CollectorRegistry()
         self.unavailable = unavailable or Counter("state_unavailable", "", ["op"], registry=reg)
         self.forwards = forwards or Counter("forwards", "", ["action", "result"], registry=reg)
@@ -215,18 +218,35 @@ class Cluster:
         call = self.local.get(call_sid)
         if call is not None and call.stream_sid == stream_sid:
             del self.local[call_sid]
-            self._spawn(self._write("drop", call_sid))
+            self._drops.add(call_sid)
             if call_over and self.settings.max_cluster_calls:
-                self._spawn(self._write("free_slot", call_sid))
+                self._frees.add(call_sid)
+            if not self._flushing:
+                self._flushing = True
+                self._spawn(self._flush())
 
-    async def _write(self, op: str, what: LiveCall | str) -> None:
+    async def _flush(self) -> None:
+        """Write ends in batches: the ends of one moment go together, and ends that come while a write is in flight
+        go with the next (300 calls hung up at once are a few round trips, not 300 waiting for a connection)."""
         try:
-            if isinstance(what, LiveCall):
-                await self.store.update_call(self.me, what)
-            elif op == "free_slot":
-                await self.store.free_slot(what)
-            else:
-                await self.store.drop_call(self.me, what)
+            while self._drops or self._frees:
+                # A call that came back here meanwhile (a re-attach on this replica) keeps its entry and its slot.
+                drops = sorted(s for s in self._drops if s not in self.local)
+                frees = sorted(s for s in self._frees if s not in self.local)
+                self._drops, self._frees = set(), set()
+                try:
+                    await self.store.drop_calls(self.me, drops)
+                    await self.store.free_slots(frees)
+                except StateUnavailable as exc:
+                    self._failed("drop", exc)  # the next heartbeat writes the exact set again; slots expire
+                else:
+                    self._ok()
+        finally:
+            self._flushing = False
+
+    async def _write(self, op: str, call: LiveCall) -> None:
+        try:
+            await self.store.update_call(self.me, call)
         except StateUnavailable as exc:
             self._failed(op, exc)  # the next heartbeat writes the exact set again
         else:

@@ -180,8 +180,9 @@ class RedisStore(StateStore):
     async def update_call(self, me: Replica, call: LiveCall) -> None:
         await self._run("update", lambda: self._redis.hset(self._k("calls", me.id), call.call_sid, _call_json(call)))
 
-    async def drop_call(self, me: Replica, call_sid: str) -> None:
-        await self._run("drop", lambda: self._redis.hdel(self._k("calls", me.id), call_sid))
+    async def drop_calls(self, me: Replica, call_sids: list[str]) -> None:
+        if call_sids:
+            await self._run("drop", lambda: self._redis.hdel(self._k("calls", me.id), *call_sids))
 
     async def heartbeat(self, me: Replica, calls: list[LiveCall], ttl_s: float) -> None:
         """One transaction: the record, the exact set of calls (so a failed drop or a Redis restart heals)."""
@@ -235,8 +236,9 @@ class RedisStore(StateStore):
             args: list[str | int] = [int(ttl_s * 1000), *call_sids]
             await self._run("keep_slots", lambda: self._keep(keys=[self._k("slots")], args=args))
 
-    async def free_slot(self, call_sid: str) -> None:
-        await self._run("free_slot", lambda: self._redis.zrem(self._k("slots"), call_sid))
+    async def free_slots(self, call_sids: list[str]) -> None:
+        if call_sids:
+            await self._run("free_slots", lambda: self._redis.zrem(self._k("slots"), *call_sids))
 
     async def leave(self, me: Replica) -> None:
         async def go() -> None:

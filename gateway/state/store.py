@@ -9,8 +9,8 @@ Shared, and only this (the media path never touches the store):
 - **replicas**: each one's internal address and whether it drains (:class:`Replica`).
 
 One call start costs one store round trip (:meth:`StateStore.admit_call`: the token, the previous owner of the
-call, the new entry), a park or an end one more; the heartbeat one per replica every third of the TTL, whatever the
-number of calls. Every method may raise :class:`~gateway.errors.StateUnavailable` (the caller decides what that
+call, the new entry), a park one more, an end at most one more (ends are written in batches); the heartbeat one per
+replica every third of the TTL, whatever the number of calls. Every method may raise :class:`~gateway.errors.StateUnavailable` (the caller decides what that
 means, gateway.cluster); the in-process store never does.
 """
 
@@ -82,8 +82,8 @@ class StateStore(abc.ABC):
         """``call`` changed (parked, or its agent session is known)."""
 
     @abc.abstractmethod
-    async def drop_call(self, me: Replica, call_sid: str) -> None:
-        """``call_sid`` is no longer served by ``me`` (ended, or handed over)."""
+    async def drop_calls(self, me: Replica, call_sids: list[str]) -> None:
+        """``call_sids`` are no longer served by ``me`` (ended, or handed over)."""
 
     @abc.abstractmethod
     async def heartbeat(self, me: Replica, calls: list[LiveCall], ttl_s: float) -> None:
@@ -107,8 +107,8 @@ class StateStore(abc.ABC):
         """Renew the slots of ``call_sids`` (live calls; a slot already gone is taken again, past the limit)."""
 
     @abc.abstractmethod
-    async def free_slot(self, call_sid: str) -> None:
-        """The call ended (or its reservation is given back)."""
+    async def free_slots(self, call_sids: list[str]) -> None:
+        """The calls ended (or their reservations are given back)."""
 
     @abc.abstractmethod
     async def leave(self, me: Replica) -> None:
@@ -161,8 +161,9 @@ class InProcessStore(StateStore):
     async def update_call(self, me: Replica, call: LiveCall) -> None:
         self._calls.setdefault(me.id, {})[call.call_sid] = call
 
-    async def drop_call(self, me: Replica, call_sid: str) -> None:
-        self._calls.get(me.id, {}).pop(call_sid, None)
+    async def drop_calls(self, me: Replica, call_sids: list[str]) -> None:
+        for sid in call_sids:
+            self._calls.get(me.id, {}).pop(sid, None)
 
     async def heartbeat(self, me: Replica, calls: list[LiveCall], ttl_s: float) -> None:
         self._replicas[me.id] = (me, self._clock() + ttl_s)
@@ -198,8 +199,9 @@ class InProcessStore(StateStore):
         for sid in call_sids:
             self._slots[sid] = until
 
-    async def free_slot(self, call_sid: str) -> None:
-        self._slots.pop(call_sid, None)
+    async def free_slots(self, call_sids: list[str]) -> None:
+        for sid in call_sids:
+            self._slots.pop(sid, None)
 
     async def leave(self, me: Replica) -> None:
         self._replicas.pop(me.id, None)

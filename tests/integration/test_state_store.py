@@ -63,7 +63,7 @@ async def test_a_new_stream_of_a_call_learns_which_live_replica_held_it(store):
     assert moved.previous is not None and moved.previous.replica is not None
     assert moved.previous.replica.id == "replica-a" and moved.previous.replica.address == A.address
     assert moved.previous.call.stream_sid == "MZ1"
-    await store.drop_call(A, "CA2")
+    await store.drop_calls(A, ["CA2"])
     owner = await store.owner_of("CA2")
     assert owner is not None and owner.replica is not None and owner.replica.id == "replica-b"
 
@@ -74,7 +74,7 @@ async def test_the_registry_mirrors_each_heartbeat_and_forgets_what_was_dropped(
     assert live["CA3"] == ("replica-a", "live") and live["CA4"] == ("replica-a", "parked")
     await store.update_call(A, call("CA3", state="parked"))
     assert {c.call_sid: c.state for _, c in await store.live_calls()}["CA3"] == "parked"
-    await store.drop_call(A, "CA3")
+    await store.drop_calls(A, ["CA3"])
     assert await store.owner_of("CA3") is None
     await store.heartbeat(A, [], 5)  # exactly what the replica holds: CA4 went with its call
     assert await store.owner_of("CA4") is None
@@ -128,10 +128,9 @@ async def test_cluster_slots_hold_the_limit_expire_and_free(store):
     assert await store.reserve_slot("CS1", 2, 60), "the same call keeps its slot (a retried webhook)"
     await asyncio.sleep(0.4)  # CS2's reservation expired: its stream never started
     assert await store.reserve_slot("CS3", 2, 60)
-    await store.free_slot("CS1")  # hung up
+    await store.free_slots(["CS1"])  # hung up
     assert await store.reserve_slot("CS4", 2, 0.3)
     await store.keep_slots(["CS4"], 60)  # its stream started: the heartbeat keeps it
     await asyncio.sleep(0.4)
     assert not await store.reserve_slot("CS5", 2, 60)
-    for sid in ("CS3", "CS4"):
-        await store.free_slot(sid)
+    await store.free_slots(["CS3", "CS4"])
