@@ -10,8 +10,9 @@ Shared, and only this (the media path never touches the store):
 
 One call start costs one store round trip (:meth:`StateStore.admit_call`: the token, the previous owner of the
 call, the new entry), a park one more, an end at most one more (ends are written in batches); the heartbeat one per
-replica every third of the TTL, whatever the number of calls. Every method may raise :class:`~gateway.errors.StateUnavailable` (the caller decides what that
-means, gateway.cluster); the in-process store never does.
+replica every third of the TTL, whatever the number of calls. Every method may raise
+:class:`~gateway.errors.StateUnavailable` (the caller decides what that means, gateway.cluster); the in-process
+store never does.
 """
 
 from __future__ import annotations
