@@ -134,3 +134,24 @@ async def test_cluster_slots_hold_the_limit_expire_and_free(store):
     await asyncio.sleep(0.4)
     assert not await store.reserve_slot("CS5", 2, 60)
     await store.free_slots(["CS3", "CS4"])
+
+
+async def test_the_ends_of_one_moment_are_written_together():
+    class CountingStore(InProcessStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[list[str]] = []
+
+        async def drop_calls(self, me: Replica, call_sids: list[str]) -> None:
+            self.batches.append(call_sids)
+            await super().drop_calls(me, call_sids)
+
+    store = CountingStore()
+    cluster = Cluster(StateSettings(), store, token_secret=b"s", token_ttl_s=60, accepting=lambda: True)
+    for i in range(5):
+        assert await cluster.admit(call(f"CB{i}", f"MZ{i}"), f"tok-b{i}") == (None, None)
+    for i in range(5):
+        cluster.ended(f"CB{i}", f"MZ{i}")
+    cluster.ended("CB0", "MZ0")  # twice: nothing more to write
+    await cluster.stop()  # waits for the writes under way
+    assert store.batches == [[f"CB{i}" for i in range(5)]]
