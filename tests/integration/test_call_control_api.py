@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from tests.support.audio import ulaw_tone
 from tests.support.faults import write_config
 from tests.support.logcapture import capture_call_logs, wait_event
 
@@ -113,3 +114,21 @@ async def test_a_refused_replay_of_a_live_calls_start_leaves_its_registry_entry(
     await asyncio.sleep(0.1)  # a registry write would be under way now
     async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
         assert [c["call_sid"] for c in (await r.json())["calls"]] == [first.call_sid]
+
+
+async def test_a_replica_whose_redis_is_down_at_start_up_still_serves_calls(start_gateway, new_peer, fake_agent, http):
+    from tests.support.replicas import free_port
+
+    cfg = write_config('[state]\ninternal_host = "127.0.0.1"\ninternal_port = 0\nop_timeout_s = 0.2\n')
+    with capture_call_logs() as logs:
+        gw = await start_gateway(cfg, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", GATEWAY_API_KEY=KEY)
+        peer = await new_peer(gw)
+        await peer.connect()
+        sess = await fake_agent.session()
+        await peer.send_media(ulaw_tone(300, 0.2))
+        await peer.wait_for(lambda: len(sess.audio) >= 0.18 * 48000)
+        warning = await wait_event(logs, "state.unavailable")
+    assert warning["op"] in ("heartbeat", "admit") and warning["on_unavailable"] == "degrade"
+    async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
+        live = await r.json()
+    assert live["partial"] and live["store"] == "redis" and [c["call_sid"] for c in live["calls"]] == [peer.call_sid]
