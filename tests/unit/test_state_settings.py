@@ -64,11 +64,12 @@ def test_the_advertised_internal_address(internal_url, host, expected):
 
 
 def test_serve_refuses_workers_with_a_shared_store(monkeypatch, capsys):
-    from gateway.cli import main
+    from gateway import cli
 
+    monkeypatch.setattr(cli, "configure_logging", lambda *a, **k: None)  # keep the test session's logging as it is
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("GATEWAY_TOKEN_SECRET", "x")
-    assert main(["serve", "--workers", "2", "--port", "1"]) == 2
+    assert cli.main(["serve", "--workers", "2", "--port", "1"]) == 2
     assert "state.redis_url" in capsys.readouterr().err
 
 
