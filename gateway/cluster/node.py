@@ -121,12 +121,12 @@ class Cluster:
     async def _heartbeat(self) -> None:
         interval = self.settings.call_ttl_s / 3
         while True:
-            self._wake.clear()
             try:
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            self._wake.clear()  # after the wait: a drain that began before this task first ran is not lost
             await self._beat()
 
     async def _beat(self) -> None:

@@ -155,3 +155,22 @@ async def test_the_ends_of_one_moment_are_written_together():
     cluster.ended("CB0", "MZ0")  # twice: nothing more to write
     await cluster.stop()  # waits for the writes under way
     assert store.batches == [[f"CB{i}" for i in range(5)]]
+
+
+async def test_a_draining_replica_tells_the_registry_at_once_not_at_its_next_heartbeat():
+    from gateway.call_registry import CallRegistry
+
+    calls = CallRegistry()
+    store = InProcessStore()
+    settings = StateSettings(call_ttl_s=300)  # the next regular heartbeat is 100 s away
+    cluster = Cluster(settings, store, token_secret=b"s", token_ttl_s=60, accepting=lambda: calls.accepting)
+    calls.on_accepting.append(cluster.draining_changed)
+    await cluster.start(0)
+    await cluster.admit(call("CD1"), "tok-d1")
+    assert [r.draining for r, _ in await store.live_calls()] == [False]
+    calls.accepting = False  # what gateway.drain does on SIGTERM
+    async with asyncio.timeout(5):  # a bound for a hung test
+        while [r.draining for r, _ in await store.live_calls()] != [True]:
+            await asyncio.sleep(0.01)
+    await cluster.stop()
+    assert await store.live_calls() == []  # it left the registry
