@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -53,6 +54,7 @@ __all__ = ["ACTIONS", "claim_remote", "handover", "reserve", "setup"]
 log = structlog.get_logger("gateway.cluster")
 
 ACTIONS = ("hangup", "transfer", "say")
+_CALL_SID = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 #: How long the owner waits for a stream of the call that is still stopping to park its agent session.
 HANDOVER_WAIT_S = 2.0
 
@@ -100,6 +102,8 @@ async def call_action(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized(request)
     action, call_sid = request.path.rsplit("/", 1)[1], request.match_info["call_sid"]
+    if not _CALL_SID.fullmatch(call_sid):  # no carrier's call id looks otherwise; it goes into a forward's path
+        return _error(404, "no live call with this call_sid")
     body = await request.read()
     cluster = request.app[CLUSTER]
     try:

@@ -132,3 +132,8 @@ async def test_a_replica_whose_redis_is_down_at_start_up_still_serves_calls(star
     async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
         live = await r.json()
     assert live["partial"] and live["store"] == "redis" and [c["call_sid"] for c in live["calls"]] == [peer.call_sid]
+
+
+async def test_a_call_sid_no_carrier_would_send_is_simply_not_found(gw, http):
+    async with http.post(f"{gw.base_url}/calls/CA1%3Fx=1/hangup", headers=AUTH) as r:
+        assert r.status == 404
