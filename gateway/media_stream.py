@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import urls
 from .agent.client import AgentEndpoint
-from .call.events import CallEvent
+from .call.events import AgentSessionReady, CallEvent, Reattach
 from .call.shell.accept import Handover
 from .call.shell.carrier_control import carrier_control
 from .call_control_http import rest_client
@@ -60,7 +60,7 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             endpoint=_agent_endpoint(request),
             tools=ToolRegistry(settings.tools, request.app[HTTP]),
             on_summary=calls.record,
-            on_event=lambda event: _publish(calls, session, event),
+            on_event=lambda event: _publish(request.app, session, event),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
             call_control=carrier_control(scope or dialect.carrier, rest_client(request.app)),
             parked=request.app[PARKED],
@@ -115,9 +115,13 @@ def _evict(calls: CallRegistry, ticket: int) -> None:
         session.request_end("evicted")
 
 
-def _publish(calls: CallRegistry, session: CallSession, event: CallEvent) -> None:
+def _publish(app: web.Application, session: CallSession, event: CallEvent) -> None:
+    calls = app[CALLS]
     for listener in list(calls.listeners):
         listener(session.summary.call_sid, event)
+    if isinstance(event, AgentSessionReady | Reattach):  # a few per call, never per frame
+        s = session.summary
+        app[CLUSTER].session_known(s.call_sid, s.stream_sid, event.session_id)
 
 
 def _agent_endpoint(request: web.Request) -> AgentEndpoint:

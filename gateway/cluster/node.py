@@ -211,6 +211,13 @@ class Cluster:
             self.local[call_sid] = call = dataclasses.replace(call, state="parked", session_id=session_id)
             self._spawn(self._write("update", call))
 
+    def session_known(self, call_sid: str, stream_sid: str, session_id: str) -> None:
+        """The call's agent session is ready (or was taken over): the next heartbeat carries its id (no write of
+        its own: ``GET /calls/live`` may show it up to ``state.call_ttl_s / 3`` later)."""
+        call = self.local.get(call_sid)
+        if call is not None and call.stream_sid == stream_sid and call.session_id != session_id:
+            self.local[call_sid] = dataclasses.replace(call, session_id=session_id)
+
     def ended(self, call_sid: str, stream_sid: str, *, call_over: bool = True) -> None:
         """This replica no longer holds ``call_sid`` as served by ``stream_sid`` (that stream ended unparked, or its
         parked session ended or was handed over: ``call_over`` False, the call goes on elsewhere and keeps its

@@ -137,3 +137,18 @@ async def test_a_replica_whose_redis_is_down_at_start_up_still_serves_calls(star
 async def test_a_call_sid_no_carrier_would_send_is_simply_not_found(gw, http):
     async with http.post(f"{gw.base_url}/calls/CA1%3Fx=1/hangup", headers=AUTH) as r:
         assert r.status == 404
+
+
+async def test_live_calls_learn_the_agent_session_from_the_next_heartbeat(start_gateway, new_peer, fake_agent, http):
+    gw = await start_gateway(write_config("[state]\ncall_ttl_s = 1.0\n"), GATEWAY_API_KEY=KEY)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+
+    async def session_ids() -> list[str | None]:
+        async with http.get(gw.base_url + "/calls/live", headers=AUTH) as r:
+            return [c["session_id"] for c in (await r.json())["calls"]]
+
+    async with asyncio.timeout(5):  # a bound for a hung test; the heartbeat runs every third of a second here
+        while await session_ids() != [sess.session_id]:
+            await asyncio.sleep(0.05)
