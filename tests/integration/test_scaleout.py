@@ -4,7 +4,7 @@ spec-following fake served by this test. The processes start once for the module
 last two kill a replica and stop Redis).
 
 - a webhook on A, its stream on B, a REST hang-up sent to C ends the call on B; ``GET /calls/live`` on any replica
-  lists it under B;
+  lists it under B; ``say`` sent to A reaches the agent session on B;
 - a stream token used on B is refused on A;
 - a redirect whose new stream lands on C keeps the same agent session (``session.resume``, no ``session.end`` on B)
   and loses no caller audio after the new stream's ``start``;
@@ -118,6 +118,11 @@ async def test_webhook_on_a_stream_on_b_hangup_sent_to_c_ends_the_call_on_b(clus
     (row,) = [c for c in live["calls"] if c["call_sid"] == peer.call_sid]
     assert row["replica"] == cluster["B"].replica_id and row["state"] == "live" and live["store"] == "redis"
     assert not live["partial"]
+
+    # A body travels with the forward (and under its signature): the agent on B hears what was asked on A.
+    status, answer = await cluster.control("A", peer.call_sid, "say", {"instructions": "Say the order shipped."})
+    assert status == 202 and answer["replica"] == cluster["B"].replica_id, answer
+    assert (await sess.next_message("reply.create"))["instructions"] == "Say the order shipped."
 
     status, answer = await cluster.control("C", peer.call_sid, "hangup")
     assert status == 202, answer
