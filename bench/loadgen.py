@@ -76,6 +76,15 @@ def outbound_table(agent_format: str, quality: str, chunk_bytes: int, frames: in
     return out
 
 
+def procs_cpu_s(pids: int | str | list[int]) -> float:
+    """CPU seconds of one process or the sum of several (replicas)."""
+    return sum(proc_cpu_s(p) for p in pids) if isinstance(pids, list) else proc_cpu_s(pids)
+
+
+def procs_rss_mb(pids: int | str | list[int]) -> float:
+    return sum(proc_rss_mb(p) for p in pids) if isinstance(pids, list) else proc_rss_mb(pids)
+
+
 def proc_cpu_s(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -316,7 +325,10 @@ class LoadGen:
     async def add_call(self, http: aiohttp.ClientSession) -> None:
         idx = len(self.calls) + self.dropped + self.setup_failures
         call = Call(self, idx, f"CA{idx:032x}", f"MZ{idx:032x}")
-        base = self.plan["gateway_url"]
+        # Several replicas (scripts/bench_scaleout: ``gateway_urls``): the webhook goes to one, the stream to the next,
+        # as a load balancer would spread them.
+        bases = self.plan.get("gateway_urls") or [self.plan["gateway_url"]]
+        base = bases[idx % len(bases)]
         form = {"CallSid": call.call_sid, "From": "+15550001111", "To": "+15550002222", "AccountSid": "AC" + "0" * 32}
         try:
             async with asyncio.timeout(10):
@@ -327,6 +339,8 @@ class LoadGen:
                     raise ConnectionError(f"no <Stream> in TwiML: {body[:200]}")
                 params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
                 url = urlsplit(stream.attrib["url"])
+                if len(bases) > 1:
+                    url = url._replace(netloc=urlsplit(bases[(idx + 1) % len(bases)]).netloc)
                 self._waiting = call
                 self._paired = self.loop.create_future()
                 _, tw = await self.loop.create_connection(
@@ -354,7 +368,7 @@ class LoadGen:
                     )
                 )
                 await self._paired
-        except (OSError, TimeoutError, ConnectionError, ElementTree.ParseError) as exc:
+        except (OSError, TimeoutError, ConnectionError, aiohttp.ClientError, ElementTree.ParseError) as exc:
             self.setup_failures += 1
             print(json.dumps({"kind": "warning", "setup_failed": repr(exc)}), flush=True)
             if call.tw is not None:
@@ -421,9 +435,12 @@ class LoadGen:
         print(json.dumps({"kind": "ready"}), flush=True)
         ticker = asyncio.create_task(self.ticker())
         gw_pid = plan["gateway_pid"]
-        rss0 = proc_rss_mb(gw_pid)
+        rss0 = procs_rss_mb(gw_pid)
         limit_ms = plan["p99_limit_ms"]
-        async with aiohttp.ClientSession() as http:
+        # Several replicas: a fresh connection per webhook, so a keep-alive connection that a replica closed while
+        # idle (server.header_timeout_s) is never reused mid-race.
+        connector = aiohttp.TCPConnector(force_close=bool(plan.get("gateway_urls")))
+        async with aiohttp.ClientSession(connector=connector) as http:
             for target in plan["steps"]:
                 t_add = time.monotonic()
                 while len(self.calls) < target:
@@ -434,12 +451,12 @@ class LoadGen:
                 await asyncio.sleep(plan["warmup_s"])
                 self.in_samples, self.out_samples, self.clear_samples = [], [], []
                 self.tick_lag = []
-                cpu0, own0, t0 = proc_cpu_s(gw_pid), proc_cpu_s(), time.monotonic()
+                cpu0, own0, t0 = procs_cpu_s(gw_pid), proc_cpu_s(), time.monotonic()
                 self.window_open = True
                 await self.barge_ins(int(plan["barge_ins_per_step"]), plan["window_s"])
                 self.window_open = False
                 t1 = time.monotonic()
-                cpu1, own1 = proc_cpu_s(gw_pid), proc_cpu_s()
+                cpu1, own1 = procs_cpu_s(gw_pid), proc_cpu_s()
                 n = len(self.calls)
                 step = {
                     "kind": "step",
@@ -452,7 +469,7 @@ class LoadGen:
                     "clear": percentiles(self.clear_samples),
                     "gateway_cpu": (cpu1 - cpu0) / (t1 - t0),
                     "loadgen_cpu": (own1 - own0) / (t1 - t0),
-                    "gateway_rss_mb": proc_rss_mb(gw_pid),
+                    "gateway_rss_mb": procs_rss_mb(gw_pid),
                     "gateway_rss0_mb": rss0,
                     "tick_lag_p99_ms": percentiles(self.tick_lag)["p99"] if self.tick_lag else 0.0,
                     "late_ticks": len(self.tick_lag),

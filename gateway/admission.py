@@ -98,6 +98,10 @@ class Admission:
         self._reservations[call_sid] = now + self.reservation_ttl_s
         return None
 
+    def unreserve(self, call_sid: str) -> None:
+        """Give a reservation back (the cluster-wide limit refused the call after this process reserved it)."""
+        self._reservations.pop(call_sid, None)
+
     # ---- the media stream --------------------------------------------------------------------------------------
     def open_stream(self, now: float) -> tuple[int, int | None] | str:
         """An upgrade arrives. Returns ``(ticket, evicted)``: the ticket to pass to :meth:`start`/:meth:`release`,

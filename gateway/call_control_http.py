@@ -12,6 +12,9 @@ handlers; the decisions live in pure modules (:mod:`gateway.outbound`, :mod:`gat
   ``call.status`` / ``stream.status`` and counted. A final call status (``completed``…) is the authoritative end of the
   call: a live stream of that call is ended and a parked agent session (:mod:`gateway.reattach`) is released.
 
+Live calls and call control from any replica (``GET /calls/live``, ``POST /calls/{call_sid}/hangup|transfer|say``)
+are :mod:`gateway.cluster.control`'s, registered from :func:`setup` (docs/architecture/scale-out.md).
+
 Bodies are read with :mod:`gateway.http_input`: whatever anyone sends, a malformed body is a 400, never a 500.
 
 App state added here (:func:`setup`): ``app[PARKED]`` (the re-attach registry, :mod:`gateway.keys`). The REST client
@@ -31,6 +34,7 @@ from . import urls
 from .amd_http import amd_callback_url, amd_refusal, create_call_with_amd
 from .carriers import twiml
 from .carriers.twilio import STREAM_PATH as TWILIO_STREAM_PATH
+from .cluster import control as cluster_control
 from .config import Settings
 from .control.twilio import TwilioRest, TwilioRestError
 from .http_input import read_form, read_json
@@ -222,6 +226,9 @@ def setup(app: web.Application) -> None:
     Twilio's doors are open (:meth:`gateway.config.Settings.open_doors`), since it can end calls."""
     settings = app[SETTINGS]
     app[PARKED] = ParkedAgents(settings.server.reattach_window_s, end_timeout_s=settings.agent.end_timeout_s)
+    # The cluster (GET /calls/live, POST /calls/{call_sid}/hangup|transfer|say, the internal listener) stops after
+    # the parked sessions are closed below: cleanup_ctx runs in reverse.
+    cluster_control.setup(app)
 
     async def parked_ctx(app: web.Application) -> AsyncIterator[None]:
         yield

@@ -43,6 +43,8 @@ class CallRegistry:
     on_accept: list[Callable[[AcceptedCall, CallSetup], None]] = field(default_factory=list)
     #: Sessions by admission ticket, so a stream evicted from the pending pool can be closed.
     waiting: dict[int, CallSession] = field(default_factory=dict)
+    #: Called when ``accepting`` changes (drain: the cluster registry is told at once, gateway.cluster).
+    on_accepting: list[Callable[[], None]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.active)
@@ -54,7 +56,11 @@ class CallRegistry:
 
     @accepting.setter
     def accepting(self, value: bool) -> None:
+        changed = value != self.admission.accepting
         self.admission.accepting = value
+        if changed:
+            for hook in list(self.on_accepting):
+                hook()
 
     def accepted(self, call: AcceptedCall, setup: CallSetup) -> None:
         for hook in list(self.on_accept):

@@ -51,6 +51,7 @@ from . import urls
 from .admission import REFUSED_DRAINING
 from .carriers import registry
 from .carriers.spec import BUSY, DRAINING, Answer, AnswerContext, CarrierSpec, Malformed, Refusal, Upgrade, Webhook
+from .cluster.control import reserve as cluster_reserve
 from .http_input import read_form, read_json
 from .keys import CALLS, METRICS, SETTINGS
 from .media_stream import serve_stream
@@ -117,7 +118,9 @@ def webhook_handler(spec: CarrierSpec[Any]) -> Handler:
         calls = request.app[CALLS]
         # Reserve the slot now, not when the stream starts, so a burst of webhooks cannot race past the limit; the
         # stream claims it at 'start' (gateway.admission).
-        reserved = calls.admission.reserve(call.call_id, time.monotonic())
+        reserved = calls.admission.reserve(call.call_id, time.monotonic()) or await cluster_reserve(
+            request.app, call.call_id
+        )
         if reserved is not None:
             draining = reserved == REFUSED_DRAINING
             reason = "draining" if draining else "at_capacity"

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, server=server)
         try:
             loop = eventloop.resolve_loop(server.loop)
+            if args.workers > 1 and settings.state.shared:  # each worker would bind the one internal port
+                raise ConfigError("state.redis_url: a shared store needs one process per replica; not --workers")
         except ConfigError as exc:
             print(f"voice-gateway: invalid configuration: {exc}", file=sys.stderr)
             return 2

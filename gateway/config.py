@@ -2,10 +2,9 @@
 environment. Loaded once at start-up and passed explicitly; an invalid file fails start-up with an error that
 names the bad key (``ConfigError("audio.playout_lead_ms: expected an integer, got 'x'")``).
 
-Carriers configure themselves: each ``[carriers.NAME]`` table is the settings class its carrier's module declares,
-its secrets are the environment variables its description names, and its own checks run at start-up
-(:mod:`gateway.carriers.registry`); nothing here is per carrier. The flat ``[carriers]`` keys of older configs
-(``signalwire_codec``…) are still read, with a ``FutureWarning`` naming the table key that replaces each.
+Carriers configure themselves: each ``[carriers.NAME]`` table is its carrier module's settings class, its secrets the
+environment variables its description names, its checks run at start-up (:mod:`gateway.carriers.registry`). Flat
+``[carriers]`` keys of older configs (``signalwire_codec``…) still work, with a ``FutureWarning`` naming the new key.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from .config_build import build
 from .errors import ConfigError
 from .profile_options import ConversationProfile, check_profiles
 from .records.settings import StorageSettings, WebhookSettings, check_records
+from .state.settings import StateSettings, state_settings
 
 __all__ = [
     "DEFAULT_AGENT_URL",
@@ -261,6 +261,7 @@ class Settings:
     tools: Mapping[str, HttpTool] = field(default_factory=dict)
     carriers: CarrierSettings = field(default_factory=CarrierSettings)
     softphone: SoftphoneSettings = field(default_factory=SoftphoneSettings)
+    state: StateSettings = field(default_factory=StateSettings)  # [state]: replicas (gateway.state)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -534,6 +535,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
         server=server,
         agent=agent,
         twilio=twilio,
+        state=state_settings(settings.state, env),
         secrets=sec,
         config_dir=config_dir,
         log_format=env.get("LOG_FORMAT", "json").lower(),

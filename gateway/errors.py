@@ -16,6 +16,8 @@
     ├── TwilioRestError        Twilio's REST API answered an error (gateway.control.twilio: status, code)
     │   └── TwilioUnavailable  no answer, a timeout, or an unreadable one
     ├── CallControlFailed      the call's carrier control (REST hang-up, transfer) failed or does not exist here
+    ├── StateUnavailable       the shared state store (Redis) did not answer in time or refused (gateway.state)
+    ├── ForwardRefused         an internal call-control forward failed its HMAC, window or replay check
     ├── CallPhaseError         we drove the call core along a transition its phase table does not have (our bug)
     └── CallEnded              not an error: the call ended normally (``reason``, an :class:`Outcome`, says how);
                                used to unwind a call's tasks
@@ -52,6 +54,7 @@ class Outcome(enum.StrEnum):
     VOICEMAIL_LEFT = "voicemail_left"  # an outbound call reached a machine: the message after the beep, then hang-up
     TRANSFERRED = "transferred"  # transfer_call: the carrier took the caller elsewhere
     CALL_COMPLETED = "call_completed"  # the carrier's status callback said the call is over
+    API_HANGUP = "api_hangup"  # POST /calls/{call_sid}/hangup (gateway.cluster)
     REFUSED = "refused"  # the stream's token did not verify (or was already in use)
     AT_CAPACITY = "at_capacity"  # authorized, but no slot left at 'start': apology
     DRAINING = "draining"  # authorized, but the process stopped taking calls before 'start'
@@ -126,6 +129,16 @@ class CallControlFailed(GatewayError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class StateUnavailable(GatewayError):
+    """The shared state store did not answer within ``state.op_timeout_s``, or failed (gateway.state): the caller
+    falls back to this process's own view (docs/architecture/scale-out.md#failure-behaviour)."""
+
+
+class ForwardRefused(GatewayError):
+    """An internal forward between replicas was refused: bad or missing HMAC, outside the replay window, or a nonce
+    seen before (gateway.cluster.forward)."""
 
 
 class CallPhaseError(GatewayError):

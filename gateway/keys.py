@@ -2,8 +2,9 @@
 
 Who sets each key: :func:`gateway.app.create_app` the settings-derived state (:data:`SETTINGS`, :data:`CALLS`,
 :data:`METRICS`, the HTTP client sessions, :data:`LOCAL_AGENT_KEY`); each HTTP area's ``setup(app)`` its own
-(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else
-only reads them, through this module, so nothing needs to import the app module back.
+(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`CLUSTER`: :mod:`gateway.cluster.control`;
+:data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else only reads them, through this module, so nothing needs
+to import the app module back.
 
 This module imports nothing of the gateway at run time (the value types are for type checkers only), so any module
 can import it without an import cycle (tests/unit/test_import_graph.py).
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from .call_registry import CallRegistry
+    from .cluster.node import Cluster
     from .config import Settings
     from .metrics import GatewayMetrics
     from .reattach import ParkedAgents
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AGENT_HTTP",
     "CALLS",
+    "CLUSTER",
     "HTTP",
     "LOCAL_AGENT_KEY",
     "METRICS",
@@ -59,3 +62,5 @@ SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
 RECORDS: web.AppKey[Records] = web.AppKey("records")
 #: Warm transfers in flight (:mod:`gateway.warm_transfer_http`, which sets it).
 WARM: web.AppKey[WarmDialer] = web.AppKey("warm_transfers")
+#: This replica in the cluster: the shared state store, its live calls, forwarding (:mod:`gateway.cluster`).
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")

@@ -17,12 +17,16 @@ from aiohttp import web
 
 from . import urls
 from .agent.client import AgentEndpoint
-from .call.events import CallEvent
+from .call.events import AgentSessionReady, CallEvent, Reattach
+from .call.shell.accept import Handover
 from .call.shell.carrier_control import for_request as carrier_control_for
 from .call_registry import CallRegistry
 from .carriers.base import Dialect
-from .keys import AGENT_HTTP, CALLS, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS, WARM
+from .carriers.events import StreamStarted
+from .cluster.control import claim_remote
+from .keys import AGENT_HTTP, CALLS, CLUSTER, HTTP, LOCAL_AGENT_KEY, METRICS, PARKED, SETTINGS, WARM
 from .session import CallSession
+from .state.store import LiveCall
 from .tools.registry import ToolRegistry
 
 __all__ = ["close_calls", "serve_stream"]
@@ -55,12 +59,15 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
             endpoint=_agent_endpoint(request),
             tools=ToolRegistry(settings.tools, request.app[HTTP]),
             on_summary=calls.record,
-            on_event=lambda event: _publish(calls, session, event),
+            on_event=lambda event: _publish(request.app, session, event),
             admit=lambda call_sid, token: admission.start(ticket, call_sid, token, time.monotonic()),
             call_control=carrier_control_for(request, scope or dialect.carrier),
             parked=request.app[PARKED],
             stream_stopping=lambda call_sid: any(
                 s is not session and s.summary.call_sid == call_sid for s, _ in list(calls.active.values())
+            ),
+            shared_admit=lambda start, token, profile: _shared_admit(
+                request.app, scope or dialect.carrier, start, token, profile
             ),
             dialect=dialect,
             token_scope=scope,
@@ -76,9 +83,29 @@ async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None
         finally:
             calls.active.pop(key, None)
             calls.waiting.pop(ticket, None)
+            s = session.summary
+            # A refused stream (a replayed start may carry the live call's own ids) never touched the registry.
+            if session.started and request.app[PARKED].stream_of(s.call_sid) != s.stream_sid:
+                request.app[CLUSTER].ended(s.call_sid, s.stream_sid)  # else: parked (the registry was told)
     finally:
         admission.release(ticket)  # the slot and the live token go with the call, whatever ended it
     return ws
+
+
+async def _shared_admit(
+    app: web.Application, carrier: str, start: StreamStarted, token: str, profile: str
+) -> tuple[str | None, Handover | None]:
+    """The cluster's half of admission (gateway.cluster): the token's single use across replicas, the call's entry
+    in the registry, and, when another replica held the call, how to take over its parked agent session."""
+    cluster = app[CLUSTER]
+    call = LiveCall(start.call_id, start.stream_id, carrier, profile, time.time())
+    refusal, previous = await cluster.admit(call, token)
+    if refusal is not None or previous is None or previous.replica is None or not app[PARKED].enabled:
+        return refusal, None
+    if not app[CALLS].accepting:  # a draining replica takes no re-attach: this stream starts afresh
+        return None, None
+    owner = previous.replica
+    return None, lambda: claim_remote(app, owner, start.call_id)
 
 
 def _evict(calls: CallRegistry, ticket: int) -> None:
@@ -89,9 +116,13 @@ def _evict(calls: CallRegistry, ticket: int) -> None:
         session.request_end("evicted")
 
 
-def _publish(calls: CallRegistry, session: CallSession, event: CallEvent) -> None:
+def _publish(app: web.Application, session: CallSession, event: CallEvent) -> None:
+    calls = app[CALLS]
     for listener in list(calls.listeners):
         listener(session.summary.call_sid, event)
+    if isinstance(event, AgentSessionReady | Reattach):  # a few per call, never per frame
+        s = session.summary
+        app[CLUSTER].session_known(s.call_sid, s.stream_sid, event.session_id)
 
 
 def _agent_endpoint(request: web.Request) -> AgentEndpoint:

@@ -223,6 +223,20 @@ class GatewayMetrics:
         self.stream_status = Counter(
             f"{p}_stream_status_callbacks", "Twilio stream status callbacks, by StreamEvent.", ["event"], registry=reg
         )
+        # Scale-out (gateway.cluster, docs/architecture/scale-out.md): the shared store failing; call control
+        # forwarded between replicas.
+        self.state_unavailable = Counter(
+            f"{p}_state_unavailable",
+            "Shared state store calls that failed or timed out (calls went on with this process's own view), by op.",
+            ["op"],
+            registry=reg,
+        )
+        self.forwards = Counter(
+            f"{p}_call_control_forwards",
+            "Call control for a call on another replica, forwarded to it (sent/failed) or from one (served/refused).",
+            ["action", "result"],
+            registry=reg,
+        )
         self.call_control = Counter(
             f"{p}_call_control_actions",
             "Call-control actions over Twilio REST, by action (hangup/transfer/outbound) and result.",

@@ -20,8 +20,12 @@ Twilio's ``stop`` does not say why a stream ended (caller hung up, or a redirect
 parks. A parked session ends (``session.end``) when the window passes, when the call's ``completed`` status
 callback arrives (:meth:`ParkedAgents.release`; the authoritative end of a call,
 docs/architecture/twilio-media-streams.md#call-status), or at shutdown. The cost of the window is agent time after
-ordinary hang-ups, which is why it is off by default and best paired with status callbacks. Per process: a new stream
-that lands on another replica starts a new session.
+ordinary hang-ups, which is why it is off by default and best paired with status callbacks.
+
+Across replicas (docs/architecture/scale-out.md#re-attach): a new stream that lands on another replica finds this one
+in the shared registry and asks it for the session (``handover``): the parked socket is closed *without*
+``session.end`` and the new replica resumes the session with ``session.resume`` (:class:`HandedOver`). ``on_park`` /
+``on_gone`` tell the registry when a session parks here and when it is gone (ended or handed over).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import structlog
 
 from .agent.client import AgentConnection
 
-__all__ = ["ParkedAgent", "ParkedAgents"]
+__all__ = ["HandedOver", "ParkedAgent", "ParkedAgents"]
 
 log = structlog.get_logger("gateway.reattach")
 
@@ -52,6 +56,16 @@ class ParkedAgent:
     parked_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A parked session another replica gave up for this one: resume ``session_id`` (gateway.cluster.control)."""
+
+    session_id: str
+    profile_name: str
+    stream_sid: str  # the stream that stopped there
+    parked_ms: float
+
+
 class ParkedAgents:
     """Parked agent sessions of this process, by CallSid."""
 
@@ -65,6 +79,10 @@ class ParkedAgents:
         self._expiry: dict[str, asyncio.Task[None]] = {}
         self._ending: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        #: Told when a session parks here (the cluster registry marks the call parked) ...
+        self.on_park: list[Callable[[ParkedAgent], None]] = []
+        #: ... and when a parked session ends here or is handed over: (CallSid, the stream that parked it).
+        self.on_gone: list[Callable[[str, str], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -87,6 +105,13 @@ class ParkedAgents:
             self._expire(parked.call_sid, parked), name="reattach_expiry"
         )
         self._changed.set()
+        for hook in list(self.on_park):
+            hook(parked)
+
+    def stream_of(self, call_sid: str) -> str | None:
+        """The stream whose stop parked ``call_sid``'s session here, if one is parked."""
+        parked = self._parked.get(call_sid)
+        return parked.stream_sid if parked is not None else None
 
     async def claim(
         self, call_sid: str, *, wait_s: float = 0.0, stopping: Callable[[], bool] = lambda: False
@@ -138,6 +163,8 @@ class ParkedAgents:
             self._end(parked, "expired")
 
     def _end(self, parked: ParkedAgent, reason: str) -> None:
+        for hook in list(self.on_gone):
+            hook(parked.call_sid, parked.stream_sid)
         task = asyncio.get_running_loop().create_task(self._end_session(parked, reason), name="reattach_end")
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)

@@ -111,7 +111,7 @@ def test_compose_file_follows_the_compose_specification():
 def test_compose_stack_wires_gateway_metrics_and_logs():
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"gateway", "prometheus", "loki", "promtail", "grafana"}
+    assert set(services) == {"gateway", "redis", "prometheus", "loki", "promtail", "grafana"}
     for name, svc in services.items():
         if "image" in svc and name != "gateway":
             assert re.search(r":v?\d+\.\d+\.\d+$", svc["image"]), f"{name}: unpinned image {svc['image']}"
@@ -142,3 +142,19 @@ def test_compose_stack_wires_gateway_metrics_and_logs():
     assert "call_sid" not in labels  # high cardinality: stays in the line
     loki = yaml.safe_load((DEPLOY / "loki/loki.yaml").read_text())
     assert loki["server"]["http_listen_port"] == 3100
+
+
+def test_compose_redis_is_reachable_by_the_gateway_only():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    redis = services["redis"]
+    assert "ports" not in redis and "expose" not in redis
+    assert redis["networks"] == ["state"] and compose["networks"]["state"]["internal"] is True
+    on_state = {name for name, svc in services.items() if "state" in svc.get("networks", [])}
+    assert on_state == {"gateway", "redis"}
+    gw = services["gateway"]
+    assert gw["environment"]["REDIS_URL"].endswith("redis://redis:6379/0}")
+    internal_port = tomllib.loads((ROOT / "config/gateway.toml").read_text())["state"]["internal_port"]
+    assert all(not str(p).endswith(f":{internal_port}") for p in gw["ports"]), "the internal listener is published"
+    cmd = redis["command"]
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"

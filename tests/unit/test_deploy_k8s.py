@@ -17,13 +17,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gateway.cluster.node import advertised_address
 from gateway.config import load_settings
 from tests.unit.test_deploy_dashboard import scrape_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy/k8s"
 K8S_VERSION = "1.32.0"
-TREES = {"base": K8S / "base", "cloud": K8S / "overlays/cloud", "local-agent": K8S / "overlays/local-agent"}
+TREES = {
+    "base": K8S / "base",
+    "cloud": K8S / "overlays/cloud",
+    "local-agent": K8S / "overlays/local-agent",
+    "scale-out": K8S / "overlays/scale-out",
+}
 _KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "configMapGenerator", "patches", "images", "labels"}
 #: Strategic-merge keys of the lists these manifests patch (everything else is replaced, as in kustomize).
 _MERGE_KEYS = {
@@ -119,7 +125,8 @@ def _containers(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [r for r in resources if r["kind"] == kind]
+    """The one resource of ``kind`` that belongs to the gateway itself (the scale-out overlay adds Redis's)."""
+    found = [r for r in resources if r["kind"] == kind and not r["metadata"]["name"].endswith("-redis")]
     assert len(found) == 1, kind
     return found[0]
 
@@ -191,7 +198,7 @@ def test_probes_ports_and_scrape_annotations_point_at_the_gateway(rendered):
     template = deployment["spec"]["template"]
     c = template["spec"]["containers"][0]
     port = tomllib.loads((ROOT / "config/gateway.toml").read_text())["server"]["port"]
-    assert c["ports"][0] == {"name": "http", "containerPort": port, "protocol": "TCP"}
+    assert {"name": "http", "containerPort": port, "protocol": "TCP"} in c["ports"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     annotations = template["metadata"]["annotations"]
@@ -230,7 +237,7 @@ def test_secrets_and_config_are_wired_and_every_reference_resolves(rendered, tmp
     assert "TWILIO_AUTH_TOKEN" in refs
     if name == "local-agent":
         assert "ASSEMBLYAI_API_KEY" not in env  # never the cloud
-    elif name == "cloud":
+    elif name in ("cloud", "scale-out"):
         assert refs["ASSEMBLYAI_API_KEY"]["optional"] is False
     else:
         assert refs["ASSEMBLYAI_API_KEY"]["optional"] is True
@@ -256,7 +263,67 @@ def test_secrets_and_config_are_wired_and_every_reference_resolves(rendered, tmp
 def test_overlays_choose_their_image(rendered):
     name, resources = rendered
     image = _one(resources, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.endswith({"base": ":0.1.0", "cloud": ":0.1.0-slim", "local-agent": ":0.1.0"}[name])
+    expected = {"base": ":0.1.0", "cloud": ":0.1.0-slim", "local-agent": ":0.1.0", "scale-out": ":0.1.0-slim"}
+    assert image.endswith(expected[name])
+
+
+# ---- scale-out (docs/how-to/operations/scale-out.md) -----------------------------------------------------------------
+def _policy_allows(policy: dict[str, Any], labels: dict[str, str], port: int) -> bool:
+    """Whether ``policy`` lets a pod with ``labels`` in on ``port`` (the rules these manifests use: podSelector by
+    matchLabels, or no ``from`` at all, which is everyone)."""
+    for rule in policy["spec"]["ingress"]:
+        if port not in [p["port"] for p in rule.get("ports", [])]:
+            continue
+        sources = rule.get("from")
+        if sources is None:
+            return True
+        if any(s["podSelector"]["matchLabels"].items() <= labels.items() for s in sources if "podSelector" in s):
+            return True
+    return False
+
+
+def test_scale_out_shares_redis_with_the_gateway_pods_only_and_keeps_the_internal_port_inside():
+    resources = render(TREES["scale-out"])
+    gateway = _one(resources, "Deployment")
+    redis = next(r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == "voice-gateway-redis")
+    redis_svc = next(r for r in resources if r["kind"] == "Service" and r["metadata"]["name"] == "voice-gateway-redis")
+    gw_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    redis_labels = redis["spec"]["template"]["metadata"]["labels"]
+    c = gateway["spec"]["template"]["spec"]["containers"][0]
+    env = _env(c)
+    # Every gateway pod points at the Redis Service, and tells the others where its internal listener is.
+    host_port = env["REDIS_URL"]["value"].removeprefix("redis://").split("/")[0]
+    assert host_port == f"{redis_svc['metadata']['name']}:{redis_svc['spec']['ports'][0]['port']}"
+    internal_port = tomllib.loads((ROOT / "config/gateway.toml").read_text())["state"]["internal_port"]
+    assert {"name": "internal", "containerPort": internal_port, "protocol": "TCP"} in c["ports"]
+    assert env["GATEWAY_INTERNAL_URL"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # Neither the Service nor the Ingress carries the internal port.
+    service = _one(resources, "Service")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    ingress = _one(resources, "Ingress")
+    ports = {
+        p["backend"]["service"]["port"]["name"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]
+    }
+    assert ports == {"http"}
+    # NetworkPolicies: Redis and the internal port admit gateway pods only; the public port stays open.
+    policies = [r for r in resources if r["kind"] == "NetworkPolicy"]
+    redis_policy = next(p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= redis_labels.items())
+    gw_policy = next(p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= gw_labels.items())
+    stranger = {"app": "something-else"}
+    assert _policy_allows(redis_policy, gw_labels, 6379) and not _policy_allows(redis_policy, stranger, 6379)
+    assert _policy_allows(gw_policy, gw_labels, internal_port)
+    assert not _policy_allows(gw_policy, stranger, internal_port)
+    assert _policy_allows(gw_policy, stranger, 8080)
+    # Redis never evicts a live entry and persists nothing.
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    # The committed config, with the overlay's REDIS_URL, is a valid shared-state configuration.
+    settings = load_settings(
+        ROOT / "config/gateway.toml", env={"REDIS_URL": env["REDIS_URL"]["value"], "GATEWAY_INTERNAL_URL": "10.0.3.7"}
+    )
+    assert settings.state.shared and settings.state.internal_port == internal_port
+    assert advertised_address(settings.state, internal_port) == f"http://10.0.3.7:{internal_port}"
 
 
 async def test_hpa_scales_on_live_calls_through_the_adapter_rule_with_cpu_fallback(start_gateway, http):

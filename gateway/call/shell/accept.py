@@ -11,7 +11,7 @@ closed with 1008 and never spoken to), :class:`~gateway.errors.CallEnded` (``no_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -21,11 +21,19 @@ from ...carriers.events import StreamConnected, StreamStarted
 from ...config import Settings
 from ...errors import CallEnded, CarrierProtocolError, Outcome, UnauthorizedStream
 from ...outbound import token_subject
+from ...reattach import HandedOver
 from ...security import TokenError, verify_call_token
 from ..setup import CallSetup, profile_name_for, setup_for
 from .carrier import CarrierLink
 
-__all__ = ["Acceptance", "authorize", "await_start"]
+__all__ = ["Acceptance", "Handover", "SharedAdmit", "authorize", "await_start"]
+
+#: Takes over the call's agent session parked on another replica (gateway.cluster), or None if there is none.
+Handover = Callable[[], Awaitable[HandedOver | None]]
+#: The cluster's half of admission, after this process admitted the stream: ``(start, token, profile name)`` →
+#: (refusal or None, a :data:`Handover` when another replica held the call). Refusals: ``token_in_use`` (the token
+#: opened a call on another replica), ``store_unavailable`` (``state.on_unavailable = "refuse"``).
+SharedAdmit = Callable[[StreamStarted, str, str], Awaitable[tuple[str | None, Handover | None]]]
 
 log = structlog.get_logger("gateway.call")
 
@@ -82,3 +90,15 @@ def authorize(
         log.warning("call.refused", reason=refusal)
         return Acceptance(setup, Outcome(refusal))
     return Acceptance(setup)
+
+
+async def admit_shared(start: StreamStarted, acceptance: Acceptance, shared: SharedAdmit) -> Handover | None:
+    """The cluster's half of admission for a stream :func:`authorize` admitted here. A token already used on another
+    replica, or a store that is down under ``state.on_unavailable = "refuse"``, raises UnauthorizedStream."""
+    token = start.custom_parameters.get("token", "")
+    refusal, handover = await shared(start, token, acceptance.setup.profile_name)
+    if refusal == "token_in_use":
+        raise UnauthorizedStream("call token already used on another replica (a token opens one call, once)")
+    if refusal is not None:
+        raise UnauthorizedStream(f"refused: {refusal} (state.on_unavailable = refuse)")
+    return handover

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -39,7 +39,7 @@ from ...config import Settings
 from ...errors import AgentSessionError, AgentUnavailable, CallEnded, Outcome
 from ...hold_sound import hold_sound_for
 from ...prompts import prompt_ulaw
-from ...reattach import ParkedAgent, ParkedAgents
+from ...reattach import HandedOver, ParkedAgent, ParkedAgents
 from ...tools.registry import ToolRegistry
 from .. import events as ev
 from ..actions import (
@@ -95,8 +95,11 @@ class AcceptedCall:
         parked: ParkedAgents | None = None,
         stream_stopping: Callable[[str], bool] | None = None,
         warm: WarmDialer | None = None,
+        handover: Callable[[], Awaitable[HandedOver | None]] | None = None,
     ) -> None:
         self._settings = settings
+        self._control = control
+        self._handover = handover
         self.carrier = carrier
         self.dialect = dialect
         self.agent = agent
@@ -184,6 +187,25 @@ class AcceptedCall:
             self._tg.create_task(self._execute(actions), name="warm_transfer", context=self._context)
         except RuntimeError:
             pass  # the call is already over
+
+    async def say(self, instructions: str) -> bool:
+        """``POST /calls/{call_sid}/say`` (gateway.cluster.control): the agent replies now, following
+        ``instructions`` (``reply.create``). False if the session is not live."""
+        if not self.core.live:
+            return False
+        return await self.agent.send(ap.reply_create(instructions))
+
+    async def transfer(self, destination: str, announcement: str) -> str | None:
+        """``POST /calls/{call_sid}/transfer``: as ``transfer_call`` (destination already allow-listed), the agent
+        saying ``announcement`` first if given. Returns why not, or None."""
+        if not self._control.available:
+            return f"no call control for this call ({self._control.unavailable_reason})"
+        why, actions = self.core.request_transfer(destination, self._clock())
+        await self._execute(actions)
+        if why is None and announcement:
+            await self.agent.send(ap.reply_create(f"Tell the caller, in these words: {announcement}"))
+        self._clock_wake.set()
+        return why
 
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:
         """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""
@@ -417,7 +439,7 @@ class AcceptedCall:
             call_sid, wait_s=2.0, stopping=(lambda: stopping(call_sid)) if stopping else (lambda: False)
         )
         if found is None:
-            return False
+            return await self._adopt_remote(core)
         self.agent.adopt(found.agent)
         structlog.contextvars.bind_contextvars(session_id=found.session_id)
         now = self._clock()
@@ -431,6 +453,37 @@ class AcceptedCall:
                 now,
             )
         )
+        return True
+
+    async def _adopt_remote(self, core: CallCore) -> bool:
+        """The call's agent session is parked on another replica (docs/architecture/scale-out.md#re-attach): that
+        replica lets go of its socket without ``session.end``, and this one resumes the session by id. Caller audio
+        meanwhile waits in the core's buffer (``audio.preready_buffer_ms``), so none after this stream's start is
+        lost. If the session cannot be resumed, the call starts a new one."""
+        if self._handover is None:
+            return False
+        t0 = self._clock()
+        found = await self._handover()
+        if found is None:
+            return False
+        link = self.agent
+        try:
+            first = await link.reopen(found.session_id, self._settings.agent.connect_timeout_s)
+        except (AgentUnavailable, AgentClosed) as exc:  # AgentSessionError too: session_not_found …
+            self._log.warning("call.reattach_failed", session_id=found.session_id, error=str(exc))
+            await link.discard()
+            return False
+        if isinstance(first, ap.SessionEnded):
+            await link.discard()
+            return False
+        structlog.contextvars.bind_contextvars(session_id=found.session_id)
+        now = self._clock()
+        gap_ms = round(found.parked_ms + (now - t0) * 1000, 1)
+        await self._execute(
+            core.agent_adopted(found.session_id, found.profile_name, core.profile, found.stream_sid, gap_ms, now)
+        )
+        if first is not None and not isinstance(first, ap.SessionReady):
+            await self.on_agent_event(first)  # a server that just carries on: its first event counts
         return True
 
     def _park(self, core: CallCore, outcome: Outcome) -> bool:

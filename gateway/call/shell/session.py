@@ -34,7 +34,7 @@ from .. import events as ev
 from ..core import CallCore
 from ..setup import CallSetup
 from ..stats import CallSummary
-from .accept import authorize, await_start
+from .accept import Handover, SharedAdmit, admit_shared, authorize, await_start
 from .accepted import AcceptedCall
 from .agent_link import AgentLink
 from .carrier import CarrierLink
@@ -72,13 +72,16 @@ class CallSession:
         token_scope: str | None = None,
         on_accept: Callable[[AcceptedCall, CallSetup], None] | None = None,
         warm: WarmDialer | None = None,
+        shared_admit: SharedAdmit | None = None,
     ) -> None:
         """``admit(call_sid, token)``: called once the stream's token verified; returns None to admit the call or
         a refusal (gateway.admission). ``call_control``: the carrier's own (gateway.call.shell.carrier_control:
         Twilio REST at the twilio door when configured, else none). ``parked``: the re-attach registry
         (gateway.reattach); ``stream_stopping(call_sid)`` says whether another stream of that call is still winding
         down here (its agent session may be about to park). ``on_accept(call, setup)``: an admitted call is about to run
-        (gateway.records installs its recording taps)."""
+        (gateway.records installs its recording taps).
+        ``shared_admit``: the cluster's half of admission
+        (gateway.call.shell.accept.SharedAdmit); None: this process alone decides."""
         self.carrier = CarrierLink(ws, settings.server.max_message_bytes)
         self._settings = settings
         self._tools = tools
@@ -97,6 +100,7 @@ class CallSession:
         self._parked = parked
         self._stream_stopping = stream_stopping
         self._warm = warm  # warm transfers (gateway.warm_transfer_http)
+        self._shared_admit = shared_admit
         #: The call's agent socket (gateway.call.shell.agent_link).
         self.agent = AgentLink(endpoint, settings.agent, resume_window_s=resume_window_s)
         self._log = structlog.get_logger("gateway.call")
@@ -134,7 +138,10 @@ class CallSession:
             start = await await_start(self.carrier, self.dialect, self._settings.server.start_timeout_s)
             self._summary.call_sid, self._summary.stream_sid = start.call_id, start.stream_id
             acceptance = authorize(start, self._settings, scope=self._scope, now=self._wall(), admit=self._admit)
-            call = self.begin(acceptance.setup, admitted=acceptance.refusal is None)
+            handover: Handover | None = None
+            if acceptance.refusal is None and self._shared_admit is not None:
+                handover = await admit_shared(start, acceptance, self._shared_admit)
+            call = self.begin(acceptance.setup, admitted=acceptance.refusal is None, handover=handover)
             await call.run(acceptance.refusal)
         except* CallEnded as eg:
             outcome = Outcome(_first(eg, CallEnded).reason)
@@ -156,9 +163,9 @@ class CallSession:
             await asyncio.shield(self._teardown(outcome, error))
         return self.summary
 
-    def begin(self, setup: CallSetup, *, admitted: bool = True) -> AcceptedCall:
+    def begin(self, setup: CallSetup, *, admitted: bool = True, handover: Handover | None = None) -> AcceptedCall:
         """The stream's ``start`` was authorized: the call. ``admitted``: False when admission turned the call away
-        after all (it only hears the apology)."""
+        after all (it only hears the apology). ``handover``: the call's agent session is parked on another replica."""
         call = self._call = AcceptedCall(
             setup,
             settings=self._settings,
@@ -173,6 +180,7 @@ class CallSession:
             parked=self._parked,
             stream_stopping=self._stream_stopping,
             warm=self._warm,
+            handover=handover,
         )
         if admitted:
             if self._on_accept is not None:
@@ -193,14 +201,16 @@ class CallSession:
 
     def request_end(self, reason: str = "drained") -> None:
         """End the call from outside (the process drains; ``call_completed``: the carrier says the call is over,
-        nobody to say goodbye to): a live call says the goodbye prompt and hangs up; a stream still waiting for
-        ``start`` is closed at once. Idempotent; returns immediately."""
+        nobody to say goodbye to; ``api_hangup``: POST /calls/{call_sid}/hangup, hung up at once): a live call says
+        the goodbye prompt and hangs up; a stream still waiting for ``start`` is closed at once. Idempotent; returns
+        immediately."""
         if self._end_requested:
             return
         self._end_requested = True
         self._log.info("call.end_requested", reason=reason)
         if self._call is not None:
-            self._call.request_end(Outcome.CALL_COMPLETED if reason == "call_completed" else Outcome.DRAINED)
+            outcome = {"call_completed": Outcome.CALL_COMPLETED, "api_hangup": Outcome.API_HANGUP}.get(reason)
+            self._call.request_end(outcome or Outcome.DRAINED)
         elif not self.carrier.closed:
             # No call yet (so nothing to say): closing the socket makes the acceptance see CLOSE. The task is held so
             # it cannot be collected mid-flight; it ends with the close handshake (bounded by aiohttp's timeout).
