@@ -23,6 +23,13 @@ from typing import Any
 
 from .carriers.registry import CARRIERS
 from .config import Settings
+from .openapi_calls import cluster_paths, records_paths
+from .openapi_common import ERROR as _ERROR
+from .openapi_common import error as _error
+from .openapi_common import json_body as _json
+from .openapi_common import operation as _operation
+from .openapi_common import path_params as _path_params
+from .openapi_common import text as _text
 
 __all__ = ["OPENAPI_VERSION", "openapi_document"]
 
@@ -35,47 +42,6 @@ _SOFTPHONE = (
 )
 _LOCAL_AGENT = "Only when the embedded local agent answers (no AGENT_URL, no ASSEMBLYAI_API_KEY)."
 _WEBSOCKET = "A WebSocket upgrade (`Upgrade: websocket`); a plain GET is refused."
-
-_ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string", "description": "what went wrong, for a person"}},
-}
-
-
-def _text(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json(description, {"$ref": "#/components/schemas/Error"})
-
-
-def _path_params(path: str) -> list[dict[str, Any]]:
-    """The ``{name}`` segments of ``path`` as required path parameters (OpenAPI requires each to be declared)."""
-    names = [part[1:-1].split(":", 1)[0] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
-
-
-def _operation(
-    op_id: str, summary: str, description: str, responses: dict[str, Any], tags: list[str], path: str, **extra: Any
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "operationId": op_id,
-        "summary": summary,
-        "description": description,
-        "tags": tags,
-        "responses": responses,
-    }
-    params = _path_params(path)
-    if params:
-        op["parameters"] = params
-    op.update(extra)
-    return op
 
 
 def _carrier_paths() -> dict[str, dict[str, Any]]:
@@ -354,133 +320,6 @@ def _call_control_paths() -> dict[str, dict[str, Any]]:
     }
 
 
-_RECORDS = (
-    "Call records (docs/how-to/call-records.md): `Authorization: Bearer $GATEWAY_API_KEY` (or HTTP Basic with the "
-    "key as password); 401 without it, 404 while records are off. Read from the storage, so with the S3 backend "
-    "any replica answers for any call."
-)
-
-
-def _records_paths() -> dict[str, dict[str, Any]]:
-    record = {"type": "object", "description": "the call record (docs/reference/call-record.md)"}
-    common = {"401": _error("a missing or wrong key"), "503": _error("the storage is unreachable")}
-    security: list[dict[str, list[str]]] = [{"gatewayApiKey": []}]
-    return {
-        "/calls/{call_sid}": {
-            "get": _operation(
-                "get_call_record",
-                "A call's record",
-                f"The call record JSON of one call. {_RECORDS}",
-                {"200": _json("the record", record), "404": _error("no record of this call"), **common},
-                ["call records"],
-                "/calls/{call_sid}",
-                security=security,
-            )
-        },
-        "/calls/{call_sid}/recording": {
-            "get": _operation(
-                "get_call_recording",
-                "A call's recording",
-                f"The two-channel 8 kHz WAV (caller left, agent right). {_RECORDS}",
-                {
-                    "200": {"description": "the recording", "content": {"audio/wav": {}}},
-                    "404": _error("no recording of this call"),
-                    **common,
-                },
-                ["call records"],
-                "/calls/{call_sid}/recording",
-                security=security,
-            )
-        },
-    }
-
-
-def _cluster_paths() -> dict[str, dict[str, Any]]:
-    """Live calls and call control from any replica (gateway.cluster.control, docs/how-to/operations/scale-out.md)."""
-    any_replica = (
-        "Any replica answers: the request is forwarded to the replica that holds the call, whose answer is "
-        "returned as is (docs/architecture/scale-out.md#call-control-from-any-replica)."
-    )
-    accepted = {
-        "type": "object",
-        "required": ["call_sid", "action", "status"],
-        "properties": {
-            "call_sid": {"type": "string"},
-            "action": {"type": "string"},
-            "status": {"type": "string", "description": "ending | sent | transferring"},
-            "replica": {"type": "string", "description": "the replica that holds the call"},
-        },
-    }
-    common = {
-        "401": _error("a missing or wrong bearer key"),
-        "404": _error("no replica holds a live call with this call_sid"),
-        "409": _error("the call cannot do this now (its agent session is not live, parked, or already ending)"),
-        "410": _error("the replica that held the call is gone (it stopped, or stopped answering)"),
-        "503": _error("the shared state store is unavailable and the call is not on this replica"),
-        "504": _error("the replica that holds the call did not answer in time"),
-    }
-    bodies: dict[str, tuple[str, str, dict[str, Any] | None]] = {
-        "hangup": ("End a live call", "Ends the call now (outcome `api_hangup`).", None),
-        "transfer": (
-            "Transfer a live call",
-            "The carrier's transfer, as the agent's `transfer_call` tool does it: the destination must be on the "
-            "call profile's `transfer_allow`; with `announcement`, the agent says it first.",
-            {
-                "type": "object",
-                "required": ["to"],
-                "properties": {"to": {"type": "string"}, "announcement": {"type": "string"}},
-            },
-        ),
-        "say": (
-            "Make the agent say something",
-            "The agent replies now, following `instructions` (a `reply.create` into its session).",
-            {
-                "type": "object",
-                "required": ["instructions"],
-                "properties": {"instructions": {"type": "string", "maxLength": 4000}},
-            },
-        ),
-    }
-    paths: dict[str, dict[str, Any]] = {}
-    for action, (summary, description, schema) in bodies.items():
-        path = f"/calls/{{call_sid}}/{action}"
-        responses = {"202": _json("the replica that holds the call took it on", accepted), **common}
-        if schema is not None:
-            responses["400"] = _error("the body is not a JSON object of this shape")
-        if action == "transfer":
-            responses["422"] = _error("the destination is not on the transfer allow-list")
-        extra: dict[str, Any] = {"security": [{"gatewayApiKey": []}]}
-        if schema is not None:
-            extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
-        paths[path] = {
-            "post": _operation(
-                f"call_{action}", summary, f"{description} {any_replica}", responses, ["call control"], path, **extra
-            )
-        }
-    live = {
-        "type": "object",
-        "required": ["calls", "partial", "store"],
-        "properties": {
-            "calls": {"type": "array", "items": {"type": "object"}},
-            "partial": {"type": "boolean", "description": "true while the store is down: this replica's calls only"},
-            "store": {"type": "string", "description": "memory | redis"},
-        },
-    }
-    paths["/calls/live"] = {
-        "get": _operation(
-            "live_calls",
-            "Live calls of every replica",
-            "Each call: call_sid, stream_sid, carrier, profile, state (live | parked), session_id, started_at, "
-            "replica, replica_draining.",
-            {"200": _json("the live calls", live), "401": _error("a missing or wrong bearer key")},
-            ["call control"],
-            "/calls/live",
-            security=[{"gatewayApiKey": []}],
-        )
-    }
-    return paths
-
-
 def _softphone_paths() -> dict[str, dict[str, Any]]:
     def op(op_id: str, path: str, summary: str, description: str, responses: dict[str, Any]) -> dict[str, Any]:
         return _operation(op_id, summary, f"{description} {_SOFTPHONE}", responses, ["softphone"], path)
@@ -641,8 +480,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         **_carrier_paths(),
         **_ops_paths(),
         **_call_control_paths(),
-        **_records_paths(),
-        **_cluster_paths(),
+        **records_paths(),
+        **cluster_paths(),
         **_softphone_paths(),
         **_local_agent_paths(),
         **_local_agent_rest_paths(),

@@ -165,6 +165,7 @@ class CallSession:
         token_scope: str | None = None,
         on_accept: Callable[[Any, Any], None] | None = None,  # call records' taps: the floor records nothing
         warm: Any = None,  # warm transfers: not part of the floor
+        shared_admit: Any = None,  # the cluster's half of admission: the floor runs one process
     ) -> None:
         self._ws = ws
         self._settings = settings
