@@ -434,7 +434,11 @@ class _Matcher(Protocol):
     def match(self, text: str) -> tuple[str | None, float]: ...
 
     def understand(
-        self, text: str, tools: Mapping[str, str], descriptions: Mapping[str, str] | None = None
+        self,
+        text: str,
+        tools: Mapping[str, str],
+        descriptions: Mapping[str, str] | None = None,
+        gist: str | None = None,
     ) -> Understanding: ...
 
 
@@ -472,7 +476,8 @@ class IntentEngine:
     async def _user_turn(self, text: str, ctx: BrainContext) -> list[Step]:
         tools = {t.name: t for t in ctx.tools}
         texts = {t.name: args.tool_text(t.name, t.description) for t in ctx.tools}
-        u = await self._run_blocking(self._matcher.understand, text, texts, self._descriptions)
+        gist = args.gist(text) if texts else None
+        u = await self._run_blocking(self._matcher.understand, text, texts, self._descriptions, gist)
         steps: list[Step] = [Decided(u.intent, u.score)]
         bound = args.bind_intents(u.intent_tools, self._intent_tools, frozenset(tools))
         state = ctx.conversation.slots

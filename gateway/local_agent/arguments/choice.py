@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["BIND_THRESHOLD", "DIRECT_MARGIN", "DIRECT_THRESHOLD", "bind_intents", "choose_tool", "tool_text"]
+from .words import numbers_in, tokenize
+
+__all__ = ["BIND_THRESHOLD", "DIRECT_MARGIN", "DIRECT_THRESHOLD", "bind_intents", "choose_tool", "gist", "tool_text"]
 
 #: Cosine between an intent and a declared tool's text above which the intent calls that tool.
 BIND_THRESHOLD = 0.5
@@ -63,3 +65,10 @@ def tool_text(name: str, description: str) -> str:
     """What a declared tool is compared as: its name in words, then its description."""
     words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ").lower()
     return f"{words}: {description}".strip(": ")
+
+
+def gist(text: str) -> str:
+    """``text`` without the numbers and digits in it (the values, not the request), lower case."""
+    tokens = tokenize(text)
+    drop = {i for span in numbers_in(tokens) for i in range(span.start, span.end)}
+    return " ".join(t for i, t in enumerate(tokens) if i not in drop and not t[:1].isdigit())

@@ -145,7 +145,9 @@ def _assign_counts(params: list[Param], tokens: list[str], used: set[int], answe
     for score, _, name, span in scored:
         if name in out or span.start in taken:
             continue
-        if score <= 0 and len(params) > 1:
+        # A number next to none of the parameter's words counts only when it is the one number the tool takes and
+        # the caller is not answering a question about something else.
+        if score <= 0 and (len(params) > 1 or answer not in (None, name)):
             continue
         out[name] = span.value
         taken.add(span.start)

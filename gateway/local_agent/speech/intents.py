@@ -67,14 +67,21 @@ class IntentMatcher:
         return np.stack([self._texts[t] for t in texts]) if texts else np.zeros((0, self._matrix.shape[1]), np.float32)
 
     def understand(
-        self, text: str, tools: Mapping[str, str], descriptions: Mapping[str, str] | None = None
+        self,
+        text: str,
+        tools: Mapping[str, str],
+        descriptions: Mapping[str, str] | None = None,
+        gist: str | None = None,
     ) -> Understanding:
         """The intent of ``text`` (as :meth:`match`), its closeness to each declared tool (``tools``: name →
         :func:`gateway.local_agent.arguments.tool_text`), and each intent's closeness to those tools (its
-        ``descriptions[intent]`` where given, else its examples' centroid)."""
+        ``descriptions[intent]`` where given, else its examples' centroid). ``gist``: the words without the
+        values the caller gave (digits, numbers), compared to the tools too: values say nothing of which tool."""
         if not text.strip():
             return Understanding(None, 0.0, {}, {})
-        vec = self._embedder.embed([text.strip()])[0]
+        gist = gist.strip() if gist and gist.strip() != text.strip() else None
+        vecs = self._embedder.embed([text.strip(), gist] if gist else [text.strip()])
+        vec = vecs[0]
         sims = self._matrix @ vec
         i = int(np.argmax(sims))
         score = float(sims[i])
@@ -83,7 +90,8 @@ class IntentMatcher:
             return Understanding(intent, score, {}, {})
         names = list(tools)
         tool_vecs = self._vectors([tools[n] for n in names])
-        direct = dict(zip(names, (tool_vecs @ vec).tolist(), strict=True))
+        direct_sims = (tool_vecs @ vecs.T).max(axis=1)
+        direct = dict(zip(names, direct_sims.tolist(), strict=True))
         intent_vecs = self._centroids.copy()
         for k, name in enumerate(self.intent_names):
             d = (descriptions or {}).get(name)
