@@ -487,7 +487,11 @@ class IntentEngine:
             if answered is not None:
                 return steps + answered
         had_state = state is not None
-        chosen = args.choose_tool(u.intent, u.score, bound, u.direct)
+        direct = {
+            name: score + args.overlap_bonus(text, name, tools[name].description, tools[name].parameters)
+            for name, score in u.direct.items()
+        }
+        chosen = args.choose_tool(u.intent, u.score, bound, direct)
         if chosen is not None:
             intent = u.intent if u.intent in bound else None
             return steps + plan_tool_request(self.table, tools[chosen], intent, text, ctx.now, had_state=had_state)

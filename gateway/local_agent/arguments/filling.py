@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from .extract import Extraction
-from .schema import Param, check_value, params_of, question_for
+from .schema import Kind, Param, check_value, params_of, question_for
 
 __all__ = ["MAX_REASKS", "Ask", "GiveUp", "Plan", "Ready", "SlotFill", "answer", "start"]
 
@@ -32,6 +32,9 @@ class SlotFill:
     asking: str
     context: Mapping[str, Any] = field(default_factory=dict)
     reasks: int = 0
+    #: Words the answer is likely to be (an enum's values), given to speech recognition as context: a short
+    #: answer such as "a van, please" is misheard far less often with them. Empty: none.
+    hint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,8 @@ def _plan(
     question = question_for(p)
     if p.name in unusable:
         question = f"Sorry, I didn't get the {p.spoken_name}. {question}"
-    return Ask(question, SlotFill(tool, dict(arguments), p.name, context, reasks))
+    hint = ", ".join(str(v).replace("_", " ") for v in p.schema.get("enum", [])) if p.kind is Kind.ENUM else ""
+    return Ask(question, SlotFill(tool, dict(arguments), p.name, context, reasks, hint))
 
 
 def start(

@@ -109,6 +109,12 @@ def _clock_at(tokens: list[str], i: int, answer: bool) -> tuple[int, int, int, s
     m = _CLOCK.match(tok)
     if m:
         hour, minute, end = int(m.group(1)), int(m.group(2)), i + 1
+    elif tok.isdigit() and len(tok) in (3, 4) and prev in _TIME_CUES - {"for"}:
+        # "at 730", "at 1930": Whisper sometimes writes a spoken time without its colon.
+        hour, minute, end = int(tok[:-2]), int(tok[-2:]), i + 1
+        if hour > 23 or minute > 59:
+            return None
+        m = _CLOCK.match(f"{hour}:{minute:02d}")
     else:
         span = parse_number(tokens, i)
         if span is None or span.ordinal or span.value > 23 or (len(tok) > 2 and tok.isdigit()):
@@ -122,7 +128,10 @@ def _clock_at(tokens: list[str], i: int, answer: bool) -> tuple[int, int, int, s
     if end < len(tokens) and tokens[end] == "oclock":
         end += 1
         said_minutes = True
+    explicit = tokens[end] in ("am", "pm") if end < len(tokens) else False
     meridiem, end = _meridiem(tokens, end)
+    if prev == "for" and not said_minutes and not explicit:
+        return None  # "a table for two tonight": a count, then the day
     cue = prev in _TIME_CUES - {"for"} or (prev == "for" and said_minutes and tokens[i - 2 : i - 1] != ["table"])
     if not (answer or cue or meridiem is not None or m is not None or said_minutes and prev != "for"):
         return None

@@ -81,6 +81,8 @@ def test_spoken_numbers(text: str, values: list[int]) -> None:
         ("seven forty five", None, "19:45"),
         ("for two people", None, None),
         ("for four", None, None),
+        ("a table for two tonight at eight", "2026-12-05", "20:00"),
+        ("Saturday at 730", "2026-12-12", "19:30"),
     ],
 )
 def test_times_and_dates_against_the_session_clock(text: str, day: str | None, clock: str | None) -> None:
@@ -271,6 +273,8 @@ def test_defaults_fill_only_when_they_fit_and_the_caller_said_nothing_else() -> 
         ("book_table", 0.9, {"book_table": "reserve_table"}, {"reserve_table": 0.5}, "reserve_table"),
         (None, 0.2, {}, {"get_weather": 0.37}, "get_weather"),
         (None, 0.2, {}, {"get_weather": 0.2}, None),
+        # A weakly matched intent bound to one tool loses to a tool the words are much closer to.
+        ("book_table", 0.4, {"book_table": "reserve_table"}, {"reserve_table": 0.18, "order_taxi": 0.55}, "order_taxi"),
         ("opening_hours", 0.95, {}, {"get_weather": 0.4}, None),  # a much better non-tool intent wins
         ("opening_hours", 0.5, {}, {"get_hours": 0.45}, "get_hours"),
     ],

@@ -24,7 +24,9 @@ PURE = [
     "tool_calls.py",
     "turn_merge.py",
     "turns.py",
+    "instructions.py",
     *(f"protocol/{p.name}" for p in sorted((PACKAGE / "protocol").glob("*.py"))),
+    *(f"arguments/{p.name}" for p in sorted((PACKAGE / "arguments").glob("*.py"))),
 ]
 #: What a pure module must not import: the event loop, sockets and HTTP, the clock, the environment, threads.
 IMPURE = {"aiohttp", "asyncio", "concurrent", "os", "socket", "threading", "time", "websockets"}
