@@ -436,7 +436,7 @@ class _Matcher(Protocol):
     def understand(
         self,
         text: str,
-        tools: Mapping[str, str],
+        tools: Mapping[str, Sequence[str]],
         descriptions: Mapping[str, str] | None = None,
         gist: str | None = None,
     ) -> Understanding: ...
@@ -493,7 +493,7 @@ class IntentEngine:
         }
         chosen = args.choose_tool(u.intent, u.score, bound, direct)
         if chosen is not None:
-            intent = u.intent if u.intent in bound else None
+            intent = u.intent if u.intent is not None and bound.get(u.intent) == chosen else None
             return steps + plan_tool_request(self.table, tools[chosen], intent, text, ctx.now, had_state=had_state)
         head: list[Step] = [Remember(None)] if had_state else []
         return steps + head + plan_user_turn(self.table, u.intent, frozenset())

@@ -9,8 +9,8 @@ A tool is chosen (docs/how-to/local-agent.md#tool-arguments):
 - an intent *bound* to a declared tool lends it its own score: an intent naming a tool that is declared, or one
   whose ``description`` (else its examples) is close to the tool's name and description, so ``book_table`` in the
   intents file reaches a client's ``reserve_table``;
-- the best tool is called when it scores at least :data:`DIRECT_THRESHOLD` and no non-tool intent matched better
-  by more than :data:`DIRECT_MARGIN`.
+- the best tool is called when it scores at least :data:`DIRECT_THRESHOLD` and more than any matched intent
+  that calls no tool (:data:`DIRECT_MARGIN`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ __all__ = [
 
 #: Cosine between an intent and a declared tool's text above which the intent calls that tool.
 BIND_THRESHOLD = 0.5
-#: Cosine between the caller's words and a declared tool's text above which the tool is called directly
-DIRECT_THRESHOLD = 0.3
-#: ... unless a non-tool intent matched better than the tool by more than this.
-DIRECT_MARGIN = 0.25
+#: Cosine (with the bonus) between the caller's words and a declared tool's texts from which the tool is called
+DIRECT_THRESHOLD = 0.4
+#: ... and beats a matched intent that calls no tool by more than this. Calling a tool is a consequential act (a
+#: built-in ``end_call`` hangs up), so the words must be closer to the tool than to any plain intent: "I am calling
+#: from the office" scores 0.38 against end_call's "hang up the phone call".
+DIRECT_MARGIN = 0.0
 #: Added to a tool's score per word the caller said that names it (its name, description or parameters), at most
 #: twice: a sentence embedding weighs "taxi" no more than "can I", a word shared with the tool is a strong hint.
 OVERLAP_BONUS = 0.08
@@ -80,15 +82,17 @@ def choose_tool(
     best = max(((s, t) for t, s in scores.items()), default=None)
     if best is None or best[0] < DIRECT_THRESHOLD:
         return None
-    if intent is not None and via is None and intent_score - best[0] > DIRECT_MARGIN:
+    if intent is not None and via is None and best[0] - intent_score <= DIRECT_MARGIN:
         return None
     return best[1]
 
 
-def tool_text(name: str, description: str) -> str:
-    """What a declared tool is compared as: its name in words, then its description."""
-    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ").lower()
-    return f"{words}: {description}".strip(": ")
+def tool_text(name: str, description: str) -> tuple[str, ...]:
+    """What a declared tool is compared as: its name in words with its description, and its name alone (a short
+    name such as "get weather" is often closer to how a caller asks than a long description)."""
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ").lower().strip()
+    full = f"{words}: {description}".strip(": ")
+    return (full, words) if description.strip() and words else (full,)
 
 
 def gist(text: str) -> str:

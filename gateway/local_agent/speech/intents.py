@@ -69,12 +69,13 @@ class IntentMatcher:
     def understand(
         self,
         text: str,
-        tools: Mapping[str, str],
+        tools: Mapping[str, Sequence[str]],
         descriptions: Mapping[str, str] | None = None,
         gist: str | None = None,
     ) -> Understanding:
-        """The intent of ``text`` (as :meth:`match`), its closeness to each declared tool (``tools``: name →
-        :func:`gateway.local_agent.arguments.tool_text`), and each intent's closeness to those tools (its
+        """The intent of ``text`` (as :meth:`match`), its closeness to each declared tool (``tools``: name → the
+        texts of :func:`gateway.local_agent.arguments.tool_text`; the closest counts), and each intent's closeness
+        to those tools (by their first text; the intent's
         ``descriptions[intent]`` where given, else its examples' centroid). ``gist``: the words without the
         values the caller gave (digits, numbers), compared to the tools too: values say nothing of which tool."""
         if not text.strip():
@@ -88,10 +89,9 @@ class IntentMatcher:
         intent = self._labels[i] if score >= self.threshold else None
         if not tools:
             return Understanding(intent, score, {}, {})
-        names = list(tools)
-        tool_vecs = self._vectors([tools[n] for n in names])
-        direct_sims = (tool_vecs @ vecs.T).max(axis=1)
-        direct = dict(zip(names, direct_sims.tolist(), strict=True))
+        names = [n for n in tools if tools[n]]
+        direct = {n: float((self._vectors(list(tools[n])) @ vecs.T).max()) for n in names}
+        tool_vecs = self._vectors([tools[n][0] for n in names])
         intent_vecs = self._centroids.copy()
         for k, name in enumerate(self.intent_names):
             d = (descriptions or {}).get(name)

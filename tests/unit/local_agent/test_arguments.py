@@ -271,12 +271,13 @@ def test_defaults_fill_only_when_they_fit_and_the_caller_said_nothing_else() -> 
     "intent,score,bound,direct,chosen",
     [
         ("book_table", 0.9, {"book_table": "reserve_table"}, {"reserve_table": 0.5}, "reserve_table"),
-        (None, 0.2, {}, {"get_weather": 0.37}, "get_weather"),
-        (None, 0.2, {}, {"get_weather": 0.2}, None),
+        (None, 0.2, {}, {"get_weather": 0.44}, "get_weather"),
+        (None, 0.2, {}, {"get_weather": 0.37}, None),
+        ("human_agent", 0.43, {}, {"end_call": 0.42}, None),  # a plain intent closer than the tool: no call
         # A weakly matched intent bound to one tool loses to a tool the words are much closer to.
         ("book_table", 0.4, {"book_table": "reserve_table"}, {"reserve_table": 0.18, "order_taxi": 0.55}, "order_taxi"),
-        ("opening_hours", 0.95, {}, {"get_weather": 0.4}, None),  # a much better non-tool intent wins
-        ("opening_hours", 0.5, {}, {"get_hours": 0.45}, "get_hours"),
+        ("opening_hours", 0.95, {}, {"get_weather": 0.4}, None),  # a better non-tool intent wins
+        ("opening_hours", 0.45, {}, {"get_hours": 0.5}, "get_hours"),
     ],
 )
 def test_choose_tool(
@@ -296,8 +297,8 @@ def test_bind_intents_prefers_the_intents_own_tool_then_the_closest_above_the_th
 
 
 def test_tool_text() -> None:
-    assert tool_text("reserveTable", "Reserve a table.") == "reserve table: Reserve a table."
-    assert tool_text("hang_up", "") == "hang up"
+    assert tool_text("reserveTable", "Reserve a table.") == ("reserve table: Reserve a table.", "reserve table")
+    assert tool_text("hang_up", "") == ("hang up",)
 
 
 def test_extraction_is_fast() -> None:
