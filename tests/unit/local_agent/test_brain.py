@@ -495,3 +495,25 @@ def test_a_forked_conversation_keeps_the_pending_request_but_no_history() -> Non
     c.slots = SlotFill("reserve_table", {"party_size": 4}, "time")
     f = c.fork()
     assert f.messages == [] and f.slots is c.slots
+
+
+@pytest.mark.speech
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I am calling from the office on behalf of a colleague of mine,",
+        "Hi, my name is Alex.",
+        "who asked me to find out a couple of things for her before the weekend.",
+    ],
+)
+def test_words_merely_near_a_tool_do_not_call_it(engine: IntentEngine, text: str) -> None:
+    # The gateway's own end_call as it declares it: "calling" is close to "phone call", and hanging up on a caller
+    # by mistake is the worst outcome, so a plain intent that matched better keeps the tool uncalled.
+    end_call = ToolDef(
+        "end_call",
+        "Hang up the phone call. Use it once the caller says goodbye or asks to end the call, after you have said "
+        "goodbye.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+    )
+    (steps,) = converse(engine, [text], (end_call, ToolDef("book_table", "Book a table.")))
+    assert not any(isinstance(s, CallTool) for s in steps), steps
