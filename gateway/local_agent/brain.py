@@ -399,14 +399,12 @@ def plan_tool_request(
 ) -> list[Step]:
     """The caller asked for ``tool`` (directly or through ``intent_name``): call it with the arguments their
     words give, or ask for the first required one missing."""
-    intent = table.get(intent_name)
-    via_intent = intent is not None and intent.tool is not None
-    context = {"intent": intent_name if via_intent else None, "after": intent.reply_after_tool if intent else None}
-    if not via_intent:
-        context["after"] = None
+    found = table.get(intent_name)
+    intent = found if found is not None and found.tool is not None else None
+    context = {"intent": intent.name if intent else None, "after": intent.reply_after_tool if intent else None}
     extraction = args.extract(tool.parameters, text, now)
     defaults: dict[str, Any] = {}
-    if intent is not None and via_intent:
+    if intent is not None:
         # The intents file's fixed arguments are for its own tool; another tool gets only those it declares.
         declared = tool.parameters.get("properties")
         own = intent.tool == tool.name
