@@ -38,7 +38,7 @@ _SWAPS = (
 _GUIDANCE = {
     "be", "keep", "use", "speak", "respond", "reply", "answer", "avoid", "don't", "do", "never", "always", "stay",
     "sound", "make", "try", "act", "talk", "continue", "greet", "offer", "help", "confirm", "mention", "explain",
-    "describe", "summarise", "summarize", "end", "close", "wrap", "welcome", "introduce",
+    "describe", "summarise", "summarize", "end", "close", "wrap", "introduce", "treat", "handle", "consider",
 }  # fmt: skip
 _QUESTION_STARTS = (
     ("you would like ", "Would you like "),
@@ -82,11 +82,22 @@ def _sentence(text: str, end: str = ".") -> str:
     return t[0].upper() + t[1:] + end
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'“])")
+
+
 def rephrase(instructions: str) -> Rephrased | None:
-    """What to say for ``instructions``, or ``None`` when they are guidance the engine must interpret."""
-    text = " ".join(instructions.split()).strip()
-    if not text:
+    """What to say for ``instructions``, sentence by sentence (guidance sentences dropped), or ``None`` when they
+    are all guidance the engine must interpret."""
+    sentences = [s for s in _SENTENCE.split(" ".join(instructions.split()).strip()) if s]
+    said = [r for r in (_rephrase_one(s) for s in sentences) if r is not None]
+    if not said:
         return None
+    if len(said) == 1:
+        return said[0]
+    return Rephrased(" ".join(r.text for r in said if r.text))
+
+
+def _rephrase_one(text: str) -> Rephrased | None:
     flags = re.IGNORECASE
     m = re.match(rf"^{_PLEASE}(?:say|read out)\s*(?::|that\s+)?\s*(.+)$", text, flags)
     if m:
@@ -94,6 +105,8 @@ def rephrase(instructions: str) -> Rephrased | None:
     m = re.match(
         rf"^{_PLEASE}(?:tell|inform|remind|notify|let)\s+{_WHO}(?:\s+know)?\s*(?:that\s+|:\s*)?(.+)$", text, flags
     )
+    if m and m.group(1)[:1] in (",", ";") or m and m.group(1).lower().startswith("and "):
+        return None  # "Tell the caller, and offer to help": guidance, not a message
     if m:
         content = second_person(m.group(1))
         words = re.findall(r"[a-z']+", content.lower())

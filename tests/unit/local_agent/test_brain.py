@@ -193,6 +193,19 @@ GREETING = TABLE.get("greeting").reply  # type: ignore[union-attr]
         ("Apologise for the wait", None, "Sorry for the wait."),
         ("Say: We close at ten tonight.", None, "We close at ten tonight."),
         ("The caller's order has shipped.", None, "Your order has shipped."),
+        ("Welcome back.", None, "Welcome back."),
+        # The gateway's own instructions: the status is said, the guidance sentence is not.
+        (
+            "The transfer did not go through. Tell the caller, and offer to help in another way.",
+            None,
+            "The transfer did not go through.",
+        ),
+        (
+            "The caller pressed these keys on their phone keypad: 1 2. Treat them as the caller's answer and respond "
+            "accordingly.",
+            None,
+            "You pressed these keys on your phone keypad: 1 2.",
+        ),
         # A topic, not words: the intent that answers it speaks.
         ("Tell the caller our opening hours", ("opening_hours", 0.8), HOURS),
         ("Tell the caller our opening hours", ("opening_hours", 0.3), "Our opening hours."),
