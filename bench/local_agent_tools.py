@@ -9,8 +9,8 @@ the expected name and exactly the expected arguments, of the expected types. The
 Saturday 2026-12-05 16:19 UTC so "tomorrow" and "next Friday" have one right answer.
 
 Run: ``scripts/bench_local_agent --tools`` (docs/how-to/local-agent.md#tool-arguments has the figures). It reports
-exact accuracy over the phone path and over wideband audio, the misses (heard text, got vs wanted), and the
-engine's median time per turn (speech recognition excluded).
+exact accuracy over the phone path, over wideband audio and on the written words, the misses (heard text, got vs
+wanted), and the engine's median time per turn (speech recognition excluded).
 """
 
 from __future__ import annotations
@@ -127,15 +127,15 @@ async def _inline(fn: Any, *args: Any) -> Any:
 
 
 async def _dialogue(
-    engine: IntentEngine, models: SpeechModels, audio: list[bytes], heard: list[str]
+    engine: IntentEngine, models: SpeechModels, audio: list[bytes] | list[str], heard: list[str]
 ) -> tuple[CallTool | None, list[float]]:
     """One request, turn by turn as the agent runs it: each turn transcribed (with the hint of the question the
     agent asked, as the replier does), then the engine; ``heard`` collects the transcripts."""
     conversation = Conversation()
     times: list[float] = []
-    for pcm in audio:
+    for turn in audio:
         hint = conversation.slots.hint if conversation.slots is not None else ""
-        text = models.stt.transcribe(pcm, hint or None)
+        text = turn if isinstance(turn, str) else models.stt.transcribe(turn, hint or None)
         heard.append(text)
         ctx = BrainContext(None, TOOLS, conversation, NOW)
         started = time.perf_counter()
@@ -172,19 +172,23 @@ def _wideband(models: SpeechModels, text: str) -> bytes:
 def run(models: SpeechModels, *, path: str = "phone", verbose: bool = True) -> dict[str, Any]:
     """Synthesise, transcribe and extract every case; the summary (and one line per case when ``verbose``).
     ``path``: ``"phone"`` (the simulated caller over the phone path, 8 kHz μ-law with line noise: what the agent
-    hears behind the gateway) or ``"wideband"`` (the synthesizer's audio at 16 kHz, no line)."""
-    if path not in ("phone", "wideband"):
-        raise ValueError(f"path must be phone or wideband, not {path!r}")
+    hears behind the gateway), ``"wideband"`` (the synthesizer's audio at 16 kHz, no line) or ``"text"`` (the
+    written words, no speech at all: the extractor alone)."""
+    if path not in ("phone", "wideband", "text"):
+        raise ValueError(f"path must be phone, wideband or text, not {path!r}")
     table = load_intents(DEFAULT_INTENTS_PATH)
     engine = IntentEngine(table, IntentMatcher(models.embedder, table.examples, threshold=table.threshold), _inline)
     exact = 0
     engine_s: list[float] = []
     misses: list[dict[str, Any]] = []
     for turns, tool, want in CASES:
+        audio: list[bytes] | list[str]
         if path == "phone":
             audio = [ulaw8k_to_pcm16_16k(caller_ulaw8k(models.tts, t)) for t in turns]
-        else:
+        elif path == "wideband":
             audio = [_wideband(models, t) for t in turns]
+        else:
+            audio = list(turns)
         heard: list[str] = []
         call, times = asyncio.run(_dialogue(engine, models, audio, heard))
         engine_s.extend(times)
