@@ -16,6 +16,8 @@ wanted), and the engine's median time per turn (speech recognition excluded).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
 import time
 from datetime import UTC, datetime
@@ -37,7 +39,7 @@ from gateway.local_agent.speech import IntentMatcher, SpeechModels
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from tests.support.caller_voice import CALLER_LENGTH_SCALE, CALLER_NOISE_SCALE, caller_ulaw8k
 
-__all__ = ["CASES", "NOW", "TOOLS", "run"]
+__all__ = ["CASES", "NOW", "TOOLS", "main", "run"]
 
 NOW = datetime(2026, 12, 5, 16, 19, tzinfo=UTC)
 
@@ -214,3 +216,23 @@ def run(models: SpeechModels, *, path: str = "phone", verbose: bool = True) -> d
         "engine_p90_ms": round(sorted(engine_s)[int(0.9 * (len(engine_s) - 1))] * 1000, 1),
         "misses": misses,
     }
+
+
+def main(*, cpu_threads: int, as_json: bool = False) -> int:
+    """``scripts/bench_local_agent --tools``: every path, one summary line each (JSON lines with ``as_json``)."""
+    from gateway.local_agent.app import warm_up
+
+    models = SpeechModels.load(cpu_threads=cpu_threads)
+    warm_up(models)
+    for path in ("phone", "wideband", "text"):
+        s = run(models, path=path, verbose=not as_json)
+        if as_json:
+            print(json.dumps(s))
+            continue
+        print(
+            f"\ntool arguments ({s['path']}): {s['exact']}/{s['requests']} requests exact ({s['exact_share']:.0%}), "
+            f"{s['turns']} turns; engine {s['engine_median_ms']} ms median, {s['engine_p90_ms']} ms p90 per turn; "
+            f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores",
+            flush=True,
+        )
+    return 0
