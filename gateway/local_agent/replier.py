@@ -111,16 +111,16 @@ class Replier:
         )
         return True
 
-    def _question(self) -> str | None:
+    def _answer_hint(self) -> str | None:
         """The words the caller's answer to a tool-argument question is likely to be (an enum's values), if one
         was just asked: they prime the transcription (docs/how-to/local-agent.md#tool-arguments)."""
         slots = self.session.conversation.slots
-        return slots.hint or None if slots is not None else None
+        return (slots.hint or None) if slots is not None else None
 
     async def prepare(self, audio: bytes) -> Prepared:
         """Work a turn out ahead, while the caller pauses: its text and, for a deterministic engine, the reply's
         steps and its first clause synthesized."""
-        text = await self.rt.run_blocking(self.rt.models.stt.transcribe, audio, self._question())
+        text = await self.rt.run_blocking(self.rt.models.stt.transcribe, audio, self._answer_hint())
         engine = self.rt.engine
         if not text or not getattr(engine, "deterministic", False):
             return Prepared(text)
@@ -166,7 +166,7 @@ class Replier:
         if prepared is not None:
             text = prepared.text
         else:
-            text = await self.rt.run_blocking(self.rt.models.stt.transcribe, job.audio16k, self._question())
+            text = await self.rt.run_blocking(self.rt.models.stt.transcribe, job.audio16k, self._answer_hint())
         stt_s = loop.time() - t0  # time the turn waited for its text (less than Whisper's run when speculated)
         if not text:
             log.info("local_agent.turn_empty", session_id=session.id, stt_ms=round(stt_s * 1000))
