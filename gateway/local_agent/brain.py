@@ -9,9 +9,12 @@ docs/architecture/local-agent.md#reply-engines.
 Here, the default engine, :class:`IntentEngine`: deterministic. The caller's words go through the speech stack's
 :class:`~gateway.local_agent.speech.IntentMatcher` (run in the worker pool the engine is handed) and the matching
 intent of ``config/local_agent/intents.toml`` decides the reply. Everything after the match is plain functions
-(:func:`plan_user_turn`, :func:`plan_tool_answers`, :func:`plan_reply_create`). The session's ``system_prompt`` is
-not used (only logged as present). The optional LLM engine is :mod:`.llm` (it does HTTP), its pure stream
-decoding :mod:`.llm_stream`.
+(:func:`plan_user_turn`, :func:`plan_tool_answers`, :func:`plan_reply_create`). A tool the session declares is
+called with arguments read from the caller's words against its JSON Schema, and missing required ones are asked
+for first, one turn at a time (:mod:`.arguments`; the pending request travels as a :class:`Remember` step the
+session keeps in its :class:`~.conversation.Conversation`). ``reply.create`` instructions are rephrased or matched
+against the intents (:mod:`.instructions`). The session's ``system_prompt`` is not used (only logged as present).
+The optional LLM engine is :mod:`.llm` (it does HTTP), its pure stream decoding :mod:`.llm_stream`.
 
 No sockets, no clock, no environment; the only I/O is :func:`load_intents` reading the file it is given, at
 start-up. :class:`~.conversation.Conversation` is the session's history the engines read.
@@ -23,13 +26,19 @@ import json
 import tomllib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from gateway.errors import ConfigError
 
+from . import arguments as args
 from .conversation import Conversation
+from .instructions import intent_probe, rephrase
 from .protocol import ToolDef
+
+if TYPE_CHECKING:
+    from .speech.intents import Understanding
 
 __all__ = [
     "BrainContext",
@@ -40,6 +49,7 @@ __all__ = [
     "IntentEngine",
     "IntentTable",
     "IntentsError",
+    "Remember",
     "ReplyEngine",
     "RunBlocking",
     "Say",
@@ -52,6 +62,8 @@ __all__ = [
     "load_intents",
     "parse_intents",
     "plan_reply_create",
+    "plan_slot_answer",
+    "plan_tool_request",
     "plan_tool_answers",
     "plan_user_turn",
     "render_result",
@@ -116,7 +128,15 @@ class Decided:
     score: float | None = None
 
 
-Step: TypeAlias = Say | CallTool | Decided
+@dataclass(frozen=True, slots=True)
+class Remember:
+    """Keep this slot-filling state for the caller's next turn (``None``: forget it). The replier stores it in the
+    session's conversation as the reply starts (docs/how-to/local-agent.md#tool-arguments)."""
+
+    slots: args.SlotFill | None
+
+
+Step: TypeAlias = Say | CallTool | Decided | Remember
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +144,8 @@ class BrainContext:
     system_prompt: str | None
     tools: tuple[ToolDef, ...]
     conversation: Conversation
+    #: The session's clock (aware), for "tomorrow" and "next Friday"; ``None``: relative days are not understood.
+    now: datetime | None = None
 
     @property
     def tool_names(self) -> frozenset[str]:
@@ -162,6 +184,9 @@ class Intent:
     tool: str | None = None
     arguments: Mapping[str, Any] = field(default_factory=dict)
     reply_after_tool: str | None = None
+    #: What the intent asks for, in the words a tool description would use: binds the intent to a declared tool
+    #: under another name (docs/how-to/local-agent.md#tool-arguments).
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +267,7 @@ def parse_intents(data: Mapping[str, Any]) -> IntentTable:
                 tool=tool,
                 arguments=arguments,
                 reply_after_tool=after,
+                description=_opt_str(raw, "description", where),
             )
         )
     table = IntentTable(
@@ -332,38 +358,143 @@ def plan_tool_answers(table: IntentTable, outcomes: Sequence[ToolOutcome]) -> li
     return deduped
 
 
-def plan_reply_create(table: IntentTable, instructions: str | None) -> list[Step]:
-    if instructions and instructions.strip():
-        return [Say(table.instructions_template.replace("{instructions}", instructions.strip()))]
+#: A non-tool intent this much closer than the pending question's tool makes an unusable answer a change of subject.
+SWITCH_SCORE = 0.5
+#: How close (cosine) instructions (or the topic of a "tell the caller …") must be to an intent for the intent's reply
+#: to answer them: higher than for a caller's words, as instructions are worded unlike the examples.
+INSTRUCTION_INTENT_SCORE = 0.45
+
+
+def plan_reply_create(
+    table: IntentTable, instructions: str | None, matched: tuple[str | None, float] | None = None
+) -> list[Step]:
+    """``reply.create``: instructions are guidance for this one reply (docs/how-to/local-agent.md#reply-instructions):
+    rephrased into words for the caller where they say what to tell them; else the reply of the intent they match
+    (``matched``: the matcher's ``(intent, score)`` on them, or on the topic of a "tell the caller …"); else the
+    default line."""
+    if not instructions or not instructions.strip():
+        return [Say(table.reply_create_default, fixed=True)]
+    said = rephrase(instructions)
+    intent = table.get(matched[0]) if matched is not None else None
+    if matched is None or matched[1] < INSTRUCTION_INTENT_SCORE:
+        intent = None
+    if said is not None and (not said.topic or intent is None):
+        return [Say(table.instructions_template.replace("{instructions}", said.text))]
+    if intent is not None:
+        return [Say(intent.reply, fixed=True)]
     return [Say(table.reply_create_default, fixed=True)]
+
+
+def _plan_steps(plan: args.Plan, had_state: bool) -> list[Step]:
+    if isinstance(plan, args.Ready):
+        head: list[Step] = [Remember(None)] if had_state else []
+        return [*head, CallTool(plan.tool, plan.arguments, plan.context)]
+    if isinstance(plan, args.Ask):
+        return [Remember(plan.state), Say(plan.text)]
+    return [Remember(None), Say(plan.text)]
+
+
+def plan_tool_request(
+    table: IntentTable, tool: ToolDef, intent_name: str | None, text: str, now: datetime | None, *, had_state: bool
+) -> list[Step]:
+    """The caller asked for ``tool`` (directly or through ``intent_name``): call it with the arguments their
+    words give, or ask for the first required one missing."""
+    found = table.get(intent_name)
+    intent = found if found is not None and found.tool is not None else None
+    context = {"intent": intent.name if intent else None, "after": intent.reply_after_tool if intent else None}
+    extraction = args.extract(tool.parameters, text, now)
+    defaults: dict[str, Any] = {}
+    if intent is not None:
+        # The intents file's fixed arguments are for its own tool; another tool gets only those it declares.
+        declared = tool.parameters.get("properties")
+        own = intent.tool == tool.name
+        defaults = {k: v for k, v in intent.arguments.items() if own or isinstance(declared, Mapping) and k in declared}
+    plan = args.start(tool.name, tool.parameters, extraction, defaults=defaults, context=context)
+    return _plan_steps(plan, had_state)
+
+
+def plan_slot_answer(
+    state: args.SlotFill, tool: ToolDef, text: str, now: datetime | None, *, switched_to: str | None = None
+) -> list[Step] | None:
+    """The caller's turn while ``state`` waits for an argument. ``None``: the turn matched ``switched_to``, another
+    intent, and gave nothing for the question (or the question takes free text): a change of subject, so the request
+    is forgotten and that intent answered."""
+    extraction = args.extract(tool.parameters, text, now, asking=state.asking)
+    if switched_to is not None:
+        # A free-text answer takes any words, so there the intent decides; elsewhere the value does.
+        kinds = {p.name: p.kind for p in args.params_of(tool.parameters)}
+        if state.asking not in extraction.values or kinds.get(state.asking) in (args.Kind.TEXT, args.Kind.NAME):
+            return None
+    return _plan_steps(args.answer(state, tool.parameters, extraction), had_state=True)
 
 
 class _Matcher(Protocol):
     def match(self, text: str) -> tuple[str | None, float]: ...
 
+    def understand(
+        self,
+        text: str,
+        tools: Mapping[str, Sequence[str]],
+        descriptions: Mapping[str, str] | None = None,
+        gist: str | None = None,
+    ) -> Understanding: ...
+
 
 class IntentEngine:
-    """The default engine: intent nearest-neighbour over the caller's words, replies from the intent table."""
+    """The default engine: intent nearest-neighbour over the caller's words, replies from the intent table, declared
+    tools called with arguments from the caller's words."""
 
     name = "intents"
+    #: The reply to a turn depends on its text, the declared tools and the pending slot-filling state only
+    #: (the replier hands a prepared turn that state: docs/architecture/local-agent.md#working-ahead).
     deterministic = True
 
     def __init__(self, table: IntentTable, matcher: _Matcher, run_blocking: RunBlocking) -> None:
         self.table = table
         self._matcher = matcher
         self._run_blocking = run_blocking
+        self._descriptions = {i.name: i.description for i in table.intents if i.description}
+        self._intent_tools = {i.name: i.tool for i in table.intents}
 
     async def reply(self, trigger: Trigger, ctx: BrainContext) -> AsyncGenerator[Step, None]:
         if isinstance(trigger, UserTurn):
-            name, score = await self._run_blocking(self._matcher.match, trigger.text)
-            yield Decided(name, score)
-            steps = plan_user_turn(self.table, name, ctx.tool_names)
+            steps = await self._user_turn(trigger.text, ctx)
         elif isinstance(trigger, CreateRequest):
-            steps = plan_reply_create(self.table, trigger.instructions)
+            matched = None
+            said = rephrase(trigger.instructions) if trigger.instructions else None
+            if trigger.instructions and (said is None or said.topic):
+                probe = said.text if said is not None else intent_probe(trigger.instructions)
+                matched = await self._run_blocking(self._matcher.match, probe)
+            steps = plan_reply_create(self.table, trigger.instructions, matched)
         else:
             steps = plan_tool_answers(self.table, trigger.outcomes)
         for step in steps:
             yield step
+
+    async def _user_turn(self, text: str, ctx: BrainContext) -> list[Step]:
+        tools = {t.name: t for t in ctx.tools}
+        texts = {t.name: args.tool_text(t.name, t.description) for t in ctx.tools}
+        gist = args.gist(text) if texts else None
+        u = await self._run_blocking(self._matcher.understand, text, texts, self._descriptions, gist)
+        steps: list[Step] = [Decided(u.intent, u.score)]
+        bound = args.bind_intents(u.intent_tools, self._intent_tools, frozenset(tools))
+        state = ctx.conversation.slots
+        if state is not None and state.tool in tools:
+            other = u.intent if u.score >= SWITCH_SCORE and bound.get(u.intent or "") != state.tool else None
+            answered = plan_slot_answer(state, tools[state.tool], text, ctx.now, switched_to=other)
+            if answered is not None:
+                return steps + answered
+        had_state = state is not None
+        direct = {
+            name: score + args.overlap_bonus(text, name, tools[name].description, tools[name].parameters)
+            for name, score in u.direct.items()
+        }
+        chosen = args.choose_tool(u.intent, u.score, bound, direct)
+        if chosen is not None:
+            intent = u.intent if u.intent is not None and bound.get(u.intent) == chosen else None
+            return steps + plan_tool_request(self.table, tools[chosen], intent, text, ctx.now, had_state=had_state)
+        head: list[Step] = [Remember(None)] if had_state else []
+        return steps + head + plan_user_turn(self.table, u.intent, frozenset())
 
 
 # --------------------------------------------------------------------------------------------------------------

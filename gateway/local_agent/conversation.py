@@ -2,7 +2,8 @@
 
 The session records what was actually said (a reply cut by a barge-in as far as the caller heard it, tool calls under
 the agent's own call ids, tool results); the reply engines read it (docs/architecture/local-agent.md#reply-engines).
-Bounded: the oldest messages go first.
+Bounded: the oldest messages go first. It also keeps the intent engine's pending tool request (:attr:`slots`: the
+arguments so far and the one the caller was just asked for; docs/how-to/local-agent.md#tool-arguments).
 """
 
 from __future__ import annotations
@@ -11,17 +12,28 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .arguments import SlotFill
+
 __all__ = ["Conversation"]
 
 
 class Conversation:
     """Message history in the OpenAI chat shape, bounded to ``max_messages`` (oldest dropped first)."""
 
-    __slots__ = ("messages", "_max")
+    __slots__ = ("messages", "slots", "_max")
 
     def __init__(self, max_messages: int = 60) -> None:
         self.messages: list[dict[str, Any]] = []
+        #: A tool call waiting for the caller's answer (set by the engine's ``Remember`` step).
+        self.slots: SlotFill | None = None
         self._max = max_messages
+
+    def fork(self) -> Conversation:
+        """No history but the same pending tool request: what a deterministic engine's reply may depend on,
+        for working a turn out ahead."""
+        other = Conversation(self._max)
+        other.slots = self.slots
+        return other
 
     def add_user(self, text: str) -> None:
         self._add({"role": "user", "content": text})

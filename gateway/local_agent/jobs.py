@@ -30,6 +30,8 @@ class Prepared:
     text: str
     steps: tuple[Step, ...] | None = None
     first_sentence: tuple[str, Pieces] | None = None
+    #: The pending tool request (:attr:`.conversation.Conversation.slots`) the steps were worked out with.
+    slots: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from datetime import datetime
 
 import structlog
 
@@ -19,6 +20,7 @@ from .brain import (
     BrainContext,
     CreateRequest,
     Decided,
+    Remember,
     Say,
     Step,
     ToolsAnswered,
@@ -26,7 +28,6 @@ from .brain import (
     UserTurn,
     first_speech_chunks,
 )
-from .conversation import Conversation
 from .hearing import Hearing
 from .jobs import CreateJob, GreetJob, Job, Prepared, TurnJob
 from .outbox import Outbox
@@ -110,25 +111,33 @@ class Replier:
         )
         return True
 
+    def _answer_hint(self) -> str | None:
+        """The words the caller's answer to a tool-argument question is likely to be (an enum's values), if one
+        was just asked: they prime the transcription (docs/how-to/local-agent.md#tool-arguments)."""
+        slots = self.session.conversation.slots
+        return (slots.hint or None) if slots is not None else None
+
     async def prepare(self, audio: bytes) -> Prepared:
         """Work a turn out ahead, while the caller pauses: its text and, for a deterministic engine, the reply's
         steps and its first clause synthesized."""
-        text = await self.rt.run_blocking(self.rt.models.stt.transcribe, audio)
+        text = await self.rt.run_blocking(self.rt.models.stt.transcribe, audio, self._answer_hint())
         engine = self.rt.engine
         if not text or not getattr(engine, "deterministic", False):
             return Prepared(text)
         cfg = self.session.config
-        # A deterministic engine's reply depends only on the text and the declared tools, not on history.
-        ctx = BrainContext(cfg.system_prompt, cfg.tools, Conversation())
+        # A deterministic engine's reply depends only on the text, the declared tools and the pending tool
+        # request, not on history.
+        conversation = self.session.conversation.fork()
+        ctx = BrainContext(cfg.system_prompt, cfg.tools, conversation, datetime.now().astimezone())
         async with aclosing(engine.reply(UserTurn(text), ctx)) as gen:
             steps = tuple([step async for step in gen])
         first = next((st for st in steps if isinstance(st, Say)), None)
         sentences = self.rt.split_sentences(first.text) if first else []
         if not sentences:
-            return Prepared(text, steps)
+            return Prepared(text, steps, slots=conversation.slots)
         chunk = first_speech_chunks(sentences[0])[0]
         pieces = await self.speaker.synth(chunk, fixed=first.fixed if first else False)
-        return Prepared(text, steps, (chunk, pieces))
+        return Prepared(text, steps, (chunk, pieces), slots=conversation.slots)
 
     async def _run_job(self, job: Job) -> None:
         session = self.session
@@ -157,7 +166,7 @@ class Replier:
         if prepared is not None:
             text = prepared.text
         else:
-            text = await self.rt.run_blocking(self.rt.models.stt.transcribe, job.audio16k)
+            text = await self.rt.run_blocking(self.rt.models.stt.transcribe, job.audio16k, self._answer_hint())
         stt_s = loop.time() - t0  # time the turn waited for its text (less than Whisper's run when speculated)
         if not text:
             log.info("local_agent.turn_empty", session_id=session.id, stt_ms=round(stt_s * 1000))
@@ -189,14 +198,15 @@ class Replier:
                 pass
             log.info("local_agent.turn_deferred", session_id=session.id)
         h.merge.answering(text, end_reason=job.end_reason)
-        merged = text != (prepared.text if prepared else None)
+        # Worked out ahead for other words, or while another tool request was pending: work it out again.
+        stale = prepared is None or text != prepared.text or prepared.slots is not session.conversation.slots
         await self._respond(
             UserTurn(text),
             kind="user_speech",
             turn_ended_at=job.ended_at,
             end_reason=job.end_reason,
             stt_s=stt_s,
-            prepared=None if merged else prepared,
+            prepared=None if stale else prepared,
         )
 
     async def _respond(
@@ -210,7 +220,8 @@ class Replier:
         prepared: Prepared | None = None,
     ) -> None:
         session = self.session
-        ctx = BrainContext(session.config.system_prompt, session.config.tools, session.conversation)
+        cfg = session.config
+        ctx = BrainContext(cfg.system_prompt, cfg.tools, session.conversation, datetime.now().astimezone())
         decided: list[Decided] = []
         planned = prepared.steps if prepared is not None else None
 
@@ -220,6 +231,9 @@ class Replier:
                 async for step in engine_steps:
                     if isinstance(step, Decided):
                         decided.append(step)
+                        continue
+                    if isinstance(step, Remember):  # the engine's pending tool request, for the next turn
+                        session.conversation.slots = step.slots
                         continue
                     yield step
 

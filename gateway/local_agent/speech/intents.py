@@ -9,12 +9,16 @@ than an intent centroid, so one unusual phrasing in the examples is not averaged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["IntentMatcher", "Embedder"]
+__all__ = ["Embedder", "IntentMatcher", "Understanding"]
+
+#: Embeddings of declared tools' texts kept per matcher (tools repeat across sessions); the oldest go first.
+_TOOL_CACHE_MAX = 512
 
 
 class Embedder(Protocol):
@@ -47,6 +51,55 @@ class IntentMatcher:
         self._labels = tuple(names)
         self._examples = tuple(examples)
         self._matrix = embedder.embed(examples)  # (n_examples, 384), unit rows
+        labels = np.array(self._labels)
+        centroids = np.stack([self._matrix[labels == n].mean(axis=0) for n in self.intent_names])
+        self._centroids = (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).astype(np.float32)
+        self._texts: dict[str, npt.NDArray[np.float32]] = {}
+
+    def _vectors(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Unit rows for ``texts``, from the cache where embedded before (plain dict: safe across pool threads)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if missing:
+            if len(self._texts) + len(missing) > _TOOL_CACHE_MAX:
+                self._texts.clear()
+            for t, vec in zip(missing, self._embedder.embed(missing), strict=True):
+                self._texts[t] = vec
+        return np.stack([self._texts[t] for t in texts]) if texts else np.zeros((0, self._matrix.shape[1]), np.float32)
+
+    def understand(
+        self,
+        text: str,
+        tools: Mapping[str, Sequence[str]],
+        descriptions: Mapping[str, str] | None = None,
+        gist: str | None = None,
+    ) -> Understanding:
+        """The intent of ``text`` (as :meth:`match`), its closeness to each declared tool (``tools``: name → the
+        texts of :func:`gateway.local_agent.arguments.tool_text`; the closest counts), and each intent's closeness
+        to those tools (by their first text; the intent's
+        ``descriptions[intent]`` where given, else its examples' centroid). ``gist``: the words without the
+        values the caller gave (digits, numbers), compared to the tools too: values say nothing of which tool."""
+        if not text.strip():
+            return Understanding(None, 0.0, {}, {})
+        gist = gist.strip() if gist and gist.strip() != text.strip() else None
+        vecs = self._embedder.embed([text.strip(), gist] if gist else [text.strip()])
+        vec = vecs[0]
+        sims = self._matrix @ vec
+        i = int(np.argmax(sims))
+        score = float(sims[i])
+        intent = self._labels[i] if score >= self.threshold else None
+        if not tools:
+            return Understanding(intent, score, {}, {})
+        names = [n for n in tools if tools[n]]
+        direct = {n: float((self._vectors(list(tools[n])) @ vecs.T).max()) for n in names}
+        tool_vecs = self._vectors([tools[n][0] for n in names])
+        intent_vecs = self._centroids.copy()
+        for k, name in enumerate(self.intent_names):
+            d = (descriptions or {}).get(name)
+            if d:
+                intent_vecs[k] = self._vectors([d])[0]
+        grid = intent_vecs @ tool_vecs.T
+        by_intent = {name: dict(zip(names, grid[k].tolist(), strict=True)) for k, name in enumerate(self.intent_names)}
+        return Understanding(intent, score, direct, by_intent)
 
     def scores(self, text: str) -> dict[str, float]:
         """Best cosine per intent for ``text`` (all intents; useful for logs and debugging thresholds)."""
@@ -69,3 +122,15 @@ class IntentMatcher:
     def _similarities(self, text: str) -> npt.NDArray[np.float32]:
         vec = self._embedder.embed([text.strip()])[0]
         return self._matrix @ vec
+
+
+@dataclass(frozen=True, slots=True)
+class Understanding:
+    """One utterance against the intents and the session's declared tools (cosines)."""
+
+    intent: str | None
+    score: float
+    #: Declared tool → cosine of the utterance and the tool's name and description.
+    direct: dict[str, float]
+    #: Intent → declared tool → cosine of the intent (its description, else its examples' centroid) and the tool.
+    intent_tools: dict[str, dict[str, float]]

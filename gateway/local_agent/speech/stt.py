@@ -48,8 +48,10 @@ class Transcriber:
         )
         return cls(model, beam_size=beam_size)
 
-    def transcribe(self, pcm16_16k: bytes) -> str:
-        """Return the words spoken in ``pcm16_16k`` (stripped; ``''`` for silence, noise or too little audio)."""
+    def transcribe(self, pcm16_16k: bytes, prompt: str | None = None) -> str:
+        """Return the words spoken in ``pcm16_16k`` (stripped; ``''`` for silence, noise or too little audio).
+        ``prompt``: words the caller is likely to say (the choices of a question just asked), given to Whisper as
+        the preceding text: a short answer ("a van, please") is far more often heard right in that context."""
         if len(pcm16_16k) % 2:
             pcm16_16k = pcm16_16k[:-1]
         audio = np.frombuffer(pcm16_16k, dtype="<i2").astype(np.float32) / 32768.0
@@ -67,6 +69,7 @@ class Transcriber:
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,  # our own VAD already cut the utterance
+            initial_prompt=prompt or None,
         )
         # `segments` is lazy: decoding happens while it is consumed.
         return " ".join(seg.text.strip() for seg in segments).strip()

@@ -113,6 +113,9 @@ async def test_a_session_on_the_llm_engine_calls_tools_and_speaks_the_answer(
     # The second request carries the session prompt, the tool call under our call_id, and its result.
     second = fake.requests[1]["messages"]
     assert second[0] == {"role": "system", "content": "You book tables."}
+    # reply.create's instructions were a system instruction for that one reply only.
+    instruction = {"role": "system", "content": "Book a table for two."}
+    assert fake.requests[0]["messages"][-1] == instruction and instruction not in second
     assistant = next(m for m in second if m["role"] == "assistant")
     assert assistant["tool_calls"][0]["id"] == call["call_id"]
     result = '{"booked": true, "time": "19:00"}'

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.local_agent.brain import (
     IntentEngine,
     IntentsError,
     IntentTable,
+    Remember,
     Say,
     Step,
     ToolOutcome,
@@ -174,11 +176,53 @@ def test_tool_answer_plan(outcomes: list[ToolOutcome], expected: list[Step]) -> 
     assert plan_tool_answers(TABLE, outcomes) == expected
 
 
-def test_reply_create_speaks_the_instructions_or_a_default() -> None:
-    assert plan_reply_create(TABLE, "  Please hold.  ") == [Say("Please hold.")]
-    assert plan_reply_create(TABLE, None) == [Say(TABLE.reply_create_default)]
+HOURS = TABLE.get("opening_hours").reply  # type: ignore[union-attr]
+GREETING = TABLE.get("greeting").reply  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "instructions,matched,spoken",
+    [
+        ("  Please hold.  ", None, "Please hold."),
+        (None, None, TABLE.reply_create_default),
+        ("Tell the caller their table is ready.", None, "Your table is ready."),
+        ("Let the user know that the kitchen closes at ten", None, "The kitchen closes at ten."),
+        ("Ask the caller to hold", None, "Could you please hold?"),
+        ("Ask the caller whether they would like a window seat", None, "Would you like a window seat?"),
+        ("Ask the user for their phone number", None, "Could I have your phone number?"),
+        ("Apologise for the wait", None, "Sorry for the wait."),
+        ("Say: We close at ten tonight.", None, "We close at ten tonight."),
+        ("The caller's order has shipped.", None, "Your order has shipped."),
+        ("Welcome back.", None, "Welcome back."),
+        # The gateway's own instructions: the status is said, the guidance sentence is not.
+        (
+            "The transfer did not go through. Tell the caller, and offer to help in another way.",
+            None,
+            "The transfer did not go through.",
+        ),
+        (
+            "The caller pressed these keys on their phone keypad: 1 2. Treat them as the caller's answer and respond "
+            "accordingly.",
+            None,
+            "You pressed these keys on your phone keypad: 1 2.",
+        ),
+        # A topic, not words: the intent that answers it speaks.
+        ("Tell the caller our opening hours", ("opening_hours", 0.8), HOURS),
+        ("Tell the caller our opening hours", ("opening_hours", 0.3), "Our opening hours."),
+        # Guidance: an intent it matches, else the default line; never read out.
+        ("Greet the caller warmly", ("greeting", 0.5), GREETING),
+        ("Be brief and friendly", ("greeting", 0.38), TABLE.reply_create_default),
+    ],
+)
+def test_reply_create_instructions_guide_the_reply(
+    instructions: str | None, matched: tuple[str, float] | None, spoken: str
+) -> None:
+    assert plan_reply_create(TABLE, instructions, matched) == [Say(spoken)]
+
+
+def test_the_instructions_template_wraps_what_is_said() -> None:
     custom = IntentTable(0.3, "?", TABLE.intents, instructions_template="Update: {instructions}")
-    assert plan_reply_create(custom, "nearly there") == [Say("Update: nearly there")]
+    assert plan_reply_create(custom, "Tell the caller it's nearly there") == [Say("Update: It's nearly there.")]
 
 
 # ---- the intent engine with the real matcher
@@ -231,6 +275,116 @@ def test_intent_engine_calls_a_declared_tool_and_answers_its_result(engine: Inte
     answer = run_engine(engine, ToolsAnswered((ToolOutcome("c", "book_table", call.context, '"table for four"'),)))
     assert answer == [Say("All done: table for four. We look forward to seeing you.")]
     assert run_engine(engine, CreateRequest("One moment please.")) == [Say("One moment please.")]
+
+
+#: Saturday 5 December 2026, 16:19 UTC: the session clock the engine tests run at.
+NOW = datetime(2026, 12, 5, 16, 19, tzinfo=UTC)
+RESERVE = ToolDef(
+    "reserve_table",
+    "Reserve a table at the restaurant.",
+    {
+        "type": "object",
+        "properties": {"party_size": {"type": "integer"}, "time": {"type": "string"}},
+        "required": ["party_size", "time"],
+    },
+)
+
+
+def converse(engine: IntentEngine, texts: list[str], tools: tuple[ToolDef, ...]) -> list[list[Step]]:
+    """Turns of one session: each reply's steps, its Remember step applied as the replier does."""
+    conversation = Conversation()
+
+    async def go() -> list[list[Step]]:
+        replies = []
+        for text in texts:
+            ctx = BrainContext(None, tools, conversation, NOW)
+            steps = [s async for s in engine.reply(UserTurn(text), ctx)]
+            for s in steps:
+                if isinstance(s, Remember):
+                    conversation.slots = s.slots
+            replies.append([s for s in steps if not isinstance(s, (Decided, Remember))])
+        return replies
+
+    return asyncio.run(go())
+
+
+@pytest.mark.speech
+def test_a_tool_declared_under_its_own_name_gets_typed_arguments(engine: IntentEngine) -> None:
+    (steps,) = converse(engine, ["A table for four at seven thirty tomorrow."], (RESERVE,))
+    assert steps == [CallTool("reserve_table", {"party_size": 4, "time": "2026-12-06T19:30"}, ANY_CONTEXT)]
+    call = steps[0]
+    assert isinstance(call, CallTool) and type(call.arguments["party_size"]) is int
+
+
+class _AnyContext(dict[str, Any]):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+ANY_CONTEXT = _AnyContext()
+
+
+@pytest.mark.speech
+def test_a_missing_required_argument_is_asked_for_and_the_answer_fills_it(engine: IntentEngine) -> None:
+    replies = converse(
+        engine, ["I'd like to book a table.", "Four, please.", "Um, not sure.", "Tomorrow at 8 pm."], (RESERVE,)
+    )
+    assert replies[0] == [Say("For how many people?")]
+    assert replies[1] == [Say("For what day and time?")]
+    assert replies[2] == [Say("Sorry, I didn't get the time. For what day and time?")]
+    assert replies[3] == [CallTool("reserve_table", {"party_size": 4, "time": "2026-12-06T20:00"}, ANY_CONTEXT)]
+
+
+@pytest.mark.speech
+def test_a_change_of_subject_drops_the_pending_request(engine: IntentEngine) -> None:
+    replies = converse(engine, ["Book a table please.", "What time do you open?", "Four."], (RESERVE,))
+    assert replies[0] == [Say("For how many people?")]
+    assert replies[1] == [Say(HOURS, fixed=True)]
+    assert replies[2] != [Say("For what day and time?")]  # the request was forgotten: "four" alone books nothing
+
+
+@pytest.mark.speech
+@pytest.mark.parametrize(
+    "text,tool,arguments",
+    [
+        ("What's the weather like in Paris?", "get_weather", {"city": "Paris"}),
+        ("Can I speak to a real person?", "connect_to_staff", {}),
+        ("Goodbye, thanks.", "hang_up", {}),
+        ("Where is my order? It's order one two three four five.", "lookup_order", {"order_number": "12345"}),
+    ],
+)
+def test_declared_tools_are_matched_by_their_descriptions(
+    engine: IntentEngine, text: str, tool: str, arguments: dict[str, Any]
+) -> None:
+    tools = (
+        RESERVE,
+        ToolDef("get_weather", "Get the current weather for a city.", {"type": "object",
+                "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+        ToolDef("connect_to_staff", "Connect the caller to a member of staff.", {"type": "object", "properties": {}}),
+        ToolDef("hang_up", "End the call."),
+        ToolDef("lookup_order", "Look up the status of a customer's order by its number.", {"type": "object",
+                "properties": {"order_number": {"type": "string"}}, "required": ["order_number"]}),
+    )  # fmt: skip
+    (steps,) = converse(engine, [text], tools)
+    assert steps == [CallTool(tool, arguments, ANY_CONTEXT)]
+
+
+@pytest.mark.speech
+@pytest.mark.parametrize(
+    "instructions,spoken",
+    [
+        ("Tell the caller our opening hours.", HOURS),
+        ("Greet the caller.", GREETING),
+        ("Be concise.", TABLE.reply_create_default),
+        ("Tell the caller their table is booked for eight.", "Your table is booked for eight."),
+    ],
+)
+def test_the_engine_maps_reply_create_instructions_to_a_reply(
+    engine: IntentEngine, instructions: str, spoken: str
+) -> None:
+    assert [s for s in run_engine(engine, CreateRequest(instructions)) if isinstance(s, Say)] == [Say(spoken)]
 
 
 # ---- LLM streaming helpers
@@ -344,3 +498,35 @@ def test_llm_request_parts() -> None:
         {"type": "function", "function": {"name": "x", "description": "", "parameters": {"type": "object"}}},
     ]  # fmt: skip
     json.dumps(build_llm_messages(ctx, UserTurn("hi")))
+
+
+def test_a_forked_conversation_keeps_the_pending_request_but_no_history() -> None:
+    from gateway.local_agent.arguments import SlotFill
+
+    c = Conversation()
+    c.add_user("book a table")
+    c.slots = SlotFill("reserve_table", {"party_size": 4}, "time")
+    f = c.fork()
+    assert f.messages == [] and f.slots is c.slots
+
+
+@pytest.mark.speech
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I am calling from the office on behalf of a colleague of mine,",
+        "Hi, my name is Alex.",
+        "who asked me to find out a couple of things for her before the weekend.",
+    ],
+)
+def test_words_merely_near_a_tool_do_not_call_it(engine: IntentEngine, text: str) -> None:
+    # The gateway's own end_call as it declares it: "calling" is close to "phone call", and hanging up on a caller
+    # by mistake is the worst outcome, so a plain intent that matched better keeps the tool uncalled.
+    end_call = ToolDef(
+        "end_call",
+        "Hang up the phone call. Use it once the caller says goodbye or asks to end the call, after you have said "
+        "goodbye.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+    )
+    (steps,) = converse(engine, [text], (end_call, ToolDef("book_table", "Book a table.")))
+    assert not any(isinstance(s, CallTool) for s in steps), steps

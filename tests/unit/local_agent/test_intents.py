@@ -98,7 +98,8 @@ def test_intents_toml_is_well_formed(intents_config: dict[str, Any]) -> None:
     names = [i["name"] for i in intents]
     assert len(names) == len(set(names)) >= 12
     for intent in intents:
-        assert set(intent) <= {"name", "examples", "reply", "tool", "arguments", "reply_after_tool"}, intent
+        allowed = {"name", "examples", "reply", "tool", "arguments", "reply_after_tool", "description"}
+        assert set(intent) <= allowed, intent
         assert 3 <= len(intent["examples"]) <= 7, intent["name"]
         assert all(isinstance(e, str) and e.strip() for e in intent["examples"])
         assert intent["reply"].strip()

@@ -24,11 +24,13 @@ PURE = [
     "tool_calls.py",
     "turn_merge.py",
     "turns.py",
+    "instructions.py",
     *(f"protocol/{p.name}" for p in sorted((PACKAGE / "protocol").glob("*.py"))),
     "store/agents.py",
     "store/artifacts.py",
     "store/recording.py",
     "store/timeline.py",
+    *(f"arguments/{p.name}" for p in sorted((PACKAGE / "arguments").glob("*.py"))),
 ]
 #: What a pure module must not import: the event loop, sockets and HTTP, the clock, the environment, threads.
 IMPURE = {"aiohttp", "asyncio", "concurrent", "os", "socket", "threading", "time", "websockets"}
