@@ -183,7 +183,7 @@ def setup(app: web.Application) -> None:
     open without its secret (development only)."""
     doors = app[SETTINGS].open_doors()
     for spec in registry.CARRIERS:
-        if spec.name not in doors:
+        if spec.name not in doors or spec.served_by:
             continue  # a closed door answers 404: nothing tells which carriers are not used
         if not doors[spec.name]:
             # Development only (config refuses this with a public URL): say it loudly, once per door.

@@ -2,7 +2,8 @@
 
 Who sets each key: :func:`gateway.app.create_app` the settings-derived state (:data:`SETTINGS`, :data:`CALLS`,
 :data:`METRICS`, the HTTP client sessions, :data:`LOCAL_AGENT_KEY`); each HTTP area's ``setup(app)`` its own
-(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else
+(:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`SOFTPHONE`: :mod:`gateway.softphone`;
+:data:`AUDIOSOCKET`: :mod:`gateway.audiosocket_server`). Everyone else
 only reads them, through this module, so nothing needs to import the app module back.
 
 This module imports nothing of the gateway at run time (the value types are for type checkers only), so any module
@@ -18,13 +19,24 @@ from aiohttp import web
 if TYPE_CHECKING:
     import aiohttp
 
+    from .audiosocket_server import AudioSocketServer
     from .call_registry import CallRegistry
     from .config import Settings
     from .metrics import GatewayMetrics
     from .reattach import ParkedAgents
     from .softphone import SoftphoneState
 
-__all__ = ["AGENT_HTTP", "CALLS", "HTTP", "LOCAL_AGENT_KEY", "METRICS", "PARKED", "SETTINGS", "SOFTPHONE"]
+__all__ = [
+    "AGENT_HTTP",
+    "AUDIOSOCKET",
+    "CALLS",
+    "HTTP",
+    "LOCAL_AGENT_KEY",
+    "METRICS",
+    "PARKED",
+    "SETTINGS",
+    "SOFTPHONE",
+]
 
 #: The validated settings the app was built with.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -42,3 +54,5 @@ LOCAL_AGENT_KEY: web.AppKey[str] = web.AppKey("local_agent_key")
 PARKED: web.AppKey[ParkedAgents] = web.AppKey("parked_agents")
 #: The browser softphone's state, set by :mod:`gateway.softphone` when it is served.
 SOFTPHONE: web.AppKey[SoftphoneState] = web.AppKey("softphone")
+#: Asterisk AudioSocket's listener and issued UUIDs, set by :mod:`gateway.audiosocket_server` when its door is open.
+AUDIOSOCKET: web.AppKey[AudioSocketServer] = web.AppKey("audiosocket")

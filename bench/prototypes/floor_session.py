@@ -162,6 +162,7 @@ class CallSession:
         parked: Any = None,
         stream_stopping: Callable[[str], bool] | None = None,
         token_scope: str | None = None,
+        carrier: Any = None,  # a non-WebSocket carrier transport (AudioSocket): the floor serves WebSockets only
     ) -> None:
         self._ws = ws
         self._settings = settings

@@ -194,7 +194,7 @@ class CarrierSpec(Generic[OptionsT]):
     body) or ``"none"`` (query only). ``status_callbacks``: its answer asks for status callbacks
     (``POST /twilio/status``, :mod:`gateway.call_control_http`). ``call_control``: which call control it offers
     beyond its stream (``"twilio_rest"``), or None. ``legacy_keys``: flat ``[carriers]`` keys of older configs,
-    mapped to this carrier's table (accepted with a deprecation warning)."""
+    mapped to this carrier's table (accepted with a deprecation warning). ``served_by``: see the field."""
 
     name: str
     options: type[OptionsT]
@@ -219,6 +219,9 @@ class CarrierSpec(Generic[OptionsT]):
     legacy_keys: Mapping[str, str] = field(default_factory=dict)
     status_callbacks: bool = False
     call_control: str | None = None
+    #: The module that serves this carrier's doors itself, when the generic handlers cannot (AudioSocket is a TCP
+    #: stream, not a WebSocket: :mod:`gateway.audiosocket_server`); empty: :mod:`gateway.carrier_routes` does.
+    served_by: str = ""
 
     @property
     def secret_envs(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ converts at its edge (G.711 / PCM16 in the carrier's byte order, soxr resampling
 
 from __future__ import annotations
 
+from .sides.audiosocket import AudioSocketCarrier
 from .sides.common import CallIds, CarrierSide, Message, StreamTarget, WebhookRequest
 from .sides.exotel import ExotelCarrier
 from .sides.plivo import PlivoCarrier
@@ -46,6 +47,7 @@ CARRIER_SIDES: dict[str, type[CarrierSide]] = {
     "plivo": PlivoCarrier,
     "vonage": VonageCarrier,
     "exotel": ExotelCarrier,
+    "audiosocket": AudioSocketCarrier,
 }
 
 

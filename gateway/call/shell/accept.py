@@ -23,7 +23,7 @@ from ...errors import CallEnded, CarrierProtocolError, Outcome, UnauthorizedStre
 from ...outbound import token_subject
 from ...security import TokenError, verify_call_token
 from ..setup import CallSetup, profile_name_for, setup_for
-from .carrier import CarrierLink
+from .carrier import CarrierTransport
 
 __all__ = ["Acceptance", "authorize", "await_start"]
 
@@ -39,7 +39,7 @@ class Acceptance:
     refusal: Outcome | None = None
 
 
-async def await_start(carrier: CarrierLink, dialect: Dialect, timeout: float) -> StreamStarted:
+async def await_start(carrier: CarrierTransport, dialect: Dialect, timeout: float) -> StreamStarted:
     """The stream's ``start`` (``connected`` may come first), within ``server.start_timeout_s``."""
     try:
         async with asyncio.timeout(timeout):

@@ -56,7 +56,7 @@ from ..phase import Phase
 from ..setup import CallSetup
 from ..stats import CallSummary
 from .agent_link import AgentLink
-from .carrier import CarrierLink, CarrierWriter
+from .carrier import CarrierTransport, CarrierWriter
 from .carrier_control import CarrierControl
 from .tools import ToolPort
 
@@ -78,7 +78,7 @@ class AcceptedCall:
         setup: CallSetup,
         *,
         settings: Settings,
-        carrier: CarrierLink,
+        carrier: CarrierTransport,
         dialect: Dialect,
         agent: AgentLink,
         tools: ToolRegistry,

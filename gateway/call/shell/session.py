@@ -37,7 +37,7 @@ from ..stats import CallSummary
 from .accept import authorize, await_start
 from .accepted import AcceptedCall
 from .agent_link import AgentLink
-from .carrier import CarrierLink
+from .carrier import CarrierLink, CarrierTransport
 from .carrier_control import CarrierControl, NoCarrierControl
 
 __all__ = ["CallSession"]
@@ -52,7 +52,8 @@ class CallSession:
     def __init__(
         self,
         *,
-        ws: web.WebSocketResponse,
+        ws: web.WebSocketResponse | None = None,
+        carrier: CarrierTransport | None = None,
         settings: Settings,
         endpoint: AgentEndpoint,
         tools: ToolRegistry,
@@ -72,8 +73,12 @@ class CallSession:
         a refusal (gateway.admission). ``call_control``: the carrier's own (gateway.call.shell.carrier_control:
         Twilio REST at the twilio door when configured, else none). ``parked``: the re-attach registry
         (gateway.reattach); ``stream_stopping(call_sid)`` says whether another stream of that call is still winding
-        down here (its agent session may be about to park)."""
-        self.carrier = CarrierLink(ws, settings.server.max_message_bytes)
+        down here (its agent session may be about to park). The carrier connection: ``ws`` (a prepared WebSocket)
+        or, for a carrier that is not a WebSocket, ``carrier`` (AudioSocket's TCP stream)."""
+        if carrier is None:
+            assert ws is not None, "a call needs a carrier connection: ws or carrier"
+            carrier = CarrierLink(ws, settings.server.max_message_bytes)
+        self.carrier: CarrierTransport = carrier
         self._settings = settings
         self._tools = tools
         self._clock = clock
@@ -198,7 +203,7 @@ class CallSession:
     async def shutdown(self) -> None:
         """The process is shutting down now: close the carrier socket (1001) so the call's handler finishes."""
         if not self.carrier.closed:
-            await self.carrier.ws.close(code=1001, message=b"server shutdown")
+            await self.carrier.close(1001, b"server shutdown")
 
     def _emit(self, event: ev.CallEvent) -> None:
         """Per-call timeline for live viewers and metrics (gateway.call.events). Never per frame."""

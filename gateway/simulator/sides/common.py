@@ -24,6 +24,7 @@ __all__ = [
     "CallIds",
     "CarrierSide",
     "Codec",
+    "GatewayHangup",
     "Message",
     "StreamTarget",
     "WebhookRequest",
@@ -38,6 +39,11 @@ __all__ = [
 ]
 
 Message = str | bytes
+
+
+@dataclass(frozen=True)
+class GatewayHangup:
+    """The gateway hangs up in-band before it closes (AudioSocket's ``00 00 00``)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class CarrierSide(Protocol):
     def mark_echo(self, name: str) -> list[Message]: ...
     def cleared(self) -> list[Message]: ...
     def stop(self) -> list[Message]: ...
-    def parse(self, data: Message) -> GatewayMessage: ...
+    def parse(self, data: Message) -> GatewayMessage | GatewayHangup: ...
 
 
 class Codec:
