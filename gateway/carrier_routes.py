@@ -173,7 +173,7 @@ def stream_handler(spec: CarrierSpec[Any]) -> Handler:
             refusal = spec.check_upgrade(upgrade, door)
             if refusal is not None:
                 return _refuse(request, "stream", spec.name, refusal)
-        return await serve_stream(request, spec.dialect(upgrade), scope=spec.name)
+        return await serve_stream(request, spec.dialect(upgrade), scope=spec.name, protocols=spec.subprotocols)
 
     return stream
 

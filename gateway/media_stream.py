@@ -36,16 +36,21 @@ __all__ = ["close_calls", "open_stream", "run_call", "serve_stream"]
 log = structlog.get_logger("gateway")
 
 
-async def serve_stream(request: web.Request, dialect: Dialect, scope: str | None = None) -> web.StreamResponse:
+async def serve_stream(
+    request: web.Request, dialect: Dialect, scope: str | None = None, protocols: tuple[str, ...] = ()
+) -> web.StreamResponse:
     """One carrier media stream, whatever the carrier: admission, the WebSocket, and a :class:`CallSession` speaking
     ``dialect`` (the door's own checks of the upgrade happen before, in its route). ``scope``: the door's name,
-    which the stream's token must have been minted for (default: the dialect's carrier)."""
+    which the stream's token must have been minted for (default: the dialect's carrier); ``protocols``: the
+    subprotocols to select when the carrier offers one."""
     app = request.app
     ticket = open_stream(app)
     if ticket is None:
         return web.Response(status=503, text="not accepting calls")
     try:
-        ws = web.WebSocketResponse(max_msg_size=app[SETTINGS].server.max_message_bytes, autoping=True)
+        ws = web.WebSocketResponse(
+            max_msg_size=app[SETTINGS].server.max_message_bytes, autoping=True, protocols=protocols
+        )
         await ws.prepare(request)
         await run_call(app, dialect, ticket, ws=ws, scope=scope, local=urls.sockname(request.transport))
     finally:

@@ -72,6 +72,7 @@ __all__ = [
     "IssuedCalls",
     "frame",
     "network_allowed",
+    "presents_secret",
 ]
 
 KIND_HANGUP = 0x00
@@ -322,14 +323,18 @@ def _verify(hook: Webhook, door: Door[AudioSocketSettings]) -> Refusal | None:
     """The UUID endpoint: ``AUDIOSOCKET_SECRET`` as the password of Basic auth (``CURLOPT(userpwd)``) or as a Bearer
     token, or a source address in ``allowed_networks``."""
     secret = door.secret("secret")
-    if secret and _presents_secret(hook.headers.get("Authorization", ""), secret):
+    if presents_secret(hook.headers.get("Authorization", ""), secret):
         return None
     if door.options.allowed_networks and network_allowed(hook.remote, door.options.allowed_networks):
         return None
     return Refusal("bad credentials")
 
 
-def _presents_secret(authorization: str, secret: str) -> bool:
+def presents_secret(authorization: str, secret: str) -> bool:
+    """``Authorization`` carries ``secret`` as a Bearer token or as the password of Basic auth (any user: what a
+    PBX's HTTP client can send from its dialplan). False for an empty secret."""
+    if not secret:
+        return False
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer":
         return hmac.compare_digest(value.strip().encode(), secret.encode())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import audiosocket, exotel, plivo, signalwire, telnyx, twilio, vonage
+from . import audiosocket, exotel, freeswitch, plivo, signalwire, telnyx, twilio, vonage
 from .spec import CarrierSpec
 from .twilio import TwilioDialect
 
@@ -27,6 +27,7 @@ CARRIERS: tuple[CarrierSpec[Any], ...] = (
     vonage.SPEC,
     exotel.SPEC,
     audiosocket.SPEC,
+    freeswitch.SPEC,
 )
 
 

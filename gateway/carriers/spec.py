@@ -194,7 +194,8 @@ class CarrierSpec(Generic[OptionsT]):
     body) or ``"none"`` (query only). ``status_callbacks``: its answer asks for status callbacks
     (``POST /twilio/status``, :mod:`gateway.call_control_http`). ``call_control``: which call control it offers
     beyond its stream (``"twilio_rest"``), or None. ``legacy_keys``: flat ``[carriers]`` keys of older configs,
-    mapped to this carrier's table (accepted with a deprecation warning). ``served_by``: see the field."""
+    mapped to this carrier's table (accepted with a deprecation warning). ``served_by``, ``subprotocols``: see the
+    fields."""
 
     name: str
     options: type[OptionsT]
@@ -222,6 +223,9 @@ class CarrierSpec(Generic[OptionsT]):
     #: The module that serves this carrier's doors itself, when the generic handlers cannot (AudioSocket is a TCP
     #: stream, not a WebSocket: :mod:`gateway.audiosocket_server`); empty: :mod:`gateway.carrier_routes` does.
     served_by: str = ""
+    #: WebSocket subprotocols its stream selects when the carrier offers one (FreeSWITCH's mod_audio_fork offers
+    #: ``audio.drachtio.org`` and its libwebsockets client wants it echoed); empty: none.
+    subprotocols: tuple[str, ...] = ()
 
     @property
     def secret_envs(self) -> tuple[str, ...]:

@@ -337,14 +337,20 @@ async def _open_stream(
     target = resolve_stream_url(stream.url, config.url)
     record.connected_url = target
     headers = side.upgrade_headers(stream, config.auth_token)
+    offered: tuple[str, ...] = getattr(side, "subprotocols", ())
     try:
         async with asyncio.timeout(config.http_timeout_s):
-            return await http.ws_connect(target, headers=headers, max_msg_size=1 << 20, autoping=True)
+            ws = await http.ws_connect(target, headers=headers, max_msg_size=1 << 20, autoping=True, protocols=offered)
     except aiohttp.WSServerHandshakeError as exc:
         raise CallRefused(f"stream upgrade refused: HTTP {exc.status} {exc.message}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         record.outcome = "connect_failed"
         raise CallRefused(f"could not open the stream {target}: {exc or type(exc).__name__}") from None
+    if offered and ws.protocol not in offered:
+        await ws.close()
+        # libwebsockets clients (FreeSWITCH's modules) fail a handshake whose answer drops the offered subprotocol.
+        raise GatewayProtocolError(f"the upgrade answer selected subprotocol {ws.protocol!r}, not one of {offered}")
+    return ws
 
 
 class _Call:

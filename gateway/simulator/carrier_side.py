@@ -23,6 +23,7 @@ from __future__ import annotations
 from .sides.audiosocket import AudioSocketCarrier
 from .sides.common import CallIds, CarrierSide, Message, StreamTarget, WebhookRequest
 from .sides.exotel import ExotelCarrier
+from .sides.freeswitch import FreeswitchCarrier
 from .sides.plivo import PlivoCarrier
 from .sides.telnyx import TelnyxCarrier
 from .sides.twilio import SignalWireCarrier, TwilioCarrier
@@ -48,6 +49,7 @@ CARRIER_SIDES: dict[str, type[CarrierSide]] = {
     "vonage": VonageCarrier,
     "exotel": ExotelCarrier,
     "audiosocket": AudioSocketCarrier,
+    "freeswitch": FreeswitchCarrier,
 }
 
 

@@ -9,6 +9,10 @@ Asterisk AudioSocket (the UUID from ``GET /audiosocket/calls``, then a TCP conne
   the caller's hang-up (the connection closing) ends the call and the agent session;
 - keys pressed (``0x03`` frames) reach the agent, which answers them; "goodbye" makes the agent hang up: the gateway
   sends ``00 00 00``, closes, and the agent session ends.
+
+FreeSWITCH mod_audio_fork (the metadata from ``GET /freeswitch/calls``, then a WebSocket of 16 kHz L16, ``killAudio``
+and marks answered ``playout`` / ``cleared``): greeting, barge-in by ``killAudio``, the next question answered, keys
+(``send_text`` DTMF frames) answered, the caller's hang-up ends the session.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from gateway.carriers.audiosocket import AudioSocketSettings
+from gateway.carriers.freeswitch import FreeswitchSettings
 from gateway.config import CarrierSettings
 from gateway.keys import AUDIOSOCKET, CALLS
 from gateway.local_agent.app import local_agent_runtime
@@ -60,7 +65,9 @@ async def gateway(models: Any) -> AsyncIterator[Gateway]:
     settings = dataclasses.replace(
         base_settings,
         profiles={**base_settings.profiles, "default": default},
-        carriers=CarrierSettings(audiosocket=AudioSocketSettings(listen="127.0.0.1:0")),
+        carriers=CarrierSettings(
+            audiosocket=AudioSocketSettings(listen="127.0.0.1:0"), freeswitch=FreeswitchSettings(sample_rate=16000)
+        ),
     )
     async with serve_gateway(settings, models) as (base, app):
         address = app[AUDIOSOCKET].address
@@ -83,7 +90,9 @@ async def _call(gw: Gateway, **config: Any) -> tuple[CallRecord, Any, dict[str, 
     """One simulated call; returns its record, the gateway's summary of it and the agent sessions left after it."""
     calls = gw.app[CALLS]
     done = len(calls.completed)
-    record = await simulate_call(SimulatorConfig(url=gw.base, audiosocket=gw.audiosocket, **config))
+    # pause_s: the agent's silence that ends a reply. Longer than the simulator's default, so a reply whose next
+    # sentence is slow to synthesize on a loaded machine is not taken as over (the caller would then not barge in).
+    record = await simulate_call(SimulatorConfig(url=gw.base, audiosocket=gw.audiosocket, pause_s=2.0, **config))
     async with asyncio.timeout(10):  # the gateway notices the hang-up and ends the agent session
         while len(calls.completed) == done:
             await asyncio.sleep(0.02)
@@ -134,3 +143,25 @@ async def test_audiosocket_keys_reach_the_agent_and_the_agent_hangs_up(gateway, 
     assert summary.outcome == "agent_hangup" and summary.hung_up_by == "agent", summary
     assert summary.session_id and summary.session_id not in sessions_left
     assert bye.reply is not None and "goodbye" in heard_text(models, record, bye.reply)
+
+
+async def test_a_freeswitch_call_greets_barges_in_with_kill_audio_answers_keys_and_hangs_up(gateway, models, voice):
+    turns = (say_turn("Tell me about the menu.", voice), say_turn("What time do you open?", voice), dtmf_turn("7"))
+    record, summary, sessions_left = await _call(
+        gateway, carrier="freeswitch", turns=turns, barge_in_after_s=2.5, greeting_timeout_s=6.0
+    )
+    tl = build_timeline(record)
+    d = tl.to_dict()
+    assert d["outcome"] == "completed" and d["errors"] == [], tl.format_text()
+    assert tl.greeting is not None and "thanks for calling" in heard_text(models, record, tl.greeting)
+    menu, hours, keys = tl.turns
+    # The barge-in: one killAudio (the simulator refuses any other shape), pending marks answered "cleared".
+    assert menu.reply is not None and hours.barge_in and len(tl.clears) == 1, tl.format_text()
+    assert hours.clear_after_ms is not None and 0 < hours.clear_after_ms < 3000
+    assert menu.reply.end_s - menu.reply.start_s < 6.0
+    assert hours.reply is not None and is_opening_hours_answer(heard_text(models, record, hours.reply))
+    assert keys.reply is not None, tl.format_text()
+    said = heard_text(models, record, keys.reply)
+    assert sum(word in said for word in ("press", "keys", "phone", "keypad")) >= 2, said
+    assert d["hangup"]["by"] == "caller" and summary.outcome == "carrier_closed", summary
+    assert summary.interruptions == 1 and summary.session_id and summary.session_id not in sessions_left

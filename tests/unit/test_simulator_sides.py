@@ -41,6 +41,7 @@ SECRETS = {
     "vonage": ("v" * 32, "v" * 32, "w" * 32),
     "exotel": ("key:secret", "key:secret", "key:guess"),
     "audiosocket": ("pbx-secret", "pbx-secret", "pbx-guess"),
+    "freeswitch": ("fs-secret", "fs-secret", "fs-guess"),
 }
 
 
@@ -67,6 +68,7 @@ def test_the_simulator_signs_with_the_carriers_own_variable_but_telnyxs_private_
         "vonage": "VONAGE_SIGNATURE_SECRET",
         "exotel": "EXOTEL_BASIC_AUTH",
         "audiosocket": "AUDIOSOCKET_SECRET",
+        "freeswitch": "FREESWITCH_SECRET",
     }
 
 
