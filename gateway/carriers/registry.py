@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import audiosocket, exotel, freeswitch, plivo, signalwire, telnyx, twilio, vonage
+from . import asterisk_ws, audiosocket, exotel, freeswitch, plivo, signalwire, telnyx, twilio, vonage
 from .spec import CarrierSpec
 from .twilio import TwilioDialect
 
@@ -28,6 +28,7 @@ CARRIERS: tuple[CarrierSpec[Any], ...] = (
     exotel.SPEC,
     audiosocket.SPEC,
     freeswitch.SPEC,
+    asterisk_ws.SPEC,
 )
 
 

@@ -20,6 +20,7 @@ converts at its edge (G.711 / PCM16 in the carrier's byte order, soxr resampling
 
 from __future__ import annotations
 
+from .sides.asterisk_ws import AsteriskWsCarrier
 from .sides.audiosocket import AudioSocketCarrier
 from .sides.common import CallIds, CarrierSide, Message, StreamTarget, WebhookRequest
 from .sides.exotel import ExotelCarrier
@@ -50,6 +51,7 @@ CARRIER_SIDES: dict[str, type[CarrierSide]] = {
     "exotel": ExotelCarrier,
     "audiosocket": AudioSocketCarrier,
     "freeswitch": FreeswitchCarrier,
+    "asterisk-ws": AsteriskWsCarrier,
 }
 
 

@@ -76,7 +76,7 @@ async def gateway(start_gateway: Any, tmp_path: Any, extra: str = "", **env: str
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(
         f'[carriers.audiosocket]\nlisten = "127.0.0.1:0"\n{extra}\n'
-        '[profiles.default]\ngreeting = ""\ndtmf_mode = "reply"\ndtmf_interdigit_ms = 100\n'
+        '[profiles.default]\ngreeting = ""\ndtmf_mode = "reply"\ndtmf_interdigit_ms = 100\ntools = ["end_call"]\n'
     )
     gw = await start_gateway(str(cfg), AUDIOSOCKET_SECRET=SECRET, **env)
     address = gw.app[AUDIOSOCKET].address
@@ -231,3 +231,23 @@ async def test_the_agents_hang_up_sends_the_hang_up_frame_then_closes(start_gate
         ended = await wait_event(logs, "call.ended", timeout=10)
     assert kinds[-1] == 0x00 and set(kinds[:-1]) <= {0x10}, kinds
     assert ended["outcome"] == "agent_ended", ended
+
+
+async def test_end_call_hangs_up_once_the_goodbye_has_played_by_the_clock(start_gateway, http, fake_agent, tmp_path):
+    # AudioSocket echoes no marks: the goodbye's mark resolves from the pacing clock, then the hang-up frame goes.
+    gw, address = await gateway(start_gateway, tmp_path)
+    with capture_call_logs() as logs:
+        pbx, _ = await start_call(gw, http, address)
+        sess = await fake_agent.session()
+        await sess.send("reply.started", reply_id="resp_bye", item_id="msg_a")
+        await sess.send("tool.call", call_id="call_1", name="end_call", arguments={"reason": "bye"})
+        await sess.send("reply.done", reply_id="resp_bye", status="completed")
+        await sess.next_message("tool.result", timeout=10)
+        await sess.reply(b"\x00\x08" * 12000, realtime=False)  # the goodbye: 500 ms
+        kinds = []
+        async with asyncio.timeout(10):
+            while (got := await pbx.read_frame()) is not None:
+                kinds.append(got[0])
+        ended = await wait_event(logs, "call.ended", timeout=10)
+    assert ended["outcome"] == "agent_hangup", ended
+    assert kinds[-1] == 0x00 and kinds.count(0x10) >= 25, kinds  # the goodbye played in full, then the hang-up

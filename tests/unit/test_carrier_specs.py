@@ -43,7 +43,17 @@ NOW = 1_700_000_000.0
 
 # ---- the registry ------------------------------------------------------------------------------------------------
 def test_every_carrier_is_described_once_with_its_own_routes_table_and_secrets() -> None:
-    assert names() == ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel", "audiosocket", "freeswitch")
+    assert names() == (
+        "twilio",
+        "signalwire",
+        "telnyx",
+        "plivo",
+        "vonage",
+        "exotel",
+        "audiosocket",
+        "freeswitch",
+        "asterisk-ws",
+    )
     paths = [p for spec in CARRIERS for p in (spec.webhook_path, spec.stream_path) if p]
     assert len(set(paths)) == len(paths)
     envs = [env for spec in CARRIERS for env in spec.secret_envs]

@@ -42,6 +42,7 @@ SECRETS = {
     "exotel": ("key:secret", "key:secret", "key:guess"),
     "audiosocket": ("pbx-secret", "pbx-secret", "pbx-guess"),
     "freeswitch": ("fs-secret", "fs-secret", "fs-guess"),
+    "asterisk-ws": ("ast-secret", "ast-secret", "ast-guess"),
 }
 
 
@@ -69,6 +70,7 @@ def test_the_simulator_signs_with_the_carriers_own_variable_but_telnyxs_private_
         "exotel": "EXOTEL_BASIC_AUTH",
         "audiosocket": "AUDIOSOCKET_SECRET",
         "freeswitch": "FREESWITCH_SECRET",
+        "asterisk-ws": "ASTERISK_WS_SECRET",
     }
 
 
