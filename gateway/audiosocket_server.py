@@ -23,6 +23,7 @@ Logs: ``audiosocket.listening`` at start-up; the calls log as every carrier's do
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -247,6 +248,9 @@ class AudioSocketServer:
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         app = self._app
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # each 20 ms frame leaves at once (asyncio sets this itself, uvloop may not)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ticket = open_stream(app)
         if ticket is None:
             writer.close()

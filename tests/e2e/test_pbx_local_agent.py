@@ -2,21 +2,19 @@
 gateway/simulator/sides/) against the real gateway and its embedded local agent (real VAD, STT, intents, TTS), over
 loopback sockets. One gateway for the module.
 
-Asterisk AudioSocket (the UUID from ``GET /audiosocket/calls``, then a TCP connection of 8 kHz slin frames):
+One call per PBX, each: the greeting is heard; keys pressed reach the agent, which answers them; the caller talks
+over the answer and over the menu, and each barge-in stops the agent's audio within the bound Twilio's test uses for
+its clear; the opening hours are answered; the caller's hang-up ends the call and the agent session.
 
-- the greeting is heard; a barge-in 2.5 s into the menu stops the agent's audio within the bound Twilio's test uses
-  for its clear (AudioSocket has no clear: the gateway drops its own paced queue); the next question is answered;
-  the caller's hang-up (the connection closing) ends the call and the agent session;
-- keys pressed (``0x03`` frames) reach the agent, which answers them; "goodbye" makes the agent hang up: the gateway
-  sends ``00 00 00``, closes, and the agent session ends.
+- Asterisk AudioSocket: the UUID from ``GET /audiosocket/calls``, then a TCP connection of 8 kHz slin frames and
+  ``0x03`` keys. There is no clear: the gateway drops its own paced queue.
+- FreeSWITCH mod_audio_fork: the metadata from ``GET /freeswitch/calls``, then a WebSocket of 16 kHz L16,
+  ``killAudio``, marks answered ``playout`` / ``cleared``, keys as ``send_text`` frames.
+- Asterisk chan_websocket: the v() parameters from ``GET /asterisk-ws/calls``, then the WebSocket Asterisk opens
+  with Basic auth, MEDIA_START, slin16, ``FLUSH_MEDIA``, ``MARK_MEDIA``/``MEDIA_MARK_PROCESSED``, ``DTMF_END``.
 
-FreeSWITCH mod_audio_fork (the metadata from ``GET /freeswitch/calls``, then a WebSocket of 16 kHz L16, ``killAudio``
-and marks answered ``playout`` / ``cleared``): greeting, barge-in by ``killAudio``, the next question answered, keys
-(``send_text`` DTMF frames) answered, the caller's hang-up ends the session.
-
-Asterisk chan_websocket (the v() parameters from ``GET /asterisk-ws/calls``, then the WebSocket Asterisk opens with
-Basic auth, MEDIA_START, slin16, ``FLUSH_MEDIA``, ``MARK_MEDIA``/``MEDIA_MARK_PROCESSED``, ``DTMF_END``): the same
-script as FreeSWITCH's.
+The agent's own hang-up (end_call: AudioSocket's ``00 00 00``, a close) is pinned with the fake agent in
+tests/integration/test_audiosocket.py, test_freeswitch.py and test_asterisk_ws.py.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import pytest_asyncio
@@ -65,7 +64,10 @@ class Gateway:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gateway(models: Any) -> AsyncIterator[Gateway]:
     base_settings = local_agent_settings()
-    default = dataclasses.replace(base_settings.profiles["default"], dtmf_mode="reply", dtmf_interdigit_ms=300)
+    # A short greeting (the committed one is 3.5 s) and keypresses to the agent (dtmf_mode "reply").
+    default = dataclasses.replace(
+        base_settings.profiles["default"], greeting="Thanks for calling.", dtmf_mode="reply", dtmf_interdigit_ms=300
+    )
     settings = dataclasses.replace(
         base_settings,
         profiles={**base_settings.profiles, "default": default},
@@ -90,87 +92,67 @@ def _local_agent(app: web.Application) -> web.Application:
     return resource._app  # noqa: SLF001 - aiohttp has no public accessor for a mounted sub-app
 
 
-async def _call(gw: Gateway, pause_s: float = 2.0, **config: Any) -> tuple[CallRecord, Any, dict[str, Any]]:
-    """One simulated call; returns its record, the gateway's summary of it and the agent sessions left after it."""
-    calls = gw.app[CALLS]
+def _gateway_call_id(carrier: str, record: CallRecord) -> str:
+    """The call's id at the gateway, as each PBX side chose it (gateway/simulator/sides/)."""
+    if carrier == "audiosocket":
+        return record.twiml_url.removeprefix("audiosocket:")  # the UUID the gateway issued
+    if carrier == "freeswitch":
+        return "fs-" + record.call_sid[2:].lower()  # the channel's uuid
+    return dict(parse_qsl(urlsplit(record.connected_url).query))["call"]  # asterisk-ws: ${UNIQUEID}
+
+
+@pytest.mark.parametrize("carrier", ["audiosocket", "freeswitch", "asterisk-ws"])
+async def test_a_call_through_each_pbx_keys_barge_ins_answer_and_hang_up(carrier, gateway, models, voice):
+    # Keys first: the caller speaks 2.5 s into every reply (barge_in_after_s) and keys interrupt nothing, so the keys'
+    # reply is cut by the first question and the menu by the second.
+    turns = (dtmf_turn("7"), say_turn("Tell me about the menu.", voice), say_turn("What time do you open?", voice))
+    calls = gateway.app[CALLS]
     done = len(calls.completed)
-    # pause_s: the agent's silence that ends a reply. Longer than the simulator's default, so a reply whose next
-    # sentence is slow to synthesize on a loaded machine is not taken as over (the caller would then not barge in).
-    record = await simulate_call(SimulatorConfig(url=gw.base, audiosocket=gw.audiosocket, pause_s=pause_s, **config))
+    # pause_s: the agent's silence that ends a reply; longer than the simulator's default, so a sentence slow to
+    # synthesize on a loaded machine is not taken as the reply's end.
+    record = await simulate_call(
+        SimulatorConfig(
+            url=gateway.base,
+            audiosocket=gateway.audiosocket,
+            carrier=carrier,
+            turns=turns,
+            barge_in_after_s=2.5,
+            greeting_timeout_s=6.0,
+            pause_s=2.0,
+        )
+    )
     async with asyncio.timeout(10):  # the gateway notices the hang-up and ends the agent session
         while len(calls.completed) == done:
             await asyncio.sleep(0.02)
     summary = calls.completed[-1]
-    return record, summary, dict(local_agent_runtime(_local_agent(gw.app)).sessions)
-
-
-async def test_an_audiosocket_call_greets_answers_barges_in_and_hangs_up(gateway, models, voice):
-    turns = (say_turn("Tell me about the menu.", voice), say_turn("What time do you open?", voice))
-    record, summary, sessions_left = await _call(
-        gateway, carrier="audiosocket", turns=turns, barge_in_after_s=2.5, greeting_timeout_s=6.0
-    )
+    sessions_left = dict(local_agent_runtime(_local_agent(gateway.app)).sessions)
     tl = build_timeline(record)
     d = tl.to_dict()
-    assert d["outcome"] == "completed" and d["errors"] == [], tl.format_text()
-    assert tl.greeting is not None and "thanks for calling" in heard_text(models, record, tl.greeting)
-    # The barge-in: no clear exists on AudioSocket, so the agent's audio stops because the gateway stops sending.
-    menu, hours = tl.turns
-    assert menu.reply is not None and hours.barge_in and tl.clears == (), tl.format_text()
-    assert hours.agent_stopped_after_ms is not None and hours.agent_stopped_after_ms < 3000, tl.format_text()
-    assert menu.reply.end_s - menu.reply.start_s < 6.0  # cut short: the full menu is > 15 s
-    assert hours.reply is not None, tl.format_text()
-    answer = heard_text(models, record, hours.reply)
-    assert is_opening_hours_answer(answer) and "soup" not in answer, answer
-    # The caller's hang-up (the TCP connection closing) ends the call and its agent session.
-    assert d["hangup"]["by"] == "caller" and d["hangup"]["reason"] == "script_done"
-    assert summary.outcome == "caller_hangup" and summary.interruptions == 1, summary
-    assert summary.session_id and summary.session_id not in sessions_left
-    assert summary.frames_in > 0 and summary.frames_out > 0 and summary.error == ""
-
-
-async def test_audiosocket_keys_reach_the_agent_and_the_agent_hangs_up(gateway, models, voice):
-    turns = (dtmf_turn("42"), say_turn("Goodbye.", voice))
-    # A long pause after the goodbye: the gateway, not the caller, is to hang up. It does once the goodbye was heard
-    # and the agent said nothing more (docs/how-to/call-control.md), a few seconds after the goodbye ends.
-    record, summary, sessions_left = await _call(
-        gateway, pause_s=6.0, carrier="audiosocket", turns=turns, greeting_timeout_s=6.0, reply_timeout_s=8.0
-    )
-    tl = build_timeline(record)
-    d = tl.to_dict()
-    assert d["outcome"] == "completed" and d["errors"] == [], tl.format_text()
-    keys, bye = tl.turns
-    # dtmf_mode "reply": the digits become a reply.create naming them, which the local agent speaks.
-    assert keys.reply is not None, tl.format_text()
-    said = heard_text(models, record, keys.reply)
-    # "The caller pressed these keys on their phone keypad: 4 2. …", as the local STT hears it back.
-    assert sum(word in said for word in ("press", "keys", "phone", "keypad")) >= 2, said
-    # "Goodbye" → end_call: the gateway says goodbye, sends the hang-up frame and closes.
-    assert d["hangup"]["by"] == "gateway", tl.format_text()
-    assert summary.outcome == "agent_hangup" and summary.hung_up_by == "agent", summary
-    assert summary.session_id and summary.session_id not in sessions_left
-    assert bye.reply is not None and "goodbye" in heard_text(models, record, bye.reply)
-
-
-@pytest.mark.parametrize("carrier", ["freeswitch", "asterisk-ws"])
-async def test_a_websocket_pbx_call_answers_keys_barges_in_with_its_flush_and_hangs_up(carrier, gateway, models, voice):
-    # Keys first: the caller speaks 2.5 s into every reply (barge_in_after_s), and keys do not interrupt.
-    turns = (dtmf_turn("7"), say_turn("Tell me about the menu.", voice), say_turn("What time do you open?", voice))
-    record, summary, sessions_left = await _call(
-        gateway, carrier=carrier, turns=turns, barge_in_after_s=2.5, greeting_timeout_s=6.0
-    )
-    tl = build_timeline(record)
-    d = tl.to_dict()
-    assert d["outcome"] == "completed" and d["errors"] == [], tl.format_text()
-    assert tl.greeting is not None and "thanks for calling" in heard_text(models, record, tl.greeting)
-    keys, menu, hours = tl.turns
+    where = tl.format_text()
+    assert d["outcome"] == "completed" and d["errors"] == [], where
+    assert summary.call_sid == _gateway_call_id(carrier, record), summary
+    assert tl.greeting is not None and "thanks for calling" in heard_text(models, record, tl.greeting), where
+    keys_turn, menu_turn, hours_turn = tl.turns
     # The keys reached the agent: it starts "The caller pressed these keys on their phone keypad: 7 …".
-    assert keys.reply is not None, tl.format_text()
-    said = heard_text(models, record, keys.reply)
+    assert keys_turn.reply is not None, where
+    said = heard_text(models, record, keys_turn.reply)
     assert sum(word in said for word in ("caller", "press", "keys", "phone")) >= 2, said
-    # Each barge-in flushes in the PBX's own verb (killAudio / FLUSH_MEDIA; the simulator refuses any other shape).
-    assert menu.barge_in and hours.barge_in and len(tl.clears) == 2, tl.format_text()
-    assert hours.clear_after_ms is not None and 0 < hours.clear_after_ms < 3000, tl.format_text()
-    assert menu.reply is not None and menu.reply.end_s - menu.reply.start_s < 6.0  # the full menu is > 15 s
-    assert hours.reply is not None and is_opening_hours_answer(heard_text(models, record, hours.reply))
-    assert d["hangup"]["by"] == "caller" and summary.outcome == "carrier_closed", summary
-    assert summary.interruptions == 2 and summary.session_id and summary.session_id not in sessions_left
+    # Barge-in stops the agent within the bound Twilio's test uses. AudioSocket has no flush (the gateway drops its
+    # own paced queue); the WebSocket PBXs flush in their own verb (killAudio / FLUSH_MEDIA), and the simulator
+    # refuses any other shape.
+    assert menu_turn.barge_in and hours_turn.barge_in, where
+    if carrier == "audiosocket":
+        assert tl.clears == (), where
+        assert hours_turn.agent_stopped_after_ms is not None and hours_turn.agent_stopped_after_ms < 3000, where
+    else:
+        assert len(tl.clears) == 2, where
+        assert hours_turn.clear_after_ms is not None and 0 < hours_turn.clear_after_ms < 3000, where
+    assert menu_turn.reply is not None and menu_turn.reply.end_s - menu_turn.reply.start_s < 6.0, where
+    assert hours_turn.reply is not None, where
+    answer = heard_text(models, record, hours_turn.reply)
+    assert is_opening_hours_answer(answer) and "soup" not in answer, answer
+    # The caller's hang-up (the PBX closes the socket) ends the call and its agent session.
+    assert d["hangup"]["by"] == "caller" and summary.hung_up_by == "caller", where
+    assert summary.outcome in ("caller_hangup", "carrier_closed"), summary
+    assert summary.session_id and summary.session_id not in sessions_left, summary
+    assert summary.interruptions == 2 and summary.frames_in > 0 and summary.frames_out > 0, summary

@@ -147,3 +147,17 @@ async def test_malformed_input_ends_that_call_only(start, then, error, start_gat
         assert not events(logs, "call.ended", call_sid="1733.1")
         await good.close()
     assert error in logged["error"], logged
+
+
+async def test_the_agents_hang_up_closes_the_socket(start_gateway, http, fake_agent, tmp_path):
+    # A close from the app hangs up the WebSocket channel; Dial() returns.
+    gw = await gateway(start_gateway, tmp_path)
+    with capture_call_logs() as logs:
+        ws = await dial(gw, http, "1733.77")
+        sess = await fake_agent.session()
+        await sess.send("session.ended", reason="agent_hangup")
+        async with asyncio.timeout(10):
+            while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+        ended = await wait_event(logs, "call.ended", timeout=10)
+    assert ended["outcome"] == "agent_ended" and ws.close_code == 1000, (ended, ws.close_code)

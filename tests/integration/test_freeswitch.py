@@ -136,3 +136,17 @@ async def test_malformed_input_ends_that_call_only(first, then, error, start_gat
         assert not events(logs, "call.ended", call_sid="fs-good")
         await good.close()
     assert error in logged["error"], logged
+
+
+async def test_the_agents_hang_up_closes_the_socket(start_gateway, http, fake_agent, tmp_path):
+    # mod_audio_fork fires mod_audio_fork::disconnect on the close; the dialplan's script hangs up on it.
+    gw = await gateway(start_gateway, tmp_path)
+    with capture_call_logs() as logs:
+        ws = await fork(gw, http, "fs-bye")
+        sess = await fake_agent.session()
+        await sess.send("session.ended", reason="agent_hangup")
+        async with asyncio.timeout(10):
+            while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                pass
+        ended = await wait_event(logs, "call.ended", timeout=10)
+    assert ended["outcome"] == "agent_ended" and ws.close_code == 1000, (ended, ws.close_code)
