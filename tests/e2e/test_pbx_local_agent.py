@@ -2,9 +2,9 @@
 gateway/simulator/sides/) against the real gateway and its embedded local agent (real VAD, STT, intents, TTS), over
 loopback sockets. One gateway for the module.
 
-One call per PBX, each: the greeting is heard; keys pressed reach the agent, which answers them; the caller talks
-over the answer and over the menu, and each barge-in stops the agent's audio within the bound Twilio's test uses for
-its clear; the opening hours are answered; the caller's hang-up ends the call and the agent session.
+One call per PBX, each: the greeting is heard; keys pressed reach the agent, which answers them; the caller asks
+for the opening hours over that answer, and the barge-in stops the agent's audio within the bound Twilio's test uses
+for its clear; the hours are answered; the caller's hang-up ends the call and the agent session.
 
 - Asterisk AudioSocket: the UUID from ``GET /audiosocket/calls``, then a TCP connection of 8 kHz slin frames and
   ``0x03`` keys. There is no clear: the gateway drops its own paced queue.
@@ -102,10 +102,9 @@ def _gateway_call_id(carrier: str, record: CallRecord) -> str:
 
 
 @pytest.mark.parametrize("carrier", ["audiosocket", "freeswitch", "asterisk-ws"])
-async def test_a_call_through_each_pbx_keys_barge_ins_answer_and_hang_up(carrier, gateway, models, voice):
-    # Keys first: the caller speaks 2.5 s into every reply (barge_in_after_s) and keys interrupt nothing, so the keys'
-    # reply is cut by the first question and the menu by the second.
-    turns = (dtmf_turn("7"), say_turn("Tell me about the menu.", voice), say_turn("What time do you open?", voice))
+async def test_a_call_through_each_pbx_keys_a_barge_in_an_answer_and_the_hang_up(carrier, gateway, models, voice):
+    # Keys first, then the question 2.5 s into the agent's answer to them (barge_in_after_s): it cuts that answer.
+    turns = (dtmf_turn("7"), say_turn("What time do you open?", voice))
     calls = gateway.app[CALLS]
     done = len(calls.completed)
     # pause_s: the agent's silence that ends a reply; longer than the simulator's default, so a sentence slow to
@@ -132,7 +131,7 @@ async def test_a_call_through_each_pbx_keys_barge_ins_answer_and_hang_up(carrier
     assert d["outcome"] == "completed" and d["errors"] == [], where
     assert summary.call_sid == _gateway_call_id(carrier, record), summary
     assert tl.greeting is not None and "thanks for calling" in heard_text(models, record, tl.greeting), where
-    keys_turn, menu_turn, hours_turn = tl.turns
+    keys_turn, hours_turn = tl.turns
     # The keys reached the agent: it starts "The caller pressed these keys on their phone keypad: 7 …".
     assert keys_turn.reply is not None, where
     said = heard_text(models, record, keys_turn.reply)
@@ -140,14 +139,14 @@ async def test_a_call_through_each_pbx_keys_barge_ins_answer_and_hang_up(carrier
     # Barge-in stops the agent within the bound Twilio's test uses. AudioSocket has no flush (the gateway drops its
     # own paced queue); the WebSocket PBXs flush in their own verb (killAudio / FLUSH_MEDIA), and the simulator
     # refuses any other shape.
-    assert menu_turn.barge_in and hours_turn.barge_in, where
+    assert hours_turn.barge_in, where
     if carrier == "audiosocket":
         assert tl.clears == (), where
         assert hours_turn.agent_stopped_after_ms is not None and hours_turn.agent_stopped_after_ms < 3000, where
     else:
-        assert len(tl.clears) == 2, where
+        assert len(tl.clears) == 1, where
         assert hours_turn.clear_after_ms is not None and 0 < hours_turn.clear_after_ms < 3000, where
-    assert menu_turn.reply is not None and menu_turn.reply.end_s - menu_turn.reply.start_s < 6.0, where
+    assert keys_turn.reply.end_s - keys_turn.reply.start_s < 5.0, where  # cut short: the full answer is ~7 s
     assert hours_turn.reply is not None, where
     answer = heard_text(models, record, hours_turn.reply)
     assert is_opening_hours_answer(answer) and "soup" not in answer, answer
@@ -155,4 +154,4 @@ async def test_a_call_through_each_pbx_keys_barge_ins_answer_and_hang_up(carrier
     assert d["hangup"]["by"] == "caller" and summary.hung_up_by == "caller", where
     assert summary.outcome in ("caller_hangup", "carrier_closed"), summary
     assert summary.session_id and summary.session_id not in sessions_left, summary
-    assert summary.interruptions == 2 and summary.frames_in > 0 and summary.frames_out > 0, summary
+    assert summary.interruptions == 1 and summary.frames_in > 0 and summary.frames_out > 0, summary
