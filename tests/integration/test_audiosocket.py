@@ -72,11 +72,14 @@ class Pbx:
         self.writer.close()
 
 
-async def gateway(start_gateway: Any, tmp_path: Any, extra: str = "", **env: str) -> tuple[Any, tuple[str, int]]:
+async def gateway(
+    start_gateway: Any, tmp_path: Any, extra: str = "", end_call_timeout_s: float = 15.0, **env: str
+) -> tuple[Any, tuple[str, int]]:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(
         f'[carriers.audiosocket]\nlisten = "127.0.0.1:0"\n{extra}\n'
         '[profiles.default]\ngreeting = ""\ndtmf_mode = "reply"\ndtmf_interdigit_ms = 100\ntools = ["end_call"]\n'
+        f"end_call_timeout_s = {end_call_timeout_s}\n"
     )
     gw = await start_gateway(str(cfg), AUDIOSOCKET_SECRET=SECRET, **env)
     address = gw.app[AUDIOSOCKET].address
@@ -251,3 +254,23 @@ async def test_end_call_hangs_up_once_the_goodbye_has_played_by_the_clock(start_
         ended = await wait_event(logs, "call.ended", timeout=10)
     assert ended["outcome"] == "agent_hangup", ended
     assert kinds[-1] == 0x00 and kinds.count(0x10) >= 25, kinds  # the goodbye played in full, then the hang-up
+
+
+async def test_a_goodbye_said_with_end_call_in_one_reply_hangs_up_without_waiting_for_the_timeout(
+    start_gateway, http, fake_agent, tmp_path
+):
+    # The local agent's way: the goodbye and end_call in one reply, nothing after it. The hang-up mark is then queued
+    # alone, after every frame went out, and resolves from the clock: the call's clock must be re-armed for it
+    # (it waited for end_call_timeout_s instead, 15 s by default).
+    gw, address = await gateway(start_gateway, tmp_path, end_call_timeout_s=30.0)
+    with capture_call_logs() as logs:
+        pbx, _ = await start_call(gw, http, address)
+        sess = await fake_agent.session()
+        await sess.reply(b"\x00\x08" * 12000, reply_id="resp_bye", realtime=False, done=False)  # "Goodbye!"
+        await sess.send("tool.call", call_id="call_1", name="end_call", arguments={"reason": "bye"})
+        await sess.send("reply.done", reply_id="resp_bye", status="completed")
+        async with asyncio.timeout(10):  # LAST_REPLY_START_S (3 s), then the mark: well inside end_call_timeout_s
+            while await pbx.read_frame(timeout=10) is not None:
+                pass
+        ended = await wait_event(logs, "call.ended", timeout=10)
+    assert ended["outcome"] == "agent_hangup" and not events(logs, "call.end_call_timeout"), ended

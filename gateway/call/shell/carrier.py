@@ -175,7 +175,9 @@ class CarrierWriter:
         reading for the burst, and stop as soon as the socket backs up; the writer task reads the clock per message
         (a send of its may have waited for the drain)."""
         self._busy = True
-        pull, send, clock, backlogged = self._queue.pull, self._carrier.send, self._clock, self._carrier.backlogged
+        q = self._queue
+        pull, send, clock, backlogged = q.pull, self._carrier.send, self._clock, self._carrier.backlogged
+        marks = len(q.clock_marks)
         now = clock()
         sent = False
         try:
@@ -188,5 +190,7 @@ class CarrierWriter:
                     break  # a reader must not wait for the drain: the writer task sends the rest
         finally:
             self._busy = False
-        if sent:
+        # A mark the carrier cannot echo resolves from the clock: even when it was all this burst handed out (a
+        # hang-up mark queued after the last frame went), the call's clock must learn its deadline.
+        if sent or len(q.clock_marks) != marks:
             self._after_send()
