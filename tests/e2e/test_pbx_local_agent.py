@@ -37,7 +37,8 @@ from gateway.keys import AUDIOSOCKET, CALLS
 from gateway.local_agent.app import local_agent_runtime
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from gateway.simulator.caller import SimulatorConfig, dtmf_turn, load_caller_voice, say_turn, simulate_call
-from gateway.simulator.timeline import CallRecord, Span, build_timeline
+from gateway.simulator.timeline import CallRecord, Span, build_timeline, frame_levels
+from gateway.simulator.turn_taking import AUDIBLE_RMS
 from tests.support.answers import is_opening_hours_answer
 from tests.support.local_gateway import local_agent_settings, serve_gateway, shared_speech_models
 
@@ -92,6 +93,17 @@ def _local_agent(app: web.Application) -> web.Application:
     return resource._app  # noqa: SLF001 - aiohttp has no public accessor for a mounted sub-app
 
 
+def _agent_stops(record: CallRecord, t0: float) -> float:
+    """When the agent's audio the caller heard stops after ``t0``: the start of the first 300 ms of silence."""
+    levels = frame_levels(record.heard)
+    quiet = 0
+    for i in range(round(t0 / 0.02), len(levels)):
+        quiet = quiet + 1 if levels[i] <= AUDIBLE_RMS else 0
+        if quiet == 15:
+            return (i - 14) * 0.02
+    return len(levels) * 0.02
+
+
 def _gateway_call_id(carrier: str, record: CallRecord) -> str:
     """The call's id at the gateway, as each PBX side chose it (gateway/simulator/sides/)."""
     if carrier == "audiosocket":
@@ -141,14 +153,21 @@ async def test_a_call_through_each_pbx_keys_a_barge_in_an_answer_and_the_hang_up
     # refuses any other shape.
     assert hours_turn.barge_in, where
     if carrier == "audiosocket":
+        # No clear to see: the agent's audio stops because the gateway stops sending it. The timeline cannot tell
+        # the answer from the interrupted reply's tail without a clear when the answer follows closely (a fast
+        # machine), so both are read from what the caller heard.
         assert tl.clears == (), where
-        assert hours_turn.agent_stopped_after_ms is not None and hours_turn.agent_stopped_after_ms < 3000, where
+        stopped = _agent_stops(record, hours_turn.start_s)
+        assert stopped - hours_turn.start_s < 3.0, (stopped, where)
+        assert hours_turn.end_s is not None
+        answer_span = Span(max(stopped, hours_turn.end_s), tl.duration_s)
     else:
         assert len(tl.clears) == 1, where
         assert hours_turn.clear_after_ms is not None and 0 < hours_turn.clear_after_ms < 3000, where
+        assert hours_turn.reply is not None, where
+        answer_span = hours_turn.reply
     assert keys_turn.reply.end_s - keys_turn.reply.start_s < 5.0, where  # cut short: the full answer is ~7 s
-    assert hours_turn.reply is not None, where
-    answer = heard_text(models, record, hours_turn.reply)
+    answer = heard_text(models, record, answer_span)
     assert is_opening_hours_answer(answer) and "soup" not in answer, answer
     # The caller's hang-up (the PBX closes the socket) ends the call and its agent session.
     assert d["hangup"]["by"] == "caller" and summary.hung_up_by == "caller", where
