@@ -23,6 +23,10 @@ Added latency is measured on one clock, both peers being here:
   The resampler's algorithmic holdback is therefore *not* in this figure; it is reported separately.
 - barge-in: ``clear`` received − ``reply.done interrupted`` sent.
 Calls add load in 20 ms phases spread over the period (real calls are not in step), one timer drives every peer.
+
+``"carrier": "audiosocket"`` in the plan plays Asterisk instead of Twilio (bench/audiosocket_peer.py): the UUID from
+``GET /audiosocket/calls``, a TCP connection to the gateway's AudioSocket listener, 320 B slin frames every 20 ms,
+hang-up by closing. AudioSocket has no clear and no marks, so such runs drive no barge-ins (scripts/bench).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import random
 import resource
 import sys
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +48,10 @@ from xml.etree import ElementTree
 
 import aiohttp
 
+from bench.audiosocket_peer import AudioSocketClient, frame
+from bench.report import limited_p99
 from bench.wsproto import WsClient, WsServerConn
+from gateway.audio import g711
 from gateway.audio.transcode import InboundAudio, OutboundAudio
 from tests.support.media_corpus import caller_ulaw8k
 
@@ -52,10 +60,11 @@ _INPUT_PREFIX = '{"type":"input.audio","audio":"'
 
 
 # ---- mapping tables: which message completes which frame, from the gateway's own pure converters -----------------
-def inbound_table(agent_format: str, quality: str, frames: int) -> list[int]:
+def inbound_table(agent_format: str, quality: str, frames: int, carrier: str = "twilio") -> list[int]:
     """cum[n] = agent-side audio bytes available once caller frame n (0-based) has been processed."""
-    conv = InboundAudio("audio/pcmu", 8000, agent_format, quality)
-    silence = b"\xff" * 160
+    pcm = carrier == "audiosocket"  # 8 kHz slin instead of μ-law
+    conv = InboundAudio("audio/pcm" if pcm else "audio/pcmu", 8000, agent_format, quality)
+    silence = b"\x00" * 320 if pcm else b"\xff" * 160
     out, total = [], 0
     for _ in range(frames):
         total += len(conv.convert(silence))
@@ -63,9 +72,12 @@ def inbound_table(agent_format: str, quality: str, frames: int) -> list[int]:
     return out
 
 
-def outbound_table(agent_format: str, quality: str, chunk_bytes: int, frames: int) -> list[int]:
+def outbound_table(
+    agent_format: str, quality: str, chunk_bytes: int, frames: int, carrier: str = "twilio"
+) -> list[int]:
     """k[j] = index of the agent chunk whose processing hands out carrier frame j (0-based)."""
-    conv = OutboundAudio(agent_format, "audio/pcmu", 8000, 160, quality)
+    pcm = carrier == "audiosocket"
+    conv = OutboundAudio(agent_format, "audio/pcm" if pcm else "audio/pcmu", 8000, 320 if pcm else 160, quality)
     chunk = bytes(chunk_bytes)
     out: list[int] = []
     k = 0
@@ -107,6 +119,7 @@ class Call:
     call_sid: str
     stream_sid: str
     tw: WsClient | None = None
+    pbx: AudioSocketClient | None = None
     ag: WsServerConn | None = None
     steady_at: float = float("inf")  # latency samples count from here (session ready + warm-up)
     # caller → agent
@@ -133,6 +146,10 @@ class Call:
         g = self.gen
         n = self.media_n
         self.media_n = n + 1
+        if self.pbx is not None:
+            self.pbx.send_bytes(g.frames[n % len(g.frames)])
+            self.media_sent.append(now)
+            return
         payload = g.payloads[n % len(g.payloads)]
         assert self.tw is not None
         self.tw.send_text(
@@ -141,11 +158,17 @@ class Call:
         )
         self.media_sent.append(now)
 
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        """AudioSocket: every audio frame is played like a Twilio ``media``; the hang-up frame needs nothing. The
+        gateway's 20 ms of silence right after the UUID (before the agent session exists) maps to no agent chunk."""
+        if kind == 0x10 and self.reply_no:
+            self.on_twilio("")
+
     def on_twilio(self, text: str) -> None:
         now = time.monotonic()
         g = self.gen
         msg: dict[str, Any] | None = None
-        if not text.startswith('{"event":"media"'):  # the gateway's template; anything else is parsed in full
+        if text and not text.startswith('{"event":"media"'):  # the gateway's template; anything else is parsed
             msg = json.loads(text)
         if msg is None or msg.get("event") == "media":
             # Our playout model: 20 ms per frame, FIFO.
@@ -285,10 +308,12 @@ class LoadGen:
         self.chunk_cycle = round(self.chunk_ms * per_cycle)
         self.chunk_offsets = [round(i * self.chunk_ms) for i in range(per_cycle)]
         frames = int(plan.get("table_frames", 40000))
-        self.in_table = inbound_table(fmt, plan["in_quality"], frames)
-        self.out_table = outbound_table(fmt, plan["out_quality"], self.chunk_bytes, frames)
+        self.carrier = plan.get("carrier", "twilio")
+        self.in_table = inbound_table(fmt, plan["in_quality"], frames, self.carrier)
+        self.out_table = outbound_table(fmt, plan["out_quality"], self.chunk_bytes, frames, self.carrier)
         ulaw = caller_ulaw8k(2.0)
         self.payloads = [binascii.b2a_base64(ulaw[i : i + 160], newline=False).decode() for i in range(0, 16000, 160)]
+        self.frames = [frame(0x10, g711.ulaw_to_pcm16(ulaw[i : i + 160])) for i in range(0, 16000, 160)]
         self.calls: list[Call] = []
         self.media_slots: list[list[Call]] = [[] for _ in range(20)]
         self.chunk_slots: list[list[Call]] = [[] for _ in range(self.chunk_cycle)]
@@ -323,6 +348,9 @@ class LoadGen:
 
     # -- calls
     async def add_call(self, http: aiohttp.ClientSession) -> None:
+        if self.carrier == "audiosocket":
+            await self.add_audiosocket_call(http)
+            return
         idx = len(self.calls) + self.dropped + self.setup_failures
         call = Call(self, idx, f"CA{idx:032x}", f"MZ{idx:032x}")
         # Several replicas (scripts/bench_scaleout: ``gateway_urls``): the webhook goes to one, the stream to the next,
@@ -376,13 +404,42 @@ class LoadGen:
             return
         finally:
             self._waiting = None
+        self._admit(call, call.tw.closed)  # type: ignore[union-attr]
+
+    async def add_audiosocket_call(self, http: aiohttp.ClientSession) -> None:
+        """Asterisk: the dialplan's CURL() for a UUID, then AudioSocket() connects and sends it."""
+        idx = len(self.calls) + self.dropped + self.setup_failures
+        base = self.plan["gateway_url"]
+        host, _, port = self.plan["audiosocket"].rpartition(":")
+        try:
+            async with asyncio.timeout(10):
+                async with http.get(base + "/audiosocket/calls", params={"to": "+15550002222"}) as r:
+                    call_uuid = uuid.UUID((await r.text()).strip())
+                call = Call(self, idx, str(call_uuid), str(call_uuid))
+                self._waiting = call
+                self._paired = self.loop.create_future()
+                _, pbx = await self.loop.create_connection(AudioSocketClient, host, int(port))
+                call.pbx = pbx
+                pbx.on_frame = call.on_frame
+                pbx.send_bytes(frame(0x01, call_uuid.bytes))
+                await self._paired
+        except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+            self.setup_failures += 1
+            print(json.dumps({"kind": "warning", "setup_failed": repr(exc)}), flush=True)
+            return
+        finally:
+            self._waiting = None
+        self._admit(call, pbx.closed)
+
+    def _admit(self, call: Call, closed: asyncio.Future[None]) -> None:
+        idx = call.idx
         call.steady_at = time.monotonic() + float(self.plan.get("call_warmup_s", 1.0))
         self.calls.append(call)
         self.media_slots[idx % 20].append(call)
         phase = (idx * 7) % self.chunk_cycle
         for off in self.chunk_offsets:
             self.chunk_slots[(phase + off) % self.chunk_cycle].append(call)
-        call.tw.closed.add_done_callback(lambda _f, c=call: self._lost(c))  # type: ignore[union-attr]
+        closed.add_done_callback(lambda _f, c=call: self._lost(c))
 
     def _lost(self, call: Call) -> None:
         if call.closed:
@@ -423,6 +480,9 @@ class LoadGen:
                 c.send_chunk(now)
 
     async def barge_ins(self, count: int, seconds: float) -> None:
+        """The measurement window: ``seconds`` long, with ``count`` barge-ins spread over it (none: AudioSocket)."""
+        if count == 0:
+            await asyncio.sleep(seconds)
         for _ in range(count):
             await asyncio.sleep(seconds / max(1, count))
             steady = [c for c in self.calls if c.pending_barge is None and c.echo_started and not c.closed]
@@ -481,11 +541,13 @@ class LoadGen:
                         1 for c in self.calls if c.pending_barge is not None and t1 - c.pending_barge[1] > 1.0
                     ),
                 }
+                if self.carrier == "audiosocket":
+                    step["out_paced"] = True  # bench.report.limited_p99: the outbound figure is the pacing queue
                 if self.dump is not None:
                     step["dump"] = self.dump
                     self.dump = []
                 print(json.dumps(step), flush=True)
-                p99 = max(step["in"]["p99"], step["out"]["p99"])
+                p99 = limited_p99(step)
                 if p99 > limit_ms or step["gateway_cpu"] > plan["cpu_limit"] or n < target:
                     break
             self._running = False
@@ -507,6 +569,8 @@ class LoadGen:
             for c in list(self.calls):
                 if c.tw is not None:
                     c.tw.close()
+                if c.pbx is not None:
+                    c.pbx.close()
         server.close()
         print(
             json.dumps({"kind": "done", "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),

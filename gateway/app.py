@@ -6,6 +6,8 @@ The HTTP areas (docs/reference/http.md), each with its ``setup(app)``:
 
 - :mod:`gateway.carrier_routes`: each open carrier door's webhook and media stream (Twilio, SignalWire, Telnyx,
   Plivo, Vonage, Exotel; docs/how-to/carriers/index.md), every call served by :func:`gateway.media_stream.serve_stream`
+- :mod:`gateway.audiosocket_server`: Asterisk AudioSocket's TCP listener and its UUID endpoint, when
+  ``[carriers.audiosocket]`` is configured (docs/how-to/pbx/asterisk-audiosocket.md)
 - :mod:`gateway.ops`: ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 - :mod:`gateway.softphone`: ``/softphone`` when ``[softphone] enabled`` allows it
 - :mod:`gateway.call_control_http`: ``POST /calls``, ``POST /twilio/status``, parked agent sessions
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import amd_http, call_control_http, carrier_routes, ops, softphone, warm_transfer_http
+from . import amd_http, audiosocket_server, call_control_http, carrier_routes, ops, softphone, warm_transfer_http
 from .admission import Admission
 from .agent.client import new_http_session
 from .call_registry import RESERVATION_TTL_S, CallRegistry
@@ -80,6 +82,7 @@ def create_app(settings: Settings, *, local_agent_models: object | None = None) 
     app.cleanup_ctx.append(_agent_http)
     app.on_shutdown.append(close_calls)
     carrier_routes.setup(app)
+    audiosocket_server.setup(app)
     ops.setup(app)
     softphone.setup(app)
     call_control_http.setup(app)

@@ -176,7 +176,7 @@ def stream_handler(spec: CarrierSpec[Any]) -> Handler:
             refusal = spec.check_upgrade(upgrade, door)
             if refusal is not None:
                 return _refuse(request, "stream", spec.name, refusal)
-        return await serve_stream(request, spec.dialect(upgrade), scope=spec.name)
+        return await serve_stream(request, spec.dialect(upgrade), scope=spec.name, protocols=spec.subprotocols)
 
     return stream
 
@@ -186,7 +186,7 @@ def setup(app: web.Application) -> None:
     open without its secret (development only)."""
     doors = app[SETTINGS].open_doors()
     for spec in registry.CARRIERS:
-        if spec.name not in doors:
+        if spec.name not in doors or spec.served_by:
             continue  # a closed door answers 404: nothing tells which carriers are not used
         if not doors[spec.name]:
             # Development only (config refuses this with a public URL): say it loudly, once per door.

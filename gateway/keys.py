@@ -3,8 +3,8 @@
 Who sets each key: :func:`gateway.app.create_app` the settings-derived state (:data:`SETTINGS`, :data:`CALLS`,
 :data:`METRICS`, the HTTP client sessions, :data:`LOCAL_AGENT_KEY`); each HTTP area's ``setup(app)`` its own
 (:data:`PARKED`: :mod:`gateway.call_control_http`; :data:`CLUSTER`: :mod:`gateway.cluster.control`;
-:data:`SOFTPHONE`: :mod:`gateway.softphone`). Everyone else only reads them, through this module, so nothing needs
-to import the app module back.
+:data:`SOFTPHONE`: :mod:`gateway.softphone`; :data:`AUDIOSOCKET`: :mod:`gateway.audiosocket_server`). Everyone else
+only reads them, through this module, so nothing needs to import the app module back.
 
 This module imports nothing of the gateway at run time (the value types are for type checkers only), so any module
 can import it without an import cycle (tests/unit/test_import_graph.py).
@@ -19,6 +19,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     import aiohttp
 
+    from .audiosocket_server import AudioSocketServer
     from .call_registry import CallRegistry
     from .cluster.node import Cluster
     from .config import Settings
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENT_HTTP",
+    "AUDIOSOCKET",
     "CALLS",
     "CLUSTER",
     "HTTP",
@@ -64,3 +66,5 @@ RECORDS: web.AppKey[Records] = web.AppKey("records")
 WARM: web.AppKey[WarmDialer] = web.AppKey("warm_transfers")
 #: This replica in the cluster: the shared state store, its live calls, forwarding (:mod:`gateway.cluster`).
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
+#: Asterisk AudioSocket's listener and issued UUIDs, set by :mod:`gateway.audiosocket_server` when its door is open.
+AUDIOSOCKET: web.AppKey[AudioSocketServer] = web.AppKey("audiosocket")

@@ -44,9 +44,34 @@ _LOCAL_AGENT = "Only when the embedded local agent answers (no AGENT_URL, no ASS
 _WEBSOCKET = "A WebSocket upgrade (`Upgrade: websocket`); a plain GET is refused."
 
 
+def _audiosocket_path() -> dict[str, Any]:
+    """AudioSocket's UUID endpoint (gateway.audiosocket_server): its media is a TCP stream, not a route."""
+    path, item = "/audiosocket/calls", {}
+    for method in ("get", "post"):
+        item[method] = _operation(
+            f"audiosocket_uuid_{method}",
+            "a UUID for Asterisk's AudioSocket",
+            "The dialplan calls it with CURL() before AudioSocket(): reserves a call slot, binds the call's token to "
+            "the profile its `to` selects, and answers a fresh UUID (text/plain), valid once for "
+            "`carriers.audiosocket.uuid_ttl_s`. AUDIOSOCKET_SECRET as the Basic password or a Bearer token, or a "
+            "source address in `carriers.audiosocket.allowed_networks` (docs/how-to/pbx/asterisk-audiosocket.md). "
+            f"{_DOORS}",
+            {
+                "200": _text("the UUID for AudioSocket()"),
+                "403": _text("a missing or wrong secret"),
+                "503": _text("at capacity, draining, or no listener (`carriers.audiosocket.listen` empty)"),
+            },
+            ["audiosocket"],
+            path,
+        )
+    return {path: item}
+
+
 def _carrier_paths() -> dict[str, dict[str, Any]]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in CARRIERS:
+        if spec.served_by:
+            continue  # its own module's doors: below
         signed = (
             f"When {spec.what_authenticates()} is set, the request must carry {spec.name}'s signature (403 "
             "otherwise); without it the door is open only in development, with a warning at start-up."
@@ -83,7 +108,7 @@ def _carrier_paths() -> dict[str, dict[str, Any]]:
                 spec.stream_path,
             )
         }
-    return paths
+    return {**paths, **_audiosocket_path()}
 
 
 def _ops_paths() -> dict[str, dict[str, Any]]:

@@ -166,6 +166,7 @@ class CallSession:
         on_accept: Callable[[Any, Any], None] | None = None,  # call records' taps: the floor records nothing
         warm: Any = None,  # warm transfers: not part of the floor
         shared_admit: Any = None,  # the cluster's half of admission: the floor runs one process
+        carrier: Any = None,  # a non-WebSocket carrier transport (AudioSocket): the floor serves WebSockets only
     ) -> None:
         self._ws = ws
         self._settings = settings

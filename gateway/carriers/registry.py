@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import exotel, plivo, signalwire, telnyx, twilio, vonage
+from . import asterisk_ws, audiosocket, exotel, freeswitch, plivo, signalwire, telnyx, twilio, vonage
 from .spec import CarrierSpec
 from .twilio import TwilioDialect
 
@@ -26,6 +26,9 @@ CARRIERS: tuple[CarrierSpec[Any], ...] = (
     plivo.SPEC,
     vonage.SPEC,
     exotel.SPEC,
+    audiosocket.SPEC,
+    freeswitch.SPEC,
+    asterisk_ws.SPEC,
 )
 
 

@@ -195,7 +195,8 @@ class CarrierSpec(Generic[OptionsT]):
     (``POST /twilio/status``, :mod:`gateway.call_control_http`). ``call_control``: which call control it offers
     beyond its stream (``"twilio_rest"``, ``"laml_rest"``, ``"telnyx_call_control"``, ``"plivo_rest"``: its client in
     :mod:`gateway.control`), or None. ``legacy_keys``: flat ``[carriers]`` keys of older configs,
-    mapped to this carrier's table (accepted with a deprecation warning)."""
+    mapped to this carrier's table (accepted with a deprecation warning). ``served_by``, ``subprotocols``: see the
+    fields."""
 
     name: str
     options: type[OptionsT]
@@ -220,6 +221,12 @@ class CarrierSpec(Generic[OptionsT]):
     legacy_keys: Mapping[str, str] = field(default_factory=dict)
     status_callbacks: bool = False
     call_control: str | None = None
+    #: The module that serves this carrier's doors itself, when the generic handlers cannot (AudioSocket is a TCP
+    #: stream, not a WebSocket: :mod:`gateway.audiosocket_server`); empty: :mod:`gateway.carrier_routes` does.
+    served_by: str = ""
+    #: WebSocket subprotocols its stream selects when the carrier offers one (FreeSWITCH's mod_audio_fork offers
+    #: ``audio.drachtio.org`` and its libwebsockets client wants it echoed); empty: none.
+    subprotocols: tuple[str, ...] = ()
 
     @property
     def secret_envs(self) -> tuple[str, ...]:

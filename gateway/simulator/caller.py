@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -34,6 +35,7 @@ import numpy as np
 from ..audio import g711
 from .carrier_side import CallIds, CarrierSide, Message, SideOptions, StreamTarget, new_carrier_side
 from .errors import CallRefused, GatewayProtocolError, UsageError
+from .tcp_stream import TcpFrameStream
 from .timeline import CallRecord, TurnSpec, frame_levels
 from .turn_taking import AUDIBLE_RMS, HangUp, StartTurn, TurnTaking, TurnTakingConfig, frame_audible
 from .twilio_side import (
@@ -56,6 +58,7 @@ from ..errors import GatewayError
 __all__ = [
     "CALLER_LENGTH_SCALE",
     "CallerTurn",
+    "dtmf_turn",
     "SimulatorConfig",
     "load_caller_voice",
     "say_turn",
@@ -77,7 +80,7 @@ _CLOSE_TIMEOUT_S = 2.0
 class CallerTurn:
     """One thing the caller says: 8 kHz μ-law, trimmed to the speech."""
 
-    source: str  # say | wav
+    source: str  # say | wav | dtmf
     label: str  # the text, or the WAV's path
     ulaw: bytes
 
@@ -112,6 +115,9 @@ class SimulatorConfig:
     api_key: str = ""
     #: How long to wait for the record to be stored after the call.
     records_timeout_s: float = 10.0
+    #: ``host:port`` of the gateway's AudioSocket listener (``carriers.audiosocket.listen``), for ``audiosocket``:
+    #: the dialplan names it, not the UUID endpoint's answer. Default: ``url``'s host, port 9092.
+    audiosocket: str = ""
 
     def turn_taking(self) -> TurnTakingConfig:
         def frames(s: float) -> int:
@@ -216,6 +222,14 @@ def say_turn(text: str, voice: Synthesizer) -> CallerTurn:
     return CallerTurn("say", text, trim_silence(phone_path(pcm, voice.SAMPLE_RATE)))
 
 
+def dtmf_turn(digits: str) -> CallerTurn:
+    """The caller presses keys: the carrier's DTMF messages at the turn's start, then 200 ms of the line's silence
+    (only for carriers whose side sends DTMF: ``audiosocket``)."""
+    if not digits or any(d not in "0123456789*#ABCD" for d in digits):
+        raise UsageError(f"{digits!r}: DTMF digits are 0-9, *, #, A-D")
+    return CallerTurn("dtmf", digits, SILENCE_FRAME * 10)
+
+
 def write_wav(path: str | Path, ulaw: bytes | bytearray) -> None:
     """8 kHz PCM16 mono WAV of μ-law audio."""
     with wave.open(str(path), "wb") as w:
@@ -281,6 +295,8 @@ async def simulate_call(config: SimulatorConfig, *, http: aiohttp.ClientSession 
     record.stream_sid = new_sid("MZ")
     ids = CallIds(record.call_sid, record.account_sid, record.stream_sid, config.from_, config.to)
     side = new_carrier_side(config.carrier, ids, SideOptions(config.l16_byte_order, config.telnyx_codec))
+    if any(t.source == "dtmf" for t in config.turns) and not hasattr(side, "dtmf"):
+        raise UsageError(f"the {config.carrier} side of the simulator cannot send DTMF")
     own_http = http is None
     session = http or aiohttp.ClientSession()
     try:
@@ -338,10 +354,11 @@ async def _dial(
     if record.webhook_status != 200:
         raise CallRefused(f"webhook answered HTTP {record.webhook_status}: {body.strip()[:200]!r}")
     json_carrier = config.carrier in ("vonage", "exotel")
-    if content_type not in (("application/json",) if json_carrier else ("application/xml", "text/xml")):
+    expected: tuple[str, ...] = getattr(side, "answer_types", ())
+    if content_type not in (expected or (("application/json",) if json_carrier else ("application/xml", "text/xml"))):
         record.warnings.append(
             f"webhook answered Content-Type {content_type!r}; {config.carrier} expects "
-            + ("JSON" if json_carrier else "XML")
+            + (" or ".join(expected) if expected else "JSON" if json_carrier else "XML")
         )
     stream = side.read_answer(body, content_type, url)
     record.warnings.extend(stream.warnings)
@@ -352,18 +369,33 @@ async def _dial(
 
 async def _open_stream(
     config: SimulatorConfig, record: CallRecord, http: aiohttp.ClientSession, side: CarrierSide, stream: StreamTarget
-) -> aiohttp.ClientWebSocketResponse:
+) -> aiohttp.ClientWebSocketResponse | TcpFrameStream:
+    if getattr(side, "transport", "ws") == "tcp":  # a PBX's TCP media connection (AudioSocket)
+        host, _, port = (config.audiosocket or f"{urlsplit(config.url).hostname}:9092").rpartition(":")
+        record.connected_url = f"tcp://{host}:{port}"
+        try:
+            async with asyncio.timeout(config.http_timeout_s):
+                return await TcpFrameStream.open(host.strip("[]"), int(port))
+        except (OSError, TimeoutError, ValueError) as exc:
+            record.outcome = "connect_failed"
+            raise CallRefused(f"could not connect to {record.connected_url}: {exc or type(exc).__name__}") from None
     target = resolve_stream_url(stream.url, config.url)
     record.connected_url = target
     headers = side.upgrade_headers(stream, config.auth_token)
+    offered: tuple[str, ...] = getattr(side, "subprotocols", ())
     try:
         async with asyncio.timeout(config.http_timeout_s):
-            return await http.ws_connect(target, headers=headers, max_msg_size=1 << 20, autoping=True)
+            ws = await http.ws_connect(target, headers=headers, max_msg_size=1 << 20, autoping=True, protocols=offered)
     except aiohttp.WSServerHandshakeError as exc:
         raise CallRefused(f"stream upgrade refused: HTTP {exc.status} {exc.message}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         record.outcome = "connect_failed"
         raise CallRefused(f"could not open the stream {target}: {exc or type(exc).__name__}") from None
+    if offered and ws.protocol not in offered:
+        await ws.close()
+        # libwebsockets clients (FreeSWITCH's modules) fail a handshake whose answer drops the offered subprotocol.
+        raise GatewayProtocolError(f"the upgrade answer selected subprotocol {ws.protocol!r}, not one of {offered}")
+    return ws
 
 
 class _Call:
@@ -373,7 +405,7 @@ class _Call:
         self,
         config: SimulatorConfig,
         record: CallRecord,
-        ws: aiohttp.ClientWebSocketResponse,
+        ws: aiohttp.ClientWebSocketResponse | TcpFrameStream,
         side: CarrierSide,
         target: StreamTarget,
     ) -> None:
@@ -479,6 +511,9 @@ class _Call:
         if isinstance(action, StartTurn):
             self._turn = self._config.turns[action.index]
             self._turn_pos = 0
+            if self._turn.source == "dtmf":  # the side has dtmf(): checked before dialling
+                digits, keys = self._turn.label, self._side.dtmf  # type: ignore[attr-defined]
+                await self._send(lambda: [m for d in digits for m in keys(d)])
             self._record.add(t, "turn_started", index=action.index, barge_in=action.barge_in)
         payload = SILENCE_FRAME
         if self._turn is not None:

@@ -22,8 +22,11 @@ byte order (assumed per carrier in the simulator itself, or forced either way) a
 
 from __future__ import annotations
 
+from .sides.asterisk_ws import AsteriskWsCarrier
+from .sides.audiosocket import AudioSocketCarrier
 from .sides.common import CallIds, CarrierSide, Message, SideOptions, StreamTarget, WebhookRequest
 from .sides.exotel import ExotelCarrier
+from .sides.freeswitch import FreeswitchCarrier
 from .sides.plivo import PlivoCarrier
 from .sides.telnyx import TelnyxCarrier
 from .sides.twilio import SignalWireCarrier, TwilioCarrier
@@ -49,6 +52,9 @@ CARRIER_SIDES: dict[str, type[CarrierSide]] = {
     "plivo": PlivoCarrier,
     "vonage": VonageCarrier,
     "exotel": ExotelCarrier,
+    "audiosocket": AudioSocketCarrier,
+    "freeswitch": FreeswitchCarrier,
+    "asterisk-ws": AsteriskWsCarrier,
 }
 
 

@@ -154,13 +154,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="sign the webhook (and upgrade) the carrier's way with this secret: Twilio auth token, "
         "SignalWire signing key, Telnyx Ed25519 private key (base64 seed), Plivo auth token, Vonage "
-        "signature secret, Exotel user:password (default: the carrier's variable, e.g. "
-        "$TWILIO_AUTH_TOKEN)",
+        "signature secret, Exotel user:password, AudioSocket's AUDIOSOCKET_SECRET (default: the carrier's "
+        "variable, e.g. $TWILIO_AUTH_TOKEN)",
     )
     p.add_argument(
         "--public-url",
         default="",
         help="the gateway's GATEWAY_PUBLIC_URL, which it checks signatures against (default: --url)",
+    )
+    p.add_argument(
+        "--audiosocket",
+        default="",
+        metavar="HOST:PORT",
+        help="with --carrier audiosocket: the gateway's AudioSocket listener, as the dialplan names it "
+        "(carriers.audiosocket.listen; default: --url's host, port 9092)",
     )
     p.add_argument("--from", dest="from_", default="+15550100001", help="caller number (default %(default)s)")
     p.add_argument("--to", default="+15550100002", help="called number; picks the profile (default %(default)s)")
@@ -187,6 +194,7 @@ def config_from_args(args: argparse.Namespace, turns: Sequence[Any]) -> Simulato
         greeting_timeout_s=args.greeting_timeout,
         api_key=args.api_key if args.api_key is not None else os.environ.get("GATEWAY_API_KEY", ""),
         reply_timeout_s=args.reply_timeout,
+        audiosocket=getattr(args, "audiosocket", ""),
     )
 
 

@@ -43,15 +43,27 @@ NOW = 1_700_000_000.0
 
 # ---- the registry ------------------------------------------------------------------------------------------------
 def test_every_carrier_is_described_once_with_its_own_routes_table_and_secrets() -> None:
-    assert names() == ("twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel")
-    paths = [p for spec in CARRIERS for p in (spec.webhook_path, spec.stream_path)]
+    assert names() == (
+        "twilio",
+        "signalwire",
+        "telnyx",
+        "plivo",
+        "vonage",
+        "exotel",
+        "audiosocket",
+        "freeswitch",
+        "asterisk-ws",
+    )
+    paths = [p for spec in CARRIERS for p in (spec.webhook_path, spec.stream_path) if p]
     assert len(set(paths)) == len(paths)
     envs = [env for spec in CARRIERS for env in spec.secret_envs]
     assert len(set(envs)) == len(envs) and all(env.isupper() for env in envs)
     legacy = [flat for spec in CARRIERS for flat in spec.legacy_keys]
     assert len(set(legacy)) == len(legacy) and not set(legacy) & set(names())
     for spec in CARRIERS:
-        assert spec.webhook_path.startswith(f"/{spec.name}/") and spec.stream_path.startswith(f"/{spec.name}/")
+        assert spec.webhook_path.startswith(f"/{spec.name}/")
+        # A carrier that is not a WebSocket (AudioSocket, TCP) is served by a module of its own, without a stream path.
+        assert spec.stream_path.startswith(f"/{spec.name}/") if not spec.served_by else spec.stream_path == ""
         assert issubclass(spec.options, CarrierDoor) and spec.options().enabled == "auto"
         assert spec.secrets and spec.webhook_methods and spec.webhook_body in ("form", "json", "none")
         assert set(spec.legacy_keys.values()) <= set(spec.options.__dataclass_fields__)

@@ -66,6 +66,7 @@ SCHEMA: dict[str, Event] = {
     "gateway.worker_started": Event({"worker": int, "pid": int, "metrics_port": OPT_INT}),
     "gateway.worker_exited": Event({"worker": int, "pid": OPT_INT, "exit_code": OPT_INT}),
     "gateway.listening": Event({"host": str, "port": int}),
+    "audiosocket.listening": Event({"host": str, "port": int}),
     "gateway.signal": Event({"signal": str}),
     "gateway.signal_again": Event({"signal": str, "detail": str}),
     "gateway.drain_started": Event({"active_calls": int, "budget_s": NUM}),

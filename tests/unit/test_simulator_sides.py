@@ -40,6 +40,9 @@ SECRETS = {
     "plivo": ("plivo-token", "plivo-token", "plivo-guess"),
     "vonage": ("v" * 32, "v" * 32, "w" * 32),
     "exotel": ("key:secret", "key:secret", "key:guess"),
+    "audiosocket": ("pbx-secret", "pbx-secret", "pbx-guess"),
+    "freeswitch": ("fs-secret", "fs-secret", "fs-guess"),
+    "asterisk-ws": ("ast-secret", "ast-secret", "ast-guess"),
 }
 
 
@@ -65,6 +68,9 @@ def test_the_simulator_signs_with_the_carriers_own_variable_but_telnyxs_private_
         "plivo": "PLIVO_AUTH_TOKEN",
         "vonage": "VONAGE_SIGNATURE_SECRET",
         "exotel": "EXOTEL_BASIC_AUTH",
+        "audiosocket": "AUDIOSOCKET_SECRET",
+        "freeswitch": "FREESWITCH_SECRET",
+        "asterisk-ws": "ASTERISK_WS_SECRET",
     }
 
 

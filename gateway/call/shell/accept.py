@@ -24,7 +24,7 @@ from ...outbound import token_subject
 from ...reattach import HandedOver
 from ...security import TokenError, verify_call_token
 from ..setup import CallSetup, profile_name_for, setup_for
-from .carrier import CarrierLink
+from .carrier import CarrierTransport
 
 __all__ = ["Acceptance", "Handover", "SharedAdmit", "authorize", "await_start"]
 
@@ -47,7 +47,7 @@ class Acceptance:
     refusal: Outcome | None = None
 
 
-async def await_start(carrier: CarrierLink, dialect: Dialect, timeout: float) -> StreamStarted:
+async def await_start(carrier: CarrierTransport, dialect: Dialect, timeout: float) -> StreamStarted:
     """The stream's ``start`` (``connected`` may come first), within ``server.start_timeout_s``."""
     try:
         async with asyncio.timeout(timeout):

@@ -59,7 +59,7 @@ from ..phase import Phase
 from ..setup import CallSetup, stored_agent_update
 from ..stats import CallSummary
 from .agent_link import AgentLink
-from .carrier import CarrierLink, CarrierWriter, wait_or_wake
+from .carrier import CarrierTransport, CarrierWriter, wait_or_wake
 from .carrier_control import CarrierControl
 from .tools import ToolPort
 
@@ -84,7 +84,7 @@ class AcceptedCall:
         setup: CallSetup,
         *,
         settings: Settings,
-        carrier: CarrierLink,
+        carrier: CarrierTransport,
         dialect: Dialect,
         agent: AgentLink,
         tools: ToolRegistry,

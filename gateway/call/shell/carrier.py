@@ -1,5 +1,9 @@
 """The carrier's socket, and the one writer that paces everything the caller hears. Not pure: asyncio + aiohttp.
 
+:class:`CarrierTransport` is what the call needs of a carrier connection, whatever carries it: a WebSocket
+(:class:`CarrierLink`, every cloud carrier) or a plain TCP stream (Asterisk AudioSocket,
+:mod:`gateway.audiosocket_server`). The dialect makes sense of what arrives; the transport only moves it.
+
 :class:`CarrierLink` only moves messages: ``str`` for a text frame, ``bytes`` for a binary one (Vonage audio), and
 turns the socket's end into :class:`~gateway.errors.CallEnded` (``carrier_closed``) or, for an over-long message,
 :class:`~gateway.errors.CarrierProtocolError`.
@@ -19,18 +23,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
 from ...errors import CallEnded, CarrierProtocolError, Outcome
 from ..outbound_queue import OutboundQueue
 
-__all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierWriter", "wait_or_wake"]
+__all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierTransport", "CarrierWriter", "wait_or_wake"]
 
 #: At hang-up, how long the carrier's close handshake may take before the connection is dropped.
 CARRIER_CLOSE_TIMEOUT_S = 2.0
 #: The writer's longest sleep with nothing to send (it is woken when something comes).
 IDLE_WAIT_S = 1.0
+
+
+class CarrierTransport(Protocol):
+    """A carrier connection as the call uses it (see :class:`CarrierLink` for what each member promises)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, data: str | bytes) -> None: ...
+
+    def backlogged(self) -> bool: ...
+
+    async def close(self, code: int, message: bytes = b"") -> None: ...
 
 
 class CarrierLink:
@@ -77,7 +97,7 @@ class CarrierLink:
         transport = self.transport
         return transport is not None and transport.get_write_buffer_size() > 0
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, message: bytes = b"") -> None:
         """Close, bounded. A carrier that reads nothing (its socket backed up) cannot take a close frame, and
         aiohttp's close would wait for the drain: drop the connection instead, which ends the call at the carrier
         just the same. aiohttp's close cut short by the bound closes the transport itself, but it can surface as
@@ -89,7 +109,7 @@ class CarrierLink:
             return
         try:
             async with asyncio.timeout(CARRIER_CLOSE_TIMEOUT_S):
-                await self.ws.close(code=code)
+                await self.ws.close(code=code, message=message)
         except (TimeoutError, ConnectionError):
             pass
         except asyncio.CancelledError:
@@ -106,7 +126,11 @@ class CarrierWriter:
     its clock for marks the clock model resolves)."""
 
     def __init__(
-        self, queue: OutboundQueue, carrier: CarrierLink, clock: Callable[[], float], after_send: Callable[[], None]
+        self,
+        queue: OutboundQueue,
+        carrier: CarrierTransport,
+        clock: Callable[[], float],
+        after_send: Callable[[], None],
     ) -> None:
         self._queue = queue
         self._carrier = carrier
@@ -159,7 +183,9 @@ class CarrierWriter:
         reading for the burst, and stop as soon as the socket backs up; the writer task reads the clock per message
         (a send of its may have waited for the drain)."""
         self._busy = True
-        pull, send, clock, backlogged = self._queue.pull, self._carrier.send, self._clock, self._carrier.backlogged
+        q = self._queue
+        pull, send, clock, backlogged = q.pull, self._carrier.send, self._clock, self._carrier.backlogged
+        marks = len(q.clock_marks)
         now = clock()
         sent = False
         try:
@@ -172,7 +198,9 @@ class CarrierWriter:
                     break  # a reader must not wait for the drain: the writer task sends the rest
         finally:
             self._busy = False
-        if sent:
+        # A mark the carrier cannot echo resolves from the clock: even when it was all this burst handed out (a
+        # hang-up mark queued after the last frame went), the call's clock must learn its deadline.
+        if sent or len(q.clock_marks) != marks:
             self._after_send()
 
 

@@ -25,8 +25,8 @@ code, message), whatever the carrier's client raised, so the session handles one
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -48,7 +48,7 @@ __all__ = [
     "TelnyxControl",
     "TwilioControl",
     "carrier_control",
-    "for_request",
+    "for_stream",
 ]
 
 
@@ -204,11 +204,9 @@ def carrier_control(
     return PlivoControl(client, dial_url_for("plivo"))
 
 
-def for_request(request: web.Request, door: str) -> CarrierControl:
-    """:func:`carrier_control` for a stream upgrade: the app's settings and HTTP client; ``<Dial>`` documents on the
-    public URL, or on the listener the stream came in on (development)."""
-    settings = request.app[SETTINGS]
-    base = settings.server.public_url or urls.local_url(
-        urls.sockname(request.transport), settings.server.port, "", scheme="http"
-    )
-    return carrier_control(door, settings, request.app.get(HTTP), base)
+def for_stream(app: web.Application, door: str, local: Sequence[Any] | None) -> CarrierControl:
+    """:func:`carrier_control` for a carrier connection: the app's settings and HTTP client; ``<Dial>`` documents on
+    the public URL, or on the listener the connection came in on (``local``, its socket address: development)."""
+    settings = app[SETTINGS]
+    base = settings.server.public_url or urls.local_url(local, settings.server.port, "", scheme="http")
+    return carrier_control(door, settings, app.get(HTTP), base)

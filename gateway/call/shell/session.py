@@ -37,7 +37,7 @@ from ..stats import CallSummary
 from .accept import Handover, SharedAdmit, admit_shared, authorize, await_start
 from .accepted import AcceptedCall
 from .agent_link import AgentLink
-from .carrier import CarrierLink
+from .carrier import CarrierLink, CarrierTransport
 from .carrier_control import CarrierControl, NoCarrierControl
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ class CallSession:
     def __init__(
         self,
         *,
-        ws: web.WebSocketResponse,
+        ws: web.WebSocketResponse | None = None,
+        carrier: CarrierTransport | None = None,
         settings: Settings,
         endpoint: AgentEndpoint,
         tools: ToolRegistry,
@@ -81,8 +82,13 @@ class CallSession:
         down here (its agent session may be about to park). ``on_accept(call, setup)``: an admitted call is about to run
         (gateway.records installs its recording taps).
         ``shared_admit``: the cluster's half of admission
-        (gateway.call.shell.accept.SharedAdmit); None: this process alone decides."""
-        self.carrier = CarrierLink(ws, settings.server.max_message_bytes)
+        (gateway.call.shell.accept.SharedAdmit); None: this process alone decides.
+        The carrier connection: ``ws`` (a prepared WebSocket) or, for a carrier that is not a WebSocket,
+        ``carrier`` (AudioSocket's TCP stream)."""
+        if carrier is None:
+            assert ws is not None, "a call needs a carrier connection: ws or carrier"
+            carrier = CarrierLink(ws, settings.server.max_message_bytes)
+        self.carrier: CarrierTransport = carrier
         self._settings = settings
         self._tools = tools
         self._clock = clock
@@ -224,7 +230,7 @@ class CallSession:
     async def shutdown(self) -> None:
         """The process is shutting down now: close the carrier socket (1001) so the call's handler finishes."""
         if not self.carrier.closed:
-            await self.carrier.ws.close(code=1001, message=b"server shutdown")
+            await self.carrier.close(1001, b"server shutdown")
 
     def _emit(self, event: ev.CallEvent) -> None:
         """Per-call timeline for live viewers and metrics (gateway.call.events). Never per frame."""

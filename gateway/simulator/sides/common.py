@@ -27,6 +27,7 @@ __all__ = [
     "CarrierSide",
     "Codec",
     "FrameResampler",
+    "GatewayHangup",
     "SideOptions",
     "Message",
     "StreamTarget",
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 Message = str | bytes
+
+
+@dataclass(frozen=True)
+class GatewayHangup:
+    """The gateway hangs up in-band before it closes (AudioSocket's ``00 00 00``)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class CarrierSide(Protocol):
     def mark_echo(self, name: str) -> list[Message]: ...
     def cleared(self) -> list[Message]: ...
     def stop(self) -> list[Message]: ...
-    def parse(self, data: Message) -> GatewayMessage: ...
+    def parse(self, data: Message) -> GatewayMessage | GatewayHangup: ...
 
 
 #: L16 byte order per carrier, as the simulator plays it by default ("assumed"). Written here from each carrier's
