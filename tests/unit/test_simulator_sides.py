@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.carriers.registry import CARRIERS, carrier, names
 from gateway.carriers.spec import Refusal, Webhook
 from gateway.simulator.carrier_side import CARRIER_SIDES, CallIds, new_carrier_side, secret_env
+from gateway.simulator.sides.common import CarrierSide
 
 URL = "https://voice.example.com"
 IDS = CallIds(
@@ -50,6 +51,19 @@ def test_there_is_one_side_per_carrier_of_the_registry() -> None:
     assert tuple(CARRIER_SIDES) == names()
     with pytest.raises(ValueError, match="unknown carrier 'skype'"):
         new_carrier_side("skype", IDS)
+
+
+@pytest.mark.parametrize("name", names())
+def test_each_side_has_every_member_the_caller_uses(name: str) -> None:
+    """The caller reads these of any side (gateway/simulator/caller.py): a side written without one fails mid-call
+    (the PBX sides once lacked ``warnings``, and their e2e calls died in the simulator's reader)."""
+    side = new_carrier_side(name, IDS)
+    members = set(CarrierSide.__annotations__) | {
+        n for n in vars(CarrierSide) if not n.startswith("_") and callable(getattr(CarrierSide, n))
+    }
+    missing = sorted(m for m in members if not hasattr(side, m))
+    assert missing == [], f"{name}: {missing}"
+    assert side.warnings == []
 
 
 @pytest.mark.parametrize("name", names())

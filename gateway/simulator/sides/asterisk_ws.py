@@ -41,6 +41,7 @@ class AsteriskWsCarrier:
 
     def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:  # options: not used by PBXes
         self.ids = ids
+        self.warnings: list[str] = []  # what the protocol's docs advise against (none checked yet)
         self.unique_id = "1733.%d" % (int(ids.call_sid[2:10], 16) % 100000)
         self.connection_id = "c0ffee00-" + ids.stream_sid[2:6].lower() + "-4000-8000-" + ids.stream_sid[6:18].lower()
         self.codec = Codec("audio/pcm", 16000)

@@ -37,6 +37,7 @@ class AudioSocketCarrier:
 
     def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:  # options: not used by PBXes
         self.ids = ids
+        self.warnings: list[str] = []  # what the protocol's docs advise against (none checked yet)
         self.codec = Codec("audio/pcm", 8000)
         self.call_uuid = ""
         self.started = False

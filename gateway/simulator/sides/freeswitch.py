@@ -44,6 +44,7 @@ class FreeswitchCarrier:
 
     def __init__(self, ids: CallIds, options: SideOptions | None = None) -> None:  # options: not used by PBXes
         self.ids = ids
+        self.warnings: list[str] = []  # what the protocol's docs advise against (none checked yet)
         self.call_uuid = "fs-" + ids.call_sid[2:].lower()
         self.codec = Codec("audio/pcm", 16000)
         self._metadata = ""
