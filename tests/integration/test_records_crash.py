@@ -104,8 +104,10 @@ async def test_sigkill_with_webhooks_pending_and_the_receiver_down_loses_no_reco
         await fake_agent.session(timeout=10)
         await live.send_media(ulaw_tone(440, 2.5), realtime=True)
         proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        await live.close()
+        async with asyncio.timeout(10):  # a hang here is a failure with a line number, not a stuck suite
+            await proc.wait()
+        async with asyncio.timeout(10):
+            await live.close()
     finally:
         if proc.returncode is None:
             proc.kill()
