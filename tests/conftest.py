@@ -21,6 +21,19 @@ from tests.support.twilio_peer import TwilioPeer
 # (docs/reference/local-agent-api.md#data-directory): a test run gets a scratch one, never the developer's home.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="voice-gateway-tests-")
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """How scripts/test spreads the suite over processes (pytest-xdist, ``--dist loadgroup``; docs/contributing.md).
+    Everything that runs the offline speech models (the e2e calls, the local agent's tests, the ``speech`` mark) is
+    one group, so one worker runs those one at a time: two model-heavy tests side by side on a 2-core machine would
+    slow each other's real-time audio past what the tests allow. Every other test file is a group of its own (its
+    module-scoped servers start once), and the files spread over the workers around the heavy group."""
+    for item in items:
+        path = item.path.as_posix()
+        heavy = "/tests/e2e/" in path or "/tests/integration/local_agent/" in path or item.get_closest_marker("speech")
+        item.add_marker(pytest.mark.xdist_group("speech" if heavy else item.nodeid.split("::", 1)[0]))
+
+
 CALL_TASK_NAMES = {
     "carrier_reader",
     "agent_runner",
