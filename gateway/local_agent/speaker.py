@@ -5,6 +5,11 @@ A reply is ``reply.started``, audio in live-sized chunks at most ``reply_lead_ms
 ``transcript.agent.delta`` in one burst per sentence as its audio starts, ``tool.call`` where the engine made one,
 then ``transcript.agent`` and ``reply.done`` (docs/reference/local-agent-api.md#implemented). Fixed text comes from
 (and goes to) the runtime's :class:`~.synth_cache.SynthCache`.
+
+While the caller's speech over a reply is being judged the reply is *held* (:meth:`Speaker.hold`): no more audio
+goes out, so the caller hears silence once the lead already sent has played, and :meth:`Speaker.release` carries
+on from the next chunk, where it stopped (docs/architecture/local-agent.md#barge-in). A hold that nobody releases
+ends by itself after :data:`HOLD_MAX_S`.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from .runtime import AgentRuntime
 from .session import Session
 from .synth_cache import Pieces
 
-__all__ = ["Reply", "Speaker", "steps_of"]
+__all__ = ["HOLD_MAX_S", "Reply", "Speaker", "steps_of"]
 
 log = structlog.get_logger("local_agent")
 
 #: Between synthesis and pacing: a few sentences' pieces (or tool calls) at most; synthesis waits for pacing.
 _Item = tuple[str, bytes] | CallTool | None
+#: The longest a reply stays held without a decision (the turn detector ends any held speech well before this).
+HOLD_MAX_S = 3.0
 
 
 @dataclass(slots=True)
@@ -56,6 +63,9 @@ class Speaker:
         self.outbox = outbox
         self.reply: Reply | None = None
         self.play_end = 0.0  # loop time the client will have played everything sent so far
+        self._go = asyncio.Event()  # clear while the reply is held
+        self._go.set()
+        self.held_at: float | None = None  # loop time the current hold began
 
     @property
     def speaking(self) -> bool:
@@ -71,11 +81,27 @@ class Speaker:
         ahead = max(0.0, self.play_end - asyncio.get_running_loop().time())
         return max(0.0, reply.sent_s - ahead)
 
+    @property
+    def held(self) -> bool:
+        return not self._go.is_set()
+
+    def hold(self) -> None:
+        """Send no more of the reply until :meth:`release` (the caller may be interrupting)."""
+        if self._go.is_set():
+            self._go.clear()
+            self.held_at = asyncio.get_running_loop().time()
+
+    def release(self) -> None:
+        """Carry on with the reply where :meth:`hold` stopped it."""
+        self._go.set()
+        self.held_at = None
+
     def cut(self) -> Reply | None:
         """Barge-in: end the reply in progress where the caller's playout is, if it may be interrupted."""
         reply = self.reply
         if reply is None or reply.finished or not reply.interruptible:
             return None
+        self.release()  # the next reply starts unheld
         reply.cut_text = reply.transcript.heard(self.heard_s(reply) * 1000)
         reply.finished = True
         return reply
@@ -102,6 +128,7 @@ class Speaker:
         emit = self.outbox.emit
         reply = Reply(proto.new_reply_id(), proto.new_item_id(), self._interruptible(kind))
         self.reply = reply
+        self.release()
         if started is not None:
             started(reply)
         try:
@@ -211,10 +238,19 @@ class Speaker:
     async def _send_audio(self, reply: Reply, frame: bytes, chunk_s: float, loop: asyncio.AbstractEventLoop) -> None:
         # Real-time pacing with a lead of at most reply_lead_ms over the client's playout clock: live sends at real-time
         # pace and the client's jitter buffer absorbs the lead (docs/reference/local-agent-api.md#implemented).
+        if not self._go.is_set():
+            try:
+                async with asyncio.timeout(HOLD_MAX_S):
+                    await self._go.wait()
+            except TimeoutError:
+                log.warning("local_agent.hold_expired", session_id=self.session.id, reply_id=reply.reply_id)
+                self.release()
         lead = self.rt.settings.reply_lead_ms / 1000.0
         wait = self.play_end - lead - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
+        if reply.finished:
+            return  # cut while this chunk waited (a barge-in): it is never sent
         now = loop.time()
         self.play_end = max(self.play_end, now) + chunk_s
         reply.sent_s += chunk_s

@@ -118,6 +118,8 @@ class CallRecord:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     out_wav: str | None = None
+    #: Event-loop time of the stream's frame 0 (every ``t`` above counts from it), to line up in-process logs.
+    stream_t0: float = 0.0
 
     def add(self, t: float, kind: str, **fields: Any) -> None:
         self.events.append(Event(round(t, 4), kind, fields))
