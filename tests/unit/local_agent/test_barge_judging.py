@@ -1,5 +1,6 @@
 """Semantic barge-in, the pure parts: the turn detector holding a reply at the first sound over it and asking for a
-judgement at the caller's pause (``judge_overlap``), and the words rule that judges (gateway/local_agent/backchannel.py).
+judgement at the caller's pause (``judge_overlap``), and the words rule that judges
+(gateway/local_agent/backchannel.py).
 Timelines as in test_turns.py: one character per 32 ms window, ``#`` speech, ``.`` silence, ``~`` ambiguous."""
 
 from __future__ import annotations
