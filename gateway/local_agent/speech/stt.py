@@ -11,6 +11,7 @@ CTranslate2 runs ``num_workers`` transcriptions in parallel and queues the rest.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-__all__ = ["Transcriber"]
+__all__ = ["Transcriber", "collapse_repeats"]
 
 #: Below this much audio (0.1 s at 16 kHz) there is nothing Whisper could read; skip the model run.
 _MIN_SAMPLES = 1600
@@ -31,6 +32,23 @@ _MAX_TOKENS = 224
 #: Whisper's no-speech rule (faster-whisper's defaults): skip a window likely silent and decoded with low confidence.
 _NO_SPEECH = 0.6
 _LOW_LOGPROB = -1.0
+
+
+_SENTENCE = re.compile(r"[^.?!]+[.?!]*")
+
+
+def collapse_repeats(text: str) -> str:
+    """``text`` without a whole repetition of itself: "Hello? Yes? Hello? Yes?" → "Hello? Yes?". Pure.
+
+    Whisper on a short window sometimes reads the utterance twice (or more); a caller saying the very same sentences
+    twice in one turn is rarer, and loses nothing when read once."""
+    parts = [p.strip() for p in _SENTENCE.findall(text) if p.strip()]
+    n = len(parts)
+    key = [re.sub(r"[^a-z0-9 ]", "", p.lower()) for p in parts]
+    for period in range(1, n // 2 + 1):
+        if n % period == 0 and all(key[i] == key[i % period] for i in range(n)):
+            return " ".join(parts[:period])
+    return text
 
 
 class Transcriber:
@@ -82,7 +100,7 @@ class Transcriber:
         # faster-whisper's (and Whisper's) rule: a window probably silent and decoded with low confidence is empty.
         if no_speech > _NO_SPEECH and avg_logprob < _LOW_LOGPROB:
             return ""
-        return str(self._tokenizer().decode(tokens)).strip()
+        return collapse_repeats(str(self._tokenizer().decode(tokens)).strip())
 
     def _decode(self, features: np.ndarray, frames: int) -> tuple[list[int], float, float]:
         """Encode ``features`` zero-padded (or cut) to ``frames``, as faster-whisper pads to its 30 s, and decode
