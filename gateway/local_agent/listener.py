@@ -87,6 +87,7 @@ class Listener:
                 h.room.set()
             pcm = b"".join(h.decoder.decode(c) for c in chunks)
             if not pcm:
+                await self._handle_backlog()  # woken with no audio (a verdict is in: _judge)
                 continue
             h.utterance.push(pcm)
             # The VAD stream's state advances in the pool whether or not we are still here to read the result, so
@@ -207,6 +208,7 @@ class Listener:
             log.exception("local_agent.judge_failed", session_id=self.session.id)
             text = ""  # an unreadable overlap lets the reply go on; long speech still interrupts on its duration
         self.hearing.backlog.append(OverlapVerdict(ev.start_sample, ev.end_sample, is_interruption(text), seq, text))
+        self.hearing.inbound.put_nowait(b"")  # wake the loop even if the client sends no audio meanwhile
 
     async def _on_verdict(self, ev: OverlapVerdict) -> None:
         h = self.hearing

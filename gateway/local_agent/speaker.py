@@ -6,10 +6,12 @@ A reply is ``reply.started``, audio in live-sized chunks at most ``reply_lead_ms
 then ``transcript.agent`` and ``reply.done`` (docs/reference/local-agent-api.md#implemented). Fixed text comes from
 (and goes to) the runtime's :class:`~.synth_cache.SynthCache`.
 
-While the caller's speech over a reply is being judged the reply is *held* (:meth:`Speaker.hold`): no more audio
-goes out, so the caller hears silence once the lead already sent has played, and :meth:`Speaker.release` carries
-on from the next chunk, where it stopped (docs/architecture/local-agent.md#barge-in). A hold that nobody releases
-ends by itself after :data:`HOLD_MAX_S`.
+While the caller's speech over a reply is being judged the reply is *held* (:meth:`Speaker.hold`): none of its
+audio goes out, silence is sent in its place at the same pace, so the caller hears silence once the lead already
+sent has played, and :meth:`Speaker.release` carries on from the next chunk, where it stopped
+(docs/architecture/local-agent.md#barge-in). Silence, not nothing: the client's playout runs on as through any pause
+in a reply, and a barge-in committed during the hold finds audio still queued, so the gateway clears the line as for
+any barge-in. A hold that nobody releases ends by itself after :data:`HOLD_MAX_S`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+
+from gateway.audio.g711 import ALAW_SILENCE, ULAW_SILENCE
 
 from . import protocol as proto
 from .brain import CallTool, Say, Step, first_speech_chunks
@@ -38,6 +42,7 @@ log = structlog.get_logger("local_agent")
 _Item = tuple[str, bytes] | CallTool | None
 #: The longest a reply stays held without a decision (the turn detector ends any held speech well before this).
 HOLD_MAX_S = 3.0
+_SILENCE_BYTE = {"audio/pcmu": ULAW_SILENCE, "audio/pcma": ALAW_SILENCE}  # audio/pcm: zero bytes
 
 
 @dataclass(slots=True)
@@ -46,7 +51,8 @@ class Reply:
     item_id: str
     interruptible: bool
     transcript: proto.ReplyTranscript = field(default_factory=proto.ReplyTranscript)
-    sent_s: float = 0.0  # reply audio handed to the socket so far
+    sent_s: float = 0.0  # reply audio handed to the socket so far (not the silence sent while it was held)
+    held_silence_s: float = 0.0  # silence sent while held, since the last of the reply's audio
     audio_started: bool = False
     finished: bool = False
     cut_text: str | None = None  # set on interruption: what the caller heard
@@ -63,9 +69,7 @@ class Speaker:
         self.outbox = outbox
         self.reply: Reply | None = None
         self.play_end = 0.0  # loop time the client will have played everything sent so far
-        self._go = asyncio.Event()  # clear while the reply is held
-        self._go.set()
-        self.held_at: float | None = None  # loop time the current hold began
+        self.held_at: float | None = None  # loop time the current hold began; None: not held
 
     @property
     def speaking(self) -> bool:
@@ -77,23 +81,22 @@ class Speaker:
         return bool(self.reply and self.reply.interruptible)
 
     def heard_s(self, reply: Reply) -> float:
-        """How much of ``reply``'s audio the client has played by now."""
+        """How much of ``reply``'s audio the client has played by now (silence sent while held comes last: what is
+        not played yet is that silence first)."""
         ahead = max(0.0, self.play_end - asyncio.get_running_loop().time())
-        return max(0.0, reply.sent_s - ahead)
+        return max(0.0, reply.sent_s - max(0.0, ahead - reply.held_silence_s))
 
     @property
     def held(self) -> bool:
-        return not self._go.is_set()
+        return self.held_at is not None
 
     def hold(self) -> None:
         """Send no more of the reply until :meth:`release` (the caller may be interrupting)."""
-        if self._go.is_set():
-            self._go.clear()
+        if self.held_at is None:
             self.held_at = asyncio.get_running_loop().time()
 
     def release(self) -> None:
         """Carry on with the reply where :meth:`hold` stopped it."""
-        self._go.set()
         self.held_at = None
 
     def cut(self) -> Reply | None:
@@ -238,25 +241,36 @@ class Speaker:
     async def _send_audio(self, reply: Reply, frame: bytes, chunk_s: float, loop: asyncio.AbstractEventLoop) -> None:
         # Real-time pacing with a lead of at most reply_lead_ms over the client's playout clock: live sends at real-time
         # pace and the client's jitter buffer absorbs the lead (docs/reference/local-agent-api.md#implemented).
-        if not self._go.is_set():
-            try:
-                async with asyncio.timeout(HOLD_MAX_S):
-                    await self._go.wait()
-            except TimeoutError:
+        encoding = self.session.config.output_format.encoding
+        silence = None
+        while True:
+            await self._pace_chunk(loop)
+            if reply.finished:
+                return  # cut while this chunk waited (a barge-in): it is never sent
+            if self.held_at is None:
+                break
+            if loop.time() - self.held_at > HOLD_MAX_S:
                 log.warning("local_agent.hold_expired", session_id=self.session.id, reply_id=reply.reply_id)
                 self.release()
-        lead = self.rt.settings.reply_lead_ms / 1000.0
-        wait = self.play_end - lead - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if reply.finished:
-            return  # cut while this chunk waited (a barge-in): it is never sent
+                break
+            if silence is None:
+                silence = bytes([_SILENCE_BYTE.get(encoding, 0)]) * len(frame)
+            self.play_end = max(self.play_end, loop.time()) + chunk_s
+            reply.held_silence_s += chunk_s
+            await self.outbox.emit("reply.audio", reply_id=reply.reply_id, data=base64.b64encode(silence).decode())
         now = loop.time()
         self.play_end = max(self.play_end, now) + chunk_s
         reply.sent_s += chunk_s
-        if reply.first_audio_at is None and audible(frame, self.session.config.output_format.encoding):
+        reply.held_silence_s = 0.0
+        if reply.first_audio_at is None and audible(frame, encoding):
             reply.first_audio_at = now
         await self.outbox.emit("reply.audio", reply_id=reply.reply_id, data=base64.b64encode(frame).decode("ascii"))
+
+    async def _pace_chunk(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the next chunk may go: at most ``reply_lead_ms`` ahead of the client's playout."""
+        wait = self.play_end - self.rt.settings.reply_lead_ms / 1000.0 - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _emit_tool_call(self, reply: Reply, call: CallTool) -> None:
         session = self.session
