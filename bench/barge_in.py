@@ -108,6 +108,9 @@ def analyse(record: CallRecord, logs: list[tuple[float, str, dict[str, Any]]]) -
     onset = _first(said, x0, lambda v: v > SPEECH_RMS)
     if onset is None:
         return {**row, "error": "no caller speech in the barge-in turn"}
+    # The agent must be talking when the caller starts: a trial that lands in a pause between its sentences says
+    # nothing about the reaction (counted apart).
+    row["agent_talking"] = bool((heard[max(0, onset - 10) : onset] > AUDIBLE_RMS).any())
     stop = None
     for i in range(onset, len(heard) - SILENT_FRAMES):
         if not (heard[i : i + SILENT_FRAMES] > AUDIBLE_RMS).any():
@@ -154,7 +157,8 @@ def _pct(values: list[float], q: float) -> float | None:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     bc = [r for r in rows if r["kind"] == "backchannel" and "error" not in r]
     it = [r for r in rows if r["kind"] == "interruption" and "error" not in r]
-    reactions = [r["reaction_ms"] for r in it if r.get("interrupted") and r.get("reaction_ms") is not None]
+    timed = [r for r in it if r.get("interrupted") and r.get("agent_talking")]
+    reactions = [r["reaction_ms"] for r in timed if r.get("reaction_ms") is not None]
     decisions = [r["decision_ms"] for r in it if r.get("decision_ms") is not None]
     bc_silences = [r["silent_ms"] for r in bc if r.get("silent_ms") is not None]
     lat = [r["turn_latency_ms"] for r in rows if r.get("turn_latency_ms") is not None]
@@ -163,6 +167,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "barge_in_errors": sum("error" in r for r in rows),
         "reaction_p50_ms": _pct(reactions, 0.5),
         "reaction_p90_ms": _pct(reactions, 0.9),
+        "reaction_trials": len(reactions),
         "decision_p50_ms": _pct(decisions, 0.5),
         "decision_p90_ms": _pct(decisions, 0.9),
         "backchannels_interrupting": sum(bool(r.get("interrupted")) for r in bc),

@@ -27,6 +27,8 @@ INTERRUPT_CUES = frozenset(
     what when where which who whom whose why how
     please repeat cancel enough quiet shut
     """.split()
+    # How Whisper misreads a short "stop" and "wait" on a phone line (measured: bench/barge_in.py).
+    + ["start", "wake"]
 )
 #: Words that make it an interruption as its first word ("can you…", "is there…"); not elsewhere ("that is great").
 QUESTION_OPENERS = frozenset("can could would will should shall may might do does did is are i'd".split())

@@ -83,8 +83,9 @@ class Transcriber:
     def transcribe(self, pcm16_16k: bytes, *, quick: bool = False) -> str:
         """Return the words spoken in ``pcm16_16k`` (stripped; ``''`` for silence, noise or too little audio).
 
-        ``quick`` skips the second look at a window that is probably silent (see :meth:`_decode`): for callers that
-        only look for certain words and do not mind a made-up "Thank you." on noise."""
+        ``quick`` skips the no-speech rule (and so the second look at a window that is probably silent): for callers
+        that only look for certain words and do not mind a made-up "Thank you." on noise. A short, clipped word
+        over a phone line ("Stop.") can look probably-silent to Whisper and would come back empty."""
         if len(pcm16_16k) % 2:
             pcm16_16k = pcm16_16k[:-1]
         audio = np.frombuffer(pcm16_16k, dtype="<i2").astype(np.float32) / 32768.0
@@ -93,7 +94,9 @@ class Transcriber:
         features = self._model.feature_extractor(audio)  # log-mel of the audio only (10 ms frames)
         frames = min(_FULL_FRAMES, max(_MIN_WINDOW_FRAMES, 2 * features.shape[-1]))
         tokens, no_speech, avg_logprob = self._decode(features, frames)
-        if no_speech > _NO_SPEECH and not quick and frames < _FULL_FRAMES:
+        if quick:
+            return collapse_repeats(str(self._tokenizer().decode(tokens)).strip())
+        if no_speech > _NO_SPEECH and frames < _FULL_FRAMES:
             # Whisper's no-speech estimate is calibrated on 30 s windows: a short window over noise decodes a
             # confident "Thank you." Where it matters (probably silent), look again over the full window.
             tokens, no_speech, avg_logprob = self._decode(features, _FULL_FRAMES)

@@ -106,3 +106,8 @@ def test_nothing_is_held_over_an_uninterruptible_reply_or_with_the_agent_silent(
 def test_without_judge_overlap_the_detector_behaves_as_before() -> None:
     d = TurnDetector(TurnKnobs(speculate_ms=96))
     assert feed(d, "#" * 10 + "." * 19) == [SpeechDiscarded(0, 10 * W, 320)]
+
+
+@pytest.mark.parametrize("text", ["start.", "Wake, stop."])
+def test_how_whisper_misreads_a_short_stop_or_wait_still_interrupts(text: str) -> None:
+    assert is_interruption(text)
