@@ -108,9 +108,9 @@ def analyse(record: CallRecord, logs: list[tuple[float, str, dict[str, Any]]]) -
     onset = _first(said, x0, lambda v: v > SPEECH_RMS)
     if onset is None:
         return {**row, "error": "no caller speech in the barge-in turn"}
-    # The agent must be talking when the caller starts: a trial that lands in a pause between its sentences says
-    # nothing about the reaction (counted apart).
-    row["agent_talking"] = bool((heard[max(0, onset - 10) : onset] > AUDIBLE_RMS).any())
+    # The agent must be talking when the caller starts (audible in 8 of the 13 frames around the onset): a trial
+    # that lands in a pause between its sentences says nothing about the reaction (left out of that figure).
+    row["agent_talking"] = bool((heard[max(0, onset - 10) : onset + 3] > AUDIBLE_RMS).sum() >= 8)
     stop = None
     for i in range(onset, len(heard) - SILENT_FRAMES):
         if not (heard[i : i + SILENT_FRAMES] > AUDIBLE_RMS).any():
@@ -218,7 +218,7 @@ async def run_barge_in(
         host, port = runner.addresses[0][:2]
         base = f"http://{host}:{port}"
         for n, (kind, text, voice) in enumerate(plan):
-            after_s = 1.0 + (n % 5) * 0.35  # vary where in the reply the caller speaks up
+            after_s = 1.0 + (n % 7) * 0.3  # vary where in the reply the caller speaks up (not in step with the phrase)
             over = caller_turn(models.tts, text, voice)
             row = {"kind": kind, "text": text, "voice": voice, "after_s": after_s}
             row.update(await one_trial(base, question[voice], over, after_s, logs))

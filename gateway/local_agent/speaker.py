@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import structlog
 
 from gateway.audio.g711 import ALAW_SILENCE, ULAW_SILENCE
@@ -34,7 +35,7 @@ from .runtime import AgentRuntime
 from .session import Session
 from .synth_cache import Pieces
 
-__all__ = ["HOLD_MAX_S", "Reply", "Speaker", "steps_of"]
+__all__ = ["HOLD_MAX_S", "Reply", "Speaker", "steps_of", "trim_leading_silence"]
 
 log = structlog.get_logger("local_agent")
 
@@ -219,6 +220,8 @@ class Speaker:
                 await self._emit_tool_call(reply, item)
                 continue
             sentence, pcm24k = item
+            if audio_s == 0.0:
+                pcm24k = trim_leading_silence(pcm24k)  # Piper opens every sentence with ~40 ms of it
             pcm24k = apply_volume(pcm24k, self.session.config.volume)
             frames, dur = enc.push(pcm24k)
             words = reply.transcript.add_sentence(sentence, audio_s * 1000, (audio_s + dur) * 1000)
@@ -283,6 +286,22 @@ class Speaker:
         reply.tool_calls.append((call_id, call.name, args))
         await self.outbox.emit("tool.call", call_id=call_id, name=call.name, arguments=args)
         log.info("local_agent.tool_call", session_id=session.id, tool=call.name, call_id=call_id)
+
+
+#: Below this (PCM16) a sample is silence for :func:`trim_leading_silence` (about -50 dBFS); 5 ms of it is kept.
+_QUIET = 100
+_KEEP_SAMPLES = 120
+
+
+def trim_leading_silence(pcm16: bytes) -> bytes:
+    """``pcm16`` (24 kHz) without the silence it opens with, bar 5 ms: a reply's first audio is then audible in its
+    first chunk, not 40 ms later. Once per reply, never on the media path's per-frame work."""
+    samples = np.frombuffer(pcm16[: len(pcm16) - len(pcm16) % 2], dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > _QUIET)
+    if loud.size == 0:
+        return pcm16
+    start = max(0, int(loud[0]) - _KEEP_SAMPLES)
+    return pcm16[2 * start :]
 
 
 def _synth_all(tts: Any, sentence: str) -> Pieces:

@@ -111,3 +111,15 @@ def test_without_judge_overlap_the_detector_behaves_as_before() -> None:
 @pytest.mark.parametrize("text", ["start.", "Wake, stop."])
 def test_how_whisper_misreads_a_short_stop_or_wait_still_interrupts(text: str) -> None:
     assert is_interruption(text)
+
+
+def test_a_replys_first_audio_loses_the_silence_it_opens_with_but_5_ms() -> None:
+    import numpy as np
+
+    from gateway.local_agent.speaker import trim_leading_silence
+
+    quiet = np.full(960, 40, dtype="<i2")  # 40 ms of near-silence at 24 kHz
+    loud = np.tile(np.array([5000, -5000], dtype="<i2"), 240)
+    out = np.frombuffer(trim_leading_silence(quiet.tobytes() + loud.tobytes()), dtype="<i2")
+    assert len(out) == 120 + 480 and (out[120:] == loud).all()
+    assert trim_leading_silence(quiet.tobytes()) == quiet.tobytes()  # all quiet: left alone
