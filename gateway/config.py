@@ -160,7 +160,7 @@ class LocalAgentConfig:
 
     intents: str = "local_agent/intents.toml"  # relative to the config directory
     resume_window_s: float = 30.0
-    backchannel_max_ms: int = 600
+    backchannel_max_ms: int = 1000
     min_silence_ms: int = 600
     threads: int = 4  # the process-wide pool for blocking model calls
     # intra-op threads of Whisper and Piper each (measured: docs/architecture/local-agent.md#concurrency)

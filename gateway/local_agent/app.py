@@ -283,7 +283,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--intents", type=Path, help="intents TOML (default: config/local_agent/intents.toml)")
     p.add_argument("--resume-window", type=float, help="seconds a dropped session can be resumed (default 30)")
     p.add_argument("--min-silence-ms", type=int, help="default end-of-turn silence (default 600)")
-    p.add_argument("--backchannel-ms", type=int, help="speech over a reply shorter than this does not interrupt")
+    p.add_argument("--backchannel-ms", type=int, help="speech over a reply this long interrupts whatever its words")
     p.add_argument("--threads", type=int, help="worker pool size for model calls (default 4)")
     p.add_argument(
         "--data-dir", type=Path, help="stored agents and sessions (default: $XDG_DATA_HOME/voice-gateway/local-agent)"

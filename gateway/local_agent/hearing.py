@@ -43,6 +43,7 @@ def turn_knobs(settings: LocalAgentSettings, config: proto.SessionConfig) -> Tur
         interrupt_response=td.interrupt_response if td.interrupt_response is not None else True,
         backchannel_max_ms=s.backchannel_max_ms,
         speculate_ms=s.speculate_ms,
+        judge_overlap=True,
     )
 
 

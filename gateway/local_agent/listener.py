@@ -1,6 +1,10 @@
 """A connection's listener: the caller's audio → 16 kHz → VAD (in the worker pool) → turn detector → speech events,
 barge-ins, turns worked out ahead at a pause, and finished turns queued as jobs. Not pure.
 
+Semantic barge-in (docs/architecture/local-agent.md#barge-in): sound over an interruptible reply holds the reply
+(:meth:`~.speaker.Speaker.hold`); at the caller's first pause their words so far are transcribed and judged
+(:func:`~.backchannel.is_interruption`); an interruption commits the barge-in, anything else lets the reply go on.
+
 Its state is the session's :class:`~.hearing.Hearing`, so a socket that drops mid-turn leaves everything where the
 next connection's listener picks it up (:meth:`Listener.run` catches up first). The decisions are the pure
 :class:`~.turns.TurnDetector`'s and :func:`~.turns.pause_verdict`'s (docs/architecture/local-agent.md#turn-detection).
@@ -13,6 +17,7 @@ import functools
 
 import structlog
 
+from .backchannel import is_interruption
 from .brain import Decided
 from .hearing import INBOUND_MAX, Hearing, Speculation
 from .jobs import Prepared, TurnJob
@@ -21,7 +26,18 @@ from .replier import Replier
 from .runtime import AgentRuntime
 from .session import Session
 from .speaker import Speaker
-from .turns import BargeIn, SpeechStarted, TurnEnded, TurnEvent, TurnPausing, pause_verdict
+from .turns import (
+    BargeIn,
+    OverlapPausing,
+    OverlapStarted,
+    OverlapVerdict,
+    SpeechDiscarded,
+    SpeechStarted,
+    TurnEnded,
+    TurnEvent,
+    TurnPausing,
+    pause_verdict,
+)
 
 __all__ = ["Listener"]
 
@@ -47,6 +63,11 @@ class Listener:
         self.speaker = speaker
         self.replier = replier
         self._tg: asyncio.TaskGroup | None = None
+        #: Semantic barge-in: the start of the caller's speech the reply is held for, the number of the latest
+        #: hold or pause of it (a verdict counts only for that one) and the transcription judging it.
+        self._held_for: int | None = None
+        self._overlap_seq = 0
+        self._judging: asyncio.Task[None] | None = None
 
     async def run(self, tg: asyncio.TaskGroup) -> None:
         """Hear inbound audio until the connection ends; speculation tasks go into ``tg``."""
@@ -66,6 +87,7 @@ class Listener:
                 h.room.set()
             pcm = b"".join(h.decoder.decode(c) for c in chunks)
             if not pcm:
+                await self._handle_backlog()  # woken with no audio (a verdict is in: _judge)
                 continue
             h.utterance.push(pcm)
             # The VAD stream's state advances in the pool whether or not we are still here to read the result, so
@@ -109,12 +131,27 @@ class Listener:
         h = self.hearing
         if isinstance(ev, SpeechStarted):
             await self.outbox.emit("input.speech.started")
+        elif isinstance(ev, OverlapStarted):
+            self._new_overlap_step()
+            self._held_for = ev.start_sample
+            self.speaker.hold()
+        elif isinstance(ev, OverlapPausing):
+            self._new_overlap_step()
+            assert self._tg is not None
+            audio = h.turn_audio(ev.start_sample, ev.end_sample)
+            self._judging = self._tg.create_task(self._judge(ev, audio, self._overlap_seq), name="turn:judge")
+        elif isinstance(ev, OverlapVerdict):
+            await self._on_verdict(ev)
         elif isinstance(ev, BargeIn):
+            # Still held while it is cut: nothing more of the reply goes out (cut() lets go of the hold).
+            self._new_overlap_step()
+            self._held_for = None
             if ev.continuation:
                 # The caller went on after a turn ended early: answer both parts together, as when they go on
                 # before the reply starts (turn_merge).
                 h.merge.continuation()
             if not await self.replier.interrupt():
+                self.speaker.release()
                 await self.outbox.emit("input.speech.started")
         elif isinstance(ev, TurnPausing):
             # Start Whisper (~0.3 s) and, for a deterministic engine, the reply's first sentence now, so they are
@@ -143,7 +180,57 @@ class Listener:
                     )
                 )
         else:
+            assert isinstance(ev, SpeechDiscarded)
+            if self._held_for == ev.start_sample and self._judging is not None and not self._judging.done():
+                return  # its words are still being judged: the verdict decides (a late "stop" still stops)
+            self._end_overlap()
             log.debug("local_agent.backchannel", session_id=self.session.id, voiced_ms=ev.voiced_ms)
+
+    def _new_overlap_step(self) -> None:
+        """A new hold or pause of the caller's speech over a reply: any judgement still running is out of date."""
+        self._overlap_seq += 1
+        if self._judging is not None:
+            self._judging.cancel()
+            self._judging = None
+
+    def _end_overlap(self) -> None:
+        """The held speech is decided or over: let the reply go on (a barge-in has cut it first)."""
+        self._new_overlap_step()
+        if self._held_for is not None:
+            self._held_for = None
+            self.speaker.release()
+
+    async def _judge(self, ev: OverlapPausing, audio: bytes, seq: int) -> None:
+        """Transcribe the held speech so far and queue the verdict with the detector's events."""
+        try:
+            text = await self.rt.run_blocking(functools.partial(self.rt.models.stt.transcribe, quick=True), audio)
+        except Exception:
+            log.exception("local_agent.judge_failed", session_id=self.session.id)
+            text = ""  # an unreadable overlap lets the reply go on; long speech still interrupts on its duration
+        self.hearing.backlog.append(OverlapVerdict(ev.start_sample, ev.end_sample, is_interruption(text), seq, text))
+        self.hearing.inbound.put_nowait(b"")  # wake the loop even if the client sends no audio meanwhile
+
+    async def _on_verdict(self, ev: OverlapVerdict) -> None:
+        h = self.hearing
+        if ev.seq != self._overlap_seq or self._held_for != ev.start_sample:
+            return  # the caller spoke on (judged again at their next pause), or it was decided meanwhile
+        self._judging = None
+        log.info(
+            "local_agent.overlap_judged", session_id=self.session.id, interrupt=ev.interrupt, words=len(ev.text.split())
+        )
+        if not ev.interrupt:
+            self._end_overlap()
+            return
+        barge = h.detector.commit_overlap(ev.start_sample)
+        if barge is not None:
+            await self._on_turn_event(barge)  # the caller's speech goes on as their turn
+            return
+        # The detector had already let it go as over (the verdict came late): interrupt, and the words are a turn.
+        self._held_for = None
+        if await self.replier.interrupt():
+            await self._on_turn_event(TurnEnded(ev.start_sample, ev.end_sample, "overlap"))
+        else:
+            self.speaker.release()
 
     def _start_preparation(self, spec: Speculation) -> None:
         assert self._tg is not None

@@ -101,9 +101,10 @@ class LocalAgentSettings:
     #: How far ahead of real time reply audio may run (a lead burst the client buffers in a 100–200 ms jitter
     #: buffer).
     reply_lead_ms: float = 200.0
-    #: Caller speech over a reply shorter than this (voiced time) is a back-channel ("uh-huh", "okay") and does
-    #: not interrupt (docs/architecture/local-agent.md#barge-in). Also the earliest a barge-in can be decided.
-    backchannel_max_ms: int = 600
+    #: Caller speech over a reply that reaches this much voiced time interrupts it whatever its words; shorter
+    #: speech holds the reply and its words decide (docs/architecture/local-agent.md#barge-in). 1000, not the 600 of
+    #: the duration-only rule: a slow "mm-hmm" is 600-800 ms of voicing, and the words now catch a short "stop".
+    backchannel_max_ms: int = 1000
     #: Default end-of-turn silence when the client sets no ``turn_detection.min_silence``. 600 ms rather than the
     #: cloud's 1000 ms: the local agent has no semantic end-of-turn model, so a plain silence timer is all there is, and
     #: 600 ms is the measured choice for a responsive phone agent (docs/architecture/local-agent.md#turn-detection).

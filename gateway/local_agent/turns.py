@@ -16,6 +16,16 @@ speaking, and returns :data:`TurnEvent` values:
 - :class:`SpeechDiscarded`: speech over a reply that ended while the reply was still playing and was too short to
   interrupt ("uh-huh", "okay": a back-channel), or was not allowed to interrupt.
 
+Semantic barge-in (``judge_overlap``; docs/architecture/local-agent.md#barge-in): sound over an interruptible reply
+*holds* the reply at once and the words decide, so the caller is not talked over while that is worked out:
+
+- :class:`OverlapStarted`: the first speech window over an interruptible reply (and again whenever the caller
+  speaks on after an :class:`OverlapPausing`) → stop sending the reply's audio (hold it; it resumes where it was).
+- :class:`OverlapPausing`: the caller paused inside that speech → judge its words so far; the session then either
+  calls :meth:`TurnDetector.commit_overlap` (a real interruption: a :class:`BargeIn`) or lets the reply go on.
+- :class:`SpeechDiscarded` ends a held overlap that was noise, or a back-channel that is over → let the reply go on.
+- Voiced time over a reply of ``backchannel_max_ms`` is an interruption whatever the words (:class:`BargeIn`).
+
 Adaptive end of turn: once the speculative transcript of a pause is known, the session may tell the detector how
 long the silence after *that* speech must last (:meth:`TurnDetector.set_pause_verdict`, policy in
 :func:`pause_verdict`): shorter when the words are a complete, confidently understood request, longer when they
@@ -42,6 +52,9 @@ from typing import TypeAlias
 
 __all__ = [
     "BargeIn",
+    "OverlapPausing",
+    "OverlapStarted",
+    "OverlapVerdict",
     "SpeechDiscarded",
     "SpeechStarted",
     "TurnDetector",
@@ -76,6 +89,9 @@ class TurnKnobs:
     #: the first sentence's synthesis ~0.1 s, so starting them this far into the silence has the reply ready
     #: about when ``min_silence_ms`` ends the turn. Shorter pauses (commas) cost a wasted transcription.
     speculate_ms: int = 160
+    #: Semantic barge-in: hold the reply at the first sound over it and let its words decide (module docstring).
+    #: Off by default here so the plain duration rule stays testable on its own; the local agent turns it on.
+    judge_overlap: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +125,45 @@ class TurnPausing:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlapStarted:
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapPausing:
+    start_sample: int
+    end_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapVerdict:
+    """Not the detector's: the session's judgement of the words of an :class:`OverlapPausing` (``seq`` says which
+    one), queued with the detector's events so it is handled in order with them."""
+
+    start_sample: int
+    end_sample: int
+    interrupt: bool
+    seq: int
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechDiscarded:
     start_sample: int
     end_sample: int
     voiced_ms: int
 
 
-TurnEvent: TypeAlias = SpeechStarted | BargeIn | TurnEnded | TurnPausing | SpeechDiscarded
+TurnEvent: TypeAlias = (
+    SpeechStarted
+    | BargeIn
+    | TurnEnded
+    | TurnPausing
+    | SpeechDiscarded
+    | OverlapStarted
+    | OverlapPausing
+    | OverlapVerdict
+)
 
 
 class _State(enum.Enum):
@@ -130,7 +178,7 @@ class TurnDetector:
 
     __slots__ = (
         "knobs", "_state", "_window", "_start", "_voiced", "_silence_run", "_last_voiced_end", "_last_sure", "_barged",
-        "_verdict_end", "_verdict_ms", "_early_end",
+        "_verdict_end", "_verdict_ms", "_early_end", "_held", "_overlap_paused",
     )  # fmt: skip
 
     def __init__(self, knobs: TurnKnobs | None = None) -> None:
@@ -149,6 +197,8 @@ class TurnDetector:
         self._barged = False  # at most one barge-in per utterance
         self._verdict_end = -1  # set_pause_verdict: the speech end it judged…
         self._verdict_ms = 0  # …and the silence that ends the turn after it
+        self._held = False  # judge_overlap: an OverlapStarted was reported for this utterance
+        self._overlap_paused = False  # …and an OverlapPausing since its last speech window
 
     @property
     def position(self) -> int:
@@ -170,9 +220,23 @@ class TurnDetector:
         """Any confirmed speech is in progress (a turn, or speech over a reply)."""
         return self._state in (_State.TURN, _State.OVERLAP)
 
+    @property
+    def overlap_start(self) -> int | None:
+        """Where the caller's speech over a reply started, while it is held for judging (``judge_overlap``)."""
+        return self._start if self._held and self._state in (_State.CANDIDATE, _State.OVERLAP) else None
+
     def reset(self) -> None:
         """Drop any utterance in progress (the clock keeps running)."""
         self._reset_utterance()
+
+    def commit_overlap(self, start_sample: int) -> BargeIn | None:
+        """The words of the held speech over a reply starting at ``start_sample`` are a real interruption: the
+        caller takes the turn (a :class:`BargeIn`, as the duration rule gives). ``None`` if that speech is no
+        longer held (it ended, or was already decided)."""
+        if self.overlap_start != start_sample or self._state is not _State.OVERLAP:
+            return None
+        ev = self._barge_in()
+        return BargeIn(ev.start_sample, self.position)  # between pushes: decided at the clock as it stands
 
     def set_pause_verdict(self, end_sample: int, silence_ms: int) -> bool:
         """The caller's turn, if its speech still ends at ``end_sample`` (the :class:`TurnPausing` it was judged
@@ -212,29 +276,46 @@ class TurnDetector:
             self._silence_run += 1
 
         state = self._state
+        judge = k.judge_overlap and agent_speaking and may_interrupt
         if state is _State.IDLE:
             if speech:
                 self._state = _State.CANDIDATE
                 self._start = i * WINDOW_SAMPLES
                 self._voiced = 1
+                if judge:
+                    # Hold the reply at the first sound: undone at once if it proves to be a click.
+                    self._held = True
+                    return OverlapStarted(self._start)
                 return self._maybe_confirm(agent_speaking, may_interrupt)
             self._voiced = 0
             return None
 
         if state is _State.CANDIDATE:
             if self._ms(self._silence_run) >= k.candidate_reset_ms:
+                ev = SpeechDiscarded(self._start, self._last_voiced_end, self._ms(self._voiced)) if self._held else None
                 self._reset_utterance()
-                return None
+                return ev
             return self._maybe_confirm(agent_speaking, may_interrupt)
 
         if state is _State.OVERLAP:
-            if self._ms(self._silence_run) >= k.min_silence_ms:
+            # Over when the silence is long enough, or (held: the reply waits on it) the line has hovered in the
+            # ambiguous band that long again since the last confident speech.
+            quiet = self._ms(self._silence_run) >= k.min_silence_ms
+            if quiet or (self._held and self._ms(i - self._last_sure) >= 2 * k.min_silence_ms):
                 ev = SpeechDiscarded(self._start, self._last_voiced_end, self._ms(self._voiced))
                 self._reset_utterance()
                 return ev
             if agent_speaking:
                 if may_interrupt and self._ms(self._voiced) >= k.backchannel_max_ms:
                     return self._barge_in()
+                if judge and self._held:
+                    if speech and self._overlap_paused:
+                        self._overlap_paused = False
+                        return OverlapStarted(self._start)  # speaking on: hold again until judged again
+                    pause_windows = max(1, -(-k.speculate_ms * SAMPLE_RATE // (1000 * WINDOW_SAMPLES)))
+                    if silence and self._silence_run == pause_windows:
+                        self._overlap_paused = True
+                        return OverlapPausing(self._start, self._last_voiced_end)
                 return None
             if speech:
                 # The reply ended while the caller was still talking: their speech is a turn after all.
@@ -275,6 +356,9 @@ class TurnDetector:
             self._state = _State.OVERLAP
             if may_interrupt and self._ms(self._voiced) >= self.knobs.backchannel_max_ms:
                 return self._barge_in()
+            if self.knobs.judge_overlap and may_interrupt and not self._held:
+                self._held = True  # the reply started during the candidate
+                return OverlapStarted(self._start)
             return None
         self._state = _State.TURN
         return SpeechStarted(self._start)
@@ -282,6 +366,7 @@ class TurnDetector:
     def _barge_in(self) -> BargeIn:
         self._state = _State.TURN
         self._barged = True
+        self._held = self._overlap_paused = False
         return BargeIn(self._start, (self._window + 1) * WINDOW_SAMPLES)
 
     def _end(self, reason: str, end_sample: int | None = None) -> TurnEnded:

@@ -431,7 +431,7 @@ class _Call:
         """Serve the stream until someone hangs up. Raises GatewayProtocolError (after hanging up) if the gateway
         broke the protocol."""
         loop = asyncio.get_running_loop()
-        self._t0 = loop.time()
+        self._t0 = self._record.stream_t0 = loop.time()
         error: GatewayProtocolError | None = None
         try:
             async with asyncio.TaskGroup() as tg:

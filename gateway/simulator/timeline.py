@@ -126,6 +126,8 @@ class CallRecord:
     out_wav: str | None = None
     #: Where the gateway stored this call's record and recording (GET /calls/{call_sid}, with --api-key), or None.
     stored: dict[str, Any] | None = None
+    #: Event-loop time of the stream's frame 0 (every ``t`` above counts from it), to line up in-process logs.
+    stream_t0: float = 0.0
 
     def add(self, t: float, kind: str, **fields: Any) -> None:
         self.events.append(Event(round(t, 4), kind, fields))

@@ -46,3 +46,21 @@ def test_an_odd_trailing_byte_is_ignored(speech_models: SpeechModels) -> None:
     text = "Could you read me the menu?"
     pcm = caller_pcm16_16k(speech_models.tts, text)
     assert word_error_rate(text, speech_models.stt.transcribe(pcm + b"\x01")) <= 0.15
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Hello? Yes? Hello? Yes?", "Hello? Yes?"),
+        ("Is it open? Is it open?", "Is it open?"),
+        ("Is it open? is it open", "Is it open?"),
+        ("Stop. Stop. Stop.", "Stop."),
+        ("Yes. No. Yes.", "Yes. No. Yes."),
+        ("I want a table. For six.", "I want a table. For six."),
+        ("", ""),
+    ],
+)
+def test_a_transcript_read_twice_over_is_read_once(text: str, expected: str) -> None:
+    from gateway.local_agent.speech.stt import collapse_repeats
+
+    assert collapse_repeats(text) == expected
