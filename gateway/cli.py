@@ -116,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         # Our own run loop instead of web.run_app: SIGTERM drains live calls (gateway.drain), then exits 0.
         from .drain import serve
 
-        eventloop.run(serve(app, server.host, server.port), server.loop)
+        try:
+            eventloop.run(serve(app, server.host, server.port), server.loop)
+        except ConfigError as exc:  # found at start-up, e.g. a profile's agent_id the embedded local agent lacks
+            print(f"voice-gateway: invalid configuration: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "local-agent":
         from .local_agent.bridge import run_local_agent

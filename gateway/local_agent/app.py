@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from ..errors import ConfigError
 from . import protocol as proto
 from .brain import IntentEngine, IntentTable, ReplyEngine, load_intents
 from .endpoint import handle_websocket
@@ -160,6 +161,12 @@ def create_local_agent_app(settings: LocalAgentSettings, models: SpeechModels | 
         try:
             await store.start()
             stores.append(store)
+            for key, agent_id in settings.required_agents:  # a profile's agent_id this agent does not store
+                if await store.agent_fields(agent_id) is None:
+                    raise ConfigError(
+                        f"{key}: the embedded local agent stores no agent {agent_id!r} in {store.data_dir}; "
+                        "create it first (POST /agent/v1/agents) or remove the key"
+                    )
             loop = asyncio.get_running_loop()
             loaded = models
             if loaded is None:

@@ -154,6 +154,9 @@ class LocalAgentSettings:
     keep_sessions: int = 200
     #: Write each session's stereo recording (the timeline is always written).
     record_audio: bool = True
+    #: Stored agents that must exist at start-up, as (config key, agent id): the gateway's profiles that name one
+    #: (docs/how-to/conversation.md#stored-agents). A missing one stops start-up with a ConfigError naming the key.
+    required_agents: tuple[tuple[str, str], ...] = ()
     #: ``session.ready.expires_at`` is now + this (live: ≈ 3600 regardless of the token cap;
     #: docs/reference/local-agent-api.md#auth).
     session_expiry_s: int = 3600
@@ -251,6 +254,9 @@ def settings_from_app(settings: Settings, api_key: str | None) -> LocalAgentSett
         llm=llm,
         data_dir=Path(cfg.data_dir).expanduser() if cfg.data_dir else None,
         keep_sessions=cfg.keep_sessions,
+        required_agents=tuple(
+            (f"profiles.{name}.agent_id", p.agent_id) for name, p in settings.profiles.items() if p.agent_id
+        ),
     )
     try:
         la.validate()

@@ -25,6 +25,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from gateway.config import HttpTool
+from gateway.errors import ConfigError
 from gateway.hold_sound import BUNDLED_HOLD
 from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from gateway.profile_options import HoldAudioSettings, IdleSettings, VoicemailSettings, WarmTransferSettings
@@ -109,9 +110,8 @@ async def gateway(models, tool_url, intents) -> AsyncIterator[str]:
             tools=("end_call", "book_table"),
             hold_audio=HoldAudioSettings(enabled=True, after_ms=AFTER_MS),
         ),
-        "stored": dataclasses.replace(base, agent_id="agent_" + "0" * 32),
     }
-    numbers = {"+15550100011": "idle", "+15550100012": "hold", "+15550100013": "stored"}
+    numbers = {"+15550100011": "idle", "+15550100012": "hold"}
     tools = {"book_table": HttpTool(url=tool_url, description="Book a table.", timeout_s=10.0)}
     local = dataclasses.replace(settings.local_agent, intents=intents)
     settings = dataclasses.replace(settings, profiles=profiles, numbers=numbers, tools=tools, local_agent=local)
@@ -193,18 +193,19 @@ async def test_the_caller_speaking_during_hold_audio_stops_it_at_once(gateway, v
     assert all(p / 8000 < clears[0] for p in hold_positions(record.heard)), (clears, hold_positions(record.heard))
 
 
-async def test_an_unknown_stored_agent_ends_the_call_cleanly(gateway):
-    with capture_call_logs() as logs:
-        record = await simulate_call(SimulatorConfig(url=gateway, to="+15550100013", hangup_after_s=15.0))
-        ended = await wait_event(logs, "call.ended")
-    (missing,) = events(logs, "agent.agent_not_found")
-    assert missing["agent_id"] == "agent_" + "0" * 32
-    assert ended["outcome"] == "agent_error" and "agent_not_found" in ended["error"]
-    assert [e.fields["by"] for e in record.events if e.kind == "hangup"] == ["gateway"]
+async def test_a_profile_naming_an_agent_the_local_agent_does_not_store_stops_start_up(models, tmp_path):
+    settings = local_agent_settings()
+    local = dataclasses.replace(settings.local_agent, data_dir=str(tmp_path / "local-agent"))
+    missing = dataclasses.replace(settings.profiles["default"], agent_id="agent_" + "0" * 32)
+    settings = dataclasses.replace(settings, local_agent=local, profiles={**settings.profiles, "stored": missing})
+    with pytest.raises(ConfigError, match=r"^profiles\.stored\.agent_id: .*agent_0{32}"):
+        async with serve_gateway(settings, models):
+            pass
 
 
 # ---- outbound voicemail -------------------------------------------------------------------------------------------
 AUTH = "e2e-twilio-token"
+STORED_GREETING = "Hello, this is the Harbour Kitchen front desk."
 API_KEY = "e2e-api-key"
 VOICEMAIL = "Your table is ready."
 
@@ -344,3 +345,47 @@ async def test_a_warm_transfer_returns_an_unanswered_caller_to_the_agent_then_br
     text = heard_text(models, record.heard[int(first_end * 8000) : int(second * 8000)])
     assert "nobody answered" in text, text
     assert hold_positions(record.heard), "the caller never heard the hold sound"
+
+
+async def test_a_profile_naming_a_stored_agent_of_the_local_agent_gets_its_greeting(models, tmp_path):
+    """A profile's ``agent_id`` against the embedded local agent that stores it (docs/how-to/conversation.md
+    #stored-agents): the agent is created through the local agent's REST API, then a second gateway on the same data
+    directory answers a number whose profile names it; the caller hears the stored agent's greeting, not the
+    profile's, and the call ends as the caller hangs up."""
+    key = "e2e-local-agent-key"
+    settings = local_agent_settings(LOCAL_AGENT_API_KEY=key)
+    local = dataclasses.replace(settings.local_agent, data_dir=str(tmp_path / "local-agent"))
+    settings = dataclasses.replace(settings, local_agent=local)
+    body = {
+        "name": "Front desk",
+        "system_prompt": "You answer for a small restaurant.",
+        "voice": {"voice_id": "alba"},
+        "greeting": STORED_GREETING,
+    }
+    async with serve_gateway(settings, models) as (url, _app), aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/agent/v1/agents", json=body, headers={"Authorization": key}) as r:
+            assert r.status in (200, 201), await r.text()
+            agent_id = (await r.json())["id"]
+    base = dataclasses.replace(settings.profiles["default"], greeting="The profile's own greeting.")
+    profiles = {"default": base, "stored": dataclasses.replace(base, agent_id=agent_id)}
+    settings = dataclasses.replace(settings, profiles=profiles, numbers={"+15550100014": "stored"})
+    async with serve_gateway(settings, models) as (url, _app):
+        with capture_call_logs() as logs:
+            record = await simulate_call(SimulatorConfig(url=url, to="+15550100014", hangup_after_s=6.0))
+            ended = await wait_event(logs, "call.ended")
+        assert ended["outcome"] == "caller_hangup", ended
+        assert not events(logs, "agent.agent_not_found") and not events(logs, "agent.session_error")
+        heard = heard_text(models, record.heard)
+        assert "kitchen front desk" in heard and "own greeting" not in heard, heard
+
+        # Deleted while the gateway runs: the next call ends cleanly, with the id in the log.
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(f"{url}/agent/v1/agents/{agent_id}", headers={"Authorization": key}) as r:
+                assert r.status == 204, await r.text()
+        with capture_call_logs() as logs:
+            record = await simulate_call(SimulatorConfig(url=url, to="+15550100014", hangup_after_s=15.0))
+            ended = await wait_event(logs, "call.ended")
+        (missing,) = events(logs, "agent.agent_not_found")
+        assert missing["agent_id"] == agent_id
+        assert ended["outcome"] == "agent_error" and "agent_not_found" in ended["error"]
+        assert [e.fields["by"] for e in record.events if e.kind == "hangup"] == ["gateway"]
