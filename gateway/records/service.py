@@ -33,7 +33,7 @@ from ..call.sounds import prompt_frames
 from ..errors import ConfigError
 from .outbox import KEEP_DELIVERED_S, Outbox, WebhookSender
 from .record import RecordBuilder
-from .recorder import FLUSH_S, CallTap, RecordingResult, RecordingWriter
+from .recorder import FLUSH_S, TICK_PARTS, CallTap, RecordingResult, RecordingWriter
 from .settings import secret_key, storage_url
 from .storage import Storage, StorageUnavailable, open_storage, safe_id
 
@@ -147,9 +147,11 @@ class Records:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
 
     async def _tick(self) -> None:
+        part = 0
         while True:
-            await asyncio.sleep(FLUSH_S)
-            self.writer.tick(self._clock())
+            await asyncio.sleep(FLUSH_S / TICK_PARTS)
+            self.writer.tick(self._clock(), part, TICK_PARTS)
+            part = (part + 1) % TICK_PARTS
 
     async def _sweep(self) -> None:
         while True:

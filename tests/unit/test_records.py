@@ -16,7 +16,7 @@ from gateway.call import events as ev
 from gateway.records.mixer import GAP_S, RATE, WINDOW_FRAMES, Mixer
 from gateway.records.outbox import MAX_BACKOFF_S, backoff_s
 from gateway.records.record import RecordBuilder, mask
-from gateway.records.recorder import CallTap
+from gateway.records.recorder import CallTap, RecordingWriter
 from gateway.records.signing import signed_headers
 from gateway.records.wav import StereoWav
 
@@ -215,6 +215,24 @@ def test_the_tap_notes_each_replys_first_send_and_play_and_a_clear_cuts_its_end(
     caller, times, agent = tap.take()
     assert caller == [] and len(agent) == 4 and agent[-1] == (None, 102.15)
     assert tap.take() == ([], [], [])
+
+
+def test_the_writer_takes_the_calls_in_parts_each_once_per_round(tmp_path):
+    """``tick(now, part, parts)`` hands over only that part's calls (gateway/records/recorder.py, TICK_PARTS): the
+    app spreads the hand-over of every call's second of audio over the second instead of one burst on the loop."""
+    writer = RecordingWriter()  # not started: tick only queues
+    taps = [CallTap(100.0, record=True, bytes_per_s=8000) for _ in range(10)]
+    for i, tap in enumerate(taps):
+        writer.open(tap, tmp_path / f"{i}.wav", "audio/x-mulaw", 8000)
+        tap.caller_audio(b"\xff" * 160, 100.5)
+    writer.tick(101.0, 3, 10)
+    pending = [bool(tap.take()[0]) for tap in taps]
+    assert pending == [i != 3 for i in range(10)]
+    for tap in taps:
+        tap.caller_audio(b"\xff" * 160, 101.5)
+    for part in range(5):
+        writer.tick(102.0, part, 5)
+    assert all(tap.take() == ([], [], []) for tap in taps)
 
 
 def test_a_batch_is_placed_exactly_as_frame_by_frame():
