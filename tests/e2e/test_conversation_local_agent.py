@@ -173,7 +173,8 @@ async def test_a_slow_tool_plays_hold_audio_until_the_reply(gateway, models, voi
     first, last = found[0] / 8000, (found[-1] + 800) / 8000
     assert first > turn_end and last - first >= (TOOL_S * 1000 - AFTER_MS) / 1000 * 0.8
     after = heard_text(models, record.heard[found[-1] + 800 :])
-    assert "all done" in after and "table for two" in after, after  # the reply follows the hold audio
+    # The reply follows the hold audio (Whisper writes the number either way: "two" or "2").
+    assert "all done" in after and re.search(r"table for (two|2)\b", after), after
 
 
 async def test_the_caller_speaking_during_hold_audio_stops_it_at_once(gateway, voice):
