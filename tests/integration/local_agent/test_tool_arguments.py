@@ -57,7 +57,7 @@ async def test_spoken_request_fills_typed_arguments_and_a_missing_one_is_asked_f
         assert "tool.call" not in [r.type for r in asked]
         question = next(r.event for r in asked if r.type == "transcript.agent")
         assert question["text"] == "For what day and time?"
-        pump.say(caller_ulaw8k(speech_models.tts, "Tomorrow at eight in the evening."))
+        pump.say(caller_ulaw8k(speech_models.tts, "Tomorrow evening at eight o'clock."))
         second = await c.expect("tool.call", timeout=40)
         assert second["arguments"]["party_size"] == 2 and second["arguments"]["time"] in tomorrow_at("20:00"), second
     finally:
