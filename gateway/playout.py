@@ -51,6 +51,10 @@ class PlayoutTracker:
         self._reply_sent_ms[reply_id] = self._reply_sent_ms.get(reply_id, 0) + duration_ms
         self._buffer_end = max(self._buffer_end, now) + duration_ms / 1000.0
 
+    def plays_from(self, now: float) -> float:
+        """When audio sent now starts playing: after what is queued at the carrier, or now."""
+        return max(self._buffer_end, now)
+
     def lead_ms(self, now: float) -> float:
         """Audio we believe is queued at the carrier and not yet played."""
         return max(0.0, self._buffer_end - now) * 1000.0

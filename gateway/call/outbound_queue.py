@@ -216,7 +216,7 @@ class OutboundQueue:
         msg = self._dialect.build_media(payload)
         dur = FRAME_MS * len(frames)
         if self.observer is not None:
-            self.observer.sent(tag, payload, now, now + self._playout.lead_ms(now) / 1000.0)
+            self.observer.sent(tag, payload, now, self._playout.plays_from(now))
         self._playout.on_sent(dur, now, tag)
         self._summary.frames_out += len(frames)
         self._ms_since_mark += dur
