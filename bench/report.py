@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_report", "limited_p99", "plot", "summarize_run"]
+__all__ = ["format_report", "generator_bound", "limited_p99", "plot", "step_table", "summarize_run"]
 
 
 def limited_p99(step: dict[str, Any]) -> float:
@@ -40,7 +40,20 @@ def summarize_run(steps: list[dict[str, Any]], p99_limit_ms: float) -> dict[str,
         # the first overloaded step, where every latency is hundreds of ms).
         "clear_p99_at_max_ms": best["clear"]["p99"] if best and best["clear"]["n"] else None,
         "loadgen_cpu_max": max((s["loadgen_cpu"] for s in steps), default=0.0),
+        "loadgen_lag_p99_at_max_ms": best.get("tick_lag_p99_ms") if best else None,
+        "generator_bound": bool(last and generator_bound(last)),
     }
+
+
+#: The generator is the limit rather than the gateway when its own core is this busy, or its 1 ms ticker runs this late
+#: at p99: then the gateway's latency at that step is partly the generator's.
+GENERATOR_BUSY = 0.85
+GENERATOR_LAG_MS = 2.0
+
+
+def generator_bound(step: dict[str, Any]) -> bool:
+    """Whether the load generator, not the gateway, may have limited ``step``."""
+    return step["loadgen_cpu"] > GENERATOR_BUSY or step.get("tick_lag_p99_ms", 0.0) > GENERATOR_LAG_MS
 
 
 def _stopped_by(last: dict[str, Any], limit: float) -> str:
@@ -58,7 +71,7 @@ def _stopped_by(last: dict[str, Any], limit: float) -> str:
 def step_table(steps: list[dict[str, Any]]) -> str:
     head = (
         f"{'calls':>5} {'in p50':>7} {'in p99':>7} {'out p50':>7} {'out p99':>7} {'clear p50':>9} "
-        f"{'gw CPU':>6} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7}"
+        f"{'gw CPU':>6} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7} {'gen lag p99':>11}"
     )
     lines = [head]
     for s in steps:
@@ -67,7 +80,8 @@ def step_table(steps: list[dict[str, Any]]) -> str:
         lines.append(
             f"{s['calls']:>5} {s['in']['p50']:7.2f} {s['in']['p99']:7.2f} {s['out']['p50']:7.2f} "
             f"{s['out']['p99']:7.2f} {clear:>9} {s['gateway_cpu']:6.0%} {cps:8.2f}ms {s['gateway_rss_mb']:6.0f}M "
-            f"{s['loadgen_cpu']:7.0%}"
+            f"{s['loadgen_cpu']:7.0%} {s.get('tick_lag_p99_ms', 0.0):9.2f}ms"
+            + ("  generator-bound" if generator_bound(s) else "")
         )
     return "\n".join(lines)
 
@@ -104,6 +118,14 @@ def format_report(result: dict[str, Any]) -> str:
     out.append(line("barge-in → clear, worst step p99", "clear_p99_ms", ".2f", " ms"))
     out.append(f"  {'stopped by':42s} " + "; ".join(s["stopped_by"] for s in summaries))
     out.append(line("load generator CPU, busiest step", "loadgen_cpu_max", ".0%"))
+    out.append(line("load generator tick lag p99, at that load", "loadgen_lag_p99_at_max_ms", ".2f", " ms"))
+    bound = sum(1 for s in summaries if s.get("generator_bound"))
+    if bound:
+        out.append(
+            f"  note: in {bound} of {len(summaries)} ramps the last step was generator-bound (its CPU over"
+            f" {GENERATOR_BUSY:.0%} or its ticker over {GENERATOR_LAG_MS:g} ms late at p99):"
+            " the gateway may carry more."
+        )
     first = [r["steps"][0] for r in runs if r["steps"]]
     if result.get("sched") != "rt" and any(max(s["in"]["p99"], s["out"]["p99"]) > 2.0 for s in first):
         out.append(
