@@ -119,8 +119,8 @@ class AgentSettings:
 @dataclass(frozen=True)
 class AudioSettings:
     agent_format: str = "pcm24k"  # pcm24k (transcode) | pcmu | pcma (G.711 passthrough)
-    inbound_resample_quality: str = "QQ"
-    outbound_resample_quality: str = "MQ"
+    inbound_resample_quality: str = "FIR"
+    outbound_resample_quality: str = "FIR"
     playout_lead_ms: int = 200
     mark_interval_ms: int = 1000
     frames_per_message: int = 1

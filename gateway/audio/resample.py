@@ -21,11 +21,37 @@ import warnings
 import numpy as np
 import soxr
 
+from .fir_design import (
+    FIR_BETA,
+    FIR_DELAY,
+    FIR_SCALE_BITS,
+    FIR_TAPS,
+    ONE,
+    interpolator_phases,
+    prototype,
+    quantize,
+    whole_samples,
+)
+from .fir_jit import AVAILABLE as JIT_AVAILABLE
+from .fir_jit import JitFirResampler
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-__all__ = ["FIR", "QUALITIES", "RESAMPLE_QUALITIES", "FirResampler", "StreamResampler", "make_resampler"]
+__all__ = [
+    "FIR",
+    "FIR_BETA",
+    "FIR_DELAY",
+    "FIR_SCALE_BITS",
+    "FIR_TAPS",
+    "QUALITIES",
+    "RESAMPLE_QUALITIES",
+    "FirResampler",
+    "JitFirResampler",
+    "StreamResampler",
+    "make_resampler",
+]
 
 #: soxr quality names accepted in config, as soxr spells them.
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
@@ -46,16 +72,6 @@ except ImportError:  # pragma: no cover - numpy < 2 keeps it under numpy.core
     from numpy.core.umath import clip as _clip  # type: ignore[no-redef]  # the same ufunc, older home
 
 
-def _whole_samples(odd: bytes, pcm: bytes) -> tuple[bytes, bytes]:
-    """A carrier may split a 16-bit sample across messages: prepend the byte held from the last chunk, hold back a
-    trailing odd one. Returns (whole samples, the byte to hold)."""
-    if odd:
-        pcm = odd + pcm
-    if len(pcm) & 1:
-        return pcm[:-1], pcm[-1:]
-    return pcm, b""
-
-
 class StreamResampler:
     """Resample a stream of little-endian mono PCM16 chunks from ``in_rate`` to ``out_rate``."""
 
@@ -72,7 +88,7 @@ class StreamResampler:
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Feed a chunk, get back whatever output is ready. ``last=True`` drains the filter."""
-        pcm, self._odd = _whole_samples(self._odd, pcm)
+        pcm, self._odd = whole_samples(self._odd, pcm)
         if self.in_rate == self.out_rate:
             return pcm
         wide = np.frombuffer(audioop.lin2lin(pcm, 2, 4), dtype=np.int32) if pcm else _EMPTY
@@ -90,34 +106,6 @@ class StreamResampler:
         self._stream.clear()  # same output afterwards as a new stream (pinned by test_fastpath_equivalence)
 
 
-# ---- block-free polyphase FIR ("FIR") ------------------------------------------------------------------------------
-#: Factor-3 filter: 97-tap Kaiser-windowed sinc (beta 7.5), cut-off 4 kHz at 24 kHz. Odd length, symmetric: linear
-#: phase with a group delay of 48 samples at 24 kHz = 2.0 ms (16 samples at 8 kHz). Measured (tests/unit/
-#: test_fir_resampler.py, bench/resampling.py): ≥ 76 dB rejection from 4.6 kHz up, flat to 3.4 kHz (|gain| < 0.01 dB).
-FIR_TAPS = 97
-FIR_BETA = 7.5
-FIR_DELAY = (FIR_TAPS - 1) // 2  # samples at the high rate
-#: Taps are integers / 2**FIR_SCALE_BITS (FirResampler's docstring says why the sums are then exact).
-FIR_SCALE_BITS = 20
-_ONE = 1 << FIR_SCALE_BITS
-
-
-def _prototype(taps: int = FIR_TAPS, beta: float = FIR_BETA, factor: int = 3) -> np.ndarray:
-    """The low-pass at the high rate, cut-off halfway through 3.4..4.6 kHz (the telephone band's transition)."""
-    n = np.arange(taps) - (taps - 1) / 2
-    h = np.sinc(n / factor) / factor * np.kaiser(taps, beta)
-    out: np.ndarray = h / h.sum()
-    return out
-
-
-def _quantize(h: np.ndarray) -> np.ndarray:
-    """Integer taps summing exactly to 2**FIR_SCALE_BITS (unit DC gain, exactly), returned as float64 of the integers.
-    The rounding residue goes to the largest tap, which keeps the filter symmetric when ``h`` is."""
-    q: np.ndarray = np.rint(h * _ONE)
-    q[int(np.argmax(q))] += _ONE - q.sum()
-    return q
-
-
 def _decimator_matrix(q: np.ndarray, block: int) -> np.ndarray:
     """(6·block × block): output ``j`` of a block is its input window ``[3j, 3j + taps)`` times the taps."""
     a = np.zeros((6 * block, block))
@@ -126,20 +114,12 @@ def _decimator_matrix(q: np.ndarray, block: int) -> np.ndarray:
     return a
 
 
-def _interpolator_phases(h: np.ndarray) -> list[np.ndarray]:
-    """The three polyphase branches of 3·h, each quantized to an exact unit DC gain. Branch 2 is branch 1 reversed
-    (h is symmetric), so the quantized filter stays exactly linear-phase."""
-    p0 = _quantize(3 * h[0::3])
-    p1 = _quantize(3 * h[1::3])
-    return [p0, p1, p1[::-1].copy()]
-
-
 def _interpolator_matrix(h: np.ndarray, block: int) -> np.ndarray:
     """(2·block × 3·block): outputs ``3j + p`` of a block come from input window ``[j, j + 2·lead + 1)``, where
     ``lead`` is the group delay in input samples (16 for 97 taps)."""
     lead = FIR_DELAY // 3
     a = np.zeros((2 * block, 3 * block))
-    for p, branch in enumerate(_interpolator_phases(h)):
+    for p, branch in enumerate(interpolator_phases(h)):
         for t, tap in enumerate(branch):
             # y[3j + p] = sum_t branch[t] * x[j + lead - t]  (D is a multiple of 3, so branch p holds taps p, p+3, …)
             for j in range(block):
@@ -156,8 +136,8 @@ def _shared(a: np.ndarray) -> np.ndarray:
 
 
 # Designed once, at import: the interpolator's matrix takes ~3,000 Python steps to fill, not something to redo per call.
-_DOWN_MATRIX = _shared(_decimator_matrix(_quantize(_prototype()) / _ONE, _FIR_BLOCK))
-_UP_MATRIX = _shared(_interpolator_matrix(_prototype(), _FIR_BLOCK) / _ONE)
+_DOWN_MATRIX = _shared(_decimator_matrix(quantize(prototype()) / ONE, _FIR_BLOCK))
+_UP_MATRIX = _shared(_interpolator_matrix(prototype(), _FIR_BLOCK) / ONE)
 
 
 class FirResampler:
@@ -246,7 +226,7 @@ class FirResampler:
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Feed a chunk, get back every output sample its input completes. ``last=True`` drains the look-ahead."""
-        pcm, self._odd = _whole_samples(self._odd, pcm)
+        pcm, self._odd = whole_samples(self._odd, pcm)
         n = len(pcm) >> 1
         fill = self._fill
         if fill + n + self._span > self._cap:
@@ -325,7 +305,7 @@ class FirResampler:
         self._sent = 0
 
 
-def make_resampler(in_rate: int, out_rate: int, quality: str) -> StreamResampler | FirResampler:
+def make_resampler(in_rate: int, out_rate: int, quality: str) -> StreamResampler | FirResampler | JitFirResampler:
     """The resampler a config quality names: ``"FIR"`` for :class:`FirResampler`, a soxr quality otherwise.
 
     The FIR exists for 24000 <-> 8000 Hz only. The quality is a process-wide setting but the carrier's rate is a
@@ -333,6 +313,7 @@ def make_resampler(in_rate: int, out_rate: int, quality: str) -> StreamResampler
     the default, rather than a call that cannot start."""
     if quality == FIR:
         if (in_rate, out_rate) in FIR_RATES:
-            return FirResampler(in_rate, out_rate, quality)
+            # The compiled kernels when numba is there (the same bytes, a third of the cost: gateway/audio/fir_jit.py).
+            return JitFirResampler(in_rate, out_rate, quality) if JIT_AVAILABLE else FirResampler(in_rate, out_rate)
         quality = FIR_FALLBACK
     return StreamResampler(in_rate, out_rate, quality)

@@ -50,7 +50,7 @@ def _agent_encoding(agent_format: str) -> tuple[str, int]:
 class InboundAudio:
     """Caller → agent: carrier payload bytes in, agent ``input.audio`` bytes out."""
 
-    def __init__(self, carrier_encoding: str, carrier_rate: int, agent_format: str, quality: str = "QQ") -> None:
+    def __init__(self, carrier_encoding: str, carrier_rate: int, agent_format: str, quality: str = "FIR") -> None:
         enc, rate = _agent_encoding(agent_format)
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self._decode = None if carrier_encoding == "audio/pcm" else _DECODE[carrier_encoding]
@@ -70,7 +70,7 @@ class OutboundAudio:
     """Agent → caller: ``reply.audio`` bytes in, whole carrier frames out."""
 
     def __init__(
-        self, agent_format: str, carrier_encoding: str, carrier_rate: int, frame_bytes: int, quality: str = "MQ"
+        self, agent_format: str, carrier_encoding: str, carrier_rate: int, frame_bytes: int, quality: str = "FIR"
     ) -> None:
         enc, rate = _agent_encoding(agent_format)
         self.passthrough = enc == carrier_encoding and rate == carrier_rate

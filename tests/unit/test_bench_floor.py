@@ -165,12 +165,14 @@ async def test_carrier_loop_sends_one_input_audio_per_media_and_ends_on_stop() -
     agent = FakeAgent([])
     with pytest.raises(CallEnded):
         await _session("pcm24k", FakeCarrierWs(list(texts))).carrier_loop(agent)  # type: ignore[arg-type]
-    sizes = floor.inbound_sizes("pcm24k", "QQ")[:3]
+    quality = load_settings(None, env={"GATEWAY_TOKEN_SECRET": "x"}).audio.inbound_resample_quality  # as the session
+    sizes = floor.inbound_sizes("pcm24k", quality)[:3]
     assert [len(base64.b64decode(t.split('"audio":"')[1][:-2])) for t in agent.sent] == sizes
 
 
 async def test_agent_loop_sends_media_on_the_real_schedule_and_clear_on_barge_in() -> None:
-    sched = floor.outbound_schedule("pcm24k", "MQ", 480)
+    quality = load_settings(None, env={"GATEWAY_TOKEN_SECRET": "x"}).audio.outbound_resample_quality  # as the session
+    sched = floor.outbound_schedule("pcm24k", quality, 480)
     events: list[Any] = [ap.ReplyAudio("r1", bytes(480)) for _ in range(40)]
     events.append(ap.ReplyDone("r1", "interrupted"))
     events += [ap.ReplyAudio("r2", bytes(480)) for _ in range(16)]

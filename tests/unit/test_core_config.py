@@ -51,8 +51,8 @@ def test_defaults_without_a_file(no_repo_config: Path) -> None:
     assert (s.server.port, s.server.public_url) == (8080, "")
     assert (s.audio.agent_format, s.audio.inbound_resample_quality, s.audio.outbound_resample_quality) == (
         "pcm24k",
-        "QQ",
-        "MQ",
+        "FIR",
+        "FIR",
     )
 
 

@@ -12,18 +12,27 @@ import math
 import numpy as np
 import pytest
 
+from gateway.audio.fir_design import interpolator_phases as _interpolator_phases
+from gateway.audio.fir_design import prototype as _prototype
+from gateway.audio.fir_design import quantize as _quantize
 from gateway.audio.resample import (
     FIR,
     FIR_DELAY,
     RESAMPLE_QUALITIES,
     FirResampler,
+    JitFirResampler,
     StreamResampler,
-    _interpolator_phases,
-    _prototype,
-    _quantize,
     make_resampler,
 )
 from gateway.audio.transcode import OutboundAudio
+
+
+@pytest.fixture(params=[FirResampler, JitFirResampler], ids=["numpy", "jit"])
+def fir_cls(request: pytest.FixtureRequest) -> type[FirResampler]:
+    """Both implementations of the FIR: every property below holds for each (gateway/audio/fir_jit.py)."""
+    cls: type[FirResampler] = request.param
+    return cls
+
 
 DIRECTIONS = [(24000, 8000), (8000, 24000)]
 
@@ -53,8 +62,8 @@ def run(r: FirResampler, data: bytes, sizes: list[int]) -> bytes:
     return b"".join(out) + r.flush()
 
 
-def whole(in_rate: int, out_rate: int, data: bytes) -> bytes:
-    r = FirResampler(in_rate, out_rate)
+def whole(in_rate: int, out_rate: int, data: bytes, cls: type[FirResampler] = FirResampler) -> bytes:
+    r = cls(in_rate, out_rate)
     return r.process(data) + r.flush()
 
 
@@ -81,20 +90,23 @@ def reference(in_rate: int, out_rate: int, data: bytes) -> np.ndarray:
     ("in_rate", "out_rate"),
     [(16000, 8000), (44100, 8000), (8000, 16000), (8000, 8000), (48000, 8000), (24000, 16000), (9000, 3000)],
 )
-def test_anything_but_the_8k_24k_pair_is_a_value_error(in_rate: int, out_rate: int) -> None:
+def test_anything_but_the_8k_24k_pair_is_a_value_error(
+    in_rate: int, out_rate: int, fir_cls: type[FirResampler]
+) -> None:
     with pytest.raises(ValueError):
-        FirResampler(in_rate, out_rate)
+        fir_cls(in_rate, out_rate)
 
 
 @pytest.mark.parametrize("quality", ["MQ", "fir", "", "QQ"])
-def test_the_fir_class_only_takes_its_own_quality_name(quality: str) -> None:
+def test_the_fir_class_only_takes_its_own_quality_name(quality: str, fir_cls: type[FirResampler]) -> None:
     with pytest.raises(ValueError):
-        FirResampler(24000, 8000, quality)
+        fir_cls(24000, 8000, quality)
 
 
 def test_make_resampler_picks_the_class_from_the_quality_name() -> None:
     assert FIR in RESAMPLE_QUALITIES
-    assert isinstance(make_resampler(24000, 8000, "FIR"), FirResampler)
+    # The compiled kernels when numba is installed (it is a dependency), the numpy version otherwise.
+    assert isinstance(make_resampler(24000, 8000, "FIR"), JitFirResampler)
     assert isinstance(make_resampler(24000, 8000, "MQ"), StreamResampler)
     with pytest.raises(ValueError):
         make_resampler(24000, 8000, "fir")
@@ -111,16 +123,16 @@ def test_the_designed_filter_is_linear_phase_with_exact_unit_dc_gain() -> None:
 
 # ---- determinism ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_output_is_the_plain_convolution_exactly(in_rate: int, out_rate: int) -> None:
+def test_output_is_the_plain_convolution_exactly(in_rate: int, out_rate: int, fir_cls: type[FirResampler]) -> None:
     data = noise(in_rate, 0.5) + tone(1000, in_rate, 0.2, 32000) + pcm(np.full(in_rate // 50, 32767.0))
-    got = samples(whole(in_rate, out_rate, data))
+    got = samples(whole(in_rate, out_rate, data, fir_cls))
     want = reference(in_rate, out_rate, data)
     assert len(got) == len(want) == len(data) // 2 * out_rate // in_rate
     assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_output_does_not_depend_on_chunking(in_rate: int, out_rate: int) -> None:
+def test_output_does_not_depend_on_chunking(in_rate: int, out_rate: int, fir_cls: type[FirResampler]) -> None:
     data = noise(in_rate, 0.4, seed=1)
     ref = whole(in_rate, out_rate, data)
     chunkings = [
@@ -137,46 +149,46 @@ def test_output_does_not_depend_on_chunking(in_rate: int, out_rate: int) -> None
     rng = np.random.default_rng(7)
     chunkings += [list(rng.integers(1, 4000, 40)) for _ in range(6)]
     for sizes in chunkings:
-        assert run(FirResampler(in_rate, out_rate), data, [int(s) for s in sizes]) == ref, sizes[:5]
+        assert run(fir_cls(in_rate, out_rate), data, [int(s) for s in sizes]) == ref, sizes[:5]
 
 
-def test_empty_chunks_change_nothing() -> None:
+def test_empty_chunks_change_nothing(fir_cls: type[FirResampler]) -> None:
     data = noise(24000, 0.1, seed=2)
-    r = FirResampler(24000, 8000)
+    r = fir_cls(24000, 8000)
     out = b"".join(r.process(b"") + r.process(data[i : i + 480]) for i in range(0, len(data), 480)) + r.flush()
     assert out == whole(24000, 8000, data)
 
 
-def test_an_odd_byte_is_carried_to_the_next_chunk() -> None:
+def test_an_odd_byte_is_carried_to_the_next_chunk(fir_cls: type[FirResampler]) -> None:
     data = noise(24000, 0.1, seed=3)
-    r = FirResampler(24000, 8000)
+    r = fir_cls(24000, 8000)
     assert r.process(data[:3]) == b""  # one sample and a half: nothing complete yet
     rest = r.process(data[3:]) + r.flush()
     assert rest == whole(24000, 8000, data)
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_a_reset_resampler_gives_what_a_new_one_gives(in_rate: int, out_rate: int) -> None:
+def test_a_reset_resampler_gives_what_a_new_one_gives(in_rate: int, out_rate: int, fir_cls: type[FirResampler]) -> None:
     data = noise(in_rate, 0.3, seed=4)
-    used = FirResampler(in_rate, out_rate)
+    used = fir_cls(in_rate, out_rate)
     used.process(noise(in_rate, 0.2, seed=5) + b"\x01")  # history, a pending odd byte
     used.reset()
     assert run(used, data, [in_rate // 50 * 2]) == whole(in_rate, out_rate, data)
     assert used.flush() == b""  # the flush inside run() reset it again
 
 
-def test_a_chunk_larger_than_the_buffer_grows_it_without_changing_a_byte() -> None:
+def test_a_chunk_larger_than_the_buffer_grows_it_without_changing_a_byte(fir_cls: type[FirResampler]) -> None:
     data = noise(24000, 3.0, seed=6)
-    r = FirResampler(24000, 8000)
-    small = run(FirResampler(24000, 8000), data, [960])
+    r = fir_cls(24000, 8000)
+    small = run(fir_cls(24000, 8000), data, [960])
     assert r.process(data[:960]) + r.process(data[960:]) + r.flush() == small
 
 
 # ---- delay ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_flush_releases_exactly_the_look_ahead(in_rate: int, out_rate: int) -> None:
+def test_flush_releases_exactly_the_look_ahead(in_rate: int, out_rate: int, fir_cls: type[FirResampler]) -> None:
     data = noise(in_rate, 0.3, seed=8)  # a whole number of output samples
-    r = FirResampler(in_rate, out_rate)
+    r = fir_cls(in_rate, out_rate)
     before = r.process(data)
     tail = r.flush()
     ahead = FIR_DELAY * out_rate // 24000  # 48 samples at 24 kHz, 16 at 8 kHz: 2.0 ms
@@ -185,12 +197,14 @@ def test_flush_releases_exactly_the_look_ahead(in_rate: int, out_rate: int) -> N
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_an_impulse_comes_out_in_place_after_exactly_the_group_delay(in_rate: int, out_rate: int) -> None:
+def test_an_impulse_comes_out_in_place_after_exactly_the_group_delay(
+    in_rate: int, out_rate: int, fir_cls: type[FirResampler]
+) -> None:
     at = 300  # input index, a multiple of 3
     x = np.zeros(in_rate // 10)
     x[at] = 30000
     data = pcm(x)
-    r = FirResampler(in_rate, out_rate)
+    r = fir_cls(in_rate, out_rate)
     out = b""
     fed_when_peak_out = None
     peak = at * out_rate // in_rate
@@ -207,10 +221,12 @@ def test_an_impulse_comes_out_in_place_after_exactly_the_group_delay(in_rate: in
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_every_output_sample_leaves_within_the_chunk_plus_2_ms(in_rate: int, out_rate: int) -> None:
+def test_every_output_sample_leaves_within_the_chunk_plus_2_ms(
+    in_rate: int, out_rate: int, fir_cls: type[FirResampler]
+) -> None:
     chunk = in_rate // 50  # 20 ms
     data = tone(440, in_rate, 1.0)
-    r = FirResampler(in_rate, out_rate)
+    r = fir_cls(in_rate, out_rate)
     emitted = 0
     for k, pos in enumerate(range(0, len(data), 2 * chunk)):
         emitted += len(r.process(data[pos : pos + 2 * chunk])) // 2
@@ -258,9 +274,11 @@ def test_a_1_khz_tone_keeps_70_db_snr(in_rate: int, out_rate: int) -> None:
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_full_scale_overshoot_clips_instead_of_wrapping(in_rate: int, out_rate: int) -> None:
+def test_full_scale_overshoot_clips_instead_of_wrapping(
+    in_rate: int, out_rate: int, fir_cls: type[FirResampler]
+) -> None:
     square = np.where(np.sin(2 * np.pi * 50 * np.arange(in_rate // 5) / in_rate) >= 0, 32767.0, -32768.0)
-    y = samples(whole(in_rate, out_rate, pcm(square)))
+    y = samples(whole(in_rate, out_rate, pcm(square), fir_cls))
     ref = np.where(np.sin(2 * np.pi * 50 * np.arange(len(y)) / out_rate) >= 0, 1, -1)
     assert y.max() == 32767 and y.min() == -32768
     # A wrapped sample would flip sign in the middle of a plateau.
@@ -269,9 +287,9 @@ def test_full_scale_overshoot_clips_instead_of_wrapping(in_rate: int, out_rate: 
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_output_for_predicts_what_process_returns(in_rate: int, out_rate: int) -> None:
+def test_output_for_predicts_what_process_returns(in_rate: int, out_rate: int, fir_cls: type[FirResampler]) -> None:
     data = noise(in_rate, 0.3, seed=9)
-    r = FirResampler(in_rate, out_rate)
+    r = fir_cls(in_rate, out_rate)
     rng = np.random.default_rng(10)
     pos = 0
     while pos < len(data):
@@ -282,9 +300,11 @@ def test_output_for_predicts_what_process_returns(in_rate: int, out_rate: int) -
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), DIRECTIONS)
-def test_input_for_is_the_fewest_bytes_that_give_that_much_output(in_rate: int, out_rate: int) -> None:
+def test_input_for_is_the_fewest_bytes_that_give_that_much_output(
+    in_rate: int, out_rate: int, fir_cls: type[FirResampler]
+) -> None:
     data = noise(in_rate, 0.3, seed=11)
-    r = FirResampler(in_rate, out_rate)
+    r = fir_cls(in_rate, out_rate)
     rng = np.random.default_rng(12)
     pos, out = 0, 0
     while pos < len(data) - 2000:
@@ -332,7 +352,7 @@ def test_outbound_frames_leave_on_the_chunk_that_completes_them(
         assert fast.flush() == plain.flush()
 
 
-def test_fir_configured_for_a_pair_it_was_not_designed_for_falls_back_to_soxr_mq() -> None:
+def test_fir_configured_for_a_pair_it_was_not_designed_for_falls_back_to_soxr_mq(fir_cls: type[FirResampler]) -> None:
     # The quality is process-wide, the carrier's rate per call: a 16 kHz L16 stream must still start.
     for in_rate, out_rate in ((24000, 16000), (16000, 24000), (24000, 48000)):
         used = make_resampler(in_rate, out_rate, "FIR")
@@ -342,4 +362,4 @@ def test_fir_configured_for_a_pair_it_was_not_designed_for_falls_back_to_soxr_mq
     frames = out.convert(pcm) + out.flush()
     assert frames and all(len(f) == 640 for f in frames)
     with pytest.raises(ValueError, match="24000 <-> 8000"):
-        FirResampler(24000, 16000)
+        fir_cls(24000, 16000)
