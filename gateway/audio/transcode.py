@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import g711
+from .fir_jit import AVAILABLE as JIT_AVAILABLE
+from .fir_jit import G711_TABLES, FusedFirEncoder
 from .framing import Reframer
-from .resample import make_resampler
+from .resample import FIR, make_resampler
 
 __all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio"]
 
@@ -92,8 +94,22 @@ class OutboundAudio:
         self._need = self._chunk_min
         self._held = b""
         self._update_need()
+        # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
+        # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks.
+        self._fused = (
+            FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
+            if JIT_AVAILABLE
+            and quality == FIR
+            and (enc, rate) == ("audio/pcm", 24000)
+            and carrier_rate == 8000
+            and carrier_encoding in G711_TABLES
+            else None
+        )
 
     def convert(self, data: bytes) -> list[bytes]:
+        fused = self._fused
+        if fused is not None:
+            return fused.convert(data)
         if self.passthrough:
             return self._framer.push(data)
         if self._held:
@@ -121,6 +137,8 @@ class OutboundAudio:
 
     def flush(self) -> list[bytes]:
         """End of a reply: drain the resampler and pad the last partial frame with silence."""
+        if self._fused is not None:
+            return self._fused.flush()
         frames: list[bytes] = []
         if self._held:
             frames = self._framer.push(self._transcode(self._held))
@@ -135,6 +153,9 @@ class OutboundAudio:
 
     def reset(self) -> None:
         """Barge-in: forget everything of the interrupted reply, so no tail of it is ever sent."""
+        if self._fused is not None:
+            self._fused.reset()
+            return
         self._held = b""
         if self._resampler is not None:
             self._resampler.reset()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from gateway.audio import g711
 from gateway.audio.framing import Reframer
-from gateway.audio.resample import make_resampler
+from gateway.audio.resample import FIR, FIR_RATES, FirResampler, StreamResampler, make_resampler
 
 __all__ = ["PlainInbound", "PlainOutbound", "plain_build_media", "plain_input_audio"]
 
@@ -22,6 +22,13 @@ _DECODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.ulaw_to_pcm16
 _ENCODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.pcm16_to_ulaw, "audio/pcma": g711.pcm16_to_alaw}
 _SILENCE = {"audio/pcmu": g711.ULAW_SILENCE, "audio/pcma": g711.ALAW_SILENCE, "audio/pcm": 0}
 _AGENT = {"pcm24k": ("audio/pcm", 24000), "pcmu": ("audio/pcmu", 8000), "pcma": ("audio/pcma", 8000)}
+
+
+def _resampler(in_rate: int, out_rate: int, quality: str) -> FirResampler | StreamResampler:
+    """The numpy FIR for "FIR" (the gateway uses the compiled one: the two must agree byte for byte), else soxr."""
+    if quality == FIR and (in_rate, out_rate) in FIR_RATES:
+        return FirResampler(in_rate, out_rate)
+    return make_resampler(in_rate, out_rate, quality)  # type: ignore[return-value]  # not FIR: soxr
 
 
 class PlainInbound:
@@ -32,7 +39,7 @@ class PlainInbound:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self.decode = None if carrier_encoding == "audio/pcm" else _DECODE[carrier_encoding]
         self.encode = None if enc == "audio/pcm" else _ENCODE[enc]
-        self.resampler = None if carrier_rate == rate else make_resampler(carrier_rate, rate, quality)
+        self.resampler = None if carrier_rate == rate else _resampler(carrier_rate, rate, quality)
 
     def convert(self, payload: bytes) -> bytes:
         if self.passthrough:
@@ -53,7 +60,7 @@ class PlainOutbound:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self.decode = None if enc == "audio/pcm" else _DECODE[enc]
         self.encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
-        self.resampler = None if rate == carrier_rate else make_resampler(rate, carrier_rate, quality)
+        self.resampler = None if rate == carrier_rate else _resampler(rate, carrier_rate, quality)
         self.framer = Reframer(frame_bytes)
         self.pad = _SILENCE[carrier_encoding]
 

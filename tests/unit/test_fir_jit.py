@@ -1,5 +1,6 @@
 """The compiled FIR (gateway/audio/fir_jit.py) gives the numpy FIR's bytes for any stream of chunks: odd sizes,
-empty chunks, chunks larger than its buffer, flushes and resets in between (the properties each has on its own are
+empty chunks, chunks larger than its buffer, flushes and resets in between; the fused encoder gives the plain path's
+frames (the properties each has on its own are
 in test_fir_resampler.py, run against both)."""
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audio.fir_jit import AVAILABLE, JitFirResampler
+from gateway.audio.fir_jit import AVAILABLE, FusedFirEncoder, JitFirResampler
 from gateway.audio.resample import FirResampler
+from tests.support.plain_media_path import PlainOutbound
 
 #: One step of a stream: feed n bytes, flush, or reset.
 _STEP = st.one_of(
     st.integers(min_value=0, max_value=3000).map(lambda n: ("feed", n)),
+    # The live service's chunk sizes, where a frame completes exactly at a chunk's end (10 ms, 20 ms, 5 ms).
+    st.sampled_from([480, 960, 240]).map(lambda n: ("feed", n)),
+    # One sample at a time: every chunk boundary is hit, so a frame held one chunk too long shows.
+    st.integers(min_value=1, max_value=600).map(lambda n: ("trickle", n)),
     st.just(("flush", 0)),
     st.just(("reset", 0)),
 )
@@ -33,7 +39,12 @@ def test_same_bytes_as_the_numpy_fir(
     rng = np.random.default_rng(seed)
     ref, jit = FirResampler(in_rate, out_rate), JitFirResampler(in_rate, out_rate)
     for op, n in steps:
-        if op == "flush":
+        if op == "trickle":
+            data = (rng.standard_normal(n) * level).clip(-32768, 32767).astype("<i2").tobytes()
+            assert [jit.process(data[i : i + 2]) for i in range(0, len(data), 2)] == [
+                ref.process(data[i : i + 2]) for i in range(0, len(data), 2)
+            ]
+        elif op == "flush":
             assert jit.flush() == ref.flush()
         elif op == "reset":
             ref.reset()
@@ -44,3 +55,28 @@ def test_same_bytes_as_the_numpy_fir(
             assert jit.input_for(160) == ref.input_for(160)
             assert jit.process(data) == ref.process(data)
     assert jit.process(b"\x01\x02\x03", last=True) == ref.process(b"\x01\x02\x03", last=True)
+
+
+@pytest.mark.parametrize(("carrier", "pad"), [("audio/pcmu", 0xFF), ("audio/pcma", 0xD5)])
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(_STEP, max_size=40), seed=st.integers(0, 2**32 - 1), level=st.sampled_from([30, 8000, 60000]))
+def test_the_fused_encoder_gives_the_plain_paths_frames_on_the_same_chunks(
+    carrier: str, pad: int, steps: list[tuple[str, int]], seed: int, level: int
+) -> None:
+    # The plain path: the numpy FIR, audioop's G.711 encoder and the Reframer, every chunk transcoded as it comes.
+    rng = np.random.default_rng(seed)
+    fused, plain = FusedFirEncoder(carrier, 160, pad), PlainOutbound("pcm24k", carrier, 8000, 160, "FIR")
+    for op, n in steps:
+        if op == "flush":
+            assert fused.flush() == plain.flush()
+        elif op == "reset":
+            fused.reset()
+            plain.reset()
+        elif op == "trickle":
+            data = (rng.standard_normal(n) * level).clip(-32768, 32767).astype("<i2").tobytes()
+            for i in range(0, len(data), 2):
+                assert fused.convert(data[i : i + 2]) == plain.convert(data[i : i + 2])
+        else:
+            data = (rng.standard_normal(n // 2 + 1) * level).clip(-32768, 32767).astype("<i2").tobytes()[:n]
+            assert fused.convert(data) == plain.convert(data)
+    assert fused.flush() == plain.flush()
