@@ -53,7 +53,7 @@ for _p, _branch in enumerate(interpolator_phases(prototype())):
     _UP_TAPS[_p, 2 * (FIR_DELAY // 3) - np.arange(len(_branch))] = _branch
 
 
-def _kernels() -> tuple[Any, Any]:
+def _kernels() -> tuple[Any, Any, Any]:
     """Compile the two loops (called once, at import, when numba is there)."""
 
     @njit(cache=True, fastmath=True)
@@ -288,6 +288,7 @@ class FusedFirEncoder:
 
     def _run(self, pcm: bytes) -> int:
         """Filter and encode ``pcm`` (whole samples) after the pending partial frame; returns the bytes now buffered."""
+        total: int
         n = len(pcm) >> 1
         if self._nh + n > len(self._hist):
             self._grow(self._nh + n)
