@@ -17,6 +17,7 @@ caller may coalesce chunks without changing the audio. Costs the same as the 16-
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
@@ -32,8 +33,9 @@ from .fir_design import (
     quantize,
     whole_samples,
 )
-from .fir_jit import AVAILABLE as JIT_AVAILABLE
-from .fir_jit import JitFirResampler
+
+if TYPE_CHECKING:
+    from .fir_jit import JitFirResampler
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -48,7 +50,6 @@ __all__ = [
     "QUALITIES",
     "RESAMPLE_QUALITIES",
     "FirResampler",
-    "JitFirResampler",
     "StreamResampler",
     "make_resampler",
 ]
@@ -306,6 +307,11 @@ class FirResampler:
 
 
 def make_resampler(in_rate: int, out_rate: int, quality: str) -> StreamResampler | FirResampler | JitFirResampler:
+    # (The compiled FIR is imported here, not at the top: the local agent's pure modules use soxr from this module and
+    # must not load numba. The call path imports it at start-up through gateway.audio.transcode.)
+    from .fir_jit import AVAILABLE as JIT_AVAILABLE
+    from .fir_jit import JitFirResampler
+
     """The resampler a config quality names: ``"FIR"`` for :class:`FirResampler`, a soxr quality otherwise.
 
     The FIR exists for 24000 <-> 8000 Hz only. The quality is a process-wide setting but the carrier's rate is a

@@ -15,12 +15,12 @@ import pytest
 from gateway.audio.fir_design import interpolator_phases as _interpolator_phases
 from gateway.audio.fir_design import prototype as _prototype
 from gateway.audio.fir_design import quantize as _quantize
+from gateway.audio.fir_jit import JitFirResampler
 from gateway.audio.resample import (
     FIR,
     FIR_DELAY,
     RESAMPLE_QUALITIES,
     FirResampler,
-    JitFirResampler,
     StreamResampler,
     make_resampler,
 )
