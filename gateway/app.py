@@ -29,6 +29,7 @@ from aiohttp import web
 from . import amd_http, audiosocket_server, call_control_http, carrier_routes, ops, softphone, warm_transfer_http
 from .admission import Admission
 from .agent.client import new_http_session
+from .audio.transcode import load_kernels
 from .call_registry import RESERVATION_TTL_S, CallRegistry
 from .config import BUILTIN_TOOLS, Settings
 from .control import dial
@@ -57,6 +58,8 @@ async def _agent_http(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, *, local_agent_models: object | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
+    audio = settings.audio
+    load_kernels(audio.agent_format, audio.inbound_resample_quality, audio.outbound_resample_quality)
     app[CALLS] = calls = CallRegistry(
         admission=Admission(
             limit=settings.server.max_concurrent_calls,

@@ -15,14 +15,16 @@ decode/resample/encode per frame instead of per chunk. The resampler's output do
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import g711
-from .fir_jit import AVAILABLE as JIT_AVAILABLE
-from .fir_jit import G711_TABLES, FusedFirEncoder
 from .framing import Reframer
 from .resample import FIR, make_resampler
 
-__all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio"]
+if TYPE_CHECKING:
+    from .fir_jit import FusedFirEncoder
+
+__all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio", "load_kernels"]
 
 AGENT_FORMATS = ("pcm24k", "pcmu", "pcma")
 
@@ -30,6 +32,17 @@ _DECODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.ulaw_to_pcm16
 _ENCODE: dict[str, Callable[[bytes], bytes]] = {"audio/pcmu": g711.pcm16_to_ulaw, "audio/pcma": g711.pcm16_to_alaw}
 _SILENCE = {"audio/pcmu": g711.ULAW_SILENCE, "audio/pcma": g711.ALAW_SILENCE, "audio/pcm": 0}
 _BYTES_PER_SAMPLE = {"audio/pcmu": 1, "audio/pcma": 1, "audio/pcm": 2}
+
+
+def load_kernels(agent_format: str, inbound_quality: str, outbound_quality: str) -> bool:
+    """Compile (or load from numba's cache) the FIR's kernels now if these settings resample with them, so that no
+    call waits for it. Only then: numba and its compiler take about 130 MB of memory and 0.7 s per process
+    (docs/architecture/audio.md#fir). True if they are loaded."""
+    if agent_format != "pcm24k" or FIR not in (inbound_quality, outbound_quality):
+        return False
+    from . import fir_jit
+
+    return fir_jit.AVAILABLE
 
 
 def agent_format_spec(agent_format: str) -> dict[str, object]:
@@ -96,15 +109,12 @@ class OutboundAudio:
         self._update_need()
         # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
         # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks.
-        self._fused = (
-            FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
-            if JIT_AVAILABLE
-            and quality == FIR
-            and (enc, rate) == ("audio/pcm", 24000)
-            and carrier_rate == 8000
-            and carrier_encoding in G711_TABLES
-            else None
-        )
+        self._fused: FusedFirEncoder | None = None
+        if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
+            from .fir_jit import AVAILABLE, G711_TABLES, FusedFirEncoder
+
+            if AVAILABLE and carrier_encoding in G711_TABLES:
+                self._fused = FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
 
     def convert(self, data: bytes) -> list[bytes]:
         fused = self._fused

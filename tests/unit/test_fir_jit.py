@@ -5,6 +5,9 @@ in test_fir_resampler.py, run against both)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -80,3 +83,17 @@ def test_the_fused_encoder_gives_the_plain_paths_frames_on_the_same_chunks(
             data = (rng.standard_normal(n // 2 + 1) * level).clip(-32768, 32767).astype("<i2").tobytes()[:n]
             assert fused.convert(data) == plain.convert(data)
     assert fused.flush() == plain.flush()
+
+
+def test_the_kernels_load_only_for_settings_that_resample_with_them() -> None:
+    # numba costs ~130 MB per process: a G.711 passthrough or soxr-only gateway (and the local agent) never loads it.
+    code = (
+        "import sys\n"
+        "from gateway.audio.transcode import load_kernels\n"
+        "import gateway.cli, gateway.local_agent.codec\n"
+        "assert 'numba' not in sys.modules\n"
+        "assert not load_kernels('pcmu', 'FIR', 'FIR') and not load_kernels('pcm24k', 'QQ', 'MQ')\n"
+        "assert 'numba' not in sys.modules\n"
+        "assert load_kernels('pcm24k', 'QQ', 'FIR') and 'gateway.audio.fir_jit' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
