@@ -178,7 +178,7 @@ def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[
     }
 
 
-def run_micro(c: Corpus, rounds: int = 15, in_quality: str = "QQ", out_quality: str = "MQ") -> MicroResult:
+def run_micro(c: Corpus, rounds: int = 15, in_quality: str = "FIR", out_quality: str = "FIR") -> MicroResult:
     res = MicroResult()
     for name, fn in _paths(c, in_quality, out_quality).items():
         xs = _time_per_frame(fn, rounds)

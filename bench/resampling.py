@@ -1,6 +1,6 @@
 """The resampler study: for each soxr quality and the block-free FIR (``"FIR"``), and each direction, what streaming
 costs in delay, quality and CPU, measured on the gateway's own resamplers (``make_resampler``: soxr's 32-bit path,
-or ``FirResampler``), exactly as the media path builds them.
+or the compiled FIR, ``JitFirResampler``), exactly as the media path builds them.
 
 - ``end_ms``: output still withheld after 1 s of input fed in chunks (what a ``flush`` releases at a reply's end).
 - ``first_ms``: input that must arrive before the first output sample comes out.
