@@ -51,6 +51,7 @@ __all__ = [
     "RESAMPLE_QUALITIES",
     "FirResampler",
     "StreamResampler",
+    "fir_fallback",
     "make_resampler",
 ]
 
@@ -58,9 +59,8 @@ __all__ = [
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 #: The block-free polyphase FIR (:class:`FirResampler`): factor 3 only (8 kHz <-> 24 kHz).
 FIR = "FIR"
-#: The rate pairs the FIR is designed for; make_resampler uses soxr FIR_FALLBACK for any other.
+#: The rate pairs the FIR is designed for; make_resampler uses a soxr quality for any other (fir_fallback).
 FIR_RATES = ((24000, 8000), (8000, 24000))
-FIR_FALLBACK = "MQ"
 #: Every value ``audio.inbound_resample_quality`` / ``audio.outbound_resample_quality`` accepts.
 RESAMPLE_QUALITIES = QUALITIES + (FIR,)
 
@@ -307,19 +307,26 @@ class FirResampler:
 
 
 def make_resampler(in_rate: int, out_rate: int, quality: str) -> StreamResampler | FirResampler | JitFirResampler:
-    # (The compiled FIR is imported here, not at the top: the local agent's pure modules use soxr from this module and
-    # must not load numba. The call path imports it at start-up through gateway.audio.transcode.)
-    from .fir_jit import AVAILABLE as JIT_AVAILABLE
-    from .fir_jit import JitFirResampler
-
-    """The resampler a config quality names: ``"FIR"`` for :class:`FirResampler`, a soxr quality otherwise.
+    """The resampler a config quality names: ``"FIR"`` for the block-free FIR (compiled when numba is installed: the
+    same bytes, a third of the cost, gateway/audio/fir_jit.py), a soxr quality otherwise.
 
     The FIR exists for 24000 <-> 8000 Hz only. The quality is a process-wide setting but the carrier's rate is a
-    call's (L16 at 16 kHz on SignalWire, Telnyx or Vonage), so for any other pair ``"FIR"`` means soxr ``MQ``,
-    the default, rather than a call that cannot start."""
+    call's (L16 at 16 kHz on SignalWire, Telnyx or Vonage), so for any other pair ``"FIR"`` means the soxr quality
+    that is block-free or anti-aliases, as that direction needs (:func:`fir_fallback`), rather than a call that cannot
+    start."""
     if quality == FIR:
         if (in_rate, out_rate) in FIR_RATES:
-            # The compiled kernels when numba is there (the same bytes, a third of the cost: gateway/audio/fir_jit.py).
-            return JitFirResampler(in_rate, out_rate, quality) if JIT_AVAILABLE else FirResampler(in_rate, out_rate)
-        quality = FIR_FALLBACK
+            # Imported here, not at the top: the local agent's pure modules use soxr from this module and must not
+            # load numba. The call path loads it at start-up (gateway.audio.transcode.load_kernels).
+            from .fir_jit import AVAILABLE, JitFirResampler
+
+            return JitFirResampler(in_rate, out_rate, quality) if AVAILABLE else FirResampler(in_rate, out_rate)
+        quality = fir_fallback(in_rate, out_rate)
     return StreamResampler(in_rate, out_rate, quality)
+
+
+def fir_fallback(in_rate: int, out_rate: int) -> str:
+    """The soxr quality that stands in for ``"FIR"`` at a rate pair it was not designed for. Up (the caller's audio
+    to the agent): QQ, block-free like the FIR, so the agent hears every frame as it comes. Down (the agent's voice to
+    the caller): MQ, which anti-aliases (QQ does not, and holding the first 80 ms of a reply is the lesser evil)."""
+    return "QQ" if out_rate > in_rate else "MQ"

@@ -352,11 +352,14 @@ def test_outbound_frames_leave_on_the_chunk_that_completes_them(
         assert fast.flush() == plain.flush()
 
 
-def test_fir_configured_for_a_pair_it_was_not_designed_for_falls_back_to_soxr_mq(fir_cls: type[FirResampler]) -> None:
-    # The quality is process-wide, the carrier's rate per call: a 16 kHz L16 stream must still start.
-    for in_rate, out_rate in ((24000, 16000), (16000, 24000), (24000, 48000)):
+def test_fir_configured_for_a_pair_it_was_not_designed_for_falls_back_to_soxr(fir_cls: type[FirResampler]) -> None:
+    # The quality is process-wide, the carrier's rate per call: a 16 kHz L16 stream must still start. Up, the
+    # stand-in is block-free (QQ: the agent hears each frame as it comes, as with the FIR); down, it anti-aliases (MQ).
+    for in_rate, out_rate, soxr_quality in ((24000, 16000, "MQ"), (16000, 24000, "QQ"), (24000, 48000, "QQ")):
         used = make_resampler(in_rate, out_rate, "FIR")
-        assert isinstance(used, StreamResampler) and used.quality == "MQ"
+        assert isinstance(used, StreamResampler) and used.quality == soxr_quality
+    up = make_resampler(16000, 24000, "FIR")
+    assert len(up.process(bytes(640))) > 2 * 470  # one 20 ms frame in, its 20 ms out at once (MQ: nothing yet)
     out = OutboundAudio("pcm24k", "audio/pcm", 16000, 640, "FIR")
     pcm = b"".join(int(8000 * math.sin(i / 7)).to_bytes(2, "little", signed=True) for i in range(4800))
     frames = out.convert(pcm) + out.flush()
