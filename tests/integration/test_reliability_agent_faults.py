@@ -12,6 +12,7 @@ import pytest
 from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
 from gateway.audio import g711
+from gateway.audio.fir_design import FIR_DELAY
 from gateway.call.core import CallCore
 from gateway.call.shell import agent_link
 from gateway.keys import CALLS
@@ -29,6 +30,8 @@ def agent_transport(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+#: Bytes of 24 kHz PCM the inbound resampler still holds at any moment: the FIR's look-ahead, 48 samples (2 ms).
+HELD = 2 * FIR_DELAY
 FAST_CONNECT = "[agent]\nconnect_attempts = 2\nconnect_timeout_s = 1.0\n"
 
 
@@ -130,7 +133,7 @@ async def test_drop_mid_call_resumes_the_same_session_and_loses_no_caller_audio(
         await asyncio.sleep(0.7)
         await proxy.cut(proxy.live_links[0])
         await feed
-        await peer.wait_for(lambda: len(sess.audio) >= 2.0 * 48000 - 48, timeout=5)
+        await peer.wait_for(lambda: len(sess.audio) >= 2.0 * 48000 - HELD, timeout=5)
     await asyncio.sleep(0.1)
     assert abs(len(sess.audio) / 48000 - 2.0) <= 0.005  # not one 20 ms frame lost (or doubled)
     assert sess.resumes == 1 and fake_agent.sessions == [sess]
@@ -227,7 +230,7 @@ async def test_a_server_that_just_carries_on_after_resume_is_accepted(start_gate
     with capture_call_logs() as logs:
         await proxy.cut(proxy.live_links[0])
         await peer.send_media(ulaw_tone(440, 0.5))  # during the gap
-        await peer.wait_for(lambda: len(sess.audio) >= 0.5 * 48000 - 48, timeout=5)
+        await peer.wait_for(lambda: len(sess.audio) >= 0.5 * 48000 - HELD, timeout=5)
     resumed = events(logs, "agent.resumed")
     assert resumed and resumed[0]["confirmed"] is False
     assert abs(len(sess.audio) / 48000 - 0.5) <= 0.005
