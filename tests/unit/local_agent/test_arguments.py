@@ -20,6 +20,7 @@ from gateway.local_agent.arguments import (
     choose_tool,
     extract,
     gist,
+    gives_required,
     params_of,
     question_for,
     start,
@@ -83,6 +84,16 @@ def test_spoken_numbers(text: str, values: list[int]) -> None:
         ("for four", None, None),
         ("a table for two tonight at eight", "2026-12-05", "20:00"),
         ("Saturday at 730", "2026-12-12", "19:30"),
+        # Whisper's renderings of one spoken time, and the British "half seven".
+        ("tomorrow at 7:30", "2026-12-06", "19:30"),
+        ("tomorrow at seven-thirty", "2026-12-06", "19:30"),
+        ("tomorrow at 7 30", "2026-12-06", "19:30"),
+        ("tomorrow, 7.30.", "2026-12-06", "19:30"),
+        ("tomorrow at 7.30pm", "2026-12-06", "19:30"),
+        ("tomorrow at 1930", "2026-12-06", "19:30"),
+        ("next Wednesday at 9:15 a.m.", "2026-12-09", "09:15"),
+        ("tomorrow at half seven", "2026-12-06", "19:30"),
+        ("half eight on Friday", "2026-12-11", "08:30"),
     ],
 )
 def test_times_and_dates_against_the_session_clock(text: str, day: str | None, clock: str | None) -> None:
@@ -137,6 +148,7 @@ ORDER = {
     "properties": {"order_number": {"type": "string"}, "adults": {"type": "integer"}, "children": {"type": "integer"}},
 }
 DATETIME = {"type": "object", "properties": {"start": {"type": "string", "format": "date-time"}}}
+NOTES = {"type": "object", "properties": {"terminal": {"type": "string"}}, "required": ["terminal"]}
 
 
 @pytest.mark.parametrize(
@@ -152,6 +164,10 @@ DATETIME = {"type": "object", "properties": {"start": {"type": "string", "format
         (RESERVE, "hmm, not sure", "time", {}, ("time",)),
         (WEATHER, "What is the weather like in New York tomorrow?", None, {"city": "New York"}, ()),
         (WEATHER, "Paris.", "city", {"city": "Paris"}, ()),
+        # Not a city: a number or a question word heard for a one-word answer is asked for again, not passed on.
+        (WEATHER, "For one.", "city", {}, ("city",)),
+        (WEATHER, "For when?", "city", {}, ("city",)),
+        (NOTES, "Two.", "terminal", {"terminal": "Two"}, ()),  # a number may be a free string elsewhere
         (SEATING, "Two guests on the outdoor terrace please, under the name Smith", None,
          {"seating": "outdoor", "guests": 2, "name": "Smith"}, ()),
         (SEATING, "It's John Smith.", "name", {"name": "John Smith"}, ()),
@@ -284,6 +300,40 @@ def test_choose_tool(
     intent: str | None, score: float, bound: dict[str, str], direct: dict[str, float], chosen: str | None
 ) -> None:
     assert choose_tool(intent, score, bound, direct) == chosen
+
+
+def test_words_giving_every_required_argument_are_evidence_for_the_tool() -> None:
+    # "We are a party of twelve. Can we come tomorrow at one?": opening_hours matched first, book_table (bound to
+    # reserve_table) close behind, and the words give reserve_table's party size and time.
+    bound = {"book_table": "reserve_table"}
+    scores = {"opening_hours": 0.37, "book_table": 0.34, "takeaway": 0.33}
+    direct = {"reserve_table": 0.26, "book_appointment": 0.2}
+    given = {"reserve_table", "book_appointment"}
+    assert choose_tool("opening_hours", 0.37, bound, direct, scores, given.__contains__) == "reserve_table"
+    assert choose_tool("opening_hours", 0.37, bound, direct, scores) is None  # without the arguments: the intent
+    assert choose_tool("opening_hours", 0.37, bound, direct, scores, lambda t: t == "book_appointment") is None
+    # An intent bound to a tool is the request: another tool's arguments do not override it ("I'd like to cancel my
+    # booking for tomorrow at eight" gives book_appointment a date and a time).
+    near = {"reserve_table": 0.3, "book_appointment": 0.36}
+    assert choose_tool("book_table", 0.44, bound, near, scores, given.__contains__) == "reserve_table"
+    # A plain intent matched well keeps the tool uncalled, arguments or not ("Are you open tomorrow at one?").
+    assert (
+        choose_tool("opening_hours", 0.7, bound, direct, {**scores, "opening_hours": 0.7}, given.__contains__) is None
+    )
+
+
+@pytest.mark.parametrize(
+    "schema,text,gives",
+    [
+        (RESERVE, "We are a party of 12. Can we come tomorrow at one?", True),
+        (RESERVE, "We are a party of 12.", False),  # the time is missing
+        (WEATHER, "I'm calling from London.", False),  # a capitalised word alone is no evidence
+        (APPOINTMENT, "Are you open tomorrow at one?", True),
+        ({"type": "object", "properties": {}}, "Goodbye.", False),  # nothing required, nothing to give
+    ],
+)
+def test_gives_required(schema: dict[str, Any], text: str, gives: bool) -> None:
+    assert gives_required(schema, extract(schema, text, NOW)) is gives
 
 
 def test_bind_intents_prefers_the_intents_own_tool_then_the_closest_above_the_threshold() -> None:
