@@ -187,7 +187,8 @@ def extract(parameters: Mapping[str, Any], text: str, now: datetime | None, *, a
     moment_kinds = {Kind.DATETIME, Kind.DATE, Kind.TIME, Kind.MOMENT}
     moment_params = [p for p in params if p.kind in moment_kinds]
     answering_time = any(p.name == asking for p in moment_params)
-    if now is not None:
+    if now is not None and moment_params:
+        # Only for a tool that takes a time: else "oh two oh seven ..." would lose "two oh seven" to 14:07.
         moment = find_moment(tokens, now, answer=answering_time)
         used |= moment.used
         for p in moment_params:

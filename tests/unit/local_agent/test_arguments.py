@@ -148,6 +148,7 @@ ORDER = {
     "properties": {"order_number": {"type": "string"}, "adults": {"type": "integer"}, "children": {"type": "integer"}},
 }
 DATETIME = {"type": "object", "properties": {"start": {"type": "string", "format": "date-time"}}}
+TEXT_ME = {"type": "object", "properties": {"phone_number": {"type": "string"}}, "required": ["phone_number"]}
 NOTES = {"type": "object", "properties": {"terminal": {"type": "string"}}, "required": ["terminal"]}
 
 
@@ -179,6 +180,8 @@ NOTES = {"type": "object", "properties": {"terminal": {"type": "string"}}, "requ
         (APPOINTMENT, "it's jane at example dot com", "email", {"email": "jane@example.com"}, ()),
         (ORDER, "order number one two three four five for two adults and three children", None,
          {"order_number": "12345", "adults": 2, "children": 3}, ()),
+        (TEXT_ME, "Could you send the details by text to oh two oh, seven nine four six, oh oh one one?", None,
+         {"phone_number": "02079460011"}, ()),  # a tool without a time: no digits are taken for one
         (DATETIME, "at seven thirty", None, {"start": "2026-12-05T19:30:00+00:00"}, ()),
         (DATETIME, "at nine", None, {"start": "2026-12-06T09:00:00+00:00"}, ()),  # 09:00 has passed today
     ],
