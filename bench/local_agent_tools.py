@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.local_agent.arguments import speech_hint
 from gateway.local_agent.brain import (
     BrainContext,
     CallTool,
@@ -152,12 +153,13 @@ async def _inline(fn: Any, *args: Any) -> Any:
 async def _dialogue(
     engine: IntentEngine, models: SpeechModels, audio: list[bytes] | list[str], heard: list[str]
 ) -> tuple[CallTool | None, list[float]]:
-    """One request, turn by turn as the agent runs it: each turn transcribed (with the hint of the question the
-    agent asked, as the replier does), then the engine; ``heard`` collects the transcripts."""
+    """One request, turn by turn as the agent runs it: each turn transcribed (with the replier's hint: the choices
+    of the question the agent asked, else the declared enums' values), then the engine; ``heard`` collects the
+    transcripts."""
     conversation = Conversation()
     times: list[float] = []
     for turn in audio:
-        hint = conversation.slots.hint if conversation.slots is not None else ""
+        hint = speech_hint([t.parameters for t in TOOLS], conversation.slots)
         text = turn if isinstance(turn, str) else models.stt.transcribe(turn, hint or None)
         heard.append(text)
         ctx = BrainContext(None, TOOLS, conversation, NOW)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .choice import bind_intents, choose_tool, gist, gives_required, overlap_bonus, tool_text
 from .extract import Extraction, extract
-from .filling import Ask, GiveUp, Plan, Ready, SlotFill, answer, start
+from .filling import Ask, GiveUp, Plan, Ready, SlotFill, answer, speech_hint, start
 from .schema import Kind, Param, params_of, question_for, validate
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "overlap_bonus",
     "params_of",
     "question_for",
+    "speech_hint",
     "start",
     "tool_text",
     "validate",

@@ -23,6 +23,7 @@ from gateway.local_agent.arguments import (
     gives_required,
     params_of,
     question_for,
+    speech_hint,
     start,
     tool_text,
     validate,
@@ -363,3 +364,14 @@ def test_extraction_is_fast() -> None:
 def test_gist_drops_the_values_from_a_request() -> None:
     assert gist("Where is my order? It's order one two three four five.") == "where is my order it's order"
     assert gist("A table for 4 at 7:30") == "a table for at"
+
+
+def test_speech_hint_is_the_pending_questions_choices_else_the_declared_enums() -> None:
+    car = {"type": "string", "enum": ["standard", "van", "electric_car"]}
+    taxi = {"type": "object", "properties": {"car": car}, "required": ["car"]}
+    assert speech_hint([RESERVE, SEATING, taxi, SEATING], None) == "indoor, outdoor, bar, standard, van, electric car"
+    asked = start("order_taxi", taxi, extract(taxi, "I need a taxi", NOW))
+    assert isinstance(asked, Ask) and speech_hint([RESERVE, SEATING], asked.state) == "standard, van, electric car"
+    # A question without choices: the declared enums still; no enum anywhere: no hint.
+    assert speech_hint([SEATING], SlotFill("reserve_table", {}, "time")) == "indoor, outdoor, bar"
+    assert speech_hint([RESERVE, WEATHER], None) == ""
