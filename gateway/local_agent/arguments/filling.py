@@ -120,8 +120,9 @@ def _enum_words(p: Param) -> list[str]:
 
 def speech_hint(declared: Iterable[Mapping[str, Any]], state: SlotFill | None) -> str:
     """Words the caller's next turn is likely to hold, for speech recognition's context (``""``: none): the
-    choices of the question just asked, else every enum value of the declared tools (``declared``: their
-    ``parameters``). An enum's values are words Whisper has no other way to expect ("put me through to billing"
+    choices of the question just asked, else the values of every required enum of the declared tools
+    (``declared``: their ``parameters``; an optional enum, such as a transfer's ``mode: cold|warm``, is rarely
+    the caller's to say). An enum's values are words Whisper has no other way to expect ("put me through to billing"
     is heard as "the building" without them, "a van" as "a band"); measured on the tool-argument bench,
     docs/how-to/local-agent.md#tool-arguments."""
     if state is not None and state.hint:
@@ -129,6 +130,6 @@ def speech_hint(declared: Iterable[Mapping[str, Any]], state: SlotFill | None) -
     words: dict[str, None] = {}
     for parameters in declared:
         for p in params_of(parameters):
-            if p.kind is Kind.ENUM:
+            if p.kind is Kind.ENUM and p.required:
                 words.update(dict.fromkeys(_enum_words(p)))
     return ", ".join(list(words)[:_MAX_HINT_VALUES])

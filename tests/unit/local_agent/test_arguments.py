@@ -369,9 +369,12 @@ def test_gist_drops_the_values_from_a_request() -> None:
 def test_speech_hint_is_the_pending_questions_choices_else_the_declared_enums() -> None:
     car = {"type": "string", "enum": ["standard", "van", "electric_car"]}
     taxi = {"type": "object", "properties": {"car": car}, "required": ["car"]}
-    assert speech_hint([RESERVE, SEATING, taxi, SEATING], None) == "indoor, outdoor, bar, standard, van, electric car"
+    seat = {"type": "object", "properties": {"seating": SEATING["properties"]["seating"]}, "required": ["seating"]}
+    assert speech_hint([RESERVE, seat, taxi, seat], None) == "indoor, outdoor, bar, standard, van, electric car"
     asked = start("order_taxi", taxi, extract(taxi, "I need a taxi", NOW))
-    assert isinstance(asked, Ask) and speech_hint([RESERVE, SEATING], asked.state) == "standard, van, electric car"
+    assert isinstance(asked, Ask) and speech_hint([RESERVE, seat], asked.state) == "standard, van, electric car"
     # A question without choices: the declared enums still; no enum anywhere: no hint.
-    assert speech_hint([SEATING], SlotFill("reserve_table", {}, "time")) == "indoor, outdoor, bar"
+    assert speech_hint([seat], SlotFill("reserve_table", {}, "time")) == "indoor, outdoor, bar"
     assert speech_hint([RESERVE, WEATHER], None) == ""
+    optional = {"type": "object", "properties": {"mode": {"type": "string", "enum": ["cold", "warm"]}}}
+    assert speech_hint([optional], None) == ""  # an optional enum is seldom the caller's to say
