@@ -489,7 +489,14 @@ class IntentEngine:
             name: score + args.overlap_bonus(text, name, tools[name].description, tools[name].parameters)
             for name, score in u.direct.items()
         }
-        chosen = args.choose_tool(u.intent, u.score, bound, direct)
+        extractions: dict[str, args.Extraction] = {}
+
+        def gives(name: str) -> bool:
+            params = tools[name].parameters
+            extractions[name] = extractions.get(name) or args.extract(params, text, ctx.now)
+            return args.gives_required(params, extractions[name])
+
+        chosen = args.choose_tool(u.intent, u.score, bound, direct, u.intent_scores, gives)
         if chosen is not None:
             intent = u.intent if u.intent is not None and bound.get(u.intent) == chosen else None
             return steps + plan_tool_request(self.table, tools[chosen], intent, text, ctx.now, had_state=had_state)

@@ -16,6 +16,7 @@ from datetime import datetime
 import structlog
 
 from . import protocol as proto
+from .arguments import speech_hint
 from .brain import (
     BrainContext,
     CreateRequest,
@@ -112,10 +113,10 @@ class Replier:
         return True
 
     def _answer_hint(self) -> str | None:
-        """The words the caller's answer to a tool-argument question is likely to be (an enum's values), if one
-        was just asked: they prime the transcription (docs/how-to/local-agent.md#tool-arguments)."""
-        slots = self.session.conversation.slots
-        return (slots.hint or None) if slots is not None else None
+        """The words the caller's turn is likely to hold: the choices of a tool-argument question just asked, else
+        the declared tools' enum values. They prime the transcription (docs/how-to/local-agent.md#tool-arguments)."""
+        declared = [t.parameters for t in self.session.config.tools]
+        return speech_hint(declared, self.session.conversation.slots) or None
 
     async def prepare(self, audio: bytes) -> Prepared:
         """Work a turn out ahead, while the caller pauses: its text and, for a deterministic engine, the reply's

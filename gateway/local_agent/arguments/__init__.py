@@ -5,9 +5,9 @@ against the tool's declared JSON Schema, and slot filling for what is missing. P
 
 from __future__ import annotations
 
-from .choice import bind_intents, choose_tool, gist, overlap_bonus, tool_text
+from .choice import bind_intents, choose_tool, gist, gives_required, overlap_bonus, tool_text
 from .extract import Extraction, extract
-from .filling import Ask, GiveUp, Plan, Ready, SlotFill, answer, start
+from .filling import Ask, GiveUp, Plan, Ready, SlotFill, answer, speech_hint, start
 from .schema import Kind, Param, params_of, question_for, validate
 
 __all__ = [
@@ -24,9 +24,11 @@ __all__ = [
     "choose_tool",
     "extract",
     "gist",
+    "gives_required",
     "overlap_bonus",
     "params_of",
     "question_for",
+    "speech_hint",
     "start",
     "tool_text",
     "validate",

@@ -41,6 +41,13 @@ _PROPER = re.compile(
     r"\b(?:in|for|to|from|at|near|about|called|named|of)\s+((?:[A-Z][\w'-]*)(?:\s+(?:[A-Z][\w'-]*|of|de|la))*)"
 )
 _NOT_PROPER = {"I", "I'm", "I'd", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+#: Words that are no value of a free string on their own: "For when?" heard for the answer "Berlin.".
+_NO_VALUE = {
+    "when", "what", "where", "who", "why", "how", "which", "it", "that", "this", "there", "here", "then", "so",
+    "a", "an", "the", "for", "to", "in", "on", "at", "of", "and", "or", "is", "was", "me", "you", "we", "us", "i",
+}  # fmt: skip
+#: A free string naming a place ("city", "destination"): a number alone is no such name ("for one." for "Berlin.").
+_PLACE_WORDS = {"city", "town", "country", "place", "destination", "location", "region", "state", "county"}
 _EMAIL = re.compile(r"([\w.+-]+)\s*(?:@|\bat\b)\s*([\w-]+(?:\s*(?:\.|\bdot\b)\s*[\w-]+)+)", re.IGNORECASE)
 
 
@@ -55,6 +62,19 @@ class Extraction:
 def _answer_text(text: str) -> str:
     t = _FILLER_START.sub("", text.strip(), count=1)
     return t.strip(" .,!?;:").strip()
+
+
+def _plausible_text(p: Param, value: str) -> bool:
+    """A free string worth passing on: not only question or function words, and for a place not only a number
+    (what Whisper makes of a one-word answer it did not catch: "for one.", "For when?")."""
+    tokens = tokenize(value)
+    words = [t for t in tokens if t not in _NO_VALUE]
+    if not words:
+        return False
+    if p.words & _PLACE_WORDS:
+        numeric = {i for span in numbers_in(tokens) for i in range(span.start, span.end)}
+        return any(i not in numeric and t not in _NO_VALUE for i, t in enumerate(tokens))
+    return True
 
 
 def _name_from(text: str, answer: bool) -> str | None:
@@ -167,7 +187,8 @@ def extract(parameters: Mapping[str, Any], text: str, now: datetime | None, *, a
     moment_kinds = {Kind.DATETIME, Kind.DATE, Kind.TIME, Kind.MOMENT}
     moment_params = [p for p in params if p.kind in moment_kinds]
     answering_time = any(p.name == asking for p in moment_params)
-    if now is not None:
+    if now is not None and moment_params:
+        # Only for a tool that takes a time: else "oh two oh seven ..." would lose "two oh seven" to 14:07.
         moment = find_moment(tokens, now, answer=answering_time)
         used |= moment.used
         for p in moment_params:
@@ -192,6 +213,7 @@ def extract(parameters: Mapping[str, Any], text: str, now: datetime | None, *, a
             if enum_hit is not None:
                 found[p.name], taken_enum = enum_hit
                 used |= taken_enum
+    implausible: list[str] = []
     counts = _assign_counts([p for p in params if p.kind in (Kind.INTEGER, Kind.NUMBER)], tokens, used, asking)
     found.update(counts)
     for p in params:
@@ -212,11 +234,13 @@ def extract(parameters: Mapping[str, Any], text: str, now: datetime | None, *, a
                 found[p.name] = True
         elif p.kind is Kind.TEXT:
             value = _answer_text(text) if answer else _proper_noun(text)
-            if value and not any(v == value for v in found.values()):
+            if value and not _plausible_text(p, value):
+                implausible.append(p.name)
+            elif value and not any(v == value for v in found.values()):
                 found[p.name] = value
 
     values: dict[str, Any] = {}
-    unusable: list[str] = []
+    unusable: list[str] = implausible
     by_name = {p.name: p for p in params}
     for name, value in found.items():
         if check_value(by_name[name].schema, value) is None:

@@ -9,15 +9,17 @@ docs/how-to/local-agent.md#tool-arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from .extract import Extraction
 from .schema import Kind, Param, check_value, params_of, question_for
 
-__all__ = ["MAX_REASKS", "Ask", "GiveUp", "Plan", "Ready", "SlotFill", "answer", "start"]
+__all__ = ["MAX_REASKS", "Ask", "GiveUp", "Plan", "Ready", "SlotFill", "answer", "speech_hint", "start"]
 
+#: At most this many enum values go into a speech-recognition hint (Whisper keeps half its context for one).
+_MAX_HINT_VALUES = 24
 #: Times one argument is asked for again after an answer it could not use.
 MAX_REASKS = 2
 GIVE_UP = "Sorry, I still didn't get that. Let's leave it there for now. Is there anything else I can help with?"
@@ -75,7 +77,7 @@ def _plan(
     question = question_for(p)
     if p.name in unusable:
         question = f"Sorry, I didn't get the {p.spoken_name}. {question}"
-    hint = ", ".join(str(v).replace("_", " ") for v in p.schema.get("enum", [])) if p.kind is Kind.ENUM else ""
+    hint = ", ".join(_enum_words(p)) if p.kind is Kind.ENUM else ""
     return Ask(question, SlotFill(tool, dict(arguments), p.name, context, reasks, hint))
 
 
@@ -110,3 +112,24 @@ def answer(state: SlotFill, parameters: Mapping[str, Any], extraction: Extractio
         return GiveUp(GIVE_UP)
     plan = _plan(state.tool, params, args, state.context, (*extraction.unusable, state.asking), state.reasks + 1)
     return plan
+
+
+def _enum_words(p: Param) -> list[str]:
+    return [str(v).replace("_", " ") for v in p.schema.get("enum", []) if isinstance(v, str)]
+
+
+def speech_hint(declared: Iterable[Mapping[str, Any]], state: SlotFill | None) -> str:
+    """Words the caller's next turn is likely to hold, for speech recognition's context (``""``: none): the
+    choices of the question just asked, else the values of every required enum of the declared tools
+    (``declared``: their ``parameters``; an optional enum, such as a transfer's ``mode: cold|warm``, is rarely
+    the caller's to say). An enum's values are words Whisper has no other way to expect ("put me through to billing"
+    is heard as "the building" without them, "a van" as "a band"); measured on the tool-argument bench,
+    docs/how-to/local-agent.md#tool-arguments."""
+    if state is not None and state.hint:
+        return state.hint
+    words: dict[str, None] = {}
+    for parameters in declared:
+        for p in params_of(parameters):
+            if p.kind is Kind.ENUM and p.required:
+                words.update(dict.fromkeys(_enum_words(p)))
+    return ", ".join(list(words)[:_MAX_HINT_VALUES])

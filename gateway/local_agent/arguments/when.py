@@ -3,6 +3,7 @@
 ``now`` is always passed in (the replier reads the clock, docs/how-to/local-agent.md#tool-arguments), so
 "seven thirty tomorrow" is testable. The conventions, written down because a caller rarely says am or pm:
 
+- "half seven" is half past seven (British);
 - an hour without am/pm, "morning", "evening" or "tonight" is read within 08:00–19:59: one to seven are
   afternoon or evening (13:00–19:59), eight to eleven morning, twelve is noon; 13–23 are taken as said;
 - a weekday ("Friday", "next Friday", "on Friday") is the first such day *after* today; "this Friday" may be today;
@@ -154,6 +155,13 @@ def _past_to(tokens: list[str], i: int) -> tuple[int, int, int, str | None] | No
         minutes, end = span.value, span.end
         if end < len(tokens) and tokens[end] in ("minutes", "minute"):
             end += 1
+    if tok == "half" and end < len(tokens) and tokens[end] not in ("past", "to", "after"):
+        # British "half seven": half past seven.
+        span = parse_number(tokens, end)
+        if span is None or span.ordinal or not 1 <= span.value <= 12:
+            return None
+        meridiem, stop = _meridiem(tokens, span.end)
+        return span.value, 30, stop, meridiem
     if end >= len(tokens) or tokens[end] not in ("past", "to", "after"):
         return None
     to = tokens[end] == "to"

@@ -9,7 +9,7 @@ than an intent centroid, so one unusual phrasing in the examples is not averaged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -77,7 +77,8 @@ class IntentMatcher:
         texts of :func:`gateway.local_agent.arguments.tool_text`; the closest counts), and each intent's closeness
         to those tools (by their first text; the intent's
         ``descriptions[intent]`` where given, else its examples' centroid). ``gist``: the words without the
-        values the caller gave (digits, numbers), compared to the tools too: values say nothing of which tool."""
+        values the caller gave (digits, numbers), compared to the tools too: values say nothing of which tool.
+        With tools, also every intent's best cosine (a bound intent may lend it to its tool)."""
         if not text.strip():
             return Understanding(None, 0.0, {}, {})
         gist = gist.strip() if gist and gist.strip() != text.strip() else None
@@ -89,6 +90,9 @@ class IntentMatcher:
         intent = self._labels[i] if score >= self.threshold else None
         if not tools:
             return Understanding(intent, score, {}, {})
+        best: dict[str, float] = {}
+        for label, sim in zip(self._labels, sims.tolist(), strict=True):
+            best[label] = max(best.get(label, -1.0), sim)
         names = [n for n in tools if tools[n]]
         direct = {n: float((self._vectors(list(tools[n])) @ vecs.T).max()) for n in names}
         tool_vecs = self._vectors([tools[n][0] for n in names])
@@ -99,7 +103,7 @@ class IntentMatcher:
                 intent_vecs[k] = self._vectors([d])[0]
         grid = intent_vecs @ tool_vecs.T
         by_intent = {name: dict(zip(names, grid[k].tolist(), strict=True)) for k, name in enumerate(self.intent_names)}
-        return Understanding(intent, score, direct, by_intent)
+        return Understanding(intent, score, direct, by_intent, best)
 
     def scores(self, text: str) -> dict[str, float]:
         """Best cosine per intent for ``text`` (all intents; useful for logs and debugging thresholds)."""
@@ -134,3 +138,5 @@ class Understanding:
     direct: dict[str, float]
     #: Intent → declared tool → cosine of the intent (its description, else its examples' centroid) and the tool.
     intent_tools: dict[str, dict[str, float]]
+    #: Intent → the utterance's best cosine with its examples (filled when tools are declared).
+    intent_scores: dict[str, float] = field(default_factory=dict)

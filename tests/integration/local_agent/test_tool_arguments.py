@@ -63,3 +63,30 @@ async def test_spoken_request_fills_typed_arguments_and_a_missing_one_is_asked_f
     finally:
         await pump.stop()
     await c.close()
+
+
+async def test_declared_enum_values_prime_the_transcription(agent: AgentServer, speech_models: SpeechModels) -> None:
+    # Over the phone line Whisper hears "to billing" as "the building" unless the session's enum values are its
+    # context; then the department is read at the first turn, with no follow-up question.
+    transfer = {
+        "type": "function",
+        "name": "transfer",
+        "description": "Transfer the caller to a department: sales, billing or support.",
+        "parameters": {
+            "type": "object",
+            "properties": {"department": {"type": "string", "enum": ["sales", "billing", "support"]}},
+            "required": ["department"],
+        },
+    }
+    c, _ = await agent.session(input=ULAW, output=ULAW, tools=[transfer])
+    pump = LinePump(c, realtime=False).start()
+    try:
+        pump.say(caller_ulaw8k(speech_models.tts, "Put me through to billing, please."))
+        done = await c.collect_until(lambda r: r.type in ("tool.call", "reply.done"), timeout=40)
+        heard = [r.event["text"] for r in done if r.type == "transcript.user"]
+        assert [(r.event["name"], r.event["arguments"]) for r in done if r.type == "tool.call"] == [
+            ("transfer", {"department": "billing"})
+        ], heard
+    finally:
+        await pump.stop()
+    await c.close()

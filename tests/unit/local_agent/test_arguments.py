@@ -20,8 +20,10 @@ from gateway.local_agent.arguments import (
     choose_tool,
     extract,
     gist,
+    gives_required,
     params_of,
     question_for,
+    speech_hint,
     start,
     tool_text,
     validate,
@@ -83,6 +85,16 @@ def test_spoken_numbers(text: str, values: list[int]) -> None:
         ("for four", None, None),
         ("a table for two tonight at eight", "2026-12-05", "20:00"),
         ("Saturday at 730", "2026-12-12", "19:30"),
+        # Whisper's renderings of one spoken time, and the British "half seven".
+        ("tomorrow at 7:30", "2026-12-06", "19:30"),
+        ("tomorrow at seven-thirty", "2026-12-06", "19:30"),
+        ("tomorrow at 7 30", "2026-12-06", "19:30"),
+        ("tomorrow, 7.30.", "2026-12-06", "19:30"),
+        ("tomorrow at 7.30pm", "2026-12-06", "19:30"),
+        ("tomorrow at 1930", "2026-12-06", "19:30"),
+        ("next Wednesday at 9:15 a.m.", "2026-12-09", "09:15"),
+        ("tomorrow at half seven", "2026-12-06", "19:30"),
+        ("half eight on Friday", "2026-12-11", "08:30"),
     ],
 )
 def test_times_and_dates_against_the_session_clock(text: str, day: str | None, clock: str | None) -> None:
@@ -137,6 +149,8 @@ ORDER = {
     "properties": {"order_number": {"type": "string"}, "adults": {"type": "integer"}, "children": {"type": "integer"}},
 }
 DATETIME = {"type": "object", "properties": {"start": {"type": "string", "format": "date-time"}}}
+TEXT_ME = {"type": "object", "properties": {"phone_number": {"type": "string"}}, "required": ["phone_number"]}
+NOTES = {"type": "object", "properties": {"terminal": {"type": "string"}}, "required": ["terminal"]}
 
 
 @pytest.mark.parametrize(
@@ -152,6 +166,10 @@ DATETIME = {"type": "object", "properties": {"start": {"type": "string", "format
         (RESERVE, "hmm, not sure", "time", {}, ("time",)),
         (WEATHER, "What is the weather like in New York tomorrow?", None, {"city": "New York"}, ()),
         (WEATHER, "Paris.", "city", {"city": "Paris"}, ()),
+        # Not a city: a number or a question word heard for a one-word answer is asked for again, not passed on.
+        (WEATHER, "For one.", "city", {}, ("city",)),
+        (WEATHER, "For when?", "city", {}, ("city",)),
+        (NOTES, "Two.", "terminal", {"terminal": "Two"}, ()),  # a number may be a free string elsewhere
         (SEATING, "Two guests on the outdoor terrace please, under the name Smith", None,
          {"seating": "outdoor", "guests": 2, "name": "Smith"}, ()),
         (SEATING, "It's John Smith.", "name", {"name": "John Smith"}, ()),
@@ -163,6 +181,8 @@ DATETIME = {"type": "object", "properties": {"start": {"type": "string", "format
         (APPOINTMENT, "it's jane at example dot com", "email", {"email": "jane@example.com"}, ()),
         (ORDER, "order number one two three four five for two adults and three children", None,
          {"order_number": "12345", "adults": 2, "children": 3}, ()),
+        (TEXT_ME, "Could you send the details by text to oh two oh, seven nine four six, oh oh one one?", None,
+         {"phone_number": "02079460011"}, ()),  # a tool without a time: no digits are taken for one
         (DATETIME, "at seven thirty", None, {"start": "2026-12-05T19:30:00+00:00"}, ()),
         (DATETIME, "at nine", None, {"start": "2026-12-06T09:00:00+00:00"}, ()),  # 09:00 has passed today
     ],
@@ -286,6 +306,40 @@ def test_choose_tool(
     assert choose_tool(intent, score, bound, direct) == chosen
 
 
+def test_words_giving_every_required_argument_are_evidence_for_the_tool() -> None:
+    # "We are a party of twelve. Can we come tomorrow at one?": opening_hours matched first, book_table (bound to
+    # reserve_table) close behind, and the words give reserve_table's party size and time.
+    bound = {"book_table": "reserve_table"}
+    scores = {"opening_hours": 0.37, "book_table": 0.34, "takeaway": 0.33}
+    direct = {"reserve_table": 0.26, "book_appointment": 0.2}
+    given = {"reserve_table", "book_appointment"}
+    assert choose_tool("opening_hours", 0.37, bound, direct, scores, given.__contains__) == "reserve_table"
+    assert choose_tool("opening_hours", 0.37, bound, direct, scores) is None  # without the arguments: the intent
+    assert choose_tool("opening_hours", 0.37, bound, direct, scores, lambda t: t == "book_appointment") is None
+    # An intent bound to a tool is the request: another tool's arguments do not override it ("I'd like to cancel my
+    # booking for tomorrow at eight" gives book_appointment a date and a time).
+    near = {"reserve_table": 0.3, "book_appointment": 0.36}
+    assert choose_tool("book_table", 0.44, bound, near, scores, given.__contains__) == "reserve_table"
+    # A plain intent matched well keeps the tool uncalled, arguments or not ("Are you open tomorrow at one?").
+    assert (
+        choose_tool("opening_hours", 0.7, bound, direct, {**scores, "opening_hours": 0.7}, given.__contains__) is None
+    )
+
+
+@pytest.mark.parametrize(
+    "schema,text,gives",
+    [
+        (RESERVE, "We are a party of 12. Can we come tomorrow at one?", True),
+        (RESERVE, "We are a party of 12.", False),  # the time is missing
+        (WEATHER, "I'm calling from London.", False),  # a capitalised word alone is no evidence
+        (APPOINTMENT, "Are you open tomorrow at one?", True),
+        ({"type": "object", "properties": {}}, "Goodbye.", False),  # nothing required, nothing to give
+    ],
+)
+def test_gives_required(schema: dict[str, Any], text: str, gives: bool) -> None:
+    assert gives_required(schema, extract(schema, text, NOW)) is gives
+
+
 def test_bind_intents_prefers_the_intents_own_tool_then_the_closest_above_the_threshold() -> None:
     sims = {"book_table": {"reserve_table": 0.74, "hang_up": 0.1}, "goodbye": {"hang_up": 0.6}, "menu": {"x": 0.3}}
     tools = {"book_table": "book_table", "goodbye": "end_call", "menu": None}
@@ -310,3 +364,17 @@ def test_extraction_is_fast() -> None:
 def test_gist_drops_the_values_from_a_request() -> None:
     assert gist("Where is my order? It's order one two three four five.") == "where is my order it's order"
     assert gist("A table for 4 at 7:30") == "a table for at"
+
+
+def test_speech_hint_is_the_pending_questions_choices_else_the_declared_enums() -> None:
+    car = {"type": "string", "enum": ["standard", "van", "electric_car"]}
+    taxi = {"type": "object", "properties": {"car": car}, "required": ["car"]}
+    seat = {"type": "object", "properties": {"seating": SEATING["properties"]["seating"]}, "required": ["seating"]}
+    assert speech_hint([RESERVE, seat, taxi, seat], None) == "indoor, outdoor, bar, standard, van, electric car"
+    asked = start("order_taxi", taxi, extract(taxi, "I need a taxi", NOW))
+    assert isinstance(asked, Ask) and speech_hint([RESERVE, seat], asked.state) == "standard, van, electric car"
+    # A question without choices: the declared enums still; no enum anywhere: no hint.
+    assert speech_hint([seat], SlotFill("reserve_table", {}, "time")) == "indoor, outdoor, bar"
+    assert speech_hint([RESERVE, WEATHER], None) == ""
+    optional = {"type": "object", "properties": {"mode": {"type": "string", "enum": ["cold", "warm"]}}}
+    assert speech_hint([optional], None) == ""  # an optional enum is seldom the caller's to say

@@ -372,6 +372,25 @@ def test_declared_tools_are_matched_by_their_descriptions(
 
 
 @pytest.mark.speech
+def test_a_request_giving_a_tools_arguments_calls_it_though_an_intent_matched_first(engine: IntentEngine) -> None:
+    # "Can we come tomorrow at one" alone is closest to opening_hours; the party size and the time say booking.
+    appointment = ToolDef(
+        "book_appointment",
+        "Book an appointment with the doctor.",
+        {
+            "type": "object",
+            "properties": {"date": {"type": "string", "format": "date"}, "time": {"type": "string", "format": "time"}},
+            "required": ["date", "time"],
+        },
+    )
+    tools = (RESERVE, appointment)
+    (steps,) = converse(engine, ["We are a party of twelve. Can we come tomorrow at one?"], tools)
+    assert steps == [CallTool("reserve_table", {"party_size": 12, "time": "2026-12-06T13:00"}, ANY_CONTEXT)]
+    (steps,) = converse(engine, ["Are you open tomorrow at one?"], tools)  # arguments for a tool, asked of an intent
+    assert steps == [Say(HOURS, fixed=True)]
+
+
+@pytest.mark.speech
 @pytest.mark.parametrize(
     "instructions,spoken",
     [
