@@ -108,7 +108,7 @@ def test_without_judge_overlap_the_detector_behaves_as_before() -> None:
     assert feed(d, "#" * 10 + "." * 19) == [SpeechDiscarded(0, 10 * W, 320)]
 
 
-@pytest.mark.parametrize("text", ["start.", "Wake, stop."])
+@pytest.mark.parametrize("text", ["start.", "Wake, stop.", "stuff.", "That stuff."])
 def test_how_whisper_misreads_a_short_stop_or_wait_still_interrupts(text: str) -> None:
     assert is_interruption(text)
 
