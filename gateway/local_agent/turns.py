@@ -334,7 +334,10 @@ class TurnDetector:
                 return self._barge_in()
         end = (i + 1) * WINDOW_SAMPLES
         limit = self._verdict_ms if self._verdict_end == self._last_voiced_end else k.min_silence_ms
-        if self._ms(self._silence_run) >= limit:
+        # An early verdict counts from the last speech window, ambiguous windows included: after a finished sentence
+        # Silero's probability often lingers in the hysteresis band for 0.1-0.2 s, and that is not speech either.
+        quiet = i - self._last_sure if limit < k.min_silence_ms else self._silence_run
+        if self._ms(quiet) >= limit:
             if limit == k.min_silence_ms:
                 return self._end("silence")
             return self._end("early" if limit < k.min_silence_ms else "late")
