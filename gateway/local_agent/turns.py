@@ -336,8 +336,8 @@ class TurnDetector:
         limit = self._verdict_ms if self._verdict_end == self._last_voiced_end else k.min_silence_ms
         # An early verdict counts from the last speech window, ambiguous windows included: after a finished sentence
         # Silero's probability often lingers in the hysteresis band for 0.1-0.2 s, and that is not speech either.
-        quiet = i - self._last_sure if limit < k.min_silence_ms else self._silence_run
-        if self._ms(quiet) >= limit:
+        silent_windows = i - self._last_sure if limit < k.min_silence_ms else self._silence_run
+        if self._ms(silent_windows) >= limit:
             if limit == k.min_silence_ms:
                 return self._end("silence")
             return self._end("early" if limit < k.min_silence_ms else "late")
