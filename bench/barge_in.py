@@ -52,7 +52,7 @@ AUDIBLE_RMS = 200.0  # an agent frame louder than this is heard (the simulator's
 FRAME_S = 0.02
 SILENT_FRAMES = 20  # 400 ms without agent audio: the agent has stopped (longer than its pauses between words)
 DECIDE_WITHIN_S = 4.0
-WATCH = frozenset({"local_agent.barge_in", "local_agent.overlap_judged"})
+WATCH = frozenset({"local_agent.barge_in", "local_agent.overlap_judged", "local_agent.overlap_heard"})
 
 
 class LogCapture:
@@ -71,7 +71,7 @@ class LogCapture:
         raise structlog.DropEvent
 
     def install(self) -> None:
-        structlog.configure(processors=[self], wrapper_class=structlog.make_filtering_bound_logger(20))
+        structlog.configure(processors=[self], wrapper_class=structlog.make_filtering_bound_logger(10))
 
 
 def caller_turn(tts: Any, text: str, voice: str) -> CallerTurn:
@@ -127,6 +127,8 @@ def analyse(record: CallRecord, logs: list[tuple[float, str, dict[str, Any]]]) -
     row["decision_ms"] = (barges[0] - onset_t) * 1000 if barges else None
     judged = [e for t, name, e in logs if name == "local_agent.overlap_judged" and t >= onset_t - 0.5]
     row["judged"] = [bool(e.get("interrupt")) for e in judged]
+    heard = [e for t, name, e in logs if name == "local_agent.overlap_heard" and t >= onset_t - 0.5]
+    row["heard"] = [str(e.get("text")) for e in heard]  # what the judge read (debug log: the caller's words)
     return row
 
 

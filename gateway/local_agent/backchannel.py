@@ -12,13 +12,17 @@ so what decides is whether they *ask* the agent to stop or answer something, not
   acknowledgement never stops the agent.
 
 A missed cue costs little: speech that goes on past ``backchannel_max_ms`` interrupts anyway.
+
+:data:`JUDGE_PROMPT` is what Whisper is told came before the held speech: acknowledgements, so a clipped one-word
+"Stop." on a phone line is read as "Stop." rather than "stuff." (measured, with the trade-off of the alternatives:
+docs/architecture/local-agent.md#barge-in).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["INTERRUPT_CUES", "QUESTION_OPENERS", "is_interruption"]
+__all__ = ["INTERRUPT_CUES", "JUDGE_PROMPT", "QUESTION_OPENERS", "is_interruption"]
 
 #: Words that, anywhere in the held speech, make it an interruption.
 INTERRUPT_CUES = frozenset(
@@ -27,11 +31,14 @@ INTERRUPT_CUES = frozenset(
     what when where which who whom whose why how
     please repeat cancel enough quiet shut
     """.split()
-    # How Whisper misreads a short "stop" and "wait" on a phone line (measured: bench/barge_in.py).
-    + ["start", "wake"]
+    # How Whisper misreads a short "stop" and "wait" on a phone line, even primed (measured: bench/barge_in.py).
+    + ["start", "stuff", "wake"]
 )
 #: Words that make it an interruption as its first word ("can you…", "is there…"); not elsewhere ("that is great").
 QUESTION_OPENERS = frozenset("can could would will should shall may might do does did is are i'd".split())
+#: The preceding text Whisper gets for the held speech (its ``prompt``). Acknowledgements only: a prompt that also
+#: held the cue words ("Stop. Wait. …") made Whisper hear them in hums ("Uh-huh." as "Stop.", "Got it." as "Stop it.").
+JUDGE_PROMPT = "Uh-huh. Mm-hmm. Okay. Yeah. Right."
 _WORD = re.compile(r"[a-z']+")
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import TYPE_CHECKING
 
 import structlog
 
-from .backchannel import is_interruption
+from .backchannel import JUDGE_PROMPT, is_interruption
 from .brain import Decided
 from .hearing import INBOUND_MAX, Hearing, Speculation
 from .jobs import Prepared, TurnJob
@@ -39,9 +40,18 @@ from .turns import (
     pause_verdict,
 )
 
-__all__ = ["Listener"]
+if TYPE_CHECKING:
+    from .speech.stt import Transcriber
+
+__all__ = ["Listener", "judge_words"]
 
 log = structlog.get_logger("local_agent")
+
+
+def judge_words(stt: Transcriber, audio: bytes) -> str:
+    """The words of held speech over a reply, as the barge-in judge reads them: Whisper's short window, primed with
+    acknowledgements (:data:`~.backchannel.JUDGE_PROMPT`). Blocking: run it in the worker pool."""
+    return stt.transcribe(audio, JUDGE_PROMPT, quick=True)
 
 
 class Listener:
@@ -203,7 +213,7 @@ class Listener:
     async def _judge(self, ev: OverlapPausing, audio: bytes, seq: int) -> None:
         """Transcribe the held speech so far and queue the verdict with the detector's events."""
         try:
-            text = await self.rt.run_blocking(functools.partial(self.rt.models.stt.transcribe, quick=True), audio)
+            text = await self.rt.run_blocking(judge_words, self.rt.models.stt, audio)
         except Exception:
             log.exception("local_agent.judge_failed", session_id=self.session.id)
             text = ""  # an unreadable overlap lets the reply go on; long speech still interrupts on its duration
@@ -218,6 +228,8 @@ class Listener:
         log.info(
             "local_agent.overlap_judged", session_id=self.session.id, interrupt=ev.interrupt, words=len(ev.text.split())
         )
+        # The caller's words only at debug level (what a misjudged overlap was heard as: bench/barge_in.py).
+        log.debug("local_agent.overlap_heard", session_id=self.session.id, interrupt=ev.interrupt, text=ev.text)
         if not ev.interrupt:
             self._end_overlap()
             return

@@ -116,10 +116,11 @@ class LocalAgentSettings:
     #: silence; words that stop mid-sentence ("…a table for", "my number is", "and") wait ``late_silence_ms``.
     #: 0 turns either off. Why these values: docs/architecture/local-agent.md#turn-detection.
     #: Silence inside a turn after which the turn so far is transcribed (and its reply prepared) speculatively
-    #: (``TurnKnobs.speculate_ms``). 96 ms (3 Silero windows), not the detector's 160: with the adaptive end of
-    #: turn, when that work is done is what decides the latency, and on the 22 committed phrases 96 ms starts no
-    #: more speculations than 160 ms (31 for 22 turns either way: comma pauses are longer than both).
-    speculate_ms: int = 96
+    #: (``TurnKnobs.speculate_ms``). 32 ms (one Silero window, which already trails the sound by ~0.1 s): with the
+    #: adaptive end of turn, when that work is done is what decides the latency, and on the 22 committed phrases
+    #: 32 ms starts 32 speculations for 22 turns where 96 and 160 ms start 31 (Silero's hysteresis bridges the gaps
+    #: between words); docs/architecture/local-agent.md#latency.
+    speculate_ms: int = 32
     early_silence_ms: int = 400
     late_silence_ms: int = 1000
     early_min_score: float = 0.45

@@ -92,6 +92,9 @@ class TurnKnobs:
     #: Semantic barge-in: hold the reply at the first sound over it and let its words decide (module docstring).
     #: Off by default here so the plain duration rule stays testable on its own; the local agent turns it on.
     judge_overlap: bool = False
+    #: Silence inside held speech over a reply after which its words are judged (:class:`OverlapPausing`). Apart
+    #: from ``speculate_ms``: a judgement sooner in the pause would read less of a word's clipped end ("Stop.").
+    judge_pause_ms: int = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +315,7 @@ class TurnDetector:
                     if speech and self._overlap_paused:
                         self._overlap_paused = False
                         return OverlapStarted(self._start)  # speaking on: hold again until judged again
-                    pause_windows = max(1, -(-k.speculate_ms * SAMPLE_RATE // (1000 * WINDOW_SAMPLES)))
+                    pause_windows = max(1, -(-k.judge_pause_ms * SAMPLE_RATE // (1000 * WINDOW_SAMPLES)))
                     if silence and self._silence_run == pause_windows:
                         self._overlap_paused = True
                         return OverlapPausing(self._start, self._last_voiced_end)
@@ -331,7 +334,10 @@ class TurnDetector:
                 return self._barge_in()
         end = (i + 1) * WINDOW_SAMPLES
         limit = self._verdict_ms if self._verdict_end == self._last_voiced_end else k.min_silence_ms
-        if self._ms(self._silence_run) >= limit:
+        # An early verdict counts from the last speech window, ambiguous windows included: after a finished sentence
+        # Silero's probability often lingers in the hysteresis band for 0.1-0.2 s, and that is not speech either.
+        silent_windows = i - self._last_sure if limit < k.min_silence_ms else self._silence_run
+        if self._ms(silent_windows) >= limit:
             if limit == k.min_silence_ms:
                 return self._end("silence")
             return self._end("early" if limit < k.min_silence_ms else "late")

@@ -19,6 +19,7 @@ from gateway.local_agent.turns import (
     TurnEnded,
     TurnEvent,
     TurnKnobs,
+    TurnPausing,
 )
 
 P = {"#": 0.9, ".": 0.05, "~": 0.42}
@@ -108,7 +109,7 @@ def test_without_judge_overlap_the_detector_behaves_as_before() -> None:
     assert feed(d, "#" * 10 + "." * 19) == [SpeechDiscarded(0, 10 * W, 320)]
 
 
-@pytest.mark.parametrize("text", ["start.", "Wake, stop."])
+@pytest.mark.parametrize("text", ["start.", "Wake, stop.", "stuff.", "That stuff."])
 def test_how_whisper_misreads_a_short_stop_or_wait_still_interrupts(text: str) -> None:
     assert is_interruption(text)
 
@@ -123,3 +124,12 @@ def test_a_replys_first_audio_loses_the_silence_it_opens_with_but_5_ms() -> None
     out = np.frombuffer(trim_leading_silence(quiet.tobytes() + loud.tobytes()), dtype="<i2")
     assert len(out) == 120 + 480 and (out[120:] == loud).all()
     assert trim_leading_silence(quiet.tobytes()) == quiet.tobytes()  # all quiet: left alone
+
+
+def test_held_speech_is_judged_96_ms_into_a_pause_however_soon_turns_are_worked_out_ahead() -> None:
+    d = TurnDetector(TurnKnobs(judge_overlap=True, speculate_ms=32))
+    assert feed(d, "#" * 10 + "..") == [OverlapStarted(0)]  # 64 ms: not yet (a clipped "Stop." ends in silence)
+    assert feed(d, ".") == [OverlapPausing(0, 10 * W)]
+    d = TurnDetector(TurnKnobs(speculate_ms=32))
+    assert feed(d, "#" * 10, speaking=False) == [SpeechStarted(0)]
+    assert feed(d, ".", speaking=False) == [TurnPausing(0, 10 * W)]  # the caller's own turn: at once

@@ -221,6 +221,25 @@ def test_an_early_verdict_ends_the_turn_after_its_shorter_silence_at_the_same_sp
     assert d.push(probs("."), agent_speaking=False) == [TurnEnded(0, 10 * W, "early")]  # 416 ms
 
 
+def test_an_early_verdict_counts_the_ambiguous_windows_after_the_speech_as_silence() -> None:
+    # Silero's probability often lingers in the hysteresis band after a finished sentence: an early end counts from
+    # the last speech window, so the turn ends 416 ms after it, not 416 ms after the line is confidently silent.
+    d = TurnDetector(TurnKnobs(speculate_ms=32))
+    out = d.push(probs("#" * 10 + "~" * 4 + "."), agent_speaking=False)
+    pause = next(e for e in out if isinstance(e, TurnPausing))
+    assert d.set_pause_verdict(pause.end_sample, 400)
+    assert d.push(probs("." * 7), agent_speaking=False) == []  # 12 windows since the speech: not yet
+    assert d.push(probs("."), agent_speaking=False) == [TurnEnded(0, 10 * W, "early")]  # 13 windows: 416 ms
+
+
+def test_without_a_verdict_only_confident_silence_ends_a_turn() -> None:
+    d = TurnDetector(TurnKnobs(speculate_ms=32))
+    assert [
+        e for e in d.push(probs("#" * 10 + "~" * 4 + "." * 18), agent_speaking=False) if isinstance(e, TurnEnded)
+    ] == []
+    assert d.push(probs("."), agent_speaking=False) == [TurnEnded(0, 10 * W, "silence")]  # 19 silent windows
+
+
 def test_a_verdict_that_arrives_after_its_silence_ends_the_turn_on_the_next_window() -> None:
     d, pause, _ = paused_detector()
     d.push(probs("." * 10), agent_speaking=False)  # 480 ms of silence
