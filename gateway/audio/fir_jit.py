@@ -1,11 +1,11 @@
 """The block-free FIR resampler compiled to machine code with numba: the same filter and the same output, bit for bit,
-as :class:`~gateway.audio.resample.FirResampler`, at a third of the cost per 20 ms frame. Pure (no I/O, no clock).
+as :class:`~gateway.audio.resample.FirResampler`, at less than half the cost per 20 ms frame. Pure (no I/O, no clock).
 
 Why: with numpy the FIR costs ~6.5 µs a frame, almost all of it the overhead of the eight numpy calls around one
 small matrix product; the arithmetic itself (160 outputs × 97 taps down, 480 × 33 up) is about a microsecond. One
 compiled loop per direction reads the PCM bytes as they arrive, keeps only the filter's history (96 samples) between
-frames, and writes into a preallocated array: ~2 µs a frame, the history a few hundred bytes per call rather than the
-numpy version's ~40 KB of block buffers, and no per-call copy of the taps (docs/architecture/performance.md#fir).
+frames, and writes into a preallocated array: ~3 µs a frame, and no per-call copy of the taps
+(docs/architecture/audio.md#fir).
 
 Exactness: as in the numpy version the taps are integers (scaled by 2**20) and the samples int16, so every product
 and partial sum is an integer far inside float64's 53 bits. The kernels sum the integer taps, scale by 2**-20 (exact),
@@ -54,7 +54,7 @@ for _p, _branch in enumerate(interpolator_phases(prototype())):
 
 
 def _kernels() -> tuple[Any, Any, Any]:
-    """Compile the two loops (called once, at import, when numba is there)."""
+    """Compile the three loops (called once, at import, when numba is there)."""
 
     @njit(cache=True, fastmath=True)
     def down(hist: Any, nh: int, pcm: Any, taps: Any, out: Any, acc: Any) -> tuple[int, int]:
