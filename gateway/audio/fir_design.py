@@ -9,6 +9,7 @@ import numpy as np
 __all__ = [
     "FIR_BETA",
     "FIR_DELAY",
+    "FIR_RATES",
     "FIR_SCALE_BITS",
     "FIR_TAPS",
     "ONE",
@@ -33,6 +34,8 @@ def whole_samples(odd: bytes, pcm: bytes) -> tuple[bytes, bytes]:
 #: Factor-3 filter: 97-tap Kaiser-windowed sinc (beta 7.5), cut-off 4 kHz at 24 kHz. Odd length, symmetric: linear
 #: phase with a group delay of 48 samples at 24 kHz = 2.0 ms (16 samples at 8 kHz). Measured (tests/unit/
 #: test_fir_resampler.py, bench/resampling.py): ≥ 76 dB rejection from 4.6 kHz up, flat to 3.4 kHz (|gain| < 0.01 dB).
+#: The rate pairs the filter is designed for (the telephone band at 24 kHz): 24 kHz <-> 8 kHz, factor 3.
+FIR_RATES = ((24000, 8000), (8000, 24000))
 FIR_TAPS = 97
 FIR_BETA = 7.5
 FIR_DELAY = (FIR_TAPS - 1) // 2  # samples at the high rate

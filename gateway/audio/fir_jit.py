@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import g711
-from .fir_design import FIR_DELAY, FIR_SCALE_BITS, interpolator_phases, prototype, quantize, whole_samples
+from .fir_design import FIR_DELAY, FIR_RATES, FIR_SCALE_BITS, interpolator_phases, prototype, quantize, whole_samples
 
 __all__ = ["AVAILABLE", "G711_TABLES", "FusedFirEncoder", "JitFirResampler"]
 
@@ -162,7 +162,7 @@ class JitFirResampler:
             raise RuntimeError("numba is not installed")
         if quality != "FIR":
             raise ValueError(f"JitFirResampler quality must be 'FIR', not {quality!r}")
-        if (in_rate, out_rate) not in ((24000, 8000), (8000, 24000)):
+        if (in_rate, out_rate) not in FIR_RATES:
             raise ValueError(f"FIR resampling is 24000 <-> 8000 Hz only (factor 3), not {in_rate} -> {out_rate} Hz")
         self.in_rate, self.out_rate, self.quality = in_rate, out_rate, quality
         self._down = in_rate > out_rate

@@ -25,6 +25,7 @@ import soxr
 from .fir_design import (
     FIR_BETA,
     FIR_DELAY,
+    FIR_RATES,
     FIR_SCALE_BITS,
     FIR_TAPS,
     ONE,
@@ -45,6 +46,7 @@ __all__ = [
     "FIR",
     "FIR_BETA",
     "FIR_DELAY",
+    "FIR_RATES",
     "FIR_SCALE_BITS",
     "FIR_TAPS",
     "QUALITIES",
@@ -59,8 +61,6 @@ __all__ = [
 QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 #: The block-free polyphase FIR (:class:`FirResampler`): factor 3 only (8 kHz <-> 24 kHz).
 FIR = "FIR"
-#: The rate pairs the FIR is designed for; make_resampler uses a soxr quality for any other (fir_fallback).
-FIR_RATES = ((24000, 8000), (8000, 24000))
 #: Every value ``audio.inbound_resample_quality`` / ``audio.outbound_resample_quality`` accepts.
 RESAMPLE_QUALITIES = QUALITIES + (FIR,)
 

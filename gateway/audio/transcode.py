@@ -89,12 +89,23 @@ class OutboundAudio:
     ) -> None:
         enc, rate = _agent_encoding(agent_format)
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
-        self._decode = None if enc == "audio/pcm" else _DECODE[enc]
-        self._encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
-        self._resampler = None if rate == carrier_rate else make_resampler(rate, carrier_rate, quality)
-        self._framer = Reframer(frame_bytes)
         self._pad = _SILENCE[carrier_encoding]
         self.frame_bytes = frame_bytes
+        # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
+        # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks. Then the
+        # resampler and framer below are not built at all.
+        self._fused: FusedFirEncoder | None = None
+        if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
+            from .fir_jit import AVAILABLE, G711_TABLES, FusedFirEncoder
+
+            if AVAILABLE and carrier_encoding in G711_TABLES:
+                self._fused = FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
+        self._decode = None if enc == "audio/pcm" else _DECODE[enc]
+        self._encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
+        self._resampler = (
+            None if rate == carrier_rate or self._fused is not None else make_resampler(rate, carrier_rate, quality)
+        )
+        self._framer = Reframer(frame_bytes)
         # Agent bytes that make one carrier frame (960 for 24 kHz PCM16 → 160 B of μ-law); fewer are held back.
         samples = frame_bytes // _BYTES_PER_SAMPLE[carrier_encoding]
         self._chunk_min = samples * rate // carrier_rate * _BYTES_PER_SAMPLE[enc]
@@ -107,14 +118,6 @@ class OutboundAudio:
         self._need = self._chunk_min
         self._held = b""
         self._update_need()
-        # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
-        # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks.
-        self._fused: FusedFirEncoder | None = None
-        if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
-            from .fir_jit import AVAILABLE, G711_TABLES, FusedFirEncoder
-
-            if AVAILABLE and carrier_encoding in G711_TABLES:
-                self._fused = FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
 
     def convert(self, data: bytes) -> list[bytes]:
         fused = self._fused
