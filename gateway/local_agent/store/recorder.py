@@ -43,6 +43,10 @@ log = structlog.get_logger("local_agent")
 _USER, _AGENT, _LOG, _CUT = 0, 1, 2, 3
 #: Entries a flush takes at most (the rest wait for the next one), so one flush stays short.
 _FLUSH_MAX: Final = 20000
+#: The most items the hooks queue for the store's thread: about 5 minutes of a session's audio (both sides) and
+#: events. A thread stuck on a hung disk must not grow the agent's memory without end: past this, items are dropped
+#: and counted (``dropped``), and the recording says so once (``local_agent.recording_behind``).
+_PENDING_MAX: Final = 30000
 
 
 class NullRecorder:
@@ -123,6 +127,7 @@ class Recorder:
         self._pending: deque[tuple[Any, ...]] = deque()
         self.closed = False  # set on the loop when the session is over: hooks stop queueing
         self.failed = False
+        self.dropped = 0  # items the hooks dropped because the store's thread fell _PENDING_MAX behind
         # Owned by the store's thread from here on.
         self._mix = StereoRecording(self.rate)
         self._wav: WavFile | None = None
@@ -130,7 +135,20 @@ class Recorder:
         self._resampler: tuple[int, StreamResampler] | None = None
         self._heard: set[str] = set()  # replies whose first audible chunk was seen
 
+    @property
+    def queued(self) -> int:
+        """Items the hooks queued that the store's thread has not written yet."""
+        return len(self._pending)
+
     # ---- hooks (event loop)
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if len(self._pending) < _PENDING_MAX:
+            self._pending.append(item)
+            return
+        self.dropped += 1
+        if self.dropped == 1:
+            log.warning("local_agent.recording_behind", session_id=self._session.id, pending=_PENDING_MAX)
 
     def _now(self) -> float:
         return self._loop.time() - self._t0
@@ -140,31 +158,31 @@ class Recorder:
             return
         if isinstance(event, proto.InputAudio):
             if self._record_audio and event.audio:
-                self._pending.append((_USER, event.audio, self._session.config.input_format, self._now()))
+                self._put((_USER, event.audio, self._session.config.input_format, self._now()))
         elif isinstance(event, proto.ToolResult):
             keep = LOGGED_CLIENT_EVENTS["tool.result"]
             fields = {"call_id": event.call_id, "result": event.result, "is_error": event.is_error}
-            self._pending.append((_LOG, self._now(), "tool.result", log_fields(fields, keep)))
+            self._put((_LOG, self._now(), "tool.result", log_fields(fields, keep)))
         elif isinstance(event, proto.ReplyCreate):
-            self._pending.append((_LOG, self._now(), "reply.create", {"instructions": event.instructions}))
+            self._put((_LOG, self._now(), "reply.create", {"instructions": event.instructions}))
 
     def server_event(self, event: dict[str, Any]) -> None:
         if self.closed:
             return
         keep = LOGGED_SERVER_EVENTS.get(event["type"])
         if keep is not None:
-            self._pending.append((_LOG, self._now(), event["type"], log_fields(event, keep)))
+            self._put((_LOG, self._now(), event["type"], log_fields(event, keep)))
             if event.get("status") == "interrupted":  # reply.done: the client flushes what it had not played
-                self._pending.append((_CUT, self._now()))
+                self._put((_CUT, self._now()))
 
     def reply_trigger(self, reply_id: str, trigger: str) -> None:
         if not self.closed:
-            self._pending.append((_LOG, self._now(), "reply.trigger", {"reply_id": reply_id, "trigger": trigger}))
+            self._put((_LOG, self._now(), "reply.trigger", {"reply_id": reply_id, "trigger": trigger}))
 
     def agent_audio(self, reply_id: str, frame: bytes, plays_at: float) -> None:
         """``plays_at``: the event loop's time (monotonic) the client starts playing ``frame``."""
         if not self.closed:
-            self._pending.append((_AGENT, frame, reply_id, plays_at - self._t0))
+            self._put((_AGENT, frame, reply_id, plays_at - self._t0))
 
     # ---- the store's thread
 
