@@ -137,6 +137,19 @@ def hold_positions(heard: bytes | bytearray) -> list[int]:
     return sorted(found)
 
 
+def hold_end(heard: bytes | bytearray) -> int:
+    """Where the hold sound stops in what the caller heard: past the last whole 100 ms piece ``hold_positions``
+    finds, byte by byte while the heard audio still follows the (looping) hold sound. The partial piece before the
+    reply would otherwise sit in front of the reply's first word."""
+    hold, heard = BUNDLED_HOLD.read_bytes(), bytes(heard)
+    last = hold_positions(heard)[-1]
+    offset = hold.find(heard[last : last + 800])
+    end = last + 800
+    while end < len(heard) and heard[end] == hold[(offset + end - last) % len(hold)]:
+        end += 1
+    return end
+
+
 def first_event(record: CallRecord, kind: str) -> float:
     return next(e.t for e in record.events if e.kind == kind)
 
@@ -172,7 +185,9 @@ async def test_a_slow_tool_plays_hold_audio_until_the_reply(gateway, models, voi
     turn_end = first_event(record, "turn_ended")
     first, last = found[0] / 8000, (found[-1] + 800) / 8000
     assert first > turn_end and last - first >= (TOOL_S * 1000 - AFTER_MS) / 1000 * 0.8
-    after = heard_text(models, record.heard[found[-1] + 800 :])
+    end = hold_end(record.heard)
+    assert end >= found[-1] + 800
+    after = heard_text(models, record.heard[end:])
     # The reply follows the hold audio (Whisper writes the number either way: "two" or "2").
     assert "all done" in after and re.search(r"table for (two|2)\b", after), after
 
