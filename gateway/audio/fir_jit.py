@@ -27,7 +27,7 @@ import numpy as np
 from . import g711
 from .fir_design import FIR_DELAY, FIR_RATES, FIR_SCALE_BITS, interpolator_phases, prototype, quantize, whole_samples
 
-__all__ = ["AVAILABLE", "G711_TABLES", "FusedFirEncoder", "JitFirResampler"]
+__all__ = ["AVAILABLE", "G711_DECODE", "G711_TABLES", "FusedFirDecoder", "FusedFirEncoder", "JitFirResampler"]
 
 try:
     from numba import njit
@@ -44,6 +44,11 @@ G711_TABLES = {
     "audio/pcmu": np.frombuffer(g711.pcm16_to_ulaw(_EVERY_SAMPLE), np.uint8).copy(),
     "audio/pcma": np.frombuffer(g711.pcm16_to_alaw(_EVERY_SAMPLE), np.uint8).copy(),
 }
+#: Every G.711 byte's int16 sample, as float64 (the up kernels' history), made by the stdlib's own decoder.
+G711_DECODE = {
+    "audio/pcmu": np.frombuffer(g711.ulaw_to_pcm16(bytes(range(256))), "<i2").astype(np.float64),
+    "audio/pcma": np.frombuffer(g711.alaw_to_pcm16(bytes(range(256))), "<i2").astype(np.float64),
+}
 #: Down: the 97 integer taps, reversed (output j is window [3j, 3j + 97) · taps). Up: the three polyphase branches of
 #: 33 taps (the shorter ones zero-padded), each reversed the same way: output 3j + p is window [j, j + 33) · branch p.
 _DOWN_TAPS = quantize(prototype())[::-1].copy()
@@ -57,7 +62,7 @@ def _kernels() -> tuple[Any, Any, Any]:
     """Compile the three loops (called once, at import, when numba is there)."""
 
     @njit(cache=True, fastmath=True)
-    def down(hist: Any, nh: int, pcm: Any, taps: Any, out: Any, acc: Any) -> tuple[int, int]:
+    def down(hist: Any, nh: int, pcm: Any, taps: Any, out: Any) -> tuple[int, int]:
         # Append the new little-endian int16 samples to the history, then one output per 3 inputs whose 97-sample
         # window is complete; keep the unused tail.
         n = len(pcm) >> 1
@@ -80,32 +85,48 @@ def _kernels() -> tuple[Any, Any, Any]:
             hist[i] = hist[j + i]
         return m, total - j
 
-    @njit(cache=True, fastmath=True)
-    def up(hist: Any, nh: int, pcm: Any, taps: Any, out: Any, acc: Any) -> tuple[int, int]:
-        # Three outputs per input whose 33-sample window is complete, one per polyphase branch. Branch by branch,
-        # tap by tap over all the windows (contiguous, so it vectorises); then interleaved into the output.
-        n = len(pcm) >> 1
-        for i in range(n):
-            v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
-            hist[nh + i] = v - 65536 if v >= 32768 else v
-        total = nh + n
+    @njit(cache=True, fastmath=True, inline="always")
+    def _up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
         width = taps.shape[1]
         if total < width:
             return 0, total
         groups = total - width + 1
-        for p in range(3):
-            for j in range(groups):
-                acc[j] = 0.0
+        for j in range(groups):
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
             for t in range(width):
-                c = taps[p, t]
-                for j in range(groups):
-                    acc[j] += c * hist[j + t]
-            for j in range(groups):
-                y = np.rint(acc[j] * _SCALE)
-                out[3 * j + p] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
+                h = hist[j + t]
+                s0 += taps[0, t] * h
+                s1 += taps[1, t] * h
+                s2 += taps[2, t] * h
+            y = np.rint(s0 * _SCALE)
+            out[3 * j] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
+            y = np.rint(s1 * _SCALE)
+            out[3 * j + 1] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
+            y = np.rint(s2 * _SCALE)
+            out[3 * j + 2] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
         for i in range(total - groups):
             hist[i] = hist[groups + i]
         return 3 * groups, total - groups
+
+    @njit(cache=True, fastmath=True)
+    def up(hist: Any, nh: int, pcm: Any, taps: Any, out: Any) -> tuple[int, int]:
+        # Three outputs per input whose 33-sample window is complete, one per polyphase branch: the three sums of
+        # one window in registers (one pass over it), no per-branch arrays.
+        n = len(pcm) >> 1
+        for i in range(n):
+            v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
+            hist[nh + i] = v - 65536 if v >= 32768 else v
+        return _up_filter(hist, nh + n, taps, out)
+
+    @njit(cache=True, fastmath=True)
+    def up_decode(hist: Any, nh: int, payload: Any, law: Any, taps: Any, out: Any) -> tuple[int, int]:
+        # up, from G.711 bytes: each byte through the 256-entry decoding table first.
+        n = len(payload)
+        for i in range(n):
+            hist[nh + i] = law[payload[i]]
+        return _up_filter(hist, nh + n, taps, out)
 
     @njit(cache=True, fastmath=True)
     def down_encode(hist: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, fill: int) -> tuple[int, int]:
@@ -130,14 +151,15 @@ def _kernels() -> tuple[Any, Any, Any]:
             hist[i] = hist[j + i]
         return total - j, m
 
-    return down, up, down_encode
+    return down, up, up_decode, down_encode
 
 
 if AVAILABLE:
-    _DOWN, _UP, _DOWN_ENCODE = _kernels()
+    _DOWN, _UP, _UP_DECODE, _DOWN_ENCODE = _kernels()
     # Compile (or load from the cache) now, at import: never on a call's first frame.
-    _DOWN(np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16), np.zeros(200))
-    _UP(np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16), np.zeros(200))
+    _DOWN(np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16))
+    _UP(np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
+    _UP_DECODE(np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
     _DOWN_ENCODE(np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(65536, np.uint8), np.zeros(200, np.uint8), 0)
 
 
@@ -152,10 +174,9 @@ class JitFirResampler:
     _sent: int
     _hist: np.ndarray
     _out: np.ndarray
-    _acc: np.ndarray
 
     __slots__ = ("in_rate", "out_rate", "quality", "_down", "_kernel", "_taps", "_step", "_outs", "_span", "_hist",
-                 "_nh", "_out", "_acc", "_odd", "_fed", "_sent")  # fmt: skip
+                 "_nh", "_out", "_odd", "_fed", "_sent")  # fmt: skip
 
     def __init__(self, in_rate: int, out_rate: int, quality: str = "FIR") -> None:
         if not AVAILABLE:  # pragma: no cover - make_resampler checks first
@@ -178,7 +199,6 @@ class JitFirResampler:
     def _alloc(self, inputs: int) -> None:
         self._hist = np.zeros(inputs + self._span)
         self._out = np.empty((len(self._hist) // self._step + 1) * self._outs, np.int16)
-        self._acc = np.empty(len(self._hist))  # the up kernel's per-branch sums
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Feed a chunk, get back every output sample its input completes. ``last=True`` drains the look-ahead."""
@@ -188,7 +208,7 @@ class JitFirResampler:
         if self._nh + n > len(self._hist):
             self._grow(self._nh + n)
         self._fed += n
-        m, self._nh = self._kernel(self._hist, self._nh, pcm, self._taps, self._out, self._acc)
+        m, self._nh = self._kernel(self._hist, self._nh, pcm, self._taps, self._out)
         if last:
             return self._drain(m)
         self._sent += m
@@ -205,7 +225,7 @@ class JitFirResampler:
             zeros = max(0, (groups - 1) * self._step + self._span - self._nh)
             if self._nh + zeros > len(self._hist):
                 self._grow(self._nh + zeros)
-            k, self._nh = self._kernel(self._hist, self._nh, bytes(2 * zeros), self._taps, self._out, self._acc)
+            k, self._nh = self._kernel(self._hist, self._nh, bytes(2 * zeros), self._taps, self._out)
             tail = self._out[: min(k, more)].tobytes()
         self.reset()
         return head + tail
@@ -239,6 +259,42 @@ class JitFirResampler:
         self._hist[: self._nh] = 0.0
         self._fed = 0
         self._sent = 0
+
+
+class FusedFirDecoder:
+    """Caller → agent in one compiled step: 8 kHz G.711 bytes in, 24 kHz PCM16 out (the G.711 table, then the FIR
+    up). The same bytes, on the same chunks, as ``audioop``'s decoder + :class:`JitFirResampler` (what
+    :class:`~gateway.audio.transcode.InboundAudio` does for any other pair), minus one call and one copy per frame."""
+
+    __slots__ = ("_law", "_hist", "_nh", "_out")
+
+    _hist: np.ndarray
+    _out: np.ndarray
+    _nh: int
+
+    def __init__(self, carrier_encoding: str) -> None:
+        if not AVAILABLE:  # pragma: no cover - transcode.py checks first
+            raise RuntimeError("numba is not installed")
+        self._law = G711_DECODE[carrier_encoding]
+        self._alloc(800)  # 100 ms of input; a larger payload grows it
+        self.reset()
+
+    def _alloc(self, inputs: int) -> None:
+        self._hist = np.zeros(inputs + _UP_TAPS.shape[1])
+        self._out = np.empty(3 * len(self._hist), np.int16)
+
+    def convert(self, payload: bytes) -> bytes:
+        if self._nh + len(payload) > len(self._hist):
+            old = self._hist[: self._nh].copy()
+            self._alloc(2 * (self._nh + len(payload)))
+            self._hist[: len(old)] = old
+        m, self._nh = _UP_DECODE(self._hist, self._nh, payload, self._law, _UP_TAPS, self._out)
+        return self._out[:m].tobytes()
+
+    def reset(self) -> None:
+        """Drop all state: the same output afterwards as a new instance."""
+        self._nh = FIR_DELAY // 3
+        self._hist[: self._nh] = 0.0
 
 
 class FusedFirEncoder:

@@ -22,7 +22,8 @@ from .framing import Reframer
 from .resample import FIR, make_resampler
 
 if TYPE_CHECKING:
-    from .fir_jit import FusedFirEncoder
+    from .fir_jit import FusedFirEncoder, JitFirResampler
+    from .resample import FirResampler, StreamResampler
 
 __all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio", "load_kernels"]
 
@@ -70,7 +71,18 @@ class InboundAudio:
         self.passthrough = enc == carrier_encoding and rate == carrier_rate
         self._decode = None if carrier_encoding == "audio/pcm" else _DECODE[carrier_encoding]
         self._encode = None if enc == "audio/pcm" else _ENCODE[enc]
-        self._resampler = None if carrier_rate == rate else make_resampler(carrier_rate, rate, quality)
+        self._resampler: StreamResampler | FirResampler | JitFirResampler | None = None
+        # The default pair (8 kHz G.711 from the carrier, 24 kHz PCM to the agent, FIR): decode and resample in one
+        # compiled step (gateway/audio/fir_jit.py), the same bytes; ``convert`` is then that step itself (one Python
+        # call per frame less on the hot path), and no resampler is built.
+        if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
+            from .fir_jit import AVAILABLE, G711_DECODE, FusedFirDecoder
+
+            if AVAILABLE and carrier_encoding in G711_DECODE:
+                self.convert = FusedFirDecoder(carrier_encoding).convert  # type: ignore[method-assign]
+                return
+        if carrier_rate != rate:
+            self._resampler = make_resampler(carrier_rate, rate, quality)
 
     def convert(self, payload: bytes) -> bytes:
         if self.passthrough:
@@ -100,6 +112,7 @@ class OutboundAudio:
 
             if AVAILABLE and carrier_encoding in G711_TABLES:
                 self._fused = FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
+                self.convert = self._fused.convert  # type: ignore[method-assign]  # one Python call per chunk less
         self._decode = None if enc == "audio/pcm" else _DECODE[enc]
         self._encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
         self._resampler = (

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audio.fir_jit import AVAILABLE, FusedFirEncoder, JitFirResampler
+from gateway.audio.fir_jit import AVAILABLE, FusedFirDecoder, FusedFirEncoder, JitFirResampler
 from gateway.audio.resample import FirResampler
-from tests.support.plain_media_path import PlainOutbound
+from gateway.audio.transcode import InboundAudio
+from tests.support.plain_media_path import PlainInbound, PlainOutbound
 
 #: One step of a stream: feed n bytes, flush, or reset.
 _STEP = st.one_of(
@@ -97,3 +98,32 @@ def test_the_kernels_load_only_for_settings_that_resample_with_them() -> None:
         "assert load_kernels('pcm24k', 'QQ', 'FIR') and 'gateway.audio.fir_jit' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("carrier", ["audio/pcmu", "audio/pcma"])
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=900), max_size=30), seed=st.integers(0, 2**32 - 1))
+def test_the_fused_decoder_gives_the_decoder_and_the_numpy_firs_bytes(
+    carrier: str, sizes: list[int], seed: int
+) -> None:
+    # Every G.711 byte value, in payloads of any size (a carrier's 20 ms, Exotel's 100 ms, odd ones): the table the
+    # kernel decodes with is audioop's, and the filter is the numpy FIR's, so the bytes are the same.
+    rng = np.random.default_rng(seed)
+    fused, plain = FusedFirDecoder(carrier), PlainInbound(carrier, 8000, "pcm24k", "FIR")
+    for i, n in enumerate(sizes):
+        payload = bytes(rng.integers(0, 256, n, dtype=np.uint8))
+        assert fused.convert(payload) == plain.convert(payload)
+        if i % 7 == 6:
+            fused.reset()
+            plain.resampler.reset()
+
+
+def test_the_default_inbound_pair_converts_with_the_fused_decoder() -> None:
+    # InboundAudio hands the frame straight to the compiled step (no wrapper call) for 8 kHz G.711 → pcm24k with FIR,
+    # and only then.
+    assert (
+        getattr(InboundAudio("audio/pcmu", 8000, "pcm24k", "FIR").convert, "__self__", None).__class__
+        is FusedFirDecoder
+    )
+    assert InboundAudio("audio/pcmu", 8000, "pcm24k", "QQ").convert.__func__ is InboundAudio.convert
+    assert InboundAudio("audio/pcmu", 8000, "pcmu", "FIR").convert.__func__ is InboundAudio.convert
