@@ -58,8 +58,8 @@ for _p, _branch in enumerate(interpolator_phases(prototype())):
     _UP_TAPS[_p, 2 * (FIR_DELAY // 3) - np.arange(len(_branch))] = _branch
 
 
-def _kernels() -> tuple[Any, Any, Any]:
-    """Compile the three loops (called once, at import, when numba is there)."""
+def _kernels() -> tuple[Any, Any, Any, Any]:
+    """Compile the four loops (called once, at import, when numba is there)."""
 
     @njit(cache=True, fastmath=True)
     def down(hist: Any, nh: int, pcm: Any, taps: Any, out: Any) -> tuple[int, int]:
@@ -329,10 +329,9 @@ class FusedFirEncoder:
         self._hist = np.zeros(inputs + len(_DOWN_TAPS))
         self._out = np.empty(len(self._hist) // 3 + 1 + self.frame_bytes, np.uint8)
 
-    def convert(self, pcm: bytes) -> list[bytes]:
+    def convert(self, data: bytes) -> list[bytes]:
         held = self._held
-        if held:
-            pcm = held + pcm
+        pcm = held + data if held else data
         if len(pcm) < self._need:
             self._held = pcm  # cannot complete the next frame yet
             return []
