@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audio.fir_jit import AVAILABLE, FusedFirDecoder, FusedFirEncoder, JitFirResampler
+from gateway.audio import g711
+from gateway.audio.fir_jit import AVAILABLE, G711_TABLES, FusedFirDecoder, FusedFirEncoder, JitFirResampler
 from gateway.audio.resample import FirResampler
 from gateway.audio.transcode import InboundAudio
 from tests.support.plain_media_path import PlainInbound, PlainOutbound
@@ -127,3 +129,13 @@ def test_the_default_inbound_pair_converts_with_the_fused_decoder() -> None:
     )
     assert InboundAudio("audio/pcmu", 8000, "pcm24k", "QQ").convert.__func__ is InboundAudio.convert
     assert InboundAudio("audio/pcmu", 8000, "pcmu", "FIR").convert.__func__ is InboundAudio.convert
+
+
+@pytest.mark.parametrize(
+    ("carrier", "encode"), [("audio/pcmu", g711.pcm16_to_ulaw), ("audio/pcma", g711.pcm16_to_alaw)]
+)
+def test_the_encoders_table_gives_audioops_byte_for_every_sample(carrier: str, encode: Any) -> None:
+    # The fused encoder looks a sample up at (sample + 32768) >> 2: the quarter-size table must hold for all 65,536.
+    every = np.arange(-32768, 32768, dtype="<i2")
+    expected = np.frombuffer(encode(every.tobytes()), np.uint8)
+    assert (G711_TABLES[carrier][(every.astype(np.int64) + 32768) >> 2] == expected).all()
