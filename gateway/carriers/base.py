@@ -242,13 +242,19 @@ def require_str(o: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+#: The longest digit string read as a number (a sequence counter or timestamp: 10**18 ms is 31 million years);
+#: longer is unknown, never handed to int(), which refuses more than 4,300 digits with a ValueError.
+MAX_DIGITS = 18
+
+
 def opt_int(value: Any) -> int | None:
-    """Carriers send numbers as strings (``"5"``) or numbers; anything else is ``None``. ASCII digits only."""
+    """Carriers send numbers as strings (``"5"``) or numbers; anything else is ``None``. ASCII digits only, at most
+    :data:`MAX_DIGITS` of them."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS:
         return int(value)
     return None
 

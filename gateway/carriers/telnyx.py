@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import CarrierProtocolError
 from .base import (
+    MAX_DIGITS,
     SAFE_ID,
     StreamDialect,
     b64,
@@ -311,7 +312,9 @@ def verify_telnyx_signature(
     within ``tolerance_s`` of ``now`` (a replayed webhook is refused). Never raises for bad input."""
     if not public_key_b64 or not timestamp or not signature_b64:
         return False
-    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > tolerance_s:
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_DIGITS):
+        return False  # int() refuses over 4,300 digits with a ValueError
+    if abs(now - int(timestamp)) > tolerance_s:
         return False
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64, validate=True))

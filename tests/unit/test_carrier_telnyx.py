@@ -221,3 +221,12 @@ def test_ed25519_webhook_signature_real_key_pair_valid_and_forged() -> None:
     assert not verify_telnyx_signature(public, body, ts, "not base64!", now=NOW)
     assert not verify_telnyx_signature(public, body, None, sig, now=NOW)
     assert not verify_telnyx_signature("", body, ts, sig, now=NOW)
+
+
+def test_a_timestamp_too_long_for_int_is_refused_not_a_crash() -> None:
+    # Bug: "Never raises for bad input", but a 5,000-digit telnyx-timestamp header passed isdigit() and reached
+    # int(), which raises ValueError past 4,300 digits: the webhook handler failed instead of refusing it.
+    key, public = _keypair()
+    ts = "9" * 5000
+    sig = base64.b64encode(key.sign(ts.encode() + b"|{}")).decode()
+    assert not verify_telnyx_signature(public, b"{}", ts, sig, now=NOW)

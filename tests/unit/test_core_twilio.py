@@ -337,6 +337,17 @@ def test_media_numbers_made_of_digit_lookalikes_are_unknown_not_a_crash(field: s
     assert getattr(ev, "timestamp_ms" if field == "timestamp" else "chunk") is None
 
 
+@pytest.mark.parametrize("field", ["timestamp", "chunk"])
+@pytest.mark.parametrize("parser", ["parse", "parse_plain"])
+def test_media_numbers_too_long_for_int_are_unknown_not_a_crash(field: str, parser: str) -> None:
+    # Bug: a 5,000-digit string passed isdigit() and reached int(), which refuses more than 4,300 digits with a
+    # ValueError that escaped parse() (the call's reader), for one malformed message.
+    t = started()
+    ev = getattr(t, parser)(text(with_changes("media", lambda m: m["media"].update({field: "7" * 5000}))))
+    assert isinstance(ev, AudioReceived)
+    assert getattr(ev, "timestamp_ms" if field == "timestamp" else "chunk") is None
+
+
 def test_a_rejected_start_leaves_the_stream_unstarted() -> None:
     t = TwilioStream()
     with pytest.raises(CarrierProtocolError):
