@@ -35,11 +35,15 @@ class MarkEcho:
 
 
 class PlayoutTracker:
+    __slots__ = ("generation", "sent_ms", "stale_echoes", "buffer_end", "_seq", "_marks", "_reply_sent_ms",
+                 "reply_played_ms")  # fmt: skip
+
     def __init__(self) -> None:
         self.generation = 0
         self.sent_ms = 0  # audio sent in the current generation
         self.stale_echoes = 0  # echoes ignored because their generation was cleared
-        self._buffer_end = 0.0
+        #: When everything sent so far will have played (monotonic seconds); read by the queue's pacing rule.
+        self.buffer_end = 0.0
         self._seq = 0
         self._marks: dict[str, _Mark] = {}
         self._reply_sent_ms: dict[str | None, int] = {}
@@ -49,18 +53,18 @@ class PlayoutTracker:
     def on_sent(self, duration_ms: int, now: float, reply_id: str | None = None) -> None:
         self.sent_ms += duration_ms
         self._reply_sent_ms[reply_id] = self._reply_sent_ms.get(reply_id, 0) + duration_ms
-        self._buffer_end = max(self._buffer_end, now) + duration_ms / 1000.0
+        self.buffer_end = max(self.buffer_end, now) + duration_ms / 1000.0
 
     def plays_from(self, now: float) -> float:
         """When audio sent now starts playing: after what is queued at the carrier, or now."""
-        return max(self._buffer_end, now)
+        return max(self.buffer_end, now)
 
     def lead_ms(self, now: float) -> float:
         """Audio we believe is queued at the carrier and not yet played."""
-        return max(0.0, self._buffer_end - now) * 1000.0
+        return max(0.0, self.buffer_end - now) * 1000.0
 
     def playing(self, now: float) -> bool:
-        return self._buffer_end > now
+        return self.buffer_end > now
 
     def reply_sent_ms(self, reply_id: str | None) -> int:
         return self._reply_sent_ms.get(reply_id, 0)
@@ -86,7 +90,7 @@ class PlayoutTracker:
             self.stale_echoes += 1
             return None
         # Playback has reached the mark: what is still queued is exactly what we sent after it.
-        self._buffer_end = now + (self.sent_ms - mark.position_ms) / 1000.0
+        self.buffer_end = now + (self.sent_ms - mark.position_ms) / 1000.0
         played = max(self.reply_played_ms.get(mark.reply_id, 0), mark.reply_position_ms)
         self.reply_played_ms[mark.reply_id] = played
         return MarkEcho(name, mark.reply_id, played, now - mark.sent_at)
@@ -96,6 +100,6 @@ class PlayoutTracker:
         dropped = self.lead_ms(now)
         self.generation += 1
         self.sent_ms = 0
-        self._buffer_end = now
+        self.buffer_end = now
         # Echoes of the old generation will still arrive (Twilio flushes pending marks); keep them to recognise.
         return dropped

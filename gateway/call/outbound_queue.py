@@ -45,6 +45,11 @@ class SentAudioObserver(Protocol):
 
 
 class OutboundQueue:
+    __slots__ = ("_dialect", "_playout", "_summary", "per_message", "_min_frames", "_ceiling", "_mark_interval_ms",
+                 "max_frames", "items", "urgent", "_clear", "_clear_asked_at", "frames", "_ms_since_mark",
+                 "_short_since", "wake_at", "reply_active", "clock_marks", "tag_of", "_waited", "observer", "loop",
+                 "loop_ahead")  # fmt: skip
+
     def __init__(
         self,
         dialect: Dialect,
@@ -96,7 +101,10 @@ class OutboundQueue:
     # ---- what goes in -----------------------------------------------------------------------------------------
     def put_audio(self, tag: str | None, frames: list[bytes]) -> None:
         gen = self._playout.generation
-        self.items.extend([(gen, tag, f) for f in frames])
+        if len(frames) == 1:  # the steady state: one 20 ms frame per agent chunk pair
+            self.items.append((gen, tag, frames[0]))
+        else:
+            self.items.extend([(gen, tag, f) for f in frames])
         self.frames += len(frames)
 
     def put_mark(self, tag: str | None, *, waited: bool = False) -> None:
@@ -160,7 +168,7 @@ class OutboundQueue:
         items = self.items
         playout = self._playout
         while items:
-            lead = playout.lead_ms(now)
+            lead = (playout.buffer_end - now) * 1000.0  # playout.lead_ms(now), inline: the ceiling is never negative
             if lead > self._ceiling:
                 # Pacing: keep at most the lead target queued at the carrier
                 # (docs/architecture/decisions/0008-paced-playout-and-marks.md).
