@@ -2,6 +2,7 @@
 sockets, against the pure functions they call (parse, transcode, build).
 
     .venv/bin/python -m bench.session_overhead        # ≈ 10 s; docs/architecture/performance.md, "The floor"
+    .venv/bin/python -m bench.session_overhead --cold # + the same with 50 calls interleaved, caches evicted
 
 - carrier → agent: one Twilio ``media`` text through ``AcceptedCall.on_carrier_message`` (the carrier reader's work
   per message: the dialect's parse, the core, the ``input.audio`` send) against parse + ``InboundAudio.convert`` +
@@ -193,6 +194,64 @@ def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
     return out
 
 
+def measure_cold(calls: int = 50, evict_kb: int = 4096, rounds: int = 60) -> dict[str, Any]:
+    """The same paths with ``calls`` calls interleaved and ``evict_kb`` of other memory read between two messages,
+    as on a loaded gateway, where every message finds the caches holding other calls' (and other processes') data.
+    Each message is timed on its own (the eviction is not timed); means per message."""
+    paths = [session_under_test() for _ in range(calls)]
+    media, _ulaw, reply, _pcm = messages()
+    audio = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"}).audio
+    ins = [InboundAudio("audio/pcmu", 8000, "pcm24k", audio.inbound_resample_quality) for _ in range(calls)]
+    outs = [OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, audio.outbound_resample_quality) for _ in range(calls)]
+    other = np.ones(evict_kb * 128)  # float64: 128 per KB
+    clock = time.perf_counter_ns
+    times: dict[str, list[int]] = {k: [] for k in ("in path", "in parts", "out path", "out parts")}
+
+    def timed(key: str, keep: bool, fn: Callable[..., Any], *args: Any) -> None:
+        other.sum()  # evict
+        t0 = clock()
+        fn(*args)
+        if keep:
+            times[key].append(clock() - t0)
+
+    def agent_path(call: AcceptedCall) -> None:
+        _drive(call.on_agent_event(ap.parse_server_event(reply)))
+
+    def agent_parts(call: AcceptedCall, outbound: OutboundAudio) -> None:
+        for frame in outbound.convert(ap.parse_server_event(reply).data):  # type: ignore[attr-defined]
+            call.dialect.build_media(frame)
+
+    def carrier_path(call: AcceptedCall) -> None:
+        _drive(call.on_carrier_message(media))
+
+    def carrier_parts(call: AcceptedCall, inbound: InboundAudio) -> None:
+        for ev in call.dialect.parse(media):
+            ap.input_audio(inbound.convert(ev.payload))  # type: ignore[attr-defined]
+
+    gc.disable()
+    try:
+        for r in range(rounds):
+            keep = r >= rounds // 4  # the first quarter warms up
+            for (call, _carrier, _agent, now), inbound, outbound in zip(paths, ins, outs, strict=True):
+                for _ in range(2):
+                    now[0] += 0.010
+                    timed("out path", keep, agent_path, call)
+                    timed("out parts", keep, agent_parts, call, outbound)
+                timed("in path", keep, carrier_path, call)
+                timed("in parts", keep, carrier_parts, call, inbound)
+    finally:
+        gc.enable()
+    out: dict[str, Any] = {f"cold µs per message, {k}": statistics.mean(v) / 1000 for k, v in times.items()}
+    means = {k: statistics.mean(v) / 1000 for k, v in times.items()}
+    out["cold: session µs per carrier message"] = means["in path"] - means["in parts"]
+    out["cold: session µs per agent chunk"] = means["out path"] - means["out parts"]
+    out["cold: whole path ms per call-second"] = (50 * means["in path"] + 100 * means["out path"]) / 1000
+    out["cold: session ms per call-second"] = (
+        50 * out["cold: session µs per carrier message"] + 100 * out["cold: session µs per agent chunk"]
+    ) / 1000
+    return out
+
+
 def main() -> None:
     import warnings
 
@@ -200,7 +259,10 @@ def main() -> None:
     import structlog
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=open("/dev/null", "w")))  # noqa: SIM115
-    res = measure(n=int(sys.argv[1]) if len(sys.argv) > 1 else 20000)
+    args = [a for a in sys.argv[1:] if a != "--cold"]
+    res = measure(n=int(args[0]) if args else 20000)
+    if "--cold" in sys.argv:
+        res.update(measure_cold())
     for key, value in res.items():
         print(f"{key:40s} {value:10.2f}" if isinstance(value, float) else f"{key:40s} {value:10d}")
 

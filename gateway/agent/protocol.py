@@ -122,8 +122,10 @@ class ReplyStarted:
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyAudio:
+class ReplyAudio(msgspec.Struct, frozen=True):
+    """Agent audio (100 a second per call while it speaks): a frozen ``msgspec.Struct`` rather than a dataclass, the
+    same fields, equality and pattern matching, built in C at a quarter of the cost."""
+
     reply_id: str | None
     data: bytes
 

@@ -1,9 +1,13 @@
-"""The carrier-neutral event model every dialect parses into. Pure, frozen dataclasses named as nouns."""
+"""The carrier-neutral event model every dialect parses into. Pure, frozen dataclasses named as nouns (the one
+that comes 50 times a second per call, :class:`AudioReceived`, a frozen ``msgspec.Struct``: the same fields, equality
+and pattern matching, built in C at a quarter of a frozen dataclass's cost)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import msgspec
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +32,7 @@ class StreamStarted:
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class AudioReceived:
+class AudioReceived(msgspec.Struct, frozen=True):
     """Caller audio in the stream's encoding (raw bytes, base64 already decoded)."""
 
     payload: bytes

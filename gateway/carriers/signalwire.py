@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
 from .base import FRAME_MS, NegotiatedFormat, pcm16_swap, screen_media
@@ -113,7 +115,7 @@ class SignalWireStream(NegotiatedFormat):
             events: list[CarrierEvent] = [ev] if screened is None else screened
             if self._swap:
                 events = [
-                    dataclasses.replace(e, payload=pcm16_swap(e.payload)) if type(e) is AudioReceived else e
+                    msgspec.structs.replace(e, payload=pcm16_swap(e.payload)) if type(e) is AudioReceived else e
                     for e in events
                 ]
             return events
