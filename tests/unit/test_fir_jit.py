@@ -139,3 +139,28 @@ def test_the_encoders_table_gives_audioops_byte_for_every_sample(carrier: str, e
     every = np.arange(-32768, 32768, dtype="<i2")
     expected = np.frombuffer(encode(every.tobytes()), np.uint8)
     assert (G711_TABLES[carrier][(every.astype(np.int64) + 32768) >> 2] == expected).all()
+
+
+def test_the_kernels_are_called_without_numbas_dispatcher_and_still_check_their_arrays() -> None:
+    # The compiled entry point skips type resolution; an array of the wrong dtype must still be refused, not read.
+    from gateway.audio import fir_jit
+
+    assert not hasattr(fir_jit._DOWN_ENCODE, "overloads")  # the compiled function, not the Dispatcher
+    with pytest.raises(TypeError):
+        fir_jit._DOWN(np.zeros(200, np.float32), 0, bytes(2), fir_jit._DOWN_TAPS, np.zeros(200, np.int16))
+
+
+def test_without_an_entry_point_the_dispatcher_itself_is_used() -> None:
+    # Another numba version may not expose one: the kernels then go through the dispatcher, as before.
+    from gateway.audio.fir_jit import _compiled
+
+    calls: list[tuple[int, ...]] = []
+
+    class Dispatcher:
+        overloads = {"sig": object()}  # a compile result without entry_point
+
+        def __call__(self, *args: int) -> None:
+            calls.append(args)
+
+    d = Dispatcher()
+    assert _compiled(d, 1, 2) is d and calls == [(1, 2)]
