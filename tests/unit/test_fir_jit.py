@@ -143,11 +143,11 @@ def test_the_encoders_table_gives_audioops_byte_for_every_sample(carrier: str, e
 
 def test_the_kernels_are_called_without_numbas_dispatcher_and_still_check_their_arrays() -> None:
     # The compiled entry point skips type resolution; an array of the wrong dtype must still be refused, not read.
-    from gateway.audio import fir_jit
+    from gateway.audio.fir_jit import _DOWN, _DOWN_ENCODE, _DOWN_TAPS
 
-    assert not hasattr(fir_jit._DOWN_ENCODE, "overloads")  # the compiled function, not the Dispatcher
+    assert not hasattr(_DOWN_ENCODE, "overloads")  # the compiled function, not the Dispatcher
     with pytest.raises(TypeError):
-        fir_jit._DOWN(np.zeros(200, np.float32), 0, bytes(2), fir_jit._DOWN_TAPS, np.zeros(200, np.int16))
+        _DOWN(np.zeros(200, np.float32), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16))
 
 
 def test_without_an_entry_point_the_dispatcher_itself_is_used() -> None:
