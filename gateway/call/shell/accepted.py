@@ -263,15 +263,21 @@ class AcceptedCall:
 
     async def on_agent_event(self, event: ap.ServerEvent) -> None:
         """What the agent reader does with one event (also the benchmark's seam)."""
-        core = self.core
-        actions = core.agent_event(event, self._clock())
+        actions = self.core.agent_event(event, self._clock())
+        q = self._outbound
+        if actions or q.items or q.urgent:
+            await self._after_agent_event(actions)
+
+    async def _after_agent_event(self, actions: Sequence[Action]) -> None:
+        """The rest of :meth:`on_agent_event` when there is a rest (half the agent's 10 ms chunks complete no frame:
+        then no coroutine): the actions, then what is due for the carrier."""
         if actions:
             await self._execute(actions)
         q = self._outbound
         if q.items or q.urgent:
             await self._writer.flush()  # fast path: send what is due from here
             if q.frames >= q.max_frames:
-                await self._wait_for_room(core)
+                await self._wait_for_room(self.core)
 
     async def _send_audio(self, core: CallCore, conn: AgentConnection, frames: list[bytes]) -> None:
         """One ``input.audio`` (from the carrier reader's fast path or agent_sender). While it is in flight newer
@@ -368,10 +374,13 @@ class AcceptedCall:
         await self._execute(core.agent_ready(ready.session_id, now))
 
     async def _read_agent(self, core: CallCore) -> None:
-        link = self.agent
+        # on_agent_event inline and the connection read directly: two coroutines fewer per agent message (100/s).
+        link, q, clock = self.agent, self._outbound, self._clock
         while core.agent_wanted:
             try:
-                event = await link.recv()
+                if (conn := link.conn) is None:
+                    raise AgentClosed(None, "")
+                event = await conn.recv()
             except AgentClosed as exc:
                 if core.phase is not Phase.LIVE:
                     return  # the call is ending anyway
@@ -379,7 +388,9 @@ class AcceptedCall:
                 await self._execute(core.agent_dropped(exc.code, exc.reason, self._clock()))
                 await self._resume(core)
                 continue
-            await self.on_agent_event(event)
+            actions = core.agent_event(event, clock())
+            if actions or q.items or q.urgent:
+                await self._after_agent_event(actions)
 
     async def _resume(self, core: CallCore) -> None:
         """Resume the dropped session on a new socket, with backoff, inside the window. Raises AgentSessionError

@@ -75,12 +75,6 @@ class AgentLink:
             return False
         return True
 
-    async def recv(self) -> ap.ServerEvent:
-        conn = self.conn
-        if conn is None:
-            raise AgentClosed(None, "")
-        return await conn.recv()
-
     # ---- opening --------------------------------------------------------------------------------------------------
     async def open_session(
         self, first_message: str, on_event: Callable[[ap.ServerEvent], Awaitable[None]]
