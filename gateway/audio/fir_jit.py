@@ -4,7 +4,7 @@ as :class:`~gateway.audio.resample.FirResampler`, at less than half the cost per
 Why: with numpy the FIR costs ~6.5 µs a frame, almost all of it the overhead of the eight numpy calls around one
 small matrix product; the arithmetic itself (160 outputs × 97 taps down, 480 × 33 up) is about a microsecond. One
 compiled loop per direction reads the PCM bytes as they arrive, keeps only the filter's history (96 samples) between
-frames, and writes into a preallocated array: ~3 µs a frame, and no per-call copy of the taps
+frames, and writes into a preallocated array: 2–3 µs a frame, and no per-call copy of the taps
 (docs/architecture/audio.md#fir).
 
 Exactness: as in the numpy version the taps are integers (scaled by 2**20) and the samples int16, so every product

@@ -4,7 +4,7 @@ something else. No timing is asserted."""
 
 from __future__ import annotations
 
-from bench.session_overhead import measure
+from bench.session_overhead import measure, measure_cold
 
 
 def test_the_harness_sends_what_the_real_session_sends_for_each_message() -> None:
@@ -22,3 +22,12 @@ def test_the_harness_sends_what_the_real_session_sends_for_each_message() -> Non
             "agent → carrier, pure parts",
         )
     )
+
+
+def test_the_cold_harness_drives_every_call_through_the_same_paths() -> None:
+    # 3 calls x 4 rounds: each round is 2 agent chunks (one 20 ms frame out) and 1 caller frame (one input.audio)
+    # per call, so the stand-in sockets must have seen exactly that; the figures are means of positive timings.
+    res = measure_cold(calls=3, evict_kb=64, rounds=4)
+    assert res["cold: agent sends"] == 3 * 4
+    assert 3 * 4 - 3 <= res["cold: carrier sends"] <= 3 * 4  # the FIR's 2 ms look-ahead may hold the first frame
+    assert all(res[f"cold µs per message, {k}"] > 0 for k in ("in path", "in parts", "out path", "out parts"))
