@@ -62,34 +62,68 @@ for _p, _branch in enumerate(interpolator_phases(prototype())):
 
 
 def _kernels() -> tuple[Any, Any, Any, Any]:
-    """Compile the four loops (called once, at import, when numba is there)."""
+    """Compile the four loops (called once, at import, when numba is there). The helpers are inlined into each."""
 
-    @njit(cache=True, fastmath=True)
-    def down(hist: Any, nh: int, pcm: Any, taps: Any, out: Any) -> tuple[int, int]:
-        # Append the new little-endian int16 samples to the history, then one output per 3 inputs whose 97-sample
-        # window is complete; keep the unused tail.
+    @njit(cache=True, fastmath=True, inline="always")
+    def append_pcm(hist: Any, nh: int, pcm: Any) -> int:
+        # The new little-endian int16 samples after the ``nh`` kept in the history; returns the history's length.
         n = len(pcm) >> 1
         for i in range(n):
             v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
             hist[nh + i] = v - 65536 if v >= 32768 else v
-        total = nh + n
+        return nh + n
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def to_int16(acc: float) -> int:
+        # An exact integer sum of integer taps: scaled back (exact), rounded half to even, clipped.
+        y = np.rint(acc * _SCALE)
+        return 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def down_at(hist: Any, j: int, taps: Any) -> int:
+        # Output sample of the 97-sample window starting at input ``j``.
+        acc = 0.0
+        for t in range(taps.shape[0]):
+            acc += taps[t] * hist[j + t]
+        return to_int16(acc)
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def keep_tail(hist: Any, used: int, total: int) -> int:
+        # Drop the first ``used`` samples, which no later output needs; returns how many are kept.
+        for i in range(total - used):
+            hist[i] = hist[used + i]
+        return total - used
+
+    @njit(cache=True, fastmath=True)
+    def down(hist: Any, nh: int, pcm: Any, taps: Any, out: Any) -> tuple[int, int]:
+        # One output per 3 inputs whose 97-sample window is complete.
+        total = append_pcm(hist, nh, pcm)
         width = taps.shape[0]
         m = 0
         j = 0
         while j + width <= total:
-            acc = 0.0
-            for t in range(width):
-                acc += taps[t] * hist[j + t]
-            y = np.rint(acc * _SCALE)
-            out[m] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
+            out[m] = down_at(hist, j, taps)
             m += 1
             j += 3
-        for i in range(total - j):
-            hist[i] = hist[j + i]
-        return m, total - j
+        return m, keep_tail(hist, j, total)
+
+    @njit(cache=True, fastmath=True)
+    def down_encode(hist: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, fill: int) -> tuple[int, int]:
+        # down, then each output sample through the G.711 table, appended to ``out`` after ``fill`` bytes.
+        total = append_pcm(hist, nh, pcm)
+        width = taps.shape[0]
+        m = fill
+        j = 0
+        while j + width <= total:
+            out[m] = law[(down_at(hist, j, taps) + 32768) >> 2]
+            m += 1
+            j += 3
+        return keep_tail(hist, j, total), m
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
+    def up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
+        # Three outputs per input whose 33-sample window is complete, one per polyphase branch: the three sums of
+        # one window in registers (one pass over it), no per-branch arrays.
         width = taps.shape[1]
         if total < width:
             return 0, total
@@ -103,25 +137,14 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
                 s0 += taps[0, t] * h
                 s1 += taps[1, t] * h
                 s2 += taps[2, t] * h
-            y = np.rint(s0 * _SCALE)
-            out[3 * j] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
-            y = np.rint(s1 * _SCALE)
-            out[3 * j + 1] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
-            y = np.rint(s2 * _SCALE)
-            out[3 * j + 2] = 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
-        for i in range(total - groups):
-            hist[i] = hist[groups + i]
-        return 3 * groups, total - groups
+            out[3 * j] = to_int16(s0)
+            out[3 * j + 1] = to_int16(s1)
+            out[3 * j + 2] = to_int16(s2)
+        return 3 * groups, keep_tail(hist, groups, total)
 
     @njit(cache=True, fastmath=True)
     def up(hist: Any, nh: int, pcm: Any, taps: Any, out: Any) -> tuple[int, int]:
-        # Three outputs per input whose 33-sample window is complete, one per polyphase branch: the three sums of
-        # one window in registers (one pass over it), no per-branch arrays.
-        n = len(pcm) >> 1
-        for i in range(n):
-            v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
-            hist[nh + i] = v - 65536 if v >= 32768 else v
-        return _up_filter(hist, nh + n, taps, out)
+        return up_filter(hist, append_pcm(hist, nh, pcm), taps, out)
 
     @njit(cache=True, fastmath=True)
     def up_decode(hist: Any, nh: int, payload: Any, law: Any, taps: Any, out: Any) -> tuple[int, int]:
@@ -129,30 +152,7 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         n = len(payload)
         for i in range(n):
             hist[nh + i] = law[payload[i]]
-        return _up_filter(hist, nh + n, taps, out)
-
-    @njit(cache=True, fastmath=True)
-    def down_encode(hist: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, fill: int) -> tuple[int, int]:
-        # down, then each output sample through the G.711 table, appended to ``out`` after ``fill`` bytes.
-        n = len(pcm) >> 1
-        for i in range(n):
-            v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
-            hist[nh + i] = v - 65536 if v >= 32768 else v
-        total = nh + n
-        width = taps.shape[0]
-        m = fill
-        j = 0
-        while j + width <= total:
-            acc = 0.0
-            for t in range(width):
-                acc += taps[t] * hist[j + t]
-            y = np.rint(acc * _SCALE)
-            out[m] = law[(65535 if y > 32767.0 else (0 if y < -32768.0 else int(y) + 32768)) >> 2]
-            m += 1
-            j += 3
-        for i in range(total - j):
-            hist[i] = hist[j + i]
-        return total - j, m
+        return up_filter(hist, nh + n, taps, out)
 
     return down, up, up_decode, down_encode
 
