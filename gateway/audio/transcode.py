@@ -133,9 +133,7 @@ class OutboundAudio:
         self._update_need()
 
     def convert(self, data: bytes) -> list[bytes]:
-        fused = self._fused
-        if fused is not None:
-            return fused.convert(data)
+        # (With the fused step, __init__ made ``convert`` that step's own method: this one is not called.)
         if self.passthrough:
             return self._framer.push(data)
         if self._held:
