@@ -55,6 +55,14 @@ G711_DECODE = {
 #: Down: the 97 integer taps, reversed (output j is window [3j, 3j + 97) · taps). Up: the three polyphase branches of
 #: 33 taps (the shorter ones zero-padded), each reversed the same way: output 3j + p is window [j, j + 33) · branch p.
 _DOWN_TAPS = quantize(prototype())[::-1].copy()
+#: Down, by phase (the fused encoder's layout): _DOWN_PHASES[r, u] = _DOWN_TAPS[3u + r], the last column of phases 1
+#: and 2 zero (97 = 33 + 32 + 32).
+_DOWN_PHASES = np.zeros((3, -(-len(_DOWN_TAPS) // 3)))
+#: Its width (33), a constant the compiler sees: loops of a known length over the taps unroll and vectorise, which
+#: the same loop bounded by ``taps.shape[1]`` does not.
+_PHASE_WIDTH = _DOWN_PHASES.shape[1]
+for _r in range(3):
+    _DOWN_PHASES[_r, : len(_DOWN_TAPS[_r::3])] = _DOWN_TAPS[_r::3]
 _UP_TAPS = np.zeros((3, 2 * (FIR_DELAY // 3) + 1))
 for _p, _branch in enumerate(interpolator_phases(prototype())):
     # y[3j + p] = sum_t branch[t] * x[j + lead - t]: over the window w = x[j : j + 2·lead + 1], w[2·lead - t].
@@ -71,6 +79,32 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         for i in range(n):
             v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
             hist[nh + i] = v - 65536 if v >= 32768 else v
+        return nh + n
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def append_phased(ph: Any, nh: int, pcm: Any) -> int:
+        # append_pcm for a history split by phase: sample h goes to ph[h % 3, h // 3].
+        n = len(pcm) >> 1
+        p0, p1, p2 = ph[0], ph[1], ph[2]
+        i, h = 0, nh
+        while h % 3 and i < n:  # up to phase 0
+            v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
+            ph[h % 3, h // 3] = v - 65536 if v >= 32768 else v
+            i, h = i + 1, h + 1
+        q = h // 3
+        for k in range((n - i) // 3):  # whole triples, one sample per phase
+            b = 2 * (i + 3 * k)
+            v0 = pcm[b] | (pcm[b + 1] << 8)
+            v1 = pcm[b + 2] | (pcm[b + 3] << 8)
+            v2 = pcm[b + 4] | (pcm[b + 5] << 8)
+            p0[q + k] = v0 - 65536 if v0 >= 32768 else v0
+            p1[q + k] = v1 - 65536 if v1 >= 32768 else v1
+            p2[q + k] = v2 - 65536 if v2 >= 32768 else v2
+        i, h = i + (n - i) // 3 * 3, h + (n - i) // 3 * 3
+        while i < n:  # the rest
+            v = pcm[2 * i] | (pcm[2 * i + 1] << 8)
+            ph[h % 3, h // 3] = v - 65536 if v >= 32768 else v
+            i, h = i + 1, h + 1
         return nh + n
 
     @njit(cache=True, fastmath=True, inline="always")
@@ -108,17 +142,45 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         return m, keep_tail(hist, j, total)
 
     @njit(cache=True, fastmath=True)
-    def down_encode(hist: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, fill: int) -> tuple[int, int]:
-        # down, then each output sample through the G.711 table, appended to ``out`` after ``fill`` bytes.
-        total = append_pcm(hist, nh, pcm)
-        width = taps.shape[0]
-        m = fill
+    def down_encode(ph: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, fill: int) -> tuple[int, int]:
+        # down, on a history split by phase (sample h at ph[h % 3, h // 3]; taps[r, u] is tap 3u + r), then each
+        # output through the G.711 table, appended to ``out`` after ``fill`` bytes. Output j is
+        # sum over r, u of taps[r, u] * ph[r, j + u]: contiguous reads, so eight outputs are summed side by side
+        # (vectorised across outputs, no horizontal sums). For a 20 ms frame the filter takes 1.3 us against 2.0 for
+        # one dot product per output, and the whole step 2.1 against 2.6 (splitting the input costs 0.6).
+        total = append_phased(ph, nh, pcm)
+        m = (total - len(_DOWN_TAPS)) // 3 + 1 if total >= len(_DOWN_TAPS) else 0
+        p0, p1, p2 = ph[0], ph[1], ph[2]
         j = 0
-        while j + width <= total:
-            out[m] = law[(down_at(hist, j, taps) + 32768) >> 2]
-            m += 1
-            j += 3
-        return keep_tail(hist, j, total), m
+        while j + 8 <= m:
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for u in range(_PHASE_WIDTH):
+                c0, c1, c2, i = taps[0, u], taps[1, u], taps[2, u], j + u
+                a0 += c0 * p0[i] + c1 * p1[i] + c2 * p2[i]
+                a1 += c0 * p0[i + 1] + c1 * p1[i + 1] + c2 * p2[i + 1]
+                a2 += c0 * p0[i + 2] + c1 * p1[i + 2] + c2 * p2[i + 2]
+                a3 += c0 * p0[i + 3] + c1 * p1[i + 3] + c2 * p2[i + 3]
+                a4 += c0 * p0[i + 4] + c1 * p1[i + 4] + c2 * p2[i + 4]
+                a5 += c0 * p0[i + 5] + c1 * p1[i + 5] + c2 * p2[i + 5]
+                a6 += c0 * p0[i + 6] + c1 * p1[i + 6] + c2 * p2[i + 6]
+                a7 += c0 * p0[i + 7] + c1 * p1[i + 7] + c2 * p2[i + 7]
+            for k, a in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
+                out[fill + j + k] = law[(to_int16(a) + 32768) >> 2]
+            j += 8
+        while j < m:  # the last few outputs, one at a time
+            a = 0.0
+            for u in range(_PHASE_WIDTH):
+                a += taps[0, u] * p0[j + u] + taps[1, u] * p1[j + u] + taps[2, u] * p2[j + u]
+            out[fill + j] = law[(to_int16(a) + 32768) >> 2]
+            j += 1
+        # Keep the tail: the first 3m samples (m per phase) are no later window's.
+        kept = total - 3 * m
+        if m:
+            for i in range(-(-kept // 3)):
+                p0[i] = p0[m + i]
+                p1[i] = p1[m + i]
+                p2[i] = p2[m + i]
+        return kept, fill + m
 
     @njit(cache=True, fastmath=True, inline="always")
     def up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
@@ -174,7 +236,7 @@ if AVAILABLE:
     _UP = _compiled(_UP, np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
     _UP_DECODE = _compiled(_UP_DECODE, np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
     _DOWN_ENCODE = _compiled(
-        _DOWN_ENCODE, np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(16384, np.uint8), np.zeros(200, np.uint8), 0
+        _DOWN_ENCODE, np.zeros((3, 70)), 0, bytes(2), _DOWN_PHASES, np.zeros(16384, np.uint8), np.zeros(70, np.uint8), 0
     )
 
 
@@ -318,7 +380,8 @@ class FusedFirEncoder:
     :class:`JitFirResampler` + ``audioop`` + :class:`~gateway.audio.framing.Reframer` (what
     :class:`~gateway.audio.transcode.OutboundAudio` does for any other pair), for about half the cost: no
     intermediate bytes, and the filter runs once per frame: input that cannot complete the next frame yet (the
-    first 10 ms chunk of two) is only held, and a frame leaves on the chunk that completes it."""
+    first 10 ms chunk of two) is only held, and a frame leaves on the chunk that completes it. Its history is kept
+    split by phase (``_hist[r, i]`` is sample ``3i + r``), the layout its kernel sums fastest."""
 
     __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_nh", "_out", "_fill", "_held", "_need", "_fed", "_sent")
 
@@ -341,8 +404,8 @@ class FusedFirEncoder:
         self.reset()
 
     def _alloc(self, inputs: int) -> None:
-        self._hist = np.zeros(inputs + len(_DOWN_TAPS))
-        self._out = np.empty(len(self._hist) // 3 + 1 + self.frame_bytes, np.uint8)
+        self._hist = np.zeros((3, (inputs + len(_DOWN_TAPS)) // 3 + 1))
+        self._out = np.empty(self._hist.shape[1] + 1 + self.frame_bytes, np.uint8)
 
     def convert(self, data: bytes) -> list[bytes]:
         held = self._held
@@ -354,16 +417,21 @@ class FusedFirEncoder:
             pcm, self._held = pcm[:-1], pcm[-1:]
         else:
             self._held = b""
-        return self._frames(self._run(pcm))
+        total = self._run(pcm)
+        if total == self.frame_bytes:  # the steady state: the chunk completed exactly one frame
+            self._fill = 0
+            self._need = 2 * ((total - 1) * 3 + len(_DOWN_TAPS) - self._nh)
+            return [self._out[:total].tobytes()]
+        return self._frames(total)
 
     def _run(self, pcm: bytes) -> int:
         """Filter and encode ``pcm`` (whole samples) after the pending partial frame; returns the bytes now buffered."""
         total: int
         n = len(pcm) >> 1
-        if self._nh + n > len(self._hist):
+        if self._nh + n > 3 * self._hist.shape[1] - 3:
             self._grow(self._nh + n)
         self._fed += n
-        self._nh, total = _DOWN_ENCODE(self._hist, self._nh, pcm, _DOWN_TAPS, self._law, self._out, self._fill)
+        self._nh, total = _DOWN_ENCODE(self._hist, self._nh, pcm, _DOWN_PHASES, self._law, self._out, self._fill)
         self._sent += total - self._fill
         return total
 
@@ -371,10 +439,7 @@ class FusedFirEncoder:
         """Hand out the whole frames among the first ``total`` bytes of the buffer; keep the rest, and work out how
         many more input bytes complete the next frame (one output per 3 inputs once the 97-tap window is full)."""
         size, out = self.frame_bytes, self._out
-        if total == size:  # the steady state: the chunk completed exactly one frame
-            frames = [out[:size].tobytes()]
-            fill = 0
-        elif total < size:
+        if total < size:
             frames, fill = [], total
         else:
             whole = total - total % size
@@ -400,16 +465,16 @@ class FusedFirEncoder:
         return frames
 
     def _grow(self, inputs: int) -> None:
-        old, pending = self._hist[: self._nh].copy(), self._out[: self._fill].copy()
+        old, pending = self._hist[:, : -(-self._nh // 3)].copy(), self._out[: self._fill].copy()
         self._alloc(2 * inputs)
-        self._hist[: len(old)] = old
+        self._hist[:, : old.shape[1]] = old
         self._out[: len(pending)] = pending
 
     def reset(self) -> None:
         """Drop all state (barge-in): the same output afterwards as a new instance."""
         self._held = b""
-        self._nh = FIR_DELAY
-        self._hist[: self._nh] = 0.0
+        self._nh = FIR_DELAY  # a multiple of 3: the history's sample 0 is phase 0, as the kernel keeps it
+        self._hist[:, : self._nh // 3] = 0.0
         self._fill = 0
         self._fed = 0
         self._sent = 0
