@@ -67,6 +67,12 @@ class CallCore(ConversationRules):
     """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
+    __slots__ = ("_barge_in_at", "_budget", "_call_deadline", "_clock_marks_seen", "_control_available", "_dialect",
+                 "_end_requested", "_gate", "_hold_sound", "_inbound", "_interrupted", "_live", "_media_at",
+                 "_outbound", "_phase", "_prompt", "_prompt_audio", "_reply_active", "_reply_id", "_s_per_byte",
+                 "_settings", "_setup", "_started_at", "_to_agent", "_tool_started", "agent_ended", "agent_wanted",
+                 "carrier_stopped", "playout", "rate_limit_notice", "was_live")  # fmt: skip
+
     def __init__(
         self,
         setup: CallSetup,

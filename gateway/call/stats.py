@@ -21,7 +21,7 @@ HUNG_UP_BY: dict[str, str] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class CallSummary:
     """What ``call.ended`` reports; also what metrics are derived from."""
 

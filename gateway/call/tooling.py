@@ -63,6 +63,7 @@ class _Log:
 
 
 class CallTools:
+    __slots__ = ("_dtmf_held", "_exit", "_log", "_out", "_tones", "_warm_summary")  # fmt: skip
     # State owned (and set up) by CallCore.
     summary: CallSummary
     profile: Profile

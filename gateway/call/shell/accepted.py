@@ -79,6 +79,11 @@ log = structlog.get_logger("gateway.call")
 class AcceptedCall:
     """A call whose stream's ``start`` was authorized (``setup``): complete from the start, nothing optional."""
 
+    __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_agent_wake", "_clock", "_clock_wake", "_context",
+                 "_control", "_emit", "_handover", "_log", "_outbound", "_parked", "_room", "_settings",
+                 "_started_at", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer", "agent", "caller_tap",
+                 "carrier", "core", "dialect")  # fmt: skip
+
     def __init__(
         self,
         setup: CallSetup,

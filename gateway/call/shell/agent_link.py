@@ -41,6 +41,8 @@ log = structlog.get_logger("gateway.call")
 class AgentLink:
     """One call's agent connection (at most one at a time). ``conn`` is the live socket, if any."""
 
+    __slots__ = ("_settings", "broken_conn", "conn", "endpoint", "resume_window_s", "sending")
+
     def __init__(
         self, endpoint: AgentEndpoint, settings: AgentSettings, *, resume_window_s: float | None = None
     ) -> None:

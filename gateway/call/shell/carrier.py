@@ -56,6 +56,8 @@ class CarrierTransport(Protocol):
 class CarrierLink:
     """The call's carrier WebSocket (an aiohttp ``WebSocketResponse``, prepared)."""
 
+    __slots__ = ("_max_message_bytes", "transport", "ws")
+
     def __init__(self, ws: web.WebSocketResponse, max_message_bytes: int) -> None:
         self.ws = ws
         self._max_message_bytes = max_message_bytes
@@ -124,6 +126,8 @@ class CarrierWriter:
     """Sends what the core has for the carrier (its :class:`~gateway.call.outbound_queue.OutboundQueue`), paced.
     ``after_send`` runs after every burst of sends (the session wakes what waits for room in the queue, and re-arms
     its clock for marks the clock model resolves)."""
+
+    __slots__ = ("_after_send", "_busy", "_carrier", "_clock", "_queue", "_until", "_wake")
 
     def __init__(
         self,
