@@ -147,6 +147,8 @@ class AgentConnection:
 
 # ---------------------------------------------------------------------------------------------------- aiohttp
 class _AiohttpConnection(AgentConnection):
+    __slots__ = ("_ws", "endpoint", "_rcvd", "_dropped", "_transport")
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, endpoint: AgentEndpoint) -> None:
         self._ws = ws
         self.endpoint = endpoint

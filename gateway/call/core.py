@@ -67,11 +67,12 @@ class CallCore(ConversationRules):
     """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
-    __slots__ = ("_barge_in_at", "_budget", "_call_deadline", "_clock_marks_seen", "_control_available", "_dialect",
-                 "_end_requested", "_gate", "_hold_sound", "_inbound", "_interrupted", "_live", "_media_at",
-                 "_outbound", "_phase", "_prompt", "_prompt_audio", "_reply_active", "_reply_id", "_s_per_byte",
-                 "_settings", "_setup", "_started_at", "_to_agent", "_tool_started", "agent_ended", "agent_wanted",
-                 "carrier_stopped", "playout", "rate_limit_notice", "was_live")  # fmt: skip
+    __slots__ = ("_barge_in_at", "_budget", "_call_deadline", "_clock_marks_seen", "_control_available",
+                 "_convert_in", "_convert_out", "_dialect", "_end_requested", "_gate", "_hold_sound", "_inbound",
+                 "_interrupted", "_live", "_media_at", "_outbound", "_phase", "_prompt", "_prompt_audio",
+                 "_reply_active", "_reply_id", "_s_per_byte", "_settings", "_setup", "_started_at", "_to_agent",
+                 "_tool_started", "agent_ended", "agent_wanted", "carrier_stopped", "playout", "rate_limit_notice",
+                 "was_live")  # fmt: skip
 
     def __init__(
         self,
@@ -114,6 +115,9 @@ class CallCore(ConversationRules):
         self._outbound = OutboundAudio(
             audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes, audio.outbound_resample_quality
         )
+        # The two conversions, bound once: the converters are the call's for its whole life, and each frame then
+        # reads one slot here instead of an attribute of a (cold) converter object.
+        self._convert_in, self._convert_out = self._inbound.convert, self._outbound.convert
         #: Everything for the carrier, in order (the shell's writer pulls from it: :meth:`carrier_data`).
         self.outbound = OutboundQueue(
             dialect,
@@ -259,7 +263,7 @@ class CallCore(ConversationRules):
             if s.frames_dropped_rate_limit == 1:
                 self.rate_limit_notice = True
             return None
-        data = self._inbound.convert(payload)
+        data = self._convert_in(payload)
         q = self._to_agent
         if send_now and self._live and data and not q and not self.amd_pending:
             s.frames_to_agent += 1
@@ -384,7 +388,7 @@ class CallCore(ConversationRules):
         if reply_id is not None and reply_id != self._reply_id:
             self._reply_id = reply_id
             self._set_reply_active(True)
-        frames = self._outbound.convert(event.data)
+        frames = self._convert_out(event.data)
         if not frames:
             return
         s = self.summary

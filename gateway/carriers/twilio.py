@@ -91,6 +91,8 @@ _decode_media = msgspec.json.Decoder(_MediaMessage).decode
 class TwilioStream:
     """Protocol state of one Twilio media stream: parses what Twilio sends, builds what we send."""
 
+    __slots__ = ("stream_sid", "call_sid", "stopped", "_media_head")
+
     carrier = "twilio"
     frame_bytes = MULAW_FRAME_BYTES
 
