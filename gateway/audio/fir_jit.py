@@ -142,12 +142,17 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         return m, keep_tail(hist, j, total)
 
     @njit(cache=True, fastmath=True)
-    def down_encode(ph: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, fill: int) -> tuple[int, int]:
+    def down_encode(
+        ph: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, start: int, fill: int
+    ) -> tuple[int, int]:
         # down, on a history split by phase (sample h at ph[h % 3, h // 3]; taps[r, u] is tap 3u + r), then each
-        # output through the G.711 table, appended to ``out`` after ``fill`` bytes. Output j is
+        # output through the G.711 table, appended to ``out`` after the ``fill`` pending bytes at ``start`` (moved
+        # to the front first). Output j is
         # sum over r, u of taps[r, u] * ph[r, j + u]: contiguous reads, so eight outputs are summed side by side
         # (vectorised across outputs, no horizontal sums). For a 20 ms frame the filter takes 1.3 us against 2.0 for
         # one dot product per output, and the whole step 2.1 against 2.6 (splitting the input costs 0.6).
+        for i in range(fill if start else 0):
+            out[i] = out[start + i]
         total = append_phased(ph, nh, pcm)
         m = (total - len(_DOWN_TAPS)) // 3 + 1 if total >= len(_DOWN_TAPS) else 0
         p0, p1, p2 = ph[0], ph[1], ph[2]
@@ -236,7 +241,15 @@ if AVAILABLE:
     _UP = _compiled(_UP, np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
     _UP_DECODE = _compiled(_UP_DECODE, np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
     _DOWN_ENCODE = _compiled(
-        _DOWN_ENCODE, np.zeros((3, 70)), 0, bytes(2), _DOWN_PHASES, np.zeros(16384, np.uint8), np.zeros(70, np.uint8), 0
+        _DOWN_ENCODE,
+        np.zeros((3, 70)),
+        0,
+        bytes(2),
+        _DOWN_PHASES,
+        np.zeros(16384, np.uint8),
+        np.zeros(70, np.uint8),
+        0,
+        0,
     )
 
 
@@ -383,11 +396,13 @@ class FusedFirEncoder:
     first 10 ms chunk of two) is only held, and a frame leaves on the chunk that completes it. Its history is kept
     split by phase (``_hist[r, i]`` is sample ``3i + r``), the layout its kernel sums fastest."""
 
-    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_nh", "_out", "_fill", "_held", "_need", "_fed", "_sent")
+    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_nh", "_out", "_start", "_fill", "_held", "_need", "_fed",
+                 "_sent")  # fmt: skip
 
     _hist: np.ndarray
     _out: np.ndarray
     _nh: int
+    _start: int  # the pending partial frame is _out[_start : _start + _fill] (the kernel moves it to the front)
     _fill: int
     _held: bytes
     _need: int
@@ -417,11 +432,12 @@ class FusedFirEncoder:
             pcm, self._held = pcm[:-1], pcm[-1:]
         else:
             self._held = b""
-        total = self._run(pcm)
-        if total == self.frame_bytes:  # the steady state: the chunk completed exactly one frame
-            self._fill = 0
-            self._need = 2 * ((total - 1) * 3 + len(_DOWN_TAPS) - self._nh)
-            return [self._out[:total].tobytes()]
+        total, size = self._run(pcm), self.frame_bytes
+        if size <= total < 2 * size:  # the steady state: the chunk completed one frame; the rest waits where it is
+            self._start, fill = size, total - size
+            self._fill = fill
+            self._need = 2 * ((size - fill - 1) * 3 + len(_DOWN_TAPS) - self._nh)
+            return [self._out[:size].tobytes()]
         return self._frames(total)
 
     def _run(self, pcm: bytes) -> int:
@@ -431,7 +447,10 @@ class FusedFirEncoder:
         if self._nh + n > 3 * self._hist.shape[1] - 3:
             self._grow(self._nh + n)
         self._fed += n
-        self._nh, total = _DOWN_ENCODE(self._hist, self._nh, pcm, _DOWN_PHASES, self._law, self._out, self._fill)
+        self._nh, total = _DOWN_ENCODE(
+            self._hist, self._nh, pcm, _DOWN_PHASES, self._law, self._out, self._start, self._fill
+        )
+        self._start = 0
         self._sent += total - self._fill
         return total
 
@@ -445,7 +464,7 @@ class FusedFirEncoder:
             whole = total - total % size
             frames = [out[i : i + size].tobytes() for i in range(0, whole, size)]
             fill = total - whole
-            out[:fill] = out[whole:total]
+            self._start = whole
         self._fill = fill
         self._need = 2 * ((size - fill - 1) * 3 + len(_DOWN_TAPS) - self._nh)
         return frames
@@ -459,13 +478,18 @@ class FusedFirEncoder:
             zeros = max(0, (want - 1) * 3 + len(_DOWN_TAPS) - self._nh)
             frames += self._frames(min(self._run(bytes(2 * zeros)), self._fill + want))
         if self._fill:
+            self._out[: self._fill] = self._out[self._start : self._start + self._fill]
             self._out[self._fill : self.frame_bytes] = self._pad
             frames.append(self._out[: self.frame_bytes].tobytes())
         self.reset()
         return frames
 
     def _grow(self, inputs: int) -> None:
-        old, pending = self._hist[:, : -(-self._nh // 3)].copy(), self._out[: self._fill].copy()
+        old, pending = (
+            self._hist[:, : -(-self._nh // 3)].copy(),
+            self._out[self._start : self._start + self._fill].copy(),
+        )
+        self._start = 0
         self._alloc(2 * inputs)
         self._hist[:, : old.shape[1]] = old
         self._out[: len(pending)] = pending
@@ -475,7 +499,7 @@ class FusedFirEncoder:
         self._held = b""
         self._nh = FIR_DELAY  # a multiple of 3: the history's sample 0 is phase 0, as the kernel keeps it
         self._hist[:, : self._nh // 3] = 0.0
-        self._fill = 0
+        self._start = self._fill = 0
         self._fed = 0
         self._sent = 0
         self._need = 2 * ((self.frame_bytes - 1) * 3 + len(_DOWN_TAPS) - self._nh)
