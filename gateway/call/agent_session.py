@@ -21,6 +21,7 @@ __all__ = ["AgentSessionRules"]
 
 class AgentSessionRules(CallTools):
     __slots__ = ("_awaiting_first_audio_since", "_deferred", "_dtmf", "_reattached_from", "profile", "summary")
+
     # State owned (and set up) by CallCore.
     _reply_id: str | None
     _awaiting_first_audio_since: float | None

@@ -39,6 +39,7 @@ _HOLD_RECHECK_S = 0.1
 class ConversationRules(AgentSessionRules):
     __slots__ = ("_hold", "_hold_due", "_hold_t0", "_hold_until", "_idle", "_machine", "_warm_human", "_warm_until",
                  "amd_pending", "outbound")  # fmt: skip
+
     # State owned (and set up) by CallCore.
     playout: PlayoutTracker
     _outbound: OutboundAudio

@@ -63,7 +63,10 @@ class _Log:
 
 
 class CallTools:
-    __slots__ = ("_dtmf_held", "_exit", "_log", "_out", "_tones", "_warm_summary")  # fmt: skip
+    # Slots, not an instance dict: each media message reads the core's attributes, and under load it finds them cold
+    # (docs/architecture/performance.md#cold-caches). Each class of the core declares the attributes it sets first.
+    __slots__ = ("_dtmf_held", "_exit", "_log", "_out", "_tones", "_warm_summary")
+
     # State owned (and set up) by CallCore.
     summary: CallSummary
     profile: Profile

@@ -102,19 +102,10 @@ class AcceptedCall:
         warm: WarmDialer | None = None,
         handover: Callable[[], Awaitable[HandedOver | None]] | None = None,
     ) -> None:
-        self._settings = settings
-        self._control = control
-        self._handover = handover
-        self.carrier = carrier
-        self.dialect = dialect
-        self.agent = agent
-        self._tools = tools
-        self._clock = clock
-        self._started_at = started_at
-        self._emit = emit
-        self._parked = parked
-        self._stream_stopping = stream_stopping
-        self._log = log
+        self._settings, self._control, self._handover, self._tools = settings, control, handover, tools
+        self.carrier, self.dialect, self.agent = carrier, dialect, agent
+        self._clock, self._started_at, self._emit, self._log = clock, started_at, emit, log
+        self._parked, self._stream_stopping = parked, stream_stopping
         self.core = CallCore(
             setup,
             settings,
