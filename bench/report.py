@@ -6,7 +6,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_report", "generator_bound", "limited_p99", "plot", "step_table", "summarize_run"]
+__all__ = [
+    "format_interleaved",
+    "format_report",
+    "generator_bound",
+    "interleaved_summary",
+    "limited_p99",
+    "plot",
+    "step_table",
+    "summarize_run",
+]
 
 
 def limited_p99(step: dict[str, Any]) -> float:
@@ -167,6 +176,68 @@ def format_report(result: dict[str, Any]) -> str:
     out.append("resampler (gateway's StreamResampler; delay = output time − input time, QQ is the chunking floor):")
     out.append(result["resample_table"])
     return "\n".join(out)
+
+
+def _cpu_ms_by_calls(result: dict[str, Any]) -> dict[int, list[float]]:
+    """CPU per call-second (ms) of every window of one result, by the step's call count."""
+    out: dict[int, list[float]] = {}
+    for run in result["runs"]:
+        for step in run["steps"]:
+            out.setdefault(step["calls"], []).append(step["gateway_cpu"] * 1000 / step["calls"])
+    return out
+
+
+def interleaved_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Figures of variants run alternately (``scripts/bench --interleave``): ``rounds[variant][r]`` is the result of
+    ``variant``'s ramp in round ``r``. Per variant: the headline figures (median and range over its ramps) and CPU per
+    call-second by call count over all its windows. Per round and call count: each variant's CPU per call-second
+    divided by the reference's (the last variant) from the same round, so that the machine's drift between rounds
+    cancels; then the median and range of those ratios."""
+    names = list(rounds)
+    ref = names[-1]
+    variants: dict[str, Any] = {}
+    for name in names:
+        summaries = [run["summary"] for result in rounds[name] for run in result["runs"]]
+        pooled: dict[int, list[float]] = {}
+        for result in rounds[name]:
+            for calls, xs in _cpu_ms_by_calls(result).items():
+                pooled.setdefault(calls, []).extend(xs)
+        variants[name] = {
+            "max_calls": _med([s["max_calls_p99_ok"] for s in summaries]),
+            "clear_p99_at_max_ms": _med([s["clear_p99_at_max_ms"] for s in summaries]),
+            "mem_mb_per_call": _med([s["mem_mb_per_call"] for s in summaries]),
+            "cpu_ms_by_calls": {c: (statistics.median(xs), len(xs)) for c, xs in sorted(pooled.items())},
+        }
+    ratios: dict[str, dict[int, tuple[float, float, float, int]]] = {}
+    for name in names[:-1]:
+        per_calls: dict[int, list[float]] = {}
+        for mine, theirs in zip(rounds[name], rounds[ref], strict=False):
+            a, b = _cpu_ms_by_calls(mine), _cpu_ms_by_calls(theirs)
+            for calls in a.keys() & b.keys():
+                per_calls.setdefault(calls, []).append(statistics.median(a[calls]) / statistics.median(b[calls]))
+        ratios[name] = {c: (*_med(xs), len(xs)) for c, xs in sorted(per_calls.items())}
+    return {"reference": ref, "variants": variants, "ratios": ratios}
+
+
+def format_interleaved(summary: dict[str, Any]) -> str:
+    """The table ``scripts/bench --interleave`` prints."""
+
+    def rng(t: tuple[Any, Any, Any], fmt: str) -> str:
+        return "-" if t[0] is None else f"{t[0]:{fmt}} ({t[1]:{fmt}}–{t[2]:{fmt}})"
+
+    ref = summary["reference"]
+    lines = ["interleaved (medians, ranges over ramps):"]
+    for name, v in summary["variants"].items():
+        lines.append(
+            f"  {name}: max calls/core {rng(v['max_calls'], '.0f')}, barge-in → clear p99 at max "
+            f"{rng(v['clear_p99_at_max_ms'], '.2f')} ms, memory/call {rng(v['mem_mb_per_call'], '.3f')} MB"
+        )
+        cpu = ", ".join(f"{c}: {m:.2f} ms ({n})" for c, (m, n) in v["cpu_ms_by_calls"].items())
+        lines.append(f"    CPU per call-second by calls (windows): {cpu}")
+    for name, by_calls in summary["ratios"].items():
+        parts = ", ".join(f"{c}: {m:.2f}× ({lo:.2f}–{hi:.2f}, {n} rounds)" for c, (m, lo, hi, n) in by_calls.items())
+        lines.append(f"  {name} ÷ {ref}, CPU per call-second round by round: {parts}")
+    return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

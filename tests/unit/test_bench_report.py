@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import format_report, generator_bound, step_table, summarize_run
+from bench.report import (
+    format_interleaved,
+    format_report,
+    generator_bound,
+    interleaved_summary,
+    step_table,
+    summarize_run,
+)
 
 
 def _step(calls: int, *, gen_cpu: float = 0.3, lag_ms: float = 0.4, p99: float = 1.0) -> dict[str, Any]:
@@ -47,3 +54,34 @@ def test_report_notes_a_ramp_that_ended_generator_bound() -> None:
     assert "in 1 of 1 ramps the last step was generator-bound" in text and "may carry more" in text
     calm = summarize_run([_step(100), _step(200, p99=9.0)], 5.0)
     assert not calm["generator_bound"]
+
+
+def _result(factor: float, calls: tuple[int, ...] = (100, 100, 100)) -> dict[str, Any]:
+    steps = []
+    for c in calls:
+        s = _step(c)
+        s["gateway_cpu"] *= factor  # 5 ms per call-second × factor
+        steps.append(s)
+    return {"runs": [{"steps": steps, "summary": summarize_run(steps, 5.0)}]}
+
+
+def test_interleaved_ratios_are_taken_round_by_round_so_the_machines_drift_cancels() -> None:
+    # The machine is 1.6x slower in round 2; "after" costs 1.5x the floor in every round. Pooled over both rounds
+    # the medians would blur that; round by round the ratio is exactly 1.5 each time.
+    rounds = {"after": [_result(1.5), _result(1.5 * 1.6)], "floor": [_result(1.0), _result(1.6)]}
+    s = interleaved_summary(rounds)
+    assert s["reference"] == "floor"
+    median, lo, hi, n = s["ratios"]["after"][100]
+    assert (round(median, 6), round(lo, 6), round(hi, 6), n) == (1.5, 1.5, 1.5, 2)
+    after_cpu, windows = s["variants"]["after"]["cpu_ms_by_calls"][100]
+    assert windows == 6 and round(after_cpu, 6) == round((7.5 + 12.0) / 2, 6)  # pooled: the two rounds' median
+    assert s["variants"]["floor"]["max_calls"] == (100, 100, 100)
+    text = format_interleaved(s)
+    assert "after ÷ floor, CPU per call-second round by round: 100: 1.50× (1.50–1.50, 2 rounds)" in text
+
+
+def test_interleaved_ratios_pair_only_the_call_counts_both_rounds_reached() -> None:
+    rounds = {"before": [_result(2.0, (50, 100, 120))], "after": [_result(1.0, (50, 100))]}
+    ratios = interleaved_summary(rounds)["ratios"]["before"]
+    assert sorted(ratios) == [50, 100]
+    assert all(round(r[0], 6) == 2.0 for r in ratios.values())
