@@ -145,12 +145,11 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
     def down_encode(
         ph: Any, nh: int, pcm: Any, taps: Any, law: Any, out: Any, start: int, fill: int
     ) -> tuple[int, int]:
-        # down, on a history split by phase (sample h at ph[h % 3, h // 3]; taps[r, u] is tap 3u + r), then each
-        # output through the G.711 table, appended to ``out`` after the ``fill`` pending bytes at ``start`` (moved
-        # to the front first). Output j is
-        # sum over r, u of taps[r, u] * ph[r, j + u]: contiguous reads, so eight outputs are summed side by side
-        # (vectorised across outputs, no horizontal sums). For a 20 ms frame the filter takes 1.3 us against 2.0 for
-        # one dot product per output, and the whole step 2.1 against 2.6 (splitting the input costs 0.6).
+        # down on a history split by phase (sample h at ph[h % 3, h // 3]; taps[r, u] is tap 3u + r), each output
+        # through the G.711 table, appended to ``out`` after the ``fill`` pending bytes at ``start`` (moved to the
+        # front first). Output j is the sum over r, u of taps[r, u] * ph[r, j + u]: contiguous reads, so eight
+        # outputs are summed side by side (vectorised across outputs, no horizontal sum per output). For a 20 ms
+        # frame: the filter 1.3 us against 2.0 for one dot product per output, the whole step 2.1 against 2.6.
         for i in range(fill if start else 0):
             out[i] = out[start + i]
         total = append_phased(ph, nh, pcm)
