@@ -20,6 +20,10 @@ Per message, and only this:
 - ``reply.done`` ``interrupted``: send ``clear`` and restart the frame schedule (the real gateway resets its
   OutboundAudio there), so the barge-in measure works. ``stop``: end the agent session (``session.end``) and close.
 
+``--prototype floor-transcode`` is the same relay doing the real audio work per message: the caller's frames through
+the real ``InboundAudio`` into ``input.audio``, the agent's chunks through the real ``OutboundAudio`` into ``media``
+(reset at a barge-in). It measures what the gateway would cost with no session logic at all between the sockets.
+
 Not done (what the real session adds): transcoding and resampling, playout pacing and marks (the real gateway sends
 one mark per second of audio, ≈ 2 more messages per call-second with its echo), queues, backpressure, resume,
 tools, DTMF, prompts, per-call metrics and logs beyond one line. Per call it still verifies the stream's token and
@@ -30,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -60,6 +66,16 @@ FRAME_BYTES = 160  # one 20 ms frame of 8 kHz μ-law
 SCHEDULE_FRAMES = 40000
 
 log = structlog.get_logger("gateway.call")
+
+
+def _variant() -> dict[str, Any]:
+    """The prototype's variant (scripts/bench writes floor_variant.json next to this file in the prototype tree)."""
+    path = Path(__file__).with_name("floor_variant.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+#: floor-transcode: the real conversions instead of canned messages of their sizes.
+TRANSCODE = bool(_variant().get("transcode"))
 
 
 @dataclass
@@ -298,6 +314,7 @@ class CallSession:
         # pcm24k: the input.audio messages the real gateway would send, built once (content: silence).
         canned = [ap.input_audio(bytes(n)) if n else None for n in sizes]
         steady = canned[-1]
+        convert = InboundAudio("audio/pcmu", 8000, audio.agent_format, audio.inbound_resample_quality).convert
         send, receive = agent.send, self._ws.receive
         s = self.summary
         n = 0
@@ -313,6 +330,9 @@ class CallSession:
             if media is not None and m.event == "media":
                 if passthrough:
                     text: str | None = ap.input_audio(media.payload)
+                elif TRANSCODE:
+                    pcm = convert(media.payload)
+                    text = ap.input_audio(pcm) if pcm else None
                 else:
                     text = canned[n] if n < len(canned) else steady
                 n += 1
@@ -344,6 +364,7 @@ class CallSession:
         chunk_i = 0  # chunks of the current reply stream (restarts at a barge-in, like OutboundAudio.reset)
         buf = bytearray()
         frames_out = 0
+        outbound = OutboundAudio(audio.agent_format, "audio/pcmu", 8000, FRAME_BYTES, audio.outbound_resample_quality)
         try:
             while True:
                 try:
@@ -359,6 +380,11 @@ class CallSession:
                             await send(build_media(frame))
                             frames_out += 1
                         continue
+                    if TRANSCODE:
+                        for frame in outbound.convert(ev.data):
+                            await send(build_media(frame))
+                            frames_out += 1
+                        continue
                     if sched is None:
                         sched = outbound_schedule(audio.agent_format, audio.outbound_resample_quality, len(ev.data))
                     k = _frames_for(sched, chunk_i)
@@ -370,6 +396,7 @@ class CallSession:
                     if ev.status == "interrupted":
                         chunk_i = 0
                         buf.clear()
+                        outbound.reset()
                         await send(self.dialect.build_clear())
                         self.summary.interruptions += 1
                 elif type(ev) is SessionEnded:

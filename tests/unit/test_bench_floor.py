@@ -60,8 +60,9 @@ def _names_imported_from_session() -> set[str]:
 
 def test_every_prototype_points_at_an_existing_module_and_replacement() -> None:
     prototypes = _bench_script().PROTOTYPES
-    assert prototypes["floor"] == ("gateway/session.py", "bench/prototypes/floor_session.py")
-    for target, replacement in prototypes.values():
+    assert prototypes["floor"] == ("gateway/session.py", "bench/prototypes/floor_session.py", {})
+    assert prototypes["floor-transcode"][2] == {"transcode": True}
+    for target, replacement, _variant in prototypes.values():
         assert (ROOT / target).is_file(), target
         assert (ROOT / replacement).is_file(), replacement
 
@@ -201,3 +202,37 @@ async def test_agent_loop_passthrough_cuts_the_agents_bytes_into_160_byte_frames
     assert ended.value.reason == "agent_closed"
     payloads = [base64.b64decode(json.loads(t)["media"]["payload"]) for t in ws.sent]
     assert payloads == [audio[i : i + 160] for i in range(0, 640, 160)]
+
+
+async def test_floor_transcode_sends_what_the_real_converters_make(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    import numpy as np
+
+    from gateway.audio.transcode import InboundAudio, OutboundAudio
+
+    monkeypatch.setattr(floor, "TRANSCODE", True)  # what floor_variant.json sets for --prototype floor-transcode
+    audio = load_settings(None, env={"GATEWAY_TOKEN_SECRET": "x"}).audio
+    rng = np.random.default_rng(3)
+    # caller → agent: each media's payload through the real InboundAudio (not a canned message of its size)
+    frames = [bytes(rng.integers(0, 256, 160, dtype=np.uint8)) for _ in range(4)]
+    texts = [_media(base64.b64encode(f).decode()) for f in frames] + ['{"event":"stop","streamSid":"MZ1"}']
+    agent = FakeAgent([])
+    with pytest.raises(CallEnded):
+        await _session("pcm24k", FakeCarrierWs(texts)).carrier_loop(agent)  # type: ignore[arg-type]
+    inbound = InboundAudio("audio/pcmu", 8000, "pcm24k", audio.inbound_resample_quality)
+    assert agent.sent == [ap.input_audio(inbound.convert(f)) for f in frames]
+    # agent → caller: the agent's chunks through the real OutboundAudio, reset at a barge-in
+    chunks = [(rng.standard_normal(240) * 3000).astype("<i2").tobytes() for _ in range(12)]
+    events: list[Any] = [ap.ReplyAudio("r1", c) for c in chunks[:7]] + [ap.ReplyDone("r1", "interrupted")]
+    events += [ap.ReplyAudio("r2", c) for c in chunks[7:]] + [ap.SessionEnded()]
+    ws = FakeCarrierWs([])
+    s = _session("pcm24k", ws)
+    with pytest.raises(CallEnded):
+        await s.agent_loop(FakeAgent(events))  # type: ignore[arg-type]
+    outbound = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, audio.outbound_resample_quality)
+    expected = [s.dialect.build_media(f) for c in chunks[:7] for f in outbound.convert(c)]
+    outbound.reset()
+    expected.append('{"event":"clear","streamSid":"MZ1"}')
+    expected += [s.dialect.build_media(f) for c in chunks[7:] for f in outbound.convert(c)]
+    assert ws.sent == expected and len(expected) > 5
