@@ -314,7 +314,10 @@ class CallSession:
         # pcm24k: the input.audio messages the real gateway would send, built once (content: silence).
         canned = [ap.input_audio(bytes(n)) if n else None for n in sizes]
         steady = canned[-1]
-        convert = InboundAudio("audio/pcmu", 8000, audio.agent_format, audio.inbound_resample_quality).convert
+        # floor-transcode only (the plain floor keeps no per-call audio state, as before)
+        inbound = (
+            InboundAudio("audio/pcmu", 8000, audio.agent_format, audio.inbound_resample_quality) if TRANSCODE else None
+        )
         send, receive = agent.send, self._ws.receive
         s = self.summary
         n = 0
@@ -330,8 +333,8 @@ class CallSession:
             if media is not None and m.event == "media":
                 if passthrough:
                     text: str | None = ap.input_audio(media.payload)
-                elif TRANSCODE:
-                    pcm = convert(media.payload)
+                elif inbound is not None:
+                    pcm = inbound.convert(media.payload)
                     text = ap.input_audio(pcm) if pcm else None
                 else:
                     text = canned[n] if n < len(canned) else steady
@@ -364,7 +367,11 @@ class CallSession:
         chunk_i = 0  # chunks of the current reply stream (restarts at a barge-in, like OutboundAudio.reset)
         buf = bytearray()
         frames_out = 0
-        outbound = OutboundAudio(audio.agent_format, "audio/pcmu", 8000, FRAME_BYTES, audio.outbound_resample_quality)
+        outbound = (
+            OutboundAudio(audio.agent_format, "audio/pcmu", 8000, FRAME_BYTES, audio.outbound_resample_quality)
+            if TRANSCODE
+            else None
+        )
         try:
             while True:
                 try:
@@ -380,7 +387,7 @@ class CallSession:
                             await send(build_media(frame))
                             frames_out += 1
                         continue
-                    if TRANSCODE:
+                    if outbound is not None:
                         for frame in outbound.convert(ev.data):
                             await send(build_media(frame))
                             frames_out += 1
@@ -396,7 +403,8 @@ class CallSession:
                     if ev.status == "interrupted":
                         chunk_i = 0
                         buf.clear()
-                        outbound.reset()
+                        if outbound is not None:
+                            outbound.reset()
                         await send(self.dialect.build_clear())
                         self.summary.interruptions += 1
                 elif type(ev) is SessionEnded:
