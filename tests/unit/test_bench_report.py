@@ -66,15 +66,17 @@ def _result(factor: float, calls: tuple[int, ...] = (100, 100, 100)) -> dict[str
 
 
 def test_interleaved_ratios_are_taken_round_by_round_so_the_machines_drift_cancels() -> None:
-    # The machine is 1.6x slower in round 2; "after" costs 1.5x the floor in every round. Pooled over both rounds
-    # the medians would blur that; round by round the ratio is exactly 1.5 each time.
-    rounds = {"after": [_result(1.5), _result(1.5 * 1.6)], "floor": [_result(1.0), _result(1.6)]}
+    # The machine is 1.6x slower in round 2, where "after" also ran more windows; "after" costs 1.5x the floor in
+    # every round. Pooled, the slow round's windows outnumber the fast one's and the ratio of medians is 12 / 6.5
+    # (1.85); round by round it is exactly 1.5 each time.
+    rounds = {"after": [_result(1.5), _result(1.5 * 1.6, (100,) * 5)], "floor": [_result(1.0), _result(1.6)]}
     s = interleaved_summary(rounds)
     assert s["reference"] == "floor"
     median, lo, hi, n = s["ratios"]["after"][100]
     assert (round(median, 6), round(lo, 6), round(hi, 6), n) == (1.5, 1.5, 1.5, 2)
     after_cpu, windows = s["variants"]["after"]["cpu_ms_by_calls"][100]
-    assert windows == 6 and round(after_cpu, 6) == round((7.5 + 12.0) / 2, 6)  # pooled: the two rounds' median
+    floor_cpu, _ = s["variants"]["floor"]["cpu_ms_by_calls"][100]
+    assert windows == 8 and (round(after_cpu, 6), round(floor_cpu, 6)) == (12.0, 6.5)  # pooled medians
     assert s["variants"]["floor"]["max_calls"] == (100, 100, 100)
     text = format_interleaved(s)
     assert "after ÷ floor, CPU per call-second round by round: 100: 1.50× (1.50–1.50, 2 rounds)" in text
