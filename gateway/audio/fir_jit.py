@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 
 from . import g711
-from .fir_design import FIR_DELAY, FIR_RATES, FIR_SCALE_BITS, interpolator_phases, prototype, quantize, whole_samples
+from .fir_design import (
+    FIR_DELAY,
+    FIR_RATES,
+    FIR_SCALE_BITS,
+    FIR_TAPS,
+    interpolator_phases,
+    prototype,
+    quantize,
+    whole_samples,
+)
 
 __all__ = ["AVAILABLE", "G711_DECODE", "G711_TABLES", "FusedFirDecoder", "FusedFirEncoder", "JitFirResampler"]
 
@@ -57,7 +66,7 @@ G711_DECODE = {
 _DOWN_TAPS = quantize(prototype())[::-1].copy()
 #: Down, by phase (the fused encoder's layout): _DOWN_PHASES[r, u] = _DOWN_TAPS[3u + r], the last column of phases 1
 #: and 2 zero (97 = 33 + 32 + 32).
-_DOWN_PHASES = np.zeros((3, -(-len(_DOWN_TAPS) // 3)))
+_DOWN_PHASES = np.zeros((3, -(-FIR_TAPS // 3)))
 #: Its width (33), a constant the compiler sees: loops of a known length over the taps unroll and vectorise, which
 #: the same loop bounded by ``taps.shape[1]`` does not.
 _PHASE_WIDTH = _DOWN_PHASES.shape[1]
@@ -153,7 +162,7 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         for i in range(fill if start else 0):
             out[i] = out[start + i]
         total = append_phased(ph, nh, pcm)
-        m = (total - len(_DOWN_TAPS)) // 3 + 1 if total >= len(_DOWN_TAPS) else 0
+        m = (total - FIR_TAPS) // 3 + 1 if total >= FIR_TAPS else 0
         p0, p1, p2 = ph[0], ph[1], ph[2]
         j = 0
         while j + 8 <= m:
@@ -278,7 +287,7 @@ class JitFirResampler:
         self._down = in_rate > out_rate
         if self._down:
             self._kernel, self._taps = _DOWN, _DOWN_TAPS
-            self._step, self._outs, self._span = 3, 1, len(_DOWN_TAPS)
+            self._step, self._outs, self._span = 3, 1, FIR_TAPS
         else:
             self._kernel, self._taps = _UP, _UP_TAPS
             self._step, self._outs, self._span = 1, 3, _UP_TAPS.shape[1]
@@ -395,10 +404,11 @@ class FusedFirEncoder:
     first 10 ms chunk of two) is only held, and a frame leaves on the chunk that completes it. Its history is kept
     split by phase (``_hist[r, i]`` is sample ``3i + r``), the layout its kernel sums fastest."""
 
-    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_nh", "_out", "_start", "_fill", "_held", "_need", "_fed",
-                 "_sent")  # fmt: skip
+    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_cap", "_nh", "_out", "_start", "_fill", "_held", "_need",
+                 "_fed", "_sent")  # fmt: skip
 
     _hist: np.ndarray
+    _cap: int  # the samples the history holds (a larger chunk grows it)
     _out: np.ndarray
     _nh: int
     _start: int  # the pending partial frame is _out[_start : _start + _fill] (the kernel moves it to the front)
@@ -418,7 +428,8 @@ class FusedFirEncoder:
         self.reset()
 
     def _alloc(self, inputs: int) -> None:
-        self._hist = np.zeros((3, (inputs + len(_DOWN_TAPS)) // 3 + 1))
+        self._hist = np.zeros((3, (inputs + FIR_TAPS) // 3 + 1))
+        self._cap = 3 * self._hist.shape[1] - 3  # in samples, with a triple to spare
         self._out = np.empty(self._hist.shape[1] + 1 + self.frame_bytes, np.uint8)
 
     def convert(self, data: bytes) -> list[bytes]:
@@ -431,19 +442,13 @@ class FusedFirEncoder:
             pcm, self._held = pcm[:-1], pcm[-1:]
         else:
             self._held = b""
-        total, size = self._run(pcm), self.frame_bytes
-        if size <= total < 2 * size:  # the steady state: the chunk completed one frame; the rest waits where it is
-            self._start, fill = size, total - size
-            self._fill = fill
-            self._need = 2 * ((size - fill - 1) * 3 + len(_DOWN_TAPS) - self._nh)
-            return [self._out[:size].tobytes()]
-        return self._frames(total)
+        return self._frames(self._run(pcm))
 
     def _run(self, pcm: bytes) -> int:
         """Filter and encode ``pcm`` (whole samples) after the pending partial frame; returns the bytes now buffered."""
         total: int
         n = len(pcm) >> 1
-        if self._nh + n > 3 * self._hist.shape[1] - 3:
+        if self._nh + n > self._cap:
             self._grow(self._nh + n)
         self._fed += n
         self._nh, total = _DOWN_ENCODE(
@@ -458,14 +463,14 @@ class FusedFirEncoder:
         many more input bytes complete the next frame (one output per 3 inputs once the 97-tap window is full)."""
         size, out = self.frame_bytes, self._out
         if total < size:
-            frames, fill = [], total
+            frames, start = [], 0
+        elif total < 2 * size:  # the steady state: one frame; the rest waits where it is (the kernel moves it)
+            frames, start = [out[:size].tobytes()], size
         else:
-            whole = total - total % size
-            frames = [out[i : i + size].tobytes() for i in range(0, whole, size)]
-            fill = total - whole
-            self._start = whole
-        self._fill = fill
-        self._need = 2 * ((size - fill - 1) * 3 + len(_DOWN_TAPS) - self._nh)
+            start = total - total % size
+            frames = [out[i : i + size].tobytes() for i in range(0, start, size)]
+        self._start, self._fill = start, total - start
+        self._need = 2 * ((size - self._fill - 1) * 3 + FIR_TAPS - self._nh)
         return frames
 
     def flush(self) -> list[bytes]:
@@ -474,7 +479,7 @@ class FusedFirEncoder:
         frames = self._frames(self._run(held[: len(held) & ~1])) if len(held) > 1 else []
         want = -(-self._fed // 3) - self._sent
         if want > 0:
-            zeros = max(0, (want - 1) * 3 + len(_DOWN_TAPS) - self._nh)
+            zeros = max(0, (want - 1) * 3 + FIR_TAPS - self._nh)
             frames += self._frames(min(self._run(bytes(2 * zeros)), self._fill + want))
         if self._fill:
             self._out[: self._fill] = self._out[self._start : self._start + self._fill]
@@ -498,7 +503,5 @@ class FusedFirEncoder:
         self._held = b""
         self._nh = FIR_DELAY  # a multiple of 3: the history's sample 0 is phase 0, as the kernel keeps it
         self._hist[:, : self._nh // 3] = 0.0
-        self._start = self._fill = 0
-        self._fed = 0
-        self._sent = 0
-        self._need = 2 * ((self.frame_bytes - 1) * 3 + len(_DOWN_TAPS) - self._nh)
+        self._fed = self._sent = 0
+        self._frames(0)  # nothing pending: sets the buffer's start, its fill and the input the first frame needs
