@@ -68,7 +68,7 @@ class CallCore(ConversationRules):
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
     __slots__ = ("_barge_in_at", "_budget", "_call_deadline", "_clock_marks_seen", "_control_available",
-                 "_convert_in", "_convert_out", "_dialect", "_end_requested", "_gate", "_hold_sound", "_inbound",
+                 "_convert_in", "_convert_out", "_dialect", "_end_requested", "_gate", "_hold_sound",
                  "_interrupted", "_live", "_media_at", "_outbound", "_phase", "_prompt", "_prompt_audio",
                  "_reply_active", "_reply_id", "_s_per_byte", "_settings", "_setup", "_started_at", "_to_agent",
                  "_tool_started", "agent_ended", "agent_wanted", "carrier_stopped", "playout", "rate_limit_notice",
@@ -102,10 +102,11 @@ class CallCore(ConversationRules):
         #: The call wants an agent session (connecting, live or resuming): caller audio is kept for it.
         self.agent_wanted = self._live = False
         self._go(Trigger.ACCEPTED)
-        # caller → agent
-        self._inbound = InboundAudio(
+        # caller → agent. Each conversion is bound once (the converters are the call's for its whole life): a frame
+        # then reads one slot here instead of an attribute of a (cold) converter object.
+        self._convert_in = InboundAudio(
             start.encoding, start.sample_rate, audio.agent_format, audio.inbound_resample_quality
-        )
+        ).convert
         # The inbound rate limit (docs/security.md "Inbound audio rate"): a budget of audio duration, in the stream's
         # format. rate_limit_notice: set at the first frame it drops; the shell logs that once and clears it.
         self._budget = InboundAudioBudget(settings.server.inbound_rate_limit, settings.server.inbound_burst_s, now=now)
@@ -115,9 +116,7 @@ class CallCore(ConversationRules):
         self._outbound = OutboundAudio(
             audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes, audio.outbound_resample_quality
         )
-        # The two conversions, bound once: the converters are the call's for its whole life, and each frame then
-        # reads one slot here instead of an attribute of a (cold) converter object.
-        self._convert_in, self._convert_out = self._inbound.convert, self._outbound.convert
+        self._convert_out = self._outbound.convert  # (the converter itself also flushes and resets)
         #: Everything for the carrier, in order (the shell's writer pulls from it: :meth:`carrier_data`).
         self.outbound = OutboundQueue(
             dialect,
