@@ -50,7 +50,7 @@ class _Log:
     """Log lines as actions: ``self._log.info("event", key=value)`` reads like logging, and the shell writes them."""
 
     def __init__(self, emit: Callable[[Action], None]) -> None:
-        self._emit = emit  # the core's own outbox: a bound method, so the log never reaches into the core's state
+        self._emit = emit  # the core's own outbox (its list's append: the log neither reaches into nor holds the core)
 
     def info(self, event: str, **fields: Any) -> None:
         self._emit(LogLine("info", event, fields))
@@ -90,8 +90,8 @@ class CallTools:
     _to_agent: deque[bytes]
 
     def __init__(self) -> None:
-        self._out: list[Action] = []
-        self._log = _Log(self._emit)
+        self._out: list[Action] = []  # never rebound: the log appends to it (no reference back to the core)
+        self._log = _Log(self._out.append)
 
     def _end(self, outcome: Outcome, now: float, error: str = "", *, farewell: bool = True) -> None:
         raise NotImplementedError  # CallCore._end: the call's ending is the core's
@@ -264,8 +264,9 @@ class CallTools:
         out = self._out
         if not out:
             return NOTHING
-        self._out = []
-        return out
+        taken = out.copy()
+        out.clear()
+        return taken
 
 
 def result_text(r: PendingResult) -> str:

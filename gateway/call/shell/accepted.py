@@ -119,7 +119,12 @@ class AcceptedCall:
             ),
         )
         self._outbound = self.core.outbound
-        self._writer = CarrierWriter(self._outbound, carrier, clock, self._after_carrier_send)
+        self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
+        self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
+        self._room = asyncio.Event()  # the outbound queue has room again
+        self._writer = CarrierWriter(
+            self._outbound, carrier, clock, _after_carrier_send(self.core, self._room, self._clock_wake)
+        )
         self._tool_port = ToolPort(
             self.core,
             tools,
@@ -132,9 +137,6 @@ class AcceptedCall:
             on_warm_result=self.warm_result,
         )
         self._tg = asyncio.TaskGroup()
-        self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
-        self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
-        self._room = asyncio.Event()  # the outbound queue has room again
         self._agent_task: asyncio.Task[None] | None = None
         self._agent_sender: asyncio.Task[None] | None = None
         self._agent_ending: asyncio.Task[None] | None = None
@@ -151,15 +153,20 @@ class AcceptedCall:
         away after all; it hears the apology, then ends with that outcome."""
         core = self.core
         self._context = contextvars.copy_context()  # the call's log context, for work started from outside it
-        async with self._tg as tg:
-            tg.create_task(self._carrier_reader(core), name="carrier_reader")
-            tg.create_task(self._writer.run(), name="carrier_writer")
-            tg.create_task(self._watchdog(core), name="watchdog")
-            if refusal is not None:
-                await self._execute(core.end(refusal, self._clock()))
-            else:
-                self._agent_task = tg.create_task(self._agent_runner(core), name="agent_runner")
-                self._agent_sender = tg.create_task(self._send_agent_audio(core), name="agent_sender")
+        try:
+            async with self._tg as tg:
+                tg.create_task(self._carrier_reader(core), name="carrier_reader")
+                tg.create_task(self._writer.run(), name="carrier_writer")
+                tg.create_task(self._watchdog(core), name="watchdog")
+                if refusal is not None:
+                    await self._execute(core.end(refusal, self._clock()))
+                else:
+                    self._agent_task = tg.create_task(self._agent_runner(core), name="agent_runner")
+                    self._agent_sender = tg.create_task(self._send_agent_audio(core), name="agent_sender")
+        finally:
+            # A cancelled task keeps its cancellation, whose frames hold this call: let go of the tasks, so that
+            # the call is freed by reference counting (gateway.call.shell.session.release_frames).
+            self._agent_task = self._agent_sender = None
 
     def request_end(self, outcome: Outcome) -> None:
         """End the call at the core's next tick (drain, the carrier's completed callback)."""
@@ -202,6 +209,13 @@ class AcceptedCall:
             await self.agent.send(ap.reply_create(f"Tell the caller, in these words: {announcement}"))
         self._clock_wake.set()
         return why
+
+    def release(self) -> None:
+        """The call is over and reported: let go of the callbacks that point back at it or at its session (the tool
+        port's, the session's emitter), so that reference counting frees the call
+        (gateway.call.shell.session.release_frames)."""
+        self._tool_port.release()
+        self._emit, self._stream_stopping = _emit_nothing, None
 
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:
         """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""
@@ -329,13 +343,6 @@ class AcceptedCall:
                     await self._room.wait()
         except TimeoutError:
             await self._execute(core.end(Outcome.CARRIER_STALLED, self._clock()))
-
-    def _after_carrier_send(self) -> None:
-        q = self._outbound
-        if q.frames < q.max_frames:
-            self._room.set()
-        if self.core.clock_changed():
-            self._clock_wake.set()
 
     # ================================================================================================ agent side
     async def _agent_runner(self, core: CallCore) -> None:
@@ -594,3 +601,21 @@ class AcceptedCall:
                     await asyncio.shield(self._agent_ending)
             except TimeoutError:
                 pass
+
+
+def _emit_nothing(event: ev.CallEvent) -> None:
+    """A released call's emitter: the call is over, its events were published."""
+
+
+def _after_carrier_send(core: CallCore, room: asyncio.Event, clock_wake: asyncio.Event) -> Callable[[], None]:
+    """What the carrier writer does after each send: the queue may have room, the core's clock may have moved.
+    A closure, not a method of the call: the writer then holds no reference back to the call."""
+    q = core.outbound
+
+    def after_send() -> None:
+        if q.frames < q.max_frames:
+            room.set()
+        if core.clock_changed():
+            clock_wake.set()
+
+    return after_send

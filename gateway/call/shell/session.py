@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -140,15 +141,20 @@ class CallSession:
     async def run(self) -> CallSummary:
         """Serve the call until it ends for any reason. Never raises (except cancellation)."""
         outcome, error = Outcome.CARRIER_CLOSED, ""
+        ended: BaseException | None = None  # what ended the call, if raised (its frames are cleared at the end)
         try:
-            start = await await_start(self.carrier, self.dialect, self._settings.server.start_timeout_s)
-            self._summary.call_sid, self._summary.stream_sid = start.call_id, start.stream_id
-            acceptance = authorize(start, self._settings, scope=self._scope, now=self._wall(), admit=self._admit)
-            handover: Handover | None = None
-            if acceptance.refusal is None and self._shared_admit is not None:
-                handover = await admit_shared(start, acceptance, self._shared_admit)
-            call = self.begin(acceptance.setup, admitted=acceptance.refusal is None, handover=handover)
-            await call.run(acceptance.refusal)
+            try:
+                start = await await_start(self.carrier, self.dialect, self._settings.server.start_timeout_s)
+                self._summary.call_sid, self._summary.stream_sid = start.call_id, start.stream_id
+                acceptance = authorize(start, self._settings, scope=self._scope, now=self._wall(), admit=self._admit)
+                handover: Handover | None = None
+                if acceptance.refusal is None and self._shared_admit is not None:
+                    handover = await admit_shared(start, acceptance, self._shared_admit)
+                call = self.begin(acceptance.setup, admitted=acceptance.refusal is None, handover=handover)
+                await call.run(acceptance.refusal)
+            except BaseException as exc:
+                ended = exc
+                raise
         except* CallEnded as eg:
             outcome = Outcome(_first(eg, CallEnded).reason)
         except* UnauthorizedStream as eg:
@@ -166,8 +172,17 @@ class CallSession:
             outcome, error = Outcome.INTERNAL_ERROR, repr(eg.exceptions[0])
             self._log.error("call.internal_error", exc_info=eg.exceptions[0])
         finally:
-            await asyncio.shield(self._teardown(outcome, error))
+            teardown = self._teardown(outcome, error, ended)
+            ended = None  # the teardown has it: held here, it would keep this frame in a cycle with its traceback
+            await asyncio.shield(teardown)  # (a cancelled handler leaves the teardown running to its end)
         return self.summary
+
+    def _release(self) -> None:
+        """Reported: let go of the callbacks that point back at this session (its owner's closures) and of the
+        call's links back to itself, so that the ended call is freed by reference counting."""
+        self._on_event = self._stream_stopping = None
+        if self._call is not None:
+            self._call.release()
 
     def begin(self, setup: CallSetup, *, admitted: bool = True, handover: Handover | None = None) -> AcceptedCall:
         """The stream's ``start`` was authorized: the call. ``admitted``: False when admission turned the call away
@@ -241,7 +256,8 @@ class CallSession:
         return round(self._clock() - self._started_at, 3)
 
     # ================================================================================================= teardown
-    async def _teardown(self, outcome: Outcome, error: str) -> None:
+    async def _teardown(self, outcome: Outcome, error: str, ended: BaseException | None = None) -> None:
+        """Settle the call, close the carrier socket, report. ``ended``: what ended the call, if it was raised."""
         if self._call is None:
             s = self._summary
             s.end(outcome, error)
@@ -257,6 +273,28 @@ class CallSession:
         self._emit(ev.CallEnd(s.log_fields(), t=self._t()))
         if self._on_summary is not None:
             self._on_summary(s)
+        # Reported: let go of the ended call. What ended it, raised, holds the call's objects in its traceback's
+        # frames, and the task group's errors and the session's callbacks point back at them: left as reference
+        # cycles, an ended call waits for a full collection, which stops every live call's audio while it walks
+        # them (docs/architecture/performance.md#call-garbage).
+        if ended is not None:
+            release_frames(ended)
+        self._release()
+
+
+def release_frames(exc: BaseException) -> None:
+    """Clear the locals of the finished frames in the traceback of ``exc``, caught in a frame still running: the
+    frames it propagated out of, and all those of the group's members, raised out of tasks that have ended. The
+    catching frame itself is left alone (clearing a suspended coroutine's frame would close it)."""
+    tb = exc.__traceback__
+    if tb is not None:
+        traceback.clear_frames(tb.tb_next)
+    todo = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else []
+    while todo:
+        member = todo.pop()
+        traceback.clear_frames(member.__traceback__)
+        if isinstance(member, BaseExceptionGroup):
+            todo.extend(member.exceptions)
 
 
 def _first(eg: BaseExceptionGroup[Any], kind: type[BaseException]) -> Any:

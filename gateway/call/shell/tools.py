@@ -50,7 +50,7 @@ class ToolPort:
     ) -> None:
         self._core = core
         self._warm = warm  # warm transfers (gateway.warm_transfer_http); None: not offered here
-        self._on_warm_result = on_warm_result or (lambda result: None)
+        self._on_warm_result = on_warm_result or _ignore
         self._tools = tools
         self._control = control
         self._execute = execute
@@ -58,6 +58,10 @@ class ToolPort:
         self._emit = emit
         self._clock = clock
         self._tone_waiters: dict[str, asyncio.Event] = {}
+
+    def release(self) -> None:
+        """The call is over: let go of the call's callbacks (each points back at the call: a reference cycle)."""
+        self._execute, self._on_warm_result, self._emit = _execute_nothing, _ignore, _publish_nothing
 
     async def run_tool(self, call: ap.ToolCall) -> None:
         """A ``tool.call``: run it, and hand its result to the core (which sends it when the timing rule allows)."""
@@ -185,3 +189,15 @@ class ToolPort:
             if isinstance(action, LogLine):
                 getattr(log, action.level)(action.event, **action.fields)
         return ToolOutcome(json.dumps({"digits": digits}))
+
+
+async def _execute_nothing(actions: Sequence[Action]) -> None:
+    """A released port's executor: the call is over, nothing is left to act on."""
+
+
+def _ignore(result: str) -> None:
+    """A released port's warm-transfer listener."""
+
+
+def _publish_nothing(event: ev.CallEvent) -> None:
+    """A released port's emitter: the call's events were published."""
