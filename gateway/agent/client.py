@@ -125,8 +125,9 @@ class AgentConnection:
     async def end(self, timeout: float) -> bool:
         """End the session cleanly: ``session.end`` (billing stops at once,
         docs/architecture/agent-api.md#connecting), read until
-        ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then close.
-        Returns True if ``session.ended`` was seen. Never raises for a peer that is already gone."""
+        ``session.ended`` for at most ``timeout`` s (events still in flight are nobody's any more), then the agent's
+        close, which follows it at once; close. Returns True if ``session.ended`` was seen. Never raises for a peer
+        that is already gone."""
         ended = False
         try:
             async with asyncio.timeout(timeout):
@@ -135,6 +136,12 @@ class AgentConnection:
                     while not isinstance(await self.recv(), SessionEnded):
                         pass
                     ended = True
+                    # Read the agent's close frame, so that its code is what close_code reports. Closing first
+                    # reported 1006 on aiohttp after a cancelled read (a call's teardown cancels its agent reader
+                    # first): that marks the socket abnormally closed, and its close() then skips the peer's frame.
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        while True:
+                            await self.recv()
         except (TimeoutError, AgentClosed, AgentProtocolError, OSError):
             pass
         try:

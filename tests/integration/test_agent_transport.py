@@ -84,6 +84,30 @@ async def test_a_close_frame_is_reported_with_its_code_and_reason_and_send_refus
     await agent.close()
 
 
+@pytest.mark.parametrize("read_cancelled", [False, True], ids=["idle", "after_a_cancelled_read"])
+async def test_a_clean_end_reports_the_agents_own_close_code(transport, http, serve, read_cancelled):
+    # session.end → session.ended, then the agent closes with 1000 (docs/architecture/agent-api.md#close-codes). A
+    # call's teardown cancels its agent reader first (read_cancelled): aiohttp then marks the socket 1006 and its
+    # close() no longer reads the peer's close frame, so every normally ended call once logged agent.closed 1006.
+    async def end_on_request(ws: web.WebSocketResponse) -> None:
+        async for msg in ws:
+            if json.loads(msg.data).get("type") == "session.end":
+                await ws.send_str(json.dumps({"type": "session.ended", "session_duration_seconds": 1.0}))
+                await ws.close(code=1000)
+
+    url = await serve(ready_then(end_on_request))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert isinstance(await agent.recv(), SessionReady)
+    if read_cancelled:
+        reading = asyncio.ensure_future(agent.recv())
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    assert await agent.end(2.0) is True
+    assert agent.close_code == 1000 and not agent.open_
+
+
 async def test_a_drop_without_a_close_frame_is_reported_as_code_none(transport, http, serve):
     async def drop(ws: web.WebSocketResponse) -> None:
         await asyncio.sleep(0.05)

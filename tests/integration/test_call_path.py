@@ -294,6 +294,9 @@ async def test_carrier_hangup_ends_agent_session_and_leaves_no_task(start_gatewa
     assert call_tasks() == []
     ended = [e for e in logs if e["event"] == "call.ended"]
     assert ended and ended[0]["outcome"] == "caller_hangup" and ended[0]["hung_up_by"] == "caller"
+    # A clean end is reported as one: the agent's own close code (1000 after session.ended), not 1006, a drop.
+    closed = [e for e in logs if e["event"] == "agent.closed"]
+    assert [e["close_code"] for e in closed] == [1000] and ended[0]["agent_close_code"] == 1000
 
 
 async def test_malformed_carrier_json_ends_that_call_only(start_gateway, new_peer, fake_agent):
