@@ -304,7 +304,7 @@ def setup(app: web.Application) -> None:
 
     async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         runner = None
-        port = 0
+        port: int | None = None  # no internal listener without a shared store: nothing to reach this replica at
         if settings.state.shared:
             runner = web.AppRunner(internal_app(app), access_log=None, shutdown_timeout=2.0)
             await runner.setup()

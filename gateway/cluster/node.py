@@ -94,12 +94,14 @@ class Cluster:
         self.forwards = forwards or Counter("forwards", "", ["action", "result"], registry=reg)
 
     # ---- life -----------------------------------------------------------------------------------------------------
-    async def start(self, port: int) -> None:
-        """Join: the internal listener is on ``port``; first heartbeat now (a store that is down is logged, not
-        fatal: the heartbeat keeps trying)."""
-        self.me = dataclasses.replace(self.me, address=advertised_address(self.settings, port))
+    async def start(self, port: int | None) -> None:
+        """Join: the internal listener is on ``port`` (None: there is none, the store is this process's own and no
+        other replica can reach this one); first heartbeat now (a store that is down is logged, not fatal: the
+        heartbeat keeps trying)."""
+        address = advertised_address(self.settings, port) if port is not None else ""
+        self.me = dataclasses.replace(self.me, address=address)
         await self._beat()
-        log.info("cluster.joined", replica=self.me.id, address=self.me.address, store=self.store.name)
+        log.info("cluster.joined", replica=self.me.id, address=address or None, store=self.store.name)
         self._beat_task = asyncio.get_running_loop().create_task(self._heartbeat(), name="cluster_heartbeat")
 
     async def stop(self) -> None:

@@ -165,7 +165,7 @@ async def test_a_draining_replica_tells_the_registry_at_once_not_at_its_next_hea
     settings = StateSettings(call_ttl_s=300)  # the next regular heartbeat is 100 s away
     cluster = Cluster(settings, store, token_secret=b"s", token_ttl_s=60, accepting=lambda: calls.accepting)
     calls.on_accepting.append(cluster.draining_changed)
-    await cluster.start(0)
+    await cluster.start(None)
     await cluster.admit(call("CD1"), "tok-d1")
     assert [r.draining for r, _ in await store.live_calls()] == [False]
     calls.accepting = False  # what gateway.drain does on SIGTERM
@@ -174,3 +174,16 @@ async def test_a_draining_replica_tells_the_registry_at_once_not_at_its_next_hea
             await asyncio.sleep(0.01)
     await cluster.stop()
     assert await store.live_calls() == []  # it left the registry
+
+
+async def test_a_replica_without_an_internal_listener_advertises_no_address():
+    # In-process store: no internal listener, nothing for another replica to reach. It once advertised (and logged
+    # at start-up) http://<host>:0.
+    from structlog.testing import capture_logs
+
+    cluster = Cluster(StateSettings(), InProcessStore(), token_secret=b"s", token_ttl_s=60, accepting=lambda: True)
+    with capture_logs() as logs:
+        await cluster.start(None)
+    await cluster.stop()
+    assert cluster.me.address == ""
+    assert [e["address"] for e in logs if e["event"] == "cluster.joined"] == [None]

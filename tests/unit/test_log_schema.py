@@ -180,7 +180,7 @@ SCHEMA: dict[str, Event] = {
     "call.reattached": Event({**CALL, "session_id": str, "previous_stream_sid": str, "gap_ms": NUM}),
     "call.park_ended": Event({"call_sid": str, "session_id": str, "reason": str, "parked_ms": NUM}),
     # ---- scale-out (gateway.cluster, docs/architecture/scale-out.md) ---------------------------------------------
-    "cluster.joined": Event({"replica": str, "address": str, "store": str}),
+    "cluster.joined": Event({"replica": str, "address": OPT_STR, "store": str}),
     "state.unavailable": Event({"op": str, "error": str, "on_unavailable": str, "detail": str}),
     "state.recovered": Event({"down_s": NUM}),
     "call.handed_over": Event({"call_sid": str, "session_id": str, "parked_ms": NUM}),
