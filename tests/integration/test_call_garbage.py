@@ -12,6 +12,7 @@ from collections import Counter
 
 from gateway.call.core import CallCore
 from gateway.call.shell.accepted import AcceptedCall
+from gateway.keys import CALLS
 from gateway.session import CallSession
 from tests.support.audio import tone, ulaw_tone
 from tests.support.twilio_peer import TwilioPeer
@@ -53,7 +54,11 @@ async def test_ended_calls_leave_no_reference_cycles(start_gateway, fake_agent, 
     try:
         for i in range(4):
             await _one_call(gw, fake_agent, http, hang_up_mid_reply=i % 2 == 0)
-        await asyncio.sleep(0.1)  # the teardowns' last callbacks
+        calls = gw.app[CALLS]
+        async with asyncio.timeout(10):  # every teardown has run to its end (a bound for a hung test)
+            while calls.active:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and the handlers' tasks with it
         alive = (_alive(AcceptedCall), _alive(CallCore), _alive(CallSession))
         gc.collect()
         kinds = Counter(type(o).__qualname__ for o in gc.garbage)
