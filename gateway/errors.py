@@ -41,6 +41,7 @@ line and of the ``voice_gateway_calls_total`` metric (docs/reference/metrics.md)
 from __future__ import annotations
 
 import enum
+import traceback
 
 
 class Outcome(enum.StrEnum):
@@ -151,3 +152,23 @@ class CallEnded(GatewayError):
     def __init__(self, reason: Outcome | str) -> None:
         super().__init__(str(reason))
         self.reason: Outcome | str = reason
+
+
+def release_frames(exc: BaseException) -> None:
+    """Clear the locals of the finished frames in the traceback of ``exc``, caught in a frame still running: the
+    frames it propagated out of, and all those of the group's members, raised out of tasks that have ended. The
+    catching frame itself is left alone (clearing a suspended coroutine's frame would close it).
+
+    Why: an exception that ended a task group holds, through its frames, everything those tasks used, and Python
+    3.11's ``TaskGroup.__aexit__`` keeps its own exception group in its frame (a cycle by itself). Cleared once the
+    exception was handled, what it held is freed by reference counting instead of waiting for a full collection
+    of the cyclic collector, which stops the event loop (docs/architecture/performance.md#call-garbage)."""
+    tb = exc.__traceback__
+    if tb is not None:
+        traceback.clear_frames(tb.tb_next)
+    todo = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else []
+    while todo:
+        member = todo.pop()
+        traceback.clear_frames(member.__traceback__)
+        if isinstance(member, BaseExceptionGroup):
+            todo.extend(member.exceptions)

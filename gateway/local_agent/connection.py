@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from ..errors import release_frames
 from . import protocol as proto
 from .codec import InputDecoder
 from .endings import ConnectionDone, EndReason, first_reason
@@ -112,6 +113,7 @@ class Connection:
                 tg.create_task(self.replier.run(tg), name="replier")
         except* ConnectionDone as eg:
             reason = first_reason(eg.exceptions)
+            release_frames(eg)  # else the group holds this connection in cycles (gateway.errors.release_frames)
         if (self._server_close or reason) is EndReason.PEER_GONE and not self._reader_saw_end:
             # Gone as another task saw it (a failed send, a full outbound queue) while the reader was behind:
             # what the socket had already received is still the caller's audio, sent before the drop, and the

@@ -165,7 +165,7 @@ class AcceptedCall:
                     self._agent_sender = tg.create_task(self._send_agent_audio(core), name="agent_sender")
         finally:
             # A cancelled task keeps its cancellation, whose frames hold this call: let go of the tasks, so that
-            # the call is freed by reference counting (gateway.call.shell.session.release_frames).
+            # the call is freed by reference counting (gateway.errors.release_frames).
             self._agent_task = self._agent_sender = None
 
     def request_end(self, outcome: Outcome) -> None:
@@ -213,7 +213,7 @@ class AcceptedCall:
     def release(self) -> None:
         """The call is over and reported: let go of the callbacks that point back at it or at its session (the tool
         port's, the session's emitter), so that reference counting frees the call
-        (gateway.call.shell.session.release_frames)."""
+        (gateway.errors.release_frames)."""
         self._tool_port.release()
         self._emit, self._stream_stopping = _emit_nothing, None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from ...errors import (
     CarrierProtocolError,
     Outcome,
     UnauthorizedStream,
+    release_frames,
 )
 from ...logs import mask_number
 from ...reattach import ParkedAgents
@@ -276,25 +276,10 @@ class CallSession:
         # Reported: let go of the ended call. What ended it, raised, holds the call's objects in its traceback's
         # frames, and the task group's errors and the session's callbacks point back at them: left as reference
         # cycles, an ended call waits for a full collection, which stops every live call's audio while it walks
-        # them (docs/architecture/performance.md#call-garbage).
+        # them (docs/architecture/performance.md#call-garbage; gateway.errors.release_frames).
         if ended is not None:
             release_frames(ended)
         self._release()
-
-
-def release_frames(exc: BaseException) -> None:
-    """Clear the locals of the finished frames in the traceback of ``exc``, caught in a frame still running: the
-    frames it propagated out of, and all those of the group's members, raised out of tasks that have ended. The
-    catching frame itself is left alone (clearing a suspended coroutine's frame would close it)."""
-    tb = exc.__traceback__
-    if tb is not None:
-        traceback.clear_frames(tb.tb_next)
-    todo = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else []
-    while todo:
-        member = todo.pop()
-        traceback.clear_frames(member.__traceback__)
-        if isinstance(member, BaseExceptionGroup):
-            todo.extend(member.exceptions)
 
 
 def _first(eg: BaseExceptionGroup[Any], kind: type[BaseException]) -> Any:

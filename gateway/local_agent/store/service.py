@@ -31,7 +31,7 @@ from .. import protocol as proto
 from ..settings import SettingsError
 from .agents import agent_session_fields, is_agent_id
 from .db import Database
-from .recorder import Recorder
+from .recorder import NULL_RECORDER, Recorder
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -172,6 +172,9 @@ class SessionStore:
         if rec is None:
             return
         rec.closed = True
+        # The session lets go of its recorder (whose final flush still reads the session, on the store's thread):
+        # the two pointing at each other would wait for a full collection (docs/architecture/performance.md).
+        session.recorder = NULL_RECORDER
         self._submit(rec.flush, final=True)
         self._submit(
             self.db.end_session,
