@@ -10,12 +10,21 @@ import asyncio
 import gc
 from collections import Counter
 
+import pytest
+
+from gateway.agent.client import TRANSPORTS
 from gateway.call.core import CallCore
 from gateway.call.shell.accepted import AcceptedCall
 from gateway.keys import CALLS
 from gateway.session import CallSession
 from tests.support.audio import tone, ulaw_tone
 from tests.support.twilio_peer import TwilioPeer
+
+
+@pytest.fixture(params=TRANSPORTS)
+def agent_transport(request: pytest.FixtureRequest) -> str:
+    """On each agent transport: how its socket ends (and what it keeps of a cancelled read) differs."""
+    return str(request.param)
 
 
 def _alive(kind: type) -> int:
