@@ -59,9 +59,9 @@ from ..phase import Phase
 from ..setup import CallSetup, stored_agent_update
 from ..stats import CallSummary
 from .agent_link import AgentLink
-from .carrier import CarrierTransport, CarrierWriter, wait_or_wake
+from .carrier import CarrierTransport, CarrierWriter, after_send, wait_or_wake
 from .carrier_control import CarrierControl
-from .tools import ToolPort
+from .tools import ToolPort, publish_nothing
 
 if TYPE_CHECKING:
     from ...warm_transfer_http import WarmDialer
@@ -122,9 +122,8 @@ class AcceptedCall:
         self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
         self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
         self._room = asyncio.Event()  # the outbound queue has room again
-        self._writer = CarrierWriter(
-            self._outbound, carrier, clock, _after_carrier_send(self.core, self._room, self._clock_wake)
-        )
+        done = after_send(self._outbound, self.core.clock_changed, self._room, self._clock_wake)
+        self._writer = CarrierWriter(self._outbound, carrier, clock, done)
         self._tool_port = ToolPort(
             self.core,
             tools,
@@ -163,9 +162,7 @@ class AcceptedCall:
                 else:
                     self._agent_task = tg.create_task(self._agent_runner(core), name="agent_runner")
                     self._agent_sender = tg.create_task(self._send_agent_audio(core), name="agent_sender")
-        finally:
-            # A cancelled task keeps its cancellation, whose frames hold this call: let go of the tasks, so that
-            # the call is freed by reference counting (gateway.errors.release_frames).
+        finally:  # a cancelled task keeps its cancellation, whose frames hold this call (gateway.errors)
             self._agent_task = self._agent_sender = None
 
     def request_end(self, outcome: Outcome) -> None:
@@ -211,11 +208,9 @@ class AcceptedCall:
         return why
 
     def release(self) -> None:
-        """The call is over and reported: let go of the callbacks that point back at it or at its session (the tool
-        port's, the session's emitter), so that reference counting frees the call
-        (gateway.errors.release_frames)."""
+        """Over and reported: drop the callbacks that point back at the call or its session (gateway.errors)."""
         self._tool_port.release()
-        self._emit, self._stream_stopping = _emit_nothing, None
+        self._emit, self._stream_stopping = publish_nothing, None
 
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:
         """The call's tasks are over (``outcome``): settle the core, park or end the agent session."""
@@ -601,21 +596,3 @@ class AcceptedCall:
                     await asyncio.shield(self._agent_ending)
             except TimeoutError:
                 pass
-
-
-def _emit_nothing(event: ev.CallEvent) -> None:
-    """A released call's emitter: the call is over, its events were published."""
-
-
-def _after_carrier_send(core: CallCore, room: asyncio.Event, clock_wake: asyncio.Event) -> Callable[[], None]:
-    """What the carrier writer does after each send: the queue may have room, the core's clock may have moved.
-    A closure, not a method of the call: the writer then holds no reference back to the call."""
-    q = core.outbound
-
-    def after_send() -> None:
-        if q.frames < q.max_frames:
-            room.set()
-        if core.clock_changed():
-            clock_wake.set()
-
-    return after_send

@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 from ...errors import CallEnded, CarrierProtocolError, Outcome
 from ..outbound_queue import OutboundQueue
 
-__all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierTransport", "CarrierWriter", "wait_or_wake"]
+__all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierTransport", "CarrierWriter", "after_send", "wait_or_wake"]
 
 #: At hang-up, how long the carrier's close handshake may take before the connection is dropped.
 CARRIER_CLOSE_TIMEOUT_S = 2.0
@@ -206,6 +206,23 @@ class CarrierWriter:
         # hang-up mark queued after the last frame went), the call's clock must learn its deadline.
         if sent or len(q.clock_marks) != marks:
             self._after_send()
+
+
+def after_send(
+    queue: OutboundQueue, clock_changed: Callable[[], bool], room: asyncio.Event, clock_wake: asyncio.Event
+) -> Callable[[], None]:
+    """A call's :class:`CarrierWriter` ``after_send``: the queue may have room again (``room``), and the core's clock
+    may have a new deadline (``clock_wake``). A closure, not a method of the call: the writer then holds no reference
+    back to the call, which an ended call would otherwise wait in for a full garbage collection
+    (docs/architecture/performance.md#call-garbage)."""
+
+    def after() -> None:
+        if queue.frames < queue.max_frames:
+            room.set()
+        if clock_changed():
+            clock_wake.set()
+
+    return after
 
 
 async def wait_or_wake(wake: asyncio.Event, delay: float) -> None:

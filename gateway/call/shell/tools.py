@@ -26,7 +26,7 @@ from .carrier_control import CarrierControl
 if TYPE_CHECKING:
     from ...warm_transfer_http import WarmDialer
 
-__all__ = ["ToolPort"]
+__all__ = ["ToolPort", "publish_nothing"]
 
 log = structlog.get_logger("gateway.call")
 
@@ -61,7 +61,7 @@ class ToolPort:
 
     def release(self) -> None:
         """The call is over: let go of the call's callbacks (each points back at the call: a reference cycle)."""
-        self._execute, self._on_warm_result, self._emit = _execute_nothing, _ignore, _publish_nothing
+        self._execute, self._on_warm_result, self._emit = _execute_nothing, _ignore, publish_nothing
 
     async def run_tool(self, call: ap.ToolCall) -> None:
         """A ``tool.call``: run it, and hand its result to the core (which sends it when the timing rule allows)."""
@@ -199,5 +199,5 @@ def _ignore(result: str) -> None:
     """A released port's warm-transfer listener."""
 
 
-def _publish_nothing(event: ev.CallEvent) -> None:
-    """A released port's emitter: the call's events were published."""
+def publish_nothing(event: ev.CallEvent) -> None:
+    """A released call's (and port's) emitter: the call is over, its events were published."""
