@@ -18,8 +18,9 @@ from gateway.keys import CALLS
 from gateway.session import CallSession
 from tests.conftest import call_tasks
 from tests.support.audio import tone, ulaw_tone
+from tests.support.gc_cycles import alive
 from tests.support.logcapture import capture_call_logs
-from tests.support.twilio_peer import TwilioPeer
+from tests.support.short_call import short_call
 
 N_CALLS = 1000
 #: RSS settles over the first few hundred calls (allocator arenas, aiohttp/websockets caches): a 4,000-call run
@@ -34,10 +35,6 @@ BLOCKS_BOUND = 2500  # CPython allocated memory blocks (sys.getallocatedblocks);
 def _rss_mb() -> float:
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _live(kind: type) -> int:
-    return sum(1 for o in gc.get_objects() if isinstance(o, kind))
 
 
 async def test_1000_short_calls_leave_nothing_behind_and_memory_stays_flat(start_gateway, fake_agent, http, tmp_path):
@@ -61,27 +58,8 @@ async def test_1000_short_calls_leave_nothing_behind_and_memory_stays_flat(start
     t0 = time.monotonic()
 
     async def one(i: int) -> None:
-        peer = TwilioPeer(gw.base_url, http)
-        await peer.dial()
-        await peer.connect()
-        sess = await fake_agent.session()
-        await peer.send_media(caller_audio)
-        reply = None
-        if i % 3 == 0:
-            # the agent answers with 1 s of speech; the caller hangs up as soon as it starts hearing it
-            reply = asyncio.create_task(sess.reply(reply_pcm, realtime=False, chunk_bytes=4800))
-            await peer.wait_for(lambda: peer.events("media"), timeout=5)
-        else:
-            await peer.wait_for(lambda: len(sess.audio) >= 0.1 * 48000 - 960, timeout=5)
-        await peer.stop()
-        await peer.wait_for(lambda: peer.closed.is_set(), timeout=5)
-        await peer.close()
-        if reply is not None:
-            try:
-                await reply
-            except (ConnectionError, RuntimeError):
-                pass  # the fake was still speaking when the gateway ended its session
-        await asyncio.wait_for(sess.closed.wait(), 5)
+        # a third of the calls: the agent answers with 1 s of speech; the caller hangs up as soon as it hears it
+        sess = await short_call(gw, fake_agent, http, caller_audio, reply_pcm if i % 3 == 0 else None)
         assert sess.ended_by_client
         fake_agent.sessions.remove(sess)  # the fake's own records, not the gateway's
 
@@ -110,7 +88,7 @@ async def test_1000_short_calls_leave_nothing_behind_and_memory_stays_flat(start
     assert call_tasks() == []
     assert len(calls) == 0 and calls.admission.idle
     assert fake_agent.live_sessions == [] and not fake_agent.open_sockets and fake_agent.connections == N_CALLS
-    assert _live(CallSession) == 0 and _live(CallCore) == 0 and _live(StreamResampler) == 0
+    assert alive(CallSession) == 0 and alive(CallCore) == 0 and alive(StreamResampler) == 0
     per_call_kib = (rss1 - rss0) * 1024 / (N_CALLS - WARMUP)
     print(
         f"\n[soak] {N_CALLS} calls in {elapsed:.1f} s; over calls {WARMUP}..{N_CALLS}: RSS {rss0:.1f} -> {rss1:.1f} MB "
