@@ -19,18 +19,20 @@ def run_bounded(cmd: Sequence[str], timeout: float, grace: float = 30.0) -> int 
     try:
         return child.wait(timeout)
     except subprocess.TimeoutExpired:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(grace)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        _interrupt(child, grace)
         return None
     except BaseException:
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-            try:
-                child.wait(grace)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _interrupt(child, grace)
         raise
+
+
+def _interrupt(child: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGINT, then a kill if the child is still running after ``grace`` seconds."""
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGINT)
+    try:
+        child.wait(grace)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
