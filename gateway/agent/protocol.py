@@ -122,9 +122,10 @@ class ReplyStarted:
     item_id: str | None = None
 
 
-class ReplyAudio(msgspec.Struct, frozen=True):
+class ReplyAudio(msgspec.Struct, frozen=True, tag_field="type", tag="reply.audio"):
     """Agent audio (100 a second per call while it speaks): a frozen ``msgspec.Struct`` rather than a dataclass, the
-    same fields, equality and pattern matching, built in C at a quarter of the cost."""
+    same fields, equality and pattern matching, built in C at a quarter of the cost. Tagged with its event type, so
+    that msgspec decodes a ``reply.audio`` message straight into it (:func:`parse_server_event`)."""
 
     reply_id: str | None
     data: bytes
@@ -245,25 +246,26 @@ def _tool_call(msg: Mapping[str, Any]) -> ToolCall:
     return ToolCall(call_id=call_id, name=name, arguments=args)
 
 
-class _ReplyAudioMessage(msgspec.Struct):
-    type: str
-    data: bytes | None = None  # msgspec decodes padded standard base64 and refuses anything else
-    reply_id: str | None = None
+class _NoOtherType(msgspec.Struct, frozen=True, tag_field="type", tag="\x00"):
+    """A second member for the fast decoder's union, so that msgspec requires the ``type`` field (a lone tagged
+    struct takes a message without one). No agent event has this type; a message that has it is parsed plainly."""
 
 
-_decode_reply_audio = msgspec.json.Decoder(_ReplyAudioMessage).decode
+#: ``reply.audio`` straight into :class:`ReplyAudio`: ``type`` must be present and be ``reply.audio``, ``reply_id`` a
+#: string or null, ``data`` padded standard base64 (msgspec refuses anything else); other fields are ignored, as the
+#: plain parser does. Anything that does not fit raises, and :func:`parse_server_event` parses it plainly. Building
+#: the event in the decoder, not from an intermediate struct, saves 0.1 µs of the 0.75 a chunk took.
+_decode_reply_audio = msgspec.json.Decoder(ReplyAudio | _NoOtherType).decode
 
 
 def parse_server_event(text: str | bytes) -> ServerEvent:
     """Parse one server message. Raises :class:`AgentProtocolError` for malformed JSON or a known event whose
     required fields are broken; returns :class:`UnknownEvent` for event types this client does not know."""
     try:
-        msg = _decode_reply_audio(text)
-    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):  # surrogates; nesting too deep
+        event = _decode_reply_audio(text)
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):  # not reply.audio; surrogates; nesting
         return parse_server_event_plain(text)
-    if msg.type == "reply.audio" and msg.data is not None:
-        return ReplyAudio(msg.reply_id, msg.data)
-    return parse_server_event_plain(text)
+    return event if type(event) is ReplyAudio else parse_server_event_plain(text)
 
 
 def parse_server_event_plain(text: str | bytes) -> ServerEvent:
