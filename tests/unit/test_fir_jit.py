@@ -25,6 +25,8 @@ _STEP = st.one_of(
     st.integers(min_value=0, max_value=3000).map(lambda n: ("feed", n)),
     # The live service's chunk sizes, where a frame completes exactly at a chunk's end (10 ms, 20 ms, 5 ms).
     st.sampled_from([480, 960, 240]).map(lambda n: ("feed", n)),
+    # Longer than the history the converters start with (100 ms): they grow it, keeping what they hold.
+    st.integers(min_value=4800, max_value=12001).map(lambda n: ("feed", n)),
     # One sample at a time: every chunk boundary is hit, so a frame held one chunk too long shows.
     st.integers(min_value=1, max_value=600).map(lambda n: ("trickle", n)),
     st.just(("flush", 0)),
