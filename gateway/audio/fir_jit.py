@@ -133,9 +133,9 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
 
     @njit(cache=True, fastmath=True, inline="always")
     def to_int16(acc: float) -> int:
-        # An exact integer sum of integer taps: scaled back (exact), rounded half to even, clipped.
-        y = np.rint(acc * _SCALE)
-        return 32767 if y > 32767.0 else (-32768 if y < -32768.0 else int(y))
+        # An exact integer sum of integer taps: scaled back (exact), rounded half to even, clipped (with min and
+        # max, which compile to two instructions, not to branches).
+        return int(min(max(np.rint(acc * _SCALE), -32768.0), 32767.0))
 
     @njit(cache=True, fastmath=True, inline="always")
     def down_at(hist: Any, j: int, taps: Any) -> int:
@@ -450,10 +450,12 @@ class FusedFirEncoder:
     call, and a frame leaves on the chunk that completes it. Its history is kept split by phase (``_hist[r, i]`` is
     sample ``3i + r``), the layout its kernel sums fastest."""
 
-    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_out", "_st", "_held", "_need")
+    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_out", "_first", "_view", "_st", "_held", "_need")
 
     _hist: np.ndarray
     _out: np.ndarray  # the frames made by the last call at the front, then the pending partial frame
+    _view: memoryview  # the same bytes, to copy frames out of: slicing a memoryview of a bytearray is 0.1 µs a
+    _first: memoryview  # frame cheaper than slicing the array; and the first frame's slot is sliced once
     _st: np.ndarray  # the kernel's state (the _ST_* slots)
     _held: bytes  # agent bytes that cannot complete the next frame yet
     _need: int  # the agent bytes that complete it (the kernel works it out)
@@ -472,7 +474,9 @@ class FusedFirEncoder:
     def _alloc(self, inputs: int) -> None:
         self._hist = np.zeros((3, (inputs + FIR_TAPS) // 3 + 1))
         self._st[_ST_CAP] = 3 * self._hist.shape[1] - 3  # in samples, with a triple to spare
-        self._out = np.empty(self._hist.shape[1] + 1 + self.frame_bytes, np.uint8)
+        buf = bytearray(self._hist.shape[1] + 1 + self.frame_bytes)
+        self._out, self._view = np.frombuffer(buf, np.uint8), memoryview(buf)
+        self._first = self._view[: self.frame_bytes]
 
     def convert(self, data: bytes) -> list[bytes]:
         held = self._held
@@ -484,7 +488,7 @@ class FusedFirEncoder:
         self._held = b""
         k, self._need = _DOWN_ENCODE(self._hist, self._st, data, _DOWN_PHASES, self._law, self._out)
         if k == 1:  # the steady state
-            return [self._out[: self.frame_bytes].tobytes()]
+            return [self._first.tobytes()]
         return self._frames(k, data)
 
     def _run(self, data: bytes) -> list[bytes]:
@@ -495,8 +499,8 @@ class FusedFirEncoder:
         if k < 0:  # the history is too short for this chunk: grow it, then run the chunk
             self._grow(int(self._st[_ST_NH]) + len(data) // 2 + 1)
             k, self._need = _DOWN_ENCODE(self._hist, self._st, data, _DOWN_PHASES, self._law, self._out)
-        size, out = self.frame_bytes, self._out
-        return [out[i : i + size].tobytes() for i in range(0, k * size, size)]
+        size, view = self.frame_bytes, self._view
+        return [view[i : i + size].tobytes() for i in range(0, k * size, size)]
 
     def flush(self) -> list[bytes]:
         """End of a reply: the filter's look-ahead (silence after the end), then the last frame padded with silence.
@@ -515,7 +519,7 @@ class FusedFirEncoder:
         if fill:
             self._out[:fill] = self._out[start : start + fill]
             self._out[fill : self.frame_bytes] = self._pad
-            frames.append(self._out[: self.frame_bytes].tobytes())
+            frames.append(self._first.tobytes())
         self.reset()
         return frames
 
