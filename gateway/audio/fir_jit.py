@@ -78,10 +78,11 @@ for _p, _branch in enumerate(interpolator_phases(prototype())):
     # y[3j + p] = sum_t branch[t] * x[j + lead - t]: over the window w = x[j : j + 2·lead + 1], w[2·lead - t].
     _UP_TAPS[_p, 2 * (FIR_DELAY // 3) - np.arange(len(_branch))] = _branch
 
-#: The fused encoder's state, one int64 array the kernel reads and updates (one argument, not eight, and no tuple to
-#: unpack per call): the history's length, the samples it holds at most, the pending partial frame's start and
-#: length in the output buffer, input samples fed and outputs made since the reply began (for the flush), a byte of a
-#: sample split across chunks (-1: none), the frame size, and "filter now even if no frame completes" (the flush).
+#: The fused encoder's state, one int64 array the kernel reads and updates (one argument instead of five integers in
+#: and out, and no bookkeeping in Python per frame): the history's length, the samples it holds at most, the pending
+#: partial frame's start and length in the output buffer, input samples fed and outputs made since the reply began
+#: (for the flush), a byte of a sample split across chunks (-1: none), the frame size, and "filter now even if no
+#: frame completes" (the flush).
 _ST_NH, _ST_CAP, _ST_START, _ST_FILL, _ST_FED, _ST_SENT, _ST_ODD, _ST_SIZE, _ST_FORCE = range(9)
 _ST_LEN = 9
 #: The fused encoder reads a chunk of even length in place as native int16: only where that is little-endian.
