@@ -44,7 +44,9 @@ try:
 except ImportError:  # pragma: no cover - numba ships wheels for every platform we deploy on
     AVAILABLE = False
 else:
-    AVAILABLE = True
+    # The fused encoder reads agent PCM in place as native int16, which is the little-endian PCM the agent sends
+    # only on a little-endian machine; numba runs on no other kind, so this is not a limit in practice.
+    AVAILABLE = sys.byteorder == "little"
 
 _SCALE = 1.0 / (1 << FIR_SCALE_BITS)
 #: Every fourth int16 sample, from -32768: G.711 ignores a sample's two lowest bits (μ-law encodes 14 bits, A-law 13),
@@ -81,12 +83,9 @@ for _p, _branch in enumerate(interpolator_phases(prototype())):
 #: The fused encoder's state, one int64 array the kernel reads and updates (one argument instead of five integers in
 #: and out, and no bookkeeping in Python per frame): the history's length, the samples it holds at most, the pending
 #: partial frame's start and length in the output buffer, input samples fed and outputs made since the reply began
-#: (for the flush), a byte of a sample split across chunks (-1: none), the frame size, and "filter now even if no
-#: frame completes" (the flush).
-_ST_NH, _ST_CAP, _ST_START, _ST_FILL, _ST_FED, _ST_SENT, _ST_ODD, _ST_SIZE, _ST_FORCE = range(9)
-_ST_LEN = 9
-#: The fused encoder reads a chunk of even length in place as native int16: only where that is little-endian.
-_LITTLE_ENDIAN = sys.byteorder == "little"
+#: (for the flush), the frame size, and "filter now even if no frame completes" (the flush).
+_ST_NH, _ST_CAP, _ST_START, _ST_FILL, _ST_FED, _ST_SENT, _ST_SIZE, _ST_FORCE = range(8)
+_ST_LEN = 8
 
 
 def _kernels() -> tuple[Any, Any, Any, Any]:
@@ -122,15 +121,6 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
             ph[h % 3, h // 3] = x[i]
             i, h = i + 1, h + 1
         return nh + n
-
-    @njit(cache=True, fastmath=True, inline="always")
-    def samples_at(pcm: Any, off: int, n: int) -> Any:
-        # ``n`` little-endian int16 samples from byte ``off`` of ``pcm``, copied (an odd offset: after a sample
-        # split across chunks). Without a branch on the sign: on speech that branch is mispredicted half the time.
-        x = np.empty(n, np.int16)
-        for i in range(n):
-            x[i] = ((pcm[off + 2 * i] | (pcm[off + 2 * i + 1] << 8)) ^ 32768) - 32768
-        return x
 
     @njit(cache=True, fastmath=True, inline="always")
     def to_int16(acc: float) -> int:
@@ -169,8 +159,8 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
     @njit(cache=True, fastmath=True)
     def encode_chunk(ph: Any, st: Any, pcm: Any, taps: Any, law: Any, out: Any) -> tuple[int, int]:
         # FusedFirEncoder's step for one agent chunk; its state is in ``st`` (the _ST_* slots).
-        # 1. The chunk's samples go into the history (split by phase: sample h at ph[h % 3, h // 3]), a byte left
-        #    over from the last chunk first; an odd last byte waits for the next chunk.
+        # 1. The chunk's samples (whole ones: an even length) go into the history, read in place as int16 (a
+        #    third of the time of assembling each from two bytes), split by phase: sample h at ph[h % 3, h // 3].
         # 2. Unless they complete the next frame, that is all. Otherwise the filter computes every output the
         #    history allows, once, each through the G.711 table, after the partial frame pending in ``out`` (moved
         #    to the front first). Output j is the sum over r, u of taps[r, u] * ph[r, j + u]: contiguous reads, so
@@ -179,33 +169,17 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         # Returns the whole frames now at the front of ``out`` and the input bytes that complete the next one (the
         # caller holds smaller chunks back without a call), or (-1, 0) when the history is too short for the chunk:
         # nothing changed; grow it and call again.
-        nb = len(pcm)
-        odd = st[_ST_ODD]
-        nh = st[_ST_NH]
-        n = (nb + (odd >= 0)) >> 1
-        if nh + n > st[_ST_CAP]:
+        n = len(pcm) >> 1
+        if st[_ST_NH] + n > st[_ST_CAP]:
             return -1, 0
-        off = 0
-        if odd >= 0 and nb:
-            v = odd | (pcm[0] << 8)
-            ph[nh % 3, nh // 3] = v - 65536 if v >= 32768 else v
-            nh += 1
-            off = 1
-            odd = -1
-        if (nb - off) & 1:
-            odd = pcm[nb - 1]
-        if off or nb & 1 or not _LITTLE_ENDIAN:
-            total = append_phased(ph, nh, samples_at(pcm, off, (nb - off) >> 1))
-        else:  # the chunk as it is, read in place as int16 (a third of the time of assembling each from two bytes)
-            total = append_phased(ph, nh, np.frombuffer(pcm, np.int16))
-        st[_ST_ODD] = odd
+        total = append_phased(ph, st[_ST_NH], np.frombuffer(pcm, np.int16))
         st[_ST_FED] += n
         fill = st[_ST_FILL]
         size = st[_ST_SIZE]
         m = (total - FIR_TAPS) // 3 + 1 if total >= FIR_TAPS else 0
         if fill + m < size and not st[_ST_FORCE]:
             st[_ST_NH] = total
-            return 0, 2 * ((size - fill - 1) * 3 + FIR_TAPS - total) - (odd >= 0)
+            return 0, 2 * ((size - fill - 1) * 3 + FIR_TAPS - total)
         start = st[_ST_START]
         for i in range(fill if start else 0):
             out[i] = out[start + i]
@@ -246,7 +220,7 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         fill = buffered - frames * size
         st[_ST_START] = frames * size  # the partial frame waits where it is; the next run moves it
         st[_ST_FILL] = fill
-        return frames, 2 * ((size - fill - 1) * 3 + FIR_TAPS - kept) - (odd >= 0)
+        return frames, 2 * ((size - fill - 1) * 3 + FIR_TAPS - kept)
 
     @njit(cache=True, fastmath=True, inline="always")
     def up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
@@ -458,7 +432,7 @@ class FusedFirEncoder:
     _view: memoryview  # the same bytes, to copy frames out of: slicing a memoryview of a bytearray is 0.1 µs a
     _first: memoryview  # frame cheaper than slicing the array; and the first frame's slot is sliced once
     _st: np.ndarray  # the kernel's state (the _ST_* slots)
-    _held: bytes  # agent bytes that cannot complete the next frame yet
+    _held: bytes  # agent bytes not filtered yet: too few for the next frame, or a split sample's first byte
     _need: int  # the agent bytes that complete it (the kernel works it out)
 
     def __init__(self, carrier_encoding: str, frame_bytes: int, pad: int) -> None:
@@ -486,7 +460,10 @@ class FusedFirEncoder:
         if len(data) < self._need:
             self._held = data  # cannot complete the next frame yet
             return []
-        self._held = b""
+        if len(data) & 1:  # a sample split across chunks: its first byte waits for the second
+            data, self._held = data[:-1], data[-1:]
+        else:
+            self._held = b""
         k, self._need = _DOWN_ENCODE(self._hist, self._st, data, _DOWN_PHASES, self._law, self._out)
         if k == 1:  # the steady state
             return [self._first.tobytes()]
@@ -506,9 +483,8 @@ class FusedFirEncoder:
     def flush(self) -> list[bytes]:
         """End of a reply: the filter's look-ahead (silence after the end), then the last frame padded with silence.
         A byte of a split sample still waiting is dropped, as on the plain path."""
-        st = self._st
-        frames = self._run(self._held) if self._held else []
-        st[_ST_ODD] = -1
+        st, held = self._st, self._held
+        frames = self._run(held[: len(held) & ~1]) if len(held) > 1 else []
         want = -(-int(st[_ST_FED]) // 3) - int(st[_ST_SENT])
         zeros = max(0, (want - 1) * 3 + FIR_TAPS - int(st[_ST_NH])) if want > 0 else 0
         st[_ST_FORCE] = 1  # filter what is there even if no frame completes
@@ -540,6 +516,5 @@ class FusedFirEncoder:
         st[_ST_NH] = FIR_DELAY
         self._hist[:, : FIR_DELAY // 3] = 0.0
         st[_ST_START] = st[_ST_FILL] = st[_ST_FED] = st[_ST_SENT] = st[_ST_FORCE] = 0
-        st[_ST_ODD] = -1
         self._held = b""
         self._need = 2 * ((self.frame_bytes - 1) * 3 + FIR_TAPS - FIR_DELAY)  # the kernel's formula, nothing pending
