@@ -380,6 +380,27 @@ class CallCore(ConversationRules):
                 pass  # session.ready/updated, transcript deltas and unknown events need nothing from the call
         return self._take()
 
+    def steady_audio(self, event: ap.ReplyAudio) -> list[bytes] | None:
+        """The steady state of a reply, the agent reader's fast lane: when this chunk needs nothing of the call but
+        its conversion (its reply is the current one, not interrupted, its first audio already counted, no hold
+        audio to stop, no answering-machine detection holding it, no action pending), its frames for the caller,
+        which the shell hands to the queue itself (:meth:`OutboundQueue.take`), possibly none. ``agent_event`` would
+        convert it and queue the same frames, and change nothing else. None: not the steady state;
+        :meth:`agent_event` takes the chunk."""
+        reply_id = event.reply_id
+        if (
+            reply_id != self._reply_id
+            or self._awaiting_first_audio_since is not None
+            or self.summary.time_to_first_agent_audio_ms is None
+            or self._hold is not None
+            or self.amd_pending
+            or self._out
+            or reply_id in self._interrupted
+        ):
+            return None
+        frames: list[bytes] = self._convert_out(event.data)
+        return frames
+
     def _reply_audio(self, event: ap.ReplyAudio, now: float) -> None:
         reply_id = event.reply_id
         if reply_id in self._interrupted:

@@ -153,6 +153,23 @@ class OutboundQueue:
         return self.frames * FRAME_MS
 
     # ---- what comes out -----------------------------------------------------------------------------------------
+    def take(self, tag: str | None, frames: list[bytes], now: float) -> str | bytes | None:
+        """``put_audio(tag, frames)`` then ``pull(now)``, the same message and the same state after, in one step when
+        nothing waits before the frames (the steady state of a reply: the agent reader's fast lane,
+        :meth:`~gateway.call.shell.carrier.CarrierWriter.send_audio`): the frames go out as the next message without
+        a round trip through :attr:`items`."""
+        if (
+            self.items
+            or self.urgent
+            or self.loop is not None
+            or self._min_frames > 1
+            or len(frames) > self.per_message
+            or (self._playout.buffer_end - now) * 1000.0 > self._ceiling
+        ):
+            self.put_audio(tag, frames)
+            return self.pull(now)
+        return self._media(tag, frames, now)
+
     def pull(self, now: float) -> str | bytes | None:
         """The next message to send now, or None (nothing, or nothing yet: see :attr:`wake_at`)."""
         if self.urgent:

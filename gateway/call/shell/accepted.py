@@ -267,22 +267,25 @@ class AcceptedCall:
                     await self._execute(actions)
 
     async def on_agent_event(self, event: ap.ServerEvent) -> None:
-        """What the agent reader does with one event (also the benchmark's seam)."""
-        actions = self.core.agent_event(event, self._clock())
-        q = self._outbound
-        if actions or q.items or q.urgent:
-            await self._after_agent_event(actions)
+        """What the agent reader does with one event (also the benchmark's seam; :meth:`_read_agent` inlines it)."""
+        core, q = self.core, self._outbound
+        if type(event) is ap.ReplyAudio and (frames := core.steady_audio(event)) is not None:
+            if frames:  # the fast lane: a reply's steady state
+                await self._writer.send_audio(event.reply_id, frames)
+                if q.frames >= q.max_frames:
+                    await self._wait_for_room(core)
+        else:
+            await self._agent_event(core, event)
 
-    async def _after_agent_event(self, actions: Sequence[Action]) -> None:
-        """The rest of :meth:`on_agent_event` when there is a rest (half the agent's 10 ms chunks complete no frame:
-        then no coroutine): the actions, then what is due for the carrier."""
-        if actions:
+    async def _agent_event(self, core: CallCore, event: ap.ServerEvent) -> None:
+        """Any other agent event: the core's rules, their actions, then what is due for the carrier."""
+        if actions := core.agent_event(event, self._clock()):
             await self._execute(actions)
         q = self._outbound
         if q.items or q.urgent:
             await self._writer.flush()  # fast path: send what is due from here
             if q.frames >= q.max_frames:
-                await self._wait_for_room(self.core)
+                await self._wait_for_room(core)
 
     async def _send_audio(self, core: CallCore, conn: AgentConnection, frames: list[bytes]) -> None:
         """One ``input.audio`` (from the carrier reader's fast path or agent_sender). While it is in flight newer
@@ -373,7 +376,7 @@ class AcceptedCall:
 
     async def _read_agent(self, core: CallCore) -> None:
         # on_agent_event inline and the connection read directly: two coroutines fewer per agent message (100/s).
-        link, q, clock = self.agent, self._outbound, self._clock
+        link, q, send_audio, ReplyAudio = self.agent, self._outbound, self._writer.send_audio, ap.ReplyAudio
         while core.agent_wanted:
             try:
                 if (conn := link.conn) is None:
@@ -386,9 +389,13 @@ class AcceptedCall:
                 await self._execute(core.agent_dropped(exc.code, exc.reason, self._clock()))
                 await self._resume(core)
                 continue
-            actions = core.agent_event(event, clock())
-            if actions or q.items or q.urgent:
-                await self._after_agent_event(actions)
+            if type(event) is ReplyAudio and (frames := core.steady_audio(event)) is not None:
+                if frames:  # the fast lane: a reply's steady state (no actions, no queue round trip)
+                    await send_audio(event.reply_id, frames)
+                    if q.frames >= q.max_frames:
+                        await self._wait_for_room(core)
+            else:
+                await self._agent_event(core, event)
 
     async def _resume(self, core: CallCore) -> None:
         """Resume the dropped session on a new socket, with backoff, inside the window. Raises AgentSessionError
@@ -452,15 +459,9 @@ class AcceptedCall:
         self.agent.adopt(found.agent)
         structlog.contextvars.bind_contextvars(session_id=found.session_id)
         now = self._clock()
+        gap_ms = round((now - found.parked_at) * 1000, 1)
         await self._execute(
-            core.agent_adopted(
-                found.session_id,
-                found.profile_name,
-                found.profile,
-                found.stream_sid,
-                round((now - found.parked_at) * 1000, 1),
-                now,
-            )
+            core.agent_adopted(found.session_id, found.profile_name, found.profile, found.stream_sid, gap_ms, now)
         )
         return True
 

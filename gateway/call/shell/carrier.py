@@ -182,15 +182,42 @@ class CarrierWriter:
         if q.urgent or q.items:
             self.wake()  # held back for pacing, or the socket backed up: the writer takes over
 
-    async def _send_due(self, *, inline: bool) -> None:
+    async def send_audio(self, tag: str | None, frames: list[bytes]) -> None:
+        """The agent reader's fast lane (the steady state of a reply, :meth:`~gateway.call.core.CallCore.steady_audio`):
+        ``frames`` joins the queue and what is due goes out, as ``put_audio`` then :meth:`flush` would; when nothing
+        waits before them they leave at once (:meth:`~gateway.call.outbound_queue.OutboundQueue.take`)."""
+        q, carrier = self._queue, self._carrier
+        if self._busy or carrier.backlogged():
+            q.put_audio(tag, frames)
+            self._wake.set()
+            return
+        marks, now = len(q.clock_marks), self._clock()
+        msg = q.take(tag, frames, now)
+        if msg is None:  # held back for pacing: queued, for the writer task
+            if len(q.clock_marks) != marks:
+                self._after_send()  # (a clock-resolved mark was handed out before it)
+        else:
+            self._busy = True
+            try:
+                await carrier.send(msg)
+            finally:
+                self._busy = False
+            self._after_send()
+            if (q.urgent or q.items) and not carrier.backlogged():
+                await self._send_due(inline=True, now=now)  # the rest of the burst: a mark after this frame
+        if q.urgent or q.items:
+            self.wake()  # held back for pacing, or the socket backed up: the writer takes over
+
+    async def _send_due(self, *, inline: bool, now: float | None = None) -> None:
         """Pull and send until nothing is due. ``inline`` (a reader's fast path, whose sends do not wait): one clock
-        reading for the burst, and stop as soon as the socket backs up; the writer task reads the clock per message
-        (a send of its may have waited for the drain)."""
+        reading for the burst (``now``, if the burst began before), and stop as soon as the socket backs up; the
+        writer task reads the clock per message (a send of its may have waited for the drain)."""
         self._busy = True
         q = self._queue
         pull, send, clock, backlogged = q.pull, self._carrier.send, self._clock, self._carrier.backlogged
         marks = len(q.clock_marks)
-        now = clock()
+        if now is None:
+            now = clock()
         sent = False
         try:
             while (msg := pull(now)) is not None:

@@ -1,0 +1,138 @@
+"""The carrier writer's fast lane (gateway/call/shell/carrier.py, CarrierWriter.send_audio): the agent reader hands
+it a reply's frames, and the carrier gets what ``put_audio`` then ``flush`` (the path every other agent event takes)
+would have sent, at the same moments, with the same queue and the same wake-ups left for the writer task; and, like
+``flush``, it never sends to a socket that is backed up."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.call.outbound_queue import OutboundQueue
+from gateway.call.shell.carrier import CarrierWriter, after_send
+from gateway.call.stats import CallSummary
+from gateway.playout import PlayoutTracker
+from tests.support.call_script import ScriptDialect
+
+
+class _PayloadDialect(ScriptDialect):
+    def build_media(self, payload: bytes) -> str:
+        return f"media {payload.hex()}"
+
+
+class _Carrier:
+    """Stands in for the carrier socket: records what is sent; ``backlog`` says whether its buffer is backed up."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[str | bytes] = []
+        self.backlog = False
+        self.sent_while_backlogged = 0
+        self.fills_in: int | None = None  # the buffer backs up after that many more sends
+
+    async def receive(self) -> str | bytes:  # pragma: no cover - the writer never reads
+        raise NotImplementedError
+
+    async def send(self, data: str | bytes) -> None:
+        self.sent_while_backlogged += self.backlog
+        self.sent.append(data)
+        if self.fills_in is not None:
+            self.fills_in -= 1
+            if self.fills_in == 0:
+                self.backlog, self.fills_in = True, None
+
+    def backlogged(self) -> bool:
+        return self.backlog
+
+    async def close(self, code: int, message: bytes = b"") -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _Side:
+    def __init__(self, marks: bool, min_ms: int, clock: list[float]) -> None:
+        self.queue = OutboundQueue(
+            _PayloadDialect(marks=marks, min_message_ms=min_ms),
+            PlayoutTracker(),
+            CallSummary(),
+            frames_per_message=1,
+            lead_target_ms=100,
+            mark_interval_ms=60,
+            max_frames=50,
+        )
+        self.carrier = _Carrier()
+        self.room, self.clock_wake = asyncio.Event(), asyncio.Event()
+        seen = [0]
+
+        def clock_changed() -> bool:
+            changed, seen[0] = len(self.queue.clock_marks) > seen[0], len(self.queue.clock_marks)
+            return changed
+
+        done = after_send(self.queue, clock_changed, self.room, self.clock_wake)
+        self.writer = CarrierWriter(self.queue, self.carrier, lambda: clock[0], done)
+
+    def seen(self) -> tuple[object, ...]:
+        q = self.queue
+        return (
+            list(self.carrier.sent),
+            list(q.items),
+            list(q.urgent),
+            q.wake_at,
+            list(q.clock_marks),
+            self.room.is_set(),
+            self.clock_wake.is_set(),
+            self.writer._wake.is_set(),  # noqa: SLF001 - whether the writer task was woken is the point
+        )
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("audio"), st.integers(1, 2)),
+    st.tuples(st.just("audio"), st.integers(1, 2)),
+    st.tuples(st.just("time"), st.integers(0, 60)),
+    st.tuples(st.just("backlog"), st.booleans()),
+    st.tuples(st.just("fills"), st.integers(1, 2)),  # the socket backs up after this many sends
+    st.tuples(st.just("active"), st.booleans()),  # whether the reply may still grow (a carrier's minimum message)
+    st.tuples(st.just("mark"), st.just(0)),
+    st.tuples(st.just("writer"), st.just(0)),  # the writer task's turn: it sends what is due
+)
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@given(steps=st.lists(_STEP, max_size=40), marks=st.booleans(), min_ms=st.sampled_from([20, 100]))
+def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
+    async def run() -> None:
+        clock = [0.0]
+        plain, lane = _Side(marks, min_ms, clock), _Side(marks, min_ms, clock)
+        n = 0
+        for op, arg in steps:
+            if op == "audio":
+                frames = [bytes([(n + i) % 256]) * 160 for i in range(arg)]
+                n += arg
+                plain.queue.put_audio("r1", frames)
+                await plain.writer.flush()
+                await lane.writer.send_audio("r1", frames)
+            elif op == "time":
+                clock[0] += arg / 1000.0
+            elif op == "backlog":
+                plain.carrier.backlog = lane.carrier.backlog = arg
+            elif op == "fills":
+                plain.carrier.fills_in = lane.carrier.fills_in = arg
+            elif op == "active":
+                plain.queue.reply_active = lane.queue.reply_active = arg
+            elif op == "mark":
+                for side in (plain, lane):
+                    side.queue.put_mark("r1")
+            elif op == "writer":
+                for side in (plain, lane):
+                    side.writer._wake.clear()  # noqa: SLF001 - as the writer task does before its turn
+                    if not side.carrier.backlog:
+                        await side.writer.flush()
+            assert lane.seen() == plain.seen()
+            assert lane.carrier.sent_while_backlogged == plain.carrier.sent_while_backlogged == 0
+            for side in (plain, lane):
+                side.room.clear()
+                side.clock_wake.clear()
+
+    asyncio.run(run())
