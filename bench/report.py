@@ -187,6 +187,14 @@ def _cpu_ms_by_calls(result: dict[str, Any]) -> dict[int, list[float]]:
     return out
 
 
+def rotated(variants: list[str], r: int) -> list[str]:
+    """The order of round ``r`` (from 0) of an interleaved sitting (``scripts/bench --interleave``): the variants,
+    starting ``r`` places later, so that over a multiple of ``len(variants)`` rounds each holds each place as often
+    (a ramp's place in its round biases its CPU figure: docs/architecture/performance.md#method)."""
+    k = r % len(variants)
+    return variants[k:] + variants[:k]
+
+
 def interleaved_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Figures of variants run alternately (``scripts/bench --interleave``): ``rounds[variant][r]`` is the result of
     ``variant``'s ramp in round ``r``. Per variant: the headline figures (median and range over its ramps) and CPU per

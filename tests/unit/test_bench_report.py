@@ -10,6 +10,7 @@ from bench.report import (
     format_report,
     generator_bound,
     interleaved_summary,
+    rotated,
     step_table,
     summarize_run,
 )
@@ -87,3 +88,12 @@ def test_interleaved_ratios_pair_only_the_call_counts_both_rounds_reached() -> N
     ratios = interleaved_summary(rounds)["ratios"]["before"]
     assert sorted(ratios) == [50, 100]
     assert all(round(r[0], 6) == 2.0 for r in ratios.values())
+
+
+def test_interleaved_rounds_rotate_so_every_variant_holds_every_place_equally_often() -> None:
+    variants = ["before", "main", "floor"]
+    orders = [rotated(variants, r) for r in range(6)]
+    assert orders[:3] == [["before", "main", "floor"], ["main", "floor", "before"], ["floor", "before", "main"]]
+    assert all(sorted(order) == sorted(variants) for order in orders)
+    for place in range(3):
+        assert sorted(order[place] for order in orders) == sorted(variants * 2)
