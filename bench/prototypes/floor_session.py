@@ -14,9 +14,10 @@ Per message, and only this:
 - agent → carrier: receive through the real ``AgentConnection`` (its msgspec ``reply.audio`` fast path), send
   ``media``. With ``pcmu`` the agent's bytes are cut into 160 B frames (as the real OutboundAudio passthrough does);
   with ``pcm24k`` nothing is resampled or encoded: a precomputed 160 B μ-law silence ``media`` is sent as many times
-  as the real OutboundAudio would hand out frames for that chunk. That schedule (with soxr MQ: bursts of 3–4 frames
-  every 6–8 chunks of 10 ms) is computed once per chunk size from OutboundAudio on silence (frame counts depend on
-  sizes only), so the load generator's frame mapping, which uses the same converters, stays exact.
+  as the real OutboundAudio would hand out frames for that chunk. That schedule (with the default FIR: one frame
+  every other chunk of 10 ms; with soxr MQ: bursts of 3–4 frames every 6–8 chunks) is computed once per chunk size
+  and ``audio.outbound_resample_quality`` from OutboundAudio on silence (frame counts depend on sizes only), so the
+  load generator's frame mapping, which uses the same converters, stays exact.
 - ``reply.done`` ``interrupted``: send ``clear`` and restart the frame schedule (the real gateway resets its
   OutboundAudio there), so the barge-in measure works. ``stop``: end the agent session (``session.end``) and close.
 

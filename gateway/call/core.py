@@ -383,10 +383,10 @@ class CallCore(ConversationRules):
     def steady_audio(self, event: ap.ReplyAudio) -> list[bytes] | None:
         """The steady state of a reply, the agent reader's fast lane: when this chunk needs nothing of the call but
         its conversion (its reply is the current one, not interrupted, its first audio already counted, no hold
-        audio to stop, no answering-machine detection holding it, no action pending), its frames for the caller,
-        which the shell hands to the queue itself (:meth:`OutboundQueue.take`), possibly none. ``agent_event`` would
-        convert it and queue the same frames, and change nothing else. None: not the steady state;
-        :meth:`agent_event` takes the chunk."""
+        audio to stop, no answering-machine detection holding it, no action pending: none is between the core's
+        calls, and a chunk must not carry one past its turn), its frames for the caller, which the shell hands to the
+        queue itself (:meth:`OutboundQueue.take`), possibly none. ``agent_event`` would convert it and queue the same
+        frames, and change nothing else. None: not the steady state; :meth:`agent_event` takes the chunk."""
         reply_id = event.reply_id
         if (
             reply_id != self._reply_id

@@ -11,12 +11,14 @@ turns the socket's end into :class:`~gateway.errors.CallEnded` (``carrier_closed
 :class:`CarrierWriter` is the call's single pacing loop (docs/architecture/performance.md;
 docs/architecture/decisions/0008-paced-playout-and-marks.md): it pulls from the core
 (:meth:`~gateway.call.core.CallCore.carrier_data`) whatever is due, sends it, and sleeps until the core says more may go
-(:meth:`~gateway.call.core.CallCore.carrier_wake_at`). Agent audio, marks, ``clear``, the gateway's own prompts and
-keypad tones all leave through it, in the core's order. Fast path: :meth:`CarrierWriter.flush` lets the agent reader
-send what is due itself (sparing a task wake-up per 20 ms frame) when the writer is idle and the carrier socket is not
-backed up. A send to a backed-up socket may wait for the drain, and the agent reader must never wait on the carrier
-(it would stop reading barge-ins, tools and errors): then the writer task sends instead, and while it waits
-the core's queue fills, which is what stops the agent reader (:attr:`~gateway.call.core.CallCore.outbound_has_room`).
+(:attr:`~gateway.call.outbound_queue.OutboundQueue.wake_at`). Agent audio, marks, ``clear``, the gateway's own
+prompts and keypad tones all leave through it, in the core's order. Fast path: :meth:`CarrierWriter.flush` lets
+the agent reader send what is due itself (sparing a task wake-up per 20 ms frame) when the writer is idle and the
+carrier socket is not backed up; :meth:`CarrierWriter.send_audio` is the same for a reply's steady state, without
+the queue's round trip (docs/architecture/call-core.md#agent-fast-lane). A send to a backed-up socket may wait for the
+drain, and the agent reader must never wait on the carrier (it would stop reading barge-ins, tools and errors): then
+the writer task sends instead, and while it waits the core's queue fills, which is what stops the agent reader
+(:attr:`~gateway.call.core.CallCore.outbound_has_room`).
 """
 
 from __future__ import annotations
