@@ -1,7 +1,7 @@
 """The carrier writer's fast lane (gateway/call/shell/carrier.py, CarrierWriter.send_audio): the agent reader hands
 it a reply's frames, and the carrier gets what ``put_audio`` then ``flush`` (the path every other agent event takes)
-would have sent, at the same moments, with the same queue and the same wake-ups left for the writer task; and, like
-``flush``, it never sends to a socket that is backed up."""
+would have sent, at the same moments, with the same queue and the same wake-ups left for the writer task. Both never
+send to a socket that is backed up, and leave nothing queued without waking the writer task."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
         plain, lane = _Side(marks, min_ms, clock), _Side(marks, min_ms, clock)
         n = 0
         for op, arg in steps:
+            marks_before = [len(side.queue.clock_marks) for side in (plain, lane)]
             if op == "audio":
                 frames = [bytes([(n + i) % 256]) * 160 for i in range(arg)]
                 n += arg
@@ -131,6 +132,12 @@ def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
                         await side.writer.flush()
             assert lane.seen() == plain.seen()
             assert lane.carrier.sent_while_backlogged == plain.carrier.sent_while_backlogged == 0
+            for side, before in zip((plain, lane), marks_before, strict=True):
+                q = side.queue
+                if op == "audio" and (q.items or q.urgent):
+                    assert side.writer._wake.is_set()  # noqa: SLF001 - what is left, the writer task sends
+                if len(q.clock_marks) > before:
+                    assert side.clock_wake.is_set()  # a clock-resolved mark: the call's clock learns its deadline
             for side in (plain, lane):
                 side.room.clear()
                 side.clock_wake.clear()
