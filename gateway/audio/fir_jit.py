@@ -123,6 +123,12 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         return nh + n
 
     @njit(cache=True, fastmath=True, inline="always")
+    def need_bytes(size: int, fill: int, nh: int) -> int:
+        # The agent bytes that complete the next frame: its remaining outputs need 3 input samples each after the
+        # filter's span, of which the history holds ``nh``.
+        return 2 * ((size - fill - 1) * 3 + FIR_TAPS - nh)
+
+    @njit(cache=True, fastmath=True, inline="always")
     def to_int16(acc: float) -> int:
         # An exact integer sum of integer taps: scaled back (exact), rounded half to even, clipped (with min and
         # max, which compile to two instructions, not to branches).
@@ -179,7 +185,7 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         m = (total - FIR_TAPS) // 3 + 1 if total >= FIR_TAPS else 0
         if fill + m < size and not st[_ST_FORCE]:
             st[_ST_NH] = total
-            return 0, 2 * ((size - fill - 1) * 3 + FIR_TAPS - total)
+            return 0, need_bytes(size, fill, total)
         start = st[_ST_START]
         for i in range(fill if start else 0):
             out[i] = out[start + i]
@@ -220,7 +226,7 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         fill = buffered - frames * size
         st[_ST_START] = frames * size  # the partial frame waits where it is; the next run moves it
         st[_ST_FILL] = fill
-        return frames, 2 * ((size - fill - 1) * 3 + FIR_TAPS - kept)
+        return frames, need_bytes(size, fill, kept)
 
     @njit(cache=True, fastmath=True, inline="always")
     def up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
@@ -517,4 +523,5 @@ class FusedFirEncoder:
         self._hist[:, : FIR_DELAY // 3] = 0.0
         st[_ST_START] = st[_ST_FILL] = st[_ST_FED] = st[_ST_SENT] = st[_ST_FORCE] = 0
         self._held = b""
-        self._need = 2 * ((self.frame_bytes - 1) * 3 + FIR_TAPS - FIR_DELAY)  # the kernel's formula, nothing pending
+        # What the first frame needs: the kernel's answer for no input (it changes nothing then).
+        _, self._need = _DOWN_ENCODE(self._hist, self._st, b"", _DOWN_PHASES, self._law, self._out)
