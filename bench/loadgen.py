@@ -93,6 +93,28 @@ def procs_cpu_s(pids: int | str | list[int]) -> float:
     return sum(proc_cpu_s(p) for p in pids) if isinstance(pids, list) else proc_cpu_s(pids)
 
 
+def thread_run_ns(pid: int | str) -> int:
+    """Nanoseconds the process's main thread (the gateway's event loop) has run on a CPU: ``/proc/PID/schedstat``,
+    finer than ``/proc/PID/stat``'s 10 ms ticks, which a 100 ms slice needs."""
+    with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+        return int(f.read().split()[0])
+
+
+def busiest_share(samples: list[tuple[float, list[int]]]) -> dict[str, float]:
+    """From (time, each process's :func:`thread_run_ns`) samples taken about 100 ms apart: the share of a core the
+    busiest process's event loop took in each slice between two samples, as p50 / p90 / max (0..1). The mean over a
+    window hides what breaks a p99: a few hundred ms in which the work asked for exceeds the core
+    (docs/architecture/performance.md#load-shape)."""
+    shares = []
+    for (t0, ns0), (t1, ns1) in zip(samples, samples[1:], strict=False):
+        if t1 > t0:
+            shares.append(max((b - a) / 1e9 / (t1 - t0) for a, b in zip(ns0, ns1, strict=True)))
+    if not shares:
+        return {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}
+    s = sorted(shares)
+    return {"n": len(s), "p50": s[len(s) // 2], "p90": s[min(len(s) - 1, int(0.9 * len(s)))], "max": s[-1]}
+
+
 def procs_rss_mb(pids: int | str | list[int]) -> float:
     return sum(proc_rss_mb(p) for p in pids) if isinstance(pids, list) else proc_rss_mb(pids)
 
@@ -481,6 +503,13 @@ class LoadGen:
             for c in self.chunk_slots[k % self.chunk_cycle]:
                 c.send_chunk(now)
 
+    async def slices(self, pids: list[int | str], out: list[tuple[float, list[int]]]) -> None:
+        """Every 100 ms until cancelled (the window's end): each gateway process's event-loop run time
+        (:func:`busiest_share`)."""
+        while True:
+            out.append((time.monotonic(), [thread_run_ns(p) for p in pids]))
+            await asyncio.sleep(0.1)
+
     async def barge_ins(self, count: int, seconds: float) -> None:
         """The measurement window: ``seconds`` long, with ``count`` barge-ins spread over it (none: AudioSocket)."""
         if count == 0:
@@ -515,8 +544,11 @@ class LoadGen:
                 self.tick_lag = []
                 cpu0, own0, t0 = procs_cpu_s(gw_pid), proc_cpu_s(), time.monotonic()
                 self.window_open = True
+                slices: list[tuple[float, list[int]]] = []
+                sampler = asyncio.create_task(self.slices(gw_pid if isinstance(gw_pid, list) else [gw_pid], slices))
                 await self.barge_ins(int(plan["barge_ins_per_step"]), plan["window_s"])
                 self.window_open = False
+                sampler.cancel()
                 t1 = time.monotonic()
                 cpu1, own1 = procs_cpu_s(gw_pid), proc_cpu_s()
                 n = len(self.calls)
@@ -530,6 +562,7 @@ class LoadGen:
                     "out": percentiles(self.out_samples),
                     "clear": percentiles(self.clear_samples),
                     "gateway_cpu": (cpu1 - cpu0) / (t1 - t0),
+                    "gateway_loop_100ms": busiest_share(slices),
                     "loadgen_cpu": (own1 - own0) / (t1 - t0),
                     "gateway_rss_mb": procs_rss_mb(gw_pid),
                     "gateway_rss0_mb": rss0,

@@ -77,10 +77,17 @@ def _stopped_by(last: dict[str, Any], limit: float) -> str:
     return "end of plan"
 
 
+def busiest(step: dict[str, Any]) -> str:
+    """The share of its core the gateway's event loop took in the step's busiest 100 ms (steps recorded before
+    the figure existed: "-")."""
+    loop = step.get("gateway_loop_100ms")
+    return f"{loop['max']:.0%}" if loop and loop["n"] else "-"
+
+
 def step_table(steps: list[dict[str, Any]]) -> str:
     head = (
         f"{'calls':>5} {'in p50':>7} {'in p99':>7} {'out p50':>7} {'out p99':>7} {'clear p50':>9} "
-        f"{'gw CPU':>6} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7} {'gen lag p99':>11}"
+        f"{'gw CPU':>6} {'busiest':>7} {'CPU/call-s':>10} {'RSS':>7} {'gen CPU':>7} {'gen lag p99':>11}"
     )
     lines = [head]
     for s in steps:
@@ -88,7 +95,8 @@ def step_table(steps: list[dict[str, Any]]) -> str:
         clear = f"{s['clear']['p50']:.2f}" if s["clear"]["n"] else "-"
         lines.append(
             f"{s['calls']:>5} {s['in']['p50']:7.2f} {s['in']['p99']:7.2f} {s['out']['p50']:7.2f} "
-            f"{s['out']['p99']:7.2f} {clear:>9} {s['gateway_cpu']:6.0%} {cps:8.2f}ms {s['gateway_rss_mb']:6.0f}M "
+            f"{s['out']['p99']:7.2f} {clear:>9} {s['gateway_cpu']:6.0%} {busiest(s):>7} {cps:8.2f}ms "
+            f"{s['gateway_rss_mb']:6.0f}M "
             f"{s['loadgen_cpu']:7.0%} {s.get('tick_lag_p99_ms', 0.0):9.2f}ms"
             + ("  generator-bound" if generator_bound(s) else "")
         )

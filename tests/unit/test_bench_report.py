@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from bench.loadgen import busiest_share
 from bench.report import (
     format_interleaved,
     format_report,
@@ -44,6 +47,23 @@ def test_step_table_shows_the_ticker_lag_and_flags_a_generator_bound_step() -> N
     assert "gen lag p99" in table[0]
     assert "0.40ms" in table[1] and "generator-bound" not in table[1]
     assert "3.50ms" in table[2] and table[2].endswith("generator-bound")
+
+
+def test_step_table_shows_the_busiest_100_ms_when_the_step_has_it() -> None:
+    loaded = {**_step(100), "gateway_loop_100ms": {"n": 80, "p50": 0.5, "p90": 0.7, "max": 0.93}}
+    head, old, new = step_table([_step(100), loaded]).splitlines()
+    assert "busiest" in head
+    assert "50%       -" in old  # recorded before the figure existed
+    assert "50%     93%" in new
+
+
+def test_busiest_share_is_each_slices_run_time_over_its_length_for_the_busiest_process() -> None:
+    ms = 1_000_000
+    samples = [(0.0, [0, 0]), (0.1, [50 * ms, 20 * ms]), (0.2, [60 * ms, 110 * ms]), (0.4, [160 * ms, 130 * ms])]
+    share = busiest_share(samples)
+    # slices: max(0.5, 0.2) = 0.5; max(0.1, 0.9) = 0.9; max(0.5, 0.1) over 0.2 s = 0.5
+    assert share["n"] == 3 and share["p50"] == pytest.approx(0.5) and share["max"] == pytest.approx(0.9)
+    assert busiest_share(samples[:1]) == {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}
 
 
 def test_report_notes_a_ramp_that_ended_generator_bound() -> None:
