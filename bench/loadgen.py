@@ -505,9 +505,13 @@ class LoadGen:
 
     async def slices(self, pids: list[int | str], out: list[tuple[float, list[int]]]) -> None:
         """Every 100 ms until cancelled (the window's end): each gateway process's event-loop run time
-        (:func:`busiest_share`)."""
+        (:func:`busiest_share`). A gateway process gone mid-window ends the sampling (the step reports the
+        slices before it; what ended the process shows in its own figures)."""
         while True:
-            out.append((time.monotonic(), [thread_run_ns(p) for p in pids]))
+            try:
+                out.append((time.monotonic(), [thread_run_ns(p) for p in pids]))
+            except OSError:
+                return
             await asyncio.sleep(0.1)
 
     async def barge_ins(self, count: int, seconds: float) -> None:
