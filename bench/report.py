@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
+    "busiest",
     "format_interleaved",
     "format_report",
     "generator_bound",
     "interleaved_summary",
     "limited_p99",
     "plot",
+    "rotated",
     "step_table",
     "summarize_run",
 ]
+
+T = TypeVar("T")
 
 
 def limited_p99(step: dict[str, Any]) -> float:
@@ -195,12 +199,14 @@ def _cpu_ms_by_calls(result: dict[str, Any]) -> dict[int, list[float]]:
     return out
 
 
-def rotated(variants: list[str], r: int) -> list[str]:
-    """The order of round ``r`` (from 0) of an interleaved sitting (``scripts/bench --interleave``): the variants,
-    starting ``r`` places later, so that over a multiple of ``len(variants)`` rounds each holds each place as often
-    (a ramp's place in its round biases its CPU figure: docs/architecture/performance.md#method)."""
-    k = r % len(variants)
-    return variants[k:] + variants[:k]
+def rotated(items: list[T], r: int) -> list[T]:
+    """``items`` in round ``r``'s order (from 0): starting ``r`` places later, so that over a multiple of
+    ``len(items)`` rounds each holds each place as often. Whatever runs first in a round pays for what the others then
+    find warm or cool: a ramp's place in an interleaved sitting biases its CPU figure (``scripts/bench --interleave``,
+    docs/architecture/performance.md#method), and of a path and its parts timed back to back in
+    ``bench.session_overhead --cold`` the first pays the cold misses of the code both share."""
+    k = r % len(items)
+    return items[k:] + items[:k]
 
 
 def interleaved_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import rotated
 from gateway.agent import protocol as ap
 from gateway.agent.client import AgentConnection, AgentEndpoint
 from gateway.audio.transcode import InboundAudio, OutboundAudio
@@ -194,19 +195,12 @@ def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
     return out
 
 
-def rotated(r: int, items: list[Any]) -> list[Any]:
-    """``items`` in round ``r``'s order: each goes first in turn. Timed one after the other on the same message, the
-    first pays for the cold code and data the others then find warm (parse, filter, build are in both), which once
-    charged the session with all of it."""
-    k = r % len(items)
-    return items[k:] + items[:k]
-
-
 def measure_cold(calls: int = 50, evict_kb: int = 4096, rounds: int = 60) -> dict[str, Any]:
     """The same paths with ``calls`` calls interleaved and ``evict_kb`` of other memory read between two messages,
     as on a loaded gateway, where every message finds the caches holding other calls' (and other processes') data.
     Each message is timed on its own (the eviction is not timed), the path and its parts in turn first
-    (:func:`rotated`); means per message."""
+    (:func:`bench.report.rotated`: timed back to back on the same message, the first pays for the cold code and data
+    the other then finds warm, which once charged the session with all of it); means per message."""
     paths = [session_under_test() for _ in range(calls)]
     media, _ulaw, reply, _pcm = messages()
     audio = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"}).audio
@@ -244,11 +238,11 @@ def measure_cold(calls: int = 50, evict_kb: int = 4096, rounds: int = 60) -> dic
             for (call, _carrier, _agent, now), inbound, outbound in zip(paths, ins, outs, strict=True):
                 for _ in range(2):
                     now[0] += 0.010
-                    for key, fn, args in rotated(r, [("out path", agent_path, (call,)),
-                                                     ("out parts", agent_parts, (call, outbound))]):  # fmt: skip
+                    for key, fn, args in rotated([("out path", agent_path, (call,)),
+                                                  ("out parts", agent_parts, (call, outbound))], r):  # fmt: skip
                         timed(key, keep, fn, *args)
-                for key, fn, args in rotated(r, [("in path", carrier_path, (call,)),
-                                                 ("in parts", carrier_parts, (call, inbound))]):  # fmt: skip
+                for key, fn, args in rotated([("in path", carrier_path, (call,)),
+                                              ("in parts", carrier_parts, (call, inbound))], r):  # fmt: skip
                     timed(key, keep, fn, *args)
     finally:
         gc.enable()

@@ -4,7 +4,8 @@ something else. No timing is asserted."""
 
 from __future__ import annotations
 
-from bench.session_overhead import measure, measure_cold, rotated
+from bench.report import rotated
+from bench.session_overhead import measure, measure_cold
 
 
 def test_the_harness_sends_what_the_real_session_sends_for_each_message() -> None:
@@ -37,5 +38,5 @@ def test_the_cold_harness_times_the_path_and_its_parts_first_in_turn() -> None:
     # Timed back to back on the same message, the first pays for the code both share: always timing the path first
     # charged the session with the parts' cold misses (2026-12-06: 14 µs of session per agent chunk, ~2 µs rotated).
     names = ["path", "parts"]
-    assert [rotated(r, names)[0] for r in range(4)] == ["path", "parts", "path", "parts"]
-    assert all(sorted(rotated(r, names)) == sorted(names) for r in range(4))
+    assert [rotated(names, r)[0] for r in range(4)] == ["path", "parts", "path", "parts"]
+    assert all(sorted(rotated(names, r)) == sorted(names) for r in range(4))
