@@ -102,17 +102,15 @@ def thread_run_ns(pid: int | str) -> int:
 
 def busiest_share(samples: list[tuple[float, list[int]]]) -> dict[str, float]:
     """From (time, each process's :func:`thread_run_ns`) samples taken about 100 ms apart: the share of a core the
-    busiest process's event loop took in each slice between two samples, as p50 / p90 / max (0..1). The mean over a
+    busiest process's event loop took in each slice between two samples, as :func:`percentiles` of 0..1. The mean over a
     window hides what breaks a p99: a few hundred ms in which the work asked for exceeds the core
     (docs/architecture/performance.md#load-shape)."""
-    shares = []
-    for (t0, ns0), (t1, ns1) in zip(samples, samples[1:], strict=False):
-        if t1 > t0:
-            shares.append(max((b - a) / 1e9 / (t1 - t0) for a, b in zip(ns0, ns1, strict=True)))
-    if not shares:
-        return {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}
-    s = sorted(shares)
-    return {"n": len(s), "p50": s[len(s) // 2], "p90": s[min(len(s) - 1, int(0.9 * len(s)))], "max": s[-1]}
+    shares = [
+        max((b - a) / 1e9 / (t1 - t0) for a, b in zip(ns0, ns1, strict=True))
+        for (t0, ns0), (t1, ns1) in zip(samples, samples[1:], strict=False)
+        if t1 > t0
+    ]
+    return percentiles(shares, scale=1.0)
 
 
 def procs_rss_mb(pids: int | str | list[int]) -> float:
@@ -553,6 +551,7 @@ class LoadGen:
                 await self.barge_ins(int(plan["barge_ins_per_step"]), plan["window_s"])
                 self.window_open = False
                 sampler.cancel()
+                await asyncio.wait([sampler])  # ended before its samples are read (a cancel of ours still propagates)
                 t1 = time.monotonic()
                 cpu1, own1 = procs_cpu_s(gw_pid), proc_cpu_s()
                 n = len(self.calls)
@@ -617,17 +616,17 @@ class LoadGen:
         )
 
 
-def percentiles(xs: list[float]) -> dict[str, float]:
-    """p50/p90/p99/max in ms (nearest rank)."""
+def percentiles(xs: list[float], scale: float = 1000.0) -> dict[str, float]:
+    """p50/p90/p99/max (nearest rank) times ``scale``: seconds in, ms out by default."""
     if not xs:
         return {"n": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
     s = sorted(xs)
     n = len(s)
 
     def at(q: float) -> float:
-        return s[min(n - 1, int(q * n))] * 1000
+        return s[min(n - 1, int(q * n))] * scale
 
-    return {"n": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": s[-1] * 1000}
+    return {"n": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": s[-1] * scale}
 
 
 async def _run(plan: dict[str, Any]) -> None:

@@ -63,7 +63,7 @@ def test_busiest_share_is_each_slices_run_time_over_its_length_for_the_busiest_p
     share = busiest_share(samples)
     # slices: max(0.5, 0.2) = 0.5; max(0.1, 0.9) = 0.9; max(0.5, 0.1) over 0.2 s = 0.5
     assert share["n"] == 3 and share["p50"] == pytest.approx(0.5) and share["max"] == pytest.approx(0.9)
-    assert busiest_share(samples[:1]) == {"n": 0, "p50": 0.0, "p90": 0.0, "max": 0.0}
+    assert busiest_share(samples[:1]) == {"n": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
 
 
 def test_report_notes_a_ramp_that_ended_generator_bound() -> None:
