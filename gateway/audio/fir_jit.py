@@ -70,17 +70,16 @@ _DOWN_TAPS = quantize(prototype())[::-1].copy()
 #: Down, by phase (the fused encoder's layout): _DOWN_PHASES[r, u] = _DOWN_TAPS[3u + r], the last column of phases 1
 #: and 2 zero (97 = 33 + 32 + 32).
 _DOWN_PHASES = np.zeros((3, -(-FIR_TAPS // 3)))
-#: Its width (33), a constant the compiler sees: loops of a known length over the taps unroll and vectorise, which
-#: the same loop bounded by ``taps.shape[1]`` does not.
-_PHASE_WIDTH = _DOWN_PHASES.shape[1]
 for _r in range(3):
     _DOWN_PHASES[_r, : len(_DOWN_TAPS[_r::3])] = _DOWN_TAPS[_r::3]
 _UP_TAPS = np.zeros((3, 2 * (FIR_DELAY // 3) + 1))
 for _p, _branch in enumerate(interpolator_phases(prototype())):
     # y[3j + p] = sum_t branch[t] * x[j + lead - t]: over the window w = x[j : j + 2·lead + 1], w[2·lead - t].
     _UP_TAPS[_p, 2 * (FIR_DELAY // 3) - np.arange(len(_branch))] = _branch
-#: Its width (33), a constant for the compiler, as _PHASE_WIDTH is.
-_UP_WIDTH = _UP_TAPS.shape[1]
+#: The one window width of both (33 taps per phase down, per branch up: test_fir_jit fails if they part), a constant
+#: the compiler sees: loops of a known length over the taps unroll and vectorise, which the same loop bounded by
+#: ``taps.shape[1]`` does not.
+_WINDOW = _DOWN_PHASES.shape[1]
 
 #: The fused encoder's state, one int64 array the kernel reads and updates (one argument instead of five integers in
 #: and out, and no bookkeeping in Python per frame): the history's length, the samples it holds at most, the pending
@@ -123,6 +122,32 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
             ph[h % 3, h // 3] = x[i]
             i, h = i + 1, h + 1
         return nh + n
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def dot8(row: Any, x: Any, j: int) -> tuple[float, float, float, float, float, float, float, float]:
+        # Eight windows side by side: sum over u of row[u] * x[j + k + u], k = 0..7. Contiguous reads, summed across
+        # outputs (vectorised, no horizontal sum per output); ``row`` is _WINDOW taps long. Integer taps and samples:
+        # every order of the sums is exact.
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for u in range(_WINDOW):
+            c, i = row[u], j + u
+            a0 += c * x[i]
+            a1 += c * x[i + 1]
+            a2 += c * x[i + 2]
+            a3 += c * x[i + 3]
+            a4 += c * x[i + 4]
+            a5 += c * x[i + 5]
+            a6 += c * x[i + 6]
+            a7 += c * x[i + 7]
+        return a0, a1, a2, a3, a4, a5, a6, a7
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def dot1(row: Any, x: Any, j: int) -> float:
+        # One window: sum over u of row[u] * x[j + u] (the few outputs after the last eight).
+        a = 0.0
+        for u in range(_WINDOW):
+            a += row[u] * x[j + u]
+        return a
 
     @njit(cache=True, fastmath=True, inline="always")
     def need_bytes(size: int, fill: int, nh: int) -> int:
@@ -171,9 +196,8 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         #    third of the time of assembling each from two bytes), split by phase: sample h at ph[h % 3, h // 3].
         # 2. Unless they complete the next frame, that is all. Otherwise the filter computes every output the
         #    history allows, once, each through the G.711 table, after the partial frame pending in ``out`` (moved
-        #    to the front first). Output j is the sum over r, u of taps[r, u] * ph[r, j + u]: contiguous reads, so
-        #    eight outputs are summed side by side (vectorised across outputs, no horizontal sum per output): the
-        #    filter 1.3 us a 20 ms frame, against 2.0 for one dot product per output.
+        #    to the front first). Output j is the sum over r, u of taps[r, u] * ph[r, j + u]: per phase, eight
+        #    outputs at a time (dot8): the filter 1.3 us a 20 ms frame, against 2.0 for one dot product per output.
         # Returns the whole frames now at the front of ``out`` and the input bytes that complete the next one (the
         # caller holds smaller chunks back without a call), or (-1, 0) when the history is too short for the chunk:
         # nothing changed; grow it and call again.
@@ -192,27 +216,15 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         for i in range(fill if start else 0):
             out[i] = out[start + i]
         p0, p1, p2 = ph[0], ph[1], ph[2]
+        t0, t1, t2 = taps[0], taps[1], taps[2]
         j = 0
         while j + 8 <= m:
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-            for u in range(_PHASE_WIDTH):
-                c0, c1, c2, i = taps[0, u], taps[1, u], taps[2, u], j + u
-                a0 += c0 * p0[i] + c1 * p1[i] + c2 * p2[i]
-                a1 += c0 * p0[i + 1] + c1 * p1[i + 1] + c2 * p2[i + 1]
-                a2 += c0 * p0[i + 2] + c1 * p1[i + 2] + c2 * p2[i + 2]
-                a3 += c0 * p0[i + 3] + c1 * p1[i + 3] + c2 * p2[i + 3]
-                a4 += c0 * p0[i + 4] + c1 * p1[i + 4] + c2 * p2[i + 4]
-                a5 += c0 * p0[i + 5] + c1 * p1[i + 5] + c2 * p2[i + 5]
-                a6 += c0 * p0[i + 6] + c1 * p1[i + 6] + c2 * p2[i + 6]
-                a7 += c0 * p0[i + 7] + c1 * p1[i + 7] + c2 * p2[i + 7]
-            for k, a in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
-                out[fill + j + k] = law[(to_int16(a) + 32768) >> 2]
+            s0, s1, s2 = dot8(t0, p0, j), dot8(t1, p1, j), dot8(t2, p2, j)
+            for k in range(8):
+                out[fill + j + k] = law[(to_int16(s0[k] + s1[k] + s2[k]) + 32768) >> 2]
             j += 8
         while j < m:  # the last few outputs, one at a time
-            a = 0.0
-            for u in range(_PHASE_WIDTH):
-                a += taps[0, u] * p0[j + u] + taps[1, u] * p1[j + u] + taps[2, u] * p2[j + u]
-            out[fill + j] = law[(to_int16(a) + 32768) >> 2]
+            out[fill + j] = law[(to_int16(dot1(t0, p0, j) + dot1(t1, p1, j) + dot1(t2, p2, j)) + 32768) >> 2]
             j += 1
         # Keep the tail: the first 3m samples (m per phase) are no later window's.
         kept = total - 3 * m
@@ -233,36 +245,22 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
     @njit(cache=True, fastmath=True, inline="always")
     def up_filter(hist: Any, total: int, taps: Any, out: Any) -> tuple[int, int]:
         # Three outputs per input whose 33-sample window is complete, one per polyphase branch: output 3j + p is
-        # the window [j, j + 33) · taps[p]. Branch by branch, eight windows side by side (contiguous reads,
-        # vectorised across outputs, no horizontal sum per output; the width a constant, so the loop unrolls), as
-        # the encoder's filter does: the decoder's step 1.9 against 2.3 us a 20 ms frame with the three sums of one
-        # window at a time (docs/architecture/performance.md#inbound-filter).
-        if total < _UP_WIDTH:
+        # the window [j, j + 33) · taps[p]. Branch by branch, eight windows at a time (dot8), as the encoder's
+        # filter does: the decoder's step 1.9 against 2.3 us a 20 ms frame with the three sums of one window at a
+        # time (docs/architecture/performance.md#inbound-filter).
+        if total < _WINDOW:
             return 0, total
-        groups = total - _UP_WIDTH + 1
+        groups = total - _WINDOW + 1
         for p in range(3):
             row = taps[p]
             j = 0
             while j + 8 <= groups:
-                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-                for t in range(_UP_WIDTH):
-                    c, i = row[t], j + t
-                    a0 += c * hist[i]
-                    a1 += c * hist[i + 1]
-                    a2 += c * hist[i + 2]
-                    a3 += c * hist[i + 3]
-                    a4 += c * hist[i + 4]
-                    a5 += c * hist[i + 5]
-                    a6 += c * hist[i + 6]
-                    a7 += c * hist[i + 7]
-                for k, a in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
-                    out[3 * (j + k) + p] = to_int16(a)
+                sums = dot8(row, hist, j)
+                for k in range(8):
+                    out[3 * (j + k) + p] = to_int16(sums[k])
                 j += 8
             while j < groups:  # the last few windows, one at a time
-                a = 0.0
-                for t in range(_UP_WIDTH):
-                    a += row[t] * hist[j + t]
-                out[3 * j + p] = to_int16(a)
+                out[3 * j + p] = to_int16(dot1(row, hist, j))
                 j += 1
         return 3 * groups, keep_tail(hist, groups, total)
 
