@@ -36,7 +36,7 @@ class MarkEcho:
 
 class PlayoutTracker:
     __slots__ = ("generation", "sent_ms", "stale_echoes", "buffer_end", "_seq", "_marks", "_reply_sent_ms",
-                 "reply_played_ms")  # fmt: skip
+                 "reply_played_ms", "_reply", "_reply_ms")  # fmt: skip
 
     def __init__(self) -> None:
         self.generation = 0
@@ -46,14 +46,22 @@ class PlayoutTracker:
         self.buffer_end = 0.0
         self._seq = 0
         self._marks: dict[str, _Mark] = {}
+        # Audio sent per reply: the reply being sent now in a plain counter (``_reply``, ``_reply_ms``), the others in
+        # the dict, so a frame costs no dict update (docs/architecture/performance.md#trim-ceiling).
         self._reply_sent_ms: dict[str | None, int] = {}
+        self._reply: str | None = None
+        self._reply_ms = 0
         self.reply_played_ms: dict[str | None, int] = {}
 
     # ---- sending -----------------------------------------------------------------------------------------------
     def on_sent(self, duration_ms: int, now: float, reply_id: str | None = None) -> None:
         self.sent_ms += duration_ms
-        self._reply_sent_ms[reply_id] = self._reply_sent_ms.get(reply_id, 0) + duration_ms
-        self.buffer_end = max(self.buffer_end, now) + duration_ms / 1000.0
+        if reply_id != self._reply:
+            self._reply_sent_ms[self._reply] = self._reply_ms
+            self._reply, self._reply_ms = reply_id, self._reply_sent_ms.get(reply_id, 0)
+        self._reply_ms += duration_ms
+        end = self.buffer_end
+        self.buffer_end = (end if end > now else now) + duration_ms / 1000.0
 
     def plays_from(self, now: float) -> float:
         """When audio sent now starts playing: after what is queued at the carrier, or now."""
@@ -67,7 +75,7 @@ class PlayoutTracker:
         return self.buffer_end > now
 
     def reply_sent_ms(self, reply_id: str | None) -> int:
-        return self._reply_sent_ms.get(reply_id, 0)
+        return self._reply_ms if reply_id == self._reply else self._reply_sent_ms.get(reply_id, 0)
 
     def new_mark(self, now: float, reply_id: str | None) -> str:
         """Register a mark to send right after the audio sent so far; returns its name."""

@@ -74,6 +74,8 @@ class _Side:
         self.writer = CarrierWriter(self.queue, self.carrier, lambda: clock[0], done)
 
     def seen(self) -> tuple[object, ...]:
+        """What either path leaves for the call's other tasks. Not ``room``: only the agent reader waits for it, and the
+        lane is the agent reader sending, so the lane never sets it (a flush, which any task may run, does)."""
         q = self.queue
         return (
             list(self.carrier.sent),
@@ -81,7 +83,6 @@ class _Side:
             list(q.urgent),
             q.wake_at,
             list(q.clock_marks),
-            self.room.is_set(),
             self.clock_wake.is_set(),
             self.writer._wake.is_set(),  # noqa: SLF001 - whether the writer task was woken is the point
         )
@@ -108,6 +109,7 @@ def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
         n = 0
         for op, arg in steps:
             marks_before = [len(side.queue.clock_marks) for side in (plain, lane)]
+            sent_before = len(plain.carrier.sent)
             if op == "audio":
                 frames = [bytes([(n + i) % 256]) * 160 for i in range(arg)]
                 n += arg
@@ -131,6 +133,10 @@ def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
                     if not side.carrier.backlog:
                         await side.writer.flush()
             assert lane.seen() == plain.seen()
+            # A flush that sent (or handed out a clock-resolved mark) tells a waiting agent reader there is room.
+            pq = plain.queue
+            after = len(plain.carrier.sent) > sent_before or len(pq.clock_marks) != marks_before[0]
+            assert plain.room.is_set() == (after and pq.frames < pq.max_frames)
             assert lane.carrier.sent_while_backlogged == plain.carrier.sent_while_backlogged == 0
             for side, before in zip((plain, lane), marks_before, strict=True):
                 q = side.queue

@@ -5,6 +5,8 @@ echoes prove nothing)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.playout import MarkEcho, PlayoutTracker
 
@@ -49,6 +51,19 @@ def test_sent_ms_and_reply_sent_ms_count_audio_per_reply() -> None:
     p.on_sent(40, T0, "r2")
     assert p.sent_ms == 340
     assert (p.reply_sent_ms("r1"), p.reply_sent_ms("r2"), p.reply_sent_ms("r3")) == (300, 40, 0)
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from([None, "r1", "r2", "r3"]), st.sampled_from([20, 40, 100])), max_size=30))
+def test_reply_sent_ms_is_every_send_of_that_reply_summed(sends: list[tuple[str | None, int]]) -> None:
+    # The reply being sent is counted apart from the others (no dict update per frame): switching back and forth
+    # between replies, and audio with no reply, must still add up per reply, as a plain sum does.
+    p = PlayoutTracker()
+    for reply_id, ms in sends:
+        p.on_sent(ms, T0, reply_id)
+    for reply_id in (None, "r1", "r2", "r3"):
+        assert p.reply_sent_ms(reply_id) == sum(ms for r, ms in sends if r == reply_id)
+    assert p.sent_ms == sum(ms for _r, ms in sends)
 
 
 def test_mark_echo_corrects_buffer_end_to_now_plus_audio_sent_after_the_mark() -> None:

@@ -127,7 +127,8 @@ class CarrierLink:
 class CarrierWriter:
     """Sends what the core has for the carrier (its :class:`~gateway.call.outbound_queue.OutboundQueue`), paced.
     ``after_send`` runs after every burst of sends (the session wakes what waits for room in the queue, and re-arms
-    its clock for marks the clock model resolves)."""
+    its clock for marks the clock model resolves); after :meth:`send_audio`'s only when the burst handed out such a
+    mark, since its caller, the agent reader, is the one task that waits for room."""
 
     __slots__ = ("_after_send", "_busy", "_carrier", "_clock", "_queue", "_until", "_wake")
 
@@ -204,7 +205,8 @@ class CarrierWriter:
                 await carrier.send(msg)
             finally:
                 self._busy = False
-            self._after_send()
+            if len(q.clock_marks) != marks:  # not for room: the agent reader, sending here, is all that waits for it
+                self._after_send()
             if (q.urgent or q.items) and not carrier.backlogged():
                 await self._send_due(inline=True, now=now)  # the rest of the burst: a mark after this frame
         if q.urgent or q.items:
