@@ -105,7 +105,7 @@ class OutboundAudio:
         self.frame_bytes = frame_bytes
         # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
         # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks. Then the
-        # resampler and framer below are not built at all.
+        # resampler below is not built, and the framer (a bytearray) is built but never used.
         self._fused: FusedFirEncoder | None = None
         if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
             from .fir_jit import AVAILABLE, G711_TABLES, FusedFirEncoder
