@@ -127,8 +127,8 @@ class CarrierLink:
 class CarrierWriter:
     """Sends what the core has for the carrier (its :class:`~gateway.call.outbound_queue.OutboundQueue`), paced.
     ``after_send`` runs after every burst of sends (the session wakes what waits for room in the queue, and re-arms
-    its clock for marks the clock model resolves); after :meth:`send_audio`'s only when the burst handed out such a
-    mark, since its caller, the agent reader, is the one task that waits for room."""
+    its clock for marks the clock model resolves). :meth:`send_audio` runs it only when it handed out such a mark:
+    its caller, the agent reader, is the one task that waits for room."""
 
     __slots__ = ("_after_send", "_busy", "_carrier", "_clock", "_queue", "_until", "_wake")
 
@@ -196,19 +196,16 @@ class CarrierWriter:
             return
         marks, now = len(q.clock_marks), self._clock()
         msg = q.take(tag, frames, now)
-        if msg is None:  # held back for pacing: queued, for the writer task
-            if len(q.clock_marks) != marks:
-                self._after_send()  # (a clock-resolved mark was handed out before it)
-        else:
+        if msg is not None:  # (None: held back for pacing, queued for the writer task)
             self._busy = True
             try:
                 await carrier.send(msg)
             finally:
                 self._busy = False
-            if len(q.clock_marks) != marks:  # not for room: the agent reader, sending here, is all that waits for it
-                self._after_send()
             if (q.urgent or q.items) and not carrier.backlogged():
                 await self._send_due(inline=True, now=now)  # the rest of the burst: a mark after this frame
+        if len(q.clock_marks) != marks:  # a clock-resolved mark was handed out: the call's clock learns its deadline
+            self._after_send()  # (not for room: the agent reader, sending here, is all that waits for it)
         if q.urgent or q.items:
             self.wake()  # held back for pacing, or the socket backed up: the writer takes over
 
