@@ -104,8 +104,8 @@ class OutboundAudio:
         self._pad = _SILENCE[carrier_encoding]
         self.frame_bytes = frame_bytes
         # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
-        # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks. Then the
-        # resampler below is not built, and the framer (a bytearray) is built but never used.
+        # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks. Then nothing
+        # below is built: convert is the step's own, and flush and reset hand over to it.
         self._fused: FusedFirEncoder | None = None
         if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
             from .fir_jit import AVAILABLE, G711_TABLES, FusedFirEncoder
@@ -113,11 +113,10 @@ class OutboundAudio:
             if AVAILABLE and carrier_encoding in G711_TABLES:
                 self._fused = FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
                 self.convert = self._fused.convert  # type: ignore[method-assign]  # one Python call per chunk less
+                return
         self._decode = None if enc == "audio/pcm" else _DECODE[enc]
         self._encode = None if carrier_encoding == "audio/pcm" else _ENCODE[carrier_encoding]
-        self._resampler = (
-            None if rate == carrier_rate or self._fused is not None else make_resampler(rate, carrier_rate, quality)
-        )
+        self._resampler = None if rate == carrier_rate else make_resampler(rate, carrier_rate, quality)
         self._framer = Reframer(frame_bytes)
         # Agent bytes that make one carrier frame (960 for 24 kHz PCM16 → 160 B of μ-law); fewer are held back.
         samples = frame_bytes // _BYTES_PER_SAMPLE[carrier_encoding]
