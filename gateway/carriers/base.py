@@ -28,6 +28,11 @@ docs/how-to/carriers/adding-a-carrier.md):
     one; none for a message that only buffers (an out-of-order Telnyx frame held for reordering); several when a late
     frame releases the frames held behind it. Raises :class:`~gateway.errors.CarrierProtocolError` for anything
     malformed or out of order (the carrier broke its protocol).
+``audio_frame(data)`` (optional)
+    The steady state's one message, fast: the payload of ``data`` when ``parse`` would return it as one
+    :class:`~gateway.carriers.events.AudioReceived` of whole frames and nothing else, else ``None`` (then ``parse``
+    takes the message). It builds no event: the call reads this 50 times a second and needs only the audio. A dialect
+    without it has every message parsed (docs/architecture/performance.md#audio-frame).
 ``build_media(payload)``
     Whole frames of outbound audio (raw bytes in the stream's encoding) → the message to send: ``str`` for a text
     frame, ``bytes`` for a binary frame (Vonage). Building before ``start`` is our bug: ``LocalProtocolError``.

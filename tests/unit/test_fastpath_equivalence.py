@@ -25,6 +25,7 @@ from gateway.agent import protocol as ap
 from gateway.audio import g711
 from gateway.audio.resample import RESAMPLE_QUALITIES, FirResampler, StreamResampler, make_resampler
 from gateway.audio.transcode import InboundAudio, OutboundAudio
+from gateway.carriers.events import AudioReceived
 from gateway.carriers.twilio import TwilioStream
 from gateway.errors import AgentProtocolError, CarrierProtocolError
 from tests.support.media_corpus import (
@@ -72,8 +73,12 @@ def twilio_pair(started: bool = True) -> tuple[TwilioStream, TwilioStream]:
 def assert_same_twilio(raws: list[Any], started: bool = True) -> None:
     fast, plain = twilio_pair(started)
     for raw in raws:
+        frame = fast.audio_frame(raw)  # the call's fast road: only ever the payload parse returns, as its only event
         got, want = outcome(fast.parse, raw), outcome(plain.parse_plain, raw)
         assert got == want, raw
+        if frame is not None:
+            assert got[0] == "event" and type(got[1]) is AudioReceived and got[1].payload == frame, raw
+            assert len(frame) == 160, raw
         assert (fast.stream_sid, fast.call_sid, fast.stopped) == (plain.stream_sid, plain.call_sid, plain.stopped)
 
 
@@ -85,6 +90,7 @@ def test_speechlike_media_frames_parse_to_the_same_audio_as_the_plain_parser() -
         ev = fast.parse(raw)
         assert ev == plain.parse_plain(raw)
         assert len(ev.payload) == 160
+        assert fast.audio_frame(raw) == ev.payload  # every steady frame takes the fast road
     assert b"".join(fast.parse(m).payload for m in messages) == caller_ulaw8k(3.0)
 
 
@@ -140,6 +146,9 @@ TRICKY_MEDIA = [
 def test_tricky_media_texts_give_the_plain_parsers_event_or_error(template: str) -> None:
     raw = template.replace("%s", STREAM_SID) if "%s" in template else template
     assert_same_twilio([raw, raw.encode("utf-8", "surrogatepass")])
+    # The same with a whole 20 ms frame, the one payload the call's fast road (audio_frame) may take.
+    whole = raw.replace('"/w=="', '"' + base64.b64encode(bytes(range(160))).decode() + '"')
+    assert_same_twilio([whole, whole.encode("utf-8", "surrogatepass")])
 
 
 b64_alphabet = st.sampled_from(
@@ -147,9 +156,9 @@ b64_alphabet = st.sampled_from(
     + ["="] * 6
     + ["-", "_", " ", "\n", "\\/", "\\u0041", "é"]
 )
-b64_texts = st.lists(b64_alphabet, max_size=12).map("".join) | st.binary(max_size=20).map(
-    lambda b: base64.b64encode(b).decode("ascii")
-)
+b64_texts = st.lists(b64_alphabet, max_size=12).map("".join) | (
+    st.binary(max_size=20) | st.binary(min_size=160, max_size=160)
+).map(lambda b: base64.b64encode(b).decode("ascii"))
 field_values = (
     st.none()
     | st.booleans()
@@ -186,7 +195,7 @@ def test_arbitrary_media_variants_give_the_plain_parsers_event_or_error(raws: li
 
 
 @EXAMPLES
-@given(payload=st.binary(max_size=400))
+@given(payload=st.binary(max_size=400) | st.binary(min_size=160, max_size=160))
 def test_any_payload_bytes_round_trip_through_the_fast_parser(payload: bytes) -> None:
     raw = json.dumps(
         {
@@ -198,6 +207,7 @@ def test_any_payload_bytes_round_trip_through_the_fast_parser(payload: bytes) ->
     fast, plain = twilio_pair()
     assert fast.parse(raw) == plain.parse_plain(raw)
     assert fast.parse(raw).payload == payload
+    assert fast.audio_frame(raw) == (payload if len(payload) == 160 else None)
 
 
 # ---- carrier side: building ---------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ...agent import protocol as ap
-from ...agent.client import AgentClosed, AgentConnection
+from ...agent.client import AgentClosed
 from ...carriers.base import Dialect
 from ...carriers.events import AudioReceived
 from ...config import Settings
@@ -79,10 +79,10 @@ log = structlog.get_logger("gateway.call")
 class AcceptedCall:
     """A call whose stream's ``start`` was authorized (``setup``): complete from the start, nothing optional."""
 
-    __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_agent_wake", "_clock", "_clock_wake", "_context",
-                 "_control", "_emit", "_handover", "_log", "_outbound", "_parked", "_room", "_settings",
-                 "_started_at", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer", "agent", "caller_tap",
-                 "carrier", "core", "dialect")  # fmt: skip
+    __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_agent_wake", "_audio_frame", "_clock",
+                 "_clock_wake", "_context", "_control", "_emit", "_handover", "_log", "_outbound", "_parked", "_room",
+                 "_settings", "_started_at", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer", "agent",
+                 "caller_tap", "carrier", "core", "dialect")  # fmt: skip
 
     def __init__(
         self,
@@ -104,6 +104,7 @@ class AcceptedCall:
     ) -> None:
         self._settings, self._control, self._handover, self._tools = settings, control, handover, tools
         self.carrier, self.dialect, self.agent = carrier, dialect, agent
+        self._audio_frame: Callable[[str | bytes], bytes | None] | None = getattr(dialect, "audio_frame", None)
         self._clock, self._started_at, self._emit, self._log = clock, started_at, emit, log
         self._parked, self._stream_stopping = parked, stream_stopping
         self.core = CallCore(
@@ -226,45 +227,49 @@ class AcceptedCall:
     # ============================================================================================ per message
     async def on_carrier_message(self, data: str | bytes) -> None:
         """What the carrier reader does with one message (also the benchmark's seam: bench/session_overhead.py)."""
+        now = self._clock()
+        if (frame_of := self._audio_frame) is not None and (payload := frame_of(data)) is not None:
+            await self._caller_audio(payload, now)  # the steady state: one whole frame, and no event built for it
+            return
         core = self.core
-        link, now, tap = self.agent, self._clock(), self.caller_tap
         for event in self.dialect.parse(data):
             if type(event) is AudioReceived:
-                if tap is not None:
-                    tap(event.payload, now)
-                # Fast path, the steady state: the frame goes to the agent from here (instead of waking
-                # agent_sender 50 times a second) when nothing waits before it, no send is in flight and the agent
-                # socket is not backed up (a send could then wait for the drain, and this reader must never wait on
-                # the agent: its marks and its 'stop' would wait too).
-                conn = link.conn
-                send_now = (
-                    conn is not None and not link.sending and conn is not link.broken_conn and not conn.backlogged()
-                )
-                frame = core.caller_audio(event.payload, now, send_now)
-                if frame is not None and conn is not None:  # (send_now implies conn)
-                    link.sending = True  # newer frames queue behind this one, so the order holds
-                    try:
-                        await conn.send(ap.input_audio(frame))
-                    except AgentClosed:
-                        core.agent_audio_unsent([frame])  # kept for the resumed session (see _send_audio)
-                        link.broken(conn)
-                    finally:
-                        link.sending = False
-                elif core.rate_limit_notice:  # the first frame over the inbound rate limit: say so once
-                    core.rate_limit_notice = False
-                    server = self._settings.server
-                    self._log.warning(
-                        "call.inbound_rate_limited",
-                        rate_limit=server.inbound_rate_limit,
-                        burst_s=server.inbound_burst_s,
-                        after_s=round(now - self._started_at, 3),
-                    )
-                elif core.live:
-                    self._agent_wake.set()  # it waits in the core's buffer: agent_sender delivers it
-            else:
-                actions = core.carrier_event(event, now)
-                if actions:
-                    await self._execute(actions)
+                await self._caller_audio(event.payload, now)
+            elif actions := core.carrier_event(event, now):
+                await self._execute(actions)
+
+    async def _caller_audio(self, payload: bytes, now: float) -> None:
+        """One frame of caller audio, from either road of :meth:`on_carrier_message`."""
+        core, link, tap = self.core, self.agent, self.caller_tap
+        if tap is not None:
+            tap(payload, now)
+        # Fast path, the steady state: the frame goes to the agent from here (instead of waking agent_sender 50 times
+        # a second) when nothing waits before it, no send is in flight and the agent socket is not backed up (a send
+        # could then wait for the drain, and this reader must never wait on the agent: its marks and its 'stop' would
+        # wait too).
+        conn = link.conn
+        send_now = conn is not None and not link.sending and conn is not link.broken_conn and not conn.backlogged()
+        frame = core.caller_audio(payload, now, send_now)
+        if frame is not None and conn is not None:  # (send_now implies conn)
+            link.sending = True  # newer frames queue behind this one, so the order holds
+            try:
+                await conn.send(ap.input_audio(frame))
+            except AgentClosed:
+                core.agent_audio_unsent([frame])  # kept for the resumed session (as in agent_sender)
+                link.broken(conn)
+            finally:
+                link.sending = False
+        elif core.rate_limit_notice:  # the first frame over the inbound rate limit: say so once
+            core.rate_limit_notice = False
+            server = self._settings.server
+            self._log.warning(
+                "call.inbound_rate_limited",
+                rate_limit=server.inbound_rate_limit,
+                burst_s=server.inbound_burst_s,
+                after_s=round(now - self._started_at, 3),
+            )
+        elif core.live:
+            self._agent_wake.set()  # it waits in the core's buffer: agent_sender delivers it
 
     async def on_agent_event(self, event: ap.ServerEvent) -> None:
         """What the agent reader does with one event (also the benchmark's seam; :meth:`_read_agent` inlines it)."""
@@ -287,21 +292,6 @@ class AcceptedCall:
             if q.frames >= q.max_frames:
                 await self._wait_for_room(core)
 
-    async def _send_audio(self, core: CallCore, conn: AgentConnection, frames: list[bytes]) -> None:
-        """One ``input.audio`` (from the carrier reader's fast path or agent_sender). While it is in flight newer
-        frames queue behind it, so the order holds; frames whose send failed go back to the core's buffer."""
-        link = self.agent
-        link.sending = True
-        try:
-            await conn.send(ap.input_audio(frames[0] if len(frames) == 1 else b"".join(frames)))
-        except AgentClosed:
-            # Not sent (both transports raise before writing once the socket is going): keep the frames for the
-            # resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
-            core.agent_audio_unsent(frames)
-            link.broken(conn)
-        finally:
-            link.sending = False
-
     # =================================================================================================== tasks
     async def _carrier_reader(self, core: CallCore) -> None:
         receive = self.carrier.receive
@@ -311,12 +301,21 @@ class AcceptedCall:
 
     async def _send_agent_audio(self, core: CallCore) -> None:
         """agent_sender: buffered caller audio (before ready, during a resume, behind a backed-up socket), coalesced
-        into ≤ 100 ms messages."""
+        into ≤ 100 ms messages. While one is in flight newer frames queue behind it, so the order holds."""
         wake, link = self._agent_wake, self.agent
         while True:
             wake.clear()
             while (conn := link.sendable()) is not None and (frames := core.agent_audio(5)):
-                await self._send_audio(core, conn, frames)
+                link.sending = True
+                try:
+                    await conn.send(ap.input_audio(frames[0] if len(frames) == 1 else b"".join(frames)))
+                except AgentClosed:
+                    # Not sent (both transports raise before writing once the socket is going): keep the frames for
+                    # the resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
+                    core.agent_audio_unsent(frames)
+                    link.broken(conn)
+                finally:
+                    link.sending = False
             await wait_or_wake(wake, IDLE_WAIT_S)
 
     async def _watchdog(self, core: CallCore) -> None:
