@@ -120,9 +120,11 @@ def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[
     ulaw_frames = [f for ch in chunks for f in outbound.convert(ch)] or [b"\xff" * 160]
 
     def fast_in() -> int:
-        parse, convert, build = twilio.parse, inbound.convert, ap.input_audio
+        # The gateway's road: a whole frame's payload without an event (Dialect.audio_frame), else the parse.
+        frame_of, parse, convert, build = twilio.audio_frame, twilio.parse, inbound.convert, ap.input_audio
         for m in media:
-            build(convert(parse(m).payload))
+            payload = frame_of(m)
+            build(convert(payload if payload is not None else parse(m).payload))
         return len(media)
 
     def plain_in() -> int:
@@ -164,6 +166,7 @@ def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[
         "in_plain": plain_in,
         "out_plain": plain_out,
         "in.parse_media": each(twilio.parse, media),
+        "in.audio_frame": each(twilio.audio_frame, media),
         "in.parse_media_plain": each(twilio.parse_plain, media),
         "in.transcode": each(inbound.convert, payloads),
         "in.build_input_audio": each(ap.input_audio, pcm_frames),

@@ -169,7 +169,7 @@ def format_report(result: dict[str, Any]) -> str:
         if pc.get("error"):
             out.append(f"  pipecat comparison skipped: {pc['error']}")
         else:
-            ours_in = m["in.parse_media"] + m["in.transcode"]
+            ours_in = m["in.audio_frame"] + m["in.transcode"]  # the road the gateway takes for a whole frame
             ours_out = m["out.transcode"] + m["out.build_media"]
             out.append(
                 f"  pipecat-ai {pc['version']} TwilioFrameSerializer (same frames, same run): "
