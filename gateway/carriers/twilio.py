@@ -105,41 +105,29 @@ class TwilioStream:
     # ---- inbound -----------------------------------------------------------------------------------------------
     def parse(self, text: str | bytes) -> CarrierEvent:
         """Parse one WebSocket message. Raises :class:`CarrierProtocolError` on anything malformed or out of order."""
-        if self.stream_sid is not None and not self.stopped and isinstance(text, str):
-            try:
-                msg = _decode_media(text)
-            except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):  # surrogates; nesting too deep
-                msg = None
-            if (
-                msg is not None
-                and msg.event == "media"
-                and msg.streamSid == self.stream_sid
-                and msg.media is not None
-                and msg.media.track == "inbound"
-            ):
-                m = msg.media
-                return AudioReceived(m.payload, opt_int(m.timestamp), opt_int(m.chunk))
+        m = self._media(text)
+        if m is not None:
+            return AudioReceived(m.payload, opt_int(m.timestamp), opt_int(m.chunk))
         return self.parse_plain(text)
 
     def audio_frame(self, text: str | bytes) -> bytes | None:
         """:meth:`parse`'s fast road without the event: the payload when ``text`` is a media message of this stream
-        whose payload is one whole 20 ms frame, else None (the message is then parsed). The same decoder and the same
-        checks as :meth:`parse`, so a payload returned here is the one it would return."""
+        whose payload is one whole 20 ms frame, else None (the message is then parsed)."""
+        m = self._media(text)
+        return m.payload if m is not None and len(m.payload) == MULAW_FRAME_BYTES else None
+
+    def _media(self, text: str | bytes) -> _Media | None:
+        """The fast road: a well-formed inbound ``media`` message of this stream, decoded by msgspec; None for
+        anything else, which :meth:`parse_plain` then takes (and refuses, if it must)."""
         if self.stream_sid is None or self.stopped or type(text) is not str:
             return None
         try:
             msg = _decode_media(text)
-        except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+        except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):  # surrogates; nesting too deep
             return None
         m = msg.media
-        if (
-            m is not None
-            and msg.event == "media"
-            and msg.streamSid == self.stream_sid
-            and m.track == "inbound"
-            and len(m.payload) == MULAW_FRAME_BYTES
-        ):
-            return m.payload
+        if m is not None and msg.event == "media" and msg.streamSid == self.stream_sid and m.track == "inbound":
+            return m
         return None
 
     def parse_plain(self, text: str | bytes) -> CarrierEvent:
