@@ -120,7 +120,7 @@ def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[
     ulaw_frames = [f for ch in chunks for f in outbound.convert(ch)] or [b"\xff" * 160]
 
     def fast_in() -> int:
-        # The gateway's road: a whole frame's payload without an event (Dialect.audio_frame), else the parse.
+        # The gateway's road: whole frames' payload without an event (Dialect.audio_frame), else the parse.
         frame_of, parse, convert, build = twilio.audio_frame, twilio.parse, inbound.convert, ap.input_audio
         for m in media:
             payload = frame_of(m)

@@ -112,9 +112,13 @@ class TwilioStream:
 
     def audio_frame(self, text: str | bytes) -> bytes | None:
         """:meth:`parse`'s fast road without the event: the payload when ``text`` is a media message of this stream
-        whose payload is one whole 20 ms frame, else None (the message is then parsed)."""
+        whose payload is whole 20 ms frames (what :class:`TwilioDialect` passes on unscreened), else None (the
+        message is then parsed)."""
         m = self._media(text)
-        return m.payload if m is not None and len(m.payload) == MULAW_FRAME_BYTES else None
+        if m is None:
+            return None
+        n = len(m.payload)
+        return m.payload if n and n % MULAW_FRAME_BYTES == 0 else None
 
     def _media(self, text: str | bytes) -> _Media | None:
         """The fast road: a well-formed inbound ``media`` message of this stream, decoded by msgspec; None for
