@@ -55,6 +55,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from pybase64 import b64encode_as_string
 
 from ..errors import CarrierProtocolError, LocalProtocolError
 from .events import AudioReceived, CarrierEvent, MediaFault
@@ -275,7 +276,8 @@ def b64_payload(o: dict[str, Any], where: str) -> bytes:
 
 
 def b64(payload: bytes) -> str:
-    return binascii.b2a_base64(payload, newline=False).decode("ascii")
+    """Standard base64 with padding, as every carrier's media payload is (pybase64: SIMD, and the text directly)."""
+    return b64encode_as_string(payload)
 
 
 def check_in_stream(event: Any, stream_id: str | None, stopped: bool, got: Any, field: str) -> None:

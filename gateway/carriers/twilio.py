@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 import msgspec
+from pybase64 import b64encode_as_string
 
 from ..errors import CarrierProtocolError, LocalProtocolError
 from ..security import validate_twilio_signature
@@ -238,7 +239,7 @@ class TwilioStream:
         if head is None or head[0] != self.stream_sid:
             sid = self._sid()
             head = self._media_head = (sid, f'{{"event":"media","streamSid":"{sid}","media":{{"payload":"')
-        return head[1] + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+        return head[1] + b64encode_as_string(payload) + '"}}'
 
     def build_mark(self, name: str) -> str:
         return _encode({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}).decode()
