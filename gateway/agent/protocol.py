@@ -198,6 +198,11 @@ ServerEvent = (
 )
 
 
+def _opt_obj(msg: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = msg.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _opt_str(msg: Mapping[str, Any], key: str) -> str | None:
     value = msg.get(key)
     return value if isinstance(value, str) else None
@@ -294,10 +299,9 @@ def parse_server_event_plain(text: str | bytes) -> ServerEvent:
         sid = msg.get("session_id")
         if not isinstance(sid, str):
             raise AgentProtocolError("session.ready without session_id")
-        config = msg.get("config") if isinstance(msg.get("config"), dict) else {}
-        return SessionReady(sid, config, _opt_float(msg, "expires_at"), _opt_str(msg, "resume_token"))
+        return SessionReady(sid, _opt_obj(msg, "config"), _opt_float(msg, "expires_at"), _opt_str(msg, "resume_token"))
     if kind == "session.updated":
-        return SessionUpdated(msg.get("config") if isinstance(msg.get("config"), dict) else {})
+        return SessionUpdated(_opt_obj(msg, "config"))
     if kind in ("session.error", "error"):
         return _error(msg)
     if kind == "session.ended":

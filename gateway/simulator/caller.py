@@ -152,7 +152,7 @@ def trim_silence(ulaw: bytes, keep_s: float = TRIM_KEEP_S) -> bytes:
 
 def _to_ulaw8k(samples: np.ndarray, rate: int) -> bytes:
     """Float mono samples in [-1, 1] at ``rate`` → 8 kHz μ-law (soxr HQ)."""
-    import soxr  # type: ignore[import-untyped]
+    import soxr
 
     if rate != 8000:
         samples = soxr.resample(samples, rate, 8000, quality="HQ")
