@@ -9,7 +9,6 @@ import pytest
 from gateway.local_agent.brain import load_intents
 from gateway.local_agent.settings import DEFAULT_INTENTS_PATH
 from gateway.local_agent.speech import SpeechModels
-from gateway.local_agent.speech.phone import ulaw8k_to_pcm16_16k
 from tests.support.caller_voice import caller_ulaw8k
 from tests.support.listen import closest_reading
 from tests.support.wer import word_error_rate
@@ -65,8 +64,7 @@ async def test_greeting_is_spoken_first_then_a_question_gets_its_intent_reply(
     deltas = "".join(r.event["delta"] for r in turn if r.type == "transcript.agent.delta")
     assert deltas == agent_final["text"]
     # What the caller actually hears says what transcript.agent claims (read two ways: tests/support/listen.py).
-    audio = ulaw8k_to_pcm16_16k(bytes(c.audio[agent_final["reply_id"]]))
-    heard = closest_reading(speech_models.stt, audio, agent_final["text"])
+    heard = closest_reading(speech_models.stt, bytes(c.audio[agent_final["reply_id"]]), agent_final["text"])
     assert word_error_rate(agent_final["text"], heard) <= 0.2, heard
     await c.send("session.end")
     await c.expect("session.ended")
@@ -106,7 +104,7 @@ async def test_tool_intent_emits_tool_call_and_speaks_reply_after_tool_once_the_
     final = next(r.event for r in answer if r.type == "transcript.agent")
     assert final["text"] == "All done: a table for two at seven. We look forward to seeing you."
     assert answer[-1].event["status"] == "completed"
-    heard = closest_reading(speech_models.stt, ulaw8k_to_pcm16_16k(bytes(c.audio[final["reply_id"]])), final["text"])
+    heard = closest_reading(speech_models.stt, bytes(c.audio[final["reply_id"]]), final["text"])
     assert word_error_rate(final["text"], heard) <= 0.25, heard
     await c.close()
 
