@@ -149,12 +149,14 @@ class SentenceEmbedder:
         summed = np.einsum("nld,nl->nd", hidden, mask)
         pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        unit: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return unit
 
     def _layer_norm(self, x: F32, g: F32, b: F32) -> F32:
         mean = x.mean(axis=-1, keepdims=True)
         var = np.square(x - mean).mean(axis=-1, keepdims=True)
-        return (x - mean) / np.sqrt(var + self._ln_eps) * g + b
+        out: F32 = (x - mean) / np.sqrt(var + self._ln_eps) * g + b
+        return out
 
     def _encode(self, ids: npt.NDArray[np.int64], mask: F32) -> F32:
         n, length = ids.shape
@@ -162,7 +164,7 @@ class SentenceEmbedder:
         heads = self._num_heads
         hd = d // heads
         # Token type is always 0 for single sentences.
-        x = self._word_emb[ids] + self._pos_emb[:length][np.newaxis] + self._type_emb[0]
+        x: F32 = self._word_emb[ids] + self._pos_emb[:length][np.newaxis] + self._type_emb[0]
         x = self._layer_norm(x, *self._emb_ln).reshape(n * length, d)
         # Padding keys get a large negative bias so softmax gives them ~0 weight (as HF's extended mask does).
         key_bias = ((1.0 - mask) * np.float32(-1e9))[:, np.newaxis, np.newaxis, :]
@@ -177,7 +179,7 @@ class SentenceEmbedder:
             probs /= probs.sum(axis=-1, keepdims=True)
             ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(n * length, d)
             x = self._layer_norm(x + ctx @ layer.attn_out_w + layer.attn_out_b, layer.attn_ln_g, layer.attn_ln_b)
-            h = x @ layer.ffn_in_w + layer.ffn_in_b
+            h: F32 = x @ layer.ffn_in_w + layer.ffn_in_b
             h = 0.5 * h * (1.0 + self._erf(h * np.float32(1.0 / np.sqrt(2.0))))  # exact (erf) GELU, as BERT's "gelu"
             x = self._layer_norm(x + h @ layer.ffn_out_w + layer.ffn_out_b, layer.ffn_ln_g, layer.ffn_ln_b)
         return x.reshape(n, length, d)

@@ -125,7 +125,8 @@ class IntentMatcher:
 
     def _similarities(self, text: str) -> npt.NDArray[np.float32]:
         vec = self._embedder.embed([text.strip()])[0]
-        return self._matrix @ vec
+        sims: npt.NDArray[np.float32] = self._matrix @ vec
+        return sims
 
 
 @dataclass(frozen=True, slots=True)
