@@ -3,6 +3,7 @@ sockets, against the pure functions they call (parse, transcode, build).
 
     .venv/bin/python -m bench.session_overhead        # ≈ 10 s; docs/architecture/performance.md, "The floor"
     .venv/bin/python -m bench.session_overhead --cold # + the same with 50 calls interleaved, caches evicted
+    .venv/bin/python -m bench.session_overhead --opcodes  # bytecode instructions per message: gateway and floor
 
 - carrier → agent: one Twilio ``media`` text through ``AcceptedCall.on_carrier_message`` (the carrier reader's work
   per message: the dialect's parse, the core, the ``input.audio`` send) against parse + ``InboundAudio.convert`` +
@@ -10,6 +11,14 @@ sockets, against the pure functions they call (parse, transcode, build).
 - agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``AcceptedCall.on_agent_event`` (the
   agent reader's work per chunk: the core's conversion, queue and playout accounting, the ``media`` send, a mark
   each second) against parse + ``OutboundAudio.convert`` + ``build_media`` alone.
+
+``--opcodes`` counts instead of timing: the bytecode instructions the interpreter executes per message in the
+gateway's code (``gateway/``, and the floor prototype's own module for the floor), on the same two paths of the real
+session and on the floor prototype's two loops (``bench/prototypes/floor_session.py``, canned messages, then with
+the real audio work as ``--prototype floor-transcode`` does), by function. Unlike a timing it does not depend on the
+machine or its load: the same tree gives the same counts, so it shows what a change to the per-message Python does
+where the load figures cannot resolve a few per cent (docs/architecture/performance.md#opcodes). The sockets are
+stand-ins, and what aiohttp does per message is not counted: the floor and the gateway share it.
 
 The stand-in sockets' sends cost ~0.1 µs and never suspend, so the difference is the session's own Python per
 message, with hot caches: a floor for what it costs inside a loaded process, where 100+ calls interleave. The clock
@@ -20,12 +29,15 @@ per carrier frame, so caller audio stays at real time, within the inbound rate l
 from __future__ import annotations
 
 import base64
+import collections
 import gc
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -83,6 +95,22 @@ def _drive(coro: Any) -> None:
     raise RuntimeError("the session path suspended: not the steady-state fast path")
 
 
+def _stream_opening() -> tuple[str, str]:
+    """Twilio's ``connected`` and ``start`` for the benchmark's stream."""
+    start = {
+        "accountSid": "AC" + "0" * 32,
+        "streamSid": STREAM_SID,
+        "callSid": "CA" + "0" * 32,
+        "tracks": ["inbound"],
+        "customParameters": {},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    return (
+        json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+        json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": start}),
+    )
+
+
 def session_under_test() -> tuple[AcceptedCall, _CarrierSocket, _Agent, list[float]]:
     """The call of a CallSession past start and session.ready, on stand-in sockets and a settable clock, reached
     through public seams (what the session's tasks do after an authorized start and a session.ready)."""
@@ -96,28 +124,9 @@ def session_under_test() -> tuple[AcceptedCall, _CarrierSocket, _Agent, list[flo
         tools=None,
         clock=lambda: now[0],
     )  # type: ignore[arg-type]
-    sess.dialect.parse(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-    start = [
-        ev
-        for ev in sess.dialect.parse(
-            json.dumps(
-                {
-                    "event": "start",
-                    "sequenceNumber": "1",
-                    "streamSid": STREAM_SID,
-                    "start": {
-                        "accountSid": "AC" + "0" * 32,
-                        "streamSid": STREAM_SID,
-                        "callSid": "CA" + "0" * 32,
-                        "tracks": ["inbound"],
-                        "customParameters": {},
-                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    },
-                }
-            )
-        )
-        if isinstance(ev, StreamStarted)
-    ][0]
+    connected, start_text = _stream_opening()
+    sess.dialect.parse(connected)
+    start = [ev for ev in sess.dialect.parse(start_text) if isinstance(ev, StreamStarted)][0]
     call = sess.begin(setup_for(settings, start))  # the stream's start was authorized
     call.agent.adopt(agent)  # the agent socket is open ...
     call.core.agent_ready("sess_bench", now[0])  # ... and its session.ready arrived
@@ -259,6 +268,141 @@ def measure_cold(calls: int = 50, evict_kb: int = 4096, rounds: int = 60) -> dic
     return out
 
 
+# ---- bytecode per message (--opcodes) ------------------------------------------------------------------------------
+_ROOT = Path(__file__).resolve().parent.parent
+#: Whose code is counted: the gateway package and the floor prototype (not the harness, the stand-ins or libraries).
+_COUNTED = (str(_ROOT / "gateway") + "/", str(_ROOT / "bench" / "prototypes") + "/")
+
+
+def count_opcodes(fn: Callable[[], Any]) -> collections.Counter[str]:
+    """Bytecode instructions executed by ``fn()`` in the counted code, by function (``module:qualname``)."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        if not code.co_filename.startswith(_COUNTED):
+            return trace  # not counted, but its callees may be
+        if event == "call":
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            name = code.co_filename.removeprefix(str(_ROOT) + "/").removesuffix(".py").replace("/", ".")
+            counts[f"{name}:{code.co_qualname}"] += 1
+        return trace
+
+    old = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        fn()
+    finally:
+        sys.settrace(old)
+    return counts
+
+
+def _per_message(counts: collections.Counter[str], n: int) -> dict[str, float]:
+    return {k: v / n for k, v in counts.most_common()}
+
+
+def _floor_session(transcode: bool) -> Any:
+    """The floor prototype's CallSession past its start, on stand-in sockets (its loops are driven by
+    :func:`_floor_loops`). ``transcode``: the real audio work per message (``--prototype floor-transcode``)."""
+    from bench.prototypes import floor_session as fs
+
+    fs.TRANSCODE = transcode
+    settings = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"})
+    sess = fs.CallSession(
+        ws=_CarrierSocket(),  # type: ignore[arg-type]
+        settings=settings,
+        endpoint=AgentEndpoint("ws://bench", "k", "bench"),  # type: ignore[arg-type]
+        tools=None,
+    )
+    for text in _stream_opening():
+        sess.dialect.parse(text)
+    sess.summary.stream_sid = STREAM_SID
+    return sess
+
+
+def _floor_loops(transcode: bool, media: str, event: ap.ServerEvent, n: int) -> tuple[Callable[[], Any], ...]:
+    """Two callables: the floor's carrier loop over ``n`` media messages, then its agent loop over ``n`` chunks (each
+    ended by the message that ends it: ``stop``, ``session.ended``)."""
+    from aiohttp import WSMessage, WSMsgType
+
+    from gateway.errors import CallEnded
+
+    def carrier() -> None:
+        sess = _floor_session(transcode)
+        msgs = [WSMessage(WSMsgType.TEXT, media, None)] * n + [WSMessage(WSMsgType.TEXT, '{"event":"stop"}', None)]
+        it = iter(msgs)
+
+        async def receive() -> Any:
+            return next(it)
+
+        sess._ws.receive = receive  # noqa: SLF001 - the stand-in socket's
+        try:
+            _drive(sess.carrier_loop(_Agent()))
+        except CallEnded:
+            pass
+
+    def agent() -> None:
+        sess = _floor_session(transcode)
+        events = iter([event] * n + [ap.SessionEnded()])
+        conn = _Agent()
+
+        async def recv() -> Any:
+            return next(events)
+
+        conn.recv = recv  # type: ignore[method-assign]
+        try:
+            _drive(sess.agent_loop(conn))
+        except CallEnded:
+            pass
+
+    return carrier, agent
+
+
+def measure_opcodes(n: int = 500) -> dict[str, dict[str, float]]:
+    """Bytecode instructions per message, by function, on each path: the session's (one carrier frame through
+    ``on_carrier_message``; one 10 ms agent chunk through ``on_agent_event``, its event parsed once beforehand, as the
+    agent connection's reader does it for the floor too) and the floor's, plain and transcoding. The floor's loops are
+    counted over ``n`` and ``2n`` messages and differenced, so the call's setup and its last message drop out."""
+    call, _carrier, _agent, now = session_under_test()
+    media, _ulaw, reply, _pcm = messages()
+    event = ap.parse_server_event(reply)
+    for _ in range(100):  # past the first frames (the filters' look-ahead, the first mark)
+        now[0] += 0.010
+        _drive(call.on_agent_event(event))
+        now[0] += 0.010
+        _drive(call.on_agent_event(event))
+        _drive(call.on_carrier_message(media))
+
+    def carrier_path() -> None:
+        for _ in range(n):
+            now[0] += 0.020
+            _drive(call.on_carrier_message(media))
+
+    def agent_path() -> None:
+        for _ in range(n):
+            now[0] += 0.010
+            _drive(call.on_agent_event(event))
+
+    out = {
+        "gateway, carrier → agent": _per_message(count_opcodes(carrier_path), n),
+        "gateway, agent → carrier": _per_message(count_opcodes(agent_path), n),
+    }
+    from bench.prototypes import floor_session
+
+    variant = floor_session.TRANSCODE  # the module's own setting (its variant file), put back after
+    try:
+        for label, transcode in (("floor", False), ("floor-transcode", True)):
+            for warm in _floor_loops(transcode, media, event, 1):
+                warm()  # the floor's tables of message sizes are built once per process, on its first call
+            one, two = _floor_loops(transcode, media, event, n), _floor_loops(transcode, media, event, 2 * n)
+            for i, direction in enumerate(("carrier → agent", "agent → carrier")):
+                out[f"{label}, {direction}"] = _per_message(count_opcodes(two[i]) - count_opcodes(one[i]), n)
+    finally:
+        floor_session.TRANSCODE = variant
+    return out
+
+
 def main() -> None:
     import warnings
 
@@ -266,6 +410,12 @@ def main() -> None:
     import structlog
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=open("/dev/null", "w")))  # noqa: SIM115
+    if "--opcodes" in sys.argv:
+        for path, by_function in measure_opcodes().items():
+            print(f"{path}: {sum(by_function.values()):.1f} opcodes per message")
+            for name, count in list(by_function.items())[:8]:
+                print(f"  {count:7.1f}  {name}")
+        return
     args = [a for a in sys.argv[1:] if a != "--cold"]
     res = measure(n=int(args[0]) if args else 20000)
     if "--cold" in sys.argv:

@@ -40,3 +40,40 @@ def test_the_cold_harness_times_the_path_and_its_parts_first_in_turn() -> None:
     names = ["path", "parts"]
     assert [rotated(names, r)[0] for r in range(4)] == ["path", "parts", "path", "parts"]
     assert all(sorted(rotated(names, r)) == sorted(names) for r in range(4))
+
+
+def test_opcodes_are_counted_in_the_gateway_and_the_floor_only() -> None:
+    # The test's own code is not counted, what it calls in the gateway is, by function.
+    from bench.session_overhead import count_opcodes
+    from gateway.ratelimit import seconds_per_byte
+
+    counts = count_opcodes(lambda: [seconds_per_byte("audio/pcmu", 8000) for _ in range(3)])
+    assert list(counts) == ["gateway.ratelimit:seconds_per_byte"]
+    assert counts["gateway.ratelimit:seconds_per_byte"] % 3 == 0 and counts["gateway.ratelimit:seconds_per_byte"] > 0
+
+
+def test_opcode_counts_per_message_follow_each_path_and_repeat_exactly() -> None:
+    from bench.prototypes import floor_session
+    from bench.session_overhead import measure_opcodes
+
+    variant = floor_session.TRANSCODE
+    first, second = measure_opcodes(n=40), measure_opcodes(n=40)
+    assert floor_session.TRANSCODE == variant  # the floor module is left as it was, for the tests that run it
+    assert first == second  # a count, not a timing: the same tree gives the same figures
+    gw_in, gw_out = first["gateway, carrier → agent"], first["gateway, agent → carrier"]
+    # each path went through the session's layers and the audio work, once per message
+    assert gw_in["gateway.call.core:CallCore.caller_audio"] > 0
+    assert gw_in["gateway.carriers.twilio:TwilioStream.audio_frame"] > 0
+    assert gw_out["gateway.call.core:CallCore.steady_audio"] > 0
+    assert gw_out["gateway.audio.fir_jit:FusedFirEncoder.convert"] > 0
+    # the floor's loops ran per message (the differenced setup is gone), the transcoding floor's with the filters
+    assert set(first["floor, carrier → agent"]) == {"bench.prototypes.floor_session:CallSession.carrier_loop"}
+    assert first["floor-transcode, carrier → agent"]["gateway.audio.fir_jit:FusedFirDecoder.convert"] > 0
+    assert first["floor-transcode, agent → carrier"]["gateway.carriers.twilio:TwilioStream.build_media"] > 0
+    total = {path: sum(by_function.values()) for path, by_function in first.items()}
+    assert (
+        total["floor, carrier → agent"] < total["floor-transcode, carrier → agent"] < total["gateway, carrier → agent"]
+    )
+    assert (
+        total["floor, agent → carrier"] < total["floor-transcode, agent → carrier"] < total["gateway, agent → carrier"]
+    )
