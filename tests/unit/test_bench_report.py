@@ -42,6 +42,16 @@ def test_generator_bound_by_its_cpu_or_its_ticker_lag() -> None:
     assert generator_bound(_step(100, lag_ms=3.5))
 
 
+def test_a_ticker_lag_of_exactly_the_limit_is_not_generator_bound_whatever_the_clock_rounding() -> None:
+    # The ticker wakes on a 1 ms timer, so its lag comes in whole milliseconds, give or take the float error of
+    # loop.time() - (t0 + k * 0.001): one tick late read 0.9999999966 in some ramps and 1.0000000038 in others
+    # (2026-12-06). Two ticks late read 2.0000000004, which passed "> 2 ms" on that error alone and flagged two
+    # ramps of a sitting as generator-bound. The limit is more than 2 ms, whichever way the error falls.
+    for lag in (2.0000000004074536, 1.9999999965657480, 2.0):
+        assert not generator_bound(_step(100, lag_ms=lag))
+    assert generator_bound(_step(100, lag_ms=2.9999999969732016))
+
+
 def test_step_table_shows_the_ticker_lag_and_flags_a_generator_bound_step() -> None:
     table = step_table([_step(100), _step(200, lag_ms=3.5)]).splitlines()
     assert "gen lag p99" in table[0]
