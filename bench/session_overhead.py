@@ -363,7 +363,11 @@ def measure_opcodes(n: int = 500) -> dict[str, dict[str, float]]:
     """Bytecode instructions per message, by function, on each path: the session's (one carrier frame through
     ``on_carrier_message``; one 10 ms agent chunk through ``on_agent_event``, its event parsed once beforehand, as the
     agent connection's reader does it for the floor too) and the floor's, plain and transcoding. The floor's loops are
-    counted over ``n`` and ``2n`` messages and differenced, so the call's setup and its last message drop out."""
+    counted over ``n`` and ``2n`` messages and differenced, so the call's setup and its last message drop out.
+
+    The session is entered at its seams, not through its reader loops: ``CarrierLink.receive`` is not counted, and
+    the agent reader runs ``on_agent_event``'s steps inline (``_read_agent``), one coroutine frame fewer. The floor's
+    counts include its whole loop, so the gateway's are a few opcodes a message low against them."""
     call, _carrier, _agent, now = session_under_test()
     media, _ulaw, reply, _pcm = messages()
     event = ap.parse_server_event(reply)
