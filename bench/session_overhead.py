@@ -35,7 +35,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -56,10 +56,15 @@ STREAM_SID = "MZ" + "0" * 32
 
 
 class _CarrierSocket:
-    """Stands in for the prepared aiohttp WebSocketResponse: counts sends, never suspends."""
+    """Stands in for the prepared aiohttp WebSocketResponse: counts sends, never suspends; ``receive`` hands out
+    ``incoming`` in turn (the floor's carrier loop reads the socket itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, incoming: Iterable[Any] = ()) -> None:
         self.sent = 0
+        self._incoming = iter(incoming)
+
+    async def receive(self) -> Any:
+        return next(self._incoming)
 
     async def send_str(self, data: str) -> None:
         self.sent += 1
@@ -69,13 +74,18 @@ class _CarrierSocket:
 
 
 class _Agent(AgentConnection):
-    """Stands in for a ready agent connection: counts sends, never backlogged."""
+    """Stands in for a ready agent connection: counts sends, never backlogged; ``recv`` hands out ``events`` in turn
+    (the floor's agent loop reads the connection itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: Iterable[ap.ServerEvent] = ()) -> None:
         self.sent = 0
+        self._events = iter(events)
 
     async def send(self, text: str) -> None:
         self.sent += 1
+
+    async def recv(self) -> ap.ServerEvent:
+        return next(self._events)
 
     def backlogged(self) -> bool:
         return False
@@ -302,15 +312,14 @@ def _per_message(counts: collections.Counter[str], n: int) -> dict[str, float]:
     return {k: v / n for k, v in counts.most_common()}
 
 
-def _floor_session(transcode: bool) -> Any:
-    """The floor prototype's CallSession past its start, on stand-in sockets (its loops are driven by
-    :func:`_floor_loops`). ``transcode``: the real audio work per message (``--prototype floor-transcode``)."""
+def _floor_session(ws: _CarrierSocket) -> Any:
+    """The floor prototype's CallSession past its start, on the stand-in carrier socket ``ws`` (its loops are driven
+    by :func:`_floor_loops`)."""
     from bench.prototypes import floor_session as fs
 
-    fs.TRANSCODE = transcode
     settings = load_settings(env={"GATEWAY_TOKEN_SECRET": "bench"})
     sess = fs.CallSession(
-        ws=_CarrierSocket(),  # type: ignore[arg-type]
+        ws=ws,  # type: ignore[arg-type]
         settings=settings,
         endpoint=AgentEndpoint("ws://bench", "k", "bench"),  # type: ignore[arg-type]
         tools=None,
@@ -321,7 +330,7 @@ def _floor_session(transcode: bool) -> Any:
     return sess
 
 
-def _floor_loops(transcode: bool, media: str, event: ap.ServerEvent, n: int) -> tuple[Callable[[], Any], ...]:
+def _floor_loops(media: str, event: ap.ServerEvent, n: int) -> tuple[Callable[[], Any], ...]:
     """Two callables: the floor's carrier loop over ``n`` media messages, then its agent loop over ``n`` chunks (each
     ended by the message that ends it: ``stop``, ``session.ended``)."""
     from aiohttp import WSMessage, WSMsgType
@@ -329,30 +338,17 @@ def _floor_loops(transcode: bool, media: str, event: ap.ServerEvent, n: int) -> 
     from gateway.errors import CallEnded
 
     def carrier() -> None:
-        sess = _floor_session(transcode)
-        msgs = [WSMessage(WSMsgType.TEXT, media, None)] * n + [WSMessage(WSMsgType.TEXT, '{"event":"stop"}', None)]
-        it = iter(msgs)
-
-        async def receive() -> Any:
-            return next(it)
-
-        sess._ws.receive = receive  # noqa: SLF001 - the stand-in socket's
+        texts = [media] * n + ['{"event":"stop"}']
+        sess = _floor_session(_CarrierSocket(WSMessage(WSMsgType.TEXT, t, None) for t in texts))
         try:
             _drive(sess.carrier_loop(_Agent()))
         except CallEnded:
             pass
 
     def agent() -> None:
-        sess = _floor_session(transcode)
-        events = iter([event] * n + [ap.SessionEnded()])
-        conn = _Agent()
-
-        async def recv() -> Any:
-            return next(events)
-
-        conn.recv = recv  # type: ignore[method-assign]
+        sess = _floor_session(_CarrierSocket())
         try:
-            _drive(sess.agent_loop(conn))
+            _drive(sess.agent_loop(_Agent([event] * n + [ap.SessionEnded()])))
         except CallEnded:
             pass
 
@@ -397,9 +393,10 @@ def measure_opcodes(n: int = 500) -> dict[str, dict[str, float]]:
     variant = floor_session.TRANSCODE  # the module's own setting (its variant file), put back after
     try:
         for label, transcode in (("floor", False), ("floor-transcode", True)):
-            for warm in _floor_loops(transcode, media, event, 1):
+            floor_session.TRANSCODE = transcode  # the real audio work per message, as --prototype floor-transcode
+            for warm in _floor_loops(media, event, 1):
                 warm()  # the floor's tables of message sizes are built once per process, on its first call
-            one, two = _floor_loops(transcode, media, event, n), _floor_loops(transcode, media, event, 2 * n)
+            one, two = _floor_loops(media, event, n), _floor_loops(media, event, 2 * n)
             for i, direction in enumerate(("carrier → agent", "agent → carrier")):
                 out[f"{label}, {direction}"] = _per_message(count_opcodes(two[i]) - count_opcodes(one[i]), n)
     finally:
