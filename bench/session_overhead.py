@@ -72,6 +72,9 @@ class _CarrierSocket:
     async def send_bytes(self, data: bytes) -> None:
         self.sent += 1
 
+    async def send_frame(self, data: bytes, opcode: Any) -> None:  # the compiled message lane's text frames
+        self.sent += 1
+
 
 class _Agent(AgentConnection):
     """Stands in for a ready agent connection: counts sends, never backlogged; ``recv`` hands out ``events`` in turn

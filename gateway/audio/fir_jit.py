@@ -291,12 +291,12 @@ def _compiled(dispatcher: Any, *example: Any) -> Any:
 
 
 if AVAILABLE:
-    _DOWN, _UP, _UP_DECODE, _DOWN_ENCODE = _kernels()
+    _DOWN, _UP, _UP_DECODE, ENCODE_CHUNK = _kernels()  # (the last also compiled into gateway/audio/fir_message.py)
     _DOWN = _compiled(_DOWN, np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16))
     _UP = _compiled(_UP, np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
     _UP_DECODE = _compiled(_UP_DECODE, np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
     _DOWN_ENCODE = _compiled(
-        _DOWN_ENCODE, np.zeros((3, 70)), np.zeros(_ST_LEN, np.int64), bytes(2), _DOWN_PHASES,
+        ENCODE_CHUNK, np.zeros((3, 70)), np.zeros(_ST_LEN, np.int64), bytes(2), _DOWN_PHASES,
         np.zeros(16384, np.uint8), np.zeros(70, np.uint8),
     )  # fmt: skip
 

@@ -22,7 +22,8 @@ from .framing import Reframer
 from .resample import FIR, make_resampler
 
 if TYPE_CHECKING:
-    from .fir_jit import FusedFirEncoder, JitFirResampler
+    from .fir_jit import JitFirResampler
+    from .fir_message import FusedFirMessages
     from .resample import FirResampler, StreamResampler
 
 __all__ = ["AGENT_FORMATS", "agent_format_spec", "InboundAudio", "OutboundAudio", "load_kernels"]
@@ -41,7 +42,7 @@ def load_kernels(agent_format: str, inbound_quality: str, outbound_quality: str)
     (docs/architecture/audio.md#fir). True if they are loaded."""
     if agent_format != "pcm24k" or FIR not in (inbound_quality, outbound_quality):
         return False
-    from . import fir_jit
+    from . import fir_jit, fir_message  # noqa: F401 - fir_message: the message lane's kernel, compiled at import
 
     return fir_jit.AVAILABLE
 
@@ -106,12 +107,13 @@ class OutboundAudio:
         # The default pair (24 kHz PCM from the agent, 8 kHz G.711 to the carrier, FIR): resample, encode and cut
         # frames in one compiled step (gateway/audio/fir_jit.py), the same frames on the same chunks. Then nothing
         # below is built: convert is the step's own, and flush and reset hand over to it.
-        self._fused: FusedFirEncoder | None = None
+        self._fused: FusedFirMessages | None = None
         if quality == FIR and (enc, rate) == ("audio/pcm", 24000) and carrier_rate == 8000:
-            from .fir_jit import AVAILABLE, G711_TABLES, FusedFirEncoder
+            from .fir_jit import AVAILABLE, G711_TABLES
+            from .fir_message import FusedFirMessages
 
             if AVAILABLE and carrier_encoding in G711_TABLES:
-                self._fused = FusedFirEncoder(carrier_encoding, frame_bytes, self._pad)
+                self._fused = FusedFirMessages(carrier_encoding, frame_bytes, self._pad)
                 self.convert = self._fused.convert  # type: ignore[method-assign]  # one Python call per chunk less
                 return
         self._decode = None if enc == "audio/pcm" else _DECODE[enc]
@@ -130,6 +132,13 @@ class OutboundAudio:
         self._need = self._chunk_min
         self._held = b""
         self._update_need()
+
+    def messages(self, head: bytes, tail: bytes) -> FusedFirMessages | None:
+        """The compiled step that also builds the carrier's media message (``head``, a frame's base64, ``tail``;
+        gateway/audio/fir_message.py), sharing this converter's state; None unless this pair uses the fused step."""
+        if self._fused is not None:
+            self._fused.template(head, tail)
+        return self._fused
 
     def convert(self, data: bytes) -> list[bytes]:
         # (With the fused step, __init__ made ``convert`` that step's own method: this one is not called.)

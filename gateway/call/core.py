@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..agent import protocol as ap
 from ..audio.transcode import InboundAudio, OutboundAudio
@@ -50,6 +50,9 @@ from .sounds import prompt_frames
 from .stats import CallSummary
 from .tooling import HANGUP_TAG, NOTHING, PROMPT_ECHO_SLACK_S, TonePlan
 
+if TYPE_CHECKING:
+    from ..audio.fir_message import FusedFirMessages
+
 __all__ = ["PROMPT_ECHO_SLACK_S", "PROMPT_FOR_OUTCOME", "CallCore", "TonePlan"]
 
 #: Which outcomes the gateway ends with a spoken prompt of its own (docs/architecture/failure-behaviour.md#prompts).
@@ -68,10 +71,10 @@ class CallCore(ConversationRules):
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
     __slots__ = ("_barge_in_at", "_budget", "_call_deadline", "_clock_marks_seen", "_control_available",
-                 "_convert_in", "_convert_out", "_dialect", "_end_requested", "_gate", "_hold_sound",
-                 "_interrupted", "_live", "_media_at", "_outbound", "_phase", "_prompt", "_prompt_audio",
-                 "_reply_active", "_reply_id", "_s_per_byte", "_settings", "_setup", "_started_at", "_to_agent",
-                 "_tool_started", "agent_ended", "agent_wanted", "carrier_stopped", "playout", "rate_limit_notice",
+                 "_convert_in", "_dialect", "_end_requested", "_gate", "_hold_sound", "_interrupted", "_live",
+                 "_media_at", "_outbound", "_phase", "_prompt", "_prompt_audio", "_reply_active", "_reply_id",
+                 "_s_per_byte", "_settings", "_setup", "_started_at", "_to_agent", "_tool_started", "agent_ended",
+                 "agent_wanted", "carrier_stopped", "convert_out", "playout", "rate_limit_notice",
                  "was_live")  # fmt: skip
 
     def __init__(
@@ -116,7 +119,7 @@ class CallCore(ConversationRules):
         self._outbound = OutboundAudio(
             audio.agent_format, start.encoding, start.sample_rate, dialect.frame_bytes, audio.outbound_resample_quality
         )
-        self._convert_out = self._outbound.convert  # (the converter itself also flushes and resets)
+        self.convert_out = self._outbound.convert  # a reply's steady chunk to frames (flush and reset: its own)
         #: Everything for the carrier, in order (the shell's writer pulls from it: :meth:`carrier_data`).
         self.outbound = OutboundQueue(
             dialect,
@@ -387,8 +390,15 @@ class CallCore(ConversationRules):
         calls, and a chunk must not carry one past its turn), its frames for the caller, which the shell hands to the
         queue itself (:meth:`OutboundQueue.take`), possibly none. ``agent_event`` would convert it and queue the same
         frames, and change nothing else. None: not the steady state; :meth:`agent_event` takes the chunk."""
-        reply_id = event.reply_id
-        if (
+        if not self.steady(event.reply_id):
+            return None
+        frames: list[bytes] = self.convert_out(event.data)
+        return frames
+
+    def steady(self, reply_id: str | None) -> bool:
+        """Whether a chunk of ``reply_id`` now is the steady state :meth:`steady_audio` describes: the lane may
+        convert it and hand it to the queue itself (or the compiled lane, :meth:`message_lane`, take it whole)."""
+        return not (
             reply_id != self._reply_id
             or self._awaiting_first_audio_since is not None
             or self.summary.time_to_first_agent_audio_ms is None
@@ -396,10 +406,16 @@ class CallCore(ConversationRules):
             or self.amd_pending
             or self._out
             or reply_id in self._interrupted
-        ):
-            return None
-        frames: list[bytes] = self._convert_out(event.data)
-        return frames
+        )
+
+    def message_lane(self) -> FusedFirMessages | None:
+        """The agent audio converter as the compiled message lane (gateway/audio/fir_message.py), when this call's
+        formats use the fused step and its carrier's media message is a template (the dialect's
+        ``media_template``, known once the stream started); else None. It shares :meth:`steady_audio`'s converter:
+        a steady chunk may take either."""
+        template = getattr(self._dialect, "media_template", None)
+        parts = template() if template is not None else None
+        return self._outbound.messages(*parts) if parts is not None else None
 
     def _reply_audio(self, event: ap.ReplyAudio, now: float) -> None:
         reply_id = event.reply_id
@@ -408,7 +424,7 @@ class CallCore(ConversationRules):
         if reply_id is not None and reply_id != self._reply_id:
             self._reply_id = reply_id
             self._set_reply_active(True)
-        frames = self._convert_out(event.data)
+        frames = self.convert_out(event.data)
         if not frames:
             return
         s = self.summary

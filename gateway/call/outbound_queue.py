@@ -239,17 +239,37 @@ class OutboundQueue:
             frames = frames + [bytes([self._dialect.silence]) * self._dialect.frame_bytes] * missing
         payload = b"".join(frames) if len(frames) > 1 else frames[0]
         msg = self._dialect.build_media(payload)
-        dur = FRAME_MS * len(frames)
         if self.observer is not None:
             self.observer.sent(tag, payload, now, self._playout.plays_from(now))
+        self._sent(tag, len(frames), now)
+        return msg
+
+    def _sent(self, tag: str | None, frames: int, now: float) -> None:
+        dur = FRAME_MS * frames
         self._playout.on_sent(dur, now, tag)
-        self._summary.frames_out += len(frames)
+        self._summary.frames_out += frames
         self._ms_since_mark += dur
         if self._ms_since_mark >= self._mark_interval_ms:
             built = self._mark(tag, now, explicit=False)
             if built is not None:
                 self.urgent.append(built)  # right after this message
-        return msg
+
+    def send_one(self, tag: str | None, now: float) -> bool:
+        """The compiled message lane (:meth:`~gateway.call.shell.carrier.CarrierWriter.send_message`): one frame
+        whose media message the caller built itself may go now when :meth:`take` would send it at once as a message
+        of its own and nobody watches the payloads (no :attr:`observer`). Then it is counted as sent, as
+        :meth:`take` would count it, and True; else nothing changes, and the frame takes :meth:`take`."""
+        if (
+            self.items
+            or self.urgent
+            or self.loop is not None
+            or self.observer is not None
+            or self._min_frames > 1
+            or (self._playout.buffer_end - now) * 1000.0 > self._ceiling
+        ):
+            return False
+        self._sent(tag, 1, now)
+        return True
 
     def _mark(self, tag: str | None, now: float, *, explicit: bool) -> str | bytes | None:
         name = self._playout.new_mark(now, tag)

@@ -36,6 +36,12 @@ docs/how-to/carriers/adding-a-carrier.md):
 ``build_media(payload)``
     Whole frames of outbound audio (raw bytes in the stream's encoding) → the message to send: ``str`` for a text
     frame, ``bytes`` for a binary frame (Vonage). Building before ``start`` is our bug: ``LocalProtocolError``.
+``media_template()`` (optional)
+    For a text media message that is a fixed text around the payload's base64 (Twilio's), that text as UTF-8: the
+    bytes before the base64 and after it, once ``start`` has been parsed (else ``None``). ``build_media`` of one
+    frame must then be exactly those bytes around its base64: the compiled message lane builds the steady state's
+    message itself from them (docs/architecture/performance.md#message-lane). A dialect without it has every message
+    built by ``build_media``.
 ``build_mark(name)``
     A checkpoint the carrier echoes once everything sent before it has played, or ``None`` when the carrier has no
     checkpoint verb: the session then resolves the mark from its own clock model of the carrier's buffer.

@@ -69,6 +69,7 @@ STREAM_PATH = "/twilio/stream"
 # Real SIDs are two letters + 32 hex; accept any short token of safe characters so test tools and other
 # Twilio-compatible carriers fit, but never anything that could break the JSON we template it into.
 _SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_MEDIA_TAIL = '"}}'  # what follows a media message's payload
 
 
 # ---- fast path: the one message that arrives 50 times a second --------------------------------------------------
@@ -235,7 +236,15 @@ class TwilioStream:
         if head is None or head[0] != self.stream_sid:
             sid = self._sid()
             head = self._media_head = (sid, f'{{"event":"media","streamSid":"{sid}","media":{{"payload":"')
-        return head[1] + b64(payload) + '"}}'
+        return head[1] + b64(payload) + _MEDIA_TAIL
+
+    def media_template(self) -> tuple[bytes, bytes] | None:
+        """:meth:`build_media`'s message around the base64 payload, as UTF-8: the text before it and after it (the
+        compiled message lane fills in the rest, gateway/audio/fir_message.py). None before ``start``."""
+        if self.stream_sid is None:
+            return None
+        text = self.build_media(b"")
+        return text[: -len(_MEDIA_TAIL)].encode(), _MEDIA_TAIL.encode()
 
     def build_mark(self, name: str) -> str:
         return dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}})
@@ -273,6 +282,9 @@ class TwilioDialect:
 
     def build_media(self, payload: bytes) -> str:
         return self.stream.build_media(payload)
+
+    def media_template(self) -> tuple[bytes, bytes] | None:
+        return self.stream.media_template()
 
     def build_mark(self, name: str) -> str:
         return self.stream.build_mark(name)

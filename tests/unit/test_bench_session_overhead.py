@@ -64,8 +64,9 @@ def test_opcode_counts_per_message_follow_each_path_and_repeat_exactly() -> None
     # each path went through the session's layers and the audio work, once per message
     assert gw_in["gateway.call.core:CallCore.caller_audio"] > 0
     assert gw_in["gateway.carriers.twilio:TwilioStream.audio_frame"] > 0
-    assert gw_out["gateway.call.core:CallCore.steady_audio"] > 0
-    assert gw_out["gateway.audio.fir_jit:FusedFirEncoder.convert"] > 0
+    assert gw_out["gateway.call.core:CallCore.steady"] > 0
+    assert gw_out["gateway.audio.fir_message:FusedFirMessages.message"] > 0  # the compiled message lane (Twilio's)
+    assert gw_out["gateway.call.shell.carrier:CarrierLink.send_text"] > 0
     # the floor's loops ran per message (the differenced setup is gone), the transcoding floor's with the filters
     assert set(first["floor, carrier → agent"]) == {"bench.prototypes.floor_session:CallSession.carrier_loop"}
     assert first["floor-transcode, carrier → agent"]["gateway.audio.fir_jit:FusedFirDecoder.convert"] > 0

@@ -6,10 +6,14 @@ send to a socket that is backed up, and leave nothing queued without waking the 
 from __future__ import annotations
 
 import asyncio
+import base64
+from typing import Any
 
-from hypothesis import given, settings
+import numpy as np
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from gateway.audio.transcode import OutboundAudio
 from gateway.call.outbound_queue import OutboundQueue
 from gateway.call.shell.carrier import CarrierWriter, after_send
 from gateway.call.stats import CallSummary
@@ -147,5 +151,133 @@ def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
             for side in (plain, lane):
                 side.room.clear()
                 side.clock_wake.clear()
+
+    asyncio.run(run())
+
+
+# ---- the compiled message lane (CarrierWriter.steady_lane with a FusedFirMessages, send_message) ------------------
+class _TemplateDialect(ScriptDialect):
+    """A media message that is a fixed text around the payload's base64, as Twilio's is."""
+
+    def build_media(self, payload: bytes) -> str:
+        return "media:" + base64.b64encode(payload).decode() + "!"
+
+    def media_template(self) -> tuple[bytes, bytes]:
+        return b"media:", b"!"
+
+
+class _TextCarrier(_Carrier):
+    """A WebSocket carrier: text frames may also come as UTF-8 bytes (CarrierLink.send_text), recorded as text."""
+
+    async def send_text(self, data: bytes) -> None:
+        self.texts += 1
+        await self.send(data.decode())
+
+
+def _lane_side(min_ms: int, clock: list[float], lane: bool) -> tuple[_Side, Any, Any]:
+    """A writer for an agent reader in a reply's steady state: ``lane``, the compiled message lane; else the
+    chunk's frames through send_audio (what every call without the lane does)."""
+    side = _Side(True, min_ms, clock)
+    side.queue._dialect = _TemplateDialect(marks=True, min_message_ms=min_ms)  # noqa: SLF001 - the dialect under test
+    side.carrier = _TextCarrier()
+    side.carrier.texts = 0
+    side.writer._carrier = side.carrier  # noqa: SLF001 - the same writer, on the carrier with send_text
+    audio = OutboundAudio("pcm24k", "audio/pcmu", 8000, 160, "FIR")
+    messages = audio.messages(*_TemplateDialect().media_template()) if lane else None
+    convert, send = side.writer.steady_lane(messages, audio.convert)
+    return side, convert, send
+
+
+_LANE_STEP = st.one_of(
+    st.tuples(st.just("audio"), st.integers(1, 1500)),  # an agent chunk of that many bytes (odd ones split samples)
+    st.tuples(st.just("steady"), st.integers(1, 12)),  # the steady state: that many 10 ms chunks back to back
+    st.tuples(st.just("steady"), st.integers(1, 12)),
+    st.tuples(st.just("time"), st.integers(0, 60)),
+    st.tuples(st.just("backlog"), st.booleans()),
+    st.tuples(st.just("fills"), st.integers(1, 2)),
+    st.tuples(st.just("mark"), st.just(0)),
+    st.tuples(st.just("observer"), st.booleans()),  # someone watches the payloads (a recording)
+    st.tuples(st.just("writer"), st.just(0)),
+)
+
+
+class _Observer:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, bytes, float, float]] = []
+
+    def sent(self, tag: str | None, payload: bytes, now: float, plays_at: float) -> None:
+        self.seen.append((tag, payload, now, plays_at))
+
+    def cleared(self, now: float) -> None:  # pragma: no cover - nothing is cleared here
+        self.seen.append((None, b"", now, -1.0))
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(steps=st.lists(_LANE_STEP, max_size=60), min_ms=st.sampled_from([20, 20, 100]), seed=st.integers(0, 2**16))
+@example(steps=[("steady", 12), ("time", 30), ("steady", 12), ("mark", 0), ("writer", 0)], min_ms=20, seed=1)
+def test_the_message_lane_sends_what_the_frames_lane_sends(steps, min_ms, seed):
+    """Byte for byte the same messages at the same moments, and the same queue, playout, counts and wake-ups, as
+    the chunk's frames through send_audio: the lane only builds the lone frame's message in the compiled step."""
+    rng = np.random.default_rng(seed)
+
+    async def run() -> None:
+        clock = [0.0]
+        (plain, p_convert, p_send), (lane, l_convert, l_send) = (
+            _lane_side(min_ms, clock, False),
+            _lane_side(min_ms, clock, True),
+        )
+        for op, arg in steps:
+            if op in ("audio", "steady"):
+                sizes = [arg] if op == "audio" else [480] * arg
+                for size in sizes:
+                    data = rng.integers(-30000, 30000, (size + 1) // 2).astype("<i2").tobytes()[:size]
+                    for convert, send in ((p_convert, p_send), (l_convert, l_send)):
+                        if out := convert(data):
+                            await send("r1", out)
+            elif op == "time":
+                clock[0] += arg / 1000.0
+            elif op == "backlog":
+                plain.carrier.backlog = lane.carrier.backlog = arg
+            elif op == "fills":
+                plain.carrier.fills_in = lane.carrier.fills_in = arg
+            elif op == "mark":
+                for side in (plain, lane):
+                    side.queue.put_mark("r1")
+            elif op == "observer":
+                for side in (plain, lane):
+                    side.queue.observer = _Observer() if arg else None
+            elif op == "writer":
+                for side in (plain, lane):
+                    side.writer._wake.clear()  # noqa: SLF001 - as the writer task does before its turn
+                    if not side.carrier.backlog:
+                        await side.writer.flush()
+            assert lane.seen() == plain.seen()
+            pq, lq = plain.queue, lane.queue
+            assert (lq.frames, lq._playout.sent_ms, lq._playout.buffer_end, lq._summary.frames_out) == (  # noqa: SLF001
+                pq.frames, pq._playout.sent_ms, pq._playout.buffer_end, pq._summary.frames_out  # noqa: SLF001
+            )  # fmt: skip
+            if pq.observer is not None:
+                assert lq.observer.seen == pq.observer.seen
+            assert lane.carrier.sent_while_backlogged == plain.carrier.sent_while_backlogged == 0
+        assert plain.carrier.texts == 0  # the plain side never had the lane
+
+    asyncio.run(run())
+
+
+def test_the_message_lane_carries_a_replys_steady_state():
+    """The test above compares nothing if the lane never sends: 10 ms chunks, paced, leave as the lane's messages,
+    every one a frame the plain path builds the same."""
+
+    async def run() -> None:
+        clock = [0.0]
+        lane, convert, send = _lane_side(20, clock, True)
+        pcm = np.random.default_rng(7).integers(-8000, 8000, 240 * 40).astype("<i2").tobytes()
+        for i in range(40):
+            if out := convert(pcm[480 * i : 480 * (i + 1)]):
+                await send("r1", out)
+            clock[0] += 0.010
+        assert lane.carrier.texts >= 15  # 20 frames, the first held 2 ms by the filter, marks aside
+        frames = [m for m in lane.carrier.sent if str(m).startswith("media:")]
+        assert len(frames) == lane.queue._summary.frames_out >= 19  # noqa: SLF001
 
     asyncio.run(run())

@@ -81,8 +81,8 @@ class AcceptedCall:
 
     __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_agent_wake", "_audio_frame", "_clock",
                  "_clock_wake", "_context", "_control", "_emit", "_handover", "_log", "_outbound", "_parked", "_room",
-                 "_settings", "_started_at", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer", "agent",
-                 "caller_tap", "carrier", "core", "dialect")  # fmt: skip
+                 "_settings", "_started_at", "_steady", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer",
+                 "agent", "caller_tap", "carrier", "core", "dialect")  # fmt: skip
 
     def __init__(
         self,
@@ -125,6 +125,7 @@ class AcceptedCall:
         self._room = asyncio.Event()  # the outbound queue has room again
         done = after_send(self._outbound, self.core.clock_changed, self._room, self._clock_wake)
         self._writer = CarrierWriter(self._outbound, carrier, clock, done)
+        self._steady = self._writer.steady_lane(self.core.message_lane(), self.core.convert_out)
         self._tool_port = ToolPort(
             self.core,
             tools,
@@ -274,9 +275,10 @@ class AcceptedCall:
     async def on_agent_event(self, event: ap.ServerEvent) -> None:
         """What the agent reader does with one event (also the benchmark's seam; :meth:`_read_agent` inlines it)."""
         core, q = self.core, self._outbound
-        if type(event) is ap.ReplyAudio and (frames := core.steady_audio(event)) is not None:
-            if frames:  # the fast lane: a reply's steady state
-                await self._writer.send_audio(event.reply_id, frames)
+        if type(event) is ap.ReplyAudio and core.steady(event.reply_id):
+            convert, send = self._steady  # the fast lane: a reply's steady state
+            if out := convert(event.data):
+                await send(event.reply_id, out)
                 if q.frames >= q.max_frames:
                     await self._wait_for_room(core)
         else:
@@ -375,7 +377,8 @@ class AcceptedCall:
 
     async def _read_agent(self, core: CallCore) -> None:
         # on_agent_event inline and the connection read directly: two coroutines fewer per agent message (100/s).
-        link, q, send_audio, ReplyAudio = self.agent, self._outbound, self._writer.send_audio, ap.ReplyAudio
+        link, q, steady, ReplyAudio = self.agent, self._outbound, core.steady, ap.ReplyAudio
+        convert, send = self._steady
         while core.agent_wanted:
             try:
                 if (conn := link.conn) is None:
@@ -388,9 +391,9 @@ class AcceptedCall:
                 await self._execute(core.agent_dropped(exc.code, exc.reason, self._clock()))
                 await self._resume(core)
                 continue
-            if type(event) is ReplyAudio and (frames := core.steady_audio(event)) is not None:
-                if frames:  # the fast lane: a reply's steady state (no actions, no queue round trip)
-                    await send_audio(event.reply_id, frames)
+            if type(event) is ReplyAudio and steady(event.reply_id):  # the fast lane: a reply's steady state
+                if out := convert(event.data):  # (no actions, no queue round trip)
+                    await send(event.reply_id, out)
                     if q.frames >= q.max_frames:
                         await self._wait_for_room(core)
             else:

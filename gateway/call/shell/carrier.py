@@ -24,13 +24,16 @@ the writer task sends instead, and while it waits the core's queue fills, which 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMsgType, web
 
 from ...errors import CallEnded, CarrierProtocolError, Outcome
 from ..outbound_queue import OutboundQueue
+
+if TYPE_CHECKING:
+    from ...audio.fir_message import FusedFirMessages
 
 __all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierTransport", "CarrierWriter", "after_send", "wait_or_wake"]
 
@@ -95,6 +98,14 @@ class CarrierLink:
         except ConnectionError:
             raise CallEnded(Outcome.CARRIER_CLOSED) from None
 
+    async def send_text(self, data: bytes) -> None:
+        """A text frame already encoded as UTF-8 (the compiled message lane's media message): what ``send`` of its
+        ``str`` would send, without the encoding."""
+        try:
+            await self.ws.send_frame(data, WSMsgType.TEXT)
+        except ConnectionError:
+            raise CallEnded(Outcome.CARRIER_CLOSED) from None
+
     def backlogged(self) -> bool:
         """Bytes wait in user space for the socket (its send buffer is full: the carrier or the network is not
         keeping up). A send now may wait for the drain."""
@@ -130,7 +141,7 @@ class CarrierWriter:
     its clock for marks the clock model resolves). :meth:`send_audio` runs it only when it handed out such a mark:
     its caller, the agent reader, is the one task that waits for room."""
 
-    __slots__ = ("_after_send", "_busy", "_carrier", "_clock", "_queue", "_until", "_wake")
+    __slots__ = ("_after_send", "_busy", "_carrier", "_clock", "_lane", "_queue", "_send_text", "_until", "_wake")
 
     def __init__(
         self,
@@ -146,6 +157,8 @@ class CarrierWriter:
         self._wake = asyncio.Event()
         self._busy = False  # a burst is being sent (by the writer task or a reader's flush)
         self._until: float | None = None  # the clock time the writer sleeps until (pacing), None otherwise
+        self._lane: FusedFirMessages | None = None  # the compiled message lane (steady_lane), and how it sends
+        self._send_text: Callable[[bytes], Awaitable[None]] | None = None
 
     def wake(self) -> None:
         """Something may be due sooner than the writer planned. Only wake it when that can be so: a pacing writer
@@ -185,6 +198,43 @@ class CarrierWriter:
         if q.urgent or q.items:
             self.wake()  # held back for pacing, or the socket backed up: the writer takes over
 
+    def steady_lane(
+        self, lane: FusedFirMessages | None, convert: Callable[[bytes], list[bytes]]
+    ) -> tuple[Callable[[bytes], bytes | list[bytes]], Callable[[str | None, bytes | list[bytes]], Awaitable[None]]]:
+        """How the agent reader sends a chunk of a reply's steady state (:meth:`~gateway.call.core.CallCore.steady`):
+        a conversion, and when it gives something, a send. The compiled message lane ``lane``
+        (:meth:`~gateway.call.core.CallCore.message_lane`; its ``message`` and :meth:`send_message`) when this call
+        has one and its carrier connection can send its messages (text frames given as UTF-8 bytes:
+        :meth:`CarrierLink.send_text`); else ``convert``, the chunk's frames, and :meth:`send_audio`."""
+        send_text = getattr(self._carrier, "send_text", None)
+        if lane is not None and lane.has_template and send_text is not None:
+            self._lane, self._send_text = lane, send_text
+            return lane.message, self.send_message
+        return convert, self.send_audio  # type: ignore[return-value]  # convert gives frames, send_audio takes them
+
+    async def send_message(self, tag: str | None, out: bytes | list[bytes]) -> None:
+        """The compiled lane's send (:meth:`steady_lane`): ``out`` is what the lane's ``message`` gave for a chunk,
+        frames or the whole media message of a lone frame. That message goes as it is when the queue would send its
+        frame at once as a message of its own (:meth:`~gateway.call.outbound_queue.OutboundQueue.send_one`);
+        otherwise the frame, or the frames, take :meth:`send_audio`. The same messages, moments and state as
+        ``send_audio`` of the chunk's frames (tests/unit/test_call_shell_writer.py)."""
+        if type(out) is not bytes:
+            await self.send_audio(tag, out)  # type: ignore[arg-type]  # not bytes: the frames
+            return
+        q, carrier = self._queue, self._carrier
+        now = self._clock()
+        if self._busy or carrier.backlogged() or not q.send_one(tag, now):
+            await self.send_audio(tag, [self._lane.frame()])  # type: ignore[union-attr]  # a lane gave it
+            return
+        marks = len(q.clock_marks)
+        self._busy = True
+        try:
+            await self._send_text(out)  # type: ignore[misc]  # set with the lane
+        finally:
+            self._busy = False
+        if q.urgent or q.items or len(q.clock_marks) != marks:
+            await self._after_take(marks, now)
+
     async def send_audio(self, tag: str | None, frames: list[bytes]) -> None:
         """The agent reader's fast lane (the steady state of a reply, :meth:`~gateway.call.core.CallCore.steady_audio`):
         ``frames`` joins the queue and what is due goes out, as ``put_audio`` then :meth:`flush` would; when nothing
@@ -202,8 +252,15 @@ class CarrierWriter:
                 await carrier.send(msg)
             finally:
                 self._busy = False
-            if (q.urgent or q.items) and not carrier.backlogged():
-                await self._send_due(inline=True, now=now)  # the rest of the burst: a mark after this frame
+        if q.urgent or q.items or len(q.clock_marks) != marks:
+            await self._after_take(marks, now, msg is not None)
+
+    async def _after_take(self, marks: int, now: float, sent: bool = True) -> None:
+        """What a lane's send leaves: the rest of the burst (a mark after the frame), the clock's new deadline,
+        the writer task woken for what is held back."""
+        q = self._queue
+        if sent and (q.urgent or q.items) and not self._carrier.backlogged():
+            await self._send_due(inline=True, now=now)  # the rest of the burst: a mark after this frame
         if len(q.clock_marks) != marks:  # a clock-resolved mark was handed out: the call's clock learns its deadline
             self._after_send()  # (not for room: the agent reader, sending here, is all that waits for it)
         if q.urgent or q.items:
