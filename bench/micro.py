@@ -133,11 +133,24 @@ def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[
             plain_input_audio(convert(parse(m).payload))
         return len(media)
 
+    # The gateway's road on Twilio: the compiled message lane when the pair has it (a lone frame comes out as its
+    # whole media message), else the frames and build_media (gateway/call/shell/carrier.py, steady_lane).
+    template = twilio.media_template()
+    lane = OutboundAudio(fmt, "audio/pcmu", 8000, 160, out_quality).messages(*template) if template else None
+
     def fast_out() -> int:
-        parse, convert, build = ap.parse_server_event, outbound.convert, twilio.build_media
+        parse, build = ap.parse_server_event, twilio.build_media
+        if lane is None:
+            for r in replies:
+                for f in outbound.convert(parse(r).data):
+                    build(f)
+            return n_frames_out
+        message = lane.message
         for r in replies:
-            for f in convert(parse(r).data):
-                build(f)
+            out = message(parse(r).data)
+            if type(out) is not bytes:
+                for f in out:
+                    build(f)
         return n_frames_out
 
     def plain_out() -> int:
@@ -174,6 +187,7 @@ def _paths(c: Corpus, in_quality: str, out_quality: str) -> dict[str, Callable[[
         "out.parse_reply_audio": each(ap.parse_server_event, replies, per_frame),
         "out.parse_reply_audio_plain": each(ap.parse_server_event_plain, replies, per_frame),
         "out.transcode": each(outbound.convert, chunks, per_frame),
+        **({"out.message_lane": each(lane.message, chunks, per_frame)} if lane is not None else {}),
         "out.transcode_plain": each(p_out.convert, chunks, per_frame),
         "out.build_media": each(twilio.build_media, ulaw_frames),
         "out.build_media_plain": each(lambda f: plain_build_media(sid, f), ulaw_frames),

@@ -87,6 +87,10 @@ _WINDOW = _DOWN_PHASES.shape[1]
 #: (for the flush), the frame size, and "filter now even if no frame completes" (the flush).
 _ST_NH, _ST_CAP, _ST_START, _ST_FILL, _ST_FED, _ST_SENT, _ST_SIZE, _ST_FORCE = range(8)
 _ST_LEN = 8
+#: The standard base64 alphabet (RFC 4648, section 4), for the media message the encoder may also write
+#: (gateway/audio/fir_message.py); and the message buffer of an encoder that writes none (its offset is -1).
+_ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8).copy()
+_NO_MESSAGE = np.zeros(1, np.uint8)
 
 
 def _kernels() -> tuple[Any, Any, Any, Any]:
@@ -189,8 +193,23 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
             j += 3
         return m, keep_tail(hist, j, total)
 
+    @njit(cache=True, inline="always")
+    def b64_into(src: Any, n: int, dst: Any, at: int) -> None:
+        # src[:n] as padded base64 at dst[at:]: three bytes to four letters, then the one or two left over.
+        i, o = 0, at
+        while i + 3 <= n:
+            v = src[i] * 65536 + src[i + 1] * 256 + src[i + 2]
+            dst[o], dst[o + 1] = _ALPHABET[v >> 18], _ALPHABET[(v >> 12) & 63]
+            dst[o + 2], dst[o + 3] = _ALPHABET[(v >> 6) & 63], _ALPHABET[v & 63]
+            i += 3
+            o += 4
+        if i < n:  # one or two bytes left: "=" (61) pads the four letters
+            v = src[i] * 65536 + (src[i + 1] * 256 if i + 1 < n else 0)
+            dst[o], dst[o + 1] = _ALPHABET[v >> 18], _ALPHABET[(v >> 12) & 63]
+            dst[o + 2], dst[o + 3] = _ALPHABET[(v >> 6) & 63] if i + 1 < n else 61, 61
+
     @njit(cache=True, fastmath=True)
-    def encode_chunk(ph: Any, st: Any, pcm: Any, taps: Any, law: Any, out: Any) -> tuple[int, int]:
+    def encode_chunk(ph: Any, st: Any, pcm: Any, taps: Any, law: Any, out: Any, msg: Any, at: int) -> tuple[int, int]:
         # FusedFirEncoder's step for one agent chunk; its state is in ``st`` (the _ST_* slots).
         # 1. The chunk's samples (whole ones: an even length) go into the history, read in place as int16 (a
         #    third of the time of assembling each from two bytes), split by phase: sample h at ph[h % 3, h // 3].
@@ -240,6 +259,8 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
         fill = buffered - frames * size
         st[_ST_START] = frames * size  # the partial frame waits where it is; the next run moves it
         st[_ST_FILL] = fill
+        if frames == 1 and at >= 0:  # the steady state, with a media message to fill: the frame's base64 at ``at``
+            b64_into(out, size, msg, at)
         return frames, need_bytes(size, fill, kept)
 
     @njit(cache=True, fastmath=True, inline="always")
@@ -291,13 +312,13 @@ def _compiled(dispatcher: Any, *example: Any) -> Any:
 
 
 if AVAILABLE:
-    _DOWN, _UP, _UP_DECODE, ENCODE_CHUNK = _kernels()  # (the last also compiled into gateway/audio/fir_message.py)
+    _DOWN, _UP, _UP_DECODE, _DOWN_ENCODE = _kernels()
     _DOWN = _compiled(_DOWN, np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16))
     _UP = _compiled(_UP, np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
     _UP_DECODE = _compiled(_UP_DECODE, np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
     _DOWN_ENCODE = _compiled(
-        ENCODE_CHUNK, np.zeros((3, 70)), np.zeros(_ST_LEN, np.int64), bytes(2), _DOWN_PHASES,
-        np.zeros(16384, np.uint8), np.zeros(70, np.uint8),
+        _DOWN_ENCODE, np.zeros((3, 70)), np.zeros(_ST_LEN, np.int64), bytes(2), _DOWN_PHASES,
+        np.zeros(16384, np.uint8), np.zeros(70, np.uint8), _NO_MESSAGE, -1,
     )  # fmt: skip
 
 
@@ -445,7 +466,8 @@ class FusedFirEncoder:
     call, and a frame leaves on the chunk that completes it. Its history is kept split by phase (``_hist[r, i]`` is
     sample ``3i + r``), the layout its kernel sums fastest."""
 
-    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_out", "_first", "_view", "_st", "_held", "_need")
+    __slots__ = ("frame_bytes", "_law", "_pad", "_hist", "_out", "_first", "_view", "_st", "_held", "_need", "_msg",
+                 "_at")  # fmt: skip
 
     _hist: np.ndarray
     _out: np.ndarray  # the frames made by the last call at the front, then the pending partial frame
@@ -463,6 +485,7 @@ class FusedFirEncoder:
         self._pad = pad
         self._st = np.zeros(_ST_LEN, np.int64)
         self._st[_ST_SIZE] = frame_bytes
+        self._msg, self._at = _NO_MESSAGE, -1  # no media message to fill (gateway/audio/fir_message.py sets one)
         self._alloc(2400)  # 100 ms of input; a larger chunk grows it
         self.reset()
 
@@ -484,19 +507,25 @@ class FusedFirEncoder:
             data, self._held = data[:-1], data[-1:]
         else:
             self._held = b""
-        k, self._need = _DOWN_ENCODE(self._hist, self._st, data, _DOWN_PHASES, self._law, self._out)
+        k, self._need = _DOWN_ENCODE(
+            self._hist, self._st, data, _DOWN_PHASES, self._law, self._out, self._msg, self._at
+        )
         if k == 1:  # the steady state
             return [self._first.tobytes()]
         return self._frames(k, data)
 
     def _run(self, data: bytes) -> list[bytes]:
-        k, self._need = _DOWN_ENCODE(self._hist, self._st, data, _DOWN_PHASES, self._law, self._out)
+        k, self._need = _DOWN_ENCODE(
+            self._hist, self._st, data, _DOWN_PHASES, self._law, self._out, self._msg, self._at
+        )
         return self._frames(k, data)
 
     def _frames(self, k: int, data: bytes) -> list[bytes]:
         if k < 0:  # the history is too short for this chunk: grow it, then run the chunk
             self._grow(int(self._st[_ST_NH]) + len(data) // 2 + 1)
-            k, self._need = _DOWN_ENCODE(self._hist, self._st, data, _DOWN_PHASES, self._law, self._out)
+            k, self._need = _DOWN_ENCODE(
+                self._hist, self._st, data, _DOWN_PHASES, self._law, self._out, self._msg, self._at
+            )
         size, view = self.frame_bytes, self._view
         return [view[i : i + size].tobytes() for i in range(0, k * size, size)]
 
@@ -538,4 +567,4 @@ class FusedFirEncoder:
         st[_ST_START] = st[_ST_FILL] = st[_ST_FED] = st[_ST_SENT] = st[_ST_FORCE] = 0
         self._held = b""
         # What the first frame needs: the kernel's answer for no input (it changes nothing then).
-        _, self._need = _DOWN_ENCODE(self._hist, self._st, b"", _DOWN_PHASES, self._law, self._out)
+        _, self._need = _DOWN_ENCODE(self._hist, self._st, b"", _DOWN_PHASES, self._law, self._out, self._msg, self._at)

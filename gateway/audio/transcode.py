@@ -42,7 +42,7 @@ def load_kernels(agent_format: str, inbound_quality: str, outbound_quality: str)
     (docs/architecture/audio.md#fir). True if they are loaded."""
     if agent_format != "pcm24k" or FIR not in (inbound_quality, outbound_quality):
         return False
-    from . import fir_jit, fir_message  # noqa: F401 - fir_message: the message lane's kernel, compiled at import
+    from . import fir_jit
 
     return fir_jit.AVAILABLE
 
