@@ -93,8 +93,10 @@ _ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 _NO_MESSAGE = np.zeros(1, np.uint8)
 
 
-def _kernels() -> tuple[Any, Any, Any, Any]:
-    """Compile the four loops (called once, at import, when numba is there). The helpers are inlined into each."""
+if AVAILABLE:
+    # The four loops and their helpers (inlined into each), defined at module level when numba is there: not in a
+    # function, whose closures numba would key its cache entries by, pickled, which differs in every process (then
+    # every start compiled them again and wrote new entries; tests/unit/test_fir_jit.py).
 
     @njit(cache=True, fastmath=True, inline="always")
     def append_pcm(hist: Any, nh: int, pcm: Any) -> int:
@@ -297,8 +299,6 @@ def _kernels() -> tuple[Any, Any, Any, Any]:
             hist[nh + i] = law[payload[i]]
         return up_filter(hist, nh + n, taps, out)
 
-    return down, up, up_decode, encode_chunk
-
 
 def _compiled(dispatcher: Any, *example: Any) -> Any:
     """Compile ``dispatcher`` (or load it from the cache) for the example's types, now, at import (never on a call's
@@ -312,12 +312,11 @@ def _compiled(dispatcher: Any, *example: Any) -> Any:
 
 
 if AVAILABLE:
-    _DOWN, _UP, _UP_DECODE, _DOWN_ENCODE = _kernels()
-    _DOWN = _compiled(_DOWN, np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16))
-    _UP = _compiled(_UP, np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
-    _UP_DECODE = _compiled(_UP_DECODE, np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
+    _DOWN = _compiled(down, np.zeros(200), 0, bytes(2), _DOWN_TAPS, np.zeros(200, np.int16))
+    _UP = _compiled(up, np.zeros(200), 0, bytes(2), _UP_TAPS, np.zeros(600, np.int16))
+    _UP_DECODE = _compiled(up_decode, np.zeros(200), 0, bytes(2), np.zeros(256), _UP_TAPS, np.zeros(600, np.int16))
     _DOWN_ENCODE = _compiled(
-        _DOWN_ENCODE, np.zeros((3, 70)), np.zeros(_ST_LEN, np.int64), bytes(2), _DOWN_PHASES,
+        encode_chunk, np.zeros((3, 70)), np.zeros(_ST_LEN, np.int64), bytes(2), _DOWN_PHASES,
         np.zeros(16384, np.uint8), np.zeros(70, np.uint8), _NO_MESSAGE, -1,
     )  # fmt: skip
 

@@ -166,3 +166,25 @@ def test_without_an_entry_point_the_dispatcher_itself_is_used() -> None:
 
     d = Dispatcher()
     assert _compiled(d, 1, 2) is d and calls == [(1, 2)]
+
+
+def test_a_second_process_loads_the_kernels_from_numbas_cache(tmp_path: Any) -> None:
+    """The kernels compile once per install, not at every start: a second process finds all four in the cache.
+    (They were closures, and numba keys a closure's cache entry by its pickled cells, which differ in every process:
+    each start compiled them again, for seconds, and wrote four new entries next to the module.)"""
+    env = {"PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
+
+    def start() -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", "import gateway.audio.fir_jit"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout + run.stderr
+
+    first = start()
+    assert first.count("data saved") == 4  # the first start compiles and saves each kernel
+    entries = sorted(p.name for p in tmp_path.rglob("*.nbc"))
+    second = start()
+    assert "data saved" not in second
+    assert second.count("data loaded") == 4
+    assert sorted(p.name for p in tmp_path.rglob("*.nbc")) == entries  # nothing new written
