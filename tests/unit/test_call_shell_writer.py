@@ -174,11 +174,12 @@ class _TextCarrier(_Carrier):
         await self.send(data.decode())
 
 
-def _lane_side(min_ms: int, clock: list[float], lane: bool) -> tuple[_Side, Any, Any]:
+def _lane_side(min_ms: int, clock: list[float], lane: bool, marks: bool = True) -> tuple[_Side, Any, Any]:
     """A writer for an agent reader in a reply's steady state: ``lane``, the compiled message lane; else the
-    chunk's frames through send_audio (what every call without the lane does)."""
-    side = _Side(True, min_ms, clock)
-    side.queue._dialect = _TemplateDialect(marks=True, min_message_ms=min_ms)  # noqa: SLF001 - the dialect under test
+    chunk's frames through send_audio (what every call without the lane does). ``marks``: whether the carrier echoes
+    marks (else the call's clock resolves them)."""
+    side = _Side(marks, min_ms, clock)
+    side.queue._dialect = _TemplateDialect(marks=marks, min_message_ms=min_ms)  # noqa: SLF001 - the dialect under test
     side.carrier = _TextCarrier()
     side.carrier.texts = 0
     side.writer._carrier = side.carrier  # noqa: SLF001 - the same writer, on the carrier with send_text
@@ -213,9 +214,17 @@ class _Observer:
 
 
 @settings(max_examples=150, deadline=None, database=None, derandomize=True)
-@given(steps=st.lists(_LANE_STEP, max_size=60), min_ms=st.sampled_from([20, 20, 100]), seed=st.integers(0, 2**16))
-@example(steps=[("steady", 12), ("time", 30), ("steady", 12), ("mark", 0), ("writer", 0)], min_ms=20, seed=1)
-def test_the_message_lane_sends_what_the_frames_lane_sends(steps, min_ms, seed):
+@given(
+    steps=st.lists(_LANE_STEP, max_size=60),
+    min_ms=st.sampled_from([20, 20, 100]),
+    seed=st.integers(0, 2**16),
+    marks=st.booleans(),
+)
+@example(
+    steps=[("steady", 12), ("time", 30), ("steady", 12), ("mark", 0), ("writer", 0)], min_ms=20, seed=1, marks=True
+)
+@example(steps=[("steady", 12), ("time", 100), ("steady", 12)], min_ms=20, seed=2, marks=False)
+def test_the_message_lane_sends_what_the_frames_lane_sends(steps, min_ms, seed, marks):
     """Byte for byte the same messages at the same moments, and the same queue, playout, counts and wake-ups, as
     the chunk's frames through send_audio: the lane only builds the lone frame's message in the compiled step."""
     rng = np.random.default_rng(seed)
@@ -223,8 +232,8 @@ def test_the_message_lane_sends_what_the_frames_lane_sends(steps, min_ms, seed):
     async def run() -> None:
         clock = [0.0]
         (plain, p_convert, p_send), (lane, l_convert, l_send) = (
-            _lane_side(min_ms, clock, False),
-            _lane_side(min_ms, clock, True),
+            _lane_side(min_ms, clock, False, marks),
+            _lane_side(min_ms, clock, True, marks),
         )
         for op, arg in steps:
             if op in ("audio", "steady"):

@@ -222,11 +222,10 @@ class CarrierWriter:
             await self.send_audio(tag, out)  # type: ignore[arg-type]  # not bytes: the frames
             return
         q, carrier = self._queue, self._carrier
-        now = self._clock()
+        marks, now = len(q.clock_marks), self._clock()  # (marks before send_one: it may hand out a clock-resolved one)
         if self._busy or carrier.backlogged() or not q.send_one(tag, now):
             await self.send_audio(tag, [self._lane.frame()])  # type: ignore[union-attr]  # a lane gave it
             return
-        marks = len(q.clock_marks)
         self._busy = True
         try:
             await self._send_text(out)  # type: ignore[misc]  # set with the lane
