@@ -49,7 +49,8 @@ class FusedFirMessages(FusedFirEncoder):
     def message(self, data: bytes) -> bytes | list[bytes]:
         """``convert(data)``, with the same state after, except that a lone frame comes back as its whole media
         message (``bytes``; :meth:`frame` gives the frame itself until the next call). Otherwise the frames, as
-        ``convert`` gives them: none (the chunk completes no frame) or several."""
+        ``convert`` gives them: none (the chunk completes no frame) or several. (``convert``'s steps, repeated here
+        rather than shared through a helper: that would be one more Python call on every chunk.)"""
         held = self._held
         if held:
             data = held + data

@@ -244,10 +244,9 @@ class AcceptedCall:
         core, link, tap = self.core, self.agent, self.caller_tap
         if tap is not None:
             tap(payload, now)
-        # Fast path, the steady state: the frame goes to the agent from here (instead of waking agent_sender 50 times
-        # a second) when nothing waits before it, no send is in flight and the agent socket is not backed up (a send
-        # could then wait for the drain, and this reader must never wait on the agent: its marks and its 'stop' would
-        # wait too).
+        # Fast path, the steady state: the frame goes to the agent from here (not waking agent_sender 50 times a
+        # second) when nothing waits before it, no send is in flight and the agent socket is not backed up (a send could
+        # then wait for the drain, and this reader must never wait on the agent: its marks and 'stop' would too).
         conn = link.conn
         send_now = conn is not None and not link.sending and conn is not link.broken_conn and not conn.backlogged()
         frame = core.caller_audio(payload, now, send_now)
