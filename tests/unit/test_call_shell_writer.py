@@ -92,6 +92,26 @@ class _Side:
         )
 
 
+async def _step(op: str, arg: int, clock: list[float], sides: tuple[_Side, ...]) -> None:
+    """One step of a script that is not audio, the same on every side: time passes, the carrier's socket backs up
+    (or will after ``arg`` sends), the reply may still grow, a mark is queued, or the writer task takes its turn."""
+    if op == "time":
+        clock[0] += arg / 1000.0
+    for side in sides:
+        if op == "backlog":
+            side.carrier.backlog = bool(arg)
+        elif op == "fills":
+            side.carrier.fills_in = arg
+        elif op == "active":
+            side.queue.reply_active = bool(arg)
+        elif op == "mark":
+            side.queue.put_mark("r1")
+        elif op == "writer":
+            side.writer._wake.clear()  # noqa: SLF001 - as the writer task does before its turn
+            if not side.carrier.backlog:
+                await side.writer.flush()
+
+
 _STEP = st.one_of(
     st.tuples(st.just("audio"), st.integers(1, 2)),
     st.tuples(st.just("audio"), st.integers(1, 2)),
@@ -120,22 +140,8 @@ def test_send_audio_is_put_audio_then_flush(steps, marks, min_ms):
                 plain.queue.put_audio("r1", frames)
                 await plain.writer.flush()
                 await lane.writer.send_audio("r1", frames)
-            elif op == "time":
-                clock[0] += arg / 1000.0
-            elif op == "backlog":
-                plain.carrier.backlog = lane.carrier.backlog = arg
-            elif op == "fills":
-                plain.carrier.fills_in = lane.carrier.fills_in = arg
-            elif op == "active":
-                plain.queue.reply_active = lane.queue.reply_active = arg
-            elif op == "mark":
-                for side in (plain, lane):
-                    side.queue.put_mark("r1")
-            elif op == "writer":
-                for side in (plain, lane):
-                    side.writer._wake.clear()  # noqa: SLF001 - as the writer task does before its turn
-                    if not side.carrier.backlog:
-                        await side.writer.flush()
+            else:
+                await _step(op, arg, clock, (plain, lane))
             assert lane.seen() == plain.seen()
             # A flush that sent (or handed out a clock-resolved mark) tells a waiting agent reader there is room.
             pq = plain.queue
@@ -243,23 +249,11 @@ def test_the_message_lane_sends_what_the_frames_lane_sends(steps, min_ms, seed, 
                     for convert, send in ((p_convert, p_send), (l_convert, l_send)):
                         if out := convert(data):
                             await send("r1", out)
-            elif op == "time":
-                clock[0] += arg / 1000.0
-            elif op == "backlog":
-                plain.carrier.backlog = lane.carrier.backlog = arg
-            elif op == "fills":
-                plain.carrier.fills_in = lane.carrier.fills_in = arg
-            elif op == "mark":
-                for side in (plain, lane):
-                    side.queue.put_mark("r1")
             elif op == "observer":
                 for side in (plain, lane):
                     side.queue.observer = _Observer() if arg else None
-            elif op == "writer":
-                for side in (plain, lane):
-                    side.writer._wake.clear()  # noqa: SLF001 - as the writer task does before its turn
-                    if not side.carrier.backlog:
-                        await side.writer.flush()
+            else:
+                await _step(op, arg, clock, (plain, lane))
             assert lane.seen() == plain.seen()
             pq, lq = plain.queue, lane.queue
             assert (lq.frames, lq._playout.sent_ms, lq._playout.buffer_end, lq._summary.frames_out) == (  # noqa: SLF001
