@@ -128,6 +128,10 @@ class SignalWireStream(NegotiatedFormat):
     def build_media(self, payload: bytes) -> str:
         return self._core.build_media(pcm16_swap(payload) if self._swap else payload)
 
+    def media_template(self) -> tuple[bytes, bytes] | None:
+        # Twilio's message around the payload, for G.711; not for L16, whose samples are swapped before the base64.
+        return None if self._swap else self._core.media_template()
+
     def build_mark(self, name: str) -> str:
         return self._core.build_mark(name)
 

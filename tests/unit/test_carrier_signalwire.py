@@ -57,6 +57,16 @@ def test_pcma_start_maps_to_alaw_8k() -> None:
     assert (d.encoding, d.sample_rate, d.frame_bytes, d.silence) == ("audio/pcma", 8000, 160, 0xD5)
 
 
+def test_a_g711_streams_media_template_is_build_media_around_the_payload_and_l16_has_none() -> None:
+    # The compiled message lane builds the steady state's media message from it (gateway/audio/fir_message.py).
+    d = started("start_pcma")
+    head, tail = d.media_template()  # type: ignore[misc]
+    payload = bytes(range(160))
+    assert (head + base64.b64encode(payload) + tail).decode() == d.build_media(payload)
+    assert started().media_template() is None  # L16: the samples are swapped, not a template's base64
+    assert SignalWireStream().media_template() is None  # before start: no streamSid yet
+
+
 def test_l16_payloads_are_swapped_from_network_byte_order_both_ways() -> None:
     d = started()
     # (4 bytes are not a whole 20 ms frame: passed on, after a one-time notice)
