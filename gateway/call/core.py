@@ -383,21 +383,14 @@ class CallCore(ConversationRules):
                 pass  # session.ready/updated, transcript deltas and unknown events need nothing from the call
         return self._take()
 
-    def steady_audio(self, event: ap.ReplyAudio) -> list[bytes] | None:
-        """The steady state of a reply, the agent reader's fast lane: when this chunk needs nothing of the call but
-        its conversion (its reply is the current one, not interrupted, its first audio already counted, no hold
-        audio to stop, no answering-machine detection holding it, no action pending: none is between the core's
-        calls, and a chunk must not carry one past its turn), its frames for the caller, which the shell hands to the
-        queue itself (:meth:`OutboundQueue.take`), possibly none. ``agent_event`` would convert it and queue the same
-        frames, and change nothing else. None: not the steady state; :meth:`agent_event` takes the chunk."""
-        if not self.steady(event.reply_id):
-            return None
-        frames: list[bytes] = self.convert_out(event.data)
-        return frames
-
     def steady(self, reply_id: str | None) -> bool:
-        """Whether a chunk of ``reply_id`` now is the steady state :meth:`steady_audio` describes: the lane may
-        convert it and hand it to the queue itself (or the compiled lane, :meth:`message_lane`, take it whole)."""
+        """The steady state of a reply, the agent reader's fast lane: whether a chunk of ``reply_id`` needs nothing of
+        the call but its conversion (its reply is the current one, not interrupted, its first audio already counted,
+        no hold audio to stop, no answering-machine detection holding it, no action pending: none is between the
+        core's calls, and a chunk must not carry one past its turn). Then the shell converts it (:attr:`convert_out`,
+        or the compiled lane, :meth:`message_lane`) and hands its frames to the queue itself
+        (:meth:`OutboundQueue.take`): ``agent_event`` would convert it and queue the same frames, and change nothing
+        else. False: :meth:`agent_event` takes the chunk."""
         return not (
             reply_id != self._reply_id
             or self._awaiting_first_audio_since is not None
@@ -411,8 +404,8 @@ class CallCore(ConversationRules):
     def message_lane(self) -> FusedFirMessages | None:
         """The agent audio converter as the compiled message lane (gateway/audio/fir_message.py), when this call's
         formats use the fused step and its carrier's media message is a template (the dialect's
-        ``media_template``, known once the stream started); else None. It shares :meth:`steady_audio`'s converter:
-        a steady chunk may take either."""
+        ``media_template``, known once the stream started); else None. It shares :attr:`convert_out`'s state: a
+        steady chunk may take either."""
         template = getattr(self._dialect, "media_template", None)
         parts = template() if template is not None else None
         return self._outbound.messages(*parts) if parts is not None else None

@@ -1,4 +1,4 @@
-"""The agent reader's fast lane (CallCore.steady_audio + OutboundQueue.take, driven by CarrierWriter.send_audio):
+"""The agent reader's fast lane (CallCore.steady, convert_out, OutboundQueue.take, driven by CarrierWriter.send_audio):
 whenever the core hands a chunk's frames to the lane, the call comes out exactly as if ``agent_event`` had taken the
 chunk: the same actions (none), the same carrier messages at the same moments, the same counts, the same later
 behaviour. Two cores run the same script; one always takes ``agent_event``, the other the lane when it is offered."""
@@ -68,6 +68,12 @@ _STEP = st.one_of(
 )
 
 
+def _steady_frames(core: CallCore, event: ap.ReplyAudio) -> list[bytes] | None:
+    """What the agent reader does with a chunk when the core says it is in the steady state: its frames (possibly
+    none); None when it is not, and ``agent_event`` takes it."""
+    return core.convert_out(event.data) if core.steady(event.reply_id) else None
+
+
 def _pull(core: CallCore, now: float) -> list[str]:
     out = []
     while (msg := core.carrier_data(now)) is not None:
@@ -122,7 +128,7 @@ def test_the_fast_lane_changes_nothing_but_the_cost(steps, agent_format, marks, 
                 events.append(ap.ToolCall(f"c{tool}", "slow", {}))
         for event in events:
             expected = kinds(plain.agent_event(event, now))
-            frames = lane.steady_audio(event) if type(event) is ap.ReplyAudio else None
+            frames = _steady_frames(lane, event) if type(event) is ap.ReplyAudio else None
             if frames is None:
                 assert kinds(lane.agent_event(event, now)) == expected
             else:
@@ -161,10 +167,10 @@ def test_the_lane_is_offered_in_a_replys_steady_state():
     k = 0
     while core.summary.time_to_first_agent_audio_ms is None:  # until its first frame: agent_event counts when it came
         chunk = ap.ReplyAudio("r1", _chunk("pcm24k", k))
-        assert core.steady_audio(chunk) is None
+        assert _steady_frames(core, chunk) is None
         core.agent_event(chunk, 0.0)
         k += 1
-    offered = [core.steady_audio(ap.ReplyAudio("r1", _chunk("pcm24k", k + i))) for i in range(4)]
+    offered = [_steady_frames(core, ap.ReplyAudio("r1", _chunk("pcm24k", k + i))) for i in range(4)]
     assert sorted(len(f) if f is not None else None for f in offered) == [0, 0, 1, 1]  # a frame every other chunk
     core.agent_event(ap.SpeechStarted(), 0.05)  # a barge-in: the reply is interrupted
-    assert core.steady_audio(ap.ReplyAudio("r1", _chunk("pcm24k", k + 4))) is None
+    assert _steady_frames(core, ap.ReplyAudio("r1", _chunk("pcm24k", k + 4))) is None

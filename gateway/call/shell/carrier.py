@@ -235,7 +235,7 @@ class CarrierWriter:
             await self._after_take(marks, now)
 
     async def send_audio(self, tag: str | None, frames: list[bytes]) -> None:
-        """The agent reader's fast lane (the steady state of a reply, :meth:`~gateway.call.core.CallCore.steady_audio`):
+        """The agent reader's fast lane (the steady state of a reply, :meth:`~gateway.call.core.CallCore.steady`):
         ``frames`` joins the queue and what is due goes out, as ``put_audio`` then :meth:`flush` would; when nothing
         waits before them they leave at once (:meth:`~gateway.call.outbound_queue.OutboundQueue.take`)."""
         q, carrier = self._queue, self._carrier
