@@ -5,7 +5,7 @@ sockets, against the pure functions they call (parse, transcode, build).
     .venv/bin/python -m bench.session_overhead --cold # + the same with 50 calls interleaved, caches evicted
     .venv/bin/python -m bench.session_overhead --opcodes  # bytecode instructions per message: gateway and floor
 
-- carrier → agent: one Twilio ``media`` text through ``AcceptedCall.on_carrier_message`` (the carrier reader's work
+- carrier → agent: one Twilio ``media`` text through ``CarrierReader.on_message`` (the carrier reader's work
   per message: the dialect's parse, the core, the ``input.audio`` send) against parse + ``InboundAudio.convert`` +
   ``input_audio`` alone;
 - agent → carrier: one 10 ms ``reply.audio`` through ``parse_server_event`` and ``AcceptedCall.on_agent_event`` (the
@@ -61,6 +61,9 @@ class _CarrierSocket:
 
     def __init__(self, incoming: Iterable[Any] = ()) -> None:
         self.sent = 0
+        self.feed(incoming)
+
+    def feed(self, incoming: Iterable[Any]) -> None:
         self._incoming = iter(incoming)
 
     async def receive(self) -> Any:
@@ -173,7 +176,7 @@ def measure(n: int = 20000, rounds: int = 7) -> dict[str, Any]:
 
     def carrier_path() -> None:
         now[0] += 0.020  # a frame every 20 ms, as on a real call: within the inbound rate limit (gateway.ratelimit)
-        _drive(call.on_carrier_message(media))
+        _drive(call.inbound.on_message(media))
 
     def carrier_parts() -> None:
         now[0] += 0.020  # the same clock step, so the difference stays the session's own work
@@ -247,7 +250,7 @@ def measure_cold(calls: int = 50, evict_kb: int = 4096, rounds: int = 60) -> dic
             call.dialect.build_media(frame)
 
     def carrier_path(call: AcceptedCall) -> None:
-        _drive(call.on_carrier_message(media))
+        _drive(call.inbound.on_message(media))
 
     def carrier_parts(call: AcceptedCall, inbound: InboundAudio) -> None:
         for ev in call.dialect.parse(media):
@@ -358,37 +361,65 @@ def _floor_loops(media: str, event: ap.ServerEvent, n: int) -> tuple[Callable[[]
     return carrier, agent
 
 
-def measure_opcodes(n: int = 500) -> dict[str, dict[str, float]]:
-    """Bytecode instructions per message, by function, on each path: the session's (one carrier frame through
-    ``on_carrier_message``; one 10 ms agent chunk through ``on_agent_event``, its event parsed once beforehand, as the
-    agent connection's reader does it for the floor too) and the floor's, plain and transcoding. The floor's loops are
-    counted over ``n`` and ``2n`` messages and differenced, so the call's setup and its last message drop out.
+def _reader_loop(media: str, event: ap.ServerEvent, n: int) -> Callable[[], Any]:
+    """The session's carrier reader (``CarrierReader.run``, the real task's loop, socket read included) over ``n``
+    media messages, ended by the stream's ``stop``; on a new call past its first frames."""
+    from aiohttp import WSMessage, WSMsgType
 
-    The session is entered at its seams, not through its reader loops: ``CarrierLink.receive`` is not counted, and
-    the agent reader runs ``on_agent_event``'s steps inline (``_read_agent``), one coroutine frame fewer. The floor's
-    counts include its whole loop, so the gateway's are a few opcodes a message low against them."""
-    call, _carrier, _agent, now = session_under_test()
-    media, _ulaw, reply, _pcm = messages()
-    event = ap.parse_server_event(reply)
+    from gateway.errors import CallEnded
+
+    call, carrier, _agent, now = session_under_test()
+    _warm(call, now, media, event)
+    stop = {"event": "stop", "sequenceNumber": "9", "streamSid": STREAM_SID, "stop": {"callSid": "CA" + "0" * 32}}
+
+    def incoming() -> Iterable[WSMessage]:
+        for _ in range(n):
+            now[0] += 0.020
+            yield WSMessage(WSMsgType.TEXT, media, None)
+        yield WSMessage(WSMsgType.TEXT, json.dumps(stop), None)
+
+    def run() -> None:
+        carrier.feed(incoming())
+        try:
+            _drive(call.inbound.run())
+        except CallEnded:  # the stop: the caller hung up
+            pass
+
+    return run
+
+
+def _warm(call: AcceptedCall, now: list[float], media: str, event: ap.ServerEvent) -> None:
     for _ in range(100):  # past the first frames (the filters' look-ahead, the first mark)
         now[0] += 0.010
         _drive(call.on_agent_event(event))
         now[0] += 0.010
         _drive(call.on_agent_event(event))
-        _drive(call.on_carrier_message(media))
+        _drive(call.inbound.on_message(media))
 
-    def carrier_path() -> None:
-        for _ in range(n):
-            now[0] += 0.020
-            _drive(call.on_carrier_message(media))
+
+def measure_opcodes(n: int = 500) -> dict[str, dict[str, float]]:
+    """Bytecode instructions per message, by function, on each path: the session's (one carrier frame through the
+    carrier reader's loop, ``CarrierReader.run``; one 10 ms agent chunk through ``on_agent_event``, its event parsed
+    once beforehand, as the agent connection's reader does it for the floor too) and the floor's, plain and
+    transcoding. The loops are counted over ``n`` and ``2n`` messages and differenced, so a call's setup and its last
+    message drop out.
+
+    The agent side is entered at its seam, not through its reader's loop, which runs ``on_agent_event``'s steps
+    inline (``_read_agent``), one coroutine frame fewer. The floor's counts include its whole loop, so the gateway's
+    agent side is a few opcodes a message low against them."""
+    call, _carrier, _agent, now = session_under_test()
+    media, _ulaw, reply, _pcm = messages()
+    event = ap.parse_server_event(reply)
+    _warm(call, now, media, event)
 
     def agent_path() -> None:
         for _ in range(n):
             now[0] += 0.010
             _drive(call.on_agent_event(event))
 
+    carrier = count_opcodes(_reader_loop(media, event, 2 * n)) - count_opcodes(_reader_loop(media, event, n))
     out = {
-        "gateway, carrier → agent": _per_message(count_opcodes(carrier_path), n),
+        "gateway, carrier → agent": _per_message(carrier, n),
         "gateway, agent → carrier": _per_message(count_opcodes(agent_path), n),
     }
     from bench.prototypes import floor_session

@@ -1,7 +1,7 @@
 """Recording a call: the per-call taps on the event loop, and the one writer thread that mixes and writes. Not pure.
 
 **On the loop** (the media path), :class:`CallTap` only appends references: each caller payload and its arrival
-time (from :meth:`gateway.call.shell.accepted.AcceptedCall.on_carrier_message`), and each message the carrier
+time (from :meth:`gateway.call.shell.inbound.CarrierReader.caller_audio`), and each message the carrier
 writer sent with where the playout model places it, and each ``clear``
 (:class:`gateway.call.outbound_queue.OutboundQueue`'s observer). No I/O, no lock, no decoding there.
 

@@ -64,6 +64,9 @@ def test_opcode_counts_per_message_follow_each_path_and_repeat_exactly() -> None
     # each path went through the session's layers and the audio work, once per message
     assert gw_in["gateway.call.core:CallCore.caller_audio"] > 0
     assert gw_in["gateway.carriers.twilio:TwilioStream.audio_frame"] > 0
+    # the carrier side is the reader's own loop, which reads the socket itself: no receive() of ours per message
+    assert gw_in["gateway.call.shell.inbound:CarrierReader.run"] > 0
+    assert "gateway.call.shell.carrier:CarrierLink.receive" not in gw_in
     assert gw_out["gateway.call.core:CallCore.steady"] > 0
     assert gw_out["gateway.audio.fir_message:FusedFirMessages.message"] > 0  # the compiled message lane (Twilio's)
     assert gw_out["gateway.call.shell.carrier:CarrierLink.send_text"] > 0

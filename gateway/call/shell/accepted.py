@@ -5,7 +5,8 @@ Tasks (one ``asyncio.TaskGroup`` per call; when one ends the call by raising, th
 outlives the call):
 
 - ``carrier_reader``: carrier messages → dialect → core. Caller audio goes to the agent from here when nothing waits
-  before it (the fast path), else it waits in the core's bounded buffer for ``agent_sender``.
+  before it (the fast path), else it waits in the core's bounded buffer for ``agent_sender``
+  (:mod:`gateway.call.shell.inbound`, both).
 - ``agent_runner``: opens (or adopts) the agent session, then reads agent events into the core; resumes a dropped
   session (:mod:`gateway.call.shell.agent_link`). Agent audio for the caller goes out from here when it is due and
   the carrier writer is idle (the fast path), else the writer sends it.
@@ -61,6 +62,7 @@ from ..stats import CallSummary
 from .agent_link import AgentLink
 from .carrier import CarrierTransport, CarrierWriter, after_send, wait_or_wake
 from .carrier_control import CarrierControl
+from .inbound import CarrierReader
 from .tools import ToolPort, publish_nothing
 
 if TYPE_CHECKING:
@@ -79,10 +81,10 @@ log = structlog.get_logger("gateway.call")
 class AcceptedCall:
     """A call whose stream's ``start`` was authorized (``setup``): complete from the start, nothing optional."""
 
-    __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_agent_wake", "_audio_frame", "_clock",
-                 "_clock_wake", "_context", "_control", "_emit", "_handover", "_log", "_outbound", "_parked", "_room",
-                 "_settings", "_started_at", "_steady", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer",
-                 "agent", "caller_tap", "carrier", "core", "dialect")  # fmt: skip
+    __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_clock", "_clock_wake", "_context", "_control",
+                 "_emit", "_handover", "_log", "_outbound", "_parked", "_room", "_settings", "_started_at",
+                 "_steady", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer", "agent", "carrier", "core",
+                 "dialect", "inbound")  # fmt: skip
 
     def __init__(
         self,
@@ -104,7 +106,6 @@ class AcceptedCall:
     ) -> None:
         self._settings, self._control, self._handover, self._tools = settings, control, handover, tools
         self.carrier, self.dialect, self.agent = carrier, dialect, agent
-        self._audio_frame: Callable[[str | bytes], bytes | None] | None = getattr(dialect, "audio_frame", None)
         self._clock, self._started_at, self._emit, self._log = clock, started_at, emit, log
         self._parked, self._stream_stopping = parked, stream_stopping
         self.core = CallCore(
@@ -120,12 +121,15 @@ class AcceptedCall:
             ),
         )
         self._outbound = self.core.outbound
-        self._agent_wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
         self._clock_wake = asyncio.Event()  # the core's next deadline may have moved: wakes the watchdog
         self._room = asyncio.Event()  # the outbound queue has room again
         done = after_send(self._outbound, self.core.clock_changed, self._room, self._clock_wake)
         self._writer = CarrierWriter(self._outbound, carrier, clock, done)
         self._steady = self._writer.steady_lane(self.core.message_lane(), self.core.convert_out)
+        self.inbound = CarrierReader(
+            self.core, carrier, dialect, agent,
+            events=self._carrier_events, clock=clock, started_at=started_at, settings=settings,
+        )  # fmt: skip
         self._tool_port = ToolPort(
             self.core,
             tools,
@@ -141,13 +145,20 @@ class AcceptedCall:
         self._agent_task: asyncio.Task[None] | None = None
         self._agent_sender: asyncio.Task[None] | None = None
         self._agent_ending: asyncio.Task[None] | None = None
-        #: Told of every caller payload and when it arrived (the call's recording: gateway.records.recorder).
-        self.caller_tap: Callable[[bytes, float], None] | None = None
         self._context = contextvars.copy_context()
 
     @property
     def summary(self) -> CallSummary:
         return self.core.summary
+
+    @property
+    def caller_tap(self) -> Callable[[bytes, float], None] | None:
+        """Told of every caller payload and when it arrived (the call's recording: gateway.records.recorder)."""
+        return self.inbound.tap
+
+    @caller_tap.setter
+    def caller_tap(self, tap: Callable[[bytes, float], None] | None) -> None:
+        self.inbound.tap = tap
 
     async def run(self, refusal: Outcome | None = None) -> None:
         """Serve the call until it ends: raises CallEnded (or what ended it). ``refusal``: admission turned the call
@@ -156,14 +167,14 @@ class AcceptedCall:
         self._context = contextvars.copy_context()  # the call's log context, for work started from outside it
         try:
             async with self._tg as tg:
-                tg.create_task(self._carrier_reader(core), name="carrier_reader")
+                tg.create_task(self.inbound.run(), name="carrier_reader")
                 tg.create_task(self._writer.run(), name="carrier_writer")
                 tg.create_task(self._watchdog(core), name="watchdog")
                 if refusal is not None:
                     await self._execute(core.end(refusal, self._clock()))
                 else:
                     self._agent_task = tg.create_task(self._agent_runner(core), name="agent_runner")
-                    self._agent_sender = tg.create_task(self._send_agent_audio(core), name="agent_sender")
+                    self._agent_sender = tg.create_task(self.inbound.sender(), name="agent_sender")
         finally:  # a cancelled task keeps its cancellation, whose frames hold this call (gateway.errors)
             self._agent_task = self._agent_sender = None
 
@@ -226,50 +237,15 @@ class AcceptedCall:
         return core.summary
 
     # ============================================================================================ per message
-    async def on_carrier_message(self, data: str | bytes) -> None:
-        """What the carrier reader does with one message (also the benchmark's seam: bench/session_overhead.py)."""
-        now = self._clock()
-        if (frame_of := self._audio_frame) is not None and (payload := frame_of(data)) is not None:
-            await self._caller_audio(payload, now)  # the steady state: one whole frame, and no event built for it
-            return
+    async def _carrier_events(self, data: str | bytes, now: float) -> None:
+        """A carrier message that is not a steady caller frame (:class:`CarrierReader` reads them): parsed, and each
+        event to the core in order."""
         core = self.core
         for event in self.dialect.parse(data):
             if type(event) is AudioReceived:
-                await self._caller_audio(event.payload, now)
+                await self.inbound.caller_audio(event.payload, now)
             elif actions := core.carrier_event(event, now):
                 await self._execute(actions)
-
-    async def _caller_audio(self, payload: bytes, now: float) -> None:
-        """One frame of caller audio, from either road of :meth:`on_carrier_message`."""
-        core, link, tap = self.core, self.agent, self.caller_tap
-        if tap is not None:
-            tap(payload, now)
-        # Fast path, the steady state: the frame goes to the agent from here (not waking agent_sender 50 times a
-        # second) when nothing waits before it, no send is in flight and the agent socket is not backed up (a send could
-        # then wait for the drain, and this reader must never wait on the agent: its marks and 'stop' would too).
-        conn = link.conn
-        send_now = conn is not None and not link.sending and conn is not link.broken_conn and not conn.backlogged()
-        frame = core.caller_audio(payload, now, send_now)
-        if frame is not None and conn is not None:  # (send_now implies conn)
-            link.sending = True  # newer frames queue behind this one, so the order holds
-            try:
-                await conn.send(ap.input_audio(frame))
-            except AgentClosed:
-                core.agent_audio_unsent([frame])  # kept for the resumed session (as in agent_sender)
-                link.broken(conn)
-            finally:
-                link.sending = False
-        elif core.rate_limit_notice:  # the first frame over the inbound rate limit: say so once
-            core.rate_limit_notice = False
-            server = self._settings.server
-            self._log.warning(
-                "call.inbound_rate_limited",
-                rate_limit=server.inbound_rate_limit,
-                burst_s=server.inbound_burst_s,
-                after_s=round(now - self._started_at, 3),
-            )
-        elif core.live:
-            self._agent_wake.set()  # it waits in the core's buffer: agent_sender delivers it
 
     async def on_agent_event(self, event: ap.ServerEvent) -> None:
         """What the agent reader does with one event (also the benchmark's seam; :meth:`_read_agent` inlines it)."""
@@ -294,31 +270,6 @@ class AcceptedCall:
                 await self._wait_for_room(core)
 
     # =================================================================================================== tasks
-    async def _carrier_reader(self, core: CallCore) -> None:
-        receive = self.carrier.receive
-        while not core.carrier_stopped:
-            await self.on_carrier_message(await receive())
-        # 'stop' while our REST hang-up/transfer is under way: that task ends the call once the carrier answered.
-
-    async def _send_agent_audio(self, core: CallCore) -> None:
-        """agent_sender: buffered caller audio (before ready, during a resume, behind a backed-up socket), coalesced
-        into ≤ 100 ms messages. While one is in flight newer frames queue behind it, so the order holds."""
-        wake, link = self._agent_wake, self.agent
-        while True:
-            wake.clear()
-            while (conn := link.sendable()) is not None and (frames := core.agent_audio(5)):
-                link.sending = True
-                try:
-                    await conn.send(ap.input_audio(frames[0] if len(frames) == 1 else b"".join(frames)))
-                except AgentClosed:
-                    # Not sent (both transports raise before writing once the socket is going): keep the frames for
-                    # the resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
-                    core.agent_audio_unsent(frames)
-                    link.broken(conn)
-                finally:
-                    link.sending = False
-            await wait_or_wake(wake, IDLE_WAIT_S)
-
     async def _watchdog(self, core: CallCore) -> None:
         """The call's clock: one timer, re-armed whenever the core's next deadline may have moved."""
         wake = self._clock_wake
@@ -347,7 +298,7 @@ class AcceptedCall:
         try:
             if not await self._adopt_parked(core):
                 await self._open_agent(core)
-            self._agent_wake.set()
+            self.inbound.wake.set()
             await self._read_agent(core)
         except AgentUnavailable as exc:  # unreachable, refused, or not resumable (AgentSessionError: fatal code)
             await self._execute(core.agent_failed(exc, self._clock()))
@@ -426,7 +377,7 @@ class AcceptedCall:
                     return
                 ready = first.session_id if isinstance(first, ap.SessionReady) else None
                 await self._execute(core.agent_resumed(ready, attempt, (now - t0) * 1000, now))
-                self._agent_wake.set()
+                self.inbound.wake.set()
                 if first is not None and ready is None:
                     await self.on_agent_event(first)  # a server that just carries on: its first event counts
                 return

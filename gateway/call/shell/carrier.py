@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from ...errors import CallEnded, CarrierProtocolError, Outcome
 from ..outbound_queue import OutboundQueue
@@ -78,7 +78,16 @@ class CarrierLink:
         """The next message: ``str`` for a text frame, ``bytes`` for a binary one; the dialect decides whether its
         carrier may send binary (Twilio's refuses it). No timeout per receive (a timer per message, 50 a second
         per call): the call's clock ends a line without media."""
-        msg = await self.ws.receive()
+        return self.data_of(await self.ws.receive())
+
+    def reader(self) -> tuple[Callable[[], Awaitable[WSMessage]], Callable[[WSMessage], str | bytes]]:
+        """:meth:`receive` in two halves, for the call's carrier reader, whose loop reads every message: the socket's
+        own read (no coroutine of ours around it), and :meth:`data_of` for what it gives (the reader takes a text
+        frame's data itself)."""
+        return self.ws.receive, self.data_of
+
+    def data_of(self, msg: WSMessage) -> str | bytes:
+        """The data of a message the socket gave, or why the call cannot go on (raises)."""
         if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
             data: str | bytes = msg.data
             return data
