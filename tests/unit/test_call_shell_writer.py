@@ -10,6 +10,7 @@ import base64
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from gateway.audio.transcode import OutboundAudio
 from gateway.call.outbound_queue import OutboundQueue
 from gateway.call.shell.carrier import CarrierWriter, after_send
 from gateway.call.stats import CallSummary
+from gateway.errors import CallEnded, Outcome
 from gateway.playout import PlayoutTracker
 from tests.support.call_script import ScriptDialect
 
@@ -173,9 +175,17 @@ class _TemplateDialect(ScriptDialect):
 
 
 class _TextCarrier(_Carrier):
-    """A WebSocket carrier: text frames may also come as UTF-8 bytes (CarrierLink.send_text), recorded as text."""
+    """A WebSocket carrier: text frames may also come as UTF-8 bytes (CarrierLink.text_sender), recorded as text;
+    ``going``: the socket is closing, and that send raises as aiohttp's does."""
 
-    async def send_text(self, data: bytes) -> None:
+    going = False
+
+    def text_sender(self) -> Any:
+        return self._send_text
+
+    async def _send_text(self, data: bytes) -> None:
+        if self.going:
+            raise ConnectionResetError("Cannot write to closing transport")
         self.texts += 1
         await self.send(data.decode())
 
@@ -282,5 +292,25 @@ def test_the_message_lane_carries_a_replys_steady_state():
         assert lane.carrier.texts >= 15  # 20 frames, the first held 2 ms by the filter, marks aside
         frames = [m for m in lane.carrier.sent if str(m).startswith("media:")]
         assert len(frames) == lane.queue._summary.frames_out >= 19  # noqa: SLF001
+
+    asyncio.run(run())
+
+
+def test_the_message_lane_on_a_closing_socket_ends_the_call_as_carrier_closed():
+    """The lane sends with the socket's own send, which raises ConnectionError on a closing socket: the call ends
+    as every other send to it ends it (CarrierLink.send: carrier_closed), and the writer is not left busy."""
+
+    async def run() -> None:
+        clock = [0.0]
+        lane, convert, send = _lane_side(20, clock, True)
+        pcm = np.random.default_rng(3).integers(-8000, 8000, 240 * 8).astype("<i2").tobytes()
+        lane.carrier.going = True
+        with pytest.raises(CallEnded) as ended:
+            for i in range(8):
+                if out := convert(pcm[480 * i : 480 * (i + 1)]):
+                    await send("r1", out)
+                clock[0] += 0.010
+        assert ended.value.reason == Outcome.CARRIER_CLOSED
+        assert not lane.writer._busy  # noqa: SLF001 - the writer task may still send the goodbye
 
     asyncio.run(run())

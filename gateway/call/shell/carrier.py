@@ -24,6 +24,7 @@ the writer task sends instead, and while it waits the core's queue fills, which 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -107,13 +108,11 @@ class CarrierLink:
         except ConnectionError:
             raise CallEnded(Outcome.CARRIER_CLOSED) from None
 
-    async def send_text(self, data: bytes) -> None:
-        """A text frame already encoded as UTF-8 (the compiled message lane's media message): what ``send`` of its
-        ``str`` would send, without the encoding."""
-        try:
-            await self.ws.send_frame(data, WSMsgType.TEXT)
-        except ConnectionError:
-            raise CallEnded(Outcome.CARRIER_CLOSED) from None
+    def text_sender(self) -> Callable[[bytes], Awaitable[None]]:
+        """The socket's own send of a text frame already encoded as UTF-8 (the compiled message lane's media
+        message): what :meth:`send` of its ``str`` would send, without the encoding and with no coroutine of ours
+        around it. It raises ``ConnectionError`` where ``send`` raises ``CallEnded`` (the writer maps it)."""
+        return functools.partial(self.ws.send_frame, opcode=WSMsgType.TEXT)
 
     def backlogged(self) -> bool:
         """Bytes wait in user space for the socket (its send buffer is full: the carrier or the network is not
@@ -214,10 +213,10 @@ class CarrierWriter:
         a conversion, and when it gives something, a send. The compiled message lane ``lane``
         (:meth:`~gateway.call.core.CallCore.message_lane`; its ``message`` and :meth:`send_message`) when this call
         has one and its carrier connection can send its messages (text frames given as UTF-8 bytes:
-        :meth:`CarrierLink.send_text`); else ``convert``, the chunk's frames, and :meth:`send_audio`."""
-        send_text = getattr(self._carrier, "send_text", None)
-        if lane is not None and lane.has_template and send_text is not None:
-            self._lane, self._send_text = lane, send_text
+        :meth:`CarrierLink.text_sender`); else ``convert``, the chunk's frames, and :meth:`send_audio`."""
+        text_sender = getattr(self._carrier, "text_sender", None)
+        if lane is not None and lane.has_template and text_sender is not None:
+            self._lane, self._send_text = lane, text_sender()
             return lane.message, self.send_message
         return convert, self.send_audio  # type: ignore[return-value]  # convert gives frames, send_audio takes them
 
@@ -238,6 +237,8 @@ class CarrierWriter:
         self._busy = True
         try:
             await self._send_text(out)  # type: ignore[misc]  # set with the lane
+        except ConnectionError:  # the socket is going (as CarrierLink.send)
+            raise CallEnded(Outcome.CARRIER_CLOSED) from None
         finally:
             self._busy = False
         if q.urgent or q.items or len(q.clock_marks) != marks:
