@@ -223,6 +223,7 @@ class AcceptedCall:
     def release(self) -> None:
         """Over and reported: drop the callbacks that point back at the call or its session (gateway.errors)."""
         self._tool_port.release()
+        self.inbound.release()
         self._emit, self._stream_stopping = publish_nothing, None
 
     async def finish(self, outcome: Outcome, error: str) -> CallSummary:

@@ -33,6 +33,10 @@ IDLE_WAIT_S = 1.0
 log = structlog.get_logger("gateway.call")
 
 
+async def _no_events(data: str | bytes, now: float) -> None:
+    """``events`` once the call is over (:meth:`CarrierReader.release`)."""
+
+
 class CarrierReader:
     """One call's carrier reader and caller-audio sender. ``events(data, now)`` takes a carrier message that is not a
     steady caller frame (the accepted call parses it and runs the core's actions); ``tap``, when set, is told of
@@ -58,6 +62,11 @@ class CarrierReader:
         self._clock, self._started_at, self._settings = clock, started_at, settings
         self.tap: Callable[[bytes, float], None] | None = None
         self.wake = asyncio.Event()  # buffered caller audio may go: wakes agent_sender
+
+    def release(self) -> None:
+        """The call is over: drop ``events`` (the accepted call's own method), so the call is not kept alive by a
+        reference cycle through this reader (docs/architecture/performance.md#call-garbage)."""
+        self._events = _no_events
 
     async def run(self) -> None:
         """``carrier_reader``: every carrier message until the carrier's ``stop``. :meth:`on_message` inline, and the
