@@ -79,19 +79,29 @@ class _CarrierSocket:
         self.sent += 1
 
 
+class _Drained(Exception):
+    """The stand-in agent connection has handed out all its events (ends a reader's loop that is being counted)."""
+
+
 class _Agent(AgentConnection):
     """Stands in for a ready agent connection: counts sends, never backlogged; ``recv`` hands out ``events`` in turn
-    (the floor's agent loop reads the connection itself)."""
+    (the agent readers read the connection themselves), then raises :class:`_Drained`."""
 
     def __init__(self, events: Iterable[ap.ServerEvent] = ()) -> None:
         self.sent = 0
+        self.feed(events)
+
+    def feed(self, events: Iterable[ap.ServerEvent]) -> None:
         self._events = iter(events)
 
     async def send(self, text: str) -> None:
         self.sent += 1
 
     async def recv(self) -> ap.ServerEvent:
-        return next(self._events)
+        try:
+            return next(self._events)
+        except StopIteration:
+            raise _Drained from None
 
     def backlogged(self) -> bool:
         return False
@@ -388,6 +398,27 @@ def _reader_loop(media: str, event: ap.ServerEvent, n: int) -> Callable[[], Any]
     return run
 
 
+def _agent_reader_loop(media: str, event: ap.ServerEvent, n: int) -> Callable[[], Any]:
+    """The session's agent reader (``AcceptedCall._read_agent``, the real task's loop, the connection's read
+    included) over ``n`` 10 ms chunks of a reply's steady state; on a new call past its first frames."""
+    call, _carrier, agent, now = session_under_test()
+    _warm(call, now, media, event)
+
+    def incoming() -> Iterable[ap.ServerEvent]:
+        for _ in range(n):
+            now[0] += 0.010
+            yield event
+
+    def run() -> None:
+        agent.feed(incoming())
+        try:
+            _drive(call._read_agent(call.core))  # noqa: SLF001 - the agent reader's own loop is what is counted
+        except _Drained:
+            pass
+
+    return run
+
+
 def _warm(call: AcceptedCall, now: list[float], media: str, event: ap.ServerEvent) -> None:
     for _ in range(100):  # past the first frames (the filters' look-ahead, the first mark)
         now[0] += 0.010
@@ -399,28 +430,19 @@ def _warm(call: AcceptedCall, now: list[float], media: str, event: ap.ServerEven
 
 def measure_opcodes(n: int = 500) -> dict[str, dict[str, float]]:
     """Bytecode instructions per message, by function, on each path: the session's (one carrier frame through the
-    carrier reader's loop, ``CarrierReader.run``; one 10 ms agent chunk through ``on_agent_event``, its event parsed
-    once beforehand, as the agent connection's reader does it for the floor too) and the floor's, plain and
-    transcoding. The loops are counted over ``n`` and ``2n`` messages and differenced, so a call's setup and its last
-    message drop out.
-
-    The agent side is entered at its seam, not through its reader's loop, which runs ``on_agent_event``'s steps
-    inline (``_read_agent``), one coroutine frame fewer. The floor's counts include its whole loop, so the gateway's
-    agent side is a few opcodes a message low against them."""
-    call, _carrier, _agent, now = session_under_test()
+    carrier reader's loop, ``CarrierReader.run``; one 10 ms agent chunk through the agent reader's loop,
+    ``_read_agent``, its event parsed once beforehand: the stand-in connection's ``recv`` hands it out, as it does
+    to the floor) and the floor's, plain and transcoding. Every loop is counted over ``n`` and ``2n`` messages and
+    differenced, so a call's setup and its last message drop out."""
     media, _ulaw, reply, _pcm = messages()
     event = ap.parse_server_event(reply)
-    _warm(call, now, media, event)
 
-    def agent_path() -> None:
-        for _ in range(n):
-            now[0] += 0.010
-            _drive(call.on_agent_event(event))
+    def per_message(loop: Callable[[str, ap.ServerEvent, int], Callable[[], Any]]) -> dict[str, float]:
+        return _per_message(count_opcodes(loop(media, event, 2 * n)) - count_opcodes(loop(media, event, n)), n)
 
-    carrier = count_opcodes(_reader_loop(media, event, 2 * n)) - count_opcodes(_reader_loop(media, event, n))
     out = {
-        "gateway, carrier → agent": _per_message(carrier, n),
-        "gateway, agent → carrier": _per_message(count_opcodes(agent_path), n),
+        "gateway, carrier → agent": per_message(_reader_loop),
+        "gateway, agent → carrier": per_message(_agent_reader_loop),
     }
     from bench.prototypes import floor_session
 

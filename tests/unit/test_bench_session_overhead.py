@@ -68,6 +68,7 @@ def test_opcode_counts_per_message_follow_each_path_and_repeat_exactly() -> None
     assert gw_in["gateway.call.shell.inbound:CarrierReader.run"] > 0
     assert "gateway.call.shell.carrier:CarrierLink.receive" not in gw_in
     assert gw_out["gateway.call.core:CallCore.steady"] > 0
+    assert gw_out["gateway.call.shell.accepted:AcceptedCall._read_agent"] > 0  # the agent reader's own loop
     assert gw_out["gateway.audio.fir_message:FusedFirMessages.message"] > 0  # the compiled message lane (Twilio's)
     assert gw_out["gateway.call.shell.carrier:CarrierWriter.send_message"] > 0  # ... sent with the socket's own send
     # the floor's loops ran per message (the differenced setup is gone), the transcoding floor's with the filters
