@@ -88,6 +88,7 @@ class CarrierReader:
                 await caller_audio(payload, now)  # the steady state: one whole frame, and no event built for it
             else:
                 await events(data, now)
+        # 'stop' while our REST hang-up/transfer is under way: that task ends the call once the carrier answered.
 
     async def on_message(self, data: str | bytes) -> None:
         """What the reader does with one carrier message (also the benchmark's seam: bench/session_overhead.py)."""
