@@ -222,7 +222,7 @@ class Records:
         if profile.record and safe_id(name):
             key = f"{name}.wav"
             path = self.storage.local_path(key) or self.data_dir / "spool" / key
-            call.caller_tap = tap.caller_audio
+            call.inbound.tap = tap.caller_audio
             self.writer.open(tap, path, start.encoding, start.sample_rate)
             announcement = self._announcements.get(setup.profile_name)
             if announcement:

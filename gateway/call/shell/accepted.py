@@ -60,7 +60,7 @@ from ..phase import Phase
 from ..setup import CallSetup, stored_agent_update
 from ..stats import CallSummary
 from .agent_link import AgentLink
-from .carrier import CarrierTransport, CarrierWriter, after_send, wait_or_wake
+from .carrier import IDLE_WAIT_S, CarrierTransport, CarrierWriter, after_send, wait_or_wake
 from .carrier_control import CarrierControl
 from .inbound import CarrierReader
 from .tools import ToolPort, publish_nothing
@@ -70,8 +70,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AcceptedCall"]
 
-#: The longest sleep of a waiting loop before it looks again (they are woken when there is something to do).
-IDLE_WAIT_S = 1.0
 #: At teardown, the most the agent session's end may take (session.end, session.ended, close) beyond its own bound.
 AGENT_END_SLACK_S = 2.5
 
@@ -150,15 +148,6 @@ class AcceptedCall:
     @property
     def summary(self) -> CallSummary:
         return self.core.summary
-
-    @property
-    def caller_tap(self) -> Callable[[bytes, float], None] | None:
-        """Told of every caller payload and when it arrived (the call's recording: gateway.records.recorder)."""
-        return self.inbound.tap
-
-    @caller_tap.setter
-    def caller_tap(self, tap: Callable[[bytes, float], None] | None) -> None:
-        self.inbound.tap = tap
 
     async def run(self, refusal: Outcome | None = None) -> None:
         """Serve the call until it ends: raises CallEnded (or what ended it). ``refusal``: admission turned the call

@@ -36,11 +36,20 @@ from ..outbound_queue import OutboundQueue
 if TYPE_CHECKING:
     from ...audio.fir_message import FusedFirMessages
 
-__all__ = ["CARRIER_CLOSE_TIMEOUT_S", "CarrierLink", "CarrierTransport", "CarrierWriter", "after_send", "wait_or_wake"]
+__all__ = [
+    "CARRIER_CLOSE_TIMEOUT_S",
+    "IDLE_WAIT_S",
+    "CarrierLink",
+    "CarrierTransport",
+    "CarrierWriter",
+    "after_send",
+    "wait_or_wake",
+]
 
 #: At hang-up, how long the carrier's close handshake may take before the connection is dropped.
 CARRIER_CLOSE_TIMEOUT_S = 2.0
-#: The writer's longest sleep with nothing to send (it is woken when something comes).
+#: The longest sleep of the call's waiting loops (the writer, agent_sender, the watchdog) before they look again:
+#: each is woken when there is something to do.
 IDLE_WAIT_S = 1.0
 
 

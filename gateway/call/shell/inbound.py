@@ -23,12 +23,9 @@ from ...carriers.base import Dialect
 from ...config import Settings
 from ..core import CallCore
 from .agent_link import AgentLink
-from .carrier import CarrierTransport, wait_or_wake
+from .carrier import IDLE_WAIT_S, CarrierTransport, wait_or_wake
 
 __all__ = ["CarrierReader"]
-
-#: The longest sleep of ``agent_sender`` before it looks again (it is woken when there is something to send).
-IDLE_WAIT_S = 1.0
 
 log = structlog.get_logger("gateway.call")
 

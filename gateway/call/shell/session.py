@@ -46,11 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CallSession"]
 
-#: The longest sleep of a waiting loop before it looks again (they are woken when there is something to do).
-IDLE_WAIT_S = 1.0
-#: At teardown, the most the agent session's end may take (session.end, session.ended, close) beyond its own bound.
-AGENT_END_SLACK_S = 2.5
-
 
 class CallSession:
     def __init__(
