@@ -515,18 +515,22 @@ class FusedFirEncoder:
             return [self._first.tobytes()]
         return self._frames(k, data)
 
-    def _run(self, data: bytes) -> list[bytes]:
+    def _step(self, data: bytes) -> int:
+        """The kernel on ``data`` (whole samples): the frames it made (-1: grow first); ``_need`` for the next. The
+        per-chunk roads (:meth:`convert`, and ``message`` in gateway/audio/fir_message.py) call the kernel inline,
+        one Python call fewer per chunk."""
         k, self._need = _DOWN_ENCODE(
             self._hist, self._st, data, _DOWN_PHASES, self._law, self._out, self._msg, self._at
         )
-        return self._frames(k, data)
+        return int(k)
+
+    def _run(self, data: bytes) -> list[bytes]:
+        return self._frames(self._step(data), data)
 
     def _frames(self, k: int, data: bytes) -> list[bytes]:
         if k < 0:  # the history is too short for this chunk: grow it, then run the chunk
             self._grow(int(self._st[_ST_NH]) + len(data) // 2 + 1)
-            k, self._need = _DOWN_ENCODE(
-                self._hist, self._st, data, _DOWN_PHASES, self._law, self._out, self._msg, self._at
-            )
+            k = self._step(data)
         size, view = self.frame_bytes, self._view
         return [view[i : i + size].tobytes() for i in range(0, k * size, size)]
 
@@ -567,5 +571,4 @@ class FusedFirEncoder:
         self._hist[:, : FIR_DELAY // 3] = 0.0
         st[_ST_START] = st[_ST_FILL] = st[_ST_FED] = st[_ST_SENT] = st[_ST_FORCE] = 0
         self._held = b""
-        # What the first frame needs: the kernel's answer for no input (it changes nothing then).
-        _, self._need = _DOWN_ENCODE(self._hist, self._st, b"", _DOWN_PHASES, self._law, self._out, self._msg, self._at)
+        self._step(b"")  # what the first frame needs: the kernel's answer for no input (it changes nothing then)
