@@ -10,9 +10,13 @@ speech-like) every 20 ms; play what comes back at real time and echo each ``mark
 on ``clear`` drop the queue and echo pending marks at once, as Twilio does.
 
 Agent side, per session (docs/architecture/agent-api.md#events): answer ``session.update`` with
-``session.updated`` and ``session.ready``, start a reply, and echo the caller's audio back as ``reply.audio`` at real
-time in ``chunk_ms`` chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5 ms / 300 B of
-μ-law); on a barge-in (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply.
+``session.updated`` and ``session.ready``, start a reply, and send ``reply.audio`` at real time in ``chunk_ms``
+chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5 ms / 300 B of μ-law); on a barge-in
+(driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply. The reply's audio is speech-like
+audio in the agent's format, base64-encoded once at start-up and sent in turn (:func:`reply_chunks`; the gateway's
+work per chunk depends on the chunk's size, not on what it says), and the caller's ``input.audio`` is counted by its
+base64 length, not decoded. The generator handles as many messages as the gateway, on its own core, so it must cost
+well under the floor prototype per call (docs/architecture/performance.md#generator).
 
 Added latency is measured on one clock, both peers being here:
 - caller → agent, per frame: ``input.audio`` received − ``media`` sent, for the message that completed the frame's
@@ -53,10 +57,10 @@ from bench.report import limited_p99
 from bench.wsproto import WsClient, WsServerConn
 from gateway.audio import g711
 from gateway.audio.transcode import InboundAudio, OutboundAudio
-from tests.support.media_corpus import caller_ulaw8k
+from tests.support.media_corpus import agent_pcm24k, caller_ulaw8k, speechlike_pcm16
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_INPUT_PREFIX = '{"type":"input.audio","audio":"'
+_INPUT_PREFIX = b'{"type":"input.audio","audio":"'
 
 
 # ---- mapping tables: which message completes which frame, from the gateway's own pure converters -----------------
@@ -70,6 +74,27 @@ def inbound_table(agent_format: str, quality: str, frames: int, carrier: str = "
         total += len(conv.convert(silence))
         out.append(total)
     return out
+
+
+def reply_chunks(agent_format: str, chunk_bytes: int, seconds: float = 2.0) -> list[bytes]:
+    """The agent's reply audio: speech-like audio as the agent speaks it (tests/support/media_corpus.py), in the
+    agent's format (24 kHz PCM16 with energy above 4 kHz, which the gateway's filter must remove; or 8 kHz G.711 for
+    a passthrough format), cut into whole ``chunk_bytes`` chunks, each base64-encoded once."""
+    if agent_format == "pcm24k":
+        audio = agent_pcm24k(seconds)
+    else:
+        pcm8k = speechlike_pcm16(seconds, 8000, 11).tobytes()
+        audio = g711.pcm16_to_alaw(pcm8k) if agent_format == "pcma" else g711.pcm16_to_ulaw(pcm8k)
+    return [
+        binascii.b2a_base64(audio[i : i + chunk_bytes], newline=False)
+        for i in range(0, len(audio) - chunk_bytes + 1, chunk_bytes)
+    ]
+
+
+def b64_decoded_len(b64: bytes) -> int:
+    """How many bytes the base64 text ``b64`` (no line breaks, padded, as the gateway sends it) decodes to, without
+    decoding it."""
+    return len(b64) // 4 * 3 - b64.endswith(b"=") - b64.endswith(b"==")
 
 
 def outbound_table(
@@ -149,8 +174,8 @@ class Call:
     in_bytes: int = 0
     # agent → caller
     reply_no: int = 0
-    echo: bytearray = field(default_factory=bytearray)
-    echo_started: bool = False
+    reply_head: bytes = b""  # the current reply's ``reply.audio`` up to its data, as a frame's start (_start_reply)
+    replying: bool = False  # the reply has sent audio (a barge-in needs some)
     chunk_g: int = 0  # global index of the next chunk the agent sends
     chunk_times: deque[float] = field(default_factory=deque)
     chunk_base: int = 0  # global index of chunk_times[0]
@@ -160,6 +185,10 @@ class Call:
     play_end: float = 0.0
     mark_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     closed: bool = False
+    sid: bytes = field(init=False, default=b"")  # stream_sid, for the media messages built as bytes
+
+    def __post_init__(self) -> None:
+        self.sid = self.stream_sid.encode()
 
     # -- Twilio side
     def send_media(self, now: float) -> None:
@@ -172,9 +201,9 @@ class Call:
             return
         payload = g.payloads[n % len(g.payloads)]
         assert self.tw is not None
-        self.tw.send_text(
-            '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
-            '"payload":"%s"},"streamSid":"%s"}' % (n + 3, n + 1, n * 20, payload, self.stream_sid)
+        self.tw.send_payload(
+            b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
+            b'"payload":"%s"},"streamSid":"%s"}' % (n + 3, n + 1, n * 20, payload, self.sid)
         )
         self.media_sent.append(now)
 
@@ -182,13 +211,13 @@ class Call:
         """AudioSocket: every audio frame is played like a Twilio ``media``; the hang-up frame needs nothing. The
         gateway's 20 ms of silence right after the UUID (before the agent session exists) maps to no agent chunk."""
         if kind == 0x10 and self.reply_no:
-            self.on_twilio("")
+            self.on_twilio(b"")
 
-    def on_twilio(self, text: str) -> None:
+    def on_twilio(self, text: bytes) -> None:
         now = time.monotonic()
         g = self.gen
         msg: dict[str, Any] | None = None
-        if text and not text.startswith('{"event":"media"'):  # the gateway's template; anything else is parsed
+        if text and not text.startswith(b'{"event":"media"'):  # the gateway's template; anything else is parsed
             msg = json.loads(text)
         if msg is None or msg.get("event") == "media":
             # Our playout model: 20 ms per frame, FIFO.
@@ -237,18 +266,18 @@ class Call:
             )
 
     # -- agent side
-    def on_agent(self, text: str) -> None:
+    def on_agent(self, text: bytes) -> None:
         now = time.monotonic()
         g = self.gen
         msg: dict[str, Any] | None = None
+        b64: bytes | None
         if text.startswith(_INPUT_PREFIX):  # the gateway's template: no need to parse the JSON
             b64 = text[len(_INPUT_PREFIX) : -2]
         else:
             msg = json.loads(text)
-            b64 = msg.get("audio", "") if msg.get("type") == "input.audio" else None
+            b64 = str(msg.get("audio", "")).encode() if msg.get("type") == "input.audio" else None
         if b64 is not None:
-            pcm = binascii.a2b_base64(b64)
-            self.in_bytes += len(pcm)
+            self.in_bytes += b64_decoded_len(b64)
             table = g.in_table
             sent = self.media_sent
             while self.media_seen < len(table) and table[self.media_seen] <= self.in_bytes and sent:
@@ -260,10 +289,6 @@ class Call:
                 self.media_seen += 1
             if self.media_seen >= len(table):
                 sent.clear()
-            echo = self.echo
-            echo += pcm
-            if len(echo) > 1000 * g.bytes_per_ms:  # over 1 s behind: drop the oldest (never expected at real time)
-                del echo[: len(echo) - 1000 * g.bytes_per_ms]
             return
         assert msg is not None
         kind = msg.get("type")
@@ -284,30 +309,24 @@ class Call:
     def _start_reply(self) -> None:
         self.reply_no += 1
         self._agent_send({"type": "reply.started", "reply_id": self.reply_id, "item_id": f"item_{self.reply_no}"})
+        self.reply_head = ('{"type":"reply.audio","reply_id":"%s","data":"' % self.reply_id).encode()
 
     @property
     def reply_id(self) -> str:
         return f"resp_{self.idx}_{self.reply_no}"
 
     def send_chunk(self, now: float) -> None:
+        if not self.reply_no or self.ag is None:
+            return  # no reply yet
         g = self.gen
-        echo = self.echo
-        n = g.chunk_bytes
-        if not self.echo_started:
-            if len(echo) < 2 * n + 20 * g.bytes_per_ms:  # a little pre-roll so network jitter does not starve the echo
-                return
-            self.echo_started = True
-        if len(echo) < n:
-            return
-        data = binascii.b2a_base64(bytes(echo[:n]), newline=False).decode("ascii")
-        del echo[:n]
-        assert self.ag is not None
-        self.ag.send_text('{"type":"reply.audio","reply_id":"%s","data":"%s"}' % (self.reply_id, data))
+        i = self.chunk_g
+        self.ag.send_payload(b"".join((self.reply_head, g.reply_chunks[(self.idx + i) % len(g.reply_chunks)], b'"}')))
+        self.replying = True
         self.chunk_times.append(now)
-        self.chunk_g += 1
+        self.chunk_g = i + 1
 
     def barge_in(self) -> None:
-        """The agent says the caller interrupted: ``reply.done`` interrupted, then a new reply continues the echo."""
+        """The agent says the caller interrupted: ``reply.done`` interrupted, then a new reply goes on."""
         self._agent_send({"type": "reply.done", "reply_id": self.reply_id, "status": "interrupted"})
         self.pending_barge = (self.chunk_g, time.monotonic())
         self._start_reply()
@@ -332,8 +351,9 @@ class LoadGen:
         self.in_table = inbound_table(fmt, plan["in_quality"], frames, self.carrier)
         self.out_table = outbound_table(fmt, plan["out_quality"], self.chunk_bytes, frames, self.carrier)
         ulaw = caller_ulaw8k(2.0)
-        self.payloads = [binascii.b2a_base64(ulaw[i : i + 160], newline=False).decode() for i in range(0, 16000, 160)]
+        self.payloads = [binascii.b2a_base64(ulaw[i : i + 160], newline=False) for i in range(0, 16000, 160)]
         self.frames = [frame(0x10, g711.ulaw_to_pcm16(ulaw[i : i + 160])) for i in range(0, 16000, 160)]
+        self.reply_chunks = reply_chunks(fmt, self.chunk_bytes)
         self.calls: list[Call] = []
         self.media_slots: list[list[Call]] = [[] for _ in range(20)]
         self.chunk_slots: list[list[Call]] = [[] for _ in range(self.chunk_cycle)]
@@ -518,7 +538,7 @@ class LoadGen:
             await asyncio.sleep(seconds)
         for _ in range(count):
             await asyncio.sleep(seconds / max(1, count))
-            steady = [c for c in self.calls if c.pending_barge is None and c.echo_started and not c.closed]
+            steady = [c for c in self.calls if c.pending_barge is None and c.replying and not c.closed]
             if steady:
                 random.choice(steady).barge_in()
 

@@ -39,13 +39,14 @@ def encode_frame(payload: bytes, opcode: int = OP_TEXT, masked: bool = False) ->
 
 
 class _FrameReader(asyncio.Protocol):
-    """Parses frames from the byte stream and calls ``on_text(str)`` for each text message."""
+    """Parses frames from the byte stream and calls ``on_text(bytes)`` for each text message, with its UTF-8 bytes
+    (the load generator's peers look at a message's start before, or instead of, parsing it)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self.closed = asyncio.get_running_loop().create_future()
-        self.on_text: Callable[[str], None] = lambda _t: None
+        self.on_text: Callable[[bytes], None] = lambda _t: None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -55,8 +56,12 @@ class _FrameReader(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send_text(self, text: str) -> None:
+        self.send_payload(text.encode())
+
+    def send_payload(self, payload: bytes) -> None:
+        """A text message already encoded as UTF-8."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_frame(text.encode(), OP_TEXT, self._mask_out))
+            self.transport.write(encode_frame(payload, OP_TEXT, self._mask_out))
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -94,7 +99,7 @@ class _FrameReader(asyncio.Protocol):
             pos += head + n
             op = b0 & 0x0F
             if op == OP_TEXT:
-                self.on_text(payload.decode())
+                self.on_text(payload)
             elif op == OP_PING and self.transport is not None:
                 self.transport.write(encode_frame(payload, OP_PONG, self._mask_out))
             elif op == OP_CLOSE:
