@@ -242,7 +242,33 @@ def interleaved_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, An
             for calls in a.keys() & b.keys():
                 per_calls.setdefault(calls, []).append(statistics.median(a[calls]) / statistics.median(b[calls]))
         ratios[name] = {c: (*_med(xs), len(xs)) for c, xs in sorted(per_calls.items())}
-    return {"reference": ref, "variants": variants, "ratios": ratios}
+    return {"reference": ref, "variants": variants, "ratios": ratios, "ends": _ends(rounds, variants)}
+
+
+def _ends(rounds: dict[str, list[dict[str, Any]]], variants: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each variant against the reference (the last) at the end of its ramps: max calls per core (by the medians, and
+    round by round), and CPU per call-second at each one's own max step, round by round. Both ramps end at about the
+    same load on their core, so the second is the CPU ratio the first reads: unlike the ratio at one call count, it
+    includes what each costs per call at the load it reaches (docs/architecture/performance.md#generator)."""
+    names = list(rounds)
+    ref = names[-1]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names[:-1]:
+        calls: list[float] = []
+        cpu: list[float] = []
+        for mine, theirs in zip(rounds[name], rounds[ref], strict=False):
+            for a, b in zip(mine["runs"], theirs["runs"], strict=False):
+                x, y = a["summary"], b["summary"]
+                if x["max_calls_p99_ok"] and y["max_calls_p99_ok"]:
+                    calls.append(x["max_calls_p99_ok"] / y["max_calls_p99_ok"])
+                    cpu.append(x["cpu_ms_per_call_s"] / y["cpu_ms_per_call_s"])
+        mine_max, ref_max = variants[name]["max_calls"][0], variants[ref]["max_calls"][0]
+        out[name] = {
+            "calls_by_medians": mine_max / ref_max if mine_max and ref_max else None,
+            "calls": (*_med(calls), len(calls)),
+            "cpu_at_max": (*_med(cpu), len(cpu)),
+        }
+    return out
 
 
 def format_interleaved(summary: dict[str, Any]) -> str:
@@ -263,6 +289,15 @@ def format_interleaved(summary: dict[str, Any]) -> str:
     for name, by_calls in summary["ratios"].items():
         parts = ", ".join(f"{c}: {m:.2f}× ({lo:.2f}–{hi:.2f}, {n} rounds)" for c, (m, lo, hi, n) in by_calls.items())
         lines.append(f"  {name} ÷ {ref}, CPU per call-second round by round: {parts}")
+    for name, e in summary.get("ends", {}).items():
+        if e["calls_by_medians"] is None or e["calls"][0] is None:
+            continue
+        (m, lo, hi, n), (cm, clo, chi, _n) = e["calls"], e["cpu_at_max"]
+        lines.append(
+            f"  {name} ÷ {ref}, max calls/core: {e['calls_by_medians']:.0%} by the medians, round by round {m:.0%} "
+            f"({lo:.0%}–{hi:.0%}, {n} rounds); CPU per call-second at each one's max step, round by round "
+            f"{cm:.2f}× ({clo:.2f}–{chi:.2f})"
+        )
     return "\n".join(lines)
 
 

@@ -127,3 +127,29 @@ def test_interleaved_rounds_rotate_so_every_variant_holds_every_place_equally_of
     assert all(sorted(order) == sorted(variants) for order in orders)
     for place in range(3):
         assert sorted(order[place] for order in orders) == sorted(variants * 2)
+
+
+def test_interleaved_ends_compare_each_variant_at_its_own_max_step_round_by_round() -> None:
+    # Round 1: "main" carries 120 calls at 7.5 ms per call-second, the floor 200 at 5 ms; round 2 (a machine 1.6x
+    # slower): 100 at 12 ms against 160 at 8 ms. The calls ratio is 0.60 and 0.625, the CPU ratio at the ends 1.5 in
+    # both; by the medians of the max steps, 110 / 180.
+    rounds = {
+        "main": [_result(1.5, (100, 120)), _result(1.5 * 1.6, (100,))],
+        "floor": [_result(1.0, (100, 200)), _result(1.6, (100, 160))],
+    }
+    ends = interleaved_summary(rounds)["ends"]["main"]
+    assert round(ends["calls_by_medians"], 6) == round(110 / 180, 6)
+    median, lo, hi, n = ends["calls"]
+    assert (round(median, 4), round(lo, 4), round(hi, 4), n) == (0.6125, 0.6, 0.625, 2)
+    cm, clo, chi, cn = ends["cpu_at_max"]
+    assert (round(cm, 6), round(clo, 6), round(chi, 6), cn) == (1.5, 1.5, 1.5, 2)
+    text = format_interleaved(interleaved_summary(rounds))
+    assert "main ÷ floor, max calls/core: 61% by the medians, round by round 61% (60%–62%, 2 rounds)" in text
+    assert "CPU per call-second at each one's max step, round by round 1.50× (1.50–1.50)" in text
+
+
+def test_interleaved_ends_skip_a_round_where_either_ramp_passed_no_step() -> None:
+    failed = {"runs": [{"steps": [_step(100, p99=9.0)], "summary": summarize_run([_step(100, p99=9.0)], 5.0)}]}
+    rounds = {"main": [failed, _result(1.5, (100, 120))], "floor": [_result(1.0, (100, 200)), _result(1.0, (100,))]}
+    ends = interleaved_summary(rounds)["ends"]["main"]
+    assert ends["calls"][3] == 1 and round(ends["calls"][0], 6) == 1.2  # round 2 only: 120 / 100
