@@ -259,7 +259,7 @@ def _ends(rounds: dict[str, list[dict[str, Any]]], variants: dict[str, Any]) -> 
         for mine, theirs in zip(rounds[name], rounds[ref], strict=False):
             for a, b in zip(mine["runs"], theirs["runs"], strict=False):
                 x, y = a["summary"], b["summary"]
-                if x["max_calls_p99_ok"] and y["max_calls_p99_ok"]:
+                if x["max_calls_p99_ok"] and y["max_calls_p99_ok"] and y["cpu_ms_per_call_s"]:
                     calls.append(x["max_calls_p99_ok"] / y["max_calls_p99_ok"])
                     cpu.append(x["cpu_ms_per_call_s"] / y["cpu_ms_per_call_s"])
         mine_max, ref_max = variants[name]["max_calls"][0], variants[ref]["max_calls"][0]

@@ -1,7 +1,8 @@
 """Just enough RFC 6455 for the load generator's two peers, as asyncio protocols: unfragmented text frames, ping →
-pong, close. Written out instead of using aiohttp or websockets so the generator spends far less CPU per message
-than the gateway it measures (it handles as many messages as the gateway does); that is also why the client masks
-with an all-zero key, which RFC 6455 §5.3 allows and which makes masking free. Not for anything but the bench.
+pong, close. Written out instead of using aiohttp or websockets so the generator spends less CPU per message than
+the gateway it measures (it handles as many messages as the gateway does, and costs about what the floor prototype
+costs: docs/architecture/performance.md#generator); that is also why the client masks with an all-zero key, which
+RFC 6455 §5.3 allows and which makes masking free. Not for anything but the bench.
 """
 
 from __future__ import annotations
