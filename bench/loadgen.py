@@ -15,8 +15,9 @@ chunks (scripts/bench defaults to the live service's: 10 ms / 480 B of PCM, 37.5
 (driven by the generator) send ``reply.done`` ``interrupted`` and start a new reply. The reply's audio is speech-like
 audio in the agent's format, base64-encoded once at start-up and sent in turn (:func:`reply_chunks`; the gateway's
 work per chunk depends on the chunk's size, not on what it says), and the caller's ``input.audio`` is counted by its
-base64 length, not decoded. The generator handles as many messages as the gateway, on its own core, so it must cost
-well under the floor prototype per call (docs/architecture/performance.md#generator).
+base64 length, not decoded. The generator handles as many messages as the gateway, on its own core, and costs about
+what the floor prototype does per call: at the floor's last steps it must still have core to spare
+(docs/architecture/performance.md#generator).
 
 Added latency is measured on one clock, both peers being here:
 - caller → agent, per frame: ``input.audio`` received − ``media`` sent, for the message that completed the frame's

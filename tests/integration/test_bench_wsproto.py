@@ -1,5 +1,5 @@
 """The load generator's own WebSocket code (bench/wsproto.py) against aiohttp, on loopback: every length encoding
-(7-bit, 16-bit, 64-bit), masked frames both ways, several frames in one read, and text handed on as its exact UTF-8
+(7-bit, 16-bit, 64-bit), masked frames both ways, frames larger than one read, and text handed on as its exact UTF-8
 bytes. The bench's latency figures are only as good as these two peers' framing."""
 
 from __future__ import annotations
