@@ -176,7 +176,6 @@ class Call:
     # agent → caller
     reply_no: int = 0
     reply_head: bytes = b""  # the current reply's ``reply.audio`` up to its data, as a frame's start (_start_reply)
-    replying: bool = False  # the reply has sent audio (a barge-in needs some)
     chunk_g: int = 0  # global index of the next chunk the agent sends
     chunk_times: deque[float] = field(default_factory=deque)
     chunk_base: int = 0  # global index of chunk_times[0]
@@ -322,7 +321,6 @@ class Call:
         g = self.gen
         i = self.chunk_g
         self.ag.send_payload(b"".join((self.reply_head, g.reply_chunks[(self.idx + i) % len(g.reply_chunks)], b'"}')))
-        self.replying = True
         self.chunk_times.append(now)
         self.chunk_g = i + 1
 
@@ -539,7 +537,8 @@ class LoadGen:
             await asyncio.sleep(seconds)
         for _ in range(count):
             await asyncio.sleep(seconds / max(1, count))
-            steady = [c for c in self.calls if c.pending_barge is None and c.replying and not c.closed]
+            # a call whose agent has sent audio (chunk_g), not awaiting a clear
+            steady = [c for c in self.calls if c.pending_barge is None and c.chunk_g and not c.closed]
             if steady:
                 random.choice(steady).barge_in()
 
