@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from aiohttp import WSMessage, WSMsgType
 
 from bench.report import rotated
 from gateway.agent import protocol as ap
@@ -50,6 +51,7 @@ from gateway.call.setup import setup_for
 from gateway.call.shell.accepted import AcceptedCall
 from gateway.carriers.events import StreamStarted
 from gateway.config import load_settings
+from gateway.errors import CallEnded
 from gateway.session import CallSession
 
 STREAM_SID = "MZ" + "0" * 32
@@ -374,10 +376,6 @@ def _floor_loops(media: str, event: ap.ServerEvent, n: int) -> tuple[Callable[[]
 def _reader_loop(media: str, event: ap.ServerEvent, n: int) -> Callable[[], Any]:
     """The session's carrier reader (``CarrierReader.run``, the real task's loop, socket read included) over ``n``
     media messages, ended by the stream's ``stop``; on a new call past its first frames."""
-    from aiohttp import WSMessage, WSMsgType
-
-    from gateway.errors import CallEnded
-
     call, carrier, _agent, now = session_under_test()
     _warm(call, now, media, event)
     stop = {"event": "stop", "sequenceNumber": "9", "streamSid": STREAM_SID, "stop": {"callSid": "CA" + "0" * 32}}
