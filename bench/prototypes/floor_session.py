@@ -13,17 +13,20 @@ Per message, and only this:
   for that frame (960 B of PCM, 950 B for the first) is sent instead, so message sizes and counts match the real run.
 - agent → carrier: receive through the real ``AgentConnection`` (its msgspec ``reply.audio`` fast path), send
   ``media``. With ``pcmu`` the agent's bytes are cut into 160 B frames (as the real OutboundAudio passthrough does);
-  with ``pcm24k`` nothing is resampled or encoded: a precomputed 160 B μ-law silence ``media`` is sent as many times
-  as the real OutboundAudio would hand out frames for that chunk. That schedule (with the default FIR: one frame
-  every other chunk of 10 ms; with soxr MQ: bursts of 3–4 frames every 6–8 chunks) is computed once per chunk size
-  and ``audio.outbound_resample_quality`` from OutboundAudio on silence (frame counts depend on sizes only), so the
-  load generator's frame mapping, which uses the same converters, stays exact.
+  with ``pcm24k`` nothing is resampled or encoded: a precomputed 160 B μ-law silence ``media``, as UTF-8 bytes, is
+  sent as many times as the real OutboundAudio would hand out frames for that chunk, by the socket's own
+  ``send_frame``: the send the gateway's message lane uses (``CarrierLink.text_sender``). That schedule (with the
+  default FIR: one frame every other chunk of 10 ms; with soxr MQ: bursts of 3–4 frames every 6–8 chunks) is
+  computed once per chunk size and ``audio.outbound_resample_quality`` from OutboundAudio on silence (frame counts
+  depend on sizes only), so the load generator's frame mapping, which uses the same converters, stays exact.
 - ``reply.done`` ``interrupted``: send ``clear`` and restart the frame schedule (the real gateway resets its
   OutboundAudio there), so the barge-in measure works. ``stop``: end the agent session (``session.end``) and close.
 
 ``--prototype floor-transcode`` is the same relay doing the real audio work per message: the caller's frames through
-the real ``InboundAudio`` into ``input.audio``, the agent's chunks through the real ``OutboundAudio`` into ``media``
-(reset at a barge-in). It measures what the gateway would cost with no session logic at all between the sockets.
+the real ``InboundAudio`` into ``input.audio``, the agent's chunks through the real ``OutboundAudio``'s compiled message
+lane (``FusedFirMessages.message``: a lone frame comes out as its whole ``media`` message, sent as the gateway's lane
+sends it; several frames go through ``build_media``), reset at a barge-in. It measures what the gateway would cost
+with no session logic at all between the sockets.
 
 Not done (what the real session adds): transcoding and resampling, playout pacing and marks (the real gateway sends
 one mark per second of audio, ≈ 2 more messages per call-second with its echo), queues, backpressure, resume,
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -356,12 +360,14 @@ class CallSession:
         passthrough = audio.agent_format != "pcm24k"
         stream = getattr(self.dialect, "stream", None)
         sid = self.summary.stream_sid
-        media_text = '{"event":"media","streamSid":"%s","media":{"payload":"%s"}}' % (
-            sid,
-            binascii.b2a_base64(b"\xff" * FRAME_BYTES, newline=False).decode("ascii"),
+        media_msg = b'{"event":"media","streamSid":"%s","media":{"payload":"%s"}}' % (
+            sid.encode(),
+            binascii.b2a_base64(b"\xff" * FRAME_BYTES, newline=False),
         )
         build_media = stream.build_media if stream is not None else self.dialect.build_media
         send = self._ws.send_str
+        # A media message already encoded as UTF-8: the socket's own send, as the gateway's lane sends it.
+        send_text = functools.partial(self._ws.send_frame, opcode=WSMsgType.TEXT)
         recv = agent.recv
         ReplyAudio, ReplyDone, SessionEnded = ap.ReplyAudio, ap.ReplyDone, ap.SessionEnded
         sched: list[int] | None = None
@@ -372,6 +378,14 @@ class CallSession:
             OutboundAudio(audio.agent_format, "audio/pcmu", 8000, FRAME_BYTES, audio.outbound_resample_quality)
             if TRANSCODE
             else None
+        )
+        # floor-transcode: the gateway's compiled message lane when this pair has one (the default FIR), as
+        # CallCore.message_lane gives it; else the plain converter's frames.
+        media_template = getattr(self.dialect, "media_template", None)
+        template = media_template() if outbound is not None and media_template is not None else None
+        lane = outbound.messages(*template) if outbound is not None and template is not None else None
+        convert: Callable[[bytes], bytes | list[bytes]] | None = (
+            lane.message if lane is not None else (outbound.convert if outbound is not None else None)
         )
         try:
             while True:
@@ -388,8 +402,13 @@ class CallSession:
                             await send(build_media(frame))
                             frames_out += 1
                         continue
-                    if outbound is not None:
-                        for frame in outbound.convert(ev.data):
+                    if convert is not None:
+                        out = convert(ev.data)
+                        if type(out) is bytes:  # the lane's lone frame, as its whole media message
+                            await send_text(out)
+                            frames_out += 1
+                            continue
+                        for frame in out:
                             await send(build_media(frame))
                             frames_out += 1
                         continue
@@ -398,7 +417,7 @@ class CallSession:
                     k = _frames_for(sched, chunk_i)
                     chunk_i += 1
                     for _ in range(k):
-                        await send(media_text)
+                        await send_text(media_msg)
                     frames_out += k
                 elif type(ev) is ReplyDone:
                     if ev.status == "interrupted":

@@ -120,6 +120,10 @@ class FakeCarrierWs:
     async def send_str(self, text: str) -> None:
         self.sent.append(text)
 
+    async def send_frame(self, message: bytes, opcode: aiohttp.WSMsgType) -> None:
+        assert opcode is aiohttp.WSMsgType.TEXT  # only text frames, given as UTF-8 (the message lane's send)
+        self.sent.append(message.decode())
+
 
 class FakeAgent:
     def __init__(self, events: list[Any]) -> None:

@@ -74,7 +74,10 @@ def test_opcode_counts_per_message_follow_each_path_and_repeat_exactly() -> None
     # the floor's loops ran per message (the differenced setup is gone), the transcoding floor's with the filters
     assert set(first["floor, carrier → agent"]) == {"bench.prototypes.floor_session:CallSession.carrier_loop"}
     assert first["floor-transcode, carrier → agent"]["gateway.audio.fir_jit:FusedFirDecoder.convert"] > 0
-    assert first["floor-transcode, agent → carrier"]["gateway.carriers.twilio:TwilioStream.build_media"] > 0
+    # ... and its agent chunks through the gateway's compiled message lane, no media message built in Python
+    ft_out = first["floor-transcode, agent → carrier"]
+    assert ft_out["gateway.audio.fir_message:FusedFirMessages.message"] > 0
+    assert "gateway.carriers.twilio:TwilioStream.build_media" not in ft_out
     total = {path: sum(by_function.values()) for path, by_function in first.items()}
     assert (
         total["floor, carrier → agent"] < total["floor-transcode, carrier → agent"] < total["gateway, carrier → agent"]
