@@ -379,14 +379,13 @@ class CallSession:
             if TRANSCODE
             else None
         )
-        # floor-transcode: the gateway's compiled message lane when this pair has one (the default FIR), as
-        # CallCore.message_lane gives it; else the plain converter's frames.
-        media_template = getattr(self.dialect, "media_template", None)
-        template = media_template() if outbound is not None and media_template is not None else None
-        lane = outbound.messages(*template) if outbound is not None and template is not None else None
-        convert: Callable[[bytes], bytes | list[bytes]] | None = (
-            lane.message if lane is not None else (outbound.convert if outbound is not None else None)
-        )
+        convert: Callable[[bytes], bytes | list[bytes]] | None = None
+        if outbound is not None:
+            # floor-transcode: the gateway's compiled message lane when this pair has one (the default FIR), as
+            # CallCore.message_lane gives it (from the Twilio stream's template); else the plain converter's frames.
+            parts = stream.media_template() if stream is not None else None
+            lane = outbound.messages(*parts) if parts is not None else None
+            convert = lane.message if lane is not None else outbound.convert
         try:
             while True:
                 try:
