@@ -242,18 +242,18 @@ def interleaved_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, An
             for calls in a.keys() & b.keys():
                 per_calls.setdefault(calls, []).append(statistics.median(a[calls]) / statistics.median(b[calls]))
         ratios[name] = {c: (*_med(xs), len(xs)) for c, xs in sorted(per_calls.items())}
-    return {"reference": ref, "variants": variants, "ratios": ratios, "ends": _ends(rounds, variants)}
+    return {"reference": ref, "variants": variants, "ratios": ratios, "ends": _ends(rounds, variants, ref)}
 
 
-def _ends(rounds: dict[str, list[dict[str, Any]]], variants: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each variant against the reference (the last) at the end of its ramps: max calls per core (by the medians, and
+def _ends(rounds: dict[str, list[dict[str, Any]]], variants: dict[str, Any], ref: str) -> dict[str, dict[str, Any]]:
+    """Each variant against the reference ``ref`` at the end of its ramps: max calls per core (by the medians, and
     round by round), and CPU per call-second at each one's own max step, round by round. Both ramps end at about the
     same load on their core, so the second is the CPU ratio the first reads: unlike the ratio at one call count, it
     includes what each costs per call at the load it reaches (docs/architecture/performance.md#generator)."""
-    names = list(rounds)
-    ref = names[-1]
     out: dict[str, dict[str, Any]] = {}
-    for name in names[:-1]:
+    for name in rounds:
+        if name == ref:
+            continue
         calls: list[float] = []
         cpu: list[float] = []
         for mine, theirs in zip(rounds[name], rounds[ref], strict=False):
