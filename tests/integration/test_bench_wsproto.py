@@ -38,17 +38,19 @@ async def test_the_generators_client_reads_an_aiohttp_servers_text_and_its_maske
     _, client = await loop.create_connection(
         lambda: WsClient(f"127.0.0.1:{server.port}", "/ws"), "127.0.0.1", server.port
     )
-    await client.open
     got: list[bytes] = []
-    client.on_text = got.append
-    client.send_text("go")
-    client.send_payload(MESSAGES[3].encode())  # a client frame with a 64-bit length, masked
-    async with asyncio.timeout(5):
-        while len(got) < len(MESSAGES) or len(received) < 2:
-            await asyncio.sleep(0.01)
+    try:
+        async with asyncio.timeout(5):
+            await client.open
+            client.on_text = got.append
+            client.send_text("go")
+            client.send_payload(MESSAGES[3].encode())  # a client frame with a 64-bit length, masked
+            while len(got) < len(MESSAGES) or len(received) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        client.close()
     assert got == [m.encode() for m in MESSAGES]
     assert received == ["go", MESSAGES[3]]
-    client.close()
 
 
 async def test_the_generators_server_reads_an_aiohttp_clients_masked_text_and_answers() -> None:
