@@ -44,6 +44,10 @@ MAX_BACKOFF_S = 1800.0
 PERMANENT_ATTEMPTS = 3
 #: Rows delivered longer ago than this are removed (the outbox is not an archive).
 KEEP_DELIVERED_S = 7 * 86400
+#: The sender's wait after a pass the outbox failed (locked by another process, disk full), doubling to at most
+#: OUTBOX_ERROR_MAX_BACKOFF_S while it keeps failing.
+OUTBOX_ERROR_BACKOFF_S = 0.5
+OUTBOX_ERROR_MAX_BACKOFF_S = 30.0
 
 log = structlog.get_logger("gateway.records")
 
@@ -80,8 +84,10 @@ class Delivery:
 class Outbox:
     """The SQLite outbox. Every method runs its statement on the outbox's own thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
         self.path = path
+        #: How long a statement waits for another process's write lock before it fails ("database is locked").
+        self.busy_timeout_s = busy_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
 
@@ -90,7 +96,9 @@ class Outbox:
 
     def _open(self, now: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = self._db = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
@@ -208,11 +216,21 @@ class WebhookSender:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
+        failures = 0  # passes in a row that raised
         while True:
             self.wake.clear()
-            for d in await self.outbox.due(self.clock(), lease_s=self.timeout_s + 5.0):
-                await self._attempt(d)
-            nxt = await self.outbox.next_due()
+            try:
+                for d in await self.outbox.due(self.clock(), lease_s=self.timeout_s + 5.0):
+                    await self._attempt(d)
+                nxt = await self.outbox.next_due()
+            except Exception as exc:  # noqa: BLE001 - the outbox's trouble (locked, disk full) or a bad row: not the end
+                # Nothing but cancellation ends this task: the events are on disk, and a later pass sends them.
+                failures += 1
+                wait = min(OUTBOX_ERROR_MAX_BACKOFF_S, OUTBOX_ERROR_BACKOFF_S * 2.0 ** min(failures - 1, 16))
+                log.error("webhook.outbox_error", error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=wait)
+                await asyncio.sleep(wait)  # not woken by new events: they would only find the outbox as it is
+                continue
+            failures = 0
             wait = 5.0 if nxt is None else min(5.0, max(0.0, nxt - self.clock()))
             if wait > 0:
                 try:

@@ -12,6 +12,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -20,6 +21,7 @@ from standardwebhooks import Webhook
 from gateway.audio import g711
 from tests.support.audio import tone, ulaw_tone
 from tests.support.faults import write_config
+from tests.support.logcapture import capture_call_logs, events
 
 SECRET = "whsec_" + base64.b64encode(b"r" * 32).decode()
 
@@ -310,6 +312,82 @@ async def test_a_receiver_that_refuses_is_dead_lettered_and_one_that_fails_is_re
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await outbox.close()
+
+
+class SlowReceiver:
+    """Answers 204 after ``delay_s``; notes, per webhook-id, how many deliveries of it were in flight at once."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
+        self.got: list[str] = []
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._hook)
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        wid = request.headers["webhook-id"]
+        await request.read()
+        self.in_flight[wid] = self.in_flight.get(wid, 0) + 1
+        self.max_in_flight[wid] = max(self.max_in_flight.get(wid, 0), self.in_flight[wid])
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight[wid] -= 1
+        self.got.append(wid)
+        return web.Response(status=204)
+
+
+def outbox_sender(outbox: Any, http: aiohttp.ClientSession, timeout_s: float) -> Any:
+    from gateway.records.outbox import WebhookSender
+
+    return WebhookSender(
+        outbox, b"k" * 32, http, base_backoff_s=0.2, retry_for_s=3600, timeout_s=timeout_s,
+        on_result=lambda event, result: None,
+    )  # fmt: skip
+
+
+async def test_a_locked_outbox_never_ends_the_webhook_sender_it_delivers_once_the_lock_is_gone(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """'database is locked' (another worker on the same data_dir holding the write lock past SQLite's busy wait, a
+    slow disk) is logged and retried: the sender task goes on, and delivers everything once the lock is gone."""
+    import sqlite3
+    import time
+
+    from gateway.records.outbox import Outbox
+
+    receiver = SlowReceiver()
+    server = await aiohttp_server(receiver.app)
+    url = str(server.make_url("/hook"))
+    db = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(db, busy_timeout_s=0.5)  # 5 s in the gateway: the same story, 10 times slower
+    await outbox.open(time.time())
+    async with aiohttp.ClientSession() as http:
+        sender = outbox_sender(outbox, http, timeout_s=2.0)
+        await outbox.add(url, "call.ended", "CA1", {"n": 1}, time.time())
+        # Another process on the same data directory holds the write lock (longer than the outbox's busy wait).
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with capture_call_logs() as logs:
+            task = asyncio.create_task(sender.run(), name="webhook_sender")
+            await asyncio.sleep(1.5)
+        other.execute("ROLLBACK")
+        other.close()
+        # The lock is gone; a new event comes; the sender should deliver both within a few seconds.
+        await outbox.add(url, "call.ended", "CA2", {"n": 2}, time.time())
+        sender.wake.set()
+        async with asyncio.timeout(10):
+            while len(receiver.got) < 2 and not task.done():
+                await asyncio.sleep(0.05)
+        died = task.done() and task.exception()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await outbox.close()
+    assert not died, f"the webhook sender task died: {died!r}"
+    assert len(receiver.got) == 2
+    locked = events(logs, "webhook.outbox_error")  # said, once a failed pass, with what the outbox answered
+    assert locked and all("database is locked" in e["error"] and e["log_level"] == "error" for e in locked)
 
 
 async def test_the_softphone_is_told_where_a_recorded_calls_recording_will_be(start_gateway, http, receiver, tmp_path):

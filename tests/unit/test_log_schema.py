@@ -216,6 +216,7 @@ SCHEMA: dict[str, Event] = {
     "webhook.dead_letter": Event(
         {"webhook_id": str, "call_sid": str, "webhook_event": str, "attempts": int, "error": str, "host": str}
     ),
+    "webhook.outbox_error": Event({"error": str, "retry_in_s": NUM}),
 }
 
 #: Events the calls below must produce (the rest are checked by name and keys against the code only: process
