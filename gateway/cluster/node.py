@@ -80,6 +80,9 @@ class Cluster:
         self.me = Replica(rid, "", False, time.time())
         #: Calls this replica holds (live, or parked for a re-attach), by CallSid.
         self.local: dict[str, LiveCall] = {}
+        #: Streams whose admission the store is answering, by CallSid: the heartbeat carries them already, but
+        #: ``local`` keeps what it held (a replayed token of a call live here must not evict the live call).
+        self._admitting: dict[str, LiveCall] = {}
         self.key = forward_key(token_secret)
         self.verifier = ForwardVerifier(self.key, rid, settings.forward_window_s)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -136,9 +139,10 @@ class Cluster:
         if draining != self.me.draining:
             self.me = dataclasses.replace(self.me, draining=draining)
         try:
-            await self.store.heartbeat(self.me, list(self.local.values()), self.settings.call_ttl_s)
+            held = {**self.local, **self._admitting}
+            await self.store.heartbeat(self.me, list(held.values()), self.settings.call_ttl_s)
             if self.settings.max_cluster_calls:
-                await self.store.keep_slots(list(self.local), 2 * self.settings.call_ttl_s)
+                await self.store.keep_slots(list(held), 2 * self.settings.call_ttl_s)
         except StateUnavailable as exc:
             self._failed("heartbeat", exc)
         else:
@@ -185,26 +189,41 @@ class Cluster:
 
     async def admit(self, call: LiveCall, token: str) -> tuple[str | None, Owner | None]:
         """A stream's ``start`` passed this process's admission: the token's single use across replicas, and the
-        call's registration. Returns (refusal or None, the other replica that held the call, if any)."""
-        self.local[call.call_sid] = call  # before the await: a heartbeat meanwhile carries it too
+        call's registration. Returns (refusal or None, the other replica that held the call, if any).
+
+        Until the store answers, the call is in ``_admitting`` (a heartbeat meanwhile carries it, an end meanwhile
+        waits for the answer) and ``local`` keeps what it held for the CallSid: a refused stream (a replay of one of
+        the call's old tokens) leaves the call's entry here, and any change made to it meanwhile, as they were."""
+        sid = call.call_sid
+        self._admitting[sid] = call
         try:
             admitted = await self.store.admit_call(
                 self.me, call, token_key(token), self._token_ttl_s, self.settings.call_ttl_s
             )
         except StateUnavailable as exc:
             self._failed("admit", exc)
-            if self.settings.on_unavailable == "refuse":
-                self.local.pop(call.call_sid, None)
-                return "store_unavailable", None
-            return None, None
+            refused = self.settings.on_unavailable == "refuse"
+            self._admitted(call, not refused)
+            return ("store_unavailable" if refused else None), None
         self._ok()
+        self._admitted(call, admitted.first_use)
         if not admitted.first_use:
-            self.local.pop(call.call_sid, None)
             return "token_in_use", None
         previous = admitted.previous
         if previous is not None and (previous.replica is None or previous.replica.id == self.me.id):
             previous = None
         return None, previous
+
+    def _admitted(self, call: LiveCall, held: bool) -> None:
+        """The store answered ``call``'s admission: ``held`` (this replica serves it now) or refused."""
+        sid = call.call_sid
+        if self._admitting.get(sid) is call:
+            del self._admitting[sid]
+        if held:
+            self.local[sid] = call
+        if (sid in self._drops or sid in self._frees) and not self._flushing:  # ends that waited for the answer
+            self._flushing = True
+            self._spawn(self._flush())
 
     def parked(self, call_sid: str, stream_sid: str, session_id: str) -> None:
         """Stream ``stream_sid`` of the call stopped here and its agent session is parked for a new stream."""
@@ -238,14 +257,20 @@ class Cluster:
         """Write ends in batches: the ends of one moment go together, and ends that come while a write is in flight
         go with the next (300 calls hung up at once are a few round trips, not 300 waiting for a connection)."""
         try:
-            while self._drops or self._frees:
-                # A call that came back here meanwhile (a re-attach on this replica) keeps its entry and its slot.
-                drops = sorted(s for s in self._drops if s not in self.local)
-                frees = sorted(s for s in self._frees if s not in self.local)
-                self._drops, self._frees = set(), set()
+            while True:
+                # A call being admitted here again waits for the store's answer (refused: the end goes ahead;
+                # admitted: a re-attach on this replica, the call keeps its entry and its slot).
+                drops = {s for s in self._drops if s not in self._admitting}
+                frees = {s for s in self._frees if s not in self._admitting}
+                if not drops and not frees:
+                    break
+                self._drops -= drops
+                self._frees -= frees
+                drops = {s for s in drops if s not in self.local}
+                frees = {s for s in frees if s not in self.local}
                 try:
-                    await self.store.drop_calls(self.me, drops)
-                    await self.store.free_slots(frees)
+                    await self.store.drop_calls(self.me, sorted(drops))
+                    await self.store.free_slots(sorted(frees))
                 except StateUnavailable as exc:
                     self._failed("drop", exc)  # the next heartbeat writes the exact set again; slots expire
                 else:

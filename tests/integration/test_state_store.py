@@ -16,7 +16,7 @@ from gateway.cluster.node import Cluster
 from gateway.errors import StateUnavailable
 from gateway.state.redis_store import RedisStore
 from gateway.state.settings import StateSettings
-from gateway.state.store import InProcessStore, LiveCall, Replica, StateStore
+from gateway.state.store import Admitted, InProcessStore, LiveCall, Replica, StateStore
 from tests.support.replicas import RedisServer, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -187,3 +187,77 @@ async def test_a_replica_without_an_internal_listener_advertises_no_address():
     await cluster.stop()
     assert cluster.me.address == ""
     assert [e["address"] for e in logs if e["event"] == "cluster.joined"] == [None]
+
+
+# ---- replicas sharing a real redis-server: the registry and the slots across a redirect, a replay, a death ----------
+def _replica(redis: RedisServer, prefix: str, **kw: object) -> Cluster:
+    op = float(kw.pop("op_timeout_s", 1.0))  # type: ignore[arg-type]
+    settings = StateSettings(redis_url=redis.url, key_prefix=prefix, op_timeout_s=op, **kw)  # type: ignore[arg-type]
+    store = RedisStore(redis.url, prefix=prefix, op_timeout_s=op)
+    return Cluster(settings, store, token_secret=b"s", token_ttl_s=60, accepting=lambda: True)
+
+
+def _now(sid: str, stream: str) -> LiveCall:
+    return LiveCall(sid, stream, "twilio", "default", time.time())
+
+
+async def test_a_refused_replay_of_an_old_token_leaves_the_live_call_in_its_replicas_registry(redis):
+    """CA1's first stream ran on B (token T1); a redirect moved it to A (token T2), where it is live. A replay of T1
+    lands on A (A's process never saw T1, so only the store refuses it): the live call stays in A's registry, and
+    so in the store after A's next heartbeat (/calls/live, call control, its cluster slot)."""
+    prefix = f"r{time.monotonic_ns()}:"
+    a, b = _replica(redis, prefix), _replica(redis, prefix)
+    await a.start(1)
+    await b.start(2)
+    try:
+        assert await b.admit(_now("CA1", "MZ1"), "T1") == (None, None)
+        refusal, previous = await a.admit(_now("CA1", "MZ2"), "T2")  # the re-attach lands on A
+        assert refusal is None and previous is not None and previous.replica is not None
+        assert previous.replica.id == b.me.id
+        b.ended("CA1", "MZ1", call_over=False)  # B handed the session over
+        await asyncio.sleep(0.2)
+        owner = await a.owner_of("CA1")
+        assert owner is not None and owner.call.stream_sid == "MZ2"
+
+        refusal, _ = await a.admit(_now("CA1", "MZ3"), "T1")  # the replay: refused, as it should be
+        assert refusal == "token_in_use"
+        await a._beat()  # noqa: SLF001 - the next heartbeat, now
+        owner = await a.owner_of("CA1")
+        assert "CA1" in a.local and owner is not None and owner.call.stream_sid == "MZ2", (
+            f"the live call CA1/MZ2 on A is gone: a.local={sorted(a.local)}, owner={owner}"
+        )
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_call_that_ends_while_a_replay_of_its_token_is_refused_stays_ended():
+    """The refused admission must not bring back an entry whose stream ended while the store was being asked (a
+    ghost the heartbeat would keep registered, with its slot, for ever)."""
+
+    class SlowStore(InProcessStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked = asyncio.Event()
+            self.answer = asyncio.Event()
+
+        async def admit_call(
+            self, me: Replica, call: LiveCall, token_key: str, token_ttl_s: float, call_ttl_s: float
+        ) -> Admitted:
+            if call.stream_sid == "MZ9":
+                self.asked.set()
+                await self.answer.wait()
+            return await super().admit_call(me, call, token_key, token_ttl_s, call_ttl_s)
+
+    store = SlowStore()
+    cluster = Cluster(StateSettings(), store, token_secret=b"s", token_ttl_s=60, accepting=lambda: True)
+    assert await cluster.admit(call("CE1", "MZ1"), "tok-e1") == (None, None)
+    replay = asyncio.get_running_loop().create_task(cluster.admit(call("CE1", "MZ9"), "tok-e1"))
+    await store.asked.wait()
+    assert cluster.local["CE1"].stream_sid == "MZ1", "the live entry is kept while the replay is asked about"
+    cluster.ended("CE1", "MZ1")  # the live call hangs up meanwhile
+    store.answer.set()
+    assert await replay == ("token_in_use", None)
+    assert "CE1" not in cluster.local
+    await cluster.stop()
+    assert await store.owner_of("CE1") is None
