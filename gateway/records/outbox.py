@@ -11,9 +11,11 @@ jitter), for ``webhooks.retry_for_h`` hours after the event; then the event is *
 ``voice_gateway_webhook_dead_letters_total`` counted, kept in the outbox for an operator). An answer of 4xx other
 than 408 (timeout) and 429 (slow down) means the receiver refuses this event: it is dead after
 :data:`PERMANENT_ATTEMPTS` such answers, not retried for hours. A restarted gateway retries every pending event at
-once. Each attempt first claims its event (a lease of the attempt's timeout), so processes sharing the data directory
-(``serve --workers N``) do not send it twice at once. All SQLite work runs on one thread of its own (the connection
-is not shared across threads).
+once. Each attempt first claims its one event, right before sending it: a lease of the attempt's timeout +
+:data:`LEASE_MARGIN_S`, and a claim token its outcome is written under; an outcome whose claim is gone (the lease ran
+out and another process claimed the event) is not written. So processes sharing the data directory
+(``serve --workers N``) do not send an event twice at once, and a late attempt never undoes a newer one's outcome.
+All SQLite work runs on one thread of its own (the connection is not shared across threads).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ MAX_BACKOFF_S = 1800.0
 PERMANENT_ATTEMPTS = 3
 #: Rows delivered longer ago than this are removed (the outbox is not an archive).
 KEEP_DELIVERED_S = 7 * 86400
+#: A claim lasts one attempt's timeout and this much more (the outcome's write after the attempt).
+LEASE_MARGIN_S = 5.0
 #: The sender's wait after a pass the outbox failed (locked by another process, disk full), doubling to at most
 #: OUTBOX_ERROR_MAX_BACKOFF_S while it keeps failing.
 OUTBOX_ERROR_BACKOFF_S = 0.5
@@ -51,7 +55,9 @@ OUTBOX_ERROR_MAX_BACKOFF_S = 30.0
 
 log = structlog.get_logger("gateway.records")
 
-_SCHEMA = """
+#: ``claim``: the token of the attempt that holds the event ('' when none does); its lease is ``next_at``.
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -63,10 +69,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     refusals INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
-    last_error TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at);
-"""
+    last_error TEXT NOT NULL DEFAULT '',
+    claim TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)",
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class Delivery:
     created: float
     attempts: int
     refusals: int
+    claim: str  # the claim token this attempt's outcome is written under
 
 
 class Outbox:
@@ -101,9 +109,23 @@ class Outbox:
         )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        # A restart is a good moment to try again: every pending event is due now.
-        db.execute("UPDATE outbox SET next_at = ? WHERE state = 'pending' AND next_at > ?", (now, now))
+        db.execute("BEGIN IMMEDIATE")  # one process at a time creates or upgrades the file
+        try:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            if "claim" not in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}:
+                # An outbox from before claims: its rows keep their state, none of them claimed.
+                db.execute("ALTER TABLE outbox ADD COLUMN claim TEXT NOT NULL DEFAULT ''")
+            # A restart is a good moment to try again: every pending event is due now, but those another process
+            # holds a claim on (it is sending them) stay its own until their lease ends.
+            db.execute(
+                "UPDATE outbox SET next_at = ? WHERE state = 'pending' AND claim = '' AND next_at > ?", (now, now)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -132,27 +154,28 @@ class Outbox:
         )
         return msg_id
 
-    async def due(self, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
-        """Claim the events due now for ``lease_s`` (their next_at moves past the attempt), so two processes on one
-        data directory (``serve --workers N``) never send the same event at once."""
-        return list(await self._run(self._claim, now, lease_s, limit))
+    async def claim(self, now: float, lease_s: float) -> Delivery | None:
+        """Claim the event due first, for ``lease_s`` (its next_at moves past the attempt) under a token of its own,
+        or None when nothing is due. Claim right before the attempt, one event at a time, so that two processes on
+        one data directory (``serve --workers N``) never send the same event at once."""
+        result: Delivery | None = await self._run(self._claim, now, lease_s)
+        return result
 
-    def _claim(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+    def _claim(self, now: float, lease_s: float) -> Delivery | None:
         db = self._conn()
-        rows = db.execute(
-            "SELECT id, url, event, call_sid, body, created, attempts, refusals, next_at FROM outbox "
-            "WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        claimed = []
-        for *fields, next_at in rows:
-            cur = db.execute(
-                "UPDATE outbox SET next_at = ? WHERE id = ? AND state = 'pending' AND next_at = ?",
-                (now + lease_s, fields[0], next_at),
-            )
-            if cur.rowcount == 1:
-                claimed.append(Delivery(*fields))
-        return claimed
+        token = uuid.uuid4().hex
+        # One statement: SQLite runs it under the write lock, so no other process can claim the same row meanwhile.
+        cur = db.execute(
+            "UPDATE outbox SET next_at = ?, claim = ? WHERE id = "
+            "(SELECT id FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT 1)",
+            (now + lease_s, token, now),
+        )
+        if cur.rowcount != 1:
+            return None
+        msg_id, url, event, call_sid, body, created, attempts, refusals = db.execute(
+            "SELECT id, url, event, call_sid, body, created, attempts, refusals FROM outbox WHERE claim = ?", (token,)
+        ).fetchone()
+        return Delivery(msg_id, url, event, call_sid, body, created, attempts, refusals, claim=token)
 
     async def next_due(self) -> float | None:
         row: tuple[float | None] | None = await self._run(
@@ -160,25 +183,35 @@ class Outbox:
         )
         return None if row is None or row[0] is None else float(row[0])
 
-    async def delivered(self, d: Delivery, now: float) -> None:
-        await self._run(
-            lambda: self._conn().execute(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, next_at = ?, last_error = '' "
-                "WHERE id = ?",
-                (now, d.id),
-            )
+    async def delivered(self, d: Delivery, now: float) -> bool:
+        """The attempt of ``d`` was taken. False (nothing written) when ``d``'s claim is gone: its lease ran out and
+        another attempt holds the event, or wrote its outcome."""
+        return await self._outcome(
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, next_at = ?, last_error = '', claim = '' "
+            "WHERE id = ? AND claim = ? AND state = 'pending'",
+            (now, d.id, d.claim),
         )
 
-    async def failed(self, d: Delivery, error: str, *, permanent: bool, next_at: float | None) -> None:
-        """An attempt failed: retry at ``next_at``, or dead (``next_at`` None)."""
-        state = "dead" if next_at is None else "pending"
-        await self._run(
-            lambda: self._conn().execute(
-                "UPDATE outbox SET state = ?, attempts = attempts + 1, refusals = refusals + ?, next_at = ?, "
-                "last_error = ? WHERE id = ?",
-                (state, 1 if permanent else 0, next_at if next_at is not None else 0.0, error[:500], d.id),
-            )
+    async def failed(self, d: Delivery, error: str, *, permanent: bool, next_at: float | None) -> bool:
+        """An attempt failed: retry at ``next_at``, or dead (``next_at`` None). False (nothing written) when ``d``'s
+        claim is gone, as in :meth:`delivered`."""
+        return await self._outcome(
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, refusals = refusals + ?, next_at = ?, "
+            "last_error = ?, claim = '' WHERE id = ? AND claim = ? AND state = 'pending'",
+            (
+                "dead" if next_at is None else "pending",
+                1 if permanent else 0,
+                next_at if next_at is not None else 0.0,
+                error[:500],
+                d.id,
+                d.claim,
+            ),
         )
+
+    async def _outcome(self, sql: str, params: tuple[Any, ...]) -> bool:
+        """Write an attempt's outcome under its claim; True when it was written."""
+        written: bool = await self._run(lambda: self._conn().execute(sql, params).rowcount == 1)
+        return written
 
     async def counts(self) -> dict[str, int]:
         rows = await self._run(
@@ -220,7 +253,8 @@ class WebhookSender:
         while True:
             self.wake.clear()
             try:
-                for d in await self.outbox.due(self.clock(), lease_s=self.timeout_s + 5.0):
+                # One event claimed at a time, right before its attempt: the lease covers that attempt only.
+                while (d := await self.outbox.claim(self.clock(), lease_s=self.timeout_s + LEASE_MARGIN_S)) is not None:
                     await self._attempt(d)
                 nxt = await self.outbox.next_due()
             except Exception as exc:  # noqa: BLE001 - the outbox's trouble (locked, disk full) or a bad row: not the end
@@ -253,7 +287,7 @@ class WebhookSender:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         if not error:
-            await self.outbox.delivered(d, self.clock())
+            await self.outbox.delivered(d, self.clock())  # not written if the claim is gone: sent again, at least once
             self.on_result(d.event, "delivered")
             log.info("webhook.delivered", webhook_id=d.id, call_sid=d.call_sid, attempts=d.attempts + 1)
             return
@@ -263,7 +297,10 @@ class WebhookSender:
         next_at: float | None = self.clock() + backoff_s(attempts, self.base_backoff_s)
         if refusals >= PERMANENT_ATTEMPTS or next_at > d.created + self.retry_for_s:  # type: ignore[operator]
             next_at = None
-        await self.outbox.failed(d, error, permanent=permanent, next_at=next_at)
+        if not await self.outbox.failed(d, error, permanent=permanent, next_at=next_at):
+            # The lease ran out: another attempt holds the event and its outcome stands; this one is only counted.
+            self.on_result(d.event, "failed")
+            return
         if next_at is None:
             self.on_result(d.event, "dead")
             log.error(

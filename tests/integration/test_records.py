@@ -390,6 +390,121 @@ async def test_a_locked_outbox_never_ends_the_webhook_sender_it_delivers_once_th
     assert locked and all("database is locked" in e["error"] and e["log_level"] == "error" for e in locked)
 
 
+async def test_two_workers_sharing_an_outbox_never_send_one_event_at_once_nor_again_once_delivered(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """``serve --workers N``: each worker's sender claims events from the one outbox file. A claim must cover the
+    whole attempt of its event, however many other events the worker has to send first."""
+    import time
+
+    from gateway.records.outbox import Outbox
+
+    receiver = SlowReceiver(delay_s=0.8)  # slow but within the timeout: every attempt succeeds
+    server = await aiohttp_server(receiver.app)
+    url = str(server.make_url("/hook"))
+    db = tmp_path / "outbox.sqlite3"
+    a, b = Outbox(db), Outbox(db)
+    await a.open(time.time())
+    await b.open(time.time())
+    for i in range(12):
+        await a.add(url, "call.ended", f"CA{i}", {"n": i}, time.time())
+    async with aiohttp.ClientSession() as http:
+        tasks = [asyncio.create_task(outbox_sender(o, http, timeout_s=1.0).run()) for o in (a, b)]
+        async with asyncio.timeout(40):
+            while len(set(receiver.got)) < 12:
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await a.close()
+    await b.close()
+    twice_at_once = sorted(w for w, n in receiver.max_in_flight.items() if n > 1)
+    sent_twice = sorted(w for w in set(receiver.got) if receiver.got.count(w) > 1)
+    assert not twice_at_once, f"{len(twice_at_once)} events were being sent by both workers at once: {twice_at_once}"
+    assert not sent_twice, f"{len(sent_twice)} delivered events were sent again"
+
+
+async def test_an_attempt_whose_claim_ran_out_never_overwrites_the_outcome_of_the_newer_one(tmp_path: Path) -> None:
+    """A worker whose attempt outlived its lease (a stalled process, a write that waited on the lock) finds the event
+    claimed again by another: its outcome is not written, so a delivered event is not turned back to pending."""
+    from gateway.records.outbox import Outbox
+
+    a, b = Outbox(tmp_path / "outbox.sqlite3"), Outbox(tmp_path / "outbox.sqlite3")
+    await a.open(0.0)
+    await b.open(0.0)
+    try:
+        await a.add("http://127.0.0.1:9/hook", "call.ended", "CA1", {}, 0.0)
+        first = await a.claim(0.0, lease_s=10.0)
+        assert first is not None
+        assert await b.claim(5.0, lease_s=10.0) is None  # held: nobody else sends it meanwhile
+        second = await b.claim(11.0, lease_s=10.0)  # the first claim's lease is over
+        assert second is not None and second.id == first.id and second.claim != first.claim
+        assert await b.delivered(second, 12.0)
+        assert not await a.failed(first, "HTTP 503", permanent=False, next_at=20.0)  # too late: not written
+        assert not await a.delivered(first, 12.5)
+        assert await a.counts() == {"delivered": 1}
+        assert await a.claim(100.0, lease_s=10.0) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_restarting_worker_leaves_the_events_another_worker_is_sending_to_it(tmp_path: Path) -> None:
+    """A start-up makes every pending event due at once, but not one a live worker has claimed and is sending."""
+    from gateway.records.outbox import Outbox
+
+    a, b = Outbox(tmp_path / "outbox.sqlite3"), Outbox(tmp_path / "outbox.sqlite3")
+    await a.open(0.0)
+    try:
+        await a.add("http://127.0.0.1:9/hook", "call.ended", "CA1", {}, 0.0)
+        await a.add("http://127.0.0.1:9/hook", "call.ended", "CA2", {}, 0.0)
+        sending = await a.claim(0.0, lease_s=15.0)
+        waiting = await a.claim(0.0, lease_s=15.0)
+        assert sending is not None and waiting is not None
+        assert await a.failed(waiting, "HTTP 503", permanent=False, next_at=600.0)  # backing off till 600
+        await b.open(1.0)  # another worker starts
+        again = await b.claim(1.0, lease_s=15.0)
+        assert again is not None and again.id == waiting.id  # the restart retries the one backing off at once...
+        assert await b.claim(1.0, lease_s=15.0) is None  # ...not the one being sent
+        assert await a.delivered(sending, 2.0)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_outbox_file_from_before_claims_is_upgraded_in_place_and_keeps_its_events(tmp_path: Path) -> None:
+    import sqlite3
+
+    from gateway.records.outbox import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(
+        """CREATE TABLE outbox (id TEXT PRIMARY KEY, url TEXT NOT NULL, event TEXT NOT NULL, call_sid TEXT NOT NULL,
+        body BLOB NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        refusals INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT NOT NULL DEFAULT '');
+        CREATE INDEX outbox_due ON outbox (state, next_at);
+        INSERT INTO outbox (id, url, event, call_sid, body, created, attempts, next_at, state) VALUES
+            ('msg_old', 'http://127.0.0.1:9/hook', 'call.ended', 'CA1', X'7B7D', 0, 2, 500, 'pending'),
+            ('msg_done', 'http://127.0.0.1:9/hook', 'call.ended', 'CA2', X'7B7D', 0, 1, 10, 'delivered');"""
+    )
+    old.close()
+    outbox = Outbox(path)
+    await outbox.open(100.0)
+    try:
+        d = await outbox.claim(100.0, lease_s=15.0)  # the restart made it due now
+        assert d is not None and (d.id, d.attempts, d.body) == ("msg_old", 2, b"{}")
+        assert await outbox.delivered(d, 101.0)
+        assert await outbox.counts() == {"delivered": 2}
+    finally:
+        await outbox.close()
+    again = Outbox(path)  # and opens again, already upgraded
+    await again.open(200.0)
+    await again.close()
+
+
 async def test_the_softphone_is_told_where_a_recorded_calls_recording_will_be(start_gateway, http, receiver, tmp_path):
     config = Path(records_config(tmp_path, receiver.url))
     config.write_text('[softphone]\nenabled = "on"\n' + config.read_text())
