@@ -11,9 +11,10 @@ Keys (``p`` = ``state.key_prefix``):
   known as *gone* (call control answers 410) for one more TTL before they are not known at all (404).
 
 Every call is bounded by ``state.op_timeout_s`` and turns any failure into
-:class:`~gateway.errors.StateUnavailable`. The two lookups that must be atomic (admitting a call, finding its
-owner) are Lua scripts, one round trip each. Redis Cluster is not supported (the scripts touch keys of several
-replicas); a single primary with a managed failover is (docs/how-to/operations/scale-out.md).
+:class:`~gateway.errors.StateUnavailable`. What must be atomic (admitting a call, finding its owner, freeing the
+slots of ended calls no other replica serves) is a Lua script, one round trip each. Redis Cluster is not supported
+(the scripts touch keys of several replicas); a single primary with a managed failover is
+(docs/how-to/operations/scale-out.md).
 """
 
 from __future__ import annotations
@@ -36,14 +37,22 @@ __all__ = ["RedisStore"]
 T = TypeVar("T")
 
 # KEYS: token, replicas set, my calls hash. ARGV: token ttl ms, call sid, call json, prefix, my id, calls ttl ms.
+# The previous owner: another live replica holding the call, ranked as _OWNER ranks them.
 _ADMIT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {0} end
-local found = {1}
+local found, best_rank, best_at = {1}, -1, 0
 for _, rid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if rid ~= ARGV[5] then
     local held = redis.call('HGET', ARGV[4] .. 'calls:' .. rid, ARGV[2])
     local rec = redis.call('GET', ARGV[4] .. 'replica:' .. rid)
-    if held and rec then found = {1, rec, held} end
+    if held and rec then
+      local c = cjson.decode(held)
+      local rank = c.state == 'parked' and 0 or 1
+      local at = tonumber(c.started_at) or 0
+      if rank > best_rank or (rank == best_rank and at > best_at) then
+        found, best_rank, best_at = {1, rec, held}, rank, at
+      end
+    end
   end
 end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
@@ -52,15 +61,26 @@ redis.call('SADD', KEYS[2], ARGV[5])
 return found
 """
 
-# KEYS: replicas set. ARGV: prefix, call sid. Returns {record or '', call json} or {}.
+# KEYS: replicas set. ARGV: prefix, call sid. Returns {record or '', call json} or {}. Several replicas may hold the
+# call (after a redirect the old one keeps it parked until the hand-over, or its reattach window, ends): a live
+# replica before a dead one, then where the call is live before where it is parked, then the newest stream.
 _OWNER = """
+local best, best_rank, best_at = nil, -1, 0
 for _, rid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local held = redis.call('HGET', ARGV[1] .. 'calls:' .. rid, ARGV[2])
   local rec = redis.call('GET', ARGV[1] .. 'replica:' .. rid)
-  if held then return {rec or '', held} end
-  if not rec and redis.call('EXISTS', ARGV[1] .. 'calls:' .. rid) == 0 then redis.call('SREM', KEYS[1], rid) end
+  if held then
+    local c = cjson.decode(held)
+    local rank = (rec and 2 or 0) + (c.state == 'parked' and 0 or 1)
+    local at = tonumber(c.started_at) or 0
+    if rank > best_rank or (rank == best_rank and at > best_at) then
+      best, best_rank, best_at = {rec or '', held}, rank, at
+    end
+  elseif not rec and redis.call('EXISTS', ARGV[1] .. 'calls:' .. rid) == 0 then
+    redis.call('SREM', KEYS[1], rid)
+  end
 end
-return {}
+return best or {}
 """
 
 
@@ -75,6 +95,28 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 return 1
+"""
+
+# KEYS: slots zset, replicas set. ARGV: prefix, call sids... A call some live replica holds live keeps its slot (it
+# ended on one replica, a stale parked entry of it expired on another, but it goes on there); returns how many went.
+_FREE = """
+local holders = {}
+for _, rid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid) == 1 then holders[#holders + 1] = ARGV[1] .. 'calls:' .. rid end
+end
+local freed = 0
+for i = 2, #ARGV do
+  local live = false
+  for _, key in ipairs(holders) do
+    local held = redis.call('HGET', key, ARGV[i])
+    if held and cjson.decode(held).state ~= 'parked' then
+      live = true
+      break
+    end
+  end
+  if not live then freed = freed + redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
+return freed
 """
 
 # KEYS: slots zset. ARGV: ttl ms, call sids...
@@ -145,6 +187,7 @@ class RedisStore(StateStore):
         self._owner = self._redis.register_script(_OWNER)
         self._reserve = self._redis.register_script(_RESERVE)
         self._keep = self._redis.register_script(_KEEP)
+        self._free = self._redis.register_script(_FREE)
 
     def _k(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -238,7 +281,8 @@ class RedisStore(StateStore):
 
     async def free_slots(self, call_sids: list[str]) -> None:
         if call_sids:
-            await self._run("free_slots", lambda: self._redis.zrem(self._k("slots"), *call_sids))
+            keys, args = [self._k("slots"), self._k("replicas")], [self._prefix, *call_sids]
+            await self._run("free_slots", lambda: self._free(keys=keys, args=args))
 
     async def leave(self, me: Replica) -> None:
         async def go() -> None:

@@ -60,10 +60,16 @@ class Owner:
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """:meth:`StateStore.admit_call`'s answer: ``first_use`` False if the token already opened a call somewhere;
-    ``previous``: another live replica that held the call (a re-attach, gateway.cluster)."""
+    ``previous``: another live replica that held the call (a re-attach, gateway.cluster); held by several, the one
+    :meth:`StateStore.owner_of` would name."""
 
     first_use: bool
     previous: Owner | None = None
+
+
+def _owner_rank(alive: bool, call: LiveCall) -> tuple[bool, bool, float]:
+    """Of several replicas holding one call, the one with the highest rank owns it (:meth:`StateStore.owner_of`)."""
+    return alive, call.state != "parked", call.started_at
 
 
 class StateStore(abc.ABC):
@@ -92,7 +98,10 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     async def owner_of(self, call_sid: str) -> Owner | None:
-        """The replica holding ``call_sid`` (``Owner.replica`` None: it died), or None if no replica has it."""
+        """The replica holding ``call_sid`` (``Owner.replica`` None: it died), or None if no replica has it. Held by
+        several (a redirect: the old replica keeps it parked until the hand-over, or its reattach window, ends): a
+        live replica before a dead one, then where the call is live before where it is parked, then the newest
+        stream."""
 
     @abc.abstractmethod
     async def live_calls(self) -> list[tuple[Replica, LiveCall]]:
@@ -109,7 +118,8 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     async def free_slots(self, call_sids: list[str]) -> None:
-        """The calls ended (or their reservations are given back)."""
+        """The calls ended (or their reservations are given back). A call some live replica holds live keeps its
+        slot: it ended on the replica asking (a stale parked entry expired there), not where it goes on."""
 
     @abc.abstractmethod
     async def leave(self, me: Replica) -> None:
@@ -150,11 +160,14 @@ class InProcessStore(StateStore):
         if token_key in self._tokens:
             return Admitted(False)
         self._tokens[token_key] = now + token_ttl_s
-        previous = None
-        for rid, calls in self._calls.items():
-            held = calls.get(call.call_sid)
-            if rid != me.id and held is not None and (replica := self._alive(rid, now)) is not None:
-                previous = Owner(replica, held)
+        holders = [
+            Owner(replica, held)
+            for rid, calls in self._calls.items()
+            if rid != me.id
+            and (held := calls.get(call.call_sid)) is not None
+            and (replica := self._alive(rid, now)) is not None
+        ]
+        previous = max(holders, key=lambda o: _owner_rank(True, o.call), default=None)
         self._replicas.setdefault(me.id, (me, now + call_ttl_s))
         self._calls.setdefault(me.id, {})[call.call_sid] = call
         return Admitted(True, previous)
@@ -172,10 +185,12 @@ class InProcessStore(StateStore):
 
     async def owner_of(self, call_sid: str) -> Owner | None:
         now = self._clock()
-        for rid, calls in self._calls.items():
-            if (held := calls.get(call_sid)) is not None:
-                return Owner(self._alive(rid, now), held)
-        return None
+        holders = [
+            Owner(self._alive(rid, now), held)
+            for rid, calls in self._calls.items()
+            if (held := calls.get(call_sid)) is not None
+        ]
+        return max(holders, key=lambda o: _owner_rank(o.replica is not None, o.call), default=None)
 
     async def live_calls(self) -> list[tuple[Replica, LiveCall]]:
         now = self._clock()
@@ -201,8 +216,14 @@ class InProcessStore(StateStore):
             self._slots[sid] = until
 
     async def free_slots(self, call_sids: list[str]) -> None:
+        now = self._clock()
         for sid in call_sids:
-            self._slots.pop(sid, None)
+            held_live = any(
+                (held := calls.get(sid)) is not None and held.state != "parked" and self._alive(rid, now) is not None
+                for rid, calls in self._calls.items()
+            )
+            if not held_live:
+                self._slots.pop(sid, None)
 
     async def leave(self, me: Replica) -> None:
         self._replicas.pop(me.id, None)

@@ -5,6 +5,7 @@ bounded by ``state.op_timeout_s``, calls go on (degrade) or new streams are refu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -261,3 +262,123 @@ async def test_a_call_that_ends_while_a_replay_of_its_token_is_refused_stays_end
     assert "CE1" not in cluster.local
     await cluster.stop()
     assert await store.owner_of("CE1") is None
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_call_control_finds_the_replica_where_the_call_is_live_not_a_stale_parked_entry(kind, redis):
+    """A redirect moved a call from one replica (where its session parked) to another (live). Until the parked
+    entry goes (the hand-over's round trip; or, when the hand-over missed because the old stream was still winding
+    down, the whole reattach_window_s), both hold the call: the owner is the replica where it is live (the parked
+    one's act() would answer 409 "the call's stream has stopped" to a hang-up of a call live elsewhere), whatever
+    order the store lists the replicas in. Tried with both replicas in both roles, for several pairs of replica ids
+    (SMEMBERS lists a small set in an order its hash seed decides: a pair that shares a bucket lists the last added
+    first, whichever role it has)."""
+    wrong = []
+    pairs = [(f"replica-{k}a", f"replica-{k}b") for k in range(6)]
+    for n, (parked_on, live_on) in enumerate([p for x, y in pairs for p in ((x, y), (y, x))]):
+        prefix = f"o{n}-{time.monotonic_ns()}:"
+        store: StateStore = InProcessStore() if kind == "memory" else RedisStore(redis.url, prefix=prefix)
+        old = Replica(parked_on, "http://127.0.0.1:1")
+        new = Replica(live_on, "http://127.0.0.1:2")
+        try:
+            await store.heartbeat(old, [_now("CA2", "MZ1")], 15)
+            await store.heartbeat(new, [], 15)
+            await store.update_call(old, dataclasses.replace(_now("CA2", "MZ1"), state="parked", session_id="s1"))
+            admitted = await store.admit_call(new, _now("CA2", "MZ2"), f"T{n}", 60, 15)  # the new stream
+            assert admitted.first_use and admitted.previous is not None
+            owner = await store.owner_of("CA2")
+            assert owner is not None and owner.replica is not None
+            if (owner.replica.id, owner.call.state) != (new.id, "live"):
+                wrong.append(f"{owner.replica.id} ({owner.call.state}) while live on {new.id}")
+        finally:
+            await store.close()
+    assert not wrong, f"owner_of answered the stale parked entry: {wrong}"
+
+
+async def test_the_owner_of_a_call_held_twice_is_a_live_replica_then_the_newest_stream(store):
+    """Whatever order the store lists the replicas in (several pairs of ids, both registered first: see above)."""
+    wrong, dead = [], []
+    for k in range(6):
+        old, new = Replica(f"replica-old-{k}", "http://127.0.0.1:1"), Replica(f"replica-new-{k}", "http://127.0.0.1:2")
+        held = {old: LiveCall(f"CA6-{k}", "MZ1", "twilio", "default", 1700000001.0),
+                new: LiveCall(f"CA6-{k}", "MZ2", "twilio", "default", 1700000002.0)}  # fmt: skip
+        # Both live (a new stream started before the old one's stop came through): the newest stream.
+        for order in ((old, new), (new, old)):
+            for r in order:
+                await store.heartbeat(r, [held[r]], 15)
+            owner = await store.owner_of(f"CA6-{k}")
+            assert owner is not None and owner.replica is not None
+            if (owner.replica.id, owner.call.stream_sid) != (new.id, "MZ2"):
+                wrong.append(f"{owner.replica.id} ({owner.call.stream_sid})")
+            for r in order:
+                await store.leave(r)
+        # A replica that stopped beating still holds it live, a live one parked: the live replica answers
+        # (forwarded, not 410: "held by another live replica").
+        alive, gone = Replica(f"replica-alive-{k}", "http://127.0.0.1:1"), Replica(f"replica-dead-{k}", "")
+        await store.heartbeat(alive, [call(f"CA7-{k}", "MZ1", state="parked")], 15)
+        await store.heartbeat(gone, [call(f"CA7-{k}", "MZ2")], 0.2)
+        dead.append(alive)
+    await asyncio.sleep(0.3)
+    for k, alive in enumerate(dead):
+        owner = await store.owner_of(f"CA7-{k}")
+        assert owner is not None
+        if owner.replica is None or owner.replica.id != alive.id:
+            wrong.append(f"CA7-{k}: {owner.replica} ({owner.call.state})")
+        await store.leave(alive)
+    assert not wrong, wrong
+
+
+async def test_a_stale_parked_session_that_expires_leaves_the_slot_of_its_call_live_elsewhere(redis):
+    """The redirect's hand-over missed (the old stream was still winding down): B keeps the parked session for the
+    whole reattach window while the call goes on live on A. When that session expires, B's end of it must not free
+    the cluster slot the call still holds on A; A's hang-up frees it."""
+    prefix = f"p{time.monotonic_ns()}:"
+    a = _replica(redis, prefix, max_cluster_calls=1)
+    b = _replica(redis, prefix, max_cluster_calls=1)
+    await a.start(1)
+    await b.start(2)
+    try:
+        assert await b.reserve("CP1") is None
+        assert await b.admit(_now("CP1", "MZ1"), "TP1") == (None, None)
+        b.parked("CP1", "MZ1", "s1")
+        refusal, previous = await a.admit(_now("CP1", "MZ2"), "TP2")  # the new stream lands on A
+        assert refusal is None and previous is not None
+        await a._beat()  # noqa: SLF001 - A's heartbeat keeps the call's slot
+        b.ended("CP1", "MZ1")  # the stale parked session expired (ParkedAgents.on_gone: the call is over, it says)
+        async with asyncio.timeout(5):
+            while b._tasks:  # noqa: SLF001 - B's batched end written
+                await asyncio.sleep(0.01)
+        assert await b.reserve("CP2") == "at_capacity", "the call live on A still holds its slot"
+        a.ended("CP1", "MZ2")  # the caller hangs up
+        async with asyncio.timeout(5):
+            while a._tasks:  # noqa: SLF001
+                await asyncio.sleep(0.01)
+        assert await b.reserve("CP2") is None
+        await b.store.free_slots(["CP2"])
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_new_stream_takes_over_from_the_replica_that_held_the_call_last(store):
+    """Two other replicas still hold the call parked (an earlier hand-over missed: the older session waits out its
+    reattach window): the new stream asks the one whose stream is the newest, whose session is the call's."""
+    wrong = []
+    for k in range(8):  # several pairs of ids, each registered first (see above)
+        older = Replica(f"replica-older-{k}", "http://127.0.0.1:1")
+        newer = Replica(f"replica-newer-{k}", "http://127.0.0.1:2")
+        held = {newer: LiveCall("CA8", "MZ2", "twilio", "default", 1700000002.0, "parked", "s-MZ2"),
+                older: LiveCall("CA8", "MZ1", "twilio", "default", 1700000001.0, "parked", "s-MZ1")}  # fmt: skip
+        for n, order in enumerate([(newer, older), (older, newer)]):
+            for r in order:
+                await store.heartbeat(r, [held[r]], 15)
+            new_stream = LiveCall("CA8", "MZ3", "twilio", "default", 1700000003.0)
+            moved = await store.admit_call(A, new_stream, f"t8-{k}-{n}", 60, 15)
+            assert moved.previous is not None and moved.previous.replica is not None
+            if (moved.previous.replica.id, moved.previous.call.session_id) != (newer.id, "s-MZ2"):
+                wrong.append(f"{moved.previous.replica.id} ({moved.previous.call.session_id})")
+            await store.drop_calls(A, ["CA8"])
+            for r in order:
+                await store.leave(r)
+    assert not wrong, wrong
+    await store.leave(A)
