@@ -134,6 +134,15 @@ class Cluster:
             self._wake.clear()  # after the wait: a drain that began before this task first ran is not lost
             await self._beat()
 
+    @property
+    def _slot_ttl_s(self) -> float:
+        """How long a beat keeps this replica's cluster slots: as long as it keeps the replica's record
+        (``call_ttl_s``: a live call's slot outlasts two missed beats, as its replica does), plus two
+        ``op_timeout_s``: the keep runs after the record's write, and two keeps may lie the beat's two store calls
+        further apart than two records. So a slot goes no sooner than its replica's record (unless keeps alone fail
+        twice running), and at most that margin after the replica is known dead, not a whole TTL later."""
+        return self.settings.call_ttl_s + 2 * self.settings.op_timeout_s
+
     async def _beat(self) -> None:
         draining = not self._accepting()
         if draining != self.me.draining:
@@ -142,7 +151,7 @@ class Cluster:
             held = {**self.local, **self._admitting}
             await self.store.heartbeat(self.me, list(held.values()), self.settings.call_ttl_s)
             if self.settings.max_cluster_calls:
-                await self.store.keep_slots(list(held), 2 * self.settings.call_ttl_s)
+                await self.store.keep_slots(list(held), self._slot_ttl_s)
         except StateUnavailable as exc:
             self._failed("heartbeat", exc)
         else:

@@ -43,7 +43,8 @@ class StateSettings:
     forward_timeout_s: float = 5.0
     # Cluster-wide limit of concurrent calls (0: none; each replica's server.max_concurrent_calls holds anyway). The
     # webhook reserves a slot that expires (reservation_ttl_s) unless the call's stream starts; a live call's slot is
-    # kept by its replica's heartbeat and freed at hang-up, or call_ttl_s after its replica died.
+    # kept by its replica's heartbeat and freed at hang-up or, if its replica dies, once that replica is known dead:
+    # call_ttl_s (plus 2 x op_timeout_s) after its last heartbeat.
     max_cluster_calls: int = 0
     reservation_ttl_s: float = 30.0
 

@@ -382,3 +382,44 @@ async def test_a_new_stream_takes_over_from_the_replica_that_held_the_call_last(
                 await store.leave(r)
     assert not wrong, wrong
     await store.leave(A)
+
+
+async def test_a_dead_replicas_cluster_slots_free_once_it_is_known_dead_not_a_ttl_later(redis):
+    """state.max_cluster_calls: a live call's slot is kept by its replica's heartbeat and freed at hang-up or, when
+    the replica dies, once it is known dead: call_ttl_s after its last heartbeat, plus the margin of a beat's own
+    two store calls (2 x op_timeout_s). They were kept for 2 x call_ttl_s, held a whole TTL after the replica was
+    known dead. Both bounds are measured from the last heartbeat's start: the slot goes no sooner than the replica's
+    record (its live calls keep their slots while it beats), and well before twice the TTL (slack for a loaded
+    machine: the expected ~5 s against the old 8 s)."""
+    prefix = f"s{time.monotonic_ns()}:"
+    ttl, op = 4.0, 0.5
+    a = _replica(redis, prefix, max_cluster_calls=1, call_ttl_s=ttl, op_timeout_s=op)
+    b = _replica(redis, prefix, max_cluster_calls=1, call_ttl_s=ttl, op_timeout_s=op)
+    await a.start(1)
+    assert a._beat_task is not None  # noqa: SLF001
+    a._beat_task.cancel()  # noqa: SLF001 - A will die after the beat below: no more heartbeats, no leave (SIGKILL)
+    await asyncio.gather(a._beat_task, return_exceptions=True)  # noqa: SLF001
+    try:
+        assert await a.reserve("CS1") is None
+        assert await a.admit(_now("CS1", "MZ1"), "TS1") == (None, None)
+        kept = time.monotonic()
+        await a._beat()  # noqa: SLF001 - its last heartbeat keeps the live call's slot
+        died = time.monotonic()
+        assert await b.reserve("CS2") == "at_capacity", "a live call's slot is held"
+        await asyncio.sleep(ttl + 0.3)
+        gone = await b.owner_of("CS1")
+        assert gone is not None and gone.replica is None, "A is known dead after call_ttl_s"
+        async with asyncio.timeout(2 * ttl + 5):  # a bound for a hung test
+            while (refusal := await b.reserve("CS2")) is not None:
+                await asyncio.sleep(0.05)
+        waited = time.monotonic() - kept
+        assert refusal is None
+        assert waited >= ttl, f"the slot went {waited:.1f} s after the last heartbeat, before A was known dead"
+        assert waited < 2 * ttl, (
+            f"{waited:.1f} s after A's last heartbeat ({waited - (died - kept):.1f} s after it died; call_ttl_s = "
+            f"{ttl} s, op_timeout_s = {op} s) its call's slot was still held"
+        )
+    finally:
+        await b.store.free_slots(["CS1", "CS2"])
+        await a.store.close()
+        await b.stop()
