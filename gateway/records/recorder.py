@@ -6,11 +6,12 @@ writer sent with where the playout model places it, and each ``clear``
 (:class:`gateway.call.outbound_queue.OutboundQueue`'s observer). No I/O, no lock, no decoding there.
 
 **Off the loop**, once a second :meth:`RecordingWriter.tick` hands each call's batch to the writer thread through
-a bounded queue (:data:`QUEUE_BATCHES`). The thread decodes, places both channels on one sample clock
+one FIFO whose audio is bounded (:data:`QUEUE_BATCHES`). The thread decodes, places both channels on one sample clock
 (:class:`gateway.records.mixer.Mixer`) and appends to the WAV (:class:`gateway.records.wav.StereoWav`), whose
 header is valid after every append. Backpressure: a full queue drops that call's batch (a gap of silence in its
 recording, never a delay on the call) and counts it (``voice_gateway_recording_batches_dropped_total``); a full
-or failing disk ends that recording (logged ``recording.failed``, counted), never the call.
+or failing disk ends that recording (logged ``recording.failed``, counted), never the call. Nothing on the loop ever
+waits for the thread: a call's open and close (tiny) always go in, and its last batch has room of its own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ FLUSH_S = 1.0
 TICK_PARTS = 10
 #: Batches (one call-second each) the writer thread's queue holds; beyond, a batch is dropped and counted.
 QUEUE_BATCHES = 512
+#: Beyond QUEUE_BATCHES, room kept for the last batch of each call that ends (its final second or so): a busy moment
+#: does not cut calls' ends, and a disk that stays hung still holds a bounded amount of audio in memory.
+_END_BATCHES = QUEUE_BATCHES
 
 log = structlog.get_logger("gateway.records")
 
@@ -128,6 +132,7 @@ class _Close:
     key: int
     end_s: float
     done: Callable[[RecordingResult], None]
+    end_dropped: bool = False  # the call's last batch found no room: the file's end is silence, not what was said
 
 
 @dataclass
@@ -141,12 +146,19 @@ class _Recording:
 
 @dataclass
 class RecordingWriter:
-    """The process's recording writer: one thread, one bounded queue, every recording call's WAV.
-    ``on_drop`` counts a dropped batch; ``on_failure`` a recording that could not be written."""
+    """The process's recording writer: one thread, one queue, every recording call's WAV.
+    ``on_drop`` counts a dropped batch; ``on_failure`` a recording that could not be written.
+
+    One FIFO carries every call's open, batches and close, so each call's are handled in that order. It never makes
+    the loop wait (no blocking put, nothing parked in an executor): a full queue drops a tick's batch, but an open
+    or a close always goes in (a few bytes each, one per call), and a call's last batch may use _END_BATCHES more.
+    The batches waiting are ``_queued - _taken``: each counter has one writer (the loop, the thread), so no lock."""
 
     on_drop: Callable[[], None] = lambda: None
     on_failure: Callable[[str], None] = lambda reason: None
-    _queue: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(QUEUE_BATCHES))
+    _queue: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    _queued: int = 0  # batches put, by the loop
+    _taken: int = 0  # batches got, by the thread
     _active: dict[int, CallTap] = field(default_factory=dict)
     _thread: threading.Thread | None = None
 
@@ -166,7 +178,7 @@ class RecordingWriter:
     def open(self, tap: CallTap, path: Path, encoding: str, sample_rate: int) -> None:
         key = id(tap)
         self._active[key] = tap
-        self._put_control(_Open(key, path, encoding, sample_rate, tap.started_at))
+        self._queue.put(_Open(key, path, encoding, sample_rate, tap.started_at))
 
     def tick(self, now: float, part: int = 0, parts: int = 1) -> None:
         """Hand the new audio of the recordings in ``part`` of ``parts`` to the thread (a task of the app calls this
@@ -175,10 +187,7 @@ class RecordingWriter:
             if i % parts != part:
                 continue
             caller, times, agent = tap.take()
-            batch = _Batch(key, caller, times, agent, now - tap.started_at - HOLD_S)
-            try:
-                self._queue.put_nowait(batch)
-            except queue.Full:
+            if not self._put_batch(_Batch(key, caller, times, agent, now - tap.started_at - HOLD_S), QUEUE_BATCHES):
                 self.on_drop()
 
     async def close(self, tap: CallTap, end: float) -> RecordingResult:
@@ -193,26 +202,26 @@ class RecordingWriter:
 
         caller, times, agent = tap.take()
         end_s = end - tap.started_at
-        await self._put_async(_Batch(key, caller, times, agent, end_s))
-        await self._put_async(_Close(key, end_s, done))
+        kept = self._put_batch(_Batch(key, caller, times, agent, end_s), QUEUE_BATCHES + _END_BATCHES)
+        if not kept:
+            self.on_drop()
+        self._queue.put(_Close(key, end_s, done, end_dropped=not kept))
         return await fut
 
-    def _put_control(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:  # open/close are never dropped: wait for room off the loop
-            asyncio.get_running_loop().run_in_executor(None, self._queue.put, item)
-
-    async def _put_async(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            await asyncio.get_running_loop().run_in_executor(None, self._queue.put, item)
+    def _put_batch(self, batch: _Batch, limit: int) -> bool:
+        """Queue ``batch`` unless ``limit`` batches wait already; never blocks (loop side)."""
+        if self._queued - self._taken >= limit:
+            return False
+        self._queued += 1
+        self._queue.put(batch)
+        return True
 
     # ---- the thread ------------------------------------------------------------------------------------------
     def _run(self) -> None:
         recordings: dict[int, _Recording] = {}
         while (item := self._queue.get()) is not None:
+            if isinstance(item, _Batch):
+                self._taken += 1
             try:
                 self._handle(item, recordings)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad recording; logged once
@@ -253,6 +262,8 @@ class RecordingWriter:
                 except OSError as exc:
                     self._fail(rec.result, exc)
                 rec.result.seconds = rec.wav.seconds
+            if item.end_dropped and rec.result.ok:  # its end is silence where the call had audio: not whole
+                self._failed(rec.result, "the writer's queue was full: the call's last batch was dropped", "dropped")
             item.done(rec.result)
 
     def _write(self, rec: _Recording, data: bytes) -> None:
@@ -270,9 +281,12 @@ class RecordingWriter:
             rec.wav = None
 
     def _fail(self, result: RecordingResult, exc: OSError) -> None:
-        result.ok, result.error = False, f"{type(exc).__name__}: {exc.strerror or exc}"
-        log.warning("recording.failed", path=str(result.path), error=result.error)
-        self.on_failure("write")
+        self._failed(result, f"{type(exc).__name__}: {exc.strerror or exc}", "write")
+
+    def _failed(self, result: RecordingResult, error: str, reason: str) -> None:
+        result.ok, result.error = False, error
+        log.warning("recording.failed", path=str(result.path), error=error)
+        self.on_failure(reason)
 
 
 def _resolve(fut: asyncio.Future[RecordingResult], result: RecordingResult) -> None:

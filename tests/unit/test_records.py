@@ -1,22 +1,28 @@
 """The pure parts of call records (gateway/records/): the recording's sample clock (mixer), the WAV kept valid while
 it grows, the call record built from call events, number masking, Standard Webhooks signatures, the retry backoff,
-and the per-call tap's reply timing. Synchronous, no sockets."""
+and the per-call tap's reply timing; then the recording writer's thread when its disk stalls or its queue is full
+(real WAV files, no sockets): call set-up never waits for it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
+import time
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
 from standardwebhooks import Webhook
 
 from gateway.call import events as ev
+from gateway.records import recorder
 from gateway.records.mixer import GAP_S, RATE, WINDOW_FRAMES, Mixer
 from gateway.records.outbox import MAX_BACKOFF_S, backoff_s
 from gateway.records.record import RecordBuilder, mask
-from gateway.records.recorder import CallTap, RecordingWriter
+from gateway.records.recorder import QUEUE_BATCHES, CallTap, RecordingWriter
 from gateway.records.signing import signed_headers
 from gateway.records.wav import StereoWav
 
@@ -253,3 +259,111 @@ def test_a_batch_is_placed_exactly_as_frame_by_frame():
     batch.add_agent(agent)
     end = int(4 * RATE)
     assert np.array_equal(one.commit(end), batch.commit(end))
+
+
+# ---- the writer thread on a stalled disk: never the call's set-up ----------------------------------------------------
+async def test_a_stalled_recording_disk_never_holds_the_loops_default_executor(tmp_path, monkeypatch):
+    """Nothing added for records slows call set-up. With the writer thread stuck in a write (a hung disk or NFS)
+    its queue fills (the tick drops batches, as designed), yet calls keep starting and ending: their open and close
+    must not park threads of the loop's *default* executor in a blocking put, or everything else that uses it waits
+    too: loop.getaddrinfo (aiohttp's default resolver, so every agent socket opened to a host name),
+    asyncio.to_thread (FileStorage). A slow disk must not stop new calls from reaching the agent."""
+    gate = threading.Event()
+    append = StereoWav.append
+
+    def stalled(self: StereoWav, data: bytes) -> None:
+        gate.wait(30)
+        append(self, data)
+
+    monkeypatch.setattr(StereoWav, "append", stalled)
+    writer = RecordingWriter()
+    writer.start()
+    now = time.monotonic()
+    first = CallTap(now - 10, record=True, bytes_per_s=8000)
+    writer.open(first, tmp_path / "first.wav", "audio/pcmu", 8000)
+    writer.tick(now)  # the thread takes it and hangs in the write
+    await asyncio.sleep(0.2)
+    for _ in range(QUEUE_BATCHES):  # the queue fills (a few seconds of a busy gateway); further batches drop
+        writer.tick(now)
+    for i in range(40):  # calls start meanwhile
+        writer.open(CallTap(now, record=True, bytes_per_s=8000), tmp_path / f"{i}.wav", "audio/pcmu", 8000)
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    t0 = time.monotonic()
+    try:
+        async with asyncio.timeout(3):
+            await loop.getaddrinfo("localhost", 80)
+        waited = None
+    except TimeoutError:
+        waited = time.monotonic() - t0
+    finally:
+        gate.set()
+        await asyncio.to_thread(writer.stop)
+    assert waited is None, f"a DNS lookup on the loop waited {waited:.1f} s+ behind a stalled recording disk"
+
+
+LOUD = b"\x10" * FRAME  # a G.711 u-law frame far from silence
+
+
+def caller_second(tap: CallTap, at: float) -> None:
+    for i in range(50):
+        tap.caller_audio(LOUD, at + 0.02 * i)
+
+
+def channels(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+
+
+async def test_a_call_that_starts_and_ends_on_a_full_queue_is_written_open_audio_close_in_order(tmp_path):
+    """A full queue drops a tick's batch, but the call's open and close never wait for room, and its last batch has
+    room of its own: handled in their order (open, batches, close), the call's last second is in the file."""
+    drops: list[int] = []
+    writer = RecordingWriter(on_drop=lambda: drops.append(1))  # started at the end: until then nothing is taken
+    tap = CallTap(100.0, record=True, bytes_per_s=8000)
+    writer.open(tap, tmp_path / "call.wav", "audio/pcmu", 8000)
+    for _ in range(QUEUE_BATCHES):
+        writer.tick(100.0)  # the queue fills
+    caller_second(tap, 100.0)
+    writer.tick(101.0)  # no room: that second is dropped, counted
+    assert drops == [1]
+    caller_second(tap, 102.0)
+    closing = asyncio.create_task(writer.close(tap, 103.0))
+    await asyncio.sleep(0)
+    assert drops == [1] and not closing.done()  # its last batch went in: nothing waits for the thread
+    writer.start()
+    try:
+        result = await asyncio.wait_for(closing, 30)
+    finally:
+        await asyncio.to_thread(writer.stop)
+    assert result.ok and result.seconds == pytest.approx(3.0)
+    caller = channels(result.path)[:, 0]
+    assert not caller[: int(1.9 * RATE)].any()  # the dropped second: silence
+    assert caller[int(2.05 * RATE) : int(2.95 * RATE)].all()  # the last second, as said
+
+
+async def test_a_calls_last_batch_beyond_the_room_kept_for_it_is_dropped_counted_and_logged(tmp_path, monkeypatch):
+    """A disk hung long enough fills even the room kept for calls' ends: memory stays bounded, so that call's last
+    batch is dropped and counted, and the recording says it is not whole (``recording.failed``); the call still
+    ends at once and its file still has the call's length."""
+    monkeypatch.setattr(recorder, "_END_BATCHES", 0)
+    drops: list[int] = []
+    failures: list[str] = []
+    writer = RecordingWriter(on_drop=lambda: drops.append(1), on_failure=failures.append)
+    tap = CallTap(100.0, record=True, bytes_per_s=8000)
+    writer.open(tap, tmp_path / "call.wav", "audio/pcmu", 8000)
+    for _ in range(QUEUE_BATCHES):
+        writer.tick(100.0)
+    caller_second(tap, 100.0)
+    closing = asyncio.create_task(writer.close(tap, 101.0))
+    await asyncio.sleep(0)
+    assert drops == [1]
+    with structlog.testing.capture_logs() as logs:
+        writer.start()
+        try:
+            result = await asyncio.wait_for(closing, 30)
+        finally:
+            await asyncio.to_thread(writer.stop)
+    assert not result.ok and "last batch was dropped" in result.error and failures == ["dropped"]
+    assert [x["path"] for x in logs if x["event"] == "recording.failed"] == [str(tmp_path / "call.wav")]
+    assert result.seconds == pytest.approx(1.0) and not channels(result.path).any()
