@@ -11,11 +11,13 @@ jitter), for ``webhooks.retry_for_h`` hours after the event; then the event is *
 ``voice_gateway_webhook_dead_letters_total`` counted, kept in the outbox for an operator). An answer of 4xx other
 than 408 (timeout) and 429 (slow down) means the receiver refuses this event: it is dead after
 :data:`PERMANENT_ATTEMPTS` such answers, not retried for hours. A restarted gateway retries every pending event at
-once. Each attempt first claims its one event, right before sending it: a lease of the attempt's timeout +
-:data:`LEASE_MARGIN_S`, and a claim token its outcome is written under; an outcome whose claim is gone (the lease ran
-out and another process claimed the event) is not written. So processes sharing the data directory
-(``serve --workers N``) do not send an event twice at once, and a late attempt never undoes a newer one's outcome.
-All SQLite work runs on one thread of its own (the connection is not shared across threads).
+once, but those another live process has claimed. Each attempt first claims its one event, right before sending
+it: a lease of the attempt's timeout + :data:`LEASE_MARGIN_S`, and a claim token its outcome is written under; an
+outcome whose claim is gone (the lease ran out and another process claimed the event) is not written. So processes
+sharing the data directory (``serve --workers N``) do not send an event twice at once, and a late attempt never
+undoes a newer one's outcome. The sender outlives a failing outbox (locked, disk full): ``webhook.outbox_error``
+logged, the pass retried after a bounded backoff. All SQLite work runs on one thread of its own (the connection is
+not shared across threads).
 """
 
 from __future__ import annotations
