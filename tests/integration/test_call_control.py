@@ -251,6 +251,47 @@ async def test_failed_redirect_keeps_the_call_and_tells_the_agent(gateway, peers
     assert not peer.closed.is_set() and len(fake_rest.requests) == 1
 
 
+async def test_a_caller_who_hangs_up_while_the_redirect_fails_ends_the_call_at_once_as_a_hang_up(
+    gateway, peers, fake_agent, fake_rest
+):
+    """The caller's 'stop' arrives while the redirect is in flight (the reader leaves the end to its answer), and the
+    redirect then fails (Twilio answers 404/20404: the call is over). A failed transfer keeps the call only while the
+    carrier is there: here nothing more will be read, so the call ends at once, as the caller's hang-up, not at the
+    no-media timeout as no_media."""
+    gw = await gateway(
+        'tools = ["transfer_call"]\ntransfer_allow = ["+1555*"]', extra_toml="[server]\nno_media_timeout_s = 8.0\n"
+    )
+    peer = await peers(gw)
+    sess = await fake_agent.session()
+    fake_rest.add_call(peer.call_sid)
+    fake_rest.delay_s = 0.5  # the redirect is in flight when the caller hangs up
+
+    async def talk() -> None:  # carriers send media every 20 ms, silent or not
+        while True:
+            await peer.send_media(b"\xff" * 160 * 5, realtime=True)
+
+    feed = asyncio.create_task(talk())
+    clock = asyncio.get_running_loop().time
+    with capture_call_logs() as logs:
+        await tool_turn(sess, "transfer_call", {"destination": "+15550003333", "announcement": "One moment."})
+        await sess.reply(tone(800, 0.3, 24000), realtime=False)  # the announcement; once heard, the redirect
+        await fake_rest.wait_for(lambda: fake_rest.updates(peer.call_sid), timeout=10)
+        fake_rest.end_call(peer.call_sid)  # the caller hangs up: Twilio will answer the redirect with 404/20404
+        feed.cancel()
+        await peer.stop()
+        t_stop = clock()
+        closing = asyncio.create_task(peer.ws.close())  # and Twilio closes the stream (on its own schedule)
+        await wait_event(logs, "call.transfer_failed", timeout=5)
+        await wait_event(logs, "call.ended", timeout=15)
+        took = clock() - t_stop
+        ended = events(logs, "call.ended")[0]
+        await closing
+    assert took < 3.0 and ended["outcome"] == "caller_hangup", (
+        f"the call ended {took:.1f} s after the caller's 'stop', as {ended['outcome']}"
+    )
+    assert not [m for m in sess.received if m["type"] == "reply.create"], "no one is left to tell"
+
+
 # ---- DTMF -------------------------------------------------------------------------------------------------------
 async def test_send_dtmf_plays_tones_that_decode_to_the_digits_and_keeps_the_stream(
     gateway, peers, fake_agent, fake_rest, http

@@ -372,6 +372,37 @@ def test_a_failed_dial_tells_the_agent_at_once():
     assert warm_events(actions) == ["failed"] and instructions(actions) and core.phase is Phase.LIVE
 
 
+def test_a_callers_stop_while_the_human_is_dialled_ends_the_call_as_their_hang_up_whatever_the_dial_said():
+    """The caller hangs up while the human's leg is being placed (the 'stop' is left to the dial's answer): placed
+    or not, the call that would go on has no carrier any more. It ends at once as the caller's hang-up; the agent is
+    not told, and the teardown cancels a human leg still ringing (ToolPort.warm_abandon)."""
+    from gateway.carriers.events import StreamStopped
+    from gateway.errors import CallControlFailed
+
+    for failure in (None, CallControlFailed(400, 21211, "Invalid 'To' Phone Number")):
+        core = warm_core()
+        assert core.control_pending and not of_type(core.carrier_event(StreamStopped(), 0.8), EndCall)
+        actions = core.warm_dialled("" if failure else "CA" + "7" * 32, 1.0, failure)
+        assert of_type(actions, EndCall) == [EndCall(Outcome.CALLER_HANGUP)] and not instructions(actions)
+        assert core.phase is Phase.ENDED and core.summary.outcome == "caller_hangup"
+
+
+def test_a_callers_stop_while_they_are_joined_to_the_human_ends_the_call_as_their_hang_up_if_the_join_fails():
+    from gateway.call.actions import ControlRequest
+    from gateway.carriers.events import StreamStopped
+    from gateway.errors import CallControlFailed
+
+    human = "CA" + "7" * 32
+    core = warm_core()
+    core.warm_dialled(human, 1.0)
+    assert of_type(core.warm_result("answered", 6.0), ControlRequest) == [ControlRequest("warm_join")]
+    assert not of_type(core.carrier_event(StreamStopped(), 6.2), EndCall)  # maybe the join's own 'stop'
+    actions = core.warm_joined(6.3, CallControlFailed(404, 20404, "The requested resource was not found"))
+    assert of_type(actions, EndCall) == [EndCall(Outcome.CALLER_HANGUP)] and not instructions(actions)
+    assert of_type(actions, ControlRequest) == [ControlRequest("warm_cancel", human)]  # the human is let go too
+    assert core.phase is Phase.ENDED
+
+
 def test_conference_twiml_and_what_twilio_callbacks_mean():
     from xml.etree import ElementTree
 

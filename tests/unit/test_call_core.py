@@ -229,6 +229,30 @@ def test_a_failed_transfer_keeps_the_call_and_tells_the_agent():
     assert why is None
 
 
+@pytest.mark.parametrize(
+    ("failure", "outcome"),
+    [(CallControlFailed(404, 20404, "The requested resource was not found"), Outcome.CALLER_HANGUP), (None, None)],
+)
+def test_a_callers_stop_during_a_transfer_leaves_the_end_to_its_answer_and_a_failure_is_their_hang_up(failure, outcome):
+    """The caller's 'stop' while the redirect is in flight may be the redirect's own doing: its answer decides. A
+    success is the transfer; a failure keeps the call only while the carrier is there, and it is not: the call ends
+    at once as the caller's hang-up (not at no_media_timeout_s), and the agent is not asked to tell anyone."""
+    core = live_core(control=True)
+    core.request_transfer("+15550003333", 0.0)
+    core.tick(3.0)
+    request = ControlRequest("transfer", "+15550003333")
+    assert of_type(echo(core, pull(core, 3.0)[-1], 3.1), ControlRequest) == [request]
+    assert core.control_pending
+    assert of_type(core.carrier_event(StreamStopped(), 3.2), EndCall) == []  # the redirect's answer ends it
+    actions = core.control_done(request, 3.4, failure=failure)
+    if failure is None:
+        assert of_type(actions, EndCall) == [EndCall(Outcome.TRANSFERRED)]
+        return
+    assert kinds(actions) == ["log:call.transfer_failed", "call.control", "EndCall"]  # no reply.create
+    assert of_type(actions, EndCall) == [EndCall(outcome)]
+    assert core.phase is Phase.ENDED and core.summary.outcome == "caller_hangup" and core.next_deadline() is None
+
+
 def test_a_transfer_while_the_call_is_ending_is_refused():
     core = live_core(control=True)
     core.request_hangup(0.0)
