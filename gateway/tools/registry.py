@@ -5,7 +5,8 @@ call-control tools ``transfer_call``, ``send_dtmf``, ``read_dtmf`` (:mod:`gatewa
 arguments are checked here, purely; the call does the rest through :class:`CallControl`).
 Configured: HTTP tools (``[tools.NAME]`` in config): the arguments object is POSTed as JSON to the URL (tool name in
 the ``X-Voice-Gateway-Tool`` header); a 2xx body is
-the result string; anything else (status, timeout, connection error) comes back with ``is_error: true``.
+the result string; anything else (status, timeout, connection error, a body that is not text in its charset) comes
+back with ``is_error: true``.
 """
 
 from __future__ import annotations
@@ -137,11 +138,27 @@ class ToolRegistry:
                 async with self._http.post(
                     tool.url, json=dict(arguments), headers={"X-Voice-Gateway-Tool": name}
                 ) as resp:
-                    body = await resp.text()
-                    if 200 <= resp.status < 300:
-                        return ToolOutcome(body)
-                    return ToolOutcome(json.dumps({"error": f"HTTP {resp.status}", "body": body[:500]}), True)
+                    raw = await resp.read()
+                    charset = resp.get_encoding()  # Content-Type's charset, else UTF-8 (JSON's, and aiohttp's default)
+                    body, clean = _decode(raw, charset)
+                    if not 200 <= resp.status < 300:
+                        return ToolOutcome(json.dumps({"error": f"HTTP {resp.status}", "body": body[:500]}), True)
+                    if not clean:
+                        error = f"the answer is not valid {charset} text"
+                        return ToolOutcome(json.dumps({"error": error, "body": body[:500]}), True)
+                    return ToolOutcome(body)
         except TimeoutError:
             return ToolOutcome(json.dumps({"error": f"timed out after {tool.timeout_s:g} s"}), True)
         except aiohttp.ClientError as exc:
             return ToolOutcome(json.dumps({"error": f"request failed: {exc.__class__.__name__}"}), True)
+
+
+def _decode(raw: bytes, charset: str) -> tuple[str, bool]:
+    """A tool's answer as text, and whether all of it decoded in ``charset``. Never raises: bytes that do not decode
+    become U+FFFD (and a charset Python does not know, UTF-8), so a tool's bad bytes are its error, not the call's."""
+    try:
+        return raw.decode(charset), True
+    except UnicodeDecodeError:
+        return raw.decode(charset, errors="replace"), False
+    except LookupError:
+        return raw.decode("utf-8", errors="replace"), False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+from typing import Any
 
 import pytest
 import structlog
@@ -14,6 +16,7 @@ from gateway.security import twilio_signature
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
 from tests.support.faults import write_config
+from tests.support.logcapture import capture_call_logs, events
 from tests.support.media_corpus import caller_ulaw8k
 from tests.support.twilio_peer import media_bytes
 
@@ -243,6 +246,85 @@ parameters = {{ type = "object", properties = {{ day = {{ type = "string" }} }} 
     await sess.send("tool.call", call_id="chatcmpl-tool-2", name="no_such_tool", arguments={})
     err = await sess.next_message("tool.result")
     assert err["call_id"] == "chatcmpl-tool-2" and err["is_error"] is True
+
+
+async def test_a_tool_answer_that_is_not_valid_text_is_a_tool_error_and_the_call_goes_on(
+    start_gateway, new_peer, fake_agent, aiohttp_server
+):
+    """An HTTP tool whose answer does not decode in its charset (Latin-1 bytes labelled JSON, so UTF-8) failed as a
+    tool: the agent gets an is_error tool.result and the call goes on (it once ended the call as internal_error)."""
+    from aiohttp import web
+
+    async def tool(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"name": "M\xfcller"}', content_type="application/json")  # Latin-1, not UTF-8
+
+    app = web.Application()
+    app.router.add_post("/lookup", tool)
+    tool_server = await aiohttp_server(app)
+    gw = await start_gateway(
+        write_config(
+            '[profiles.default]\ntools = ["end_call", "lookup"]\n'
+            f'[tools.lookup]\nurl = "{tool_server.make_url("/lookup")}"\ndescription = "Look up a customer."\n'
+            'parameters = { type = "object", properties = { q = { type = "string" } } }\n'
+        )
+    )
+    peer = await new_peer(gw)
+    with capture_call_logs() as logs:
+        await peer.connect()
+        sess = await fake_agent.session()
+        await sess.send("reply.started", reply_id="resp_a", item_id="msg_a")
+        await sess.send("tool.call", call_id="call_1", name="lookup", arguments={"q": "x"})
+        await sess.send("reply.done", reply_id="resp_a", status="completed")
+        try:
+            result = await sess.next_message("tool.result", timeout=3)
+        except TimeoutError:
+            result = None
+        await asyncio.sleep(0.2)
+        ended = events(logs, "call.ended")
+    assert not ended, f"the call ended: {ended[0]['outcome']} {ended[0].get('error')}"
+    assert result is not None and result["is_error"] is True
+    assert "M\ufffdller" in json.loads(result["result"])["body"]  # what did decode reaches the agent
+    assert not peer.closed.is_set()
+
+
+async def test_a_tool_that_raises_is_a_tool_error_logged_once_and_the_call_goes_on(
+    start_gateway, new_peer, fake_agent, monkeypatch
+):
+    """Whatever a tool raises (here: a bug injected into the HTTP tool runner) ends that tool, never the call: the
+    agent gets an is_error tool.result, tool.internal_error logs it once, and the next tool call still runs."""
+    from gateway.tools.registry import ToolRegistry
+    from tests.unit.test_log_schema import check_event
+
+    async def broken(self: ToolRegistry, name: str, tool: Any, arguments: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(ToolRegistry, "_run_http", broken)
+    gw = await start_gateway(
+        write_config(
+            '[profiles.default]\ntools = ["end_call", "lookup"]\n'
+            '[tools.lookup]\nurl = "http://127.0.0.1:9/lookup"\ndescription = "Look up a customer."\n'
+        )
+    )
+    peer = await new_peer(gw)
+    with capture_call_logs() as logs:
+        await peer.connect()
+        sess = await fake_agent.session()
+        await sess.send("reply.started", reply_id="resp_a", item_id="msg_a")
+        await sess.send("tool.call", call_id="call_1", name="lookup", arguments={"q": "x"})
+        await sess.send("reply.done", reply_id="resp_a", status="completed")
+        result = await sess.next_message("tool.result", timeout=3)
+        await sess.send("tool.call", call_id="call_2", name="no_such_tool", arguments={})
+        second = await sess.next_message("tool.result", timeout=3)
+        await asyncio.sleep(0.2)
+        ended = events(logs, "call.ended")
+        failed = events(logs, "tool.internal_error")
+    assert not ended, f"the call ended: {ended[0]['outcome']} {ended[0].get('error')}"
+    assert result["call_id"] == "call_1" and result["is_error"] is True
+    assert json.loads(result["result"]) == {"ok": False, "error": "the tool failed: RuntimeError"}
+    assert second["call_id"] == "call_2" and second["is_error"] is True
+    assert [(e["tool"], e["call_id"], e["error"]) for e in failed] == [("lookup", "call_1", "RuntimeError('injected')")]
+    check_event({k: v for k, v in failed[0].items() if k != "exc_info"})  # the renderer makes it `exception`
+    assert not peer.closed.is_set()
 
 
 async def test_tool_results_of_an_interrupted_reply_are_discarded(start_gateway, new_peer, fake_agent):

@@ -159,6 +159,7 @@ SCHEMA: dict[str, Event] = {
     "agent.closed": Event({"close_code": OPT_INT, "reason": OPT_STR, "session_id": OPT_STR, "endpoint": str}),
     "tool.called": Event({"tool": str, "call_id": str}),
     "tool.result": Event({"tool": str, "call_id": str, "is_error": bool, "ms": NUM, "sent": bool, "held": bool}),
+    "tool.internal_error": Event({"tool": str, "call_id": str, "error": str}, {"exception": str}),
     # ---- the browser softphone (gateway.softphone) -----------------------------------------------------------------
     "softphone.enabled": Event({"mode": str, "path": str}),
     "softphone.dialled": Event({"call_sid": str}),

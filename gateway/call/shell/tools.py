@@ -15,7 +15,7 @@ import structlog
 
 from ...agent import protocol as ap
 from ...conference import whisper_text
-from ...errors import CallControlFailed
+from ...errors import CallControlFailed, CallEnded
 from ...tools import call_control as cc
 from ...tools.registry import ToolOutcome, ToolRegistry
 from .. import events as ev
@@ -64,8 +64,17 @@ class ToolPort:
         self._execute, self._on_warm_result, self._emit = _execute_nothing, _ignore, publish_nothing
 
     async def run_tool(self, call: ap.ToolCall) -> None:
-        """A ``tool.call``: run it, and hand its result to the core (which sends it when the timing rule allows)."""
-        outcome = await self._tools.run(call.name, call.arguments, self._core.profile, self._end_call, self)
+        """A ``tool.call``: run it, and hand its result to the core (which sends it when the timing rule allows).
+        A tool that raises (a bug, ours or in what it talks to) is a failed tool, never a failed call: the agent gets
+        an ``is_error`` result and ``tool.internal_error`` logs the exception once. The call's own endings
+        (:class:`~gateway.errors.CallEnded`, cancellation) pass through."""
+        try:
+            outcome = await self._tools.run(call.name, call.arguments, self._core.profile, self._end_call, self)
+        except CallEnded:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken tool must not end the call (its task group's)
+            log.error("tool.internal_error", tool=call.name, call_id=call.call_id, error=repr(exc)[:200], exc_info=exc)
+            outcome = ToolOutcome(cc.error_result(f"the tool failed: {exc.__class__.__name__}"), True)
         await self._execute(self._core.tool_done(call, outcome.result, outcome.is_error, self._clock()))
 
     async def _end_call(self, arguments: Mapping[str, Any]) -> None:
