@@ -20,7 +20,7 @@ import json
 import sqlite3
 import time
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,6 +106,7 @@ class Records:
         self._seen: dict[str, None] = {}  # call sids accepted lately, oldest first
         #: call_sid → where its record and recording went (the simulator and the softphone show it).
         self.stored: dict[str, dict[str, Any]] = {}
+        self._sweeping = asyncio.Lock()
 
     # ---- the app's life ----------------------------------------------------------------------------------------
     async def run(self, http: aiohttp.ClientSession) -> AsyncIterator[None]:
@@ -159,29 +160,43 @@ class Records:
             await asyncio.sleep(SWEEP_S)
 
     async def sweep(self, now: float) -> int:
-        """Delete records and recordings older than ``storage.retention_days``; returns how many. Also uploads the
-        recordings a killed process left in the spool (S3)."""
+        """Delete records and recordings older than ``storage.retention_days``; returns how many. Also forgets
+        delivered webhooks and uploads the recordings a killed process left in the spool (S3).
+
+        Each step is guarded on its own: a locked outbox, a spool file that vanished or storage that is down is
+        logged (``record.sweep_failed``, its ``error`` naming the step) and counted, and the other steps still run;
+        nothing but a cancellation leaves here, so the hourly task outlives every failure."""
         days = self.settings.storage.retention_days
         deleted = 0
-        try:
-            await self.outbox.forget_delivered(now - KEEP_DELIVERED_S)
-            await self._upload_orphans(now)
-            if days <= 0:
-                return 0
+
+        async def retention() -> None:
+            nonlocal deleted
             cutoff = now - days * 86400
             for obj in await self.storage.list():
                 if obj.modified < cutoff:
                     await self.storage.delete(obj.key)
                     deleted += 1
-        except StorageUnavailable as exc:
-            log.warning("record.sweep_failed", error=str(exc))
-            self.metrics.storage_errors.labels("sweep").inc()
+
+        async with self._sweeping:  # one sweep at a time: the spool is never uploaded twice at once
+            await self._sweep_step("outbox", self.outbox.forget_delivered(now - KEEP_DELIVERED_S))
+            await self._sweep_step("spool", self._upload_orphans(now))
+            if days > 0:
+                await self._sweep_step("retention", retention())
         if deleted:
             log.info("record.retention_sweep", deleted=deleted, retention_days=days)
         return deleted
 
+    async def _sweep_step(self, step: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001 - sqlite3 (locked), OSError, storage down: the next hour retries
+            log.warning("record.sweep_failed", error=f"{step}: {type(exc).__name__}: {exc}")
+            self.metrics.storage_errors.labels("sweep").inc()
+
     async def _upload_orphans(self, now: float) -> None:
-        """Spooled recordings untouched for ORPHAN_S belong to calls a killed process lost: upload what they hold."""
+        """Spooled recordings untouched for ORPHAN_S belong to calls a killed process lost: upload what they hold.
+        A file that cannot be read or removed is logged and skipped; storage down ends the step (the next sweep
+        tries again)."""
         spool = self.data_dir / "spool"
         if self.storage.local_path("x.wav") is not None or not spool.is_dir():
             return
@@ -189,10 +204,14 @@ class Records:
             try:
                 if path.stat().st_mtime > now - ORPHAN_S:
                     continue  # maybe a live call's, in this process or another worker's
+                await self.storage.put_file(path.name, path, "audio/wav")
+                path.unlink(missing_ok=True)
             except FileNotFoundError:
+                continue  # another worker took it
+            except OSError as exc:
+                log.warning("record.sweep_failed", error=f"spool: {path.name}: {type(exc).__name__}: {exc}")
+                self.metrics.storage_errors.labels("sweep").inc()
                 continue
-            await self.storage.put_file(path.name, path, "audio/wav")
-            path.unlink(missing_ok=True)
             log.info("record.orphan_uploaded", recording=self.storage.location(path.name))
 
     # ---- hooks -------------------------------------------------------------------------------------------------

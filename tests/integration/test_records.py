@@ -593,3 +593,39 @@ async def test_a_bug_in_call_records_never_ends_the_call(
     assert gw.app[CALLS].completed[-1].outcome == "caller_hangup"  # not internal_error
     sample = gw.app[METRICS].registry.get_sample_value
     assert sample("voice_gateway_record_storage_errors_total", {"what": "internal"}) >= 1
+
+
+async def test_a_failing_sweep_step_is_logged_and_counted_and_neither_ends_the_sweep_nor_skips_the_other_steps(
+    start_gateway, receiver, tmp_path
+):
+    """The sweep's first step is an outbox DELETE: a 'database is locked' there (another worker on the data directory
+    writing for > 5 s) must not escape (it would end the records_sweep task, its only caller, for the life of the
+    process) nor skip the retention that follows."""
+    import os
+    import sqlite3
+    import time
+
+    from gateway.keys import METRICS, RECORDS
+
+    gw = await start_gateway(records_config(tmp_path, receiver.url), GATEWAY_WEBHOOK_SECRET=SECRET)
+    records = gw.app[RECORDS]
+    calls = tmp_path / "calls"
+    calls.mkdir(exist_ok=True)
+    old = calls / "CAold.json"
+    old.write_bytes(b"{}")
+    os.utime(old, (time.time() - 31 * 86400, time.time() - 31 * 86400))  # past retention_days (30)
+    other = sqlite3.connect(tmp_path / "data" / "outbox.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        error = None
+        try:
+            await records.sweep(time.time())
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert error is None, f"Records.sweep raised {error!r}: the records_sweep task (its only caller) would end"
+    assert not old.exists()  # the retention step still ran (this sweep's, or the start-up one's, locked out too)
+    sample = gw.app[METRICS].registry.get_sample_value
+    assert sample("voice_gateway_record_storage_errors_total", {"what": "sweep"}) >= 1
