@@ -136,6 +136,7 @@ class Records:
             yield
         finally:
             await self.drain(timeout_s=10.0)
+            await self._cancel_pending()  # while the outbox is open: a cancelled record still queues its webhook
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -146,6 +147,15 @@ class Records:
         """Wait (bounded) for the records of calls that ended to be stored."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    async def _cancel_pending(self) -> None:
+        """Shutdown, after the bounded drain: cancel what is still storing (storage down or slow) and wait for it.
+        A cancelled record task first puts its ``call.ended`` in the outbox (the next start delivers it)."""
+        pending = [t for t in self._tasks if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _tick(self) -> None:
         part = 0
@@ -304,11 +314,34 @@ class Records:
             self._internal_error("finish", s.call_sid, exc)
 
     async def _finish(self, state: _Call, s: CallSummary) -> None:
-        sid = s.call_sid
-        recording: dict[str, Any] | None = None
-        if state.recording is not None:
-            result = await self.writer.close(state.tap, state.started_at + s.duration_s)
-            recording = await self._store_recording(state.key, result)
+        """Close the recording and upload it, put ``call.ended`` in the outbox, then store the record.
+
+        The event goes to the outbox as soon as its content is known (it says whether the recording was uploaded),
+        before the record's own store and its retries: a crash or a shutdown while storage is down loses no event.
+        Cancelled before that (shutdown, after its bounded drain), it is queued with what is known then (a recording
+        not uploaded is ``complete: false``, its location the spool file the next start uploads)."""
+        recording = self._recording_info(state, s.duration_s) if state.recording is not None else None
+        queuing: asyncio.Future[None] | None = None
+        try:
+            if recording is not None:
+                result = await self.writer.close(state.tap, state.started_at + s.duration_s)
+                await self._store_recording(recording, result)
+            doc = self._document(state, s, recording)
+            queuing = asyncio.ensure_future(self._queue_ended(state, s.call_sid, doc, recording, wake=False))
+            await asyncio.shield(queuing)  # a cancel now must neither lose the insert nor make a second one
+        except asyncio.CancelledError:
+            if queuing is None:
+                await self._queue_ended(state, s.call_sid, self._document(state, s, recording), recording, wake=True)
+            else:
+                await queuing
+            raise
+        try:
+            await self._store_record(state, s.call_sid, doc, recording)
+        finally:  # the event is on disk: send it once the record is readable (or given up, or cancelled)
+            if state.webhook_url and self.sender is not None:
+                self.sender.wake.set()
+
+    def _document(self, state: _Call, s: CallSummary, recording: dict[str, Any] | None) -> dict[str, Any]:
         doc = state.builder.finish(
             s.log_fields(),
             duration_s=s.duration_s,
@@ -319,6 +352,21 @@ class Records:
         )
         if s.session_id and not doc["session_id"]:
             doc["session_id"] = s.session_id
+        return doc
+
+    async def _queue_ended(
+        self, state: _Call, sid: str, doc: dict[str, Any], recording: dict[str, Any] | None, *, wake: bool
+    ) -> None:
+        if not state.webhook_url:
+            return
+        payload = dict(doc)
+        if recording is not None and recording.get("complete") is not None:
+            payload["recording"] = {**recording, "url": await self._recording_url(state.key)}
+        await self._enqueue(state.webhook_url, "call.ended", sid, payload, wake=wake)
+
+    async def _store_record(
+        self, state: _Call, sid: str, doc: dict[str, Any], recording: dict[str, Any] | None
+    ) -> None:
         key = f"{state.key}.json"
         stored = safe_id(state.key) and await self._retry(
             "record", lambda: self.storage.put(key, json.dumps(doc, ensure_ascii=False).encode(), "application/json")
@@ -335,34 +383,40 @@ class Records:
             log.info("record.stored", call_sid=sid, **where)
         else:
             log.error("record.failed", call_sid=sid, **where)
-        if state.webhook_url:
-            payload = dict(doc)
-            if recording is not None and recording.get("complete") is not None:
-                payload["recording"] = {**recording, "url": await self._recording_url(state.key)}
-            await self._enqueue(state.webhook_url, "call.ended", sid, payload)
 
-    async def _store_recording(self, name: str, result: RecordingResult) -> dict[str, Any]:
-        key = f"{name}.wav"
-        info: dict[str, Any] = {
+    def _recording_info(self, state: _Call, duration_s: float) -> dict[str, Any]:
+        """The recording's entry in the record, as it stands before the file is closed and uploaded: the call's
+        length, not complete, where it is being written (the spool file with S3). :meth:`_store_recording` fills in
+        the outcome."""
+        assert state.recording is not None
+        key = f"{state.key}.wav"
+        local = self.storage.local_path(key) is not None
+        return {
             "key": key,
             "format": "audio/wav",
             "channels": ["caller", "agent"],
             "sample_rate": 8000,
-            "seconds": round(result.seconds, 3),
-            "complete": result.ok,
-            "location": self.storage.location(key),
-            "path": f"/calls/{name}/recording",
+            "seconds": round(duration_s, 3),  # the recording is padded to the call's length
+            "complete": False,
+            "location": self.storage.location(key) if local else str(state.recording),
+            "path": f"/calls/{state.key}/recording",
         }
+
+    async def _store_recording(self, info: dict[str, Any], result: RecordingResult) -> None:
+        """The recording is closed: upload it (S3) and record the outcome in ``info``, as each step is done."""
+        key = info["key"]
+        info["seconds"] = round(result.seconds, 3)
         if result.ok:
             self.metrics.recordings.labels("complete").inc()
-        if self.storage.local_path(key) is None:  # S3: upload the spool file, then forget it
-            ok = await self._retry("recording", lambda: self.storage.put_file(key, result.path, "audio/wav"))
-            if ok:
-                result.path.unlink(missing_ok=True)
-            else:
-                info["complete"] = False
-                info["location"] = str(result.path)  # kept locally; uploaded by nobody: logged
-        return info
+        if self.storage.local_path(key) is not None:
+            info["complete"] = result.ok
+            return
+        # S3: upload the spool file, then forget it; if it fails it stays in the spool (complete false, its path) and
+        # the sweep uploads it later.
+        ok = await self._retry("recording", lambda: self.storage.put_file(key, result.path, "audio/wav"))
+        if ok:
+            info["complete"], info["location"] = result.ok, self.storage.location(key)
+            result.path.unlink(missing_ok=True)
 
     async def _recording_url(self, name: str) -> str:
         try:
@@ -386,7 +440,7 @@ class Records:
                     await asyncio.sleep(2**attempt)
         return False
 
-    async def _enqueue(self, url: str, event: str, sid: str, payload: dict[str, Any]) -> None:
+    async def _enqueue(self, url: str, event: str, sid: str, payload: dict[str, Any], *, wake: bool = True) -> None:
         try:
             msg_id = await self.outbox.add(url, event, sid, payload, self._wall())
         except Exception as exc:  # noqa: BLE001 - sqlite3 errors (disk full): logged and counted, the call is over
@@ -394,7 +448,7 @@ class Records:
             self.metrics.webhook_deliveries.labels(event, "not_queued").inc()
             return
         log.info("webhook.queued", call_sid=sid, webhook_event=event, webhook_id=msg_id)
-        if self.sender is not None:
+        if wake and self.sender is not None:
             self.sender.wake.set()
 
 

@@ -629,3 +629,74 @@ async def test_a_failing_sweep_step_is_logged_and_counted_and_neither_ends_the_s
     assert not old.exists()  # the retention step still ran (this sweep's, or the start-up one's, locked out too)
     sample = gw.app[METRICS].registry.get_sample_value
     assert sample("voice_gateway_record_storage_errors_total", {"what": "sweep"}) >= 1
+
+
+def _outbox_events(db: Path) -> list[tuple[str, str, str]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        return [tuple(r) for r in c.execute("SELECT event, call_sid, state FROM outbox ORDER BY created")]
+
+
+async def _one_call(gw: Any, new_peer: Any, fake_agent: Any) -> str:
+    from gateway.keys import CALLS
+
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await sess.reply(tone(1000, 0.5, 24000), text="hello")
+    await peer.wait_for(lambda: len(peer.played) >= 3600, timeout=10)
+    await peer.send_media(ulaw_tone(440, 0.2))
+    await peer.stop()
+    async with asyncio.timeout(10):
+        while not gw.app[CALLS].completed:
+            await asyncio.sleep(0.05)
+    return str(peer.call_sid)
+
+
+@pytest.mark.parametrize("attempts", [4, 6], ids=["upload_given_up_in_the_drain", "cancelled_mid_upload"])
+async def test_a_graceful_shutdown_while_the_object_store_is_down_keeps_the_call_ended_webhook_and_leaves_no_task(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path, monkeypatch, attempts
+):
+    """The recording upload and the record store are retried 1+2+4 s each (plus the client's own retries) while
+    shutdown drains for 10 s: the call.ended event must still be in the outbox when the gateway is gone ("a restart
+    ... loses no event"), and no record task may be left pending. With 6 attempts (1+2+4+8+16 s) the drain ends in
+    the middle of the recording's upload: the cancelled task still queues the event."""
+    import json
+    import sqlite3
+    import time
+
+    from gateway.keys import RECORDS
+    from gateway.records import service
+
+    monkeypatch.setattr(service, "STORE_ATTEMPTS", attempts)
+
+    with socket.socket() as s:  # the object store is down
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    data = tmp_path / "data"
+    config = write_config(
+        f'[storage]\nurl = "s3://down/calls"\ndata_dir = "{data}"\n'
+        f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = true\n'
+    )
+    gw = await start_gateway(config, GATEWAY_WEBHOOK_SECRET=SECRET)
+    assert gw.app[RECORDS] is not None
+    sid = await _one_call(gw, new_peer, fake_agent)
+    t0 = time.monotonic()
+    await gw.close()  # SIGTERM's end: on_shutdown, then every cleanup_ctx (the records' drain among them)
+    shutdown_s = time.monotonic() - t0
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("record:")]
+    events = _outbox_events(data / "outbox.sqlite3")
+    assert ("call.ended", sid, "pending") in events or any(e[:2] == ("call.ended", sid) for e in events), (
+        f"shutdown took {shutdown_s:.1f} s; outbox after shutdown: {events}; record tasks still pending: {left}"
+    )
+    assert left == [], f"record tasks still pending after shutdown: {left}"
+    with sqlite3.connect(data / "outbox.sqlite3") as c:
+        (body,) = c.execute("SELECT body FROM outbox WHERE event = 'call.ended'").fetchone()
+    recording = json.loads(body)["data"]["recording"]
+    assert recording["complete"] is False and recording["url"]  # not uploaded (yet): the sweep uploads the spool
+    assert recording["location"] == str(data / "spool" / f"{sid}.wav")
