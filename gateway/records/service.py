@@ -6,17 +6,20 @@
 - ``CallRegistry.listeners``: every typed call event goes to that call's
   :class:`~gateway.records.record.RecordBuilder`.
 - ``CallRegistry.on_record``: the call is over: a task (off the call's teardown) closes the recording, uploads it
-  (S3), stores the record, and puts the webhook in the outbox. Storage failures are logged (``record.failed``),
-  counted, and retried :data:`STORE_ATTEMPTS` times; they never touch a call.
+  (S3), puts the webhook in the outbox, and stores the record. Storage failures are logged (``record.failed``),
+  counted, and retried :data:`STORE_ATTEMPTS` times; they never touch a call. A record (or recording) still not
+  stored stays in ``<data_dir>/spool/`` and the sweep stores it later.
 
 Plus three app tasks: the recording tick (:data:`~gateway.records.recorder.FLUSH_S`), the webhook sender, and the
-retention sweep (hourly: records and recordings older than ``storage.retention_days`` are deleted).
+retention sweep (at start-up, then hourly: records and recordings older than ``storage.retention_days`` are
+deleted, and what the spool holds is stored).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 import wave
@@ -56,6 +59,8 @@ SWEEP_S = 3600.0
 SEEN_CALLS = 10000
 #: A spooled recording (S3) not written for this long belongs to no live call: the sweep uploads it.
 ORPHAN_S = 120.0
+#: Records kept in the spool (their store failed) for the sweep to store later, at most; beyond, one is lost (logged).
+SPOOL_RECORDS = 10000
 _ANNOUNCEMENT = "__announcement__"
 
 log = structlog.get_logger("gateway.records")
@@ -171,7 +176,7 @@ class Records:
 
     async def sweep(self, now: float) -> int:
         """Delete records and recordings older than ``storage.retention_days``; returns how many. Also forgets
-        delivered webhooks and uploads the recordings a killed process left in the spool (S3).
+        delivered webhooks and stores what the spool holds (records whose store failed; recordings, S3).
 
         Each step is guarded on its own: a locked outbox, a spool file that vanished or storage that is down is
         logged (``record.sweep_failed``, its ``error`` naming the step) and counted, and the other steps still run;
@@ -204,12 +209,29 @@ class Records:
             self.metrics.storage_errors.labels("sweep").inc()
 
     async def _upload_orphans(self, now: float) -> None:
-        """Spooled recordings untouched for ORPHAN_S belong to calls a killed process lost: upload what they hold.
-        A file that cannot be read or removed is logged and skipped; storage down ends the step (the next sweep
-        tries again)."""
+        """Store what the spool holds: the records whose store failed (any backend), and (S3) the recordings whose
+        upload failed or that belong to calls a killed process lost (untouched for ORPHAN_S). Each file is removed
+        once stored, so it is stored once. A file that cannot be read or removed is logged and skipped; storage down
+        ends the step (the next sweep tries again)."""
         spool = self.data_dir / "spool"
-        if self.storage.local_path("x.wav") is not None or not spool.is_dir():
+        if not spool.is_dir():
             return
+        for path in sorted(spool.glob("*.json")):
+            if not safe_id(path.stem):
+                continue
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+                await self.storage.put(path.name, data, "application/json")
+                await asyncio.to_thread(path.unlink, True)
+            except FileNotFoundError:
+                continue  # another worker stored it
+            except OSError as exc:
+                log.warning("record.sweep_failed", error=f"spool: {path.name}: {type(exc).__name__}: {exc}")
+                self.metrics.storage_errors.labels("sweep").inc()
+                continue
+            log.info("record.stored", call_sid=_call_sid_of(data, path.stem), record=self.storage.location(path.name))
+        if self.storage.local_path("x.wav") is not None:
+            return  # file storage: recordings are written in place, never spooled
         for path in sorted(spool.glob("*.wav")):
             try:
                 if path.stat().st_mtime > now - ORPHAN_S:
@@ -367,10 +389,19 @@ class Records:
     async def _store_record(
         self, state: _Call, sid: str, doc: dict[str, Any], recording: dict[str, Any] | None
     ) -> None:
+        """Store the record, retried; given up (or cancelled by shutdown), it is kept in the spool, where the sweep
+        stores it once the storage is back (like a recording whose upload failed)."""
         key = f"{state.key}.json"
-        stored = safe_id(state.key) and await self._retry(
-            "record", lambda: self.storage.put(key, json.dumps(doc, ensure_ascii=False).encode(), "application/json")
-        )
+        data = json.dumps(doc, ensure_ascii=False).encode()
+        try:
+            stored = safe_id(state.key) and await self._retry(
+                "record", lambda: self.storage.put(key, data, "application/json")
+            )
+        except asyncio.CancelledError:
+            if safe_id(state.key):
+                await self._spool_record(key, data)
+            raise
+        spooled = None if stored or not safe_id(state.key) else await self._spool_record(key, data)
         self.metrics.records.labels("written" if stored else "failed").inc()
         where = {"record": self.storage.location(key) if stored else None}
         if recording is not None:
@@ -381,8 +412,17 @@ class Records:
             self.stored.pop(old, None)
         if stored:
             log.info("record.stored", call_sid=sid, **where)
-        else:
-            log.error("record.failed", call_sid=sid, **where)
+        else:  # record: the spool file the sweep stores later, or None when even the spool could not keep it
+            log.error("record.failed", call_sid=sid, **{**where, "record": spooled})
+
+    async def _spool_record(self, key: str, data: bytes) -> str | None:
+        """Keep a record its store gave up on in ``<data_dir>/spool/``; its path, or None when the spool already
+        holds :data:`SPOOL_RECORDS` records or cannot be written (then the record is lost: ``record.failed`` says
+        so with a null ``record``)."""
+        try:
+            return await asyncio.to_thread(_spool_write, self.data_dir / "spool", key, data)
+        except OSError:
+            return None
 
     def _recording_info(self, state: _Call, duration_s: float) -> dict[str, Any]:
         """The recording's entry in the record, as it stands before the file is closed and uploaded: the call's
@@ -450,6 +490,26 @@ class Records:
         log.info("webhook.queued", call_sid=sid, webhook_event=event, webhook_id=msg_id)
         if wake and self.sender is not None:
             self.sender.wake.set()
+
+
+def _spool_write(spool: Path, key: str, data: bytes) -> str | None:
+    """Write ``spool/key`` whole (a temporary name, then a rename: the sweep never reads half a record); None when
+    the spool already holds SPOOL_RECORDS records."""
+    spool.mkdir(parents=True, exist_ok=True)
+    if sum(1 for _ in spool.glob("*.json")) >= SPOOL_RECORDS:
+        return None
+    tmp = spool / f"{key}.part"
+    tmp.write_bytes(data)
+    os.replace(tmp, spool / key)
+    return str(spool / key)
+
+
+def _call_sid_of(data: bytes, fallback: str) -> str:
+    try:
+        sid = json.loads(data).get("call_sid")
+    except (ValueError, AttributeError):
+        return fallback
+    return sid if isinstance(sid, str) else fallback
 
 
 def _announcement(path_text: str, config_dir: Path) -> bytes:

@@ -700,3 +700,50 @@ async def test_a_graceful_shutdown_while_the_object_store_is_down_keeps_the_call
     recording = json.loads(body)["data"]["recording"]
     assert recording["complete"] is False and recording["url"]  # not uploaded (yet): the sweep uploads the spool
     assert recording["location"] == str(data / "spool" / f"{sid}.wav")
+
+
+async def test_a_record_whose_store_failed_in_an_outage_is_spooled_and_stored_once_by_the_sweep(
+    start_gateway, new_peer, fake_agent, receiver, tmp_path
+):
+    """Storage down for ~10 s when a call ends: the record JSON is given up after 1+2+4 s of retries; it must be
+    kept (the spool) and stored by the sweep when storage is back, then removed from the spool and not stored
+    again by the next sweep."""
+    import json
+    import time
+
+    from gateway.keys import RECORDS
+
+    calls = tmp_path / "calls"
+    calls.write_text("a file where the directory should be: the storage is down")
+    data = tmp_path / "data"
+    config = write_config(
+        f'[storage]\nurl = "{calls.as_uri()}"\ndata_dir = "{data}"\n'
+        f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = false\n'
+    )
+    gw = await start_gateway(config, GATEWAY_WEBHOOK_SECRET=SECRET)
+    records = gw.app[RECORDS]
+    sid = await _one_call(gw, new_peer, fake_agent)
+    await records.drain(timeout_s=20)  # gave up: record.failed
+    assert (data / "spool" / f"{sid}.json").is_file()
+    calls.unlink()  # the storage is back
+    calls.mkdir()
+    await records.sweep(time.time())
+    await asyncio.sleep(1.0)
+    assert (calls / f"{sid}.json").is_file(), f"the record of {sid} was lost: storage holds {sorted(calls.iterdir())}"
+    assert json.loads((calls / f"{sid}.json").read_bytes())["call_sid"] == sid
+    assert list((data / "spool").iterdir()) == []  # removed once stored
+    stored_at = (calls / f"{sid}.json").stat().st_mtime_ns
+    await records.sweep(time.time())
+    assert (calls / f"{sid}.json").stat().st_mtime_ns == stored_at  # not stored twice
+
+
+def test_the_spool_keeps_at_most_spool_records_records(tmp_path, monkeypatch):
+    from gateway.records import service
+    from gateway.records.service import _spool_write as spool_write
+
+    monkeypatch.setattr(service, "SPOOL_RECORDS", 2)
+    spool = tmp_path / "spool"
+    assert spool_write(spool, "CA1.json", b"{}") == str(spool / "CA1.json")
+    assert spool_write(spool, "CA2.json", b"{}") == str(spool / "CA2.json")
+    assert spool_write(spool, "CA3.json", b"{}") is None  # full: lost, and record.failed says so
+    assert sorted(p.name for p in spool.iterdir()) == ["CA1.json", "CA2.json"]  # no half-written file left

@@ -202,7 +202,7 @@ SCHEMA: dict[str, Event] = {
     "recording.failed": Event({"path": str, "error": str}),
     "recording.writer_error": Event({"error": str}),
     "record.stored": Event({"call_sid": str, "record": str}, {"recording": OPT_STR}),
-    "record.failed": Event({"call_sid": str, "record": type(None)}, {"recording": OPT_STR}),
+    "record.failed": Event({"call_sid": str, "record": OPT_STR}, {"recording": OPT_STR}),
     "record.store_retry": Event({"what": str, "attempt": int, "error": str}),
     "record.sweep_failed": Event({"error": str}),
     "record.retention_sweep": Event({"deleted": int, "retention_days": NUM}),
