@@ -111,6 +111,11 @@ class AgentSettings:
     connect_attempts: int = 3
     ready_timeout_s: float = 10.0
     end_timeout_s: float = 2.0
+    # How long a send to the agent may wait for its socket to drain before the socket counts as dead (aborted, the
+    # session resumed on a new one; gateway.agent.client). Only a send behind a backed-up socket waits at all: a link
+    # that cannot take the call's own audio (~11-64 KB/s) for 5 s is blackholed or its agent stopped reading. It is
+    # also how long the call's clock can be held up by such a send, and a dead socket must still be resumable after it.
+    send_timeout_s: float = 5.0
     # WebSocket client of the agent socket (gateway.agent.client): aiohttp (cheaper per message,
     # docs/architecture/decisions/0001-aiohttp-agent-transport.md) | websockets (the reference implementation).
     transport: str = "aiohttp"
@@ -376,6 +381,12 @@ def _check(s: Settings) -> None:
     if s.agent.url:
         need(urlsplit(s.agent.url).scheme in ("ws", "wss"), "agent.url", "must be a ws:// or wss:// URL")
     need(s.agent.connect_attempts >= 1, "agent.connect_attempts", "must be at least 1")
+    need(
+        0 < s.agent.send_timeout_s <= 20,
+        "agent.send_timeout_s",
+        "must be more than 0 and at most 20 (seconds a send may wait for a backed-up agent socket before it counts as "
+        "dead; the session must still be resumable after that, inside the agent's 30 s resume window)",
+    )
     need(s.agent.transport in AGENT_TRANSPORTS, "agent.transport", f"must be one of {', '.join(AGENT_TRANSPORTS)}")
     need(s.server.loop in EVENT_LOOPS, "server.loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     need(s.audio.agent_format in AGENT_FORMATS, "audio.agent_format", f"must be one of {', '.join(AGENT_FORMATS)}")

@@ -12,15 +12,25 @@ Both map the socket's end the same way, because the resume logic (:mod:`gateway.
 
 - :class:`AgentClosed` ``(code, reason)`` from :meth:`~AgentConnection.send` / :meth:`~AgentConnection.recv`:
   ``code``/``reason`` of the close frame the *peer* sent; ``(None, "")`` for a drop without one (FIN or RST,
-  keepalive timeout, a protocol error on our side such as a message over ``max_size``). ``send`` raises it instead
-  of writing once the socket is known to be closing, so the session can keep that audio for the resumed session.
+  keepalive timeout, a protocol error on our side such as a message over ``max_size``, a send that could not finish
+  within ``send_timeout``). ``send`` raises it instead of writing once the socket is known to be closing, so the
+  session can keep that audio for the resumed session.
 - :class:`gateway.errors.AgentUnavailable` from :meth:`AgentConnection.open`: refused, unreachable, TLS or HTTP
   handshake rejected (the status is in the message), or no handshake within ``timeout``.
+
+Every await on the socket is bounded. A send writes at once and returns without suspending while the socket keeps up
+(its buffer empty and the message under the transport's high-water mark: the steady caller frame, no timer). Only a
+send that may have to wait for the drain (the socket is backed up, or the message is long) runs under
+``send_timeout``; one that does not finish in that time means a blackholed link or an agent that stopped reading:
+the transport is aborted (unsent bytes discarded, any other waiting send released) and the send raises
+:class:`AgentClosed` ``(None, "")``, so the call resumes the session on a new socket. A close that does not finish in
+time (:meth:`~AgentConnection.end`, the link's ``discard``) aborts the transport too: a socket never outlives its call.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -43,6 +53,10 @@ WEBSOCKETS_PING_INTERVAL_S = 5.0
 WEBSOCKETS_PING_TIMEOUT_S = 10.0
 AIOHTTP_HEARTBEAT_S = 6.0
 CLOSE_TIMEOUT_S = 2.0
+#: The default bound of a send that has to wait for the drain (config ``agent.send_timeout_s``).
+SEND_TIMEOUT_S = 5.0
+#: The most bytes a WebSocket frame header adds (client frames: 2 + 8 length + 4 mask).
+_FRAME_HEADER_MAX = 14
 USER_AGENT = "voice-gateway"
 
 
@@ -84,14 +98,30 @@ class AgentConnection:
     endpoint: AgentEndpoint
 
     @classmethod
-    async def open(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int = 4 * 1024 * 1024) -> AgentConnection:
+    async def open(
+        cls,
+        endpoint: AgentEndpoint,
+        *,
+        timeout: float,
+        max_size: int = 4 * 1024 * 1024,
+        send_timeout: float = SEND_TIMEOUT_S,
+    ) -> AgentConnection:
+        """Connect (the handshake within ``timeout`` s). ``send_timeout``: how long a send may wait for the drain
+        before the socket counts as dead (module docstring)."""
         if endpoint.transport == "aiohttp":
-            return await _AiohttpConnection.connect(endpoint, timeout=timeout, max_size=max_size)
+            return await _AiohttpConnection.connect(
+                endpoint, timeout=timeout, max_size=max_size, send_timeout=send_timeout
+            )
         if endpoint.transport == "websockets":
-            return await _WebsocketsConnection.connect(endpoint, timeout=timeout, max_size=max_size)
+            return await _WebsocketsConnection.connect(
+                endpoint, timeout=timeout, max_size=max_size, send_timeout=send_timeout
+            )
         raise ValueError(f"unknown agent transport {endpoint.transport!r}")
 
     async def send(self, text: str) -> None:
+        """Send one text message. Returns without suspending while the socket keeps up; a send that has to wait for
+        the drain is bounded by ``send_timeout`` (module docstring). Raises :class:`AgentClosed` if the message was
+        not sent."""
         raise NotImplementedError
 
     async def recv(self) -> ServerEvent:
@@ -121,6 +151,62 @@ class AgentConnection:
         return transport is not None and transport.get_write_buffer_size() > 0
 
     _transport: asyncio.WriteTransport | None = None
+    #: The longest text a send writes without any chance of waiting for the drain, when the buffer is empty: its
+    #: frame (UTF-8, at most 4 bytes a character) stays under the transport's high-water mark, so the write cannot
+    #: pause the protocol. 0 without a transport: every send is then bounded.
+    _quick_chars = 0
+    _send_timeout = SEND_TIMEOUT_S
+    #: The transport's ``get_write_buffer_size``; without a transport, a stand-in that always reports bytes waiting.
+    _buffered: Callable[[], int]
+    #: :meth:`abort` ran: nothing more is sent, and the socket counts as dropped.
+    _aborted = False
+
+    def _set_transport(self, transport: asyncio.WriteTransport | None, send_timeout: float) -> None:
+        self._transport, self._send_timeout = transport, send_timeout
+        if transport is not None:
+            self._buffered = transport.get_write_buffer_size  # bound once: send() reads it per message
+            self._quick_chars = max(0, (transport.get_write_buffer_limits()[1] - _FRAME_HEADER_MAX) // 4)
+        else:
+            self._buffered = _unknown_buffer
+
+    async def _write(self, text: str) -> None:
+        """The transport's own send (may wait for the drain); AgentClosed for a socket that is going."""
+        raise NotImplementedError
+
+    def _close_info(self) -> tuple[int | None, str]:
+        raise NotImplementedError
+
+    async def _send_waiting(self, text: str) -> None:
+        """A send that may have to wait for the drain, bounded by ``send_timeout``. Not done in time: the socket is
+        dead to us (a blackholed link, an agent that stopped reading), so it is aborted and AgentClosed raised. A send
+        released by an abort (this one's, or :meth:`abort` from another task, e.g. a discard after a keepalive
+        timeout) raises AgentClosed too: both libraries let a drain that the socket's loss ended return normally,
+        though the bytes never left."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await self._write(text)
+        except TimeoutError:
+            self.abort()
+            raise AgentClosed(None, "") from None
+        transport = self._transport
+        if self._aborted or (transport is not None and transport.is_closing()):
+            raise AgentClosed(*self._close_info())
+
+    def abort(self) -> None:
+        """Drop the socket now, without a close handshake: bytes still queued are discarded, the file descriptor is
+        released, and a send waiting for the drain returns (raising AgentClosed). For a socket that is dead to us: a
+        send or a close that did not finish in time, a socket being discarded. Harmless once closed."""
+        self._aborted = True
+        if (transport := self._transport) is not None:
+            transport.abort()
+
+    def _release(self) -> None:
+        """After a close: abort the transport if the close left it open or holding unsent bytes (a close that timed
+        out, or aiohttp's own close timeout, which only calls ``transport.close()``: that waits for the buffer to
+        drain, forever for a peer that does not read)."""
+        transport = self._transport
+        if transport is not None and (transport.get_write_buffer_size() or not transport.is_closing()):
+            self.abort()
 
     async def end(self, timeout: float) -> bool:
         """End the session cleanly: ``session.end`` (billing stops at once,
@@ -149,26 +235,33 @@ class AgentConnection:
                 await self.close()
         except (TimeoutError, OSError):
             pass
+        self._release()  # never leave the socket and its unsent input.audio behind the call
         return ended
 
 
 # ---------------------------------------------------------------------------------------------------- aiohttp
 class _AiohttpConnection(AgentConnection):
-    __slots__ = ("_ws", "endpoint", "_rcvd", "_dropped", "_transport")
+    __slots__ = ("_ws", "endpoint", "_rcvd", "_dropped", "_transport", "_quick_chars", "_send_timeout", "_aborted",
+                 "_buffered")  # fmt: skip
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, endpoint: AgentEndpoint) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, endpoint: AgentEndpoint, send_timeout: float = SEND_TIMEOUT_S
+    ) -> None:
         self._ws = ws
         self.endpoint = endpoint
         # The peer's close frame, once seen. aiohttp reports a FIN without one as close code 1000, so the
         # transport keeps its own record: only a close frame counts as a close (else AgentClosed(None, "")).
         self._rcvd: tuple[int, str] | None = None
         self._dropped = False
+        self._aborted, self._quick_chars = False, 0
         # The socket's transport, for backlogged(): the writer's, as aiohttp exposes no public accessor for it
         # (tests/integration/test_agent_transport.py fails if an aiohttp upgrade moves it).
-        self._transport = getattr(getattr(ws, "_writer", None), "transport", None)
+        self._set_transport(getattr(getattr(ws, "_writer", None), "transport", None), send_timeout)
 
     @classmethod
-    async def connect(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int) -> _AiohttpConnection:
+    async def connect(
+        cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int, send_timeout: float
+    ) -> _AiohttpConnection:
         if endpoint.http is None:
             raise ValueError("the aiohttp agent transport needs the app's shared ClientSession (AgentEndpoint.http)")
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
@@ -190,15 +283,27 @@ class _AiohttpConnection(AgentConnection):
             ) from None
         except (OSError, TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
-        return cls(ws, endpoint)
+        return cls(ws, endpoint, send_timeout)
 
     async def send(self, text: str) -> None:
         if self._ws.closed or self._rcvd is not None or self._dropped:
             raise AgentClosed(*self._close_info())  # never write to a socket known to be going
+        if self._buffered() or len(text) > self._quick_chars:
+            return await self._send_waiting(text)  # it may wait for the drain: bounded
         try:
-            await self._ws.send_str(text)
+            await self._ws.send_str(text)  # cannot wait for the drain (see _quick_chars): no timer
         except (ConnectionError, aiohttp.ClientError):  # ClientConnectionResetError: the transport is closing
             raise AgentClosed(*self._close_info()) from None
+
+    async def _write(self, text: str) -> None:
+        try:
+            await self._ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError):
+            raise AgentClosed(*self._close_info()) from None
+
+    def abort(self) -> None:
+        self._dropped = True  # a drop (1006), as the reader will see it
+        super().abort()
 
     async def recv(self) -> ServerEvent:
         msg = await self._ws.receive()
@@ -235,13 +340,15 @@ class _AiohttpConnection(AgentConnection):
 
 # ------------------------------------------------------------------------------------------------- websockets
 class _WebsocketsConnection(AgentConnection):
-    def __init__(self, ws: ClientConnection, endpoint: AgentEndpoint) -> None:
+    def __init__(self, ws: ClientConnection, endpoint: AgentEndpoint, send_timeout: float = SEND_TIMEOUT_S) -> None:
         self._ws = ws
         self.endpoint = endpoint
-        self._transport = ws.transport
+        self._set_transport(ws.transport, send_timeout)
 
     @classmethod
-    async def connect(cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int) -> _WebsocketsConnection:
+    async def connect(
+        cls, endpoint: AgentEndpoint, *, timeout: float, max_size: int, send_timeout: float
+    ) -> _WebsocketsConnection:
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
         try:
             ws = await connect(
@@ -257,13 +364,27 @@ class _WebsocketsConnection(AgentConnection):
             )
         except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
             raise AgentUnavailable(f"cannot connect to agent {endpoint.url}: {exc!r}") from None
-        return cls(ws, endpoint)
+        return cls(ws, endpoint, send_timeout)
 
     async def send(self, text: str) -> None:
+        if self._aborted:
+            raise AgentClosed(*self._close_info())  # its transport is gone: a write would be dropped silently
+        if self._buffered() or len(text) > self._quick_chars:
+            return await self._send_waiting(text)  # it may wait for the drain: bounded
+        try:
+            await self._ws.send(text)  # cannot wait for the drain (see _quick_chars): no timer
+        except ConnectionClosed as exc:
+            raise AgentClosed(*_close_info(exc)) from None
+
+    async def _write(self, text: str) -> None:
         try:
             await self._ws.send(text)
         except ConnectionClosed as exc:
             raise AgentClosed(*_close_info(exc)) from None
+
+    def _close_info(self) -> tuple[int | None, str]:
+        rcvd = self._ws.protocol.close_rcvd
+        return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
 
     async def recv(self) -> ServerEvent:
         try:
@@ -285,7 +406,12 @@ class _WebsocketsConnection(AgentConnection):
 
     @property
     def open_(self) -> bool:
-        return self._ws.state is websockets.protocol.State.OPEN
+        return self._ws.state is websockets.protocol.State.OPEN and not self._aborted
+
+
+def _unknown_buffer() -> int:
+    """``_buffered`` of a connection whose transport is unknown: assume bytes wait, so every send is bounded."""
+    return 1
 
 
 def _close_info(exc: ConnectionClosed) -> tuple[int | None, str]:

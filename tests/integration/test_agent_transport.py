@@ -1,6 +1,6 @@
 """gateway.agent.client on each transport, over real loopback sockets: how the end of an agent socket is reported
-(the resume logic of gateway.session depends on it), connect failures, keepalive, size limit, and the shared client
-session's lifetime."""
+(the resume logic of gateway.session depends on it), connect failures, keepalive, size limit, the bound on a send
+that waits for the drain, and the shared client session's lifetime."""
 
 from __future__ import annotations
 
@@ -240,3 +240,75 @@ async def test_backlogged_turns_true_when_the_peer_stops_reading_and_false_once_
         while agent.backlogged():
             await asyncio.sleep(0.01)
     await agent.close()
+
+
+async def _backed_up(transport, http, serve, send_timeout: float) -> tuple[AgentConnection, str, asyncio.Event]:
+    """An agent socket whose peer stopped reading, filled until it is backed up; set the event to read again."""
+    reading = asyncio.Event()
+
+    async def stall(ws: web.WebSocketResponse) -> None:
+        async for _ in ws:
+            await reading.wait()
+
+    url = await serve(ready_then(stall))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5, send_timeout=send_timeout)
+    assert isinstance(await agent.recv(), SessionReady)
+    frame = json.dumps({"type": "input.audio", "audio": "A" * 1280})
+    async with asyncio.timeout(20):  # a bound for a hung test
+        while not agent.backlogged():
+            await agent.send(frame)
+    return agent, frame, reading
+
+
+async def test_a_send_on_a_socket_that_keeps_up_completes_without_suspending(transport, http, serve):
+    # The steady caller frame (50 a second per call) must cost no timer and no trip through the event loop: only a
+    # send that may have to wait for the drain runs under agent.send_timeout_s.
+    url = await serve(ready_then(lambda ws: ws.receive()))
+    agent = await AgentConnection.open(endpoint(url, transport, http), timeout=5)
+    assert isinstance(await agent.recv(), SessionReady)
+    step = agent.send(json.dumps({"type": "input.audio", "audio": "A" * 1280}))
+    with pytest.raises(StopIteration):
+        step.send(None)
+    await agent.close()
+
+
+async def test_a_send_that_cannot_drain_in_time_aborts_the_socket_as_a_drop(transport, http, serve):
+    # A blackholed link or an agent that stopped reading: a send waiting for the drain gives up after send_timeout,
+    # aborts the transport (its unsent bytes and fd released) and reports a drop, so the call resumes elsewhere.
+    agent, frame, reading = await _backed_up(transport, http, serve, send_timeout=0.5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(AgentClosed) as info:
+        async with asyncio.timeout(10):  # a bound for a hung test
+            while True:
+                await agent.send(frame)
+    assert (info.value.code, info.value.reason) == (None, "")
+    assert loop.time() - t0 < 5
+    assert not agent.open_ and not agent.backlogged()  # aborted: the queued bytes are gone with the socket
+    with pytest.raises(AgentClosed):
+        await agent.send(frame)  # at once: nothing more is written to it
+    with pytest.raises(AgentClosed) as info:
+        async with asyncio.timeout(5):
+            await agent.recv()
+    assert info.value.code is None
+    assert agent.close_code == 1006
+    reading.set()
+
+
+async def test_an_abort_releases_a_send_waiting_for_the_drain_as_not_sent(transport, http, serve):
+    # discard() aborts a socket the keepalive found dead while agent_sender still waits in a send on it: that send
+    # must end at once and say its frames were not sent (both libraries let the released drain return normally).
+    agent, frame, reading = await _backed_up(transport, http, serve, send_timeout=30)
+
+    async def flood() -> None:
+        while True:
+            await agent.send(frame)
+
+    sending = asyncio.create_task(flood())
+    await asyncio.sleep(0.5)
+    assert not sending.done()  # waiting for the drain
+    agent.abort()
+    with pytest.raises(AgentClosed):
+        async with asyncio.timeout(2):
+            await sending
+    reading.set()

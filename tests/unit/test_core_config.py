@@ -242,6 +242,8 @@ INVALID: list[tuple[str, str, dict[str, str], str]] = [
     ("agent_url_not_ws", '[agent]\nurl = "https://agents.example/ws"\n', {}, "agent.url"),
     ("agent_url_env_not_ws", "", {"AGENT_URL": "http://127.0.0.1:1/ws"}, "agent.url"),
     ("connect_attempts_zero", "[agent]\nconnect_attempts = 0\n", {}, "agent.connect_attempts"),
+    ("send_timeout_zero", "[agent]\nsend_timeout_s = 0\n", {}, "agent.send_timeout_s"),
+    ("send_timeout_past_resume", "[agent]\nsend_timeout_s = 25\n", {}, "agent.send_timeout_s"),
     ("agent_transport_unknown", '[agent]\ntransport = "httpx"\n', {}, "agent.transport"),
     ("event_loop_unknown", '[server]\nloop = "trio"\n', {}, "server.loop"),
     ("agent_format_unknown", '[audio]\nagent_format = "pcm16k"\n', {}, "audio.agent_format"),

@@ -20,7 +20,8 @@ outlives the call):
 Every wait is bounded: by the core's deadlines, ``agent.*`` timeouts, ``audio.outbound_buffer_s`` (a carrier that
 stops reading ends the call as ``carrier_stalled``), or the idle re-check of a waiting loop. The sockets' reads
 have no timeout of their own (a timer per message, 50 a second per call): a silent carrier is ended by the clock
-(``server.no_media_timeout_s``), a dead agent socket by its transport's keepalive (then it is resumed).
+(``server.no_media_timeout_s``), a dead agent socket by its transport's keepalive, or by a send to it that cannot
+finish within ``agent.send_timeout_s`` (then it is resumed; gateway.agent.client).
 """
 
 from __future__ import annotations

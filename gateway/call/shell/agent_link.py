@@ -87,7 +87,9 @@ class AgentLink:
         delay = 0.25
         for attempt in range(1, cfg.connect_attempts + 1):
             try:
-                conn = await AgentConnection.open(self.endpoint, timeout=cfg.connect_timeout_s)
+                conn = await AgentConnection.open(
+                    self.endpoint, timeout=cfg.connect_timeout_s, send_timeout=cfg.send_timeout_s
+                )
                 self._adopt(conn)
                 return await self._await_ready(conn, first_message, on_event)
             except AgentUnavailable as exc:
@@ -130,7 +132,7 @@ class AgentLink:
         continues). A ``session.error`` raises :class:`AgentSessionError` (the caller decides whether it is final);
         a failed connect AgentUnavailable, a drop AgentClosed."""
         timeout = max(0.1, min(self._settings.connect_timeout_s, remaining_s))
-        conn = await AgentConnection.open(self.endpoint, timeout=timeout)
+        conn = await AgentConnection.open(self.endpoint, timeout=timeout, send_timeout=self._settings.send_timeout_s)
         self._adopt(conn)
         await conn.send(ap.session_resume(session_id))
         try:
@@ -157,14 +159,19 @@ class AgentLink:
 
     # ---- closing --------------------------------------------------------------------------------------------------
     async def discard(self) -> None:
-        """Close a socket that failed (bounded), without ending its session."""
+        """Let go of a socket that failed, without ending its session: close it (bounded) if a close frame can still
+        get through, then abort its transport. The socket is known bad, and a close alone waits for its buffer to
+        drain (forever on a blackholed link): the abort releases it, its unsent bytes, and a send still waiting on it
+        (which then hands its frames back, gateway.call.shell.inbound)."""
         conn, self.conn = self.conn, None
         if conn is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await conn.close()
-            except (TimeoutError, OSError):
-                pass
+            if conn.open_ and not conn.backlogged():
+                try:
+                    async with asyncio.timeout(2):
+                        await conn.close()
+                except (TimeoutError, OSError):
+                    pass
+            conn.abort()
 
     async def end(self, *, already_ended: bool) -> bool:
         """``session.end``, wait briefly for ``session.ended``, close (just close if the agent already ended the

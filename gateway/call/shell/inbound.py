@@ -137,8 +137,9 @@ class CarrierReader:
                 try:
                     await conn.send(ap.input_audio(frames[0] if len(frames) == 1 else b"".join(frames)))
                 except AgentClosed:
-                    # Not sent (both transports raise before writing once the socket is going): keep the frames for
-                    # the resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
+                    # Not sent (both transports raise before writing once the socket is going, and a send that
+                    # waited for the drain in vain had its bytes discarded by the abort): keep the frames for the
+                    # resumed session. agent_runner notices the drop too; don't spin on this dead socket meanwhile.
                     core.agent_audio_unsent(frames)
                     link.broken(conn)
                 finally:
