@@ -1,6 +1,7 @@
 """Agent faults (docs/architecture/failure-behaviour.md#agent-faults; docs/architecture/agent-api.md#resume,
 #errors): an unreachable agent, connect errors, unclean drops mid-call (cut for real by a TCP proxy between the gateway
-and the fake agent), session resume with its final and retryable codes, and fatal vs recoverable ``session.error``s."""
+and the fake agent), session resume with its final and retryable codes, fatal vs recoverable ``session.error``s, and
+an agent socket that stops draining (blackholed, or an agent that stopped reading): every send on it is bounded."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 
 import pytest
 
+from gateway.agent import client as client_mod
 from gateway.agent.client import TRANSPORTS
 from gateway.agent.protocol import FINAL_RESUME_CODES
 from gateway.audio import g711
@@ -19,7 +21,7 @@ from gateway.keys import CALLS
 from gateway.prompts import AGENT_UNAVAILABLE, prompt_ulaw
 from tests.conftest import call_tasks
 from tests.support.audio import dominant_freq, tone, ulaw_tone
-from tests.support.faults import start_proxy, start_slow_tool, write_config
+from tests.support.faults import blackhole, deep_stack, start_proxy, start_slow_tool, write_config
 from tests.support.logcapture import capture_call_logs, events, wait_event
 from tests.support.twilio_peer import media_bytes
 
@@ -397,3 +399,141 @@ async def test_an_agent_that_stops_reading_never_stalls_the_carrier_side(start_g
     assert ended["frames_dropped_to_agent"] > 0  # the policy applied: the reader went on while the agent did not read
     assert ended["agent_resumes"] == 0 and not events(logs, "agent.dropped")  # ended by the caller, not the keepalive
     assert peer.close_code is not None and call_tasks() == []
+
+
+# ---- an agent socket that stops draining: every send on it is bounded ----------------------------------------------
+#: Lets the caller fill the agent socket (as in the test above: the inbound rate limit lifted).
+FLOOD_CONFIG = (
+    "[audio]\npreready_buffer_ms = 1000\n[agent]\nend_timeout_s = 0.5\n"
+    "[server]\ninbound_rate_limit = 1000.0\ninbound_burst_s = 600.0\n"
+)
+
+
+async def _blackholed_call(start_gateway, new_peer, fake_agent, proxy, logs):
+    gw = await start_gateway(write_config(FLOOD_CONFIG), AGENT_URL=proxy.agent_url)
+    peer = await new_peer(gw)
+    await peer.connect()
+    sess = await fake_agent.session()
+    await wait_event(logs, "agent.session_ready")
+    blackhole(proxy.live_links[0])
+    # the caller speaks fast enough to fill the dead socket's buffers (≈ 8 MB of input.audio, as above)
+    await peer.send_media(ulaw_tone(440, 120.0))
+    return gw, peer, sess
+
+
+async def test_caller_audio_reaches_the_resumed_session_after_a_blackholed_socket(
+    start_gateway, new_peer, fake_agent, proxy, monkeypatch
+):
+    # A send waiting for the dead socket's drain must not outlive the socket: once the session is resumed on a new
+    # one, the caller's audio goes there (the old socket's abort releases the waiting send, which hands its frames
+    # back).
+    monkeypatch.setattr(client_mod, "AIOHTTP_HEARTBEAT_S", 4.0)  # 6 s by default: only to keep the test short
+    with capture_call_logs() as logs:
+        _gw, peer, sess = await _blackholed_call(start_gateway, new_peer, fake_agent, proxy, logs)
+        await wait_event(logs, "agent.resumed", timeout=20)
+        before = len(sess.audio)
+        await peer.send_media(ulaw_tone(440, 1.0), realtime=True)
+        await asyncio.sleep(1.0)
+        got = (len(sess.audio) - before) / 48000
+        where = [deep_stack(t) for t in asyncio.all_tasks() if t.get_name() == "agent_sender"]
+        await peer.stop()
+        await wait_event(logs, "call.ended", timeout=10)
+    assert events(logs, "agent.dropped")
+    assert got >= 0.5, (
+        f"the resumed session got {got:.3f} s of the 1 s the caller said after the resume; agent_sender is at {where}"
+    )
+
+
+async def test_a_blackholed_agent_socket_is_noticed_as_dropped_within_the_keepalive_bound(
+    start_gateway, new_peer, fake_agent, proxy, monkeypatch
+):
+    # websockets: ping every 1 s, give up 1 s after an unanswered one (5 s + 10 s by default). Its ping waits for the
+    # same drain as the audio, so it is the bounded send (agent.send_timeout_s, 5 s) that notices here; 15 s is
+    # generous for either.
+    monkeypatch.setattr(client_mod, "WEBSOCKETS_PING_INTERVAL_S", 1.0)
+    monkeypatch.setattr(client_mod, "WEBSOCKETS_PING_TIMEOUT_S", 1.0)
+    with capture_call_logs() as logs:
+        _gw, peer, _sess = await _blackholed_call(start_gateway, new_peer, fake_agent, proxy, logs)
+        try:
+            await wait_event(logs, "agent.dropped", timeout=15)
+            noticed = True
+        except TimeoutError:
+            noticed = False
+        keepalive = [
+            deep_stack(t)
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "").endswith(".keepalive")
+        ]
+        await peer.stop()
+        await wait_event(logs, "call.ended", timeout=10)
+    assert noticed, f"no agent.dropped 15 s after the agent went silent; the keepalive task is at {keepalive}"
+
+
+async def _backed_up_call(start_gateway, new_peer, fake_agent, config: str):
+    """A live call whose agent stopped reading, and its agent socket's transport."""
+    gw = await start_gateway(write_config(config))
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    session = next(s for s, _ in gw.app[CALLS].active.values() if s.summary.call_sid == peer.call_sid)
+    sess.reading.clear()  # the agent stops reading
+    return peer, sess, session, session.agent.conn._transport  # noqa: SLF001 - its buffer and fd are what is checked
+
+
+async def _fill(peer, transport) -> None:
+    await peer.send_media(ulaw_tone(440, 120.0))  # fills the agent socket (as above)
+    async with asyncio.timeout(10):
+        while not transport.get_write_buffer_size():
+            await asyncio.sleep(0.05)
+
+
+async def test_agent_socket_is_released_when_the_call_ends_while_it_is_backed_up(start_gateway, new_peer, fake_agent):
+    # The close at the end of the call is bounded (2 s), but a close that times out must not leave the connection
+    # open with megabytes of unsent input.audio in user space: an fd and its buffer per such call, until TCP gives
+    # up, or forever while the agent host is alive and not reading.
+    peer, sess, _session, transport = await _backed_up_call(start_gateway, new_peer, fake_agent, FLOOD_CONFIG)
+    try:
+        with capture_call_logs() as logs:
+            await _fill(peer, transport)
+            backed_up = transport.get_write_buffer_size()
+            await peer.stop()
+            await wait_event(logs, "call.ended", timeout=15)
+            await asyncio.sleep(3.0)  # more than the close's own bound
+            left = transport.get_write_buffer_size()
+            sock = transport.get_extra_info("socket")
+            fd_open = sock is not None and sock.fileno() != -1
+        assert events(logs, "call.ended")[0]["outcome"] == "caller_hangup"
+        assert backed_up > 0
+        assert not fd_open, (
+            f"call ended 3 s ago, but its agent socket is still open with {left} bytes queued in user space"
+        )
+    finally:
+        sess.reading.set()
+
+
+async def test_api_hangup_ends_the_call_even_when_the_agent_socket_is_backed_up(start_gateway, new_peer, fake_agent):
+    # The watchdog (the call's clock: max duration, no media, drain and API hang-ups) sends to the agent itself: here
+    # a keypress run delivered as reply.create. Behind a backed-up socket that send waits for the drain; unbounded,
+    # it held every deadline of the call with it, and an API hang-up never ended the call (the line stayed billed).
+    config = FLOOD_CONFIG + '[profiles.default]\ndtmf_mode = "reply"\ndtmf_interdigit_ms = 100\n'
+    peer, sess, session, transport = await _backed_up_call(start_gateway, new_peer, fake_agent, config)
+    try:
+        with capture_call_logs() as logs:
+            await _fill(peer, transport)
+            await peer.send({"event": "dtmf", "streamSid": peer.stream_sid, "sequenceNumber": "9",
+                             "dtmf": {"track": "inbound_track", "digit": "1"}})  # fmt: skip
+            async with asyncio.timeout(5):  # the run is due 100 ms after the key: the watchdog takes it
+                while session.core._dtmf.pending:  # noqa: SLF001 - no public seam says a run was taken
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            session.request_end("api_hangup")  # POST /calls/{call_sid}/hangup: "hung up at once"
+            try:
+                await wait_event(logs, "call.ended", timeout=12)  # > the aiohttp heartbeat's 6 + 3 s too
+            except TimeoutError:
+                pass
+            watchdog = [deep_stack(t) for t in asyncio.all_tasks() if t.get_name() == "watchdog"]
+            ended = events(logs, "call.ended")
+        assert ended, f"no call.ended 12 s after the API hang-up; the watchdog is stuck at {watchdog}"
+        assert ended[0]["outcome"] == "api_hangup", ended[0]
+    finally:
+        sess.reading.set()
+        if not peer.closed.is_set():
+            await peer.stop()

@@ -44,3 +44,22 @@ async def start_slow_tool(aiohttp_server: Any) -> str:
         f'[tools.lookup]\nurl = "{server.make_url("/lookup")}"\ndescription = "Look something up."\n'
         'parameters = { type = "object", properties = { q = { type = "string" } } }\n'
     )
+
+
+def blackhole(link: Any) -> None:
+    """A proxy link (tests.support.tcp_proxy) that keeps both sockets open but moves nothing more, either way: a
+    network blackhole (packets silently lost: no FIN, no RST, nothing read, nothing answered)."""
+    link.gw_writer.transport.pause_reading()
+    link.ag_writer.transport.pause_reading()
+
+
+def deep_stack(task: asyncio.Task[Any]) -> list[str]:
+    """Every frame of a suspended task, following its await chain (``Task.get_stack`` shows only the outermost): where
+    a task is stuck, for an assertion's message."""
+    out, coro = [], task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
