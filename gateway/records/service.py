@@ -226,8 +226,7 @@ class Records:
             except FileNotFoundError:
                 continue  # another worker stored it
             except OSError as exc:
-                log.warning("record.sweep_failed", error=f"spool: {path.name}: {type(exc).__name__}: {exc}")
-                self.metrics.storage_errors.labels("sweep").inc()
+                self._spool_file_failed(path, exc)
                 continue
             log.info("record.stored", call_sid=_call_sid_of(data, path.stem), record=self.storage.location(path.name))
         if self.storage.local_path("x.wav") is not None:
@@ -241,10 +240,14 @@ class Records:
             except FileNotFoundError:
                 continue  # another worker took it
             except OSError as exc:
-                log.warning("record.sweep_failed", error=f"spool: {path.name}: {type(exc).__name__}: {exc}")
-                self.metrics.storage_errors.labels("sweep").inc()
+                self._spool_file_failed(path, exc)
                 continue
             log.info("record.orphan_uploaded", recording=self.storage.location(path.name))
+
+    def _spool_file_failed(self, path: Path, exc: OSError) -> None:
+        """A spooled file the sweep could not read, store or remove: logged and counted, the others go on."""
+        log.warning("record.sweep_failed", error=f"spool: {path.name}: {type(exc).__name__}: {exc}")
+        self.metrics.storage_errors.labels("sweep").inc()
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def on_accept(self, call: AcceptedCall, setup: CallSetup) -> None:

@@ -50,6 +50,17 @@ def records_config(tmp: Path, hook: str, extra: str = "") -> str:
     )
 
 
+def object_store_down(monkeypatch: Any) -> None:
+    """Point the S3 client at a port nobody listens on: the object store is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
 def channel_rms(samples: np.ndarray, a_s: float, b_s: float) -> float:
     seg = samples[int(a_s * 8000) : int(b_s * 8000)].astype(np.float64)
     return float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
@@ -177,13 +188,7 @@ async def test_storage_unreachable_never_touches_the_call_it_is_logged_counted_a
     from gateway.records import service
 
     monkeypatch.setattr(service, "STORE_ATTEMPTS", 2)  # 1 s apart
-    with socket.socket() as s:  # a port nobody listens on: the object store is down
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    object_store_down(monkeypatch)
     config = write_config(
         f'[storage]\nurl = "s3://down/calls"\ndata_dir = "{tmp_path / "data"}"\n'
         f'[webhooks]\nurl = "{receiver.url}"\n[profiles.default]\nrecord = true\n'
@@ -671,13 +676,7 @@ async def test_a_graceful_shutdown_while_the_object_store_is_down_keeps_the_call
 
     monkeypatch.setattr(service, "STORE_ATTEMPTS", attempts)
 
-    with socket.socket() as s:  # the object store is down
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{dead}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    object_store_down(monkeypatch)
     data = tmp_path / "data"
     config = write_config(
         f'[storage]\nurl = "s3://down/calls"\ndata_dir = "{data}"\n'
