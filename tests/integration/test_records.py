@@ -343,13 +343,123 @@ class SlowReceiver:
         return web.Response(status=204)
 
 
-def outbox_sender(outbox: Any, http: aiohttp.ClientSession, timeout_s: float) -> Any:
+def outbox_sender(outbox: Any, http: aiohttp.ClientSession, timeout_s: float, base_backoff_s: float = 0.2) -> Any:
     from gateway.records.outbox import WebhookSender
 
     return WebhookSender(
-        outbox, b"k" * 32, http, base_backoff_s=0.2, retry_for_s=3600, timeout_s=timeout_s,
+        outbox, b"k" * 32, http, base_backoff_s=base_backoff_s, retry_for_s=3600, timeout_s=timeout_s,
         on_result=lambda event, result: None,
     )  # fmt: skip
+
+
+class HungReceiver:
+    """Accepts the connection and the request, never answers (a receiver stuck on its database)."""
+
+    def __init__(self) -> None:
+        self.got: list[str] = []
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._hook)
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.got.append(request.headers["webhook-id"])
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_hung_receivers_backlog_never_holds_up_another_receivers_events(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Profiles may have webhook URLs of their own, one outbox for all. 20 events queued for a receiver that never
+    answers must not make another receiver's event wait 20 timeouts (10 s here, 200 s at the default timeout): the
+    healthy one gets its event within about one timeout."""
+    import time
+
+    from gateway.records.outbox import Outbox
+
+    hung, healthy = HungReceiver(), SlowReceiver()
+    hung_url = str((await aiohttp_server(hung.app)).make_url("/hook"))
+    healthy_url = str((await aiohttp_server(healthy.app)).make_url("/hook"))
+    assert hung_url != healthy_url  # another port: another host:port
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open(time.time())
+    for i in range(20):
+        await outbox.add(hung_url, "call.ended", f"CA{i}", {"n": i}, time.time())
+    await outbox.add(healthy_url, "call.ended", "CAok", {"n": 99}, time.time())
+    async with aiohttp.ClientSession() as http:
+        sender = outbox_sender(outbox, http, timeout_s=0.5)
+        started = time.monotonic()
+        task = asyncio.create_task(sender.run(), name="webhook_sender")
+        try:
+            async with asyncio.timeout(15):
+                while not healthy.got:
+                    await asyncio.sleep(0.02)
+            took = time.monotonic() - started
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await outbox.close()
+    # One timeout (0.5 s) is the most it may wait behind the hung receiver; 3 s leaves room for a loaded machine, and
+    # is far below the 10 s of sending the backlog first.
+    assert took < 3.0, f"the healthy receiver waited {took:.1f} s behind the hung one's backlog"
+
+
+async def test_a_receiver_that_stopped_answering_costs_one_attempt_per_backoff_not_one_per_event(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A timeout (or a refused connection) from a receiver backs off that receiver, not only that event: its other
+    events wait for the next try instead of each timing out in turn and burning its retry window."""
+    import time
+
+    from gateway.records.outbox import Outbox
+
+    hung = HungReceiver()
+    hung_url = str((await aiohttp_server(hung.app)).make_url("/hook"))
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open(time.time())
+    for i in range(20):
+        await outbox.add(hung_url, "call.ended", f"CA{i}", {"n": i}, time.time())
+    async with aiohttp.ClientSession() as http:
+        # Attempts time out after 0.5 s; the receiver is then left alone for 2 s (±20 %).
+        sender = outbox_sender(outbox, http, timeout_s=0.5, base_backoff_s=2.0)
+        task = asyncio.create_task(sender.run(), name="webhook_sender")
+        await asyncio.sleep(3.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await outbox.close()
+    # One event after another: 6 attempts in 3 s. Backing the receiver off: 2 (at 0 s and at 2.1-2.9 s).
+    assert 1 <= len(hung.got) <= 3, f"{len(hung.got)} attempts at a receiver that never answers, in 3 s"
+
+
+async def test_cancelling_the_sender_ends_its_attempts_in_flight_and_leaves_no_task(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The gateway's shutdown cancels the sender: attempts in flight (to several receivers) are cancelled and awaited
+    with it, none is left running, and their events stay pending on disk (sent again by the next start)."""
+    import time
+
+    from gateway.records.outbox import Outbox
+
+    receivers = [HungReceiver() for _ in range(3)]
+    urls = [str((await aiohttp_server(r.app)).make_url("/hook")) for r in receivers]
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open(time.time())
+    for i, url in enumerate(urls * 2):
+        await outbox.add(url, "call.ended", f"CA{i}", {"n": i}, time.time())
+    before = asyncio.all_tasks()
+    async with aiohttp.ClientSession() as http:
+        sender = outbox_sender(outbox, http, timeout_s=30.0)
+        task = asyncio.create_task(sender.run(), name="webhook_sender")
+        async with asyncio.timeout(5):
+            while sum(len(r.got) for r in receivers) < 3:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        left = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+        left = [t for t in left if "webhook" in t.get_name() or "_attempt" in repr(t.get_coro())]
+        assert not left, f"tasks left running after the sender was cancelled: {left}"
+    assert await outbox.counts() == {"pending": 6}
+    await outbox.close()
 
 
 async def test_a_locked_outbox_never_ends_the_webhook_sender_it_delivers_once_the_lock_is_gone(
