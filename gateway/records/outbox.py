@@ -15,7 +15,15 @@ once, but those another live process has claimed. Each attempt first claims its 
 it: a lease of the attempt's timeout + :data:`LEASE_MARGIN_S`, and a claim token its outcome is written under; an
 outcome whose claim is gone (the lease ran out and another process claimed the event) is not written. So processes
 sharing the data directory (``serve --workers N``) do not send an event twice at once, and a late attempt never
-undoes a newer one's outcome. The sender outlives a failing outbox (locked, disk full): ``webhook.outbox_error``
+undoes a newer one's outcome.
+
+Receivers are kept apart (each profile may have a webhook URL of its own, one outbox for all): up to
+:data:`MAX_IN_FLIGHT` attempts run at once, at most :data:`PER_HOST` per receiver (the URL's host:port), so a
+receiver that hangs holds up its own events only. Within a receiver events go one at a time in the order they are
+due, as before. A receiver that timed out or refused the connection is backed off as a whole (its own exponential
+backoff, like an event's): its other events wait for the next try instead of each timing out in turn, so a dead
+receiver costs one attempt per backoff, not one per event; its events already past ``webhooks.retry_for_h`` still
+get their last attempt (and die). The sender outlives a failing outbox (locked, disk full): ``webhook.outbox_error``
 logged, the pass retried after a bounded backoff. All SQLite work runs on one thread of its own (the connection is
 not shared across threads).
 """
@@ -40,7 +48,16 @@ import structlog
 
 from .signing import signed_headers
 
-__all__ = ["MAX_BACKOFF_S", "PERMANENT_ATTEMPTS", "Delivery", "Outbox", "WebhookSender"]
+__all__ = [
+    "MAX_BACKOFF_S",
+    "MAX_IN_FLIGHT",
+    "PER_HOST",
+    "PERMANENT_ATTEMPTS",
+    "Delivery",
+    "Outbox",
+    "WebhookSender",
+    "host_of",
+]
 
 #: The longest wait between two attempts.
 MAX_BACKOFF_S = 1800.0
@@ -54,6 +71,10 @@ LEASE_MARGIN_S = 5.0
 #: OUTBOX_ERROR_MAX_BACKOFF_S while it keeps failing.
 OUTBOX_ERROR_BACKOFF_S = 0.5
 OUTBOX_ERROR_MAX_BACKOFF_S = 30.0
+#: Attempts in flight at once, over all receivers.
+MAX_IN_FLIGHT = 8
+#: Attempts in flight at once to one receiver (host:port): 1 keeps its events in the order they are due.
+PER_HOST = 1
 
 log = structlog.get_logger("gateway.records")
 
@@ -91,6 +112,16 @@ class Delivery:
     claim: str  # the claim token this attempt's outcome is written under
 
 
+def host_of(url: str) -> str:
+    """The receiver a URL names, ``host:port`` (the scheme's port when none is given): attempts are kept apart by it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    except ValueError:
+        return url
+    return f"{(parts.hostname or '').lower()}:{port}"
+
+
 class Outbox:
     """The SQLite outbox. Every method runs its statement on the outbox's own thread."""
 
@@ -111,6 +142,7 @@ class Outbox:
         )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        db.create_function("host_of", 1, host_of, deterministic=True)
         db.execute("BEGIN IMMEDIATE")  # one process at a time creates or upgrades the file
         try:
             for statement in _SCHEMA:
@@ -156,21 +188,32 @@ class Outbox:
         )
         return msg_id
 
-    async def claim(self, now: float, lease_s: float) -> Delivery | None:
+    async def claim(
+        self,
+        now: float,
+        lease_s: float,
+        busy: frozenset[str] = frozenset(),
+        down: frozenset[str] = frozenset(),
+        expired_before: float = 0.0,
+    ) -> Delivery | None:
         """Claim the event due first, for ``lease_s`` (its next_at moves past the attempt) under a token of its own,
         or None when nothing is due. Claim right before the attempt, one event at a time, so that two processes on
-        one data directory (``serve --workers N``) never send the same event at once."""
-        result: Delivery | None = await self._run(self._claim, now, lease_s)
+        one data directory (``serve --workers N``) never send the same event at once. Events for a host (host_of)
+        in ``busy`` are left; so are those for a host in ``down``, but the ones created before ``expired_before``
+        (past their retry window: their next failed attempt is their last)."""
+        result: Delivery | None = await self._run(self._claim, now, lease_s, busy, down, expired_before)
         return result
 
-    def _claim(self, now: float, lease_s: float) -> Delivery | None:
+    def _claim(
+        self, now: float, lease_s: float, busy: frozenset[str], down: frozenset[str], expired_before: float
+    ) -> Delivery | None:
         db = self._conn()
         token = uuid.uuid4().hex
+        where, params = _due(now, busy, down, expired_before)
         # One statement: SQLite runs it under the write lock, so no other process can claim the same row meanwhile.
         cur = db.execute(
-            "UPDATE outbox SET next_at = ?, claim = ? WHERE id = "
-            "(SELECT id FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT 1)",
-            (now + lease_s, token, now),
+            f"UPDATE outbox SET next_at = ?, claim = ? WHERE id = (SELECT id FROM outbox WHERE {where} LIMIT 1)",
+            (now + lease_s, token, *params),
         )
         if cur.rowcount != 1:
             return None
@@ -179,9 +222,16 @@ class Outbox:
         ).fetchone()
         return Delivery(msg_id, url, event, call_sid, body, created, attempts, refusals, claim=token)
 
-    async def next_due(self) -> float | None:
+    async def next_due(
+        self,
+        busy: frozenset[str] = frozenset(),
+        down: frozenset[str] = frozenset(),
+        expired_before: float = 0.0,
+    ) -> float | None:
+        """When the next event :meth:`claim` would take (with the same hosts left out) is due; None when none."""
+        where, params = _due(None, busy, down, expired_before)
         row: tuple[float | None] | None = await self._run(
-            lambda: self._conn().execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'").fetchone()
+            lambda: self._conn().execute(f"SELECT MIN(next_at) FROM outbox WHERE {where}", params).fetchone()
         )
         return None if row is None or row[0] is None else float(row[0])
 
@@ -227,6 +277,25 @@ class Outbox:
         )
 
 
+def _due(
+    now: float | None, busy: frozenset[str], down: frozenset[str], expired_before: float
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE (and ORDER BY) of the pending events a claim may take: due by ``now`` (any time when None), not for
+    a ``busy`` host, nor for a ``down`` one unless created before ``expired_before``."""
+    where = "state = 'pending'"
+    params: list[Any] = []
+    if now is not None:
+        where += " AND next_at <= ?"
+        params.append(now)
+    if busy:
+        where += f" AND host_of(url) NOT IN ({','.join('?' * len(busy))})"
+        params.extend(sorted(busy))
+    if down:
+        where += f" AND (host_of(url) NOT IN ({','.join('?' * len(down))}) OR created < ?)"
+        params.extend([*sorted(down), expired_before])
+    return where + " ORDER BY next_at", tuple(params)
+
+
 def backoff_s(attempts: int, base_s: float, rand: Callable[[], float] = random.random) -> float:
     """The wait after the ``attempts``-th failed attempt: base × 2^(attempts-1), at most MAX_BACKOFF_S, ±20 %."""
     wait: float = min(MAX_BACKOFF_S, base_s * 2.0 ** max(0, attempts - 1))
@@ -249,16 +318,51 @@ class WebhookSender:
 
     def __post_init__(self) -> None:
         self.wake = asyncio.Event()
+        #: The attempts in flight, and the host each is for.
+        self._in_flight: dict[asyncio.Task[None], str] = {}
+        #: Per host that timed out or refused the connection: (such attempts in a row, not tried again before).
+        self._host_backoff: dict[str, tuple[int, float]] = {}
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Cancelled (the gateway's shutdown): every attempt in flight ends with the sender. Their events stay
+            # pending under a lease that runs out; the next start (or another worker) sends them again.
+            tasks = list(self._in_flight)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._in_flight.clear()
+
+    async def _run(self) -> None:
         failures = 0  # passes in a row that raised
         while True:
             self.wake.clear()
             try:
+                self._reap()
+                now = self.clock()
+                busy, down = self._busy(), self._down(now)
                 # One event claimed at a time, right before its attempt: the lease covers that attempt only.
-                while (d := await self.outbox.claim(self.clock(), lease_s=self.timeout_s + LEASE_MARGIN_S)) is not None:
-                    await self._attempt(d)
-                nxt = await self.outbox.next_due()
+                while len(self._in_flight) < MAX_IN_FLIGHT:
+                    d = await self.outbox.claim(
+                        now, self.timeout_s + LEASE_MARGIN_S, busy, down, expired_before=now - self.retry_for_s
+                    )
+                    if d is None:
+                        break
+                    host = host_of(d.url)
+                    task = asyncio.create_task(self._attempt(d), name=f"webhook_attempt:{host}")
+                    self._in_flight[task] = host
+                    task.add_done_callback(lambda _t: self.wake.set())  # a slot is free: claim again
+                    busy = self._busy()
+                    now = self.clock()
+                nxt = None
+                if len(self._in_flight) < MAX_IN_FLIGHT:  # else: woken when an attempt ends
+                    nxt = await self.outbox.next_due(busy, down, expired_before=now - self.retry_for_s)
+                    # A backed-off host's events become due again when its backoff ends.
+                    ends = [until for until in (u for _n, u in self._host_backoff.values()) if until > now]
+                    if ends:
+                        nxt = min(ends) if nxt is None else min(nxt, min(ends))
             except Exception as exc:  # noqa: BLE001 - the outbox's trouble (locked, disk full) or a bad row: not the end
                 # Nothing but cancellation ends this task: the events are on disk, and a later pass sends them.
                 failures += 1
@@ -268,12 +372,30 @@ class WebhookSender:
                 continue
             failures = 0
             wait = 5.0 if nxt is None else min(5.0, max(0.0, nxt - self.clock()))
-            if wait > 0:
+            if wait > 0 and not self.wake.is_set():
                 try:
                     async with asyncio.timeout(wait):
                         await self.wake.wait()
                 except TimeoutError:
                     pass
+
+    def _reap(self) -> None:
+        """Forget the attempts that ended; one that raised (its outcome could not be written: the outbox's trouble)
+        is raised here, for the pass to log and back off."""
+        error: BaseException | None = None
+        for task in [t for t in self._in_flight if t.done()]:
+            del self._in_flight[task]
+            if not task.cancelled() and task.exception() is not None and error is None:
+                error = task.exception()
+        if error is not None:
+            raise error
+
+    def _busy(self) -> frozenset[str]:
+        hosts = list(self._in_flight.values())
+        return frozenset(h for h in hosts if hosts.count(h) >= PER_HOST)
+
+    def _down(self, now: float) -> frozenset[str]:
+        return frozenset(h for h, (_n, until) in self._host_backoff.items() if until > now)
 
     async def _attempt(self, d: Delivery) -> None:
         now = self.clock()
@@ -288,6 +410,14 @@ class WebhookSender:
             error = "" if 200 <= status < 300 else f"HTTP {status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
+        host = host_of(d.url)
+        if status is None:
+            # No answer (timeout, connection refused or reset): the receiver, not this event, is in trouble. Its
+            # other events wait for its backoff rather than each spending a timeout on it.
+            n = self._host_backoff.get(host, (0, 0.0))[0] + 1
+            self._host_backoff[host] = (n, self.clock() + backoff_s(n, self.base_backoff_s))
+        else:
+            self._host_backoff.pop(host, None)
         if not error:
             await self.outbox.delivered(d, self.clock())  # not written if the claim is gone: sent again, at least once
             self.on_result(d.event, "delivered")
