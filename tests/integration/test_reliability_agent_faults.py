@@ -293,6 +293,53 @@ async def test_agent_unreachable_for_the_whole_resume_window_ends_the_call_with_
     _assert_apology_heard(peer, logs)
 
 
+async def test_a_call_ending_while_its_agent_is_being_resumed_still_ends_the_agent_session(
+    start_gateway, new_peer, fake_agent, proxy
+):
+    # The caller hangs up between two resume attempts: the call has no agent socket at that moment. The dropped
+    # session is still the server's (billed for its 30 s window), so the teardown resumes it on a new socket only to
+    # end it (session.end), within agent.end_timeout_s; the carrier's hang-up is not held longer than before.
+    gw = await start_gateway(AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    proxy.refusing = True
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0])
+        async with asyncio.timeout(5):  # attempts at 0, 0.25, 0.75, 1.75 s refused: the next one is 2 s away
+            while proxy.refused < 4:
+                await asyncio.sleep(0.005)
+        proxy.refusing = False  # the agent is back, but the call is over before the next attempt
+        t0 = asyncio.get_running_loop().time()
+        await peer.stop()
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
+        await wait_event(logs, "call.ended")
+        took = asyncio.get_running_loop().time() - t0
+    assert events(logs, "call.ended")[0]["outcome"] == "caller_hangup"
+    assert not events(logs, "agent.resumed")
+    assert sess.ended_by_client, "the call ended mid-resume, but its agent session was left to expire (billed)"
+    assert fake_agent.live_sessions == [] and call_tasks() == []
+    assert took < 2.0 + 2.5  # agent.end_timeout_s + the teardown's slack: the hang-up is never held longer
+
+
+async def test_a_call_ending_while_a_resumed_socket_awaits_its_answer_ends_the_session_and_never_parks_it(
+    start_gateway, new_peer, fake_agent, proxy
+):
+    # The caller hangs up while session.resume waits for its answer on a fresh socket: that socket must not be
+    # parked for a new stream (its session is not known to be back), and its session must be ended.
+    fake_agent.resume_reply = "continue"  # no answer: the gateway waits RESUME_QUIET_S for one
+    gw = await start_gateway(write_config("[server]\nreattach_window_s = 5.0\n"), AGENT_URL=proxy.agent_url)
+    peer, sess = await _call(gw, new_peer, fake_agent)
+    with capture_call_logs() as logs:
+        await proxy.cut(proxy.live_links[0])
+        async with asyncio.timeout(5):
+            while not sess.resumes:
+                await asyncio.sleep(0.005)
+        await peer.stop()
+        await peer.wait_for(lambda: peer.closed.is_set(), timeout=10)
+        await wait_event(logs, "call.ended")
+    assert not events(logs, "call.agent_parked")
+    assert sess.ended_by_client and fake_agent.live_sessions == []
+
+
 async def test_reply_cut_by_the_drop_keeps_what_the_carrier_has_and_counts_as_ended(
     start_gateway, new_peer, fake_agent, proxy
 ):

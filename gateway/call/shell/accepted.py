@@ -329,6 +329,7 @@ class AcceptedCall:
                 if core.phase is not Phase.LIVE:
                     return  # the call is ending anyway
                 # No session.ended before the close (that ends the call in the core): a network drop.
+                link.resuming = core.summary.session_id  # a call ending before the resume is done still ends it
                 await self._execute(core.agent_dropped(exc.code, exc.reason, self._clock()))
                 await self._resume(core)
                 continue
@@ -342,7 +343,21 @@ class AcceptedCall:
 
     async def _resume(self, core: CallCore) -> None:
         """Resume the dropped session on a new socket, with backoff, inside the window. Raises AgentSessionError
-        (a final code) or AgentUnavailable (the window is spent)."""
+        (a final code) or AgentUnavailable (the window is spent). ``agent.resuming`` stays set until the session is
+        back or given up: if the call ends meanwhile (this task cancelled), the teardown still ends the session
+        (:meth:`AgentLink.end`: on a new socket if the call has none that can carry ``session.end``) instead of
+        leaving it to the server's resume window, billed. A socket whose ``session.resume`` is not answered yet is
+        never parked: the core's phase is still RESUMING, so the session does not count as live (``was_live``)."""
+        try:
+            await self._resume_attempts(core)
+        except asyncio.CancelledError:
+            raise  # the call is ending: agent.resuming stays set for the teardown (_end_agent)
+        except BaseException:
+            self.agent.resuming = None
+            raise
+        self.agent.resuming = None
+
+    async def _resume_attempts(self, core: CallCore) -> None:
         link, t0 = self.agent, self._clock()
         session_id = core.summary.session_id
         await link.discard()
@@ -483,11 +498,16 @@ class AcceptedCall:
             self._agent_ending = asyncio.get_running_loop().create_task(self._end_agent(core), name="agent_end")
 
     async def _end_agent(self, core: CallCore) -> None:
-        conn = self.agent.conn
-        if conn is None:
+        """End the agent session (bounded: :meth:`AgentLink.end`), also one still being resumed, which has no socket
+        or an unanswered new one at this moment."""
+        link = self.agent
+        if link.conn is None and link.resuming is None:
             return
-        if await self.agent.end(already_ended=core.agent_ended):
+        if await link.end(already_ended=core.agent_ended):
             core.agent_ended = True
+        conn = link.conn
+        if conn is None:  # the dropped session could not be reached to end it: the server's window ends it
+            return
         s = core.summary
         s.agent_close_code = conn.close_code
         self._log.info(

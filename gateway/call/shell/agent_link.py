@@ -10,6 +10,11 @@ Not pure: asyncio (docs/architecture/failure-behaviour.md#agent-faults; the tran
   (inside the server's 30 s window). A server that just carries on (no ``session.ready`` within ``RESUME_QUIET_S``,
   or another event first) is accepted too. ``FINAL_RESUME_CODES`` (any non-retryable ``session.error``) or a spent
   window end the call with the apology.
+- end (:meth:`AgentLink.end`): ``session.end``, then ``session.ended`` awaited for ``agent.end_timeout_s``. A call that
+  ends while its dropped session is being resumed (``resuming``) has no socket that can carry it: the session is
+  resumed on a new socket only to be ended, connect included within ``agent.end_timeout_s`` (then the close's own
+  bound), so the teardown takes no longer than any other end; if the agent cannot be reached in that time the
+  session is left to the server's resume window, as before.
 
 The link only moves messages and owns these timeouts; what they mean for the call is the core's
 (:mod:`gateway.call.core`), and the session (:mod:`gateway.call.shell.session`) connects the two.
@@ -41,7 +46,7 @@ log = structlog.get_logger("gateway.call")
 class AgentLink:
     """One call's agent connection (at most one at a time). ``conn`` is the live socket, if any."""
 
-    __slots__ = ("_settings", "broken_conn", "conn", "endpoint", "resume_window_s", "sending")
+    __slots__ = ("_settings", "broken_conn", "conn", "endpoint", "resume_window_s", "resuming", "sending")
 
     def __init__(
         self, endpoint: AgentEndpoint, settings: AgentSettings, *, resume_window_s: float | None = None
@@ -54,6 +59,9 @@ class AgentLink:
         self.sending = False
         #: A send found this socket going: nothing more is sent on it (the reader notices the drop and resumes).
         self.broken_conn: AgentConnection | None = None
+        #: The id of a dropped session being resumed (set by the call when it notices the drop, cleared once the
+        #: session is back or given up): a call ending meanwhile still ends it (:meth:`end`).
+        self.resuming: str | None = None
 
     # ---- sending --------------------------------------------------------------------------------------------------
     def sendable(self) -> AgentConnection | None:
@@ -175,8 +183,12 @@ class AgentLink:
 
     async def end(self, *, already_ended: bool) -> bool:
         """``session.end``, wait briefly for ``session.ended``, close (just close if the agent already ended the
-        session). True if ``session.ended`` was seen."""
+        session). True if ``session.ended`` was seen. A session being resumed whose socket cannot carry the
+        ``session.end`` (none yet, or the dropped one) is ended on a new socket (:meth:`_end_dropped`)."""
         conn = self.conn
+        if self.resuming is not None and not already_ended and (conn is None or not conn.open_):
+            session_id, self.resuming = self.resuming, None
+            return await self._end_dropped(session_id)
         if conn is None:
             return already_ended
         if already_ended:
@@ -185,3 +197,24 @@ class AgentLink:
         else:
             ended = await conn.end(self._settings.end_timeout_s)
         return ended
+
+    async def _end_dropped(self, session_id: str) -> bool:
+        """End a dropped session the call no longer has a socket for: the server keeps it (billed) for its resume
+        window otherwise. A new socket, ``session.resume``, then ``session.end`` at once (frames keep their order, so
+        the server takes the resume first); connect and ``session.ended`` within ``agent.end_timeout_s`` together,
+        the close within its own bound. True if ``session.ended`` was seen."""
+        cfg = self._settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.end_timeout_s
+        await self.discard()  # the dropped socket, if it is still here
+        try:
+            conn = await AgentConnection.open(self.endpoint, timeout=cfg.end_timeout_s, send_timeout=cfg.send_timeout_s)
+        except AgentUnavailable:
+            return False  # unreachable: the server's resume window ends it, as if the call had not tried
+        self._adopt(conn)
+        try:
+            await conn.send(ap.session_resume(session_id))
+        except AgentClosed:
+            pass  # conn.end finds it closed
+        # A budget spent by the connect still sends session.end (a fresh socket's send does not wait), then gives up.
+        return await conn.end(max(0.0, deadline - loop.time()))
