@@ -340,6 +340,43 @@ async def test_a_call_ending_while_a_resumed_socket_awaits_its_answer_ends_the_s
     assert sess.ended_by_client and fake_agent.live_sessions == []
 
 
+async def test_a_stored_agents_profile_update_lost_to_a_drop_reaches_the_resumed_session(
+    start_gateway, new_peer, fake_agent, monkeypatch
+):
+    # A stored agent's session.update (the profile's fields on top of the agent) follows session.ready. If the socket
+    # drops just as it is sent, the send fails: the update must go to the resumed session, before any caller audio
+    # (it may set the input format), not be lost with the socket.
+    send = agent_link.AgentLink.send
+    cut = []
+
+    async def dropping(self, text):
+        if not cut and '"session.update"' in text and self.conn is not None:
+            cut.append(text)
+            self.conn.abort()  # the socket is gone at that moment: the send fails
+        return await send(self, text)
+
+    monkeypatch.setattr(agent_link.AgentLink, "send", dropping)
+    gw = await start_gateway(
+        write_config(
+            '[audio]\nagent_format = "pcmu"\n[profiles.default]\ngreeting = ""\n'
+            'agent_id = "agent_0123456789abcdef0123456789abcdef"\nkeyterms = ["Harbour Kitchen"]\n'
+        )
+    )
+    with capture_call_logs() as logs:
+        peer, sess = await _call(gw, new_peer, fake_agent)
+        await peer.wait_for(lambda: events(logs, "agent.resumed"), timeout=5)
+        await peer.send_media(ulaw_tone(440, 0.2))
+        await peer.wait_for(lambda: len(sess.audio) >= 0.2 * 8000, timeout=5)
+    assert cut and sess.resumes == 1
+    kinds = [m["type"] for m in sess.received]
+    updates = [i for i, m in enumerate(sess.received) if m["type"] == "session.update" and "input" in m["session"]]
+    assert updates, f"the stored agent's profile update never reached the resumed session: {kinds}"
+    resume_i = kinds.index("session.resume")
+    audio_i = kinds.index("input.audio")
+    assert resume_i < updates[0] < audio_i, kinds
+    assert sess.received[updates[0]]["session"]["input"]["keyterms"] == ["Harbour Kitchen"]
+
+
 async def test_reply_cut_by_the_drop_keeps_what_the_carrier_has_and_counts_as_ended(
     start_gateway, new_peer, fake_agent, proxy
 ):

@@ -82,8 +82,8 @@ class AcceptedCall:
 
     __slots__ = ("_agent_ending", "_agent_sender", "_agent_task", "_clock", "_clock_wake", "_context", "_control",
                  "_emit", "_handover", "_log", "_outbound", "_parked", "_room", "_settings", "_started_at",
-                 "_steady", "_stream_stopping", "_tg", "_tool_port", "_tools", "_writer", "agent", "carrier", "core",
-                 "dialect", "inbound")  # fmt: skip
+                 "_steady", "_stream_stopping", "_tg", "_tool_port", "_tools", "_update_unsent", "_writer", "agent",
+                 "carrier", "core", "dialect", "inbound")  # fmt: skip
 
     def __init__(
         self,
@@ -144,6 +144,8 @@ class AcceptedCall:
         self._agent_task: asyncio.Task[None] | None = None
         self._agent_sender: asyncio.Task[None] | None = None
         self._agent_ending: asyncio.Task[None] | None = None
+        #: A stored agent's profile update whose send found the socket dropped: sent first on the resumed socket.
+        self._update_unsent: str | None = None
         self._context = contextvars.copy_context()
 
     @property
@@ -313,7 +315,11 @@ class AcceptedCall:
             ready_ms=round((now - self._started_at) * 1000, 1),
         )
         if (on_top := stored_agent_update(core.profile, self._settings.audio.agent_format, tools)) is not None:
-            await self.agent.send(ap.session_update(on_top))  # a stored agent: the profile's fields on top
+            # A stored agent: the profile's fields on top. A socket that drops just now is resumed by the reader,
+            # and the update goes to the resumed session before anything else (_resume): it may set the input format.
+            update = ap.session_update(on_top)
+            if not await self.agent.send(update):
+                self._update_unsent = update
         await self._execute(core.agent_ready(ready.session_id, now))
 
     async def _read_agent(self, core: CallCore) -> None:
@@ -381,6 +387,8 @@ class AcceptedCall:
                 if isinstance(first, ap.SessionEnded):  # the server ended the session instead
                     await self._execute(core.agent_event(first, now))
                     return
+                if (update := self._update_unsent) is not None and await link.send(update):
+                    self._update_unsent = None  # before the core goes live again: before any caller audio
                 ready = first.session_id if isinstance(first, ap.SessionReady) else None
                 await self._execute(core.agent_resumed(ready, attempt, (now - t0) * 1000, now))
                 self.inbound.wake.set()
