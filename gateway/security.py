@@ -98,7 +98,8 @@ def verify_call_token(secret: bytes, token: str | None, subject: str, now: float
     if (
         len(parts) != 4
         or parts[0] != "v2"
-        or not (parts[1].isascii() and parts[1].isdigit())
+        or not (parts[1].isascii() and parts[1].isdigit() and len(parts[1]) <= 18)
+        or not token.isascii()
         or not _NONCE.fullmatch(parts[2])
     ):
         raise TokenError("malformed")

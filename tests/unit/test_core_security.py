@@ -265,3 +265,21 @@ def test_a_token_is_bound_to_the_profile_it_was_answered_with() -> None:
     token = mint_call_token(SECRET, f"{CALL}|default", NOW, TTL, scope="twilio")
     with pytest.raises(TokenError, match="profile"):
         verify_call_token(SECRET, token, f"{CALL}|vip", NOW, scope="twilio")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "v2." + "9" * 5000 + ".abc.AAAA",  # int() refuses over 4,300 digits: ValueError, not TokenError
+        "MAC\ud800",  # a lone surrogate (json.loads makes one from "\\ud800"): it cannot even be encoded
+    ],
+    ids=["expiry-of-5000-digits", "lone-surrogate"],
+)
+def test_every_malformed_token_is_a_token_error(token: str) -> None:
+    """A stream's start is authorized before anything else of it is trusted, and authorize catches TokenError only:
+    anything else a visitor's token raised would end the stream as an internal error, not a refusal."""
+    secret = b"s" * 32
+    if token.startswith("MAC"):
+        token = mint_call_token(secret, "CA1|default", 0.0, 300, scope="twilio")[:-1] + token[3:]
+    with pytest.raises(TokenError):
+        verify_call_token(secret, token, "CA1|default", 0.0, scope="twilio")
