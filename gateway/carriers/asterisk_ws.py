@@ -111,7 +111,7 @@ class AsteriskWsStream(StreamDialect):
 
     def _media_start(self, fields: dict[str, Any]) -> StreamStarted:
         fmt = fields.get("format")
-        if fmt not in FORMATS:
+        if not isinstance(fmt, str) or fmt not in FORMATS:  # a list or an object is no format (and unhashable)
             raise CarrierProtocolError(f"MEDIA_START format {fmt!r} (dial with c(ulaw), c(alaw), c(slin) or c(slin16))")
         encoding, rate = FORMATS[fmt]
         params = dict(self.transport_params)

@@ -95,7 +95,7 @@ class FreeswitchStream(StreamDialect):
         if not isinstance(call_uuid, str) or not SAFE_ID.fullmatch(call_uuid):
             raise CarrierProtocolError("metadata frame without a usable 'uuid' (from GET /freeswitch/calls)")
         rate = msg.get("rate", 16000)
-        if rate not in SAMPLE_RATES or isinstance(rate, bool):
+        if type(rate) is not int or rate not in SAMPLE_RATES:  # 8000.0 equals 8000, but frames are counted in ints
             raise CarrierProtocolError(f"metadata rate {rate!r} (8000 or 16000)")
         params = {k: v for k, v in msg.items() if k in ("token", "from", "to") and isinstance(v, str)}
         self._started(call_uuid, call_uuid, "audio/pcm", rate)

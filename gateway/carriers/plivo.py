@@ -111,7 +111,7 @@ def _extra_headers(value: Any) -> dict[str, str]:
         if text.startswith("{"):
             try:
                 value = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested too deep to parse is not valid either
                 raise CarrierProtocolError("extra_headers is not valid JSON") from None
         else:
             pairs = [p.split("=", 1) for p in re.split(r"[,;]", text) if p.strip()]

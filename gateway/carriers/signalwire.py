@@ -30,7 +30,7 @@ import msgspec
 
 from ..errors import CarrierProtocolError
 from ..security import validate_twilio_signature
-from .base import FRAME_MS, NegotiatedFormat, pcm16_swap, screen_media
+from .base import FRAME_MS, NegotiatedFormat, opt_int, pcm16_swap, screen_media
 from .events import AudioReceived, CarrierEvent, StreamStarted
 from .spec import Answer, AnswerContext, Call, CarrierDoor, CarrierSpec, Door, Refusal, Secret, Upgrade, Webhook
 from .twilio import TwilioStream, read_form_call, say_and_hang_up
@@ -74,12 +74,10 @@ class _Core(TwilioStream):
             return super()._parse_start(msg)  # raises with Twilio's message
         raw_enc = fmt.get("encoding")
         encoding = _ENCODINGS.get(raw_enc.lower()) if isinstance(raw_enc, str) else None
-        rate = fmt.get("sampleRate")
-        rate = int(rate) if isinstance(rate, str) and rate.isascii() and rate.isdigit() else rate
-        channels = fmt.get("channels", 1)
-        channels = int(channels) if isinstance(channels, str) and channels.isdigit() else channels
+        rate = opt_int(fmt.get("sampleRate"))  # a number or a string of ASCII digits; a float or anything else: None
+        channels = opt_int(fmt.get("channels", 1))
         valid_rates = (8000,) if encoding in ("audio/pcmu", "audio/pcma") else (8000, 16000, 24000)
-        if encoding is None or isinstance(rate, bool) or rate not in valid_rates or channels != 1:
+        if encoding is None or rate not in valid_rates or channels != 1:
             raise CarrierProtocolError(
                 f"unsupported mediaFormat {raw_enc!r}/{fmt.get('sampleRate')!r}/{fmt.get('channels')!r}"
                 " (expected PCMU/PCMA at 8000 or L16 at 8000/16000/24000, mono)"

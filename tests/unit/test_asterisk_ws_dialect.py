@@ -85,3 +85,10 @@ def test_the_calls_answer_is_the_body_of_v_and_the_upgrade_needs_the_secret() ->
     assert isinstance(SPEC.check_upgrade(Upgrade("ws://gw/asterisk-ws/stream", {}, {}), door), Refusal)
     dialect = SPEC.dialect(Upgrade("ws://gw", {}, {**PARAMS, "other": "x"}))
     assert isinstance(dialect, AsteriskWsStream) and dict(dialect.transport_params) == PARAMS
+
+
+@pytest.mark.parametrize("fmt", [[], {}, ["ulaw"]])
+def test_a_media_start_whose_format_is_not_a_string_is_a_protocol_error(fmt: object) -> None:
+    """``fmt not in FORMATS`` hashed a list or an object: TypeError, not the dialect's protocol error."""
+    with pytest.raises(CarrierProtocolError):
+        AsteriskWsStream({"call": "c1", "token": "t"}).parse(json.dumps({"event": "MEDIA_START", "format": fmt}))

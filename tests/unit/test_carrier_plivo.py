@@ -138,3 +138,13 @@ def test_v3_signature_valid_and_forged() -> None:
     forged = plivo_v3_signature("other-token", "POST", url, params, "nonce-1")
     assert not validate_plivo_v3_signature("auth-token", "POST", url, params, "nonce-1", forged)
     assert not validate_plivo_v3_signature("auth-token", "POST", url, params, None, good)
+
+
+def test_extra_headers_nested_too_deep_to_parse_is_a_protocol_error() -> None:
+    """extra_headers may be a JSON string of an object; one nested 1,500 deep (about 10 KB, under the message limit)
+    made json.loads raise RecursionError, which escaped the dialect before the token was checked."""
+    start = fixture("plivo", "start")
+    start["extra_headers"] = "{" + '"a":{' * 1500
+    assert len(text(start)) < 65536
+    with pytest.raises(CarrierProtocolError):
+        PlivoStream({"token": "t"}).parse(text(start))

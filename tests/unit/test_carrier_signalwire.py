@@ -136,3 +136,17 @@ def test_signature_with_the_signing_key_is_accepted_and_a_forged_one_refused(hea
     assert not validate_signalwire_signature(key, url, {**params, "To": "+2"}, {header: good})
     assert not validate_signalwire_signature(key, url, params, {})
     assert base64.b64decode(good)  # a real base64 HMAC-SHA1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("sampleRate", 16000.0), ("sampleRate", "9" * 5000), ("channels", "1" * 5000), ("channels", "\u00b2")],
+    ids=["float-rate", "rate-of-5000-digits", "channels-of-5000-digits", "superscript-two"],
+)
+def test_a_start_whose_numbers_are_unreadable_is_a_protocol_error(field: str, value: object) -> None:
+    """16000.0 passed the rate check and failed an assert; digit strings too long for int(), or digits int() does not
+    read ('²'.isdigit()), raised ValueError: each must be the dialect's protocol error, as any malformed start is."""
+    start = fixture("signalwire", "start_l16_24k")
+    start["start"]["mediaFormat"][field] = value
+    with pytest.raises(CarrierProtocolError):
+        SignalWireStream().parse(text(start))

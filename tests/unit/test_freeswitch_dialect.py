@@ -99,3 +99,10 @@ def test_the_metadata_endpoint() -> None:
     assert [k for k, _ in SPEC.check(Door(FreeswitchSettings(sample_rate=24000), {}))] == [
         "carriers.freeswitch.sample_rate"
     ]
+
+
+def test_a_metadata_rate_that_is_a_float_is_a_protocol_error() -> None:
+    """8000.0 equals 8000, so it passed the rate check, and the call's frames were then counted in floats: the
+    goodbye prompt's framing raised TypeError (an internal error) later in the call."""
+    with pytest.raises(CarrierProtocolError):
+        FreeswitchStream().parse(json.dumps({"uuid": "u1", "token": "t", "rate": 8000.0}))
