@@ -124,10 +124,13 @@ class Admission:
         self._expire(now)
         if token in self._tokens or token in self._used:
             return REFUSED_TOKEN_IN_USE
-        if self._reservations.pop(call_sid, None) is None and (
-            len(self._live) + len(self._reservations) + 1 > self.limit
-        ):
-            return REFUSED_AT_CAPACITY
+        if self._reservations.pop(call_sid, None) is None:
+            # No webhook answered for this call here: a new call, which a draining process no longer takes (only the
+            # calls it promised before the drain may still start).
+            if not self.accepting:
+                return REFUSED_DRAINING
+            if len(self._live) + len(self._reservations) + 1 > self.limit:
+                return REFUSED_AT_CAPACITY
         self._live[ticket] = (call_sid, token)
         self._tokens.add(token)
         self._used[token] = now + self.token_ttl_s

@@ -67,10 +67,12 @@ async def drain(app: web.Application, budget_s: float, *, hurry: asyncio.Event |
     ended = len(calls.active)
     if ended:
         log.warning("gateway.drain_deadline", ending_calls=ended, waited_s=round(time.monotonic() - t0, 2))
-        for session, _task in list(calls.active.values()):
-            session.request_end("drained")
         stop_by = time.monotonic() + hangup_allowance_s(app)
         while calls.active and time.monotonic() < stop_by:
+            # Every poll: a call whose webhook was answered before the drain may still start now, and it hears the
+            # goodbye too (request_end is idempotent).
+            for session, _task in list(calls.active.values()):
+                session.request_end("drained")
             await asyncio.sleep(_POLL_S)
     log.info(
         "gateway.drain_finished",

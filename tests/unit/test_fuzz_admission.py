@@ -54,8 +54,8 @@ def test_limit_and_token_invariants_hold_under_any_interleaving(limit, sequence)
                 assert token not in admitted  # a token is never admitted twice (while remembered: no tick > TTL)
                 admitted.add(token)
                 live[t] = token
-            else:
-                assert r in (REFUSED_AT_CAPACITY, REFUSED_TOKEN_IN_USE)
+            else:  # a draining process refuses a start it promised nothing (no reservation of its CallSid)
+                assert r in (REFUSED_AT_CAPACITY, REFUSED_TOKEN_IN_USE) or (r == REFUSED_DRAINING and not a.accepting)
                 assert r != REFUSED_TOKEN_IN_USE or token in admitted
                 a.release(t)
         elif op == "release":
@@ -138,3 +138,20 @@ def test_a_used_token_is_remembered_until_its_lifetime_ends():
     a.release(t2)
     (t3, _) = a.open_stream(301.0)  # past its lifetime the token would not verify anyway: forgotten
     assert a.start(t3, "CA1", "tok", 301.0) is None
+
+
+def test_a_draining_process_refuses_at_start_a_stream_it_promised_nothing():
+    """While draining, a stream gets past open_stream whenever a reservation waits (it names no call yet); its
+    'start' is then refused unless it claims a reservation: a draining process takes no new call."""
+    a = Admission(limit=5)
+    assert a.reserve("CA1", 0) is None  # CA1's webhook was answered before the drain
+    a.accepting = False
+    opened = a.open_stream(0)
+    assert not isinstance(opened, str)
+    ticket, _ = opened
+    assert a.start(ticket, "CA_unexpected", "tok-x", 0) == REFUSED_DRAINING
+    assert a.live == 0
+    opened = a.open_stream(0)
+    assert not isinstance(opened, str)
+    assert a.start(opened[0], "CA1", "tok-1", 0) is None  # the promised call still starts
+    assert a.live == 1
