@@ -318,3 +318,35 @@ class ConversationRules(AgentSessionRules):
         self._publish(ev.ControlAction("transfer", "failed", t=self.t(now)))
         if self._live:
             self._out.append(SendAgent(ap.reply_create(failed_instructions(result)), keep=True))
+
+
+class ControlAnswers(ConversationRules):
+    """The call control's answers, once the carrier may have gone. A 'stop' while the carrier's call control acts
+    (``control_pending``) leaves the call's end to that step's answer: it is usually the step's own doing. An answer
+    that keeps the call (a failed transfer; a warm transfer's dial, placed or not; its failed join) counts on the
+    carrier still being there, and it is not: the caller hung up."""
+
+    __slots__ = ()
+
+    carrier_stopped: bool  # set by CallCore: the carrier's 'stop' came
+
+    def control_done(
+        self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None
+    ) -> Sequence[Action]:
+        return self._unless_stopped(super().control_done(request, now, ended_now=ended_now, failure=failure), now)
+
+    def warm_dialled(self, human_sid: str, now: float, failure: CallControlFailed | None = None) -> Sequence[Action]:
+        return self._unless_stopped(super().warm_dialled(human_sid, now, failure), now)
+
+    def warm_joined(self, now: float, failure: CallControlFailed | None = None) -> Sequence[Action]:
+        return self._unless_stopped(super().warm_joined(now, failure), now)
+
+    def _unless_stopped(self, actions: Sequence[Action], now: float) -> Sequence[Action]:
+        """A control step answered and the call goes on (no way out pending, not ended): if the carrier already sent
+        'stop', nothing more will be read from it (no media, no marks, no 'stop' to come), so the call ends now as
+        the caller's hang-up, not at ``no_media_timeout_s`` with its agent session billed. The agent is not asked to
+        tell the caller (the answer's ``reply.create``): no one is there, and its session ends with the call."""
+        if not self.carrier_stopped or self._exit is not None or self._phase is Phase.ENDED:
+            return actions
+        self._end(Outcome.CALLER_HANGUP, now)
+        return [*(a for a in actions if not isinstance(a, SendAgent)), *self._take()]

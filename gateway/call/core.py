@@ -33,15 +33,15 @@ from ..carriers.events import (
     StreamStopped,
 )
 from ..config import Profile, Settings
-from ..errors import AgentSessionError, CallControlFailed, Outcome
+from ..errors import AgentSessionError, Outcome
 from ..playout import PlayoutTracker
 from ..prompts import AGENT_UNAVAILABLE, GOODBYE
 from ..ratelimit import InboundAudioBudget, seconds_per_byte
 from ..tools import call_control as cc
 from ..tools.gate import ToolResultGate
 from . import events as ev
-from .actions import Action, ControlRequest, EndAgentSession, EndCall, MarkHeard, RunTool, SendAgent, WakeAt
-from .conversation import ConversationRules
+from .actions import Action, EndAgentSession, EndCall, MarkHeard, RunTool, WakeAt
+from .conversation import ControlAnswers
 from .last_words import LastWords, Stage, Step
 from .outbound_queue import OutboundQueue
 from .phase import Phase, Trigger, next_phase
@@ -66,7 +66,7 @@ PROMPT_FOR_OUTCOME: dict[str, str] = {
 _PROMPT_TAG = "__prompt__"
 
 
-class CallCore(ConversationRules):
+class CallCore(ControlAnswers):
     """One call from its authorized ``start`` to its end. ``prompt_audio(name)`` gives a bundled prompt as 8 kHz
     μ-law; ``control_available``: whether the carrier's call control can hang up or transfer (REST)."""
 
@@ -246,7 +246,7 @@ class CallCore(ConversationRules):
                 if self._phase is Phase.ENDING:
                     self._prompt_finished(False)
                 elif not self.control_pending:  # else: our REST hang-up/transfer stopped it; its answer ends it
-                    self._end(Outcome.CALLER_HANGUP, now)  # (or, when that answer keeps the call: _unless_stopped)
+                    self._end(Outcome.CALLER_HANGUP, now)  # (or, when that answer keeps the call: ControlAnswers)
         return self._take()
 
     def caller_audio(self, payload: bytes, now: float, send_now: bool) -> bytes | None:
@@ -326,31 +326,6 @@ class CallCore(ConversationRules):
         self._dtmf.add(digit, now)
         if (deadline := self._dtmf.deadline()) is not None:
             self._out.append(WakeAt(deadline))
-
-    # ================================================================================ call control's answers
-    # A 'stop' while the carrier's call control acts (control_pending) leaves the call's end to that step's answer:
-    # it is usually the step's own doing. An answer that keeps the call (a failed transfer; a warm transfer's dial,
-    # placed or not; its failed join) counts on the carrier still being there, and it is not: the caller hung up.
-    def control_done(
-        self, request: ControlRequest, now: float, *, ended_now: bool = True, failure: CallControlFailed | None = None
-    ) -> Sequence[Action]:
-        return self._unless_stopped(super().control_done(request, now, ended_now=ended_now, failure=failure), now)
-
-    def warm_dialled(self, human_sid: str, now: float, failure: CallControlFailed | None = None) -> Sequence[Action]:
-        return self._unless_stopped(super().warm_dialled(human_sid, now, failure), now)
-
-    def warm_joined(self, now: float, failure: CallControlFailed | None = None) -> Sequence[Action]:
-        return self._unless_stopped(super().warm_joined(now, failure), now)
-
-    def _unless_stopped(self, actions: Sequence[Action], now: float) -> Sequence[Action]:
-        """A control step answered and the call goes on (no way out pending, not ended): if the carrier already sent
-        'stop', nothing more will be read from it (no media, no marks, no 'stop' to come), so the call ends now as
-        the caller's hang-up, not at ``no_media_timeout_s`` with its agent session billed. The agent is not asked to
-        tell the caller (the answer's ``reply.create``): no one is there, and its session ends with the call."""
-        if not self.carrier_stopped or self._exit is not None or self._phase is Phase.ENDED:
-            return actions
-        self._end(Outcome.CALLER_HANGUP, now)
-        return [*(a for a in actions if not isinstance(a, SendAgent)), *self._take()]
 
     # ============================================================================================== agent side
     def agent_event(self, event: ap.ServerEvent, now: float) -> Sequence[Action]:

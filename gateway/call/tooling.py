@@ -186,7 +186,7 @@ class CallTools:
     ) -> Sequence[Action]:
         """The carrier's call control answered ``request``. A failed hang-up still ends the call (closing the
         stream is the hang-up of last resort); a failed transfer keeps it, and the agent is told (unless the caller
-        hung up meanwhile: the core then ends the call, ``CallCore._unless_stopped``)."""
+        hung up meanwhile: the core then ends the call, ``ControlAnswers`` in gateway.call.conversation)."""
         x = self._exit
         ms = round((now - (x.control_at if x is not None else now)) * 1000, 1)
         t = self.t(now)
