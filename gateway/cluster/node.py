@@ -214,6 +214,9 @@ class Cluster:
             refused = self.settings.on_unavailable == "refuse"
             self._admitted(call, not refused)
             return ("store_unavailable" if refused else None), None
+        except BaseException:  # cancelled (the stream's task ended): not admitted here, and nothing waits for it
+            self._admitted(call, False)
+            raise
         self._ok()
         self._admitted(call, admitted.first_use)
         if not admitted.first_use:

@@ -264,6 +264,40 @@ async def test_a_call_that_ends_while_a_replay_of_its_token_is_refused_stays_end
     assert await store.owner_of("CE1") is None
 
 
+async def test_an_admission_cancelled_while_the_store_answers_leaves_no_ghost_and_its_end_goes_through():
+    """A stream cancelled while the store is asked about it (its task ended: shutdown, a closed socket) is no longer
+    being admitted: the heartbeat stops carrying it, and an end of the call waiting for that answer goes ahead."""
+
+    class HungStore(InProcessStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked = asyncio.Event()
+
+        async def admit_call(
+            self, me: Replica, call: LiveCall, token_key: str, token_ttl_s: float, call_ttl_s: float
+        ) -> Admitted:
+            if call.stream_sid == "MZ9":
+                self.asked.set()
+                await asyncio.Event().wait()  # never answers
+            return await super().admit_call(me, call, token_key, token_ttl_s, call_ttl_s)
+
+    store = HungStore()
+    cluster = Cluster(StateSettings(), store, token_secret=b"s", token_ttl_s=60, accepting=lambda: True)
+    assert await cluster.admit(call("CG1", "MZ1"), "tok-g1") == (None, None)
+    again = asyncio.get_running_loop().create_task(cluster.admit(call("CG1", "MZ9"), "tok-g9"))
+    await store.asked.wait()
+    cluster.ended("CG1", "MZ1")  # the live stream ends; its end waits for the new stream's answer
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    await asyncio.sleep(0.05)  # the end's flush runs
+    await cluster._beat()  # noqa: SLF001 - a heartbeat writes the exact set of calls this replica carries
+    ghost = await store.owner_of("CG1")
+    await cluster.stop()
+    assert "CG1" not in cluster.local
+    assert ghost is None, "the ended call is still registered (a ghost of the cancelled stream)"
+
+
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 async def test_call_control_finds_the_replica_where_the_call_is_live_not_a_stale_parked_entry(kind, redis):
     """A redirect moved a call from one replica (where its session parked) to another (live). Until the parked
